@@ -1,0 +1,66 @@
+"""One exception hierarchy for changescout.
+
+Library code raises these; the CLI maps :class:`InputError` (and subclasses) to exit code 2 and any
+other :class:`ChangescoutError` to exit code 1. Messages say what was expected, what was given, and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ChangescoutError(Exception):
+    """Base class of every error changescout raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(ChangescoutError):
+    """Bad input given by the user: a file, an option, a band list. Exit code 2."""
+
+    exit_code = 2
+
+
+class SourceError(InputError):
+    """An input raster, cube or folder cannot be read as a series."""
+
+
+class GridError(InputError):
+    """The output grid cannot be built, or a location falls outside it."""
+
+
+class BandError(InputError):
+    """The bands of a cube do not fit what a stage expects."""
+
+
+class ConfigError(InputError):
+    """A configuration value or file is invalid."""
+
+
+class RunExistsError(InputError):
+    """The run directory holds a run made with another configuration and --overwrite was not given."""
+
+
+class RunNotFoundError(InputError):
+    """A path given as a run directory is not one, or misses a stage's output."""
+
+
+class IncompatibleRunsError(InputError):
+    """Two runs whose change vectors cannot be compared (encoder, weights, patch size, normalisation)."""
+
+
+class EventNotFoundError(InputError):
+    """An event id or location does not match any event of the run."""
+
+
+class WeightsError(InputError):
+    """Encoder weights are missing, unreadable or do not match their expected checksum."""
+
+
+class EncoderNotFoundError(InputError):
+    """No encoder is registered under the given name."""

@@ -1,0 +1,128 @@
+"""The events table: one row per (patch, date pair), ranked; GeoParquet I/O and exports.
+
+Every score follows one direction: higher means more (more change, more atypical, rarer). The schema below
+is written into the GeoParquet file metadata (key ``changescout``) so that a reader knows what each column
+means without this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+from .errors import ConfigError, RunNotFoundError
+
+SCHEMA_VERSION = "1"
+
+#: column -> (dtype, description). Score columns say their direction.
+SCHEMA: dict[str, tuple[str, str]] = {
+    "event_id": ("string", "<series>-<t0 YYYYMMDD>-<t1 YYYYMMDD>-r<row>-c<col>; stable within one grid"),
+    "series": ("string", "series id: readable label + short hash of source and grid"),
+    "row": ("int32", "patch row in the patch grid (0 = top)"),
+    "col": ("int32", "patch column in the patch grid (0 = left)"),
+    "t0": ("datetime64[ns]", "date of the state compared against (previous clear date, anniversary or reference)"),
+    "t1": ("datetime64[ns]", "date of the new state"),
+    "magnitude": ("float32", "distance between the patch embeddings at t0 and t1; higher = larger change"),
+    "zscore": ("float32", "robust z-score of magnitude against this patch's own history; higher = more unusual for the patch"),
+    "persistence": ("Int32", "later clear dates over which the new state holds before reverting; null = unknown (last date); 0 = transient (e.g. cloud)"),
+    "clear_fraction": ("float32", "lower of the clear-pixel fractions of the patch at t0 and t1"),
+    "cluster": ("int32", "change type: cluster id of the change vector"),
+    "cluster_size": ("int32", "number of events in this cluster"),
+    "rarity": ("float32", "0..1, higher = rarer change type and emptier neighbourhood in change-vector space"),
+    "atypicality": ("float32", "0..1 ranking score, higher = more atypical (rarity and/or magnitude, transient changes demoted)"),
+    "rank": ("int32", "1 = most atypical"),
+    "vec": ("int64", "key of the change vector in changes.zarr (and id in index.faiss)"),
+}
+
+COLUMNS = list(SCHEMA)
+
+
+def schema_metadata() -> dict:
+    return {"schema_version": SCHEMA_VERSION, "columns": {k: {"dtype": d, "description": s} for k, (d, s) in SCHEMA.items()}}
+
+
+def write_events(events: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
+    """Write the events table as GeoParquet, atomically, with the column descriptions in its metadata."""
+    missing = [c for c in COLUMNS if c not in events.columns]
+    if missing:
+        raise ConfigError(f"events table misses columns {missing}")
+    if events.crs is None:
+        raise ConfigError("events table has no CRS")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        events.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
+        table = pq.read_table(tmp)
+        meta = dict(table.schema.metadata or {})
+        meta[b"changescout"] = json.dumps(schema_metadata()).encode()
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return path
+
+
+def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """Read an events table written by :func:`write_events` (a file or a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "events.parquet"
+    if not path.exists():
+        raise RunNotFoundError("no events table here (run `changescout run` first)", path)
+    try:
+        gdf = gpd.read_parquet(path)
+    except Exception as exc:
+        raise RunNotFoundError(f"cannot read the events table: {exc}", path) from exc
+    missing = [c for c in COLUMNS if c not in gdf.columns]
+    if missing:
+        raise RunNotFoundError(f"not a changescout events table: columns {missing} are missing", path)
+    return gdf
+
+
+EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"), "csv": (None, ".csv")}
+
+
+def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None) -> Path:
+    """Export (the ``top`` ranked rows of) an events table to GeoPackage, GeoJSON or CSV (WKT geometry)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    ev = events.sort_values("rank")
+    if top is not None:
+        ev = ev.head(top)
+    ev = ev.copy()
+    for c in ("t0", "t1"):
+        ev[c] = pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d")
+    path = Path(path)
+    driver, _ = EXPORT_FORMATS[fmt]
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            df = pd.DataFrame(ev.drop(columns="geometry"))
+            df["geometry_wkt"] = ev.geometry.to_wkt()
+            df["crs"] = ev.crs.to_string()
+            df.to_csv(tmp, index=False)
+        else:
+            if fmt == "geojson":
+                ev["persistence"] = ev["persistence"].astype("float64")
+            ev.to_file(tmp, driver=driver, layer="events" if fmt == "gpkg" else None)
+    return path
+
+
+def empty_like_schema(crs) -> gpd.GeoDataFrame:
+    cols = {c: pd.Series(dtype=("object" if d == "string" else d)) for c, (d, _) in SCHEMA.items()}
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+def top_events(events: gpd.GeoDataFrame, n: int = 10) -> pd.DataFrame:
+    return events.sort_values("rank").head(n)
+
+
+def check_directions(events: pd.DataFrame) -> None:
+    """Rank 1 must hold the highest atypicality (used by tests and by readers who sort by hand)."""
+    ev = events.sort_values("rank")
+    if len(ev) and not np.all(np.diff(ev["atypicality"].to_numpy()) <= 1e-9):
+        raise ConfigError("ranks do not follow atypicality")

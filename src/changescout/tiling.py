@@ -1,0 +1,126 @@
+"""The patch grid: patch ``(row, col)`` <-> patch polygon in the series CRS.
+
+Patches are ``patch_size`` x ``patch_size`` pixels, non-overlapping (stride = patch size), counted from the
+grid origin (top-left). Because the output grid origin is snapped to whole patches, a patch index names the
+same ground footprint whatever the file order or the chunking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from .cube import OutputGrid
+from .errors import ConfigError, GridError
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Non-overlapping square patches of ``patch_size`` pixels over an :class:`OutputGrid`."""
+
+    grid: OutputGrid
+    patch_size: int
+
+    def __post_init__(self):
+        if not isinstance(self.patch_size, (int, np.integer)) or self.patch_size < 1:
+            raise ConfigError(f"patch_size must be a positive integer number of pixels, got {self.patch_size!r}")
+        h, w = self.grid.shape
+        if h < self.patch_size or w < self.patch_size:
+            raise GridError(
+                f"the grid ({h}x{w} px) is smaller than one patch ({self.patch_size} px); use a smaller --patch-size"
+            )
+
+    @property
+    def stride(self) -> int:
+        return self.patch_size
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Number of patch rows and columns (incomplete patches at the bottom/right edges are dropped)."""
+        h, w = self.grid.shape
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def n_patches(self) -> int:
+        r, c = self.shape
+        return r * c
+
+    def pixel_window(self, row: int, col: int) -> tuple[slice, slice]:
+        p = self.patch_size
+        return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
+
+    def bounds(self, row, col) -> np.ndarray:
+        """Patch bounds ``(left, bottom, right, top)``; broadcasts over arrays of rows and cols."""
+        row, col = np.asarray(row), np.asarray(col)
+        xres, yres = self.grid.resolution
+        left0, top0 = self.grid.transform[2], self.grid.transform[5]
+        size_x, size_y = xres * self.patch_size, yres * self.patch_size
+        left = left0 + col * size_x
+        top = top0 - row * size_y
+        return np.stack([left, top - size_y, left + size_x, top], axis=-1)
+
+    def polygons(self, row, col) -> np.ndarray:
+        """Shapely polygons of patches (array in, array out)."""
+        b = self.bounds(np.atleast_1d(row), np.atleast_1d(col))
+        return shapely.box(b[..., 0], b[..., 1], b[..., 2], b[..., 3])
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Patch-centre coordinates: ``x`` per column and ``y`` per row."""
+        xres, yres = self.grid.resolution
+        p = self.patch_size
+        x = self.grid.transform[2] + xres * p * (np.arange(self.shape[1]) + 0.5)
+        y = self.grid.transform[5] - yres * p * (np.arange(self.shape[0]) + 0.5)
+        return x, y
+
+    def locate(self, x: float, y: float) -> tuple[int, int]:
+        """Patch ``(row, col)`` holding the point ``(x, y)`` given in the grid CRS."""
+        xres, yres = self.grid.resolution
+        col = int(np.floor((x - self.grid.transform[2]) / (xres * self.patch_size)))
+        row = int(np.floor((self.grid.transform[5] - y) / (yres * self.patch_size)))
+        nr, nc = self.shape
+        if not (0 <= row < nr and 0 <= col < nc):
+            b = self.grid.bounds
+            raise GridError(
+                f"point ({x}, {y}) is outside the patch grid (bounds {b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f} in {self.grid.crs})"
+            )
+        return row, col
+
+
+# -- series and event ids ---------------------------------------------------------------------------
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def series_id(label: str, source_digest: str, grid: OutputGrid, patch_size: int) -> str:
+    """``<label>_<hash>``: a readable label plus a short hash of the source and the patch grid."""
+    clean = _LABEL_BAD.sub("_", label).strip("_")[:32] or "series"
+    h = hashlib.sha256(f"{source_digest}|{grid.digest()}|{patch_size}".encode()).hexdigest()[:8]
+    return f"{clean}_{h}"
+
+
+def event_id(series: str, t0, t1, row: int, col: int) -> str:
+    """``<series>-<t0 YYYYMMDD>-<t1 YYYYMMDD>-r<row>-c<col>``."""
+    return f"{series}-{_ymd(t0)}-{_ymd(t1)}-r{int(row)}-c{int(col)}"
+
+
+def event_ids(series: str, t0, t1, rows, cols) -> np.ndarray:
+    t0s = [_ymd(t) for t in np.atleast_1d(t0)]
+    t1s = [_ymd(t) for t in np.atleast_1d(t1)]
+    return np.array([f"{series}-{a}-{b}-r{int(r)}-c{int(c)}" for a, b, r, c in zip(t0s, t1s, rows, cols)], dtype=object)
+
+
+def parse_event_id(eid: str) -> dict:
+    """Split an event id into ``series``, ``t0``, ``t1`` (YYYYMMDD strings), ``row`` and ``col``."""
+    m = re.fullmatch(r"(?P<series>.+)-(?P<t0>\d{8})-(?P<t1>\d{8})-r(?P<row>\d+)-c(?P<col>\d+)", eid)
+    if not m:
+        raise GridError(f"{eid!r} is not an event id of the form <series>-<YYYYMMDD>-<YYYYMMDD>-r<row>-c<col>")
+    d = m.groupdict()
+    d["row"], d["col"] = int(d["row"]), int(d["col"])
+    return d
+
+
+def _ymd(t) -> str:
+    return np.datetime64(t, "D").astype(str).replace("-", "")

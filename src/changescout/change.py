@@ -1,0 +1,225 @@
+"""Change vectors between dates of each patch: magnitude, z-score against the patch's history, persistence.
+
+Comparison modes:
+
+* ``consecutive`` (default): each clear date against the previous clear date of that patch that was not
+  a transient spike;
+* ``anniversary``: each date against the clear date of the same patch nearest to one year before (within
+  ``anniversary_tolerance_days``);
+* ``reference:YYYY-MM-DD``: each date after the reference against the clear date of the patch nearest to it.
+
+A date is *transient* for a patch when its state is an excursion that the next clear date leaves again
+(the next state is back near the previous one: a cloud without a mask, a passing shadow). Transient dates
+still produce their event (with ``persistence`` 0, so the ranking demotes it) but never serve as the state
+that later dates are compared against. ``persistence`` counts the later clear, non-transient dates over
+which the new state holds (each is closer to the new state than to the old one) before it reverts; it is
+null when no later clear date exists. A state seen at one date only is therefore 0, while a flood that
+holds for one more date before receding is 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How each date is paired with the date it is compared against."""
+
+    mode: str = "consecutive"
+    reference: pd.Timestamp | None = None
+    min_clear: float = 0.5
+    spike_ratio: float = 0.5
+    anniversary_tolerance_days: int = 45
+
+    @classmethod
+    def parse(cls, text: str, **kw) -> "Comparison":
+        text = (text or "consecutive").strip()
+        if text in ("consecutive", "anniversary"):
+            return cls(mode=text, **kw)
+        m = re.fullmatch(r"reference:(\d{4}-?\d{2}-?\d{2})", text)
+        if m:
+            return cls(mode="reference", reference=pd.Timestamp(m.group(1)), **kw)
+        raise ConfigError(f"--compare must be consecutive, anniversary or reference:YYYY-MM-DD, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"reference:{self.reference:%Y-%m-%d}" if self.mode == "reference" else self.mode
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(((a - b) ** 2).mean(axis=-1))
+
+
+def transient_dates(E: np.ndarray, ok: np.ndarray, spike_ratio: float = 0.5):
+    """Consecutive pass over ``E (time, patch, dim)``: previous stable date of each clear date, and spikes.
+
+    Returns ``(prev, transient)``, both ``(time, patch)``: ``prev[t, p]`` is the date index the clear date
+    ``t`` is compared with (-1 for the first), ``transient[t, p]`` marks spikes.
+    """
+    T, P = ok.shape
+    nxt = np.full((T, P), -1)
+    running = np.full(P, -1)
+    for t in range(T - 1, -1, -1):
+        nxt[t] = running
+        running = np.where(ok[t], t, running)
+    prev = np.full((T, P), -1)
+    transient = np.zeros((T, P), bool)
+    ref = np.full(P, -1)
+    idx = np.arange(P)
+    for t in range(T):
+        has = ok[t]
+        m = has & (ref >= 0)
+        prev[t] = np.where(m, ref, -1)
+        n = nxt[t]
+        chk = m & (n >= 0)
+        if chk.any():
+            p = idx[chk]
+            e_ref, e_cur, e_nxt = E[ref[p], p], E[t, p], E[n[p], p]
+            d_cur = _dist(e_cur, e_ref)
+            d_back = _dist(e_nxt, e_ref)
+            spike = (d_back < spike_ratio * d_cur) & (d_back < _dist(e_nxt, e_cur))
+            transient[t, p] = spike
+        ref = np.where(has & ~transient[t], t, ref)
+    return prev, transient
+
+
+def _pairs(E, ok, times: pd.DatetimeIndex, comp: Comparison):
+    prev, transient = transient_dates(E, ok, comp.spike_ratio)
+    stable = ok & ~transient
+    T, P = ok.shape
+    t1s, t0s, ps = [], [], []
+    if comp.mode == "consecutive":
+        t1, p = np.nonzero(prev >= 0)
+        return t1, prev[t1, p], p, transient
+    for t in range(T):
+        if comp.mode == "anniversary":
+            target = times[t] - pd.DateOffset(years=1)
+        else:
+            if times[t] <= comp.reference:
+                continue
+            target = comp.reference
+        cands = [(abs((times[j] - target).days), j) for j in range(T) if j != t and times[j] < times[t]]
+        if comp.mode == "anniversary":
+            cands = [c for c in cands if c[0] <= comp.anniversary_tolerance_days]
+        chosen = np.full(P, -1)
+        for _, j in sorted(cands):
+            chosen = np.where((chosen < 0) & stable[j], j, chosen)
+        p = np.nonzero(ok[t] & (chosen >= 0))[0]
+        t1s.append(np.full(len(p), t)), t0s.append(chosen[p]), ps.append(p)
+    if not ps:
+        return np.array([], int), np.array([], int), np.array([], int), transient
+    return np.concatenate(t1s), np.concatenate(t0s), np.concatenate(ps), transient
+
+
+def persistence(E, stable, t0, t1, p) -> np.ndarray:
+    """Later stable dates over which the state at ``t1`` holds against ``t0``; -1 where unknown."""
+    T = E.shape[0]
+    count = np.zeros(len(p), int)
+    seen = np.zeros(len(p), bool)
+    alive = np.ones(len(p), bool)
+    for j in range(1, T):
+        later = (t1 < j) & alive
+        if not later.any():
+            continue
+        i = np.nonzero(later)[0]
+        valid = stable[j, p[i]]
+        e_j = E[j, p[i]]
+        holds = _dist(e_j, E[t1[i], p[i]]) <= _dist(e_j, E[t0[i], p[i]])
+        count[i] += valid & holds
+        seen[i] |= valid
+        alive[i] = ~valid | holds
+    return np.where(seen, count, -1)
+
+
+def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison):
+    """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``."""
+    ok = (clear >= comp.min_clear) & np.isfinite(E).all(axis=-1)
+    t1, t0, p, transient = _pairs(E, ok, times, comp)
+    stable = ok & ~transient
+    vec = E[t1, p] - E[t0, p]
+    mag = np.sqrt((vec**2).mean(axis=-1))
+    pers = persistence(E, stable, t0, t1, p)
+    cf = np.minimum(clear[t0, p], clear[t1, p])
+    return pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "persistence": pers,
+                         "clear_fraction": cf, "transient": transient[t1, p]}), vec.astype(np.float32)
+
+
+def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``(v - median) / (1.4826 MAD)`` within each group, with a floor on the scale from all groups."""
+    s = pd.Series(values)
+    g = s.groupby(groups)
+    med = g.transform("median")
+    mad = (s - med).abs().groupby(groups).transform("median") * 1.4826
+    floor = max(float(np.nanmedian(mad)) * 0.5, 1e-6) if len(mad) else 1e-6
+    return ((s - med) / np.maximum(mad, floor)).to_numpy(np.float32)
+
+
+def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 64):
+    """All events of a run: a DataFrame (row, col, t0, t1, magnitude, zscore, persistence, ...) and vectors.
+
+    Events are sorted by (t1, row, col, t0); the vector key ``vec`` is the row position in that order.
+    """
+    times = pd.DatetimeIndex(embeddings["time"].values)
+    nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
+    frames, vecs = [], []
+    for r0 in range(0, nr, block_rows):
+        r1 = min(r0 + block_rows, nr)
+        E = embeddings["embedding"].isel(row=slice(r0, r1)).values  # (T, r, c, D)
+        C = embeddings["clear_fraction"].isel(row=slice(r0, r1)).values
+        T, r, c, D = E.shape
+        df, v = changes_block(E.reshape(T, r * c, D), C.reshape(T, r * c), times, comp)
+        df["row"] = r0 + df["p"] // c
+        df["col"] = df["p"] % c
+        frames.append(df.drop(columns="p"))
+        vecs.append(v)
+    df = pd.concat(frames, ignore_index=True)
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
+    df["zscore"] = robust_zscore(df["magnitude"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
+    df["t0"] = times[df["t0i"].to_numpy()]
+    df["t1"] = times[df["t1i"].to_numpy()]
+    order = np.lexsort((df["t0i"], df["col"], df["row"], df["t1i"]))
+    df = df.iloc[order].reset_index(drop=True)
+    vectors = vectors[order]
+    df["vec"] = np.arange(len(df), dtype=np.int64)
+    df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
+    return df, vectors
+
+
+EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "zscore", "persistence", "clear_fraction", "transient")
+
+
+def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict) -> None:
+    """``changes.zarr``: ``vector (vec, dim)`` and the event columns, keyed by the explicit ``vec`` coordinate."""
+    from .atomic import atomic_path
+
+    data = {"vector": (("vec", "dim"), vectors)}
+    for c in EVENT_COLUMNS:
+        v = events[c]
+        data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
+    ds = xr.Dataset(data, coords={"vec": events["vec"].to_numpy()}, attrs=attrs)
+    with atomic_path(path) as tmp:
+        ds.chunk({"vec": 65536}).to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+
+
+def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Events (with ``vec``), vectors in the same order, and attributes of ``changes.zarr``."""
+    ds = xr.open_zarr(path, consolidated=True)
+    df = pd.DataFrame({c: ds[c].values for c in EVENT_COLUMNS})
+    df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
+    df["vec"] = ds["vec"].values
+    return df, ds["vector"].values, dict(ds.attrs)
+
+
+def read_vectors(path, keys=None) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors (and their keys) from ``changes.zarr``, selected by ``vec`` key, not by position."""
+    ds = xr.open_zarr(path, consolidated=True)
+    if keys is not None:
+        ds = ds.sel(vec=np.asarray(keys))
+    return ds["vector"].values, ds["vec"].values

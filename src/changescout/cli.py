@@ -1,0 +1,265 @@
+"""The command line: a thin typer layer over the library.
+
+Exit codes: 0 success, 2 bad input or refused overwrite, 1 internal error. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ChangescoutError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
+console = Console(stderr=True)
+out_console = Console()
+_state = {"debug": False, "quiet": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+          quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or summaries.")):
+    _state["debug"], _state["quiet"] = debug, quiet
+
+
+def _log(msg: str) -> None:
+    if not _state["quiet"]:
+        console.print(msg)
+
+
+@contextlib.contextmanager
+def _dask_progress(description: str, _n: int):
+    """A rich progress bar fed by dask's local scheduler callbacks."""
+    from dask.callbacks import Callback
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    if _state["quiet"]:
+        yield
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), "{task.completed}/{task.total} tasks",
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        class _CB(Callback):
+            def _start_state(self, dsk, state):
+                bar.update(task, total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")))
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                bar.advance(task)
+
+        with _CB():
+            yield
+
+
+def _summary(run_dir: Path, top: int = 10) -> None:
+    from .events import read_events
+
+    ev = read_events(run_dir).sort_values("rank").head(top)
+    table = Table(title=f"Top {len(ev)} changes  ({run_dir})")
+    for c in ("rank", "event_id", "t0", "t1", "atypicality", "rarity", "magnitude", "persistence", "cluster"):
+        table.add_column(c, justify="right" if c not in ("event_id",) else "left")
+    for _, r in ev.iterrows():
+        pers = "" if r["persistence"] is None or str(r["persistence"]) == "<NA>" else str(r["persistence"])
+        table.add_row(str(r["rank"]), r["event_id"], f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", f"{r['atypicality']:.3f}",
+                      f"{r['rarity']:.3f}", f"{r['magnitude']:.3f}", pers, str(r["cluster"]))
+    out_console.print(table)
+    out_console.print(f"Outputs in {run_dir}: events.parquet, maps/, report.html")
+
+
+def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
+    from .pipeline import run_pipeline
+
+    client = None
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
+        client = Client(scheduler)
+    try:
+        run_pipeline(config, out, overwrite=overwrite, progress=None if client else _dask_progress, log=_log)
+    finally:
+        if client is not None:
+            client.close()
+    if not _state["quiet"]:
+        _summary(out)
+
+
+def _split(text: Optional[str]) -> Optional[list[str]]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory to write."),
+         seed: int = typer.Option(0, help="Seed of the synthetic series."),
+         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
+    """Synthetic series with planted changes: the whole pipeline and its report."""
+    from .pipeline import RunConfig
+
+    _run(RunConfig(source="synthetic", kind="synthetic", source_options={"seed": seed}, seed=seed, label="demo"), out, overwrite, None)
+
+
+@app.command()
+def run(source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, or 'synthetic'."),
+        out: Path = typer.Option(..., "--out", help="Run directory."),
+        kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
+        dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD (stacked files, or to override names)."),
+        bands: Optional[str] = typer.Option(None, help="Comma-separated band names (stacked files)."),
+        grid: Optional[str] = typer.Option(None, help="Output grid: CRS[,RES[,LEFT,BOTTOM,RIGHT,TOP]]."),
+        mask: Optional[str] = typer.Option(None, help="Quality mask folder or file (Fmask / SCL)."),
+        mask_convention: Optional[str] = typer.Option(None, help="fmask or scl."),
+        encoder: str = typer.Option("rcf", help="Encoder name (see `changescout encoders`)."),
+        weights: Optional[str] = typer.Option(None, help="Encoder weights file."),
+        patch_size: int = typer.Option(16, "--patch-size", help="Patch size in pixels."),
+        compare: str = typer.Option("consecutive", help="consecutive | anniversary | reference:YYYY-MM-DD"),
+        rank_by: str = typer.Option("combined", "--rank-by", help="combined | rarity | magnitude"),
+        min_clear: float = typer.Option(0.5, "--min-clear", help="Least clear fraction of a patch to use a date."),
+        seed: int = typer.Option(0, help="Seed (encoder sampling, clustering)."),
+        label: Optional[str] = typer.Option(None, help="Readable series label used in event ids."),
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys; options given here override it."),
+        scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler address."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
+    """The whole pipeline on real data; resumes an interrupted run."""
+    from .pipeline import RunConfig
+
+    base = {}
+    if config is not None:
+        try:
+            base = json.loads(Path(config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the configuration: {exc}", config) from exc
+    given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
+             "mask_convention": mask_convention, "weights": weights, "label": label}
+    ctx = click_context()
+    for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
+                        "min_clear": min_clear, "seed": seed}.items():
+        if name not in base or _given(ctx, name):
+            given[name] = value
+    merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}
+    _run(RunConfig.from_dict(merged), out, overwrite, scheduler)
+
+
+def click_context():
+    import click
+
+    return click.get_current_context()
+
+
+def _given(ctx, name: str) -> bool:
+    import click
+
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+
+@app.command()
+def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory."),
+            event_id: Optional[str] = typer.Argument(None, help="Event id of the query change."),
+            at: Optional[str] = typer.Option(None, help="X,Y of the query patch in the run's CRS."),
+            t1: Optional[str] = typer.Option(None, help="Date (YYYY-MM-DD) of the query change, with --at."),
+            k: int = typer.Option(10, help="Number of results."),
+            in_runs: list[Path] = typer.Option([], "--in", help="Other run(s) to search too."),
+            negatives: list[str] = typer.Option([], "--not", help="Event id(s) that are not what you look for."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """The changes most similar to one event, in this run and others."""
+    from .similar import find_similar
+
+    xy = None
+    if at:
+        try:
+            xy = tuple(float(v) for v in at.split(","))
+        except ValueError:
+            xy = ()
+        if len(xy) != 2:
+            raise ConfigError(f"--at takes X,Y (two numbers), got {at!r}")
+    res = find_similar(run_dir, event_id, at=xy, t1=t1, k=k, other_runs=in_runs, negatives=negatives)
+    if as_json:
+        out_console.print_json(res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str)).to_json(orient="records"))
+        return
+    table = Table(title=f"Similar to {res.attrs.get('query')}")
+    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "rank", "cluster", "run"):
+        table.add_column(c)
+    for _, r in res.iterrows():
+        table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",
+                      f"{r['atypicality']:.3f}", str(r["rank"]), str(r["cluster"]), r["run"])
+    out_console.print(table)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
+           fmt: str = typer.Option(..., "--format", help="gpkg | geojson | csv"),
+           top: Optional[int] = typer.Option(None, help="Only the N most atypical events."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/events.<format>)."),
+           overwrite: bool = typer.Option(False, "--overwrite")):
+    """Export the events table for GIS tools."""
+    from .events import EXPORT_FORMATS, export_events, read_events
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
+    target = out or Path(run_dir) / f"events{EXPORT_FORMATS[fmt][1]}"
+    if target.exists() and not overwrite:
+        from .errors import RunExistsError
+
+        raise RunExistsError("exists; use --overwrite to replace it", target)
+    export_events(read_events(run_dir), target, fmt, top=top)
+    _log(f"wrote {target}")
+
+
+@app.command()
+def encoders(as_json: bool = typer.Option(False, "--json")):
+    """Available encoders: bands, dimension, patch size, weights found or not."""
+    from .encoders import available_encoders, get_encoder
+
+    rows = []
+    for name in available_encoders():
+        try:
+            enc = get_encoder(name)
+            s = enc.spec
+            rows.append({"name": name, "bands": "any" if s.bands is None else ",".join(s.bands), "dim": s.dim,
+                         "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
+                         "weights_found": "learnt per run" if name == "rcf" else "yes", "license": s.license})
+        except ChangescoutError as exc:
+            rows.append({"name": name, "bands": "?", "dim": "?", "patch_size": "?", "weights": str(exc), "weights_found": "no", "license": ""})
+    if as_json:
+        out_console.print_json(json.dumps(rows))
+        return
+    table = Table(title="Encoders")
+    for c in rows[0]:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(v) for v in r.values()])
+    out_console.print(table)
+
+
+def main(argv=None) -> None:
+    """Entry point: run the app and map errors to exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ChangescoutError as exc:
+        if _state["debug"]:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        sys.exit(1)

@@ -1,0 +1,93 @@
+"""Types of change: clustering of change vectors, scikit-learn style.
+
+:class:`ChangeClusterer` reduces the change vectors with PCA and fits a diagonal Gaussian mixture. With
+``n_clusters="auto"`` the number of types is chosen by the Bayesian information criterion on a fixed-size
+random sample, so the cost grows linearly with the number of events (no O(n^2) step); every event is then
+assigned with ``predict``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+
+class ChangeClusterer(ClusterMixin, BaseEstimator):
+    """Cluster change vectors into types; fitted attributes end in ``_``.
+
+    Parameters
+    ----------
+    n_clusters : int or "auto"
+        Number of change types, or ``"auto"`` to choose it by BIC among ``candidates`` up to ``max_clusters``.
+    max_clusters : int
+        Upper bound for the automatic choice.
+    n_components : int
+        PCA dimensions the mixture is fitted in.
+    sample_size : int
+        Events sampled to fit PCA and the mixtures (all events are labelled).
+    random_state : int
+        Seed: the same data and seed give the same clusters.
+    """
+
+    def __init__(self, n_clusters="auto", max_clusters=24, n_components=16, sample_size=5000, random_state=0):
+        self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
+        self.n_components = n_components
+        self.sample_size = sample_size
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype=np.float64)
+        n = X.shape[0]
+        rng = np.random.default_rng(self.random_state)
+        sample = X if n <= self.sample_size else X[np.sort(rng.choice(n, self.sample_size, replace=False))]
+        self.pca_ = PCA(n_components=max(1, min(self.n_components, X.shape[1], len(sample))), random_state=self.random_state)
+        Z = self.pca_.fit_transform(sample)
+        if self.n_clusters == "auto":
+            ks = [k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if k <= min(self.max_clusters, len(sample))]
+            fits = [self._mixture(k).fit(Z) for k in ks]
+            bics = [m.bic(Z) for m in fits]
+            self.bic_ = dict(zip(ks, bics))
+            self.mixture_ = fits[int(np.argmin(bics))]
+        else:
+            k = int(self.n_clusters)
+            if k < 1 or k > len(sample):
+                raise ValueError(f"n_clusters must be between 1 and the number of samples ({len(sample)}), got {k}")
+            self.mixture_ = self._mixture(k).fit(Z)
+        self.n_clusters_ = int(self.mixture_.n_components)
+        self.labels_ = self.predict(X)
+        return self
+
+    def _mixture(self, k):
+        return GaussianMixture(n_components=k, covariance_type="diag", reg_covar=1e-4, max_iter=200,
+                               n_init=1, init_params="k-means++", random_state=self.random_state)
+
+    def transform(self, X):
+        """Change vectors in the PCA space the clusters live in."""
+        check_is_fitted(self, "mixture_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.pca_.transform(X)
+
+    def predict(self, X):
+        check_is_fitted(self, "mixture_")
+        X = check_array(X, dtype=np.float64)
+        return self.mixture_.predict(self.pca_.transform(X)).astype(np.int32)
+
+
+def cluster_table(events, magnitude="magnitude", atypicality="atypicality"):
+    """One row per cluster: size and mean scores (``clusters.parquet``)."""
+    import pandas as pd
+
+    g = events.groupby("cluster")
+    out = pd.DataFrame({
+        "size": g.size(),
+        "mean_magnitude": g[magnitude].mean(),
+        "mean_atypicality": g[atypicality].mean(),
+        "max_atypicality": g[atypicality].max(),
+        "first_t1": g["t1"].min(),
+        "last_t1": g["t1"].max(),
+    }).reset_index()
+    return out.sort_values("mean_atypicality", ascending=False).reset_index(drop=True)

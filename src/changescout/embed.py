@@ -1,0 +1,164 @@
+"""Run an encoder over a SeriesCube, window by window, and write the EmbeddingCube (zarr).
+
+Every date is encoded on the identical window grid (windows are whole multiples of the patch size, counted
+from the grid origin), so an embedding never depends on where a chunk happened to start. The work is a dask
+graph of one task per (date, window): it runs on the local threads or, given a ``dask.distributed`` client,
+on a cluster; memory stays bounded by the window size.
+
+EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)``, patch-centre
+coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
+stride, grid and the normalisation parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .atomic import atomic_path
+from .cube import OutputGrid, usable_mask
+from .encoders.base import Encoder, select_bands
+from .errors import ConfigError
+from .tiling import PatchGrid
+
+NORMALISATION = "per-date robust z-score of each band (median, IQR/1.349 over usable pixels)"
+
+
+def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536) -> np.ndarray:
+    """Per date and band robust centre and scale over usable pixels: ``(time, band, 2)`` float64."""
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    step = max(1, int(np.ceil(np.sqrt(ny * nx / max_pixels))))
+    sub = cube.isel(band=band_index, y=slice(None, None, step), x=slice(None, None, step))
+    vals, qual = dask.compute(sub.data, sub["quality"].data)
+    ok = usable_mask(qual)[:, None] & np.isfinite(vals)
+    v = np.where(ok, vals, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q25, med, q75 = np.nanpercentile(v, [25, 50, 75], axis=(2, 3))
+    scale = (q75 - q25) / 1.349
+    bad = ~np.isfinite(med) | ~np.isfinite(scale) | (scale <= 1e-6)
+    med = np.where(bad, 0.0, med)
+    scale = np.where(bad, 1.0, scale)
+    return np.stack([med, scale], axis=-1)
+
+
+def normalise(x: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """``(band, H, W)`` reflectance -> robust z-scores with ``stats`` ``(band, 2)``; NaN -> 0 (the median)."""
+    z = (x - stats[:, 0, None, None]) / stats[:, 1, None, None]
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, size: int = 128,
+               n_windows: int = 12, seed: int = 0) -> np.ndarray:
+    """Random normalised windows ``(n, band, size, size)`` from random dates, for encoders that learn from data."""
+    rng = np.random.default_rng(seed)
+    ny, nx, nt = cube.sizes["y"], cube.sizes["x"], cube.sizes["time"]
+    size = min(size, ny, nx)
+    out = []
+    for _ in range(n_windows):
+        t = int(rng.integers(nt))
+        y0, x0 = int(rng.integers(ny - size + 1)), int(rng.integers(nx - size + 1))
+        block = cube.isel(time=t, band=band_index, y=slice(y0, y0 + size), x=slice(x0, x0 + size))
+        vals, qual = dask.compute(block.data, block["quality"].data)
+        vals = np.where(usable_mask(qual)[None], vals, np.nan)
+        out.append(np.where(np.isfinite(vals), (vals - stats[t, :, 0, None, None]) / stats[t, :, 1, None, None], np.nan))
+    return np.stack(out).astype(np.float32)
+
+
+def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, month: int, encoder: Encoder, p: int) -> np.ndarray:
+    """One date, one window: ``(band, h, w)`` -> ``(h/p, w/p, dim + 1)`` (last channel: clear fraction)."""
+    usable = usable_mask(quality) & np.isfinite(values).all(axis=0)
+    x = normalise(np.where(usable[None], values, np.nan), stats)
+    emb = encoder.encode(x[None], np.array([month]))[0]  # (dim, h/p, w/p)
+    h, w = usable.shape
+    clear = usable.reshape(h // p, p, w // p, p).mean(axis=(1, 3))
+    return np.concatenate([emb.transpose(1, 2, 0), clear[..., None]], axis=-1).astype(np.float32)
+
+
+def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, stats: np.ndarray,
+                    band_index: list[int]) -> da.Array:
+    """Lazy ``(time, row, col, dim + 1)`` array: one dask task per (date, window)."""
+    spec = encoder.spec
+    p = patch_grid.patch_size
+    if p != spec.patch_size:
+        raise ConfigError(f"patch grid has {p} px patches but the encoder {spec.name!r} was built for {spec.patch_size}")
+    win = max(p, spec.window // p * p)
+    nr, nc = patch_grid.shape
+    data = cube.data
+    quality = cube["quality"].data
+    months = pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1
+    dim = spec.dim
+    encode = dask.delayed(_embed_window, pure=True)
+    enc = dask.delayed(encoder, pure=True, traverse=False)
+    per_time = []
+    for t in range(cube.sizes["time"]):
+        rows = []
+        for y0 in range(0, nr * p, win):
+            y1 = min(y0 + win, nr * p)
+            cols = []
+            for x0 in range(0, nc * p, win):
+                x1 = min(x0 + win, nc * p)
+                task = encode(data[t, band_index, y0:y1, x0:x1], quality[t, y0:y1, x0:x1], stats[t], int(months[t]), enc, p)
+                cols.append(da.from_delayed(task, shape=((y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
+            rows.append(cols)
+        per_time.append(da.block(rows)[None])
+    return da.concatenate(per_time, axis=0)
+
+
+def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
+               progress=None) -> xr.Dataset:
+    """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
+    band_index = select_bands([str(b) for b in cube["band"].values], encoder.spec)
+    stats = date_statistics(cube, band_index)
+    if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
+        encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
+    arr = embedding_graph(cube, encoder, patch_grid, stats, band_index)
+    spec = encoder.spec
+    xs, ys = patch_grid.centres()
+    nr, nc = patch_grid.shape
+    ds = xr.Dataset(
+        {
+            "embedding": (("time", "row", "col", "dim"), arr[..., :-1]),
+            "clear_fraction": (("time", "row", "col"), arr[..., -1]),
+        },
+        coords={"time": cube["time"].values, "row": np.arange(nr), "col": np.arange(nc), "x": ("col", xs), "y": ("row", ys)},
+        attrs={
+            "encoder": spec.name,
+            "encoder_version": spec.version,
+            "weights_sha256": encoder.weights_digest(),
+            "patch_size": patch_grid.patch_size,
+            "stride": patch_grid.stride,
+            "grid": json.dumps(patch_grid.grid.to_dict()),
+            "series": series,
+            "bands": json.dumps([str(cube["band"].values[i]) for i in band_index]),
+            "normalisation": json.dumps({"method": NORMALISATION, "centre_scale": np.round(stats, 6).tolist()}),
+        },
+    )
+    with atomic_path(out) as tmp:
+        with progress or _NullProgress():
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+    return open_embeddings(out)
+
+
+class _NullProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def open_embeddings(path: Path) -> xr.Dataset:
+    return xr.open_zarr(path, consolidated=True)
+
+
+def embedding_grid(ds: xr.Dataset) -> PatchGrid:
+    return PatchGrid(OutputGrid.from_dict(json.loads(ds.attrs["grid"])), int(ds.attrs["patch_size"]))
+

@@ -1,0 +1,132 @@
+"""The Encoder protocol, the spec every encoder declares, and the one encoder registry.
+
+An encoder turns a window of normalised pixels ``(batch, band, H, W)`` into one embedding per patch
+``(batch, dim, H // patch, W // patch)``. It declares what it needs in an :class:`EncoderSpec`: bands (with a
+documented mapping from common names), scaling, native patch size, embedding dimension, weights file and
+checksum, license and citation. Built-in encoders are listed in ``_BUILTINS``; other packages add theirs
+through the ``changescout.encoders`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import BandError, EncoderNotFoundError, WeightsError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder expects and produces. ``bands=None`` means any band list."""
+
+    name: str
+    version: str
+    dim: int
+    patch_size: int
+    bands: tuple[str, ...] | None = None
+    band_aliases: dict = field(default_factory=dict)
+    scaling: str = "reflectance 0..1, then per-date robust z-score of each band"
+    window: int = 256
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+    weights_url: str | None = None
+    license: str = ""
+    citation: str = ""
+    description: str = ""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the embedding stage needs from an encoder."""
+
+    spec: EncoderSpec
+
+    def fit(self, sample: np.ndarray) -> "Encoder":
+        """Learn data-dependent state from ``(n, band, H, W)`` normalised windows (may do nothing)."""
+
+    def encode(self, x: np.ndarray, months: np.ndarray) -> np.ndarray:
+        """``(B, C, H, W)`` float32 -> ``(B, dim, H // patch, W // patch)`` float32."""
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights actually used (what makes two runs comparable)."""
+
+    def save_weights(self, path: Path) -> Path | None:
+        """Write data-dependent weights so that another run can reuse them (``--weights``); None if fixed."""
+
+
+def select_bands(available: list[str], spec: EncoderSpec) -> list[int]:
+    """Indices of ``available`` bands in the order the encoder expects; clear error listing what is missing."""
+    if spec.bands is None:
+        return list(range(len(available)))
+    lookup = {b.upper(): i for i, b in enumerate(available)}
+    for common, own in spec.band_aliases.items():
+        if common.upper() in lookup and own.upper() not in lookup:
+            lookup[own.upper()] = lookup[common.upper()]
+    missing = [b for b in spec.bands if b.upper() not in lookup]
+    if missing:
+        raise BandError(
+            f"encoder {spec.name!r} needs bands {list(spec.bands)}; the cube has {available} and misses {missing}"
+            + (f" (accepted aliases: {spec.band_aliases})" if spec.band_aliases else "")
+        )
+    return [lookup[b.upper()] for b in spec.bands]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_weights(path: Path, spec: EncoderSpec) -> Path:
+    """Check that a weights file exists and matches the spec's SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        where = f" Get it from {spec.weights_url}." if spec.weights_url else ""
+        raise WeightsError(f"weights file for encoder {spec.name!r} not found (expected {spec.weights_file}).{where}", path)
+    if spec.weights_sha256 and sha256_file(path) != spec.weights_sha256:
+        raise WeightsError(f"SHA-256 does not match the expected {spec.weights_sha256} of {spec.name!r}", path)
+    return path
+
+
+# -- registry --------------------------------------------------------------------------------------
+_BUILTINS = {"rcf": "changescout.encoders.rcf:RCFEncoder"}
+
+
+def _entry_points() -> dict[str, object]:
+    found = {}
+    for ep in entry_points(group="changescout.encoders"):
+        found[ep.name] = ep
+    return found
+
+
+def available_encoders() -> list[str]:
+    return sorted(set(_BUILTINS) | set(_entry_points()))
+
+
+def encoder_class(name: str):
+    """The encoder class registered under ``name`` (built-in or entry point)."""
+    if name in _BUILTINS:
+        module, attr = _BUILTINS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    eps = _entry_points()
+    if name in eps:
+        try:
+            return eps[name].load()
+        except Exception as exc:  # a broken plugin must not hide the others
+            warnings.warn(f"encoder plugin {name!r} failed to load: {exc}", stacklevel=2)
+            raise EncoderNotFoundError(f"encoder plugin {name!r} failed to load: {exc}") from exc
+    raise EncoderNotFoundError(f"no encoder named {name!r}; available: {', '.join(available_encoders())}")
+
+
+def get_encoder(name: str, **params) -> Encoder:
+    """Build the encoder ``name`` with keyword parameters (``patch_size``, ``seed``, ``weights``...)."""
+    return encoder_class(name)(**params)

@@ -1,0 +1,166 @@
+"""Random convolutional features (MOSAIKS; Rolf et al. 2021), the offline default encoder.
+
+Filters are ``k x k x bands`` patches sampled from the series itself, ZCA-whitened; the image is convolved
+with them, both signs pass a ReLU with a fixed bias, and the responses are mean-pooled per patch. Two
+choices make the features usable for change detection (measured in benchmarks/):
+
+* the input is normalised per date and band (robust z-score, done by the embedding stage), so that a global
+  shift of illumination or season does not move every patch;
+* each output feature is standardised with statistics learnt at fit time, so that the Euclidean distance
+  between two embeddings weighs all filters alike instead of being dominated by the few largest responses.
+
+The learnt state (filters, biases, feature statistics) is saved beside the run (``rcf_weights.npz``) and can
+be given back with ``--weights`` so that two runs share one embedding space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BandError, ConfigError, WeightsError
+from .base import EncoderSpec
+
+VERSION = "1"
+
+
+class RCFEncoder:
+    """MOSAIKS-style random convolutional features; any band count, deterministic from ``seed``."""
+
+    def __init__(self, patch_size: int = 16, dim: int = 256, kernel: int = 3, bias: float = 1.0,
+                 seed: int = 0, weights: str | Path | None = None, n_whitening: int = 20000):
+        if dim < 2 or dim % 2:
+            raise ConfigError(f"rcf dim must be an even number >= 2 (two ReLU signs per filter), got {dim}")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ConfigError(f"rcf kernel must be an odd number of pixels, got {kernel}")
+        self.patch_size, self.dim, self.kernel, self.bias, self.seed = int(patch_size), int(dim), int(kernel), float(bias), int(seed)
+        self.n_whitening = int(n_whitening)
+        self.weights = None if weights is None else Path(weights)
+        self.filters_ = None  # (n_filters, bands, k, k) float32
+        self.offsets_ = None  # (n_filters,) float32: the whitening mean folded into a conv bias
+        self.feature_mean_ = None
+        self.feature_std_ = None
+        if self.weights is not None:
+            self._load(self.weights)
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return EncoderSpec(
+            name="rcf", version=VERSION, dim=self.dim, patch_size=self.patch_size, bands=None,
+            window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,
+            weights_file="rcf_weights.npz (learnt from the series; reuse with --weights)",
+            weights_sha256=self.weights_digest() if self.filters_ is not None else None,
+            license="MIT (changescout)",
+            citation="Rolf et al., A generalizable and accessible approach to machine learning with global "
+                     "satellite imagery, Nature Communications 12, 4392 (2021)",
+            description="random convolutional features (MOSAIKS), filters sampled from the series, whitened",
+        )
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.filters_ is not None
+
+    # -- learning ------------------------------------------------------------------------------
+    def fit(self, sample: np.ndarray) -> "RCFEncoder":
+        """Sample and whiten filters from ``(n, bands, H, W)`` normalised windows, then learn feature statistics."""
+        if self.is_fitted:  # weights given: only check that they fit these bands
+            if sample.shape[1] != self.filters_.shape[1]:
+                raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; this cube has {sample.shape[1]}")
+            return self
+        rng = np.random.default_rng(self.seed)
+        k, nf = self.kernel, self.dim // 2
+        patches = _random_patches(sample, k, self.n_whitening, rng)
+        if len(patches) < nf:
+            raise ConfigError(f"too few clear pixels to sample {nf} rcf filters of {k}x{k} px (found {len(patches)})")
+        mean = patches.mean(axis=0)
+        cov = np.cov(patches - mean, rowvar=False)
+        evals, evecs = np.linalg.eigh(cov)
+        eps = 0.1 * max(float(evals.mean()), 1e-6)
+        zca = (evecs / np.sqrt(np.maximum(evals, 0) + eps)) @ evecs.T  # symmetric
+        chosen = patches[rng.choice(len(patches), nf, replace=False)]
+        white = (chosen - mean) @ zca  # whitened filters
+        weight = white @ zca  # conv(x, weight) = <white, zca (p - mean)> + <weight, mean>
+        self.filters_ = weight.reshape(nf, sample.shape[1], k, k).astype(np.float32)
+        self.offsets_ = (-(weight @ mean)).astype(np.float32)
+        feats = self._features(sample)  # (n, dim, h, w)
+        flat = feats.transpose(1, 0, 2, 3).reshape(self.dim, -1)
+        self.feature_mean_ = flat.mean(axis=1).astype(np.float32)
+        self.feature_std_ = np.maximum(flat.std(axis=1), 1e-6).astype(np.float32)
+        return self
+
+    # -- inference -----------------------------------------------------------------------------
+    def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
+        """``(B, C, H, W)`` normalised pixels -> ``(B, dim, H // patch, W // patch)`` standardised features."""
+        if not self.is_fitted:
+            raise ConfigError("the rcf encoder must be fitted (or given --weights) before encoding")
+        if x.shape[1] != self.filters_.shape[1]:
+            raise BandError(f"rcf weights expect {self.filters_.shape[1]} bands, got {x.shape[1]}")
+        feats = self._features(x)
+        return ((feats - self.feature_mean_[None, :, None, None]) / self.feature_std_[None, :, None, None]).astype(np.float32)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        p, pad = self.patch_size, self.kernel // 2
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            if pad:
+                t = F.pad(t, (pad, pad, pad, pad), mode="replicate")
+            r = F.conv2d(t, torch.from_numpy(self.filters_), torch.from_numpy(self.offsets_))
+            both = torch.cat([F.relu(r - self.bias), F.relu(-r - self.bias)], dim=1)
+            return F.avg_pool2d(both, p).numpy()
+
+    # -- weights -------------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"filters": self.filters_, "offsets": self.offsets_, "feature_mean": self.feature_mean_, "feature_std": self.feature_std_}
+
+    def weights_digest(self) -> str:
+        h = hashlib.sha256(json.dumps(self._params(), sort_keys=True).encode())
+        for name, arr in self._arrays().items():
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+    def _params(self) -> dict:
+        return {"version": VERSION, "dim": self.dim, "kernel": self.kernel, "bias": self.bias}
+
+    def save_weights(self, path: Path) -> Path:
+        path = Path(path)
+        with open(path, "wb") as f:
+            np.savez(f, params=np.array(json.dumps(self._params())), **self._arrays())
+        return path
+
+    def _load(self, path: Path) -> None:
+        if not path.is_file():
+            raise WeightsError("rcf weights file not found (write one with a first `changescout run`: <run>/rcf_weights.npz)", path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                params = json.loads(str(z["params"]))
+                arrays = {k: z[k].astype(np.float32) for k in ("filters", "offsets", "feature_mean", "feature_std")}
+        except Exception as exc:
+            raise WeightsError(f"not an rcf weights file: {exc}", path) from exc
+        if params.get("version") != VERSION:
+            raise WeightsError(f"rcf weights version {params.get('version')} differs from this version {VERSION}", path)
+        self.dim, self.kernel, self.bias = int(params["dim"]), int(params["kernel"]), float(params["bias"])
+        self.filters_, self.offsets_ = arrays["filters"], arrays["offsets"]
+        self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
+
+
+def _random_patches(sample: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` random finite ``k x k`` patches, flattened to ``(n, bands * k * k)``."""
+    b, c, h, w = sample.shape
+    if h < k or w < k:
+        raise ConfigError(f"windows of {h}x{w} px are smaller than the {k} px rcf kernel")
+    idx = rng.integers(0, b, 3 * n)
+    ys = rng.integers(0, h - k + 1, 3 * n)
+    xs = rng.integers(0, w - k + 1, 3 * n)
+    offs = np.arange(k)
+    rows = ys[:, None] + offs[None, :]
+    cols = xs[:, None] + offs[None, :]
+    patches = sample[idx[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+    flat = patches.reshape(len(idx), -1).astype(np.float64)
+    flat = flat[np.isfinite(flat).all(axis=1)]
+    return flat[:n]

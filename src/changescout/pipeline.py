@@ -1,0 +1,272 @@
+"""A run: the stages from a source to the ranked events, in a run directory that can be resumed.
+
+Run directory: ``config.json`` (fully resolved configuration, input file hashes, versions; its hash decides
+whether a rerun resumes), ``state.json`` (per-stage status and timings), ``embeddings.zarr``,
+``changes.zarr``, ``events.parquet``, ``clusters.parquet``, ``index.faiss``, ``maps/``, ``quicklooks/``,
+``report.html``. A rerun with the same configuration skips finished stages; with another configuration it
+raises :class:`RunExistsError` unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .atomic import write_json
+from .change import Comparison, compute_changes, read_changes, write_changes
+from .cluster import ChangeClusterer, cluster_table
+from .cube import grid_of
+from .embed import NORMALISATION, embed_cube, embedding_grid, open_embeddings
+from .encoders import get_encoder
+from .encoders.base import sha256_file
+from .errors import ConfigError, RunExistsError
+from .events import COLUMNS, write_events
+from .rank import AtypicalityRanker
+from .search import SimilarChangeIndex
+from .tiling import PatchGrid, event_ids, series_id
+
+STAGES = ("embed", "changes", "rank", "outputs")
+RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
+             "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's results (hashed into config.json)."""
+
+    source: str
+    kind: str | None = None
+    dates: list[str] | None = None
+    bands: list[str] | None = None
+    grid: str | None = None
+    mask: str | None = None
+    mask_convention: str | None = None
+    source_options: dict = field(default_factory=dict)
+    encoder: str = "rcf"
+    weights: str | None = None
+    patch_size: int = 16
+    encoder_options: dict = field(default_factory=dict)
+    compare: str = "consecutive"
+    min_clear: float = 0.5
+    n_clusters: int | str = "auto"
+    rank_by: str = "combined"
+    transient_weight: float = 0.2
+    seed: int = 0
+    label: str | None = None
+    report_top: int = 20
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _versions() -> dict:
+    import faiss
+    import rasterio
+    import sklearn
+    import torch
+    import xarray
+
+    return {"changescout": __version__, "numpy": np.__version__, "xarray": xarray.__version__, "rasterio": rasterio.__version__,
+            "gdal": rasterio.__gdal_version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+            "faiss": faiss.__version__}
+
+
+class Run:
+    """A run directory: configuration check, resume, per-stage state."""
+
+    def __init__(self, out: Path, config: RunConfig, overwrite: bool = False, log=print):
+        self.out = Path(out)
+        self.config = config
+        self.overwrite = overwrite
+        self.log = log
+        self.state = {"stages": {}}
+
+    def prepare(self, inputs: dict, extra: dict) -> None:
+        resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra}
+        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+        cfg_path = self.out / "config.json"
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            if old.get("config_hash") == digest:
+                state_path = self.out / "state.json"
+                self.state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
+                self.resumed = True
+                return
+            if not self.overwrite:
+                raise RunExistsError("holds a run made with another configuration; use --overwrite to replace it "
+                                     "or choose another --out", self.out)
+            self._clear()
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resumed = False
+        write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
+        self._save_state()
+
+    def _clear(self):
+        for name in RUN_FILES:
+            p = self.out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def done(self, name: str) -> bool:
+        return self.state["stages"].get(name, {}).get("status") == "done"
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        info = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.state["stages"][name] = info
+        self._save_state()
+        t = time.perf_counter()
+        try:
+            yield info
+        except BaseException:
+            info["status"] = "failed"
+            info["seconds"] = round(time.perf_counter() - t, 3)
+            self._save_state()
+            raise
+        info["status"] = "done"
+        info["seconds"] = round(time.perf_counter() - t, 3)
+        self._save_state()
+
+    def _save_state(self):
+        write_json(self.out / "state.json", self.state)
+
+
+def open_source(config: RunConfig):
+    from .sources import GridSpec, open_series
+
+    grid = GridSpec.parse(config.grid) if config.grid else None
+    return open_series(config.source, kind=config.kind, dates=config.dates, bands=config.bands, grid=grid,
+                       patch_size=config.patch_size, mask=config.mask, mask_convention=config.mask_convention,
+                       **config.source_options)
+
+
+def _input_hashes(cube) -> dict:
+    files = list(cube.attrs.get("source_files", []))
+    return {f: sha256_file(Path(f)) for f in files}
+
+
+def _build_encoder(config: RunConfig):
+    params = dict(config.encoder_options)
+    params.setdefault("patch_size", config.patch_size)
+    if config.weights:
+        params["weights"] = config.weights
+    if config.encoder == "rcf":
+        params.setdefault("seed", config.seed)
+    return get_encoder(config.encoder, **params)
+
+
+def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
+    """Run (or resume) every stage; return the run directory."""
+    out = Path(out)
+    cube = open_source(config)
+    grid = grid_of(cube)
+    patch_grid = PatchGrid(grid, config.patch_size)
+    comp = Comparison.parse(config.compare, min_clear=config.min_clear)
+    inputs = _input_hashes(cube)
+    source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
+    series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
+    run = Run(out, config, overwrite=overwrite, log=log)
+    run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
+                         "bands": [str(b) for b in cube["band"].values], "comparison": str(comp)})
+    if getattr(run, "resumed", False):
+        log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
+
+    emb_path = out / "embeddings.zarr"
+    if not (run.done("embed") and emb_path.exists()):
+        encoder = _build_encoder(config)
+        with run.stage("embed") as info:
+            t = time.perf_counter()
+            ds = embed_cube(cube, encoder, patch_grid, emb_path, series, progress=progress("embedding", cube.sizes["time"]) if progress else None)
+            secs = time.perf_counter() - t
+            n = ds.sizes["time"] * ds.sizes["row"] * ds.sizes["col"]
+            info.update(patches=n, patches_per_second=round(n / max(secs, 1e-9), 1), encoder=encoder.spec.name)
+            if hasattr(encoder, "save_weights") and config.encoder == "rcf" and not config.weights:
+                encoder.save_weights(out / "rcf_weights.npz")
+    embeddings = open_embeddings(emb_path)
+
+    ch_path = out / "changes.zarr"
+    if not (run.done("changes") and ch_path.exists()):
+        with run.stage("changes") as info:
+            events, vectors = compute_changes(embeddings, comp)
+            events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
+            attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
+            attrs.update(normalisation_method=NORMALISATION, comparison=str(comp))
+            write_changes(ch_path, events, vectors, attrs)
+            info.update(events=len(events))
+
+    if not (run.done("rank") and (out / "events.parquet").exists()):
+        with run.stage("rank") as info:
+            events, vectors, attrs = read_changes(ch_path)
+            ranked, clusters = rank_events(events, vectors, config)
+            gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
+            write_events(gdf, out / "events.parquet")
+            clusters.to_parquet(out / "clusters.parquet.tmp", index=False)
+            (out / "clusters.parquet.tmp").replace(out / "clusters.parquet")
+            SimilarChangeIndex().fit(vectors, events["vec"].to_numpy()).save(out / "index.faiss")
+            info.update(events=len(gdf), clusters=int(clusters.shape[0]))
+
+    if not (run.done("outputs") and (out / "report.html").exists()):
+        with run.stage("outputs"):
+            write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
+    return out
+
+
+def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig):
+    """Cluster change vectors into types and rank events; returns (events, cluster table)."""
+    if len(events) == 0:
+        raise ConfigError("no change could be computed: fewer than two clear dates for every patch "
+                          "(check the dates, the quality mask and --min-clear)")
+    clusterer = ChangeClusterer(n_clusters=config.n_clusters, random_state=config.seed).fit(vectors)
+    events = events.copy()
+    events["cluster"] = clusterer.labels_
+    reduced = clusterer.transform(vectors)
+    ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
+    return ranked, cluster_table(ranked)
+
+
+def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) -> gpd.GeoDataFrame:
+    ev = events.copy()
+    ev["series"] = series
+    for c in ("row", "col", "cluster", "cluster_size", "rank"):
+        ev[c] = ev[c].astype(np.int32)
+    for c in ("magnitude", "zscore", "clear_fraction", "rarity", "atypicality"):
+        ev[c] = ev[c].astype(np.float32)
+    geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())
+    gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)
+    return gdf.sort_values("rank").reset_index(drop=True)
+
+
+def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, state: dict) -> None:
+    from .events import read_events
+    from .maps import write_change_maps
+    from .report import write_quicklooks, write_report
+
+    events = read_events(out / "events.parquet")
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    write_change_maps(events, patch_grid, out / "maps")
+    looks = write_quicklooks(cube, events, patch_grid, out / "quicklooks", top=config.report_top)
+    cfg = json.loads((out / "config.json").read_text())
+    write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top)

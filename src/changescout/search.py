@@ -1,0 +1,101 @@
+"""Find changes similar to a chosen one, in this run or in other runs (faiss).
+
+Change vectors are compared by cosine similarity (the direction of the change: what turned into what),
+through an inner-product faiss index over L2-normalised vectors whose ids are the ``vec`` keys of the events
+table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
+Negative feedback moves the query away from the changes the analyst rejected (Rocchio) and drops them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import IncompatibleRunsError
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Keys and cosine similarities of the neighbours of each query; faiss' ``-1`` padding removed."""
+
+    keys: list[np.ndarray]
+    similarities: list[np.ndarray]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32).copy()
+    faiss.normalize_L2(x)
+    return x
+
+
+class SimilarChangeIndex:
+    """Cosine-similarity index of change vectors keyed by ``vec``."""
+
+    def __init__(self, factory: str = "Flat"):
+        self.factory = factory
+
+    def fit(self, vectors: np.ndarray, keys: np.ndarray) -> "SimilarChangeIndex":
+        x = _normalise(vectors)
+        index = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(x)
+        self.index_ = faiss.IndexIDMap2(index)
+        self.index_.add_with_ids(x, np.asarray(keys, dtype=np.int64))
+        return self
+
+    def search(self, queries: np.ndarray, k: int = 10, exclude=()) -> SearchResult:
+        exclude = set(int(e) for e in exclude)
+        n = min(self.index_.ntotal, k + len(exclude))
+        sims, ids = self.index_.search(_normalise(np.atleast_2d(queries)), n)
+        out_k, out_s = [], []
+        for s, i in zip(sims, ids):
+            keep = (i >= 0) & np.array([int(v) not in exclude for v in i], bool)
+            out_k.append(i[keep][:k])
+            out_s.append(s[keep][:k])
+        return SearchResult(out_k, out_s)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index_, str(tmp))
+
+    @classmethod
+    def load(cls, path: Path) -> "SimilarChangeIndex":
+        obj = cls()
+        obj.index_ = faiss.read_index(str(path))
+        return obj
+
+
+def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, beta: float = 0.5) -> np.ndarray:
+    """Rocchio query: mean of the normalised positives minus ``beta`` times the mean of the negatives."""
+    q = _normalise(np.atleast_2d(positive)).mean(axis=0)
+    if negative is not None and len(negative):
+        q = q - beta * _normalise(np.atleast_2d(negative)).mean(axis=0)
+    return q[None].astype(np.float32)
+
+
+#: Attributes two runs must share for their change vectors to be comparable.
+COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_size", "normalisation_method")
+
+
+def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
+    """Refuse to compare runs whose encoder, weights, patch size or normalisation differ."""
+    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in COMPATIBILITY_KEYS if a.get(k) != b.get(k)]
+    if diffs:
+        hint = ""
+        if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == "rcf":
+            hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
+        raise IncompatibleRunsError(f"change vectors of {name_a} and {name_b} cannot be compared ({'; '.join(diffs)}).{hint}")
+
+
+def compatibility(attrs: dict) -> dict:
+    norm = attrs.get("normalisation")
+    method = json.loads(norm)["method"] if isinstance(norm, str) and norm.startswith("{") else attrs.get("normalisation_method")
+    out = {k: attrs.get(k) for k in COMPATIBILITY_KEYS}
+    out["normalisation_method"] = method
+    out["patch_size"] = int(out["patch_size"]) if out["patch_size"] is not None else None
+    return out

@@ -1,0 +1,86 @@
+"""The analyst's query: changes similar to one event, in this run and in other compatible runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .change import read_vectors
+from .cube import OutputGrid
+from .errors import EventNotFoundError, RunNotFoundError
+from .events import read_events
+from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
+from .tiling import PatchGrid
+
+RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "rank"]
+
+
+class RunView:
+    """Read-only access to one run directory's events, vectors and index."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        for name in ("events.parquet", "changes.zarr", "index.faiss"):
+            if not (self.path / name).exists():
+                raise RunNotFoundError(f"not a finished changescout run ({name} is missing)", self.path)
+        self.events = read_events(self.path / "events.parquet")
+        self.attrs = dict(xr.open_zarr(self.path / "changes.zarr", consolidated=True).attrs)
+        self.compat = compatibility(self.attrs)
+        self.patch_grid = PatchGrid(OutputGrid.from_dict(json.loads(self.attrs["grid"])), int(self.attrs["patch_size"]))
+
+    def index(self) -> SimilarChangeIndex:
+        return SimilarChangeIndex.load(self.path / "index.faiss")
+
+    def event(self, event_id: str) -> pd.Series:
+        hit = self.events[self.events["event_id"] == event_id]
+        if hit.empty:
+            raise EventNotFoundError(f"no event {event_id!r} in this run", self.path)
+        return hit.iloc[0]
+
+    def event_at(self, x: float, y: float, t1) -> pd.Series:
+        row, col = self.patch_grid.locate(x, y)
+        t1 = pd.Timestamp(t1)
+        hit = self.events[(self.events["row"] == row) & (self.events["col"] == col)]
+        exact = hit[pd.to_datetime(hit["t1"]).dt.normalize() == t1.normalize()]
+        if exact.empty:
+            dates = sorted(pd.to_datetime(hit["t1"]).dt.strftime("%Y-%m-%d").unique())
+            raise EventNotFoundError(f"patch r{row} c{col} has no event ending on {t1:%Y-%m-%d}; its dates: {dates}", self.path)
+        return exact.iloc[0]
+
+    def vectors(self, keys) -> np.ndarray:
+        return read_vectors(self.path / "changes.zarr", keys)[0]
+
+
+def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float] | None = None, t1=None, k: int = 10,
+                 other_runs=(), negatives=()) -> pd.DataFrame:
+    """The ``k`` changes most similar to the query event (by cosine of change vectors), best first."""
+    if k < 1:
+        raise EventNotFoundError(f"--k must be at least 1, got {k}")
+    base = RunView(run)
+    if event_id:
+        query = base.event(event_id)
+    elif at is not None and t1 is not None:
+        query = base.event_at(at[0], at[1], t1)
+    else:
+        raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
+    neg = [base.event(e) for e in negatives]
+    q = feedback_query(base.vectors([query["vec"]]), base.vectors([e["vec"] for e in neg]) if neg else None)
+    views = [base] + [RunView(p) for p in other_runs]
+    for v in views[1:]:
+        check_compatible(base.compat, v.compat, str(base.path), str(v.path))
+    frames = []
+    for v in views:
+        exclude = {int(query["vec"])} | {int(e["vec"]) for e in neg} if v is base else set()
+        res = v.index().search(q, k=k, exclude=exclude)
+        hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
+        hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")
+        hits["run"] = str(v.path)
+        frames.append(hits)
+    out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable").head(k)
+    out = out[RESULT_COLUMNS].reset_index(drop=True)
+    out.attrs["query"] = query["event_id"]
+    return out

@@ -15,6 +15,9 @@ that later dates are compared against. ``persistence`` counts the later clear, n
 which the new state holds (each is closer to the new state than to the old one) before it reverts; it is
 null when no later clear date exists. A state seen at one date only is therefore 0, while a flood that
 holds for one more date before receding is 1.
+
+``surprise`` is the size of the change once what look-alike patches did between the same dates is taken
+away (:func:`context_residual`); ``zscore`` compares it with the patch's own history.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -138,6 +142,33 @@ def persistence(E, stable, t0, t1, p) -> np.ndarray:
     return np.where(seen, count, -1)
 
 
+def context_residual(E: np.ndarray, t0, t1, p, vec: np.ndarray, k: int = 16) -> np.ndarray:
+    """Change vectors minus what patches in a similar state did between the same dates.
+
+    For each date pair, the ``k`` patches whose state at ``t0`` is nearest (faiss, exact) give the expected
+    change as the element-wise median of their change vectors; seasonal change of a land cover (all its
+    patches green up together) cancels, while a change that its look-alikes did not make stays. The median
+    keeps a change that spans several patches of one object from cancelling itself.
+    """
+    out = vec.copy()
+    pairs = pd.DataFrame({"a": t0, "b": t1}).groupby(["a", "b"]).indices
+    for (a, _), idx in pairs.items():
+        n = len(idx)
+        if n < 5:
+            continue
+        if n <= 2 * k:
+            out[idx] = vec[idx] - np.median(vec[idx], axis=0)
+            continue
+        states = np.ascontiguousarray(E[a, p[idx]], dtype=np.float32)
+        index = faiss.IndexFlatL2(states.shape[1])
+        index.add(states)
+        _, nbr = index.search(states, k + 1)
+        for s in range(0, n, 2048):
+            sl = slice(s, min(s + 2048, n))
+            out[idx[sl]] = vec[idx[sl]] - np.median(vec[idx][nbr[sl, 1:]], axis=1)
+    return out
+
+
 def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison):
     """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``."""
     ok = (clear >= comp.min_clear) & np.isfinite(E).all(axis=-1)
@@ -145,9 +176,10 @@ def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, com
     stable = ok & ~transient
     vec = E[t1, p] - E[t0, p]
     mag = np.sqrt((vec**2).mean(axis=-1))
+    surprise = np.sqrt((context_residual(E, t0, t1, p, vec) ** 2).mean(axis=-1))
     pers = persistence(E, stable, t0, t1, p)
     cf = np.minimum(clear[t0, p], clear[t1, p])
-    return pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "persistence": pers,
+    return pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "surprise": surprise, "persistence": pers,
                          "clear_fraction": cf, "transient": transient[t1, p]}), vec.astype(np.float32)
 
 
@@ -181,7 +213,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
         vecs.append(v)
     df = pd.concat(frames, ignore_index=True)
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
-    df["zscore"] = robust_zscore(df["magnitude"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
+    df["zscore"] = robust_zscore(df["surprise"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
     df["t0"] = times[df["t0i"].to_numpy()]
     df["t1"] = times[df["t1i"].to_numpy()]
     order = np.lexsort((df["t0i"], df["col"], df["row"], df["t1i"]))
@@ -192,14 +224,14 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     return df, vectors
 
 
-EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "zscore", "persistence", "clear_fraction", "transient")
+EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "persistence", "clear_fraction", "transient")
 
 
 def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict) -> None:
     """``changes.zarr``: ``vector (vec, dim)`` and the event columns, keyed by the explicit ``vec`` coordinate."""
     from .atomic import atomic_path
 
-    data = {"vector": (("vec", "dim"), vectors)}
+    data = {"vector": (("vec", "dim"), vectors), "event_id": ("vec", events["event_id"].to_numpy().astype(str))}
     for c in EVENT_COLUMNS:
         v = events[c]
         data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
@@ -214,6 +246,7 @@ def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
     df = pd.DataFrame({c: ds[c].values for c in EVENT_COLUMNS})
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
     df["vec"] = ds["vec"].values
+    df["event_id"] = ds["event_id"].values.astype(object)
     return df, ds["vector"].values, dict(ds.attrs)
 
 

@@ -19,7 +19,7 @@ from .errors import ChangescoutError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
 console = Console(stderr=True)
-out_console = Console()
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False, "quiet": False}
 
 

@@ -58,7 +58,8 @@ class RunConfig:
     patch_size: int = 16
     encoder_options: dict = field(default_factory=dict)
     compare: str = "consecutive"
-    min_clear: float = 0.5
+    min_clear: float = 0.75
+    cloud_screen: str = "auto"
     n_clusters: int | str = "auto"
     rank_by: str = "combined"
     transient_weight: float = 0.2
@@ -163,6 +164,19 @@ def open_source(config: RunConfig):
                        **config.source_options)
 
 
+def screen_clouds(cube, mode: str):
+    """``auto``: flag haze and clouds spectrally when the source gave no quality mask; ``hot``: always; ``off``."""
+    from .quality import can_screen, screen_haze
+
+    if mode not in ("auto", "hot", "off"):
+        raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
+    if mode == "off" or not can_screen(cube):
+        return cube
+    if mode == "auto" and cube.attrs.get("quality_source", "none") != "none":
+        return cube
+    return screen_haze(cube)
+
+
 def _input_hashes(cube) -> dict:
     files = list(cube.attrs.get("source_files", []))
     return {f: sha256_file(Path(f)) for f in files}
@@ -181,7 +195,7 @@ def _build_encoder(config: RunConfig):
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
     """Run (or resume) every stage; return the run directory."""
     out = Path(out)
-    cube = open_source(config)
+    cube = screen_clouds(open_source(config), config.cloud_screen)
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
@@ -252,7 +266,7 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
     ev["series"] = series
     for c in ("row", "col", "cluster", "cluster_size", "rank"):
         ev[c] = ev[c].astype(np.int32)
-    for c in ("magnitude", "zscore", "clear_fraction", "rarity", "atypicality"):
+    for c in ("magnitude", "surprise", "zscore", "clear_fraction", "rarity", "atypicality"):
         ev[c] = ev[c].astype(np.float32)
     geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())
     gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)

@@ -82,6 +82,8 @@ class AtypicalityRanker:
         """``events`` needs magnitude, zscore, persistence, cluster; ``reduced`` are the change vectors
         in the clustering space, in the same row order. Returns a copy with rarity, atypicality, rank."""
         ev = events.copy()
+        if "surprise" not in ev:
+            ev["surprise"] = ev["magnitude"]
         n = len(ev)
         if n == 0:
             for c in ("rarity", "atypicality"):
@@ -93,7 +95,7 @@ class AtypicalityRanker:
         type_rarity = -np.log(sizes / n)
         ev["cluster_size"] = sizes.astype(np.int32)
         ev["rarity"] = (0.5 * (percentile(knn) + percentile(type_rarity))).astype(np.float32)
-        mag = np.sqrt(percentile(ev["magnitude"]) * percentile(ev["zscore"]))
+        mag = np.sqrt(percentile(ev["surprise"]) * percentile(ev["zscore"]))
         score = {"rarity": ev["rarity"].to_numpy(), "magnitude": mag,
                  "combined": np.sqrt(ev["rarity"].to_numpy() * mag)}[self.by]
         transient = (ev["persistence"] == 0).fillna(False).to_numpy(bool)

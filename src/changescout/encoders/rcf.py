@@ -87,7 +87,7 @@ class RCFEncoder:
         weight = white @ zca  # conv(x, weight) = <white, zca (p - mean)> + <weight, mean>
         self.filters_ = weight.reshape(nf, sample.shape[1], k, k).astype(np.float32)
         self.offsets_ = (-(weight @ mean)).astype(np.float32)
-        feats = self._features(sample)  # (n, dim, h, w)
+        feats = self._features(np.nan_to_num(sample))  # (n, dim, h, w); masked pixels at the median
         flat = feats.transpose(1, 0, 2, 3).reshape(self.dim, -1)
         self.feature_mean_ = flat.mean(axis=1).astype(np.float32)
         self.feature_std_ = np.maximum(flat.std(axis=1), 1e-6).astype(np.float32)

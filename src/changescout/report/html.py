@@ -1,0 +1,195 @@
+"""The run's HTML report: one self-contained page (inline CSS, plots embedded as PNG, no scripts).
+
+Quicklooks are referenced by paths relative to the run directory, so the page works opened from disk as long
+as it stays beside ``quicklooks/``. Every piece of text is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from ..atomic import write_text
+from . import plots
+
+EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "rarity", "magnitude", "zscore", "persistence",
+                 "cluster"]
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>changescout: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
+h1 {{ margin-bottom: .2em; }}
+table {{ border-collapse: collapse; font-size: 13px; margin: .5em 0 1.5em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: middle; }}
+th {{ background: #f3f3f3; }}
+td.text, th.text {{ text-align: left; }}
+table.facts th {{ text-align: left; }}
+.plots, .gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; }}
+figcaption {{ font-size: 12px; color: #555; text-align: center; }}
+img.chip {{ height: 80px; }}
+img.date {{ width: 220px; }}
+.empty {{ color: #777; font-style: italic; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>changescout report: {n_events} changes, {n_clusters} change types.</p>
+<table class="facts">{facts}</table>
+<h2>Top {top} most atypical changes</h2>
+{events}
+<h2>Change types (clusters)</h2>
+{clusters}
+<h2>Plots</h2>
+<div class="plots">{plots}</div>
+<h2>Dates</h2>
+<div class="gallery">{dates}</div>
+</body>
+</html>
+"""
+
+
+def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.DataFrame, config: dict, state: dict,
+                 quicklooks: dict | None = None, top: int = 20) -> Path:
+    """Render the report and write ``<run_dir>/report.html`` atomically; return its path."""
+    run_dir = Path(run_dir)
+    config, state, quicklooks = config or {}, state or {}, quicklooks or {}
+    events = events.sort_values("rank")
+    figures = [
+        ("Change magnitude", plots.magnitude_histogram(events)),
+        ("Atypicality vs magnitude, coloured by change type", plots.atypicality_scatter(events)),
+        ("Events per date, top 50 highlighted", plots.events_per_date(events, top=50)),
+        ("Highest atypicality per patch over all dates", plots.atypicality_map(events)),
+        ("Stage timings", plots.stage_timings(state)),
+    ]
+    doc = PAGE.format(
+        title=escape(_label(config, events)),
+        n_events=len(events),
+        n_clusters=events["cluster"].nunique(),
+        facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
+        top=int(top),
+        events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
+        clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
+        plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
+        or _empty("nothing to plot"),
+        dates="".join(_figure(_href(p, run_dir), Path(p).stem.removeprefix("date_"), "date")
+                      for p in quicklooks.get("dates", [])) or _empty("no quicklooks"),
+    )
+    path = run_dir / "report.html"
+    write_text(path, doc)
+    return path
+
+
+def _label(config: dict, events: pd.DataFrame) -> str:
+    label = config.get("label") or config.get("series")
+    if not label and len(events):
+        label = str(events["series"].iloc[0])
+    return str(label or "changescout run")
+
+
+def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
+    """(name, value) lines of the run header, taken leniently from the configuration."""
+    facts = []
+    source = config.get("source")
+    if isinstance(source, dict):
+        source = source.get("path") or source.get("uri") or source
+    if source:
+        facts.append(("source", str(source)))
+    dates = pd.to_datetime(pd.concat([events["t0"], events["t1"]])).drop_duplicates().sort_values()
+    if len(dates):
+        facts.append(("dates", f"{len(dates)} dates, {dates.iloc[0]:%Y-%m-%d} to {dates.iloc[-1]:%Y-%m-%d}"))
+    facts.append(("grid", _grid_text(config.get("grid"), events)))
+    encoder = config.get("encoder")
+    if isinstance(encoder, dict):
+        encoder = encoder.get("name") or encoder
+    if encoder:
+        facts.append(("encoder", str(encoder)))
+    for key in ("patch_size", "compare"):
+        if config.get(key) is not None:
+            facts.append((key.replace("_", " "), str(config[key])))
+    return facts
+
+
+def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
+    if not isinstance(grid, dict):
+        return str(events.crs.to_string()) if events.crs is not None else "unknown"
+    parts = [str(grid.get("crs", "CRS unknown"))]
+    transform = grid.get("transform")
+    if transform and len(transform) >= 5:
+        parts.append(f"{abs(transform[0]):g} x {abs(transform[4]):g} {_unit(grid.get('crs'))} pixels")
+    shape = grid.get("shape")
+    if shape and len(shape) == 2:
+        parts.append(f"{shape[1]} x {shape[0]} px")
+    return ", ".join(parts)
+
+
+def _unit(crs) -> str:
+    try:
+        return CRS.from_user_input(crs).axis_info[0].unit_name
+    except (CRSError, IndexError):
+        return "CRS-unit"
+
+
+def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
+    if not len(events):
+        return _empty("no changes")
+    columns = [c for c in EVENT_COLUMNS if c in events.columns]
+    rows = []
+    for rec in events[columns].itertuples(index=False):
+        chip = chips.get(rec.event_id)
+        img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
+        rows.append(list(rec) + [_Raw(img)])
+    return _table(columns + ["t0 | t1"], rows)
+
+
+class _Raw(str):
+    """Markup that is already safe (built here from escaped parts)."""
+
+
+def _table(columns: list, rows) -> str:
+    head = "".join(f"<th{_cls(c)}>{escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td{_cls(c)}>{_cell(v)}</td>" for c, v in zip(columns, row)) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cls(column) -> str:
+    return " class='text'" if column in ("event_id", "t0 | t1") else ""
+
+
+def _cell(v) -> str:
+    if isinstance(v, _Raw):
+        return v
+    if pd.api.types.is_scalar(v) and pd.isna(v):
+        return "&ndash;"
+    if isinstance(v, pd.Timestamp | np.datetime64):
+        return escape(f"{pd.Timestamp(v):%Y-%m-%d}")
+    if isinstance(v, float | np.floating):
+        return f"{v:.4g}"
+    return escape(str(v))
+
+
+def _figure(src: str, caption: str, cls: str = "") -> str:
+    return f"<figure><img class='{cls}' src='{escape(src)}' alt='{escape(caption)}'><figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _href(path, run_dir: Path) -> str:
+    """URL of ``path`` relative to the run directory; percent-quoting leaves no HTML-special character."""
+    return quote(Path(os.path.relpath(Path(path), run_dir)).as_posix())
+
+
+def _empty(text: str) -> str:
+    return f"<p class='empty'>{escape(text)}</p>"

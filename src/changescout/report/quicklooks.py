@@ -1,0 +1,131 @@
+"""Quicklooks: a true-colour PNG per date and a before | after chip per top event.
+
+One percentile stretch (2-98 %, per band) is computed over the whole series so that dates are comparable.
+Dates are read one at a time and downsampled so the long side is at most :data:`MAX_SIDE` pixels; the
+downsampled images wait in a temporary memory-mapped file, so memory stays bounded by one date.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+from PIL import Image, ImageDraw
+
+from ..atomic import atomic_path
+from ..tiling import PatchGrid
+
+MAX_SIDE = 1024
+CHIP_SIDE = 240  # chips smaller than this are enlarged (nearest neighbour)
+RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"))
+PERCENTILES = (2.0, 98.0)
+_BINS = 4096  # histogram bins over 0..1 reflectance for the series-wide stretch
+OUTLINE = (255, 220, 0)
+
+
+def rgb_bands(cube: xr.DataArray) -> list[str]:
+    """Red, green and blue band names of ``cube``; the first three bands (or the first, as grey) otherwise."""
+    names = [str(b) for b in cube["band"].values]
+    lower = {n.lower(): n for n in names}
+    for triple in RGB_NAMES:
+        if all(t.lower() in lower for t in triple):
+            return [lower[t.lower()] for t in triple]
+    return names[:3] if len(names) >= 3 else [names[0]] * 3
+
+
+def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: PatchGrid, out_dir: str | Path,
+                     top: int = 12) -> dict:
+    """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``.
+
+    Returns ``{"dates": [path, ...], "events": {event_id: path}}``.
+    """
+    out_dir = Path(out_dir)
+    rgb = cube.sel(band=rgb_bands(cube)).reset_coords(drop=True)
+    times = pd.DatetimeIndex(cube["time"].values)
+    step = max(1, math.ceil(max(cube.sizes["y"], cube.sizes["x"]) / MAX_SIDE))
+    shape = (len(times), cube.sizes["y"] // step, cube.sizes["x"] // step, 3)
+    hist = np.zeros((3, _BINS), dtype=np.int64)
+    dates = []
+    with tempfile.TemporaryDirectory(prefix="changescout-ql-") as tmp:
+        store = np.lib.format.open_memmap(Path(tmp) / "rgb.npy", mode="w+", dtype=np.float16, shape=shape)
+        for i in range(len(times)):
+            img = _downsample(rgb.isel(time=i), step)
+            store[i] = img
+            for b in range(3):
+                hist[b] += np.histogram(np.clip(img[..., b], 0, 1), bins=_BINS, range=(0, 1))[0]
+        lo, hi = _stretch_limits(hist)
+        for i, t in enumerate(times):
+            dates.append(_save_png(_to_uint8(store[i], lo, hi), out_dir / f"date_{t:%Y%m%d}.png"))
+        del store
+    chips = {}
+    for ev in events.sort_values("rank").head(top).itertuples():
+        chip = _event_chip(rgb, ev, patch_grid, lo, hi)
+        chips[ev.event_id] = _save_png(chip, out_dir / f"event_{ev.rank}.png")
+    return {"dates": dates, "events": chips}
+
+
+def _downsample(date: xr.DataArray, step: int) -> np.ndarray:
+    """``(band, y, x)`` of one date -> ``(y, x, band)`` float32, block-averaged by ``step`` (NaN ignored)."""
+    if step > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+            date = date.coarsen(y=step, x=step, boundary="trim").mean()
+    return np.moveaxis(np.asarray(date.values, dtype=np.float32), 0, -1)
+
+
+def _stretch_limits(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band 2 and 98 percentiles from histograms over 0..1 (0 and 1 where a band has no data)."""
+    lo, hi = np.zeros(3), np.ones(3)
+    centres = (np.arange(_BINS) + 0.5) / _BINS
+    for b in range(3):
+        total = hist[b].sum()
+        if total:
+            cdf = np.cumsum(hist[b]) / total
+            lo[b], hi[b] = (centres[np.searchsorted(cdf, q / 100)] for q in PERCENTILES)
+    return lo, np.maximum(hi, lo + 1e-6)
+
+
+def _to_uint8(img: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Stretch ``(y, x, 3)`` reflectance to 0..255; pixels with any NaN band are black."""
+    img = np.asarray(img, dtype=np.float32)
+    out = np.clip((img - lo) / (hi - lo), 0, 1) * 255
+    out[np.isnan(img).any(axis=-1)] = 0
+    return out.astype(np.uint8)
+
+
+def _save_png(arr: np.ndarray | Image.Image, path: Path) -> Path:
+    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def _event_chip(rgb: xr.DataArray, ev, patch_grid: PatchGrid, lo, hi) -> Image.Image:
+    """t0 | t1 side by side: the patch with a margin of one patch, outlined, dates written on top."""
+    p = patch_grid.patch_size
+    h, w = patch_grid.grid.shape
+    y0, y1 = max(0, (ev.row - 1) * p), min(h, (ev.row + 2) * p)
+    x0, x1 = max(0, (ev.col - 1) * p), min(w, (ev.col + 2) * p)
+    zoom = max(1, CHIP_SIDE // max(y1 - y0, x1 - x0))
+    box = ((ev.col * p - x0) * zoom, (ev.row * p - y0) * zoom, ((ev.col + 1) * p - x0) * zoom - 1,
+           ((ev.row + 1) * p - y0) * zoom - 1)
+    header, gap = 16, 4
+    sw, sh = (x1 - x0) * zoom, (y1 - y0) * zoom
+    canvas = Image.new("RGB", (2 * sw + gap, sh + header), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, (label, t) in enumerate((("t0", ev.t0), ("t1", ev.t1))):
+        window = rgb.sel(time=np.datetime64(pd.Timestamp(t))).isel(y=slice(y0, y1), x=slice(x0, x1))
+        img = _to_uint8(np.moveaxis(np.asarray(window.values, dtype=np.float32), 0, -1), lo, hi)
+        img = np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
+        left = k * (sw + gap)
+        canvas.paste(Image.fromarray(img), (left, header))
+        draw.rectangle((left + box[0], header + box[1], left + box[2], header + box[3]), outline=OUTLINE,
+                       width=max(1, min(3, zoom // 2)))
+        draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0))
+    return canvas

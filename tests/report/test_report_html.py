@@ -1,0 +1,112 @@
+"""The HTML report: self-contained, escaped, top events in rank order, written atomically."""
+
+import base64
+import pathlib
+import re
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+
+from changescout.cube import OutputGrid
+from changescout.report import plots, write_report
+from changescout.tiling import PatchGrid, event_ids
+
+EVIL = "<script>alert('x')</script>"
+
+
+def make_events(n=40, seed=0):
+    pg = PatchGrid(OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999360, 500640, 5000000)), 8)
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, 8, n), rng.integers(0, 8, n)
+    t1 = pd.to_datetime(rng.choice(["2021-02-01", "2021-03-01", "2021-04-01"], n))
+    t0 = t1 - pd.DateOffset(months=1)
+    atyp = rng.uniform(0, 1, n).astype("float32")
+    rank = np.empty(n, "int32")
+    rank[np.argsort(-atyp)] = np.arange(1, n + 1)
+    return gpd.GeoDataFrame({
+        "event_id": event_ids("demo_1a2b3c4d", t0, t1, rows, cols), "series": "demo_1a2b3c4d",
+        "row": rows.astype("int32"), "col": cols.astype("int32"), "t0": t0, "t1": t1,
+        "magnitude": rng.gamma(2, 1, n).astype("float32"), "zscore": rng.normal(0, 2, n).astype("float32"),
+        "persistence": pd.array([None] + [2] * (n - 1), dtype="Int32"),
+        "clear_fraction": np.ones(n, "float32"), "cluster": (np.arange(n) % 4).astype("int32"),
+        "cluster_size": np.full(n, n // 4, "int32"), "rarity": atyp, "atypicality": atyp, "rank": rank,
+        "vec": np.arange(n, dtype="int64"),
+    }, geometry=pg.polygons(rows, cols), crs=pg.grid.crs)
+
+
+def make_clusters(events):
+    g = events.groupby("cluster")
+    return pd.DataFrame({"cluster": list(g.groups), "size": g.size().to_numpy(),
+                         "mean_magnitude": g["magnitude"].mean().to_numpy(),
+                         "mean_atypicality": g["atypicality"].mean().to_numpy(),
+                         "note": [EVIL, "b", "c", "d"]})
+
+
+CONFIG = {"label": EVIL, "source": {"path": "/data/s2/" + EVIL}, "encoder": {"name": "rcf"}, "patch_size": 8,
+          "grid": {"crs": "EPSG:32631", "transform": [10, 0, 500000, 0, -10, 5000000], "shape": [64, 64]}}
+STATE = {"stages": {"ingest": {"seconds": 1.5, "status": "done"}, "embed": {"seconds": 12.0}, "rank": {"status": "done"}}}
+
+
+def test_report_lists_the_top_events_in_rank_order_with_their_chips(tmp_path):
+    ev = make_events()
+    ql = tmp_path / "quicklooks"
+    ql.mkdir()
+    top = ev.sort_values("rank").head(3)
+    chips = {eid: ql / f"event_{r}.png" for eid, r in zip(top["event_id"], top["rank"])}
+    dates = [ql / "date_20210201.png"]
+    path = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, {"dates": dates, "events": chips}, top=5)
+    assert path == tmp_path / "report.html"
+    html = path.read_text()
+    ordered = ev.sort_values("rank")["event_id"]
+    positions = [html.index(eid) for eid in ordered.head(5)]
+    assert positions == sorted(positions)
+    assert all(eid not in html for eid in ordered.iloc[5:])
+    assert "src='quicklooks/event_1.png'" in html and "src='quicklooks/date_20210201.png'" in html
+    assert "EPSG:32631, 10 x 10 metre pixels, 64 x 64 px" in html
+    assert "rcf" in html and "mean_atypicality" in html
+    assert "2021-01-01 to 2021-04-01" in html
+
+
+def test_report_is_self_contained_and_escaped(tmp_path):
+    ev = make_events()
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE).read_text()
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert not re.search(r"(src|href)=['\"](https?:)?//", html)
+    pngs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(pngs) == 5  # histogram, scatter, events per date, map, stage timings
+    assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+
+
+def test_report_is_lenient_with_a_sparse_config_and_no_events(tmp_path):
+    ev = make_events().iloc[:0]
+    html = write_report(tmp_path, ev, pd.DataFrame(columns=["cluster", "size"]), {}, {}).read_text()
+    assert "no changes" in html and "nothing to plot" in html and "EPSG:32631" in html
+
+
+def test_plots_return_png_or_nothing():
+    ev = make_events()
+    for png in (plots.magnitude_histogram(ev), plots.atypicality_scatter(ev), plots.events_per_date(ev),
+                plots.atypicality_map(ev), plots.stage_timings(STATE)):
+        assert png.startswith(b"\x89PNG")
+    assert plots.stage_timings({}) is None and plots.atypicality_map(ev.iloc[:0]) is None
+
+
+def test_failure_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):
+    ev = make_events()
+    path = write_report(tmp_path, ev, make_clusters(ev), {"label": "first"}, STATE)
+    before = path.read_text()
+    real_write_text = pathlib.Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(tmp_path, ev, make_clusters(ev), {"label": "second"}, STATE)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert path.read_text() == before

@@ -1,0 +1,97 @@
+"""Quicklooks: true-colour PNGs per date with one series-wide stretch, and t0 | t1 chips of top events."""
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from changescout.cube import OutputGrid, make_cube
+from changescout.report import quicklooks, write_quicklooks
+from changescout.tiling import PatchGrid, event_ids
+
+DATES = pd.to_datetime(["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"])
+BANDS = ["B02", "B03", "B04", "B08"]  # red is not among the first three on purpose
+
+
+@pytest.fixture
+def cube_and_grid():
+    grid = OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999360, 500640, 5000000))
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0.1, 0.3, size=(4, 4, 64, 64)).astype("float32")
+    data[1] = data[0]
+    data[1, :, 8:16, 8:16] = [[[0.0]], [[0.0]], [[0.9]], [[0.0]]]  # a red roof appears in patch (1, 1)
+    data[3] = data[0] * 0.5  # a darker date must look darker
+    data[0, :, 40, 40] = np.nan
+    return make_cube(data, DATES, BANDS, grid), PatchGrid(grid, 8)
+
+
+def make_events(pg, rows, cols, t0, t1):
+    n = len(rows)
+    t0, t1 = pd.to_datetime(t0), pd.to_datetime(t1)
+    atyp = np.linspace(0.9, 0.1, n).astype("float32")
+    return gpd.GeoDataFrame({
+        "event_id": event_ids("demo_1a2b3c4d", t0, t1, rows, cols), "series": "demo_1a2b3c4d",
+        "row": np.asarray(rows, "int32"), "col": np.asarray(cols, "int32"), "t0": t0, "t1": t1,
+        "magnitude": atyp, "zscore": atyp, "persistence": pd.array([1] * n, dtype="Int32"),
+        "clear_fraction": np.ones(n, "float32"), "cluster": np.zeros(n, "int32"),
+        "cluster_size": np.full(n, n, "int32"), "rarity": atyp, "atypicality": atyp,
+        "rank": np.arange(1, n + 1, dtype="int32"), "vec": np.arange(n, dtype="int64"),
+    }, geometry=pg.polygons(rows, cols), crs=pg.grid.crs)
+
+
+def rgb(path):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+        return np.asarray(im)
+
+
+def test_date_quicklooks_are_true_colour_comparable_and_black_where_nodata(tmp_path, cube_and_grid):
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    out = write_quicklooks(cube, ev, pg, tmp_path / "quicklooks")
+    assert [p.name for p in out["dates"]] == ["date_20210101.png", "date_20210201.png", "date_20210301.png", "date_20210401.png"]
+    imgs = [rgb(p) for p in out["dates"]]
+    assert imgs[0].shape == (64, 64, 3)
+    assert tuple(imgs[1][12, 12]) == (255, 0, 0)  # B04 shown as red, B03 green, B02 blue
+    assert tuple(imgs[0][40, 40]) == (0, 0, 0)
+    np.testing.assert_array_equal(imgs[0][30:, :30], imgs[1][30:, :30])  # same stretch for every date
+    assert imgs[3].mean() < imgs[0].mean() - 40
+
+
+def test_large_scenes_are_downsampled(tmp_path, cube_and_grid, monkeypatch):
+    cube, pg = cube_and_grid
+    monkeypatch.setattr(quicklooks, "MAX_SIDE", 16)
+    out = write_quicklooks(cube.chunk({"time": 1, "y": 32, "x": 32}), make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"]),
+                           pg, tmp_path)
+    img = rgb(out["dates"][1])
+    assert img.shape == (16, 16, 3)
+    assert tuple(img[3, 3]) == (255, 0, 0)  # the 8 x 8 px roof is 2 x 2 px after a 4x reduction
+
+
+def test_event_chips_show_t0_and_t1_around_the_outlined_patch(tmp_path, cube_and_grid):
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1, 0, 5], [1, 7, 2], ["2021-01-01", "2021-02-01", "2021-03-01"],
+                     ["2021-02-01", "2021-03-01", "2021-04-01"])
+    out = write_quicklooks(cube, ev, pg, tmp_path, top=2)
+    assert list(out["events"]) == list(ev["event_id"][:2])
+    assert [p.name for p in out["events"].values()] == ["event_1.png", "event_2.png"]
+    chip = rgb(out["events"][ev["event_id"][0]])
+    # 24 x 24 px window (patch + one patch margin) enlarged 10x, t0 | 4 px gap | t1, 16 px header
+    assert chip.shape == (16 + 240, 2 * 240 + 4, 3)
+    t0_centre, t1_centre = chip[16 + 120, 120], chip[16 + 120, 244 + 120]
+    assert tuple(t1_centre) == (255, 0, 0) and tuple(t0_centre) != (255, 0, 0)
+    assert tuple(chip[16 + 80, 100]) == quicklooks.OUTLINE  # top edge of the patch outline
+    edge = rgb(out["events"][ev["event_id"][1]])  # top-right patch: the margin is cut by the scene edge
+    assert edge.shape == (16 + 240, 2 * 240 + 4, 3)  # 16 x 16 px window enlarged 15x
+    assert tuple(edge[16, 8 * 15 + 5]) == quicklooks.OUTLINE  # the patch starts 8 px right of the window
+
+
+def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
+    cube, _ = cube_and_grid
+    assert quicklooks.rgb_bands(cube) == ["B04", "B03", "B02"]
+    assert quicklooks.rgb_bands(cube.assign_coords(band=["blue", "green", "red", "nir"])) == ["red", "green", "blue"]
+    assert quicklooks.rgb_bands(cube.assign_coords(band=["a", "b", "c", "d"])) == ["a", "b", "c"]
+    assert quicklooks.rgb_bands(cube.isel(band=[3])) == ["B08"] * 3

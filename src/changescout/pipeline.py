@@ -172,9 +172,15 @@ def screen_clouds(cube, mode: str):
         raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
     if mode == "off" or not can_screen(cube):
         return cube
-    if mode == "auto" and cube.attrs.get("quality_source", "none") != "none":
+    if mode == "auto" and _has_mask(cube):
         return cube
     return screen_haze(cube)
+
+
+def _has_mask(cube) -> bool:
+    """Whether the source gave a quality mask (any class other than clear and nodata, on a sample)."""
+    q = np.asarray(cube["quality"].data[:, ::4, ::4])
+    return bool(np.isin(q, [2, 3, 4, 5]).any())
 
 
 def _input_hashes(cube) -> dict:

@@ -1,0 +1,112 @@
+"""What a file or folder name tells: acquisition date, platform and processing level.
+
+Recognised date patterns, tried in this order (the first that matches a valid date wins):
+
+* Sentinel-2 product names, ``S2A_MSIL2A_20180429T105031_...`` -> the sensing date;
+* old Sentinel-2 names, ``S2A_OPER_..._V20150820T105521_...`` -> the validity start; an old name without
+  ``_V<date>`` has only a production date, which is not the sensing date, so it gives no date;
+* Landsat collection names, ``LC08_L2SP_035032_20200101_20200823_02_T1`` -> the acquisition date;
+* old Landsat scene ids, ``LE70350322008118EDC00`` -> year 2008, day of year 118;
+* ``YYYY-MM-DD`` (also with ``_`` or ``.``) and ``YYYYMMDD`` anywhere in the name, not inside a longer number.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ..errors import ConfigError
+
+ACCEPTED_PATTERNS = (
+    "YYYY-MM-DD",
+    "YYYYMMDD",
+    "Sentinel-2 product names (S2A_MSIL2A_20180429T105031_...)",
+    "old Sentinel-2 names with a validity date (S2A_OPER_..._V20150820T...)",
+    "Landsat collection names (LC08_L2SP_035032_20200101_20200823_02_T1)",
+    "old Landsat scene ids (LE70350322008118EDC00, year + day of year)",
+)
+
+_S2 = re.compile(r"S2[A-D]_MSI(?:L1C|L2A)_(\d{8})T\d{6}", re.I)
+_S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
+_S2_OLD_V = re.compile(r"_V(\d{8})T\d{6}", re.I)
+_LANDSAT = re.compile(r"L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_\d{2}_(?:T1|T2|RT)", re.I)
+_LANDSAT_OLD = re.compile(r"(?<![A-Z0-9])L[COTEM][1-9]\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}", re.I)
+_ISO = re.compile(r"(?<!\d)(\d{4})[-_.](\d{2})[-_.](\d{2})(?!\d)")
+_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
+
+_YEARS = range(1950, 2101)
+
+
+def parse_date(name: str) -> pd.Timestamp | None:
+    """The acquisition date a file or folder name holds, or ``None`` (see the module docstring)."""
+    name = str(name)
+    if m := _S2.search(name):
+        return _ymd(m.group(1))
+    if _S2_OLD.search(name):
+        m = _S2_OLD_V.search(name)
+        return _ymd(m.group(1)) if m else None
+    if m := _LANDSAT.search(name):
+        return _ymd(m.group(1))
+    if m := _LANDSAT_OLD.search(name):
+        year, doy = int(m.group(1)), int(m.group(2))
+        if year in _YEARS and 1 <= doy <= (366 if _leap(year) else 365):
+            return pd.Timestamp(year=year, month=1, day=1) + pd.Timedelta(days=doy - 1)
+    for pattern in (_ISO, _COMPACT):
+        for m in pattern.finditer(name):
+            if (t := _ymd("".join(m.groups()))) is not None:
+                return t
+    return None
+
+
+def to_times(dates) -> list[pd.Timestamp]:
+    """Dates given by the user (a list, or text ``"2018-04-29,2018-05-13"``) as timestamps."""
+    items = [d.strip() for d in dates.split(",")] if isinstance(dates, str) else list(dates)
+    try:
+        return list(pd.to_datetime(items))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"dates must be dates like '2018-04-29', got {items}: {exc}") from exc
+
+
+_PLATFORMS = (
+    (re.compile(r"(?<![A-Z0-9])S2([A-D])_", re.I), lambda m: f"sentinel-2{m.group(1).lower()}"),
+    (re.compile(r"SENTINEL-?2([A-D])?X?_", re.I), lambda m: "sentinel-2" + (m.group(1) or "").lower()),
+    (re.compile(r"(?<![A-Z0-9])L[COTEM]0?([1-9])(?:_L[12]|\d{6}\d{7}[A-Z]{3}\d{2})", re.I), lambda m: f"landsat-{m.group(1)}"),
+)
+
+_LEVELS = (
+    (re.compile(r"MSI_?(L1C|L2A)", re.I), lambda m: m.group(1).upper()),
+    (re.compile(r"_(L2A|L3A|L1C)_", re.I), lambda m: m.group(1).upper()),
+    (re.compile(r"L[COTEM]0\d_L([12])[A-Z]{2}_", re.I), lambda m: f"L{m.group(1)}"),
+)
+
+
+def parse_platform(name: str) -> str | None:
+    """Platform named in a file name (``sentinel-2a``, ``landsat-5``...) or ``None``."""
+    return _first(_PLATFORMS, str(name))
+
+
+def parse_level(name: str) -> str | None:
+    """Processing level named in a file name (``L1C``, ``L2A``, ``L3A``, Landsat ``L1``/``L2``) or ``None``."""
+    return _first(_LEVELS, str(name))
+
+
+def _first(rules, name: str) -> str | None:
+    for pattern, make in rules:
+        if m := pattern.search(name):
+            return make(m)
+    return None
+
+
+def _ymd(digits: str) -> pd.Timestamp | None:
+    year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
+    if year not in _YEARS:
+        return None
+    try:
+        return pd.Timestamp(year=year, month=month, day=day)
+    except ValueError:
+        return None
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

@@ -1,0 +1,182 @@
+"""A folder of GeoTIFFs, one image per date.
+
+Two layouts, possibly with one sub-folder per date:
+
+* one multi-band file per date (``2020-01-01.tif``, ``S2A_MSIL2A_20200101T..._.tif``);
+* one single-band file per band per date, the band named by the file-name suffix
+  (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``).
+
+Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]``, one per image in
+sorted file order. Band names come from band descriptions, else file suffixes; then ``bands`` selects among
+them. Without such names ``bands`` names the bands, else they are ``b1..bN``. A band named ``fmask``, ``SCL``,
+``qa`` or ``mask`` is the quality mask of its date, not a reflectance band.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import SourceError
+from .dates import ACCEPTED_PATTERNS, parse_date, to_times
+from .masks import convention_for, is_mask_name, lookup_table
+from .warp import Layer, Scene, open_scenes, probe
+
+_EXTENSIONS = (".tif", ".tiff")
+_BAND_SUFFIX = re.compile(
+    r"^(?:(?P<stem>.+)[_-])?(?P<band>B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa|mask)$", re.I
+)
+
+
+def sniff(path) -> bool:
+    """A folder that is not a Zarr store."""
+    from .datacube import sniff as is_datacube
+
+    return Path(path).is_dir() and not is_datacube(path)
+
+
+def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
+         chunks=1024, level=None, scale_factor=None, offset=None):
+    """Open a folder of GeoTIFFs as a SeriesCube (see the module docstring)."""
+    root = Path(path)
+    groups = _groups(root)
+    times = _times(groups, dates, root)
+    per_date = [_bands_of(files, bands, root) for files in groups.values()]
+    ref_names, ref_file = per_date[0][0], next(iter(groups.values()))[0]
+    for (names, _, _), files in zip(per_date, groups.values()):
+        if len(names) != len(ref_names):
+            raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}", files[0])
+        if names != ref_names:
+            raise SourceError(f"has bands {names} but {ref_file.name} has {ref_names}; every date needs the same bands", files[0])
+    mask_names = {m[0] for _, _, m in per_date if m}
+    scenes = [
+        Scene(t, tuple(layers), m[1] if m else None, name=_name(files[0], root))
+        for t, (_, layers, m), files in zip(times, per_date, groups.values())
+    ]
+    lut = None
+    if mask is not None:
+        scenes, lut = external_masks(mask, scenes, mask_convention)
+    elif mask_names:
+        lut = lookup_table(convention_for(sorted(mask_names)[0], mask_convention, root))
+    return open_scenes(scenes, ref_names, source=root, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
+                       scale_factor=scale_factor, offset=offset, level=level)
+
+
+def list_rasters(root: Path) -> list[Path]:
+    """GeoTIFF files under ``root`` (recursively, hidden ones skipped), sorted; :class:`SourceError` if none."""
+    if not root.is_dir():
+        raise SourceError("is not a folder", root)
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in _EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise SourceError("holds no GeoTIFF (.tif, .tiff) files", root)
+    return files
+
+
+def _groups(root: Path) -> dict[str, list[Path]]:
+    """Files grouped by date key: the path without the band suffix for single-band files, else the path."""
+    groups: dict[str, list[Path]] = {}
+    for f in list_rasters(root):
+        m = _BAND_SUFFIX.match(f.stem)
+        single = m is not None and probe(f).count == 1
+        key = str(f.relative_to(root).parent / (m.group("stem") or "") if single else f.relative_to(root).with_suffix(""))
+        groups.setdefault(key, []).append(f)
+    return {k: sorted(v, key=lambda f: _band_order(_suffix(f))) for k, v in sorted(groups.items())}
+
+
+def _times(groups: dict[str, list[Path]], dates, root: Path):
+    if dates is not None:
+        times = to_times(dates)
+        if len(times) != len(groups):
+            raise SourceError(f"holds {len(groups)} images (dates) but {len(times)} dates were given", root)
+        return times
+    times, seen = [], {}
+    for files in groups.values():
+        t = _date_of(files[0], root)
+        if t is None:
+            raise SourceError(
+                f"no date in the name; name files or folders with one of: {'; '.join(ACCEPTED_PATTERNS)}, "
+                "or pass dates=[...] (one per image, in sorted file order)",
+                files[0],
+            )
+        if t in seen:
+            raise SourceError(f"has the same date {t:%Y-%m-%d} as {seen[t]}; give one image per date", files[0])
+        seen[t] = files[0]
+        times.append(t)
+    return times
+
+
+def _date_of(file: Path, root: Path):
+    m = _BAND_SUFFIX.match(file.stem)
+    names = [m.group("stem") or "" if m else file.stem, *(p.name for p in file.relative_to(root).parents if p.name)]
+    return next((t for t in map(parse_date, names) if t is not None), None)
+
+
+def _bands_of(files: list[Path], bands, root: Path):
+    """``(reflectance band names, their layers, (mask name, mask layer) or None)`` of one date's files."""
+    if len(files) > 1 or (_suffix(files[0]) and probe(files[0]).count == 1):
+        native = [_suffix(f) for f in files]
+        layers = [Layer(str(f.resolve()), 1) for f in files]
+    else:
+        info = probe(files[0])
+        layers = [Layer(str(files[0].resolve()), i + 1) for i in range(info.count)]
+        native = list(info.descriptions) if all(info.descriptions) else None
+        if native is None and bands is not None:
+            if len(bands) != info.count:
+                raise SourceError(f"has {info.count} bands but {len(bands)} band names were given ({list(bands)})", files[0])
+            native, bands = list(bands), None
+        native = native or [f"b{i + 1}" for i in range(info.count)]
+    return split_mask(native, layers, bands, files[0])
+
+
+def split_mask(names, layers, wanted, where):
+    """Separate the mask band from the reflectance bands, then keep the ``wanted`` ones (all when ``None``)."""
+    masks = [(n, layer) for n, layer in zip(names, layers) if is_mask_name(n)]
+    keep = {n: layer for n, layer in zip(names, layers) if not is_mask_name(n)}
+    if wanted is not None:
+        wanted = [str(b) for b in wanted if not is_mask_name(b)]
+        missing = [b for b in wanted if b not in keep]
+        if missing:
+            raise SourceError(f"has no band(s) {missing}; its bands are {list(keep)}", where)
+        keep = {b: keep[b] for b in wanted}
+    return list(keep), list(keep.values()), masks[0] if masks else None
+
+
+def external_masks(path, scenes: list[Scene], convention: str | None):
+    """Attach the masks of ``path`` (a folder of mask files with dated names, or one file with one band per
+    date in time order) to ``scenes``; return the scenes and the mask lookup table."""
+    path = Path(path)
+    by_time = sorted(scenes, key=lambda s: s.time)
+    if path.is_file():
+        count = probe(path).count
+        if count != len(scenes):
+            raise SourceError(f"holds {count} mask bands but the series has {len(scenes)} dates", path)
+        masks = {s.time: Layer(str(path.resolve()), i + 1) for i, s in enumerate(by_time)}
+    else:
+        files = list_rasters(path)
+        found = {_date_of(f, path): Layer(str(f.resolve()), 1) for f in files}
+        masks = found if all(found) else {}
+        if not masks and len(files) == len(scenes):
+            masks = {s.time: Layer(str(f.resolve()), 1) for s, f in zip(by_time, files)}
+        missing = [f"{s.time:%Y-%m-%d}" for s in scenes if s.time not in masks]
+        if missing:
+            raise SourceError(f"has no mask for the date(s) {missing}", path)
+    lut = lookup_table(convention_for(path.name, convention, path))
+    return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
+
+
+def _suffix(file: Path) -> str:
+    m = _BAND_SUFFIX.match(file.stem)
+    return m.group("band") if m else ""
+
+
+def _band_order(name: str):
+    """Natural order of band names: B2 < B8 < B8A < B11."""
+    m = re.search(r"(\d+)(\D*)$", name)
+    return (0, int(m.group(1)), m.group(2).lower(), name) if m else (1, 0, "", name.lower())
+
+
+def _name(file: Path, root: Path) -> str:
+    return str(file.relative_to(root))

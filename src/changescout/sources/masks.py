@@ -1,0 +1,76 @@
+"""Quality masks: map the classes of a mask band (Fmask, Sentinel-2 SCL) to :class:`~changescout.cube.Quality`.
+
+Conventions:
+
+* ``fmask``: 0 clear land, 1 water, 2 cloud shadow, 3 snow, 4 cloud, 255 fill;
+* ``scl`` (Sentinel-2 Scene Classification): 0 nodata and 1 saturated -> nodata, 2 dark area and 3 cloud shadow
+  -> shadow, 4 vegetation, 5 bare soil and 7 unclassified -> clear, 6 water, 8/9 cloud and 10 cirrus -> cloud,
+  11 snow;
+* ``quality``: the values already are changescout :class:`Quality` classes (0..5).
+
+Any other value, the file's nodata and pixels outside the mask's footprint become ``NODATA``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..cube import Quality
+from ..errors import SourceError
+
+_Q = Quality
+_TABLES = {
+    "fmask": {0: _Q.CLEAR, 1: _Q.WATER, 2: _Q.SHADOW, 3: _Q.SNOW, 4: _Q.CLOUD},
+    "scl": {2: _Q.SHADOW, 3: _Q.SHADOW, 4: _Q.CLEAR, 5: _Q.CLEAR, 6: _Q.WATER, 7: _Q.CLEAR,
+            8: _Q.CLOUD, 9: _Q.CLOUD, 10: _Q.CLOUD, 11: _Q.SNOW},
+    "quality": {int(q): q for q in Quality},
+}
+CONVENTIONS = tuple(_TABLES)
+
+#: Band or file-name suffixes that mark a mask rather than a reflectance band.
+_MASK_NAME = re.compile(r"^(fmask|scl|qa|mask|cloud_?mask|quality)$", re.I)
+
+
+def is_mask_name(name: str) -> bool:
+    """Whether a band named ``name`` is a quality mask (``fmask``, ``SCL``, ``qa``, ``mask``...)."""
+    return bool(_MASK_NAME.match(str(name)))
+
+
+def convention_for(name: str, given: str | None, where: str) -> str:
+    """The mask convention: ``given`` when set, else inferred from the band or file ``name``."""
+    conv = (given or "").lower() or _infer(name)
+    if conv not in _TABLES:
+        if given:
+            raise SourceError(f"unknown mask convention {given!r}; use one of {list(CONVENTIONS)}", where)
+        raise SourceError(
+            f"cannot tell the convention of the mask {name!r} from its name; "
+            f"pass mask_convention= one of {list(CONVENTIONS)}",
+            where,
+        )
+    return conv
+
+
+def _infer(name: str) -> str:
+    low = str(name).lower()
+    if "fmask" in low:
+        return "fmask"
+    if "scl" in low:
+        return "scl"
+    return ""
+
+
+def lookup_table(convention: str) -> np.ndarray:
+    """A 256-entry uint8 table from mask value to quality class (unlisted values -> NODATA)."""
+    lut = np.full(256, Quality.NODATA, dtype=np.uint8)
+    for value, quality in _TABLES[convention].items():
+        lut[value] = quality
+    return lut
+
+
+def to_quality(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Map raw mask values (float, NaN where no data) to quality classes with ``lut``."""
+    valid = np.isfinite(values) & (values >= 0) & (values <= 255) & (values == np.round(values))
+    idx = np.where(valid, values, 0).astype(np.intp)
+    return np.where(valid, lut[idx], np.uint8(Quality.NODATA)).astype(np.uint8)

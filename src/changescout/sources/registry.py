@@ -1,0 +1,93 @@
+"""The registry of input sources: built-in kinds plus plugins of the ``changescout.sources`` entry-point group.
+
+A source is a module (or any object) with ``open(path, **options) -> SeriesCube`` and ``sniff(path) -> bool``.
+Built-ins are imported only when used; a plugin that fails to load warns and is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import warnings
+from pathlib import Path
+
+from ..cube import validate_cube
+from ..errors import SourceError
+
+ENTRY_POINT_GROUP = "changescout.sources"
+
+#: Built-in kinds and their modules; ``sniff`` is tried in this order (``synthetic`` is named, not sniffed).
+BUILTIN = {
+    "datacube": "changescout.sources.datacube",
+    "stacked": "changescout.sources.stacked",
+    "geotiff": "changescout.sources.geotiff",
+    "synthetic": "changescout.sources.synthetic",
+}
+
+
+def _plugins() -> dict:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+
+
+def available_sources() -> list[str]:
+    """Names of the source kinds that can be used: built-ins that are installed, then plugins."""
+    builtin = [name for name, module in BUILTIN.items() if importlib.util.find_spec(module) is not None]
+    return builtin + sorted(_plugins())
+
+
+def get_source(kind: str):
+    """The source registered as ``kind``; :class:`SourceError` listing the available kinds if there is none."""
+    if kind in BUILTIN and importlib.util.find_spec(BUILTIN[kind]) is not None:
+        return importlib.import_module(BUILTIN[kind])
+    plugins = _plugins()
+    if kind in plugins:
+        try:
+            return plugins[kind].load()
+        except Exception as exc:  # a broken plugin must not hide the others
+            raise SourceError(f"the source plugin {kind!r} failed to load: {type(exc).__name__}: {exc}") from exc
+    raise SourceError(f"unknown source kind {kind!r}; available kinds: {', '.join(available_sources())}")
+
+
+def sniff_kind(source) -> str:
+    """The kind of ``source``: ``"synthetic"`` (or ``"synthetic:seed=1,..."``) by name, else the first source
+    whose ``sniff`` accepts it."""
+    if str(source).partition(":")[0] == "synthetic":
+        return "synthetic"
+    path = Path(source)
+    if not path.exists():
+        raise SourceError("does not exist", path)
+    for kind in ("datacube", "stacked", "geotiff"):
+        if get_source(kind).sniff(path):
+            return kind
+    for kind, ep in _plugins().items():
+        try:
+            if ep.load().sniff(path):
+                return kind
+        except Exception as exc:  # a broken plugin warns and is skipped
+            warnings.warn(f"source plugin {kind!r} failed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+    raise SourceError(
+        "cannot tell what kind of source this is (expected a folder of GeoTIFFs, a .tif, a .nc/.h5 file or a "
+        f".zarr store); pass kind= one of: {', '.join(available_sources())}",
+        path,
+    )
+
+
+def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_size=16, mask=None,
+                mask_convention=None, chunks=1024, **options):
+    """Open ``source`` as a validated, lazy SeriesCube on a patch-snapped output grid.
+
+    ``kind`` is a registered source name (:func:`available_sources`) or ``None`` to guess it from the path.
+    ``grid`` is ``None`` (the first date's CRS and resolution, the union of all footprints), a
+    :class:`~changescout.sources.warp.GridSpec`, its text form ``"EPSG:32631,10"`` or an ``OutputGrid``.
+    ``options`` go to the source (``level=``, ``scale_factor=``, ``offset=``, ``variable=``, ``seed=``...).
+    """
+    kind = kind or sniff_kind(source)
+    module = get_source(kind)
+    given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}
+    opts = {k: v for k, v in given.items() if v is not None}
+    cube = module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options)
+    cube.attrs["source_kind"] = kind
+    cube.attrs.setdefault("label", Path(str(source)).stem)
+    cube.attrs.setdefault("source", str(source))
+    return validate_cube(cube)

@@ -1,0 +1,231 @@
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from rasterio.warp import transform
+
+import make_sources as ms
+from changescout.cube import Quality, grid_of
+from changescout.errors import ConfigError, SourceError
+from changescout.sources import open_series, warp
+from changescout.tiling import PatchGrid
+
+H, W = ms.SHAPE
+
+
+def footprint(cube):
+    """The cube's pixels over the fixture's native grid (rows 0..H, cols 0..W)."""
+    left, top = ms.ORIGIN
+    return cube.sel(x=slice(left, left + W * ms.RES), y=slice(top, top - H * ms.RES))
+
+
+def bright_xy(image):
+    """Ground coordinates of the centre of the bright square in a (y, x) DataArray."""
+    rows, cols = np.nonzero(np.nan_to_num(image.values) > 0.6)
+    return image.x.values[cols].mean(), image.y.values[rows].mean()
+
+
+def bright_centre(image):
+    rows, cols = np.nonzero(np.nan_to_num(image) > 0.6)
+    return rows.mean(), cols.mean()
+
+
+def test_values_round_trip_with_nodata(tmp_path):
+    ms.multiband_folder(tmp_path / "f")
+    cube = open_series(tmp_path / "f", patch_size=16)
+    assert isinstance(cube.data, da.Array) and cube.dtype == np.float32
+    assert list(cube.band.values) == list(ms.BANDS)
+    assert list(pd.DatetimeIndex(cube.time.values)) == list(pd.to_datetime(ms.DATES))
+    values = footprint(cube).compute()
+    assert values.shape == (3, 4, H, W)
+    for t in range(3):
+        expected = ms.scene(t).astype(np.float32) / 10000
+        if t == 0:
+            expected[:, 0:5, 0:8] = np.nan
+        np.testing.assert_allclose(values.isel(time=t).values, expected, rtol=1e-6)
+    q = values.quality.values
+    assert (q[0, 0:5, 0:8] == Quality.NODATA).all() and (q[0, 5:, 8:] == Quality.CLEAR).all()
+    left, _, _, top = grid_of(cube).bounds
+    r0, c0 = round((top - ms.ORIGIN[1]) / ms.RES), round((ms.ORIGIN[0] - left) / ms.RES)
+    inside = np.zeros(cube.quality.shape[1:], bool)
+    inside[r0 : r0 + H, c0 : c0 + W] = True
+    assert (cube.quality.values[:, ~inside] == Quality.NODATA).all()
+    assert np.isnan(cube.values[cube.quality.values[:, None].repeat(4, 1) == Quality.NODATA]).all()
+
+
+def test_attributes(tmp_path):
+    files = ms.multiband_folder(tmp_path / "series")
+    cube = open_series(tmp_path / "series")
+    assert cube.attrs["label"] == "series"
+    assert cube.attrs["source"] == str((tmp_path / "series").resolve())
+    assert cube.attrs["source_kind"] == "geotiff"
+    assert cube.attrs["source_files"] == sorted(str(f.resolve()) for f in files)
+    assert cube.attrs["level"] == "unknown"
+    assert cube.attrs["scale_factor"] == pytest.approx(1e-4) and cube.attrs["offset"] == 0.0
+    again = open_series(tmp_path / "series", scale_factor=1e-3, offset=-0.1, level="L2A")
+    assert again.attrs["scale_factor"] == 1e-3 and again.attrs["level"] == "L2A"
+    np.testing.assert_allclose(footprint(again).values[1], ms.scene(1) * 1e-3 - 0.1, rtol=1e-5)
+
+
+def test_grid_origin_snapped_to_patches(tmp_path):
+    ms.multiband_folder(tmp_path / "f")
+    cube = open_series(tmp_path / "f", patch_size=16)
+    grid = grid_of(cube)
+    left, bottom, right, top = grid.bounds
+    size = 16 * ms.RES
+    assert left % size == 0 and top % size == 0
+    assert grid.shape[0] % 16 == 0 and grid.shape[1] % 16 == 0
+    assert left <= ms.ORIGIN[0] and top >= ms.ORIGIN[1]
+    assert right >= ms.ORIGIN[0] + W * ms.RES and bottom <= ms.ORIGIN[1] - H * ms.RES
+
+
+def test_same_patches_whatever_the_file_order_and_chunks(tmp_path):
+    ms.multiband_folder(tmp_path / "a")
+    ms.multiband_folder(tmp_path / "b", names=[f"{p}_{d}.tif" for p, d in zip("cab", ms.DATES)])
+    a = open_series(tmp_path / "a", patch_size=8, chunks=1024)
+    b = open_series(tmp_path / "b", patch_size=8, chunks=16)
+    assert b.data.chunksize == (1, 4, 16, 16)
+    assert grid_of(a) == grid_of(b)
+    np.testing.assert_array_equal(a.time.values, b.time.values)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.quality.values, b.quality.values)
+    patches = PatchGrid(grid_of(a), 8)
+    row, col = patches.locate((ms.SQUARE[0] + ms.SQUARE[2]) / 2, (ms.SQUARE[1] + ms.SQUARE[3]) / 2)
+    rs, cs = patches.pixel_window(row, col)
+    assert (b.isel(y=rs, x=cs).sel(band="B02").values > 0.6).mean() > 0.2
+
+
+def test_dates_in_other_crs_land_in_place(tmp_path):
+    folder = tmp_path / "mixed"
+    ms.reprojected(folder / "a_2020-06-01.tif", crs="EPSG:4326")  # first in file order, not in time
+    ms.multiband_folder(folder, dates=["2020-03-01"], names=["b_2020-03-01.tif"], with_nodata=False)
+    ms.reprojected(folder / "c_2020-07-01.tif", crs=ms.CRS, shift=(25.0, -15.0))
+    cube = open_series(folder, patch_size=16)
+    grid = grid_of(cube)
+    assert grid.crs == ms.CRS and grid.resolution == (ms.RES, ms.RES)  # from the first date by time
+    images = footprint(cube).sel(band="B02").values
+    expected = bright_centre(ms.scene(0)[0] / 10000)
+    for t, image in enumerate(images):
+        r, c = bright_centre(image)
+        assert abs(r - expected[0]) < 0.75 and abs(c - expected[1]) < 0.75, (t, r, c, expected)
+    np.testing.assert_allclose(images[0], ms.scene(0)[0] / 10000, rtol=1e-6)
+
+
+def test_explicit_grid(tmp_path):
+    ms.multiband_folder(tmp_path / "f")
+    centre = ((ms.SQUARE[0] + ms.SQUARE[2]) / 2, (ms.SQUARE[1] + ms.SQUARE[3]) / 2)
+    cube = open_series(tmp_path / "f", grid="EPSG:32631,20", patch_size=4)
+    assert grid_of(cube).resolution == (20.0, 20.0)
+    assert np.allclose(bright_xy(cube.isel(time=1).sel(band="B08")), centre, atol=20)
+    lonlat = open_series(tmp_path / "f", grid="EPSG:4326", patch_size=4)
+    grid = grid_of(lonlat)
+    assert grid.crs == "EPSG:4326" and grid.resolution[0] < 2e-4
+    lon, lat = transform(ms.CRS, "EPSG:4326", [centre[0]], [centre[1]])
+    assert np.allclose(bright_xy(lonlat.isel(time=1).sel(band="B08")), (lon[0], lat[0]), atol=1.5 * grid.resolution[0])
+    for same in (grid, grid.to_dict()):  # a previous run's grid is reused as it is
+        assert grid_of(open_series(tmp_path / "f", grid=same, patch_size=4)) == grid
+    with pytest.raises(ConfigError, match="chunks must be a positive number of pixels, got 0"):
+        open_series(tmp_path / "f", chunks=0)
+
+
+def test_landsat_layout_with_fmask(tmp_path):
+    files = ms.landsat_folder(tmp_path / "lsts")
+    cube = open_series(tmp_path / "lsts", patch_size=4)
+    assert list(cube.band.values) == ["b3", "b4", "b5"]
+    assert list(cube.platform.values) == ["landsat-7", "landsat-5", "landsat-7"]
+    assert cube.attrs["source_files"] == sorted(str(f.resolve()) for f in files)
+    values = footprint(cube).compute()
+    q = values.quality.values
+    expected = {4: Quality.CLOUD, 2: Quality.SHADOW, 1: Quality.WATER, 3: Quality.SNOW, 255: Quality.NODATA}
+    for rows, cols, value in ms.FMASK_PATCHES:
+        assert (q[:, rows, cols] == expected[value]).all(), value
+    assert (q[:, 20:30, 0:20] == Quality.CLEAR).all()
+    assert np.isnan(values.values[:, :, 36:40, 40:44]).all()  # fill and nodata
+    np.testing.assert_allclose(values.values[2, 1, 0:4, 0:6], ms.scene(2, 3)[1, 0:4, 0:6] / 10000, rtol=1e-6)  # cloud kept
+    scl = open_series(tmp_path / "lsts", patch_size=4, mask_convention="scl")
+    assert (footprint(scl).quality.values[:, 0:4, 0:6] == Quality.CLEAR).all()  # SCL 4 is vegetation
+
+
+def test_external_mask_folder(tmp_path):
+    ms.multiband_folder(tmp_path / "f", with_nodata=False)
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "masks_fmask" / f"{date}.tif", ms.fmask(t)[None], nodata=None)
+    cube = open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
+    q = footprint(cube).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 30:34, 30:36] == Quality.WATER).all()
+    with pytest.raises(SourceError, match=r"has no mask for the date\(s\) \['2020-05-20'\]"):
+        (tmp_path / "masks_fmask" / "2020-05-20.tif").unlink()
+        open_series(tmp_path / "f", mask=tmp_path / "masks_fmask")
+
+
+def test_sentinel2_names_give_platform_and_level(tmp_path):
+    names = ["S2A_MSIL2A_20200301T105031_N0214_R051_T31TCJ_20200301T120000.tif",
+             "S2B_MSIL2A_20200410T105031_N0214_R051_T31TCJ_20200410T120000.tif"]
+    ms.multiband_folder(tmp_path / "s2", dates=ms.DATES[:2], names=names)
+    cube = open_series(tmp_path / "s2")
+    assert list(cube.platform.values) == ["sentinel-2a", "sentinel-2b"] and cube.attrs["level"] == "L2A"
+
+
+def test_dates_option_and_band_options(tmp_path):
+    ms.multiband_folder(tmp_path / "f", names=["img_a.tif", "img_b.tif", "img_c.tif"])
+    with pytest.raises(SourceError, match="no date in the name.*YYYY-MM-DD") as err:
+        open_series(tmp_path / "f")
+    assert "img_a.tif" in str(err.value)
+    cube = open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01", "2021-03-01"], bands=["B08", "B04"])
+    assert list(cube.band.values) == ["B08", "B04"]
+    np.testing.assert_allclose(footprint(cube).sel(band="B04").values[1], ms.scene(1)[2] / 10000, rtol=1e-6)
+    with pytest.raises(SourceError, match=r"has no band\(s\) \['B99'\]; its bands are \['B02', 'B03', 'B04', 'B08'\]"):
+        open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01", "2021-03-01"], bands=["B99"])
+    with pytest.raises(SourceError, match="holds 3 images .* but 2 dates were given"):
+        open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01"])
+
+
+def test_bands_without_descriptions(tmp_path):
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", ms.scene(t))
+    assert list(open_series(tmp_path / "f").band.values) == ["b1", "b2", "b3", "b4"]
+    assert list(open_series(tmp_path / "f", bands=["blue", "green", "red", "nir"]).band.values) == ["blue", "green", "red", "nir"]
+    with pytest.raises(SourceError, match=r"2020-03-01.tif: has 4 bands but 2 band names were given"):
+        open_series(tmp_path / "f", bands=["red", "nir"])
+
+
+def test_band_count_mismatch_names_the_file(tmp_path):
+    ms.multiband_folder(tmp_path / "f", dates=ms.DATES[:2])
+    ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", ms.scene(2, 3), descriptions=ms.BANDS[:3])
+    with pytest.raises(SourceError, match=r"2020-05-20.tif: has 3 bands but 2020-03-01.tif has 4"):
+        open_series(tmp_path / "f")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.mkdir(), "holds no GeoTIFF"),
+        (lambda p: ms.corrupt_tif(p / "2020-01-01.tif"), "2020-01-01.tif: not a readable raster"),
+        (lambda p: ms.write_geotiff(p / "2020-01-01.tif", ms.scene(0), crs=None), "2020-01-01.tif: the raster has no CRS"),
+        (lambda p: (ms.multiband_folder(p, dates=["2020-01-01"]), ms.multiband_folder(p, names=["x_20200101.tif"], dates=["2020-01-01"])),
+         "20200101.tif: has the same date 2020-01-01 as .*2020-01-01.tif"),
+    ],
+)
+def test_folder_errors_name_the_file(tmp_path, make, message):
+    make(tmp_path / "f")
+    with pytest.raises(SourceError, match=message):
+        open_series(tmp_path / "f")
+
+
+def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):
+    ms.multiband_folder(tmp_path / "f")
+    calls, real = [], warp.read_warped
+    monkeypatch.setattr(warp, "read_warped", lambda *args: calls.append(args[4]) or real(*args))
+    cube = open_series(tmp_path / "f", patch_size=8, chunks=16)
+    assert calls == []
+    block = cube.isel(time=1, y=slice(16, 32), x=slice(16, 32)).compute()
+    assert calls == [(16, 16)] and np.isfinite(block.values).all()
+
+
+@pytest.mark.parametrize("factor, scale", [(1.0, 1e-4), (1e-4, 1.0)])
+def test_float_rasters_scaled_only_when_large(tmp_path, factor, scale):
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", (ms.scene(t) * factor).astype(np.float32), nodata=None)
+    cube = open_series(tmp_path / "f")
+    assert cube.attrs["scale_factor"] == pytest.approx(scale)
+    np.testing.assert_allclose(footprint(cube).values[1], ms.scene(1) / 10000, rtol=1e-5)

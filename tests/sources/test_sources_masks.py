@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from changescout.cube import Quality
+from changescout.errors import SourceError
+from changescout.sources.masks import convention_for, is_mask_name, lookup_table, to_quality
+
+Q = Quality
+
+
+@pytest.mark.parametrize(
+    "convention, mapping",
+    [
+        ("fmask", {0: Q.CLEAR, 1: Q.WATER, 2: Q.SHADOW, 3: Q.SNOW, 4: Q.CLOUD, 255: Q.NODATA, 7: Q.NODATA}),
+        ("scl", {0: Q.NODATA, 1: Q.NODATA, 2: Q.SHADOW, 3: Q.SHADOW, 4: Q.CLEAR, 5: Q.CLEAR, 6: Q.WATER,
+                 7: Q.CLEAR, 8: Q.CLOUD, 9: Q.CLOUD, 10: Q.CLOUD, 11: Q.SNOW, 12: Q.NODATA}),
+        ("quality", {int(q): q for q in Quality} | {6: Q.NODATA}),
+    ],
+)
+def test_conventions_map_every_class(convention, mapping):
+    values = np.array(list(mapping), dtype=np.float32)
+    np.testing.assert_array_equal(to_quality(values, lookup_table(convention)), np.array(list(mapping.values())))
+
+
+def test_missing_and_odd_values_are_nodata():
+    values = np.array([np.nan, -1, 256, 2.5, 4], dtype=np.float32)
+    assert to_quality(values, lookup_table("fmask")).tolist() == [Q.NODATA] * 4 + [Q.CLOUD]
+
+
+@pytest.mark.parametrize("name", ["fmask", "SCL", "qa", "mask", "Mask", "cloud_mask"])
+def test_mask_names(name):
+    assert is_mask_name(name)
+
+
+@pytest.mark.parametrize("name", ["B04", "b3", "red", "masked_b3"])
+def test_band_names_are_not_masks(name):
+    assert not is_mask_name(name)
+
+
+def test_convention_inferred_from_name_or_given():
+    assert convention_for("LE7_fmask", None, "x") == "fmask"
+    assert convention_for("SCL", None, "x") == "scl"
+    assert convention_for("fmask", "SCL", "x") == "scl"
+    with pytest.raises(SourceError, match="mask_convention") as err:
+        convention_for("qa", None, "/data/folder")
+    assert "/data/folder" in str(err.value) and "'qa'" in str(err.value)
+    with pytest.raises(SourceError, match="unknown mask convention 'bits'"):
+        convention_for("qa", "bits", "x")

@@ -1,0 +1,100 @@
+import importlib.metadata
+
+import pytest
+
+import make_sources as ms
+from changescout.errors import ConfigError, SourceError
+from changescout.sources import GridSpec, available_sources, get_source, open_series, sniff_kind
+from changescout.sources import registry
+
+
+def test_builtin_kinds_are_available():
+    assert {"geotiff", "stacked", "datacube"} <= set(available_sources())
+
+
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (lambda p: (p / "cube.zarr").mkdir(), "datacube"),
+        (lambda p: ((p / "store").mkdir(), (p / "store" / ".zgroup").write_text("{}")), "datacube"),
+        (lambda p: ((p / "store").mkdir(), (p / "store" / "zarr.json").write_text("{}")), "datacube"),
+        (lambda p: (p / "cube.nc").write_bytes(b""), "datacube"),
+        (lambda p: (p / "cube.h5").write_bytes(b""), "datacube"),
+        (lambda p: (p / "folder").mkdir(), "geotiff"),
+        (lambda p: (p / "stack.TIF").write_bytes(b""), "stacked"),
+    ],
+)
+def test_sniff_kind(tmp_path, make, kind):
+    make(tmp_path)
+    (target,) = list(tmp_path.iterdir())
+    assert sniff_kind(target) == kind
+
+
+def test_sniff_synthetic_by_name():
+    assert sniff_kind("synthetic") == "synthetic"
+    assert sniff_kind("synthetic:seed=2") == "synthetic"
+
+
+def test_unknown_path_and_kind_list_the_available_kinds(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(SourceError, match="cannot tell what kind") as err:
+        open_series(notes)
+    assert str(notes) in str(err.value) and "geotiff" in str(err.value) and "datacube" in str(err.value)
+    with pytest.raises(SourceError, match="unknown source kind 'bogus'; available kinds: .*stacked"):
+        open_series(notes, kind="bogus")
+    with pytest.raises(SourceError, match="does not exist"):
+        open_series(tmp_path / "missing")
+
+
+def _fake_entry_points(monkeypatch, **plugins):
+    eps = [importlib.metadata.EntryPoint(name, value, registry.ENTRY_POINT_GROUP) for name, value in plugins.items()]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group])
+
+
+def test_plugins_are_listed_used_and_broken_ones_warn(monkeypatch, tmp_path):
+    _fake_entry_points(monkeypatch, mystack="changescout.sources.stacked", broken="no_such_module_for_changescout")
+    assert {"mystack", "broken"} <= set(available_sources())
+    path = ms.stacked_file(tmp_path / "s.tif", dates=ms.DATES[:2])
+    cube = open_series(path, kind="mystack", dates=ms.DATES[:2], bands=ms.BANDS)
+    assert cube.attrs["source_kind"] == "mystack" and cube.sizes["time"] == 2
+    with pytest.raises(SourceError, match="plugin 'broken' failed to load"):
+        get_source("broken")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    with pytest.warns(RuntimeWarning, match="plugin 'broken'"), pytest.raises(SourceError, match="mystack"):
+        sniff_kind(notes)
+
+
+def test_synthetic_route_passes_options():
+    pytest.importorskip("changescout.sources.synthetic")
+    cube = open_series("synthetic", seed=3, size=128, n_dates=4)
+    assert cube.attrs["source_kind"] == "synthetic" and cube.sizes["time"] == 4
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("EPSG:32631", GridSpec("EPSG:32631")),
+        ("EPSG:32631,10", GridSpec("EPSG:32631", 10.0)),
+        ("EPSG:32631, 20.5", GridSpec("EPSG:32631", 20.5)),
+        ("EPSG:32631,10,355000,4834000,356000,4835000", GridSpec("EPSG:32631", 10.0, (355000.0, 4834000.0, 356000.0, 4835000.0))),
+        (",30", GridSpec(None, 30.0)),
+    ],
+)
+def test_gridspec_parse(text, spec):
+    assert GridSpec.parse(text) == spec
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("EPSG:32631,ten", "must be numbers"),
+        ("NOT_A_CRS,10", "'NOT_A_CRS' is not a CRS"),
+        ("EPSG:32631,10,1,2", "expected CRS"),
+        ("EPSG:32631,-5", "positive"),
+    ],
+)
+def test_gridspec_parse_errors(text, message):
+    with pytest.raises(ConfigError, match=message):
+        GridSpec.parse(text)

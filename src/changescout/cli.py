@@ -107,7 +107,8 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 
 
 @app.command()
-def run(source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, or 'synthetic'."),
+def run(ctx: typer.Context,
+        source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory."),
         kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD (stacked files, or to override names)."),
@@ -137,19 +138,12 @@ def run(source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF,
             raise ConfigError(f"cannot read the configuration: {exc}", config) from exc
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}
-    ctx = click_context()
     for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
                         "min_clear": min_clear, "seed": seed}.items():
         if name not in base or _given(ctx, name):
             given[name] = value
     merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}
     _run(RunConfig.from_dict(merged), out, overwrite, scheduler)
-
-
-def click_context():
-    import click
-
-    return click.get_current_context()
 
 
 def _given(ctx, name: str) -> bool:

@@ -28,11 +28,16 @@ from .encoders.base import Encoder, select_bands
 from .errors import ConfigError
 from .tiling import PatchGrid
 
-NORMALISATION = "per-date robust z-score of each band (median, IQR/1.349 over usable pixels)"
+NORMALISATION = "per-date median of each band subtracted; divided by the band's series-wide IQR/1.349 (usable pixels)"
 
 
 def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536) -> np.ndarray:
-    """Per date and band robust centre and scale over usable pixels: ``(time, band, 2)`` float64."""
+    """Per date and band robust centre, and per band series-wide scale, over usable pixels: ``(time, band, 2)``.
+
+    Centring each date removes global shifts of illumination and atmosphere; one scale per band for the whole
+    series keeps the contrast of an unchanged object the same at every date (a per-date scale would
+    inflate it on dates whose scene happens to be uniform, such as a green forest in May).
+    """
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     step = max(1, int(np.ceil(np.sqrt(ny * nx / max_pixels))))
     sub = cube.isel(band=band_index, y=slice(None, None, step), x=slice(None, None, step))
@@ -45,7 +50,12 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
     scale = (q75 - q25) / 1.349
     bad = ~np.isfinite(med) | ~np.isfinite(scale) | (scale <= 1e-6)
     med = np.where(bad, 0.0, med)
-    scale = np.where(bad, 1.0, scale)
+    scale = np.where(bad, np.nan, scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        band_scale = np.nanmedian(scale, axis=0)
+    band_scale = np.where(np.isfinite(band_scale), band_scale, 1.0)
+    scale = np.broadcast_to(band_scale, med.shape)
     return np.stack([med, scale], axis=-1)
 
 
@@ -108,7 +118,7 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
                 task = encode(data[t, band_index, y0:y1, x0:x1], quality[t, y0:y1, x0:x1], stats[t], int(months[t]), enc, p)
                 cols.append(da.from_delayed(task, shape=((y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
             rows.append(cols)
-        per_time.append(da.block(rows)[None])
+        per_time.append(da.concatenate([da.concatenate(cols, axis=1) for cols in rows], axis=0)[None])  # windows: rows x cols
     return da.concatenate(per_time, axis=0)
 
 

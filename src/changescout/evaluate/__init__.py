@@ -1,0 +1,1 @@
+"""Evaluation of change rankings against ground truth (planted changes, benchmarks, baselines)."""

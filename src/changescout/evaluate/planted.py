@@ -1,0 +1,111 @@
+"""Planted ground truth (:class:`PlantedTruth`), events labelled against it, and a ranking scored with it.
+
+An object is *active* in an event ``(row, col, t0, t1)`` when it covers at least ``min_cover`` of the patch and
+its state differs between ``t0`` and ``t1`` (its onset, or its end, falls in ``(t0, t1]``). Thin objects that
+cover less than ``min_cover`` of every patch (roads) are active where they cover at least half of their best
+patch. Events are positive when a non-cloud object is active, ignored (-1) when the only differing non-cloud
+objects cover too little of the patch, negative otherwise; clouds are negatives, tagged ``truth_kind == "cloud"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from rasterio import features
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from ..cube import OutputGrid
+from ..errors import ConfigError
+from ..tiling import PatchGrid
+
+
+@dataclass
+class PlantedTruth:
+    """Planted objects: the ``objects`` table, their pixel ``masks`` ``(object, y, x)`` on ``grid``.
+
+    ``objects`` columns: ``object_id``, ``type``, ``kind`` (``common``/``rare``/``cloud``), ``onset`` (first
+    date showing the new state), ``end`` (first date where it is gone again, NaT if it stays), ``pixels``.
+    """
+
+    objects: pd.DataFrame
+    masks: np.ndarray
+    grid: OutputGrid
+
+    def coverage(self, patch_size: int) -> np.ndarray:
+        """Fraction of each patch of ``PatchGrid(grid, patch_size)`` covered by each object: ``(object, row, col)``."""
+        (nr, nc), p = PatchGrid(self.grid, patch_size).shape, patch_size
+        return self.masks[:, : nr * p, : nc * p].reshape(len(self.masks), nr, p, nc, p).mean(axis=(2, 4))
+
+    def to_geodataframe(self):
+        """The objects table with their polygons in the grid CRS."""
+        shapes = (features.shapes(m.astype(np.uint8), mask=m, transform=self.grid.affine) for m in self.masks)
+        geoms = [shapely.union_all([shapely.geometry.shape(g) for g, _ in parts]) for parts in shapes]
+        return gpd.GeoDataFrame(self.objects.copy(), geometry=geoms, crs=self.grid.crs)
+
+
+def label_events(events: pd.DataFrame, truth: PlantedTruth, patch_size: int, min_cover: float = 0.25) -> pd.DataFrame:
+    """A copy of ``events`` (``row``, ``col``, ``t0``, ``t1``) with ``label``, ``truth_object``, ``truth_type``, ``truth_kind``.
+
+    ``label`` is 1 (positive), 0 (negative) or -1 (ignored); ``truth_object`` is the object naming the event
+    (the one covering most of the patch among the deciding ones), -1 and type/kind ``"none"`` when there is none.
+    """
+    missing = [c for c in ("row", "col", "t0", "t1") if c not in events.columns]
+    if missing:
+        raise ConfigError(f"events need the columns row, col, t0, t1; missing {missing}")
+    cov = truth.coverage(patch_size)
+    rows, cols = events["row"].to_numpy(int), events["col"].to_numpy(int)
+    if len(events) and (rows.min() < 0 or cols.min() < 0 or rows.max() >= cov.shape[1] or cols.max() >= cov.shape[2]):
+        raise ConfigError(f"event rows/cols fall outside the {cov.shape[1]}x{cov.shape[2]} patch grid of patch size {patch_size}")
+    c = cov[:, rows, cols].T  # (event, object)
+    t0 = pd.to_datetime(events["t0"]).to_numpy("datetime64[ns]")[:, None]
+    t1 = pd.to_datetime(events["t1"]).to_numpy("datetime64[ns]")[:, None]
+    t0, t1 = np.minimum(t0, t1), np.maximum(t0, t1)
+    obj = truth.objects
+    onset, end = (obj[k].to_numpy("datetime64[ns]")[None] for k in ("onset", "end"))
+    differs = ((t0 < onset) & (onset <= t1)) | ((t0 < end) & (end <= t1))  # NaT compares False
+    real = (obj["kind"] != "cloud").to_numpy()[None]
+    enough = c >= np.minimum(min_cover, 0.5 * cov.max(axis=(1, 2), initial=0))[None]
+    active, marginal = differs & enough & (c > 0), differs & ~enough & (c > 0)
+    pos = (active & real).any(1)
+    ign = ~pos & (marginal & real).any(1)
+    pick = np.where(pos[:, None], active & real, np.where(ign[:, None], marginal & real, active))
+    j = np.c_[np.where(pick, c, -1.0), np.full(len(c), -0.5)].argmax(1)  # last column: no object
+    out = events.copy()
+    out["label"] = np.where(pos, 1, np.where(ign, -1, 0))
+    out["truth_object"] = np.append(obj["object_id"].to_numpy(int), -1)[j]
+    out["truth_type"] = np.append(obj["type"].to_numpy(str), "none")[j]
+    out["truth_kind"] = np.append(obj["kind"].to_numpy(str), "none")[j]
+    return out
+
+
+def planted_scores(labelled: pd.DataFrame, score_col: str = "atypicality", truth: PlantedTruth | None = None) -> dict:
+    """AUROC and AP of ``score_col`` on labels 0/1, rare objects found in the top 10, clouds in the top 20.
+
+    Ranks come from a ``rank`` column when there is one (1 = top), else from sorting ``score_col`` descending.
+    ``rare_missing_top10`` lists the rare objects of the table (and of ``truth`` when given) not in the top 10.
+    """
+    if score_col not in labelled.columns:
+        raise ConfigError(f"no score column {score_col!r} in the events; columns are {list(labelled.columns)}")
+    score = labelled[score_col].to_numpy(float)
+    rank = labelled["rank"].to_numpy() if "rank" in labelled else pd.Series(-score).rank(method="first").to_numpy()
+    y = labelled["label"].to_numpy()
+    keep = y >= 0
+    both = len(np.unique(y[keep])) == 2
+    rare = ((labelled["label"] == 1) & (labelled["truth_kind"] == "rare")).to_numpy()
+    found = sorted({int(i) for i in labelled["truth_object"].to_numpy()[rare & (rank <= 10)]})
+    all_rare = set(labelled["truth_object"].to_numpy()[rare].astype(int))
+    if truth is not None:
+        all_rare |= set(truth.objects.loc[truth.objects["kind"] == "rare", "object_id"].astype(int))
+    return {
+        "auroc": float(roc_auc_score(y[keep], score[keep])) if both else float("nan"),
+        "ap": float(average_precision_score(y[keep], score[keep])) if both else float("nan"),
+        "rare_in_top10": found,
+        "rare_missing_top10": sorted(all_rare - set(found)),
+        "clouds_in_top20": int(((rank <= 20) & (labelled["truth_kind"] == "cloud").to_numpy()).sum()),
+        "n_pos": int((y == 1).sum()),
+        "n_neg": int((y == 0).sum()),
+    }

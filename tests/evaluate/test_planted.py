@@ -1,0 +1,106 @@
+"""Labelling events against planted truth, and the ranking scores built on it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from changescout.cube import OutputGrid
+from changescout.errors import ConfigError
+from changescout.evaluate.planted import label_events, planted_scores
+from changescout.sources.synthetic import PlantedTruth, make_series
+
+D = pd.date_range("2021-01-15", periods=8, freq="MS") + pd.Timedelta(days=14)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """64x64 px (4x4 patches of 16): a harvest, a flood grazing a second patch, a cloud, a road."""
+    masks = np.zeros((4, 64, 64), bool)
+    masks[0, 0:16, 0:16] = True  # harvest fills patch (0, 0), onset D[3]
+    masks[1, 16:32, 16:32] = True  # flood fills patch (1, 1) ...
+    masks[1, 16:20, 32:38] = True  # ... and 24 px (~9 %) of patch (1, 2); onset D[2], recedes at D[4]
+    masks[2, 32:48, 32:48] = True  # cloud over patch (2, 2) on D[5] only
+    masks[3, 56:59, 0:64] = True  # a 3 px road along patch row 3 (19 % of each patch), onset D[6]
+    objects = pd.DataFrame(
+        {
+            "object_id": [10, 11, 12, 13],
+            "type": ["harvest", "flood", "cloud", "road"],
+            "kind": ["common", "rare", "cloud", "rare"],
+            "onset": [D[3], D[2], D[5], D[6]],
+            "end": [pd.NaT, D[4], D[6], pd.NaT],
+            "pixels": masks.sum(axis=(1, 2)),
+        }
+    )
+    grid = OutputGrid("EPSG:32631", (10.0, 0.0, 372000.0, 0.0, -10.0, 4836000.0), (64, 64))
+    return PlantedTruth(objects=objects, masks=masks, grid=grid)
+
+
+CASES = [  # row, col, t0, t1, label, object, kind
+    (0, 0, 2, 3, 1, 10, "common"),  # harvest onset
+    (0, 0, 1, 2, 0, -1, "none"),  # before it
+    (0, 0, 3, 4, 0, -1, "none"),  # after it: the state does not change again
+    (0, 0, 0, 3, 1, 10, "common"),  # t0 several dates before the onset
+    (0, 0, 3, 0, 1, 10, "common"),  # dates given the other way round
+    (1, 1, 1, 2, 1, 11, "rare"),  # flood onset
+    (1, 1, 2, 3, 0, -1, "none"),  # still flooded
+    (1, 1, 3, 4, 1, 11, "rare"),  # recession
+    (1, 1, 1, 4, 1, 11, "rare"),  # flooded and receded within (t0, t1]: it changed (twice), so it is active
+    (1, 2, 1, 2, -1, 11, "rare"),  # marginal coverage: ignored
+    (2, 2, 4, 5, 0, 12, "cloud"),  # cloud appears
+    (2, 2, 5, 6, 0, 12, "cloud"),  # cloud goes
+    (2, 2, 3, 4, 0, -1, "none"),
+    (3, 1, 5, 6, 1, 13, "rare"),  # a thin road is active where it covers half its best patch
+    (3, 1, 6, 7, 0, -1, "none"),
+]
+
+
+def test_label_events_hand_built_cases(truth):
+    rows = [dict(row=r, col=c, t0=D[a], t1=D[b]) for r, c, a, b, *_ in CASES]
+    events = pd.DataFrame(rows).assign(extra=np.arange(len(rows)))
+    out = label_events(events, truth, patch_size=16)
+    assert list(out["extra"]) == list(range(len(rows))) and "label" not in events
+    assert list(zip(out["label"], out["truth_object"], out["truth_kind"])) == [case[4:] for case in CASES]
+    assert out.loc[10, "truth_type"] == "cloud" and out.loc[0, "truth_type"] == "harvest" and out.loc[1, "truth_type"] == "none"
+
+
+def test_min_cover_decides_what_is_ignored(truth):
+    events = pd.DataFrame({"row": [1], "col": [2], "t0": [D[1]], "t1": [D[2]]})
+    assert label_events(events, truth, 16, min_cover=0.05)["label"].item() == 1
+    assert label_events(events, truth, 16, min_cover=0.5)["label"].item() == -1
+
+
+def test_label_events_refuses_bad_input(truth):
+    with pytest.raises(ConfigError, match="missing"):
+        label_events(pd.DataFrame({"row": [0], "col": [0]}), truth, 16)
+    with pytest.raises(ConfigError, match="outside"):
+        label_events(pd.DataFrame({"row": [4], "col": [0], "t0": [D[0]], "t1": [D[1]]}), truth, 16)
+
+
+def test_planted_scores(truth):
+    rows = [dict(row=r, col=c, t0=D[a], t1=D[b]) for r, c, a, b, *_ in CASES]
+    out = label_events(pd.DataFrame(rows), truth, patch_size=16)
+    perfect = out.assign(atypicality=out["label"].clip(lower=0) + 0.01 * np.arange(len(out)))
+    s = planted_scores(perfect)
+    assert s["auroc"] == 1.0 and s["ap"] == pytest.approx(1.0)
+    assert s["n_pos"] == 7 and s["n_neg"] == 7
+    assert s["rare_in_top10"] == [11, 13] and s["rare_missing_top10"] == []
+    assert s["clouds_in_top20"] == 2
+    worst = out.assign(atypicality=-out["label"].clip(lower=0).astype(float), rank=out["label"].eq(1) * 10 + np.arange(len(out)) + 1)
+    s = planted_scores(worst, truth=truth)
+    assert s["auroc"] == 0.0 and s["rare_missing_top10"] == [11, 13]
+    with pytest.raises(ConfigError, match="no score column"):
+        planted_scores(out)
+
+
+def test_every_planted_object_is_found_by_consecutive_events():
+    cube, truth = make_series(seed=2, size=128, n_dates=12)
+    times = pd.DatetimeIndex(cube["time"].values)
+    r, c, t = np.meshgrid(np.arange(8), np.arange(8), np.arange(1, len(times)), indexing="ij")
+    events = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "t0": times[t.ravel() - 1], "t1": times[t.ravel()]})
+    out = label_events(events, truth, patch_size=16)
+    found = set(out.loc[out["label"] == 1, "truth_object"])
+    changes = truth.objects.loc[truth.objects["kind"] != "cloud", "object_id"]
+    assert found == set(changes)
+    clouds = out[out["truth_kind"] == "cloud"]
+    assert len(clouds) and (clouds["label"] == 0).all()
+    assert 0.02 < out["label"].eq(1).mean() < 0.3

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ChangescoutError, ConfigError
@@ -31,7 +32,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 
 def _log(msg: str) -> None:
     if not _state["quiet"]:
-        console.print(msg)
+        console.print(escape(msg))
 
 
 @contextlib.contextmanager
@@ -121,7 +122,7 @@ def run(ctx: typer.Context,
         patch_size: int = typer.Option(16, "--patch-size", help="Patch size in pixels."),
         compare: str = typer.Option("consecutive", help="consecutive | anniversary | reference:YYYY-MM-DD"),
         rank_by: str = typer.Option("combined", "--rank-by", help="combined | rarity | magnitude"),
-        min_clear: float = typer.Option(0.5, "--min-clear", help="Least clear fraction of a patch to use a date."),
+        min_clear: float = typer.Option(0.75, "--min-clear", help="Least clear fraction of a patch to use a date."),
         seed: int = typer.Option(0, help="Seed (encoder sampling, clustering)."),
         label: Optional[str] = typer.Option(None, help="Readable series label used in event ids."),
         config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys; options given here override it."),
@@ -147,9 +148,7 @@ def run(ctx: typer.Context,
 
 
 def _given(ctx, name: str) -> bool:
-    import click
-
-    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
 
 
 @app.command()
@@ -231,6 +230,15 @@ def encoders(as_json: bool = typer.Option(False, "--json")):
     out_console.print(table)
 
 
+def _click_of_typer():
+    """The click that typer runs on (typer may ship its own copy)."""
+    try:
+        from typer import _click as click
+    except ImportError:
+        import click
+    return click
+
+
 def main(argv=None) -> None:
     """Entry point: run the app and map errors to exit codes."""
     try:
@@ -238,7 +246,7 @@ def main(argv=None) -> None:
     except ChangescoutError as exc:
         if _state["debug"]:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
@@ -246,14 +254,13 @@ def main(argv=None) -> None:
         console.print("interrupted; rerun the same command to resume")
         sys.exit(130)
     except Exception as exc:
-        import click
-
+        click = _click_of_typer()
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, getattr(click.exceptions, "Abort", ())):
             sys.exit(1)
         if _state["debug"]:
             raise
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        console.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} (rerun with --debug for the traceback)")
         sys.exit(1)

@@ -9,13 +9,13 @@ assigned with ``predict``.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 
-class ChangeClusterer(ClusterMixin, BaseEstimator):
+class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     """Cluster change vectors into types; fitted attributes end in ``_``.
 
     Parameters

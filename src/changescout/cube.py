@@ -185,7 +185,7 @@ def make_cube(
     else:
         q = quality if isinstance(quality, da.Array) else da.from_array(np.asarray(quality), chunks=arr.chunksize[:1] + arr.chunksize[2:])
         q = da.where(nodata, np.uint8(Quality.NODATA), q.astype(np.uint8)).astype(np.uint8)
-        arr = da.where((q == Quality.NODATA)[:, None], np.float32(np.nan), arr)
+    arr = da.where((q == Quality.NODATA)[:, None], np.float32(np.nan), arr)
     coords = {
         "time": ("time", times.values.astype("datetime64[ns]")),
         "band": ("band", [str(b) for b in bands]),

@@ -46,9 +46,9 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3) -> xr
     ib, ir = _find(bands, BLUE), _find(bands, RED)
     if ib is None or ir is None:
         return cube
-    data = cube.data
-    q = cube["quality"].data
-    blue, red = data[:, ib], data[:, ir]
+    data = da.asarray(cube.data)
+    q = da.asarray(cube["quality"].data)
+    blue, red = data[:, ib].rechunk({0: 1}), data[:, ir].rechunk({0: 1})
     chunks = blue.chunks
     q = q.rechunk(chunks)
     screened = da.map_overlap(_screen_block, blue, red, q, depth={0: 0, 1: dilate, 2: dilate}, boundary="none",

@@ -1,0 +1,158 @@
+"""The rcf encoder: deterministic, standardised features, reusable weights, window-local embeddings."""
+
+import numpy as np
+import pytest
+
+from changescout.cube import grid_of
+from changescout.embed import date_statistics, embed_cube, embedding_graph, fit_sample
+from changescout.encoders import get_encoder
+from changescout.encoders.rcf import RCFEncoder
+from changescout.errors import BandError, ConfigError, WeightsError
+from changescout.tiling import PatchGrid
+
+
+def _windows(seed=0, n=4, bands=5, size=48):
+    """Normalised-looking windows with spatial structure."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((n, bands, size // 4, size // 4))
+    x = np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3) + 0.3 * rng.standard_normal((n, bands, size, size))
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return _windows()
+
+
+def _fit(sample, **kw):
+    params = dict(patch_size=8, dim=32, seed=0, n_whitening=4000)
+    params.update(kw)
+    return RCFEncoder(**params).fit(sample)
+
+
+def test_encode_shape_and_dtype(sample):
+    enc = _fit(sample)
+    out = enc.encode(sample[:2])
+    assert out.shape == (2, 32, 48 // 8, 48 // 8)
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
+    assert enc.spec.dim == 32 and enc.spec.patch_size == 8 and enc.spec.bands is None
+
+
+def test_deterministic_from_seed(sample):
+    a, b, c = _fit(sample, seed=0), _fit(sample, seed=0), _fit(sample, seed=1)
+    np.testing.assert_array_equal(a.filters_, b.filters_)
+    np.testing.assert_array_equal(a.encode(sample), b.encode(sample))
+    assert a.weights_digest() == b.weights_digest()
+    assert not np.allclose(a.encode(sample), c.encode(sample))
+    assert a.weights_digest() != c.weights_digest()
+
+
+def test_features_are_standardised_on_the_fit_sample(sample):
+    enc = _fit(sample)
+    feats = enc.encode(sample)  # (n, dim, h, w)
+    flat = feats.transpose(1, 0, 2, 3).reshape(enc.dim, -1)
+    np.testing.assert_allclose(flat.mean(axis=1), 0, atol=1e-4)
+    std = flat.std(axis=1)
+    live = std > 1e-3  # a filter whose ReLU never fires stays at 0
+    assert live.mean() > 0.9
+    np.testing.assert_allclose(std[live], 1, rtol=1e-3)
+    # both ReLU signs are used: two halves of the features
+    assert enc.filters_.shape == (16, 5, 3, 3)
+
+
+def test_weights_roundtrip_gives_identical_embeddings_and_digest(sample, tmp_path):
+    enc = _fit(sample)
+    path = enc.save_weights(tmp_path / "rcf_weights.npz")
+    again = get_encoder("rcf", patch_size=8, weights=path)
+    assert again.is_fitted
+    assert again.dim == 32
+    assert again.weights_digest() == enc.weights_digest()
+    assert again.spec.weights_sha256 == enc.weights_digest()
+    np.testing.assert_array_equal(again.encode(sample), enc.encode(sample))
+    # fitting an encoder that was given weights keeps them (it only checks the bands)
+    assert again.fit(_windows(seed=5)).weights_digest() == enc.weights_digest()
+
+
+def test_weights_for_another_band_count_raise_band_error(sample, tmp_path):
+    path = _fit(sample).save_weights(tmp_path / "w.npz")
+    enc = RCFEncoder(patch_size=8, weights=path)
+    three = _windows(bands=3)
+    with pytest.raises(BandError, match="5 bands"):
+        enc.fit(three)
+    with pytest.raises(BandError, match="5 bands"):
+        enc.encode(three)
+
+
+def test_corrupt_or_missing_weights_raise_weights_error_naming_the_file(tmp_path):
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(b"this is not a numpy archive")
+    with pytest.raises(WeightsError) as exc:
+        RCFEncoder(weights=bad)
+    assert str(bad) in str(exc.value)
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(WeightsError) as exc:
+        RCFEncoder(weights=missing)
+    assert str(missing) in str(exc.value)
+    # an npz of something else
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(WeightsError, match="not an rcf weights file"):
+        RCFEncoder(weights=other)
+
+
+def test_bad_parameters_and_unfitted_use():
+    with pytest.raises(ConfigError, match="even"):
+        RCFEncoder(dim=33)
+    with pytest.raises(ConfigError, match="odd"):
+        RCFEncoder(kernel=4)
+    with pytest.raises(ConfigError, match="fitted"):
+        RCFEncoder().encode(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(ConfigError, match="too few clear pixels"):
+        RCFEncoder(patch_size=8, dim=32).fit(np.full((1, 3, 16, 16), np.nan, np.float32))
+
+
+def test_embedding_does_not_depend_on_dask_chunking(synthetic_cube, tmp_path):
+    cube, _ = synthetic_cube
+    pg = PatchGrid(grid_of(cube), 16)
+    a = embed_cube(cube.chunk({"time": 1, "y": 32, "x": 48}), get_encoder("rcf", patch_size=16, dim=32), pg,
+                   tmp_path / "a.zarr", "s")
+    b = embed_cube(cube.chunk({"time": 4, "y": 128, "x": 128}), get_encoder("rcf", patch_size=16, dim=32), pg,
+                   tmp_path / "b.zarr", "s")
+    assert a.attrs["weights_sha256"] == b.attrs["weights_sha256"]
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
+    np.testing.assert_array_equal(a["clear_fraction"].values, b["clear_fraction"].values)
+
+
+def test_embedding_of_a_window_does_not_depend_on_other_windows(textured_cube, fitted_rcf):
+    """A patch's embedding is the same whether its 256 px window is encoded alone or inside a larger cube
+    (2 x 2 windows): windows are placed on one grid and stitched back in their place."""
+    big = textured_cube(n_dates=2, size=512, bands=tuple(f"b{i}" for i in range(10)), seed=3)
+    enc, _ = fitted_rcf  # 10 bands, patch 16
+    assert enc.spec.window == 256
+    band_index = list(range(10))
+    stats = date_statistics(big, band_index)  # the same normalisation for all crops
+
+    def embed(c):
+        return embedding_graph(c, enc, PatchGrid(grid_of(c), 16), stats, band_index).compute()
+
+    e_big = embed(big)
+    assert e_big.shape == (2, 32, 32, 33)  # (time, row, col, dim + clear fraction)
+    for ys, xs in [(slice(0, 256), slice(0, 256)), (slice(0, 256), slice(256, 512)), (slice(256, 512), slice(0, 256)),
+                   (slice(256, 512), slice(256, 512))]:
+        e_win = embed(big.isel(y=ys, x=xs))
+        assert e_win.shape == (2, 16, 16, 33)
+        np.testing.assert_array_equal(e_big[:, ys.start // 16: ys.stop // 16, xs.start // 16: xs.stop // 16], e_win)
+    # windows are not copies of each other
+    assert not np.allclose(e_big[:, :16, :16], e_big[:, 16:, 16:])
+
+
+def test_fit_sample_is_seeded(synthetic_cube):
+    cube, _ = synthetic_cube
+    stats = date_statistics(cube, list(range(10)))
+    a = fit_sample(cube, list(range(10)), stats, size=32, n_windows=3, seed=1)
+    b = fit_sample(cube, list(range(10)), stats, size=32, n_windows=3, seed=1)
+    c = fit_sample(cube, list(range(10)), stats, size=32, n_windows=3, seed=2)
+    assert a.shape == (3, 10, 32, 32)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.nan_to_num(a), np.nan_to_num(c))

@@ -1,0 +1,331 @@
+"""Change vectors: pairing of dates, transient spikes, persistence, context residual, z-scores, storage."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from changescout.change import (
+    Comparison,
+    changes_block,
+    compute_changes,
+    context_residual,
+    persistence,
+    read_changes,
+    read_vectors,
+    robust_zscore,
+    transient_dates,
+    write_changes,
+)
+from changescout.errors import ConfigError
+
+D = 8
+A = np.zeros(D, np.float32)
+B = np.full(D, 3.0, np.float32)  # a different state
+C = np.full(D, -3.0, np.float32)
+
+
+def series(*states):
+    """``E (time, 1 patch, dim)`` from a list of states."""
+    return np.stack(states)[:, None, :].astype(np.float32)
+
+
+def monthly(n, start="2021-01-15"):
+    return pd.DatetimeIndex([pd.Timestamp(start) + pd.DateOffset(months=i) for i in range(n)])
+
+
+def events_of(E, clear=None, comp=Comparison(min_clear=0.5)):
+    T, P, _ = E.shape
+    clear = np.ones((T, P), np.float32) if clear is None else clear
+    df, vec = changes_block(E, clear, monthly(T), comp)
+    return df.sort_values(["p", "t1i"]).reset_index(drop=True), vec
+
+
+# -- Comparison ---------------------------------------------------------------------------------------
+def test_comparison_parse():
+    assert Comparison.parse("consecutive").mode == "consecutive"
+    assert Comparison.parse("").mode == "consecutive"
+    assert Comparison.parse(None).mode == "consecutive"
+    assert Comparison.parse(" anniversary ").mode == "anniversary"
+    c = Comparison.parse("reference:2021-03-15", min_clear=0.8)
+    assert c.mode == "reference" and c.reference == pd.Timestamp("2021-03-15") and c.min_clear == 0.8
+    assert Comparison.parse("reference:20210315").reference == pd.Timestamp("2021-03-15")
+    assert str(c) == "reference:2021-03-15" and str(Comparison.parse("anniversary")) == "anniversary"
+
+
+@pytest.mark.parametrize("text", ["weekly", "reference", "reference:2021-13", "reference:yesterday", "Consecutive"])
+def test_comparison_parse_rejects_bad_text(text):
+    with pytest.raises(ConfigError) as exc:
+        Comparison.parse(text)
+    assert "consecutive, anniversary or reference:YYYY-MM-DD" in str(exc.value) and repr(text.strip()) in str(exc.value)
+
+
+# -- transient dates ------------------------------------------------------------------------------------
+def test_one_date_spike_is_transient_and_skipped_as_reference():
+    E = series(A, A, B, A, A)  # a cloud at date 2
+    prev, transient = transient_dates(E, np.ones((5, 1), bool))
+    assert transient[:, 0].tolist() == [False, False, True, False, False]
+    assert prev[:, 0].tolist() == [-1, 0, 1, 1, 3]  # date 3 compared with date 1, the date before the spike
+
+
+def test_excursion_that_holds_is_not_transient():
+    E = series(A, A, B, B, A, A)  # a flood over dates 2-3
+    prev, transient = transient_dates(E, np.ones((6, 1), bool))
+    assert not transient.any()
+    assert prev[:, 0].tolist() == [-1, 0, 1, 2, 3, 4]
+
+
+def test_unclear_dates_are_skipped():
+    E = series(A, B, B, C)
+    ok = np.array([[True], [False], [True], [True]])
+    prev, transient = transient_dates(E, ok)
+    assert prev[:, 0].tolist() == [-1, -1, 0, 2]
+    assert not transient.any()
+
+
+# -- events and persistence -------------------------------------------------------------------------------
+def test_cloud_spike_gets_persistence_zero_and_next_date_compares_with_the_date_before():
+    df, vec = events_of(series(A, A, B, A, A))
+    pairs = list(zip(df["t0i"], df["t1i"]))
+    assert pairs == [(0, 1), (1, 2), (1, 3), (3, 4)]
+    spike = df[df["t1i"] == 2].iloc[0]
+    assert spike["transient"] and spike["persistence"] == 0
+    after = df[df["t1i"] == 3].iloc[0]
+    assert not after["transient"]
+    assert after["magnitude"] == pytest.approx(0.0)  # back to the state before the cloud: no change
+    assert spike["magnitude"] == pytest.approx(3.0)
+    np.testing.assert_allclose(vec[df.index[df["t1i"] == 2][0]], B - A)
+
+
+def test_flood_that_holds_two_dates_gets_persistence_one_at_onset():
+    df, _ = events_of(series(A, A, B, B, A, A))
+    pers = dict(zip(df["t1i"], df["persistence"]))
+    assert pers[2] == 1  # onset: holds over date 3, reverts at date 4
+    assert pers[4] == 1  # recession: the dry state holds over date 5
+    assert pers[5] == -1  # last date: unknown
+    assert not df["transient"].any()
+
+
+def test_permanent_change_persists_over_every_later_date_and_last_date_is_unknown():
+    df, _ = events_of(series(A, A, A, B, B, B, B))
+    pers = dict(zip(df["t1i"], df["persistence"]))
+    assert pers[3] == 3  # dates 4, 5, 6
+    assert pers[6] == -1  # the last date: nothing later
+
+
+def test_compute_changes_last_date_persistence_is_null(tmp_path):
+    ds = embeddings_ds(series(A, A, B, B))
+    df, _ = compute_changes(ds, Comparison())
+    assert df["persistence"].dtype == "Int32"
+    last = df[df["t1"] == df["t1"].max()]
+    assert last["persistence"].isna().all()
+    assert df.loc[df["t1i"] == 2, "persistence"].iloc[0] == 1
+
+
+def test_persistence_function_counts_only_stable_dates():
+    E = series(A, B, C, B, B)
+    stable = np.ones((5, 1), bool)
+    stable[2] = False  # date 2 is not usable: skipped, neither holds nor breaks
+    p = persistence(E, stable, np.array([0]), np.array([1]), np.array([0]))
+    assert p.tolist() == [2]
+
+
+def test_min_clear_drops_cloudy_dates():
+    E = series(A, B, B, B)
+    clear = np.array([[1.0], [0.3], [1.0], [1.0]], np.float32)
+    df, _ = events_of(E, clear, Comparison(min_clear=0.5))
+    assert list(zip(df["t0i"], df["t1i"])) == [(0, 2), (2, 3)]
+    assert df["clear_fraction"].tolist() == [1.0, 1.0]
+    df, _ = events_of(E, clear, Comparison(min_clear=0.2))
+    assert df.loc[df["t1i"] == 1, "clear_fraction"].iloc[0] == pytest.approx(0.3)
+
+
+# -- anniversary and reference modes -------------------------------------------------------------------------
+def _two_years(n_patches=3):
+    """A steady drift: every date differs from the others, and no date is a transient spike."""
+    rng = np.random.default_rng(0)
+    direction = rng.standard_normal((n_patches, D))
+    return (np.arange(24)[:, None, None] * direction[None]).astype(np.float32)
+
+
+def test_anniversary_pairs_each_date_with_the_same_month_a_year_before():
+    E = _two_years()
+    times = monthly(24)
+    df, vec = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("anniversary"))
+    second_year = df[df["t1i"] >= 12]
+    assert len(second_year) == 12 * 3
+    assert (second_year["t1i"] - second_year["t0i"] == 12).all()
+    # in the first year only December has a date within the 45-day tolerance of a year before (Jan 15)
+    first_year = df[df["t1i"] < 12]
+    assert first_year["t1i"].tolist() == [11] * 3 and (first_year["t0i"] == 0).all()
+    assert (df["t0i"] < df["t1i"]).all()
+    i = df.index[(df["t1i"] == 15) & (df["p"] == 2)][0]
+    np.testing.assert_allclose(vec[i], E[15, 2] - E[3, 2], rtol=1e-6)
+
+
+def test_anniversary_falls_back_to_the_nearest_clear_date_within_tolerance():
+    E = _two_years(1)
+    clear = np.ones((24, 1), np.float32)
+    clear[3] = 0  # April of year 1 is cloudy: April of year 2 compares with March or May (30-31 days away)
+    df, _ = changes_block(E, clear, monthly(24), Comparison.parse("anniversary", min_clear=0.5))
+    row = df[df["t1i"] == 15].iloc[0]
+    assert row["t0i"] in (2, 4)
+    assert (df["t0i"] < df["t1i"]).all()
+    # with a tolerance of 10 days there is nothing to compare April with
+    df, _ = changes_block(E, clear, monthly(24), Comparison(mode="anniversary", anniversary_tolerance_days=10))
+    assert 15 not in df["t1i"].tolist()
+
+
+def test_reference_mode_compares_later_dates_with_the_reference():
+    E = _two_years()
+    times = monthly(24)
+    df, vec = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("reference:2021-04-15"))
+    assert (df["t0i"] == 3).all()
+    assert sorted(df["t1i"].unique()) == list(range(4, 24))  # no events before or at the reference
+    assert (times[df["t1i"]] > pd.Timestamp("2021-04-15")).all()
+    i = df.index[(df["t1i"] == 10) & (df["p"] == 1)][0]
+    np.testing.assert_allclose(vec[i], E[10, 1] - E[3, 1], rtol=1e-6)
+
+
+def test_reference_mode_uses_the_nearest_clear_date_when_the_reference_is_cloudy():
+    E = _two_years(1)
+    clear = np.ones((24, 1), np.float32)
+    clear[3] = 0
+    df, _ = changes_block(E, clear, monthly(24), Comparison.parse("reference:2021-04-15"))
+    assert set(df["t0i"]) <= {2, 4}
+    assert (df["t0i"] < df["t1i"]).all()
+    assert df["t1i"].min() >= 4
+
+
+# -- context residual ---------------------------------------------------------------------------------
+def test_context_residual_removes_what_look_alike_patches_did():
+    rng = np.random.default_rng(1)
+    P = 120
+    E0 = rng.standard_normal((P, D)).astype(np.float32)
+    season = np.full(D, 1.5, np.float32)
+    E1 = E0 + season + 0.01 * rng.standard_normal((P, D)).astype(np.float32)
+    E1[7] += 4.0  # one patch changed beyond the season
+    E = np.stack([E0, E1])
+    p = np.arange(P)
+    t0, t1 = np.zeros(P, int), np.ones(P, int)
+    vec = E[1] - E[0]
+    res = context_residual(E, t0, t1, p, vec, k=16)  # many patches: the faiss neighbourhood path
+    size = np.sqrt((res**2).mean(axis=1))
+    assert size[7] == pytest.approx(4.0, rel=0.05)
+    assert np.median(np.delete(size, 7)) < 0.05
+    # a handful of patches: the median over the pair
+    few = context_residual(E[:, :10], t0[:10], t1[:10], p[:10], vec[:10], k=16)
+    np.testing.assert_allclose(few, vec[:10] - np.median(vec[:10], axis=0))
+    # fewer than 5: left as they are
+    np.testing.assert_array_equal(context_residual(E[:, :4], t0[:4], t1[:4], p[:4], vec[:4]), vec[:4])
+
+
+def test_surprise_vs_magnitude_in_changes_block():
+    rng = np.random.default_rng(2)
+    P = 40
+    E0 = rng.standard_normal((P, D)).astype(np.float32)
+    E1 = E0 + 2.0
+    E1[3] += 5.0
+    df, _ = changes_block(np.stack([E0, E1]), np.ones((2, P), np.float32), monthly(2), Comparison())
+    df = df.set_index("p")
+    assert df.loc[0, "magnitude"] == pytest.approx(2.0, rel=1e-5)  # raw size of the seasonal change
+    assert df.loc[0, "surprise"] == pytest.approx(0.0, abs=1e-5)  # what every patch did
+    assert df.loc[3, "surprise"] == pytest.approx(5.0, rel=1e-5)
+
+
+# -- robust z-score -------------------------------------------------------------------------------------
+def test_robust_zscore_per_patch():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 100.0, 10.0, 20.0, 30.0, 40.0, 50.0, 0.0, 1.0, 2.0, 3.0, 4.0])
+    groups = np.array([0] * 5 + [1] * 5 + [2] * 5)
+    z = robust_zscore(values, groups)
+    # group 0: median 3, MAD 1; group 1: median 30, MAD 10; group 2: median 2, MAD 1 (the floor, half the
+    # median MAD of all events = 0.74, is below every group's own scale)
+    np.testing.assert_allclose(z[:5], (values[:5] - 3) / 1.4826, rtol=1e-5)
+    np.testing.assert_allclose(z[5:10], (values[5:10] - 30) / 14.826, rtol=1e-5)
+    np.testing.assert_allclose(z[10:], (values[10:] - 2) / 1.4826, rtol=1e-5)
+    assert z.dtype == np.float32
+    # the same value (50) is extreme for a quiet patch and ordinary for a busy one
+    assert z[4] > 10 * z[9]
+
+
+def test_robust_zscore_floor_for_constant_patches():
+    values = np.array([2.0, 2.0, 2.0, 5.0, 1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0])
+    groups = np.array([0] * 4 + [1] * 4 + [2] * 4)
+    z = robust_zscore(values, groups)
+    assert np.isfinite(z).all()
+    # group 0 has MAD 0: its scale is the floor, half the median MAD of all events (1.4826 -> 0.7413)
+    assert z[0] == 0.0
+    assert z[3] == pytest.approx(3 / (0.5 * 1.4826), rel=1e-5)
+
+
+# -- compute_changes / storage ---------------------------------------------------------------------------
+def embeddings_ds(E_tpd, nr=1, nc=None, clear=None):
+    T, P, Dd = E_tpd.shape
+    nc = P // nr if nc is None else nc
+    clear = np.ones((T, P), np.float32) if clear is None else clear
+    return xr.Dataset(
+        {"embedding": (("time", "row", "col", "dim"), E_tpd.reshape(T, nr, nc, Dd)),
+         "clear_fraction": (("time", "row", "col"), clear.reshape(T, nr, nc))},
+        coords={"time": monthly(T).values, "row": np.arange(nr), "col": np.arange(nc)},
+    )
+
+
+@pytest.fixture(scope="module")
+def grid_changes():
+    rng = np.random.default_rng(3)
+    E = rng.standard_normal((5, 12, D)).astype(np.float32)  # 5 dates, 3 x 4 patches
+    clear = np.ones((5, 12), np.float32)
+    clear[2, 5] = 0.1  # patch (1, 1) cloudy at date 2
+    ds = embeddings_ds(E, nr=3, clear=clear)
+    return E, ds
+
+
+def test_compute_changes_order_keys_and_vectors(grid_changes):
+    E, ds = grid_changes
+    df, vectors = compute_changes(ds, Comparison())
+    assert len(df) == 4 * 12 - 1  # 4 pairs per patch; patch (1, 1) skips its cloudy date: (1, 3) instead of (1, 2), (2, 3)
+    assert df["vec"].tolist() == list(range(len(df)))
+    assert df["vec"].dtype == np.int64
+    order = list(zip(df["t1i"], df["row"], df["col"], df["t0i"]))
+    assert order == sorted(order)
+    for _, r in df.iterrows():
+        p = int(r["row"]) * 4 + int(r["col"])
+        np.testing.assert_allclose(vectors[int(r["vec"])], E[int(r["t1i"]), p] - E[int(r["t0i"]), p], rtol=1e-6)
+    assert set(df.columns) >= {"row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "persistence", "clear_fraction"}
+    assert (df["t0"] < df["t1"]).all()
+    cloudy = df[(df["row"] == 1) & (df["col"] == 1)]
+    assert 2 not in cloudy["t1i"].tolist() and 2 not in cloudy["t0i"].tolist()
+    assert ((cloudy["t0i"] == 1) & (cloudy["t1i"] == 3)).sum() == 1
+
+
+def test_compute_changes_does_not_depend_on_block_rows(grid_changes):
+    E, ds = grid_changes
+    a, va = compute_changes(ds, Comparison(), block_rows=64)
+    b, vb = compute_changes(ds, Comparison(), block_rows=1)
+    # the context residual uses the patches of a block, so only block-independent columns are compared
+    for c in ("row", "col", "t0", "t1", "magnitude", "persistence", "vec"):
+        pd.testing.assert_series_equal(a[c], b[c])
+    np.testing.assert_array_equal(va, vb)
+
+
+def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):
+    E, ds = grid_changes
+    df, vectors = compute_changes(ds, Comparison())
+    df["event_id"] = [f"s-{k}" for k in df["vec"]]
+    perm = np.random.default_rng(0).permutation(len(df))
+    write_changes(tmp_path / "changes.zarr", df.iloc[perm].reset_index(drop=True), vectors[perm], {"encoder": "rcf"})
+    events, vecs, attrs = read_changes(tmp_path / "changes.zarr")
+    assert attrs["encoder"] == "rcf"
+    # rows of events and vectors stay aligned
+    for i in range(len(events)):
+        np.testing.assert_array_equal(vecs[i], vectors[int(events["vec"].iloc[i])])
+    assert events["event_id"].tolist() == [f"s-{k}" for k in events["vec"]]
+    assert events["persistence"].dtype == "Int32"
+    assert events["persistence"].isna().sum() == df["persistence"].isna().sum() > 0
+    # read by key, in the order asked
+    keys = [17, 3, 40]
+    v, k = read_vectors(tmp_path / "changes.zarr", keys)
+    assert k.tolist() == keys
+    np.testing.assert_array_equal(v, vectors[keys])
+    v_all, k_all = read_vectors(tmp_path / "changes.zarr")
+    np.testing.assert_array_equal(v_all, vectors[k_all])

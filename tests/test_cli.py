@@ -1,0 +1,236 @@
+"""The command line: exit codes, messages, and the commands on a finished run.
+
+Commands are called through ``changescout.cli.main`` (the console-script entry point, which maps errors to exit
+codes). Only one real pipeline run is made here; everything else reads the session run or a copy of it.
+"""
+
+import json
+import re
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import typer
+
+from changescout import cli
+from changescout.events import read_events
+from changescout.pipeline import RunConfig
+from changescout.similar import RunView
+
+
+def call(capsys, *args):
+    """Run the CLI; return (exit code, stdout, stderr with runs of white space as one space: rich wraps it)."""
+    try:
+        cli.main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())
+
+
+def compact(text):
+    """Without whitespace: rich wraps long lines of the error console."""
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.fixture(autouse=True)
+def _reset_cli_state():
+    yield
+    cli._state.update(debug=False, quiet=False)
+
+
+# -- errors and exit codes -----------------------------------------------------------------------------
+def test_run_on_a_missing_path_exits_2_with_the_path_and_no_traceback(capsys, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    code, out, err = call(capsys, "run", missing, "--out", tmp_path / "out")
+    assert code == 2
+    assert compact(str(missing)) in compact(err)
+    assert "does not exist" in err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    code, out, err = call(capsys, "--debug", "run", tmp_path / "missing", "--out", tmp_path / "out")
+    assert code == 2
+    assert "Traceback" in err and "SourceError" in err
+
+
+@pytest.mark.parametrize("name", ["scenes [old]", "a[/b]c"])
+def test_error_messages_show_paths_with_brackets_verbatim(capsys, tmp_path, name):
+    missing = tmp_path / name
+    code, out, err = call(capsys, "run", missing, "--out", tmp_path / "out")
+    assert code == 2
+    assert compact(str(missing)) in compact(err)
+
+
+def test_internal_errors_exit_1_and_debug_raises(capsys, tmp_path, monkeypatch):
+    import changescout.pipeline
+
+    def boom(*a, **k):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", boom)
+    code, out, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o")
+    assert code == 1
+    assert "internal error" in err and "kaput" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="kaput"):
+        cli.main(["--debug", "run", "synthetic", "--out", str(tmp_path / "o")])
+
+
+def test_bad_options_exit_2(capsys, tmp_path):
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--compare", "weekly")
+    assert code == 2 and "--compare" in err
+    assert not (tmp_path / "o").exists()
+    bad = tmp_path / "cfg.json"
+    bad.write_text("{not json")
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", bad)
+    assert code == 2 and "cannot read the configuration" in err
+    bad.write_text(json.dumps({"patchsize": 8}))
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", bad)
+    assert code == 2 and "patchsize" in err
+
+
+@pytest.mark.parametrize("args", [["run", "synthetic", "--out", "o", "--patch-size", "sixteen"], ["no-such-command"],
+                                  ["run", "synthetic"]])
+def test_usage_errors_exit_2(capsys, args):
+    code, _, err = call(capsys, *args)
+    assert code == 2
+    assert "internal error" not in err
+
+
+def test_config_file_values_are_used_unless_given_on_the_command_line(capsys, tmp_path, monkeypatch):
+    import changescout.pipeline
+
+    seen = {}
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda config, out, **k: seen.update(config=config, out=out))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"patch_size": 8, "min_clear": 0.9, "compare": "anniversary", "seed": 5,
+                               "label": "from_file", "n_clusters": 4}))
+    code, _, err = call(capsys, "-q", "run", "synthetic", "--out", tmp_path / "o", "--config", cfg, "--seed", 3)
+    assert code == 0, err
+    c = seen["config"]
+    assert (c.patch_size, c.min_clear, c.compare, c.label, c.n_clusters) == (8, 0.9, "anniversary", "from_file", 4)
+    assert c.seed == 3  # given on the command line: wins over the file
+    assert c.source == "synthetic" and seen["out"] == tmp_path / "o"
+
+
+def test_run_into_a_foreign_non_empty_folder_exits_2(capsys, tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    code, _, err = call(capsys, "run", "synthetic:size=128,n_dates=4", "--out", tmp_path)
+    assert code == 2 and "not a changescout run" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_run_defaults_agree_with_run_config():
+    command = typer.main.get_command(cli.app).commands["run"]
+    defaults = {p.name: p.default for p in command.params}
+    for name in ("encoder", "patch_size", "compare", "rank_by", "min_clear", "seed"):
+        assert defaults[name] == getattr(RunConfig(source="x"), name), name
+
+
+# -- a real run ----------------------------------------------------------------------------------------
+def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session_run):
+    out = tmp_path / "run"
+    args = ["run", "synthetic:seed=0,size=128,n_dates=10", "--out", out, "--label", "t", "--min-clear", "0.75"]
+    code, stdout, err = call(capsys, *args)
+    assert code == 0, err
+    assert "Top 10 changes" in stdout and "events.parquet" in stdout
+    ev = read_events(out)
+    top = ev.sort_values("rank")["event_id"].iloc[0]
+    assert top[:20] in stdout  # the summary table shows the top event
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["min_clear"] == 0.75 and cfg["config"]["label"] == "t"
+    # the same series, seed and settings as the library's session run: the same ranked events
+    ref = read_events(session_run)
+    assert ev["event_id"].tolist() == ref["event_id"].tolist()
+    assert ev["rank"].tolist() == ref["rank"].tolist()
+    # the same command again resumes
+    code, stdout, err = call(capsys, *args)
+    assert code == 0 and "resuming" in err
+    # another configuration is refused without --overwrite
+    code, _, err = call(capsys, *args[:-1], "0.6")
+    assert code == 2 and "--overwrite" in err
+
+
+# -- export -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["gpkg", "geojson"])
+def test_export_vector_formats(capsys, tmp_path, session_run, fmt):
+    target = tmp_path / f"top.{fmt}"
+    code, _, err = call(capsys, "export", session_run, "--format", fmt, "--top", 5, "--out", target)
+    assert code == 0, err
+    back = gpd.read_file(target)
+    assert len(back) == 5 and back["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert back.crs.to_epsg() == 32631
+    assert back["event_id"].tolist() == read_events(session_run).sort_values("rank")["event_id"].head(5).tolist()
+
+
+def test_export_csv_to_the_default_path_and_refusal_to_overwrite(capsys, session_run, copy_run):
+    run = copy_run(session_run)
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--top", 5)
+    assert code == 0, err
+    target = run / "events.csv"
+    df = pd.read_csv(target)
+    assert len(df) == 5 and (df["crs"] == "EPSG:32631").all() and df["rank"].tolist() == [1, 2, 3, 4, 5]
+    before = target.read_bytes()
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--top", 3)
+    assert code == 2 and "--overwrite" in err
+    assert target.read_bytes() == before
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--top", 3, "--overwrite")
+    assert code == 0 and len(pd.read_csv(target)) == 3
+
+
+def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
+    code, _, err = call(capsys, "export", session_run, "--format", "shp", "--out", tmp_path / "x.shp")
+    assert code == 2 and "gpkg" in err
+    code, _, err = call(capsys, "export", tmp_path, "--format", "csv", "--out", tmp_path / "x.csv")
+    assert code == 2 and "events" in err
+
+
+# -- similar ----------------------------------------------------------------------------------------------
+def test_similar_json_by_id_and_by_place(capsys, session_run):
+    ev = read_events(session_run)
+    q = ev[ev["persistence"].fillna(-1) > 0].sort_values("rank").iloc[0]
+    code, out, err = call(capsys, "similar", session_run, q["event_id"], "--k", 7, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert len(res) == 7
+    assert q["event_id"] not in [r["event_id"] for r in res]
+    assert [r["similarity"] for r in res] == sorted((r["similarity"] for r in res), reverse=True)
+    poly = RunView(session_run).patch_grid.polygons(q["row"], q["col"])[0]
+    at = f"{poly.centroid.x},{poly.centroid.y}"
+    code, out2, err = call(capsys, "similar", session_run, "--at", at, "--t1", f"{q['t1']:%Y-%m-%d}", "--k", 7, "--json")
+    assert code == 0, err
+    assert json.loads(out2) == res
+    # the table form
+    code, out3, _ = call(capsys, "similar", session_run, q["event_id"], "--k", 3)
+    assert code == 0 and res[0]["event_id"][:20] in out3
+
+
+def test_similar_errors_exit_2(capsys, session_run):
+    code, _, err = call(capsys, "similar", session_run, "t_00000000-20210101-20210201-r0-c0")
+    assert code == 2 and "no event" in err
+    code, _, err = call(capsys, "similar", session_run, "--at", "1,2,3", "--t1", "2021-02-15")
+    assert code == 2 and "--at" in err
+    code, _, err = call(capsys, "similar", session_run, "--at", "0,0", "--t1", "2021-02-15")
+    assert code == 2 and "outside" in err
+    code, _, err = call(capsys, "similar", session_run)
+    assert code == 2 and "EVENT_ID" in err
+
+
+# -- encoders ---------------------------------------------------------------------------------------------
+def test_encoders_lists_rcf(capsys):
+    code, out, _ = call(capsys, "encoders")
+    assert code == 0 and "rcf" in out and "Encoders" in out
+    code, out, _ = call(capsys, "encoders", "--json")
+    rows = json.loads(out)
+    rcf = next(r for r in rows if r["name"] == "rcf")
+    assert rcf["bands"] == "any" and rcf["dim"] == 256 and rcf["patch_size"] == 16
+
+
+def test_help_lists_the_commands(capsys):
+    code, out, _ = call(capsys, "--help")
+    assert code == 0
+    for name in ("demo", "run", "similar", "export", "encoders"):
+        assert name in out

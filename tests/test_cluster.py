@@ -1,0 +1,91 @@
+"""ChangeClusterer: the scikit-learn estimator contract, and clusters that separate types of change."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from changescout.cluster import ChangeClusterer, cluster_table
+
+
+def blobs(n_per=60, k=3, dim=12, sep=10.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)) * sep
+    X = np.concatenate([c + rng.standard_normal((n_per, dim)) for c in centres])
+    y = np.repeat(np.arange(k), n_per)
+    return X.astype(np.float32), y
+
+
+@parametrize_with_checks([ChangeClusterer(), ChangeClusterer(n_clusters=3, n_components=4)])
+def test_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def test_separates_well_separated_blobs():
+    X, y = blobs()
+    model = ChangeClusterer(n_clusters=3, random_state=0).fit(X)
+    assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
+    assert model.n_clusters_ == 3
+    assert model.labels_.dtype == np.int32
+    np.testing.assert_array_equal(model.predict(X), model.labels_)
+
+
+def test_auto_finds_three_blobs():
+    X, y = blobs(seed=1)
+    model = ChangeClusterer(random_state=0).fit(X)
+    assert model.n_clusters_ == 3
+    assert min(model.bic_, key=model.bic_.get) == 3
+    assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
+
+
+def test_auto_respects_max_clusters_and_sample_size():
+    X, _ = blobs(n_per=200, k=6, seed=2)
+    model = ChangeClusterer(max_clusters=4, sample_size=300, random_state=0).fit(X)
+    assert max(model.bic_) <= 4
+    assert model.n_clusters_ <= 4
+    assert len(model.labels_) == len(X)  # every event is labelled, not only the sample
+
+
+def test_deterministic_with_random_state():
+    X, _ = blobs(n_per=100, k=5, sep=2.0, seed=3)  # overlapping: the result depends on the seed's init
+    a = ChangeClusterer(n_clusters=5, random_state=7, sample_size=200).fit(X)
+    b = ChangeClusterer(n_clusters=5, random_state=7, sample_size=200).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+
+
+def test_fitted_attributes_end_in_underscore_and_params_are_untouched():
+    X, _ = blobs()
+    model = ChangeClusterer(n_clusters="auto", n_components=5)
+    params = model.get_params()
+    fitted = set(vars(model.fit(X))) - set(params)
+    assert fitted and all(name.endswith("_") for name in fitted)
+    assert {"labels_", "n_clusters_", "pca_", "mixture_", "n_features_in_"} <= fitted
+    assert model.get_params() == params
+    assert clone(model).get_params() == params
+    assert model.transform(X).shape == (len(X), 5)
+
+
+def test_bad_n_clusters():
+    X, _ = blobs(n_per=3)
+    with pytest.raises(ValueError, match="n_clusters"):
+        ChangeClusterer(n_clusters=50).fit(X)
+    with pytest.raises(ValueError, match="n_clusters"):
+        ChangeClusterer(n_clusters=0).fit(X)
+
+
+def test_cluster_table_sizes_and_order():
+    ev = pd.DataFrame({
+        "cluster": [0, 0, 1, 2, 2, 2],
+        "magnitude": [1.0, 3.0, 5.0, 1.0, 1.0, 1.0],
+        "atypicality": [0.1, 0.3, 0.9, 0.2, 0.2, 0.5],
+        "t1": pd.to_datetime(["2021-01-01", "2021-03-01", "2021-02-01", "2021-01-01", "2021-05-01", "2021-02-01"]),
+    })
+    t = cluster_table(ev)
+    assert t["cluster"].tolist() == [1, 2, 0]  # by mean atypicality, highest first
+    assert t["size"].tolist() == [1, 3, 2]
+    assert t.loc[t["cluster"] == 0, "mean_magnitude"].item() == 2.0
+    assert t.loc[t["cluster"] == 2, "max_atypicality"].item() == 0.5
+    assert t.loc[t["cluster"] == 2, "last_t1"].item() == pd.Timestamp("2021-05-01")

@@ -1,0 +1,147 @@
+"""The embedding stage: EmbeddingCube layout and attributes, clear fractions, normalisation."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from changescout.cube import Quality, grid_of, make_cube
+from changescout.embed import embed_cube, embedding_grid, normalise, open_embeddings
+from changescout.encoders import get_encoder
+from changescout.errors import ConfigError
+from changescout.tiling import PatchGrid
+
+
+@pytest.fixture(scope="module")
+def quality():
+    q = np.zeros((3, 64, 64), np.uint8)
+    q[0, 0:4, 0:16] = Quality.NODATA  # patch (0, 0): 64 of 256 px -> 0.75
+    q[0, 16:32, 16:24] = Quality.CLOUD  # patch (1, 1): 128 px -> 0.5
+    q[0, 32:48, 32:48] = Quality.WATER  # patch (2, 2): water is a surface -> 1.0
+    q[0, 48:49, 48:64] = Quality.SHADOW  # patch (3, 3): 16 shadow + 16 snow -> 0.875
+    q[0, 49:50, 48:64] = Quality.SNOW
+    q[1, 16:32, 0:16] = Quality.CLOUD  # patch (1, 0) fully clouded at date 1 -> 0.0
+    return q
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, textured_cube, quality):
+    cube = textured_cube(n_dates=3, size=64, quality=quality)
+    cube.values  # noqa: B018 (compute once)
+    enc = get_encoder("rcf", patch_size=16, dim=16, seed=0)
+    pg = PatchGrid(grid_of(cube), 16)
+    out = tmp_path_factory.mktemp("embed") / "embeddings.zarr"
+    ds = embed_cube(cube, enc, pg, out, "area_1234abcd")
+    return cube, enc, pg, out, ds
+
+
+def test_layout_and_coordinates(embedded):
+    cube, enc, pg, out, ds = embedded
+    assert out.is_dir() and (out / ".zmetadata").exists()
+    assert ds["embedding"].dims == ("time", "row", "col", "dim")
+    assert ds["embedding"].shape == (3, 4, 4, 16)
+    assert ds["embedding"].dtype == np.float32
+    assert ds["clear_fraction"].dims == ("time", "row", "col")
+    np.testing.assert_array_equal(ds["time"].values, cube["time"].values)
+    xs, ys = pg.centres()
+    np.testing.assert_allclose(ds["x"].values, xs)
+    np.testing.assert_allclose(ds["y"].values, ys)
+    assert ds["x"].values[0] == 372_080.0 and ds["y"].values[0] == 4_835_920.0
+    assert np.isfinite(ds["embedding"].values).all()
+
+
+def test_attributes(embedded):
+    cube, enc, pg, out, ds = embedded
+    a = open_embeddings(out).attrs
+    assert a["encoder"] == "rcf"
+    assert a["encoder_version"] == enc.spec.version
+    assert a["weights_sha256"] == enc.weights_digest() and len(a["weights_sha256"]) == 64
+    assert int(a["patch_size"]) == 16 and int(a["stride"]) == 16
+    assert json.loads(a["grid"]) == pg.grid.to_dict()
+    assert a["series"] == "area_1234abcd"
+    assert json.loads(a["bands"]) == ["B02", "B03", "B04", "B08"]
+    norm = json.loads(a["normalisation"])
+    assert norm["method"]
+    assert np.asarray(norm["centre_scale"]).shape == (3, 4, 2)  # (time, band, centre/scale)
+    assert embedding_grid(open_embeddings(out)) == pg
+
+
+def test_clear_fraction_is_the_usable_pixel_fraction_per_patch(embedded, quality):
+    cube, enc, pg, out, ds = embedded
+    cf = ds["clear_fraction"].values
+    usable = (quality == Quality.CLEAR) | (quality == Quality.WATER)
+    expected = usable.reshape(3, 4, 16, 4, 16).mean(axis=(2, 4))
+    np.testing.assert_allclose(cf, expected)
+    assert cf[0, 0, 0] == 0.75 and cf[0, 1, 1] == 0.5 and cf[0, 2, 2] == 1.0 and cf[0, 3, 3] == 0.875
+    assert cf[1, 1, 0] == 0.0
+    assert (cf[2] == 1.0).all()
+
+
+def test_masked_pixels_do_not_leak_into_the_embedding(textured_cube, embedded):
+    """Values under a cloud mask are ignored: changing them changes no embedding, not even of neighbours."""
+    cube, enc, pg, out, ds = embedded
+    data = cube.values.copy()
+    q = cube["quality"].values
+    for t in range(3):
+        cloud = q[t] == Quality.CLOUD
+        data[t][:, cloud] = 0.9 if t else 0.0  # whatever the cloud looks like
+    changed = make_cube(data, cube["time"].values, list(cube["band"].values), pg.grid, quality=q)
+    # same weights, so that only the input differs
+    path = enc.save_weights(out.parent / "w.npz")
+    ds2 = embed_cube(changed, get_encoder("rcf", patch_size=16, weights=path), pg, out.parent / "e2.zarr", "s")
+    np.testing.assert_allclose(ds2["embedding"].values, ds["embedding"].values, atol=1e-5)
+    # ...whereas the same change to clear pixels is seen
+    data[2][:, 16:32, 0:16] = 0.9
+    seen = make_cube(data, cube["time"].values, list(cube["band"].values), pg.grid, quality=q)
+    ds3 = embed_cube(seen, get_encoder("rcf", patch_size=16, weights=path), pg, out.parent / "e3.zarr", "s")
+    assert np.abs(ds3["embedding"].values[2, 1, 0] - ds["embedding"].values[2, 1, 0]).max() > 0.1
+
+
+def test_overwrites_an_existing_store_atomically(embedded, tmp_path):
+    cube, enc, pg, out, ds = embedded
+    target = tmp_path / "e.zarr"
+    target.mkdir()
+    (target / "stale").write_text("x")
+    embed_cube(cube, enc, pg, target, "s")
+    assert not (target / "stale").exists()
+    np.testing.assert_array_equal(open_embeddings(target)["embedding"].values, ds["embedding"].values)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.zarr"]
+
+
+def test_patch_size_mismatch_is_refused(embedded, tmp_path):
+    cube, enc, pg, out, ds = embedded
+    with pytest.raises(ConfigError, match="patch"):
+        embed_cube(cube, enc, PatchGrid(pg.grid, 8), tmp_path / "x.zarr", "s")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_global_brightness_shift_on_one_date_is_invisible_but_a_local_change_is_not(textured_cube, tmp_path):
+    base = textured_cube(n_dates=1, size=64, seed=7).values[0]
+    shifted = base + 0.05  # haze / illumination: every pixel of the date brighter
+    local = base.copy()
+    local[:, 16:32, 16:32] = np.array([0.3, 0.3, 0.35, 0.4], np.float32)[:, None, None]  # a new roof in patch (1, 1)
+    data = np.stack([base, shifted, local])
+    times = pd.to_datetime(["2021-01-15", "2021-02-15", "2021-03-15"])
+    cube = make_cube(data, times, ["B02", "B03", "B04", "B08"], grid_of(textured_cube(n_dates=1, size=64)))
+    pg = PatchGrid(grid_of(cube), 16)
+    E = embed_cube(cube, get_encoder("rcf", patch_size=16, dim=32), pg, tmp_path / "e.zarr", "s")["embedding"].values
+
+    def dist(a, b):
+        return np.sqrt(((a - b) ** 2).mean(axis=-1))
+
+    d_global = dist(E[1], E[0])  # (row, col)
+    d_local = dist(E[2], E[0])
+    assert d_local[1, 1] > 0.5
+    assert d_global.max() < 1e-3 * d_local[1, 1]
+    # the local change stands out among the other patches of its date
+    others = np.delete(d_local.ravel(), 1 * 4 + 1)
+    assert d_local[1, 1] > 5 * np.median(others)
+
+
+def test_normalise_is_a_robust_zscore_and_fills_nan_with_the_centre():
+    x = np.array([[[1.0, 2.0], [np.nan, 5.0]]], np.float32)
+    stats = np.array([[2.0, 0.5]])
+    z = normalise(x, stats)
+    np.testing.assert_array_equal(z, [[[-2.0, 0.0], [0.0, 6.0]]])
+    assert z.dtype == np.float32

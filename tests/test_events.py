@@ -1,0 +1,144 @@
+"""The events table: schema, GeoParquet round trip, exports for GIS tools."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from changescout.errors import ConfigError, RunNotFoundError
+from changescout.events import (
+    COLUMNS,
+    SCHEMA,
+    check_directions,
+    empty_like_schema,
+    export_events,
+    read_events,
+    top_events,
+    write_events,
+)
+from changescout.tiling import PatchGrid, event_ids
+
+
+@pytest.fixture
+def events(make_grid):
+    n = 12
+    rng = np.random.default_rng(0)
+    pg = PatchGrid(make_grid(64, 64), 16)
+    rows, cols = np.arange(n) % 4, np.arange(n) // 4
+    t0 = pd.to_datetime(["2021-01-15"] * 6 + ["2021-02-15"] * 6)
+    t1 = pd.to_datetime(["2021-02-15"] * 6 + ["2021-03-15"] * 6)
+    atyp = np.sort(rng.uniform(0, 1, n))[::-1].astype(np.float32)
+    df = pd.DataFrame({
+        "event_id": event_ids("area_12345678", t0, t1, rows, cols),
+        "series": "area_12345678",
+        "row": rows.astype(np.int32), "col": cols.astype(np.int32),
+        "t0": t0, "t1": t1,
+        "magnitude": rng.uniform(0, 2, n).astype(np.float32),
+        "surprise": rng.uniform(0, 2, n).astype(np.float32),
+        "zscore": rng.normal(0, 1, n).astype(np.float32),
+        "persistence": pd.array([0, 1, 2, None] * 3, dtype="Int32"),
+        "clear_fraction": np.ones(n, np.float32),
+        "cluster": (np.arange(n) % 3).astype(np.int32),
+        "cluster_size": np.full(n, 4, np.int32),
+        "rarity": rng.uniform(0, 1, n).astype(np.float32),
+        "atypicality": atyp,
+        "rank": np.arange(1, n + 1, dtype=np.int32),
+        "vec": np.arange(100, 100 + n, dtype=np.int64),
+    })
+    return gpd.GeoDataFrame(df, geometry=pg.polygons(rows, cols), crs=pg.grid.crs)
+
+
+def test_schema_describes_direction_of_every_score():
+    assert COLUMNS[:2] == ["event_id", "series"]
+    for c in ("magnitude", "zscore", "rarity", "atypicality"):
+        assert "higher" in SCHEMA[c][1]
+    assert "1 = most atypical" in SCHEMA["rank"][1]
+    assert "null" in SCHEMA["persistence"][1]
+
+
+def test_write_read_roundtrip_keeps_dtypes_values_and_crs(events, tmp_path):
+    path = write_events(events, tmp_path / "events.parquet")
+    back = read_events(path)
+    assert back.crs == events.crs and back.crs.to_epsg() == 32631
+    for c in COLUMNS:
+        assert str(back[c].dtype) == str(events[c].dtype), c
+    pd.testing.assert_frame_equal(pd.DataFrame(back.drop(columns="geometry")), pd.DataFrame(events.drop(columns="geometry")))
+    assert back.geometry.geom_equals(events.geometry).all()
+    assert back["persistence"].isna().sum() == 3
+    # reading the run directory works too
+    assert len(read_events(tmp_path)) == len(events)
+    assert [p.name for p in tmp_path.iterdir()] == ["events.parquet"]
+
+
+def test_parquet_metadata_has_the_schema_and_geo_keys(events, tmp_path):
+    write_events(events, tmp_path / "events.parquet")
+    meta = pq.read_schema(tmp_path / "events.parquet").metadata
+    assert b"geo" in meta
+    cs = json.loads(meta[b"changescout"])
+    assert cs["schema_version"] == "1"
+    assert set(cs["columns"]) == set(COLUMNS)
+    assert cs["columns"]["rank"]["dtype"] == "int32"
+    assert "higher" in cs["columns"]["atypicality"]["description"]
+
+
+def test_write_refuses_missing_columns_or_crs(events, tmp_path):
+    with pytest.raises(ConfigError, match="rarity"):
+        write_events(events.drop(columns=["rarity"]), tmp_path / "e.parquet")
+    with pytest.raises(ConfigError, match="CRS"):
+        write_events(events.set_crs(None, allow_override=True), tmp_path / "e.parquet")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_read_refuses_missing_file_and_foreign_tables(events, tmp_path):
+    with pytest.raises(RunNotFoundError, match="changescout run"):
+        read_events(tmp_path / "nope.parquet")
+    events.drop(columns=["rank", "vec"]).to_parquet(tmp_path / "foreign.parquet")
+    with pytest.raises(RunNotFoundError) as exc:
+        read_events(tmp_path / "foreign.parquet")
+    assert "rank" in str(exc.value) and "vec" in str(exc.value)
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet")
+    with pytest.raises(RunNotFoundError, match="cannot read"):
+        read_events(tmp_path / "garbage.parquet")
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "geojson"])
+def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
+    shuffled = events.sample(frac=1, random_state=0)
+    path = export_events(shuffled, tmp_path / f"events.{fmt}", fmt, top=5)
+    back = gpd.read_file(path)
+    assert len(back) == 5
+    assert back["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert back["event_id"].tolist() == events["event_id"].iloc[:5].tolist()
+    assert back.crs.to_epsg() == 32631  # GeoJSON too: written with its crs member, not reprojected
+    assert back.geometry.geom_equals_exact(events.geometry.iloc[:5].reset_index(drop=True), tolerance=1e-6).all()
+    assert back["t1"].astype(str).str[:10].tolist() == ["2021-02-15"] * 5
+
+
+def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):
+    path = export_events(events, tmp_path / "events.csv", "csv", top=5)
+    df = pd.read_csv(path)
+    assert len(df) == 5 and df["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert df["geometry_wkt"].str.startswith("POLYGON").all()
+    assert (df["crs"] == "EPSG:32631").all()
+    assert df["t0"].tolist() == ["2021-01-15"] * 5
+
+
+def test_export_rejects_bad_format_and_top(events, tmp_path):
+    with pytest.raises(ConfigError, match="shp"):
+        export_events(events, tmp_path / "e.shp", "shp")
+    with pytest.raises(ConfigError, match="--top"):
+        export_events(events, tmp_path / "e.csv", "csv", top=0)
+
+
+def test_helpers(events):
+    check_directions(events)
+    bad = events.copy()
+    bad["rank"] = bad["rank"][::-1].to_numpy()
+    with pytest.raises(ConfigError, match="ranks"):
+        check_directions(bad)
+    assert top_events(events.iloc[::-1], 3)["rank"].tolist() == [1, 2, 3]
+    empty = empty_like_schema("EPSG:32631")
+    assert len(empty) == 0 and set(COLUMNS) <= set(empty.columns) and empty.crs.to_epsg() == 32631

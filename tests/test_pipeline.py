@@ -1,0 +1,255 @@
+"""A run: the run directory, resume, refusal to overwrite, determinism."""
+
+import json
+import os
+
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+import xarray as xr
+
+from changescout.change import read_changes
+from changescout.cube import Quality
+from changescout.errors import ConfigError, RunExistsError
+from changescout.events import COLUMNS, check_directions, read_events
+from changescout.pipeline import STAGES, RunConfig, rank_events, run_pipeline, screen_clouds
+from changescout.search import SimilarChangeIndex
+from changescout.tiling import parse_event_id
+
+
+def mtimes(folder):
+    """mtime of every file and folder under ``folder`` (nanoseconds)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            out[os.path.relpath(p, folder)] = os.stat(p).st_mtime_ns
+    return out
+
+
+QUIET = dict(log=lambda msg: None)
+
+
+# -- the run directory -----------------------------------------------------------------------------------
+def test_run_directory_contents(session_run):
+    names = {p.name for p in session_run.iterdir()}
+    assert {"config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
+            "maps", "quicklooks", "report.html", "index.faiss", "rcf_weights.npz"} <= names
+    assert not [n for n in names if ".tmp-" in n or ".old-" in n]  # no leftovers of atomic writes
+
+
+def test_config_json(session_run):
+    cfg = json.loads((session_run / "config.json").read_text())
+    assert len(cfg["config_hash"]) == 64
+    assert cfg["config"]["source"] == "synthetic" and cfg["config"]["source_options"]["n_dates"] == 10
+    assert cfg["config"]["encoder"] == "rcf" and cfg["config"]["seed"] == 0
+    assert cfg["inputs"] == {}  # the synthetic source reads no file
+    for k in ("changescout", "numpy", "xarray", "torch", "faiss", "scikit-learn", "gdal"):
+        assert cfg["versions"][k], k
+    assert cfg["comparison"] == "consecutive"
+    assert len(cfg["dates"]) == 10 and cfg["dates"][0] == "2021-01-15"
+    assert cfg["grid"]["crs"] == "EPSG:32631" and cfg["grid"]["shape"] == [128, 128]
+    assert cfg["series"].startswith("t_")
+
+
+def test_state_json(session_run):
+    state = json.loads((session_run / "state.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    for name, info in state["stages"].items():
+        assert info["status"] == "done", name
+        assert isinstance(info["seconds"], float) and info["seconds"] >= 0
+    assert state["stages"]["embed"]["patches"] == 10 * 8 * 8
+    assert state["stages"]["embed"]["encoder"] == "rcf"
+
+
+def test_embeddings_and_changes(session_run):
+    emb = xr.open_zarr(session_run / "embeddings.zarr", consolidated=True)
+    assert emb["embedding"].shape == (10, 8, 8, 256)
+    assert emb.attrs["encoder"] == "rcf" and int(emb.attrs["patch_size"]) == 16
+    from changescout.encoders import get_encoder
+
+    assert get_encoder("rcf", weights=session_run / "rcf_weights.npz").weights_digest() == emb.attrs["weights_sha256"]
+    events, vectors, attrs = read_changes(session_run / "changes.zarr")
+    assert attrs["weights_sha256"] == emb.attrs["weights_sha256"]
+    assert attrs["comparison"] == "consecutive"
+    assert vectors.shape == (len(events), 256)
+    # a vector is the difference of the two embeddings of its patch
+    r = events.iloc[len(events) // 2]
+    E = emb["embedding"].values
+    t = {pd.Timestamp(v): i for i, v in enumerate(emb["time"].values)}
+    np.testing.assert_allclose(vectors[len(events) // 2], E[t[r["t1"]], r["row"], r["col"]] - E[t[r["t0"]], r["row"], r["col"]],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_events_parquet(session_run):
+    ev = gpd.read_parquet(session_run / "events.parquet")
+    assert ev.crs.to_epsg() == 32631
+    assert set(COLUMNS) <= set(ev.columns)
+    meta = pq.read_schema(session_run / "events.parquet").metadata
+    assert set(json.loads(meta[b"changescout"])["columns"]) == set(COLUMNS)
+    n = len(ev)
+    assert n > 100
+    assert sorted(ev["rank"]) == list(range(1, n + 1))
+    check_directions(ev)
+    assert ev["event_id"].is_unique and ev["vec"].is_unique
+    series = json.loads((session_run / "config.json").read_text())["series"]
+    for eid, row, col, t1 in ev[["event_id", "row", "col", "t1"]].head(20).itertuples(index=False):
+        d = parse_event_id(eid)
+        assert (d["series"], d["row"], d["col"], d["t1"]) == (series, row, col, t1.strftime("%Y%m%d"))
+    # geometry is the patch polygon (16 px of 10 m)
+    assert np.allclose(ev.geometry.area, 160.0 * 160.0)
+    # event ids agree with changes.zarr by vec key
+    ch, _, _ = read_changes(session_run / "changes.zarr")
+    merged = ev[["vec", "event_id"]].merge(ch[["vec", "event_id"]], on="vec", suffixes=("", "_ch"))
+    assert len(merged) == n and (merged["event_id"] == merged["event_id_ch"]).all()
+    # the last date's persistence is unknown, earlier dates' are known
+    last = ev["t1"] == ev["t1"].max()
+    assert ev.loc[last, "persistence"].isna().all() and ev.loc[~last, "persistence"].notna().all()
+
+
+def test_clusters_index_maps_and_report(session_run):
+    ev = read_events(session_run)
+    clusters = pd.read_parquet(session_run / "clusters.parquet")
+    assert clusters["size"].sum() == len(ev)
+    assert set(clusters["cluster"]) == set(ev["cluster"])
+    sizes = ev.groupby("cluster").size()
+    assert (clusters.set_index("cluster")["size"] == sizes.loc[clusters["cluster"]].to_numpy()).all()
+    index = SimilarChangeIndex.load(session_run / "index.faiss")
+    assert index.index_.ntotal == len(ev)
+    maps = sorted(p.name for p in (session_run / "maps").glob("*.tif"))
+    assert maps == ["atypicality.tif", "cluster.tif", "magnitude.tif"]
+    n_dates = ev["t1"].nunique()
+    for name in maps:
+        with rasterio.open(session_run / "maps" / name) as src:
+            assert src.crs.to_epsg() == 32631
+            assert src.count == n_dates and src.shape == (8, 8)
+            assert src.res == (160.0, 160.0)
+            assert src.bounds.left == 372_000.0 or src.bounds.left % 160 == 0
+    with rasterio.open(session_run / "maps" / "atypicality.tif") as src:
+        top = ev.sort_values("rank").iloc[0]
+        band = list(pd.DatetimeIndex(sorted(ev["t1"].unique()))).index(top["t1"]) + 1
+        assert src.read(band)[top["row"], top["col"]] == pytest.approx(top["atypicality"])
+    html = (session_run / "report.html").read_text()
+    assert len(html) > 1000 and ev.sort_values("rank")["event_id"].iloc[0] in html
+
+
+# -- resume ----------------------------------------------------------------------------------------------
+def test_rerun_with_the_same_config_resumes_without_recomputing(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    before = mtimes(run)
+    state = (run / "state.json").read_text()
+    logs = []
+    assert run_pipeline(session_config(), run, log=logs.append) == run
+    assert any("resuming" in m for m in logs)
+    assert mtimes(run) == before
+    assert (run / "state.json").read_text() == state
+
+
+def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    state = json.loads((run / "state.json").read_text())
+    state["stages"]["rank"] = {"status": "running"}  # killed while ranking
+    del state["stages"]["outputs"]
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "events.parquet").unlink()
+    (run / "report.html").unlink()
+    before = mtimes(run)
+    run_pipeline(session_config(), run, **QUIET)
+    after = mtimes(run)
+    for kept in ("embeddings.zarr", "changes.zarr", "rcf_weights.npz"):
+        assert after[kept] == before[kept], kept
+    new_state = json.loads((run / "state.json").read_text())
+    assert all(new_state["stages"][s]["status"] == "done" for s in STAGES)
+    assert new_state["stages"]["embed"] == state["stages"]["embed"]
+    a, b = read_events(session_run), read_events(run)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
+
+
+def test_rerun_with_another_config_is_refused(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    before = mtimes(run)
+    with pytest.raises(RunExistsError) as exc:
+        run_pipeline(session_config(rank_by="magnitude"), run, **QUIET)
+    assert "--overwrite" in str(exc.value) and str(run) in str(exc.value)
+    assert mtimes(run) == before
+
+
+def test_non_empty_directory_that_is_not_a_run_is_refused(session_config, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError, match="not a changescout run"):
+        run_pipeline(session_config(), tmp_path, **QUIET)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    with pytest.raises(RunExistsError):
+        run_pipeline(session_config(), tmp_path, overwrite=True, **QUIET)  # --overwrite never deletes foreign files
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    old_emb = mtimes(run)["embeddings.zarr"]
+    weights = session_run / "rcf_weights.npz"
+    config = session_config(weights=str(weights))
+    run_pipeline(config, run, overwrite=True, **QUIET)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["weights"] == str(weights)
+    assert cfg["config_hash"] != json.loads((session_run / "config.json").read_text())["config_hash"]
+    assert mtimes(run)["embeddings.zarr"] != old_emb
+    assert not (run / "rcf_weights.npz").exists()  # weights were given, not learnt
+    # the same weights: the same embeddings, so the two runs can be searched together
+    a = xr.open_zarr(session_run / "embeddings.zarr", consolidated=True)
+    b = xr.open_zarr(run / "embeddings.zarr", consolidated=True)
+    assert a.attrs["weights_sha256"] == b.attrs["weights_sha256"]
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
+    # and a rerun of this new configuration resumes
+    before = mtimes(run)
+    run_pipeline(config, run, **QUIET)
+    assert mtimes(run) == before
+
+
+def test_two_runs_with_the_same_seed_give_identical_ranks(session_run, session_config, tmp_path):
+    run = run_pipeline(session_config(), tmp_path / "again", **QUIET)
+    a, b = read_events(session_run), read_events(run)
+    assert a["event_id"].tolist() == b["event_id"].tolist()
+    np.testing.assert_array_equal(a["rank"], b["rank"])
+    np.testing.assert_array_equal(a["atypicality"], b["atypicality"])
+    np.testing.assert_array_equal(a["cluster"], b["cluster"])
+    assert json.loads((run / "config.json").read_text())["config_hash"] == \
+        json.loads((session_run / "config.json").read_text())["config_hash"]
+
+
+# -- configuration -----------------------------------------------------------------------------------------
+def test_run_config_from_dict():
+    cfg = RunConfig.from_dict({"source": "x", "patch_size": 8})
+    assert cfg.patch_size == 8 and RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError) as exc:
+        RunConfig.from_dict({"source": "x", "patchsize": 8})
+    assert "patchsize" in str(exc.value) and "patch_size" in str(exc.value)
+
+
+def test_bad_comparison_fails_before_creating_the_run(session_config, tmp_path):
+    with pytest.raises(ConfigError, match="--compare"):
+        run_pipeline(session_config(compare="weekly"), tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r").exists()
+
+
+def test_screen_clouds_modes(synthetic_cube):
+    cube, _ = synthetic_cube
+    with pytest.raises(ConfigError, match="cloud_screen"):
+        screen_clouds(cube, "maybe")
+    assert screen_clouds(cube, "off") is cube
+    assert "cloud_screen" in screen_clouds(cube, "hot").attrs
+    assert "cloud_screen" in screen_clouds(cube, "auto").attrs  # the synthetic source has no quality mask
+    q = cube["quality"].values.copy()
+    q[:, 0:8, 0:8] = Quality.CLOUD  # the source gave a mask: auto leaves it alone
+    masked = cube.assign_coords(quality=(("time", "y", "x"), da.from_array(q, chunks=(1, 128, 128))))
+    assert screen_clouds(masked, "auto") is masked
+    assert screen_clouds(masked, "hot") is not masked
+
+
+def test_rank_events_refuses_an_empty_table():
+    with pytest.raises(ConfigError, match="no change"):
+        rank_events(pd.DataFrame(columns=["vec"]), np.zeros((0, 4), np.float32), RunConfig(source="x"))

@@ -1,0 +1,152 @@
+"""Rarity and atypicality: higher means more, rank 1 is the most atypical, transient changes are demoted."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from changescout.errors import ConfigError
+from changescout.events import check_directions
+from changescout.rank import RANK_BY, AtypicalityRanker, RarityScorer, percentile
+
+# RarityScorer.fit learns offset_ from training scores that leave each point out of its own neighbourhood,
+# while predict/decision_function on the same points count the point itself (distance 0): on training data
+# fewer than `contamination` points are flagged. See test_predict_on_training_data_flags_contamination.
+_RARITY_XFAIL = {
+    "check_outliers_train": "predict on training data counts each point as its own neighbour (see below)",
+    "check_outliers_fit_predict": "fit_predict = fit + predict, same inconsistency",
+}
+
+
+def _expected_failed(est):
+    return _RARITY_XFAIL if isinstance(est, RarityScorer) else {}
+
+
+@parametrize_with_checks([RarityScorer(), RarityScorer(n_neighbors=3, contamination=0.1)],
+                         expected_failed_checks=_expected_failed)
+def test_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def cloud(seed=0, n=200, dim=4):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, dim)).astype(np.float32)
+    X[0] = 25.0  # isolated
+    return X
+
+
+def test_score_samples_lower_for_isolated_point():
+    X = cloud()
+    s = RarityScorer(n_neighbors=5).fit(X)
+    scores = s.score_samples(np.array([[25.0] * 4, [0.0] * 4], np.float32))
+    assert scores[0] < scores[1]
+    assert np.argmin(s.train_scores_) == 0
+    # training scores leave the point itself out: the mean distance to its 5 true neighbours
+    d = np.sqrt(((X[1:] - X[0]) ** 2).sum(axis=1))
+    assert s.train_scores_[0] == pytest.approx(-np.sort(d)[:5].mean(), rel=1e-4)
+    assert s.predict(np.array([[25.0] * 4], np.float32)).tolist() == [-1]
+    assert s.decision_function(np.array([[0.0] * 4], np.float32))[0] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="bug: rank.RarityScorer.predict on the training data counts each point as its "
+                                       "own nearest neighbour, while offset_ was learnt leaving it out")
+def test_predict_on_training_data_flags_contamination():
+    X = np.random.default_rng(1).standard_normal((200, 3)).astype(np.float32)
+    s = RarityScorer(n_neighbors=5, contamination=0.1).fit(X)
+    assert (s.predict(X) == -1).sum() == pytest.approx(20, abs=2)
+
+
+def test_percentile_ties_averaged_and_higher_is_higher():
+    np.testing.assert_allclose(percentile([3.0, 1.0, 2.0, 2.0]), [1.0, 0.25, 0.625, 0.625])
+
+
+# -- AtypicalityRanker ---------------------------------------------------------------------------------
+def events_table(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    reduced = rng.standard_normal((n, 3)).astype(np.float32)
+    ev = pd.DataFrame({
+        "vec": np.arange(n, dtype=np.int64),
+        "magnitude": rng.uniform(0.1, 1.0, n),
+        "zscore": rng.uniform(-1, 3, n),
+        "persistence": pd.array(rng.integers(1, 4, n), dtype="Int32"),
+        "cluster": np.where(np.arange(n) < n - 2, np.arange(n) % 3, 3),  # a rare type of 2 events
+    })
+    ev["surprise"] = ev["magnitude"]
+    return ev, reduced
+
+
+def test_rank_one_is_the_highest_atypicality_and_scores_are_0_1():
+    ev, red = events_table()
+    out = AtypicalityRanker().rank(ev, red)
+    assert sorted(out["rank"]) == list(range(1, len(ev) + 1))
+    best = out.loc[out["rank"] == 1, "atypicality"].item()
+    assert best == out["atypicality"].max()
+    check_directions(out)
+    for c in ("rarity", "atypicality"):
+        assert out[c].between(0, 1).all()
+    assert out["cluster_size"].tolist() == ev.groupby("cluster")["cluster"].transform("size").tolist()
+    # the input is not modified
+    assert "rank" not in ev
+
+
+def test_rare_type_and_isolated_vector_are_rarer():
+    ev, red = events_table()
+    red[-1] = 30.0  # one event of the rare type, far from everything
+    out = AtypicalityRanker(by="rarity").rank(ev, red)
+    assert out["rarity"].idxmax() == len(ev) - 1
+    assert out.loc[len(ev) - 1, "rank"] == 1
+
+
+def test_transient_events_are_demoted_by_transient_weight():
+    ev, red = events_table()
+    ev.loc[5, "persistence"] = 0
+    ev.loc[6, :] = ev.loc[5, :]  # a twin of event 5 that holds...
+    ev.loc[6, "vec"] = 6
+    ev.loc[6, "persistence"] = 2
+    red[6] = red[5]
+    out = AtypicalityRanker(transient_weight=0.2).rank(ev, red)
+    assert out.loc[5, "atypicality"] == pytest.approx(0.2 * out.loc[6, "atypicality"], rel=1e-5)
+    assert out.loc[5, "rank"] > out.loc[6, "rank"]
+    # unknown persistence (last date) is not demoted
+    ev.loc[6, "persistence"] = pd.NA
+    out2 = AtypicalityRanker(transient_weight=0.2).rank(ev, red)
+    assert out2.loc[6, "atypicality"] == pytest.approx(out.loc[6, "atypicality"])
+    # weight 1: no demotion
+    out3 = AtypicalityRanker(transient_weight=1.0).rank(ev, red)
+    assert out3.loc[5, "atypicality"] == pytest.approx(out3.loc[6, "atypicality"])
+
+
+def test_by_options():
+    ev, red = events_table()
+    by_mag = AtypicalityRanker(by="magnitude").rank(ev, red)
+    expected = np.sqrt(percentile(ev["surprise"]) * percentile(ev["zscore"]))
+    np.testing.assert_allclose(by_mag["atypicality"], expected, rtol=1e-6)
+    by_rar = AtypicalityRanker(by="rarity").rank(ev, red)
+    np.testing.assert_allclose(by_rar["atypicality"], by_rar["rarity"], rtol=1e-6)
+    comb = AtypicalityRanker(by="combined").rank(ev, red)
+    np.testing.assert_allclose(comb["atypicality"], np.sqrt(by_rar["rarity"] * expected), rtol=1e-5)
+    assert RANK_BY == ("combined", "rarity", "magnitude")
+
+
+def test_bad_by_is_a_config_error():
+    with pytest.raises(ConfigError) as exc:
+        AtypicalityRanker(by="size")
+    assert "'size'" in str(exc.value) and "combined" in str(exc.value)
+
+
+def test_ties_are_broken_by_vector_key_deterministically():
+    n = 8
+    ev = pd.DataFrame({"vec": np.array([7, 3, 5, 1, 0, 2, 6, 4], np.int64), "magnitude": 1.0, "zscore": 1.0,
+                       "persistence": pd.array([1] * n, dtype="Int32"), "cluster": 0})
+    red = np.zeros((n, 2), np.float32)  # all alike: every score ties
+    out = AtypicalityRanker().rank(ev, red)
+    assert out["atypicality"].nunique() == 1
+    assert out.sort_values("rank")["vec"].tolist() == list(range(n))
+    again = AtypicalityRanker().rank(ev.iloc[::-1], red[::-1])
+    assert again.set_index("vec")["rank"].sort_index().tolist() == out.set_index("vec")["rank"].sort_index().tolist()
+
+
+def test_empty_events():
+    ev, red = events_table()
+    out = AtypicalityRanker().rank(ev.iloc[:0], red[:0])
+    assert len(out) == 0 and {"rarity", "atypicality", "rank"} <= set(out.columns)

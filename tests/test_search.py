@@ -1,0 +1,128 @@
+"""SimilarChangeIndex: exact cosine neighbours keyed by vec, exclusions, persistence, run compatibility."""
+
+import faiss
+import numpy as np
+import pytest
+
+from changescout.errors import IncompatibleRunsError
+from changescout.search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
+
+
+def data(n=300, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, dim)).astype(np.float32) * rng.uniform(0.1, 5, (n, 1)).astype(np.float32)
+    keys = rng.permutation(np.arange(1000, 1000 + n)).astype(np.int64)  # keys are not positions
+    return X, keys
+
+
+def brute_force(X, keys, q, k):
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q)
+    sims = Xn @ qn
+    order = np.argsort(-sims, kind="stable")[:k]
+    return keys[order], sims[order]
+
+
+def test_exact_cosine_neighbours_match_brute_force():
+    X, keys = data()
+    index = SimilarChangeIndex().fit(X, keys)
+    Q = np.random.default_rng(1).standard_normal((5, X.shape[1])).astype(np.float32)
+    res = index.search(Q, k=10)
+    assert len(res.keys) == len(res.similarities) == 5
+    for q, got_k, got_s in zip(Q, res.keys, res.similarities):
+        exp_k, exp_s = brute_force(X, keys, q, 10)
+        np.testing.assert_array_equal(got_k, exp_k)
+        np.testing.assert_allclose(got_s, exp_s, atol=1e-5)
+        assert np.all(np.diff(got_s) <= 1e-7)  # best first
+
+
+def test_cosine_ignores_vector_length():
+    X, keys = data()
+    index = SimilarChangeIndex().fit(X, keys)
+    r1 = index.search(X[3], k=5)
+    r2 = index.search(X[3] * 100.0, k=5)
+    np.testing.assert_array_equal(r1.keys[0], r2.keys[0])
+    assert r1.keys[0][0] == keys[3] and r1.similarities[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_exclude_keys():
+    X, keys = data()
+    index = SimilarChangeIndex().fit(X, keys)
+    full = index.search(X[3], k=12).keys[0]
+    excluded = {int(full[0]), int(full[4])}
+    res = index.search(X[3], k=10, exclude=excluded)
+    assert len(res.keys[0]) == 10
+    assert not excluded & set(res.keys[0].tolist())
+    assert res.keys[0].tolist() == [k for k in full.tolist() if k not in excluded][:10]
+
+
+def test_k_larger_than_the_index_returns_everything_without_minus_one():
+    X, keys = data(n=7)
+    index = SimilarChangeIndex().fit(X, keys)
+    res = index.search(X[0], k=50, exclude=[keys[0]])
+    assert len(res.keys[0]) == 6
+    assert -1 not in res.keys[0].tolist()
+    assert set(res.keys[0].tolist()) == set(keys.tolist()) - {int(keys[0])}
+    assert np.isfinite(res.similarities[0]).all()
+
+
+def test_save_load_roundtrip(tmp_path):
+    X, keys = data()
+    index = SimilarChangeIndex().fit(X, keys)
+    index.save(tmp_path / "index.faiss")
+    again = SimilarChangeIndex.load(tmp_path / "index.faiss")
+    a, b = index.search(X[:3], k=8), again.search(X[:3], k=8)
+    for ka, kb, sa, sb in zip(a.keys, b.keys, a.similarities, b.similarities):
+        np.testing.assert_array_equal(ka, kb)
+        np.testing.assert_array_equal(sa, sb)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_approximate_factory_has_high_recall():
+    X, keys = data(n=2000, dim=16)
+    index = SimilarChangeIndex("IVF16,Flat").fit(X, keys)
+    faiss.extract_index_ivf(index.index_).nprobe = 16  # all lists: exhaustive
+    res = index.search(X[:20], k=5)
+    for q, got in zip(X[:20], res.keys):
+        np.testing.assert_array_equal(got, brute_force(X, keys, q, 5)[0])
+
+
+def test_feedback_query_moves_away_from_negatives():
+    pos = np.array([[1.0, 0.0, 0.0]], np.float32)
+    neg = np.array([[0.0, 2.0, 0.0]], np.float32)
+    q = feedback_query(pos, neg, beta=0.5)
+    np.testing.assert_allclose(q, [[1.0, -0.5, 0.0]])
+    np.testing.assert_allclose(feedback_query(pos * 3), [[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(feedback_query(np.array([[2.0, 0, 0], [0, 4.0, 0]], np.float32)), [[0.5, 0.5, 0.0]])
+
+
+# -- compatibility -----------------------------------------------------------------------------------
+ATTRS = {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
+         "normalisation": '{"method": "per-date", "centre_scale": []}'}
+
+
+def test_compatibility_reads_the_normalisation_method():
+    c = compatibility(ATTRS)
+    assert c == {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
+                 "normalisation_method": "per-date"}
+    assert compatibility({**ATTRS, "patch_size": "16"})["patch_size"] == 16
+    del_norm = {k: v for k, v in ATTRS.items() if k != "normalisation"}
+    assert compatibility({**del_norm, "normalisation_method": "x"})["normalisation_method"] == "x"
+
+
+def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():
+    a = compatibility(ATTRS)
+    check_compatible(a, dict(a), "runA", "runB")
+    b = {**a, "weights_sha256": "b" * 64}
+    with pytest.raises(IncompatibleRunsError) as exc:
+        check_compatible(a, b, "runA", "runB")
+    msg = str(exc.value)
+    assert "--weights runA/rcf_weights.npz" in msg and "weights_sha256" in msg and "runB" in msg
+    assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("key, value", [("patch_size", 8), ("encoder", "other"), ("normalisation_method", "none")])
+def test_check_compatible_refuses_other_settings(key, value):
+    a = compatibility(ATTRS)
+    with pytest.raises(IncompatibleRunsError, match=key):
+        check_compatible(a, {**a, key: value}, "runA", "runB")

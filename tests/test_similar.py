@@ -1,0 +1,113 @@
+"""find_similar on a finished run: queries by id or place, exclusions, feedback, other runs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from changescout.change import read_vectors
+from changescout.errors import EventNotFoundError, GridError, IncompatibleRunsError, RunNotFoundError
+from changescout.events import read_events
+from changescout.similar import RESULT_COLUMNS, RunView, find_similar
+
+
+@pytest.fixture(scope="module")
+def events(session_run):
+    return read_events(session_run)
+
+
+@pytest.fixture(scope="module")
+def query(events):
+    """A persistent, high-ranked event (not on the last date, so that --at/--t1 is unambiguous)."""
+    ev = events[events["persistence"].fillna(-1) > 0].sort_values("rank")
+    return ev.iloc[0]
+
+
+def test_results_are_the_exact_cosine_neighbours(session_run, events, query):
+    res = find_similar(session_run, query["event_id"], k=8)
+    assert list(res.columns) == RESULT_COLUMNS
+    assert len(res) == 8
+    assert res.attrs["query"] == query["event_id"]
+    vectors, keys = read_vectors(session_run / "changes.zarr")
+    q = vectors[keys == query["vec"]][0]
+    sims = (vectors @ q) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+    sims[keys == query["vec"]] = -np.inf
+    best = keys[np.argsort(-sims, kind="stable")[:8]]
+    by_key = events.set_index("vec")["event_id"]
+    assert res["event_id"].tolist() == by_key.loc[best].tolist()
+    np.testing.assert_allclose(res["similarity"], np.sort(sims)[::-1][:8], atol=1e-5)
+    assert (res["run"] == str(session_run)).all()
+
+
+def test_query_by_place_and_date_gives_the_same_results(session_run, query):
+    pg = RunView(session_run).patch_grid
+    poly = pg.polygons(query["row"], query["col"])[0]
+    at = (poly.centroid.x, poly.centroid.y)
+    by_id = find_similar(session_run, query["event_id"], k=6)
+    by_at = find_similar(session_run, at=at, t1=pd.Timestamp(query["t1"]).strftime("%Y-%m-%d"), k=6)
+    pd.testing.assert_frame_equal(by_id, by_at)
+    assert by_at.attrs["query"] == query["event_id"]
+
+
+def test_query_itself_is_excluded(session_run, query):
+    res = find_similar(session_run, query["event_id"], k=20)
+    assert query["event_id"] not in res["event_id"].tolist()
+    assert res["similarity"].is_monotonic_decreasing
+
+
+def test_negatives_are_excluded_and_move_the_results(session_run, query):
+    plain = find_similar(session_run, query["event_id"], k=10)
+    negatives = plain["event_id"].iloc[:2].tolist()
+    fb = find_similar(session_run, query["event_id"], k=10, negatives=negatives)
+    assert not set(negatives) & set(fb["event_id"])
+    assert len(fb) == 10
+    # the query moved: similarities are those of another query vector, not only a shifted list
+    shifted = plain[~plain["event_id"].isin(negatives)]
+    common = fb.merge(shifted, on="event_id", suffixes=("_fb", "_plain"))
+    assert len(common) and not np.allclose(common["similarity_fb"], common["similarity_plain"])
+
+
+def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
+    other = copy_run(session_run, "other")
+    res = find_similar(session_run, query["event_id"], k=5, other_runs=[other])
+    # the other run holds the same event (not excluded there): it is the best match, with similarity 1
+    assert res.loc[0, "event_id"] == query["event_id"] and res.loc[0, "run"] == str(other)
+    assert res.loc[0, "similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert set(res["run"]) <= {str(session_run), str(other)}
+
+
+def test_run_with_other_weights_is_refused(session_run, query, copy_run):
+    other = copy_run(session_run, "other")
+    # as if its vectors came from other rcf weights (a run made without --weights)
+    zattrs = other / "changes.zarr" / ".zattrs"
+    zattrs.write_text(json.dumps({**json.loads(zattrs.read_text()), "weights_sha256": "0" * 64}))
+    zmeta = other / "changes.zarr" / ".zmetadata"
+    meta = json.loads(zmeta.read_text())
+    meta["metadata"][".zattrs"]["weights_sha256"] = "0" * 64
+    zmeta.write_text(json.dumps(meta))
+    assert xr.open_zarr(other / "changes.zarr", consolidated=True).attrs["weights_sha256"] == "0" * 64
+    with pytest.raises(IncompatibleRunsError) as exc:
+        find_similar(session_run, query["event_id"], other_runs=[other])
+    assert "--weights" in str(exc.value)
+
+
+def test_unknown_event_and_bad_place(session_run, events):
+    with pytest.raises(EventNotFoundError, match="no event"):
+        find_similar(session_run, "t_00000000-20210115-20210215-r0-c0")
+    with pytest.raises(GridError, match="outside"):
+        find_similar(session_run, at=(0.0, 0.0), t1="2021-03-15")
+    pg = RunView(session_run).patch_grid
+    x, y = pg.centres()
+    with pytest.raises(EventNotFoundError, match="its dates"):
+        find_similar(session_run, at=(x[0], y[0]), t1="1999-01-01")
+    with pytest.raises(EventNotFoundError):
+        find_similar(session_run)
+    with pytest.raises(EventNotFoundError, match="--k"):
+        find_similar(session_run, events["event_id"].iloc[0], k=0)
+
+
+def test_not_a_run(tmp_path):
+    with pytest.raises(RunNotFoundError, match="events.parquet"):
+        find_similar(tmp_path, "x")

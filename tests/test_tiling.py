@@ -1,0 +1,107 @@
+"""The patch grid, its geometry, and series / event ids."""
+
+import numpy as np
+import pytest
+import shapely
+
+from changescout.cube import OutputGrid
+from changescout.errors import ConfigError, GridError
+from changescout.tiling import PatchGrid, event_id, event_ids, parse_event_id, series_id
+
+
+@pytest.fixture
+def pg(make_grid):
+    # 70 x 100 px of 10 m, 16 px patches: 4 rows x 6 cols (incomplete edge patches dropped)
+    return PatchGrid(make_grid(70, 100), 16)
+
+
+def test_shape_drops_incomplete_edge_patches(pg):
+    assert pg.shape == (4, 6)
+    assert pg.n_patches == 24
+    assert pg.stride == 16
+    assert pg.pixel_window(2, 3) == (slice(32, 48), slice(48, 64))
+
+
+def test_bounds_values(pg):
+    b = pg.bounds(1, 2)
+    assert tuple(b) == (372_000.0 + 2 * 160, 4_836_000.0 - 2 * 160, 372_000.0 + 3 * 160, 4_836_000.0 - 160)
+    # broadcasts over arrays
+    bb = pg.bounds(np.array([0, 3]), np.array([0, 5]))
+    assert bb.shape == (2, 4)
+    assert tuple(bb[1]) == (372_000.0 + 5 * 160, 4_836_000.0 - 4 * 160, 372_000.0 + 6 * 160, 4_836_000.0 - 3 * 160)
+
+
+def test_polygons_bounds_centres_and_locate_agree(pg):
+    rows, cols = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    polys = pg.polygons(rows, cols)
+    bounds = pg.bounds(rows, cols)
+    xs, ys = pg.centres()
+    for poly, b, r, c in zip(polys, bounds, rows, cols):
+        assert poly.area == pytest.approx(160.0 * 160.0)
+        np.testing.assert_allclose(poly.bounds, b)
+        centre = poly.centroid
+        assert pg.locate(centre.x, centre.y) == (r, c)
+        assert centre.x == pytest.approx(xs[c]) and centre.y == pytest.approx(ys[r])
+        # any point inside the polygon (not only the centre) locates to the patch
+        assert pg.locate(b[0] + 1.0, b[3] - 1.0) == (r, c)
+        assert pg.locate(b[2] - 1.0, b[1] + 1.0) == (r, c)
+    # polygons tile without overlap
+    union = shapely.union_all(polys)
+    assert union.area == pytest.approx(24 * 160.0 * 160.0)
+
+
+def test_locate_outside_raises_with_bounds(pg):
+    for x, y in [(371_999.0, 4_835_900.0), (372_000.0 + 6 * 160 + 1, 4_835_900.0), (372_100.0, 4_836_001.0),
+                 (372_100.0, 4_836_000.0 - 4 * 160 - 1)]:
+        with pytest.raises(GridError) as exc:
+            pg.locate(x, y)
+        msg = str(exc.value)
+        assert "outside" in msg
+        assert "372000.0" in msg and "4836000.0" in msg and "EPSG:32631" in msg
+
+
+def test_patch_grid_rejects_bad_patch_size(make_grid):
+    with pytest.raises(ConfigError, match="patch_size"):
+        PatchGrid(make_grid(32, 32), 0)
+    with pytest.raises(ConfigError, match="patch_size"):
+        PatchGrid(make_grid(32, 32), 8.5)
+    with pytest.raises(GridError, match="patch-size"):
+        PatchGrid(make_grid(32, 32), 64)
+
+
+# -- ids -----------------------------------------------------------------------------------------------
+def test_series_id_is_stable_readable_and_grid_dependent(make_grid):
+    g = make_grid(64, 64)
+    a = series_id("My area: Lyon/2021", "abc", g, 16)
+    assert a == series_id("My area: Lyon/2021", "abc", make_grid(64, 64), 16)
+    assert a.startswith("My_area_Lyon_2021_")
+    assert ":" not in a and "/" not in a and "-" not in a
+    assert series_id("My area: Lyon/2021", "abc", make_grid(64, 80), 16) != a
+    assert series_id("My area: Lyon/2021", "abc", g, 8) != a
+    assert series_id("My area: Lyon/2021", "abd", g, 16) != a
+    assert series_id("///", "abc", g, 16).startswith("series_")
+
+
+def test_event_id_format_and_roundtrip(make_grid):
+    s = series_id("lyon-east", "abc", make_grid(64, 64), 16)
+    eid = event_id(s, np.datetime64("2021-03-15"), np.datetime64("2021-04-15T10:30"), 12, 7)
+    assert eid == f"{s}-20210315-20210415-r12-c7"
+    assert ":" not in eid and "/" not in eid
+    d = parse_event_id(eid)
+    assert d == {"series": s, "t0": "20210315", "t1": "20210415", "row": 12, "col": 7}
+    assert event_id(d["series"], np.datetime64("2021-03-15"), np.datetime64("2021-04-15"), d["row"], d["col"]) == eid
+
+
+def test_event_ids_vectorised_matches_scalar():
+    t0 = np.array(["2021-01-15", "2021-02-15"], dtype="datetime64[ns]")
+    t1 = np.array(["2021-02-15", "2021-03-15"], dtype="datetime64[ns]")
+    ids = event_ids("s_1234", t0, t1, [0, 3], [5, 1])
+    assert list(ids) == [event_id("s_1234", t0[0], t1[0], 0, 5), event_id("s_1234", t0[1], t1[1], 3, 1)]
+    assert list(ids) == ["s_1234-20210115-20210215-r0-c5", "s_1234-20210215-20210315-r3-c1"]
+
+
+@pytest.mark.parametrize("bad", ["", "s-2021-20210101-r1-c1", "s-20210101-20210201-r1", "s-20210101-20210201-rx-c1"])
+def test_parse_event_id_rejects_malformed(bad):
+    with pytest.raises(GridError, match="not an event id"):
+        parse_event_id(bad)

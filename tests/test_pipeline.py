@@ -248,6 +248,9 @@ def test_screen_clouds_modes(synthetic_cube):
     masked = cube.assign_coords(quality=(("time", "y", "x"), da.from_array(q, chunks=(1, 128, 128))))
     assert screen_clouds(masked, "auto") is masked
     assert screen_clouds(masked, "hot") is not masked
+    pair = cube.isel(time=[0, 1])  # two dates: a cloud cannot be told from a change, auto does not screen
+    assert screen_clouds(pair, "auto") is pair
+    assert "cloud_screen" in screen_clouds(pair, "hot").attrs
 
 
 def test_rank_events_refuses_an_empty_table():

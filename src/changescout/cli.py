@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -61,17 +62,21 @@ def _dask_progress(description: str, _n: int):
 
 def _summary(run_dir: Path, top: int = 10) -> None:
     from .events import read_events
+    from .objects import read_objects
 
-    ev = read_events(run_dir).sort_values("rank").head(top)
-    table = Table(title=f"Top {len(ev)} changes  ({run_dir})")
-    for c in ("rank", "event_id", "t0", "t1", "atypicality", "rarity", "magnitude", "persistence", "cluster"):
-        table.add_column(c, justify="right" if c not in ("event_id",) else "left")
-    for _, r in ev.iterrows():
-        pers = "" if r["persistence"] is None or str(r["persistence"]) == "<NA>" else str(r["persistence"])
-        table.add_row(str(r["rank"]), r["event_id"], f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", f"{r['atypicality']:.3f}",
-                      f"{r['rarity']:.3f}", f"{r['magnitude']:.3f}", pers, str(r["cluster"]))
+    events = read_events(run_dir)
+    objects = read_objects(run_dir).head(top)
+    lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")
+    table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
+    for c in ("rank", "object", "t0", "t1", "patches", "area ha", "atypicality", "rarity", "persistence", "most atypical patch"):
+        table.add_column(c, justify="left" if c == "most atypical patch" else "right")
+    for _, r in objects.iterrows():
+        pers = "" if not np.isfinite(r["persistence"]) else f"{r['persistence']:g}"
+        table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", str(r["n_patches"]),
+                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", f"{r['rarity']:.3f}", pers,
+                      str(lead.loc[r["object_id"], "event_id"]))
     out_console.print(table)
-    out_console.print(f"Outputs in {run_dir}: events.parquet, maps/, report.html")
+    out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
 
 
 def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:

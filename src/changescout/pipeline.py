@@ -32,13 +32,14 @@ from .encoders import get_encoder
 from .encoders.base import sha256_file
 from .errors import ConfigError, RunExistsError
 from .events import COLUMNS, write_events
+from .objects import ObjectRanker, object_geometries, write_objects
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex
 from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
-             "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz")
+             "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz")
 
 
 @dataclass
@@ -165,14 +166,16 @@ def open_source(config: RunConfig):
 
 
 def screen_clouds(cube, mode: str):
-    """``auto``: flag haze and clouds spectrally when the source gave no quality mask; ``hot``: always; ``off``."""
+    """``auto``: flag haze and clouds spectrally when the source gave no quality mask and the series has at least
+    three dates (in a pair, a cloud cannot be told from a change, and bright top-of-atmosphere or 8-bit RGB
+    scenes trip the HOT threshold); ``hot``: always; ``off``: never."""
     from .quality import can_screen, screen_haze
 
     if mode not in ("auto", "hot", "off"):
         raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
     if mode == "off" or not can_screen(cube):
         return cube
-    if mode == "auto" and _has_mask(cube):
+    if mode == "auto" and (cube.sizes["time"] < 3 or _has_mask(cube)):
         return cube
     return screen_haze(cube)
 
@@ -240,13 +243,14 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     if not (run.done("rank") and (out / "events.parquet").exists()):
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
-            ranked, clusters = rank_events(events, vectors, config)
+            ranked, clusters, objects = rank_events(events, vectors, config)
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
+            write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
             clusters.to_parquet(out / "clusters.parquet.tmp", index=False)
             (out / "clusters.parquet.tmp").replace(out / "clusters.parquet")
             SimilarChangeIndex().fit(vectors, events["vec"].to_numpy()).save(out / "index.faiss")
-            info.update(events=len(gdf), clusters=int(clusters.shape[0]))
+            info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
 
     if not (run.done("outputs") and (out / "report.html").exists()):
         with run.stage("outputs"):
@@ -255,7 +259,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
 
 
 def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig):
-    """Cluster change vectors into types and rank events; returns (events, cluster table)."""
+    """Cluster change vectors into types, rank events, group them into objects and rank those;
+    returns (events with ``object_id``/``object_rank``, cluster table, objects table without geometry)."""
     if len(events) == 0:
         raise ConfigError("no change could be computed: fewer than two clear dates for every patch "
                           "(check the dates, the quality mask and --min-clear)")
@@ -264,14 +269,16 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig):
     events["cluster"] = clusterer.labels_
     reduced = clusterer.transform(vectors)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
-    return ranked, cluster_table(ranked)
+    ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight).fit_transform(ranked, vectors)
+    return ranked, cluster_table(ranked), objects
 
 
 def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) -> gpd.GeoDataFrame:
     ev = events.copy()
     ev["series"] = series
-    for c in ("row", "col", "cluster", "cluster_size", "rank"):
+    for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
         ev[c] = ev[c].astype(np.int32)
+    ev["object_id"] = ev["object_id"].astype(np.int64)
     for c in ("magnitude", "surprise", "zscore", "clear_fraction", "rarity", "atypicality"):
         ev[c] = ev[c].astype(np.float32)
     geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())

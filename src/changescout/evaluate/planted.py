@@ -109,3 +109,45 @@ def planted_scores(labelled: pd.DataFrame, score_col: str = "atypicality", truth
         "n_pos": int((y == 1).sum()),
         "n_neg": int((y == 0).sum()),
     }
+
+
+def label_objects(labelled: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``objects`` with ``truth_object``, ``truth_type``, ``truth_kind`` from its labelled events.
+
+    ``labelled`` are events from :func:`label_events` with an ``object_id``. An object is named after the
+    planted object most of its positive patches belong to; without positive patches it is a cloud when one
+    of its patches is, else ``"none"``.
+    """
+    pos = labelled[labelled["label"] == 1]
+    name = pos.groupby("object_id")["truth_object"].agg(lambda s: s.value_counts().index[0])
+    first = pos.drop_duplicates(["object_id", "truth_object"]).set_index(["object_id", "truth_object"])
+    out = objects.copy()
+    out["truth_object"] = out["object_id"].map(name).fillna(-1).astype(int)
+    keys = list(zip(out["object_id"], out["truth_object"]))
+    hit = out["truth_object"].to_numpy() >= 0
+    out["truth_type"] = "none"
+    out["truth_kind"] = "none"
+    if hit.any():
+        sel = first.loc[[k for k, h in zip(keys, hit) if h]]
+        out.loc[hit, "truth_type"] = sel["truth_type"].to_numpy()
+        out.loc[hit, "truth_kind"] = sel["truth_kind"].to_numpy()
+    clouds = set(labelled.loc[labelled["truth_kind"] == "cloud", "object_id"])
+    out.loc[~hit & out["object_id"].isin(clouds), "truth_kind"] = "cloud"
+    return out
+
+
+def planted_object_scores(objects: pd.DataFrame, truth: PlantedTruth | None = None) -> dict:
+    """On objects from :func:`label_objects`: rare planted objects in the top 10 objects, clouds in the top 20."""
+    rank = objects["rank"].to_numpy()
+    rare = objects["truth_kind"].to_numpy() == "rare"
+    found = sorted({int(i) for i in objects["truth_object"].to_numpy()[rare & (rank <= 10)]})
+    all_rare = set(objects["truth_object"].to_numpy()[rare].astype(int))
+    if truth is not None:
+        all_rare |= set(truth.objects.loc[truth.objects["kind"] == "rare", "object_id"].astype(int))
+    best = objects[objects["truth_object"] >= 0].groupby("truth_object")["rank"].min()
+    return {
+        "objects_rare_in_top10": found,
+        "objects_rare_missing_top10": sorted(all_rare - set(found)),
+        "objects_clouds_in_top20": int(((rank <= 20) & (objects["truth_kind"] == "cloud").to_numpy()).sum()),
+        "objects_best_rank": {int(k): int(v) for k, v in best.items()},
+    }

@@ -1,0 +1,210 @@
+"""Change objects: touching patch changes of one date pair that change alike, ranked as one change.
+
+An analyst thinks in objects (a clear-cut, a flooded field), not in 16 px patches, and the rarity of a
+change type is a matter of how many *objects* show it: eight clear-cuts of five patches each are a common
+type, two construction sites are a rare one, whatever the patch counts. So:
+
+1. *Candidates* are the events whose ``surprise`` stands out from the run's bulk (robust z-score above
+   ``min_z``: median and MAD of all events).
+2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors point the same way
+   (cosine >= ``min_cosine``) join one object; a construction site next to a harvested field stays apart.
+   Every other event is an object of its own.
+3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
+   (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
+   descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its ``atypicality`` is the
+   geometric mean of their percentiles, multiplied by ``transient_weight`` when the object is transient (its
+   patches' median persistence is 0: a cloud). Objects made of non-candidates rank after every candidate
+   object, in the order of their event atypicality.
+"""
+
+from __future__ import annotations
+
+import faiss
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .rank import percentile
+
+_NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
+    "object_id": ("int64", "object id, unique within the run; events.parquet refers to it"),
+    "t0": ("datetime64[ns]", "earliest t0 of its patches"),
+    "t1": ("datetime64[ns]", "date of the new state (shared by its patches)"),
+    "n_patches": ("int32", "number of patch events in the object"),
+    "area_ha": ("float64", "area of the dissolved polygon in hectares (geodesic for geographic CRS; patches for pixel grids)"),
+    "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
+    "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
+    "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),
+    "persistence": ("float32", "median persistence of its patches (0 = transient); NaN = unknown"),
+    "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),
+    "rarity": ("float32", "0..1, higher = fewer similar change objects in the run"),
+    "atypicality": ("float32", "0..1, higher = more atypical object"),
+    "rank": ("int32", "1 = most atypical object"),
+}
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """``(v - median) / (1.4826 MAD)`` over all values (NaN-safe; a zero MAD falls back to the std)."""
+    v = np.asarray(values, dtype=float)
+    med = np.nanmedian(v) if len(v) else 0.0
+    mad = 1.4826 * np.nanmedian(np.abs(v - med)) if len(v) else 0.0
+    if not np.isfinite(mad) or mad <= 0:
+        mad = np.nanstd(v) if len(v) else 1.0
+    return (v - med) / (mad if mad > 0 else 1.0)
+
+
+def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0, min_cosine: float = 0.5) -> np.ndarray:
+    """Object id of each event (row order of ``events``; ``vec`` indexes ``vectors``)."""
+    n = len(events)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    cand = robust_z(events["surprise"].to_numpy(float)) > min_z
+    idx = np.flatnonzero(cand)
+    t1 = pd.to_datetime(events["t1"]).to_numpy("datetime64[D]").astype(np.int64)[idx]
+    rows, cols = events["row"].to_numpy(np.int64)[idx], events["col"].to_numpy(np.int64)[idx]
+    unit = vectors[events["vec"].to_numpy(np.int64)[idx]].astype(np.float32)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    where = {key: i for i, key in enumerate(zip(t1.tolist(), rows.tolist(), cols.tolist()))}
+    a, b = [], []
+    for i, (t, r, c) in enumerate(zip(t1.tolist(), rows.tolist(), cols.tolist())):
+        for dr, dc in _NEIGHBOURS:
+            j = where.get((t, r + dr, c + dc))
+            if j is not None and float(unit[i] @ unit[j]) >= min_cosine:
+                a.append(i)
+                b.append(j)
+    m = len(idx)
+    n_comp, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m)), directed=False)
+    # Ids in a deterministic order: candidate objects first (by their first event), then the other events.
+    first = np.full(n_comp, np.iinfo(np.int64).max)
+    np.minimum.at(first, comp, idx)
+    renum = np.empty(n_comp, np.int64)
+    renum[np.argsort(first, kind="stable")] = np.arange(n_comp)
+    out = np.empty(n, np.int64)
+    out[idx] = renum[comp]
+    out[~cand] = n_comp + np.arange(n - m)
+    return out
+
+
+def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
+    """Surprise-weighted mean change vector per object, rows in the order of ``object_ids``."""
+    pos = pd.Index(object_ids).get_indexer(events["object_id"].to_numpy())
+    keep = pos >= 0
+    w = np.maximum(events["surprise"].to_numpy(float)[keep], 1e-6)
+    vec = vectors[events["vec"].to_numpy(np.int64)[keep]].astype(np.float64)
+    out = np.zeros((len(object_ids), vectors.shape[1]))
+    total = np.zeros(len(object_ids))
+    np.add.at(out, pos[keep], vec * w[:, None])
+    np.add.at(total, pos[keep], w)
+    return (out / np.maximum(total, 1e-12)[:, None]).astype(np.float32)
+
+
+def _knn_distance(desc: np.ndarray, k: int) -> np.ndarray:
+    if len(desc) < 2:
+        return np.ones(len(desc))
+    unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    index = faiss.IndexFlatL2(unit.shape[1])
+    index.add(np.ascontiguousarray(unit, dtype=np.float32))
+    d, _ = index.search(np.ascontiguousarray(unit, dtype=np.float32), min(k + 1, len(unit)))
+    return np.sqrt(np.maximum(d[:, 1:], 0)).mean(axis=1)
+
+
+class ObjectRanker:
+    """Group an events table into objects and rank them (see the module docstring)."""
+
+    def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined"):
+        self.min_z = min_z
+        self.min_cosine = min_cosine
+        self.n_neighbors = n_neighbors
+        self.transient_weight = transient_weight
+        self.by = by
+
+    def fit_transform(self, events: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Returns ``(events + object_id + object_rank, objects table without geometry)``."""
+        ev = events.copy()
+        ev["object_id"] = group_objects(ev, vectors, self.min_z, self.min_cosine)
+        ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
+        g = ev.groupby("object_id", sort=True)
+        obj = pd.DataFrame({
+            "object_id": np.asarray(list(g.groups), dtype=np.int64),
+            "t0": g["t0"].min().to_numpy(), "t1": g["t1"].first().to_numpy(),
+            "n_patches": g.size().to_numpy(np.int32),
+            "magnitude": g["magnitude"].max().to_numpy(np.float32),
+            "surprise": g["surprise"].max().to_numpy(np.float32),
+            "zscore": g["zscore"].max().to_numpy(np.float32),
+            "persistence": g["persistence"].agg(lambda s: s.astype("Float64").median()).to_numpy(np.float32, na_value=np.nan),
+            "candidate": g["_cand"].first().to_numpy(bool),
+        })
+        event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
+        cand = obj["candidate"].to_numpy()
+        rarity = np.zeros(len(obj))
+        score = np.zeros(len(obj))
+        if cand.any():
+            desc = object_descriptors(ev, vectors, obj.loc[cand, "object_id"].to_numpy())
+            rarity[cand] = percentile(_knn_distance(desc, self.n_neighbors))
+            mag = np.sqrt(percentile(obj.loc[cand, "surprise"]) * percentile(obj.loc[cand, "zscore"]))
+            score[cand] = {"rarity": rarity[cand], "magnitude": mag,
+                           "combined": np.cbrt(rarity[cand] * mag * mag)}[self.by]
+        transient = (obj["persistence"] == 0).to_numpy()
+        score = np.where(transient, score * self.transient_weight, score)
+        # Candidates first (by score), then the other events by their own score.
+        order = np.lexsort((obj["object_id"].to_numpy(), -np.where(cand, score, event_score), ~cand))
+        rank = np.empty(len(obj), np.int32)
+        rank[order] = np.arange(1, len(obj) + 1)
+        obj["rarity"] = rarity.astype(np.float32)
+        obj["atypicality"] = np.where(cand, score, 0.0).astype(np.float32)
+        obj["rank"] = rank
+        ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
+        return ev.drop(columns="_cand"), obj
+
+
+def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.GeoDataFrame:
+    """The objects table with dissolved polygons (series CRS) and their area in hectares."""
+    geoms = events.groupby("object_id")["geometry"].agg(lambda s: shapely.union_all(s.to_numpy()))
+    gdf = gpd.GeoDataFrame(objects.copy(), geometry=geoms.reindex(objects["object_id"]).to_numpy(), crs=events.crs)
+    gdf["area_ha"] = _area_ha(gdf)
+    return gdf[list(OBJECT_SCHEMA) + ["geometry"]].sort_values("rank").reset_index(drop=True)
+
+
+def _area_ha(gdf: gpd.GeoDataFrame) -> np.ndarray:
+    if gdf.crs is None:
+        return np.full(len(gdf), np.nan)
+    if gdf.crs.is_geographic:
+        geod = gdf.crs.get_geod()
+        return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in gdf.geometry]) / 1e4
+    factor = gdf.crs.axis_info[0].unit_conversion_factor if gdf.crs.axis_info else 1.0
+    return gdf.geometry.area.to_numpy() * factor**2 / 1e4
+
+
+def write_objects(objects: gpd.GeoDataFrame, path) -> None:
+    """Write the objects table as GeoParquet, atomically, with its column descriptions in the metadata."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        objects.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
+        table = pq.read_table(tmp)
+        meta = dict(table.schema.metadata or {})
+        meta[b"changescout"] = json.dumps({"columns": {k: {"dtype": d, "description": s} for k, (d, s) in OBJECT_SCHEMA.items()}}).encode()
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def read_objects(path) -> gpd.GeoDataFrame:
+    """The objects table of a run directory (or file), most atypical first."""
+    from pathlib import Path
+
+    from .errors import RunNotFoundError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "objects.parquet"
+    if not path.exists():
+        raise RunNotFoundError("no objects table here (run `changescout run` first)", path)
+    return gpd.read_parquet(path).sort_values("rank").reset_index(drop=True)

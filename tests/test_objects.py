@@ -1,0 +1,112 @@
+"""Change objects: grouping of touching patch events, object ranking, polygons and areas, the run's table."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from changescout.cube import OutputGrid
+from changescout.objects import ObjectRanker, group_objects, object_geometries, read_objects
+from changescout.tiling import PatchGrid
+
+T = pd.Timestamp
+
+
+def _events(rows):
+    """Events from tuples (row, col, t1, surprise, persistence, vector)."""
+    vecs = np.array([r[5] for r in rows], np.float32)
+    df = pd.DataFrame({
+        "row": [r[0] for r in rows], "col": [r[1] for r in rows],
+        "t0": T("2021-01-01"), "t1": [T(r[2]) for r in rows],
+        "surprise": [r[3] for r in rows], "magnitude": [r[3] for r in rows], "zscore": [10 * r[3] for r in rows],
+        "persistence": pd.array([r[4] for r in rows], dtype="Int32"), "vec": np.arange(len(rows)),
+    })
+    return df, vecs
+
+
+def _background(n=200, seed=0, dim=8):
+    """Weak, scattered changes that make the bulk of a run (far apart, so they never touch)."""
+    rng = np.random.default_rng(seed)
+    return [(40 + 2 * (i // 20), 2 * (i % 20), "2021-06-01", float(rng.uniform(0.05, 0.15)), 3, rng.normal(size=dim)) for i in range(n)]
+
+
+def test_touching_alike_changes_of_one_date_form_one_object():
+    up, down = np.eye(8)[0], -np.eye(8)[0]
+    rows = _background() + [
+        (1, 1, "2021-03-01", 2.0, 2, up), (1, 2, "2021-03-01", 2.1, 2, up), (2, 2, "2021-03-01", 1.9, 2, up),  # one object
+        (1, 3, "2021-03-01", 2.0, 2, down),  # touches, but changes the other way: apart
+        (1, 1, "2021-04-01", 2.0, 2, up),  # same place, another date: apart
+        (5, 5, "2021-03-01", 2.0, 2, up),  # same date, does not touch: apart
+    ]
+    ev, vecs = _events(rows)
+    ids = group_objects(ev, vecs)
+    a, b, c, d, e, f = ids[-6:]
+    assert a == b == c
+    assert len({a, d, e, f}) == 4
+    assert len(set(ids[:-6])) == len(ids) - 6  # weak changes stay single-patch objects
+    assert set(ids) == set(range(len(set(ids))))  # ids are 0..n-1
+
+
+def test_rare_object_type_outranks_a_common_one_of_the_same_size():
+    rng = np.random.default_rng(1)
+    common_dir, rare_dir = np.eye(8)[1], np.eye(8)[2]
+    rows = _background()
+    for k in range(8):  # eight clear-cuts of two patches each, same strength as the rare change
+        rows += [(3 * k, 0, "2021-05-01", 2.0, 3, common_dir + 0.05 * rng.normal(size=8)),
+                 (3 * k, 1, "2021-05-01", 2.0, 3, common_dir + 0.05 * rng.normal(size=8))]
+    rows += [(3, 10, "2021-05-01", 2.0, 3, rare_dir), (3, 11, "2021-05-01", 2.0, 3, rare_dir)]
+    ev, vecs = _events(rows)
+    ev, obj = ObjectRanker().fit_transform(ev, vecs)
+    rare_obj = ev.iloc[-1]["object_id"]
+    assert obj.set_index("object_id").loc[rare_obj, "rank"] == 1
+    assert (ev.iloc[-2:]["object_rank"] == 1).all()
+    assert obj["rank"].is_unique and obj["rank"].min() == 1
+
+
+def test_transient_object_is_demoted_and_rank_by_is_honoured():
+    rows = _background() + [(1, 1, "2021-03-01", 3.0, 0, np.eye(8)[3]), (1, 2, "2021-03-01", 3.0, 0, np.eye(8)[3]),  # cloud
+                            (9, 9, "2021-03-01", 1.5, 2, np.eye(8)[4])]
+    ev, vecs = _events(rows)
+    _, obj = ObjectRanker().fit_transform(ev, vecs)
+    ev2, _ = ObjectRanker().fit_transform(ev, vecs)
+    cloud, real = ev2.iloc[-3]["object_rank"], ev2.iloc[-1]["object_rank"]
+    assert real < cloud
+    _, obj_mag = ObjectRanker(by="magnitude", transient_weight=1.0).fit_transform(ev, vecs)
+    ev3, _ = ObjectRanker(by="magnitude", transient_weight=1.0).fit_transform(ev, vecs)
+    assert ev3.iloc[-3]["object_rank"] < ev3.iloc[-1]["object_rank"]  # bigger change first when nothing is demoted
+
+
+def test_object_polygons_are_dissolved_and_areas_in_hectares():
+    grid = OutputGrid("EPSG:32631", (10.0, 0.0, 372_000.0, 0.0, -10.0, 4_836_000.0), (64, 64))
+    pg = PatchGrid(grid, 16)
+    rng = np.random.default_rng(2)
+    rows = [(r, c, "2021-03-01", float(rng.uniform(0.05, 0.15)), 3, rng.normal(size=8)) for r in range(4) for c in range(4) if r > 0]
+    rows += [(0, 0, "2021-03-01", 2.0, 2, np.eye(8)[0]), (0, 1, "2021-03-01", 2.0, 2, np.eye(8)[0])]
+    ev, vecs = _events(rows)
+    ev, obj = ObjectRanker().fit_transform(ev, vecs)
+    gdf = gpd.GeoDataFrame(ev, geometry=pg.polygons(ev["row"].to_numpy(), ev["col"].to_numpy()), crs=grid.crs)
+    out = object_geometries(gdf, obj)
+    big = out[out["n_patches"] == 2].iloc[0]
+    assert big["area_ha"] == pytest.approx(2 * 160 * 160 / 1e4)
+    assert shapely.get_num_geometries(big.geometry) == 1 and big.geometry.area == pytest.approx(2 * 160 * 160)
+    geo = object_geometries(gdf.to_crs("EPSG:4326"), obj)
+    assert geo.loc[geo["n_patches"] == 2, "area_ha"].iloc[0] == pytest.approx(5.12, rel=0.01)
+
+
+def test_run_writes_objects_that_events_refer_to(session_run):
+    objects = read_objects(session_run)
+    events = gpd.read_parquet(session_run / "events.parquet")
+    assert objects.crs == events.crs
+    assert set(events["object_id"]) == set(objects["object_id"])
+    assert objects["rank"].tolist() == list(range(1, len(objects) + 1))
+    per_object = events.groupby("object_id").size()
+    assert (objects.set_index("object_id")["n_patches"] == per_object.reindex(objects["object_id"])).all()
+    assert objects["candidate"].any() and (objects.loc[objects["candidate"], "n_patches"] >= 1).all()
+    assert (objects["area_ha"] > 0).all()
+    # every event carries its object's rank
+    assert (events["object_rank"].to_numpy() == objects.set_index("object_id").loc[events["object_id"], "rank"].to_numpy()).all()
+    # candidate objects come first in the analyst's list
+    assert objects["candidate"].iloc[: int(objects["candidate"].sum())].all()

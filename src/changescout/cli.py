@@ -114,7 +114,7 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 
 @app.command()
 def run(ctx: typer.Context,
-        source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, or 'synthetic'."),
+        source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory."),
         kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD (stacked files, or to override names)."),

@@ -17,13 +17,19 @@ from ..errors import SourceError
 
 ENTRY_POINT_GROUP = "changescout.sources"
 
-#: Built-in kinds and their modules; ``sniff`` is tried in this order (``synthetic`` is named, not sniffed).
+#: Built-in kinds and their modules.
 BUILTIN = {
     "datacube": "changescout.sources.datacube",
+    "oscd": "changescout.sources.oscd",
+    "dynamicearthnet": "changescout.sources.dynamicearthnet",
+    "pairs": "changescout.sources.pairs",
     "stacked": "changescout.sources.stacked",
     "geotiff": "changescout.sources.geotiff",
     "synthetic": "changescout.sources.synthetic",
 }
+#: Built-ins whose ``sniff`` is tried, in this order: dataset layouts before the generic GeoTIFF folder, which
+#: accepts any folder (``synthetic`` is named, not sniffed).
+SNIFF_ORDER = ("datacube", "oscd", "dynamicearthnet", "pairs", "stacked", "geotiff")
 
 
 def _plugins() -> dict:
@@ -57,7 +63,7 @@ def sniff_kind(source) -> str:
     path = Path(source)
     if not path.exists():
         raise SourceError("does not exist", path)
-    for kind in ("datacube", "stacked", "geotiff"):
+    for kind in SNIFF_ORDER:
         if get_source(kind).sniff(path):
             return kind
     for kind, ep in _plugins().items():
@@ -67,8 +73,9 @@ def sniff_kind(source) -> str:
         except Exception as exc:  # a broken plugin warns and is skipped
             warnings.warn(f"source plugin {kind!r} failed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
     raise SourceError(
-        "cannot tell what kind of source this is (expected a folder of GeoTIFFs, a .tif, a .nc/.h5 file or a "
-        f".zarr store); pass kind= one of: {', '.join(available_sources())}",
+        "cannot tell what kind of source this is (expected a folder of GeoTIFFs, a .tif, a .nc/.h5 file, a "
+        ".zarr store, an OSCD city folder, a DynamicEarthNet cube folder or an A/B pairs folder); pass kind= one "
+        f"of: {', '.join(available_sources())}",
         path,
     )
 

@@ -1,0 +1,210 @@
+"""Bi-temporal image pairs with change labels, LEVIR-CD style: ``<root>/A/``, ``<root>/B/``, ``<root>/label/``.
+
+The three folders hold same-named images (matched by file name without extension; PNG, TIF or JPG): ``A`` the
+first date, ``B`` the second, ``label`` the change mask (0 = no change, 255 = change; a 0/1 mask is read too).
+Images are RGB uint8 (an alpha band is dropped); reflectance-like values are ``DN / 255``, bands
+``red``, ``green``, ``blue``.
+
+Such pairs carry neither a CRS nor dates:
+
+* coordinates are **pixels**: the cube's CRS is :data:`PIXEL_CRS` (a local engineering CRS, unit "pixel") with the
+  transform ``(1, 0, 0, 0, -1, H)``, so ``x = col + 0.5`` and ``y = H - row - 0.5``; ``attrs["crs_fallback"]`` is
+  ``"pixel"`` (see :func:`is_pixel_grid`). A pair whose ``A`` image is a georeferenced GeoTIFF keeps its CRS.
+* the two dates are placeholders, :data:`PLACEHOLDER_DATES`; ``attrs["dates"]`` says so (LEVIR-CD pairs are
+  5 to 14 years apart, at dates the files do not tell).
+
+The output grid is the image grid as it is (not snapped to a patch lattice), so the label lines up pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import rasterio
+import xarray as xr
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from ..cube import OutputGrid, make_cube, validate_cube
+from ..errors import SourceError
+
+BANDS = ("red", "green", "blue")
+FOLDERS = ("A", "B", "label")
+PLACEHOLDER_DATES = ("2000-01-01", "2001-01-01")
+#: A local engineering CRS whose unit is one image pixel: the CRS of cubes made from non-georeferenced pairs.
+PIXEL_CRS = ('ENGCRS["changescout pixel grid",EDATUM["image pixels"],CS[Cartesian,2],'
+             'AXIS["x",east,ORDER[1],LENGTHUNIT["pixel",1]],AXIS["y",north,ORDER[2],LENGTHUNIT["pixel",1]]]')
+_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass(eq=False)
+class PairItem:
+    """One labelled pair: its two-date cube, the change label and the valid mask, ``(H, W)`` bool arrays."""
+
+    name: str
+    cube: xr.DataArray
+    label: np.ndarray
+    valid: np.ndarray
+    files: dict = field(default_factory=dict)
+
+    @property
+    def change_fraction(self) -> float:
+        return float(self.label[self.valid].mean()) if self.valid.any() else float("nan")
+
+
+def is_pixel_grid(cube: xr.DataArray) -> bool:
+    """Whether ``cube`` is in pixel coordinates (no real CRS; see the module docstring)."""
+    return cube.attrs.get("crs_fallback") == "pixel"
+
+
+# -- the dataset ----------------------------------------------------------------------------------------
+def list_items(root, *, labelled: bool = True) -> list[str]:
+    """Names (file names without extension) of the pairs under ``root``, sorted.
+
+    :class:`SourceError` naming the file when a name of ``A`` is missing from ``B`` (or from ``label`` when
+    ``labelled``), or the other way round.
+    """
+    root = Path(root)
+    folders = FOLDERS if labelled else FOLDERS[:2]
+    found = {name: _images(root / name) for name in folders}
+    names = set(found["A"])
+    for name in folders[1:]:
+        other = set(found[name])
+        if other - names:
+            first = sorted(other - names)[0]
+            raise SourceError(f"has no counterpart A/{first}.*; A, B and label need the same file names", found[name][first])
+        if names - other:
+            first = sorted(names - other)[0]
+            raise SourceError(f"has no counterpart {name}/{first}.*; A, B and label need the same file names",
+                              found["A"][first])
+    if not names:
+        raise SourceError("A/ holds no image (.png, .tif, .jpg)", root / "A")
+    return sorted(names)
+
+
+def load_item(root, name: str, *, chunks: int = 1024) -> PairItem:
+    """The cube, change label and valid mask of the pair ``name`` (see :func:`list_items`)."""
+    root = Path(root)
+    label_path = _find(root / "label", name)
+    cube = open(root, item=name, chunks=chunks).persist()
+    label_raw = _read(label_path)[0]
+    if label_raw.shape != (cube.sizes["y"], cube.sizes["x"]):
+        raise SourceError(f"the label is {label_raw.shape[0]}x{label_raw.shape[1]} px but A/{name} is "
+                          f"{cube.sizes['y']}x{cube.sizes['x']} px", label_path)
+    label = label_raw >= (128 if label_raw.max() > 1 else 1)
+    valid = np.asarray((cube["quality"] == 0).all("time").values)
+    files = {"A": cube.attrs["source_files"][0], "B": cube.attrs["source_files"][1], "label": str(label_path)}
+    return PairItem(name, cube, np.asarray(label, bool), valid, files)
+
+
+# -- the SeriesCube source ---------------------------------------------------------------------------------
+def sniff(path) -> bool:
+    """A folder with ``A/`` and ``B/`` sub-folders, or an image in an ``A/`` folder whose sibling ``B/`` exists."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / "A").is_dir() and (p / "B").is_dir()
+    return p.is_file() and p.parent.name == "A" and (p.parent.parent / "B").is_dir() and p.suffix.lower() in _EXTENSIONS
+
+
+def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
+         chunks=1024, level=None, scale_factor=None, offset=None):
+    """Open one pair as a two-date SeriesCube: ``path`` is the root with ``item=`` a pair name (optional when
+    the root holds one pair), or an image file in ``A/``. ``dates`` replaces the placeholder dates."""
+    path = Path(path)
+    if path.is_file():
+        root, item = path.parent.parent, path.stem
+    else:
+        root = path
+        if item is None:
+            names = list_items(root, labelled=False)
+            if len(names) != 1:
+                more = " ..." if len(names) > 5 else ""
+                raise SourceError(f"holds {len(names)} pairs; pass item= one of {names[:5]}{more}", root)
+            item = names[0]
+    if grid is not None or mask is not None:
+        raise SourceError("an image pair is read on its own pixel grid and has no quality mask; grid= and mask= "
+                          "do not apply", root)
+    files = [_find(root / "A", item), _find(root / "B", item)]
+    arrays, georef = zip(*(_read(f, with_georef=True) for f in files))
+    for f, a in zip(files[1:], arrays[1:]):
+        if a.shape[1:] != arrays[0].shape[1:]:
+            raise SourceError(f"is {a.shape[1]}x{a.shape[2]} px but {files[0].name} in A/ is "
+                              f"{arrays[0].shape[1]}x{arrays[0].shape[2]} px", f)
+    for f, a in zip(files, arrays):
+        if a.shape[0] < 3:
+            raise SourceError(f"has {a.shape[0]} band(s); expected an RGB image", f)
+        if a.dtype != np.uint8 and scale_factor is None:
+            raise SourceError(f"holds {a.dtype} values, not 8-bit RGB; pass scale_factor= (file value to 0..1)", f)
+    h, w = arrays[0].shape[1:]
+    crs, transform = georef[0] or (PIXEL_CRS, (1.0, 0.0, 0.0, 0.0, -1.0, float(h)))
+    out = OutputGrid(crs, transform, (h, w))
+    scale = float(scale_factor) if scale_factor is not None else 1.0 / 255.0
+    data = np.stack([a[:3] for a in arrays]).astype(np.float32) * np.float32(scale) + np.float32(offset or 0.0)
+    names = list(BANDS)
+    attrs = {
+        "label": item,
+        "source": str(root.resolve()),
+        "source_files": [str(f.resolve()) for f in files],
+        "level": str(level or "unknown"),
+        "scale_factor": scale,
+        "offset": float(offset or 0.0),
+        "dataset": "pairs",
+        "dates": "given" if dates is not None else f"placeholder: the pair has no dates; {PLACEHOLDER_DATES} stand for them",
+    }
+    if georef[0] is None:
+        attrs["crs_fallback"] = "pixel"
+    times = list(PLACEHOLDER_DATES) if dates is None else _two_dates(dates, root)
+    cube = make_cube(da.from_array(data, chunks=(1, -1, chunks, chunks)), times, names, out, attrs=attrs)
+    if bands is not None:
+        unknown = [b for b in bands if b not in names]
+        if unknown:
+            raise SourceError(f"has no band(s) {unknown}; its bands are {names}", root)
+        cube = cube.sel(band=[str(b) for b in bands])
+    return validate_cube(cube)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+def _images(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise SourceError(f"missing: a pairs root holds {', '.join(f + '/' for f in FOLDERS)} with the same file names", folder)
+    found: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in _EXTENSIONS and not f.name.startswith("."):
+            if f.stem in found:
+                raise SourceError(f"two images named {f.stem!r}: {found[f.stem].name} and {f.name}", folder)
+            found[f.stem] = f
+    return found
+
+
+def _find(folder: Path, name: str) -> Path:
+    found = _images(folder)
+    if name not in found:
+        raise SourceError(f"has no image named {name!r} (.png, .tif or .jpg); A, B and label need the same file names", folder)
+    return found[name]
+
+
+def _read(path: Path, with_georef: bool = False):
+    """``(bands, H, W)`` uint8 array of an image and, with ``with_georef``, its ``(crs, transform)`` or ``None``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                data = src.read()
+                t = src.transform
+                north_up = src.crs is not None and not t.b and not t.d and t.e < 0
+                georef = (src.crs.to_string(), (t.a, t.b, t.c, t.d, t.e, t.f)) if north_up else None
+    except RasterioError as exc:
+        raise SourceError(f"not a readable image ({exc})", path) from exc
+    return (data, georef) if with_georef else data
+
+
+def _two_dates(dates, where):
+    from .dates import to_times
+
+    times = to_times(dates)
+    if len(times) != 2:
+        raise SourceError(f"a pair has 2 dates, {len(times)} were given", where)
+    return times

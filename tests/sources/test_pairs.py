@@ -1,0 +1,130 @@
+"""A/B/label pairs: the real LEVIR-CD samples (skipped when absent) and tiny pairs generated here."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+from changescout.cube import grid_of
+from changescout.errors import SourceError
+from changescout.sources import open_series, pairs
+
+#: Change fractions of the LEVIR-CD samples, in percent (their PROVENANCE.md).
+LEVIR_CHANGE = {"test_102_0512_0000": 20.7, "test_7_0256_0512": 13.7, "train_386_0512_0768": 0.0, "val_27_0000_0256": 12.1}
+
+
+@pytest.fixture
+def levir(real_data):
+    path = real_data / "levir_cd_samples"
+    if not path.is_dir():
+        pytest.skip(f"LEVIR-CD samples not found at {path}")
+    return path
+
+
+def test_levir_samples(levir):
+    names = pairs.list_items(levir)
+    assert len(names) == 11 and set(LEVIR_CHANGE) <= set(names)
+    for name, percent in LEVIR_CHANGE.items():
+        item = pairs.load_item(levir, name)
+        assert item.label.shape == (256, 256) == (item.cube.sizes["y"], item.cube.sizes["x"])
+        assert item.label.dtype == bool and item.valid.all()
+        assert 100 * item.change_fraction == pytest.approx(percent, abs=0.05)
+    cube = item.cube
+    assert pairs.is_pixel_grid(cube) and cube.attrs["crs_fallback"] == "pixel"
+    assert list(cube.band.values) == ["red", "green", "blue"] and cube.dtype == np.float32
+    assert float(cube.min()) >= 0 and float(cube.max()) <= 1
+    assert "placeholder" in cube.attrs["dates"]
+    assert list(pd.DatetimeIndex(cube.time.values)) == list(pd.to_datetime(pairs.PLACEHOLDER_DATES))
+    grid = grid_of(cube)
+    assert grid.transform == (1.0, 0.0, 0.0, 0.0, -1.0, 256.0)
+    assert cube.x.values[0] == 0.5 and cube.y.values[0] == 255.5  # x = col + 0.5, y = H - row - 0.5
+
+
+def _write(path, data, **profile):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(data)
+    driver = "PNG" if path.suffix == ".png" else "GTiff"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver=driver, width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                           dtype=data.dtype.name, **profile) as dst:
+            dst.write(data)
+    return path
+
+
+def make_pairs(root, names=("p1", "p2"), size=(24, 32), seed=3):
+    """Tiny RGB pairs: B = A with a bright 8x8 square at rows 4..12, cols 6..14, labelled 255."""
+    rng = np.random.default_rng(seed)
+    for name in names:
+        a = rng.integers(0, 200, (3, *size), dtype=np.uint8)
+        b = a.copy()
+        b[:, 4:12, 6:14] = 250
+        label = np.zeros((1, *size), np.uint8)
+        label[:, 4:12, 6:14] = 255
+        _write(root / "A" / f"{name}.png", a)
+        _write(root / "B" / f"{name}.png", b)
+        _write(root / "label" / f"{name}.png", label)
+    return root
+
+
+def test_generated_pairs(tmp_path):
+    root = make_pairs(tmp_path)
+    assert pairs.list_items(root) == ["p1", "p2"]
+    item = pairs.load_item(root, "p2")
+    with rasterio.open(root / "A" / "p2.png") as src:
+        a = src.read()
+    np.testing.assert_allclose(item.cube.isel(time=0).values, a / 255, rtol=1e-6)
+    assert np.allclose(item.cube.isel(time=1).values[:, 4:12, 6:14], 250 / 255)
+    assert item.label.sum() == 64 and item.label[4:12, 6:14].all() and item.change_fraction == 64 / (24 * 32)
+    assert item.files["label"].endswith("label/p2.png")
+
+
+def test_run_source(tmp_path):
+    root = make_pairs(tmp_path)
+    cube = open_series(root / "A" / "p1.png")
+    assert cube.attrs["source_kind"] == "pairs" and cube.attrs["label"] == "p1" and cube.sizes["time"] == 2
+    with pytest.raises(SourceError, match=r"holds 2 pairs; pass item= one of \['p1', 'p2'\]"):
+        open_series(root)
+    cube = open_series(root, item="p2", dates=["2015-06-01", "2019-06-01"], bands=["red"])
+    assert cube.attrs["dates"] == "given" and cube.sizes["band"] == 1
+    assert pd.Timestamp(cube.time.values[1]) == pd.Timestamp("2019-06-01")
+
+
+def test_name_mismatches_name_the_file(tmp_path):
+    root = make_pairs(tmp_path)
+    (root / "B" / "p2.png").unlink()
+    with pytest.raises(SourceError, match=r"A/p2.png: has no counterpart B/p2\.\*"):
+        pairs.list_items(root)
+    make_pairs(root)
+    _write(root / "label" / "extra.png", np.zeros((1, 24, 32), np.uint8))
+    with pytest.raises(SourceError, match=r"label/extra.png: has no counterpart A/extra\.\*"):
+        pairs.list_items(root)
+    assert pairs.list_items(root, labelled=False) == ["p1", "p2"]
+    with pytest.raises(SourceError, match="has no image named 'nope'"):
+        pairs.load_item(root, "nope")
+
+
+def test_shape_mismatches_name_the_file(tmp_path):
+    root = make_pairs(tmp_path)
+    _write(root / "B" / "p1.png", np.zeros((3, 24, 30), np.uint8))
+    with pytest.raises(SourceError, match=r"B/p1.png: is 24x30 px but p1.png in A/ is 24x32 px"):
+        pairs.load_item(root, "p1")
+    _write(root / "label" / "p2.png", np.zeros((1, 20, 32), np.uint8))
+    with pytest.raises(SourceError, match=r"label/p2.png: the label is 20x32 px but A/p2 is 24x32 px"):
+        pairs.load_item(root, "p2")
+    _write(root / "A" / "p2.tif", np.zeros((3, 24, 32), np.uint8))
+    with pytest.raises(SourceError, match="two images named 'p2': p2.png and p2.tif"):
+        pairs.list_items(root)
+
+
+def test_georeferenced_tif_pair_keeps_its_crs(tmp_path):
+    transform = rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)
+    for folder in ("A", "B"):
+        _write(tmp_path / folder / "x.tif", np.full((3, 16, 16), 100, np.uint8), crs="EPSG:32631", transform=transform)
+    _write(tmp_path / "label" / "x.tif", np.zeros((1, 16, 16), np.uint8))
+    item = pairs.load_item(tmp_path, "x")
+    assert grid_of(item.cube).crs == "EPSG:32631" and not pairs.is_pixel_grid(item.cube)
+    assert grid_of(item.cube).affine.almost_equals(transform) and not item.label.any()

@@ -197,6 +197,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     """All events of a run: a DataFrame (row, col, t0, t1, magnitude, zscore, persistence, ...) and vectors.
 
     Events are sorted by (t1, row, col, t0); the vector key ``vec`` is the row position in that order.
+    Embeddings of encoders compared by cosine distance (attribute ``distance``) are L2-normalised first.
     """
     times = pd.DatetimeIndex(embeddings["time"].values)
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
@@ -204,6 +205,8 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     for r0 in range(0, nr, block_rows):
         r1 = min(r0 + block_rows, nr)
         E = embeddings["embedding"].isel(row=slice(r0, r1)).values  # (T, r, c, D)
+        if embeddings.attrs.get("distance") == "cosine":  # unit vectors: Euclidean distance is then monotone in cosine
+            E = E / np.maximum(np.linalg.norm(E, axis=-1, keepdims=True), 1e-12)
         C = embeddings["clear_fraction"].isel(row=slice(r0, r1)).values
         T, r, c, D = E.shape
         df, v = changes_block(E.reshape(T, r * c, D), C.reshape(T, r * c), times, comp)

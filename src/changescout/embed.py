@@ -2,8 +2,13 @@
 
 Every date is encoded on the identical window grid (windows are whole multiples of the patch size, counted
 from the grid origin), so an embedding never depends on where a chunk happened to start. The work is a dask
-graph of one task per (date, window): it runs on the local threads or, given a ``dask.distributed`` client,
+graph of one task per window (every date of it, in batches): it runs on the local threads or, given a ``dask.distributed`` client,
 on a cluster; memory stays bounded by the window size.
+
+Encoders that publish their own normalisation (pretrained models, ``spec.input == "reflectance"``) receive
+the cube's reflectance and normalise it themselves; the others get each date centred on its median and each
+band scaled by one series-wide robust scale. Encoders that need the whole series (``spec.temporal``, Presto)
+get every date of a window at once through ``encode_series``.
 
 EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)``, patch-centre
 coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
@@ -29,6 +34,11 @@ from .errors import ConfigError
 from .tiling import PatchGrid
 
 NORMALISATION = "per-date median of each band subtracted; divided by the band's series-wide IQR/1.349 (usable pixels)"
+
+
+def normalisation_method(spec) -> str:
+    """What the encoder's input was: the project's normalisation, or the encoder's own published one."""
+    return NORMALISATION if spec.input != "reflectance" else f"encoder's own: {spec.scaling}"
 
 
 def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536) -> np.ndarray:
@@ -82,19 +92,37 @@ def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, siz
     return np.stack(out).astype(np.float32)
 
 
-def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, month: int, encoder: Encoder, p: int) -> np.ndarray:
-    """One date, one window: ``(band, h, w)`` -> ``(h/p, w/p, dim + 1)`` (last channel: clear fraction)."""
-    usable = usable_mask(quality) & np.isfinite(values).all(axis=0)
-    x = normalise(np.where(usable[None], values, np.nan), stats)
-    emb = encoder.encode(x[None], np.array([month]))[0]  # (dim, h/p, w/p)
-    h, w = usable.shape
-    clear = usable.reshape(h // p, p, w // p, p).mean(axis=(1, 3))
-    return np.concatenate([emb.transpose(1, 2, 0), clear[..., None]], axis=-1).astype(np.float32)
+def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
+    """``(time, band, h, w)`` values -> (encoder input, usable ``(time, h, w)``): the project's per-date
+    normalisation, or the cube's reflectance (NaN -> 0) for encoders that normalise themselves."""
+    usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
+    masked = np.where(usable[:, None], values, np.nan)
+    if spec.input == "reflectance":
+        return np.nan_to_num(masked, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), usable
+    return np.stack([normalise(masked[t], stats[t]) for t in range(len(masked))]), usable
+
+
+def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
+                  encoder: Encoder, p: int) -> np.ndarray:
+    """Every date of one window: ``(time, band, h, w)`` -> ``(time, h/p, w/p, dim + 1)`` (last: clear fraction).
+
+    Per-date encoders see the dates in batches of ``spec.batch_size``; temporal encoders see the series."""
+    spec = encoder.spec
+    x, usable = _prepare(values, quality, stats, spec)
+    if spec.temporal:
+        emb = encoder.encode_series(x, months, usable)
+    else:
+        b = max(1, int(spec.batch_size))
+        emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b]) for i in range(0, len(x), b)])
+    t, h, w = usable.shape
+    clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
+    return np.concatenate([emb.transpose(0, 2, 3, 1), clear[..., None]], axis=-1).astype(np.float32)
 
 
 def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, stats: np.ndarray,
                     band_index: list[int]) -> da.Array:
-    """Lazy ``(time, row, col, dim + 1)`` array: one dask task per (date, window)."""
+    """Lazy ``(time, row, col, dim + 1)`` array: one dask task per window (all dates of it), every date on the
+    identical window grid counted from the grid origin."""
     spec = encoder.spec
     p = patch_grid.patch_size
     if p != spec.patch_size:
@@ -103,29 +131,49 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     nr, nc = patch_grid.shape
     data = cube.data
     quality = cube["quality"].data
-    months = pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1
-    dim = spec.dim
+    months = (pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1).astype(np.int64)
+    nt, dim = cube.sizes["time"], spec.dim
     encode = dask.delayed(_embed_window, pure=True)
     enc = dask.delayed(encoder, pure=True, traverse=False)
-    per_time = []
-    for t in range(cube.sizes["time"]):
-        rows = []
-        for y0 in range(0, nr * p, win):
-            y1 = min(y0 + win, nr * p)
-            cols = []
-            for x0 in range(0, nc * p, win):
-                x1 = min(x0 + win, nc * p)
-                task = encode(data[t, band_index, y0:y1, x0:x1], quality[t, y0:y1, x0:x1], stats[t], int(months[t]), enc, p)
-                cols.append(da.from_delayed(task, shape=((y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
-            rows.append(cols)
-        per_time.append(da.concatenate([da.concatenate(cols, axis=1) for cols in rows], axis=0)[None])  # windows: rows x cols
-    return da.concatenate(per_time, axis=0)
+    rows = []
+    for y0 in range(0, nr * p, win):
+        y1 = min(y0 + win, nr * p)
+        cols = []
+        for x0 in range(0, nc * p, win):
+            x1 = min(x0 + win, nc * p)
+            task = encode(data[:, band_index, y0:y1, x0:x1], quality[:, y0:y1, x0:x1], stats, months, enc, p)
+            cols.append(da.from_delayed(task, shape=(nt, (y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
+        rows.append(cols)
+    return da.concatenate([da.concatenate(cols, axis=2) for cols in rows], axis=1)
+
+
+IN_MEMORY_BYTES = 2 << 30
+
+
+def _read_once(cube: xr.DataArray, band_index: list[int], limit: int = IN_MEMORY_BYTES):
+    """The cube reduced to the encoder's bands, loaded into memory when it is small enough and the work runs
+    on local threads: statistics, the fit sample and every window then read the files once, not three times.
+    Larger cubes (and distributed runs) stay lazy, memory bounded by the window size."""
+    sub = cube.isel(band=band_index)
+    try:
+        from distributed import default_client
+
+        default_client()
+        return sub, list(range(len(band_index)))
+    except (ImportError, ValueError):
+        pass
+    if sub.size * 4 <= limit and sub.chunks is not None:
+        sub = sub.persist()
+    return sub, list(range(len(band_index)))
 
 
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
                progress=None) -> xr.Dataset:
     """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
-    band_index = select_bands([str(b) for b in cube["band"].values], encoder.spec)
+    bands = [str(b) for b in cube["band"].values]
+    band_index = select_bands(bands, encoder.spec)
+    cube, band_index = _read_once(cube, band_index)
+    bands = [bands[i] for i in select_bands(bands, encoder.spec)]
     stats = date_statistics(cube, band_index)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
@@ -147,8 +195,9 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
             "stride": patch_grid.stride,
             "grid": json.dumps(patch_grid.grid.to_dict()),
             "series": series,
-            "bands": json.dumps([str(cube["band"].values[i]) for i in band_index]),
-            "normalisation": json.dumps({"method": NORMALISATION, "centre_scale": np.round(stats, 6).tolist()}),
+            "bands": json.dumps(bands),
+            "distance": spec.distance,
+            "normalisation": json.dumps({"method": normalisation_method(spec), "centre_scale": np.round(stats, 6).tolist()}),
         },
     )
     with atomic_path(out) as tmp:

@@ -40,6 +40,15 @@ class EncoderSpec:
     license: str = ""
     citation: str = ""
     description: str = ""
+    # What ``encode`` receives: "normalised" = the embedding stage's per-date robust z-score of each band;
+    # "reflectance" = the cube's values (0..1 reflectance, NaN filled with 0), the encoder applies its own
+    # published normalisation (pretrained models).
+    input: str = "normalised"
+    # True when the encoder needs the whole series of a window at once (``encode_series``), e.g. Presto.
+    temporal: bool = False
+    batch_size: int = 8
+    # Distance between two embeddings of a patch: "euclidean" (RMS difference) or "cosine".
+    distance: str = "euclidean"
 
 
 @runtime_checkable
@@ -78,6 +87,27 @@ def select_bands(available: list[str], spec: EncoderSpec) -> list[int]:
     return [lookup[b.upper()] for b in spec.bands]
 
 
+def find_weights(spec: EncoderSpec, weights: str | Path | None = None) -> Path:
+    """The weights file to load: ``weights`` if given (a file, or a folder holding ``spec.weights_file``), else
+    ``$CHANGESCOUT_WEIGHTS_DIR/<encoder>/<weights_file>``. Checks the SHA-256; a clear error names the file
+    expected and where to get it."""
+    import os
+
+    if weights is not None:
+        path = Path(weights)
+        if path.is_dir():
+            path = path / spec.weights_file
+    else:
+        root = os.environ.get("CHANGESCOUT_WEIGHTS_DIR")
+        if not root:
+            where = f" (get it from {spec.weights_url})" if spec.weights_url else ""
+            raise WeightsError(
+                f"encoder {spec.name!r} needs its weights file {spec.weights_file}{where}: pass --weights PATH "
+                f"or put it in $CHANGESCOUT_WEIGHTS_DIR/{spec.name}/", Path(spec.weights_file or spec.name))
+        path = Path(root) / spec.name / spec.weights_file
+    return check_weights(path, spec)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -98,7 +128,10 @@ def check_weights(path: Path, spec: EncoderSpec) -> Path:
 
 
 # -- registry --------------------------------------------------------------------------------------
-_BUILTINS = {"rcf": "changescout.encoders.rcf:RCFEncoder"}
+_BUILTINS = {
+    "rcf": "changescout.encoders.rcf:RCFEncoder",
+    "galileo-nano": "changescout.encoders.galileo:GalileoNanoEncoder",
+}
 
 
 def _entry_points() -> dict[str, object]:

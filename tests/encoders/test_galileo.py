@@ -1,0 +1,373 @@
+"""Galileo-nano: the re-implementation reproduces the published golden vectors, the preprocessing reproduces
+the golden inputs from the raw OSCD bands, the changescout encoder wraps it, and the pretrained weights
+matter for change detection on OSCD.
+
+The reference material (weights, golden vectors, OSCD) lives outside the repository, under ``SHARED``; the
+tests that need it skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from changescout.encoders.base import select_bands, sha256_file
+from changescout.encoders.galileo import (
+    BANDS, WEIGHTS_SHA256, GalileoNanoEncoder, load_galileo, space_time_input, untrained_galileo,
+)
+from changescout.encoders.galileo_net import (
+    GalileoInputs, kernel_resize_pinv, month_table, pool, pool_per_patch, spatial_encoding, time_position_table,
+)
+from changescout.errors import BandError, ConfigError, WeightsError
+
+SHARED = Path(os.environ.get("CHANGESCOUT_SHARED", "/work/shared"))
+MODEL_DIR = SHARED / "models" / "galileo-nano"
+WEIGHTS = MODEL_DIR / "encoder.pt"
+GOLDEN = MODEL_DIR / "golden" / "golden.npz"
+OSCD = SHARED / "data" / "oscd"
+
+needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"Galileo-nano weights not found at {WEIGHTS}")
+needs_golden = pytest.mark.skipif(not (WEIGHTS.is_file() and GOLDEN.is_file()), reason=f"golden vectors not at {GOLDEN}")
+needs_oscd = pytest.mark.skipif(not (WEIGHTS.is_file() and (OSCD / "beirut").is_dir()), reason=f"OSCD not at {OSCD}")
+
+CASES = ("rand_a", "rand_b", "oscd_p8", "oscd_p4", "oscd_series_p8")
+FAMILIES = ("s_t", "sp", "t", "st")
+TENSORS = ("s_t_x", "sp_x", "t_x", "st_x", "s_t_m", "sp_m", "t_m", "st_m", "months")
+TOL = dict(rtol=1e-4, atol=1e-4)  # GOLDEN.md section 7
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    """One thread: these small forwards gain little from more, and lose much on a busy machine (the reference
+    used two; one changes outputs by < 1e-6, GOLDEN.md section 7). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(GOLDEN) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_galileo(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return GalileoNanoEncoder(weights=WEIGHTS, device="cpu")
+
+
+def _inputs(g: dict, case: str) -> GalileoInputs:
+    return GalileoInputs(*(torch.from_numpy(g[f"{case}_{n}"]) for n in TENSORS), patch_size=int(g[f"{case}_patch_size"]),
+                         input_resolution_m=float(g[f"{case}_input_resolution_m"]))
+
+
+def _oscd_dn(g: dict) -> np.ndarray:
+    """``oscd_raw`` reduced to the encoder's ten bands, in its order: (date, 10, 32, 32) digital numbers."""
+    order = [list(g["oscd_raw_bands"]).index(b) for b in BANDS]
+    return g["oscd_raw"][:, order]
+
+
+def _check_outputs(model, out, g: dict, case: str) -> None:
+    norm_bias = model.norm.bias.detach().numpy()
+    for fam in FAMILIES:
+        mask = getattr(out, f"{fam}_m").numpy()
+        np.testing.assert_array_equal(mask, g[f"{case}_out_{fam}_m"])
+        mine, ref = getattr(out, fam).numpy(), g[f"{case}_out_{fam}"]
+        visible = mask < 1
+        np.testing.assert_allclose(mine[visible], ref[visible], **TOL, err_msg=f"{case} {fam} tokens")
+        np.testing.assert_allclose(mine[~visible], np.broadcast_to(norm_bias, mine[~visible].shape), atol=1e-6)
+    np.testing.assert_allclose(pool(out).numpy(), g[f"{case}_pooled"], **TOL)
+    per_patch = pool_per_patch(out).numpy()
+    np.testing.assert_allclose(per_patch.reshape(per_patch.shape[0], -1, 128), g[f"{case}_pooled_per_patch"], **TOL)
+
+
+# -- the network against the golden vectors ------------------------------------------------------------
+@needs_weights
+def test_weights_load_strictly_and_fixed_tables_match(model):
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert len(state) == 106 and sum(v.numel() for v in state.values()) == 1_037_856
+    assert set(model.state_dict()) == set(state)
+    assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    np.testing.assert_allclose(state["pos_embed"].numpy(), time_position_table().numpy(), atol=2e-6)
+    np.testing.assert_allclose(state["month_embed.weight"].numpy(), month_table().numpy(), atol=2e-6)
+
+
+@needs_golden
+@pytest.mark.parametrize("p", range(1, 8))
+def test_kernel_resize_matrix(golden, p):
+    np.testing.assert_allclose(kernel_resize_pinv(p).numpy(), golden[f"flexi_pinv_p{p}"], atol=2e-6)
+
+
+@needs_golden
+@pytest.mark.parametrize("case", CASES)
+def test_spatial_encoding(golden, case):
+    h, w = golden[f"{case}_spatial_embed"].shape[:2]
+    mine = spatial_encoding(h, w, int(golden[f"{case}_patch_size"]), float(golden[f"{case}_input_resolution_m"]))
+    np.testing.assert_allclose(mine.numpy(), golden[f"{case}_spatial_embed"], atol=1e-6)
+
+
+@needs_golden
+@pytest.mark.parametrize("case", CASES)
+def test_golden_case(model, golden, case):
+    inp = _inputs(golden, case)
+    with torch.inference_mode():
+        out = model(inp)
+        tokens, masks = model.embed(inp)
+    _check_outputs(model, out, golden, case)
+    if f"{case}_embedded_s_t" in golden:  # intermediates: visible positions only (GOLDEN.md: rtol 1e-5)
+        for fam in FAMILIES:
+            visible = golden[f"{case}_out_{fam}_m"] < 1
+            np.testing.assert_allclose(tokens[fam].numpy()[visible], golden[f"{case}_embedded_{fam}"][visible],
+                                       rtol=1e-5, atol=1e-4, err_msg=f"{case} embedded {fam}")
+
+
+@needs_golden
+def test_samples_are_independent_of_the_batch(model, golden):
+    """Unequal visible counts (rand_b) are padded and key-masked: each sample alone gives the same tokens."""
+    inp = _inputs(golden, "rand_b")
+    with torch.inference_mode():
+        both = model(inp)
+        for i in range(2):
+            one = model(replace(inp, **{f: getattr(inp, f)[i:i + 1] for f in TENSORS}))
+            np.testing.assert_allclose(one.s_t.numpy()[0], both.s_t.numpy()[i], atol=1e-5)
+
+
+# -- preprocessing from raw Sentinel-2 -----------------------------------------------------------------
+@needs_golden
+def test_raw_crop_preprocessing_reproduces_inputs_and_outputs(model, golden):
+    s_t_x = space_time_input(_oscd_dn(golden))  # (date, 32, 32, 1, 13)
+    np.testing.assert_allclose(s_t_x, golden["oscd_p8_s_t_x"], rtol=1e-6, atol=1e-6)
+    assert np.abs(s_t_x[..., 12] - golden["oscd_p8_s_t_x"][..., 12]).max() < 1e-6  # NDVI not normalised
+    inp = _inputs(golden, "oscd_p8")
+    inp.s_t_x = torch.from_numpy(s_t_x)
+    with torch.inference_mode():
+        out = model(inp)
+    _check_outputs(model, out, golden, "oscd_p8")
+
+
+def _band_file(folder: Path, band: str) -> Path:
+    found = glob.glob(str(folder / f"*_{band}.tif"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{folder}: expected one *_{band}.tif, found {found}")
+    return Path(found[0])
+
+
+def _warp_oscd(city: str, bands, window=None) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates of an OSCD city, every band warped (bilinear, float32, destination zeros) onto the
+    imgs_1 B02 10 m grid: ``(2, band, H, W)`` digital numbers and ``(H, W)`` change labels (True = change).
+    ``window = (row0, col0, h, w)`` warps onto that part of the grid only (the same pixels as the full warp)."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+    from affine import Affine
+
+    folder = OSCD / city
+    with rasterio.open(_band_file(folder / "imgs_1", "B02")) as ref:
+        transform, crs, shape = ref.transform, ref.crs, ref.shape
+    r0, c0, h, w = window if window is not None else (0, 0, *shape)
+    dst_transform = transform @ Affine.translation(c0, r0)
+    dates = []
+    for sub in ("imgs_1", "imgs_2"):
+        layers = []
+        for band in bands:
+            with rasterio.open(_band_file(folder / sub, band)) as src:
+                dst = np.zeros((h, w), np.float32)
+                reproject(src.read(1).astype(np.float32), dst, src_transform=src.transform, src_crs=src.crs,
+                          dst_transform=dst_transform, dst_crs=crs, resampling=Resampling.bilinear)
+            layers.append(dst)
+        dates.append(np.stack(layers))
+    with rasterio.open(folder / "cm" / f"{city}-cm.tif") as f:
+        labels = f.read(1)[r0:r0 + h, c0:c0 + w] == 2  # 1 = no change, 2 = change
+    return np.stack(dates), labels
+
+
+@needs_golden
+@needs_oscd
+def test_warping_the_beirut_bands_reproduces_the_raw_crop(golden):
+    """The warp of GOLDEN.md section 4 (here onto the crop's part of the B02 grid, bit-identical to warping the
+    full grid and cropping): exact with GDAL 3.10.3 (the reference); 10 m bands are always the raw values."""
+    import rasterio
+
+    bands = [str(b) for b in golden["oscd_raw_bands"]]
+    raw, labels = _warp_oscd("beirut", bands, tuple(int(v) for v in golden["oscd_window"]))
+    ten_m = [bands.index(b) for b in ("B02", "B03", "B04", "B08")]
+    np.testing.assert_array_equal(raw[:, ten_m], golden["oscd_raw"][:, ten_m])
+    if rasterio.__gdal_version__ == "3.10.3":
+        np.testing.assert_array_equal(raw, golden["oscd_raw"])
+    else:  # resampler details may differ slightly (not measured by the reference)
+        np.testing.assert_allclose(raw, golden["oscd_raw"], atol=2.0)
+    np.testing.assert_array_equal(labels, golden["oscd_change"])
+
+
+# -- the changescout encoder ---------------------------------------------------------------------------
+@needs_weights
+def test_spec(encoder):
+    spec = encoder.spec
+    assert spec.name == "galileo-nano" and spec.dim == 128 and spec.patch_size == 16
+    assert spec.bands == BANDS and spec.input == "reflectance" and not spec.temporal
+    assert spec.weights_file == "encoder.pt" and spec.weights_sha256 == WEIGHTS_SHA256 == sha256_file(WEIGHTS)
+    assert spec.weights_url.endswith("data/models/nano/encoder.pt") and spec.license == "MIT"
+    assert spec.window % spec.patch_size == 0 and spec.window % encoder.token_size == 0
+    assert encoder.weights_digest() == WEIGHTS_SHA256
+    assert encoder.is_fitted and encoder.fit(np.zeros((1, 10, 16, 16), np.float32)) is encoder
+    assert encoder.save_weights(Path("unused")) is None
+
+
+@needs_weights
+def test_band_aliases_select_the_s2_bands(encoder):
+    cube_bands = ["coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"]
+    assert select_bands(cube_bands, encoder.spec) == list(range(1, 11))
+    with pytest.raises(BandError, match="B12"):
+        select_bands(["B02", "B03", "B04", "B08"], encoder.spec)
+
+
+@needs_weights
+def test_weights_are_found_through_the_weights_dir(tmp_path, monkeypatch):
+    (tmp_path / "galileo-nano").mkdir()
+    (tmp_path / "galileo-nano" / "encoder.pt").symlink_to(WEIGHTS)
+    monkeypatch.setenv("CHANGESCOUT_WEIGHTS_DIR", str(tmp_path))
+    assert GalileoNanoEncoder(device="cpu").weights_digest() == WEIGHTS_SHA256
+    assert GalileoNanoEncoder(weights=tmp_path / "galileo-nano", device="cpu").weights_path.name == "encoder.pt"
+
+
+def test_missing_or_wrong_weights_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHANGESCOUT_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsError, match="encoder.pt"):
+        GalileoNanoEncoder()
+    bad = tmp_path / "encoder.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(WeightsError, match="SHA-256"):
+        GalileoNanoEncoder(weights=bad)
+
+
+@pytest.mark.parametrize("kw", [dict(patch_size=12, token_size=8), dict(patch_size=4, token_size=8),
+                                dict(token_size=9), dict(token_size=0), dict(batch_size=0)])
+def test_bad_sizes_are_config_errors(kw):
+    with pytest.raises(ConfigError):
+        GalileoNanoEncoder.untrained(**kw)
+
+
+def test_bad_inputs_are_clear_errors():
+    enc = GalileoNanoEncoder.untrained(device="cpu")
+    with pytest.raises(BandError, match="10 bands"):
+        enc.encode(np.zeros((1, 4, 32, 32), np.float32), np.array([0]))
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        enc.encode(np.zeros((1, 10, 40, 32), np.float32), np.array([0]))
+    with pytest.raises(ConfigError, match="months"):
+        enc.encode(np.zeros((1, 10, 32, 32), np.float32), np.array([12]))
+
+
+@needs_golden
+def test_encode_tokens_reproduces_the_golden_per_patch_embeddings(encoder, golden):
+    reflectance = (_oscd_dn(golden) / 10000.0).astype(np.float32)
+    tokens = encoder.encode_tokens(reflectance, golden["oscd_months"])  # (2, 128, 4, 4)
+    assert tokens.shape == (2, 128, 4, 4) and tokens.dtype == np.float32
+    np.testing.assert_allclose(tokens.transpose(0, 2, 3, 1).reshape(2, 16, 128), golden["oscd_p8_pooled_per_patch"], **TOL)
+    patches = encoder.encode(reflectance, golden["oscd_months"])  # (2, 128, 2, 2): means of 2 x 2 tokens
+    np.testing.assert_allclose(patches, tokens.reshape(2, 128, 2, 2, 2, 2).mean(axis=(3, 5)), atol=1e-6)
+
+
+def test_batches_and_rectangular_windows_give_the_same_embeddings():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.4, (3, 10, 32, 48)).astype(np.float32)
+    months = np.array([0, 5, 11])
+    one = GalileoNanoEncoder.untrained(device="cpu", batch_size=1).encode(x, months)
+    all_ = GalileoNanoEncoder.untrained(device="cpu", batch_size=8).encode(x, months)
+    assert one.shape == (3, 128, 2, 3)
+    np.testing.assert_allclose(one, all_, atol=1e-5)
+
+
+def test_untrained_weights_are_seeded():
+    a, b, c = (GalileoNanoEncoder.untrained(seed=s, device="cpu") for s in (0, 0, 1))
+    assert a.weights_digest() == b.weights_digest() != c.weights_digest()
+    assert a.spec.weights_sha256 is None
+    assert untrained_galileo(0).state_dict().keys() == a.model.state_dict().keys()
+
+
+# -- the pretrained weights matter (OSCD dev cities) -----------------------------------------------------
+OSCD_CITIES = ("abudhabi", "aguasclaras", "beirut", "bercy", "cupertino", "nantes", "rennes")
+CROP = 128  # px per city: two by two 64 px windows, on the window grid of the full city
+CHANGED = 0.05  # a 16 px patch is changed when at least 5 % of its pixels are
+
+
+def _patch_labels(changed: np.ndarray, p: int = 16) -> np.ndarray:
+    h, w = changed.shape[0] // p * p, changed.shape[1] // p * p
+    return changed[:h, :w].reshape(h // p, p, w // p, p).mean(axis=(1, 3)) >= CHANGED
+
+
+def _pick_crop(city: str, window: int) -> tuple[int, int]:
+    """The ``CROP`` px crop on the ``window`` grid whose share of changed patches is closest to 30 %."""
+    import rasterio
+
+    with rasterio.open(OSCD / city / "cm" / f"{city}-cm.tif") as f:
+        labels = _patch_labels(f.read(1) == 2)
+    k, step = CROP // 16, window // 16
+    best = min(((abs(labels[r:r + k, c:c + k].mean() - 0.3), r, c)
+                for r in range(0, labels.shape[0] - k + 1, step) for c in range(0, labels.shape[1] - k + 1, step)))
+    return best[1] * 16, best[2] * 16
+
+
+def _months(city: str) -> list[int]:
+    """Month indices (0-11) of the two dates from ``dates.txt`` (``date_1: YYYYMMDD``)."""
+    lines = (OSCD / city / "dates.txt").read_text().splitlines()
+    return [int(line.split(":")[1].strip()[4:6]) - 1 for line in lines if ":" in line][:2]
+
+
+def _windows(img: np.ndarray, win: int) -> np.ndarray:
+    """``(C, n*win, m*win)`` -> ``(n*m, C, win, win)`` row-major."""
+    c, h, w = img.shape
+    return img.reshape(c, h // win, win, w // win, win).transpose(1, 3, 0, 2, 4).reshape(-1, c, win, win)
+
+
+def _change_scores(enc, crops, permutation=None) -> np.ndarray:
+    """Per 16 px patch: the mean, over its 8 px tokens, of the cosine distance between the two dates' tokens."""
+    win = enc.spec.window
+    scores = []
+    for reflectance, months in crops:  # reflectance (2, 10, CROP, CROP)
+        x = reflectance if permutation is None else reflectance[:, permutation]
+        tokens = [enc.encode_tokens(_windows(x[d], win), np.full(((CROP // win) ** 2,), months[d])) for d in (0, 1)]
+        a, b = tokens
+        dist = 1 - (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))  # (windows, t, t)
+        n, t, k = CROP // win, win // enc.token_size, 16 // enc.token_size
+        dist = dist.reshape(n, n, t, t).transpose(0, 2, 1, 3).reshape(n * t, n * t)
+        scores.append(dist.reshape(n * t // k, k, n * t // k, k).mean(axis=(1, 3)).ravel())
+    return np.concatenate(scores)
+
+
+@needs_oscd
+def test_pretrained_weights_matter_for_change_detection(encoder):
+    """Patch-16 AUROC over one 128 px crop of each of the 7 dev cities, pooled: the pretrained weights beat
+    random weights and beat the same weights fed the bands in reverse order.
+
+    Measured on the 7 whole cities (64 px windows): pooled AUROC 0.778 pretrained, 0.675 bands reversed,
+    0.425 random weights. On these crops: 0.654, 0.584 and 0.453; over 300 random crop sets of this size the
+    margins averaged 0.06 (reversed) and 0.21 (random), with 5th percentiles 0.03 and 0.14.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    crops, labels = [], []
+    for city in OSCD_CITIES:
+        r0, c0 = _pick_crop(city, encoder.spec.window)
+        dn, changed = _warp_oscd(city, BANDS, (r0, c0, CROP, CROP))
+        crops.append(((dn / 10000.0).astype(np.float32), _months(city)))
+        labels.append(_patch_labels(changed).ravel())
+    y = np.concatenate(labels)
+    auc = {
+        "pretrained": roc_auc_score(y, _change_scores(encoder, crops)),
+        "reversed bands": roc_auc_score(y, _change_scores(encoder, crops, permutation=np.arange(10)[::-1])),
+        "random weights": roc_auc_score(y, _change_scores(GalileoNanoEncoder.untrained(seed=0, device="cpu"), crops)),
+    }
+    assert auc["pretrained"] > 0.6, auc
+    assert auc["pretrained"] > auc["random weights"] + 0.1, auc
+    assert auc["pretrained"] > auc["reversed bands"] + 0.03, auc

@@ -110,3 +110,12 @@ def test_run_writes_objects_that_events_refer_to(session_run):
     assert (events["object_rank"].to_numpy() == objects.set_index("object_id").loc[events["object_id"], "rank"].to_numpy()).all()
     # candidate objects come first in the analyst's list
     assert objects["candidate"].iloc[: int(objects["candidate"].sum())].all()
+
+
+def test_report_lists_the_top_objects(session_run):
+    html = (session_run / "report.html").read_text()
+    objects = read_objects(session_run)
+    assert "change objects" in html
+    section = html.split("change objects</h2>")[1].split("<h2>")[0]
+    assert f"<td>{objects['object_id'].iloc[0]}</td>" in section  # the top object is listed with its id
+    assert "<img class='chip'" in section  # and a quicklook of its lead patch

@@ -210,6 +210,41 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
 
 
 @app.command()
+def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicearthnet"),
+              root: Path = typer.Option(..., "--root", help="Dataset folder (OSCD: city folders; pairs: A/, B/, label/)."),
+              encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found)."),
+              baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
+              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, roc.png, pr.png."),
+              fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed; distances are averaged upward."),
+              weights_dir: Optional[Path] = typer.Option(None, envvar="CHANGESCOUT_WEIGHTS_DIR", help="Folder with <encoder>/<weights file>.")):
+    """Encoders and classic baselines against labelled change: pixel and patch (16, 32 px) AUROC, AP, F1, IoU."""
+    import os
+
+    from .evaluate.benchmark import DATASETS, metrics_table, run_benchmark
+
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if weights_dir is not None:
+        os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    result = run_benchmark(dataset, root, encoders=split(encoders_), baselines=split(baselines), out=out,
+                           fine_patch=fine_patch, log=_log)
+    table = metrics_table(result["rows"])
+    view = Table(title=f"Benchmark {dataset} ({len(set(table['method']))} methods)")
+    cols = ["method", "uses_embeddings", "level", "patch_size", "n_items", "auroc", "ap", "best_f1", "otsu_iou", "p_at_1pct", "seconds"]
+    for c in cols:
+        view.add_column(c, justify="left" if c == "method" else "right")
+    for _, r in table.iterrows():
+        view.add_row(*[("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(int(v)) if c == "patch_size"
+                        else f"{v:.3f}" if isinstance(v, float) else str(v)) for c, v in ((c, r[c]) for c in cols)])
+    out_console.print(view)
+    for note in result["notes"]:
+        out_console.print(f"note: {escape(note)}")
+    if out is not None:
+        out_console.print(f"Outputs in {out}: metrics.json, metrics.md, per_item.csv, roc.png, pr.png")
+
+
+@app.command()
 def encoders(as_json: bool = typer.Option(False, "--json")):
     """Available encoders: bands, dimension, patch size, weights found or not."""
     from .encoders import available_encoders, get_encoder

@@ -27,7 +27,7 @@ from .atomic import write_json
 from .change import Comparison, compute_changes, read_changes, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .cube import grid_of
-from .embed import NORMALISATION, embed_cube, embedding_grid, open_embeddings
+from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import sha256_file
 from .errors import ConfigError, RunExistsError
@@ -236,7 +236,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
             events, vectors = compute_changes(embeddings, comp)
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
-            attrs.update(normalisation_method=NORMALISATION, comparison=str(comp))
+            attrs.update(normalisation_method=json.loads(embeddings.attrs["normalisation"])["method"], comparison=str(comp))
             write_changes(ch_path, events, vectors, attrs)
             info.update(events=len(events))
 
@@ -291,9 +291,16 @@ def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, sta
     from .maps import write_change_maps
     from .report import write_quicklooks, write_report
 
+    from .objects import read_objects
+
     events = read_events(out / "events.parquet")
     clusters = pd.read_parquet(out / "clusters.parquet")
+    objects = read_objects(out)
     write_change_maps(events, patch_grid, out / "maps")
-    looks = write_quicklooks(cube, events, patch_grid, out / "quicklooks", top=config.report_top)
+    # Quicklooks of the lead patch of each top object, then of the top patch events.
+    lead = events.sort_values(["object_rank", "atypicality"], ascending=[True, False]).drop_duplicates("object_id")
+    shown = pd.concat([lead.head(config.report_top), events]).drop_duplicates("event_id").reset_index(drop=True)
+    shown["rank"] = np.arange(1, len(shown) + 1, dtype=np.int32)
+    looks = write_quicklooks(cube, shown, patch_grid, out / "quicklooks", top=2 * config.report_top)
     cfg = json.loads((out / "config.json").read_text())
-    write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top)
+    write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)

@@ -49,7 +49,10 @@ img.date {{ width: 220px; }}
 <h1>{title}</h1>
 <p>changescout report: {n_events} changes, {n_clusters} change types.</p>
 <table class="facts">{facts}</table>
-<h2>Top {top} most atypical changes</h2>
+<h2>Top {top} change objects</h2>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down.</p>
+{objects}
+<h2>Top {top} most atypical patch changes</h2>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}
@@ -63,7 +66,7 @@ img.date {{ width: 220px; }}
 
 
 def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.DataFrame, config: dict, state: dict,
-                 quicklooks: dict | None = None, top: int = 20) -> Path:
+                 quicklooks: dict | None = None, top: int = 20, objects: pd.DataFrame | None = None) -> Path:
     """Render the report and write ``<run_dir>/report.html`` atomically; return its path."""
     run_dir = Path(run_dir)
     config, state, quicklooks = config or {}, state or {}, quicklooks or {}
@@ -82,6 +85,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
         top=int(top),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
+        objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir),
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),
@@ -153,6 +157,22 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
         img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
         rows.append(list(rec) + [_Raw(img)])
     return _table(columns + ["t0 | t1"], rows)
+
+
+OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "n_patches", "area_ha", "atypicality", "rarity", "persistence"]
+
+
+def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
+    if objects is None or not len(objects):
+        return _empty("no change objects")
+    lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")["event_id"]
+    rows = []
+    for rec in objects.sort_values("rank").head(top)[OBJECT_COLUMNS].itertuples(index=False):
+        event_id = lead.get(rec.object_id, "")
+        chip = chips.get(event_id)
+        img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
+        rows.append(list(rec) + [event_id, _Raw(img)])
+    return _table(OBJECT_COLUMNS + ["event_id", "t0 | t1"], rows)
 
 
 class _Raw(str):

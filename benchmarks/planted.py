@@ -7,7 +7,7 @@ search: precision@5 of common types and whether the other instance of a rare typ
 query's own object excluded. The same measures on change objects (objects.py: the analyst's list): rare
 planted objects among the top 10 objects, clouds among the top 20 objects, similar search between objects.
 
-    python benchmarks/planted.py --seeds 0,1,2,3,4 [--shared ../shared] [--out benchmarks/results]
+    python benchmarks/planted.py --seeds 0,1,2,3,4 [--encoder rcf] [--shared ../shared] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ BOUCONNE_DATES = "2018-04-29,2018-05-13,2018-07-08,2018-08-15,2018-09-15,2018-10
 BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 
 
-def evaluate(cube, truth, seed: int, config: RunConfig | None = None) -> dict:
-    config = config or RunConfig(source="planted", seed=seed)
+def evaluate(cube, truth, seed: int, config: RunConfig | None = None, encoder: str = "rcf") -> dict:
+    config = config or RunConfig(source="planted", seed=seed, encoder=encoder)
     cube = screen_clouds(cube, config.cloud_screen)
     pg = PatchGrid(grid_of(cube), config.patch_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,6 +99,7 @@ def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.nda
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--encoder", default="rcf", help="rcf (default), galileo-nano (needs $CHANGESCOUT_WEIGHTS_DIR), ...")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
@@ -107,18 +108,19 @@ def main():
     bouconne = Path(args.shared) / "data/s2_timeseries_bouconne/2018_3A_Theia_Bouconne.tif"
     for seed in seeds:
         cube, truth = make_series(seed=seed)
-        rows.append({"background": "synthetic", "seed": seed, **evaluate(cube, truth, seed)})
+        rows.append({"background": "synthetic", "seed": seed, **evaluate(cube, truth, seed, encoder=args.encoder)})
         print(json.dumps(rows[-1], default=str))
         if bouconne.exists():
             from changescout.sources import open_series
 
             base = open_series(str(bouconne), kind="stacked", dates=BOUCONNE_DATES, bands=BOUCONNE_BANDS)
             cube, truth = plant_changes(base, seed=seed)
-            rows.append({"background": "bouconne", "seed": seed, **evaluate(cube, truth, seed)})
+            rows.append({"background": "bouconne", "seed": seed, **evaluate(cube, truth, seed, encoder=args.encoder)})
             print(json.dumps(rows[-1], default=str))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "planted.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    stem = "planted" if args.encoder == "rcf" else f"planted_{args.encoder}"
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     skip = ("best_rank_per_object", "similar_rare_other_in_top10", "rare_missing_top10", "objects_best_rank",
             "objects_rare_missing_top10", "objects_similar_rare_other_in_top10")
     found = lambda d: f"{sum(d.values())}/{len(d)}"  # noqa: E731
@@ -126,7 +128,7 @@ def main():
                           | {"rare_other_found": found(r["similar_rare_other_in_top10"]),
                              "objects_rare_other_found": found(r["objects_similar_rare_other_in_top10"])}
                           for r in rows])
-    (out / "planted.md").write_text(table.to_markdown(index=False) + "\n")
+    (out / f"{stem}.md").write_text(table.to_markdown(index=False) + "\n")
     print(table.to_string(index=False))
 
 

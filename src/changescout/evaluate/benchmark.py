@@ -121,11 +121,11 @@ def available_encoders_with_weights(names=None) -> list[str]:
     from ..encoders import available_encoders, get_encoder
 
     out = []
-    for name in names or available_encoders():
+    for name in available_encoders() if names is None else names:
         try:
             get_encoder(name)
         except InputError:
-            if names:
+            if names is not None:
                 raise
             continue
         out.append(name)

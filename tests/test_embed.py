@@ -145,3 +145,39 @@ def test_normalise_is_a_robust_zscore_and_fills_nan_with_the_centre():
     z = normalise(x, stats)
     np.testing.assert_array_equal(z, [[[-2.0, 0.0], [0.0, 6.0]]])
     assert z.dtype == np.float32
+
+
+def test_temporal_encoders_get_the_whole_series_and_the_window_location(synthetic_cube):
+    """An encoder with ``spec.temporal`` sees every date of a window at once, with its usable pixels and the
+    window centre in degrees; its states land at the right dates."""
+    import dataclasses
+
+    from changescout.encoders.base import EncoderSpec
+    from changescout.embed import embedding_graph, date_statistics
+    from changescout.cube import grid_of
+    from changescout.tiling import PatchGrid
+
+    cube, _ = synthetic_cube
+
+    class SeriesEncoder:
+        spec = EncoderSpec(name="series", version="1", dim=2, patch_size=16, window=64, input="reflectance", temporal=True)
+
+        def encode_series(self, x, months, valid, latlon=None):
+            assert x.shape[0] == len(months) == valid.shape[0]
+            t, _, h, w = x.shape
+            out = np.zeros((t, 2, h // 16, w // 16), np.float32)
+            out[:, 0] = np.arange(t)[:, None, None]  # the date index
+            out[:, 1] = latlon[0]
+            return out
+
+        def weights_digest(self):
+            return "x"
+
+    pg = PatchGrid(grid_of(cube), 16)
+    arr = embedding_graph(cube, SeriesEncoder(), pg, date_statistics(cube, list(range(cube.sizes["band"]))),
+                          list(range(cube.sizes["band"]))).compute()
+    nt = cube.sizes["time"]
+    assert (arr[..., 0] == np.arange(nt)[:, None, None]).all()  # each date's state at its date
+    lat = arr[..., 1]
+    assert np.isfinite(lat).all() and (np.abs(lat) <= 90).all()
+    assert lat[0, 0, 0] > lat[0, -1, 0]  # windows further south get a smaller latitude

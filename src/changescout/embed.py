@@ -103,20 +103,38 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
 
 
 def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
-                  encoder: Encoder, p: int) -> np.ndarray:
+                  encoder: Encoder, p: int, latlon: tuple[float, float] | None = None) -> np.ndarray:
     """Every date of one window: ``(time, band, h, w)`` -> ``(time, h/p, w/p, dim + 1)`` (last: clear fraction).
 
     Per-date encoders see the dates in batches of ``spec.batch_size``; temporal encoders see the series."""
     spec = encoder.spec
     x, usable = _prepare(values, quality, stats, spec)
     if spec.temporal:
-        emb = encoder.encode_series(x, months, usable)
+        emb = encoder.encode_series(x, months, usable, latlon=latlon)
     else:
         b = max(1, int(spec.batch_size))
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b]) for i in range(0, len(x), b)])
     t, h, w = usable.shape
     clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
     return np.concatenate([emb.transpose(0, 2, 3, 1), clear[..., None]], axis=-1).astype(np.float32)
+
+
+def _window_centres(patch_grid: PatchGrid):
+    """``(y0, y1, x0, x1) -> (lat, lon)`` of a window's centre (temporal encoders such as Presto take a location)."""
+    from pyproj import Transformer
+
+    a, b, c, d, e, f = patch_grid.grid.transform[:6]
+    try:
+        to_wgs84 = Transformer.from_crs(patch_grid.grid.crs, "EPSG:4326", always_xy=True)
+    except Exception:  # a pixel or engineering CRS has no geographic location
+        return lambda *_: None
+
+    def centre(y0, y1, x0, x1):
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        lon, lat = to_wgs84.transform(c + a * cx + b * cy, f + d * cx + e * cy)
+        return (float(lat), float(lon)) if np.isfinite(lat) and np.isfinite(lon) else None
+
+    return centre
 
 
 def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, stats: np.ndarray,
@@ -135,13 +153,15 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     nt, dim = cube.sizes["time"], spec.dim
     encode = dask.delayed(_embed_window, pure=True)
     enc = dask.delayed(encoder, pure=True, traverse=False)
+    centre = _window_centres(patch_grid) if spec.temporal else (lambda *_: None)
     rows = []
     for y0 in range(0, nr * p, win):
         y1 = min(y0 + win, nr * p)
         cols = []
         for x0 in range(0, nc * p, win):
             x1 = min(x0 + win, nc * p)
-            task = encode(data[:, band_index, y0:y1, x0:x1], quality[:, y0:y1, x0:x1], stats, months, enc, p)
+            task = encode(data[:, band_index, y0:y1, x0:x1], quality[:, y0:y1, x0:x1], stats, months, enc, p,
+                          centre(y0, y1, x0, x1))
             cols.append(da.from_delayed(task, shape=(nt, (y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
         rows.append(cols)
     return da.concatenate([da.concatenate(cols, axis=2) for cols in rows], axis=1)

@@ -70,6 +70,26 @@ class Encoder(Protocol):
         """Write data-dependent weights so that another run can reuse them (``--weights``); None if fixed."""
 
 
+class PretrainedEncoder:
+    """What every pretrained encoder shares: nothing to learn, fixed weights identified by their SHA-256."""
+
+    _digest: str
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
+
+    def fit(self, sample: np.ndarray):
+        """Nothing to learn: the weights are pretrained."""
+        return self
+
+    def weights_digest(self) -> str:
+        return self._digest
+
+    def save_weights(self, path: Path) -> None:
+        return None
+
+
 def select_bands(available: list[str], spec: EncoderSpec) -> list[int]:
     """Indices of ``available`` bands in the order the encoder expects; clear error listing what is missing."""
     if spec.bands is None:
@@ -131,6 +151,7 @@ def check_weights(path: Path, spec: EncoderSpec) -> Path:
 _BUILTINS = {
     "rcf": "changescout.encoders.rcf:RCFEncoder",
     "galileo-nano": "changescout.encoders.galileo:GalileoNanoEncoder",
+    "presto": "changescout.encoders.presto:PrestoEncoder",
 }
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BandError, ConfigError, WeightsError
-from .base import EncoderSpec, find_weights, sha256_file
+from .base import EncoderSpec, PretrainedEncoder, find_weights, sha256_file
 from .galileo_net import BASE_PATCH, S_T_GROUPS, SP_GROUPS, ST_GROUPS, T_GROUPS, GalileoEncoder, GalileoInputs, pool_per_patch
 
 VERSION = "1"
@@ -148,7 +148,7 @@ def _state_digest(model: torch.nn.Module) -> str:
 
 
 # -- changescout encoder -----------------------------------------------------------------------------
-class GalileoNanoEncoder:
+class GalileoNanoEncoder(PretrainedEncoder):
     """Pretrained Galileo-nano: per-date, per-patch 128-d embeddings of Sentinel-2 reflectance."""
 
     def __init__(self, patch_size: int = 16, token_size: int = 8, weights: str | Path | None = None,
@@ -197,20 +197,6 @@ class GalileoNanoEncoder:
     @property
     def spec(self) -> EncoderSpec:
         return self._spec(WEIGHTS_SHA256 if self.weights_path is not None else None)
-
-    @property
-    def is_fitted(self) -> bool:
-        return True
-
-    def fit(self, sample: np.ndarray) -> "GalileoNanoEncoder":
-        """Nothing to learn: the weights are pretrained."""
-        return self
-
-    def weights_digest(self) -> str:
-        return self._digest
-
-    def save_weights(self, path: Path) -> None:
-        return None
 
     def __dask_tokenize__(self):
         return (NAME, VERSION, self._digest, self.patch_size, self.token_size)

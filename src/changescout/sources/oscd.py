@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -42,6 +41,7 @@ from rasterio.warp import reproject
 
 from ..cube import OutputGrid, make_cube, usable_mask, validate_cube
 from ..errors import SourceError
+from .labelled import LabelledPair
 from .warp import DEFAULT_SCALE, as_grid, probe, resolve_grid
 
 #: Band names of an OSCD cube, in Sentinel-2 order (B8A after B08, as elsewhere in changescout).
@@ -52,23 +52,7 @@ _BAND_FILE = re.compile(r"_(B\d{2}|B8A)\.tiff?$", re.I)
 _DATE_LINE = re.compile(r"^\s*date_([12])\s*:\s*(\d{8})\s*$")
 
 
-@dataclass(eq=False)
-class OSCDItem:
-    """One labelled OSCD city: its two-date cube, the change label and where the label can be trusted.
-
-    ``label`` and ``valid`` are ``(H, W)`` bool arrays on the cube's grid; ``valid`` is False where either date has
-    no data in some band.
-    """
-
-    name: str
-    cube: xr.DataArray
-    label: np.ndarray
-    valid: np.ndarray
-    files: dict = field(default_factory=dict)
-
-    @property
-    def change_fraction(self) -> float:
-        return float(self.label[self.valid].mean()) if self.valid.any() else float("nan")
+OSCDItem = LabelledPair
 
 
 # -- the dataset ----------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ The output grid is the image grid as it is (not snapped to a patch lattice), so 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask.array as da
@@ -30,6 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from ..cube import OutputGrid, make_cube, validate_cube
 from ..errors import SourceError
+from .labelled import LabelledPair
 
 BANDS = ("red", "green", "blue")
 FOLDERS = ("A", "B", "label")
@@ -40,19 +40,7 @@ PIXEL_CRS = ('ENGCRS["changescout pixel grid",EDATUM["image pixels"],CS[Cartesia
 _EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
-@dataclass(eq=False)
-class PairItem:
-    """One labelled pair: its two-date cube, the change label and the valid mask, ``(H, W)`` bool arrays."""
-
-    name: str
-    cube: xr.DataArray
-    label: np.ndarray
-    valid: np.ndarray
-    files: dict = field(default_factory=dict)
-
-    @property
-    def change_fraction(self) -> float:
-        return float(self.label[self.valid].mean()) if self.valid.any() else float("nan")
+PairItem = LabelledPair
 
 
 def is_pixel_grid(cube: xr.DataArray) -> bool:

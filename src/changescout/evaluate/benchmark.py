@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_json
-from ..errors import ConfigError, InputError
+from ..encoders.base import select_bands
+from ..errors import BandError, ConfigError, InputError
 from .baselines import BASELINES
 from .metrics import Item, evaluate_items
 
@@ -141,8 +142,18 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if not pairs:
         raise InputError(f"no labelled items found for dataset {dataset!r}", root)
     methods = [(b, False) for b in (baselines or BASELINES)] + [(e, True) for e in available_encoders_with_weights(encoders)]
-    rows, per_item, curves = [], [], {}
+    rows, per_item, curves, skipped = [], [], {}, []
+    bands = [str(b) for b in pairs[0].cube["band"].values]
     for method, uses_emb in methods:
+        if uses_emb:
+            try:
+                select_bands(bands, get_encoder(method, patch_size=fine_patch).spec)
+            except BandError as exc:
+                if encoders is not None:
+                    raise
+                skipped.append(f"{method} skipped: {exc.message}")
+                log(skipped[-1])
+                continue
         t = time.perf_counter()
         items = []
         for pair in pairs:
@@ -160,7 +171,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
             rows.append(row.to_dict())
             per_item += [{"method": method, "level": level, "patch_size": p, **m} for m in items_metrics]
         curves[method] = _curve_data(items, PATCH_SIZES[0])
-    notes = sorted({n for pair in pairs for n in pair.notes})
+    notes = sorted({n for pair in pairs for n in pair.notes}) + skipped
     result = {"dataset": dataset, "root": str(root), "rows": rows, "per_item": _clean(per_item), "notes": notes}
     if out is not None:
         write_outputs(Path(out), result, curves)

@@ -46,6 +46,7 @@ def events(make_grid):
         "rarity": rng.uniform(0, 1, n).astype(np.float32),
         "atypicality": atyp,
         "rank": np.arange(1, n + 1, dtype=np.int32),
+        "false_alarm_rate": np.linspace(0, 1, n).astype(np.float32),
         "object_id": np.arange(n, dtype=np.int64) // 2,
         "object_rank": (np.arange(n, dtype=np.int32) // 2 + 1).astype(np.int32),
         "vec": np.arange(100, 100 + n, dtype=np.int64),

@@ -119,3 +119,11 @@ def test_report_lists_the_top_objects(session_run):
     section = html.split("change objects</h2>")[1].split("<h2>")[0]
     assert f"<td>{objects['object_id'].iloc[0]}</td>" in section  # the top object is listed with its id
     assert "<img class='chip'" in section  # and a quicklook of its lead patch
+
+
+def test_run_events_carry_a_calibrated_false_alarm_rate(session_run):
+    events = gpd.read_parquet(session_run / "events.parquet").sort_values("atypicality", ascending=False)
+    far = events["false_alarm_rate"].to_numpy()
+    assert ((far >= 0) & (far <= 1)).all()
+    assert (np.diff(far) >= 0).all()  # the more atypical, the fewer quiet patches score as high
+    assert far[0] < 0.01 and far[-1] == pytest.approx(1.0, abs=0.01)

@@ -9,21 +9,7 @@ from changescout.errors import ConfigError
 from changescout.events import check_directions
 from changescout.rank import RANK_BY, AtypicalityRanker, RarityScorer, percentile
 
-# RarityScorer.fit learns offset_ from training scores that leave each point out of its own neighbourhood,
-# while predict/decision_function on the same points count the point itself (distance 0): on training data
-# fewer than `contamination` points are flagged. See test_predict_on_training_data_flags_contamination.
-_RARITY_XFAIL = {
-    "check_outliers_train": "predict on training data counts each point as its own neighbour (see below)",
-    "check_outliers_fit_predict": "fit_predict = fit + predict, same inconsistency",
-}
-
-
-def _expected_failed(est):
-    return _RARITY_XFAIL if isinstance(est, RarityScorer) else {}
-
-
-@parametrize_with_checks([RarityScorer(), RarityScorer(n_neighbors=3, contamination=0.1)],
-                         expected_failed_checks=_expected_failed)
+@parametrize_with_checks([RarityScorer(), RarityScorer(n_neighbors=3, contamination=0.1)])
 def test_sklearn_contract(estimator, check):
     check(estimator)
 
@@ -48,8 +34,6 @@ def test_score_samples_lower_for_isolated_point():
     assert s.decision_function(np.array([[0.0] * 4], np.float32))[0] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: rank.RarityScorer.predict on the training data counts each point as its "
-                                       "own nearest neighbour, while offset_ was learnt leaving it out")
 def test_predict_on_training_data_flags_contamination():
     X = np.random.default_rng(1).standard_normal((200, 3)).astype(np.float32)
     s = RarityScorer(n_neighbors=5, contamination=0.1).fit(X)
@@ -150,3 +134,12 @@ def test_empty_events():
     ev, red = events_table()
     out = AtypicalityRanker().rank(ev.iloc[:0], red[:0])
     assert len(out) == 0 and {"rarity", "atypicality", "rank"} <= set(out.columns)
+
+
+def test_false_alarm_rate_counts_quiet_scores_at_least_as_high():
+    from changescout.rank import false_alarm_rate
+
+    background = [0.1, 0.2, 0.3, 0.4]
+    far = false_alarm_rate([0.05, 0.2, 0.35, 0.9], background)
+    assert far.tolist() == pytest.approx([1.0, 0.75, 0.25, 0.0])
+    assert false_alarm_rate([0.5], []).tolist() == [0.0]

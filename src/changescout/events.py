@@ -39,6 +39,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "rarity": ("float32", "0..1, higher = rarer change type and emptier neighbourhood in change-vector space"),
     "atypicality": ("float32", "0..1 ranking score, higher = more atypical (rarity and/or magnitude, transient changes demoted)"),
     "rank": ("int32", "1 = most atypical"),
+    "false_alarm_rate": ("float32", "calibrated score: fraction of the run's unchanged-looking patch events (surprise not standing out) whose atypicality is at least this high; lower = more certainly a change"),
     "object_id": ("int64", "change object this patch event belongs to (objects.parquet): touching patches of one date pair that change alike"),
     "object_rank": ("int32", "rank of its object, 1 = most atypical object; the analyst's list"),
     "vec": ("int64", "key of the change vector in changes.zarr (and id in index.faiss)"),

@@ -27,7 +27,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .rank import percentile
+from .rank import false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -159,6 +159,8 @@ class ObjectRanker:
         obj["atypicality"] = np.where(cand, score, 0.0).astype(np.float32)
         obj["rank"] = rank
         ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
+        if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
+            ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
         return ev.drop(columns="_cand"), obj
 
 

@@ -279,7 +279,7 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
     for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
         ev[c] = ev[c].astype(np.int32)
     ev["object_id"] = ev["object_id"].astype(np.int64)
-    for c in ("magnitude", "surprise", "zscore", "clear_fraction", "rarity", "atypicality"):
+    for c in ("magnitude", "surprise", "zscore", "clear_fraction", "rarity", "atypicality", "false_alarm_rate"):
         ev[c] = ev[c].astype(np.float32)
     geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())
     gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)

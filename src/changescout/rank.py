@@ -36,8 +36,10 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         self.index_ = faiss.IndexFlatL2(X.shape[1])
         self.index_.add(np.ascontiguousarray(X))
         self.n_train_ = X.shape[0]
-        self.train_scores_ = self._scores(X, exclude_self=True)
-        self.offset_ = float(np.quantile(self.train_scores_, self.contamination)) if len(X) else 0.0
+        self.train_scores_ = self._scores(X, exclude_self=True)  # for ranking the training points themselves
+        # The threshold is learnt on the scores score_samples gives the training points (each is its own
+        # nearest neighbour there), so that predict(X_train) flags the contamination fraction.
+        self.offset_ = float(np.quantile(self._scores(X, exclude_self=False), self.contamination)) if len(X) else 0.0
         return self
 
     def _scores(self, X, exclude_self):
@@ -48,7 +50,7 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         d = np.sqrt(np.maximum(d, 0))
         if exclude_self:
             d = d[:, 1:] if k > 1 else d
-        return -d.mean(axis=1)
+        return -d.mean(axis=1).astype(np.float64)
 
     def score_samples(self, X):
         check_is_fitted(self, "index_")
@@ -106,3 +108,14 @@ class AtypicalityRanker:
         rank[order] = np.arange(1, n + 1)
         ev["rank"] = rank
         return ev
+
+
+def false_alarm_rate(score, background) -> np.ndarray:
+    """Empirical false-alarm rate of each score: the fraction of ``background`` scores (the run's
+    unchanged-looking events) that are at least as high. 0 = nothing unchanged-looking scores this high;
+    an analyst who stops where it reaches 0.01 expects about 1 % of the quiet patches above that point."""
+    bg = np.sort(np.asarray(background, dtype=float))
+    s = np.asarray(score, dtype=float)
+    if bg.size == 0:
+        return np.zeros(s.shape, np.float32)
+    return ((bg.size - np.searchsorted(bg, s, side="left")) / bg.size).astype(np.float32)

@@ -210,8 +210,9 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
 
 
 @app.command()
-def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicearthnet"),
-              root: Path = typer.Option(..., "--root", help="Dataset folder (OSCD: city folders; pairs: A/, B/, label/)."),
+def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicearthnet | synthetic"),
+              root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (OSCD: city folders; pairs: A/, B/, label/; synthetic: optional, the shared folder holding the Bouconne series to plant changes into)."),
+              seeds: str = typer.Option("0,1,2,3,4", help="synthetic: seeds of the planted-change series."),
               encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found)."),
               baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
               out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, roc.png, pr.png."),
@@ -224,19 +225,21 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
 
     if dataset not in DATASETS:
         raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if root is None and dataset != "synthetic":
+        raise ConfigError(f"benchmark {dataset} needs --root PATH (the dataset folder)")
     if weights_dir is not None:
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     result = run_benchmark(dataset, root, encoders=split(encoders_), baselines=split(baselines), out=out,
-                           fine_patch=fine_patch, log=_log)
+                           fine_patch=fine_patch, log=_log, seeds=[int(x) for x in seeds.split(",") if x.strip()])
     table = metrics_table(result["rows"])
     view = Table(title=f"Benchmark {dataset} ({len(set(table['method']))} methods)")
-    cols = ["method", "uses_embeddings", "level", "patch_size", "n_items", "auroc", "ap", "best_f1", "otsu_iou", "p_at_1pct", "seconds"]
+    cols = [c for c in table.columns if c not in ("otsu_f1",)]
     for c in cols:
         view.add_column(c, justify="left" if c == "method" else "right")
     for _, r in table.iterrows():
         view.add_row(*[("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(int(v)) if c == "patch_size"
-                        else f"{v:.3f}" if isinstance(v, float) else str(v)) for c, v in ((c, r[c]) for c in cols)])
+                        else f"{v:.3f}" if isinstance(v, float) else str(v)) for c, v in ((c, r.get(c)) for c in cols)])
     out_console.print(view)
     for note in result["notes"]:
         out_console.print(f"note: {escape(note)}")

@@ -47,6 +47,8 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
     """
     out_dir = Path(out_dir)
     rgb = cube.sel(band=rgb_bands(cube)).reset_coords(drop=True)
+    if rgb.chunks is not None and rgb.size * 4 <= (1 << 30):
+        rgb = rgb.persist()  # read the files once, not once per date and once per chip
     times = pd.DatetimeIndex(cube["time"].values)
     step = max(1, math.ceil(max(cube.sizes["y"], cube.sizes["x"]) / MAX_SIDE))
     shape = (len(times), cube.sizes["y"] // step, cube.sizes["x"] // step, 3)

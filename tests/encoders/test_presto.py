@@ -393,3 +393,21 @@ def test_oscd_permuted_bands_do_worse(oscd_windows, oscd_pretrained):
     enc = PrestoEncoder(patch_size=16 // OSCD_STRIDE, mode="single", weights=WEIGHTS, device="cpu")
     permuted = _patch_aurocs(oscd_windows, enc, bands=slice(None, None, -1))  # B12 ... B02
     assert oscd_pretrained > permuted + 0.05, (oscd_pretrained, permuted)  # measured 0.81 vs 0.72
+
+
+def test_pixel_stride_pools_a_lattice_of_pixels():
+    """``pixel_stride=k`` embeds only every k-th pixel of each axis; a patch's state is their mean."""
+    from changescout.encoders.presto import PrestoEncoder
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.01, 0.3, (2, 10, 16, 16)).astype(np.float32)
+    months = np.array([3, 4])
+    full = PrestoEncoder(patch_size=8, mode="single", weights="random", seed=1)
+    lattice = PrestoEncoder(patch_size=8, mode="single", weights="random", seed=1, pixel_stride=4)
+    sub = np.zeros_like(x)
+    sub[:, :, ::4, ::4] = x[:, :, ::4, ::4]
+    valid = np.zeros((2, 16, 16), bool)
+    valid[:, ::4, ::4] = True
+    np.testing.assert_allclose(lattice.encode_series(x, months), full.encode_series(sub, months, valid), atol=1e-5)
+    with pytest.raises(ConfigError):
+        PrestoEncoder(patch_size=8, weights="random", pixel_stride=3)

@@ -34,6 +34,9 @@ from .baselines import BASELINES
 from .metrics import Item, evaluate_items
 
 DATASETS = ("oscd", "pairs", "dynamicearthnet", "synthetic")
+#: Encoder options for two-date benchmarks: Presto embeds each date alone (a trailing window would mix in the
+#: other date) and pools every 4th pixel of each axis (the same pooled AUROC on OSCD, 16 times faster).
+ENCODER_OPTIONS = {"presto": {"mode": "single", "pixel_stride": 4}}
 PATCH_SIZES = (16, 32)
 
 
@@ -152,7 +155,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     for method, uses_emb in methods:
         if uses_emb:
             try:
-                select_bands(bands, get_encoder(method, patch_size=fine_patch).spec)
+                select_bands(bands, get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {})).spec)
             except BandError as exc:
                 if encoders is not None:
                     raise
@@ -163,7 +166,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
         items = []
         for pair in pairs:
             if uses_emb:
-                score = encoder_scores(get_encoder(method, patch_size=fine_patch), pair, fine_patch)
+                score = encoder_scores(get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {})), pair, fine_patch)
             else:
                 score = baseline_scores(method, pair)
             items.append(Item(pair.name, score, pair.label, pair.valid))

@@ -57,7 +57,9 @@ def test_benchmark_scores_methods_and_writes_outputs(pairs_root, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["dataset"] == "pairs" and len(saved["rows"]) == 9
     assert any("pixel coordinates" in n for n in saved["notes"])
-    assert "| method" in (out / "metrics.md").read_text()
+    assert "| method" in (out / "metrics.md").read_text() and "Spread over items" in (out / "metrics.md").read_text()
+    (sp,) = [r for r in saved["spread"] if r["method"] == "cva-z" and r["patch_size"] == 16]
+    assert sp["auroc"]["min"] <= sp["auroc"]["mean"] <= sp["auroc"]["max"]
     per_item = pd.read_csv(out / "per_item.csv")
     assert set(per_item["item"]) == {"t0", "t1", "t2"}
     for name in ("roc.png", "pr.png"):

@@ -31,7 +31,7 @@ from ..atomic import atomic_path, write_json
 from ..encoders.base import select_bands
 from ..errors import BandError, ConfigError, InputError
 from .baselines import BASELINES
-from .metrics import Item, evaluate_items
+from .metrics import Item, evaluate_items, spread
 
 DATASETS = ("oscd", "pairs", "dynamicearthnet", "synthetic")
 #: Encoder options for two-date benchmarks: Presto embeds each date alone (a trailing window would mix in the
@@ -150,7 +150,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if not pairs:
         raise InputError(f"no labelled items found for dataset {dataset!r}", root)
     methods = [(b, False) for b in (baselines or BASELINES)] + [(e, True) for e in available_encoders_with_weights(encoders)]
-    rows, per_item, curves, skipped = [], [], {}, []
+    rows, per_item, curves, skipped, spreads = [], [], {}, [], []
     bands = [str(b) for b in pairs[0].cube["band"].values]
     for method, uses_emb in methods:
         if uses_emb:
@@ -178,9 +178,11 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
                                                 seconds=round(seconds, 2))
             rows.append(row.to_dict())
             per_item += [{"method": method, "level": level, "patch_size": p, **m} for m in items_metrics]
+            spreads.append({"method": method, "level": level, "patch_size": p, **spread(items_metrics, ("auroc", "ap"))})
         curves[method] = _curve_data(items, PATCH_SIZES[0])
     notes = sorted({n for pair in pairs for n in pair.notes}) + skipped
-    result = {"dataset": dataset, "root": str(root), "rows": rows, "per_item": _clean(per_item), "notes": notes}
+    result = {"dataset": dataset, "root": str(root), "rows": rows, "spread": _clean_nested(spreads),
+              "per_item": _clean(per_item), "notes": notes}
     if out is not None:
         write_outputs(Path(out), result, curves)
     return result
@@ -223,6 +225,10 @@ def _clean(rows: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
 
 
+def _clean_nested(rows: list[dict]) -> list[dict]:
+    return [{k: (_clean([v])[0] if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
+
+
 def _curve_data(items, p: int):
     from .metrics import patch_level
 
@@ -244,6 +250,13 @@ def write_outputs(out: Path, result: dict, curves: dict) -> None:
     write_json(out / "metrics.json", result)
     table = metrics_table(result["rows"])
     text = f"# Benchmark: {result['dataset']} ({result['root']})\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
+    if result.get("spread"):
+        text += f"\nSpread over items, patches of {PATCH_SIZES[0]} px (mean +- std [min, max]):\n\n"
+        text += "| method | AUROC | AP |\n|---|---|---|\n"
+        fmt = lambda d: "-" if d["mean"] is None else f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}, {d['max']:.3f}]"  # noqa: E731
+        for sp in result["spread"]:
+            if sp["level"] == "patch" and sp["patch_size"] == PATCH_SIZES[0]:
+                text += f"| {sp['method']} | {fmt(sp['auroc'])} | {fmt(sp['ap'])} |\n"
     if result["notes"]:
         text += "\n" + "\n".join(f"- {n}" for n in result["notes"]) + "\n"
     with atomic_path(out / "metrics.md") as tmp:

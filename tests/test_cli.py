@@ -208,6 +208,16 @@ def test_similar_json_by_id_and_by_place(capsys, session_run):
     assert code == 0 and res[0]["event_id"][:20] in out3
 
 
+def test_similar_objects_gives_one_row_per_object(capsys, session_run):
+    ev = read_events(session_run)
+    q = ev.sort_values("object_rank").iloc[0]
+    code, out, err = call(capsys, "similar", session_run, q["event_id"], "--objects", "--k", 4, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert len(res) == 4 and len({r["object_id"] for r in res}) == 4
+    assert q["object_id"] not in {r["object_id"] for r in res}
+
+
 def test_similar_errors_exit_2(capsys, session_run):
     code, _, err = call(capsys, "similar", session_run, "t_00000000-20210101-20210201-r0-c0")
     assert code == 2 and "no event" in err

@@ -111,3 +111,21 @@ def test_unknown_event_and_bad_place(session_run, events):
 def test_not_a_run(tmp_path):
     with pytest.raises(RunNotFoundError, match="events.parquet"):
         find_similar(tmp_path, "x")
+
+
+def test_object_search_leaves_out_the_query_object_and_gives_one_row_per_object(session_run, events):
+    big = events.groupby("object_id").filter(lambda g: len(g) >= 2)
+    query = big.sort_values("object_rank").iloc[0]
+    own = set(events.loc[events["object_id"] == query["object_id"], "event_id"])
+    res = find_similar(session_run, query["event_id"], k=5, objects=True)
+    assert len(res) == 5 and res["object_id"].is_unique
+    assert not own & set(res["event_id"])  # the query's own object is not a result
+    assert (np.diff(res["similarity"].to_numpy()) <= 1e-6).all()
+    # the query is the object's mean change: the top result is the most similar patch to it, not to one patch
+    vecs, keys = read_vectors(session_run / "changes.zarr")
+    members = events[events["object_id"] == query["object_id"]]
+    w = members["surprise"].to_numpy(float)
+    desc = (vecs[members["vec"].to_numpy()] * w[:, None]).sum(0) / w.sum()
+    top = vecs[events.set_index("event_id").loc[res["event_id"].iloc[0], "vec"]]
+    cos = desc @ top / np.linalg.norm(desc) / np.linalg.norm(top)
+    assert res["similarity"].iloc[0] == pytest.approx(cos, abs=1e-4)

@@ -164,6 +164,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             k: int = typer.Option(10, help="Number of results."),
             in_runs: list[Path] = typer.Option([], "--in", help="Other run(s) to search too."),
             negatives: list[str] = typer.Option([], "--not", help="Event id(s) that are not what you look for."),
+            objects: bool = typer.Option(False, "--objects", help="Query with the event's whole change object; one result per object."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """The changes most similar to one event, in this run and others."""
     from .similar import find_similar
@@ -176,16 +177,17 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             xy = ()
         if len(xy) != 2:
             raise ConfigError(f"--at takes X,Y (two numbers), got {at!r}")
-    res = find_similar(run_dir, event_id, at=xy, t1=t1, k=k, other_runs=in_runs, negatives=negatives)
+    res = find_similar(run_dir, event_id, at=xy, t1=t1, k=k, other_runs=in_runs, negatives=negatives, objects=objects)
     if as_json:
         out_console.print_json(res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str)).to_json(orient="records"))
         return
     table = Table(title=f"Similar to {res.attrs.get('query')}")
-    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "rank", "cluster", "run"):
+    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c)
     for _, r in res.iterrows():
         table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",
-                      f"{r['atypicality']:.3f}", str(r["rank"]), str(r["cluster"]), r["run"])
+                      f"{r['atypicality']:.3f}", str(r["rank"]), str(r["object_id"]), str(r["object_rank"]),
+                      str(r["cluster"]), r["run"])
     out_console.print(table)
 
 

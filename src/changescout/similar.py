@@ -16,7 +16,8 @@ from .events import read_events
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
 from .tiling import PatchGrid
 
-RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "rank"]
+RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "rank",
+                  "object_id", "object_rank"]
 
 
 class RunView:
@@ -56,8 +57,12 @@ class RunView:
 
 
 def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float] | None = None, t1=None, k: int = 10,
-                 other_runs=(), negatives=()) -> pd.DataFrame:
-    """The ``k`` changes most similar to the query event (by cosine of change vectors), best first."""
+                 other_runs=(), negatives=(), objects: bool = False) -> pd.DataFrame:
+    """The ``k`` changes most similar to the query event (by cosine of change vectors), best first.
+
+    With ``objects``, the query is the event's whole change object (the surprise-weighted mean of its change
+    vectors), its own patches are left out, and the results are change objects: one row per object, its most
+    similar patch as the detail."""
     if k < 1:
         raise EventNotFoundError(f"--k must be at least 1, got {k}")
     base = RunView(run)
@@ -68,19 +73,29 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     else:
         raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
     neg = [base.event(e) for e in negatives]
-    q = feedback_query(base.vectors([query["vec"]]), base.vectors([e["vec"] for e in neg]) if neg else None)
+    own = base.events.iloc[0:0]
+    if objects:
+        own = base.events[base.events["object_id"] == query["object_id"]]
+        w = np.maximum(own["surprise"].to_numpy(float), 1e-6)
+        positive = (base.vectors(own["vec"].to_numpy()) * w[:, None]).sum(0, keepdims=True) / w.sum()
+    else:
+        positive = base.vectors([query["vec"]])
+    q = feedback_query(positive, base.vectors([e["vec"] for e in neg]) if neg else None)
     views = [base] + [RunView(p) for p in other_runs]
     for v in views[1:]:
         check_compatible(base.compat, v.compat, str(base.path), str(v.path))
     frames = []
     for v in views:
-        exclude = {int(query["vec"])} | {int(e["vec"]) for e in neg} if v is base else set()
-        res = v.index().search(q, k=k, exclude=exclude)
+        exclude = {int(query["vec"])} | {int(e["vec"]) for e in neg} | set(own["vec"].astype(int)) if v is base else set()
+        res = v.index().search(q, k=k * 8 if objects else k, exclude=exclude)
         hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
         hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")
         hits["run"] = str(v.path)
         frames.append(hits)
-    out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable").head(k)
+    out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
+    if objects:
+        out = out.drop_duplicates(["run", "object_id"])
+    out = out.head(k)
     out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
     return out

@@ -13,10 +13,8 @@ from changescout.events import (
     COLUMNS,
     SCHEMA,
     check_directions,
-    empty_like_schema,
     export_events,
     read_events,
-    top_events,
     write_events,
 )
 from changescout.tiling import PatchGrid, event_ids
@@ -142,6 +140,3 @@ def test_helpers(events):
     bad["rank"] = bad["rank"][::-1].to_numpy()
     with pytest.raises(ConfigError, match="ranks"):
         check_directions(bad)
-    assert top_events(events.iloc[::-1], 3)["rank"].tolist() == [1, 2, 3]
-    empty = empty_like_schema("EPSG:32631")
-    assert len(empty) == 0 and set(COLUMNS) <= set(empty.columns) and empty.crs.to_epsg() == 32631

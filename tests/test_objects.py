@@ -70,13 +70,21 @@ def test_transient_object_is_demoted_and_rank_by_is_honoured():
     rows = _background() + [(1, 1, "2021-03-01", 3.0, 0, np.eye(8)[3]), (1, 2, "2021-03-01", 3.0, 0, np.eye(8)[3]),  # cloud
                             (9, 9, "2021-03-01", 1.5, 2, np.eye(8)[4])]
     ev, vecs = _events(rows)
-    _, obj = ObjectRanker().fit_transform(ev, vecs)
-    ev2, _ = ObjectRanker().fit_transform(ev, vecs)
-    cloud, real = ev2.iloc[-3]["object_rank"], ev2.iloc[-1]["object_rank"]
-    assert real < cloud
-    _, obj_mag = ObjectRanker(by="magnitude", transient_weight=1.0).fit_transform(ev, vecs)
-    ev3, _ = ObjectRanker(by="magnitude", transient_weight=1.0).fit_transform(ev, vecs)
-    assert ev3.iloc[-3]["object_rank"] < ev3.iloc[-1]["object_rank"]  # bigger change first when nothing is demoted
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs)
+    cloud, real = ranked.iloc[-3]["object_rank"], ranked.iloc[-1]["object_rank"]
+    assert real < cloud  # the stronger but transient change is demoted below the lasting one
+    by_size, _ = ObjectRanker(by="magnitude", transient_weight=1.0).fit_transform(ev, vecs)
+    assert by_size.iloc[-3]["object_rank"] < by_size.iloc[-1]["object_rank"]  # bigger change first when nothing is demoted
+
+
+def test_object_persistence_is_the_median_of_known_values():
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 1, np.eye(8)[0]), (1, 2, "2021-03-01", 2.0, 3, np.eye(8)[0]),
+                            (2, 2, "2021-03-01", 2.0, None, np.eye(8)[0]), (7, 7, "2021-03-01", 2.0, None, np.eye(8)[1])]
+    ev, vecs = _events(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    pers = obj.set_index("object_id")["persistence"]
+    assert pers[ranked.iloc[-2]["object_id"]] == 2.0  # median of 1 and 3; the unknown (last date) is left out
+    assert np.isnan(pers[ranked.iloc[-1]["object_id"]])  # nothing known: unknown, not transient
 
 
 def test_object_polygons_are_dissolved_and_areas_in_hectares():
@@ -92,6 +100,8 @@ def test_object_polygons_are_dissolved_and_areas_in_hectares():
     big = out[out["n_patches"] == 2].iloc[0]
     assert big["area_ha"] == pytest.approx(2 * 160 * 160 / 1e4)
     assert shapely.get_num_geometries(big.geometry) == 1 and big.geometry.area == pytest.approx(2 * 160 * 160)
+    single = out[out["n_patches"] == 1].iloc[0]
+    assert single["area_ha"] == pytest.approx(2.56) and single.geometry.equals(gdf.loc[gdf["object_id"] == single["object_id"]].geometry.iloc[0])
     geo = object_geometries(gdf.to_crs("EPSG:4326"), obj)
     assert geo.loc[geo["n_patches"] == 2, "area_ha"].iloc[0] == pytest.approx(5.12, rel=0.01)
 

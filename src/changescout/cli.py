@@ -253,6 +253,7 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
 def encoders(as_json: bool = typer.Option(False, "--json")):
     """Available encoders: bands, dimension, patch size, weights found or not."""
     from .encoders import available_encoders, get_encoder
+    from .encoders.base import PretrainedEncoder
 
     rows = []
     for name in available_encoders():
@@ -261,7 +262,7 @@ def encoders(as_json: bool = typer.Option(False, "--json")):
             s = enc.spec
             rows.append({"name": name, "bands": "any" if s.bands is None else ",".join(s.bands), "dim": s.dim,
                          "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
-                         "weights_found": "learnt per run" if name == "rcf" else "yes", "license": s.license})
+                         "weights_found": "yes" if isinstance(enc, PretrainedEncoder) else "learnt per run", "license": s.license})
         except ChangescoutError as exc:
             rows.append({"name": name, "bands": "?", "dim": "?", "patch_size": "?", "weights": str(exc), "weights_found": "no", "license": ""})
     if as_json:

@@ -170,30 +170,26 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
 IN_MEMORY_BYTES = 2 << 30
 
 
-def _read_once(cube: xr.DataArray, band_index: list[int], limit: int = IN_MEMORY_BYTES):
-    """The cube reduced to the encoder's bands, loaded into memory when it is small enough and the work runs
-    on local threads: statistics, the fit sample and every window then read the files once, not three times.
-    Larger cubes (and distributed runs) stay lazy, memory bounded by the window size."""
-    sub = cube.isel(band=band_index)
+def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray:
+    """``cube`` loaded into memory when it is small enough and the work runs on local threads: statistics, the
+    fit sample and every window then read the files once, not three times. Larger cubes (and distributed runs)
+    stay lazy, memory bounded by the window size."""
     try:
         from distributed import default_client
 
         default_client()
-        return sub, list(range(len(band_index)))
+        return cube
     except (ImportError, ValueError):
         pass
-    if sub.size * 4 <= limit and sub.chunks is not None:
-        sub = sub.persist()
-    return sub, list(range(len(band_index)))
+    return cube.persist() if cube.chunks is not None and cube.size * 4 <= limit else cube
 
 
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
                progress=None) -> xr.Dataset:
     """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
+    cube = _read_once(cube.isel(band=select_bands([str(b) for b in cube["band"].values], encoder.spec)))
     bands = [str(b) for b in cube["band"].values]
-    band_index = select_bands(bands, encoder.spec)
-    cube, band_index = _read_once(cube, band_index)
-    bands = [bands[i] for i in select_bands(bands, encoder.spec)]
+    band_index = list(range(len(bands)))  # the cube now holds the encoder's bands, in its order
     stats = date_statistics(cube, band_index)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))

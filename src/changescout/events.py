@@ -59,12 +59,18 @@ def write_events(events: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
         raise ConfigError(f"events table misses columns {missing}")
     if events.crs is None:
         raise ConfigError("events table has no CRS")
+    return write_geoparquet(events, path, schema_metadata())
+
+
+def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | os.PathLike, metadata: dict) -> Path:
+    """GeoParquet written atomically, ``metadata`` (column descriptions) under the file metadata key
+    ``changescout`` beside geopandas' ``geo`` key."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        events.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
+        gdf.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
         table = pq.read_table(tmp)
         meta = dict(table.schema.metadata or {})
-        meta[b"changescout"] = json.dumps(schema_metadata()).encode()
+        meta[b"changescout"] = json.dumps(metadata).encode()
         pq.write_table(table.replace_schema_metadata(meta), tmp)
     return path
 
@@ -114,15 +120,6 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
                 ev["persistence"] = ev["persistence"].astype("float64")
             ev.to_file(tmp, driver=driver, layer="events" if fmt == "gpkg" else None)
     return path
-
-
-def empty_like_schema(crs) -> gpd.GeoDataFrame:
-    cols = {c: pd.Series(dtype=("object" if d == "string" else d)) for c, (d, _) in SCHEMA.items()}
-    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-
-
-def top_events(events: gpd.GeoDataFrame, n: int = 10) -> pd.DataFrame:
-    return events.sort_values("rank").head(n)
 
 
 def check_directions(events: pd.DataFrame) -> None:

@@ -19,6 +19,8 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faiss
 import geopandas as gpd
 import numpy as np
@@ -27,6 +29,8 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .errors import RunNotFoundError
+from .events import write_geoparquet
 from .rank import false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -36,7 +40,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "t0": ("datetime64[ns]", "earliest t0 of its patches"),
     "t1": ("datetime64[ns]", "date of the new state (shared by its patches)"),
     "n_patches": ("int32", "number of patch events in the object"),
-    "area_ha": ("float64", "area of the dissolved polygon in hectares (geodesic for geographic CRS; patches for pixel grids)"),
+    "area_ha": ("float64", "area of the dissolved polygon in hectares (equal-area projection for geographic CRS; NaN for pixel grids)"),
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),
@@ -128,6 +132,7 @@ class ObjectRanker:
         ev = events.copy()
         ev["object_id"] = group_objects(ev, vectors, self.min_z, self.min_cosine)
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
+        ev["_persistence"] = ev["persistence"].astype("Float64").astype(float)  # null -> NaN, skipped by median
         g = ev.groupby("object_id", sort=True)
         obj = pd.DataFrame({
             "object_id": np.asarray(list(g.groups), dtype=np.int64),
@@ -136,7 +141,7 @@ class ObjectRanker:
             "magnitude": g["magnitude"].max().to_numpy(np.float32),
             "surprise": g["surprise"].max().to_numpy(np.float32),
             "zscore": g["zscore"].max().to_numpy(np.float32),
-            "persistence": g["persistence"].agg(lambda s: s.astype("Float64").median()).to_numpy(np.float32, na_value=np.nan),
+            "persistence": g["_persistence"].median().to_numpy(np.float32),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
         event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
@@ -161,13 +166,18 @@ class ObjectRanker:
         ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
         if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
             ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
-        return ev.drop(columns="_cand"), obj
+        return ev.drop(columns=["_cand", "_persistence"]), obj
 
 
 def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.GeoDataFrame:
     """The objects table with dissolved polygons (series CRS) and their area in hectares."""
-    geoms = events.groupby("object_id")["geometry"].agg(lambda s: shapely.union_all(s.to_numpy()))
-    gdf = gpd.GeoDataFrame(objects.copy(), geometry=geoms.reindex(objects["object_id"]).to_numpy(), crs=events.crs)
+    ids = events["object_id"].to_numpy()
+    first = pd.Series(events.geometry.to_numpy(), index=ids)
+    first = first[~first.index.duplicated()]  # most objects are one patch: their polygon as it is
+    shared = pd.Index(ids).duplicated(keep=False)
+    merged = events[shared].groupby("object_id")["geometry"].agg(lambda s: shapely.union_all(s.to_numpy()))
+    first.loc[merged.index] = merged.to_numpy()
+    gdf = gpd.GeoDataFrame(objects.copy(), geometry=first.reindex(objects["object_id"]).to_numpy(), crs=events.crs)
     gdf["area_ha"] = _area_ha(gdf)
     return gdf[list(OBJECT_SCHEMA) + ["geometry"]].sort_values("rank").reset_index(drop=True)
 
@@ -175,35 +185,19 @@ def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.Ge
 def _area_ha(gdf: gpd.GeoDataFrame) -> np.ndarray:
     if gdf.crs is None:
         return np.full(len(gdf), np.nan)
-    if gdf.crs.is_geographic:
-        geod = gdf.crs.get_geod()
-        return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in gdf.geometry]) / 1e4
+    if gdf.crs.is_geographic:  # an equal-area projection of the same ellipsoid
+        return gdf.geometry.to_crs("+proj=cea +ellps=WGS84").area.to_numpy() / 1e4
     factor = gdf.crs.axis_info[0].unit_conversion_factor if gdf.crs.axis_info else 1.0
     return gdf.geometry.area.to_numpy() * factor**2 / 1e4
 
 
 def write_objects(objects: gpd.GeoDataFrame, path) -> None:
     """Write the objects table as GeoParquet, atomically, with its column descriptions in the metadata."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        objects.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
-        table = pq.read_table(tmp)
-        meta = dict(table.schema.metadata or {})
-        meta[b"changescout"] = json.dumps({"columns": {k: {"dtype": d, "description": s} for k, (d, s) in OBJECT_SCHEMA.items()}}).encode()
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    write_geoparquet(objects, path, {"columns": {k: {"dtype": d, "description": s} for k, (d, s) in OBJECT_SCHEMA.items()}})
 
 
 def read_objects(path) -> gpd.GeoDataFrame:
     """The objects table of a run directory (or file), most atypical first."""
-    from pathlib import Path
-
-    from .errors import RunNotFoundError
-
     path = Path(path)
     if path.is_dir():
         path = path / "objects.parquet"

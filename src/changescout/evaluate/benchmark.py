@@ -153,9 +153,11 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     rows, per_item, curves, skipped, spreads = [], [], {}, [], []
     bands = [str(b) for b in pairs[0].cube["band"].values]
     for method, uses_emb in methods:
+        encoder = None
         if uses_emb:
+            encoder = get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {}))
             try:
-                select_bands(bands, get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {})).spec)
+                select_bands(bands, encoder.spec)
             except BandError as exc:
                 if encoders is not None:
                     raise
@@ -166,7 +168,9 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
         items = []
         for pair in pairs:
             if uses_emb:
-                score = encoder_scores(get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {})), pair, fine_patch)
+                # Pretrained weights load once; an encoder that learns from the data (rcf) starts afresh per item.
+                fresh = encoder if encoder.is_fitted else get_encoder(method, patch_size=fine_patch, **ENCODER_OPTIONS.get(method, {}))
+                score = encoder_scores(fresh, pair, fine_patch)
             else:
                 score = baseline_scores(method, pair)
             items.append(Item(pair.name, score, pair.label, pair.valid))

@@ -55,43 +55,43 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     return scores
 
 
-def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
-    index = SimilarChangeIndex().fit(vectors, lab["vec"].to_numpy())
-    pos = lab[lab["label"] == 1]
-    common_p5, rare_found = [], {}
+def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray) -> tuple[float | None, dict]:
+    """Similar-change search scored against the planted truth, one query per planted object (its best-ranked
+    row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
+    type among the top 5) and, per rare object, whether another instance of its type is in the top 10.
+
+    ``table`` rows (patch events or change objects) align with ``keys`` and ``descriptors``; it needs
+    ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``."""
+    index = SimilarChangeIndex().fit(descriptors, keys)
+    by_key = table.set_index(pd.Index(keys))
+    pos = table[table["label"] == 1]
+    p5, rare_found = [], {}
     for obj, group in pos.groupby("truth_object"):
         query = group.sort_values("rank").iloc[0]
-        own = lab.loc[lab["truth_object"] == obj, "vec"].to_numpy()
-        res = index.search(vectors[int(query["vec"])][None], k=10, exclude=own)
-        hits = lab.set_index("vec").loc[res.keys[0]]
+        own = keys[(table["truth_object"] == obj).to_numpy()]
+        hits = by_key.loc[index.search(descriptors[table.index.get_loc(query.name)][None], k=10, exclude=own).keys[0]]
+        same = (hits["label"] == 1) & (hits["truth_type"] == query["truth_type"])
         if query["truth_kind"] == "common":
-            top5 = hits.head(5)
-            common_p5.append(float(((top5["label"] == 1) & (top5["truth_type"] == query["truth_type"])).mean()))
+            p5.append(float(same.head(5).mean()))
         else:
-            others = set(pos.loc[(pos["truth_type"] == query["truth_type"]) & (pos["truth_object"] != obj), "truth_object"])
-            rare_found[int(obj)] = bool(others & set(hits["truth_object"]))
-    return {"similar_common_p_at_5": round(float(np.mean(common_p5)), 3) if common_p5 else None,
-            "similar_rare_other_in_top10": rare_found}
+            rare_found[int(obj)] = bool(same.any())
+    return (round(float(np.mean(p5)), 3) if p5 else None), rare_found
+
+
+def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
+    """Search between patch events (their change vectors)."""
+    keys = lab["vec"].to_numpy()
+    p5, rare = search_scores(lab, keys, vectors[keys])
+    return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare}
 
 
 def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray) -> dict:
-    """Similar-change search on objects (descriptor: surprise-weighted mean change vector), one query per planted
-    object (its best-ranked object), the query's own planted object excluded."""
+    """Search between change objects (surprise-weighted mean change vectors of their patches)."""
     cand = objs[objs["candidate"]].reset_index(drop=True)
-    index = SimilarChangeIndex().fit(object_descriptors(lab, vectors, cand["object_id"].to_numpy()), cand["object_id"].to_numpy())
-    desc = dict(zip(cand["object_id"], object_descriptors(lab, vectors, cand["object_id"].to_numpy())))
-    by_id = cand.set_index("object_id")
-    p5, rare_found = [], {}
-    for obj, group in cand[cand["truth_object"] >= 0].sort_values("rank").groupby("truth_object"):
-        query = group.iloc[0]
-        own = cand.loc[cand["truth_object"] == obj, "object_id"].to_numpy()
-        hits = by_id.loc[index.search(desc[query["object_id"]][None], k=10, exclude=own).keys[0]]
-        if query["truth_kind"] == "common":
-            p5.append(float((hits.head(5)["truth_type"] == query["truth_type"]).mean()))
-        else:
-            rare_found[int(obj)] = bool((hits["truth_type"] == query["truth_type"]).any())
-    return {"objects_similar_common_p_at_5": round(float(np.mean(p5)), 3) if p5 else None,
-            "objects_similar_rare_other_in_top10": rare_found}
+    cand["label"] = (cand["truth_object"] >= 0).astype(int)
+    keys = cand["object_id"].to_numpy()
+    p5, rare = search_scores(cand, keys, object_descriptors(lab, vectors, keys))
+    return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare}
 
 
 def series(seed: int, background: str = "synthetic", shared: str | Path | None = None):

@@ -128,6 +128,9 @@ def run(ctx: typer.Context,
         compare: str = typer.Option("consecutive", help="consecutive | anniversary | reference:YYYY-MM-DD"),
         rank_by: str = typer.Option("combined", "--rank-by", help="combined | rarity | magnitude"),
         min_clear: float = typer.Option(0.75, "--min-clear", help="Least clear fraction of a patch to use a date."),
+        coregister: str = typer.Option("auto", help="Sub-pixel co-registration of the dates: auto | on | off."),
+        radiometry: str = typer.Option("auto", help="Known per-date offsets (Sentinel-2 baseline >= 04.00...): auto | off."),
+        date_normalisation: str = typer.Option("off", "--date-normalisation", help="Per-date gain/offset matched to the reference date: off | reference."),
         seed: int = typer.Option(0, help="Seed (encoder sampling, clustering)."),
         label: Optional[str] = typer.Option(None, help="Readable series label used in event ids."),
         config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys; options given here override it."),
@@ -145,7 +148,8 @@ def run(ctx: typer.Context,
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}
     for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
-                        "min_clear": min_clear, "seed": seed}.items():
+                        "min_clear": min_clear, "seed": seed, "coregister": coregister, "radiometry": radiometry,
+                        "date_normalisation": date_normalisation}.items():
         if name not in base or _given(ctx, name):
             given[name] = value
     merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}

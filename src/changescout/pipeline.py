@@ -26,6 +26,7 @@ from . import __version__
 from .atomic import write_json
 from .change import Comparison, compute_changes, read_changes, write_changes
 from .cluster import ChangeClusterer, cluster_table
+from .coregister import coregister
 from .cube import grid_of
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
@@ -33,6 +34,7 @@ from .encoders.base import sha256_file
 from .errors import ConfigError, RunExistsError
 from .events import COLUMNS, write_events
 from .objects import ObjectRanker, object_geometries, write_objects
+from .radiometry import apply_offsets, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex
 from .tiling import PatchGrid, event_ids, series_id
@@ -61,6 +63,9 @@ class RunConfig:
     compare: str = "consecutive"
     min_clear: float = 0.75
     cloud_screen: str = "auto"
+    radiometry: str = "auto"
+    coregister: str = "auto"
+    date_normalisation: str = "off"
     n_clusters: int | str = "auto"
     rank_by: str = "combined"
     transient_weight: float = 0.2
@@ -204,7 +209,10 @@ def _build_encoder(config: RunConfig):
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
     """Run (or resume) every stage; return the run directory."""
     out = Path(out)
-    cube = screen_clouds(open_source(config), config.cloud_screen)
+    cube, offsets = apply_offsets(open_source(config), config.radiometry)
+    cube = screen_clouds(cube, config.cloud_screen)
+    cube, coreg = coregister(cube, config.coregister)
+    cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
@@ -214,6 +222,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     run = Run(out, config, overwrite=overwrite, log=log)
     run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
                          "bands": [str(b) for b in cube["band"].values], "comparison": str(comp)})
+    records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
+    if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
+        run.state.update(records)
+        run._save_state()
     if getattr(run, "resumed", False):
         log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
 

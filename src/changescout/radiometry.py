@@ -1,0 +1,283 @@
+"""Radiometric consistency across dates: what each date is, known offsets applied, relative normalisation.
+
+* :func:`describe_dates`: per date, its platform, sensor, processing level, product name, Sentinel-2 processing
+  baseline and the reflectance offset that applies, read from the cube's ``time`` coordinates (``platform``,
+  ``product``..., ``processing_baseline``) and from the names of its source files (each file goes to the date
+  its name holds, :func:`changescout.sources.dates.parse_date`; OSCD files by their ``imgs_1``/``imgs_2``
+  folder). Landsat series mix sensors: ``LT05``/``LT5`` is TM, ``LE07``/``LE7`` ETM+, ``LC08``/``LC09``
+  OLI/TIRS.
+* :func:`apply_offsets`: the known offsets, applied lazily per date. Sentinel-2 products of processing
+  baseline 04.00 and later (``..._N0400_...``, ``N0500``; 25 January 2022 on, and the reprocessed collection)
+  store ``DN = 10000 * reflectance + 1000`` (``RADIO_ADD_OFFSET`` / ``BOA_ADD_OFFSET`` = -1000), so
+  reflectance is ``(DN - 1000) / 10000``; Landsat Collection 2 Level-2 surface reflectance
+  (``LC08_L2SP_..._02_T1``) is ``DN * 2.75e-5 - 0.2``. A rule is applied only where the source scaled the
+  files with the default ``DN / 10000`` and no offset (``attrs`` ``scale_factor`` and ``offset``): a scale or
+  offset given to the source is taken as already right. Older Sentinel-2 products (names with ``_OPER_`` or a
+  baseline under 04.00) and OSCD (top-of-atmosphere L1C of 2015-2018, published in 2018) have no offset; a
+  date whose baseline cannot be told is recorded ``"unknown"`` and left as it is.
+* :class:`RelativeNormalisation` (and :func:`normalise_dates`, the pipeline stage): a gain and an offset per
+  date and band that give the date's median and interquartile range, over the pixels usable at both that date
+  and the reference date, those of the reference date. The cube stays in reflectance units, so it suits the
+  encoders that take reflectance and the baselines alike; it removes per-date calibration, illumination and
+  haze differences, and with them a real change of the whole scene (a season). It is off by default in a run:
+  the project's own encoder input already centres every date (:func:`changescout.embed.date_statistics`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .coregister import choose_reference
+from .cube import usable_mask, validate_cube
+from .errors import ConfigError, InputError
+from .sources.dates import parse_date, parse_level, parse_platform
+
+OFFSET_MODES = ("auto", "off")
+NORMALISATION_MODES = ("off", "reference")
+#: Sentinel-2 processing baseline from which products carry the -1000 DN add offset.
+S2_OFFSET_BASELINE = (4, 0)
+S2_ADD_OFFSET_DN = -1000.0
+DEFAULT_SCALE = 1e-4
+#: Landsat Collection 2 Level-2 surface reflectance: reflectance = DN * scale + offset.
+LANDSAT_C2_L2 = (2.75e-5, -0.2)
+
+_S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_", re.I)
+_S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
+_LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
+_LANDSAT_SENSOR = re.compile(r"(?<![A-Z0-9])L([COTEM])0?[1-9](?:_L[12]|\d{13}[A-Z]{3}\d{2})", re.I)
+_BAND_SUFFIX = re.compile(r"[_-](?:B\d{1,2}A?|b\d{1,2}|band_?\d{1,2}|fmask|scl|qa|mask)$", re.I)
+SENSORS = {"T": "TM", "E": "ETM+", "C": "OLI/TIRS", "O": "OLI", "M": "MSS"}
+#: ``time`` coordinates that may hold a product name, and those that may hold a processing baseline.
+PRODUCT_COORDS = ("product", "product_name", "product_id", "scene_id", "id")
+BASELINE_COORDS = ("processing_baseline", "s2:processing_baseline")
+
+
+# -- what each date is ----------------------------------------------------------------------------------
+def describe_dates(cube: xr.DataArray) -> dict[str, dict]:
+    """Per date ``YYYY-MM-DD``: platform, sensor, level, product, baseline and the offset rule that applies."""
+    cube = validate_cube(cube)
+    times = pd.DatetimeIndex(cube["time"].values)
+    names = _names_by_date(cube, times)
+    oscd = cube.attrs.get("dataset") == "oscd"
+    out = {}
+    for i, t in enumerate(times):
+        these = names[i]
+        platform = _coord(cube, "platform", i) or next(filter(None, map(parse_platform, these)), None)
+        if platform is None and oscd:
+            platform = "sentinel-2"  # OSCD is Sentinel-2 throughout; its later file names do not say which unit
+        level = next(filter(None, map(parse_level, these)), None) or str(cube.attrs.get("level", "unknown"))
+        baseline = _baseline(cube, i, these)
+        rule = _rule(platform, baseline, these, oscd)
+        out[f"{t:%Y-%m-%d}"] = {
+            "platform": platform,
+            "sensor": _sensor(platform, these),
+            "level": level,
+            "product": these[0] if these else None,
+            "baseline": None if baseline is None else f"{baseline[0]:02d}.{baseline[1]:02d}",
+            **rule,
+        }
+    return out
+
+
+def _names_by_date(cube: xr.DataArray, times: pd.DatetimeIndex) -> list[list[str]]:
+    """Product or file names of each date: a product ``time`` coordinate, else the source files by date."""
+    for key in PRODUCT_COORDS:
+        if key in cube.coords and cube[key].dims == ("time",):
+            return [[str(v)] for v in cube[key].values]
+    by_date: list[list[str]] = [[] for _ in times]
+    index = {t: i for i, t in enumerate(times)}
+    for f in cube.attrs.get("source_files", []):
+        p = Path(str(f))
+        i = _oscd_date(p) if cube.attrs.get("dataset") == "oscd" else None
+        if i is None:
+            t = next((d for d in map(parse_date, [p.stem, *(q.name for q in p.parents if q.name)]) if d is not None), None)
+            i = index.get(t)
+        if i is not None and i < len(times):
+            by_date[i].append(_product_name(p))
+    return [sorted(set(n)) for n in by_date]
+
+
+def _oscd_date(path: Path) -> int | None:
+    from .sources.oscd import DATE_FOLDERS
+
+    folder = path.parent.name
+    return DATE_FOLDERS.index(folder) if folder in DATE_FOLDERS else None
+
+
+def _product_name(path: Path) -> str:
+    """A file's product: its folder when that is a product folder (Landsat scene ids), else its stem without
+    a band suffix."""
+    parent = path.parent.name
+    return parent if parent and path.stem.startswith(parent) else _BAND_SUFFIX.sub("", path.stem)
+
+
+def _coord(cube: xr.DataArray, key: str, i: int):
+    if key in cube.coords and cube[key].dims == ("time",):
+        v = cube[key].values[i]
+        return None if v is None or str(v) in ("", "unknown", "nan", "None") else str(v)
+    return None
+
+
+def _baseline(cube: xr.DataArray, i: int, names: list[str]) -> tuple[int, int] | None:
+    for key in BASELINE_COORDS:
+        if (v := _coord(cube, key, i)) is not None:
+            try:
+                major, _, minor = f"{float(v):.2f}".partition(".")
+                return int(major), int(minor)
+            except ValueError:
+                raise InputError(f"the time coordinate {key!r} must hold baselines like '04.00', got {v!r}") from None
+    for n in names:
+        if m := _S2_BASELINE.search(n):
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _sensor(platform: str | None, names: list[str]) -> str | None:
+    for n in names:
+        if m := _LANDSAT_SENSOR.search(n):
+            return SENSORS[m.group(1).upper()]
+    if platform and platform.startswith("sentinel-2"):
+        return "MSI"
+    return {"landsat-5": "TM", "landsat-7": "ETM+", "landsat-8": "OLI/TIRS", "landsat-9": "OLI/TIRS"}.get(platform or "")
+
+
+def _rule(platform, baseline, names, oscd: bool) -> dict:
+    """``{"rule", "scale", "offset"}``: how file values become reflectance for this date (scale/offset or None)."""
+    if baseline is not None:
+        if baseline >= S2_OFFSET_BASELINE:
+            return {"rule": f"Sentinel-2 baseline >= 04.00: reflectance = (DN {S2_ADD_OFFSET_DN:+.0f}) / 10000",
+                    "scale": DEFAULT_SCALE, "offset": S2_ADD_OFFSET_DN * DEFAULT_SCALE}
+        return {"rule": "Sentinel-2 baseline < 04.00: no offset", "scale": DEFAULT_SCALE, "offset": 0.0}
+    if any(_LANDSAT_C2_L2.search(n) for n in names):
+        return {"rule": "Landsat Collection 2 Level-2: reflectance = DN * 2.75e-5 - 0.2",
+                "scale": LANDSAT_C2_L2[0], "offset": LANDSAT_C2_L2[1]}
+    if oscd:
+        return {"rule": "OSCD L1C (2015-2018, before baseline 04.00): no offset", "scale": DEFAULT_SCALE, "offset": 0.0}
+    if any(_S2_OLD.search(n) for n in names):
+        return {"rule": "Sentinel-2 product of the format before 2017 (baseline < 04.00): no offset",
+                "scale": DEFAULT_SCALE, "offset": 0.0}
+    if platform and platform.startswith("sentinel-2"):
+        return {"rule": "Sentinel-2 of unknown processing baseline: left as it is", "scale": None, "offset": None}
+    return {"rule": "no known offset", "scale": None, "offset": None}
+
+
+# -- offsets --------------------------------------------------------------------------------------------
+def apply_offsets(cube: xr.DataArray, mode: str = "auto") -> tuple[xr.DataArray, dict]:
+    """``(cube, record)``: the known scale and offset of each date applied (lazy) where the source used the
+    default ``DN / 10000``; ``mode="off"`` only records. ``record = {"mode", "source_scaling", "dates"}``
+    with, per date, :func:`describe_dates` and ``status``: ``applied`` | ``none`` | ``unknown`` |
+    ``given by the source`` | ``off``."""
+    if mode not in OFFSET_MODES:
+        raise ConfigError(f"radiometry must be one of {OFFSET_MODES}, got {mode!r}")
+    dates = describe_dates(cube)
+    src_scale, src_offset = cube.attrs.get("scale_factor"), cube.attrs.get("offset")
+    default = src_scale is not None and np.isclose(float(src_scale), DEFAULT_SCALE) and float(src_offset or 0.0) == 0.0
+    gain = np.ones(len(dates), np.float32)
+    add = np.zeros(len(dates), np.float32)
+    for i, info in enumerate(dates.values()):
+        if info["scale"] is None:
+            info["status"] = "unknown"
+        elif info["offset"] == 0.0 and info["scale"] == DEFAULT_SCALE:
+            info["status"] = "none"
+        elif mode == "off":
+            info["status"] = "off"
+        elif not default:
+            info["status"] = "given by the source"
+        else:
+            # the source computed x = DN * 1e-4; the product's own scaling is DN * scale + offset
+            gain[i] = info["scale"] / DEFAULT_SCALE
+            add[i] = info["offset"]
+            info["status"] = "applied"
+    record = {"mode": mode, "source_scaling": {"scale_factor": src_scale, "offset": src_offset}, "dates": dates}
+    if not (np.any(gain != 1) or np.any(add != 0)):
+        return cube, record
+    out = cube * xr.DataArray(gain, dims="time") + xr.DataArray(add, dims="time")
+    out = out.astype(np.float32)
+    out.attrs = {**cube.attrs, "radiometric_offsets": "per-date product scaling applied (see state.json radiometry)"}
+    out.name = cube.name
+    return out.assign_coords(quality=cube["quality"]), record
+
+
+# -- relative normalisation ----------------------------------------------------------------------------
+class RelativeNormalisation(BaseEstimator):
+    """Per date and band ``x' = gain * x + offset`` matching the reference date's median and IQR.
+
+    Statistics are computed over the pixels usable (clear or water, finite) at both the date and the reference,
+    on a regular subsample of at most ``max_pixels`` pixels. A date sharing fewer than ``min_pixels`` such
+    pixels with the reference keeps gain 1 and offset 0. Fitted: ``reference_``, ``gain_`` and ``offset_``
+    ``(time, band)``, ``shared_`` (pixels used per date).
+    """
+
+    def __init__(self, reference="clearest", max_pixels=65536, min_pixels=100):
+        self.reference = reference
+        self.max_pixels = max_pixels
+        self.min_pixels = min_pixels
+
+    def fit(self, cube: xr.DataArray, y=None) -> "RelativeNormalisation":
+        cube = validate_cube(cube)
+        ny, nx = cube.sizes["y"], cube.sizes["x"]
+        step = max(1, int(np.ceil(np.sqrt(ny * nx / max(int(self.max_pixels), 1)))))
+        sub = cube.isel(y=slice(None, None, step), x=slice(None, None, step))
+        vals, qual = dask.compute(da.asarray(sub.data), da.asarray(sub["quality"].data))
+        ok = usable_mask(qual) & np.isfinite(vals).all(axis=1)
+        dates = [f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(cube["time"].values)]
+        ref = choose_reference(dates, ok.mean(axis=(1, 2)), self.reference)
+        nt, nb = vals.shape[:2]
+        gain, offset, shared = np.ones((nt, nb)), np.zeros((nt, nb)), np.zeros(nt, int)
+        for t in range(nt):
+            both = ok[t] & ok[ref]
+            shared[t] = int(both.sum())
+            if t == ref or shared[t] < self.min_pixels:
+                continue
+            q_t = np.percentile(vals[t][:, both], [25, 50, 75], axis=1)
+            q_r = np.percentile(vals[ref][:, both], [25, 50, 75], axis=1)
+            iqr_t, iqr_r = q_t[2] - q_t[0], q_r[2] - q_r[0]
+            g = np.where(iqr_t > 1e-6, iqr_r / np.where(iqr_t > 1e-6, iqr_t, 1.0), 1.0)
+            gain[t], offset[t] = g, q_r[1] - g * q_t[1]
+        self.reference_ = dates[ref]
+        self.dates_ = dates
+        self.gain_, self.offset_, self.shared_ = gain.astype(np.float32), offset.astype(np.float32), shared
+        return self
+
+    def transform(self, cube: xr.DataArray) -> xr.DataArray:
+        check_is_fitted(self, "gain_")
+        cube = validate_cube(cube)
+        if cube.sizes["time"] != len(self.gain_) or cube.sizes["band"] != self.gain_.shape[1]:
+            raise InputError(f"the cube has {cube.sizes['time']} dates and {cube.sizes['band']} bands; the "
+                             f"normalisation was fitted on {self.gain_.shape[0]} dates and {self.gain_.shape[1]} bands")
+        out = cube * xr.DataArray(self.gain_, dims=("time", "band")) + xr.DataArray(self.offset_, dims=("time", "band"))
+        out = out.astype(np.float32)
+        out.attrs = {**cube.attrs, "date_normalisation": f"median and IQR matched to {self.reference_} per band"}
+        out.name = cube.name
+        return out.assign_coords(quality=cube["quality"])
+
+    def fit_transform(self, cube: xr.DataArray, y=None) -> xr.DataArray:
+        return self.fit(cube).transform(cube)
+
+    def record(self) -> dict:
+        check_is_fitted(self, "gain_")
+        return {"reference": self.reference_, "method": "median and IQR of each band matched to the reference date",
+                "dates": {d: {"gain": np.round(self.gain_[i], 5).tolist(), "offset": np.round(self.offset_[i], 6).tolist(),
+                              "shared_pixels": int(self.shared_[i])} for i, d in enumerate(self.dates_)}}
+
+
+def normalise_dates(cube: xr.DataArray, mode: str = "off", reference="clearest") -> tuple[xr.DataArray, dict]:
+    """The pipeline's per-date normalisation stage: ``mode`` ``"off"`` or ``"reference"``; ``(cube, record)``."""
+    if mode not in NORMALISATION_MODES:
+        raise ConfigError(f"date_normalisation must be one of {NORMALISATION_MODES}, got {mode!r}")
+    if mode == "off" or cube.sizes["time"] < 2:
+        return cube, {"mode": mode, "status": "off" if mode == "off" else "skipped: a single date"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = RelativeNormalisation(reference=reference).fit(cube)
+    return est.transform(cube), {"mode": mode, "status": "done", **est.record()}

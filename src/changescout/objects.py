@@ -9,6 +9,10 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors point the same way
    (cosine >= ``min_cosine``) join one object; a construction site next to a harvested field stays apart.
    Every other event is an object of its own.
+2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
+   change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
+   clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
+   once, from its onset to its end, rather than twice; the object's descriptor comes from its onset alone.
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
    (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
    descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its ``atypicality`` is the
@@ -38,7 +42,8 @@ _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "object_id": ("int64", "object id, unique within the run; events.parquet refers to it"),
     "t0": ("datetime64[ns]", "earliest t0 of its patches"),
-    "t1": ("datetime64[ns]", "date of the new state (shared by its patches)"),
+    "t1": ("datetime64[ns]", "date of the new state (the onset, shared by its first patch events)"),
+    "t_end": ("datetime64[ns]", "date a later change undid it (e.g. a flood receding; those patch events belong to the object); NaT when none did"),
     "n_patches": ("int32", "number of patch events in the object"),
     "area_ha": ("float64", "area of the dissolved polygon in hectares (equal-area projection for geographic CRS; NaN for pixel grids)"),
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
@@ -94,10 +99,46 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
     return out
 
 
+def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray, candidate: np.ndarray,
+                  min_cosine: float = 0.5) -> np.ndarray:
+    """Object ids with each candidate object that undoes an earlier candidate object given that object's id.
+
+    B undoes A when they share a patch, B's patch events start from A's state (their ``t0`` is A's ``t1`` or
+    later) and their descriptors point opposite ways (cosine <= -``min_cosine``). An object has at most one
+    end: the earliest object that undoes it."""
+    ev = pd.DataFrame({"o": object_ids, "row": events["row"].to_numpy(), "col": events["col"].to_numpy(),
+                       "t0": pd.to_datetime(events["t0"]).to_numpy(), "t1": pd.to_datetime(events["t1"]).to_numpy()})[candidate]
+    if ev.empty:
+        return object_ids
+    pairs = ev.merge(ev, on=["row", "col"], suffixes=("_a", "_b"))
+    pairs = pairs[(pairs["t1_a"] < pairs["t1_b"]) & (pairs["t0_b"] >= pairs["t1_a"])].drop_duplicates(["o_a", "o_b"])
+    if pairs.empty:
+        return object_ids
+    ids = np.unique(ev["o"].to_numpy())
+    desc = object_descriptors(events.assign(object_id=object_ids), vectors, ids)
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    ia, ib = np.searchsorted(ids, pairs["o_a"].to_numpy()), np.searchsorted(ids, pairs["o_b"].to_numpy())
+    pairs = pairs.assign(cos=(desc[ia] * desc[ib]).sum(axis=1))
+    pairs = pairs[pairs["cos"] <= -min_cosine].sort_values(["t1_b", "cos"])
+    ends: dict[int, int] = {}  # undoing object -> the object it ends
+    ended: set[int] = set()
+    for a, b in zip(pairs["o_a"].tolist(), pairs["o_b"].tolist()):
+        if b not in ends and a not in ended and a not in ends:
+            ends[b] = a
+            ended.add(a)
+    out = object_ids.copy()
+    if ends:
+        hit = pd.Index(np.fromiter(ends, np.int64)).get_indexer(out)
+        out = np.where(hit >= 0, np.fromiter(ends.values(), np.int64)[hit], out)
+    return out
+
+
 def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
-    """Surprise-weighted mean change vector per object, rows in the order of ``object_ids``."""
+    """Surprise-weighted mean change vector per object from its onset patch events (those of its first ``t1``;
+    the events of an episode's end point the other way), rows in the order of ``object_ids``."""
     pos = pd.Index(object_ids).get_indexer(events["object_id"].to_numpy())
-    keep = pos >= 0
+    t1 = pd.to_datetime(events["t1"])
+    keep = (pos >= 0) & (t1 == t1.groupby(events["object_id"].to_numpy()).transform("min")).to_numpy()
     w = np.maximum(events["surprise"].to_numpy(float)[keep], 1e-6)
     vec = vectors[events["vec"].to_numpy(np.int64)[keep]].astype(np.float64)
     out = np.zeros((len(object_ids), vectors.shape[1]))
@@ -120,7 +161,8 @@ def _knn_distance(desc: np.ndarray, k: int) -> np.ndarray:
 class ObjectRanker:
     """Group an events table into objects and rank them (see the module docstring)."""
 
-    def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined"):
+    def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined", episodes=True):
+        self.episodes = episodes
         self.min_z = min_z
         self.min_cosine = min_cosine
         self.n_neighbors = n_neighbors
@@ -130,18 +172,22 @@ class ObjectRanker:
     def fit_transform(self, events: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Returns ``(events + object_id + object_rank, objects table without geometry)``."""
         ev = events.copy()
-        ev["object_id"] = group_objects(ev, vectors, self.min_z, self.min_cosine)
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
+        ids = group_objects(ev, vectors, self.min_z, self.min_cosine)
+        ev["object_id"] = join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine) if self.episodes else ids
+        ev["_t1"] = pd.to_datetime(ev["t1"])
+        onset = ev["_t1"] == ev.groupby("object_id")["_t1"].transform("min")
         ev["_persistence"] = ev["persistence"].astype("Float64").astype(float)  # null -> NaN, skipped by median
         g = ev.groupby("object_id", sort=True)
         obj = pd.DataFrame({
             "object_id": np.asarray(list(g.groups), dtype=np.int64),
-            "t0": g["t0"].min().to_numpy(), "t1": g["t1"].first().to_numpy(),
+            "t0": g["t0"].min().to_numpy(), "t1": g["_t1"].min().to_numpy(),
+            "t_end": ev[~onset].groupby("object_id")["_t1"].min().reindex(list(g.groups)).to_numpy("datetime64[ns]"),
             "n_patches": g.size().to_numpy(np.int32),
             "magnitude": g["magnitude"].max().to_numpy(np.float32),
             "surprise": g["surprise"].max().to_numpy(np.float32),
             "zscore": g["zscore"].max().to_numpy(np.float32),
-            "persistence": g["_persistence"].median().to_numpy(np.float32),
+            "persistence": ev.assign(_persistence=ev["_persistence"].where(onset)).groupby("object_id", sort=True)["_persistence"].median().to_numpy(np.float32),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
         event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
@@ -166,7 +212,7 @@ class ObjectRanker:
         ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
         if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
             ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
-        return ev.drop(columns=["_cand", "_persistence"]), obj
+        return ev.drop(columns=["_cand", "_persistence", "_t1"]), obj
 
 
 def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.GeoDataFrame:

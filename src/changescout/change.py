@@ -9,7 +9,8 @@ Comparison modes:
 * ``reference:YYYY-MM-DD``: each date after the reference against the clear date of the patch nearest to it.
 
 A date is *transient* for a patch when its state is an excursion that the next clear date leaves again
-(the next state is back near the previous one: a cloud without a mask, a passing shadow). Transient dates
+(the next state is back near the previous one: a cloud without a mask, a passing shadow), in raw distance
+or once the look-alikes' change is taken away (a cloud between dates of different seasons). Transient dates
 still produce their event (with ``persistence`` 0, so the ranking demotes it) but never serve as the state
 that later dates are compared against. ``persistence`` counts the later clear, non-transient dates over
 which the new state holds (each is closer to the new state than to the old one) before it reverts; it is
@@ -61,6 +62,10 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a - b) ** 2).mean(axis=-1))
 
 
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt((v**2).mean(axis=-1))
+
+
 def transient_dates(E: np.ndarray, ok: np.ndarray, spike_ratio: float = 0.5):
     """Consecutive pass over ``E (time, patch, dim)``: previous stable date of each clear date, and spikes.
 
@@ -88,8 +93,11 @@ def transient_dates(E: np.ndarray, ok: np.ndarray, spike_ratio: float = 0.5):
             e_ref, e_cur, e_nxt = E[ref[p], p], E[t, p], E[n[p], p]
             d_cur = _dist(e_cur, e_ref)
             d_back = _dist(e_nxt, e_ref)
-            spike = (d_back < spike_ratio * d_cur) & (d_back < _dist(e_nxt, e_cur))
-            transient[t, p] = spike
+            # the same test on what look-alikes did not do, for spikes between dates of different seasons
+            r_cur = _norm(context_residual(E, ref[p], np.full(len(p), t), p, e_cur - e_ref))
+            r_back = _norm(context_residual(E, ref[p], n[p], p, e_nxt - e_ref))
+            back = (d_back < spike_ratio * d_cur) | (r_back < spike_ratio * r_cur)
+            transient[t, p] = back & (d_back < _dist(e_nxt, e_cur))
         ref = np.where(has & ~transient[t], t, ref)
     return prev, transient
 
@@ -142,30 +150,40 @@ def persistence(E, stable, t0, t1, p) -> np.ndarray:
     return np.where(seen, count, -1)
 
 
-def context_residual(E: np.ndarray, t0, t1, p, vec: np.ndarray, k: int = 16) -> np.ndarray:
+def context_residual(E: np.ndarray, t0, t1, p, vec: np.ndarray, k: int = 16, usable: np.ndarray | None = None) -> np.ndarray:
     """Change vectors minus what patches in a similar state did between the same dates.
 
     For each date pair, the ``k`` patches whose state at ``t0`` is nearest (faiss, exact) give the expected
     change as the element-wise median of their change vectors; seasonal change of a land cover (all its
     patches green up together) cancels, while a change that its look-alikes did not make stays. The median
     keeps a change that spans several patches of one object from cancelling itself.
+
+    The look-alikes are drawn from every patch usable at both dates (``usable (time, patch)``; default: the
+    patches with an event for that pair), so that a patch compared across a date it skipped (a cloud) is
+    still set against what its look-alikes did over the same interval.
     """
     out = vec.copy()
     pairs = pd.DataFrame({"a": t0, "b": t1}).groupby(["a", "b"]).indices
-    for (a, _), idx in pairs.items():
-        n = len(idx)
+    for (a, b), idx in pairs.items():
+        pool = p[idx] if usable is None else np.flatnonzero(usable[a] & usable[b])
+        n = len(pool)
         if n < 5:
             continue
-        if n <= 2 * k:
+        if n <= 2 * k and usable is None:
             out[idx] = vec[idx] - np.median(vec[idx], axis=0)
             continue
-        states = np.ascontiguousarray(E[a, p[idx]], dtype=np.float32)
+        kk = min(k, n - 1)
+        states = np.ascontiguousarray(E[a, pool], dtype=np.float32)
         index = faiss.IndexFlatL2(states.shape[1])
         index.add(states)
-        _, nbr = index.search(states, k + 1)
-        for s in range(0, n, 2048):
-            sl = slice(s, min(s + 2048, n))
-            out[idx[sl]] = vec[idx[sl]] - np.median(vec[idx][nbr[sl, 1:]], axis=1)
+        for s in range(0, len(idx), 2048):
+            sl = idx[s:s + 2048]
+            _, nbr = index.search(np.ascontiguousarray(E[a, p[sl]], dtype=np.float32), kk + 1)
+            nbr = pool[nbr]
+            own = nbr == p[sl][:, None]  # the patch itself (when in the pool) is not its own look-alike
+            keep = np.where(own.any(axis=1)[:, None], ~own, np.arange(kk + 1)[None] < kk)
+            nbr = nbr[keep].reshape(len(sl), kk)
+            out[sl] = vec[sl] - np.median(E[b, nbr] - E[a, nbr], axis=1)
     return out
 
 
@@ -176,7 +194,7 @@ def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, com
     stable = ok & ~transient
     vec = E[t1, p] - E[t0, p]
     mag = np.sqrt((vec**2).mean(axis=-1))
-    surprise = np.sqrt((context_residual(E, t0, t1, p, vec) ** 2).mean(axis=-1))
+    surprise = _norm(context_residual(E, t0, t1, p, vec, usable=stable))
     pers = persistence(E, stable, t0, t1, p)
     cf = np.minimum(clear[t0, p], clear[t1, p])
     return pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "surprise": surprise, "persistence": pers,

@@ -49,6 +49,7 @@ CASES = [  # row, col, t0, t1, label, object, kind
     (2, 2, 4, 5, 0, 12, "cloud"),  # cloud appears
     (2, 2, 5, 6, 0, 12, "cloud"),  # cloud goes
     (2, 2, 3, 4, 0, -1, "none"),
+    (2, 2, 4, 6, 0, -1, "none"),  # compares the clear dates around the cloud: not a cloud event
     (3, 1, 5, 6, 1, 13, "rare"),  # a thin road is active where it covers half its best patch
     (3, 1, 6, 7, 0, -1, "none"),
 ]
@@ -82,7 +83,7 @@ def test_planted_scores(truth):
     perfect = out.assign(atypicality=out["label"].clip(lower=0) + 0.01 * np.arange(len(out)))
     s = planted_scores(perfect)
     assert s["auroc"] == 1.0 and s["ap"] == pytest.approx(1.0)
-    assert s["n_pos"] == 7 and s["n_neg"] == 7
+    assert s["n_pos"] == 7 and s["n_neg"] == 8
     assert s["rare_in_top10"] == [11, 13] and s["rare_missing_top10"] == []
     assert s["clouds_in_top20"] == 2
     worst = out.assign(atypicality=-out["label"].clip(lower=0).astype(float), rank=out["label"].eq(1) * 10 + np.arange(len(out)) + 1)

@@ -68,6 +68,10 @@ def label_events(events: pd.DataFrame, truth: PlantedTruth, patch_size: int, min
     onset, end = (obj[k].to_numpy("datetime64[ns]")[None] for k in ("onset", "end"))
     differs = ((t0 < onset) & (onset <= t1)) | ((t0 < end) & (end <= t1))  # NaT compares False
     real = (obj["kind"] != "cloud").to_numpy()[None]
+    # A cloud exists on its dates only: an event sees it when exactly one of its dates is cloudy (comparing
+    # the clear dates around a cloud that was skipped is not a cloud event).
+    cloudy = lambda t: (onset <= t) & ((t < end) | np.isnat(end))  # noqa: E731
+    differs = np.where(real, differs, cloudy(t0) != cloudy(t1))
     enough = c >= np.minimum(min_cover, 0.5 * cov.max(axis=(1, 2), initial=0))[None]
     active, marginal = differs & enough & (c > 0), differs & ~enough & (c > 0)
     pos = (active & real).any(1)

@@ -166,3 +166,41 @@ def test_run_events_carry_a_calibrated_false_alarm_rate(session_run):
     assert ((far >= 0) & (far <= 1)).all()
     assert (np.diff(far) >= 0).all()  # the more atypical, the fewer quiet patches score as high
     assert far[0] < 0.01 and far[-1] == pytest.approx(1.0, abs=0.01)
+
+
+def test_states_before_and_after_tell_alike_change_vectors_apart():
+    """Eight fields harvested (crop -> soil) and two lakes drying (water -> mud) with the same change vector:
+    only what changed into what tells that the drying is the rare change."""
+    rng = np.random.default_rng(3)
+    step = np.eye(8)[0]
+    crop, water = np.eye(8)[1] * 3, np.eye(8)[2] * 3
+    rows = _background()
+    before = [rng.normal(size=8) * 0.3 for _ in rows]
+    for k in range(10):
+        rows.append((3 * k, 0, "2021-05-01", 2.0, 3, step + 0.02 * rng.normal(size=8)))
+        before.append((water if k >= 8 else crop) + 0.05 * rng.normal(size=8))
+    ev, vecs = _events(rows)
+    before = np.array(before, np.float32)
+    states = np.hstack([before, before + vecs]).astype(np.float32)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs, states)
+    lakes = ranked.iloc[-2:]["object_rank"].to_numpy()
+    assert sorted(lakes) == [1, 2]
+    blind, _ = ObjectRanker().fit_transform(ev, vecs)  # change vectors alone cannot tell them apart
+    assert sorted(blind.iloc[-2:]["object_rank"]) != [1, 2]
+
+
+def test_change_states_picks_each_events_dates_by_its_vector_key():
+    import xarray as xr
+
+    from changescout.objects import change_states
+
+    E = np.arange(3 * 2 * 2 * 4, dtype=np.float32).reshape(3, 2, 2, 4)
+    times = pd.to_datetime(["2021-01-01", "2021-02-01", "2021-03-01"])
+    ds = xr.Dataset({"embedding": (("time", "row", "col", "dim"), E)}, coords={"time": times})
+    events = pd.DataFrame({"row": [1, 0], "col": [0, 1], "t0": times[[0, 1]], "t1": times[[2, 2]], "vec": [1, 0]})
+    out = change_states(ds, events, 2)
+    np.testing.assert_array_equal(out[1], np.r_[E[0, 1, 0], E[2, 1, 0]])
+    np.testing.assert_array_equal(out[0], np.r_[E[1, 0, 1], E[2, 0, 1]])
+    ds.attrs["distance"] = "cosine"
+    unit = change_states(ds, events, 2)
+    np.testing.assert_allclose(np.linalg.norm(unit[:, :4], axis=1), 1, rtol=1e-6)

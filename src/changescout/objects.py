@@ -30,6 +30,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+import xarray as xr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -133,6 +134,35 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
     return out
 
 
+def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None) -> np.ndarray:
+    """``(n_vec, 2 dim)``: each event's embedding at ``t0`` and at ``t1``, in the rows of its ``vec`` key
+    (unit vectors for encoders compared by cosine, as in :func:`changescout.change.compute_changes`)."""
+    E = embeddings["embedding"]
+    times = pd.DatetimeIndex(embeddings["time"].values)
+    rows, cols = events["row"].to_numpy(), events["col"].to_numpy()
+    out = np.zeros((n_vectors or int(events["vec"].max()) + 1, 2 * E.sizes["dim"]), np.float32)
+    for half, col in enumerate(("t0", "t1")):
+        idx = times.get_indexer(pd.to_datetime(events[col]))
+        pick = {k: xr.DataArray(v, dims="event") for k, v in (("time", idx), ("row", rows), ("col", cols))}
+        vals = E.isel(pick).transpose("event", "dim").values
+        if embeddings.attrs.get("distance") == "cosine":
+            vals = vals / np.maximum(np.linalg.norm(vals, axis=-1, keepdims=True), 1e-12)
+        out[events["vec"].to_numpy(), half * E.sizes["dim"]:(half + 1) * E.sizes["dim"]] = vals
+    return out
+
+
+def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: float) -> np.ndarray:
+    """Change vectors, joined by the (centred) states before and after when given, each part scaled by its
+    median norm and the states by ``weight``: what a change turned into what, for rarity and episodes."""
+    if states is None or weight <= 0:
+        return vectors
+    def scaled(x):
+        return x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12)
+    d = states.shape[1] // 2
+    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in (states[:, :d], states[:, d:])]
+    return np.hstack(parts).astype(np.float32)
+
+
 def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
     """Surprise-weighted mean change vector per object from its onset patch events (those of its first ``t1``;
     the events of an episode's end point the other way), rows in the order of ``object_ids``."""
@@ -161,19 +191,27 @@ def _knn_distance(desc: np.ndarray, k: int) -> np.ndarray:
 class ObjectRanker:
     """Group an events table into objects and rank them (see the module docstring)."""
 
-    def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined", episodes=True):
+    def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined", episodes=True,
+                 state_weight=0.7):
         self.episodes = episodes
+        self.state_weight = state_weight
         self.min_z = min_z
         self.min_cosine = min_cosine
         self.n_neighbors = n_neighbors
         self.transient_weight = transient_weight
         self.by = by
 
-    def fit_transform(self, events: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Returns ``(events + object_id + object_rank, objects table without geometry)``."""
+    def fit_transform(self, events: pd.DataFrame, vectors: np.ndarray, states: np.ndarray | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Returns ``(events + object_id + object_rank, objects table without geometry)``.
+
+        ``states``: the embeddings before and after each change (:func:`change_states`, rows keyed like
+        ``vectors``); when given, episodes and rarity compare objects by what changed into what, not only
+        by the change vector (:func:`change_features`)."""
         ev = events.copy()
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
         ids = group_objects(ev, vectors, self.min_z, self.min_cosine)
+        vectors = change_features(vectors, states, self.state_weight)
         ev["object_id"] = join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine) if self.episodes else ids
         ev["_t1"] = pd.to_datetime(ev["t1"])
         onset = ev["_t1"] == ev.groupby("object_id")["_t1"].transform("min")

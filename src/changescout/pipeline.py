@@ -33,7 +33,7 @@ from .encoders import get_encoder
 from .encoders.base import sha256_file
 from .errors import ConfigError, RunExistsError
 from .events import COLUMNS, write_events
-from .objects import ObjectRanker, object_geometries, write_objects
+from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex
@@ -255,7 +255,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     if not (run.done("rank") and (out / "events.parquet").exists()):
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
-            ranked, clusters, objects = rank_events(events, vectors, config)
+            states = change_states(embeddings, events, len(vectors))
+            ranked, clusters, objects = rank_events(events, vectors, config, states)
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
@@ -270,9 +271,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     return out
 
 
-def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig):
+def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, states: np.ndarray | None = None):
     """Cluster change vectors into types, rank events, group them into objects and rank those;
-    returns (events with ``object_id``/``object_rank``, cluster table, objects table without geometry)."""
+    returns (events with ``object_id``/``object_rank``, cluster table, objects table without geometry).
+    ``states``: each event's embeddings before and after (:func:`changescout.objects.change_states`)."""
     if len(events) == 0:
         raise ConfigError("no change could be computed: fewer than two clear dates for every patch "
                           "(check the dates, the quality mask and --min-clear)")
@@ -281,7 +283,7 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig):
     events["cluster"] = clusterer.labels_
     reduced = clusterer.transform(vectors)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
-    ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight).fit_transform(ranked, vectors)
+    ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight).fit_transform(ranked, vectors, states)
     return ranked, cluster_table(ranked), objects
 
 

@@ -19,7 +19,7 @@ from sklearn.metrics import adjusted_rand_score
 from ..change import Comparison, compute_changes
 from ..cube import grid_of
 from ..embed import embed_cube
-from ..objects import object_descriptors
+from ..objects import change_states, object_descriptors
 from ..search import SimilarChangeIndex
 from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
@@ -40,7 +40,7 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
         ds = embed_cube(cube, _build_encoder(config), pg, Path(tmp) / "e.zarr", "bench")
         events, vectors = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear))
         events["event_id"] = events["vec"].astype(str)
-        ranked, clusters, objects = rank_events(events, vectors, config)
+        ranked, clusters, objects = rank_events(events, vectors, config, change_states(ds, events, len(vectors)))
         seconds = time.perf_counter() - t
     lab = label_events(ranked, truth, config.patch_size)
     scores = planted_scores(lab)

@@ -121,3 +121,63 @@ def test_synthetic_benchmark_scores_the_whole_pipeline_on_planted_series(tmp_pat
     assert row["method"] == "rcf" and row["uses_embeddings"] and row["n_items"] == 1
     assert 0.5 < row["auroc"] <= 1 and 0 <= row["recall_rare_at_10"] <= 1 and -1 <= row["cluster_ari"] <= 1
     assert "recall_rare_at_10" in (tmp_path / "b" / "metrics.md").read_text()
+
+
+def test_benchmark_methods_evidence_variants_and_ablation_columns(pairs_root, tmp_path):
+    """Named methods: spectra only, embedding only (scales, aggregation, whitening) and combined, raw or
+    calibrated; rows say which evidence each used."""
+    methods = ["cva-z", "cva-z-cal", "cva-z-p4-max", "rcf", "rcf-max", "rcf-whitened", "rcf+cva-z-p4-max-cal"]
+    result = run_benchmark("pairs", pairs_root, methods=methods, log=lambda *_: None, cache=tmp_path / "cache",
+                           out=tmp_path / "out")
+    rows = pd.DataFrame(result["rows"])
+    assert list(dict.fromkeys(rows["method"])) == methods
+    kinds = rows.groupby("method")[["evidence", "uses_embeddings"]].first()
+    assert kinds.loc["cva-z-cal"].tolist() == ["spectra", False]
+    assert kinds.loc["rcf-whitened"].tolist() == ["embedding", True]
+    assert kinds.loc["rcf+cva-z-p4-max-cal"].tolist() == ["embedding+spectra", True]
+    patch = rows[(rows["level"] == "patch") & (rows["patch_size"] == 16)].set_index("method")
+    assert (patch["auroc"] > 0.8).all()
+    assert result["protocol"]["coregister"] == "auto" and result["protocol"]["months"] == "first"
+    assert "Best baseline variant" in (tmp_path / "out" / "ablation.md").read_text()
+    # calibration is monotone per item: per-item AUROC unchanged
+    per = pd.DataFrame(result["per_item"])
+    per = per[(per["level"] == "patch") & (per["patch_size"] == 16)].set_index(["method", "item"])["auroc"]
+    np.testing.assert_allclose(per["cva-z"].sort_index(), per["cva-z-cal"].sort_index())
+
+
+def test_parse_method_names():
+    from changescout.evaluate.benchmark import parse_method
+
+    m = parse_method("galileo-nano-p4-max+cva-z-p4-top2-cal", ["galileo-nano", "rcf"])
+    assert (m.encoder, m.modifiers, m.baseline, m.baseline_modifiers, m.calibrated) == (
+        "galileo-nano", ("p4", "max"), "cva-z", ("p4", "top2"), True)
+    assert m.evidence == "embedding+spectra" and m.uses_embeddings
+    assert parse_method("pca-kmeans-cal", ["rcf"]).evidence == "spectra"
+    for bad in ("cva-z-whitened", "nothing", "rcf-max-top2", "cva-z+pca-kmeans", "rcf+rcf"):
+        with pytest.raises(ConfigError):
+            parse_method(bad, ["rcf"])
+
+
+def test_same_month_protocol_and_filled_coregistration_gaps():
+    import xarray as xr
+
+    from changescout.cube import Quality
+    from changescout.evaluate.benchmark import MONTHS, fill_moved_in, with_months
+
+    t = np.array(["2016-01-20", "2018-03-28"], dtype="datetime64[ns]")
+    cube = xr.DataArray(np.ones((2, 1, 4, 4), np.float32), dims=("time", "band", "y", "x"), coords={"time": t})
+    months = lambda c: pd.DatetimeIndex(c["time"].values).month.tolist()  # noqa: E731
+    assert months(with_months(cube, "first")) == [1, 1] and months(with_months(cube, "second")) == [3, 3]
+    assert months(with_months(cube, "actual")) == [1, 3] and "first" in MONTHS
+    with pytest.raises(ConfigError):
+        with_months(cube, "july")
+    before = cube.assign_coords(quality=(("time", "y", "x"), np.zeros((2, 4, 4), np.uint8)))
+    v = np.arange(32, dtype=np.float32).reshape(2, 1, 4, 4)
+    moved = v.copy()
+    moved[1, :, :, 0] = np.nan  # a column moved in from outside the grid
+    q = np.zeros((2, 4, 4), np.uint8)
+    q[1, :, 0] = Quality.NODATA
+    after = before.copy(data=moved).assign_coords(quality=(("time", "y", "x"), q))
+    filled = fill_moved_in(after, before.copy(data=v))
+    assert np.isfinite(filled.values).all() and (filled["quality"].values == 0).all()
+    np.testing.assert_array_equal(filled.values[1, 0, :, 0], moved[1, 0, :, 1])  # the nearest pixel of that date

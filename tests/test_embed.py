@@ -181,3 +181,78 @@ def test_temporal_encoders_get_the_whole_series_and_the_window_location(syntheti
     lat = arr[..., 1]
     assert np.isfinite(lat).all() and (np.abs(lat) <= 90).all()
     assert lat[0, 0, 0] > lat[0, -1, 0]  # windows further south get a smaller latitude
+
+
+def test_normalise_of_every_date_at_once_equals_date_by_date_with_masked_pixels_at_the_centre():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.4, (3, 4, 8, 8)).astype(np.float32)
+    x[1, 2, 3, 3] = np.nan
+    stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
+    usable = rng.random((3, 8, 8)) > 0.2
+    z = normalise(x, stats, usable)
+    masked = np.where(usable[:, None], x, np.nan)
+    per_date = np.stack([np.nan_to_num((masked[t] - stats[t, :, 0, None, None]) / stats[t, :, 1, None, None]).astype(np.float32)
+                         for t in range(3)])
+    np.testing.assert_array_equal(z, per_date)  # bit for bit
+    assert z.dtype == np.float32 and (z[~np.broadcast_to(usable[:, None], z.shape)] == 0).all() and z[1, 2, 3, 3] == 0
+
+
+def _window_encoder(window):
+    """A per-date encoder with ``window`` px windows that records the torch threads each window ran on."""
+    import torch
+
+    from changescout.encoders.base import EncoderSpec
+
+    class WindowEncoder:
+        spec = EncoderSpec(name="w", version="1", dim=3, patch_size=16, window=window, input="reflectance", batch_size=2)
+        threads: list = []
+
+        def encode(self, x, months):
+            self.threads.append(torch.get_num_threads())
+            b, _, h, w = x.shape
+            out = np.zeros((b, 3, h // 16, w // 16), np.float32)
+            out[:, 0] = x[:, 0].reshape(b, h // 16, 16, w // 16, 16).mean(axis=(2, 4))
+            out[:, 1] = months[:, None, None]
+            out[:, 2] = np.arange(w // 16)[None, None, :]  # the column inside the window
+            return out
+
+        def weights_digest(self):
+            return "w"
+
+    return WindowEncoder()
+
+
+def test_small_windows_are_written_in_chunks_of_whole_windows_and_torch_threads_are_shared(textured_cube, tmp_path):
+    """64 px windows (Galileo's) are regrouped into 256 px zarr chunks, the values in their place; windows
+    running side by side share torch's threads, and the caller's setting is left as it was."""
+    import dask
+    import torch
+
+    from changescout.embed import WRITE_PX
+
+    from changescout.embed import date_statistics, embedding_graph
+
+    cube = textured_cube(n_dates=3, size=320, seed=2)
+    pg = PatchGrid(grid_of(cube), 16)
+    enc = _window_encoder(64)
+    graph = embedding_graph(cube, enc, pg, date_statistics(cube, [0, 1, 2, 3]), [0, 1, 2, 3])
+    assert graph.chunks == ((3,), (4,) * 5, (4,) * 5, (4,))  # one block per 64 px window, every date in it
+    before = torch.get_num_threads()
+    with dask.config.set(scheduler="threads", num_workers=2):
+        ds = embed_cube(cube, enc, pg, tmp_path / "e.zarr", "s")
+    assert torch.get_num_threads() == before
+    assert set(enc.threads) == {max(1, before // 2)}  # 25 windows on 2 workers
+    chunks = ds["embedding"].encoding["chunks"]
+    assert chunks[1] == chunks[2] == WRITE_PX // 16 and chunks[0] == 3
+    e = ds["embedding"].values
+    assert e.shape == (3, 20, 20, 3)
+    np.testing.assert_array_equal(e[..., 2], np.tile(np.arange(20) % 4, (3, 20, 1)))  # each window in its place
+    months = pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1
+    np.testing.assert_array_equal(e[..., 1], np.broadcast_to(months[:, None, None], (3, 20, 20)))
+    refl = cube.values[:, 0].reshape(3, 20, 16, 20, 16).mean(axis=(2, 4))
+    np.testing.assert_allclose(e[..., 0], refl, rtol=1e-6)
+    # one window alone keeps every thread
+    enc1 = _window_encoder(512)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        embed_cube(cube, enc1, pg, tmp_path / "e1.zarr", "s")
+    assert set(enc1.threads) == {before}

@@ -3,7 +3,9 @@
 Every date is encoded on the identical window grid (windows are whole multiples of the patch size, counted
 from the grid origin), so an embedding never depends on where a chunk happened to start. The work is a dask
 graph of one task per window (every date of it, in batches): it runs on the local threads or, given a ``dask.distributed`` client,
-on a cluster; memory stays bounded by the window size.
+on a cluster; memory stays bounded by the window size. On local threads the windows that run at once share
+torch's intra-op threads (no oversubscription), and the results are written in zarr chunks of whole windows
+at least ``WRITE_PX`` px a side.
 
 Encoders that publish their own normalisation (pretrained models, ``spec.input == "reflectance"``) receive
 the cube's reflectance and normalise it themselves; the others get each date centred on its median and each
@@ -18,6 +20,7 @@ stride, grid and the normalisation parameters.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -26,9 +29,11 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.system import CPU_COUNT
 
 from .atomic import atomic_path
 from .cube import OutputGrid, usable_mask
+from .quality import fill_gaps
 from .encoders.base import Encoder, select_bands
 from .errors import ConfigError
 from .tiling import PatchGrid
@@ -69,10 +74,20 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
     return np.stack([med, scale], axis=-1)
 
 
-def normalise(x: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """``(band, H, W)`` reflectance -> robust z-scores with ``stats`` ``(band, 2)``; NaN -> 0 (the median)."""
-    z = (x - stats[:, 0, None, None]) / stats[:, 1, None, None]
-    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+def normalise(x: np.ndarray, stats: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+    """``(..., band, H, W)`` reflectance -> robust z-scores with ``stats`` ``(..., band, 2)`` (one date, or every
+    date at once); NaN (and pixels not ``usable`` ``(..., H, W)``, when given) -> 0 (the median).
+
+    Computed in the precision of ``x`` and ``stats`` (float64 statistics: float64) and rounded once to float32,
+    exactly as ``nan_to_num(z).astype(float32)`` would, in fewer passes."""
+    z = np.subtract(x, stats[..., 0, None, None], dtype=np.result_type(x, stats))
+    z /= stats[..., 1, None, None]
+    out = z.astype(np.float32)
+    bad = ~np.isfinite(z)
+    if usable is not None:
+        bad |= ~usable[..., None, :, :]
+    np.copyto(out, np.float32(0), where=bad)
+    return out
 
 
 def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, size: int = 128,
@@ -94,19 +109,37 @@ def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, siz
 
 def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
     """``(time, band, h, w)`` values -> (encoder input, usable ``(time, h, w)``): the project's per-date
-    normalisation, or the cube's reflectance (NaN -> 0) for encoders that normalise themselves."""
+    normalisation, or the cube's reflectance for encoders that normalise themselves; ``usable`` is what the
+    clear fraction counts."""
     usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
-    masked = np.where(usable[:, None], values, np.nan)
+    # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
+    # masked at one date then does not look changed; pixels usable at no date go to 0
+    if usable.all():  # nothing to fill: fill_gaps would hand the values back as they are (a full pass saved)
+        known = usable
+    else:
+        values = fill_gaps(values, usable)
+        known = np.isfinite(values).all(axis=1)
     if spec.input == "reflectance":
-        return np.nan_to_num(masked, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), usable
-    return np.stack([normalise(masked[t], stats[t]) for t in range(len(masked))]), usable
+        return np.where(known[:, None], values, np.float32(0)).astype(np.float32, copy=False), usable
+    return normalise(values, stats, known), usable
 
 
 def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
-                  encoder: Encoder, p: int, latlon: tuple[float, float] | None = None) -> np.ndarray:
+                  encoder: Encoder, p: int, latlon: tuple[float, float] | None = None,
+                  threads: tuple[int, int] | None = None) -> np.ndarray:
     """Every date of one window: ``(time, band, h, w)`` -> ``(time, h/p, w/p, dim + 1)`` (last: clear fraction).
 
-    Per-date encoders see the dates in batches of ``spec.batch_size``; temporal encoders see the series."""
+    Per-date encoders see the dates in batches of ``spec.batch_size``; temporal encoders see the series.
+    ``threads`` ``(n, back)``: torch runs this task on ``n`` intra-op threads (a per-thread setting), then goes
+    back to ``back``, so that windows running side by side on local threads do not oversubscribe the cores."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads[0])
+        try:
+            return _embed_window(values, quality, stats, months, encoder, p, latlon)
+        finally:
+            torch.set_num_threads(threads[1])
     spec = encoder.spec
     x, usable = _prepare(values, quality, stats, spec)
     if spec.temporal:
@@ -115,8 +148,41 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         b = max(1, int(spec.batch_size))
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b]) for i in range(0, len(x), b)])
     t, h, w = usable.shape
-    clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
-    return np.concatenate([emb.transpose(0, 2, 3, 1), clear[..., None]], axis=-1).astype(np.float32)
+    out = np.empty((t, h // p, w // p, emb.shape[1] + 1), np.float32)
+    out[..., :-1] = emb.transpose(0, 2, 3, 1)
+    out[..., -1] = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
+    return out
+
+
+def _distributed_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _torch_threads(n_tasks: int) -> tuple[int, int] | None:
+    """``(intra-op threads per window task, the caller's setting)`` on dask's local threads: the torch threads
+    the caller has, shared among the windows that run at once. ``None`` (leave torch alone) when that changes
+    nothing (one window alone keeps them all), on a distributed cluster, whose workers own their threads, or
+    without torch."""
+    torch = sys.modules.get("torch")
+    if torch is None or _distributed_client() is not None:
+        return None
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler in ("sync", "synchronous", "single-threaded"):
+        workers = 1
+    elif scheduler not in (None, "threads", "threading"):
+        return None  # processes or a custom scheduler: not ours to divide
+    else:
+        pool = dask.config.get("pool", None)  # an Executor (_max_workers) or a multiprocessing ThreadPool (_processes)
+        workers = (getattr(pool, "_max_workers", None) or getattr(pool, "_processes", None)
+                   or dask.config.get("num_workers", None) or CPU_COUNT)
+    mine = torch.get_num_threads()
+    each = max(1, mine // max(1, min(int(workers), n_tasks)))
+    return (each, mine) if each != mine else None
 
 
 def _window_centres(patch_grid: PatchGrid):
@@ -137,50 +203,86 @@ def _window_centres(patch_grid: PatchGrid):
     return centre
 
 
+def window_px(spec, p: int) -> int:
+    """Side of the encoder's windows in pixels: its ``window``, a whole number of ``p`` px patches (at least one)."""
+    return max(p, spec.window // p * p)
+
+
+def _embed_block(values: np.ndarray, quality: np.ndarray, where, stats: np.ndarray, months: np.ndarray,
+                 encoder: Encoder, p: int, threads: tuple[int, int] | None) -> np.ndarray:
+    """One block of :func:`embedding_graph` (one window, every date): ``where`` is the window's ``(lat, lon)``
+    in a ``(1, 1)`` object array (temporal encoders), else ``None``."""
+    latlon = None if where is None else where[0, 0]
+    return _embed_window(values, quality, stats, months, encoder, p, latlon, threads)
+
+
+def _window_chunks(n: int, win: int) -> tuple[int, ...]:
+    """Chunk sizes that cut ``n`` px into windows of ``win`` px from the origin (the last one shorter)."""
+    return tuple(min(win, n - i) for i in range(0, n, win))
+
+
 def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, stats: np.ndarray,
                     band_index: list[int]) -> da.Array:
     """Lazy ``(time, row, col, dim + 1)`` array: one dask task per window (all dates of it), every date on the
-    identical window grid counted from the grid origin."""
+    identical window grid counted from the grid origin.
+
+    The cube is rechunked onto the window grid (every date and band in one chunk per window) and the windows are
+    mapped blockwise: a graph built in a few array operations whatever the number of windows."""
     spec = encoder.spec
     p = patch_grid.patch_size
     if p != spec.patch_size:
         raise ConfigError(f"patch grid has {p} px patches but the encoder {spec.name!r} was built for {spec.patch_size}")
-    win = max(p, spec.window // p * p)
+    win = window_px(spec, p)
     nr, nc = patch_grid.shape
-    data = cube.data
-    quality = cube["quality"].data
+    ys, xs = _window_chunks(nr * p, win), _window_chunks(nc * p, win)
+    data = da.asarray(cube.data)
+    if list(band_index) != list(range(data.shape[1])):
+        data = data[:, list(band_index)]
+    # each window gathers its slices of the source chunks in one step: task rechunking (not a P2P shuffle on a
+    # cluster), without the intermediate chunks (extra copies of the cube) a multi-step plan would add
+    onto_windows = dict(method="tasks", threshold=float("inf"))
+    values = data[:, :, : nr * p, : nc * p].rechunk((-1, -1, ys, xs), **onto_windows)
+    quality = da.asarray(cube["quality"].data)[:, : nr * p, : nc * p].rechunk((-1, ys, xs), **onto_windows)
     months = (pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1).astype(np.int64)
-    nt, dim = cube.sizes["time"], spec.dim
-    encode = dask.delayed(_embed_window, pure=True)
+    where = (None, None)
+    if spec.temporal:  # each window's centre in degrees, one block per window
+        centre = _window_centres(patch_grid)
+        cells = np.empty((len(ys), len(xs)), object)
+        for i, y0 in enumerate(np.cumsum((0,) + ys[:-1])):
+            for j, x0 in enumerate(np.cumsum((0,) + xs[:-1])):
+                cells[i, j] = centre(int(y0), int(y0) + ys[i], int(x0), int(x0) + xs[j])
+        where = (da.from_array(cells, chunks=1), "yx")
     enc = dask.delayed(encoder, pure=True, traverse=False)
-    centre = _window_centres(patch_grid) if spec.temporal else (lambda *_: None)
-    rows = []
-    for y0 in range(0, nr * p, win):
-        y1 = min(y0 + win, nr * p)
-        cols = []
-        for x0 in range(0, nc * p, win):
-            x1 = min(x0 + win, nc * p)
-            task = encode(data[:, band_index, y0:y1, x0:x1], quality[:, y0:y1, x0:x1], stats, months, enc, p,
-                          centre(y0, y1, x0, x1))
-            cols.append(da.from_delayed(task, shape=(nt, (y1 - y0) // p, (x1 - x0) // p, dim + 1), dtype=np.float32))
-        rows.append(cols)
-    return da.concatenate([da.concatenate(cols, axis=2) for cols in rows], axis=1)
+    threads = _torch_threads(len(ys) * len(xs))
+    return da.blockwise(
+        _embed_block, "tyxd", values, "tbyx", quality, "tyx", *where, stats, None, months, None, enc, None, p, None,
+        threads, None, new_axes={"d": spec.dim + 1}, adjust_chunks={"y": lambda n: n // p, "x": lambda n: n // p},
+        concatenate=True, align_arrays=False, dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
+    )
 
 
 IN_MEMORY_BYTES = 2 << 30
+WRITE_PX = 256  # a zarr chunk of the EmbeddingCube covers at least this many pixels a side (whole windows)...
+WRITE_BYTES = 64 << 20  # ...unless that would exceed this many bytes
+
+
+def write_chunks(arr: da.Array, win: int, p: int) -> da.Array:
+    """``arr`` (one chunk per window) regrouped into chunks of whole windows at least ``WRITE_PX`` px a side
+    (as long as a chunk stays under ``WRITE_BYTES``): small windows (Galileo's 64 px) otherwise make one tiny
+    zarr chunk each, and writing costs about as much per chunk as per byte. Values are unchanged."""
+    k = max(1, WRITE_PX // win)
+    per_patch = arr.shape[0] * arr.shape[-1] * arr.dtype.itemsize
+    while k > 1 and (k * win // p) ** 2 * per_patch > WRITE_BYTES:
+        k -= 1
+    return arr if k == 1 else arr.rechunk({1: k * win // p, 2: k * win // p})
 
 
 def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray:
     """``cube`` loaded into memory when it is small enough and the work runs on local threads: statistics, the
     fit sample and every window then read the files once, not three times. Larger cubes (and distributed runs)
     stay lazy, memory bounded by the window size."""
-    try:
-        from distributed import default_client
-
-        default_client()
+    if _distributed_client() is not None:
         return cube
-    except (ImportError, ValueError):
-        pass
     return cube.persist() if cube.chunks is not None and cube.size * 4 <= limit else cube
 
 
@@ -193,8 +295,9 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     stats = date_statistics(cube, band_index)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
-    arr = embedding_graph(cube, encoder, patch_grid, stats, band_index)
     spec = encoder.spec
+    p = patch_grid.patch_size
+    arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)
     xs, ys = patch_grid.centres()
     nr, nc = patch_grid.shape
     ds = xr.Dataset(

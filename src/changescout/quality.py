@@ -111,14 +111,19 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
 
 
 def fill_gaps(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """``(time, band, h, w)`` with ``usable (time, h, w)`` -> a copy where each unusable pixel takes the value of
-    the nearest earlier usable date of that pixel (the nearest later one before the first); pixels usable at
-    no date stay NaN."""
+    """``(time, band, h, w)`` with ``usable (time, h, w)`` -> each unusable pixel takes the value of the nearest
+    earlier usable date of that pixel (the nearest later one before the first); pixels usable at no date become
+    NaN. A copy when anything is filled; ``values`` itself when every pixel is usable."""
+    if usable.all():
+        return values
     T = len(values)
     steps = np.arange(T)[:, None, None]
     prev = np.maximum.accumulate(np.where(usable, steps, -1), axis=0)
     nxt = np.minimum.accumulate(np.where(usable, steps, T)[::-1], axis=0)[::-1]
-    src = np.where(prev >= 0, prev, nxt)
-    filled = np.take_along_axis(values, np.clip(src, 0, T - 1)[:, None].repeat(values.shape[1], axis=1), axis=0)
-    out = np.where(usable[:, None], values, filled)
-    return np.where((src < T)[:, None], out, np.nan).astype(values.dtype, copy=False)
+    t, y, x = np.nonzero(~usable)
+    src = np.where(prev[t, y, x] >= 0, prev[t, y, x], nxt[t, y, x])
+    found = src < T
+    out = values.astype(np.result_type(values, np.float32), copy=True)
+    out[t[found], :, y[found], x[found]] = values[src[found], :, y[found], x[found]]
+    out[t[~found], :, y[~found], x[~found]] = np.nan
+    return out

@@ -201,6 +201,14 @@ def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, com
                          "clear_fraction": cf, "transient": transient[t1, p]}), vec.astype(np.float32)
 
 
+def comparable(E: np.ndarray, distance: str | None) -> np.ndarray:
+    """Embeddings as the change stage compares them: unit vectors for encoders compared by cosine (Euclidean
+    distance is then monotone in cosine), as they are otherwise."""
+    if distance == "cosine":
+        return E / np.maximum(np.linalg.norm(E, axis=-1, keepdims=True), 1e-12)
+    return E
+
+
 def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """``(v - median) / (1.4826 MAD)`` within each group, with a floor on the scale from all groups."""
     s = pd.Series(values)
@@ -223,8 +231,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     for r0 in range(0, nr, block_rows):
         r1 = min(r0 + block_rows, nr)
         E = embeddings["embedding"].isel(row=slice(r0, r1)).values  # (T, r, c, D)
-        if embeddings.attrs.get("distance") == "cosine":  # unit vectors: Euclidean distance is then monotone in cosine
-            E = E / np.maximum(np.linalg.norm(E, axis=-1, keepdims=True), 1e-12)
+        E = comparable(E, embeddings.attrs.get("distance"))
         C = embeddings["clear_fraction"].isel(row=slice(r0, r1)).values
         T, r, c, D = E.shape
         df, v = changes_block(E.reshape(T, r * c, D), C.reshape(T, r * c), times, comp)

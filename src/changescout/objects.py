@@ -34,6 +34,7 @@ import xarray as xr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .change import comparable
 from .errors import RunNotFoundError
 from .events import write_geoparquet
 from .rank import false_alarm_rate, percentile
@@ -136,7 +137,7 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
 
 def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None) -> np.ndarray:
     """``(n_vec, 2 dim)``: each event's embedding at ``t0`` and at ``t1``, in the rows of its ``vec`` key
-    (unit vectors for encoders compared by cosine, as in :func:`changescout.change.compute_changes`)."""
+    (as the change stage compares them: :func:`changescout.change.comparable`)."""
     E = embeddings["embedding"]
     times = pd.DatetimeIndex(embeddings["time"].values)
     rows, cols = events["row"].to_numpy(), events["col"].to_numpy()
@@ -145,8 +146,7 @@ def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None
         idx = times.get_indexer(pd.to_datetime(events[col]))
         pick = {k: xr.DataArray(v, dims="event") for k, v in (("time", idx), ("row", rows), ("col", cols))}
         vals = E.isel(pick).transpose("event", "dim").values
-        if embeddings.attrs.get("distance") == "cosine":
-            vals = vals / np.maximum(np.linalg.norm(vals, axis=-1, keepdims=True), 1e-12)
+        vals = comparable(vals, embeddings.attrs.get("distance"))
         out[events["vec"].to_numpy(), half * E.sizes["dim"]:(half + 1) * E.sizes["dim"]] = vals
     return out
 

@@ -166,3 +166,35 @@ def test_fill_gaps_takes_the_nearest_usable_date_of_each_pixel():
     assert np.isnan(out[:, :, 1, 1]).all()
     np.testing.assert_array_equal(out[usable[:, None].repeat(2, axis=1)], x[usable[:, None].repeat(2, axis=1)])
     assert not np.shares_memory(out, x) and x[1, 0, 0, 0] == 1  # the input is left alone
+
+
+def _shadowed(make_grid, at: int, harvest_at: int | None = None):
+    """Four dates of crop, 96 x 96 px. At date ``at``: a 16 x 16 px cloud at rows/cols 10-25 and its shadow
+    (every band x 0.5) 20 px to the south-east. ``harvest_at``: a field next to the cloud turns to bare soil
+    (near infrared down, red up) from that date on; it is a change, not a shadow."""
+    data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (4, 4, 96, 96)).copy()
+    if harvest_at is not None:
+        data[harvest_at:, :, 10:26, 40:60] = np.array(SPECTRA["soil"], np.float32)[:, None, None]
+    data[at, :, 30:46, 30:46] *= 0.5
+    data[at, :, 10:26, 10:26] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]
+    return make_cube(data, pd.date_range("2021-05-01", periods=4, freq="MS"), BANDS, make_grid(96, 96))
+
+
+@pytest.mark.parametrize("at", [0, 1, 3])
+def test_a_cloud_shadow_is_flagged_even_at_the_first_and_last_date(make_grid, at):
+    q = screen_haze(_shadowed(make_grid, at), dilate=0)["quality"].values
+    assert (q[at, 30:46, 30:46] == Quality.SHADOW).all()
+    assert (q[at, 10:26, 10:26] == Quality.CLOUD).all()
+    rest = np.ones((4, 96, 96), bool)
+    rest[at, 10:26, 10:26] = rest[at, 30:46, 30:46] = False
+    assert (q[rest] == Quality.CLEAR).all()
+    assert "shadow" in screen_haze(_shadowed(make_grid, at)).attrs["cloud_screen"]
+
+
+def test_a_change_next_to_a_cloud_is_not_taken_for_its_shadow(make_grid):
+    """A harvest at the last date beside a cloud of that date darkens the near infrared as a shadow does, but
+    no placement of the cloud covers it; it stays clear (the shadow itself is found)."""
+    q = screen_haze(_shadowed(make_grid, at=3, harvest_at=3), dilate=0)["quality"].values
+    assert (q[3, 10:26, 40:60] == Quality.CLEAR).all()
+    assert (q[3, 30:46, 30:46] == Quality.SHADOW).all()
+    assert (screen_haze(_shadowed(make_grid, at=3), dilate=0, dark=None)["quality"].values != Quality.SHADOW).all()

@@ -10,6 +10,15 @@ multi-temporal screening, Zhu & Woodcock 2014) also flags a pixel whose HOT stan
 both its neighbouring dates (for the first date: the next two). The last date has no later date to tell a
 cloud from a new bright surface (a construction site), so it only gets the fixed threshold.
 
+Cloud shadows are not bright: HOT misses them, and at the first or last date, where the change stage cannot
+see that a state lasts one date only, a shadow looks like a new dark surface. Darkening alone cannot tell a
+shadow from a harvest or a flood, so shadows are looked for as Fmask does, as the projection of a cloud: each
+cloud of a date is moved (up to ``reach`` px each way; the sun geometry is not read here, so the shift is
+searched) to where its outline best fits the pixels whose near-infrared reflectance fell well below both
+neighbouring dates' (first date: the next two; last date: the previous two), relative to the date's median
+ratio. Where the placed cloud fits, its dark pixels are flagged SHADOW. A dark change next to a cloud stays
+clear unless it has the cloud's very outline.
+
 :func:`fill_gaps` then gives the encoder, for each masked pixel, the value of the nearest usable date of that
 pixel, so that a patch partly under a cloud or outside a scene's footprint at one date does not look changed.
 """
@@ -19,12 +28,13 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from .cube import Quality
 
 BLUE = ("B02", "blue", "B1_blue", "SR_B2")
 RED = ("B04", "red", "SR_B4")
+NIR = ("B08", "nir", "B8A", "SR_B5", "nir08")
 
 
 def _find(bands: list[str], names) -> int | None:
@@ -54,6 +64,60 @@ def temporal_spikes(hot: np.ndarray, spike: float) -> np.ndarray:
     return out
 
 
+def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
+    """``(time, h, w)`` near-infrared values -> pixels whose ratio to the darker of both neighbouring dates
+    (first date: the next two; last date: the previous two) is below ``dark`` times that ratio's median over
+    the date (autumn darkens a whole scene; a shadow darkens a place more than the rest). NaN never flags."""
+    out = np.zeros(nir.shape, bool)
+    T = len(nir)
+    if T < 3:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for t in range(T):
+            a, b = (nir[1], nir[2]) if t == 0 else (nir[T - 2], nir[T - 3]) if t == T - 1 else (nir[t - 1], nir[t + 1])
+            ratio = nir[t] / np.fmin(a, b)
+            ratio[~np.isfinite(ratio)] = np.nan
+            if np.isfinite(ratio).any():
+                out[t] = ratio < dark * np.nanmedian(ratio)
+    return out
+
+
+def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int = 64, min_match: float = 0.3) -> np.ndarray:
+    """``(h, w)`` cloud mask and dark-spike mask of one date -> where the clouds' shadows fall.
+
+    Each cloud of at least ``min_cloud`` px is moved, by up to ``reach`` px each way, to the place where its
+    outline best fits the ``dark`` pixels (FFT cross-correlations: the dark pixels it covers, less those just
+    outside it, scaled to its area); when it covers at least ``min_match`` of its area there, that placed copy
+    is its shadow. The sun geometry is not known here, so the shift is searched
+    (Fmask searches the cloud height along the known sun direction)."""
+    out = np.zeros(cloud.shape, bool)
+    labels, _ = ndimage.label(cloud)
+    h, w = cloud.shape
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        shape = labels[box] == i
+        area = int(shape.sum())
+        if area < min_cloud:
+            continue
+        y0, x0 = max(box[0].start - reach, 0), max(box[1].start - reach, 0)
+        y1, x1 = min(box[0].stop + reach, h), min(box[1].stop + reach, w)
+        window = dark[y0:y1, x0:x1].astype(np.float32)
+        if window.sum() < min_match * area:
+            continue
+        # Score a placement by the dark pixels it covers less those in a 2 px ring around it: a shadow has
+        # the cloud's outline, a dark field that merely holds the cloud's shape does not.
+        padded = np.pad(shape, 2)
+        ring = ndimage.binary_dilation(padded, iterations=2) & ~padded
+        cover = signal.fftconvolve(np.pad(window, 2), padded[::-1, ::-1].astype(np.float32), mode="valid")
+        spill = signal.fftconvolve(np.pad(window, 2), ring[::-1, ::-1].astype(np.float32), mode="valid")
+        score = cover - spill * (area / max(int(ring.sum()), 1))
+        iy, ix = np.unravel_index(np.argmax(score), score.shape)
+        if cover[iy, ix] >= min_match * area and score[iy, ix] > 0:
+            out[y0 + iy:y0 + iy + shape.shape[0], x0 + ix:x0 + ix + shape.shape[1]] |= shape
+    return out
+
+
 _PER_DATE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across dates
 
 
@@ -70,8 +134,9 @@ def grow(core: np.ndarray, weak: np.ndarray, min_core: int = 64) -> np.ndarray:
     return core | np.isin(weak_labels, keep[keep > 0])
 
 
-def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset: float, dilate: int,
-                  spike: float | None = None, edge: float | None = None) -> np.ndarray:
+def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: np.ndarray | None = None, *,
+                  offset: float, dilate: int, spike: float | None = None, edge: float | None = None,
+                  dark: float | None = None, reach: int = 0, min_shadow: int = 64) -> np.ndarray:
     index = blue - 0.5 * red
     with np.errstate(invalid="ignore"):
         hot = (index - offset) > 0
@@ -79,33 +144,50 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset
             hot |= temporal_spikes(index, spike)
         if edge is not None:
             hot = grow(hot, index > edge)
+    shadow = np.zeros_like(hot)
+    if nir is not None and dark is not None:
+        darker = dark_spikes(nir, dark) & ~hot
+        shadow = np.stack([cast_shadows(hot[t], darker[t], reach, min_shadow) for t in range(len(hot))]) & darker
     if dilate:
         structure = np.ones((1, 2 * dilate + 1, 2 * dilate + 1), bool)
         hot = ndimage.binary_dilation(hot, structure=structure)
-    return np.where(hot & (quality == Quality.CLEAR), np.uint8(Quality.CLOUD), quality).astype(np.uint8)
+        shadow = ndimage.binary_dilation(shadow, structure=structure) & ~hot
+    clear = quality == Quality.CLEAR
+    out = np.where(hot & clear, np.uint8(Quality.CLOUD), quality)
+    return np.where(shadow & clear, np.uint8(Quality.SHADOW), out).astype(np.uint8)
 
 
 def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike: float | None = 0.03,
-                edge: float | None = 0.04) -> xr.DataArray:
-    """A copy of ``cube`` whose ``quality`` marks HOT-flagged clear pixels as CLOUD (lazy, blockwise).
+                edge: float | None = 0.04, dark: float | None = 0.8, reach: int = 40) -> xr.DataArray:
+    """A copy of ``cube`` whose ``quality`` marks HOT-flagged clear pixels as CLOUD and the dark spikes near
+    them as SHADOW (lazy, blockwise; see the module docstring).
 
-    ``spike``: the temporal test's margin (None: the fixed threshold only); it needs every date of a pixel in
-    one block, so the screen then works on all dates at once, in spatial blocks."""
+    ``spike``: the temporal test's margin (None: the fixed threshold only); ``dark``: the shadow test's
+    near-infrared ratio (None: no shadow test; it needs a near-infrared band), ``reach``: how far from a
+    cloud of its date a shadow may lie, in pixels. The temporal tests need every date of a pixel in one block,
+    so the screen then works on all dates at once, in spatial blocks."""
     bands = [str(b) for b in cube["band"].values]
-    ib, ir = _find(bands, BLUE), _find(bands, RED)
+    ib, ir, inir = _find(bands, BLUE), _find(bands, RED), _find(bands, NIR)
     if ib is None or ir is None:
         return cube
+    if inir is None:
+        dark = None
     data = da.asarray(cube.data)
     q = da.asarray(cube["quality"].data)
-    time_chunks = {0: -1} if spike is not None else {0: 1}
+    temporal = spike is not None or dark is not None
+    time_chunks = {0: -1} if temporal else {0: 1}
     blue, red = data[:, ib].rechunk(time_chunks), data[:, ir].rechunk(time_chunks)
     chunks = blue.chunks
     q = q.rechunk(chunks)
-    screened = da.map_overlap(_screen_block, blue, red, q, depth={0: 0, 1: dilate, 2: dilate}, boundary="none",
-                              dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge)
+    args = [blue, red, q] + ([data[:, inir].rechunk(chunks)] if dark is not None else [])
+    depth = dilate + (reach if dark is not None else 0)
+    depth = {0: 0, 1: min(depth, *chunks[1]), 2: min(depth, *chunks[2])}  # dask: no deeper than a chunk
+    screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",
+                              dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge, dark=dark, reach=reach)
     out = cube.assign_coords(quality=(("time", "y", "x"), screened))
     rule = f"HOT > {offset}" + (f" or {spike} above both neighbouring dates" if spike is not None else "")
     rule += f", grown over HOT > {edge}" if edge is not None else ""
+    rule += f"; shadow: NIR below {dark} x both neighbouring dates within {reach} px of a cloud" if dark is not None else ""
     out.attrs = {**cube.attrs, "cloud_screen": f"{rule}, dilated {dilate} px"}
     return out
 

@@ -211,7 +211,7 @@ def test_plant_changes_into_real_series(bouconne):
     assert changed.any() and not (changed & ~truth.masks.any(axis=0)).any()
     counts = truth.objects["type"].value_counts()
     assert all(counts[k] == 2 for k, v in CHANGE_TYPES.items() if v == "rare")
-    assert counts["harvest"] == counts["clearcut"] == 4 and 2 <= counts["cloud"] <= 3
+    assert counts["harvest"] == counts["clearcut"] == 8 and 2 <= counts["cloud"] <= 3  # common = many, even on 7 dates
     floods = truth.objects[truth.objects["type"] == "flood"]
     times = list(pd.DatetimeIndex(bouconne["time"].values))
     assert all(times.index(e) - times.index(o) == 2 for o, e in zip(floods["onset"], floods["end"]))

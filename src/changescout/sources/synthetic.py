@@ -107,7 +107,8 @@ def plant_changes(
 
     Places come from the cube's pixels: harvest where green at the date before onset, clear-cuts where green
     on every date up to onset, construction on vegetation, floods and roads on dry land, drying on a pond.
-    Bands are matched by name; pixels that were NaN stay NaN.
+    Bands are matched by name; pixels that were NaN stay NaN. ``n_common`` defaults to 8 instances of each
+    common type (fewer on scenes smaller than 256 x 256 px), however few the dates.
     """
     validate_cube(cube)
     bidx = _band_index(band_names(cube))
@@ -115,6 +116,8 @@ def plant_changes(
     nodata = np.isnan(data)
     times = pd.DatetimeIndex(cube["time"].values)
     rng = np.random.default_rng(seed)
+    if n_common is None:  # common means many: as many as in a long synthetic series, whatever the dates
+        n_common = int(max(2, min(8, round(12 * data.shape[2] * data.shape[3] / 256**2))))
     plan = _plan(rng, len(times), data.shape[2:], n_common, rare_per_type, types)
     records = _plant_changes(data, times, bidx, rng, plan, None, noise=0.004)
     records += _plant_clouds(data, rng, _n_clouds(n_clouds, len(times)), records, bidx)

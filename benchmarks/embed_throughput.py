@@ -10,8 +10,13 @@ memory (the ratio without the GeoTIFF read); ``read_s``, the time to read the la
 shares the machine. Runs alternate (disk, memory, bare, read) and the best of each is kept; the load average
 at the start and the end is recorded.
 
+``--baseline GIT_REF`` adds rows of the code as it was at that commit, timed in the same alternating runs:
+``embed.py`` and the reading of the files (``sources/warp.py``, whose lazy cube the baseline's disk rows and
+``read_s`` use). Until e65f5c9 only ``embed.py`` was swapped, so a baseline's disk rows already read the files
+with the working tree's code; ``read_s`` is now measured per row (the row's own reader).
+
     CHANGESCOUT_WEIGHTS_DIR=../shared/models python benchmarks/embed_throughput.py [--encoders rcf,galileo-nano]
-        [--repeats 3] [--baseline GIT_REF (same-run rows of embed.py at that commit)]
+        [--repeats 3] [--baseline GIT_REF (same-run rows of embed.py and sources/warp.py at that commit)]
 """
 
 from __future__ import annotations
@@ -39,10 +44,17 @@ BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 DISK, MEMORY = "GeoTIFF on disk (lazy)", "in memory (secondary: read excluded)"
 
 
-def open_cube(shared: Path):
-    from changescout.sources import open_series
+def open_cube(shared: Path, warp=None):
+    """The lazy Bouconne cube; ``warp``: a ``sources/warp.py`` module whose reader to use (default: the working tree's)."""
+    from changescout.sources import open_series, stacked
 
-    return open_series(str(shared / BOUCONNE), kind="stacked", dates=DATES, bands=BANDS, patch_size=16)
+    real = stacked.open_scenes
+    if warp is not None:
+        stacked.open_scenes = warp.open_scenes
+    try:
+        return open_series(str(shared / BOUCONNE), kind="stacked", dates=DATES, bands=BANDS, patch_size=16)
+    finally:
+        stacked.open_scenes = real
 
 
 class _Clock:
@@ -78,35 +90,44 @@ def bare_forward(cube, encoder, pg, stats, band_index) -> tuple[float, float, in
     return c.wall, c.cpu, sum(len(x) for x, _ in batches)
 
 
-def baseline(ref: str):
-    """``embed_cube`` of ``src/changescout/embed.py`` as it was at git ``ref`` (for same-run before/after rows)."""
+def _module_at(ref: str, path: str, name: str):
+    """``src/changescout/<path>`` as it was at git ``ref``, imported as ``changescout.<name>`` (its relative
+    imports resolve to the working tree's package)."""
     import importlib.util
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    text = subprocess.run(["git", "show", f"{ref}:src/changescout/embed.py"], cwd=root, check=True,
+    text = subprocess.run(["git", "show", f"{ref}:src/changescout/{path}"], cwd=root, check=True,
                           capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "embed_baseline.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("changescout._embed_baseline", path)  # relative imports: changescout
+    file = Path(tempfile.mkdtemp()) / Path(path).name
+    file.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"changescout.{name}", file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.embed_cube
+    return module
 
 
-def measure(name: str, cube, repeats: int = 3, variants: dict | None = None) -> list[dict]:
-    """Rows of one encoder: for each ``variants`` (label -> embed_cube; default the working tree's), the stage from
-    the lazy cube and from memory against the same bare forward."""
-    variants = variants or {"working tree": embed_cube}
+def baseline(ref: str, shared: Path):
+    """``(embed_cube, lazy cube)`` of the code as it was at git ``ref``: its ``embed.py`` and its reader
+    (``sources/warp.py``), for same-run before/after rows."""
+    embed = _module_at(ref, "embed.py", "_embed_baseline")
+    warp = _module_at(ref, "sources/warp.py", "sources._warp_baseline")
+    return embed.embed_cube, open_cube(shared, warp)
+
+
+def measure(name: str, variants: dict, repeats: int = 3) -> list[dict]:
+    """Rows of one encoder: for each ``variants`` (label -> ``(embed_cube, lazy cube)``, the working tree's first),
+    the stage from the lazy cube and from memory against the same bare forward (on the first variant's cube)."""
+    cube = next(iter(variants.values()))[1]
     encoder = get_encoder(name, patch_size=16)
     pg = PatchGrid(grid_of(cube), 16)
     band_index = select_bands([str(b) for b in cube["band"].values], encoder.spec)
     stats = date_statistics(cube, band_index)
     if not getattr(encoder, "is_fitted", True):
         encoder.fit(fit_sample(cube, band_index, stats))
-    in_memory = cube.persist()
+    in_memory = {v: c.persist() for v, (_, c) in variants.items()}
 
     def embed(fn, c) -> _Clock:
         with tempfile.TemporaryDirectory() as tmp, _Clock() as clock:
@@ -114,24 +135,26 @@ def measure(name: str, cube, repeats: int = 3, variants: dict | None = None) -> 
         return clock
 
     runs = {(v, label): [] for v in variants for label in (DISK, MEMORY)}
-    bare, read = [], []
+    read = {v: [] for v in variants}
+    bare = []
     for _ in range(repeats):  # alternate, keep the best of each (noisy machines)
-        for v, fn in variants.items():
-            runs[v, DISK].append(embed(fn, cube))
-            runs[v, MEMORY].append(embed(fn, in_memory))
+        for v, (fn, c) in variants.items():
+            runs[v, DISK].append(embed(fn, c))
+            runs[v, MEMORY].append(embed(fn, in_memory[v]))
         wall, cpu, n_images = bare_forward(cube, encoder, pg, stats, band_index)
         bare.append((wall, cpu))
-        with _Clock() as clock:
-            cube.persist()
-        read.append(clock)
+        for v, (_, c) in variants.items():
+            with _Clock() as clock:
+                c.persist()
+            read[v].append(clock)
     bare_s, bare_cpu = min(w for w, _ in bare), min(c for _, c in bare)
     patches = cube.sizes["time"] * pg.shape[0] * pg.shape[1]
     rows = []
     for (v, label), clocks in runs.items():
         pipe, pipe_cpu = min(c.wall for c in clocks), min(c.cpu for c in clocks)
-        rows.append({"encoder": name, "embed.py": v, "input": label, "dates": cube.sizes["time"], "patches": patches,
+        rows.append({"encoder": name, "code": v, "input": label, "dates": cube.sizes["time"], "patches": patches,
                      "windows_x_dates": n_images, "pipeline_s": round(pipe, 2), "bare_forward_s": round(bare_s, 2),
-                     "read_s": round(min(c.wall for c in read), 2), "pipeline_patches_per_s": round(patches / pipe, 1),
+                     "read_s": round(min(c.wall for c in read[v]), 2), "pipeline_patches_per_s": round(patches / pipe, 1),
                      "ratio": round(bare_s / pipe, 3), "pipeline_cpu_s": round(pipe_cpu, 2), "bare_cpu_s": round(bare_cpu, 2),
                      "cpu_ratio": round(bare_cpu / pipe_cpu, 3)})
     return rows
@@ -143,15 +166,15 @@ def main():
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline", metavar="GIT_REF", help="also time embed.py as it was at this git ref, in the same "
-                                                           "alternating runs (before/after rows)")
+    ap.add_argument("--baseline", metavar="GIT_REF", help="also time embed.py and sources/warp.py as they were at this "
+                                                           "git ref, in the same alternating runs (before/after rows)")
     args = ap.parse_args()
-    cube = open_cube(Path(args.shared))
-    variants = {"working tree": embed_cube}
+    shared = Path(args.shared)
+    variants = {"working tree": (embed_cube, open_cube(shared))}
     if args.baseline:
-        variants[args.baseline] = baseline(args.baseline)
+        variants[args.baseline] = baseline(args.baseline, shared)
     load0 = os.getloadavg()[0]
-    rows = [r for n in args.encoders.split(",") for r in measure(n, cube, args.repeats, variants)]
+    rows = [r for n in args.encoders.split(",") for r in measure(n, variants, args.repeats)]
     for r in rows:
         print(json.dumps(r))
     import torch

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from changescout.cube import Quality, grid_of, make_cube
-from changescout.embed import embed_cube, embedding_grid, normalise, open_embeddings
+from changescout.embed import date_statistics, embed_cube, embedding_grid, normalise, open_embeddings
 from changescout.encoders import get_encoder
 from changescout.errors import ConfigError
 from changescout.tiling import PatchGrid
@@ -195,6 +195,53 @@ def test_normalise_of_every_date_at_once_equals_date_by_date_with_masked_pixels_
                          for t in range(3)])
     np.testing.assert_array_equal(z, per_date)  # bit for bit
     assert z.dtype == np.float32 and (z[~np.broadcast_to(usable[:, None], z.shape)] == 0).all() and z[1, 2, 3, 3] == 0
+
+
+
+def test_normalise_with_one_set_of_statistics_for_every_date():
+    """Statistics ``(band, 2)`` broadcast over the dates of a ``(time, band, H, W)`` stack, as numpy would."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 0.4, (3, 4, 8, 8)).astype(np.float32)
+    stats = np.stack([rng.uniform(0.1, 0.2, 4), rng.uniform(0.05, 0.1, 4)], axis=-1)
+    expected = ((x - stats[:, 0, None, None]) / stats[:, 1, None, None]).astype(np.float32)
+    np.testing.assert_array_equal(normalise(x, stats), expected)
+
+
+def test_date_statistics_of_a_cube(textured_cube, quality):
+    """Per date and band centre (median) and series-wide scale (median over dates of IQR / 1.349) of the usable pixels."""
+    cube = textured_cube(n_dates=3, size=64, quality=quality)
+    stats = date_statistics(cube, [0, 1, 2, 3])
+    vals = np.where((cube["quality"].values == Quality.CLEAR)[:, None] | (cube["quality"].values == Quality.WATER)[:, None],
+                    cube.values, np.nan)
+    q25, med, q75 = np.nanpercentile(vals, [25, 50, 75], axis=(2, 3))
+    np.testing.assert_array_equal(stats[..., 0], med)
+    np.testing.assert_allclose(stats[..., 1], np.broadcast_to(np.median((q75 - q25) / 1.349, axis=0), (3, 4)), rtol=1e-12)
+
+
+
+@pytest.mark.parametrize("input_", ["normalised", "reflectance"])
+def test_pixels_usable_at_no_date_skip_the_gap_filling_with_the_same_result(input_):
+    """Where every gap is a pixel usable at no date (outside the footprint; a cloud at every date, its values
+    finite), _prepare skips fill_gaps: the input is what fill_gaps then normalisation would give."""
+    from changescout.embed import _prepare
+    from changescout.encoders.base import EncoderSpec
+    from changescout.quality import fill_gaps
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 0.4, (3, 4, 16, 16)).astype(np.float32)
+    q = np.zeros((3, 16, 16), np.uint8)
+    x[:, :, :, 12:] = np.nan  # outside the footprint at every date
+    q[:, :, 12:] = Quality.NODATA
+    q[:, 0:3, 0:3] = Quality.CLOUD  # clouded at every date, values finite
+    stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
+    spec = EncoderSpec(name="t", version="1", dim=2, patch_size=16, input=input_)
+    got, usable = _prepare(x, q, stats, spec)
+    filled = fill_gaps(x, usable)
+    known = np.isfinite(filled).all(axis=1)
+    expected = (normalise(filled, stats, known) if input_ == "normalised"
+                else np.where(known[:, None], filled, np.float32(0)).astype(np.float32))
+    np.testing.assert_array_equal(got, expected)
+    assert (got[:, :, 0:3, 0:3] == 0).all() and not usable[:, 0:3, 0:3].any()
 
 
 def _window_encoder(window):

@@ -79,7 +79,13 @@ def normalise(x: np.ndarray, stats: np.ndarray, usable: np.ndarray | None = None
     date at once); NaN (and pixels not ``usable`` ``(..., H, W)``, when given) -> 0 (the median).
 
     Computed in the precision of ``x`` and ``stats`` (float64 statistics: float64) and rounded once to float32,
-    exactly as ``nan_to_num(z).astype(float32)`` would, in fewer passes."""
+    exactly as ``nan_to_num(z).astype(float32)`` would, in fewer passes; every date in turn (``(time, band, H,
+    W)``), so that the float64 intermediates of one date stay in cache (about twice as fast as all at once)."""
+    if x.ndim == 4 and stats.ndim == 3 and len(x) == len(stats) > 1 and (usable is None or usable.ndim == 3):
+        out = np.empty(x.shape, np.float32)
+        for t in range(len(x)):
+            out[t] = normalise(x[t], stats[t], None if usable is None else usable[t])
+        return out
     z = np.subtract(x, stats[..., 0, None, None], dtype=np.result_type(x, stats))
     z /= stats[..., 1, None, None]
     out = z.astype(np.float32)
@@ -114,7 +120,9 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date go to 0
-    if usable.all():  # nothing to fill: fill_gaps would hand the values back as they are (a full pass saved)
+    if usable.all() or (usable == usable.any(axis=0)).all():
+        # nothing to fill (a full pass saved): every pixel is usable, or usable at every date or at none (outside
+        # the footprint), which fill_gaps would make NaN and which go to 0 here all the same
         known = usable
     else:
         values = fill_gaps(values, usable)

@@ -2,8 +2,15 @@
 
 A source describes its series as :class:`Scene` objects (one per date: the file bands that hold its
 reflectance bands and, optionally, its mask band). :func:`build_cube` turns them into a SeriesCube whose dask
-chunks each warp one date over one spatial block with a rasterio ``WarpedVRT`` (bilinear for reflectance,
-nearest for masks): GDAL reads only the source window a block needs, so memory is bounded by the chunk size.
+chunks each read one spatial block of one date, or of several consecutive dates that come from the same files
+(a stacked GeoTIFF): every file a chunk needs is read once for all of its dates, since GDAL decodes a block of
+a pixel-interleaved file for all its bands at once. A chunk spans at most dask's ``array.chunk-size`` bytes
+(at least one date), so memory stays bounded by the chunk size.
+
+Where the output grid is the file's own grid (same CRS and pixel size, origin on a whole pixel of the file)
+a block is a plain windowed read (NaN outside the file and where it has no data): the values the warper
+would give, without it. Otherwise a rasterio ``WarpedVRT`` warps the block (bilinear for reflectance,
+nearest for masks), GDAL reading only the source window the block needs.
 """
 
 from __future__ import annotations
@@ -14,17 +21,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import rasterio
 from affine import Affine
 from dask.base import tokenize
+from dask.utils import parse_bytes
 from pyproj import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
 
 from ..cube import OutputGrid, make_cube, validate_cube
 from ..errors import ConfigError, SourceError
@@ -171,12 +181,72 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
 
 
 # -- reading -------------------------------------------------------------------------------------------
+#: A block whose origin is within this fraction of a pixel of a file pixel corner is on the file's grid.
+_ALIGNED_PX = 1e-6
+
+
+@lru_cache(maxsize=256)
+def _same_crs(a: str, b: str) -> bool:
+    return a == b or CRS.from_user_input(a) == CRS.from_user_input(b)
+
+
+def aligned_offset(info: RasterInfo, crs: str, transform: Affine, shape) -> tuple[int, int] | None:
+    """``(row, col)`` of the block ``(crs, transform, shape)`` in the pixels of the file ``info`` when the block
+    lies on the file's own grid (same CRS, same north-up pixel size, origin on a pixel corner), else ``None``."""
+    f = info.transform
+    if transform.b or transform.d or f.b or f.d or not (f.a > 0 > f.e):
+        return None
+    if not (math.isclose(transform.a, f.a, rel_tol=1e-9) and math.isclose(transform.e, f.e, rel_tol=1e-9)):
+        return None
+    col, row = (transform.c - f.c) / f.a, (transform.f - f.f) / f.e
+    if abs(col - round(col)) > _ALIGNED_PX or abs(row - round(row)) > _ALIGNED_PX or not _same_crs(crs, info.crs):
+        return None
+    return round(row), round(col)
+
+
+def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarray:
+    """Bands ``indexes`` of ``path`` over ``shape`` pixels from file pixel ``offset`` ``(row, col)``, which may
+    reach beyond the file: float32, NaN outside the file and where it has no data (what :func:`read_warped`
+    gives on the file's own grid, without the warper)."""
+    row, col = offset
+    out = np.full((len(indexes), *shape), np.nan, np.float32)
+    try:
+        with rasterio.open(path) as src:
+            r0, r1 = max(row, 0), min(row + shape[0], src.height)
+            c0, c1 = max(col, 0), min(col + shape[1], src.width)
+            if r0 >= r1 or c0 >= c1:
+                return out
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            part = out[:, r0 - row : r1 - row, c0 - col : c1 - col]
+            part[...] = src.read(list(indexes), window=window)  # cast to float32 in place
+            if any(src.mask_flag_enums[i - 1] != [MaskFlags.all_valid] for i in indexes):  # nodata, mask or alpha
+                masks = src.read_masks(list(indexes), window=window)
+                part[masks == 0] = np.nan
+    except RasterioError as exc:
+        raise SourceError(f"cannot read the raster ({exc})", path) from exc
+    return out
+
+
 def read_warped(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling) -> np.ndarray:
-    """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)``: float32, NaN where no data."""
+    """Bands ``indexes`` of ``path`` on ``(crs, transform, shape)``: float32, NaN where no data. A plain windowed
+    read (:func:`read_aligned`) where the block lies on the file's own grid, else warped (``resampling``)."""
+    offset = aligned_offset(probe(path), crs, transform, shape)
+    if offset is not None:
+        return read_aligned(path, indexes, offset, shape)
+    return warp_vrt(path, indexes, crs, transform, shape, resampling)
+
+
+def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling) -> np.ndarray:
+    """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)`` through a ``WarpedVRT``: float32,
+    NaN where no data.
+
+    Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
+    where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
+    (and blended into its neighbours) whenever another date has data there."""
     try:
         with rasterio.open(path) as src, WarpedVRT(
             src, crs=crs, transform=transform, height=shape[0], width=shape[1],
-            resampling=resampling, dtype="float32", nodata=np.nan,
+            resampling=resampling, dtype="float32", nodata=np.nan, UNIFIED_SRC_NODATA="NO",
         ) as vrt:
             return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
     except RasterioError as exc:
@@ -186,7 +256,8 @@ def read_warped(path: str, indexes, crs: str, transform: Affine, shape, resampli
 class WarpedSeries:
     """Array-like ``(time, band + 1, y, x)`` view of scenes on a grid; the last band holds the quality class.
 
-    Dask calls ``__getitem__`` once per chunk, which warps only that block.
+    Dask calls ``__getitem__`` once per chunk, which reads only that block: each file once for every date of
+    the chunk that it holds (reflectance and mask bands together where no warping is needed).
     """
 
     ndim = 4
@@ -200,26 +271,56 @@ class WarpedSeries:
     def __dask_tokenize__(self):
         return tokenize(self.scenes, self.n_bands, self.grid, self.scale, self.offset, None if self.lut is None else self.lut.tobytes())
 
+    def time_chunks(self, chunks: int) -> tuple[int, ...]:
+        """Runs of consecutive dates read from the same files (a stacked GeoTIFF: all its dates; one file per
+        date: one), each cut to at most dask's ``array.chunk-size`` bytes at ``chunks`` px a side (one date at least)."""
+        px = min(chunks, self.shape[2]) * min(chunks, self.shape[3])
+        most = max(1, parse_bytes(dask.config.get("array.chunk-size")) // (px * self.shape[1] * self.dtype.itemsize))
+        files = [frozenset(layer.path for layer in (*s.layers, *([s.mask] if s.mask else ()))) for s in self.scenes]
+        out: list[int] = []
+        for i, f in enumerate(files):
+            if i and f == files[i - 1] and out[-1] < most:
+                out[-1] += 1
+            else:
+                out.append(1)
+        return tuple(out)
+
     def __getitem__(self, key):
         t, b, ys, xs = (range(*k.indices(n)) for k, n in zip(key, self.shape))
-        return np.stack([self._read(self.scenes[i], ys, xs) for i in t])[:, b.start : b.stop : b.step]
+        return self._read([self.scenes[i] for i in t], ys, xs)[:, b.start : b.stop : b.step]
 
-    def _read(self, scene: Scene, ys: range, xs: range) -> np.ndarray:
+    def _read(self, scenes, ys: range, xs: range) -> np.ndarray:
         shape = (len(ys), len(xs))
         transform = self.grid.affine @ Affine.translation(xs.start, ys.start)
-        out = np.empty((self.n_bands + 1, *shape), np.float32)
-        by_file: dict[str, list[tuple[int, int]]] = {}
-        for pos, layer in enumerate(scene.layers):
-            by_file.setdefault(layer.path, []).append((pos, layer.index))
-        for path, items in by_file.items():
-            pos, idx = zip(*items)
-            out[list(pos)] = read_warped(path, idx, self.grid.crs, transform, shape, Resampling.bilinear)
-        out[: self.n_bands] = out[: self.n_bands] * self.scale + self.offset
-        if scene.mask is None:
-            out[-1] = 0  # Quality.CLEAR; make_cube marks NaN pixels NODATA
-        else:
-            raw = read_warped(scene.mask.path, [scene.mask.index], self.grid.crs, transform, shape, Resampling.nearest)
-            out[-1] = to_quality(raw[0], self.lut)
+        nb = self.n_bands
+        out = np.empty((len(scenes), nb + 1, *shape), np.float32)
+        # (file, resampling) -> [(date, row of out, band index)]; on the file's own grid resampling plays no part
+        reads: dict[tuple[str, Resampling | None], list[tuple[int, int, int]]] = {}
+
+        aligned: dict[str, bool] = {}
+
+        def want(layer: Layer, k: int, pos: int, resampling: Resampling):
+            if layer.path not in aligned:
+                aligned[layer.path] = aligned_offset(probe(layer.path), self.grid.crs, transform, shape) is not None
+            reads.setdefault((layer.path, None if aligned[layer.path] else resampling), []).append((k, pos, layer.index))
+
+        for k, scene in enumerate(scenes):
+            for pos, layer in enumerate(scene.layers):
+                want(layer, k, pos, Resampling.bilinear)
+            if scene.mask is None:
+                out[k, nb] = 0  # Quality.CLEAR; make_cube marks NaN pixels NODATA
+            else:
+                want(scene.mask, k, nb, Resampling.nearest)
+        for (path, resampling), items in reads.items():
+            k, pos, idx = (list(v) for v in zip(*items))
+            how = Resampling.nearest if resampling is None else resampling  # None: not warped at all
+            out[k, pos] = read_warped(path, idx, self.grid.crs, transform, shape, how)
+        values = out[:, :nb]
+        values *= self.scale
+        values += self.offset
+        for k, scene in enumerate(scenes):
+            if scene.mask is not None:
+                out[k, nb] = to_quality(out[k, nb], self.lut)
         return out
 
 
@@ -276,11 +377,13 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
 
 
 def build_cube(array, times, bands, grid: OutputGrid, *, chunks: int, attrs: dict, time_coords=None):
-    """Wrap an array-like ``(time, band + 1, y, x)`` whose last band is the quality class into a SeriesCube."""
+    """Wrap an array-like ``(time, band + 1, y, x)`` whose last band is the quality class into a SeriesCube:
+    chunks of ``chunks`` px a side and one date each, or the runs of ``array.time_chunks(chunks)`` when it has them."""
     if not isinstance(chunks, (int, np.integer)) or isinstance(chunks, bool) or chunks < 1:
         raise ConfigError(f"chunks must be a positive number of pixels, got {chunks!r}")
+    per_time = array.time_chunks(int(chunks)) if hasattr(array, "time_chunks") else 1
     full = da.from_array(
-        array, chunks=(1, -1, chunks, chunks), name=f"{type(array).__name__}-{tokenize(array, chunks)}",
+        array, chunks=(per_time, -1, chunks, chunks), name=f"{type(array).__name__}-{tokenize(array, chunks, per_time)}",
         lock=False, meta=np.empty((0, 0, 0, 0), np.float32),
     )
     nb = len(bands)

@@ -136,7 +136,7 @@ def grow(core: np.ndarray, weak: np.ndarray, min_core: int = 64) -> np.ndarray:
 
 def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: np.ndarray | None = None, *,
                   offset: float, dilate: int, spike: float | None = None, edge: float | None = None,
-                  dark: float | None = None, reach: int = 0, min_shadow: int = 64) -> np.ndarray:
+                  dark: float | None = None, reach: int = 0, min_cloud: int = 64) -> np.ndarray:
     index = blue - 0.5 * red
     with np.errstate(invalid="ignore"):
         hot = (index - offset) > 0
@@ -147,7 +147,7 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: n
     shadow = np.zeros_like(hot)
     if nir is not None and dark is not None:
         darker = dark_spikes(nir, dark) & ~hot
-        shadow = np.stack([cast_shadows(hot[t], darker[t], reach, min_shadow) for t in range(len(hot))]) & darker
+        shadow = np.stack([cast_shadows(hot[t], darker[t], reach, min_cloud) for t in range(len(hot))]) & darker
     if dilate:
         structure = np.ones((1, 2 * dilate + 1, 2 * dilate + 1), bool)
         hot = ndimage.binary_dilation(hot, structure=structure)

@@ -204,3 +204,18 @@ def test_change_states_picks_each_events_dates_by_its_vector_key():
     ds.attrs["distance"] = "cosine"
     unit = change_states(ds, events, 2)
     np.testing.assert_allclose(np.linalg.norm(unit[:, :4], axis=1), 1, rtol=1e-6)
+
+
+def test_event_weight_lifts_the_object_whose_patch_is_more_atypical_among_all_events():
+    """Two objects alike in rarity and magnitude among the candidates: with ``event_weight`` the one whose
+    strongest patch event is more atypical over the whole run ranks first; without it, the order is the other's."""
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 2, np.eye(8)[5]), (9, 9, "2021-03-01", 2.0, 2, np.eye(8)[6])]
+    ev, vecs = _events(rows)
+    ev["atypicality"] = np.linspace(0.0, 0.5, len(ev))
+    ev.loc[len(ev) - 2, "atypicality"] = 0.99  # the first object's patch
+    ev.loc[len(ev) - 1, "atypicality"] = 0.60
+    with_events, _ = ObjectRanker(event_weight=0.5).fit_transform(ev, vecs)
+    assert with_events.iloc[-2]["object_rank"] == 1 and with_events.iloc[-1]["object_rank"] == 2
+    ev.loc[len(ev) - 2, "atypicality"], ev.loc[len(ev) - 1, "atypicality"] = 0.60, 0.99
+    swapped, _ = ObjectRanker(event_weight=0.5).fit_transform(ev, vecs)
+    assert swapped.iloc[-1]["object_rank"] == 1 and swapped.iloc[-2]["object_rank"] == 2

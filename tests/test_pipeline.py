@@ -178,6 +178,19 @@ def test_rerun_with_another_config_is_refused(session_run, session_config, copy_
     assert mtimes(run) == before
 
 
+def test_a_run_made_by_another_changescout_version_is_not_resumed(session_run, session_config, copy_run, monkeypatch):
+    """Another version may embed or screen differently (rcf's pooling changed in 0.2.0): its run is refused as
+    another configuration would be, so that no stage of it is mixed into the new run."""
+    import changescout.pipeline as pipeline
+
+    run = copy_run(session_run)
+    before = mtimes(run)
+    monkeypatch.setattr(pipeline, "__version__", "0.0.1")
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        run_pipeline(session_config(), run, **QUIET)
+    assert mtimes(run) == before
+
+
 def test_non_empty_directory_that_is_not_a_run_is_refused(session_config, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunExistsError, match="not a changescout run"):

@@ -108,7 +108,9 @@ class Run:
         self.state = {"stages": {}}
 
     def prepare(self, inputs: dict, extra: dict) -> None:
-        resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra}
+        # the code's version belongs to the configuration: a run made by another version (other embeddings, another
+        # cloud screen) is not resumed, it exits 2 unless --overwrite
+        resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
         cfg_path = self.out / "config.json"
         if cfg_path.exists():

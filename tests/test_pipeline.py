@@ -186,7 +186,7 @@ def test_a_run_made_by_another_changescout_version_is_not_resumed(session_run, s
     run = copy_run(session_run)
     before = mtimes(run)
     monkeypatch.setattr(pipeline, "__version__", "0.0.1")
-    with pytest.raises(RunExistsError, match="--overwrite"):
+    with pytest.raises(RunExistsError, match=r"made by changescout .* \(this is 0\.0\.1\).*--overwrite"):
         run_pipeline(session_config(), run, **QUIET)
     assert mtimes(run) == before
 

@@ -198,3 +198,18 @@ def test_a_change_next_to_a_cloud_is_not_taken_for_its_shadow(make_grid):
     assert (q[3, 10:26, 40:60] == Quality.CLEAR).all()
     assert (q[3, 30:46, 30:46] == Quality.SHADOW).all()
     assert (screen_haze(_shadowed(make_grid, at=3), dilate=0, dark=None)["quality"].values != Quality.SHADOW).all()
+
+
+def test_a_small_last_chunk_does_not_shorten_the_shadow_search_elsewhere(make_grid):
+    """The overlap between blocks is the shadow search's reach whatever the size of the scene's last chunk
+    (it was once clamped to the smallest chunk: a 10 px leftover chunk cut the search at every seam)."""
+    crop, cloud = np.array(SPECTRA["crop"], np.float32), np.array(SPECTRA["cloud"], np.float32)
+    found = []
+    for width in (778, 818):  # 256 px chunks; the last one is 10 px or 50 px wide
+        data = np.broadcast_to(crop[None, :, None, None], (4, 4, 96, width)).copy()
+        data[3, :, 40:60, 258:288] *= 0.5  # the shadow lies just beyond the seam at x = 256 ...
+        data[3, :, 10:30, 220:250] = cloud[:, None, None]  # ... its cloud just before it
+        cube = make_cube(data, pd.date_range("2021-05-01", periods=4, freq="MS"), BANDS, make_grid(96, width))
+        q = screen_haze(cube.chunk({"x": 256, "y": 96}), dilate=0)["quality"].values
+        found.append(q[3, 40:60, 258:288] == Quality.SHADOW)
+    assert found[0].mean() > 0.5 and (found[0] == found[1]).all()

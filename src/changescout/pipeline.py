@@ -121,8 +121,10 @@ class Run:
                 self.resumed = True
                 return
             if not self.overwrite:
-                raise RunExistsError("holds a run made with another configuration; use --overwrite to replace it "
-                                     "or choose another --out", self.out)
+                made_by = old.get("versions", {}).get("changescout")
+                what = (f"was made by changescout {made_by} (this is {__version__}), whose results may differ"
+                        if made_by != __version__ else "holds a run made with another configuration")
+                raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
             self._clear()
         elif self.out.exists() and any(self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)

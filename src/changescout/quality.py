@@ -67,7 +67,8 @@ def temporal_spikes(hot: np.ndarray, spike: float) -> np.ndarray:
 def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
     """``(time, h, w)`` near-infrared values -> pixels whose ratio to the darker of both neighbouring dates
     (first date: the next two; last date: the previous two) is below ``dark`` times that ratio's median over
-    the date (autumn darkens a whole scene; a shadow darkens a place more than the rest). NaN never flags."""
+    the date in this block (autumn darkens a whole scene; a shadow darkens a place more than the rest). NaN,
+    and neighbours darker than 0.01 reflectance (water), never flag."""
     out = np.zeros(nir.shape, bool)
     T = len(nir)
     if T < 3:
@@ -75,8 +76,9 @@ def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         for t in range(T):
             a, b = (nir[1], nir[2]) if t == 0 else (nir[T - 2], nir[T - 3]) if t == T - 1 else (nir[t - 1], nir[t + 1])
-            ratio = nir[t] / np.fmin(a, b)
-            ratio[~np.isfinite(ratio)] = np.nan
+            den = np.fmin(a, b)
+            ratio = nir[t] / den
+            ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan  # near-black neighbours (water) tell nothing
             if np.isfinite(ratio).any():
                 out[t] = ratio < dark * np.nanmedian(ratio)
     return out
@@ -181,7 +183,7 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     q = q.rechunk(chunks)
     args = [blue, red, q] + ([data[:, inir].rechunk(chunks)] if dark is not None else [])
     depth = dilate + (reach if dark is not None else 0)
-    depth = {0: 0, 1: min(depth, *chunks[1]), 2: min(depth, *chunks[2])}  # dask: no deeper than a chunk
+    depth = {0: 0, 1: min(depth, blue.shape[1]), 2: min(depth, blue.shape[2])}  # dask: no deeper than the array
     screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",
                               dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge, dark=dark, reach=reach)
     out = cube.assign_coords(quality=(("time", "y", "x"), screened))

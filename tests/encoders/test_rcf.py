@@ -179,16 +179,16 @@ def test_generalised_mean_pooling_makes_a_thin_change_count():
 
 
 def test_version_1_weights_load_as_mean_pooling(sample, tmp_path):
+    """A version-1 weights file (mean pooling, no ``pooling`` entry) loads as the mean with the same digest and
+    encoder version, so runs made with it stay comparable; power-3 pooling is version 2."""
     import json
 
     enc = _fit(sample, pooling=1.0)
     path = enc.save_weights(tmp_path / "v1.npz")
     with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    params = json.loads(str(arrays.pop("params")))
-    params.pop("pooling")
-    params["version"] = "1"
-    np.savez(path, params=np.array(json.dumps(params)), **arrays)
+        params = json.loads(str(z["params"]))
+    assert params["version"] == "1" and "pooling" not in params  # what version 1 wrote
     old = RCFEncoder(patch_size=8, weights=path)
-    assert old.pooling == 1.0
+    assert old.pooling == 1.0 and old.spec.version == "1" and old.weights_digest() == enc.weights_digest()
     np.testing.assert_array_equal(old.encode(sample), enc.encode(sample))
+    assert _fit(sample).spec.version == "2" and _fit(sample).weights_digest() != enc.weights_digest()

@@ -58,7 +58,7 @@ class RCFEncoder:
     @property
     def spec(self) -> EncoderSpec:
         return EncoderSpec(
-            name="rcf", version=VERSION, dim=self.dim, patch_size=self.patch_size, bands=None,
+            name="rcf", version=self.version, dim=self.dim, patch_size=self.patch_size, bands=None,
             window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,
             weights_file="rcf_weights.npz (learnt from the series; reuse with --weights)",
             weights_sha256=self.weights_digest() if self.filters_ is not None else None,
@@ -119,9 +119,6 @@ class RCFEncoder:
                 t = F.pad(t, (pad, pad, pad, pad), mode="replicate")
             r = F.conv2d(t, torch.from_numpy(self.filters_), torch.from_numpy(self.offsets_))
             both = torch.cat([F.relu(r - self.bias), F.relu(-r - self.bias)], dim=1)
-            gm = float(__import__("os").environ.get("GEM", 1))
-            if gm != 1:
-                return (F.avg_pool2d(both ** gm, p) ** (1 / gm)).numpy()
             if self.pooling == 1:
                 return F.avg_pool2d(both, p).numpy()
             return F.avg_pool2d(both.pow_(self.pooling), p).pow_(1 / self.pooling).numpy()
@@ -137,8 +134,15 @@ class RCFEncoder:
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
 
+    @property
+    def version(self) -> str:
+        """Weights version: 1 for the plain mean (what version 1 computed, so that its runs and weights stay
+        comparable with theirs), else ``VERSION``."""
+        return "1" if self.pooling == 1 else VERSION
+
     def _params(self) -> dict:
-        return {"version": VERSION, "dim": self.dim, "kernel": self.kernel, "bias": self.bias, "pooling": self.pooling}
+        params = {"version": self.version, "dim": self.dim, "kernel": self.kernel, "bias": self.bias}
+        return params if self.pooling == 1 else {**params, "pooling": self.pooling}
 
     def save_weights(self, path: Path) -> Path:
         path = Path(path)

@@ -220,12 +220,12 @@ def test_date_statistics_of_a_cube(textured_cube, quality):
 
 
 @pytest.mark.parametrize("input_", ["normalised", "reflectance"])
-def test_pixels_usable_at_no_date_skip_the_gap_filling_with_the_same_result(input_):
-    """Where every gap is a pixel usable at no date (outside the footprint; a cloud at every date, its values
-    finite), _prepare skips fill_gaps: the input is what fill_gaps then normalisation would give."""
+def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_seen(input_):
+    """A pixel clouded at one date gets its nearest clear date's value; pixels usable at no date (outside the
+    footprint, NaN; a cloud at every date, finite values) become 0 at every date; ``usable`` is what the clear
+    fraction counts."""
     from changescout.embed import _prepare
     from changescout.encoders.base import EncoderSpec
-    from changescout.quality import fill_gaps
 
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 0.4, (3, 4, 16, 16)).astype(np.float32)
@@ -233,15 +233,16 @@ def test_pixels_usable_at_no_date_skip_the_gap_filling_with_the_same_result(inpu
     x[:, :, :, 12:] = np.nan  # outside the footprint at every date
     q[:, :, 12:] = Quality.NODATA
     q[:, 0:3, 0:3] = Quality.CLOUD  # clouded at every date, values finite
+    q[1, 8, 8] = Quality.CLOUD  # clouded at date 1 only: takes date 0
     stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
     spec = EncoderSpec(name="t", version="1", dim=2, patch_size=16, input=input_)
     got, usable = _prepare(x, q, stats, spec)
-    filled = fill_gaps(x, usable)
-    known = np.isfinite(filled).all(axis=1)
-    expected = (normalise(filled, stats, known) if input_ == "normalised"
-                else np.where(known[:, None], filled, np.float32(0)).astype(np.float32))
+    filled = x.copy()
+    filled[1, :, 8, 8] = x[0, :, 8, 8]
+    expected = normalise(filled, stats) if input_ == "normalised" else np.nan_to_num(filled, nan=0.0)
+    expected[:, :, :, 12:] = expected[:, :, 0:3, 0:3] = 0
     np.testing.assert_array_equal(got, expected)
-    assert (got[:, :, 0:3, 0:3] == 0).all() and not usable[:, 0:3, 0:3].any()
+    assert not usable[1, 8, 8] and usable[0, 8, 8] and not usable[:, 0:3, 0:3].any() and not usable[:, :, 12:].any()
 
 
 def _window_encoder(window):

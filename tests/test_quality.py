@@ -159,13 +159,16 @@ def test_fill_gaps_takes_the_nearest_usable_date_of_each_pixel():
     usable = np.ones((4, 2, 2), bool)
     usable[1, 0, 0] = usable[2, 0, 0] = False  # a two-date gap: both take date 0
     usable[0, 0, 1] = False  # a gap at the start takes the next usable date
-    usable[:, 1, 1] = False  # never usable: stays NaN
+    usable[:, 1, 1] = False  # never usable: nothing to take, keeps its values
     out = fill_gaps(x, usable)
     assert out[1, :, 0, 0].tolist() == [0, 0] and out[2, :, 0, 0].tolist() == [0, 0]
     assert out[0, :, 0, 1].tolist() == [1, 1]
-    assert np.isnan(out[:, :, 1, 1]).all()
+    np.testing.assert_array_equal(out[:, :, 1, 1], x[:, :, 1, 1])
     np.testing.assert_array_equal(out[usable[:, None].repeat(2, axis=1)], x[usable[:, None].repeat(2, axis=1)])
     assert not np.shares_memory(out, x) and x[1, 0, 0, 0] == 1  # the input is left alone
+    never = np.ones((4, 2, 2), bool)
+    never[:, 1, 1] = False  # usable at every date or at none: nothing to fill, the very array comes back
+    assert fill_gaps(x, never) is x
 
 
 def _shadowed(make_grid, at: int, harvest_at: int | None = None):

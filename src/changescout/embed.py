@@ -120,13 +120,8 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date go to 0
-    if usable.all() or (usable == usable.any(axis=0)).all():
-        # nothing to fill (a full pass saved): every pixel is usable, or usable at every date or at none (outside
-        # the footprint), which fill_gaps would make NaN and which go to 0 here all the same
-        known = usable
-    else:
-        values = fill_gaps(values, usable)
-        known = np.isfinite(values).all(axis=1)
+    values = fill_gaps(values, usable)
+    known = np.broadcast_to(usable.any(axis=0), usable.shape)
     if spec.input == "reflectance":
         return np.where(known[:, None], values, np.float32(0)).astype(np.float32, copy=False), usable
     return normalise(values, stats, known), usable

@@ -196,18 +196,18 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
 
 def fill_gaps(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """``(time, band, h, w)`` with ``usable (time, h, w)`` -> each unusable pixel takes the value of the nearest
-    earlier usable date of that pixel (the nearest later one before the first); pixels usable at no date become
-    NaN. A copy when anything is filled; ``values`` itself when every pixel is usable."""
-    if usable.all():
+    earlier usable date of that pixel (the nearest later one before the first). Pixels usable at no date have
+    nothing to take and keep their values (mask them with ``usable.any(axis=0)``). A copy when anything is
+    filled; ``values`` itself when nothing can be (every pixel usable at every date or at none)."""
+    ever = usable.any(axis=0)
+    if (usable == ever).all():
         return values
     T = len(values)
     steps = np.arange(T)[:, None, None]
     prev = np.maximum.accumulate(np.where(usable, steps, -1), axis=0)
     nxt = np.minimum.accumulate(np.where(usable, steps, T)[::-1], axis=0)[::-1]
-    t, y, x = np.nonzero(~usable)
+    t, y, x = np.nonzero(~usable & ever)
     src = np.where(prev[t, y, x] >= 0, prev[t, y, x], nxt[t, y, x])
-    found = src < T
     out = values.astype(np.result_type(values, np.float32), copy=True)
-    out[t[found], :, y[found], x[found]] = values[src[found], :, y[found], x[found]]
-    out[t[~found], :, y[~found], x[~found]] = np.nan
+    out[t, :, y, x] = values[src, :, y, x]
     return out

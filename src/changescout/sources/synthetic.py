@@ -117,7 +117,7 @@ def plant_changes(
     times = pd.DatetimeIndex(cube["time"].values)
     rng = np.random.default_rng(seed)
     if n_common is None:  # common means many: as many as in a long synthetic series, whatever the dates
-        n_common = int(max(2, min(8, round(12 * data.shape[2] * data.shape[3] / 256**2))))
+        n_common = _n_common(8, data.shape[2:])
     plan = _plan(rng, len(times), data.shape[2:], n_common, rare_per_type, types)
     records = _plant_changes(data, times, bidx, rng, plan, None, noise=0.004)
     records += _plant_clouds(data, rng, _n_clouds(n_clouds, len(times)), records, bidx)
@@ -290,6 +290,11 @@ def _n_clouds(n_clouds, n_dates) -> int:
     return max(2, round(n_dates / 3)) if n_clouds is None else n_clouds
 
 
+def _n_common(base: int, shape) -> int:
+    """Instances of each common type: ``base`` on a 256 x 256 px scene or larger, fewer (at least 2) on smaller ones."""
+    return int(max(2, min(base, round(base * 1.5 * shape[0] * shape[1] / 256**2))))
+
+
 def _plan(rng, n_dates, shape, n_common, rare_per_type, types) -> list[tuple[str, int]]:
     """``(type, onset index)`` of each object to plant, rare types first."""
     types = list(CHANGE_TYPES) if types is None else list(types)
@@ -297,8 +302,7 @@ def _plan(rng, n_dates, shape, n_common, rare_per_type, types) -> list[tuple[str
     if unknown:
         raise ConfigError(f"unknown change types {unknown}; known: {', '.join(CHANGE_TYPES)}")
     if n_common is None:
-        base = 8 if n_dates >= 12 else 4
-        n_common = int(max(2, min(base, round(base * 1.5 * shape[0] * shape[1] / 256**2))))
+        n_common = _n_common(8 if n_dates >= 12 else 4, shape)
     plan = []
     for kind in sorted(types, key=lambda k: CHANGE_TYPES[k] != "rare"):
         n = rare_per_type if CHANGE_TYPES[kind] == "rare" else n_common

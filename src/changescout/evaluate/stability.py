@@ -20,22 +20,16 @@ atypicality and the rare planted objects among the top 10 events and top 10 obje
 from __future__ import annotations
 
 import itertools
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
-from ..change import Comparison, compute_changes
-from ..cube import grid_of
-from ..embed import embed_cube
 from ..errors import ConfigError
-from ..objects import change_states
-from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
+from .synthetic import embed_changes
 
 KEY = ["row", "col", "t0", "t1"]
 VARY = ("all", "encoder", "ranking")
@@ -53,28 +47,6 @@ def _config(encoder: str, encoder_seed: int | None, cluster_seed: int, base=None
     if encoder_seed is not None:
         options["seed"] = encoder_seed  # _build_encoder lets encoder_options override config.seed
     return RunConfig.from_dict({**base.to_dict(), "encoder": encoder, "seed": cluster_seed, "encoder_options": options})
-
-
-def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """``(events, vectors, states)`` of ``cube`` under ``config``, as :func:`..synthetic.evaluate` computes them."""
-    from ..pipeline import _build_encoder, screen_clouds
-
-    cube = screen_clouds(cube, config.cloud_screen)
-    pg = PatchGrid(grid_of(cube), config.patch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        ds = embed_cube(cube, _build_encoder(config), pg, Path(tmp) / "e.zarr", "stability")
-        events, vectors = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear))
-        events["event_id"] = events["vec"].astype(str)
-        states = change_states(ds, events, len(vectors))
-    return events, vectors, states
-
-
-def rank(events: pd.DataFrame, vectors: np.ndarray, states: np.ndarray, config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(ranked events, objects)`` from :func:`changescout.pipeline.rank_events`."""
-    from ..pipeline import rank_events
-
-    ranked, _, objects = rank_events(events, vectors, config, states)
-    return ranked, objects
 
 
 def run_scores(ranked: pd.DataFrame, objects: pd.DataFrame, truth, patch_size: int) -> dict:
@@ -178,7 +150,10 @@ class SeedRuns:
                 self._changes[key[0]] = embed_changes(self.cube, config)
                 embed_seconds = time.perf_counter() - t
             t = time.perf_counter()
-            ranked, objects = rank(*self._changes[key[0]], config)
+            from ..pipeline import rank_events
+
+            events, vectors, states = self._changes[key[0]]
+            ranked, _, objects = rank_events(events, vectors, config, states)
             scores = run_scores(ranked, objects, self.truth, config.patch_size)
             scores.update(embed_seconds=round(embed_seconds, 1), rank_seconds=round(time.perf_counter() - t, 1))
             self._runs[key] = {"ranked": ranked, "objects": objects, "scores": scores}

@@ -29,19 +29,29 @@ BOUCONNE_DATES = "2018-04-29,2018-05-13,2018-07-08,2018-08-15,2018-09-15,2018-10
 BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 
 
-def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
-    from ..pipeline import RunConfig, _build_encoder, rank_events, screen_clouds
+def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The pipeline's stages up to the changes, in memory: ``(events, vectors, states)`` of ``cube`` under
+    ``config`` (cloud screen, embeddings, change vectors, the states before and after each change)."""
+    from ..pipeline import _build_encoder, screen_clouds
 
-    config = config or RunConfig(source="planted", seed=seed, encoder=encoder)
     cube = screen_clouds(cube, config.cloud_screen)
     pg = PatchGrid(grid_of(cube), config.patch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
         ds = embed_cube(cube, _build_encoder(config), pg, Path(tmp) / "e.zarr", "bench")
         events, vectors = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear))
         events["event_id"] = events["vec"].astype(str)
-        ranked, clusters, objects = rank_events(events, vectors, config, change_states(ds, events, len(vectors)))
-        seconds = time.perf_counter() - t
+        states = change_states(ds, events, len(vectors))
+    return events, vectors, states
+
+
+def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
+    from ..pipeline import RunConfig, rank_events
+
+    config = config or RunConfig(source="planted", seed=seed, encoder=encoder)
+    t = time.perf_counter()
+    events, vectors, states = embed_changes(cube, config)
+    ranked, clusters, objects = rank_events(events, vectors, config, states)
+    seconds = time.perf_counter() - t
     lab = label_events(ranked, truth, config.patch_size)
     scores = planted_scores(lab)
     scores.update(similar_scores(lab, vectors), seconds=round(seconds, 1), n_clusters=int(len(clusters)))

@@ -13,7 +13,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from changescout import cli
 from changescout.errors import ConfigError
-from changescout.evaluate.benchmark import change_distance, run_benchmark
+from changescout.evaluate.benchmark import run_benchmark
 
 
 def _png(path, data):
@@ -64,15 +64,6 @@ def test_benchmark_scores_methods_and_writes_outputs(pairs_root, tmp_path):
     assert set(per_item["item"]) == {"t0", "t1", "t2"}
     for name in ("roc.png", "pr.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
-
-
-def test_change_distance():
-    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-    assert change_distance(a, b, "cosine")[0] == pytest.approx(1.0)
-    assert change_distance(a, a * 3, "cosine")[0] == pytest.approx(0.0)
-    assert change_distance(a, b, "euclidean")[0] == pytest.approx(1.0)
-    with pytest.raises(ConfigError):
-        change_distance(a, b, "manhattan")
 
 
 def test_cli_benchmark_prints_the_table_and_rejects_unknown_datasets(pairs_root, tmp_path, capsys):

@@ -134,10 +134,10 @@ def test_spread_patches_and_block_means_are_inverse():
     assert np.isnan(ev.block_means(px, 4, valid)[0, 0])
 
 
-def test_spectral_evidence_is_cva_z():
-    rng = np.random.default_rng(0)
-    a = rng.uniform(0, 1, (3, 16, 16))
-    b = 2 * a + 1
-    b[:, :4, :4] = rng.uniform(0, 1, (3, 4, 4))
-    s = ev.spectral_evidence(a, b)
-    assert s.shape == (16, 16) and s[:4, :4].mean() > 5 * s[8:, 8:].mean()
+def test_embedding_distance_cosine_and_euclidean():
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    assert ev.embedding_distance(a, b, "cosine")[0] == pytest.approx(1.0)
+    assert ev.embedding_distance(a, a * 3, "cosine")[0] == pytest.approx(0.0)  # a change of brightness only
+    assert ev.embedding_distance(a, b, "euclidean")[0] == pytest.approx(1.0)
+    with pytest.raises(ConfigError):
+        ev.embedding_distance(a, b, "manhattan")

@@ -454,11 +454,6 @@ def _embedding_map(method: Method, src: Sources) -> np.ndarray:
     return maps[0] if len(maps) == 1 else combine(maps, src.pair.valid, "robust-z", support=SUPPORT)
 
 
-def change_distance(e0: np.ndarray, e1: np.ndarray, kind: str) -> np.ndarray:
-    """Distance between embeddings along the last axis: ``euclidean`` (RMS difference) or ``cosine``."""
-    return embedding_distance(e0, e1, kind)
-
-
 def available_encoders_with_weights(names=None) -> list[str]:
     """``names`` or every registered encoder whose weights can be found (rcf needs none)."""
     from ..encoders import available_encoders, get_encoder

@@ -9,7 +9,7 @@ Every function works on one pair's maps (numpy arrays), higher = more change, Na
   image alone, the embeddings of both dates pooled (PCA whitening, or the inverse square root of a Ledoit-Wolf
   covariance): a distance that no longer depends on how the encoder happens to spread this scene over its
   dimensions (invariant to any invertible linear map of the embedding space applied to both dates);
-* :func:`spectral_evidence`: change vector analysis on per-date z-scored bands (the ``cva-z`` baseline), per pixel;
+* spectral evidence: change vector analysis on per-date z-scored bands, per pixel (:func:`.baselines.cva_z`);
 * :func:`calibrate` (per-image calibration): a robust z-score, ``(s - median) / (1.4826 MAD)``, with the
   statistics taken over the image's own valid pixels (or over its ``support`` px block means), or an
   empirical-CDF rank. The ranking inside an image does not change; scores of different images become
@@ -29,7 +29,6 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .baselines import cva_z
 
 #: Robust z-scores: the MAD of a normal sample times this is its standard deviation.
 MAD_TO_STD = 1.4826
@@ -156,11 +155,6 @@ def whitened_distance(e0, e1, method: str = "pca", kind: str = "euclidean", n_co
 
 
 # -- spectra --------------------------------------------------------------------------------------------------
-def spectral_evidence(a, b) -> np.ndarray:
-    """Per-pixel spectral change: change vector analysis of per-date z-scored bands (the ``cva-z`` baseline)."""
-    return cva_z(a, b).astype(np.float32)
-
-
 # -- calibration and combination ------------------------------------------------------------------------------
 def robust_z(score, valid=None, support: int = 1) -> np.ndarray:
     """``(score - median) / (1.4826 MAD)``: median and MAD of the finite, ``valid`` values of ``score``, or of its

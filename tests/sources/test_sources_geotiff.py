@@ -214,8 +214,9 @@ def test_folder_errors_name_the_file(tmp_path, make, message):
 
 def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):
     ms.multiband_folder(tmp_path / "f")
-    calls, real = [], warp.read_warped
-    monkeypatch.setattr(warp, "read_warped", lambda *args: calls.append(args[4]) or real(*args))
+    calls, aligned, warped = [], warp.read_aligned, warp.warp_vrt  # the two readers a block can use
+    monkeypatch.setattr(warp, "read_aligned", lambda *args: calls.append(args[3]) or aligned(*args))
+    monkeypatch.setattr(warp, "warp_vrt", lambda *args: calls.append(args[4]) or warped(*args))
     cube = open_series(tmp_path / "f", patch_size=8, chunks=16)
     assert calls == []
     block = cube.isel(time=1, y=slice(16, 32), x=slice(16, 32)).compute()

@@ -206,7 +206,7 @@ def aligned_offset(info: RasterInfo, crs: str, transform: Affine, shape) -> tupl
 
 def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarray:
     """Bands ``indexes`` of ``path`` over ``shape`` pixels from file pixel ``offset`` ``(row, col)``, which may
-    reach beyond the file: float32, NaN outside the file and where it has no data (what :func:`read_warped`
+    reach beyond the file: float32, NaN outside the file and where it has no data (what :func:`warp_vrt`
     gives on the file's own grid, without the warper)."""
     row, col = offset
     out = np.full((len(indexes), *shape), np.nan, np.float32)
@@ -225,15 +225,6 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarr
     except RasterioError as exc:
         raise SourceError(f"cannot read the raster ({exc})", path) from exc
     return out
-
-
-def read_warped(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling) -> np.ndarray:
-    """Bands ``indexes`` of ``path`` on ``(crs, transform, shape)``: float32, NaN where no data. A plain windowed
-    read (:func:`read_aligned`) where the block lies on the file's own grid, else warped (``resampling``)."""
-    offset = aligned_offset(probe(path), crs, transform, shape)
-    if offset is not None:
-        return read_aligned(path, indexes, offset, shape)
-    return warp_vrt(path, indexes, crs, transform, shape, resampling)
 
 
 def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling) -> np.ndarray:
@@ -295,14 +286,14 @@ class WarpedSeries:
         nb = self.n_bands
         out = np.empty((len(scenes), nb + 1, *shape), np.float32)
         # (file, resampling) -> [(date, row of out, band index)]; on the file's own grid resampling plays no part
+        # (None), so that its reflectance and mask bands are read together
         reads: dict[tuple[str, Resampling | None], list[tuple[int, int, int]]] = {}
-
-        aligned: dict[str, bool] = {}
+        offsets: dict[str, tuple[int, int] | None] = {}
 
         def want(layer: Layer, k: int, pos: int, resampling: Resampling):
-            if layer.path not in aligned:
-                aligned[layer.path] = aligned_offset(probe(layer.path), self.grid.crs, transform, shape) is not None
-            reads.setdefault((layer.path, None if aligned[layer.path] else resampling), []).append((k, pos, layer.index))
+            if layer.path not in offsets:
+                offsets[layer.path] = aligned_offset(probe(layer.path), self.grid.crs, transform, shape)
+            reads.setdefault((layer.path, None if offsets[layer.path] else resampling), []).append((k, pos, layer.index))
 
         for k, scene in enumerate(scenes):
             for pos, layer in enumerate(scene.layers):
@@ -313,8 +304,8 @@ class WarpedSeries:
                 want(scene.mask, k, nb, Resampling.nearest)
         for (path, resampling), items in reads.items():
             k, pos, idx = (list(v) for v in zip(*items))
-            how = Resampling.nearest if resampling is None else resampling  # None: not warped at all
-            out[k, pos] = read_warped(path, idx, self.grid.crs, transform, shape, how)
+            out[k, pos] = (read_aligned(path, idx, offsets[path], shape) if resampling is None
+                           else warp_vrt(path, idx, self.grid.crs, transform, shape, resampling))
         values = out[:, :nb]
         values *= self.scale
         values += self.offset

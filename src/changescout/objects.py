@@ -20,9 +20,10 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    with the percentile of its most atypical patch event (``event_weight``; the events' atypicality also
    compares each change with every patch event of the run, not only with the other candidate objects),
    multiplied by ``transient_weight`` when the object is transient (its patches' median persistence is 0: a
-   cloud). With ``event_weight`` 0.5 and rcf's generalised-mean pooling, the planted series (benchmarks/
-   planted.py) keep about as many rare objects in the top 10 as before (6.0 against 6.2 of 8, mean of 10 series). Objects made of non-candidates rank after every candidate
-   object, in the order of their event atypicality.
+   cloud). With ``event_weight`` 0.5 and rcf's generalised-mean pooling, the planted series
+   (benchmarks/planted.py) keep about as many rare objects in the top 10 as before (6.0 against 6.2 of 8,
+   mean of 10 series). Objects made of non-candidates rank after every candidate object, in the order of
+   their event atypicality.
 """
 
 from __future__ import annotations

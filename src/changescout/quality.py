@@ -50,6 +50,13 @@ def can_screen(cube: xr.DataArray) -> bool:
     return _find(bands, BLUE) is not None and _find(bands, RED) is not None
 
 
+def _neighbours(x: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two dates date ``t`` of ``x`` (``time`` first, at least 3 dates) is compared with: the one before and
+    the one after; for the first date the next two, for the last date the previous two."""
+    T = len(x)
+    return (x[1], x[2]) if t == 0 else (x[T - 2], x[T - 3]) if t == T - 1 else (x[t - 1], x[t + 1])
+
+
 def temporal_spikes(hot: np.ndarray, spike: float) -> np.ndarray:
     """``(time, h, w)`` HOT values -> pixels whose HOT exceeds both neighbouring dates' by more than ``spike``
     (first date: the next two; the last date is never flagged). NaN never flags."""
@@ -59,8 +66,7 @@ def temporal_spikes(hot: np.ndarray, spike: float) -> np.ndarray:
         return out
     with np.errstate(invalid="ignore"):
         for t in range(T - 1):
-            a, b = (hot[1], hot[2]) if t == 0 else (hot[t - 1], hot[t + 1])
-            out[t] = hot[t] - np.fmax(a, b) > spike
+            out[t] = hot[t] - np.fmax(*_neighbours(hot, t)) > spike
     return out
 
 
@@ -75,8 +81,7 @@ def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
         return out
     with np.errstate(invalid="ignore", divide="ignore"):
         for t in range(T):
-            a, b = (nir[1], nir[2]) if t == 0 else (nir[T - 2], nir[T - 3]) if t == T - 1 else (nir[t - 1], nir[t + 1])
-            den = np.fmin(a, b)
+            den = np.fmin(*_neighbours(nir, t))
             ratio = nir[t] / den
             ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan  # near-black neighbours (water) tell nothing
             if np.isfinite(ratio).any():

@@ -17,6 +17,7 @@ with the working tree's code; ``read_s`` is now measured per row (the row's own 
 
     CHANGESCOUT_WEIGHTS_DIR=../shared/models python benchmarks/embed_throughput.py [--encoders rcf,galileo-nano]
         [--repeats 3] [--baseline GIT_REF (same-run rows of embed.py and sources/warp.py at that commit)]
+        [--input bouconne | synthetic:SIZE (a larger area: results in embed_throughput_syntheticSIZE.*)]
 """
 
 from __future__ import annotations
@@ -44,17 +45,40 @@ BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 DISK, MEMORY = "GeoTIFF on disk (lazy)", "in memory (secondary: read excluded)"
 
 
-def open_cube(shared: Path, warp=None):
-    """The lazy Bouconne cube; ``warp``: a ``sources/warp.py`` module whose reader to use (default: the working tree's)."""
-    from changescout.sources import open_series, stacked
+def open_cube(shared: Path, warp=None, synthetic: Path | None = None):
+    """The lazy Bouconne cube, or (``synthetic``) the folder of GeoTIFFs :func:`write_synthetic` wrote; ``warp``: a
+    ``sources/warp.py`` module whose reader to use (default: the working tree's)."""
+    from changescout.sources import geotiff, open_series, stacked
 
-    real = stacked.open_scenes
+    real = stacked.open_scenes, geotiff.open_scenes
     if warp is not None:
-        stacked.open_scenes = warp.open_scenes
+        stacked.open_scenes = geotiff.open_scenes = warp.open_scenes
     try:
+        if synthetic is not None:
+            return open_series(str(synthetic), kind="geotiff", patch_size=16)
         return open_series(str(shared / BOUCONNE), kind="stacked", dates=DATES, bands=BANDS, patch_size=16)
     finally:
-        stacked.open_scenes = real
+        stacked.open_scenes, geotiff.open_scenes = real
+
+
+def write_synthetic(folder: Path, size: int, n_dates: int = 8) -> Path:
+    """A larger area than Bouconne (whose 256 x 240 px are one rcf window): the synthetic series of ``size`` px,
+    one GeoTIFF per date (int16 reflectance x 10000, band descriptions, EPSG:32631), read lazily like a user's folder."""
+    import rasterio
+
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=0, size=size, n_dates=n_dates)
+    grid = grid_of(cube)
+    data = np.round(np.nan_to_num(cube.values, nan=0.0) * 10000).astype(np.int16)
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=size, height=size, count=data.shape[1], dtype="int16", crs=grid.crs,
+                   transform=rasterio.Affine(*grid.transform[:6]), tiled=True, blockxsize=256, blockysize=256)
+    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
+        with rasterio.open(folder / f"{when:%Y-%m-%d}.tif", "w", **profile) as dst:
+            dst.write(data[t])
+            dst.descriptions = tuple(str(b) for b in cube["band"].values)
+    return folder
 
 
 class _Clock:
@@ -109,12 +133,12 @@ def _module_at(ref: str, path: str, name: str):
     return module
 
 
-def baseline(ref: str, shared: Path):
+def baseline(ref: str, shared: Path, synthetic: Path | None = None):
     """``(embed_cube, lazy cube)`` of the code as it was at git ``ref``: its ``embed.py`` and its reader
     (``sources/warp.py``), for same-run before/after rows."""
     embed = _module_at(ref, "embed.py", "_embed_baseline")
     warp = _module_at(ref, "sources/warp.py", "sources._warp_baseline")
-    return embed.embed_cube, open_cube(shared, warp)
+    return embed.embed_cube, open_cube(shared, warp, synthetic)
 
 
 def measure(name: str, variants: dict, repeats: int = 3) -> list[dict]:
@@ -168,13 +192,22 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", metavar="GIT_REF", help="also time embed.py and sources/warp.py as they were at this "
                                                            "git ref, in the same alternating runs (before/after rows)")
+    ap.add_argument("--input", default="bouconne", help="bouconne (the Sentinel-2 series, 256 x 240 px, 7 dates: one "
+                    "rcf window) or synthetic:SIZE (a SIZE px, 8-date synthetic series written as GeoTIFFs: many windows)")
     args = ap.parse_args()
     shared = Path(args.shared)
-    variants = {"working tree": (embed_cube, open_cube(shared))}
-    if args.baseline:
-        variants[args.baseline] = baseline(args.baseline, shared)
-    load0 = os.getloadavg()[0]
-    rows = [r for n in args.encoders.split(",") for r in measure(n, variants, args.repeats)]
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic = None
+        if args.input.startswith("synthetic:"):
+            synthetic = write_synthetic(Path(tmp) / "series", int(args.input.partition(":")[2]))
+        elif args.input != "bouconne":
+            ap.error(f"unknown --input {args.input!r}")
+        variants = {"working tree": (embed_cube, open_cube(shared, synthetic=synthetic))}
+        if args.baseline:
+            variants[args.baseline] = baseline(args.baseline, shared, synthetic)
+        load0 = os.getloadavg()[0]
+        rows = [{**r, "input": f"{r['input']}: {args.input}"} for n in args.encoders.split(",")
+                for r in measure(n, variants, args.repeats)]
     for r in rows:
         print(json.dumps(r))
     import torch
@@ -183,8 +216,9 @@ def main():
             "load_average_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "embed_throughput.json").write_text(json.dumps({"host": host, "rows": rows}, indent=2) + "\n")
-    (out / "embed_throughput.md").write_text(
+    stem = "embed_throughput" if args.input == "bouconne" else f"embed_throughput_{args.input.replace(':', '')}"
+    (out / f"{stem}.json").write_text(json.dumps({"host": host, "rows": rows}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(
         pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
         f"ratio = bare_forward_s / pipeline_s (goal >= 0.9); cpu_ratio = bare_cpu_s / pipeline_cpu_s (process CPU "
         f"seconds, all threads); best of {args.repeats} alternating runs; "

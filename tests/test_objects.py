@@ -50,6 +50,29 @@ def test_touching_alike_changes_of_one_date_form_one_object():
     assert set(ids) == set(range(len(set(ids))))  # ids are 0..n-1
 
 
+def test_touching_changes_into_different_things_are_two_objects():
+    """A roof beside a field harvested the same month: both lost their vegetation (alike change vectors) but
+    became different things (the states after differ): two objects when the states are given, one without."""
+    rng = np.random.default_rng(3)
+    dim = 8
+    rows = _background(dim=dim)
+    lost_green = np.eye(dim)[0]
+    rows += [(1, 1, "2021-03-01", 2.0, 2, lost_green), (1, 2, "2021-03-01", 2.0, 2, lost_green + 0.2 * np.eye(dim)[1])]
+    ev, vecs = _events(rows)
+    before = rng.normal(size=(len(vecs), dim)).astype(np.float32)
+    after = rng.normal(size=(len(vecs), dim)).astype(np.float32)
+    before[-2:] = np.eye(dim)[2]  # both were vegetation
+    after[-2:] = 3 * np.eye(dim)[3], 3 * np.eye(dim)[4]  # one is a roof now, the other bare soil
+    states = np.hstack([before, after])
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs, states)
+    assert ranked["object_id"].iloc[-1] != ranked["object_id"].iloc[-2]
+    after[-1] = after[-2]  # both bare soil: one harvested field
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs, np.hstack([before, after]))
+    assert ranked["object_id"].iloc[-1] == ranked["object_id"].iloc[-2]
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs)  # without states: by the change vectors alone
+    assert ranked["object_id"].iloc[-1] == ranked["object_id"].iloc[-2]
+
+
 def test_rare_object_type_outranks_a_common_one_of_the_same_size():
     rng = np.random.default_rng(1)
     common_dir, rare_dir = np.eye(8)[1], np.eye(8)[2]

@@ -6,8 +6,11 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 
 1. *Candidates* are the events whose ``surprise`` stands out from the run's bulk (robust z-score above
    ``min_z``: median and MAD of all events).
-2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors point the same way
-   (cosine >= ``min_cosine``) join one object; a construction site next to a harvested field stays apart.
+2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors, joined by the states
+   after the change when given (:func:`change_features`), point the same way (cosine >= ``min_cosine``) join
+   one object; a construction site next to a field harvested the same month stays apart (both lost their
+   vegetation, but one became a roof and the other bare soil). On the planted series (benchmarks/planted.py)
+   joining by the change vector alone merged such neighbours, and the construction was lost inside a harvest.
    Every other event is an object of its own.
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
@@ -156,15 +159,17 @@ def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None
     return out
 
 
-def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: float) -> np.ndarray:
-    """Change vectors, joined by the (centred) states before and after when given, each part scaled by its
-    median norm and the states by ``weight``: what a change turned into what, for rarity and episodes."""
+def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: float, before: bool = True) -> np.ndarray:
+    """Change vectors, joined by the (centred) states before (unless ``before`` is false) and after when given,
+    each part scaled by its median norm and the states by ``weight``: what a change turned into what, for
+    rarity and episodes; what it turned into, for joining patches into objects."""
     if states is None or weight <= 0:
         return vectors
     def scaled(x):
         return x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12)
     d = states.shape[1] // 2
-    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in (states[:, :d], states[:, d:])]
+    kept = (states[:, :d], states[:, d:]) if before else (states[:, d:],)
+    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in kept]
     return np.hstack(parts).astype(np.float32)
 
 
@@ -216,7 +221,9 @@ class ObjectRanker:
         by the change vector (:func:`change_features`)."""
         ev = events.copy()
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
-        ids = group_objects(ev, vectors, self.min_z, self.min_cosine)
+        # touching patches join when they changed alike *into the same thing*: a new roof beside a field
+        # harvested the same month both lost their vegetation, but are two objects
+        ids = group_objects(ev, change_features(vectors, states, self.state_weight, before=False), self.min_z, self.min_cosine)
         vectors = change_features(vectors, states, self.state_weight)
         ev["object_id"] = join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine) if self.episodes else ids
         ev["_t1"] = pd.to_datetime(ev["t1"])

@@ -130,6 +130,23 @@ def test_persistence_function_counts_only_stable_dates():
     assert p.tolist() == [2]
 
 
+def test_a_new_state_that_drifts_with_the_season_still_holds_but_a_reverting_one_does_not():
+    """A field bare from date 1 on, whose embedding drifts as its scene greens up around it (every date is
+    centred on the scene's median): at date 2 it is about as far from its date-1 look as from the green date 0.
+    It holds (within ``PERSISTENCE_TOLERANCE``); a state back near the old one does not."""
+    green, bare = A, B
+    sideways = np.resize([1.0, -1.0], D).astype(np.float32)  # orthogonal to bare - green
+    drifted = green + 0.45 * (bare - green) + 3 * sideways  # a little nearer green than bare, far from both
+    d_new, d_old = np.sqrt(((drifted - bare) ** 2).mean()), np.sqrt(((drifted - green) ** 2).mean())
+    assert 1.0 < d_new / d_old < 1.25
+    stable = np.ones((3, 1), bool)
+    one = (np.array([0]), np.array([1]), np.array([0]))
+    assert persistence(series(green, bare, drifted), stable, *one).tolist() == [1]
+    assert persistence(series(green, bare, drifted), stable, *one, tolerance=1.0).tolist() == [0]
+    almost_back = green + 0.1 * (bare - green)
+    assert persistence(series(green, bare, almost_back), stable, *one).tolist() == [0]
+
+
 def test_min_clear_drops_cloudy_dates():
     E = series(A, B, B, B)
     clear = np.array([[1.0], [0.3], [1.0], [1.0]], np.float32)

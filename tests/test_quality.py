@@ -203,6 +203,23 @@ def test_a_change_next_to_a_cloud_is_not_taken_for_its_shadow(make_grid):
     assert (screen_haze(_shadowed(make_grid, at=3), dilate=0, dark=None)["quality"].values != Quality.SHADOW).all()
 
 
+def test_a_shadow_cut_by_the_image_edge_is_flagged(make_grid):
+    """A round cloud near the top edge casts its shadow partly beyond it: the placed cloud is judged on its
+    part inside the image (a third of the shadow lies outside here), and only that part is flagged. Moving
+    the whole disc inside the image does not fit the cut shadow's outline."""
+    crop, cloud = np.array(SPECTRA["crop"], np.float32), np.array(SPECTRA["cloud"], np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    disc = lambda cy, cx: (yy - cy) ** 2 + (xx - cx) ** 2 <= 14 ** 2  # noqa: E731
+    data = np.broadcast_to(crop[None, :, None, None], (4, 4, 96, 96)).copy()
+    data[0][:, disc(40, 60)] = cloud[:, None]  # a round cloud at the first date ...
+    shadow = disc(5, 25)  # ... its shadow 35 px north-west, rows -9..19: a third of it beyond the edge
+    data[0][:, shadow] *= 0.5
+    cube = make_cube(data, pd.date_range("2021-05-01", periods=4, freq="MS"), BANDS, make_grid(96, 96))
+    q = screen_haze(cube, dilate=0)["quality"].values
+    assert (q[0][shadow] == Quality.SHADOW).all()
+    assert (q[0][~shadow & ~disc(40, 60)] == Quality.CLEAR).all()
+
+
 def test_a_small_last_chunk_does_not_shorten_the_shadow_search_elsewhere(make_grid):
     """The overlap between blocks is the shadow search's reach whatever the size of the scene's last chunk
     (it was once clamped to the smallest chunk: a 10 px leftover chunk cut the search at every seam)."""

@@ -96,7 +96,8 @@ def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int
     outline best fits the ``dark`` pixels (FFT cross-correlations: the dark pixels it covers, less those just
     outside it, scaled to its area); when it covers at least ``min_match`` of its area there, that placed copy
     is its shadow. The sun geometry is not known here, so the shift is searched
-    (Fmask searches the cloud height along the known sun direction)."""
+    (Fmask searches the cloud height along the known sun direction). A placement may reach beyond the edge
+    of the image when at least half of it stays inside; it is then judged, and flagged, on its part inside."""
     out = np.zeros(cloud.shape, bool)
     labels, _ = ndimage.label(cloud)
     h, w = cloud.shape
@@ -107,21 +108,33 @@ def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int
         area = int(shape.sum())
         if area < min_cloud:
             continue
-        y0, x0 = max(box[0].start - reach, 0), max(box[1].start - reach, 0)
-        y1, x1 = min(box[0].stop + reach, h), min(box[1].stop + reach, w)
-        window = dark[y0:y1, x0:x1].astype(np.float32)
-        if window.sum() < min_match * area:
+        # the search window, extended beyond the image (or block) edge where the reach crosses it: a shadow
+        # may fall partly outside, and is then judged on its part inside
+        y0, x0 = box[0].start - reach, box[1].start - reach
+        y1, x1 = box[0].stop + reach, box[1].stop + reach
+        inside = np.zeros((y1 - y0, x1 - x0), np.float32)
+        inside[max(-y0, 0):inside.shape[0] - max(y1 - h, 0), max(-x0, 0):inside.shape[1] - max(x1 - w, 0)] = 1
+        window = np.zeros_like(inside)
+        window[inside > 0] = dark[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)].ravel()
+        if window.sum() < min_match * area / 2:
             continue
         # Score a placement by the dark pixels it covers less those in a 2 px ring around it: a shadow has
         # the cloud's outline, a dark field that merely holds the cloud's shape does not.
         padded = np.pad(shape, 2)
         ring = ndimage.binary_dilation(padded, iterations=2) & ~padded
-        cover = signal.fftconvolve(np.pad(window, 2), padded[::-1, ::-1].astype(np.float32), mode="valid")
+        kernel = padded[::-1, ::-1].astype(np.float32)
+        cover = signal.fftconvolve(np.pad(window, 2), kernel, mode="valid")
+        seen = signal.fftconvolve(np.pad(inside, 2), kernel, mode="valid")  # its pixels inside the image
         spill = signal.fftconvolve(np.pad(window, 2), ring[::-1, ::-1].astype(np.float32), mode="valid")
         score = cover - spill * (area / max(int(ring.sum()), 1))
+        score[seen < area / 2 - 0.5] = -np.inf  # at least half of the shadow must be inside to judge it
         iy, ix = np.unravel_index(np.argmax(score), score.shape)
-        if cover[iy, ix] >= min_match * area and score[iy, ix] > 0:
-            out[y0 + iy:y0 + iy + shape.shape[0], x0 + ix:x0 + ix + shape.shape[1]] |= shape
+        if np.isfinite(score[iy, ix]) and cover[iy, ix] >= min_match * seen[iy, ix] and score[iy, ix] > 0:
+            ys, xs = slice(y0 + iy, y0 + iy + shape.shape[0]), slice(x0 + ix, x0 + ix + shape.shape[1])
+            placed = np.zeros((h, w), bool)
+            cy, cx = slice(max(ys.start, 0), min(ys.stop, h)), slice(max(xs.start, 0), min(xs.stop, w))
+            placed[cy, cx] = shape[cy.start - ys.start:cy.stop - ys.start, cx.start - xs.start:cx.stop - xs.start]
+            out |= placed
     return out
 
 

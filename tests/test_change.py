@@ -131,8 +131,8 @@ def test_persistence_function_counts_only_stable_dates():
 
 
 def test_a_new_state_that_drifts_with_the_season_still_holds_but_a_reverting_one_does_not():
-    """A field bare from date 1 on, whose embedding drifts as its scene greens up around it (every date is
-    centred on the scene's median): at date 2 it is about as far from its date-1 look as from the green date 0.
+    """A field bare from date 1 on, whose embedding drifts as its scene greens up around it (the encoder's input is
+    centred per date): at date 2 it is about as far from its date-1 look as from the green date 0.
     It holds (within ``PERSISTENCE_TOLERANCE``); a state back near the old one does not."""
     green, bare = A, B
     sideways = np.resize([1.0, -1.0], D).astype(np.float32)  # orthogonal to bare - green
@@ -145,6 +145,21 @@ def test_a_new_state_that_drifts_with_the_season_still_holds_but_a_reverting_one
     assert persistence(series(green, bare, drifted), stable, *one, tolerance=1.0).tolist() == [0]
     almost_back = green + 0.1 * (bare - green)
     assert persistence(series(green, bare, almost_back), stable, *one).tolist() == [0]
+
+
+def test_a_spike_between_seasons_keeps_persistence_zero_when_later_dates_drift():
+    """An unmasked cloud at date 1 while the season moves every patch from date 2 on: date 1 is transient (the
+    look-alikes' change taken away, date 2 is back), and its event keeps persistence 0 (demoted), although the
+    drifted later dates are about as far from the cloud as from the clear date before it."""
+    rng = np.random.default_rng(0)
+    P = 60
+    spike, season = np.r_[np.ones(4), np.zeros(4)], np.r_[np.zeros(4), np.ones(4)]
+    base = rng.normal(0, 0.3, (P, D))
+    E = np.stack([base, base, base + 1.5 * season, base + 1.5 * season]) + rng.normal(0, 0.01, (4, P, D))
+    E[1, 0] = base[0] + spike
+    df, _ = changes_block(E.astype(np.float32), np.ones((4, P), np.float32), monthly(4), Comparison(min_clear=0.5))
+    cloud = df[(df["p"] == 0) & (df["t1i"] == 1)].iloc[0]
+    assert cloud["transient"] and cloud["persistence"] == 0
 
 
 def test_min_clear_drops_cloudy_dates():

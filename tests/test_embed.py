@@ -239,6 +239,28 @@ def test_date_centres_follow_a_global_shift_but_not_a_season_around_stable_pixel
     assert scene[3, 3] - scene[0, 3] > 0.2  # the scene median moved in the near infrared
 
 
+def test_date_centres_still_follow_haze_when_most_dates_or_the_stable_pixels_are_clouded(textured_cube):
+    """Six of ten dates clouded everywhere: a hazy clear date is still centred by its shift. A cloud over the
+    most stable pixels at the hazy date: its centre is measured on the stable pixels usable at that date."""
+    base = textured_cube(n_dates=1, size=64, seed=3).values[0]
+    grid = grid_of(textured_cube(n_dates=1, size=64))
+    times = pd.date_range("2021-01-15", periods=10, freq="7D")
+    data = np.stack([base] * 10)
+    data[1] += 0.05
+    q = np.full((10, 64, 64), Quality.CLEAR, np.uint8)
+    q[4:] = Quality.CLOUD
+    stats = date_statistics(make_cube(data, times, ["B02", "B03", "B04", "B08"], grid, quality=q), [0, 1, 2, 3])
+    np.testing.assert_allclose(stats[1, :, 0] - stats[0, :, 0], 0.05, atol=1e-6)
+    rng = np.random.default_rng(0)
+    data = np.stack([base] * 6) + rng.normal(0, 0.05, (6, 4, 64, 64)).astype(np.float32)  # vegetation varies ...
+    data[:, :, :, :20] = base[:, :, :20] + rng.normal(0, 0.002, (6, 4, 64, 20)).astype(np.float32)  # ... roofs do not
+    data[2] += 0.05
+    q = np.full((6, 64, 64), Quality.CLEAR, np.uint8)
+    q[2, :, :24] = Quality.CLOUD  # over the roofs, that date
+    stats = date_statistics(make_cube(data, times[:6], ["B02", "B03", "B04", "B08"], grid, quality=q), [0, 1, 2, 3])
+    assert np.abs(stats[2, :, 0] - stats[0, :, 0] - 0.05).max() < 0.02
+
+
 @pytest.mark.parametrize("input_", ["normalised", "reflectance"])
 def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_seen(input_):
     """A pixel clouded at one date gets its nearest clear date's value; pixels usable at no date (outside the

@@ -217,8 +217,8 @@ class ObjectRanker:
         """Returns ``(events + object_id + object_rank, objects table without geometry)``.
 
         ``states``: the embeddings before and after each change (:func:`change_states`, rows keyed like
-        ``vectors``); when given, episodes and rarity compare objects by what changed into what, not only
-        by the change vector (:func:`change_features`)."""
+        ``vectors``); when given, touching patches join by what they changed into, and episodes and rarity
+        compare objects by what changed into what, not only by the change vector (:func:`change_features`)."""
         ev = events.copy()
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field

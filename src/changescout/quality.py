@@ -108,10 +108,10 @@ def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int
         area = int(shape.sum())
         if area < min_cloud:
             continue
-        # the search window, extended beyond the image (or block) edge where the reach crosses it: a shadow
-        # may fall partly outside, and is then judged on its part inside
-        y0, x0 = box[0].start - reach, box[1].start - reach
-        y1, x1 = box[0].stop + reach, box[1].stop + reach
+        # the search window: the reach, plus the 2 px ring, each way; extended beyond the image (or block) edge
+        # where it crosses it: a shadow may fall partly outside, and is then judged on its part inside
+        m = reach + 2
+        y0, x0, y1, x1 = box[0].start - m, box[1].start - m, box[0].stop + m, box[1].stop + m
         inside = np.zeros((y1 - y0, x1 - x0), np.float32)
         inside[max(-y0, 0):inside.shape[0] - max(y1 - h, 0), max(-x0, 0):inside.shape[1] - max(x1 - w, 0)] = 1
         window = np.zeros_like(inside)
@@ -123,18 +123,18 @@ def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int
         padded = np.pad(shape, 2)
         ring = ndimage.binary_dilation(padded, iterations=2) & ~padded
         kernel = padded[::-1, ::-1].astype(np.float32)
-        cover = signal.fftconvolve(np.pad(window, 2), kernel, mode="valid")
-        seen = signal.fftconvolve(np.pad(inside, 2), kernel, mode="valid")  # its pixels inside the image
-        spill = signal.fftconvolve(np.pad(window, 2), ring[::-1, ::-1].astype(np.float32), mode="valid")
+        cover = signal.fftconvolve(window, kernel, mode="valid")
+        seen = signal.fftconvolve(inside, kernel, mode="valid")  # its pixels inside the image
+        spill = signal.fftconvolve(window, ring[::-1, ::-1].astype(np.float32), mode="valid")
         score = cover - spill * (area / max(int(ring.sum()), 1))
-        score[seen < area / 2 - 0.5] = -np.inf  # at least half of the shadow must be inside to judge it
+        score[seen < area / 2 - 0.01] = -np.inf  # at least half of the shadow must be inside to judge it
         iy, ix = np.unravel_index(np.argmax(score), score.shape)
         if np.isfinite(score[iy, ix]) and cover[iy, ix] >= min_match * seen[iy, ix] and score[iy, ix] > 0:
-            ys, xs = slice(y0 + iy, y0 + iy + shape.shape[0]), slice(x0 + ix, x0 + ix + shape.shape[1])
-            placed = np.zeros((h, w), bool)
-            cy, cx = slice(max(ys.start, 0), min(ys.stop, h)), slice(max(xs.start, 0), min(xs.stop, w))
-            placed[cy, cx] = shape[cy.start - ys.start:cy.stop - ys.start, cx.start - xs.start:cx.stop - xs.start]
-            out |= placed
+            top, left = y0 + iy + 2, x0 + ix + 2  # the placed cloud's corner (the kernel holds the 2 px ring)
+            ys = slice(max(top, 0), min(top + shape.shape[0], h))
+            xs = slice(max(left, 0), min(left + shape.shape[1], w))
+            if ys.start < ys.stop and xs.start < xs.stop:
+                out[ys, xs] |= shape[ys.start - top:ys.stop - top, xs.start - left:xs.stop - left]
     return out
 
 

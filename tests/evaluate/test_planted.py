@@ -105,3 +105,22 @@ def test_every_planted_object_is_found_by_consecutive_events():
     clouds = out[out["truth_kind"] == "cloud"]
     assert len(clouds) and (clouds["label"] == 0).all()
     assert 0.02 < out["label"].eq(1).mean() < 0.3
+
+
+def test_label_objects_names_objects_by_their_positive_patches_and_clouds_by_their_onset():
+    from changescout.evaluate.planted import label_objects
+
+    ev = pd.DataFrame({
+        "object_id": [0, 0, 0, 1, 1, 2, 2],
+        "t1": pd.to_datetime(["2021-03-01", "2021-03-01", "2021-03-01", "2021-04-01", "2021-04-01",
+                              "2021-04-01", "2021-09-01"]),
+        "label": [1, 1, 1, 0, 0, 0, 0],
+        "truth_object": [5, 5, 7, -1, 12, -1, 12],
+        "truth_type": ["harvest", "harvest", "road", "none", "cloud", "none", "cloud"],
+        "truth_kind": ["common", "common", "rare", "none", "cloud", "none", "cloud"],
+    })
+    objects = pd.DataFrame({"object_id": [0, 1, 2], "rank": [1, 2, 3]})
+    out = label_objects(ev, objects).set_index("object_id")
+    assert (out.loc[0, "truth_object"], out.loc[0, "truth_type"], out.loc[0, "truth_kind"]) == (5, "harvest", "common")
+    assert out.loc[1, "truth_kind"] == "cloud"  # a cloud at its onset
+    assert out.loc[2, "truth_kind"] == "none"  # a background change whose end a cloud crosses

@@ -120,7 +120,8 @@ def label_objects(labelled: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame
 
     ``labelled`` are events from :func:`label_events` with an ``object_id``. An object is named after the
     planted object most of its positive patches belong to; without positive patches it is a cloud when one
-    of its patches is, else ``"none"``.
+    of its onset patch events (those of its first ``t1``) is, else ``"none"``: the later events of an episode
+    are how it ended, and a background change that a cloud crosses at its end is not a cloud.
     """
     pos = labelled[labelled["label"] == 1]
     name = pos.groupby("object_id")["truth_object"].agg(lambda s: s.value_counts().index[0])
@@ -135,7 +136,9 @@ def label_objects(labelled: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame
         sel = first.loc[[k for k, h in zip(keys, hit) if h]]
         out.loc[hit, "truth_type"] = sel["truth_type"].to_numpy()
         out.loc[hit, "truth_kind"] = sel["truth_kind"].to_numpy()
-    clouds = set(labelled.loc[labelled["truth_kind"] == "cloud", "object_id"])
+    t1 = pd.to_datetime(labelled["t1"])
+    onset = t1 == t1.groupby(labelled["object_id"].to_numpy()).transform("min")
+    clouds = set(labelled.loc[onset & (labelled["truth_kind"] == "cloud"), "object_id"])
     out.loc[~hit & out["object_id"].isin(clouds), "truth_kind"] = "cloud"
     return out
 

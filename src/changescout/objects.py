@@ -7,7 +7,7 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 1. *Candidates* are the events whose ``surprise`` stands out from the run's bulk (robust z-score above
    ``min_z``: median and MAD of all events).
 2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors, joined by the states
-   after the change when given (:func:`change_features`), point the same way (cosine >= ``min_cosine``) join
+   after the change when given (:func:`without_before`), point the same way (cosine >= ``min_cosine``) join
    one object; a construction site next to a field harvested the same month stays apart (both lost their
    vegetation, but one became a roof and the other bare soil). On the planted series (benchmarks/planted.py)
    joining by the change vector alone merged such neighbours, and the construction was lost inside a harvest.
@@ -159,18 +159,24 @@ def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None
     return out
 
 
-def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: float, before: bool = True) -> np.ndarray:
-    """Change vectors, joined by the (centred) states before (unless ``before`` is false) and after when given,
-    each part scaled by its median norm and the states by ``weight``: what a change turned into what, for
-    rarity and episodes; what it turned into, for joining patches into objects."""
+def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: float) -> np.ndarray:
+    """Change vectors, joined by the (centred) states before and after when given, each part scaled by its
+    median norm and the states by ``weight``: what a change turned into what, for rarity and episodes
+    (columns: vector, state before, state after; :func:`without_before` drops the middle part)."""
     if states is None or weight <= 0:
         return vectors
     def scaled(x):
         return x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12)
     d = states.shape[1] // 2
-    kept = (states[:, :d], states[:, d:]) if before else (states[:, d:],)
-    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in kept]
+    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in (states[:, :d], states[:, d:])]
     return np.hstack(parts).astype(np.float32)
+
+
+def without_before(features: np.ndarray, n_vector: int) -> np.ndarray:
+    """:func:`change_features` less the state before (what a change turned into): ``features`` as they are when
+    they hold the change vector (``n_vector`` columns) alone."""
+    d = (features.shape[1] - n_vector) // 2
+    return features if d == 0 else np.delete(features, np.s_[n_vector:n_vector + d], axis=1)
 
 
 def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
@@ -223,8 +229,9 @@ class ObjectRanker:
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field
         # harvested the same month both lost their vegetation, but are two objects
-        ids = group_objects(ev, change_features(vectors, states, self.state_weight, before=False), self.min_z, self.min_cosine)
-        vectors = change_features(vectors, states, self.state_weight)
+        features = change_features(vectors, states, self.state_weight)
+        ids = group_objects(ev, without_before(features, vectors.shape[1]), self.min_z, self.min_cosine)
+        vectors = features
         ev["object_id"] = join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine) if self.episodes else ids
         ev["_t1"] = pd.to_datetime(ev["t1"])
         onset = ev["_t1"] == ev.groupby("object_id")["_t1"].transform("min")

@@ -4,8 +4,8 @@ Filters are ``k x k x bands`` patches sampled from the series itself, ZCA-whiten
 with them, both signs pass a ReLU with a fixed bias, and the responses are pooled per patch. Three
 choices make the features usable for change detection (measured in benchmarks/):
 
-* the input is normalised per date and band (robust z-score, done by the embedding stage), so that a global
-  shift of illumination or season does not move every patch;
+* the input is normalised per date and band (robust z-score, done by the embedding stage, centred on the
+  date's most stable pixels), so that a global shift of illumination or haze does not move every patch;
 * each output feature is standardised with statistics learnt at fit time, so that the Euclidean distance
   between two embeddings weighs all filters alike instead of being dominated by the few largest responses;
 * the pooling is a generalised mean of power ``pooling`` (3 by default; 1 is MOSAIKS's mean, Radenovic et al.

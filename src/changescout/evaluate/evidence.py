@@ -154,7 +154,6 @@ def whitened_distance(e0, e1, method: str = "pca", kind: str = "euclidean", n_co
     return embedding_distance(w0, w1, kind)
 
 
-# -- spectra --------------------------------------------------------------------------------------------------
 # -- calibration and combination ------------------------------------------------------------------------------
 def robust_z(score, valid=None, support: int = 1) -> np.ndarray:
     """``(score - median) / (1.4826 MAD)``: median and MAD of the finite, ``valid`` values of ``score``, or of its

@@ -13,6 +13,7 @@ from changescout.change import (
     persistence,
     read_changes,
     read_vectors,
+    recurrence,
     robust_zscore,
     transient_dates,
     write_changes,
@@ -361,3 +362,34 @@ def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):
     np.testing.assert_array_equal(v, vectors[keys])
     v_all, k_all = read_vectors(tmp_path / "changes.zarr")
     np.testing.assert_array_equal(v_all, vectors[k_all])
+
+
+# -- recurrence ------------------------------------------------------------------------------------------
+def test_a_yearly_cycle_recurs_and_a_one_off_change_does_not():
+    """Two patches over 26 months: patch 0 turns bare every June and green again every September (a crop);
+    patch 1 turns to a new state once, in the first June, and stays (a clear-cut)."""
+    T = 26
+    t = monthly(T)
+    crop = np.array([B if m in (6, 7, 8) else A for m in t.month])
+    cut = np.array([A if i < 5 else C for i in range(T)])
+    ds = embeddings_ds(np.stack([crop, cut], axis=1).astype(np.float32), nr=1)
+    df, _ = compute_changes(ds, Comparison())
+    june = df[df["t1"].dt.month == 6]
+    june = june.set_index(["col", june["t1"].dt.year])["recurrence"]
+    assert june[(0, 2021)] == pytest.approx(1.0) and june[(0, 2022)] == pytest.approx(1.0)  # the crop, both years
+    cut_event = df[(df["col"] == 1) & (df["magnitude"] > 1)]
+    assert len(cut_event) == 1 and cut_event["recurrence"].iloc[0] < 0.5  # the clear-cut happened once
+    # the last dates have a counterpart a year before only; all of them have one
+    assert df.loc[df["col"] == 0, "recurrence"].notna().all()
+
+
+def test_recurrence_is_nan_without_a_date_a_year_apart_and_uses_the_tolerance():
+    ev = pd.DataFrame({"row": [0, 0, 0, 1], "col": [0, 0, 0, 0], "vec": [0, 1, 2, 3],
+                       "t1": pd.to_datetime(["2021-06-01", "2021-09-01", "2022-07-10", "2022-06-01"])})
+    vec = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32)
+    r = recurrence(ev, vec, tolerance_days=45)
+    assert r[0] == pytest.approx(1.0) and r[2] == pytest.approx(1.0)  # 404 days apart: within 365 +- 45
+    assert np.isnan(r[1])  # nothing of its patch a year away
+    assert np.isnan(r[3])  # another patch: its own history only
+    assert np.isnan(recurrence(ev, vec, tolerance_days=30)[0])  # 39 days off the year: outside 30
+    assert len(recurrence(ev.iloc[:0], vec)) == 0

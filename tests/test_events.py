@@ -38,6 +38,7 @@ def events(make_grid):
         "surprise": rng.uniform(0, 2, n).astype(np.float32),
         "zscore": rng.normal(0, 1, n).astype(np.float32),
         "persistence": pd.array([0, 1, 2, None] * 3, dtype="Int32"),
+        "recurrence": np.array([0.9, 0.2, np.nan, -0.1] * 3, np.float32),
         "clear_fraction": np.ones(n, np.float32),
         "cluster": (np.arange(n) % 3).astype(np.int32),
         "cluster_size": np.full(n, 4, np.int32),
@@ -58,6 +59,7 @@ def test_schema_describes_direction_of_every_score():
         assert "higher" in SCHEMA[c][1]
     assert "1 = most atypical" in SCHEMA["rank"][1]
     assert "null" in SCHEMA["persistence"][1]
+    assert "seasonal" in SCHEMA["recurrence"][1] and "NaN" in SCHEMA["recurrence"][1]
 
 
 def test_write_read_roundtrip_keeps_dtypes_values_and_crs(events, tmp_path):

@@ -100,6 +100,27 @@ def test_transient_object_is_demoted_and_rank_by_is_honoured():
     assert by_size.iloc[-3]["object_rank"] < by_size.iloc[-1]["object_rank"]  # bigger change first when nothing is demoted
 
 
+def test_a_change_that_recurs_a_year_apart_is_demoted_as_seasonal():
+    """Two equally strong changes of different types; one recurs at its place a year apart (a crop cycle):
+    it ranks below the one-off change, and not at all when ``seasonal_weight`` is 0."""
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 2, np.eye(8)[3]), (9, 9, "2021-03-01", 2.0, 2, np.eye(8)[4])]
+    ev, vecs = _events(rows)
+    ev["recurrence"] = np.float32(np.nan)
+    ev.loc[len(ev) - 2, "recurrence"] = 0.95  # the crop
+    ev.loc[len(ev) - 1, "recurrence"] = 0.3  # the one-off change
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    crop, one_off = ranked.iloc[-2]["object_rank"], ranked.iloc[-1]["object_rank"]
+    assert one_off == 1 and crop == 2
+    assert obj.set_index("object_id").loc[ranked.iloc[-2]["object_id"], "recurrence"] == pytest.approx(0.95)
+    a = obj.set_index("rank")["atypicality"]
+    ranker = ObjectRanker()
+    assert a[2] / a[1] == pytest.approx(ranker.seasonal_factor(np.array([0.95]))[0], rel=1e-5)
+    np.testing.assert_allclose(ranker.seasonal_factor(np.array([np.nan, 0.3, 0.7, 0.85, 1.0])), [1, 1, 1, 0.75, 0.5])
+    plain, obj0 = ObjectRanker(seasonal_weight=0).fit_transform(ev, vecs)
+    a0 = obj0.set_index("object_id")["atypicality"]
+    assert a0[plain.iloc[-2]["object_id"]] == pytest.approx(a0[plain.iloc[-1]["object_id"]])  # equal when not demoted
+
+
 def test_object_persistence_is_the_median_of_known_values():
     rows = _background() + [(1, 1, "2021-03-01", 2.0, 1, np.eye(8)[0]), (1, 2, "2021-03-01", 2.0, 3, np.eye(8)[0]),
                             (2, 2, "2021-03-01", 2.0, None, np.eye(8)[0]), (7, 7, "2021-03-01", 2.0, None, np.eye(8)[1])]

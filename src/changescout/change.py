@@ -18,7 +18,9 @@ state as from the old one) before it reverts; it is null when no later clear dat
 one date only is therefore 0, while a flood that holds for one more date before receding is 1.
 
 ``surprise`` is the size of the change once what look-alike patches did between the same dates is taken
-away (:func:`context_residual`); ``zscore`` compares it with the patch's own history.
+away (:func:`context_residual`); ``zscore`` compares it with the patch's own history. ``recurrence`` says
+whether the place made the same change a year before or after (:func:`recurrence`): a crop cycle or a
+deciduous canopy does, a clear-cut or a new building does not.
 """
 
 from __future__ import annotations
@@ -259,11 +261,41 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     df = df.iloc[order].reset_index(drop=True)
     vectors = vectors[order]
     df["vec"] = np.arange(len(df), dtype=np.int64)
+    df["recurrence"] = recurrence(df, vectors, comp.anniversary_tolerance_days)
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
     return df, vectors
 
 
-EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "persistence", "clear_fraction", "transient")
+def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 45) -> np.ndarray:
+    """Cosine similarity between each change vector and the change of the same patch whose ``t1`` is nearest to
+    one year before or after its own (within ``tolerance_days``), the larger of the two; NaN when the patch has
+    no change a year apart (series shorter than a year).
+
+    Near 1, the place made the same change a year apart: a seasonal cycle (a crop harvested every summer, a
+    canopy that greens up every spring) rather than the one-off change an analyst looks for. ``events`` need
+    ``row``, ``col``, ``t1`` and ``vec`` (the row of ``vectors``)."""
+    out = np.full(len(events), np.nan, np.float32)
+    if len(events) == 0:
+        return out
+    unit = np.asarray(vectors, np.float32)[events["vec"].to_numpy(np.int64)]
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    base = pd.DataFrame({
+        "patch": (events["row"].to_numpy(np.int64) << 32) | events["col"].to_numpy(np.int64),
+        "day": pd.to_datetime(events["t1"]).to_numpy("datetime64[D]").astype(np.int64),
+        "i": np.arange(len(events)),
+    })
+    other = base.rename(columns={"day": "other_day", "i": "j"}).sort_values("other_day", kind="stable")
+    for year in (365, -365):
+        q = base.assign(target=base["day"] + year).sort_values("target", kind="stable")
+        m = pd.merge_asof(q, other, left_on="target", right_on="other_day", by="patch", direction="nearest",
+                          tolerance=int(tolerance_days)).dropna(subset=["j"])
+        i, j = m["i"].to_numpy(np.int64), m["j"].to_numpy(np.int64)
+        out[i] = np.fmax(out[i], (unit[i] * unit[j]).sum(axis=1))
+    return out
+
+
+EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "persistence", "clear_fraction", "transient",
+                 "recurrence")
 
 
 def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict) -> None:
@@ -282,7 +314,7 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict) 
 def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Events (with ``vec``), vectors in the same order, and attributes of ``changes.zarr``."""
     ds = xr.open_zarr(path, consolidated=True)
-    df = pd.DataFrame({c: ds[c].values for c in EVENT_COLUMNS})
+    df = pd.DataFrame({c: ds[c].values if c in ds else np.full(ds.sizes["vec"], np.nan, np.float32) for c in EVENT_COLUMNS})
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
     df["vec"] = ds["vec"].values
     df["event_id"] = ds["event_id"].values.astype(object)

@@ -69,6 +69,7 @@ class RunConfig:
     n_clusters: int | str = "auto"
     rank_by: str = "combined"
     transient_weight: float = 0.2
+    seasonal_weight: float = 0.5
     seed: int = 0
     label: str | None = None
     report_top: int = 20
@@ -287,7 +288,8 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     events["cluster"] = clusterer.labels_
     reduced = clusterer.transform(vectors)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
-    ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight).fit_transform(ranked, vectors, states)
+    ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
+                                   seasonal_weight=config.seasonal_weight).fit_transform(ranked, vectors, states)
     return ranked, cluster_table(ranked), objects
 
 
@@ -297,7 +299,7 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
     for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
         ev[c] = ev[c].astype(np.int32)
     ev["object_id"] = ev["object_id"].astype(np.int64)
-    for c in ("magnitude", "surprise", "zscore", "clear_fraction", "rarity", "atypicality", "false_alarm_rate"):
+    for c in ("magnitude", "surprise", "zscore", "recurrence", "clear_fraction", "rarity", "atypicality", "false_alarm_rate"):
         ev[c] = ev[c].astype(np.float32)
     geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())
     gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)

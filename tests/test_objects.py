@@ -202,6 +202,15 @@ def test_report_lists_the_top_objects(session_run):
     section = html.split("change objects</h2>")[1].split("<h2>")[0]
     assert f"<td>{objects['object_id'].iloc[0]}</td>" in section  # the top object is listed with its id
     assert "<img class='chip'" in section  # and a quicklook of its lead patch
+    assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
+
+
+def test_run_has_no_recurrence_when_no_date_is_a_year_apart(session_run):
+    """The session run spans 10 months: no change can recur a year apart, so nothing is demoted as seasonal."""
+    from changescout.events import read_events
+
+    assert read_events(session_run)["recurrence"].isna().all()
+    assert read_objects(session_run)["recurrence"].isna().all()
 
 
 def test_run_events_carry_a_calibrated_false_alarm_rate(session_run):

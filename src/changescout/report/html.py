@@ -22,7 +22,7 @@ from ..atomic import write_text
 from . import plots
 
 EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "rarity", "magnitude", "zscore", "persistence",
-                 "cluster"]
+                 "recurrence", "cluster"]
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -159,20 +159,22 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     return _table(columns + ["t0 | t1"], rows)
 
 
-OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "n_patches", "area_ha", "atypicality", "rarity", "persistence"]
+OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "n_patches", "area_ha", "atypicality", "rarity", "persistence",
+                  "recurrence"]
 
 
 def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
     if objects is None or not len(objects):
         return _empty("no change objects")
     lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")["event_id"]
+    columns = [c for c in OBJECT_COLUMNS if c in objects.columns]  # runs of earlier versions have no recurrence
     rows = []
-    for rec in objects.sort_values("rank").head(top)[OBJECT_COLUMNS].itertuples(index=False):
+    for rec in objects.sort_values("rank").head(top)[columns].itertuples(index=False):
         event_id = lead.get(rec.object_id, "")
         chip = chips.get(event_id)
         img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
         rows.append(list(rec) + [event_id, _Raw(img)])
-    return _table(OBJECT_COLUMNS + ["event_id", "t0 | t1"], rows)
+    return _table(columns + ["event_id", "t0 | t1"], rows)
 
 
 class _Raw(str):

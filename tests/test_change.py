@@ -393,3 +393,21 @@ def test_recurrence_is_nan_without_a_date_a_year_apart_and_uses_the_tolerance():
     assert np.isnan(r[3])  # another patch: its own history only
     assert np.isnan(recurrence(ev, vec, tolerance_days=30)[0])  # 39 days off the year: outside 30
     assert len(recurrence(ev.iloc[:0], vec)) == 0
+
+
+def test_a_faint_drift_a_year_later_is_not_the_same_change():
+    ev = pd.DataFrame({"row": [0, 0], "col": [0, 0], "vec": [0, 1], "t1": pd.to_datetime(["2021-06-01", "2022-06-01"])})
+    same_way_faint = np.array([[6.0, 1.0], [0.2, 0.05]], np.float32)
+    r = recurrence(ev, same_way_faint)
+    assert r[0] < 0.05  # the direction agrees (cosine 0.999), the size does not
+    assert recurrence(ev, np.array([[6.0, 1.0], [5.0, 1.5]], np.float32))[0] > 0.8
+
+
+@pytest.mark.parametrize("compare", ["anniversary", "reference:2021-01-15"])
+def test_recurrence_is_left_unknown_outside_consecutive_comparison(compare):
+    """Against a fixed reference, a building that stays looks the same every year: not a seasonal cycle."""
+    T = 26
+    cut = np.array([A if i < 5 else C for i in range(T)])
+    ds = embeddings_ds(np.stack([cut, cut], axis=1).astype(np.float32), nr=1)
+    df, _ = compute_changes(ds, Comparison.parse(compare))
+    assert len(df) and df["recurrence"].isna().all()

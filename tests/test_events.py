@@ -142,3 +142,14 @@ def test_helpers(events):
     bad["rank"] = bad["rank"][::-1].to_numpy()
     with pytest.raises(ConfigError, match="ranks"):
         check_directions(bad)
+
+
+def test_tables_of_earlier_versions_read_with_recurrence_unknown(events, tmp_path):
+    """events.parquet written by 0.2.0 has no recurrence column: it still opens (export, similar --in)."""
+    old = events.drop(columns=["recurrence"])
+    old.to_parquet(tmp_path / "events.parquet")
+    back = read_events(tmp_path)
+    assert list(back.columns) == COLUMNS + ["geometry"] and back["recurrence"].isna().all()
+    events.drop(columns=["rarity"]).to_parquet(tmp_path / "events.parquet")
+    with pytest.raises(RunNotFoundError, match="rarity"):
+        read_events(tmp_path)

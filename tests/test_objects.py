@@ -9,6 +9,7 @@ import pytest
 import shapely
 
 from changescout.cube import OutputGrid
+from changescout.errors import ConfigError
 from changescout.objects import ObjectRanker, group_objects, object_geometries, read_objects
 from changescout.tiling import PatchGrid
 
@@ -115,10 +116,26 @@ def test_a_change_that_recurs_a_year_apart_is_demoted_as_seasonal():
     a = obj.set_index("rank")["atypicality"]
     ranker = ObjectRanker()
     assert a[2] / a[1] == pytest.approx(ranker.seasonal_factor(np.array([0.95]))[0], rel=1e-5)
-    np.testing.assert_allclose(ranker.seasonal_factor(np.array([np.nan, 0.3, 0.7, 0.85, 1.0])), [1, 1, 1, 0.75, 0.5])
+    np.testing.assert_allclose(ranker.seasonal_factor(np.array([np.nan, 0.3, 0.6, 0.8, 1.0])), [1, 1, 1, 0.75, 0.5])
     plain, obj0 = ObjectRanker(seasonal_weight=0).fit_transform(ev, vecs)
     a0 = obj0.set_index("object_id")["atypicality"]
     assert a0[plain.iloc[-2]["object_id"]] == pytest.approx(a0[plain.iloc[-1]["object_id"]])  # equal when not demoted
+
+
+def test_object_recurrence_needs_half_of_its_onset_patches_and_the_weight_is_checked():
+    up = np.eye(8)[0]
+    rows = _background() + [(1, c, "2021-03-01", 2.0, 2, up) for c in range(4)]
+    ev, vecs = _events(rows)
+    ev["recurrence"] = np.float32(np.nan)
+    ev.loc[len(ev) - 1, "recurrence"] = 0.95  # one patch of four seen a year apart
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    assert np.isnan(obj.set_index("object_id").loc[ranked.iloc[-1]["object_id"], "recurrence"])
+    ev.loc[len(ev) - 2, "recurrence"] = 0.85  # two of four: known
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    assert obj.set_index("object_id").loc[ranked.iloc[-1]["object_id"], "recurrence"] == pytest.approx(0.9)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="seasonal_weight"):
+            ObjectRanker(seasonal_weight=bad)
 
 
 def test_object_persistence_is_the_median_of_known_values():

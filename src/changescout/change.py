@@ -261,24 +261,30 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     df = df.iloc[order].reset_index(drop=True)
     vectors = vectors[order]
     df["vec"] = np.arange(len(df), dtype=np.int64)
-    df["recurrence"] = recurrence(df, vectors, comp.anniversary_tolerance_days)
+    df["recurrence"] = (recurrence(df, vectors, comp.anniversary_tolerance_days) if comp.mode == "consecutive"
+                        else np.full(len(df), np.nan, np.float32))
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
     return df, vectors
 
 
 def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 45) -> np.ndarray:
-    """Cosine similarity between each change vector and the change of the same patch whose ``t1`` is nearest to
-    one year before or after its own (within ``tolerance_days``), the larger of the two; NaN when the patch has
-    no change a year apart (series shorter than a year).
+    """How much each change is the same change of its patch a year before or after: ``(n_events,)`` float32.
+
+    For each event, the change of the same patch whose ``t1`` is nearest to one year before (and after) its
+    own, within ``tolerance_days``: the cosine of the two change vectors times the ratio of the smaller norm
+    to the larger (a faint drift in the same direction a year later is not the same change), the larger of
+    the two years; NaN when the patch has no change a year apart (series shorter than a year).
 
     Near 1, the place made the same change a year apart: a seasonal cycle (a crop harvested every summer, a
-    canopy that greens up every spring) rather than the one-off change an analyst looks for. ``events`` need
-    ``row``, ``col``, ``t1`` and ``vec`` (the row of ``vectors``)."""
+    canopy that greens up every spring) rather than the one-off change an analyst looks for. Meaningful for
+    changes between consecutive dates (``compute_changes`` leaves it NaN in other comparison modes, where a
+    lasting change compared with a fixed reference would look the same every year). ``events`` need ``row``,
+    ``col``, ``t1`` and ``vec`` (the row of ``vectors``)."""
     out = np.full(len(events), np.nan, np.float32)
     if len(events) == 0:
         return out
-    unit = np.asarray(vectors, np.float32)[events["vec"].to_numpy(np.int64)]
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    keys = events["vec"].to_numpy(np.int64)
+    norms = np.linalg.norm(np.asarray(vectors, np.float32), axis=1)
     base = pd.DataFrame({
         "patch": (events["row"].to_numpy(np.int64) << 32) | events["col"].to_numpy(np.int64),
         "day": pd.to_datetime(events["t1"]).to_numpy("datetime64[D]").astype(np.int64),
@@ -290,7 +296,12 @@ def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 
         m = pd.merge_asof(q, other, left_on="target", right_on="other_day", by="patch", direction="nearest",
                           tolerance=int(tolerance_days)).dropna(subset=["j"])
         i, j = m["i"].to_numpy(np.int64), m["j"].to_numpy(np.int64)
-        out[i] = np.fmax(out[i], (unit[i] * unit[j]).sum(axis=1))
+        for s in range(0, len(i), 65536):  # a chunk of pairs at a time: no copy of every vector
+            a, b = keys[i[s:s + 65536]], keys[j[s:s + 65536]]
+            dot = np.einsum("ij,ij->i", vectors[a], vectors[b], dtype=np.float64)
+            na, nb = norms[a].astype(np.float64), norms[b].astype(np.float64)
+            sim = dot / np.maximum(np.maximum(na, nb) ** 2, 1e-24)  # cosine x min norm / max norm
+            out[i[s:s + 65536]] = np.fmax(out[i[s:s + 65536]], sim)
     return out
 
 

@@ -68,12 +68,15 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     objects = read_objects(run_dir).head(top)
     lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")
     table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
-    for c in ("rank", "object", "t0", "t1", "patches", "area ha", "atypicality", "rarity", "persistence", "most atypical patch"):
+    for c in ("rank", "object", "t0", "t1", "patches", "area ha", "atypicality", "rarity", "persistence", "recurrence",
+              "most atypical patch"):
         table.add_column(c, justify="left" if c == "most atypical patch" else "right")
     for _, r in objects.iterrows():
         pers = "" if not np.isfinite(r["persistence"]) else f"{r['persistence']:g}"
+        rec = r.get("recurrence", np.nan)  # runs of earlier versions have none
+        rec = "" if not np.isfinite(rec) else f"{rec:.2f}"
         table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", str(r["n_patches"]),
-                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", f"{r['rarity']:.3f}", pers,
+                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", f"{r['rarity']:.3f}", pers, rec,
                       str(lead.loc[r["object_id"], "event_id"]))
     out_console.print(table)
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")

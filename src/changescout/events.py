@@ -47,6 +47,8 @@ SCHEMA: dict[str, tuple[str, str]] = {
 }
 
 COLUMNS = list(SCHEMA)
+#: float columns added after version 0.2.0, read as NaN from the tables of earlier versions
+ADDED_COLUMNS = ("recurrence",)
 
 
 def schema_metadata() -> dict:
@@ -87,6 +89,9 @@ def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
         gdf = gpd.read_parquet(path)
     except Exception as exc:
         raise RunNotFoundError(f"cannot read the events table: {exc}", path) from exc
+    for c in ADDED_COLUMNS:  # tables of earlier versions lack them: unknown
+        if c not in gdf.columns:
+            gdf.insert(list(SCHEMA).index(c), c, np.full(len(gdf), np.nan, np.float32))
     missing = [c for c in COLUMNS if c not in gdf.columns]
     if missing:
         raise RunNotFoundError(f"not a changescout events table: columns {missing} are missing", path)

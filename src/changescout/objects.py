@@ -24,11 +24,13 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    compares each change with every patch event of the run, not only with the other candidate objects),
    multiplied by ``transient_weight`` when the object is transient (its patches' median persistence is 0: a
    cloud), and down to ``1 - seasonal_weight`` when it recurs: the median ``recurrence`` of its onset patches
-   (the same change at the same place a year apart, :func:`changescout.change.recurrence`) above
-   ``min_recurrence``, scaled linearly to 1. On the two-year planted synthetic series (benchmarks/planted.py)
-   the top 10 objects held background crop cycles (recurrence median 0.89) and the rare planted objects
-   recurred at most 0.63; the demotion took rare objects in the top 10 from 30 to 33 of 40. Patch events keep
-   their atypicality (planted harvests recur like the crops they replace, and are positives there). With ``event_weight`` 0.5 and rcf's generalised-mean pooling, the planted series
+   (the same change, in direction and size, at the same place a year apart:
+   :func:`changescout.change.recurrence`; known for at least half of them) above ``min_recurrence``, scaled
+   linearly to 1. On the two-year planted synthetic series (benchmarks/planted.py) the background's own crop
+   cycles held places in the top 10 objects (median cosine with the change a year apart 0.89 among the top 30
+   objects) while no rare planted object went above 0.63; the demotion took the rare objects in the top 10
+   from 30 to 32 of 40. Patch events keep their atypicality (planted harvests recur like the crops they
+   replace, and are positives there). With ``event_weight`` 0.5 and rcf's generalised-mean pooling, the planted series
    (benchmarks/planted.py) keep about as many rare objects in the top 10 as before (6.0 against 6.2 of 8,
    mean of 10 series). Objects made of non-candidates rank after every candidate object, in the order of
    their event atypicality.
@@ -48,7 +50,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .change import comparable
-from .errors import RunNotFoundError
+from .errors import ConfigError, RunNotFoundError
 from .events import write_geoparquet
 from .rank import false_alarm_rate, percentile
 
@@ -214,7 +216,9 @@ class ObjectRanker:
     """Group an events table into objects and rank them (see the module docstring)."""
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=4, transient_weight=0.2, by="combined", episodes=True,
-                 state_weight=0.7, event_weight=0.5, seasonal_weight=0.5, min_recurrence=0.7):
+                 state_weight=0.7, event_weight=0.5, seasonal_weight=0.5, min_recurrence=0.6):
+        if not 0.0 <= seasonal_weight <= 1.0:
+            raise ConfigError(f"seasonal_weight must be between 0 and 1 (0 = no seasonal demotion), got {seasonal_weight!r}")
         self.seasonal_weight = seasonal_weight
         self.min_recurrence = min_recurrence
         self.event_weight = event_weight
@@ -293,10 +297,13 @@ class ObjectRanker:
 
 
 def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str) -> np.ndarray:
-    """Per object (sorted ids), the median of ``column`` over its onset patch events; NaN without the column."""
+    """Per object (sorted ids), the median of ``column`` over its onset patch events, NaN when fewer than half
+    of them have a value (or without the column): one patch seen a year apart does not speak for the object."""
     if column not in ev:
         return np.full(ev["object_id"].nunique(), np.nan, np.float32)
-    return ev[column].where(onset).groupby(ev["object_id"], sort=True).median().to_numpy(np.float32)
+    g = ev[column].where(onset).groupby(ev["object_id"], sort=True)
+    known = g.count().to_numpy() >= 0.5 * onset.groupby(ev["object_id"], sort=True).sum().to_numpy()
+    return np.where(known, g.median().to_numpy(), np.nan).astype(np.float32)
 
 
 def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.GeoDataFrame:

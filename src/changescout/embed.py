@@ -56,7 +56,7 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
 
     Centre: the band's series-wide median (the median of the dates' medians) plus the date's offset, the
     median departure of the *pseudo-invariant* pixels (among the sampled pixels usable at that date, the
-    ``STABLE_FRACTION`` that vary least over the series, each against its own median over time) at that date;
+    ``STABLE_FRACTION`` that vary least, each against its own median over time, on the other dates) at that date;
     a date with none of them usable keeps its own median. A global shift of a date
     (haze, illumination, calibration) moves those pixels too and is removed, as relative radiometric
     normalisation on invariant features does (Schott et al. 1988); a season that greens or browns the scene
@@ -93,7 +93,7 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
         gaps = np.isnan(own)
         own[gaps] = np.nanmedian(v[:, gaps], axis=0)  # ... over its usable dates elsewhere
         departure = v - own
-        size = np.nansum(np.abs(departure) / scale[None, :, None], axis=1)  # (time, pixel)
+        size = np.where(usable, np.nansum(np.abs(departure) / scale[None, :, None], axis=1), 0.0)  # (time, pixel)
         total, count = size.sum(axis=0), usable.sum(axis=0)
         dates_with_data = int(usable.any(axis=1).sum())  # a date clouded everywhere does not count
         offset = med - centre  # fallback: a date none of whose stable pixels is usable keeps its own median

@@ -257,8 +257,8 @@ class ObjectRanker:
             "magnitude": g["magnitude"].max().to_numpy(np.float32),
             "surprise": g["surprise"].max().to_numpy(np.float32),
             "zscore": g["zscore"].max().to_numpy(np.float32),
-            "persistence": ev.assign(_persistence=ev["_persistence"].where(onset)).groupby("object_id", sort=True)["_persistence"].median().to_numpy(np.float32),
-            "recurrence": _onset_median(ev, onset, "recurrence"),
+            "persistence": _onset_median(ev, onset, "_persistence"),
+            "recurrence": _onset_median(ev, onset, "recurrence", min_known=0.5),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
         event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
@@ -288,7 +288,6 @@ class ObjectRanker:
             ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
         return ev.drop(columns=["_cand", "_persistence", "_t1"]), obj
 
-
     def seasonal_factor(self, recurrence: np.ndarray) -> np.ndarray:
         """Score multiplier: 1 up to ``min_recurrence`` (and for NaN), down to ``1 - seasonal_weight`` at 1."""
         r = np.nan_to_num(np.asarray(recurrence, float), nan=-1.0)
@@ -296,13 +295,14 @@ class ObjectRanker:
         return 1.0 - self.seasonal_weight * over
 
 
-def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str) -> np.ndarray:
-    """Per object (sorted ids), the median of ``column`` over its onset patch events, NaN when fewer than half
-    of them have a value (or without the column): one patch seen a year apart does not speak for the object."""
+def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, min_known: float = 0.0) -> np.ndarray:
+    """Per object (sorted ids), the median of ``column`` over its onset patch events, unknown values left out;
+    NaN when fewer than ``min_known`` of them have a value (recurrence: one patch seen a year apart does not
+    speak for the object), or without the column."""
     if column not in ev:
         return np.full(ev["object_id"].nunique(), np.nan, np.float32)
     g = ev[column].where(onset).groupby(ev["object_id"], sort=True)
-    known = g.count().to_numpy() >= 0.5 * onset.groupby(ev["object_id"], sort=True).sum().to_numpy()
+    known = g.count().to_numpy() >= min_known * onset.groupby(ev["object_id"], sort=True).sum().to_numpy()
     return np.where(known, g.median().to_numpy(), np.nan).astype(np.float32)
 
 

@@ -112,10 +112,11 @@ def cast_shadows(cloud: np.ndarray, dark: np.ndarray, reach: int, min_cloud: int
         # where it crosses it: a shadow may fall partly outside, and is then judged on its part inside
         m = reach + 2
         y0, x0, y1, x1 = box[0].start - m, box[1].start - m, box[0].stop + m, box[1].stop + m
+        part = np.s_[max(-y0, 0):y1 - y0 - max(y1 - h, 0), max(-x0, 0):x1 - x0 - max(x1 - w, 0)]  # inside the image
         inside = np.zeros((y1 - y0, x1 - x0), np.float32)
-        inside[max(-y0, 0):inside.shape[0] - max(y1 - h, 0), max(-x0, 0):inside.shape[1] - max(x1 - w, 0)] = 1
+        inside[part] = 1
         window = np.zeros_like(inside)
-        window[inside > 0] = dark[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)].ravel()
+        window[part] = dark[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
         if window.sum() < min_match * area / 2:
             continue
         # Score a placement by the dark pixels it covers less those in a 2 px ring around it: a shadow has

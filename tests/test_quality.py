@@ -146,12 +146,33 @@ def test_soft_cloud_edges_join_their_cloud_but_bright_roofs_do_not_grow(make_gri
     data[0, :, 0:20, 0:20] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]  # opaque core
     data[0, :, 20:30, 0:20] = np.array(THIN_CLOUD, np.float32)[:, None, None]  # its soft edge
     data[0, :, 40:60, 40:60] = np.array(THIN_CLOUD, np.float32)[:, None, None]  # thin haze far from any core ...
-    data[0, :, 50, 50] = np.array(SPECTRA["cloud"], np.float32)  # ... with one bright pixel: too small to grow
-    cube = make_cube(data, ["2021-06-01"], BANDS, make_grid(64, 64))
+    data[0, :, 50:55, 50:55] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]  # ... with a few bright pixels:
+    cube = make_cube(data, ["2021-06-01"], BANDS, make_grid(64, 64))  # flagged, but too few to grow
     q = screen_haze(cube, dilate=0)["quality"].values[0]
     assert (q[0:30, 0:20] == Quality.CLOUD).all() and (q[31:, :20] == Quality.CLEAR).all()
-    assert q[50, 50] == Quality.CLOUD and (q[40:50, 40:50] == Quality.CLEAR).all()
+    assert (q[50:55, 50:55] == Quality.CLOUD).all() and (q[40:50, 40:50] == Quality.CLEAR).all()
     assert (screen_haze(cube, dilate=0, edge=None)["quality"].values[0, 20:30, 0:20] == Quality.CLEAR).all()
+
+
+def test_flagged_specks_are_noise_not_clouds(make_grid):
+    """A few pixels whose HOT rises above both neighbouring dates' (sensor noise on a hazy date, over a flood
+    that appeared that date) are not a cloud: masked, they took the date before's value and split the flood's
+    onset over two dates. Regions of at least ``min_flag`` px are still clouds, however thin."""
+    data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (5, 4, 64, 64)).copy()
+    thin = np.array(THIN_CLOUD, np.float32)[:, None, None]
+    data[2, :, 5:7, 5:7] = thin  # 4 px
+    data[2, :, 30:33, 40:43] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]  # 9 px, above the fixed threshold
+    data[2, :, 40:45, 10:15] = thin  # 25 px: a small cloud
+    cube = make_cube(data, pd.date_range("2021-05-01", periods=5, freq="MS"), BANDS, make_grid(64, 64))
+    screened = screen_haze(cube)
+    q = screened["quality"].values
+    assert (q[2, 37:48, 7:18] == Quality.CLOUD).all()  # the small cloud, dilated by 3 px
+    cloud = np.zeros(q.shape, bool)
+    cloud[2, 37:48, 7:18] = True
+    assert (q[~cloud] == Quality.CLEAR).all()
+    assert "under 20 px dropped" in screened.attrs["cloud_screen"]
+    q = screen_haze(cube, min_flag=0, dilate=0)["quality"].values
+    assert (q[2, 5:7, 5:7] == Quality.CLOUD).all() and (q[2, 30:33, 40:43] == Quality.CLOUD).all()
 
 
 def test_fill_gaps_takes_the_nearest_usable_date_of_each_pixel():

@@ -90,6 +90,26 @@ def test_rare_object_type_outranks_a_common_one_of_the_same_size():
     assert obj["rank"].is_unique and obj["rank"].min() == 1
 
 
+def test_a_rare_type_of_three_instances_outranks_a_type_of_eight():
+    """Rarity counts the ``n_neighbors`` (8) nearest objects: three constructions that look alike still have
+    other things than each other among their eight neighbours, while each of eight clear-cuts has seven
+    siblings there. With only 2 neighbours each construction's nearest are its two siblings, and it looks
+    as common as a clear-cut."""
+    rng = np.random.default_rng(2)
+    common_dir, rare_dir = np.eye(8)[1], np.eye(8)[2]
+    rows = _background()
+    for k in range(8):  # eight clear-cuts, alike up to some spread
+        rows += [(3 * k, 0, "2021-05-01", 2.0, 3, common_dir + 0.3 * rng.normal(size=8))]
+    for k in range(3):  # three construction sites, very alike
+        rows += [(3 * k, 10, "2021-05-01", 2.0, 3, rare_dir + 0.01 * rng.normal(size=8))]
+    ev, vecs = _events(rows)
+    ev, obj = ObjectRanker().fit_transform(ev, vecs)
+    ranks = ev["object_rank"].to_numpy()
+    assert sorted(ranks[-3:]) == [1, 2, 3]
+    ev, obj = ObjectRanker(n_neighbors=2).fit_transform(*_events(rows))
+    assert ev["object_rank"].to_numpy()[-3:].min() > 3
+
+
 def test_transient_object_is_demoted_and_rank_by_is_honoured():
     rows = _background() + [(1, 1, "2021-03-01", 3.0, 0, np.eye(8)[3]), (1, 2, "2021-03-01", 3.0, 0, np.eye(8)[3]),  # cloud
                             (9, 9, "2021-03-01", 1.5, 2, np.eye(8)[4])]

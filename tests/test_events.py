@@ -118,6 +118,9 @@ def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
     assert back.crs.to_epsg() == 32631  # GeoJSON too: written with its crs member, not reprojected
     assert back.geometry.geom_equals_exact(events.geometry.iloc[:5].reset_index(drop=True), tolerance=1e-6).all()
     assert back["t1"].astype(str).str[:10].tolist() == ["2021-02-15"] * 5
+    import pyogrio  # the layer name a GIS shows: "events", not the temporary name the file was written under
+
+    assert [name for name, _ in pyogrio.list_layers(path)] == ["events"]
 
 
 def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):

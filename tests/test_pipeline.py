@@ -14,7 +14,7 @@ import xarray as xr
 
 from changescout.change import read_changes
 from changescout.cube import Quality
-from changescout.errors import ConfigError, RunExistsError
+from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError
 from changescout.events import COLUMNS, check_directions, read_events
 from changescout.pipeline import STAGES, RunConfig, rank_events, run_pipeline, screen_clouds
 from changescout.search import SimilarChangeIndex
@@ -221,6 +221,68 @@ def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(se
     before = mtimes(run)
     run_pipeline(config, run, **QUIET)
     assert mtimes(run) == before
+
+
+def test_overwrite_with_bad_input_keeps_the_run_it_was_to_replace(session_run, session_config, copy_run):
+    """--overwrite with a misspelt encoder: found before the old run is touched."""
+    run = copy_run(session_run)
+    (run / "events.csv").write_text("an export of this run")
+    before = mtimes(run)
+    with pytest.raises(EncoderNotFoundError):
+        run_pipeline(session_config(encoder="galileo-nan"), run, overwrite=True, **QUIET)
+    assert mtimes(run) == before
+
+
+def test_a_failure_after_embedding_restores_the_replaced_run_or_removes_a_new_one(session_run, session_config, copy_run,
+                                                                                  tmp_path, monkeypatch):
+    """Bad input found late (here: a change stage that fails) must not lose the run --overwrite was replacing,
+    nor leave a half-written new run that a corrected rerun would then refuse as another configuration."""
+    import changescout.pipeline as pipeline
+
+    def fail(*args, **kw):
+        raise ConfigError("no change could be computed")
+
+    run = copy_run(session_run)
+    (run / "events.csv").write_text("an export of this run")
+    before = mtimes(run)
+    monkeypatch.setattr(pipeline, "compute_changes", fail)
+    with pytest.raises(ConfigError):
+        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    assert mtimes(run) == before and not (run / pipeline.REPLACED).exists()
+    with pytest.raises(ConfigError):
+        run_pipeline(session_config(), tmp_path / "new", **QUIET)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)  # now it replaces it
+    assert json.loads((run / "config.json").read_text())["config"]["rank_by"] == "magnitude"
+    assert not (run / "events.csv").exists()  # exports of the replaced run go with it
+    assert not (run / pipeline.REPLACED).exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("min_clear", 1.5, r"min-clear must be a number in \(0, 1\]"),
+    ("min_clear", "high", "min-clear"),
+    ("rank_by", "bogus", "rank-by must be one of combined, rarity, magnitude"),
+    ("seasonal_weight", -1, "seasonal-weight"),
+    ("n_clusters", 2.5, "n-clusters must be a whole number"),
+    ("compare", "reference:2030-01-01", "no date comes after the reference"),
+    ("compare", "anniversary", "anniversary needs dates about a year apart"),
+])
+def test_bad_values_fail_before_anything_is_written(session_config, tmp_path, key, value, message):
+    config = session_config(**{key: value})  # the session series spans 9 months: no anniversary
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(config, tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r").exists()
+    if key != "compare":  # the series' dates are needed to tell
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_dict({**config.to_dict()})
+
+
+def test_an_output_path_that_is_a_file_is_refused(session_config, tmp_path):
+    (tmp_path / "b.out").write_text("mine")
+    with pytest.raises(RunExistsError, match="is a file"):
+        run_pipeline(session_config(), tmp_path / "b.out", **QUIET)
+    assert (tmp_path / "b.out").read_text() == "mine"
 
 
 def test_two_runs_with_the_same_seed_give_identical_ranks(session_run, session_config, tmp_path):

@@ -78,6 +78,17 @@ def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
     assert set(res["run"]) <= {str(session_run), str(other)}
 
 
+def test_the_querys_own_run_or_a_run_given_twice_is_searched_once(session_run, query, copy_run):
+    """``--in RUN`` naming the query's own run must not bring the query back as its own best match, nor list
+    each event twice; a run given twice counts once."""
+    plain = find_similar(session_run, query["event_id"], k=5)
+    same = find_similar(session_run, query["event_id"], k=5, other_runs=[session_run, session_run / "."])
+    pd.testing.assert_frame_equal(same, plain)
+    other = copy_run(session_run, "other")
+    twice = find_similar(session_run, query["event_id"], k=10, other_runs=[other, other])
+    assert not twice.duplicated(["run", "event_id"]).any()
+
+
 def test_run_with_other_weights_is_refused(session_run, query, copy_run):
     other = copy_run(session_run, "other")
     # as if its vectors came from other rcf weights (a run made without --weights)

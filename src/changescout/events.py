@@ -124,7 +124,7 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
         else:
             if fmt == "geojson":
                 ev["persistence"] = ev["persistence"].astype("float64")
-            ev.to_file(tmp, driver=driver, layer="events" if fmt == "gpkg" else None)
+            ev.to_file(tmp, driver=driver, layer="events")  # the layer name a GIS shows, not the temporary file's
     return path
 
 

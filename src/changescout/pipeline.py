@@ -30,8 +30,8 @@ from .coregister import coregister
 from .cube import grid_of
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
-from .encoders.base import sha256_file
-from .errors import ConfigError, RunExistsError
+from .encoders.base import select_bands, sha256_file
+from .errors import ChangescoutError, ConfigError, RunExistsError
 from .events import COLUMNS, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
@@ -41,7 +41,11 @@ from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
-             "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz")
+             "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
+             "events.gpkg", "events.geojson", "events.csv")  # the last three: `changescout export` of this run
+#: Where ``--overwrite`` keeps the replaced run until the new one has finished (restored if it fails).
+REPLACED = ".replaced"
+RANK_BY = ("combined", "rarity", "magnitude")
 
 
 @dataclass
@@ -80,7 +84,37 @@ class RunConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        if "source" not in d:
+            raise ConfigError("the configuration needs a 'source'")
+        return cls(**d).validate()
+
+    def validate(self) -> "RunConfig":
+        """Check the values a run only uses after hours of embedding, before it starts (ConfigError)."""
+        def number(name, lo, hi, integer=False, lo_open=False):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or float(v).is_integer())
+            if not ok or not (lo < v if lo_open else lo <= v) or (hi is not None and v > hi):
+                span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
+                raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
+        number("min_clear", 0, 1, lo_open=True)
+        number("patch_size", 1, None, integer=True)
+        number("transient_weight", 0, 1)
+        number("seasonal_weight", 0, 1)
+        number("seed", 0, None, integer=True)
+        number("report_top", 1, None, integer=True)
+        if self.n_clusters != "auto":
+            number("n_clusters", 1, None, integer=True)
+        if self.rank_by not in RANK_BY:
+            raise ConfigError(f"rank-by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
+        Comparison.parse(self.compare)
+        for name in ("source_options", "encoder_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping of option names to values, got {getattr(self, name)!r}")
+        for name in ("dates", "bands"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v)):
+                raise ConfigError(f"{name} must be a list of strings, got {v!r}")
+        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,21 +160,51 @@ class Run:
                 what = (f"was made by changescout {made_by} (this is {__version__}), whose results may differ"
                         if made_by != __version__ else "holds a run made with another configuration")
                 raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
-            self._clear()
-        elif self.out.exists() and any(self.out.iterdir()):
+            self._set_aside()
+        elif self.out.exists() and not self.out.is_dir():
+            raise RunExistsError("is a file, not a run directory; choose an empty or new --out", self.out)
+        elif self.out.exists() and any(p.name != REPLACED for p in self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
+        self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         self.resumed = False
         write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
         self._save_state()
 
-    def _clear(self):
+    def _set_aside(self):
+        """Move the run being replaced into ``.replaced/``: it comes back if the new run fails (:meth:`abandon`)
+        and goes when it finishes (:meth:`finish`)."""
+        aside = self.out / REPLACED
+        shutil.rmtree(aside, ignore_errors=True)  # left by a replacement that was killed: already replaced once
+        aside.mkdir()
+        for name in RUN_FILES:
+            if (self.out / name).exists():
+                (self.out / name).replace(aside / name)
+
+    def _remove_outputs(self):
         for name in RUN_FILES:
             p = self.out / name
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+
+    def finish(self) -> None:
+        shutil.rmtree(self.out / REPLACED, ignore_errors=True)
+
+    def abandon(self, bad_input: bool) -> None:
+        """After a failure: a replaced run comes back in place of the unfinished one; a new run stopped by bad
+        input leaves nothing behind (one stopped otherwise, e.g. interrupted, stays to be resumed)."""
+        aside = self.out / REPLACED
+        if aside.is_dir():
+            self._remove_outputs()
+            for p in aside.iterdir():
+                p.replace(self.out / p.name)
+            aside.rmdir()
+        elif bad_input and not getattr(self, "resumed", True):
+            self._remove_outputs()
+            if self.created and not any(self.out.iterdir()):
+                self.out.rmdir()
 
     def done(self, name: str) -> bool:
         return self.state["stages"].get(name, {}).get("status") == "done"
@@ -212,15 +276,22 @@ def _build_encoder(config: RunConfig):
 
 
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
-    """Run (or resume) every stage; return the run directory."""
+    """Run (or resume) every stage; return the run directory.
+
+    Bad input is found before anything is written where it can be (configuration values, encoder, weights and
+    bands); when it is found later, a new run directory is removed again and a replaced run is restored."""
     out = Path(out)
+    config.validate()
+    encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
+    select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
     cube = screen_clouds(cube, config.cloud_screen)
     cube, coreg = coregister(cube, config.coregister)
     cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
+    check_comparison(comp, pd.DatetimeIndex(cube["time"].values))
     inputs = _input_hashes(cube)
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
     series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
@@ -233,10 +304,30 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         run._save_state()
     if getattr(run, "resumed", False):
         log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
+    try:
+        _run_stages(run, config, cube, encoder, patch_grid, comp, series, progress)
+    except BaseException as exc:
+        run.abandon(bad_input=isinstance(exc, ChangescoutError))
+        raise
+    run.finish()
+    return out
 
+
+def check_comparison(comp: Comparison, times: pd.DatetimeIndex) -> None:
+    """Comparisons that no date of the series can make (ConfigError), before anything is embedded."""
+    span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
+    if len(times) < 2:
+        raise ConfigError(f"a change needs at least two dates; {span}")
+    if comp.mode == "reference" and comp.reference >= times[-1]:
+        raise ConfigError(f"--compare {comp}: no date comes after the reference; {span}")
+    if comp.mode == "anniversary" and (times[-1] - times[0]).days < 365 - comp.anniversary_tolerance_days:
+        raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
+
+
+def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGrid, comp: Comparison, series: str, progress) -> None:
+    out = run.out
     emb_path = out / "embeddings.zarr"
     if not (run.done("embed") and emb_path.exists()):
-        encoder = _build_encoder(config)
         with run.stage("embed") as info:
             t = time.perf_counter()
             ds = embed_cube(cube, encoder, patch_grid, emb_path, series, progress=progress("embedding", cube.sizes["time"]) if progress else None)
@@ -251,6 +342,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     if not (run.done("changes") and ch_path.exists()):
         with run.stage("changes") as info:
             events, vectors = compute_changes(embeddings, comp)
+            if len(events) == 0:
+                raise ConfigError(f"no change could be computed with --compare {comp} and --min-clear {config.min_clear}: "
+                                  "no patch has two dates to compare that are clear enough (check the dates, the "
+                                  "quality mask and --min-clear)")
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
             attrs.update(normalisation_method=json.loads(embeddings.attrs["normalisation"])["method"], comparison=str(comp))
@@ -273,7 +368,6 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     if not (run.done("outputs") and (out / "report.html").exists()):
         with run.stage("outputs"):
             write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
-    return out
 
 
 def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, states: np.ndarray | None = None):

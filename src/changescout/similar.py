@@ -81,7 +81,9 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     else:
         positive = base.vectors([query["vec"]])
     q = feedback_query(positive, base.vectors([e["vec"] for e in neg]) if neg else None)
-    views = [base] + [RunView(p) for p in other_runs]
+    # another run given twice, or the query's own run given with --in, is searched once (as the query's run)
+    others = {Path(p).resolve(): p for p in other_runs if Path(p).resolve() != base.path.resolve()}
+    views = [base] + [RunView(p) for p in others.values()]
     for v in views[1:]:
         check_compatible(base.compat, v.compat, str(base.path), str(v.path))
     frames = []

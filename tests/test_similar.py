@@ -104,6 +104,14 @@ def test_run_with_other_weights_is_refused(session_run, query, copy_run):
     assert "--weights" in str(exc.value)
 
 
+def test_an_ambiguous_query_or_a_bad_date_is_refused(session_run, query, events):
+    with pytest.raises(EventNotFoundError, match="not both"):  # --at was silently ignored
+        find_similar(session_run, query["event_id"], at=(0.0, 0.0), t1="2021-03-15")
+    x, y = events.geometry.iloc[0].centroid.coords[0]
+    with pytest.raises(EventNotFoundError, match="YYYY-MM-DD, got 'July'"):  # was read as the year 1
+        find_similar(session_run, at=(x, y), t1="July")
+
+
 def test_unknown_event_and_bad_place(session_run, events):
     with pytest.raises(EventNotFoundError, match="no event"):
         find_similar(session_run, "t_00000000-20210115-20210215-r0-c0")

@@ -44,7 +44,10 @@ class RunView:
 
     def event_at(self, x: float, y: float, t1) -> pd.Series:
         row, col = self.patch_grid.locate(x, y)
-        t1 = pd.Timestamp(t1)
+        try:
+            t1 = pd.to_datetime(str(t1), format="ISO8601")
+        except ValueError:
+            raise EventNotFoundError(f"--t1 must be a date YYYY-MM-DD, got {t1!r}", self.path) from None
         hit = self.events[(self.events["row"] == row) & (self.events["col"] == col)]
         exact = hit[pd.to_datetime(hit["t1"]).dt.normalize() == t1.normalize()]
         if exact.empty:
@@ -66,6 +69,8 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     if k < 1:
         raise EventNotFoundError(f"--k must be at least 1, got {k}")
     base = RunView(run)
+    if event_id and (at is not None or t1 is not None):
+        raise EventNotFoundError("give an EVENT_ID or --at X,Y with --t1 DATE, not both")
     if event_id:
         query = base.event(event_id)
     elif at is not None and t1 is not None:

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from changescout.coregister import CoRegistration, coregister, shift_cube, tolerant_distance
-from changescout.cube import Quality, grid_of, make_cube
+from changescout.cube import Quality, grid_of, make_cube, usable_mask
 from changescout.errors import BandError, ConfigError, InputError
 
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -119,6 +119,57 @@ def test_shift_cube_moves_values_and_quality_by_whole_pixels(make_grid):
     assert (q[1, :, -1] == Quality.NODATA).all()
     with pytest.raises(InputError, match="one \\(dy, dx\\) shift per date"):
         shift_cube(cube, [(1, 1)])
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_a_subpixel_shift_costs_only_the_pixels_it_moves_out(make_grid, order):
+    """A shift of d px loses round(|d|) px (never more than ceil(|d|)) at the edge it moves away from, none at
+    the others; a nodata hole moves with its date without growing; kept edge pixels hold the moved scene."""
+    scene = texture(7, 72)
+    data = np.stack([scene[:, 20:52, 20:52]] * 3)
+    quality = np.zeros((3, 32, 32), np.uint8)
+    data[1, :, 10:14, 20:24] = np.nan  # a nodata hole, across no chunk border
+    quality[1, 10:14, 20:24] = Quality.NODATA
+    cube = make_cube(data, ["2021-01-01", "2021-02-01", "2021-03-01"], BANDS, make_grid(32, 32),
+                     quality=quality).chunk({"y": 16, "x": 16})
+    moves = [(0, 0), (0.3, -0.2), (-0.6, 1.4)]
+    out = shift_cube(cube, moves, order=order)
+    v, q = out.values, out["quality"].values
+    lost = q == Quality.NODATA
+    assert np.array_equal(np.isnan(v).any(axis=1), lost)
+    # a third and a fifth of a pixel: every edge pixel's centre stays on the grid, the hole is where it was
+    assert lost[1].sum() == 16 and lost[1, 10:14, 20:24].all()
+    # 0.6 px up and 1.4 px right: the last row and the first column go, the first row and last column stay
+    assert lost[2, -1].all() and lost[2, :, 0].all() and lost[2].sum() == 32 + 32 - 1
+    assert not lost[2, :-1, 1:].any()
+    for t in (1, 2):
+        truth = ndimage.shift(scene, (0, *moves[t]), order=3, mode="reflect")[:, 20:52, 20:52]
+        err = np.abs(v[t] - truth)[:, ~lost[t]]
+        # an edge pixel is extrapolated by less than half a pixel: off by less than half the largest step
+        step = max(np.abs(np.diff(scene, axis=1)).max(), np.abs(np.diff(scene, axis=2)).max())
+        assert err.max() < 0.5 * step, (t, err.max(), step)
+
+
+def test_coregistration_by_a_fraction_of_a_pixel_keeps_every_usable_pixel(make_grid):
+    """The user review's case: shifts of 0.1-0.45 px cost no edge pixels (edge patches kept their clear
+    fraction and their events), also next to nodata inside the grid (a scene's edge on a snapped grid)."""
+    moves = [(0, 0), (0.3, -0.25), (-0.1, 0.45)]
+    quality = np.zeros((3, SIZE, SIZE), np.uint8)
+    quality[:, :, :4] = Quality.NODATA  # the grid's padding left of the scene
+    cube = shifted_series(make_grid, moves, quality=quality)
+    values = cube.values
+    values[:, :, :, :4] = np.nan
+    cube = make_cube(values, cube["time"].values, BANDS, grid_of(cube), quality=quality).chunk({"y": 64, "x": 64})
+    est = CoRegistration(reference="first").fit(cube)
+    assert [s["applied"] for s in est.shifts_.values()] == [False, True, True]
+    out = est.transform(cube)
+    before = usable_mask(cube["quality"].values) & np.isfinite(cube.values).all(axis=1)
+    after = usable_mask(out["quality"].values) & np.isfinite(out.values).all(axis=1)
+    np.testing.assert_array_equal(after.sum(axis=1), before.sum(axis=1))  # usable pixels of every row...
+    np.testing.assert_array_equal(after.sum(axis=2), before.sum(axis=2))  # ... and column, at every date
+    # 16 px patches: the clear fractions (what --min-clear reads) are those without co-registration
+    frac = lambda m: m.reshape(3, SIZE // 16, 16, SIZE // 16, 16).mean(axis=(2, 4))  # noqa: E731
+    np.testing.assert_array_equal(frac(after), frac(before))
 
 
 def test_stage_modes_and_bad_settings(make_grid, synthetic_cube):

@@ -30,8 +30,10 @@ Reference date: ``"clearest"`` (the default) is the first date whose usable frac
 first date's grid), while a cloudy first date gives way; ``"first"`` or a date ``"YYYY-MM-DD"`` choose it.
 
 The correction is lazy (dask ``map_overlap``, one block per date and spatial chunk): bands are resampled with
-a cubic spline (``order=3``, holes kept as NaN), the quality class with nearest neighbour, pixels moved in from
-outside the grid become NaN / NODATA. The cube stays on its grid.
+a cubic spline (``order=3``) over holes filled with their nearest usable values, the quality class with nearest
+neighbour; a pixel whose centre falls outside the grid or in a nodata pixel becomes NaN / NODATA (the rule of
+GDAL's warper at a raster's edge), so a shift of ``d`` px costs ``round(|d|)`` px at the edge it moves away from
+and nothing at the others, and a hole moves with its date without growing. The cube stays on its grid.
 
 :func:`tolerant_distance` is a change distance that tolerates what is left (about 1 px in several OSCD
 cities): per pixel, the least distance to the other date over shifts of up to ``radius`` px, both ways.
@@ -366,8 +368,10 @@ def _date_keys(cube: xr.DataArray) -> list[str]:
 def shift_cube(cube: xr.DataArray, shifts, order: int = 3) -> xr.DataArray:
     """``cube`` with date ``t`` moved by ``shifts[t] = (dy, dx)`` px (lazy, same grid and coordinates).
 
-    Bands are resampled with a spline of ``order``, the quality class with nearest neighbour; pixels that
-    come from outside the grid or next to nodata become NaN and NODATA. Returns ``cube`` itself when every
+    Bands are resampled with a spline of ``order`` (nodata pixels take their nearest usable values first, so
+    the spline sees no step there), the quality class with nearest neighbour; a pixel whose centre comes from
+    outside the grid or from a nodata pixel becomes NaN and NODATA, so a shift of ``d`` px loses
+    ``round(|d|)`` px at the edge it moves away from and none at the others. Returns ``cube`` itself when every
     shift is zero.
     """
     shifts = np.asarray(shifts, dtype=float).reshape(-1, 2)
@@ -404,16 +408,28 @@ def _shift_bands(block: np.ndarray, shifts: np.ndarray, order: int, block_info=N
             out[i] = dates
             continue
         ok = np.isfinite(dates).all(axis=0)
-        fill = np.nanmedian(dates[:, ok], axis=1) if ok.any() else np.zeros(len(dates))
-        # spread of holes: a resampled pixel is kept only where every input it leans on was valid
-        kept = ndimage.shift(ok.astype(np.float32), (dy, dx), order=1, mode="constant", cval=0.0) > 0.999
-        if order > 1:
-            kept &= ndimage.binary_erosion(kept, iterations=1, border_value=1)
-        for b, band in enumerate(dates):
-            filled = np.where(ok, band, fill[b])
-            moved = ndimage.shift(filled, (dy, dx), order=order, mode="nearest")
+        if not ok.any():
+            out[i] = np.nan
+            continue
+        # a resampled pixel is usable where the pixel its centre falls in is (nearest neighbour, the rule of the
+        # quality class and of GDAL's warper at a raster's edge): a shift of d px loses round(|d|) px at the edge
+        # it moves away from, none at the others, and a hole moves with its date without growing
+        kept = ndimage.shift(ok.astype(np.uint8), (dy, dx), order=0, mode="constant", cval=0).astype(bool)
+        # holes (and the outside of the grid) take their nearest usable pixel's values, so the spline sees no
+        # step there: a kept pixel next to a hole is interpolated from usable values only (nodata never enters)
+        filled = _fill_holes(dates, ok)
+        for b, band in enumerate(filled):
+            moved = ndimage.shift(band, (dy, dx), order=order, mode="nearest")
             out[i, b] = np.where(kept, moved, np.nan)
     return out
+
+
+def _fill_holes(bands: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``(band, H, W)`` with the pixels outside ``ok`` set to the values of their nearest pixel in ``ok``."""
+    if ok.all():
+        return bands
+    iy, ix = ndimage.distance_transform_edt(~ok, return_distances=False, return_indices=True)
+    return bands[:, iy, ix]
 
 
 def _shift_quality(block: np.ndarray, shifts: np.ndarray, block_info=None) -> np.ndarray:

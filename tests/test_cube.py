@@ -128,6 +128,11 @@ def test_make_cube_sorts_dates_and_refuses_duplicates(make_grid):
         make_cube(data, ["2021-01-01", "2021-01-01", "2021-02-01"], ["red", "nir"], make_grid(16, 16))
 
 
+def test_make_cube_refuses_duplicate_band_names_naming_them(make_grid):
+    with pytest.raises(SourceError, match=r"band names must be unique, but nir occurs more than once in the band names"):
+        make_cube(_data(), TIMES, ["nir", "nir"], make_grid(16, 16))
+
+
 def test_make_cube_rejects_shape_mismatches(make_grid):
     with pytest.raises(GridError, match="16x16"):
         make_cube(_data(), TIMES, ["red", "nir"], make_grid(16, 32))
@@ -165,7 +170,7 @@ def test_validate_cube_rejects_duplicate_or_unsorted_dates(cube):
 def test_validate_cube_rejects_missing_quality_duplicate_bands_and_no_crs(cube):
     with pytest.raises(SourceError, match="quality"):
         validate_cube(cube.drop_vars("quality"))
-    with pytest.raises(SourceError, match="unique"):
+    with pytest.raises(SourceError, match="unique, but red occurs more than once"):
         validate_cube(cube.assign_coords(band=["red", "red"]))
     with pytest.raises(SourceError, match="DataArray"):
         validate_cube(cube.values)

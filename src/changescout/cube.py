@@ -179,6 +179,7 @@ def make_cube(
     times = pd.DatetimeIndex(pd.to_datetime(list(times)))
     if len(times) != nt or len(bands) != nb:
         raise SourceError(f"data has {nt} dates and {nb} bands, but {len(times)} dates and {len(bands)} band names were given")
+    check_band_names(bands)
     nodata = da.isnan(arr).any(axis=1)
     if quality is None:
         q = da.where(nodata, np.uint8(Quality.NODATA), np.uint8(Quality.CLEAR)).astype(np.uint8)
@@ -234,13 +235,35 @@ def validate_cube(cube: xr.DataArray) -> xr.DataArray:
     times = pd.DatetimeIndex(cube["time"].values)
     if not times.is_monotonic_increasing or times.has_duplicates:
         raise SourceError("dates must be strictly increasing (use sort_by_time)")
-    bands = [str(b) for b in cube["band"].values]
-    if len(set(bands)) != len(bands):
-        raise SourceError(f"band names must be unique, got {bands}")
+    check_band_names(cube["band"].values)
     if "quality" not in cube.coords or cube["quality"].dims != ("time", "y", "x"):
         raise SourceError("a SeriesCube carries a 'quality' (time, y, x) uint8 coordinate")
     grid_of(cube)
     return cube
+
+
+def duplicates(names) -> list[str]:
+    """The names that occur more than once in ``names``, each once, in the order they repeat."""
+    names = [str(n) for n in names]
+    seen: set[str] = set()
+    dups = {n: None for n in names if n in seen or seen.add(n)}
+    return list(dups)
+
+
+def check_band_names(names, where=None, what: str = "the band names") -> list[str]:
+    """``names`` as strings; :class:`SourceError` (naming ``where``, a file) listing the names given twice or more
+    (``what`` says where the names come from: ``"--bands"``, ``"the band descriptions"``...).
+
+    Two bands of one name cannot be told apart: selecting or dropping one by name would silently drop the other."""
+    names = [str(n) for n in names]
+    dups = duplicates(names)
+    if dups:
+        raise SourceError(
+            f"band names must be unique, but {', '.join(dups)} occur{'s' if len(dups) == 1 else ''} more than once "
+            f"in {what} ({', '.join(names)})",
+            where,
+        )
+    return names
 
 
 def usable_mask(quality) -> "da.Array | np.ndarray":

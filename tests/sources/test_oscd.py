@@ -150,3 +150,14 @@ def test_label_conventions(tmp_path):
     assert oscd.read_label(write("a.tif", [1, 2, 1, 1])).tolist() == [[False, True], [False, False]]
     assert oscd.read_label(write("b.tif", [0, 1, 0, 0])).tolist() == [[False, True], [False, False]]
     assert not oscd.read_label(write("c.tif", [1, 1, 1, 1])).any()  # all "no change" (1/2 convention)
+
+
+def test_given_dates_and_bands_are_checked(root):
+    folder = root / "bercy"
+    with pytest.raises(SourceError, match=r"bercy: --dates must be strictly increasing, since they name imgs_1/ and "
+                                          r"imgs_2/ in order: date 2 \(2016-11-30\) is earlier than date 1"):
+        oscd.open(folder, dates=["2017-08-29", "2016-11-30"])
+    with pytest.raises(SourceError, match=r"bercy: band names must be unique, but B04 occurs more than once in --bands"):
+        oscd.open(folder, bands=["B04", "B08", "B04"])
+    with pytest.raises(SourceError, match=r"bercy: OSCD images have no quality mask; --mask does not apply"):
+        oscd.open(folder, mask=folder / "cm")

@@ -128,3 +128,15 @@ def test_georeferenced_tif_pair_keeps_its_crs(tmp_path):
     item = pairs.load_item(tmp_path, "x")
     assert grid_of(item.cube).crs == "EPSG:32631" and not pairs.is_pixel_grid(item.cube)
     assert grid_of(item.cube).affine.almost_equals(transform) and not item.label.any()
+
+
+def test_given_dates_bands_and_options_are_checked(tmp_path):
+    root = make_pairs(tmp_path)
+    # the dates name A then B: reversed, B would silently become the earlier image
+    with pytest.raises(SourceError, match=r"--dates must be strictly increasing, since they name the images in A/ and "
+                                          r"B/ in order: date 2 \(2015-06-01\) is earlier than date 1 \(2019-06-01\)"):
+        pairs.open(root, item="p2", dates=["2019-06-01", "2015-06-01"])
+    with pytest.raises(SourceError, match=r"band names must be unique, but red occurs more than once in --bands"):
+        pairs.open(root, item="p2", bands=["red", "red"])
+    with pytest.raises(SourceError, match=r"--grid and --mask do not apply"):
+        pairs.open(root, item="p2", mask=root / "label")

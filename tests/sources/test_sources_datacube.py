@@ -62,3 +62,21 @@ def test_cube_errors_name_the_file(tmp_path):
     bad.write_text("not netcdf")
     with pytest.raises(SourceError, match="bad.nc: cannot open the data cube"):
         open_series(bad)
+
+
+def test_cube_duplicate_band_names_are_refused(tmp_path):
+    path = ms.datacube(tmp_path / "cube.nc")
+    with pytest.raises(SourceError, match=r"cube.nc: band names must be unique, but B04 occurs more than once in --bands"):
+        open_series(path, bands=["B04", "B04"])
+    dup = tmp_path / "dup.nc"
+    ds = xr.open_dataset(path).load()
+    ds.assign_coords(band=["B02", "B03", "B03", "B08"]).to_netcdf(dup)
+    with pytest.raises(SourceError, match=r"dup.nc: band names must be unique, but B03 occurs more than once in the band "
+                                          r"coordinate of 'reflectance'"):
+        open_series(dup)
+
+
+def test_cube_options_that_do_not_apply_are_named_as_cli_options(tmp_path):
+    path = ms.datacube(tmp_path / "cube.nc")
+    with pytest.raises(SourceError, match="--dates and --mask do not apply"):
+        open_series(path, dates=list(ms.DATES))

@@ -88,3 +88,23 @@ def test_to_times_accepts_lists_and_text_and_names_bad_dates():
     assert to_times([dt.date(2020, 1, 2)]) == [pd.Timestamp("2020-01-02")]
     with pytest.raises(ConfigError, match="not-a-date"):
         to_times(["2018-04-29", "not-a-date"])
+
+
+@pytest.mark.parametrize("bad", ["2018-13-13", "2018-05-32", "29/04/2018", "2018/04/29", "today", "", "soon", 20180429])
+def test_bad_dates_give_one_line_naming_the_value_and_the_format(bad):
+    with pytest.raises(ConfigError) as err:
+        to_times(["2018-04-29", bad], where="stack.tif")
+    message = str(err.value)
+    assert "\n" not in message and "ISO8601" not in message and "format=" not in message
+    assert message.startswith("stack.tif: --dates holds ") and repr(bad) in message
+    assert "expected YYYY-MM-DD" in message
+
+
+def test_to_times_accepts_the_documented_forms():
+    import numpy as np
+
+    expected = pd.Timestamp("2018-04-29")
+    for value in ("2018-04-29", " 2018-04-29 ", "20180429", np.datetime64("2018-04-29"), expected, dt.date(2018, 4, 29)):
+        assert to_times([value]) == [expected]
+    assert to_times(["2018-04-29T10:30"]) == [pd.Timestamp("2018-04-29 10:30")]
+    assert to_times([]) == []

@@ -180,6 +180,52 @@ def test_dates_option_and_band_options(tmp_path):
         open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01"])
 
 
+def test_dates_option_for_a_folder_follows_sorted_file_order_unsorted_or_not(tmp_path):
+    # names that do not sort by date: the dates given label the files in sorted file order, then the cube is sorted
+    names = ["scene_10.tif", "scene_8.tif", "scene_9.tif"]  # sorted file order too
+    ms.multiband_folder(tmp_path / "f", names=names, with_nodata=False)
+    cube = open_series(tmp_path / "f", dates=["2021-03-01", "2021-01-01", "2021-02-01"])
+    assert list(pd.DatetimeIndex(cube.time.values).strftime("%m")) == ["01", "02", "03"]
+    values = footprint(cube).values
+    for t, t_file in enumerate((1, 2, 0)):  # January is scene_8.tif, the second file written
+        np.testing.assert_allclose(values[t], ms.scene(t_file) / 10000, rtol=1e-6)
+    with pytest.raises(SourceError, match=r"f: --dates gives scene_9.tif the same date 2021-01-01 as scene_8.tif"):
+        open_series(tmp_path / "f", dates=["2021-03-01", "2021-01-01", "2021-01-01"])
+    with pytest.raises(ConfigError, match=r"f: --dates holds '2021-02-30', which is not a date: expected YYYY-MM-DD"):
+        open_series(tmp_path / "f", dates=["2021-03-01", "2021-01-01", "2021-02-30"])
+    with pytest.raises(SourceError, match=r"scene_10.tif: no date in the name.*or pass --dates \(one per image") as err:
+        open_series(tmp_path / "f")
+    assert "dates=" not in str(err.value)
+
+
+def test_duplicate_band_names_in_a_folder_are_refused(tmp_path):
+    ms.multiband_folder(tmp_path / "f")
+    with pytest.raises(SourceError, match=r"band names must be unique, but B04 occurs more than once in --bands"):
+        open_series(tmp_path / "f", bands=["B04", "B08", "B04"])
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "g" / f"{date}.tif", ms.scene(t), descriptions=["B02", "B03", "B03", "B08"])
+    with pytest.raises(SourceError, match=r"2020-03-01.tif: band names must be unique, but B03 occurs more than once in "
+                                          r"the band descriptions"):
+        open_series(tmp_path / "g")
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "h" / f"{date}.tif", ms.scene(t))
+    with pytest.raises(SourceError, match=r"2020-03-01.tif: band names must be unique, but red occurs more than once in "
+                                          r"--bands"):
+        open_folder_directly(tmp_path / "h", bands=["red", "nir", "red", "swir"])
+    # single-band files whose names give one band twice (x_B04.tif and x-B04.tif)
+    for name in ("2020-03-01_B04.tif", "2020-03-01-B04.tif"):
+        ms.write_geotiff(tmp_path / "s" / name, ms.scene(0)[:1])
+    with pytest.raises(SourceError, match=r"band names must be unique, but B04 occurs more than once in the band suffixes"):
+        open_series(tmp_path / "s")
+
+
+def open_folder_directly(path, **kwargs):
+    """The folder source called directly (no open_series, whose own --bands check comes first)."""
+    from changescout.sources import geotiff
+
+    return geotiff.open(path, **kwargs)
+
+
 def test_bands_without_descriptions(tmp_path):
     for t, date in enumerate(ms.DATES[:2]):
         ms.write_geotiff(tmp_path / "f" / f"{date}.tif", ms.scene(t))
@@ -202,6 +248,8 @@ def test_band_count_mismatch_names_the_file(tmp_path):
         (lambda p: p.mkdir(), "holds no GeoTIFF"),
         (lambda p: ms.corrupt_tif(p / "2020-01-01.tif"), "2020-01-01.tif: not a readable raster"),
         (lambda p: ms.write_geotiff(p / "2020-01-01.tif", ms.scene(0), crs=None), "2020-01-01.tif: the raster has no CRS"),
+        (lambda p: ms.write_geotiff(p / "2020-01-01.tif", ms.scene(0), crs=None, transform=None),
+         "2020-01-01.tif: the raster has no CRS"),
         (lambda p: (ms.multiband_folder(p, dates=["2020-01-01"]), ms.multiband_folder(p, names=["x_20200101.tif"], dates=["2020-01-01"])),
          "20200101.tif: has the same date 2020-01-01 as .*2020-01-01.tif"),
     ],

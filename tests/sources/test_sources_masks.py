@@ -41,7 +41,7 @@ def test_convention_inferred_from_name_or_given():
     assert convention_for("LE7_fmask", None, "x") == "fmask"
     assert convention_for("SCL", None, "x") == "scl"
     assert convention_for("fmask", "SCL", "x") == "scl"
-    with pytest.raises(SourceError, match="mask_convention") as err:
+    with pytest.raises(SourceError, match="pass --mask-convention, one of") as err:
         convention_for("qa", None, "/data/folder")
     assert "/data/folder" in str(err.value) and "'qa'" in str(err.value)
     with pytest.raises(SourceError, match="unknown mask convention 'bits'"):

@@ -41,6 +41,7 @@ def test_unknown_path_and_kind_list_the_available_kinds(tmp_path):
     with pytest.raises(SourceError, match="cannot tell what kind") as err:
         open_series(notes)
     assert str(notes) in str(err.value) and "geotiff" in str(err.value) and "datacube" in str(err.value)
+    assert "pass --kind, one of" in str(err.value) and "kind=" not in str(err.value)
     with pytest.raises(SourceError, match="unknown source kind 'bogus'; available kinds: .*stacked"):
         open_series(notes, kind="bogus")
     with pytest.raises(SourceError, match="does not exist"):
@@ -98,3 +99,18 @@ def test_gridspec_parse(text, spec):
 def test_gridspec_parse_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         GridSpec.parse(text)
+
+
+def test_duplicate_bands_are_refused_for_every_kind_before_reading(tmp_path, monkeypatch):
+    import changescout.sources.registry as registry
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the source was opened")
+
+    monkeypatch.setattr(registry, "get_source", no_reading)
+    for source in (tmp_path / "any.tif", "synthetic"):
+        for bands in (["B02", "B11", "B11", "B02"], "B02,B11,B11,B02"):
+            with pytest.raises(SourceError, match=r"band names must be unique, but B11, B02 occur more than once in "
+                                                  r"--bands \(B02, B11, B11, B02\)") as err:
+                open_series(source, kind="stacked", bands=bands)
+            assert str(source) in str(err.value)

@@ -5,7 +5,7 @@ import pytest
 import make_sources as ms
 from changescout.cube import Quality, grid_of
 from changescout.errors import ConfigError, SourceError
-from changescout.sources import open_series
+from changescout.sources import open_series, stacked
 
 H, W = ms.SHAPE
 
@@ -17,15 +17,13 @@ def native(cube):
 
 def test_date_major_values_round_trip(tmp_path):
     path = ms.stacked_file(tmp_path / "stack.tif")
-    shuffled = [ms.DATES[2], ms.DATES[0], ms.DATES[1]]  # dates in the file's order, not sorted
-    cube = open_series(path, dates=shuffled, bands=ms.BANDS, patch_size=8, chunks=16)
+    cube = open_series(path, dates=ms.DATES, bands=ms.BANDS, patch_size=8, chunks=16)
     assert cube.attrs["source_kind"] == "stacked" and cube.attrs["level"] == "unknown"
     assert cube.attrs["label"] == "stack" and cube.attrs["source_files"] == [str(path.resolve())]
-    assert list(pd.DatetimeIndex(cube.time.values)) == list(pd.to_datetime(sorted(ms.DATES)))
+    assert list(pd.DatetimeIndex(cube.time.values)) == list(pd.to_datetime(ms.DATES))
     values = native(cube).values
-    for t_file, date in enumerate(shuffled):
-        t = sorted(ms.DATES).index(date)
-        np.testing.assert_allclose(values[t], ms.scene(t_file) / 10000, rtol=1e-6)
+    for t in range(len(ms.DATES)):  # date block t of the file is date t
+        np.testing.assert_allclose(values[t], ms.scene(t) / 10000, rtol=1e-6)
     assert grid_of(cube).transform[2] % (8 * ms.RES) == 0
     assert (native(cube).quality.values == Quality.CLEAR).all()
 
@@ -51,9 +49,61 @@ def test_stacked_errors_say_the_numbers(tmp_path):
         open_series(path)
     with pytest.raises(SourceError, match=r"stack.tif: has 12 bands but 3 dates x 5 bands = 15"):
         open_series(path, dates=ms.DATES, bands=["a", "b", "c", "d", "e"])
-    with pytest.raises(SourceError, match=r"stack.tif: has 12 bands and no band descriptions; pass bands=.* 4 bands"):
+    with pytest.raises(SourceError, match=r"stack.tif: has 12 bands and no band descriptions; pass --bands.* 4 bands"):
         open_series(path, dates=ms.DATES)
-    with pytest.raises(ConfigError, match="dates must be dates"):
+    with pytest.raises(ConfigError, match=r"stack.tif: --dates holds 'soon', which is not a date: expected YYYY-MM-DD"):
         open_series(path, dates=["2020-01-01", "soon", "later"], bands=ms.BANDS)
     with pytest.raises(SourceError, match="stack.tif: holds 12 mask bands but the series has 3 dates"):
         open_series(path, dates=ms.DATES, bands=ms.BANDS, mask=path, mask_convention="fmask")
+
+
+def test_messages_name_the_cli_options_not_python_arguments(tmp_path):
+    path = ms.stacked_file(tmp_path / "stack.tif")
+    for kwargs in ({}, {"dates": ms.DATES}, {"dates": ms.DATES, "bands": ["a", "b", "c", "d", "e"]}):
+        with pytest.raises(SourceError) as err:
+            open_series(path, **kwargs)
+        message = str(err.value)
+        assert "--dates" in message or "--bands" in message
+        assert "dates=" not in message and "bands=" not in message
+    with pytest.raises(SourceError, match=r"check --dates and --bands"):
+        open_series(path, dates=ms.DATES, bands=["a", "b", "c", "d", "e"])
+
+
+@pytest.mark.parametrize(
+    "dates, message",
+    [
+        # the first two dates swapped: the blocks would silently take each other's dates
+        ((ms.DATES[1], ms.DATES[0], ms.DATES[2]), r"date 2 \(2020-03-01\) is earlier than date 1 \(2020-04-10\)"),
+        ((ms.DATES[0], ms.DATES[2], ms.DATES[1]), r"date 3 \(2020-04-10\) is earlier than date 2 \(2020-05-20\)"),
+        ((ms.DATES[0], ms.DATES[1], ms.DATES[1]), r"date 3 \(2020-04-10\) is the same date as date 2 \(2020-04-10\)"),
+    ],
+)
+def test_dates_out_of_order_are_refused(tmp_path, dates, message):
+    path = ms.stacked_file(tmp_path / "stack.tif")
+    with pytest.raises(SourceError, match=r"stack.tif: --dates must be strictly increasing.*" + message):
+        open_series(path, dates=list(dates), bands=ms.BANDS)
+
+
+def test_duplicate_band_names_are_refused_whatever_their_origin(tmp_path):
+    path = ms.stacked_file(tmp_path / "stack.tif")
+    # --bands: one band would be silently dropped, the count check passing on the list's length
+    with pytest.raises(SourceError, match=r"stack.tif: band names must be unique, but B04 occurs more than once in --bands"):
+        open_series(path, dates=ms.DATES, bands=["B02", "B04", "B04", "B08"])
+    with pytest.raises(SourceError, match=r"B04 occurs more than once in --bands"):  # the source called directly
+        stacked.open(path, dates=ms.DATES, bands=["B02", "B04", "B04", "B08"])
+    # band descriptions
+    data = np.concatenate([ms.scene(t) for t in range(len(ms.DATES))])
+    named = ms.write_geotiff(tmp_path / "named.tif", data, descriptions=["B02", "B03", "B03", "B08"] * len(ms.DATES))
+    with pytest.raises(SourceError, match=r"named.tif: band names must be unique, but B03 occurs more than once in the band descriptions"):
+        open_series(named, dates=ms.DATES)
+
+
+def test_real_bouconne_duplicate_band_and_swapped_dates(real_data):
+    path = real_data / "s2_timeseries_bouconne" / "2018_3A_Theia_Bouconne.tif"
+    dates = "2018-04-29,2018-05-13,2018-07-08,2018-08-15,2018-09-15,2018-10-15,2018-11-15".split(",")
+    bands = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
+    with pytest.raises(SourceError, match=r"Bouconne.tif: band names must be unique, but B11 occurs more than once"):
+        open_series(path, kind="stacked", dates=dates, bands=bands[:-1] + ["B11"])
+    swapped = [dates[1], dates[0], *dates[2:]]
+    with pytest.raises(SourceError, match=r"Bouconne.tif: --dates must be strictly increasing.*\(2018-04-29\).*\(2018-05-13\)"):
+        open_series(path, kind="stacked", dates=swapped, bands=bands)

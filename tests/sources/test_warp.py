@@ -144,3 +144,23 @@ def test_a_date_missing_from_a_stacked_file_is_nan_for_that_date_only(tmp_path, 
     assert np.isnan(values[1][inside]).all() and (quality[1][inside[1:]] == Quality.NODATA).all()
     assert np.isfinite(values[[0, 2]][(slice(None), *inside)]).all()
     assert np.nanmin(values) > 0  # no -9999 anywhere, blended or not
+
+
+def test_probe_reports_missing_georeference_without_rasterio_warnings(tmp_path):
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from changescout.errors import SourceError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # writing without a geotransform warns too
+        no_crs = ms.write_geotiff(tmp_path / "nocrs.tif", ms.scene(0), crs=None, transform=None)
+        crs_only = ms.write_geotiff(tmp_path / "crsonly.tif", ms.scene(0), transform=None)
+    for path, message in ((no_crs, "nocrs.tif: the raster has no CRS"),
+                          (crs_only, "crsonly.tif: the raster has a CRS but no geotransform")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(SourceError, match=message):
+                warp.probe(path)
+        assert not [w for w in caught if issubclass(w.category, NotGeoreferencedWarning)]

@@ -24,6 +24,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject, transform_bounds
 
+from ..cube import check_band_names
 from ..errors import SourceError
 from .masks import lookup_table, to_quality
 from .warp import RasterInfo, build_cube, resolve_grid, scaling
@@ -47,7 +48,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     """Open a data cube file as a SeriesCube (see the module docstring)."""
     path = Path(path)
     if dates is not None or mask is not None:
-        raise SourceError("a data cube carries its own dates and quality; dates= and mask= do not apply", path)
+        raise SourceError("a data cube carries its own dates and quality; --dates and --mask do not apply", path)
     ds = _open_dataset(path)
     var = _variable(ds, variable, path)
     if var.y.size > 1 and var.y[1] > var.y[0]:
@@ -75,8 +76,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
 
     scale, off = scaling(var.dtype, sample, scale_factor, offset)
     names = [str(b) for b in var["band"].values] if "band" in var.coords else [f"b{i + 1}" for i in range(var.sizes["band"])]
+    check_band_names(names, path, f"the band coordinate of {var.name!r}")
     array = ReprojectedCube(var, quality, info, out, scale, off, lut)
     if bands is not None:
+        bands = check_band_names(bands, path, "--bands")
         missing = [b for b in bands if b not in names]
         if missing:
             raise SourceError(f"has no band(s) {missing}; its bands are {names}", path)
@@ -90,7 +93,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     }
     time_coords = {k: c.values.tolist() for k, c in var.coords.items() if c.dims == ("time",) and k != "time"}
     cube = build_cube(array, var["time"].values, names, out, chunks=chunks, attrs=attrs, time_coords=time_coords)
-    return cube if bands is None else cube.sel(band=[str(b) for b in bands])
+    return cube if bands is None else cube.sel(band=bands)
 
 
 def _open_dataset(path: Path) -> xr.Dataset:

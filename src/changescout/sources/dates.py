@@ -12,11 +12,13 @@ Recognised date patterns, tried in this order (the first that matches a valid da
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
+import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SourceError
 
 ACCEPTED_PATTERNS = (
     "YYYY-MM-DD",
@@ -59,13 +61,49 @@ def parse_date(name: str) -> pd.Timestamp | None:
     return None
 
 
-def to_times(dates) -> list[pd.Timestamp]:
-    """Dates given by the user (a list, or text ``"2018-04-29,2018-05-13"``) as timestamps."""
+#: Text a user may give as a date: ``YYYY-MM-DD`` (optionally with a time, ``T10:30``) or ``YYYYMMDD``.
+_USER_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?|\d{8}")
+
+
+def to_times(dates, where=None, option: str = "--dates") -> list[pd.Timestamp]:
+    """Dates given by the user (a list, or text ``"2018-04-29,2018-05-13"``) as timestamps.
+
+    Text must read ``YYYY-MM-DD`` (``YYYYMMDD`` and a time ``YYYY-MM-DDTHH:MM`` are accepted too); dates and
+    datetimes pass as they are. A bad value raises a one-line :class:`ConfigError` naming it, the option it came
+    from (``option``) and the file it is for (``where``), never a guess at a day-first or month-first reading."""
     items = [d.strip() for d in dates.split(",")] if isinstance(dates, str) else list(dates)
-    try:
-        return list(pd.to_datetime(items))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"dates must be dates like '2018-04-29', got {items}: {exc}") from exc
+    return [_to_time(item, where, option) for item in items]
+
+
+def _to_time(item, where, option: str) -> pd.Timestamp:
+    text = item.strip() if isinstance(item, str) else item
+    ok = (
+        _USER_DATE.fullmatch(text) if isinstance(text, str)
+        else isinstance(text, (dt.date, np.datetime64))
+    )
+    t = None
+    if ok:
+        try:
+            t = pd.Timestamp(text)
+        except (ValueError, TypeError, OverflowError):
+            t = None
+    if t is None or pd.isna(t):
+        raise ConfigError(f"{option} holds {item!r}, which is not a date: expected YYYY-MM-DD (e.g. 2018-04-29)", where)
+    return t
+
+
+def check_increasing(times, where, names: str = "the file's date blocks") -> None:
+    """:class:`SourceError` unless ``times`` (user dates that name ``names`` in order) are strictly increasing;
+    it shows the first pair out of order."""
+    for i in range(1, len(times)):
+        a, b = times[i - 1], times[i]
+        if not b > a:
+            how = "the same date as" if b == a else "earlier than"
+            raise SourceError(
+                f"--dates must be strictly increasing, since they name {names} in order: date {i + 1} "
+                f"({b:%Y-%m-%d}) is {how} date {i} ({a:%Y-%m-%d})",
+                where,
+            )
 
 
 _PLATFORMS = (

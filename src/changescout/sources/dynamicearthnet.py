@@ -38,7 +38,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 
-from ..cube import OutputGrid, grid_of
+from ..cube import OutputGrid, check_band_names, grid_of
 from ..errors import ConfigError, SourceError
 from .dates import to_times
 from .warp import Layer, Scene, as_grid, open_scenes, probe, resolve_grid
@@ -197,7 +197,7 @@ def open(path, *, images=None, labels_root=None, dates=None, bands=None, grid=No
     if not sniff(pfsr):
         raise SourceError("is not a DynamicEarthNet cube folder (expected PF-SR/YYYY-MM-DD.tif)", p)
     if mask is not None:
-        raise SourceError("Planet Fusion images are gap-filled and have no quality mask; mask= does not apply", p)
+        raise SourceError("Planet Fusion images are gap-filled and have no quality mask; --mask does not apply", p)
     cube = pfsr.parent.name
     if labels_root is not None:
         folder = _label_dir(Path(labels_root), cube)
@@ -230,17 +230,18 @@ def _open_cube(pfsr: Path, cube: str, months, images: str, *, dates=None, bands=
     series.attrs.update(label=cube, dataset="dynamicearthnet", images=images if dates is None else "dates",
                         product="Planet Fusion surface reflectance (PF-SR)")
     if bands is not None:
+        bands = check_band_names(bands, pfsr, "--bands")
         unknown = [b for b in bands if b not in names]
         if unknown:
             raise SourceError(f"has no band(s) {unknown}; its bands are {names}", pfsr)
-        series = series.sel(band=[str(b) for b in bands])
+        series = series.sel(band=bands)
     return series
 
 
 def _select(files: dict[pd.Timestamp, Path], months, images: str, dates, where) -> dict[pd.Timestamp, Path]:
     """The images of the chosen dates, by rule ``images`` or by explicit ``dates``."""
     if dates is not None:
-        wanted = to_times(dates)
+        wanted = to_times(dates, where)
         missing = [f"{t:%Y-%m-%d}" for t in wanted if t not in files]
         if missing:
             raise SourceError(f"has no image of the date(s) {missing}", where)

@@ -6,9 +6,12 @@ Two layouts, possibly with one sub-folder per date:
 * one single-band file per band per date, the band named by the file-name suffix
   (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``).
 
-Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]``, one per image in
-sorted file order. Band names come from band descriptions, else file suffixes; then ``bands`` selects among
-them. Without such names ``bands`` names the bands, else they are ``b1..bN``. A band named ``fmask``, ``SCL``,
+Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]`` (``--dates``), one
+per image in sorted file order. Unlike a stacked file's date blocks, these need not be increasing: each one
+labels a named file, and names need not sort by date (``scene_10.tif`` sorts before ``scene_9.tif``), so the
+images are put in date order; a date given twice is an error naming both files. Band names come from band
+descriptions, else file suffixes; then ``bands`` selects among them. Without such names ``bands`` names the
+bands, else they are ``b1..bN``. Band names must be unique. A band named ``fmask``, ``SCL``,
 ``qa`` or ``mask`` is the quality mask of its date, not a reflectance band.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..cube import check_band_names
 from ..errors import SourceError
 from .dates import ACCEPTED_PATTERNS, parse_date, to_times
 from .masks import convention_for, is_mask_name, lookup_table
@@ -88,9 +92,19 @@ def _groups(root: Path) -> dict[str, list[Path]]:
 
 def _times(groups: dict[str, list[Path]], dates, root: Path):
     if dates is not None:
-        times = to_times(dates)
+        times = to_times(dates, root)
         if len(times) != len(groups):
             raise SourceError(f"holds {len(groups)} images (dates) but {len(times)} dates were given", root)
+        seen = {}
+        for t, files in zip(times, groups.values()):
+            name = files[0].relative_to(root)
+            if t in seen:
+                raise SourceError(
+                    f"--dates gives {name} the same date {t:%Y-%m-%d} as {seen[t]} (dates are given one per image, "
+                    "in sorted file order); give one image per date",
+                    root,
+                )
+            seen[t] = name
         return times
     times, seen = [], {}
     for files in groups.values():
@@ -98,7 +112,7 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
         if t is None:
             raise SourceError(
                 f"no date in the name; name files or folders with one of: {'; '.join(ACCEPTED_PATTERNS)}, "
-                "or pass dates=[...] (one per image, in sorted file order)",
+                "or pass --dates (one per image, in sorted file order)",
                 files[0],
             )
         if t in seen:
@@ -117,26 +131,29 @@ def _date_of(file: Path, root: Path):
 def _bands_of(files: list[Path], bands, root: Path):
     """``(reflectance band names, their layers, (mask name, mask layer) or None)`` of one date's files."""
     if len(files) > 1 or (_suffix(files[0]) and probe(files[0]).count == 1):
-        native = [_suffix(f) for f in files]
+        native = check_band_names([_suffix(f) for f in files], files[0], "the band suffixes of the file names")
         layers = [Layer(str(f.resolve()), 1) for f in files]
     else:
         info = probe(files[0])
         layers = [Layer(str(files[0].resolve()), i + 1) for i in range(info.count)]
-        native = list(info.descriptions) if all(info.descriptions) else None
+        native = None
+        if all(info.descriptions):
+            native = check_band_names(info.descriptions, files[0], "the band descriptions")
         if native is None and bands is not None:
             if len(bands) != info.count:
                 raise SourceError(f"has {info.count} bands but {len(bands)} band names were given ({list(bands)})", files[0])
-            native, bands = list(bands), None
+            native, bands = check_band_names(bands, files[0], "--bands"), None
         native = native or [f"b{i + 1}" for i in range(info.count)]
     return split_mask(native, layers, bands, files[0])
 
 
 def split_mask(names, layers, wanted, where):
     """Separate the mask band from the reflectance bands, then keep the ``wanted`` ones (all when ``None``)."""
+    names = check_band_names(names, where)
     masks = [(n, layer) for n, layer in zip(names, layers) if is_mask_name(n)]
     keep = {n: layer for n, layer in zip(names, layers) if not is_mask_name(n)}
     if wanted is not None:
-        wanted = [str(b) for b in wanted if not is_mask_name(b)]
+        wanted = [b for b in check_band_names(wanted, where, "--bands") if not is_mask_name(b)]
         missing = [b for b in wanted if b not in keep]
         if missing:
             raise SourceError(f"has no band(s) {missing}; its bands are {list(keep)}", where)

@@ -46,7 +46,7 @@ def convention_for(name: str, given: str | None, where: str) -> str:
             raise SourceError(f"unknown mask convention {given!r}; use one of {list(CONVENTIONS)}", where)
         raise SourceError(
             f"cannot tell the convention of the mask {name!r} from its name; "
-            f"pass mask_convention= one of {list(CONVENTIONS)}",
+            f"pass --mask-convention, one of {list(CONVENTIONS)}",
             where,
         )
     return conv

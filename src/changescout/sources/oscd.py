@@ -39,7 +39,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject
 
-from ..cube import OutputGrid, make_cube, usable_mask, validate_cube
+from ..cube import OutputGrid, check_band_names, make_cube, usable_mask, validate_cube
 from ..errors import SourceError
 from .labelled import LabelledPair
 from .warp import DEFAULT_SCALE, as_grid, probe, resolve_grid
@@ -118,7 +118,7 @@ def read_dates(folder) -> list[pd.Timestamp]:
     """The two dates of a city folder, from its ``dates.txt`` (``date_1: YYYYMMDD``, ``date_2: YYYYMMDD``)."""
     path = Path(folder) / "dates.txt"
     if not path.is_file():
-        raise SourceError("no dates.txt (lines 'date_1: YYYYMMDD' and 'date_2: YYYYMMDD'); pass dates=[d1, d2]", folder)
+        raise SourceError("no dates.txt (lines 'date_1: YYYYMMDD' and 'date_2: YYYYMMDD'); pass --dates D1,D2", folder)
     found = {}
     for line in path.read_text().splitlines():
         if m := _DATE_LINE.match(line):
@@ -155,16 +155,17 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     """Open an OSCD city folder as a two-date SeriesCube (see the module docstring).
 
     ``grid=None`` keeps the imgs_1 B02 grid; another grid (``GridSpec``, its text form or an ``OutputGrid``) is
-    resolved from B02 as for other sources. ``dates`` overrides ``dates.txt``; ``bands`` selects bands.
+    resolved from B02 as for other sources. ``dates`` overrides ``dates.txt`` (imgs_1's date then imgs_2's,
+    increasing); ``bands`` selects bands.
     """
     folder = Path(path)
     if not _is_city(folder):
         raise SourceError("is not an OSCD city folder (expected imgs_1/ and imgs_2/ sub-folders)", folder)
     if mask is not None:
-        raise SourceError("OSCD images have no quality mask; mask= does not apply", folder)
+        raise SourceError("OSCD images have no quality mask; --mask does not apply", folder)
     times = read_dates(folder) if dates is None else _two_dates(dates, folder)
     files = [band_files(folder / d) for d in DATE_FOLDERS]
-    names = list(BANDS) if bands is None else [str(b) for b in bands]
+    names = list(BANDS) if bands is None else check_band_names(bands, folder, "--bands")
     unknown = [b for b in names if b not in BANDS]
     if unknown:
         raise SourceError(f"has no band(s) {unknown}; its bands are {list(BANDS)}", folder)
@@ -250,10 +251,11 @@ def _read_plain(path: Path) -> np.ndarray:
 
 
 def _two_dates(dates, where) -> list[pd.Timestamp]:
-    from .dates import to_times
+    from .dates import check_increasing, to_times
 
-    times = to_times(dates)
+    times = to_times(dates, where)
     if len(times) != 2:
         raise SourceError(f"an OSCD city has 2 dates, {len(times)} were given", where)
+    check_increasing(times, where, "imgs_1/ and imgs_2/")
     return times
 

@@ -27,7 +27,7 @@ import rasterio
 import xarray as xr
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from ..cube import OutputGrid, make_cube, validate_cube
+from ..cube import OutputGrid, check_band_names, make_cube, validate_cube
 from ..errors import SourceError
 from .labelled import LabelledPair
 
@@ -100,7 +100,8 @@ def sniff(path) -> bool:
 def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
          chunks=1024, level=None, scale_factor=None, offset=None):
     """Open one pair as a two-date SeriesCube: ``path`` is the root with ``item=`` a pair name (optional when
-    the root holds one pair), or an image file in ``A/``. ``dates`` replaces the placeholder dates."""
+    the root holds one pair), or an image file in ``A/``. ``dates`` replaces the placeholder dates: A's date then
+    B's, increasing."""
     path = Path(path)
     if path.is_file():
         root, item = path.parent.parent, path.stem
@@ -113,7 +114,7 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
                 raise SourceError(f"holds {len(names)} pairs; pass item= one of {names[:5]}{more}", root)
             item = names[0]
     if grid is not None or mask is not None:
-        raise SourceError("an image pair is read on its own pixel grid and has no quality mask; grid= and mask= "
+        raise SourceError("an image pair is read on its own pixel grid and has no quality mask; --grid and --mask "
                           "do not apply", root)
     files = [_find(root / "A", item), _find(root / "B", item)]
     arrays, georef = zip(*(_read(f, with_georef=True) for f in files))
@@ -147,10 +148,11 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
     times = list(PLACEHOLDER_DATES) if dates is None else _two_dates(dates, root)
     cube = make_cube(da.from_array(data, chunks=(1, -1, chunks, chunks)), times, names, out, attrs=attrs)
     if bands is not None:
+        bands = check_band_names(bands, root, "--bands")
         unknown = [b for b in bands if b not in names]
         if unknown:
             raise SourceError(f"has no band(s) {unknown}; its bands are {names}", root)
-        cube = cube.sel(band=[str(b) for b in bands])
+        cube = cube.sel(band=bands)
     return validate_cube(cube)
 
 
@@ -190,9 +192,10 @@ def _read(path: Path, with_georef: bool = False):
 
 
 def _two_dates(dates, where):
-    from .dates import to_times
+    from .dates import check_increasing, to_times
 
-    times = to_times(dates)
+    times = to_times(dates, where)
     if len(times) != 2:
         raise SourceError(f"a pair has 2 dates, {len(times)} were given", where)
+    check_increasing(times, where, "the images in A/ and B/")
     return times

@@ -12,7 +12,7 @@ import importlib.util
 import warnings
 from pathlib import Path
 
-from ..cube import validate_cube
+from ..cube import check_band_names, validate_cube
 from ..errors import SourceError
 
 ENTRY_POINT_GROUP = "changescout.sources"
@@ -74,7 +74,7 @@ def sniff_kind(source) -> str:
             warnings.warn(f"source plugin {kind!r} failed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
     raise SourceError(
         "cannot tell what kind of source this is (expected a folder of GeoTIFFs, a .tif, a .nc/.h5 file, a "
-        ".zarr store, an OSCD city folder, a DynamicEarthNet cube folder or an A/B pairs folder); pass kind= one "
+        ".zarr store, an OSCD city folder, a DynamicEarthNet cube folder or an A/B pairs folder); pass --kind, one "
         f"of: {', '.join(available_sources())}",
         path,
     )
@@ -89,6 +89,11 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
     :class:`~changescout.sources.warp.GridSpec`, its text form ``"EPSG:32631,10"`` or an ``OutputGrid``.
     ``options`` go to the source (``level=``, ``scale_factor=``, ``offset=``, ``variable=``, ``seed=``...).
     """
+    if bands is not None:
+        # --bands once for every kind, before any file is read: a name given twice would make two bands that
+        # cannot be told apart (a source keeping bands by name silently drops one of them)
+        bands = [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)
+        check_band_names(bands, source, "--bands")
     kind = kind or sniff_kind(source)
     module = get_source(kind)
     given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}

@@ -1,7 +1,10 @@
 """One GeoTIFF whose bands are dates x bands, date-major: band ``n_bands * t + b`` (1-based: + 1).
 
-A file does not say which dates its bands hold, so ``dates=[...]`` is required, in the file's order, with
-``bands=[...]`` (or band descriptions on the first ``n_bands`` bands). The processing level cannot be read
+A file does not say which dates its bands hold, so ``dates=[...]`` (``--dates``) is required: one per date
+block in the file's order, which must be strictly increasing (dates out of order are far likelier a typo than a
+file stored out of time order, and would silently give a block another block's date; reorder such a file with
+``gdal_translate -b``). Band names come from ``bands=[...]`` (``--bands``) or the band descriptions of the
+first ``n_bands`` bands, and must be unique. The processing level cannot be read
 from such a file: it is ``"unknown"`` unless ``level=`` is given. A band named like a mask (``fmask``,
 ``SCL``...) is each date's quality mask.
 """
@@ -10,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import to_times
+from .dates import check_increasing, to_times
 from .geotiff import external_masks, split_mask
 from .masks import convention_for, lookup_table
 from .warp import Layer, Scene, open_scenes, probe
@@ -30,25 +34,33 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     info = probe(path)
     if not dates:
         raise SourceError(
-            f"a stacked GeoTIFF ({info.count} bands) does not say its dates: pass dates=[...], one per date in the "
-            "file's order (and bands=[...], the band names of one date)",
+            f"a stacked GeoTIFF ({info.count} bands) does not say its dates: pass --dates YYYY-MM-DD,..., one per date "
+            "in the file's order (and --bands, the band names of one date)",
             path,
         )
-    times = to_times(dates)
+    times = to_times(dates, path)
+    check_increasing(times, path)
     n_dates = len(times)
     if bands is None:
-        if not all(info.descriptions) or info.count % n_dates:
+        if all(info.descriptions) and info.count % n_dates:
             raise SourceError(
-                f"has {info.count} bands and no band descriptions; pass bands=[...], the names of the "
+                f"has {info.count} bands, which {n_dates} dates cannot share evenly; check --dates (one per date "
+                "block in the file's order)",
+                path,
+            )
+        if not all(info.descriptions):
+            raise SourceError(
+                f"has {info.count} bands and no band descriptions; pass --bands, the names of the "
                 f"{info.count // n_dates if info.count % n_dates == 0 else '?'} bands of one date",
                 path,
             )
-        bands = list(info.descriptions[: info.count // n_dates])
-    names = [str(b) for b in bands]
+        names = check_band_names(info.descriptions[: info.count // n_dates], path, "the band descriptions")
+    else:
+        names = check_band_names(bands, path, "--bands")
     if info.count != n_dates * len(names):
         raise SourceError(
             f"has {info.count} bands but {n_dates} dates x {len(names)} bands = {n_dates * len(names)}; "
-            "check dates= and bands= (band index = n_bands * date + band)",
+            "check --dates and --bands (band index = n_bands * date + band)",
             path,
         )
     file = str(path.resolve())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +32,7 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 from pyproj import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
@@ -88,9 +89,24 @@ class RasterInfo:
 @lru_cache(maxsize=4096)
 def _probe(path: str, mtime: float) -> RasterInfo:
     try:
-        with rasterio.open(path) as src:
+        # rasterio warns (NotGeoreferencedWarning) on opening a raster without a geotransform; such a raster is
+        # refused below with an error naming the file, so the warning would only repeat it on stderr
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        ungeoreferenced = any(issubclass(w.category, NotGeoreferencedWarning) for w in caught)
+        for w in caught:  # other warnings are not ours to hide
+            if not issubclass(w.category, NotGeoreferencedWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        with src:
             if src.crs is None:
                 raise SourceError("the raster has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32631)", path)
+            if ungeoreferenced:
+                raise SourceError(
+                    "the raster has a CRS but no geotransform (pixel size and origin); write one "
+                    "(e.g. gdal_edit.py -a_ullr ULX ULY LRX LRY)",
+                    path,
+                )
             if src.transform.b or src.transform.d:
                 raise SourceError("rotated rasters are not supported; warp it north-up first", path)
             return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, src.count, src.dtypes[0], src.descriptions)

@@ -14,6 +14,7 @@ import typer
 
 from changescout import cli
 from changescout.events import read_events
+from changescout.objects import read_objects
 from changescout.pipeline import RunConfig
 from changescout.similar import RunView
 
@@ -140,6 +141,12 @@ def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session
     ev = read_events(out)
     top = ev.sort_values("rank")["event_id"].iloc[0]
     assert top[:20] in stdout  # the summary table shows the top event
+    objs = read_objects(out).head(10)
+    assert "until" in stdout  # an episode's end (a flood receding) is shown with its onset
+    ended = objs.dropna(subset=["t_end"])
+    assert len(ended)
+    for _, o in ended.iterrows():
+        assert re.search(rf"{o['t1']:%Y-%m-%d}\W+{o['t_end']:%Y-%m-%d}", stdout)  # t1, then until
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["min_clear"] == 0.75 and cfg["config"]["label"] == "t"
     # the same series, seed and settings as the library's session run: the same ranked events

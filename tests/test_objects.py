@@ -10,7 +10,7 @@ import shapely
 
 from changescout.cube import OutputGrid
 from changescout.errors import ConfigError
-from changescout.objects import ObjectRanker, group_objects, object_geometries, read_objects
+from changescout.objects import ObjectRanker, group_objects, lead_events, object_geometries, read_objects
 from changescout.tiling import PatchGrid
 
 T = pd.Timestamp
@@ -195,6 +195,17 @@ def test_a_flood_and_its_recession_are_one_episode():
     assert pd.isna(obj.set_index("object_id").loc[ids[5], "t_end"])
     apart, _ = ObjectRanker(episodes=False).fit_transform(ev, vecs)
     assert apart["object_id"].iloc[-7] != apart["object_id"].iloc[-5]
+
+
+def test_an_object_is_shown_by_its_most_atypical_onset_patch():
+    """A flood's recession may score higher than its onset; the patch that stands for the flood (summary
+    table, report, quicklooks) is still one of its onset, dated like the object."""
+    events = pd.DataFrame({"object_id": [7, 7, 7, 8], "event_id": ["on-a", "on-b", "end-a", "other"],
+                           "t1": [T("2021-03-01"), T("2021-03-01"), T("2021-05-01"), T("2021-05-01")],
+                           "atypicality": [0.6, 0.8, 0.95, 0.5]})
+    objects = pd.DataFrame({"object_id": [7, 8], "t1": [T("2021-03-01"), T("2021-05-01")]})
+    lead = lead_events(events, objects)
+    assert lead.loc[7, "event_id"] == "on-b" and lead.loc[8, "event_id"] == "other"
 
 
 def test_object_polygons_are_dissolved_and_areas_in_hectares():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -62,20 +63,21 @@ def _dask_progress(description: str, _n: int):
 
 def _summary(run_dir: Path, top: int = 10) -> None:
     from .events import read_events
-    from .objects import read_objects
+    from .objects import lead_events, read_objects
 
     events = read_events(run_dir)
     objects = read_objects(run_dir).head(top)
-    lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")
+    lead = lead_events(events, objects)
     table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
-    for c in ("rank", "object", "t0", "t1", "patches", "area ha", "atypicality", "rarity", "persistence", "recurrence",
-              "most atypical patch"):
-        table.add_column(c, justify="left" if c == "most atypical patch" else "right")
+    for c in ("rank", "object", "t0", "t1", "until", "patches", "area ha", "atypicality", "rarity", "persistence",
+              "recurrence", "most atypical onset patch"):
+        table.add_column(c, justify="left" if c == "most atypical onset patch" else "right")
     for _, r in objects.iterrows():
         pers = "" if not np.isfinite(r["persistence"]) else f"{r['persistence']:g}"
         rec = r.get("recurrence", np.nan)  # runs of earlier versions have none
         rec = "" if not np.isfinite(rec) else f"{rec:.2f}"
-        table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", str(r["n_patches"]),
+        until = "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}"
+        table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", until, str(r["n_patches"]),
                       f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", f"{r['rarity']:.3f}", pers, rec,
                       str(lead.loc[r["object_id"], "event_id"]))
     out_console.print(table)

@@ -309,6 +309,14 @@ def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, min_known: fl
     return np.where(known, g.median().to_numpy(), np.nan).astype(np.float32)
 
 
+def lead_events(events: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
+    """The patch event that stands for each object (indexed by ``object_id``): its most atypical onset patch
+    (one of its ``t1``; an episode's later patches are how it ended, at other dates)."""
+    onset_t1 = events["object_id"].map(objects.set_index("object_id")["t1"])
+    onset = events[pd.to_datetime(events["t1"]).to_numpy() == pd.to_datetime(onset_t1).to_numpy()]
+    return onset.sort_values(["atypicality", "event_id"], ascending=[False, True]).drop_duplicates("object_id").set_index("object_id")
+
+
 def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.GeoDataFrame:
     """The objects table with dissolved polygons (series CRS) and their area in hectares."""
     ids = events["object_id"].to_numpy()

@@ -159,14 +159,16 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     return _table(columns + ["t0 | t1"], rows)
 
 
-OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "n_patches", "area_ha", "atypicality", "rarity", "persistence",
+OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "rarity", "persistence",
                   "recurrence"]
 
 
 def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
     if objects is None or not len(objects):
         return _empty("no change objects")
-    lead = events.sort_values("atypicality", ascending=False).drop_duplicates("object_id").set_index("object_id")["event_id"]
+    from ..objects import lead_events
+
+    lead = lead_events(events, objects)["event_id"]
     columns = [c for c in OBJECT_COLUMNS if c in objects.columns]  # runs of earlier versions have no recurrence
     rows = []
     for rec in objects.sort_values("rank").head(top)[columns].itertuples(index=False):

@@ -259,6 +259,37 @@ def test_a_failure_after_embedding_restores_the_replaced_run_or_removes_a_new_on
     assert not (run / pipeline.REPLACED).exists()
 
 
+def test_an_interrupted_replacement_is_resumed_and_a_lost_one_gives_the_old_run_back(session_run, session_config,
+                                                                                     copy_run, monkeypatch):
+    """Ctrl-C while --overwrite runs: the new run's finished stages stay to be resumed (the replaced run stays
+    aside until it finishes). A replacement killed before it wrote its configuration gives the old run back."""
+    import changescout.pipeline as pipeline
+
+    def interrupt(*args, **kw):
+        raise KeyboardInterrupt
+
+    run = copy_run(session_run)
+    monkeypatch.setattr(pipeline, "compute_changes", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    state = json.loads((run / "state.json").read_text())
+    assert state["stages"]["embed"]["status"] == "done" and (run / pipeline.REPLACED / "events.parquet").exists()
+    monkeypatch.undo()
+    logs = []
+    run_pipeline(session_config(rank_by="magnitude"), run, log=logs.append)  # the same command resumes
+    assert any("resuming" in m for m in logs) and not (run / pipeline.REPLACED).exists()
+
+    lost = copy_run(session_run, "lost")  # as if killed between setting the old run aside and writing config.json
+    before = mtimes(lost)
+    (lost / pipeline.REPLACED).mkdir()
+    for p in list(lost.iterdir()):
+        if p.name != pipeline.REPLACED:
+            p.replace(lost / pipeline.REPLACED / p.name)
+    with pytest.raises(RunExistsError, match="another configuration"):  # the old run is there again
+        run_pipeline(session_config(rank_by="magnitude"), lost, **QUIET)
+    assert {k: v for k, v in mtimes(lost).items()} == before
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("min_clear", 1.5, r"min-clear must be a number in \(0, 1\]"),
     ("min_clear", "high", "min-clear"),
@@ -303,6 +334,11 @@ def test_run_config_from_dict():
     with pytest.raises(ConfigError) as exc:
         RunConfig.from_dict({"source": "x", "patchsize": 8})
     assert "patchsize" in str(exc.value) and "patch_size" in str(exc.value)
+    # what a JSON file or numpy gives is normalised, not refused
+    cfg = RunConfig.from_dict({"source": "x", "patch_size": np.int64(8), "n_clusters": "12", "seed": 3.0,
+                               "dates": "2021-01-15,2021-02-15", "bands": ["B02", "B03"]})
+    assert (cfg.patch_size, cfg.n_clusters, cfg.seed) == (8, 12, 3) and type(cfg.patch_size) is int
+    assert cfg.dates == ["2021-01-15", "2021-02-15"]
 
 
 def test_bad_comparison_fails_before_creating_the_run(session_config, tmp_path):

@@ -13,6 +13,9 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from .cube import grid_of
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
-from .errors import ChangescoutError, ConfigError, RunExistsError
+from .errors import ConfigError, InputError, RunExistsError
 from .events import COLUMNS, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
@@ -89,19 +92,24 @@ class RunConfig:
         return cls(**d).validate()
 
     def validate(self) -> "RunConfig":
-        """Check the values a run only uses after hours of embedding, before it starts (ConfigError)."""
+        """Check (and normalise: numpy numbers, whole floats, ``"8"`` clusters, comma-separated text) the values
+        a run only uses after hours of embedding, before it starts (ConfigError)."""
         def number(name, lo, hi, integer=False, lo_open=False):
             v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or float(v).is_integer())
-            if not ok or not (lo < v if lo_open else lo <= v) or (hi is not None and v > hi):
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (not integer or float(v).is_integer()) and (lo < v if lo_open else lo <= v) and (hi is None or v <= hi)
+            if not ok:
                 span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
                 raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
+            setattr(self, name, int(v) if integer else float(v))
         number("min_clear", 0, 1, lo_open=True)
         number("patch_size", 1, None, integer=True)
         number("transient_weight", 0, 1)
         number("seasonal_weight", 0, 1)
         number("seed", 0, None, integer=True)
         number("report_top", 1, None, integer=True)
+        if isinstance(self.n_clusters, str) and self.n_clusters.strip().isdigit():
+            self.n_clusters = int(self.n_clusters)
         if self.n_clusters != "auto":
             number("n_clusters", 1, None, integer=True)
         if self.rank_by not in RANK_BY:
@@ -112,8 +120,13 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a mapping of option names to values, got {getattr(self, name)!r}")
         for name in ("dates", "bands"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v)):
-                raise ConfigError(f"{name} must be a list of strings, got {v!r}")
+            if isinstance(v, str):
+                v = [t.strip() for t in v.split(",") if t.strip()]
+            if v is not None and not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{name} must be a list (or comma-separated text), got {v!r}")
+            if v is not None:  # dates may be date objects: kept as text, as the command line gives them
+                v = [x.isoformat()[:10] if hasattr(x, "isoformat") else str(x) for x in v]
+            setattr(self, name, v)
         return self
 
     def to_dict(self) -> dict:
@@ -148,6 +161,9 @@ class Run:
         resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
         cfg_path = self.out / "config.json"
+        if self.out.exists() and not self.out.is_dir():
+            raise RunExistsError("is a file, not a run directory; choose an empty or new --out", self.out)
+        self._recover()
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
             if old.get("config_hash") == digest:
@@ -160,52 +176,72 @@ class Run:
                 what = (f"was made by changescout {made_by} (this is {__version__}), whose results may differ"
                         if made_by != __version__ else "holds a run made with another configuration")
                 raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
+            self.touched = True
             self._set_aside()
-        elif self.out.exists() and not self.out.is_dir():
-            raise RunExistsError("is a file, not a run directory; choose an empty or new --out", self.out)
-        elif self.out.exists() and any(p.name != REPLACED for p in self.out.iterdir()):
+        elif self.out.exists() and any(self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
-        self.created = not self.out.exists()
+        self.touched = True
+        self.created = getattr(self, "created", not self.out.exists())
         self.out.mkdir(parents=True, exist_ok=True)
         self.resumed = False
         write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
         self._save_state()
 
-    def _set_aside(self):
-        """Move the run being replaced into ``.replaced/``: it comes back if the new run fails (:meth:`abandon`)
-        and goes when it finishes (:meth:`finish`)."""
+    def _recover(self):
+        """A replacement that died before it wrote its configuration left the replaced run aside and nothing
+        else: put it back, so that it is the run this directory holds."""
         aside = self.out / REPLACED
-        shutil.rmtree(aside, ignore_errors=True)  # left by a replacement that was killed: already replaced once
+        if aside.is_dir() and not (self.out / "config.json").exists():
+            self._discard()
+            for p in aside.iterdir():
+                p.replace(self.out / p.name)
+            aside.rmdir()
+
+    def _set_aside(self):
+        """Move the run being replaced into ``.replaced/``: it comes back if bad input stops the new run
+        (:meth:`abandon`) and goes when the new run finishes (:meth:`finish`). When ``.replaced/`` is already
+        there, a replacement was killed: it holds the finished run, and the unfinished one is discarded."""
+        aside = self.out / REPLACED
+        if aside.is_dir():
+            self._discard()
+            return
         aside.mkdir()
         for name in RUN_FILES:
             if (self.out / name).exists():
                 (self.out / name).replace(aside / name)
 
-    def _remove_outputs(self):
+    def _discard(self):
+        """Remove this run's outputs: first renamed into one hidden folder (fast, so that an interruption does not
+        leave half a run), then deleted."""
+        trash = self.out / f".discarded-{os.getpid()}"
+        trash.mkdir(exist_ok=True)
         for name in RUN_FILES:
-            p = self.out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+            if (self.out / name).exists():
+                (self.out / name).replace(trash / name)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def finish(self) -> None:
         shutil.rmtree(self.out / REPLACED, ignore_errors=True)
 
-    def abandon(self, bad_input: bool) -> None:
-        """After a failure: a replaced run comes back in place of the unfinished one; a new run stopped by bad
-        input leaves nothing behind (one stopped otherwise, e.g. interrupted, stays to be resumed)."""
+    def abandon(self, exc: BaseException) -> None:
+        """After a failure. Bad input (:class:`InputError`): the replaced run comes back in place of the
+        unfinished one, and a new run leaves nothing behind. Any other failure (an interruption, a crash):
+        the unfinished run stays, to be resumed by the same command (the replaced run stays aside until then)."""
+        if not getattr(self, "touched", False) or not isinstance(exc, InputError):
+            return
         aside = self.out / REPLACED
-        if aside.is_dir():
-            self._remove_outputs()
-            for p in aside.iterdir():
-                p.replace(self.out / p.name)
-            aside.rmdir()
-        elif bad_input and not getattr(self, "resumed", True):
-            self._remove_outputs()
-            if self.created and not any(self.out.iterdir()):
-                self.out.rmdir()
-
+        try:
+            if aside.is_dir():
+                self._discard()
+                for p in aside.iterdir():
+                    p.replace(self.out / p.name)
+                aside.rmdir()
+            elif not getattr(self, "resumed", True):
+                self._discard()
+                if self.created and not any(self.out.iterdir()):
+                    self.out.rmdir()
+        except OSError as err:  # the original error matters more
+            self.log(f"could not tidy {self.out} after the error: {err}")
     def done(self, name: str) -> bool:
         return self.state["stages"].get(name, {}).get("status") == "done"
 
@@ -279,7 +315,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     """Run (or resume) every stage; return the run directory.
 
     Bad input is found before anything is written where it can be (configuration values, encoder, weights and
-    bands); when it is found later, a new run directory is removed again and a replaced run is restored."""
+    bands); when it is found later, a new run directory is removed again and a replaced run is restored. Other
+    failures (an interruption) leave the unfinished run to be resumed by the same command."""
     out = Path(out)
     config.validate()
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
@@ -296,18 +333,18 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
     series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
     run = Run(out, config, overwrite=overwrite, log=log)
-    run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
-                         "bands": [str(b) for b in cube["band"].values], "comparison": str(comp)})
-    records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
-    if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
-        run.state.update(records)
-        run._save_state()
-    if getattr(run, "resumed", False):
-        log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
     try:
+        run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
+                             "bands": [str(b) for b in cube["band"].values], "comparison": str(comp)})
+        records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
+        if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
+            run.state.update(records)
+            run._save_state()
+        if getattr(run, "resumed", False):
+            log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
         _run_stages(run, config, cube, encoder, patch_grid, comp, series, progress)
     except BaseException as exc:
-        run.abandon(bad_input=isinstance(exc, ChangescoutError))
+        run.abandon(exc)
         raise
     run.finish()
     return out
@@ -315,9 +352,9 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
 
 def check_comparison(comp: Comparison, times: pd.DatetimeIndex) -> None:
     """Comparisons that no date of the series can make (ConfigError), before anything is embedded."""
-    span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
     if len(times) < 2:
-        raise ConfigError(f"a change needs at least two dates; {span}")
+        raise ConfigError(f"a change needs at least two dates; the series has {len(times)}")
+    span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
     if comp.mode == "reference" and comp.reference >= times[-1]:
         raise ConfigError(f"--compare {comp}: no date comes after the reference; {span}")
     if comp.mode == "anniversary" and (times[-1] - times[0]).days < 365 - comp.anniversary_tolerance_days:

@@ -18,10 +18,7 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    once, from its onset to its end, rather than twice; the object's descriptor comes from its onset alone.
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
    (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
-   descriptors; 8 by default: a type needs more instances than that before its objects stop looking rare,
-   and with 4 a rare type of 2-3 instances had its siblings among the 4 and looked half common. On the planted
-   series (8 instances of each common type, 2 of each rare one) rare objects in the top 10 went 60 -> 64 of
-   80 with rcf, k = 2, 3, 4, 6, 8, 12 giving 54, 54, 60, 64, 64, 62) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
+   descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
    of their percentiles (magnitude counted twice), and its ``atypicality`` that score weighted geometrically
    with the percentile of its most atypical patch event (``event_weight``; the events' atypicality also
    compares each change with every patch event of the run, not only with the other candidate objects),
@@ -37,6 +34,11 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    (benchmarks/planted.py) keep about as many rare objects in the top 10 as before (6.0 against 6.2 of 8,
    mean of 10 series). Objects made of non-candidates rank after every candidate object, in the order of
    their event atypicality.
+
+``n_neighbors`` is 8: a type needs more instances than that before its objects stop looking rare. With 4, a
+rare type of 2-3 instances had its siblings among the 4 and looked half common; on the planted series (8
+instances of each common type, 2 of each rare one) rare objects in the top 10 went 60 -> 64 of 80 with rcf
+(k = 2, 3, 4, 6, 8, 12: 54, 54, 60, 64, 64, 62).
 """
 
 from __future__ import annotations

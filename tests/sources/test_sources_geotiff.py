@@ -235,6 +235,15 @@ def test_bands_without_descriptions(tmp_path):
         open_series(tmp_path / "f", bands=["red", "nir"])
 
 
+def test_repeated_band_descriptions_are_overridden_by_naming_every_band(tmp_path):
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", ms.scene(t), descriptions=["red", "red", "red", "nir"])
+    with pytest.raises(SourceError, match=r"red occurs more than once in the band descriptions \(or name every band"):
+        open_series(tmp_path / "f")
+    cube = open_series(tmp_path / "f", bands=["blue", "green", "red", "nir"])
+    assert list(cube.band.values) == ["blue", "green", "red", "nir"]
+
+
 def test_band_count_mismatch_names_the_file(tmp_path):
     ms.multiband_folder(tmp_path / "f", dates=ms.DATES[:2])
     ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", ms.scene(2, 3), descriptions=ms.BANDS[:3])

@@ -137,8 +137,11 @@ def _bands_of(files: list[Path], bands, root: Path):
         info = probe(files[0])
         layers = [Layer(str(files[0].resolve()), i + 1) for i in range(info.count)]
         native = None
-        if all(info.descriptions):
-            native = check_band_names(info.descriptions, files[0], "the band descriptions")
+        described = all(info.descriptions)
+        if described and bands is not None and len(bands) == info.count and len(set(info.descriptions)) < info.count:
+            described = False  # repeated descriptions, and a name for every band given: those name the bands
+        if described:
+            native = check_band_names(info.descriptions, files[0], "the band descriptions (or name every band with --bands)")
         if native is None and bands is not None:
             if len(bands) != info.count:
                 raise SourceError(f"has {info.count} bands but {len(bands)} band names were given ({list(bands)})", files[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,22 +87,22 @@ class RasterInfo:
         return abs(self.transform.a), abs(self.transform.e)
 
 
+_PROBE_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=4096)
 def _probe(path: str, mtime: float) -> RasterInfo:
     try:
         # rasterio warns (NotGeoreferencedWarning) on opening a raster without a geotransform; such a raster is
-        # refused below with an error naming the file, so the warning would only repeat it on stderr
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", NotGeoreferencedWarning)
+        # refused below with an error naming the file, so the warning would only repeat it on stderr. The
+        # warning filters are process-wide: one probe at a time changes them (probes are cached, so rare).
+        with _PROBE_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
-        ungeoreferenced = any(issubclass(w.category, NotGeoreferencedWarning) for w in caught)
-        for w in caught:  # other warnings are not ours to hide
-            if not issubclass(w.category, NotGeoreferencedWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         with src:
             if src.crs is None:
                 raise SourceError("the raster has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32631)", path)
-            if ungeoreferenced:
+            if src.transform.is_identity and not src.gcps[0] and not src.rpcs:
                 raise SourceError(
                     "the raster has a CRS but no geotransform (pixel size and origin); write one "
                     "(e.g. gdal_edit.py -a_ullr ULX ULY LRX LRY)",

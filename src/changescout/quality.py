@@ -13,7 +13,10 @@ fewer than ``min_flag`` pixels (20, 8-connected) are dropped before they grow an
 a hazy date lifts single pixels over the temporal margin, and each became a 7 x 7 px "cloud" whose pixels
 took the previous date's value. Over a flood that appeared that date, this split its onset over two dates
 (a phantom second change ranked in the top 10 of the planted synthetic series). On the five synthetic seeds
-every planted cloud flags a region of at least 65 px, and no region of 17-64 px lies on a cloud.
+every planted cloud flags a region of at least 65 px, and no region of 17-64 px lies on a cloud. The filter
+takes the fixed threshold's specks too (a bright roof's few pixels): sparing them, as a review suggested for
+tiny opaque clouds, lowered the synthetic AP (seed 0: 0.790 -> 0.737, seed 4: 0.820 -> 0.771) and the rare
+planted objects in the top 10 (64 -> 63 of 80).
 
 Cloud shadows are not bright: HOT misses them, and at the first or last date, where the change stage cannot
 see that a state lasts one date only, a shadow looks like a new dark surface. Darkening alone cannot tell a
@@ -216,7 +219,7 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     chunks = blue.chunks
     q = q.rechunk(chunks)
     args = [blue, red, q] + ([data[:, inir].rechunk(chunks)] if dark is not None else [])
-    depth = dilate + max(reach if dark is not None else 0, min_flag)  # a speck is judged on all its pixels
+    depth = dilate + (reach if dark is not None else 0) + min_flag  # a speck is judged on all its pixels
     depth = {0: 0, 1: min(depth, blue.shape[1]), 2: min(depth, blue.shape[2])}  # dask: no deeper than the array
     screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",
                               dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge, dark=dark, reach=reach,

@@ -7,6 +7,7 @@ into it (exports go to ``tmp_path``). Tests that need a run to modify copy it wi
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 
 from changescout.cube import OutputGrid, make_cube
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))  # fixture generators and helpers (make_sources, cli_call)
 
 #: Origin of the hand-made grids (whole multiples of 16 px * 10 m, like the synthetic source).
 LEFT, TOP = 372_000.0, 4_836_000.0

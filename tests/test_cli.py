@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from changescout import cli
+from cli_call import run_cli
 from changescout.events import read_events
 from changescout.objects import read_objects
 from changescout.pipeline import RunConfig
@@ -20,25 +21,13 @@ from changescout.similar import RunView
 
 
 def call(capsys, *args):
-    """Run the CLI; return (exit code, stdout, stderr with runs of white space as one space: rich wraps it)."""
-    try:
-        cli.main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())
+    """Run the CLI; return (exit code, stdout, stderr with runs of white space as one space)."""
+    return run_cli(capsys, *args)[:3]
 
 
 def compact(text):
     """Without whitespace: rich wraps long lines of the error console."""
     return re.sub(r"\s+", "", text)
-
-
-@pytest.fixture(autouse=True)
-def _reset_cli_state():
-    yield
-    cli._state.update(debug=False, quiet=False)
 
 
 # -- errors and exit codes -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from changescout.change import read_vectors
-from changescout.errors import EventNotFoundError, GridError, IncompatibleRunsError, RunNotFoundError
+from changescout.errors import ConfigError, EventNotFoundError, GridError, IncompatibleRunsError, RunNotFoundError
 from changescout.events import read_events
 from changescout.similar import RESULT_COLUMNS, RunView, find_similar
 
@@ -112,7 +112,7 @@ def test_an_ambiguous_query_or_a_bad_date_is_refused(session_run, query, events)
         find_similar(session_run, query["event_id"], at=(0.0, 0.0), t1="2021-03-15")
     x, y = events.geometry.iloc[0].centroid.coords[0]
     for bad in ("July", "2021", "2021-07"):  # July was read as the year 1, 2021-07 as its first day
-        with pytest.raises(EventNotFoundError, match=f"YYYY-MM-DD, got '{bad}'"):
+        with pytest.raises(ConfigError, match=f"--t1 holds '{bad}', which is not a date: expected YYYY-MM-DD"):
             find_similar(session_run, at=(x, y), t1=bad)
 
 

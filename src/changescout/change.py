@@ -59,6 +59,16 @@ class Comparison:
     def __str__(self) -> str:
         return f"reference:{self.reference:%Y-%m-%d}" if self.mode == "reference" else self.mode
 
+    def check_dates(self, times: pd.DatetimeIndex) -> None:
+        """ConfigError when no date of the series ``times`` can be compared this way (checked before embedding)."""
+        if len(times) < 2:
+            raise ConfigError(f"a change needs at least two dates; the series has {len(times)}")
+        span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
+        if self.mode == "reference" and self.reference >= times[-1]:
+            raise ConfigError(f"--compare {self}: no date comes after the reference; {span}")
+        if self.mode == "anniversary" and (times[-1] - times[0]).days < 365 - self.anniversary_tolerance_days:
+            raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
+
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a - b) ** 2).mean(axis=-1))

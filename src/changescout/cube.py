@@ -20,6 +20,7 @@ import enum
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import dask.array as da
@@ -242,21 +243,13 @@ def validate_cube(cube: xr.DataArray) -> xr.DataArray:
     return cube
 
 
-def duplicates(names) -> list[str]:
-    """The names that occur more than once in ``names``, each once, in the order they repeat."""
-    names = [str(n) for n in names]
-    seen: set[str] = set()
-    dups = {n: None for n in names if n in seen or seen.add(n)}
-    return list(dups)
-
-
 def check_band_names(names, where=None, what: str = "the band names") -> list[str]:
     """``names`` as strings; :class:`SourceError` (naming ``where``, a file) listing the names given twice or more
     (``what`` says where the names come from: ``"--bands"``, ``"the band descriptions"``...).
 
     Two bands of one name cannot be told apart: selecting or dropping one by name would silently drop the other."""
     names = [str(n) for n in names]
-    dups = duplicates(names)
+    dups = [n for n, count in Counter(names).items() if count > 1]
     if dups:
         raise SourceError(
             f"band names must be unique, but {', '.join(dups)} occur{'s' if len(dups) == 1 else ''} more than once "

@@ -181,7 +181,7 @@ class Run:
         elif self.out.exists() and any(self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
         self.touched = True
-        self.created = getattr(self, "created", not self.out.exists())
+        self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         self.resumed = False
         write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
@@ -190,12 +190,8 @@ class Run:
     def _recover(self):
         """A replacement that died before it wrote its configuration left the replaced run aside and nothing
         else: put it back, so that it is the run this directory holds."""
-        aside = self.out / REPLACED
-        if aside.is_dir() and not (self.out / "config.json").exists():
-            self._discard()
-            for p in aside.iterdir():
-                p.replace(self.out / p.name)
-            aside.rmdir()
+        if (self.out / REPLACED).is_dir() and not (self.out / "config.json").exists():
+            self._restore()
 
     def _set_aside(self):
         """Move the run being replaced into ``.replaced/``: it comes back if bad input stops the new run
@@ -204,21 +200,29 @@ class Run:
         aside = self.out / REPLACED
         if aside.is_dir():
             self._discard()
-            return
-        aside.mkdir()
+        else:
+            self._move_outputs(aside)
+
+    def _move_outputs(self, folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
         for name in RUN_FILES:
             if (self.out / name).exists():
-                (self.out / name).replace(aside / name)
+                (self.out / name).replace(folder / name)
 
     def _discard(self):
         """Remove this run's outputs: first renamed into one hidden folder (fast, so that an interruption does not
         leave half a run), then deleted."""
         trash = self.out / f".discarded-{os.getpid()}"
-        trash.mkdir(exist_ok=True)
-        for name in RUN_FILES:
-            if (self.out / name).exists():
-                (self.out / name).replace(trash / name)
+        self._move_outputs(trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def _restore(self):
+        """The run set aside in ``.replaced/`` in place of this directory's outputs."""
+        aside = self.out / REPLACED
+        self._discard()
+        for p in aside.iterdir():
+            p.replace(self.out / p.name)
+        aside.rmdir()
 
     def finish(self) -> None:
         shutil.rmtree(self.out / REPLACED, ignore_errors=True)
@@ -229,13 +233,9 @@ class Run:
         the unfinished run stays, to be resumed by the same command (the replaced run stays aside until then)."""
         if not getattr(self, "touched", False) or not isinstance(exc, InputError):
             return
-        aside = self.out / REPLACED
         try:
-            if aside.is_dir():
-                self._discard()
-                for p in aside.iterdir():
-                    p.replace(self.out / p.name)
-                aside.rmdir()
+            if (self.out / REPLACED).is_dir():
+                self._restore()
             elif not getattr(self, "resumed", True):
                 self._discard()
                 if self.created and not any(self.out.iterdir()):
@@ -328,7 +328,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
-    check_comparison(comp, pd.DatetimeIndex(cube["time"].values))
+    comp.check_dates(pd.DatetimeIndex(cube["time"].values))
     inputs = _input_hashes(cube)
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
     series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
@@ -348,17 +348,6 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         raise
     run.finish()
     return out
-
-
-def check_comparison(comp: Comparison, times: pd.DatetimeIndex) -> None:
-    """Comparisons that no date of the series can make (ConfigError), before anything is embedded."""
-    if len(times) < 2:
-        raise ConfigError(f"a change needs at least two dates; the series has {len(times)}")
-    span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
-    if comp.mode == "reference" and comp.reference >= times[-1]:
-        raise ConfigError(f"--compare {comp}: no date comes after the reference; {span}")
-    if comp.mode == "anniversary" and (times[-1] - times[0]).days < 365 - comp.anniversary_tolerance_days:
-        raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
 
 
 def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGrid, comp: Comparison, series: str, progress) -> None:

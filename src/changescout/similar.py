@@ -11,7 +11,7 @@ import xarray as xr
 
 from .change import read_vectors
 from .cube import OutputGrid
-from .errors import ConfigError, EventNotFoundError, RunNotFoundError
+from .errors import EventNotFoundError, RunNotFoundError
 from .events import read_events
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
@@ -45,10 +45,7 @@ class RunView:
 
     def event_at(self, x: float, y: float, t1) -> pd.Series:
         row, col = self.patch_grid.locate(x, y)
-        try:
-            t1 = to_times([t1], self.path, "--t1")[0]
-        except ConfigError:
-            raise EventNotFoundError(f"--t1 must be a date YYYY-MM-DD, got {t1!r}", self.path) from None
+        t1 = to_times([t1], self.path, "--t1")[0]  # YYYY-MM-DD, as --dates: "July" is not the year 1
         hit = self.events[(self.events["row"] == row) & (self.events["col"] == col)]
         exact = hit[pd.to_datetime(hit["t1"]).dt.normalize() == t1.normalize()]
         if exact.empty:

@@ -1,11 +1,8 @@
-"""Shared fixtures of the source tests: the fixture generator on the path and the real data folder."""
+"""Shared fixtures of the source tests: the real data folder (tests/conftest.py puts the generators on the path)."""
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 
 REAL_DATA = (Path(__file__).parents[2] / ".." / "shared" / "data").resolve()
 

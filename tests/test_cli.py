@@ -69,6 +69,19 @@ def test_internal_errors_exit_1_and_debug_raises(capsys, tmp_path, monkeypatch):
         cli.main(["--debug", "run", "synthetic", "--out", str(tmp_path / "o")])
 
 
+def test_ctrl_c_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
+    """Typer turns Ctrl-C into an exit code that it returns outside standalone mode: the run exited 0, silently,
+    and ``changescout run ... && next_step`` went on."""
+    import changescout.pipeline
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", interrupted)
+    code, out, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o")
+    assert code == 130 and "interrupted; rerun the same command to resume" in out + err
+
+
 def test_bad_options_exit_2(capsys, tmp_path):
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--compare", "weekly")
     assert code == 2 and "--compare" in err

@@ -367,3 +367,19 @@ def test_screen_clouds_modes(synthetic_cube):
 def test_rank_events_refuses_an_empty_table():
     with pytest.raises(ConfigError, match="no change"):
         rank_events(pd.DataFrame(columns=["vec"]), np.zeros((0, 4), np.float32), RunConfig(source="x"))
+
+
+def test_a_zarr_datacube_runs_and_its_store_is_hashed(tmp_path):
+    """A Zarr store is a directory: hashing it as a file stopped every Zarr run with an internal error."""
+    import make_sources as ms
+
+    store = ms.datacube(tmp_path / "cube.zarr")
+    out = run_pipeline(RunConfig(source=str(store)), tmp_path / "run", log=lambda *a: None)
+    inputs = json.loads((out / "config.json").read_text())["inputs"]
+    assert list(inputs) == [str(store.resolve())] and len(inputs[str(store.resolve())]) == 64
+    assert len(gpd.read_parquet(out / "events.parquet")) > 0
+    (store / "B02.txt").write_text("a file added to the store")  # the digest covers the store's files
+    from changescout.pipeline import _input_hashes
+    from changescout.sources import open_series
+
+    assert _input_hashes(open_series(store)) != inputs

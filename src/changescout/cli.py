@@ -297,7 +297,11 @@ def _click_of_typer():
 def main(argv=None) -> None:
     """Entry point: run the app and map errors to exit codes."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into an exit code, returned (not raised) outside standalone mode
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ChangescoutError as exc:
         if _state["debug"]:
             console.print_exception()

@@ -297,8 +297,18 @@ def _has_mask(cube) -> bool:
 
 
 def _input_hashes(cube) -> dict:
-    files = list(cube.attrs.get("source_files", []))
-    return {f: sha256_file(Path(f)) for f in files}
+    """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
+    its files, in order."""
+    return {f: _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
+
+
+def _sha256_input(path: Path) -> str:
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
 
 
 def _build_encoder(config: RunConfig):

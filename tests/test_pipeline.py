@@ -316,6 +316,39 @@ def test_an_output_path_that_is_a_file_is_refused(session_config, tmp_path):
     assert (tmp_path / "b.out").read_text() == "mine"
 
 
+def test_an_output_path_that_cannot_be_written_exits_2_before_any_work(session_config, tmp_path, monkeypatch):
+    """An unwritable or impossible --out gave "internal error" after the source was read."""
+    import changescout.pipeline
+
+    from changescout.errors import OutputError
+
+    monkeypatch.setattr(changescout.pipeline, "_build_encoder", lambda c: pytest.fail("work started"))
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(OutputError, match="f is a file, not a folder"):
+        run_pipeline(session_config(), tmp_path / "f" / "run", **QUIET)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setattr(changescout.pipeline.os, "access", lambda path, mode: os.fspath(path) != os.fspath(locked))  # as root, too
+    with pytest.raises(OutputError, match="does not let this user create folders"):
+        run_pipeline(session_config(), locked / "run", **QUIET)
+    assert not (locked / "run").exists()
+
+
+def test_a_run_directory_that_refuses_its_files_exits_2(session_config, tmp_path, monkeypatch):
+    """A folder the permission bits let through can still refuse writes (an immutable folder, a full disk)."""
+    import changescout.pipeline
+
+    from changescout.errors import OutputError
+
+    def refuse(path, data):
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(changescout.pipeline, "write_json", refuse)
+    with pytest.raises(OutputError, match="cannot write the run directory: Operation not permitted"):
+        run_pipeline(session_config(source_options={"seed": 0, "size": 128, "n_dates": 4}), tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r").exists()  # nothing half-written left behind
+
+
 def test_two_runs_with_the_same_seed_give_identical_ranks(session_run, session_config, tmp_path):
     run = run_pipeline(session_config(), tmp_path / "again", **QUIET)
     a, b = read_events(session_run), read_events(run)

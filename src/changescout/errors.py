@@ -46,6 +46,10 @@ class RunExistsError(InputError):
     """The run directory holds a run made with another configuration and --overwrite was not given."""
 
 
+class OutputError(InputError):
+    """The run directory (``--out``) cannot be created or written."""
+
+
 class RunNotFoundError(InputError):
     """A path given as a run directory is not one, or misses a stage's output."""
 

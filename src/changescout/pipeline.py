@@ -34,7 +34,7 @@ from .cube import grid_of
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
-from .errors import ConfigError, InputError, RunExistsError
+from .errors import ConfigError, InputError, OutputError, RunExistsError
 from .events import COLUMNS, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
@@ -161,8 +161,6 @@ class Run:
         resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
         cfg_path = self.out / "config.json"
-        if self.out.exists() and not self.out.is_dir():
-            raise RunExistsError("is a file, not a run directory; choose an empty or new --out", self.out)
         self._recover()
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
@@ -182,10 +180,13 @@ class Run:
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
         self.touched = True
         self.created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
         self.resumed = False
-        write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
-        self._save_state()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
+            self._save_state()
+        except OSError as exc:  # (an immutable folder that the permission bits let through)
+            raise OutputError(f"cannot write the run directory: {exc.strerror or exc}; choose another --out", self.out) from exc
 
     def _recover(self):
         """A replacement that died before it wrote its configuration left the replaced run aside and nothing
@@ -296,6 +297,21 @@ def _has_mask(cube) -> bool:
     return bool(np.isin(q, [2, 3, 4, 5]).any())
 
 
+def check_writable(out: Path) -> None:
+    """:class:`OutputError` unless ``out`` is, or can be made, a folder this process may write into."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunExistsError("is a file, not a run directory; choose an empty or new --out", out)
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot be created: {parent} is a file, not a folder; choose another --out", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        where = "" if parent == out else f" ({parent} does not let this user create folders)"
+        raise OutputError(f"cannot be written{where}; choose another --out", out)
+
+
 def _input_hashes(cube) -> dict:
     """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
     its files, in order."""
@@ -329,6 +345,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     failures (an interruption) leave the unfinished run to be resumed by the same command."""
     out = Path(out)
     config.validate()
+    check_writable(out)  # before minutes of work
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take

@@ -34,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import ConfigError
+from .sources.dates import to_times
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class Comparison:
         if text in ("consecutive", "anniversary"):
             return cls(mode=text, **kw)
         m = re.fullmatch(r"reference:(\d{4}-?\d{2}-?\d{2})", text)
-        if m:
-            return cls(mode="reference", reference=pd.Timestamp(m.group(1)), **kw)
+        if m:  # 2008-13-01 matches the pattern and is no date
+            return cls(mode="reference", reference=to_times([m.group(1)], option="--compare reference:")[0], **kw)
         raise ConfigError(f"--compare must be consecutive, anniversary or reference:YYYY-MM-DD, got {text!r}")
 
     def __str__(self) -> str:
@@ -66,6 +67,8 @@ class Comparison:
         span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
         if self.mode == "reference" and self.reference >= times[-1]:
             raise ConfigError(f"--compare {self}: no date comes after the reference; {span}")
+        if self.mode == "reference" and self.reference < times[0]:  # (a typo, or the wrong series)
+            raise ConfigError(f"--compare {self}: the reference comes before the series; {span}")
         if self.mode == "anniversary" and (times[-1] - times[0]).days < 365 - self.anniversary_tolerance_days:
             raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
 

@@ -5,8 +5,8 @@ import pytest
 from rasterio.warp import transform
 
 import make_sources as ms
-from changescout.cube import Quality, grid_of
-from changescout.errors import ConfigError, SourceError
+from changescout.cube import OutputGrid, Quality, grid_of
+from changescout.errors import ConfigError, GridError, SourceError
 from changescout.sources import open_series, warp
 from changescout.tiling import PatchGrid
 
@@ -126,6 +126,16 @@ def test_explicit_grid(tmp_path):
         assert grid_of(open_series(tmp_path / "f", grid=same, patch_size=4)) == grid
     with pytest.raises(ConfigError, match="chunks must be a positive number of pixels, got 0"):
         open_series(tmp_path / "f", chunks=0)
+
+
+def test_a_grid_that_misses_the_input_is_refused(tmp_path):
+    """It gave an all-nodata series, and then a puzzling "too few clear pixels to sample rcf filters"."""
+    ms.multiband_folder(tmp_path / "f")
+    with pytest.raises(GridError, match=r"--grid bounds 0,0,160,160 \(EPSG:32631\) do not overlap the input"):
+        open_series(tmp_path / "f", grid="EPSG:32631,10,0,0,100,100", patch_size=16)
+    far = OutputGrid("EPSG:32631", (10.0, 0.0, 0.0, 0.0, -10.0, 160.0), (16, 16))  # a previous run's grid too
+    with pytest.raises(GridError, match="do not overlap"):
+        open_series(tmp_path / "f", grid=far, patch_size=16)
 
 
 def test_landsat_layout_with_fmask(tmp_path):

@@ -39,7 +39,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from ..cube import OutputGrid, make_cube, validate_cube
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, GridError, SourceError
 from .dates import parse_level, parse_platform
 from .masks import to_quality
 
@@ -175,7 +175,7 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     """
     spec = as_grid(grid)
     if isinstance(spec, OutputGrid):
-        return spec
+        return _overlapping(spec, footprints)
     crs = spec.crs or first.crs
     same_crs = CRS.from_user_input(crs) == CRS.from_user_input(first.crs)
     if spec.resolution:
@@ -194,7 +194,18 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     left, bottom, right, top = bounds
     out = OutputGrid.from_bounds(crs, res, (left - px, bottom - py, right - px, top - py), snap=patch_size * res[0])
     a, b, c, d, e, f = out.transform
-    return OutputGrid(out.crs, (a, b, c + px, d, e, f + py), out.shape)
+    return _overlapping(OutputGrid(out.crs, (a, b, c + px, d, e, f + py), out.shape), footprints)
+
+
+def _overlapping(grid: OutputGrid, footprints) -> OutputGrid:
+    """``grid``, or a :class:`GridError` when it covers none of ``footprints`` (the series would be all nodata)."""
+    left, bottom, right, top = grid.bounds
+    boxes = np.array([transform_bounds(c, grid.crs, *b, densify_pts=21) for c, b in footprints])
+    if ((boxes[:, 0] < right) & (left < boxes[:, 2]) & (boxes[:, 1] < top) & (bottom < boxes[:, 3])).any():
+        return grid
+    x0, y0, x1, y1 = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
+    raise GridError(f"--grid bounds {left:g},{bottom:g},{right:g},{top:g} ({grid.crs}) do not overlap the input, "
+                    f"which covers {x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f} there")
 
 
 # -- reading -------------------------------------------------------------------------------------------

@@ -171,8 +171,23 @@ def test_export_vector_formats(capsys, tmp_path, session_run, fmt):
     assert code == 0, err
     back = gpd.read_file(target)
     assert len(back) == 5 and back["rank"].tolist() == [1, 2, 3, 4, 5]
-    assert back.crs.to_epsg() == 32631
+    assert back.crs.to_epsg() == (32631 if fmt == "gpkg" else 4326)
     assert back["event_id"].tolist() == read_events(session_run).sort_values("rank")["event_id"].head(5).tolist()
+
+
+def test_export_the_objects_table(capsys, session_run, copy_run):
+    """The analyst's list goes to a GIS too: one row per object, its dissolved polygon, its episode's end."""
+    from changescout.objects import read_objects
+
+    run = copy_run(session_run)
+    code, _, err = call(capsys, "export", run, "--format", "gpkg", "--table", "objects")
+    assert code == 0, err
+    back, objects = gpd.read_file(run / "objects.gpkg"), read_objects(run)
+    assert back["object_id"].tolist() == objects["object_id"].tolist() and back["rank"].is_monotonic_increasing
+    assert back.geometry.area.round(3).tolist() == objects.geometry.area.round(3).tolist()
+    assert back["t_end"].notna().sum() == objects["t_end"].notna().sum()
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--table", "clusters")
+    assert code == 2 and "--table must be events or objects" in err
 
 
 def test_export_csv_to_the_default_path_and_refusal_to_overwrite(capsys, session_run, copy_run):

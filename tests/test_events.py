@@ -115,8 +115,13 @@ def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
     assert len(back) == 5
     assert back["rank"].tolist() == [1, 2, 3, 4, 5]
     assert back["event_id"].tolist() == events["event_id"].iloc[:5].tolist()
-    assert back.crs.to_epsg() == 32631  # GeoJSON too: written with its crs member, not reprojected
-    assert back.geometry.geom_equals_exact(events.geometry.iloc[:5].reset_index(drop=True), tolerance=1e-6).all()
+    top5 = events.iloc[:5].reset_index(drop=True)
+    if fmt == "gpkg":  # the grid's CRS, and dates as dates
+        assert back.crs.to_epsg() == 32631 and pd.api.types.is_datetime64_any_dtype(back["t1"])
+        assert back.geometry.geom_equals_exact(top5.geometry, tolerance=1e-6).all()
+    else:  # RFC 7946: longitude/latitude on WGS 84, which web maps assume
+        assert back.crs.to_epsg() == 4326 and '"crs"' not in path.read_text()
+        assert back.geometry.geom_equals_exact(top5.geometry.to_crs(4326), tolerance=1e-6).all()
     assert back["t1"].astype(str).str[:10].tolist() == ["2021-02-15"] * 5
     import pyogrio  # the layer name a GIS shows: "events", not the temporary name the file was written under
 

@@ -203,20 +203,25 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
 @app.command()
 def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
            fmt: str = typer.Option(..., "--format", help="gpkg | geojson | csv"),
-           top: Optional[int] = typer.Option(None, help="Only the N most atypical events."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/events.<format>)."),
+           table: str = typer.Option("events", "--table", help="events (patch changes) | objects (the analyst's list)."),
+           top: Optional[int] = typer.Option(None, help="Only the N most atypical rows."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite")):
-    """Export the events table for GIS tools."""
+    """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
     from .events import EXPORT_FORMATS, export_events, read_events
+    from .objects import read_objects
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
-    target = out or Path(run_dir) / f"events{EXPORT_FORMATS[fmt][1]}"
+    readers = {"events": read_events, "objects": read_objects}
+    if table not in readers:
+        raise ConfigError(f"--table must be events or objects, got {table!r}")
+    target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
     if target.exists() and not overwrite:
         from .errors import RunExistsError
 
         raise RunExistsError("exists; use --overwrite to replace it", target)
-    export_events(read_events(run_dir), target, fmt, top=top)
+    export_events(readers[table](run_dir), target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
 
 

@@ -101,8 +101,13 @@ def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
 EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"), "csv": (None, ".csv")}
 
 
-def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None) -> Path:
-    """Export (the ``top`` ranked rows of) an events table to GeoPackage, GeoJSON or CSV (WKT geometry)."""
+def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,
+                  layer: str = "events") -> Path:
+    """Export (the ``top`` ranked rows of) an events or objects table (``layer``) to GeoPackage, GeoJSON or CSV.
+
+    GeoPackage keeps the grid's CRS and the dates as dates; GeoJSON follows RFC 7946 (longitude/latitude on
+    WGS 84, which web maps assume; a pixel grid without a CRS is written as it is); CSV has the geometry as WKT
+    with a ``crs`` column."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
     if top is not None and top < 1:
@@ -111,7 +116,8 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
     if top is not None:
         ev = ev.head(top)
     ev = ev.copy()
-    for c in ("t0", "t1"):
+    dates = [c for c in ("t0", "t1", "t_end") if c in ev.columns]
+    for c in dates if fmt != "gpkg" else ():  # text in GeoJSON and CSV; GeoPackage has a date-time type
         ev[c] = pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d")
     path = Path(path)
     driver, _ = EXPORT_FORMATS[fmt]
@@ -119,12 +125,15 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
         if fmt == "csv":
             df = pd.DataFrame(ev.drop(columns="geometry"))
             df["geometry_wkt"] = ev.geometry.to_wkt()
-            df["crs"] = ev.crs.to_string()
+            df["crs"] = ev.crs.to_string() if ev.crs is not None else ""
             df.to_csv(tmp, index=False)
         else:
+            options = {}
             if fmt == "geojson":
                 ev["persistence"] = ev["persistence"].astype("float64")
-            ev.to_file(tmp, driver=driver, layer="events")  # the layer name a GIS shows, not the temporary file's
+                if ev.crs is not None:
+                    ev, options = ev.to_crs("EPSG:4326"), {"RFC7946": "YES"}
+            ev.to_file(tmp, driver=driver, layer=layer, **options)  # the layer name a GIS shows, not the temporary file's
     return path
 
 

@@ -45,7 +45,7 @@ from .tiling import PatchGrid, event_ids, series_id
 STAGES = ("embed", "changes", "rank", "outputs")
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
              "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
-             "events.gpkg", "events.geojson", "events.csv")  # the last three: `changescout export` of this run
+             *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
 #: Where ``--overwrite`` keeps the replaced run until the new one has finished (restored if it fails).
 REPLACED = ".replaced"
 RANK_BY = ("combined", "rarity", "magnitude")

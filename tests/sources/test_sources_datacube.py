@@ -64,6 +64,17 @@ def test_cube_errors_name_the_file(tmp_path):
         open_series(bad)
 
 
+def test_an_orphan_grid_mapping_still_gives_the_crs(tmp_path):
+    """Some xarray selections drop the variable's ``grid_mapping`` attribute; the re-saved cube still holds its
+    ``spatial_ref`` variable, and the error told the user to add what was there."""
+    ds = xr.open_dataset(ms.datacube(tmp_path / "cube.nc"), decode_coords=False).load()
+    ds["reflectance"].attrs.pop("grid_mapping")
+    ds["quality"].attrs.pop("grid_mapping", None)
+    ds.to_netcdf(tmp_path / "orphan.nc")
+    assert "grid_mapping" not in xr.open_dataset(tmp_path / "orphan.nc", decode_coords=False)["reflectance"].attrs
+    assert grid_of(open_series(tmp_path / "orphan.nc")).crs == ms.CRS
+
+
 def test_cube_duplicate_band_names_are_refused(tmp_path):
     path = ms.datacube(tmp_path / "cube.nc")
     with pytest.raises(SourceError, match=r"cube.nc: band names must be unique, but B04 occurs more than once in --bands"):

@@ -1,7 +1,8 @@
 """A NetCDF (h5netcdf, or netCDF4 without h5py) or Zarr data cube with a ``(time, band, y, x)`` variable.
 
 The variable is ``variable=`` or the only 4-D variable; its CRS comes from the CF grid mapping
-(``spatial_ref``/``crs`` variable, read by rioxarray) or a ``crs`` attribute; ``x``/``y`` hold pixel centres.
+(``spatial_ref``/``crs`` variable, read by rioxarray; the dataset's only one when the variable lost its
+``grid_mapping`` attribute) or a ``crs`` attribute; ``x``/``y`` hold pixel centres.
 An optional ``quality`` variable ``(time, y, x)`` holds :class:`~changescout.cube.Quality` classes (or the
 classes of ``mask_convention``). Each chunk of the output grid reads only the source window it needs and, unless
 the cube already sits on that grid, is reprojected (bilinear; nearest for the quality).
@@ -19,6 +20,7 @@ from rasterio.windows import Window, from_bounds
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
+from pyproj import CRS
 from dask.base import tokenize
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
@@ -43,6 +45,18 @@ def sniff(path) -> bool:
     return p.is_file() and p.suffix.lower() in (".nc", ".nc4", ".h5")
 
 
+def _lone_grid_mapping(ds):
+    """The CRS of the dataset's only CF grid-mapping variable, when the data variable lost its ``grid_mapping``
+    attribute (xarray drops it in some selections, and a re-saved cube then holds an orphan ``spatial_ref``)."""
+    found = [v for v in ds.variables.values() if {"grid_mapping_name", "crs_wkt", "spatial_ref"} & set(v.attrs)]
+    if len(found) != 1:
+        return None
+    try:
+        return CRS.from_cf(found[0].attrs).to_wkt()
+    except Exception:  # pyproj's CRSError and friends: not a usable grid mapping
+        return None
+
+
 def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
          chunks=1024, variable=None, level=None, scale_factor=None, offset=None):
     """Open a data cube file as a SeriesCube (see the module docstring)."""
@@ -53,7 +67,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     var = _variable(ds, variable, path)
     if var.y.size > 1 and var.y[1] > var.y[0]:
         var = var.isel(y=slice(None, None, -1))
-    crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs")
+    crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
     if not crs:
         raise SourceError(
             f"the variable {var.name!r} has no CRS: add a CF grid mapping (spatial_ref) or a 'crs' attribute", path

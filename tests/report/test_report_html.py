@@ -66,7 +66,15 @@ def test_report_lists_the_top_events_in_rank_order_with_their_chips(tmp_path):
     assert "src='quicklooks/event_1.png'" in html and "src='quicklooks/date_20210201.png'" in html
     assert "EPSG:32631, 10 x 10 metre pixels, 64 x 64 px" in html
     assert "rcf" in html and "mean_atypicality" in html
-    assert "2021-01-01 to 2021-04-01" in html
+    assert "4 dates, 2021-01-01 to 2021-04-01" in html and "in a change" not in html
+
+
+def test_report_counts_the_series_dates_not_only_those_in_a_change(tmp_path):
+    """A 105-date series whose cloudy dates are in no change read "66 dates", as if dates were lost."""
+    dates = [f"2021-{m:02d}-01" for m in range(1, 8)]
+    ev = make_events()
+    html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "dates": dates}, STATE).read_text()
+    assert "7 dates, 2021-01-01 to 2021-07-01 (4 in a change)" in html
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):

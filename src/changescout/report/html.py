@@ -112,9 +112,13 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
         source = source.get("path") or source.get("uri") or source
     if source:
         facts.append(("source", str(source)))
-    dates = pd.to_datetime(pd.concat([events["t0"], events["t1"]])).drop_duplicates().sort_values()
+    used = pd.to_datetime(pd.concat([events["t0"], events["t1"]])).drop_duplicates().sort_values()
+    dates = pd.to_datetime(pd.Series(config.get("dates") or used)).sort_values()  # the series' own, when known
     if len(dates):
-        facts.append(("dates", f"{len(dates)} dates, {dates.iloc[0]:%Y-%m-%d} to {dates.iloc[-1]:%Y-%m-%d}"))
+        text = f"{len(dates)} dates, {dates.iloc[0]:%Y-%m-%d} to {dates.iloc[-1]:%Y-%m-%d}"
+        if len(used) < len(dates):  # cloudy dates, or those a comparison cannot pair
+            text += f" ({len(used)} in a change)"
+        facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
     encoder = config.get("encoder")
     if isinstance(encoder, dict):

@@ -346,6 +346,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     out = Path(out)
     config.validate()
     check_writable(out)  # before minutes of work
+    if config.kind is None:  # a path to sniff: a missing one is told at once, not after the encoder is built
+        from .sources import check_exists
+
+        check_exists(config.source)
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take

@@ -4,7 +4,7 @@
 >>> cube = open_series("path/to/folder_of_geotiffs", patch_size=16)  # doctest: +SKIP
 """
 
-from .registry import available_sources, get_source, open_series, sniff_kind
+from .registry import available_sources, check_exists, get_source, open_series, sniff_kind
 from .warp import GridSpec
 
-__all__ = ["GridSpec", "available_sources", "get_source", "open_series", "sniff_kind"]
+__all__ = ["GridSpec", "available_sources", "check_exists", "get_source", "open_series", "sniff_kind"]

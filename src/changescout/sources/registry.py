@@ -55,14 +55,20 @@ def get_source(kind: str):
     raise SourceError(f"unknown source kind {kind!r}; available kinds: {', '.join(available_sources())}")
 
 
+def check_exists(source) -> None:
+    """:class:`SourceError` unless ``source`` names the synthetic series or a path that exists (what a source of
+    unknown kind must be; cheap, so the pipeline checks it before any other work)."""
+    if str(source).partition(":")[0] != "synthetic" and not Path(source).exists():
+        raise SourceError("does not exist", Path(source))
+
+
 def sniff_kind(source) -> str:
     """The kind of ``source``: ``"synthetic"`` (or ``"synthetic:seed=1,..."``) by name, else the first source
     whose ``sniff`` accepts it."""
+    check_exists(source)
     if str(source).partition(":")[0] == "synthetic":
         return "synthetic"
     path = Path(source)
-    if not path.exists():
-        raise SourceError("does not exist", path)
     for kind in SNIFF_ORDER:
         if get_source(kind).sniff(path):
             return kind

@@ -128,6 +128,16 @@ def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
     assert [name for name, _ in pyogrio.list_layers(path)] == ["events"]
 
 
+def test_geojson_of_a_pixel_grid_stays_in_pixels(events, tmp_path):
+    """Image pairs without georeferencing sit on a pixel CRS, which has no place on Earth to reproject to."""
+    from changescout.sources.pairs import PIXEL_CRS
+
+    pixels = events.set_crs(PIXEL_CRS, allow_override=True)
+    back = gpd.read_file(export_events(pixels, tmp_path / "events.geojson", "geojson"))
+    assert len(back) == len(events)
+    assert np.allclose(back.total_bounds, events.total_bounds)
+
+
 def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):
     path = export_events(events, tmp_path / "events.csv", "csv", top=5)
     df = pd.read_csv(path)

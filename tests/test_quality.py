@@ -159,6 +159,19 @@ def test_a_thin_white_cloud_on_one_or_two_dates_is_flagged(make_grid, at, n):
     assert "one or two dates whose NIR holds" in screened.attrs["cloud_screen"]
 
 
+def test_a_large_cloud_is_flagged_whatever_the_chunks(make_grid):
+    """The scene-wide haze that the blue test leaves to the normalisation is measured on the whole scene, not per
+    block: per block, a block mostly under the cloud took the cloud for haze, and the cloud was cut at block
+    edges."""
+    data = np.broadcast_to(np.array(SPECTRA["crop"], np.float32)[None, :, None, None], (6, 4, 128, 128)).copy()
+    data[0:2, :, :, 80:] = np.array(WHITE_HAZE, np.float32)[None, :, None, None]  # 37.5 % of the scene
+    cube = make_cube(data, pd.date_range("2021-05-01", periods=6, freq="MS"), BANDS, make_grid(128, 128))
+    opts = dict(dilate=0, dark=None)  # no shadow search: blocks overlap by 20 px only
+    whole = screen_haze(cube, **opts)["quality"].values
+    assert (whole[0:2, :, 80:] == Quality.CLOUD).all() and (whole[0:2, :, :77] == Quality.CLEAR).all()
+    np.testing.assert_array_equal(screen_haze(cube.chunk({"y": 32, "x": 32}), **opts)["quality"].values, whole)
+
+
 @pytest.mark.parametrize("cover", ["soil", "muddy water"])
 def test_two_date_harvests_floods_and_the_last_pair_are_not_clouds(make_grid, cover):
     """A field bare for two dates, or a flood, brightens the blue band too, but darkens the near-infrared; the

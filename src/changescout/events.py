@@ -106,8 +106,8 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
     """Export (the ``top`` ranked rows of) an events or objects table (``layer``) to GeoPackage, GeoJSON or CSV.
 
     GeoPackage keeps the grid's CRS and the dates as dates; GeoJSON follows RFC 7946 (longitude/latitude on
-    WGS 84, which web maps assume; a pixel grid without a CRS is written as it is); CSV has the geometry as WKT
-    with a ``crs`` column."""
+    WGS 84, which web maps assume; a pixel grid, which has no place on Earth, is written in its pixel CRS);
+    CSV has the geometry as WKT with a ``crs`` column."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
     if top is not None and top < 1:
@@ -131,7 +131,7 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
             options = {}
             if fmt == "geojson":
                 ev["persistence"] = ev["persistence"].astype("float64")
-                if ev.crs is not None:
+                if ev.crs is not None and (ev.crs.is_geographic or ev.crs.is_projected):  # not a pixel grid
                     ev, options = ev.to_crs("EPSG:4326"), {"RFC7946": "YES"}
             ev.to_file(tmp, driver=driver, layer=layer, **options)  # the layer name a GIS shows, not the temporary file's
     return path

@@ -220,6 +220,14 @@ def test_reference_mode_compares_later_dates_with_the_reference():
     np.testing.assert_allclose(vec[i], E[10, 1] - E[3, 1], rtol=1e-6)
 
 
+def test_a_reference_on_the_first_day_is_accepted_whatever_its_time_of_day():
+    """Cube sources keep acquisition times: reference:2021-01-15 names a series starting 2021-01-15 10:30."""
+    times = pd.DatetimeIndex(["2021-01-15T10:30", "2021-02-15T10:30", "2021-03-15T10:30"])
+    Comparison.parse("reference:2021-01-15").check_dates(times)
+    with pytest.raises(ConfigError, match="the reference comes before the series"):
+        Comparison.parse("reference:2021-01-14").check_dates(times)
+
+
 def test_reference_mode_uses_the_nearest_clear_date_when_the_reference_is_cloudy():
     E = _two_years(1)
     clear = np.ones((24, 1), np.float32)

@@ -149,6 +149,18 @@ def test_rerun_with_the_same_config_resumes_without_recomputing(session_run, ses
     assert (run / "state.json").read_text() == state
 
 
+def test_a_run_made_under_another_cloud_screen_is_not_resumed(session_run, session_config, copy_run, monkeypatch):
+    """The screen's rule is part of the configuration: embeddings made under an older screen are not reused."""
+    import changescout.quality
+
+    run = copy_run(session_run)
+    defaults = list(changescout.quality.screen_haze.__defaults__)
+    defaults[-1] = 0.02  # another blue-test margin
+    monkeypatch.setattr(changescout.quality.screen_haze, "__defaults__", tuple(defaults))
+    with pytest.raises(RunExistsError, match="another configuration"):
+        run_pipeline(session_config(), run, **QUIET)
+
+
 def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_config, copy_run):
     run = copy_run(session_run)
     state = json.loads((run / "state.json").read_text())

@@ -67,7 +67,7 @@ class Comparison:
         span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
         if self.mode == "reference" and self.reference >= times[-1]:
             raise ConfigError(f"--compare {self}: no date comes after the reference; {span}")
-        if self.mode == "reference" and self.reference < times[0]:  # (a typo, or the wrong series)
+        if self.mode == "reference" and self.reference < times[0].normalize():  # (a typo, or the wrong series)
             raise ConfigError(f"--compare {self}: the reference comes before the series; {span}")
         if self.mode == "anniversary" and (times[-1] - times[0]).days < 365 - self.anniversary_tolerance_days:
             raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")

@@ -186,7 +186,9 @@ class Run:
             write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
             self._save_state()
         except OSError as exc:  # (an immutable folder that the permission bits let through)
-            raise OutputError(f"cannot write the run directory: {exc.strerror or exc}; choose another --out", self.out) from exc
+            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.out else ""
+            raise OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out",
+                              self.out) from exc
 
     def _recover(self):
         """A replacement that died before it wrote its configuration left the replaced run aside and nothing
@@ -235,6 +237,8 @@ class Run:
         if not getattr(self, "touched", False) or not isinstance(exc, InputError):
             return
         try:
+            if not self.out.exists():  # it could not even be created
+                return
             if (self.out / REPLACED).is_dir():
                 self._restore()
             elif not getattr(self, "resumed", True):
@@ -243,6 +247,7 @@ class Run:
                     self.out.rmdir()
         except OSError as err:  # the original error matters more
             self.log(f"could not tidy {self.out} after the error: {err}")
+
     def done(self, name: str) -> bool:
         return self.state["stages"].get(name, {}).get("status") == "done"
 
@@ -366,7 +371,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     run = Run(out, config, overwrite=overwrite, log=log)
     try:
         run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
-                             "bands": [str(b) for b in cube["band"].values], "comparison": str(comp)})
+                             "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
+                             "cloud_screen": cube.attrs.get("cloud_screen")})  # its rule: a changed screen is another run
         records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
         if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
             run.state.update(records)

@@ -135,6 +135,10 @@ def test_clusters_index_maps_and_report(session_run):
         assert src.read(band)[top["row"], top["col"]] == pytest.approx(top["atypicality"])
     html = (session_run / "report.html").read_text()
     assert len(html) > 1000 and ev.sort_values("rank")["event_id"].iloc[0] in html
+    # the header shows the run's own options (they sit under "config" in config.json) and the series' dates
+    for fact in ("<th>source</th><td class='text'>synthetic", "<th>encoder</th><td class='text'>rcf",
+                 "<th>compare</th><td class='text'>consecutive", "<th>dates</th><td class='text'>10 dates"):
+        assert fact in html, fact
 
 
 # -- resume ----------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
     """Render the report and write ``<run_dir>/report.html`` atomically; return its path."""
     run_dir = Path(run_dir)
     config, state, quicklooks = config or {}, state or {}, quicklooks or {}
+    # a run's config.json: the options under "config", what they resolved to (grid, dates) beside them
+    config = {**(config.get("config") or {}), **{k: v for k, v in config.items() if k != "config"}}
     events = events.sort_values("rank")
     figures = [
         ("Change magnitude", plots.magnitude_histogram(events)),

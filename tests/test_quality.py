@@ -102,6 +102,17 @@ def test_cubes_without_blue_or_red_are_returned_unchanged(make_grid):
     assert (screen_haze(named)["quality"].values == Quality.CLOUD).all()  # white: 0.5 - 0.25 - 0.08 > 0
 
 
+@pytest.mark.parametrize("platform, cloudy", [("landsat-8", False), ("landsat-5", True)])
+def test_landsat_4_7_band_numbers_are_read_as_theirs(make_grid, platform, cloudy):
+    """Collection 2 names Landsat 5/7 blue SR_B1 and red SR_B3 (SR_B2 and SR_B4 are green and near-infrared
+    there): a hazy blue band SR_B1 is a cloud on Landsat 5, and no blue band at all on Landsat 8's numbering."""
+    spectra = [0.45, 0.03, 0.07, 0.03, 0.45]  # SR_B1..SR_B5
+    data = np.broadcast_to(np.array(spectra, np.float32)[None, :, None, None], (1, 5, 16, 16)).copy()
+    cube = make_cube(data, ["2021-06-01"], [f"SR_B{i}" for i in range(1, 6)], make_grid(16, 16),
+                     time_coords={"platform": [platform]})
+    assert (screen_haze(cube)["quality"].values == Quality.CLOUD).all() == cloudy
+
+
 def test_screen_works_on_a_loaded_cube(make_grid):
     cube = scene(make_grid)
     expected = screen_haze(cube)["quality"].values

@@ -57,6 +57,17 @@ from .cube import Quality
 BLUE = ("B02", "blue", "B1_blue", "SR_B2")
 RED = ("B04", "red", "SR_B4")
 NIR = ("B08", "nir", "B8A", "SR_B5", "nir08")
+#: Landsat 4-7 Collection 2 numbers their bands one lower: SR_B2 is green there, SR_B4 near-infrared, SR_B5 SWIR.
+_TM_NAMES = {"SR_B2": "SR_B1", "SR_B4": "SR_B3", "SR_B5": "SR_B4"}
+_TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
+
+
+def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | None]:
+    """Indices of the blue, red and near-infrared bands of ``cube`` (None where absent), by name, read as
+    Landsat 4-7 names when every date of the cube comes from those platforms."""
+    bands = [str(b) for b in cube["band"].values]
+    tm = "platform" in cube.coords and set(map(str, cube["platform"].values)) <= _TM_PLATFORMS
+    return tuple(_find(bands, [_TM_NAMES.get(n, n) for n in names] if tm else names) for names in (BLUE, RED, NIR))
 
 
 def _find(bands: list[str], names) -> int | None:
@@ -68,8 +79,8 @@ def _find(bands: list[str], names) -> int | None:
 
 
 def can_screen(cube: xr.DataArray) -> bool:
-    bands = [str(b) for b in cube["band"].values]
-    return _find(bands, BLUE) is not None and _find(bands, RED) is not None
+    blue, red, _ = _screen_bands(cube)
+    return blue is not None and red is not None
 
 
 def _neighbours(x: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -284,8 +295,7 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     before growing and dilation) of fewer pixels are dropped as noise; ``rise``: the blue test's margin over
     one or two dates (:func:`lasting_spikes`; None: no such test; it needs a near-infrared band). The temporal tests
     need every date of a pixel in one block, so the screen then works on all dates at once, in spatial blocks."""
-    bands = [str(b) for b in cube["band"].values]
-    ib, ir, inir = _find(bands, BLUE), _find(bands, RED), _find(bands, NIR)
+    ib, ir, inir = _screen_bands(cube)
     if ib is None or ir is None:
         return cube
     if inir is None:

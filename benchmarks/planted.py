@@ -8,11 +8,15 @@ query's own object excluded. Adjusted Rand index of the clusters against the pla
 planted objects among the top 10 objects, clouds among the top 20 objects, similar search between objects.
 
     python benchmarks/planted.py --seeds 0,1,2,3,4 [--encoder rcf] [--shared ../shared] [--out benchmarks/results]
+
+``--cloud-dates 2``: every planted cloud lasts two dates (as on composites of overlapping periods);
+``--rise none``: the cloud screen without its blue test (quality.lasting_spikes), to measure what it does.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -27,21 +31,30 @@ def main():
     ap.add_argument("--encoder", default="rcf", help="rcf (default), galileo-nano (needs $CHANGESCOUT_WEIGHTS_DIR), ...")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--cloud-dates", type=int, default=1, help="dates each planted cloud lasts: 1 (default) or 2")
+    ap.add_argument("--rise", default=None, help="the cloud screen's blue-test margin; 'none' turns the test off")
     args = ap.parse_args()
+    if args.rise is not None:
+        import changescout.quality
+
+        rise = None if args.rise.lower() == "none" else float(args.rise)
+        changescout.quality.screen_haze = functools.partial(changescout.quality.screen_haze, rise=rise)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     bouconne = Path(args.shared) / "data/s2_timeseries_bouconne/2018_3A_Theia_Bouconne.tif"
     for seed in seeds:
-        cube, truth = series(seed)
+        cube, truth = series(seed, cloud_dates=args.cloud_dates)
         rows.append({"background": "synthetic", "seed": seed, **evaluate(cube, truth, seed, encoder=args.encoder)})
         print(json.dumps(rows[-1], default=str))
         if bouconne.exists():
-            cube, truth = series(seed, "bouconne", args.shared)
+            cube, truth = series(seed, "bouconne", args.shared, cloud_dates=args.cloud_dates)
             rows.append({"background": "bouconne", "seed": seed, **evaluate(cube, truth, seed, encoder=args.encoder)})
             print(json.dumps(rows[-1], default=str))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "planted" if args.encoder == "rcf" else f"planted_{args.encoder}"
+    stem += "_clouds2" if args.cloud_dates == 2 else ""
+    stem += f"_rise-{args.rise}" if args.rise is not None else ""
     (out / f"{stem}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     skip = ("best_rank_per_object", "similar_rare_other_in_top10", "rare_missing_top10", "objects_best_rank",
             "objects_rare_missing_top10", "objects_similar_rare_other_in_top10")

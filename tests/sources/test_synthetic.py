@@ -132,6 +132,26 @@ def test_clouds_are_bright_on_their_date_only(series):
             assert (blue[other][elsewhere] < 0.25).all(), "and not on other dates"
 
 
+def test_clouds_can_last_two_dates_as_on_overlapping_composites():
+    """``cloud_dates=2``: the same cloud on two consecutive dates (and nowhere else), ending on the date after;
+    the default series is unchanged by the option."""
+    cube, truth = make_series(seed=0, size=128, n_dates=8, cloud_dates=2)
+    times = pd.DatetimeIndex(cube["time"].values)
+    blue = cube.sel(band="B02").values
+    clouds = truth.objects[truth.objects["kind"] == "cloud"]
+    assert len(clouds) >= 2
+    for i, c in clouds.iterrows():
+        t = times.get_loc(c["onset"])
+        core = truth.masks[i] & (blue[t] > 0.25)
+        assert core.sum() >= 10 and np.median(blue[t + 1][core]) > 0.25  # the same cloud the next date
+        assert pd.isna(c["end"]) or times.get_loc(c["end"]) == t + 2
+    default, _ = make_series(seed=0, size=128, n_dates=8)
+    assert "cloud_dates" not in default.attrs["source"]
+    np.testing.assert_array_equal(default.values, make_series(seed=0, size=128, n_dates=8, cloud_dates=1)[0].values)
+    with pytest.raises(ConfigError, match="cloud_dates must be 1 or 2"):
+        make_series(seed=0, size=128, n_dates=8, cloud_dates=3)
+
+
 def test_coverage_and_polygons(series):
     _, truth, _ = series
     cov = truth.coverage(16)

@@ -104,13 +104,14 @@ def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.nda
     return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare}
 
 
-def series(seed: int, background: str = "synthetic", shared: str | Path | None = None):
-    """``(cube, truth)``: the synthetic series of ``seed``, or its changes planted into the Bouconne series."""
+def series(seed: int, background: str = "synthetic", shared: str | Path | None = None, cloud_dates: int | None = None):
+    """``(cube, truth)``: the synthetic series of ``seed``, or its changes planted into the Bouconne series;
+    planted clouds last ``cloud_dates`` dates (1 by default)."""
     from ..sources.synthetic import make_series, plant_changes
 
     if background == "synthetic":
-        return make_series(seed=seed)
+        return make_series(seed=seed, cloud_dates=cloud_dates)
     from ..sources import open_series
 
     base = open_series(str(Path(shared) / BOUCONNE), kind="stacked", dates=BOUCONNE_DATES, bands=BOUCONNE_BANDS)
-    return plant_changes(base, seed=seed)
+    return plant_changes(base, seed=seed, cloud_dates=cloud_dates)

@@ -68,12 +68,13 @@ _COVERS = [("grass_dry", "grass_green"), ("forest_winter", "forest_summer"), ("s
 # -- public entry points ------------------------------------------------------------------------------
 def make_series(
     seed: int = 0, size: int = 256, n_dates: int = 24, start: str = "2021-01-15", freq: str | None = None, patch_size: int = 16,
-    n_common: int | None = None, rare_per_type: int = 2, n_clouds: int | None = None, types=None,
+    n_common: int | None = None, rare_per_type: int = 2, n_clouds: int | None = None, types=None, cloud_dates: int | None = None,
 ) -> tuple[xr.DataArray, PlantedTruth]:
     """A ``size`` x ``size`` px, ``n_dates`` series (monthly from ``start`` unless a pandas ``freq`` is given).
 
     Deterministic from ``seed``. ``n_common`` instances of each common type (default 8, fewer for short or
-    small series), ``rare_per_type`` of each rare type, ``n_clouds`` clouds (default a third of the dates).
+    small series), ``rare_per_type`` of each rare type, ``n_clouds`` clouds (default a third of the dates)
+    lasting ``cloud_dates`` dates each (1, the default, or 2).
     """
     params = {k: v for k, v in locals().items() if v is not None}
     if size < 128 or n_dates < 4:
@@ -89,7 +90,7 @@ def make_series(
     surf *= gain[:, None, None, None].astype(np.float32)
     surf += haze[..., None, None].astype(np.float32)
     surf += 0.004 * rng.standard_normal(surf.shape, dtype=np.float32)
-    records += _plant_clouds(surf, rng, _n_clouds(n_clouds, n_dates), records, bidx)
+    records += _plant_clouds(surf, rng, _n_clouds(n_clouds, n_dates), records, bidx, _cloud_dates(cloud_dates))
     np.clip(surf, 0, 1, out=surf)
     snap = patch_size * 10.0
     left, top = round(372_000 / snap) * snap, round(4_836_000 / snap) * snap  # near Toulouse, on whole patches
@@ -101,7 +102,8 @@ def make_series(
 
 
 def plant_changes(
-    cube: xr.DataArray, seed: int = 0, n_common: int | None = None, rare_per_type: int = 2, n_clouds: int | None = None, types=None
+    cube: xr.DataArray, seed: int = 0, n_common: int | None = None, rare_per_type: int = 2, n_clouds: int | None = None, types=None,
+    cloud_dates: int | None = None,
 ) -> tuple[xr.DataArray, PlantedTruth]:
     """Paint planted changes and clouds into ``cube`` (computed); same grid, coords and attrs plus ``planted_seed``.
 
@@ -120,7 +122,7 @@ def plant_changes(
         n_common = _n_common(8, data.shape[2:])
     plan = _plan(rng, len(times), data.shape[2:], n_common, rare_per_type, types)
     records = _plant_changes(data, times, bidx, rng, plan, None, noise=0.004)
-    records += _plant_clouds(data, rng, _n_clouds(n_clouds, len(times)), records, bidx)
+    records += _plant_clouds(data, rng, _n_clouds(n_clouds, len(times)), records, bidx, _cloud_dates(cloud_dates))
     data[nodata] = np.nan
     out = cube.copy(data=da.from_array(data, chunks=cube.chunks or (1, -1, 256, 256)))
     out.attrs["planted_seed"] = seed
@@ -286,6 +288,13 @@ def _onsets(rng, n, lo, hi) -> np.ndarray:
     return lo + np.floor((rng.permutation(n) + rng.random(n)) * (hi - lo + 1) / max(n, 1)).astype(int)
 
 
+def _cloud_dates(dates) -> int:
+    dates = 1 if dates is None else dates
+    if dates not in (1, 2):
+        raise ConfigError(f"cloud_dates must be 1 or 2 (how many dates a planted cloud lasts), got {dates!r}")
+    return int(dates)
+
+
 def _n_clouds(n_clouds, n_dates) -> int:
     return max(2, round(n_dates / 3)) if n_clouds is None else n_clouds
 
@@ -424,15 +433,16 @@ def _plant_changes(data, times, bidx, rng, plan, crop_fields, noise):
     return records
 
 
-def _plant_clouds(data, rng, n, records, bidx):
-    """Paint ``n`` one-date clouds (some with a shadow), kept off objects on the dates they change."""
+def _plant_clouds(data, rng, n, records, bidx, dates: int = 1):
+    """Paint ``n`` clouds (some with a shadow) that last ``dates`` dates each, kept off objects on the dates
+    they change. Two dates: the same cloud on consecutive composites of overlapping periods."""
     n_t, _, h, w = data.shape
     busy = np.zeros((n_t, h, w), bool)
     for _, o, end, m in records:
         for t in {o - 1, o} | (set() if end is None else {end - 1, end}):
             busy[t] |= m
     sun, spec, out = rng.uniform(0, 2 * np.pi), _SPECTRA["cloud"][bidx][:, None, None], []
-    for t in _onsets(rng, n, 0, n_t - 1):
+    for t in _onsets(rng, n, 0, n_t - dates):
         for _ in range(30):
             r = rng.uniform(8, max(9.0, min(h, w) / 5))
             a = (_cloud(rng, r) * rng.uniform(0.7, 0.95)).astype(np.float32)
@@ -442,11 +452,12 @@ def _plant_clouds(data, rng, n, records, bidx):
             dy, dx = round(off * np.sin(sun)), round(off * np.cos(sun))
             shadow = _pasted(a / a.max(), y0 + dy, x0 + dx, (h, w)) * (rng.random() < 0.6)
             mask = (cloud > 0) | (shadow > 0)
-            if not (mask & busy[t]).any():
+            if not (mask & busy[t:t + dates].any(axis=0)).any():
                 break
-        data[t] *= 1 - 0.5 * shadow
-        data[t] += cloud * (spec - data[t])
-        out.append(("cloud", int(t), int(t) + 1 if t + 1 < n_t else None, mask))
+        for u in range(t, t + dates):
+            data[u] *= 1 - 0.5 * shadow
+            data[u] += cloud * (spec - data[u])
+        out.append(("cloud", int(t), int(t) + dates if t + dates < n_t else None, mask))
     return out
 
 

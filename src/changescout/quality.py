@@ -37,7 +37,10 @@ cloud of a date is moved (up to ``reach`` px each way; the sun geometry is not r
 searched) to where its outline best fits the pixels whose near-infrared reflectance fell well below both
 neighbouring dates' (first date: the next two; last date: the previous two), relative to the date's median
 ratio. Where the placed cloud fits, its dark pixels are flagged SHADOW. A dark change next to a cloud stays
-clear unless it has the cloud's very outline.
+clear unless it has the cloud's very outline. A cloud that two consecutive dates share casts its shadow on
+both, and the one-date test compares them with each other: the part of the cloud on both dates is also moved
+over the pixels of that pair whose brighter date is darker than the dates around the pair
+(:func:`dark_pairs`), and only that part over only that pair (a flood that lasts two dates darkens them too).
 
 :func:`fill_gaps` then gives the encoder, for each masked pixel, the value of the nearest usable date of that
 pixel, so that a patch partly under a cloud or outside a scene's footprint at one date does not look changed.
@@ -161,22 +164,39 @@ def lasting_spikes(blue: np.ndarray, nir: np.ndarray, rise: float, ratio: float 
     return out
 
 
+def _dark_ratio(num: np.ndarray, den: np.ndarray, dark: float) -> np.ndarray:
+    """``num / den`` below ``dark`` times its median (NaN, and ``den`` under 0.01 reflectance: water, never)."""
+    ratio = num / den
+    ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan  # near-black neighbours (water) tell nothing
+    return ratio < dark * np.nanmedian(ratio) if np.isfinite(ratio).any() else np.zeros(ratio.shape, bool)
+
+
 def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
     """``(time, h, w)`` near-infrared values -> pixels whose ratio to the darker of both neighbouring dates
     (first date: the next two; last date: the previous two) is below ``dark`` times that ratio's median over
     the date in this block (autumn darkens a whole scene; a shadow darkens a place more than the rest). NaN,
     and neighbours darker than 0.01 reflectance (water), never flag."""
     out = np.zeros(nir.shape, bool)
-    T = len(nir)
-    if T < 3:
+    if len(nir) < 3:
         return out
     with np.errstate(invalid="ignore", divide="ignore"):
-        for t in range(T):
-            den = np.fmin(*_neighbours(nir, t))
-            ratio = nir[t] / den
-            ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan  # near-black neighbours (water) tell nothing
-            if np.isfinite(ratio).any():
-                out[t] = ratio < dark * np.nanmedian(ratio)
+        for t in range(len(nir)):
+            out[t] = _dark_ratio(nir[t], np.fmin(*_neighbours(nir, t)), dark)
+    return out
+
+
+def dark_pairs(nir: np.ndarray, dark: float) -> np.ndarray:
+    """``(time - 1, h, w)``: for each pair of consecutive dates ``(t, t + 1)``, the pixels whose brighter date
+    of the two is darker, as :func:`dark_spikes` measures it, than the dates around the pair (:func:`_around`;
+    a pair without them, such as the last one, flags nothing): where the shadow of a cloud that both dates
+    share may lie."""
+    T = len(nir)
+    out = np.zeros((max(T - 1, 0), *nir.shape[1:]), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for t in range(T - 1):
+            around = _around(T, t, 2)
+            if around is not None:
+                out[t] = _dark_ratio(np.fmax(nir[t], nir[t + 1]), np.fmin(nir[around[0]], nir[around[1]]), dark)
     return out
 
 
@@ -274,6 +294,17 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: n
     if nir is not None and dark is not None:
         darker = dark_spikes(nir, dark) & ~hot
         shadow = np.stack([cast_shadows(hot[t], darker[t], reach, min_cloud) for t in range(len(hot))]) & darker
+        # A cloud that two consecutive dates share casts its shadow on both, and the one-date test compares them
+        # with each other: the pair's dark pixels are searched for the shadow of the part of the cloud on both
+        # dates, and only of that (a flood that lasts two dates darkens them too, and may lie near a cloud).
+        shared = hot[:-1] & hot[1:]
+        busy = [t for t in range(len(shared)) if shared[t].any()]
+        pairs = dark_pairs(nir, dark) if len(busy) else None
+        for t in busy:
+            pair = pairs[t] & ~hot[t] & ~hot[t + 1]
+            found = cast_shadows(shared[t], pair, reach, min_cloud) & pair
+            shadow[t] |= found
+            shadow[t + 1] |= found
     if dilate:
         structure = np.ones((1, 2 * dilate + 1, 2 * dilate + 1), bool)
         hot = ndimage.binary_dilation(hot, structure=structure)

@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--encoder", default="rcf", help="rcf (default), galileo-nano (needs $CHANGESCOUT_WEIGHTS_DIR), ...")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    ap.add_argument("--cloud-dates", type=int, default=1, help="dates each planted cloud lasts: 1 (default) or 2")
+    ap.add_argument("--cloud-dates", type=int, default=None, help="dates each planted cloud lasts: 1 (default) or 2")
     ap.add_argument("--rise", default=None, help="the cloud screen's blue-test margin; 'none' turns the test off")
     args = ap.parse_args()
     if args.rise is not None:

@@ -102,7 +102,7 @@ def test_cubes_without_blue_or_red_are_returned_unchanged(make_grid):
     assert (screen_haze(named)["quality"].values == Quality.CLOUD).all()  # white: 0.5 - 0.25 - 0.08 > 0
 
 
-@pytest.mark.parametrize("platform, cloudy", [("landsat-8", False), ("landsat-5", True)])
+@pytest.mark.parametrize("platform, cloudy", [("landsat-8", False), ("landsat-5", True), ("LANDSAT_7", True)])
 def test_landsat_4_7_band_numbers_are_read_as_theirs(make_grid, platform, cloudy):
     """Collection 2 names Landsat 5/7 blue SR_B1 and red SR_B3 (SR_B2 and SR_B4 are green and near-infrared
     there): a hazy blue band SR_B1 is a cloud on Landsat 5, and no blue band at all on Landsat 8's numbering."""
@@ -110,7 +110,11 @@ def test_landsat_4_7_band_numbers_are_read_as_theirs(make_grid, platform, cloudy
     data = np.broadcast_to(np.array(spectra, np.float32)[None, :, None, None], (1, 5, 16, 16)).copy()
     cube = make_cube(data, ["2021-06-01"], [f"SR_B{i}" for i in range(1, 6)], make_grid(16, 16),
                      time_coords={"platform": [platform]})
-    assert (screen_haze(cube)["quality"].values == Quality.CLOUD).all() == cloudy
+    screened = screen_haze(cube)
+    assert (screened["quality"].values == Quality.CLOUD).all() == cloudy
+    assert screened.attrs["cloud_screen"].endswith("bands read: " + ("SR_B1, SR_B3, SR_B4" if cloudy else "SR_B2, SR_B4, SR_B5"))
+    scalar = cube.drop_vars("platform").assign_coords(platform=platform)  # one platform for the whole cube
+    assert (screen_haze(scalar)["quality"].values == Quality.CLOUD).all() == cloudy
 
 
 def test_screen_works_on_a_loaded_cube(make_grid):
@@ -273,7 +277,7 @@ def test_a_cloud_shadow_is_flagged_even_at_the_first_and_last_date(make_grid, at
     assert "shadow" in screen_haze(_shadowed(make_grid, at)).attrs["cloud_screen"]
 
 
-@pytest.mark.parametrize("at", [0, 2])
+@pytest.mark.parametrize("at", [0, 2, 4])
 def test_the_shadow_of_a_cloud_on_two_dates_is_flagged_at_both(make_grid, at):
     """Composites of overlapping periods share a cloud and its shadow: the one-date test compared each date of
     the shadow with the other, shadowed one, and missed it."""

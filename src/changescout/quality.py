@@ -69,7 +69,8 @@ def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | Non
     """Indices of the blue, red and near-infrared bands of ``cube`` (None where absent), by name, read as
     Landsat 4-7 names when every date of the cube comes from those platforms."""
     bands = [str(b) for b in cube["band"].values]
-    tm = "platform" in cube.coords and set(map(str, cube["platform"].values)) <= _TM_PLATFORMS
+    platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
+    tm = bool(platforms) and platforms <= _TM_PLATFORMS  # ("LANDSAT_5", as USGS STAC spells it, too)
     return tuple(_find(bands, [_TM_NAMES.get(n, n) for n in names] if tm else names) for names in (BLUE, RED, NIR))
 
 
@@ -188,13 +189,13 @@ def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
 def dark_pairs(nir: np.ndarray, dark: float) -> np.ndarray:
     """``(time - 1, h, w)``: for each pair of consecutive dates ``(t, t + 1)``, the pixels whose brighter date
     of the two is darker, as :func:`dark_spikes` measures it, than the dates around the pair (:func:`_around`;
-    a pair without them, such as the last one, flags nothing): where the shadow of a cloud that both dates
-    share may lie."""
+    the last pair: the two dates before it; a pair without two other dates flags nothing): where the shadow of
+    a cloud that both dates share may lie (the cloud's outline tells it from a new dark surface)."""
     T = len(nir)
     out = np.zeros((max(T - 1, 0), *nir.shape[1:]), bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         for t in range(T - 1):
-            around = _around(T, t, 2)
+            around = _around(T, t, 2) if t + 2 < T else ((t - 1, t - 2) if t >= 2 else None)
             if around is not None:
                 out[t] = _dark_ratio(np.fmax(nir[t], nir[t + 1]), np.fmin(nir[around[0]], nir[around[1]]), dark)
     return out
@@ -352,9 +353,11 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     rule = f"HOT > {offset}" + (f" or {spike} above both neighbouring dates" if spike is not None else "")
     rule += f" or blue {rise} above the dates around one or two dates whose NIR holds" if rise is not None else ""
     rule += f", grown over HOT > {edge}" if edge is not None else ""
-    rule += f"; shadow: NIR below {dark} x both neighbouring dates within {reach} px of a cloud" if dark is not None else ""
+    rule += (f"; shadow: NIR below {dark} x both neighbouring dates (or the dates around a pair, for a cloud on both) "
+             f"within {reach} px of a cloud") if dark is not None else ""
     rule += f"; regions under {min_flag} px dropped" if min_flag > 1 else ""
-    out.attrs = {**cube.attrs, "cloud_screen": f"{rule}, dilated {dilate} px"}
+    names = [str(cube["band"].values[i]) for i in (ib, ir, inir) if i is not None]
+    out.attrs = {**cube.attrs, "cloud_screen": f"{rule}, dilated {dilate} px; bands read: {', '.join(names)}"}
     return out
 
 

@@ -13,7 +13,7 @@ from changescout.events import (
     COLUMNS,
     SCHEMA,
     check_directions,
-    export_events,
+    export_table,
     read_events,
     write_events,
 )
@@ -110,7 +110,7 @@ def test_read_refuses_missing_file_and_foreign_tables(events, tmp_path):
 @pytest.mark.parametrize("fmt", ["gpkg", "geojson"])
 def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
     shuffled = events.sample(frac=1, random_state=0)
-    path = export_events(shuffled, tmp_path / f"events.{fmt}", fmt, top=5)
+    path = export_table(shuffled, tmp_path / f"events.{fmt}", fmt, top=5)
     back = gpd.read_file(path)
     assert len(back) == 5
     assert back["rank"].tolist() == [1, 2, 3, 4, 5]
@@ -133,13 +133,13 @@ def test_geojson_of_a_pixel_grid_stays_in_pixels(events, tmp_path):
     from changescout.sources.pairs import PIXEL_CRS
 
     pixels = events.set_crs(PIXEL_CRS, allow_override=True)
-    back = gpd.read_file(export_events(pixels, tmp_path / "events.geojson", "geojson"))
+    back = gpd.read_file(export_table(pixels, tmp_path / "events.geojson", "geojson"))
     assert len(back) == len(events)
     assert np.allclose(back.total_bounds, events.total_bounds)
 
 
 def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):
-    path = export_events(events, tmp_path / "events.csv", "csv", top=5)
+    path = export_table(events, tmp_path / "events.csv", "csv", top=5)
     df = pd.read_csv(path)
     assert len(df) == 5 and df["rank"].tolist() == [1, 2, 3, 4, 5]
     assert df["geometry_wkt"].str.startswith("POLYGON").all()
@@ -149,9 +149,9 @@ def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):
 
 def test_export_rejects_bad_format_and_top(events, tmp_path):
     with pytest.raises(ConfigError, match="shp"):
-        export_events(events, tmp_path / "e.shp", "shp")
+        export_table(events, tmp_path / "e.shp", "shp")
     with pytest.raises(ConfigError, match="--top"):
-        export_events(events, tmp_path / "e.csv", "csv", top=0)
+        export_table(events, tmp_path / "e.csv", "csv", top=0)
 
 
 def test_helpers(events):

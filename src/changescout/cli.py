@@ -208,7 +208,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
-    from .events import EXPORT_FORMATS, export_events, read_events
+    from .events import EXPORT_FORMATS, export_table, read_events
     from .objects import read_objects
 
     if fmt not in EXPORT_FORMATS:
@@ -221,7 +221,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
         from .errors import RunExistsError
 
         raise RunExistsError("exists; use --overwrite to replace it", target)
-    export_events(readers[table](run_dir), target, fmt, top=top, layer=table)
+    export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
 
 

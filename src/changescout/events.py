@@ -101,7 +101,7 @@ def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
 EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"), "csv": (None, ".csv")}
 
 
-def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,
+def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,
                   layer: str = "events") -> Path:
     """Export (the ``top`` ranked rows of) an events or objects table (``layer``) to GeoPackage, GeoJSON or CSV.
 
@@ -112,7 +112,7 @@ def export_events(events: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, t
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
-    ev = events.sort_values("rank")
+    ev = table.sort_values("rank")
     if top is not None:
         ev = ev.head(top)
     ev = ev.copy()

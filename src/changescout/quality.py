@@ -143,25 +143,26 @@ def scene_excess(blue: np.ndarray, runs: tuple[int, ...] = (1, 2)) -> np.ndarray
     return out
 
 
-def lasting_spikes(blue: np.ndarray, nir: np.ndarray, rise: float, ratio: float = 1.5, keep: float = 0.9,
-                   runs: tuple[int, ...] = (1, 2), excess: np.ndarray | None = None) -> np.ndarray:
-    """``(time, h, w)`` blue and near-infrared values -> pixels of one or two consecutive dates (``runs``) whose
-    blue, at each of them, exceeds the higher blue of the dates around them by more than ``rise`` and ``ratio``
-    times (beyond the scene's excess, :func:`scene_excess`, given as ``excess`` or taken from ``blue``
-    itself: a haze over the whole scene is the normalisation's business), while their near-infrared stays at
-    least ``keep`` times the higher of those dates' (a thin cloud whitens the visible bands over vegetation and
-    leaves its near-infrared; a harvest or a flood that lasts two dates, and a bright roof on two slightly
-    brighter dates, are not flagged). The dates around: the one before and the one after; for a run at the
-    start the next two. A run that ends at the last date, which no later date can tell from a new bright
-    surface, is never flagged. NaN never flags."""
-    out = np.zeros(blue.shape, bool)
+def lasting_spikes(blue: np.ndarray, nir: np.ndarray, rises: tuple[float, ...], ratio: float = 1.5,
+                   keep: float = 0.9, runs: tuple[int, ...] = (1, 2), excess: np.ndarray | None = None) -> list[np.ndarray]:
+    """``(time, h, w)`` blue and near-infrared values -> for each margin of ``rises`` (one pass for all), the
+    pixels of one or two consecutive dates (``runs``) whose blue, at each of them, exceeds the higher blue of the
+    dates around them by more than that margin and ``ratio`` times (beyond the scene's excess,
+    :func:`scene_excess`, given as ``excess`` or taken from ``blue`` itself: a haze over the whole scene is the
+    normalisation's business), while their near-infrared stays at least ``keep`` times the higher of those
+    dates' (a thin cloud whitens the visible bands over vegetation and leaves its near-infrared; a harvest or a
+    flood that lasts two dates, and a bright roof on two slightly brighter dates, are not flagged). The dates
+    around: the one before and the one after; for a run at the start the next two. A run that ends at the last
+    date, which no later date can tell from a new bright surface, is never flagged. NaN never flags. (The
+    screen flags clouds at ``rise`` and grows them over half of it.)"""
+    out = [np.zeros(blue.shape, bool) for _ in rises]
     excess = scene_excess(blue, runs) if excess is None else excess
     with np.errstate(invalid="ignore", divide="ignore"):
         for n, t, around, high, low in _blue_runs(blue, runs):
             high = high - excess[n, t]
-            brighter = (high - low > rise) & (high > ratio * low)
-            kept = np.min(nir[t:t + n], axis=0) >= keep * np.fmax(nir[around[0]], nir[around[1]])
-            out[t:t + n] |= brighter & kept
+            qualifies = (high > ratio * low) & (np.min(nir[t:t + n], axis=0) >= keep * np.fmax(nir[around[0]], nir[around[1]]))
+            for flags, rise in zip(out, rises):
+                flags[t:t + n] |= qualifies & (high - low > rise)
     return out
 
 
@@ -286,11 +287,12 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: n
             hot |= temporal_spikes(index, spike)
         lasting = rise is not None and nir is not None
         if lasting:
-            hot |= lasting_spikes(blue, nir, rise, excess=excess)
+            core, thin = lasting_spikes(blue, nir, (rise, rise / 2), excess=excess)
+            hot |= core
         hot = drop_specks(hot, min_flag)
         if edge is not None or lasting:  # a cloud's thinner edge: HOT over ``edge``, or half the blue rise
             weak = index > edge if edge is not None else np.zeros_like(hot)
-            hot = grow(hot, weak | lasting_spikes(blue, nir, rise / 2, excess=excess) if lasting else weak)
+            hot = grow(hot, weak | thin if lasting else weak)
     shadow = np.zeros_like(hot)
     if nir is not None and dark is not None:
         darker = dark_spikes(nir, dark) & ~hot

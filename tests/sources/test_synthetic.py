@@ -145,8 +145,12 @@ def test_clouds_can_last_two_dates_as_on_overlapping_composites():
         core = truth.masks[i] & (blue[t] > 0.25)
         assert core.sum() >= 10 and np.median(blue[t + 1][core]) > 0.25  # the same cloud the next date
         assert pd.isna(c["end"]) or times.get_loc(c["end"]) == t + 2
-    default, _ = make_series(seed=0, size=128, n_dates=8)
+    default, default_truth = make_series(seed=0, size=128, n_dates=8)
     assert "cloud_dates" not in default.attrs["source"]
+    # the default series is the one made before the option existed (its draws, dates and values)
+    clouds = default_truth.objects[default_truth.objects["kind"] == "cloud"]
+    assert clouds["onset"].dt.strftime("%Y-%m-%d").tolist() == ["2021-06-15", "2021-06-15", "2021-02-15"]
+    assert float(np.nansum(default.values.astype(np.float64))) == pytest.approx(204646.944, abs=0.01)
     np.testing.assert_array_equal(default.values, make_series(seed=0, size=128, n_dates=8, cloud_dates=1)[0].values)
     with pytest.raises(ConfigError, match="cloud_dates must be 1 or 2"):
         make_series(seed=0, size=128, n_dates=8, cloud_dates=3)

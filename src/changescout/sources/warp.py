@@ -185,25 +185,31 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     else:
         t, _, _ = calculate_default_transform(first.crs, crs, first.shape[1], first.shape[0], *first.bounds)
         res = (abs(t.a), abs(t.e))
-    if spec.bounds:
-        bounds = spec.bounds
-    else:
-        boxes = np.array([transform_bounds(c, crs, *b, densify_pts=21) for c, b in footprints])
-        bounds = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
+    bounds = spec.bounds or _union(_boxes(footprints, crs))
     px, py = (first.transform.c % res[0], first.transform.f % res[1]) if same_crs and res == first.resolution else (0, 0)
     left, bottom, right, top = bounds
     out = OutputGrid.from_bounds(crs, res, (left - px, bottom - py, right - px, top - py), snap=patch_size * res[0])
     a, b, c, d, e, f = out.transform
-    return _overlapping(OutputGrid(out.crs, (a, b, c + px, d, e, f + py), out.shape), footprints)
+    out = OutputGrid(out.crs, (a, b, c + px, d, e, f + py), out.shape)
+    return _overlapping(out, footprints) if spec.bounds else out  # (a grid on the data's own bounds covers it)
+
+
+def _boxes(footprints, crs) -> np.ndarray:
+    """``(n, 4)``: each ``(crs, bounds)`` footprint's bounds in ``crs``."""
+    return np.array([transform_bounds(c, crs, *b, densify_pts=21) for c, b in footprints])
+
+
+def _union(boxes: np.ndarray) -> tuple[float, float, float, float]:
+    return (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
 
 
 def _overlapping(grid: OutputGrid, footprints) -> OutputGrid:
     """``grid``, or a :class:`GridError` when it covers none of ``footprints`` (the series would be all nodata)."""
     left, bottom, right, top = grid.bounds
-    boxes = np.array([transform_bounds(c, grid.crs, *b, densify_pts=21) for c, b in footprints])
+    boxes = _boxes(footprints, grid.crs)
     if ((boxes[:, 0] < right) & (left < boxes[:, 2]) & (boxes[:, 1] < top) & (bottom < boxes[:, 3])).any():
         return grid
-    x0, y0, x1, y1 = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
+    x0, y0, x1, y1 = _union(boxes)
     raise GridError(f"--grid bounds {left:g},{bottom:g},{right:g},{top:g} ({grid.crs}) do not overlap the input, "
                     f"which covers {x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f} there")
 

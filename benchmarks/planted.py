@@ -3,8 +3,9 @@
 Positives: every planted change but clouds (patch coverage >= 25 %); negatives: everything else, clouds
 included; patches marginally covered by a planted change are left out. Reports per seed: AUROC and AP of
 atypicality, the rare planted objects with an event in the top 10, clouds in the top 20, and similar-change
-search: precision@5 of common types and whether the other instance of a rare type is in the top 10, the
-query's own object excluded. Adjusted Rand index of the clusters against the planted types. The same measures on change objects (objects.py: the analyst's list): rare
+search: precision@5 of common types (per type, and where the wrong neighbours come from: another planted type
+or the background's own changes) and whether the other instance of a rare type is in the top 10, the query's
+own object excluded. Adjusted Rand index of the clusters against the planted types. The same measures on change objects (objects.py: the analyst's list): rare
 planted objects among the top 10 objects, clouds among the top 20 objects, similar search between objects.
 
     python benchmarks/planted.py --seeds 0,1,2,3,4 [--encoder rcf] [--shared ../shared] [--out benchmarks/results]
@@ -57,14 +58,24 @@ def main():
     stem += f"_rise-{args.rise}" if args.rise is not None else ""
     (out / f"{stem}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     skip = ("best_rank_per_object", "similar_rare_other_in_top10", "rare_missing_top10", "objects_best_rank",
-            "objects_rare_missing_top10", "objects_similar_rare_other_in_top10")
+            "objects_rare_missing_top10", "objects_similar_rare_other_in_top10", "similar_common_detail",
+            "objects_similar_common_detail")
     found = lambda d: f"{sum(d.values())}/{len(d)}"  # noqa: E731
     table = pd.DataFrame([{k: (len(v) if isinstance(v, list) else v) for k, v in r.items() if k not in skip}
                           | {"rare_other_found": found(r["similar_rare_other_in_top10"]),
                              "objects_rare_other_found": found(r["objects_similar_rare_other_in_top10"])}
+                          | search_detail(r["objects_similar_common_detail"])
                           for r in rows])
     (out / f"{stem}.md").write_text(table.to_markdown(index=False) + "\n")
     print(table.to_string(index=False))
+
+
+def search_detail(detail: dict) -> dict:
+    """Objects' similar search, common queries: precision@5 per type and the share of their top 5 that are
+    another planted type or unplanted (the background's own changes)."""
+    return ({f"objects_p_at_5_{t}": v for t, v in detail.get("p_at_5_by_type", {}).items()}
+            | {"objects_top5_other_type": detail.get("neighbours", {}).get("other planted type"),
+               "objects_top5_unplanted": detail.get("neighbours", {}).get("unplanted")})
 
 
 if __name__ == "__main__":

@@ -124,3 +124,29 @@ def test_label_objects_names_objects_by_their_positive_patches_and_clouds_by_the
     assert (out.loc[0, "truth_object"], out.loc[0, "truth_type"], out.loc[0, "truth_kind"]) == (5, "harvest", "common")
     assert out.loc[1, "truth_kind"] == "cloud"  # a cloud at its onset
     assert out.loc[2, "truth_kind"] == "none"  # a background change whose end a cloud crosses
+
+
+def test_search_scores_say_where_the_neighbours_of_common_queries_come_from():
+    """Two planted harvests, two planted clear-cuts, a rare pair and unplanted rows, on hand-placed directions:
+    precision@5 per type, the neighbours' origin, and the rare type's sibling found."""
+    from changescout.evaluate.synthetic import search_scores
+
+    e = np.eye(4)
+    rows = [  # truth_object, type, kind, descriptor
+        (1, "harvest", "common", e[0]), (2, "harvest", "common", e[0] + 0.1 * e[1]),
+        (3, "clearcut", "common", e[1]), (4, "clearcut", "common", e[1] + 0.1 * e[0]),
+        (5, "road", "rare", e[2]), (6, "road", "rare", e[2] + 0.1 * e[3]),
+        *[(-1, "none", "none", e[0] + 0.05 * k * e[3]) for k in range(4)],  # background that looks like a harvest
+    ]
+    table = pd.DataFrame({"truth_object": [r[0] for r in rows], "truth_type": [r[1] for r in rows],
+                          "truth_kind": [r[2] for r in rows], "label": [int(r[0] >= 0) for r in rows],
+                          "rank": np.arange(1, len(rows) + 1)})
+    desc = np.array([r[3] for r in rows], np.float32)
+    p5, rare, detail = search_scores(table, np.arange(100, 100 + len(rows)), desc)
+    # harvest: the other harvest and 4 background rows; clear-cut: the other clear-cut, both harvests, 2 more
+    assert detail["p_at_5_by_type"] == {"clearcut": 0.2, "harvest": 0.2}
+    assert p5 == 0.2
+    assert detail["neighbours"]["same type"] == 0.2
+    assert detail["neighbours"]["unplanted"] + detail["neighbours"]["other planted type"] == pytest.approx(0.8)
+    assert detail["neighbours"]["unplanted"] >= 0.4  # the harvests' background look-alikes
+    assert rare == {5: True, 6: True}

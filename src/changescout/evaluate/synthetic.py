@@ -65,34 +65,45 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     return scores
 
 
-def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray) -> tuple[float | None, dict]:
+def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray) -> tuple[float | None, dict, dict]:
     """Similar-change search scored against the planted truth, one query per planted object (its best-ranked
     row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
-    type among the top 5) and, per rare object, whether another instance of its type is in the top 10.
+    type among the top 5); per rare object, whether another instance of its type is in the top 10; and where
+    the top 5 of common queries come from: precision@5 per type and the share of neighbours of the same
+    planted type, of another planted type, and unplanted (the background's own changes, clouds included).
 
     ``table`` rows (patch events or change objects) align with ``keys`` and ``descriptors``; it needs
     ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``."""
     index = SimilarChangeIndex().fit(descriptors, keys)
     by_key = table.set_index(pd.Index(keys))
     pos = table[table["label"] == 1]
-    p5, rare_found = [], {}
+    rare_found, common = {}, []
     for obj, group in pos.groupby("truth_object"):
         query = group.sort_values("rank").iloc[0]
         own = keys[(table["truth_object"] == obj).to_numpy()]
         hits = by_key.loc[index.search(descriptors[table.index.get_loc(query.name)][None], k=10, exclude=own).keys[0]]
-        same = (hits["label"] == 1) & (hits["truth_type"] == query["truth_type"])
+        planted = hits["label"] == 1
+        same = planted & (hits["truth_type"] == query["truth_type"])
         if query["truth_kind"] == "common":
-            p5.append(float(same.head(5).mean()))
+            top = slice(0, 5)
+            common.append({"type": query["truth_type"], "same type": float(same.iloc[top].mean()),
+                           "other planted type": float((planted & ~same).iloc[top].mean()),
+                           "unplanted": float((~planted).iloc[top].mean())})
         else:
             rare_found[int(obj)] = bool(same.any())
-    return (round(float(np.mean(p5)), 3) if p5 else None), rare_found
+    if not common:
+        return None, rare_found, {}
+    common = pd.DataFrame(common)
+    detail = {"p_at_5_by_type": common.groupby("type")["same type"].mean().round(3).to_dict(),
+              "neighbours": common[["same type", "other planted type", "unplanted"]].mean().round(3).to_dict()}
+    return round(float(common["same type"].mean()), 3), rare_found, detail
 
 
 def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
     """Search between patch events (their change vectors)."""
     keys = lab["vec"].to_numpy()
-    p5, rare = search_scores(lab, keys, vectors[keys])
-    return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare}
+    p5, rare, detail = search_scores(lab, keys, vectors[keys])
+    return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare, "similar_common_detail": detail}
 
 
 def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray) -> dict:
@@ -100,8 +111,9 @@ def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.nda
     cand = objs[objs["candidate"]].reset_index(drop=True)
     cand["label"] = (cand["truth_object"] >= 0).astype(int)
     keys = cand["object_id"].to_numpy()
-    p5, rare = search_scores(cand, keys, object_descriptors(lab, vectors, keys))
-    return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare}
+    p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys))
+    return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare,
+            "objects_similar_common_detail": detail}
 
 
 def series(seed: int, background: str = "synthetic", shared: str | Path | None = None, cloud_dates: int | None = None):

@@ -147,8 +147,32 @@ def test_object_search_leaves_out_the_query_object_and_gives_one_row_per_object(
     # the query is the object's mean change: the top result is the most similar patch to it, not to one patch
     vecs, keys = read_vectors(session_run / "changes.zarr")
     members = events[events["object_id"] == query["object_id"]]
-    w = members["surprise"].to_numpy(float)
-    desc = (vecs[members["vec"].to_numpy()] * w[:, None]).sum(0) / w.sum()
+    onset = members[pd.to_datetime(members["t1"]) == pd.to_datetime(members["t1"]).min()]
+    w = onset["surprise"].to_numpy(float)
+    desc = (vecs[onset["vec"].to_numpy()] * w[:, None]).sum(0) / w.sum()
     top = vecs[events.set_index("event_id").loc[res["event_id"].iloc[0], "vec"]]
     cos = desc @ top / np.linalg.norm(desc) / np.linalg.norm(top)
     assert res["similarity"].iloc[0] == pytest.approx(cos, abs=1e-4)
+
+
+def test_an_episode_object_is_searched_by_its_onset_not_by_its_end(session_run, events):
+    """A flood that recedes is one object whose later events point the other way; the query is its onset
+    (with the end averaged in, a flood query once pointed away from floods and found background noise)."""
+    dates = events.groupby("object_id")["t1"].nunique()
+    episode = events[events["object_id"].isin(dates[dates > 1].index)].sort_values("object_rank")
+    assert len(episode), "the session run has no object with an end"
+    query = episode.iloc[0]
+    members = events[events["object_id"] == query["object_id"]]
+    t1 = pd.to_datetime(members["t1"])
+    vecs, _ = read_vectors(session_run / "changes.zarr")
+
+    def mean(rows):
+        w = rows["surprise"].to_numpy(float)
+        return (vecs[rows["vec"].to_numpy()] * w[:, None]).sum(0) / w.sum()
+
+    onset, whole = mean(members[t1 == t1.min()]), mean(members)
+    res = find_similar(session_run, query["event_id"], k=3, objects=True)
+    top = vecs[events.set_index("event_id").loc[res["event_id"], "vec"].to_numpy()]
+    cos = lambda q: top @ q / np.linalg.norm(top, axis=1) / np.linalg.norm(q)  # noqa: E731
+    np.testing.assert_allclose(res["similarity"], cos(onset), atol=1e-4)
+    assert not np.allclose(cos(onset), cos(whole), atol=1e-3)

@@ -61,8 +61,9 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
                  other_runs=(), negatives=(), objects: bool = False) -> pd.DataFrame:
     """The ``k`` changes most similar to the query event (by cosine of change vectors), best first.
 
-    With ``objects``, the query is the event's whole change object (the surprise-weighted mean of its change
-    vectors), its own patches are left out, and the results are change objects: one row per object, its most
+    With ``objects``, the query is the event's whole change object (the surprise-weighted mean of the change
+    vectors of its onset, as :func:`changescout.objects.object_descriptors`: an episode's end is the change
+    undone), its own patches are left out, and the results are change objects: one row per object, its most
     similar patch as the detail."""
     if k < 1:
         raise EventNotFoundError(f"--k must be at least 1, got {k}")
@@ -77,10 +78,12 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
         raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
     neg = [base.event(e) for e in negatives]
     own = base.events.iloc[0:0]
-    if objects:
+    if objects:  # the object's onset: the events of an episode's end (a flood receding) point the other way
         own = base.events[base.events["object_id"] == query["object_id"]]
-        w = np.maximum(own["surprise"].to_numpy(float), 1e-6)
-        positive = (base.vectors(own["vec"].to_numpy()) * w[:, None]).sum(0, keepdims=True) / w.sum()
+        t1 = pd.to_datetime(own["t1"])
+        onset = own[(t1 == t1.min()).to_numpy()]
+        w = np.maximum(onset["surprise"].to_numpy(float), 1e-6)
+        positive = (base.vectors(onset["vec"].to_numpy()) * w[:, None]).sum(0, keepdims=True) / w.sum()
     else:
         positive = base.vectors([query["vec"]])
     q = feedback_query(positive, base.vectors([e["vec"] for e in neg]) if neg else None)

@@ -98,13 +98,13 @@ def test_feedback_query_moves_away_from_negatives():
 
 # -- compatibility -----------------------------------------------------------------------------------
 ATTRS = {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
-         "normalisation": '{"method": "per-date", "centre_scale": []}'}
+         "normalisation": '{"method": "per-date", "centre_scale": [], "shared": true}'}
 
 
 def test_compatibility_reads_the_normalisation_method():
     c = compatibility(ATTRS)
     assert c == {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
-                 "normalisation_method": "per-date"}
+                 "normalisation_method": "per-date", "shared_space": True}
     assert compatibility({**ATTRS, "patch_size": "16"})["patch_size"] == 16
     del_norm = {k: v for k, v in ATTRS.items() if k != "normalisation"}
     assert compatibility({**del_norm, "normalisation_method": "x"})["normalisation_method"] == "x"
@@ -126,3 +126,24 @@ def test_check_compatible_refuses_other_settings(key, value):
     a = compatibility(ATTRS)
     with pytest.raises(IncompatibleRunsError, match=key):
         check_compatible(a, {**a, key: value}, "runA", "runB")
+
+
+def test_runs_whose_rcf_input_was_normalised_on_their_own_area_are_refused():
+    """rcf runs made before the weights carried their input normalisation (no ``shared`` flag) each normalised
+    on their own area: the same weights do not make their change vectors comparable. Pretrained encoders,
+    which normalise their input themselves, are comparable without the flag."""
+    old = {**ATTRS, "normalisation": '{"method": "per-date", "centre_scale": []}'}
+    assert compatibility(old)["shared_space"] is False
+    assert compatibility({**old, "shared_space": 1})["shared_space"] is True  # the changes store's own flag
+    with pytest.raises(IncompatibleRunsError, match="runB normalised the encoder's input on its own area") as exc:
+        check_compatible(compatibility(ATTRS), compatibility(old), "runA", "runB")
+    assert "--weights runA/rcf_weights.npz" in str(exc.value)
+    galileo = {**old, "encoder": "galileo-nano"}
+    check_compatible(compatibility(galileo), compatibility(galileo), "runA", "runB")
+
+
+def test_the_rcf_weights_hint_is_only_given_between_rcf_runs():
+    a = compatibility(ATTRS)
+    with pytest.raises(IncompatibleRunsError) as exc:
+        check_compatible(a, {**a, "encoder": "galileo-nano", "weights_sha256": "b" * 64}, "runA", "runB")
+    assert "--weights" not in str(exc.value)

@@ -36,7 +36,7 @@ from .atomic import atomic_path
 from .cube import OutputGrid, usable_mask
 from .quality import fill_gaps
 from .encoders.base import Encoder, select_bands
-from .errors import ConfigError
+from .errors import BandError, ConfigError
 from .tiling import PatchGrid
 
 NORMALISATION = ("each band centred on its series-wide median plus the date's offset on its most stable pixels "
@@ -51,8 +51,23 @@ def normalisation_method(spec) -> str:
     return NORMALISATION if spec.input != "reflectance" else f"encoder's own: {spec.scaling}"
 
 
-def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536) -> np.ndarray:
+def shares_space(encoder) -> bool:
+    """Whether runs with this encoder's weights share one embedding space: pretrained encoders (fixed weights,
+    their own input normalisation) do; an encoder that learns from the data does when its weights carry the
+    input normalisation they were learnt with (rcf weights written before they did: each run normalised its
+    input on its own area, and its change vectors cannot be compared with another run's)."""
+    if not hasattr(encoder, "input_normalisation"):
+        return True
+    return encoder.input_normalisation is not None
+
+
+def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536,
+                    reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per date and band robust centre, and per band series-wide scale, over usable pixels: ``(time, band, 2)``.
+
+    ``reference``: a series-wide ``(centre, scale)`` per band to use instead of this cube's own (those of the
+    run an encoder's weights were learnt on, :func:`series_statistics`), so that two runs sharing the weights
+    share one embedding space; each date's offset is still measured on this cube.
 
     Centre: the band's series-wide median (the median of the dates' medians) plus the date's offset, the
     median departure of the *pseudo-invariant* pixels (among the sampled pixels usable at that date, the
@@ -70,6 +85,20 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
     an unchanged object the same at every date (a per-date scale would inflate it on dates whose scene happens
     to be uniform, such as a green forest in May).
     """
+    centre, scale, offset = series_statistics(cube, band_index, max_pixels)
+    if reference is not None:
+        ref_centre, ref_scale = (np.asarray(a, np.float64) for a in reference)
+        if ref_centre.shape != centre.shape or ref_scale.shape != scale.shape:
+            raise ConfigError(f"the encoder's input normalisation has {ref_centre.shape[0]} bands; this cube has {centre.shape[0]}")
+        centre, scale = ref_centre, ref_scale
+    centres = centre[None, :] + offset
+    return np.stack([centres, np.broadcast_to(scale, centres.shape)], axis=-1)
+
+
+def series_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(centre (band,), scale (band,), offset (time, band))`` of :func:`date_statistics`: the series-wide
+    centre and scale, and each date's offset from the centre."""
     ny, nx, nt = cube.sizes["y"], cube.sizes["x"], cube.sizes["time"]
     max_pixels = max(4096, min(max_pixels, (1 << 24) // max(1, nt * len(band_index))))  # bounded for long series
     step = max(1, int(np.ceil(np.sqrt(ny * nx / max_pixels))))
@@ -106,9 +135,7 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
             if len(here):
                 stable = here[: max(min(16, len(here)), int(STABLE_FRACTION * len(here)))]
                 offset[t] = np.median(departure[t][:, stable], axis=1)
-    offset = np.where(np.isfinite(offset), offset, 0.0)
-    centres = centre[None, :] + offset
-    return np.stack([centres, np.broadcast_to(scale, centres.shape)], axis=-1)
+    return centre, scale, np.where(np.isfinite(offset), offset, 0.0)
 
 
 def normalise(x: np.ndarray, stats: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
@@ -332,9 +359,18 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     cube = _read_once(cube.isel(band=select_bands([str(b) for b in cube["band"].values], encoder.spec)))
     bands = [str(b) for b in cube["band"].values]
     band_index = list(range(len(bands)))  # the cube now holds the encoder's bands, in its order
-    stats = date_statistics(cube, band_index)
+    # an encoder that learns from the data (rcf) learns this run's input normalisation with its weights, and
+    # a run given those weights normalises with it: both runs' embeddings then live in one space
+    centre, scale, offset = series_statistics(cube, band_index)
+    shared = getattr(encoder, "input_normalisation", None)
+    if shared is not None and (len(shared[0]) != len(bands) or len(shared[1]) != len(bands)):
+        raise BandError(f"the encoder's weights were learnt on {len(shared[0])} bands; this cube has {len(bands)}")
+    ref_centre, ref_scale = (centre, scale) if shared is None else (np.asarray(a, np.float64) for a in shared)
+    stats = np.stack([ref_centre[None, :] + offset, np.broadcast_to(ref_scale, offset.shape)], axis=-1)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
+        if hasattr(encoder, "set_input_normalisation"):
+            encoder.set_input_normalisation(centre, scale)
     spec = encoder.spec
     p = patch_grid.patch_size
     arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)
@@ -356,7 +392,8 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
             "series": series,
             "bands": json.dumps(bands),
             "distance": spec.distance,
-            "normalisation": json.dumps({"method": normalisation_method(spec), "centre_scale": np.round(stats, 6).tolist()}),
+            "normalisation": json.dumps({"method": normalisation_method(spec), "centre_scale": np.round(stats, 6).tolist(),
+                                         "shared": shares_space(encoder)}),
         },
     )
     with atomic_path(out) as tmp:

@@ -411,7 +411,9 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
                                   "quality mask and --min-clear)")
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
-            attrs.update(normalisation_method=json.loads(embeddings.attrs["normalisation"])["method"], comparison=str(comp))
+            norm = json.loads(embeddings.attrs["normalisation"])
+            attrs.update(normalisation_method=norm["method"], comparison=str(comp),
+                         shared_space=int(norm.get("shared", embeddings.attrs["encoder"] != "rcf")))
             write_changes(ch_path, events, vectors, attrs)
             info.update(events=len(events))
 

@@ -83,19 +83,30 @@ COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_siz
 
 
 def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
-    """Refuse to compare runs whose encoder, weights, patch size or normalisation differ."""
+    """Refuse to compare runs whose encoder, weights, patch size or normalisation differ, or whose encoder
+    normalised each run's input on its own area (rcf weights that do not carry their input normalisation)."""
     diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in COMPATIBILITY_KEYS if a.get(k) != b.get(k)]
+    rcf_hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
     if diffs:
-        hint = ""
-        if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == "rcf":
-            hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
+        hint = rcf_hint if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == b.get("encoder") == "rcf" else ""
         raise IncompatibleRunsError(f"change vectors of {name_a} and {name_b} cannot be compared ({'; '.join(diffs)}).{hint}")
+    alone = [name for name, c in ((name_a, a), (name_b, b)) if not c.get("shared_space", True)]
+    if alone:
+        raise IncompatibleRunsError(
+            f"change vectors of {name_a} and {name_b} cannot be compared: {' and '.join(alone)} normalised the "
+            "encoder's input on its own area (rcf weights written before changescout 0.3.1 do not carry the input "
+            f"normalisation).{rcf_hint} Re-run {name_a} first if its weights are that old.")
 
 
 def compatibility(attrs: dict) -> dict:
     norm = attrs.get("normalisation")
-    method = json.loads(norm)["method"] if isinstance(norm, str) and norm.startswith("{") else attrs.get("normalisation_method")
+    parsed = json.loads(norm) if isinstance(norm, str) and norm.startswith("{") else {}
+    method = parsed.get("method", attrs.get("normalisation_method"))
     out = {k: attrs.get(k) for k in COMPATIBILITY_KEYS}
     out["normalisation_method"] = method
     out["patch_size"] = int(out["patch_size"]) if out["patch_size"] is not None else None
+    shared = attrs.get("shared_space", parsed.get("shared"))
+    if shared is None:  # a run made before 0.3.1: its rcf input was normalised on its own area
+        shared = attrs.get("encoder") != "rcf"
+    out["shared_space"] = bool(shared)
     return out

@@ -192,3 +192,35 @@ def test_version_1_weights_load_as_mean_pooling(sample, tmp_path):
     assert old.pooling == 1.0 and old.spec.version == "1" and old.weights_digest() == enc.weights_digest()
     np.testing.assert_array_equal(old.encode(sample), enc.encode(sample))
     assert _fit(sample).spec.version == "2" and _fit(sample).weights_digest() != enc.weights_digest()
+
+
+def test_two_areas_sharing_weights_share_one_embedding_space(tmp_path):
+    """A run given another run's rcf weights normalises its input with that run's centre and scale: the patches
+    the two areas share get the same embeddings (each area normalised on its own, they differed by about half
+    their norm on the Bouconne series), and the weights file carries that normalisation."""
+    import json
+
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=2, size=224, n_dates=4)
+    a, b = cube.isel(x=slice(0, 128)), cube.isel(x=slice(96, 224))  # 32 px (2 patch columns) shared
+    enc_a = get_encoder("rcf", patch_size=16, dim=32, seed=0)
+    ea = embed_cube(a, enc_a, PatchGrid(grid_of(a), 16), tmp_path / "a.zarr", "a")
+    path = enc_a.save_weights(tmp_path / "rcf_weights.npz")
+    enc_b = get_encoder("rcf", patch_size=16, dim=32, weights=path)
+    centre, scale = enc_b.input_normalisation
+    np.testing.assert_array_equal(centre, enc_a.input_normalisation[0])
+    assert enc_b.weights_digest() == enc_a.weights_digest()
+    eb = embed_cube(b, enc_b, PatchGrid(grid_of(b), 16), tmp_path / "b.zarr", "b")
+    assert json.loads(eb.attrs["normalisation"])["shared"] is True
+    shared_a = ea["embedding"].values[:, :, 7]  # column 112-128 of the cube: inside both areas, off b's edge
+    shared_b = eb["embedding"].values[:, :, 1]
+    rel = np.linalg.norm(shared_a - shared_b, axis=-1) / np.linalg.norm(shared_a, axis=-1)
+    assert np.median(rel) < 0.1, np.median(rel)  # measured 0.05: each area's own date offsets
+    # the same area without the shared normalisation (weights written before they carried it) is further off
+    enc_old = get_encoder("rcf", patch_size=16, dim=32, weights=path)
+    enc_old.input_centre_ = enc_old.input_scale_ = None
+    eo = embed_cube(b, enc_old, PatchGrid(grid_of(b), 16), tmp_path / "o.zarr", "b")
+    assert json.loads(eo.attrs["normalisation"])["shared"] is False
+    rel_old = np.linalg.norm(shared_a - eo["embedding"].values[:, :, 1], axis=-1) / np.linalg.norm(shared_a, axis=-1)
+    assert np.median(rel_old) > 5 * np.median(rel), (np.median(rel_old), np.median(rel))  # measured 0.86

@@ -13,8 +13,12 @@ choices make the features usable for change detection (measured in benchmarks/):
   patch much more than their mean. On the planted series (benchmarks/planted.py, rcf, 5 seeds) it raised
   the patch AUROC on Bouconne from 0.903-0.982 to 0.964-0.998 and the AP from 0.70-0.82 to 0.95-0.97.
 
-The learnt state (filters, biases, feature statistics) is saved beside the run (``rcf_weights.npz``) and can
-be given back with ``--weights`` so that two runs share one embedding space.
+The learnt state (filters, biases, feature statistics, and the series-wide centre and scale per band that the
+embedding stage normalised the input with) is saved beside the run (``rcf_weights.npz``) and can be given back
+with ``--weights`` so that two runs share one embedding space: the second run's input is then normalised with
+the first run's centre and scale (each date's own offset still removed). Weights files written before they
+carried the input normalisation (0.3.0) still load, but runs with them normalise on their own area, and
+``similar --in`` refuses to compare them with another run.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class RCFEncoder:
         self.offsets_ = None  # (n_filters,) float32: the whitening mean folded into a conv bias
         self.feature_mean_ = None
         self.feature_std_ = None
+        self.input_centre_ = None  # (bands,) float64: the input normalisation the weights were learnt with
+        self.input_scale_ = None
         if self.weights is not None:
             self._load(self.weights)
 
@@ -101,6 +107,19 @@ class RCFEncoder:
         self.feature_std_ = np.maximum(flat.std(axis=1), 1e-6).astype(np.float32)
         return self
 
+    @property
+    def input_normalisation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(centre, scale)`` per band of the input the weights were learnt on, or None (not fitted yet, or
+        weights written before they carried it)."""
+        return None if self.input_centre_ is None else (self.input_centre_, self.input_scale_)
+
+    def set_input_normalisation(self, centre: np.ndarray, scale: np.ndarray) -> None:
+        """Record the series-wide input ``centre`` and ``scale`` per band the weights were learnt with."""
+        centre, scale = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
+        if self.filters_ is not None and (centre.shape != (self.filters_.shape[1],) or scale.shape != centre.shape):
+            raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; the normalisation has {centre.shape}")
+        self.input_centre_, self.input_scale_ = centre, scale
+
     # -- inference -----------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
         """``(B, C, H, W)`` normalised pixels -> ``(B, dim, H // patch, W // patch)`` standardised features."""
@@ -125,7 +144,10 @@ class RCFEncoder:
 
     # -- weights -------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"filters": self.filters_, "offsets": self.offsets_, "feature_mean": self.feature_mean_, "feature_std": self.feature_std_}
+        arrays = {"filters": self.filters_, "offsets": self.offsets_, "feature_mean": self.feature_mean_, "feature_std": self.feature_std_}
+        if self.input_centre_ is not None:  # absent from weights written before 0.3.1 (their digest unchanged)
+            arrays.update(input_centre=self.input_centre_, input_scale=self.input_scale_)
+        return arrays
 
     def weights_digest(self) -> str:
         h = hashlib.sha256(json.dumps(self._params(), sort_keys=True).encode())
@@ -157,6 +179,8 @@ class RCFEncoder:
             with np.load(path, allow_pickle=False) as z:
                 params = json.loads(str(z["params"]))
                 arrays = {k: z[k].astype(np.float32) for k in ("filters", "offsets", "feature_mean", "feature_std")}
+                if "input_centre" in z:
+                    arrays.update(input_centre=z["input_centre"].astype(np.float64), input_scale=z["input_scale"].astype(np.float64))
         except Exception as exc:
             raise WeightsError(f"not an rcf weights file: {exc}", path) from exc
         if params.get("version") not in ("1", VERSION):
@@ -165,6 +189,7 @@ class RCFEncoder:
         self.pooling = float(params.get("pooling", 1.0))  # version 1: the plain mean
         self.filters_, self.offsets_ = arrays["filters"], arrays["offsets"]
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
+        self.input_centre_, self.input_scale_ = arrays.get("input_centre"), arrays.get("input_scale")
 
 
 def _random_patches(sample: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:

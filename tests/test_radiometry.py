@@ -141,3 +141,26 @@ def test_real_oscd_city_is_l1c_without_offset():
     assert out is cube
     seen = [(d["level"], d["status"], d["platform"]) for d in record["dates"].values()]
     assert seen == [("L1C", "none", "sentinel-2a"), ("L1C", "none", "sentinel-2")]
+
+
+def test_a_mask_files_product_name_does_not_decide_the_images_offset(tmp_path):
+    """Images named by date only, with SCL masks named after baseline-05.09 L2A products: the images' offset
+    rule and product come from the images (unknown here), not from the masks beside them."""
+    truth = reflectance()
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    profile = dict(driver="GTiff", width=16, height=16, crs="EPSG:32631", transform=Affine(10, 0, 372000, 0, -10, 4836000))
+    for (date, name), values in zip(S2_NAMES.items(), truth):
+        with rasterio.open(images / f"{date}.tif", "w", count=len(BANDS), dtype="uint16", **profile) as dst:
+            dst.write(np.round(values * 10000).astype(np.uint16))  # digital numbers without an offset
+            dst.descriptions = tuple(BANDS)
+        with rasterio.open(masks / f"{name.replace('N0300', 'N0509').replace('N0400', 'N0509')}_SCL.tif", "w",
+                           count=1, dtype="uint8", **profile) as dst:
+            dst.write(np.full((1, 16, 16), 4, np.uint8))  # SCL 4: vegetation, clear
+    cube = open_series(images, patch_size=16, mask=masks, mask_convention="scl")
+    out, record = apply_offsets(cube)
+    np.testing.assert_allclose(out.values, truth, atol=1e-4)  # no -0.1 applied
+    for date, d in record["dates"].items():
+        assert d["baseline"] is None and "SCL" not in str(d["product"]), (date, d)
+        assert d["product"] == date  # the image's own name

@@ -90,13 +90,15 @@ def describe_dates(cube: xr.DataArray) -> dict[str, dict]:
 
 
 def _names_by_date(cube: xr.DataArray, times: pd.DatetimeIndex) -> list[list[str]]:
-    """Product or file names of each date: a product ``time`` coordinate, else the source files by date."""
+    """Product or file names of each date: a product ``time`` coordinate, else the reflectance files by date
+    (mask files left out: an SCL file named after an L2A product says nothing of the image beside it)."""
     for key in PRODUCT_COORDS:
         if key in cube.coords and cube[key].dims == ("time",):
             return [[str(v)] for v in cube[key].values]
     by_date: list[list[str]] = [[] for _ in times]
     index = {t: i for i, t in enumerate(times)}
-    for f in cube.attrs.get("source_files", []):
+    masks = set(cube.attrs.get("mask_files", []))
+    for f in (f for f in cube.attrs.get("source_files", []) if f not in masks):
         p = Path(str(f))
         i = _oscd_date(p) if cube.attrs.get("dataset") == "oscd" else None
         if i is None:

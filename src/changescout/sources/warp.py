@@ -389,6 +389,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         "label": source.name if source.is_dir() else source.stem,
         "source": str(source),
         "source_files": files,
+        # what radiometry must not read a product (and its offset) from: a mask file's name is not the image's
+        "mask_files": sorted({s.mask.path for s in scenes if s.mask} - {layer.path for layer in layers}),
         "level": level_of([s.name for s in scenes], level),
         "scale_factor": scale,
         "offset": off,

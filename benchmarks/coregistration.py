@@ -44,7 +44,7 @@ def zscored(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def score_city(item, radius: int) -> tuple[dict, dict]:
     """The four variants' scores of one city and its shift record."""
     t = time.perf_counter()
-    est = CoRegistration(reference="first").fit(item.cube)
+    est = CoRegistration(reference="first", edge="nodata").fit(item.cube)  # moved-in pixels left out, as in oscd
     corrected = est.transform(item.cube)
     raw, fixed = np.asarray(item.cube.values), np.asarray(corrected.values)
     seconds = time.perf_counter() - t

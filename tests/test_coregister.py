@@ -57,10 +57,15 @@ def test_correction_aligns_the_dates_lazily_on_the_same_grid(make_grid):
     assert after < 0.5 * before
     again = CoRegistration(reference="first").fit(out).shifts_["2021-04-01"]
     assert again["status"] == "below_tolerance" and not again["applied"]
-    # what came in from outside the grid is nodata, marked in both the values and the quality
+    # what came in from outside the grid copies the grid's edge (by default) ...
     v, q = out.values[1], out["quality"].values[1]
-    assert (q == Quality.NODATA).any() and np.array_equal(np.isnan(v).any(axis=0), q == Quality.NODATA)
+    assert np.isfinite(v).all() and (q == Quality.CLEAR).all()
     assert out.values[0].tobytes() == cube.values[0].tobytes()  # the reference is untouched
+    # ... or is nodata, marked in both the values and the quality
+    gdal = CoRegistration(reference="first", edge="nodata").fit_transform(cube)
+    v, q = gdal.values[1], gdal["quality"].values[1]
+    assert (q == Quality.NODATA).any() and np.array_equal(np.isnan(v).any(axis=0), q == Quality.NODATA)
+    np.testing.assert_array_equal(gdal.values[1][:, q == Quality.CLEAR], out.values[1][:, q == Quality.CLEAR])
 
 
 def test_clouds_and_nodata_do_not_bias_the_shift(make_grid):
@@ -111,12 +116,22 @@ def test_shift_cube_moves_values_and_quality_by_whole_pixels(make_grid):
     quality = np.zeros((2, 32, 32), np.uint8)
     quality[1, 10:14, 10:14] = Quality.CLOUD
     cube = make_cube(data, ["2021-01-01", "2021-02-01"], BANDS, make_grid(32, 32), quality=quality).chunk({"y": 16, "x": 16})
-    out = shift_cube(cube, [(0, 0), (2, -1)])
+    out = shift_cube(cube, [(0, 0), (2, -1)], edge="nodata")
     v, q = out.values, out["quality"].values
     np.testing.assert_allclose(v[1, :, 6:30, 2:30], data[1, :, 4:28, 3:31], atol=1e-5)  # across chunk borders
     assert (q[1, 12:16, 9:13] == Quality.CLOUD).all() and (q[1] == Quality.CLOUD).sum() == 16
     assert (q[1, :2] == Quality.NODATA).all() and np.isnan(v[1, :, :2]).all()
     assert (q[1, :, -1] == Quality.NODATA).all()
+    # by default the rows and the column moved in from outside copy the grid's nearest pixel of the date
+    near = shift_cube(cube, [(0, 0), (2, -1)])
+    v, q = near.values, near["quality"].values
+    np.testing.assert_allclose(v[1, :, 2:, :31], out.values[1, :, 2:, :31])
+    np.testing.assert_allclose(v[1, :, 0, :31], data[1, :, 0, 1:32], atol=1e-5)  # the first row, repeated
+    np.testing.assert_allclose(v[1, :, 1, :31], data[1, :, 0, 1:32], atol=1e-5)
+    np.testing.assert_allclose(v[1, :, 2:, 31], data[1, :, :30, 31], atol=1e-5)  # the last column, repeated
+    assert (q[1, :2] == Quality.CLEAR).all() and (q[1, :, -1] == Quality.CLEAR).all() and np.isfinite(v).all()
+    with pytest.raises(ConfigError, match="edge must be one of"):
+        shift_cube(cube, [(0, 0), (2, -1)], edge="zero")
     with pytest.raises(InputError, match="one \\(dy, dx\\) shift per date"):
         shift_cube(cube, [(1, 1)])
 
@@ -133,7 +148,7 @@ def test_a_subpixel_shift_costs_only_the_pixels_it_moves_out(make_grid, order):
     cube = make_cube(data, ["2021-01-01", "2021-02-01", "2021-03-01"], BANDS, make_grid(32, 32),
                      quality=quality).chunk({"y": 16, "x": 16})
     moves = [(0, 0), (0.3, -0.2), (-0.6, 1.4)]
-    out = shift_cube(cube, moves, order=order)
+    out = shift_cube(cube, moves, order=order, edge="nodata")
     v, q = out.values, out["quality"].values
     lost = q == Quality.NODATA
     assert np.array_equal(np.isnan(v).any(axis=1), lost)

@@ -31,9 +31,13 @@ first date's grid), while a cloudy first date gives way; ``"first"`` or a date `
 
 The correction is lazy (dask ``map_overlap``, one block per date and spatial chunk): bands are resampled with
 a cubic spline (``order=3``) over holes filled with their nearest usable values, the quality class with nearest
-neighbour; a pixel whose centre falls outside the grid or in a nodata pixel becomes NaN / NODATA (the rule of
-GDAL's warper at a raster's edge), so a shift of ``d`` px costs ``round(|d|)`` px at the edge it moves away from
-and nothing at the others, and a hole moves with its date without growing. The cube stays on its grid.
+neighbour; a pixel whose centre falls in a nodata pixel becomes NaN / NODATA, so a hole moves with its date
+without growing. A pixel whose centre falls outside the grid (``round(|d|)`` px at the edge a shift of ``d`` px
+moves away from) takes the grid's nearest pixel of the same date (``edge="nearest"``, the default) or becomes
+NaN / NODATA (``edge="nodata"``, the rule of GDAL's warper at a raster's edge). Left nodata, the pipeline's
+embedding stage filled that row from another date, whose radiometry made a seam along the grid's edge: on a
+crop of the Bouconne series shifted by 0.53 px, the strip along the top edge was the top-ranked object. The
+cube stays on its grid.
 
 :func:`tolerant_distance` is a change distance that tolerates what is left (about 1 px in several OSCD
 cities): per pixel, the least distance to the other date over shifts of up to ``radius`` px, both ways.
@@ -64,6 +68,7 @@ from .cube import Quality, band_names, usable_mask, validate_cube
 from .errors import BandError, ConfigError, InputError
 
 MODES = ("auto", "on", "off")
+EDGES = ("nearest", "nodata")  # what pixels moved in from outside the grid become
 #: Bands averaged into the estimation image when the cube has them (10 m visible and NIR of Sentinel-2, or names).
 ESTIMATION_BANDS = (("B02", "B03", "B04", "B08"), ("blue", "green", "red", "nir"))
 #: Fraction of clouds or nodata in a window above which the masked cross-correlation checks the estimate.
@@ -100,10 +105,13 @@ class CoRegistration(BaseEstimator):
         Side (px) of the central window the shifts are estimated in (memory and time stay bounded).
     order : int
         Spline order of the band resampling (1 bilinear, 3 cubic).
+    edge : "nearest" or "nodata"
+        What the pixels moved in from outside the grid become: copies of the grid's nearest pixel of the same
+        date (with its quality), or nodata.
     """
 
     def __init__(self, reference="clearest", bands=None, upsample_factor=100, normalization=None, tolerance=0.1,
-                 max_shift=3.0, max_error=0.95, min_overlap=0.3, window=512, order=3):
+                 max_shift=3.0, max_error=0.95, min_overlap=0.3, window=512, order=3, edge="nearest"):
         self.reference = reference
         self.bands = bands
         self.upsample_factor = upsample_factor
@@ -114,6 +122,7 @@ class CoRegistration(BaseEstimator):
         self.min_overlap = min_overlap
         self.window = window
         self.order = order
+        self.edge = edge
 
     # -- estimation -------------------------------------------------------------------------------------
     def fit(self, cube: xr.DataArray, y=None) -> "CoRegistration":
@@ -181,6 +190,8 @@ class CoRegistration(BaseEstimator):
             raise ConfigError(f"window must be an integer of at least 8 px, got {self.window!r}")
         if self.order not in (0, 1, 2, 3, 4, 5):
             raise ConfigError(f"order must be a spline order 0..5, got {self.order!r}")
+        if self.edge not in EDGES:
+            raise ConfigError(f"edge must be one of {EDGES}, got {self.edge!r}")
 
     def _band_index(self, bands: list[str]) -> list[int]:
         if self.bands is not None:
@@ -203,7 +214,7 @@ class CoRegistration(BaseEstimator):
         if dates != list(self.shifts_):
             raise InputError(f"the cube's dates {dates} are not the dates the shifts were fitted on {list(self.shifts_)}")
         shifts = np.array([[s["dy"], s["dx"]] if s["applied"] else [0.0, 0.0] for s in self.shifts_.values()], float)
-        out = shift_cube(cube, shifts, order=self.order)
+        out = shift_cube(cube, shifts, order=self.order, edge=self.edge)
         if out is not cube:
             out.attrs["coregistration"] = (f"shifts against {self.reference_} by cross-correlation "
                                            f"(1/{self.upsample_factor} px), spline order {self.order}")
@@ -215,7 +226,7 @@ class CoRegistration(BaseEstimator):
     def record(self) -> dict:
         """What was estimated and applied, JSON-ready (``state.json``)."""
         check_is_fitted(self, "shifts_")
-        return {"reference": self.reference_, "window": self.window_, "method": _method(self),
+        return {"reference": self.reference_, "window": self.window_, "method": _method(self), "edge": self.edge,
                 "tolerance": self.tolerance, "max_shift": self.max_shift, "shifts": self.shifts_,
                 "applied": [d for d, s in self.shifts_.items() if s["applied"]],
                 "too_large": [d for d, s in self.shifts_.items() if s["status"] == "too_large"]}
@@ -365,15 +376,18 @@ def _date_keys(cube: xr.DataArray) -> list[str]:
 
 
 # -- correction helpers ----------------------------------------------------------------------------------
-def shift_cube(cube: xr.DataArray, shifts, order: int = 3) -> xr.DataArray:
+def shift_cube(cube: xr.DataArray, shifts, order: int = 3, edge: str = "nearest") -> xr.DataArray:
     """``cube`` with date ``t`` moved by ``shifts[t] = (dy, dx)`` px (lazy, same grid and coordinates).
 
     Bands are resampled with a spline of ``order`` (nodata pixels take their nearest usable values first, so
     the spline sees no step there), the quality class with nearest neighbour; a pixel whose centre comes from
-    outside the grid or from a nodata pixel becomes NaN and NODATA, so a shift of ``d`` px loses
-    ``round(|d|)`` px at the edge it moves away from and none at the others. Returns ``cube`` itself when every
-    shift is zero.
+    a nodata pixel becomes NaN and NODATA. One whose centre comes from outside the grid (``round(|d|)`` px at
+    the edge a shift of ``d`` px moves away from, none at the others) copies the grid's nearest pixel of its
+    date, values and quality (``edge="nearest"``), or becomes NaN and NODATA (``edge="nodata"``). Returns
+    ``cube`` itself when every shift is zero.
     """
+    if edge not in EDGES:
+        raise ConfigError(f"edge must be one of {EDGES}, got {edge!r}")
     shifts = np.asarray(shifts, dtype=float).reshape(-1, 2)
     if len(shifts) != cube.sizes["time"]:
         raise InputError(f"one (dy, dx) shift per date is needed: the cube has {cube.sizes['time']} dates, "
@@ -387,11 +401,13 @@ def shift_cube(cube: xr.DataArray, shifts, order: int = 3) -> xr.DataArray:
     data = data.rechunk({0: 1, 1: -1})
     ny, nx = data.shape[2:]
     depth_y, depth_x = min(depth, ny), min(depth, nx)
+    # outside the grid: the edge pixels repeated (dask's "nearest" boundary), or nodata
+    outside = ("nearest", "nearest") if edge == "nearest" else (np.nan, int(Quality.NODATA))
     moved = da.map_overlap(_shift_bands, data, depth={0: 0, 1: 0, 2: depth_y, 3: depth_x},
-                           boundary={2: np.nan, 3: np.nan}, dtype=np.float32, shifts=shifts, order=order)
+                           boundary={2: outside[0], 3: outside[0]}, dtype=np.float32, shifts=shifts, order=order)
     quality = da.asarray(cube["quality"].data).rechunk(data.chunks[:1] + data.chunks[2:])
     q = da.map_overlap(_shift_quality, quality, depth={0: 0, 1: depth_y, 2: depth_x},
-                       boundary={1: int(Quality.NODATA), 2: int(Quality.NODATA)}, dtype=np.uint8, shifts=shifts)
+                       boundary={1: outside[1], 2: outside[1]}, dtype=np.uint8, shifts=shifts)
     nodata = da.isnan(moved).any(axis=1)
     q = da.where(nodata, np.uint8(Quality.NODATA), q).astype(np.uint8)
     moved = da.where((q == Quality.NODATA)[:, None], np.float32(np.nan), moved)

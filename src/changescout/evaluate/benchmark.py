@@ -118,7 +118,7 @@ def coregistered(pair: Pair, mode: str = "auto") -> Pair:
     filled with the nearest pixel of the same date (:func:`fill_moved_in`)."""
     from ..coregister import coregister
 
-    cube, record = coregister(pair.cube, mode, reference="first")
+    cube, record = coregister(pair.cube, mode, reference="first", edge="nodata")  # moved-in pixels: see above
     if record.get("status") != "done":
         return Pair(pair.name, pair.cube, pair.label, pair.valid, [*pair.notes], {"coregister": record})
     cube = cube.compute()

@@ -434,3 +434,25 @@ def test_a_zarr_datacube_runs_and_its_store_is_hashed(tmp_path):
     from changescout.sources import open_series
 
     assert _input_hashes(open_series(store)) != inputs
+
+
+def test_what_a_killed_run_left_half_written_is_removed_when_it_resumes_or_is_replaced(session_run, session_config, copy_run):
+    """A SIGKILL skips atomic_path's cleanup: the temporary embeddings store (and any other temporary) stays
+    beside the run until the run is resumed or replaced; a refused rerun leaves the directory as it is."""
+    run = copy_run(session_run)
+    left = [run / ".embeddings.tmp-ee73f3f5.zarr", run / ".events.tmp-0a1b2c3d.parquet", run / "maps" / ".magnitude.tmp-12345678.tif"]
+    left[0].mkdir()
+    (left[0] / "0.0.0").write_bytes(b"partial")
+    for p in left[1:]:
+        p.write_bytes(b"partial")
+    keep = run / ".notes.txt"  # the user's own hidden file
+    keep.write_text("mine")
+    with pytest.raises(RunExistsError):
+        run_pipeline(session_config(rank_by="magnitude"), run, **QUIET)
+    assert all(p.exists() for p in left)
+    run_pipeline(session_config(), run, **QUIET)  # resumed
+    assert not any(p.exists() for p in left) and keep.exists()
+    left[1].write_bytes(b"partial")
+    run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)  # replaced
+    assert not left[1].exists() and keep.exists()
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") and p.name != keep.name]

@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "ev
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
 #: Where ``--overwrite`` keeps the replaced run until the new one has finished (restored if it fails).
 REPLACED = ".replaced"
+#: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
+LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
 
 
@@ -168,6 +171,7 @@ class Run:
                 state_path = self.out / "state.json"
                 self.state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
                 self.resumed = True
+                self._sweep()
                 return
             if not self.overwrite:
                 made_by = old.get("versions", {}).get("changescout")
@@ -176,6 +180,7 @@ class Run:
                 raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
             self.touched = True
             self._set_aside()
+            self._sweep()
         elif self.out.exists() and any(self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
         self.touched = True
@@ -189,6 +194,14 @@ class Run:
             where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.out else ""
             raise OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out",
                               self.out) from exc
+
+    def _sweep(self):
+        """Remove what a killed run left half-written (:func:`changescout.atomic.atomic_path`'s temporary names,
+        a replaced folder's trash): the run that resumes or replaces it writes them again."""
+        for folder in (self.out, self.out / "maps", self.out / "quicklooks"):
+            for p in folder.glob(".*") if folder.is_dir() else ():
+                if LEFTOVER.fullmatch(p.name):
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _recover(self):
         """A replacement that died before it wrote its configuration left the replaced run aside and nothing

@@ -82,6 +82,20 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
     assert code == 130 and "interrupted; rerun the same command to resume" in out + err
 
 
+def test_an_unreachable_scheduler_exits_2_naming_the_address(capsys, tmp_path, monkeypatch):
+    """distributed's Client raises OSError after its connect timeout: that was an internal error (exit 1)."""
+    import sys
+    import types
+
+    def refuse(address):
+        raise OSError(f"Timed out trying to connect to {address} after 30 s")
+
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=refuse))
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "cannot connect to the dask scheduler at 'tcp://127.0.0.1:1'" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_options_exit_2(capsys, tmp_path):
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--compare", "weekly")
     assert code == 2 and "--compare" in err

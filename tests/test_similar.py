@@ -176,3 +176,19 @@ def test_an_episode_object_is_searched_by_its_onset_not_by_its_end(session_run, 
     cos = lambda q: top @ q / np.linalg.norm(top, axis=1) / np.linalg.norm(q)  # noqa: E731
     np.testing.assert_allclose(res["similarity"], cos(onset), atol=1e-4)
     assert not np.allclose(cos(onset), cos(whole), atol=1e-3)
+
+
+def test_the_query_given_as_its_own_negative_is_refused(session_run, query):
+    with pytest.raises(EventNotFoundError, match="--not names the query itself"):
+        find_similar(session_run, query["event_id"], negatives=[query["event_id"]])
+
+
+def test_a_place_whose_patch_has_no_event_says_why(session_run, copy_run, events):
+    """A patch left out of every comparison (too few clear pixels) listed its dates as []."""
+    run = copy_run(session_run)
+    row, col = int(events["row"].iloc[0]), int(events["col"].iloc[0])
+    kept = events[(events["row"] != row) | (events["col"] != col)]
+    kept.to_parquet(run / "events.parquet")
+    x, y = RunView(run).patch_grid.centres()
+    with pytest.raises(EventNotFoundError, match=f"patch r{row} c{col} has no event at any date: too few of its pixels"):
+        find_similar(run, at=(x[col], y[row]), t1=pd.Timestamp(events["t1"].iloc[0]).strftime("%Y-%m-%d"))

@@ -69,7 +69,7 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     objects = read_objects(run_dir).head(top)
     lead = lead_events(events, objects)
     table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
-    for c in ("rank", "object", "t0", "t1", "until", "patches", "area ha", "atypicality", "rarity", "persistence",
+    for c in ("rank", "object", "t0", "t1", "until", "events", "area ha", "atypicality", "rarity", "persistence",
               "recurrence", "most atypical onset patch"):
         table.add_column(c, justify="left" if c == "most atypical onset patch" else "right")
     for _, r in objects.iterrows():
@@ -93,7 +93,11 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
             from distributed import Client
         except ImportError as exc:
             raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:  # unreachable, refused, a malformed address
+            raise ConfigError(f"cannot connect to the dask scheduler at {scheduler!r}: {exc}. Check the address "
+                              "(tcp://HOST:PORT) and that the scheduler is running") from exc
     try:
         run_pipeline(config, out, overwrite=overwrite, progress=None if client else _dask_progress, log=_log)
     finally:

@@ -47,6 +47,9 @@ class RunView:
         row, col = self.patch_grid.locate(x, y)
         t1 = to_times([t1], self.path, "--t1")[0]  # YYYY-MM-DD, as --dates: "July" is not the year 1
         hit = self.events[(self.events["row"] == row) & (self.events["col"] == col)]
+        if hit.empty:
+            raise EventNotFoundError(f"patch r{row} c{col} has no event at any date: too few of its pixels were clear "
+                                     "at two dates to compare (see --min-clear), or it lies off the data", self.path)
         exact = hit[pd.to_datetime(hit["t1"]).dt.normalize() == t1.normalize()]
         if exact.empty:
             dates = sorted(pd.to_datetime(hit["t1"]).dt.strftime("%Y-%m-%d").unique())
@@ -77,6 +80,8 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     else:
         raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
     neg = [base.event(e) for e in negatives]
+    if any(e["event_id"] == query["event_id"] for e in neg):
+        raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
     own = base.events.iloc[0:0]
     if objects:  # the object's onset: the events of an episode's end (a flood receding) point the other way
         own = base.events[base.events["object_id"] == query["object_id"]]

@@ -17,7 +17,7 @@ The learnt state (filters, biases, feature statistics, and the series-wide centr
 embedding stage normalised the input with) is saved beside the run (``rcf_weights.npz``) and can be given back
 with ``--weights`` so that two runs share one embedding space: the second run's input is then normalised with
 the first run's centre and scale (each date's own offset still removed). Weights files written before they
-carried the input normalisation (0.3.0) still load, but runs with them normalise on their own area, and
+carried the input normalisation (changescout 0.3.0 and before) still load, but runs with them normalise on their own area, and
 ``similar --in`` refuses to compare them with another run.
 """
 

@@ -3,10 +3,12 @@
 Positives: every planted change but clouds (patch coverage >= 25 %); negatives: everything else, clouds
 included; patches marginally covered by a planted change are left out. Reports per seed: AUROC and AP of
 atypicality, the rare planted objects with an event in the top 10, clouds in the top 20, and similar-change
-search: precision@5 of common types (per type, and where the wrong neighbours come from: another planted type
-or the background's own changes) and whether the other instance of a rare type is in the top 10, the query's
-own object excluded. Adjusted Rand index of the clusters against the planted types. The same measures on change objects (objects.py: the analyst's list): rare
-planted objects among the top 10 objects, clouds among the top 20 objects, similar search between objects.
+search: precision@5 of common types and whether the other instance of a rare type is in the top 10, the
+query's own object excluded. Adjusted Rand index of the clusters against the planted types. The same measures
+on change objects (objects.py: the analyst's list): rare planted objects among the top 10 objects, clouds
+among the top 20 objects, similar search between objects, whose precision@5 the table also gives per type
+with where the wrong neighbours come from (another planted type, or the background's own changes; the JSON
+has the same breakdown for patch events).
 
     python benchmarks/planted.py --seeds 0,1,2,3,4 [--encoder rcf] [--shared ../shared] [--out benchmarks/results]
 

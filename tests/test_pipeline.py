@@ -456,3 +456,26 @@ def test_what_a_killed_run_left_half_written_is_removed_when_it_resumes_or_is_re
     run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)  # replaced
     assert not left[1].exists() and keep.exists()
     assert not [p.name for p in run.iterdir() if p.name.startswith(".") and p.name != keep.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_second_process_on_the_same_run_directory_is_refused(session_run, session_config, copy_run):
+    """While one run writes a directory (it holds a flock on it), another run there stops with exit 2 instead of
+    resuming it or sweeping its temporaries; once the lock is released the run resumes."""
+    import fcntl
+
+    run = copy_run(session_run)
+    temp = run / ".embeddings.tmp-0123abcd.zarr"  # the other process's store being written
+    temp.mkdir()
+    fd = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunExistsError, match="another changescout process is writing") as exc:
+            run_pipeline(session_config(), run, **QUIET)
+        assert exc.value.exit_code == 2 and temp.exists()
+    finally:
+        os.close(fd)
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("resuming" in m for m in logs) and not temp.exists()
+    run_pipeline(session_config(), run, **QUIET)  # the lock went with the run that held it

@@ -95,7 +95,7 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
             raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
         try:
             client = Client(scheduler)
-        except (OSError, TimeoutError, ValueError, TypeError) as exc:  # unreachable, refused, a malformed address
+        except (OSError, TimeoutError, ValueError) as exc:  # unreachable, refused, a malformed address
             raise ConfigError(f"cannot connect to the dask scheduler at {scheduler!r}: {exc}. Check the address "
                               "(tcp://HOST:PORT) and that the scheduler is running") from exc
     try:
@@ -177,7 +177,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             k: int = typer.Option(10, help="Number of results."),
             in_runs: list[Path] = typer.Option([], "--in", help="Other run(s) to search too."),
             negatives: list[str] = typer.Option([], "--not", help="Event id(s) that are not what you look for."),
-            objects: bool = typer.Option(False, "--objects", help="Query with the event's whole change object; one result per object."),
+            objects: bool = typer.Option(False, "--objects", help="Query with the event's change object (its onset patches, as the objects are compared); one result per object."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """The changes most similar to one event, in this run and others."""
     from .similar import find_similar

@@ -217,7 +217,8 @@ class CoRegistration(BaseEstimator):
         out = shift_cube(cube, shifts, order=self.order, edge=self.edge)
         if out is not cube:
             out.attrs["coregistration"] = (f"shifts against {self.reference_} by cross-correlation "
-                                           f"(1/{self.upsample_factor} px), spline order {self.order}")
+                                           f"(1/{self.upsample_factor} px), spline order {self.order}, "
+                                           f"pixels moved in from outside the grid: {self.edge}")
         return out
 
     def fit_transform(self, cube: xr.DataArray, y=None) -> xr.DataArray:

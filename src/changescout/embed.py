@@ -85,11 +85,18 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
     an unchanged object the same at every date (a per-date scale would inflate it on dates whose scene happens
     to be uniform, such as a green forest in May).
     """
-    centre, scale, offset = series_statistics(cube, band_index, max_pixels)
+    return stack_statistics(*series_statistics(cube, band_index, max_pixels), reference=reference)
+
+
+def stack_statistics(centre: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+                     reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``(time, band, 2)`` statistics of :func:`date_statistics` from :func:`series_statistics`' parts, the
+    series-wide centre and scale replaced by ``reference`` when given."""
     if reference is not None:
         ref_centre, ref_scale = (np.asarray(a, np.float64) for a in reference)
         if ref_centre.shape != centre.shape or ref_scale.shape != scale.shape:
-            raise ConfigError(f"the encoder's input normalisation has {ref_centre.shape[0]} bands; this cube has {centre.shape[0]}")
+            raise BandError(f"the encoder's input normalisation was learnt on {ref_centre.shape[0]} bands; "
+                            f"this cube has {centre.shape[0]}")
         centre, scale = ref_centre, ref_scale
     centres = centre[None, :] + offset
     return np.stack([centres, np.broadcast_to(scale, centres.shape)], axis=-1)
@@ -98,7 +105,8 @@ def date_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int =
 def series_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int = 65536
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(centre (band,), scale (band,), offset (time, band))`` of :func:`date_statistics`: the series-wide
-    centre and scale, and each date's offset from the centre."""
+    centre and scale, and each date's offset (the median departure of its pseudo-invariant pixels from their
+    own medians over time; for a date with none of them usable, its median minus the series centre)."""
     ny, nx, nt = cube.sizes["y"], cube.sizes["x"], cube.sizes["time"]
     max_pixels = max(4096, min(max_pixels, (1 << 24) // max(1, nt * len(band_index))))  # bounded for long series
     step = max(1, int(np.ceil(np.sqrt(ny * nx / max_pixels))))
@@ -363,14 +371,14 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     # a run given those weights normalises with it: both runs' embeddings then live in one space
     centre, scale, offset = series_statistics(cube, band_index)
     shared = getattr(encoder, "input_normalisation", None)
-    if shared is not None and (len(shared[0]) != len(bands) or len(shared[1]) != len(bands)):
-        raise BandError(f"the encoder's weights were learnt on {len(shared[0])} bands; this cube has {len(bands)}")
-    ref_centre, ref_scale = (centre, scale) if shared is None else (np.asarray(a, np.float64) for a in shared)
-    stats = np.stack([ref_centre[None, :] + offset, np.broadcast_to(ref_scale, offset.shape)], axis=-1)
+    learnt_on = getattr(encoder, "input_bands", None)
+    if shared is not None and learnt_on is not None and list(learnt_on) != bands:
+        raise BandError(f"the encoder's weights were learnt on the bands {list(learnt_on)}; this cube has {bands}")
+    stats = stack_statistics(centre, scale, offset, reference=shared)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
         if hasattr(encoder, "set_input_normalisation"):
-            encoder.set_input_normalisation(centre, scale)
+            encoder.set_input_normalisation(centre, scale, bands)
     spec = encoder.spec
     p = patch_grid.patch_size
     arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)

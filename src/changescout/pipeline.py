@@ -40,8 +40,13 @@ from .events import COLUMNS, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
 from .rank import AtypicalityRanker
-from .search import SimilarChangeIndex
+from .search import SimilarChangeIndex, compatibility
 from .tiling import PatchGrid, event_ids, series_id
+
+try:
+    import fcntl  # POSIX: the run directory's lock
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 
 STAGES = ("embed", "changes", "rank", "outputs")
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
@@ -164,6 +169,8 @@ class Run:
         resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
         cfg_path = self.out / "config.json"
+        if self.out.is_dir():
+            self._lock()
         self._recover()
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
@@ -188,12 +195,33 @@ class Run:
         self.resumed = False
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            self._lock()
             write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
             self._save_state()
         except OSError as exc:  # (an immutable folder that the permission bits let through)
             where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.out else ""
             raise OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out",
                               self.out) from exc
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the run directory while this process writes it (``flock`` on the directory
+        itself, POSIX; released when the run ends or the process dies): a second run on the same ``--out`` is
+        refused instead of resuming, replacing or sweeping the files of the first."""
+        if fcntl is None or getattr(self, "_lock_fd", None) is not None:
+            return
+        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunExistsError("another changescout process is writing this run directory; wait for it to "
+                                 "finish or choose another --out", self.out) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
     def _sweep(self):
         """Remove what a killed run left half-written (:func:`changescout.atomic.atomic_path`'s temporary names,
@@ -242,11 +270,13 @@ class Run:
 
     def finish(self) -> None:
         shutil.rmtree(self.out / REPLACED, ignore_errors=True)
+        self._unlock()
 
     def abandon(self, exc: BaseException) -> None:
         """After a failure. Bad input (:class:`InputError`): the replaced run comes back in place of the
         unfinished one, and a new run leaves nothing behind. Any other failure (an interruption, a crash):
         the unfinished run stays, to be resumed by the same command (the replaced run stays aside until then)."""
+        self._unlock()
         if not getattr(self, "touched", False) or not isinstance(exc, InputError):
             return
         try:
@@ -424,9 +454,9 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
                                   "quality mask and --min-clear)")
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
-            norm = json.loads(embeddings.attrs["normalisation"])
-            attrs.update(normalisation_method=norm["method"], comparison=str(comp),
-                         shared_space=int(norm.get("shared", embeddings.attrs["encoder"] != "rcf")))
+            compat = compatibility(embeddings.attrs)
+            attrs.update(normalisation_method=compat["normalisation_method"], comparison=str(comp),
+                         shared_space=int(compat["shared_space"]))
             write_changes(ch_path, events, vectors, attrs)
             info.update(events=len(events))
 

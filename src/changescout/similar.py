@@ -13,6 +13,7 @@ from .change import read_vectors
 from .cube import OutputGrid
 from .errors import EventNotFoundError, RunNotFoundError
 from .events import read_events
+from .objects import object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
 from .tiling import PatchGrid
@@ -83,12 +84,10 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     if any(e["event_id"] == query["event_id"] for e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
     own = base.events.iloc[0:0]
-    if objects:  # the object's onset: the events of an episode's end (a flood receding) point the other way
+    if objects:  # the object's descriptor: its onset (an episode's end, a flood receding, points the other way)
         own = base.events[base.events["object_id"] == query["object_id"]]
-        t1 = pd.to_datetime(own["t1"])
-        onset = own[(t1 == t1.min()).to_numpy()]
-        w = np.maximum(onset["surprise"].to_numpy(float), 1e-6)
-        positive = (base.vectors(onset["vec"].to_numpy()) * w[:, None]).sum(0, keepdims=True) / w.sum()
+        rows = own.assign(vec=np.arange(len(own)))  # object_descriptors indexes the vectors by vec
+        positive = object_descriptors(rows, base.vectors(own["vec"].to_numpy()), np.array([query["object_id"]]))
     else:
         positive = base.vectors([query["vec"]])
     q = feedback_query(positive, base.vectors([e["vec"] for e in neg]) if neg else None)

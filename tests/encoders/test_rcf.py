@@ -211,8 +211,19 @@ def test_two_areas_sharing_weights_share_one_embedding_space(tmp_path):
     centre, scale = enc_b.input_normalisation
     np.testing.assert_array_equal(centre, enc_a.input_normalisation[0])
     assert enc_b.weights_digest() == enc_a.weights_digest()
+    assert enc_b.input_bands == [str(v) for v in cube["band"].values]
     eb = embed_cube(b, enc_b, PatchGrid(grid_of(b), 16), tmp_path / "b.zarr", "b")
-    assert json.loads(eb.attrs["normalisation"])["shared"] is True
+    norm = json.loads(eb.attrs["normalisation"])
+    assert norm["shared"] is True
+    bands = list(range(b.sizes["band"]))
+    expected = date_statistics(b, bands, reference=(centre, scale))
+    np.testing.assert_allclose(norm["centre_scale"], np.round(expected, 6))
+    assert not np.allclose(expected, date_statistics(b, bands))  # the area's own centre and scale differ
+    # the same bands in another order (or other bands) do not take the first run's normalisation
+    swapped = b.isel(band=[1, 0, *range(2, b.sizes["band"])])
+    with pytest.raises(BandError, match="learnt on the bands"):
+        embed_cube(swapped, get_encoder("rcf", patch_size=16, dim=32, weights=path), PatchGrid(grid_of(b), 16),
+                   tmp_path / "s.zarr", "b")
     shared_a = ea["embedding"].values[:, :, 7]  # column 112-128 of the cube: inside both areas, off b's edge
     shared_b = eb["embedding"].values[:, :, 1]
     rel = np.linalg.norm(shared_a - shared_b, axis=-1) / np.linalg.norm(shared_a, axis=-1)

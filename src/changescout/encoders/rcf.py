@@ -58,6 +58,7 @@ class RCFEncoder:
         self.feature_std_ = None
         self.input_centre_ = None  # (bands,) float64: the input normalisation the weights were learnt with
         self.input_scale_ = None
+        self.input_bands_ = None  # the names of those bands, in order
         if self.weights is not None:
             self._load(self.weights)
 
@@ -113,12 +114,20 @@ class RCFEncoder:
         weights written before they carried it)."""
         return None if self.input_centre_ is None else (self.input_centre_, self.input_scale_)
 
-    def set_input_normalisation(self, centre: np.ndarray, scale: np.ndarray) -> None:
-        """Record the series-wide input ``centre`` and ``scale`` per band the weights were learnt with."""
+    @property
+    def input_bands(self) -> list[str] | None:
+        """The names of the bands the weights were learnt on, in order (None for weights written before 0.3.1)."""
+        return self.input_bands_
+
+    def set_input_normalisation(self, centre: np.ndarray, scale: np.ndarray, bands=None) -> None:
+        """Record the series-wide input ``centre`` and ``scale`` per band the weights were learnt with, and the
+        bands' names."""
         centre, scale = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
-        if self.filters_ is not None and (centre.shape != (self.filters_.shape[1],) or scale.shape != centre.shape):
-            raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; the normalisation has {centre.shape}")
+        n = len(centre) if bands is None else len(bands)
+        if (self.filters_ is not None and n != self.filters_.shape[1]) or centre.shape != (n,) or scale.shape != (n,):
+            raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; the normalisation has {centre.shape[0]}")
         self.input_centre_, self.input_scale_ = centre, scale
+        self.input_bands_ = None if bands is None else [str(b) for b in bands]
 
     # -- inference -----------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
@@ -164,6 +173,8 @@ class RCFEncoder:
 
     def _params(self) -> dict:
         params = {"version": self.version, "dim": self.dim, "kernel": self.kernel, "bias": self.bias}
+        if self.input_bands_ is not None:  # absent from weights written before 0.3.1 (their digest unchanged)
+            params["input_bands"] = self.input_bands_
         return params if self.pooling == 1 else {**params, "pooling": self.pooling}
 
     def save_weights(self, path: Path) -> Path:
@@ -190,6 +201,7 @@ class RCFEncoder:
         self.filters_, self.offsets_ = arrays["filters"], arrays["offsets"]
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
         self.input_centre_, self.input_scale_ = arrays.get("input_centre"), arrays.get("input_scale")
+        self.input_bands_ = params.get("input_bands")
 
 
 def _random_patches(sample: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -129,6 +129,8 @@ def coregistered(pair: Pair, mode: str = "auto") -> Pair:
 def fill_moved_in(cube, before):
     """``cube`` where pixels that were finite in ``before`` but are NaN now (moved in from outside the grid by
     co-registration) take the value of the nearest finite pixel of the same date and their quality in ``before``.
+    (What the pipeline's co-registration does itself, ``edge="nearest"``; the benchmark shifts with
+    ``edge="nodata"`` so that its evaluation can leave those pixels out.)
 
     Left as NaN (NODATA), an encoder would see them as 0: the border tokens of the moved date then differ from
     the other date's for no reason, and their distances (measured: galileo-nano on the 7 OSCD cities, pooled

@@ -74,8 +74,9 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "persistence": ("float32", "median persistence of its patches (0 = transient); NaN = unknown"),
     "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart"),
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),
-    "rarity": ("float32", "0..1, higher = fewer similar change objects in the run"),
-    "atypicality": ("float32", "0..1, higher = more atypical object"),
+    "rarity": ("float32", "0..1, higher = fewer similar change objects in the run; 0 when not a candidate"),
+    "atypicality": ("float32", "0..1, higher = more atypical object; 0 when not a candidate (those rank after "
+                               "every candidate, in the order of their patch event's atypicality)"),
     "rank": ("int32", "1 = most atypical object"),
 }
 

@@ -197,6 +197,53 @@ def test_a_flood_and_its_recession_are_one_episode():
     assert apart["object_id"].iloc[-7] != apart["object_id"].iloc[-5]
 
 
+def _states(vecs, start):
+    """Embeddings before and after each change: ``start`` (a state per row) and ``start + vector``."""
+    return np.hstack([start, start + vecs]).astype(np.float32)
+
+
+def test_an_end_brings_the_place_back_towards_where_it_started():
+    """A flooded patch whose surroundings green up changes the other way while it is still flooded: that is
+    not the flood's end; the recession that brings it back (at least half-way) is."""
+    wet = np.eye(8)[5]
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    flood = [(1, 1, "2021-02-01", "2021-03-01", 2.0, 2, 2 * wet), (1, 2, "2021-02-01", "2021-03-01", 2.0, 2, 2 * wet),
+             (1, 1, "2021-03-01", "2021-05-01", 2.0, 1, -0.6 * wet), (1, 2, "2021-03-01", "2021-05-01", 2.0, 1, -0.6 * wet),
+             (1, 1, "2021-05-01", "2021-07-01", 2.0, 3, -1.3 * wet), (1, 2, "2021-05-01", "2021-07-01", 2.0, 3, -1.3 * wet)]
+    ev, vecs = _events_t0(bg + flood)
+    start = np.zeros_like(vecs)
+    start[-4:-2], start[-2:] = 2 * wet, 1.4 * wet  # each change starts where the one before left the patch
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs, _states(vecs, start))
+    ids = ranked["object_id"].to_numpy()[-6:]
+    assert ids[0] == ids[1] == ids[4] == ids[5] != ids[2]  # after May nearer the flood (0.6) than the start (1.4)
+    assert obj.set_index("object_id").loc[ids[0], "t_end"] == T("2021-07-01")
+    blind, obj = ObjectRanker().fit_transform(ev, vecs)  # by the change vectors alone, May's change ends the flood
+    ids = blind["object_id"].to_numpy()[-6:]
+    assert ids[0] == ids[2] != ids[4] and obj.set_index("object_id").loc[ids[0], "t_end"] == T("2021-05-01")
+
+
+def test_a_seasonal_change_takes_no_end():
+    """A field greens up every spring (its change recurs a year apart) and is harvested in May: the harvest is
+    an object of its own, not the end of the green-up; a one-off change undone the same way takes its end."""
+    green = np.eye(8)[2]
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    field = [(1, c, "2021-02-01", "2021-03-01", 2.0, 1, green) for c in (1, 2)]
+    field += [(1, c, "2021-03-01", "2021-05-01", 2.0, 3, -green) for c in (1, 2)]
+    ev, vecs = _events_t0(bg + field)
+    start = np.zeros_like(vecs)
+    start[-2:] = green
+    states = _states(vecs, start)
+    ev["recurrence"] = np.float32(np.nan)
+    ev.loc[len(ev) - 4:len(ev) - 3, "recurrence"] = 0.9  # the green-up, every spring
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs, states)
+    ids = ranked["object_id"].to_numpy()[-4:]
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+    assert obj.set_index("object_id").loc[ids[2], "t1"] == T("2021-05-01")
+    ev.loc[len(ev) - 4:len(ev) - 3, "recurrence"] = 0.3  # a one-off change
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs, states)
+    assert ranked["object_id"].nunique() == ranked["object_id"].iloc[:-4].nunique() + 1
+
+
 def test_an_object_is_shown_by_its_most_atypical_onset_patch():
     """A flood's recession may score higher than its onset; the patch that stands for the flood (summary
     table, report, quicklooks) is still one of its onset, dated like the object."""

@@ -16,6 +16,11 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
    clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
    once, from its onset to its end, rather than twice; the object's descriptor comes from its onset alone.
+   An end must bring the shared patches back nearer to where the onset started them than to where it left
+   them (a flooded patch whose surroundings green up changes the other way while still flooded), and a
+   seasonal onset (its
+   change recurs a year apart: a crop's green-up) takes no end, or every harvest would be hidden inside the
+   field's cycle (:func:`join_episodes`).
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
    (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
    descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
@@ -124,18 +129,40 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
 
 
 def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndarray, candidate: np.ndarray,
-                  min_cosine: float = 0.5) -> np.ndarray:
+                  min_cosine: float = 0.5, states: np.ndarray | None = None,
+                  max_recurrence: float | None = None) -> np.ndarray:
     """Object ids with each candidate object that undoes an earlier candidate object given that object's id.
 
     B undoes A when they share a patch, B's patch events start from A's state (their ``t0`` is A's ``t1`` or
-    later) and their descriptors point opposite ways (cosine <= -``min_cosine``). An object has at most one
-    end: the earliest object that undoes it."""
-    ev = pd.DataFrame({"o": object_ids, "row": events["row"].to_numpy(), "col": events["col"].to_numpy(),
-                       "t0": pd.to_datetime(events["t0"]).to_numpy(), "t1": pd.to_datetime(events["t1"]).to_numpy()})[candidate]
+    later) and their descriptors point opposite ways (cosine <= -``min_cosine``). With ``states`` (the
+    embeddings before and after each change, :func:`change_states`), B must also bring the shared patches
+    back: after B, the median shared patch is nearer to its state before A than to its state after A. A
+    flooded patch whose surroundings green up in the summer changes the other way while it is still flooded;
+    that is not the flood's end (on the planted Bouconne series such a change took a flood's end, and the
+    recession ranked as an object of its own).
+    An object whose onset recurs a year apart (median ``recurrence`` of its events above ``max_recurrence``,
+    known for at least half of them) takes no end: a crop's spring green-up is undone by every harvest, and
+    a harvest planted into such a field was hidden as the end of the field's seasonal cycle.
+    An object has at most one end: the earliest object that undoes it."""
+    ev = pd.DataFrame({"o": object_ids, "vec": events["vec"].to_numpy(np.int64), "row": events["row"].to_numpy(),
+                       "col": events["col"].to_numpy(), "t0": pd.to_datetime(events["t0"]).to_numpy(),
+                       "t1": pd.to_datetime(events["t1"]).to_numpy()})[candidate]
     if ev.empty:
         return object_ids
     pairs = ev.merge(ev, on=["row", "col"], suffixes=("_a", "_b"))
-    pairs = pairs[(pairs["t1_a"] < pairs["t1_b"]) & (pairs["t0_b"] >= pairs["t1_a"])].drop_duplicates(["o_a", "o_b"])
+    pairs = pairs[(pairs["t1_a"] < pairs["t1_b"]) & (pairs["t0_b"] >= pairs["t1_a"])]
+    if max_recurrence is not None and "recurrence" in events:
+        own = events[candidate].reset_index(drop=True).assign(object_id=ev["o"].to_numpy())
+        rec = _onset_median(own, pd.Series(True, index=own.index), "recurrence", min_known=0.5)  # candidates share t1
+        pairs = pairs[~pairs["o_a"].isin(np.unique(ev["o"])[rec > max_recurrence])]
+    if states is not None and len(pairs):
+        d = states.shape[1] // 2
+        va, vb = pairs["vec_a"].to_numpy(), pairs["vec_b"].to_numpy()
+        to_start = np.linalg.norm(states[vb, d:] - states[va, :d], axis=1)
+        to_onset = np.linalg.norm(states[vb, d:] - states[va, d:], axis=1)
+        back = pd.Series(to_start / np.maximum(to_onset, 1e-12)).groupby([pairs["o_a"].to_numpy(), pairs["o_b"].to_numpy()])
+        pairs = pairs[(back.transform("median") < 1).to_numpy()]
+    pairs = pairs.drop_duplicates(["o_a", "o_b"])
     if pairs.empty:
         return object_ids
     ids = np.unique(ev["o"].to_numpy())
@@ -250,7 +277,8 @@ class ObjectRanker:
         features = change_features(vectors, states, self.state_weight)
         ids = group_objects(ev, without_before(features, vectors.shape[1]), self.min_z, self.min_cosine)
         vectors = features
-        ev["object_id"] = join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine) if self.episodes else ids
+        ev["object_id"] = (join_episodes(ev, vectors, ids, ev["_cand"].to_numpy(), self.min_cosine, states, self.min_recurrence)
+                            if self.episodes else ids)
         ev["_t1"] = pd.to_datetime(ev["t1"])
         onset = ev["_t1"] == ev.groupby("object_id")["_t1"].transform("min")
         ev["_persistence"] = ev["persistence"].astype("Float64").astype(float)  # null -> NaN, skipped by median

@@ -222,6 +222,25 @@ def test_an_end_brings_the_place_back_towards_where_it_started():
     assert ids[0] == ids[2] != ids[4] and obj.set_index("object_id").loc[ids[0], "t_end"] == T("2021-05-01")
 
 
+def test_an_end_lies_mostly_on_the_object_it_ends():
+    """A pond dries up; a year later a flood covers one of its patches and four fields around it. The flood
+    points the other way and brings that patch back, but it is a change of its own, not the drying's end."""
+    wet = np.eye(8)[5]
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    pond = [(1, c, "2021-02-01", "2021-03-01", 2.0, 9, -wet) for c in (1, 2)]
+    flood = [(r, c, "2021-03-01", "2022-03-01", 2.0, 2, wet) for r, c in ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4))]
+    ev, vecs = _events_t0(bg + pond + flood)
+    start = np.zeros_like(vecs)
+    start[-7:-5], start[-5] = wet, 0  # the pond was water; the flooded fields were dry land
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs, _states(vecs, start))
+    ids = ranked["object_id"].to_numpy()[-7:]
+    assert ids[0] == ids[1] != ids[2] and len(set(ids[2:])) == 1
+    assert pd.isna(obj.set_index("object_id").loc[ids[0], "t_end"])
+    ev, vecs = _events_t0(bg + pond + flood[:2])  # the same flood on the pond's patch and one beside it: its end
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs, _states(vecs, start[:-3]))
+    assert ranked["object_id"].iloc[-4:].nunique() == 1
+
+
 def test_a_seasonal_change_takes_no_end():
     """A field greens up every spring (its change recurs a year apart) and is harvested in May: the harvest is
     an object of its own, not the end of the green-up; a one-off change undone the same way takes its end."""

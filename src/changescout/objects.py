@@ -16,8 +16,9 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
    clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
    once, from its onset to its end, rather than twice; the object's descriptor comes from its onset alone.
-   An end must bring the shared patches back nearer to where the onset started them than to where it left
-   them (a flooded patch whose surroundings green up changes the other way while still flooded), and a
+   An end must lie mostly on the object it ends (half of its patches at least) and bring the shared patches
+   back nearer to where the onset started them than to where it left them (a flooded patch whose
+   surroundings green up changes the other way while still flooded), and a
    seasonal onset (its change recurs a year apart: a crop's green-up) takes no end, or every harvest would
    be hidden inside the field's cycle (:func:`join_episodes`).
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
@@ -132,8 +133,10 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
                   max_recurrence: float | None = None) -> np.ndarray:
     """Object ids with each candidate object that undoes an earlier candidate object given that object's id.
 
-    B undoes A when they share a patch, B's patch events start from A's state (their ``t0`` is A's ``t1`` or
-    later) and their descriptors point opposite ways (cosine <= -``min_cosine``). With ``states`` (the
+    B undoes A when at least half of B's patches are A's, B's patch events there start from A's state (their
+    ``t0`` is A's ``t1`` or later) and their descriptors point opposite ways (cosine <= -``min_cosine``). A
+    flood that covers a pond dried up a year before and a few fields around it is not the end of the drying
+    (on planted synthetic seed 3 it was, and the drying was named after the flood). With ``states`` (the
     embeddings before and after each change, :func:`change_states`), B must also bring the shared patches
     back: after B, the median shared patch is nearer to its state before A than to its state after A. A
     flooded patch whose surroundings green up in the summer changes the other way while it is still flooded;
@@ -161,6 +164,9 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
         to_onset = np.linalg.norm(states[vb, d:] - states[va, d:], axis=1)
         back = pd.Series(to_start / np.maximum(to_onset, 1e-12)).groupby([pairs["o_a"].to_numpy(), pairs["o_b"].to_numpy()])
         pairs = pairs[(back.transform("median") < 1).to_numpy()]
+    if len(pairs):  # at least half of B lies on A: a flood over a pond that dried up a year before is no end of it
+        shared = pairs.groupby(["o_a", "o_b"])["vec_b"].transform("nunique").to_numpy()
+        pairs = pairs[2 * shared >= ev.groupby("o").size().reindex(pairs["o_b"]).to_numpy()]
     pairs = pairs.drop_duplicates(["o_a", "o_b"])
     if pairs.empty:
         return object_ids

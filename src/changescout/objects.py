@@ -18,9 +18,9 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    once, from its onset to its end, rather than twice; the object's descriptor comes from its onset alone.
    An end must lie mostly on the object it ends (half of its patches at least) and bring the shared patches
    back nearer to where the onset started them than to where it left them (a flooded patch whose
-   surroundings green up changes the other way while still flooded), and a
-   seasonal onset (its change recurs a year apart: a crop's green-up) takes no end, or every harvest would
-   be hidden inside the field's cycle (:func:`join_episodes`).
+   surroundings green up changes the other way while still flooded), and a seasonal onset (its change
+   recurs a year apart: a crop's green-up) takes no end, or every harvest would be hidden inside the
+   field's cycle (:func:`join_episodes`).
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
    (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
    descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean

@@ -38,7 +38,7 @@ def monthly(n, start="2021-01-15"):
 def events_of(E, clear=None, comp=Comparison(min_clear=0.5)):
     T, P, _ = E.shape
     clear = np.ones((T, P), np.float32) if clear is None else clear
-    df, vec = changes_block(E, clear, monthly(T), comp)
+    df, vec, _ = changes_block(E, clear, monthly(T), comp)
     return df.sort_values(["p", "t1i"]).reset_index(drop=True), vec
 
 
@@ -158,7 +158,7 @@ def test_a_spike_between_seasons_keeps_persistence_zero_when_later_dates_drift()
     base = rng.normal(0, 0.3, (P, D))
     E = np.stack([base, base, base + 1.5 * season, base + 1.5 * season]) + rng.normal(0, 0.01, (4, P, D))
     E[1, 0] = base[0] + spike
-    df, _ = changes_block(E.astype(np.float32), np.ones((4, P), np.float32), monthly(4), Comparison(min_clear=0.5))
+    df, _, _ = changes_block(E.astype(np.float32), np.ones((4, P), np.float32), monthly(4), Comparison(min_clear=0.5))
     cloud = df[(df["p"] == 0) & (df["t1i"] == 1)].iloc[0]
     assert cloud["transient"] and cloud["persistence"] == 0
 
@@ -184,7 +184,7 @@ def _two_years(n_patches=3):
 def test_anniversary_pairs_each_date_with_the_same_month_a_year_before():
     E = _two_years()
     times = monthly(24)
-    df, vec = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("anniversary"))
+    df, vec, _ = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("anniversary"))
     second_year = df[df["t1i"] >= 12]
     assert len(second_year) == 12 * 3
     assert (second_year["t1i"] - second_year["t0i"] == 12).all()
@@ -200,19 +200,19 @@ def test_anniversary_falls_back_to_the_nearest_clear_date_within_tolerance():
     E = _two_years(1)
     clear = np.ones((24, 1), np.float32)
     clear[3] = 0  # April of year 1 is cloudy: April of year 2 compares with March or May (30-31 days away)
-    df, _ = changes_block(E, clear, monthly(24), Comparison.parse("anniversary", min_clear=0.5))
+    df, _, _ = changes_block(E, clear, monthly(24), Comparison.parse("anniversary", min_clear=0.5))
     row = df[df["t1i"] == 15].iloc[0]
     assert row["t0i"] in (2, 4)
     assert (df["t0i"] < df["t1i"]).all()
     # with a tolerance of 10 days there is nothing to compare April with
-    df, _ = changes_block(E, clear, monthly(24), Comparison(mode="anniversary", anniversary_tolerance_days=10))
+    df, _, _ = changes_block(E, clear, monthly(24), Comparison(mode="anniversary", anniversary_tolerance_days=10))
     assert 15 not in df["t1i"].tolist()
 
 
 def test_reference_mode_compares_later_dates_with_the_reference():
     E = _two_years()
     times = monthly(24)
-    df, vec = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("reference:2021-04-15"))
+    df, vec, _ = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("reference:2021-04-15"))
     assert (df["t0i"] == 3).all()
     assert sorted(df["t1i"].unique()) == list(range(4, 24))  # no events before or at the reference
     assert (times[df["t1i"]] > pd.Timestamp("2021-04-15")).all()
@@ -232,7 +232,7 @@ def test_reference_mode_uses_the_nearest_clear_date_when_the_reference_is_cloudy
     E = _two_years(1)
     clear = np.ones((24, 1), np.float32)
     clear[3] = 0
-    df, _ = changes_block(E, clear, monthly(24), Comparison.parse("reference:2021-04-15"))
+    df, _, _ = changes_block(E, clear, monthly(24), Comparison.parse("reference:2021-04-15"))
     assert set(df["t0i"]) <= {2, 4}
     assert (df["t0i"] < df["t1i"]).all()
     assert df["t1i"].min() >= 4
@@ -267,11 +267,39 @@ def test_surprise_vs_magnitude_in_changes_block():
     E0 = rng.standard_normal((P, D)).astype(np.float32)
     E1 = E0 + 2.0
     E1[3] += 5.0
-    df, _ = changes_block(np.stack([E0, E1]), np.ones((2, P), np.float32), monthly(2), Comparison())
+    df, _, _ = changes_block(np.stack([E0, E1]), np.ones((2, P), np.float32), monthly(2), Comparison())
     df = df.set_index("p")
     assert df.loc[0, "magnitude"] == pytest.approx(2.0, rel=1e-5)  # raw size of the seasonal change
     assert df.loc[0, "surprise"] == pytest.approx(0.0, abs=1e-5)  # what every patch did
     assert df.loc[3, "surprise"] == pytest.approx(5.0, rel=1e-5)
+
+
+def test_residuals_find_the_same_change_across_covers_where_raw_vectors_find_the_season():
+    """Forty patches of one cover green up (the season); one of them is also built on, and a patch of another
+    cover, which does not change with the season, is built on alike. Searched by residuals (the vectors of
+    similar-change search), the two constructions are each other's nearest change; by raw change vectors,
+    the construction's nearest changes are the season's."""
+    from changescout.search import SimilarChangeIndex
+
+    rng = np.random.default_rng(5)
+    season, build = 3 * np.eye(D)[0], 1.5 * np.eye(D)[2]
+    field = np.eye(D)[4] + 0.05 * rng.standard_normal((40, D))
+    town = 5 * np.eye(D)[5] + 0.05 * rng.standard_normal((40, D))
+    E0 = np.vstack([field, town]).astype(np.float32)
+    E1 = E0.copy()
+    E1[:40] += season + 0.05 * rng.standard_normal((40, D))
+    E1[0] += build  # a field built on while the others green up
+    E1[40] += build  # a built-up patch of the other cover
+    df, vec, residual = changes_block(np.stack([E0, E1]), np.ones((2, 80), np.float32), monthly(2), Comparison())
+    np.testing.assert_allclose(np.sqrt((residual**2).mean(axis=1)), df["surprise"], rtol=1e-5)  # its size is surprise
+    rows = df["p"].to_numpy()
+    first, other = np.flatnonzero(rows == 0)[0], np.flatnonzero(rows == 40)[0]
+    by_residual = SimilarChangeIndex().fit(residual, np.arange(len(df))).search(residual[first], k=1, exclude=[first])
+    by_vector = SimilarChangeIndex().fit(vec, np.arange(len(df))).search(vec[first], k=1, exclude=[first])
+    assert by_residual.keys[0][0] == other
+    assert rows[by_vector.keys[0][0]] < 40  # a field that only greened up
+
+
 
 
 # -- robust z-score -------------------------------------------------------------------------------------
@@ -347,6 +375,24 @@ def test_compute_changes_does_not_depend_on_block_rows(grid_changes):
     for c in ("row", "col", "t0", "t1", "magnitude", "persistence", "vec"):
         pd.testing.assert_series_equal(a[c], b[c])
     np.testing.assert_array_equal(va, vb)
+
+
+def test_residuals_are_stored_and_read_by_key(grid_changes, tmp_path):
+    _, ds = grid_changes
+    df, vectors = compute_changes(ds, Comparison())
+    df3, vectors3, residuals = compute_changes(ds, Comparison(), residuals=True)
+    pd.testing.assert_frame_equal(df, df3)
+    np.testing.assert_array_equal(vectors, vectors3)
+    np.testing.assert_allclose(np.sqrt((residuals[df["vec"]] ** 2).mean(axis=1)), df["surprise"], rtol=1e-5)
+    df["event_id"] = df["vec"].astype(str)
+    perm = np.random.default_rng(1).permutation(len(df))
+    write_changes(tmp_path / "changes.zarr", df.iloc[perm].reset_index(drop=True), vectors[perm], {"encoder": "rcf"},
+                  residuals[perm])
+    assert read_changes(tmp_path / "changes.zarr")[2]["search_vector"] == "residual"
+    keys = np.array([5, 0, 17])
+    got, got_keys = read_vectors(tmp_path / "changes.zarr", keys, name="residual")
+    np.testing.assert_array_equal(got_keys, keys)
+    np.testing.assert_array_equal(got, residuals[keys])
 
 
 def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):

@@ -104,10 +104,18 @@ ATTRS = {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "
 def test_compatibility_reads_the_normalisation_method():
     c = compatibility(ATTRS)
     assert c == {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
-                 "normalisation_method": "per-date", "shared_space": True}
+                 "normalisation_method": "per-date", "shared_space": True, "search_vector": "vector"}
     assert compatibility({**ATTRS, "patch_size": "16"})["patch_size"] == 16
+    assert compatibility({**ATTRS, "search_vector": "residual"})["search_vector"] == "residual"
     del_norm = {k: v for k, v in ATTRS.items() if k != "normalisation"}
     assert compatibility({**del_norm, "normalisation_method": "x"})["normalisation_method"] == "x"
+
+
+def test_runs_that_search_other_vectors_are_refused():
+    """A run of an earlier version searched its raw change vectors; its index cannot answer a residual query."""
+    a = compatibility({**ATTRS, "search_vector": "residual"})
+    with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'vector'"):
+        check_compatible(a, compatibility(ATTRS), "runA", "runB")
 
 
 def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():

@@ -214,17 +214,18 @@ def context_residual(E: np.ndarray, t0, t1, p, vec: np.ndarray, k: int = 16, usa
 
 
 def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison):
-    """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``."""
+    """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``; returns the events,
+    their change vectors and their residuals (:func:`context_residual`; ``surprise`` is their size)."""
     ok = (clear >= comp.min_clear) & np.isfinite(E).all(axis=-1)
     t1, t0, p, transient = _pairs(E, ok, times, comp)
     stable = ok & ~transient
     vec = E[t1, p] - E[t0, p]
     mag = np.sqrt((vec**2).mean(axis=-1))
-    surprise = _norm(context_residual(E, t0, t1, p, vec, usable=stable))
+    residual = context_residual(E, t0, t1, p, vec, usable=stable)
     pers = np.where(transient[t1, p], 0, persistence(E, stable, t0, t1, p))  # a spike never persists
     cf = np.minimum(clear[t0, p], clear[t1, p])
-    return pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "surprise": surprise, "persistence": pers,
-                         "clear_fraction": cf, "transient": transient[t1, p]}), vec.astype(np.float32)
+    return (pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "surprise": _norm(residual), "persistence": pers,
+                          "clear_fraction": cf, "transient": transient[t1, p]}), vec.astype(np.float32), residual.astype(np.float32))
 
 
 def comparable(E: np.ndarray, distance: str | None) -> np.ndarray:
@@ -245,39 +246,42 @@ def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return ((s - med) / np.maximum(mad, floor)).to_numpy(np.float32)
 
 
-def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 64):
-    """All events of a run: a DataFrame (row, col, t0, t1, magnitude, zscore, persistence, ...) and vectors.
+def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 64, residuals: bool = False):
+    """All events of a run: a DataFrame (row, col, t0, t1, magnitude, zscore, persistence, ...) and vectors
+    (with ``residuals``, also each change less what its look-alikes did between the same dates, the vectors
+    that similar-change search compares: :func:`context_residual`).
 
     Events are sorted by (t1, row, col, t0); the vector key ``vec`` is the row position in that order.
     Embeddings of encoders compared by cosine distance (attribute ``distance``) are L2-normalised first.
     """
     times = pd.DatetimeIndex(embeddings["time"].values)
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
-    frames, vecs = [], []
+    frames, vecs, resids = [], [], []
     for r0 in range(0, nr, block_rows):
         r1 = min(r0 + block_rows, nr)
         E = embeddings["embedding"].isel(row=slice(r0, r1)).values  # (T, r, c, D)
         E = comparable(E, embeddings.attrs.get("distance"))
         C = embeddings["clear_fraction"].isel(row=slice(r0, r1)).values
         T, r, c, D = E.shape
-        df, v = changes_block(E.reshape(T, r * c, D), C.reshape(T, r * c), times, comp)
+        df, v, res = changes_block(E.reshape(T, r * c, D), C.reshape(T, r * c), times, comp)
         df["row"] = r0 + df["p"] // c
         df["col"] = df["p"] % c
         frames.append(df.drop(columns="p"))
         vecs.append(v)
+        resids.append(res)
     df = pd.concat(frames, ignore_index=True)
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
+    vectors, resid = (np.concatenate(x) if x else np.zeros((0, embeddings.sizes["dim"]), np.float32) for x in (vecs, resids))
     df["zscore"] = robust_zscore(df["surprise"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
     df["t0"] = times[df["t0i"].to_numpy()]
     df["t1"] = times[df["t1i"].to_numpy()]
     order = np.lexsort((df["t0i"], df["col"], df["row"], df["t1i"]))
     df = df.iloc[order].reset_index(drop=True)
-    vectors = vectors[order]
+    vectors, resid = vectors[order], resid[order]
     df["vec"] = np.arange(len(df), dtype=np.int64)
     df["recurrence"] = (recurrence(df, vectors, comp.anniversary_tolerance_days) if comp.mode == "consecutive"
                         else np.full(len(df), np.nan, np.float32))
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
-    return df, vectors
+    return (df, vectors, resid) if residuals else (df, vectors)
 
 
 def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 45) -> np.ndarray:
@@ -322,11 +326,15 @@ EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "p
                  "recurrence")
 
 
-def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict) -> None:
-    """``changes.zarr``: ``vector (vec, dim)`` and the event columns, keyed by the explicit ``vec`` coordinate."""
+def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, residuals: np.ndarray | None = None) -> None:
+    """``changes.zarr``: ``vector (vec, dim)``, ``residual (vec, dim)`` when given (the vectors similar-change
+    search compares; attribute ``search_vector``) and the event columns, keyed by the explicit ``vec`` coordinate."""
     from .atomic import atomic_path
 
     data = {"vector": (("vec", "dim"), vectors), "event_id": ("vec", events["event_id"].to_numpy().astype(str))}
+    if residuals is not None:
+        data["residual"] = (("vec", "dim"), residuals)
+        attrs = {**attrs, "search_vector": "residual"}
     for c in EVENT_COLUMNS:
         v = events[c]
         data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
@@ -345,9 +353,10 @@ def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
     return df, ds["vector"].values, dict(ds.attrs)
 
 
-def read_vectors(path, keys=None) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors (and their keys) from ``changes.zarr``, selected by ``vec`` key, not by position."""
+def read_vectors(path, keys=None, name: str = "vector") -> tuple[np.ndarray, np.ndarray]:
+    """Vectors (and their keys) from ``changes.zarr``, selected by ``vec`` key, not by position; ``name``:
+    ``"vector"`` (the change vectors) or ``"residual"``."""
     ds = xr.open_zarr(path, consolidated=True)
     if keys is not None:
         ds = ds.sel(vec=np.asarray(keys))
-    return ds["vector"].values, ds["vec"].values
+    return ds[name].values, ds["vec"].values

@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_json
-from .change import Comparison, compute_changes, read_changes, write_changes
+from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
 from .cube import grid_of
@@ -447,7 +447,7 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
     ch_path = out / "changes.zarr"
     if not (run.done("changes") and ch_path.exists()):
         with run.stage("changes") as info:
-            events, vectors = compute_changes(embeddings, comp)
+            events, vectors, residuals = compute_changes(embeddings, comp, residuals=True)
             if len(events) == 0:
                 raise ConfigError(f"no change could be computed with --compare {comp} and --min-clear {config.min_clear}: "
                                   "no patch has two dates to compare that are clear enough (check the dates, the "
@@ -457,7 +457,7 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             compat = compatibility(embeddings.attrs)
             attrs.update(normalisation_method=compat["normalisation_method"], comparison=str(comp),
                          shared_space=int(compat["shared_space"]))
-            write_changes(ch_path, events, vectors, attrs)
+            write_changes(ch_path, events, vectors, attrs, residuals)
             info.update(events=len(events))
 
     if not (run.done("rank") and (out / "events.parquet").exists()):
@@ -470,7 +470,8 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             write_events(gdf, out / "events.parquet")
             clusters.to_parquet(out / "clusters.parquet.tmp", index=False)
             (out / "clusters.parquet.tmp").replace(out / "clusters.parquet")
-            SimilarChangeIndex().fit(vectors, events["vec"].to_numpy()).save(out / "index.faiss")
+            search, keys = read_vectors(ch_path, name=attrs.get("search_vector", "vector"))
+            SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
             info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
 
     if not (run.done("outputs") and (out / "report.html").exists()):

@@ -1,7 +1,11 @@
 """Find changes similar to a chosen one, in this run or in other runs (faiss).
 
-Change vectors are compared by cosine similarity (the direction of the change: what turned into what),
-through an inner-product faiss index over L2-normalised vectors whose ids are the ``vec`` keys of the events
+Changes are compared by the cosine similarity of their residuals (``residual`` in ``changes.zarr``: the
+change vector less what patches in a similar state did between the same dates,
+:func:`changescout.change.context_residual`), so that two changes of one season are not alike for the
+season they share: what turned into what, beyond what its look-alikes did. On the planted series
+(benchmarks/planted.py) a May harvest's nearest objects were the other May changes. The search runs through
+an inner-product faiss index over L2-normalised vectors whose ids are the ``vec`` keys of the events
 table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
 Negative feedback moves the query away from the changes the analyst rejected (Rocchio) and drops them.
 """
@@ -79,7 +83,7 @@ def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, bet
 
 
 #: Attributes two runs must share for their change vectors to be comparable.
-COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_size", "normalisation_method")
+COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_size", "normalisation_method", "search_vector")
 
 
 def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
@@ -105,6 +109,7 @@ def compatibility(attrs: dict) -> dict:
     out = {k: attrs.get(k) for k in COMPATIBILITY_KEYS}
     out["normalisation_method"] = method
     out["patch_size"] = int(out["patch_size"]) if out["patch_size"] is not None else None
+    out["search_vector"] = attrs.get("search_vector", "vector")  # runs before 0.3.1 searched the change vectors
     shared = attrs.get("shared_space", parsed.get("shared"))
     if shared is None:  # a run made before 0.3.1: its rcf input was normalised on its own area
         shared = attrs.get("encoder") != "rcf"

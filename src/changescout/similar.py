@@ -58,12 +58,13 @@ class RunView:
         return exact.iloc[0]
 
     def vectors(self, keys) -> np.ndarray:
-        return read_vectors(self.path / "changes.zarr", keys)[0]
+        return read_vectors(self.path / "changes.zarr", keys, self.compat["search_vector"])[0]
 
 
 def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float] | None = None, t1=None, k: int = 10,
                  other_runs=(), negatives=(), objects: bool = False) -> pd.DataFrame:
-    """The ``k`` changes most similar to the query event (by cosine of change vectors), best first.
+    """The ``k`` changes most similar to the query event (by cosine of their residuals: what changed beyond
+    what look-alike patches did between the same dates, :mod:`changescout.search`), best first.
 
     With ``objects``, the query is the event's whole change object (the surprise-weighted mean of the change
     vectors of its onset, as :func:`changescout.objects.object_descriptors`: an episode's end is the change

@@ -152,7 +152,7 @@ class SeedRuns:
             t = time.perf_counter()
             from ..pipeline import rank_events
 
-            events, vectors, states = self._changes[key[0]]
+            events, vectors, states, _ = self._changes[key[0]]
             ranked, _, objects = rank_events(events, vectors, config, states)
             scores = run_scores(ranked, objects, self.truth, config.patch_size)
             scores.update(embed_seconds=round(embed_seconds, 1), rank_seconds=round(time.perf_counter() - t, 1))

@@ -16,7 +16,7 @@ from changescout.change import read_changes
 from changescout.cube import Quality
 from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError
 from changescout.events import COLUMNS, check_directions, read_events
-from changescout.pipeline import STAGES, RunConfig, rank_events, run_pipeline, screen_clouds
+from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds
 from changescout.search import SimilarChangeIndex
 from changescout.tiling import parse_event_id
 
@@ -456,6 +456,90 @@ def test_what_a_killed_run_left_half_written_is_removed_when_it_resumes_or_is_re
     run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)  # replaced
     assert not left[1].exists() and keep.exists()
     assert not [p.name for p in run.iterdir() if p.name.startswith(".") and p.name != keep.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_run_that_loses_the_race_for_a_new_directory_leaves_the_winners_files(tmp_path):
+    """Two runs start on the same new --out; the other one creates and locks it first. The loser is refused
+    and its tidy-up touches nothing (it once discarded the winner's configuration and embeddings)."""
+    import fcntl
+
+    out = tmp_path / "new"
+    config = RunConfig(source="synthetic", kind="synthetic")
+    loser = Run(out, config, log=lambda *a: None)
+    held = []
+    real_lock = loser._lock
+
+    def winner_first():  # the winner takes the lock between the loser's mkdir and its lock
+        fd = os.open(out, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(fd)
+        (out / "config.json").write_text("{}")
+        (out / "embeddings.zarr").mkdir()
+        real_lock()
+
+    loser._lock = winner_first
+    try:
+        with pytest.raises(RunExistsError, match="another changescout process") as exc:
+            loser.prepare({}, {"series": "s"})
+        loser.abandon(exc.value)
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "embeddings.zarr"]
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_failed_replacement_keeps_the_lock_until_the_old_run_is_back(session_run, copy_run):
+    """--overwrite stopped by bad input puts the old run back; another process cannot take the directory
+    while that happens (the lock was released first, and a second run could resume the half-restored one)."""
+    import errno
+    import fcntl
+
+    run = copy_run(session_run)
+    old_config = (run / "config.json").read_text()
+    replacing = Run(run, RunConfig(source="synthetic", kind="synthetic", rank_by="magnitude"), overwrite=True,
+                    log=lambda *a: None)
+    replacing.prepare({}, {"series": "s"})
+    seen = []
+    restore = replacing._restore
+
+    def restore_and_look():
+        fd = os.open(run, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("free")
+        except OSError as exc:
+            seen.append("held" if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else exc.errno)
+        finally:
+            os.close(fd)
+        restore()
+
+    replacing._restore = restore_and_look
+    replacing.abandon(ConfigError("bad input found mid-run"))
+    assert seen == ["held"]
+    assert (run / "config.json").read_text() == old_config
+    Run(run, RunConfig(source="synthetic", kind="synthetic"), log=lambda *a: None)._lock()  # released at the end
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_file_system_without_locks_runs_unguarded_with_a_warning(tmp_path, monkeypatch):
+    """flock failing for want of support (ENOLCK on some NFS, ENOSYS on Lustre) is no 'other process': the run
+    goes on, and says it is not guarded."""
+    import errno
+
+    from changescout import pipeline
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(pipeline.fcntl, "flock", no_locks)
+    logs = []
+    run = Run(tmp_path / "r", RunConfig(source="synthetic", kind="synthetic"), log=logs.append)
+    run.prepare({}, {"series": "s"})
+    assert (tmp_path / "r" / "config.json").exists()
+    assert any("cannot be locked" in m and "No locks available" in m for m in logs)
+    run.finish()
 
 
 @pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")

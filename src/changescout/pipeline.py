@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import write_json
+from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
@@ -169,8 +170,14 @@ class Run:
         resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
         cfg_path = self.out / "config.json"
-        if self.out.is_dir():
-            self._lock()
+        self.created = not self.out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+        # locked before anything in it is read or changed: a second process refused here has touched nothing
+        # (two runs racing for a new --out both create it; the loser must not tidy away the winner's files)
+        self._lock()
         self._recover()
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
@@ -188,20 +195,19 @@ class Run:
             self.touched = True
             self._set_aside()
             self._sweep()
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif any(self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
         self.touched = True
-        self.created = not self.out.exists()
         self.resumed = False
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._lock()
             write_json(cfg_path, {**resolved, "config_hash": digest, "versions": _versions()})
             self._save_state()
         except OSError as exc:  # (an immutable folder that the permission bits let through)
-            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.out else ""
-            raise OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out",
-                              self.out) from exc
+            raise self._unwritable(exc) from exc
+
+    def _unwritable(self, exc: OSError) -> OutputError:
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.out else ""
+        return OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out", self.out)
 
     def _lock(self) -> None:
         """Hold an exclusive lock on the run directory while this process writes it (``flock`` on the directory
@@ -209,13 +215,21 @@ class Run:
         refused instead of resuming, replacing or sweeping the files of the first."""
         if fcntl is None or getattr(self, "_lock_fd", None) is not None:
             return
-        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            fd = os.open(self.out, os.O_RDONLY)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise RunExistsError("another changescout process is writing this run directory; wait for it to "
-                                 "finish or choose another --out", self.out) from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RunExistsError("another changescout process is writing this run directory; wait for it to "
+                                     "finish or choose another --out", self.out) from None
+            # a file system without flock (Lustre without -o flock, some NFS): run, unguarded, as on Windows
+            self.log(f"warning: {self.out} cannot be locked ({exc.strerror or exc}); do not start a second run "
+                     "on the same --out while this one writes it")
+            return
         self._lock_fd = fd
 
     def _unlock(self) -> None:
@@ -275,21 +289,22 @@ class Run:
     def abandon(self, exc: BaseException) -> None:
         """After a failure. Bad input (:class:`InputError`): the replaced run comes back in place of the
         unfinished one, and a new run leaves nothing behind. Any other failure (an interruption, a crash):
-        the unfinished run stays, to be resumed by the same command (the replaced run stays aside until then)."""
-        self._unlock()
-        if not getattr(self, "touched", False) or not isinstance(exc, InputError):
-            return
+        the unfinished run stays, to be resumed by the same command (the replaced run stays aside until then).
+        The lock is held until the directory is tidy: another process must not resume it half-restored."""
         try:
-            if not self.out.exists():  # it could not even be created
+            if not getattr(self, "touched", False) or not isinstance(exc, InputError) or not self.out.exists():
                 return
             if (self.out / REPLACED).is_dir():
                 self._restore()
             elif not getattr(self, "resumed", True):
                 self._discard()
                 if self.created and not any(self.out.iterdir()):
+                    self._unlock()  # the directory goes: nothing left to guard
                     self.out.rmdir()
         except OSError as err:  # the original error matters more
             self.log(f"could not tidy {self.out} after the error: {err}")
+        finally:
+            self._unlock()
 
     def done(self, name: str) -> bool:
         return self.state["stages"].get(name, {}).get("status") == "done"
@@ -468,8 +483,9 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
-            clusters.to_parquet(out / "clusters.parquet.tmp", index=False)
-            (out / "clusters.parquet.tmp").replace(out / "clusters.parquet")
+            with atomic_path(out / "clusters.parquet") as tmp:
+                clusters.to_parquet(tmp, index=False)
+            del vectors, states  # the search vectors are as large
             search, keys = read_vectors(ch_path, name=attrs.get("search_vector", "vector"))
             SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
             info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_path
 from ..errors import BandError, ConfigError, WeightsError
 from .base import EncoderSpec
 
@@ -179,7 +180,7 @@ class RCFEncoder:
 
     def save_weights(self, path: Path) -> Path:
         path = Path(path)
-        with open(path, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, params=np.array(json.dumps(self._params())), **self._arrays())
         return path
 

@@ -114,8 +114,9 @@ def test_compatibility_reads_the_normalisation_method():
 def test_runs_that_search_other_vectors_are_refused():
     """A run of an earlier version searched its raw change vectors; its index cannot answer a residual query."""
     a = compatibility({**ATTRS, "search_vector": "residual"})
-    with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'vector'"):
+    with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'vector'") as exc:
         check_compatible(a, compatibility(ATTRS), "runA", "runB")
+    assert "runB was made by changescout before 0.3.2" in str(exc.value) and "--overwrite" in str(exc.value)
 
 
 def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():

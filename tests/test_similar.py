@@ -192,3 +192,24 @@ def test_a_place_whose_patch_has_no_event_says_why(session_run, copy_run, events
     x, y = RunView(run).patch_grid.centres()
     with pytest.raises(EventNotFoundError, match=f"patch r{row} c{col} has no event at any date: too few of its pixels"):
         find_similar(run, at=(x[col], y[row]), t1=pd.Timestamp(events["t1"].iloc[0]).strftime("%Y-%m-%d"))
+
+
+def test_a_run_made_before_residuals_is_searched_by_its_change_vectors(session_run, events, query, copy_run):
+    """A run of changescout < 0.3.2 holds change vectors only, and its index was built on them: it is still
+    searched, by those vectors, and a newer run given with --in is refused with the reason."""
+    from changescout.change import read_changes, write_changes
+    from changescout.search import SimilarChangeIndex
+
+    old = copy_run(session_run, "old")
+    ev, vectors, attrs = read_changes(old / "changes.zarr")
+    attrs.pop("search_vector")
+    write_changes(old / "changes.zarr", ev, vectors, attrs)  # no residuals, no search_vector
+    SimilarChangeIndex().fit(vectors, ev["vec"].to_numpy()).save(old / "index.faiss")
+    res = find_similar(old, query["event_id"], k=5)
+    q = vectors[ev["vec"].to_numpy() == query["vec"]][0]
+    sims = (vectors @ q) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+    sims[ev["vec"].to_numpy() == query["vec"]] = -np.inf
+    np.testing.assert_allclose(res["similarity"], np.sort(sims)[::-1][:5], atol=1e-5)
+    assert len(find_similar(old, query["event_id"], k=3, objects=True)) == 3
+    with pytest.raises(IncompatibleRunsError, match="before 0.3.2"):
+        find_similar(session_run, query["event_id"], k=3, other_runs=[old])

@@ -268,15 +268,20 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
         df["col"] = df["p"] % c
         frames.append(df.drop(columns="p"))
         vecs.append(v)
-        resids.append(res)
+        if residuals:  # kept only when asked: they double the memory of the change vectors
+            resids.append(res)
     df = pd.concat(frames, ignore_index=True)
-    vectors, resid = (np.concatenate(x) if x else np.zeros((0, embeddings.sizes["dim"]), np.float32) for x in (vecs, resids))
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
+    del vecs
     df["zscore"] = robust_zscore(df["surprise"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
     df["t0"] = times[df["t0i"].to_numpy()]
     df["t1"] = times[df["t1i"].to_numpy()]
     order = np.lexsort((df["t0i"], df["col"], df["row"], df["t1i"]))
     df = df.iloc[order].reset_index(drop=True)
-    vectors, resid = vectors[order], resid[order]
+    vectors = vectors[order]
+    if residuals:
+        resid = (np.concatenate(resids) if resids else np.zeros_like(vectors))[order]
+        del resids
     df["vec"] = np.arange(len(df), dtype=np.int64)
     df["recurrence"] = (recurrence(df, vectors, comp.anniversary_tolerance_days) if comp.mode == "consecutive"
                         else np.full(len(df), np.nan, np.float32))

@@ -4,7 +4,8 @@ Changes are compared by the cosine similarity of their residuals (``residual`` i
 change vector less what patches in a similar state did between the same dates,
 :func:`changescout.change.context_residual`), so that two changes of one season are not alike for the
 season they share: what turned into what, beyond what its look-alikes did. On the planted series
-(benchmarks/planted.py) a May harvest's nearest objects were the other May changes. The search runs through
+(benchmarks/planted.py) a May harvest's nearest objects were the other May changes. A change that most of
+its look-alikes made too has a small residual and a weak query: search from patches where it stands out. The search runs through
 an inner-product faiss index over L2-normalised vectors whose ids are the ``vec`` keys of the events
 table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
 Negative feedback moves the query away from the changes the analyst rejected (Rocchio) and drops them.
@@ -87,12 +88,17 @@ COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_siz
 
 
 def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
-    """Refuse to compare runs whose encoder, weights, patch size or normalisation differ, or whose encoder
-    normalised each run's input on its own area (rcf weights that do not carry their input normalisation)."""
+    """Refuse to compare runs whose encoder, weights, patch size, normalisation or searched vectors differ
+    (``search_vector``: the residuals since 0.3.2), or whose encoder normalised each run's input on its own
+    area (rcf weights that do not carry their input normalisation)."""
     diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in COMPATIBILITY_KEYS if a.get(k) != b.get(k)]
     rcf_hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
     if diffs:
         hint = rcf_hint if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == b.get("encoder") == "rcf" else ""
+        if a.get("search_vector") != b.get("search_vector"):
+            old = name_a if a.get("search_vector") == "vector" else name_b
+            hint += (f" {old} was made by changescout before 0.3.2, whose search compared the change vectors: run it "
+                     "again with this version (--overwrite) to search both.")
         raise IncompatibleRunsError(f"change vectors of {name_a} and {name_b} cannot be compared ({'; '.join(diffs)}).{hint}")
     alone = [name for name, c in ((name_a, a), (name_b, b)) if not c.get("shared_space", True)]
     if alone:
@@ -109,7 +115,7 @@ def compatibility(attrs: dict) -> dict:
     out = {k: attrs.get(k) for k in COMPATIBILITY_KEYS}
     out["normalisation_method"] = method
     out["patch_size"] = int(out["patch_size"]) if out["patch_size"] is not None else None
-    out["search_vector"] = attrs.get("search_vector", "vector")  # runs before 0.3.1 searched the change vectors
+    out["search_vector"] = attrs.get("search_vector", "vector")  # runs before 0.3.2 searched the change vectors
     shared = attrs.get("shared_space", parsed.get("shared"))
     if shared is None:  # a run made before 0.3.1: its rcf input was normalised on its own area
         shared = attrs.get("encoder") != "rcf"

@@ -235,3 +235,10 @@ def test_two_areas_sharing_weights_share_one_embedding_space(tmp_path):
     assert json.loads(eo.attrs["normalisation"])["shared"] is False
     rel_old = np.linalg.norm(shared_a - eo["embedding"].values[:, :, 1], axis=-1) / np.linalg.norm(shared_a, axis=-1)
     assert np.median(rel_old) > 5 * np.median(rel), (np.median(rel_old), np.median(rel))  # measured 0.86
+
+
+def test_input_normalisation_of_the_wrong_size_is_a_band_error():
+    """One centre and one scale per band: other sizes are refused with a band error, fitted or not (it was an
+    AttributeError before the filters existed)."""
+    with pytest.raises(BandError, match="one centre and one scale per band"):
+        RCFEncoder().set_input_normalisation(np.zeros(3), np.ones(4), ["a", "b", "c"])

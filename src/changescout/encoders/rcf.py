@@ -125,8 +125,11 @@ class RCFEncoder:
         bands' names."""
         centre, scale = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
         n = len(centre) if bands is None else len(bands)
-        if (self.filters_ is not None and n != self.filters_.shape[1]) or centre.shape != (n,) or scale.shape != (n,):
-            raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; the normalisation has {centre.shape[0]}")
+        if self.filters_ is not None and n != self.filters_.shape[1]:
+            raise BandError(f"rcf weights were learnt on {self.filters_.shape[1]} bands; the normalisation has {n}")
+        if centre.shape != (n,) or scale.shape != (n,):
+            raise BandError(f"the rcf input normalisation needs one centre and one scale per band ({n} bands), got "
+                            f"{centre.shape[0] if centre.ndim else 1} centres and {scale.shape[0] if scale.ndim else 1} scales")
         self.input_centre_, self.input_scale_ = centre, scale
         self.input_bands_ = None if bands is None else [str(b) for b in bands]
 

@@ -96,6 +96,21 @@ def test_an_unreachable_scheduler_exits_2_naming_the_address(capsys, tmp_path, m
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_input_is_told_before_the_scheduler_is_contacted(capsys, tmp_path, monkeypatch):
+    """A bad option or a missing source with --scheduler exits 2 at once: an unreachable scheduler took 30 s
+    to fail first, and then named the scheduler instead of the real problem."""
+    import sys
+    import types
+
+    contacted = []
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=contacted.append))
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--min-clear", "1.5", "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "min-clear must be" in err
+    code, _, err = call(capsys, "run", tmp_path / "missing.tif", "--out", tmp_path / "o", "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "missing.tif" in err and "does not exist" in err
+    assert contacted == [] and not (tmp_path / "o").exists()
+
+
 def test_bad_options_exit_2(capsys, tmp_path):
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--compare", "weekly")
     assert code == 2 and "--compare" in err

@@ -85,10 +85,11 @@ def _summary(run_dir: Path, top: int = 10) -> None:
 
 
 def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
-    from .pipeline import run_pipeline
+    from .pipeline import check_run, run_pipeline
 
     client = None
     if scheduler:
+        check_run(config, out)  # bad input is told before a connection that may take 30 s to fail
         try:
             from distributed import Client
         except ImportError as exc:

@@ -400,6 +400,17 @@ def _build_encoder(config: RunConfig):
     return get_encoder(config.encoder, **params)
 
 
+def check_run(config: RunConfig, out: Path) -> None:
+    """The checks that take no time, before minutes of work (or a connection to a cluster): configuration
+    values, a writable ``out``, and a source path that exists."""
+    config.validate()
+    check_writable(Path(out))
+    if config.kind is None:  # a path to sniff: a missing one is told at once, not after the encoder is built
+        from .sources import check_exists
+
+        check_exists(config.source)
+
+
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
     """Run (or resume) every stage; return the run directory.
 
@@ -407,12 +418,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     bands); when it is found later, a new run directory is removed again and a replaced run is restored. Other
     failures (an interruption) leave the unfinished run to be resumed by the same command."""
     out = Path(out)
-    config.validate()
-    check_writable(out)  # before minutes of work
-    if config.kind is None:  # a path to sniff: a missing one is told at once, not after the encoder is built
-        from .sources import check_exists
-
-        check_exists(config.source)
+    check_run(config, out)
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take

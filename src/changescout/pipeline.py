@@ -492,7 +492,7 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             with atomic_path(out / "clusters.parquet") as tmp:
                 clusters.to_parquet(tmp, index=False)
             del vectors, states  # the search vectors are as large
-            search, keys = read_vectors(ch_path, name=attrs.get("search_vector", "vector"))
+            search, keys = read_vectors(ch_path, name=compatibility(attrs)["search_vector"])  # what similar reads
             SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
             info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
 

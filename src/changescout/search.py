@@ -5,9 +5,9 @@ change vector less what patches in a similar state did between the same dates,
 :func:`changescout.change.context_residual`), so that two changes of one season are not alike for the
 season they share: what turned into what, beyond what its look-alikes did. On the planted series
 (benchmarks/planted.py) a May harvest's nearest objects were the other May changes. A change that most of
-its look-alikes made too has a small residual and a weak query: search from patches where it stands out. The search runs through
-an inner-product faiss index over L2-normalised vectors whose ids are the ``vec`` keys of the events
-table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
+its look-alikes made too has a small residual and a weak query: search from patches where it stands out.
+The search runs through an inner-product faiss index over L2-normalised vectors whose ids are the ``vec``
+keys of the events table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
 Negative feedback moves the query away from the changes the analyst rejected (Rocchio) and drops them.
 """
 

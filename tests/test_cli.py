@@ -5,6 +5,7 @@ codes). Only one real pipeline run is made here; everything else reads the sessi
 """
 
 import json
+import os
 import re
 
 import geopandas as gpd
@@ -239,6 +240,36 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     assert code == 2 and "gpkg" in err
     code, _, err = call(capsys, "export", tmp_path, "--format", "csv", "--out", tmp_path / "x.csv")
     assert code == 2 and "events" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_run_being_written_is_not_read_and_a_run_being_read_is_not_rewritten(capsys, tmp_path, session_run, copy_run):
+    """export and similar refuse (exit 2) a directory that a run is writing, where they could pair the events of
+    one run with the vectors of the next; a run refuses a directory that they are reading."""
+    from changescout import runlock
+
+    run = copy_run(session_run)
+    query = read_events(run).sort_values("rank")["event_id"].iloc[0]
+    writer = runlock.acquire(run, exclusive=True)
+    try:
+        for args in (("export", run, "--format", "csv", "--out", tmp_path / "e.csv"), ("similar", run, query),
+                     ("similar", session_run, query, "--in", run)):
+            code, out, err = call(capsys, *args)
+            assert code == 2 and "achangescoutruniswritingthisrundirectory" in compact(err), args
+        assert not (tmp_path / "e.csv").exists()
+    finally:
+        runlock.release(writer)
+    reader = runlock.acquire(run, exclusive=False)
+    try:
+        code, _, err = call(capsys, "export", run, "--format", "csv", "--out", tmp_path / "e.csv")
+        assert code == 0, err  # readers share the directory
+        code, _, err = call(capsys, "run", "synthetic:size=128,n_dates=6", "--out", run, "--overwrite")
+        assert code == 2 and "anotherchangescoutprocessiswritingorreading" in compact(err)
+        assert read_events(run)["event_id"].tolist() == read_events(session_run)["event_id"].tolist()  # untouched
+    finally:
+        runlock.release(reader)
+    code, _, err = call(capsys, "similar", run, query)
+    assert code == 0, err
 
 
 # -- similar ----------------------------------------------------------------------------------------------

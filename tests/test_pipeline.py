@@ -528,12 +528,12 @@ def test_a_file_system_without_locks_runs_unguarded_with_a_warning(tmp_path, mon
     goes on, and says it is not guarded."""
     import errno
 
-    from changescout import pipeline
+    from changescout import runlock
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(pipeline.fcntl, "flock", no_locks)
+    monkeypatch.setattr(runlock.fcntl, "flock", no_locks)
     logs = []
     run = Run(tmp_path / "r", RunConfig(source="synthetic", kind="synthetic"), log=logs.append)
     run.prepare({}, {"series": "s"})
@@ -554,7 +554,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(session_run, sess
     fd = os.open(run, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RunExistsError, match="another changescout process is writing") as exc:
+        with pytest.raises(RunExistsError, match="another changescout process is writing or reading") as exc:
             run_pipeline(session_config(), run, **QUIET)
         assert exc.value.exit_code == 2 and temp.exists()
     finally:

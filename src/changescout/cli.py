@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import runlock
 from .errors import ChangescoutError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
@@ -226,7 +227,8 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
         from .errors import RunExistsError
 
         raise RunExistsError("exists; use --overwrite to replace it", target)
-    export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
+    with runlock.reading(run_dir):  # not while a run rewrites it
+        export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
 
 

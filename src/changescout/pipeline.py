@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, runlock
 from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
@@ -43,11 +42,6 @@ from .radiometry import apply_offsets, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .tiling import PatchGrid, event_ids, series_id
-
-try:
-    import fcntl  # POSIX: the run directory's lock
-except ImportError:  # Windows: runs are not locked
-    fcntl = None
 
 STAGES = ("embed", "changes", "rank", "outputs")
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
@@ -210,32 +204,21 @@ class Run:
         return OutputError(f"cannot write the run directory: {exc.strerror or exc}{where}; choose another --out", self.out)
 
     def _lock(self) -> None:
-        """Hold an exclusive lock on the run directory while this process writes it (``flock`` on the directory
-        itself, POSIX; released when the run ends or the process dies): a second run on the same ``--out`` is
-        refused instead of resuming, replacing or sweeping the files of the first."""
-        if fcntl is None or getattr(self, "_lock_fd", None) is not None:
+        """Hold an exclusive lock on the run directory while this process writes it (:mod:`changescout.runlock`):
+        a second run on the same ``--out`` is refused instead of resuming, replacing or sweeping the files of
+        the first, and so is a run on a directory that ``similar`` or ``export`` is reading."""
+        if getattr(self, "_lock_fd", None) is not None:
             return
         try:
-            fd = os.open(self.out, os.O_RDONLY)
+            self._lock_fd = runlock.acquire(self.out, exclusive=True, log=self.log)
+        except RunExistsError:
+            raise
         except OSError as exc:
             raise self._unwritable(exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RunExistsError("another changescout process is writing this run directory; wait for it to "
-                                     "finish or choose another --out", self.out) from None
-            # a file system without flock (Lustre without -o flock, some NFS): run, unguarded, as on Windows
-            self.log(f"warning: {self.out} cannot be locked ({exc.strerror or exc}); do not start a second run "
-                     "on the same --out while this one writes it")
-            return
-        self._lock_fd = fd
 
     def _unlock(self) -> None:
         fd, self._lock_fd = getattr(self, "_lock_fd", None), None
-        if fd is not None:
-            os.close(fd)
+        runlock.release(fd)
 
     def _sweep(self):
         """Remove what a killed run left half-written (:func:`changescout.atomic.atomic_path`'s temporary names,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid
 from .errors import EventNotFoundError, RunNotFoundError
@@ -70,6 +72,13 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     vectors of its onset, as :func:`changescout.objects.object_descriptors`: an episode's end is the change
     undone), its own patches are left out, and the results are change objects: one row per object, its most
     similar patch as the detail."""
+    with contextlib.ExitStack() as held:  # no run may rewrite them while they are read
+        for path in (run, *other_runs):
+            held.enter_context(runlock.reading(path))
+        return _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects)
+
+
+def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> pd.DataFrame:
     if k < 1:
         raise EventNotFoundError(f"--k must be at least 1, got {k}")
     base = RunView(run)

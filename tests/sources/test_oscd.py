@@ -128,6 +128,12 @@ def test_errors_name_the_file(root, tmp_path):
     (folder / "dates.txt").write_text("first: 2016\n")
     with pytest.raises(SourceError, match="dates.txt: expected the lines"):
         oscd.open(folder)
+    (folder / "dates.txt").write_text("date_1: 20170829\ndate_2: 20161130\n")
+    with pytest.raises(SourceError, match=r"dates.txt: date_2 \(2016-11-30\) must be after date_1 \(2017-08-29\)"):
+        oscd.open(folder)
+    (folder / "dates.txt").write_text("date_1: 20161341\ndate_2: 20170829\n")
+    with pytest.raises(SourceError, match="dates.txt: date_1: 20161341 is not a date"):
+        oscd.open(folder)
     (folder / "dates.txt").write_text("date_1: 20161130\ndate_2: 20170829\n")
     label = folder / "cm" / "bercy-cm.tif"
     with rasterio.open(label, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8") as dst:

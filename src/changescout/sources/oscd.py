@@ -122,9 +122,15 @@ def read_dates(folder) -> list[pd.Timestamp]:
     found = {}
     for line in path.read_text().splitlines():
         if m := _DATE_LINE.match(line):
-            found[int(m.group(1))] = pd.Timestamp(m.group(2))
+            try:
+                found[int(m.group(1))] = pd.Timestamp(m.group(2))
+            except ValueError:
+                raise SourceError(f"date_{m.group(1)}: {m.group(2)} is not a date (YYYYMMDD)", path) from None
     if set(found) != {1, 2}:
         raise SourceError("expected the lines 'date_1: YYYYMMDD' and 'date_2: YYYYMMDD'", path)
+    if not found[2] > found[1]:  # imgs_2 is the later image: swapped dates would turn every change around
+        raise SourceError(f"date_2 ({found[2]:%Y-%m-%d}) must be after date_1 ({found[1]:%Y-%m-%d}): imgs_1 holds "
+                          "the earlier image", path)
     return [found[1], found[2]]
 
 

@@ -239,6 +239,30 @@ def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(se
     assert mtimes(run) == before
 
 
+def test_other_weights_at_the_same_path_are_another_run(session_run, session_config, copy_run, tmp_path):
+    """The configuration names the weights file; its content is part of the run too: weights replaced at the
+    same path (or found in CHANGESCOUT_WEIGHTS_DIR) make another run, not a resumed one."""
+    import shutil
+
+    weights = tmp_path / "w.npz"
+    shutil.copy(session_run / "rcf_weights.npz", weights)
+    config = session_config(weights=str(weights))
+    run = tmp_path / "run"
+    run_pipeline(config, run, **QUIET)
+    first = json.loads((run / "config.json").read_text())
+    relearnt = tmp_path / "relearnt"
+    run_pipeline(session_config(seed=7), relearnt, **QUIET)  # weights learnt with another seed
+    shutil.copy(relearnt / "rcf_weights.npz", weights)
+    with pytest.raises(RunExistsError, match="another configuration"):
+        run_pipeline(config, run, **QUIET)
+    run_pipeline(config, run, overwrite=True, **QUIET)
+    second = json.loads((run / "config.json").read_text())
+    from changescout.encoders import get_encoder
+
+    assert first["weights_sha256"] == get_encoder("rcf", weights=session_run / "rcf_weights.npz").weights_digest()
+    assert second["weights_sha256"] == get_encoder("rcf", weights=weights).weights_digest() != first["weights_sha256"]
+
+
 def test_overwrite_with_bad_input_keeps_the_run_it_was_to_replace(session_run, session_config, copy_run):
     """--overwrite with a misspelt encoder: found before the old run is touched."""
     run = copy_run(session_run)

@@ -416,10 +416,13 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
     series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
     run = Run(out, config, overwrite=overwrite, log=log)
+    extra = {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
+             "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
+             "cloud_screen": cube.attrs.get("cloud_screen")}  # its rule: a changed screen is another run
+    if encoder.spec.weights_sha256:  # other weights at the same path (or found in CHANGESCOUT_WEIGHTS_DIR) are another run
+        extra["weights_sha256"] = encoder.spec.weights_sha256
     try:
-        run.prepare(inputs, {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
-                             "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
-                             "cloud_screen": cube.attrs.get("cloud_screen")})  # its rule: a changed screen is another run
+        run.prepare(inputs, extra)
         records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
         if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
             run.state.update(records)

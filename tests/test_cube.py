@@ -165,6 +165,13 @@ def test_validate_cube_rejects_duplicate_or_unsorted_dates(cube):
     # sort_by_time refuses the duplicate and names the date
     with pytest.raises(SourceError, match="2021-01-01"):
         sort_by_time(dup)
+    # two images of one day (a datacube with times of day): event ids name dates by day, so one would
+    # name two changes
+    same_day = cube.assign_coords(time=pd.to_datetime(["2021-01-01T10:30", "2021-01-01T10:35", "2021-02-01T10:30"]).values)
+    with pytest.raises(SourceError, match="one image per day"):
+        validate_cube(same_day)
+    with pytest.raises(SourceError, match=r"several images for the date\(s\) \['2021-01-01'\].*mosaic"):
+        sort_by_time(same_day)
 
 
 def test_validate_cube_rejects_missing_quality_duplicate_bands_and_no_crs(cube):

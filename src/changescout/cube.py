@@ -204,11 +204,14 @@ def make_cube(
 
 
 def sort_by_time(cube: xr.DataArray) -> xr.DataArray:
-    """Sort dates and refuse duplicates (two images of one date must be mosaicked first)."""
+    """Sort dates and refuse two images of one day (they must be mosaicked first: event ids and outputs name
+    dates by day, so 10:30 and 10:35 of one day would give two changes one id)."""
     times = pd.DatetimeIndex(cube["time"].values)
-    if times.has_duplicates:
-        dup = times[times.duplicated()].strftime("%Y-%m-%d").tolist()
-        raise SourceError(f"the series has several images for the date(s) {dup}; give one image per date")
+    days = times.normalize()
+    if days.has_duplicates:
+        dup = sorted(set(days[days.duplicated()].strftime("%Y-%m-%d")))
+        raise SourceError(f"the series has several images for the date(s) {dup}; give one image per date (mosaic "
+                          "images of the same day first)")
     if not times.is_monotonic_increasing:
         cube = cube.isel(time=np.argsort(times.values, kind="stable"))
     return cube
@@ -234,8 +237,8 @@ def validate_cube(cube: xr.DataArray) -> xr.DataArray:
     if not np.issubdtype(cube["time"].dtype, np.datetime64):
         raise SourceError(f"the time coordinate must be datetime64, got {cube['time'].dtype}")
     times = pd.DatetimeIndex(cube["time"].values)
-    if not times.is_monotonic_increasing or times.has_duplicates:
-        raise SourceError("dates must be strictly increasing (use sort_by_time)")
+    if not times.is_monotonic_increasing or times.normalize().has_duplicates:
+        raise SourceError("dates must be strictly increasing, one image per day (use sort_by_time)")
     check_band_names(cube["band"].values)
     if "quality" not in cube.coords or cube["quality"].dims != ("time", "y", "x"):
         raise SourceError("a SeriesCube carries a 'quality' (time, y, x) uint8 coordinate")

@@ -62,6 +62,12 @@ def test_cube_errors_name_the_file(tmp_path):
     bad.write_text("not netcdf")
     with pytest.raises(SourceError, match="bad.nc: cannot open the data cube"):
         open_series(bad)
+    same_day = tmp_path / "sameday.nc"  # times of day: two images of one day would share event ids
+    ds = xr.open_dataset(ms.datacube(tmp_path / "three.nc")).load()
+    ds = ds.assign_coords(time=ds["time"].values[0] + np.array([0, 300, 86400 * 30], "timedelta64[s]"))
+    ds.to_netcdf(same_day)
+    with pytest.raises(SourceError, match=r"sameday.nc: the series has several images for the date\(s\)"):
+        open_series(same_day)
 
 
 def test_an_orphan_grid_mapping_still_gives_the_crs(tmp_path):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
 from ..cube import check_band_names, validate_cube
-from ..errors import SourceError
+from ..errors import InputError, SourceError
 
 ENTRY_POINT_GROUP = "changescout.sources"
 
@@ -104,8 +105,13 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
     module = get_source(kind)
     given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}
     opts = {k: v for k, v in given.items() if v is not None}
-    cube = module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options)
-    cube.attrs["source_kind"] = kind
-    cube.attrs.setdefault("label", Path(str(source)).stem)
-    cube.attrs.setdefault("source", str(source))
-    return validate_cube(cube)
+    try:
+        cube = module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options)
+        cube.attrs["source_kind"] = kind
+        cube.attrs.setdefault("label", Path(str(source)).stem)
+        cube.attrs.setdefault("source", str(source))
+        return validate_cube(cube)
+    except InputError as exc:
+        if exc.path is not None or not isinstance(source, (str, os.PathLike)):
+            raise
+        raise type(exc)(exc.message, source) from None  # a problem of the series as a whole: name its source

@@ -226,6 +226,16 @@ def test_a_reference_on_the_first_day_is_accepted_whatever_its_time_of_day():
     Comparison.parse("reference:2021-01-15").check_dates(times)
     with pytest.raises(ConfigError, match="the reference comes before the series"):
         Comparison.parse("reference:2021-01-14").check_dates(times)
+    with pytest.raises(ConfigError, match="no date comes after the reference"):  # the last day's image is the reference
+        Comparison.parse("reference:2021-03-15").check_dates(times)
+
+
+def test_the_reference_days_own_image_is_the_reference_not_a_change():
+    """reference:2021-04-15 on images taken at 10:30: the 2021-04-15 image is the reference, compared with none."""
+    E = _two_years()
+    times = monthly(24) + pd.Timedelta(hours=10, minutes=30)
+    df, _, _ = changes_block(E, np.ones((24, 3), np.float32), times, Comparison.parse("reference:2021-04-15"))
+    assert (df["t0i"] == 3).all() and sorted(df["t1i"].unique()) == list(range(4, 24))
 
 
 def test_reference_mode_uses_the_nearest_clear_date_when_the_reference_is_cloudy():

@@ -65,7 +65,7 @@ class Comparison:
         if len(times) < 2:
             raise ConfigError(f"a change needs at least two dates; the series has {len(times)}")
         span = f"the series runs from {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
-        if self.mode == "reference" and self.reference >= times[-1]:
+        if self.mode == "reference" and self.reference >= times[-1].normalize():  # (images carry times of day)
             raise ConfigError(f"--compare {self}: no date comes after the reference; {span}")
         if self.mode == "reference" and self.reference < times[0].normalize():  # (a typo, or the wrong series)
             raise ConfigError(f"--compare {self}: the reference comes before the series; {span}")
@@ -129,7 +129,7 @@ def _pairs(E, ok, times: pd.DatetimeIndex, comp: Comparison):
         if comp.mode == "anniversary":
             target = times[t] - pd.DateOffset(years=1)
         else:
-            if times[t] <= comp.reference:
+            if times[t].normalize() <= comp.reference:  # the reference day's own image (10:30) is no change
                 continue
             target = comp.reference
         cands = [(abs((times[j] - target).days), j) for j in range(T) if j != t and times[j] < times[t]]

@@ -387,6 +387,20 @@ def test_compute_changes_does_not_depend_on_block_rows(grid_changes):
     np.testing.assert_array_equal(va, vb)
 
 
+def test_a_short_last_band_of_rows_is_set_against_look_alikes_too():
+    """Look-alikes come from bands of block_rows rows; a last band of one row (too few patches to draw
+    look-alikes from) joins the band before it, or a change every patch made (a season) stayed a surprise
+    in the bottom row only."""
+    rng = np.random.default_rng(0)
+    state = rng.standard_normal((9 * 4, D)).astype(np.float32)  # 9 x 4 patches, every one greens up alike
+    season = rng.standard_normal(D).astype(np.float32)
+    E = np.stack([state, state + season, state + season]) + 0.01 * rng.standard_normal((3, 36, D)).astype(np.float32)
+    df, _ = compute_changes(embeddings_ds(E, nr=9, clear=np.ones((3, 36), np.float32)), Comparison(), block_rows=8)
+    first = df[df["t1i"] == 1]
+    assert first["magnitude"].min() > 0.5
+    assert first["surprise"].max() < 0.1 * first["magnitude"].min()  # the bottom row (row 8) included
+
+
 def test_residuals_are_stored_and_read_by_key(grid_changes, tmp_path):
     _, ds = grid_changes
     df, vectors = compute_changes(ds, Comparison(), block_rows=1)  # three blocks: events are reordered after them

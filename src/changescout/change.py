@@ -257,8 +257,13 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block_rows: int = 
     times = pd.DatetimeIndex(embeddings["time"].values)
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
     frames, vecs, resids = [], [], []
-    for r0 in range(0, nr, block_rows):
-        r1 = min(r0 + block_rows, nr)
+    # Bands of ``block_rows`` rows: look-alikes come from the same band (a local context: 10 km at 16 px of 10 m
+    # for 64 rows), and a short last band joins the one before it, or its few patches would have too few
+    # look-alikes and keep their season in their surprise.
+    starts = list(range(0, nr, block_rows))
+    if len(starts) > 1 and nr - starts[-1] < block_rows // 2:
+        starts.pop()
+    for r0, r1 in zip(starts, starts[1:] + [nr]):
         E = embeddings["embedding"].isel(row=slice(r0, r1)).values  # (T, r, c, D)
         E = comparable(E, embeddings.attrs.get("distance"))
         C = embeddings["clear_fraction"].isel(row=slice(r0, r1)).values

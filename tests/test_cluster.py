@@ -1,5 +1,7 @@
 """ChangeClusterer: the scikit-learn estimator contract, and clusters that separate types of change."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,6 +40,18 @@ def test_auto_finds_three_blobs():
     assert model.n_clusters_ == 3
     assert min(model.bic_, key=model.bic_.get) == 3
     assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
+
+
+def test_a_single_change_is_one_type():
+    """A run with one change (a tiny area, two dates) still gets its type; a mixture needs two samples."""
+    X = np.random.default_rng(0).standard_normal((1, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division-by-zero noise either
+        model = ChangeClusterer(random_state=0).fit(X)
+    assert model.n_clusters_ == 1 and model.labels_.tolist() == [0] and model.predict(X).tolist() == [0]
+    assert model.transform(X).shape == (1, 1)
+    with pytest.raises(ValueError, match="n_clusters must be between 1 and the number of samples"):
+        ChangeClusterer(n_clusters=2).fit(X)
 
 
 def test_auto_respects_max_clusters_and_sample_size():

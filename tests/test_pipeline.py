@@ -444,6 +444,22 @@ def test_rank_events_refuses_an_empty_table():
         rank_events(pd.DataFrame(columns=["vec"]), np.zeros((0, 4), np.float32), RunConfig(source="x"))
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_more_types_asked_than_changes_found_gives_one_type_per_change(n):
+    """--config n_clusters 500 on a small area: known only once the changes are computed, after the
+    embedding; the run goes on with one type per change and says so, instead of an internal error."""
+    rng = np.random.default_rng(0)
+    events = pd.DataFrame({"row": np.arange(n), "col": 0, "t0": pd.Timestamp("2021-01-01"), "t1": pd.Timestamp("2021-02-01"),
+                           "magnitude": rng.random(n), "surprise": rng.random(n), "zscore": rng.random(n),
+                           "persistence": pd.array([1] * n, dtype="Int32"), "clear_fraction": 1.0, "transient": False,
+                           "recurrence": np.nan, "vec": np.arange(n)})
+    logs = []
+    ranked, clusters, objects = rank_events(events, rng.standard_normal((n, 8)).astype(np.float32),
+                                            RunConfig(source="x", n_clusters=500), log=logs.append)
+    assert logs == [f"warning: n_clusters 500 is more than the {n} changes of this run; {n} type(s) are used"]
+    assert sorted(ranked["rank"]) == list(range(1, n + 1)) and clusters["size"].sum() == n and len(objects) >= 1
+
+
 def test_a_zarr_datacube_runs_and_its_store_is_hashed(tmp_path):
     """A Zarr store is a directory: hashing it as a file stopped every Zarr run with an internal error."""
     import make_sources as ms

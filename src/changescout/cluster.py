@@ -8,6 +8,8 @@ assigned with ``predict``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.decomposition import PCA
@@ -45,7 +47,15 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         sample = X if n <= self.sample_size else X[np.sort(rng.choice(n, self.sample_size, replace=False))]
         self.pca_ = PCA(n_components=max(1, min(self.n_components, X.shape[1], len(sample))), random_state=self.random_state)
-        Z = self.pca_.fit_transform(sample)
+        with np.errstate(divide="ignore", invalid="ignore") if len(sample) < 2 else contextlib.nullcontext():
+            Z = self.pca_.fit_transform(sample)  # (one sample has no variance to explain)
+        if len(sample) < 2:  # one change is one type (a mixture needs two samples)
+            if self.n_clusters != "auto" and int(self.n_clusters) != 1:
+                raise ValueError(f"n_clusters must be between 1 and the number of samples (1), got {self.n_clusters}")
+            self.mixture_ = None
+            self.n_clusters_ = 1
+            self.labels_ = self.predict(X)
+            return self
         if self.n_clusters == "auto":
             ks = [k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if k <= min(self.max_clusters, len(sample))]
             fits = [self._mixture(k).fit(Z) for k in ks]
@@ -74,6 +84,8 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def predict(self, X):
         check_is_fitted(self, "mixture_")
         X = check_array(X, dtype=np.float64)
+        if self.mixture_ is None:
+            return np.zeros(len(X), np.int32)
         return self.mixture_.predict(self.pca_.transform(X)).astype(np.int32)
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -471,7 +472,7 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
             states = change_states(embeddings, events, len(vectors))
-            ranked, clusters, objects = rank_events(events, vectors, config, states)
+            ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
@@ -487,14 +488,20 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
 
 
-def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, states: np.ndarray | None = None):
+def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, states: np.ndarray | None = None, log=None):
     """Cluster change vectors into types, rank events, group them into objects and rank those;
     returns (events with ``object_id``/``object_rank``, cluster table, objects table without geometry).
-    ``states``: each event's embeddings before and after (:func:`changescout.objects.change_states`)."""
+    ``states``: each event's embeddings before and after (:func:`changescout.objects.change_states`);
+    ``log``: where a warning goes (default: :func:`warnings.warn`)."""
     if len(events) == 0:
         raise ConfigError("no change could be computed: fewer than two clear dates for every patch "
                           "(check the dates, the quality mask and --min-clear)")
-    clusterer = ChangeClusterer(n_clusters=config.n_clusters, random_state=config.seed).fit(vectors)
+    k = config.n_clusters
+    if k != "auto" and int(k) > len(events):  # found only now, after the embedding: fewer types, not a failed run
+        (log or warnings.warn)(f"warning: n_clusters {k} is more than the {len(events)} changes of this run; "
+                               f"{len(events)} type(s) are used")
+        k = len(events)
+    clusterer = ChangeClusterer(n_clusters=k, random_state=config.seed).fit(vectors)
     events = events.copy()
     events["cluster"] = clusterer.labels_
     reduced = clusterer.transform(vectors)

@@ -207,6 +207,16 @@ def test_a_run_made_by_another_changescout_version_is_not_resumed(session_run, s
     assert mtimes(run) == before
 
 
+def test_a_new_run_killed_while_writing_its_configuration_starts_again(session_config, tmp_path):
+    """All a run killed before its configuration was in place leaves is a temporary configuration file: the
+    next run takes the directory (it was refused as 'not a changescout run directory')."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.tmp-0123abcd.json").write_text('{"half": ')
+    Run(out, session_config(), log=lambda *a: None).prepare({}, {"series": "s"})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "state.json"]
+
+
 def test_non_empty_directory_that_is_not_a_run_is_refused(session_config, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunExistsError, match="not a changescout run"):

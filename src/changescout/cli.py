@@ -223,11 +223,11 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
     if table not in readers:
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
-    if target.exists() and not overwrite:
-        from .errors import RunExistsError
-
-        raise RunExistsError("exists; use --overwrite to replace it", target)
     with runlock.reading(run_dir):  # not while a run rewrites it
+        if target.exists() and not overwrite:
+            from .errors import RunExistsError
+
+            raise RunExistsError("exists; use --overwrite to replace it", target)
         export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
 

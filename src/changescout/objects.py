@@ -198,6 +198,8 @@ def change_states(embeddings, events: pd.DataFrame, n_vectors: int | None = None
     out = np.zeros((n_vectors or int(events["vec"].max()) + 1, 2 * E.sizes["dim"]), np.float32)
     for half, col in enumerate(("t0", "t1")):
         idx = times.get_indexer(pd.to_datetime(events[col]))
+        if (idx < 0).any():  # (isel would take -1 as the last date)
+            raise ValueError(f"events name {col} dates that the embeddings do not have")
         pick = {k: xr.DataArray(v, dims="event") for k, v in (("time", idx), ("row", rows), ("col", cols))}
         vals = E.isel(pick).transpose("event", "dim").values
         vals = comparable(vals, embeddings.attrs.get("distance"))

@@ -190,8 +190,10 @@ class Run:
             self.touched = True
             self._set_aside()
             self._sweep()
-        elif any(self.out.iterdir()):
+        elif any(not LEFTOVER.fullmatch(p.name) for p in self.out.iterdir()):
             raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
+        else:  # empty, or what a run killed while it wrote its configuration left
+            self._sweep()
         self.touched = True
         self.resumed = False
         try:

@@ -90,6 +90,39 @@ def test_rare_object_type_outranks_a_common_one_of_the_same_size():
     assert obj["rank"].is_unique and obj["rank"].min() == 1
 
 
+def test_elongation_tells_a_line_of_patches_from_a_block():
+    line = [(5, c, "2021-05-01", 2.0, 3, np.eye(8)[1]) for c in range(10)]  # a road along a row
+    diagonal = [(20 + i, 20 + i, "2021-05-01", 2.0, 3, np.eye(8)[1]) for i in range(6)]  # ... and corner to corner
+    block = [(30 + r, 30 + c, "2021-05-01", 2.0, 3, np.eye(8)[1]) for r in range(3) for c in range(3)]
+    pair = [(40, 0, "2021-05-01", 2.0, 3, np.eye(8)[1]), (40, 1, "2021-05-01", 2.0, 3, np.eye(8)[1])]
+    ev, vecs = _events(_background() + line + diagonal + block + pair)
+    ev, obj = ObjectRanker().fit_transform(ev, vecs)
+    e = obj.set_index("object_id")["elongation"]
+    n = len(_background())
+    road, diag, square, two = (ev["object_id"].iloc[i] for i in (n, n + 10, n + 16, n + 25))
+    assert e[road] == pytest.approx(np.log((np.sqrt(8.25) + 0.5) / 0.5), rel=1e-5)  # about 1.9
+    assert e[diag] == pytest.approx(np.log((np.sqrt(2 * 35 / 12) + 0.5) / 0.5), rel=1e-5)  # any direction
+    assert e[square] == pytest.approx(0.0, abs=1e-6) and e[two] == 0.0  # compact; too small to say
+
+
+def test_a_road_is_rarer_than_clearings_that_change_alike():
+    """At patch size a new road changes as a thin clearing does (vegetation to bare ground); its shape tells it
+    apart: with shape_weight, a line of patches is rarer than compact clearings of the same change."""
+    rng = np.random.default_rng(4)
+    cleared = np.eye(8)[1]
+    rows = _background()
+    for k in range(10):  # ten clearings of 2 x 2 patches
+        rows += [(4 * k + r, c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for r in range(2) for c in range(2)]
+    rows += [(1, 10 + c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for c in range(8)]  # the road
+    ev, vecs = _events(rows)
+    ranked, with_shape = ObjectRanker().fit_transform(ev, vecs)
+    with_shape = with_shape.set_index("object_id")
+    without = ObjectRanker(shape_weight=0).fit_transform(ev, vecs)[1].set_index("object_id")
+    road = ranked["object_id"].iloc[-1]
+    assert with_shape.loc[road, "rarity"] == with_shape.loc[with_shape["candidate"], "rarity"].max()
+    assert without.loc[road, "rarity"] < with_shape.loc[road, "rarity"]
+
+
 def test_a_rare_type_of_three_instances_outranks_a_type_of_eight():
     """Rarity counts the ``n_neighbors`` (8) nearest objects: three constructions that look alike still have
     other things than each other among their eight neighbours, while each of eight clear-cuts has seven

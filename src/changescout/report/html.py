@@ -166,7 +166,7 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
 
 
 OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "rarity", "persistence",
-                  "recurrence"]
+                  "recurrence", "elongation"]
 
 
 def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:

@@ -123,6 +123,12 @@ def test_bad_options_exit_2(capsys, tmp_path):
     bad.write_text(json.dumps({"patchsize": 8}))
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", bad)
     assert code == 2 and "patchsize" in err
+    bad.write_text("[1, 2]")
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", bad)
+    assert code == 2 and "must be a JSON object" in err and "cfg.json" in err
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--patch-size", 1000)
+    assert code == 2 and "patch-size must be a whole number in [1, 128]" in err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args", [["run", "synthetic", "--out", "o", "--patch-size", "sixteen"], ["no-such-command"],
@@ -147,6 +153,24 @@ def test_config_file_values_are_used_unless_given_on_the_command_line(capsys, tm
     assert (c.patch_size, c.min_clear, c.compare, c.label, c.n_clusters) == (8, 0.9, "anniversary", "from_file", 4)
     assert c.seed == 3  # given on the command line: wins over the file
     assert c.source == "synthetic" and seen["out"] == tmp_path / "o"
+
+
+def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsys, tmp_path, monkeypatch):
+    """data/x, ./data/x/ and /abs/data/x name one source: the configuration keeps the resolved path (it is
+    hashed), so a rerun typed another way resumes instead of being refused as another configuration."""
+    import changescout.pipeline
+
+    seen = []
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda config, out, **k: seen.append(config))
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    (tmp_path / "w.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for source in ("data/x", "./data/x/", str(tmp_path / "data" / "x")):
+        code, _, err = call(capsys, "-q", "run", source, "--out", "o", "--weights", "w.npz")
+        assert code == 0, err
+    assert {c.source for c in seen} == {str(tmp_path / "data" / "x")} and {c.weights for c in seen} == {str(tmp_path / "w.npz")}
+    call(capsys, "-q", "run", "synthetic:size=128", "--out", "o")
+    assert seen[-1].source == "synthetic:size=128"  # not a path: as given
 
 
 def test_run_into_a_foreign_non_empty_folder_exits_2(capsys, tmp_path):
@@ -190,7 +214,7 @@ def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session
     assert code == 0 and "resuming" in err
     # another configuration is refused without --overwrite
     code, _, err = call(capsys, *args[:-1], "0.6")
-    assert code == 2 and "--overwrite" in err
+    assert code == 2 and "--overwrite" in err and "(min_clear differ)" in err
 
 
 # -- export -----------------------------------------------------------------------------------------------

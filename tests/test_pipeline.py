@@ -263,7 +263,7 @@ def test_other_weights_at_the_same_path_are_another_run(session_run, session_con
     relearnt = tmp_path / "relearnt"
     run_pipeline(session_config(seed=7), relearnt, **QUIET)  # weights learnt with another seed
     shutil.copy(relearnt / "rcf_weights.npz", weights)
-    with pytest.raises(RunExistsError, match="another configuration"):
+    with pytest.raises(RunExistsError, match=r"another configuration \(weights_sha256 differ\)"):
         run_pipeline(config, run, **QUIET)
     run_pipeline(config, run, overwrite=True, **QUIET)
     second = json.loads((run / "config.json").read_text())

@@ -154,8 +154,10 @@ def run(ctx: typer.Context,
     if config is not None:
         try:
             base = json.loads(Path(config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the configuration: {exc}", config) from exc
+        if not isinstance(base, dict):
+            raise ConfigError(f"the configuration must be a JSON object of keys and values, got a {type(base).__name__}", config)
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}
     for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
@@ -164,6 +166,9 @@ def run(ctx: typer.Context,
         if name not in base or _given(ctx, name):
             given[name] = value
     merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}
+    for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
+        if isinstance(merged.get(name), str) and Path(merged[name]).exists():
+            merged[name] = str(Path(merged[name]).resolve())
     _run(RunConfig.from_dict(merged), out, overwrite, scheduler)
 
 

@@ -45,6 +45,8 @@ from .search import SimilarChangeIndex, compatibility
 from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
+#: Largest patch in pixels (1.3 km at 10 m, 3.8 km at 30 m).
+MAX_PATCH = 128
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
              "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
@@ -107,7 +109,7 @@ class RunConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
             setattr(self, name, int(v) if integer else float(v))
         number("min_clear", 0, 1, lo_open=True)
-        number("patch_size", 1, None, integer=True)
+        number("patch_size", 1, MAX_PATCH, integer=True)  # (rcf learns its filters from windows of 128 px)
         number("transient_weight", 0, 1)
         number("seasonal_weight", 0, 1)
         number("seed", 0, None, integer=True)
@@ -135,6 +137,20 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """The settings in which a run directory's ``config.json`` (``old``) and a new resolved configuration differ:
+    configuration keys by name, the rest (``inputs``: the input files' hashes, ``grid``, ``dates``...) by section."""
+    new = json.loads(json.dumps(new, default=str))
+    out = []
+    for key in sorted((set(old) | set(new)) - {"config_hash", "versions"}):
+        a, b = old.get(key), new.get(key)
+        if key == "config" and isinstance(a, dict) and isinstance(b, dict):
+            out += [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(key)
+    return out
 
 
 def _versions() -> dict:
@@ -185,7 +201,8 @@ class Run:
             if not self.overwrite:
                 made_by = old.get("versions", {}).get("changescout")
                 what = (f"was made by changescout {made_by} (this is {__version__}), whose results may differ"
-                        if made_by != __version__ else "holds a run made with another configuration")
+                        if made_by != __version__ else
+                        f"holds a run made with another configuration ({', '.join(_differences(old, resolved)) or 'its hash'} differ)")
                 raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
             self.touched = True
             self._set_aside()

@@ -264,6 +264,16 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     assert code == 2 and "gpkg" in err
     code, _, err = call(capsys, "export", tmp_path, "--format", "csv", "--out", tmp_path / "x.csv")
     assert code == 2 and "events" in err
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    for extra in ((), ("--overwrite",)):  # "use --overwrite" would never work on a folder
+        code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", folder, *extra)
+        assert code == 2 and "is a folder" in err and "internal error" not in err
+    (tmp_path / "a_file").write_text("")
+    code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "a_file" / "x.csv")
+    assert code == 2 and "cannot write the export" in err and "internal error" not in err
+    code, _, err = call(capsys, "export", session_run, "--format", "GPKG", "--out", tmp_path / "x.gpkg")
+    assert code == 0 and gpd.read_file(tmp_path / "x.gpkg").crs.to_epsg() == 32631
 
 
 @pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")

@@ -222,6 +222,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
     from .events import EXPORT_FORMATS, export_table, read_events
     from .objects import read_objects
 
+    fmt = fmt.lower()
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
     readers = {"events": read_events, "objects": read_objects}
@@ -229,7 +230,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
     with runlock.reading(run_dir):  # not while a run rewrites it
-        if target.exists() and not overwrite:
+        if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
             from .errors import RunExistsError
 
             raise RunExistsError("exists; use --overwrite to replace it", target)

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .errors import ConfigError, RunNotFoundError
+from .errors import ConfigError, OutputError, RunNotFoundError
 
 SCHEMA_VERSION = "1"
 
@@ -120,7 +120,19 @@ def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top
     for c in dates if fmt != "gpkg" else ():  # text in GeoJSON and CSV; GeoPackage has a date-time type
         ev[c] = pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d")
     path = Path(path)
+    if path.is_dir():
+        raise OutputError("is a folder; give the export's file name", path)
     driver, _ = EXPORT_FORMATS[fmt]
+    try:
+        _write_export(ev, path, fmt, driver, layer)
+    except OSError as exc:
+        raise OutputError(f"cannot write the export: {exc.strerror or exc}", path) from exc
+    except RuntimeError as exc:  # GDAL (pyogrio's DataSourceError) on a place it cannot create a file
+        raise OutputError(f"cannot write the export: {exc}", path) from exc
+    return path
+
+
+def _write_export(ev: gpd.GeoDataFrame, path: Path, fmt: str, driver: str, layer: str) -> None:
     with atomic_path(path) as tmp:
         if fmt == "csv":
             df = pd.DataFrame(ev.drop(columns="geometry"))
@@ -134,7 +146,6 @@ def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top
                 if ev.crs is not None and (ev.crs.is_geographic or ev.crs.is_projected):  # not a pixel grid
                     ev, options = ev.to_crs("EPSG:4326"), {"RFC7946": "YES"}
             ev.to_file(tmp, driver=driver, layer=layer, **options)  # the layer name a GIS shows, not the temporary file's
-    return path
 
 
 def check_directions(events: pd.DataFrame) -> None:

@@ -447,6 +447,15 @@ def test_screen_clouds_modes(synthetic_cube):
     pair = cube.isel(time=[0, 1])  # two dates: a cloud cannot be told from a change, auto does not screen
     assert screen_clouds(pair, "auto") is pair
     assert "cloud_screen" in screen_clouds(pair, "hot").attrs
+    # bands the screen cannot name (a GeoTIFF without band descriptions: b1, b2...): hot is refused, auto says
+    # that clouds go unscreened instead of switching off in silence
+    unnamed = cube.assign_coords(band=[f"b{i + 1}" for i in range(cube.sizes["band"])])
+    with pytest.raises(ConfigError, match=r"cloud_screen hot: .*blue and red bands by name.*\['b1', 'b2'.*--bands"):
+        screen_clouds(unnamed, "hot")
+    logs = []
+    assert screen_clouds(unnamed, "auto", logs.append) is unnamed
+    assert len(logs) == 1 and logs[0].startswith("warning: no cloud screen") and "--bands" in logs[0]
+    assert screen_clouds(unnamed.isel(time=[0, 1]), "auto", logs.append) is not None and len(logs) == 1  # a pair: no screen asked
 
 
 def test_rank_events_refuses_an_empty_table():

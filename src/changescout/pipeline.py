@@ -342,17 +342,24 @@ def open_source(config: RunConfig):
                        **config.source_options)
 
 
-def screen_clouds(cube, mode: str):
+def screen_clouds(cube, mode: str, log=None):
     """``auto``: flag haze and clouds spectrally when the source gave no quality mask and the series has at least
     three dates (in a pair, a cloud cannot be told from a change, and bright top-of-atmosphere or 8-bit RGB
-    scenes trip the HOT threshold); ``hot``: always; ``off``: never."""
-    from .quality import can_screen, screen_haze
+    scenes trip the HOT threshold); ``hot``: always; ``off``: never. The screen finds the blue and red bands
+    by name: ``hot`` without them is a :class:`ConfigError`, ``auto`` says (``log``) that clouds go unscreened."""
+    from .quality import BLUE, RED, can_screen, screen_haze
 
     if mode not in ("auto", "hot", "off"):
         raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
-    if mode == "off" or not can_screen(cube):
+    if mode == "off" or (mode == "auto" and (cube.sizes["time"] < 3 or _has_mask(cube))):
         return cube
-    if mode == "auto" and (cube.sizes["time"] < 3 or _has_mask(cube)):
+    if not can_screen(cube):
+        bands = [str(b) for b in cube["band"].values]
+        why = (f"the cloud screen finds the blue and red bands by name ({BLUE[0]}/{BLUE[1]}, {RED[0]}/{RED[1]}...) and the "
+               f"series' bands are {bands}; name them with --bands")
+        if mode == "hot":
+            raise ConfigError(f"cloud_screen hot: {why}", cube.attrs.get("source"))
+        (log or warnings.warn)(f"warning: no cloud screen: {why}, or unmasked clouds may rank as changes")
         return cube
     return screen_haze(cube)
 
@@ -425,7 +432,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
-    cube = screen_clouds(cube, config.cloud_screen)
+    cube = screen_clouds(cube, config.cloud_screen, log)
     cube, coreg = coregister(cube, config.coregister)
     cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)

@@ -118,6 +118,10 @@ class RunConfig:
             self.n_clusters = int(self.n_clusters)
         if self.n_clusters != "auto":
             number("n_clusters", 1, None, integer=True)
+        from .sources.masks import CONVENTIONS
+
+        if self.mask_convention is not None and str(self.mask_convention).lower() not in CONVENTIONS:
+            raise ConfigError(f"mask-convention must be one of {', '.join(CONVENTIONS)}, got {self.mask_convention!r}")
         if self.rank_by not in RANK_BY:
             raise ConfigError(f"rank-by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
         Comparison.parse(self.compare)

@@ -92,6 +92,23 @@ def test_the_querys_own_run_or_a_run_given_twice_is_searched_once(session_run, q
     assert not twice.duplicated(["run", "event_id"]).any()
 
 
+def test_a_result_from_another_run_can_be_told_off(session_run, query, copy_run):
+    """--not takes the ids of any searched run: the analyst tells off what the results show, wherever it is."""
+    from changescout.events import write_events
+
+    other = copy_run(session_run, "renamed")
+    ev = read_events(other)
+    ev["event_id"] = "other-" + ev["event_id"]  # another series: ids of its own
+    write_events(ev, other / "events.parquet")
+    twin = "other-" + query["event_id"]
+    res = find_similar(session_run, query["event_id"], k=5, other_runs=[other])
+    assert res.loc[0, "event_id"] == twin  # the same change in the other run, similarity 1
+    fb = find_similar(session_run, query["event_id"], k=5, other_runs=[other], negatives=[twin])
+    assert twin not in fb["event_id"].tolist() and len(fb) == 5
+    with pytest.raises(EventNotFoundError, match=r"no event 'nope' in these runs: .*renamed"):
+        find_similar(session_run, query["event_id"], other_runs=[other], negatives=["nope"])
+
+
 def test_run_with_other_weights_is_refused(session_run, query, copy_run):
     other = copy_run(session_run, "other")
     # as if its vectors came from other rcf weights (a run made without --weights)

@@ -78,6 +78,17 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
         return _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects)
 
 
+def _find_event(views: list[RunView], event_id: str) -> tuple[RunView, pd.Series]:
+    """The first of ``views`` (the query's run first) that holds ``event_id``, and the event."""
+    for v in views:
+        hit = v.events[v.events["event_id"] == event_id]
+        if len(hit):
+            return v, hit.iloc[0]
+    where = views[0].path if len(views) == 1 else ", ".join(str(v.path) for v in views)
+    raise EventNotFoundError(f"no event {event_id!r} in {'this run' if len(views) == 1 else 'these runs: ' + where}",
+                             views[0].path if len(views) == 1 else None)
+
+
 def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> pd.DataFrame:
     if k < 1:
         raise EventNotFoundError(f"--k must be at least 1, got {k}")
@@ -90,8 +101,13 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
         query = base.event_at(at[0], at[1], t1)
     else:
         raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
-    neg = [base.event(e) for e in negatives]
-    if any(e["event_id"] == query["event_id"] for e in neg):
+    # another run given twice, or the query's own run given with --in, is searched once (as the query's run)
+    others = {Path(p).resolve(): p for p in other_runs if Path(p).resolve() != base.path.resolve()}
+    views = [base] + [RunView(p) for p in others.values()]
+    for v in views[1:]:
+        check_compatible(base.compat, v.compat, str(base.path), str(v.path))
+    neg = [_find_event(views, e) for e in negatives]  # (view, event): a result of an --in run may be told off too
+    if any(v is base and e["event_id"] == query["event_id"] for v, e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
     own = base.events.iloc[0:0]
     if objects:  # the object's descriptor: its onset (an episode's end, a flood receding, points the other way)
@@ -100,15 +116,12 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
         positive = object_descriptors(rows, base.vectors(own["vec"].to_numpy()), np.array([query["object_id"]]))
     else:
         positive = base.vectors([query["vec"]])
-    q = feedback_query(positive, base.vectors([e["vec"] for e in neg]) if neg else None)
-    # another run given twice, or the query's own run given with --in, is searched once (as the query's run)
-    others = {Path(p).resolve(): p for p in other_runs if Path(p).resolve() != base.path.resolve()}
-    views = [base] + [RunView(p) for p in others.values()]
-    for v in views[1:]:
-        check_compatible(base.compat, v.compat, str(base.path), str(v.path))
+    q = feedback_query(positive, np.vstack([v.vectors([e["vec"]]) for v, e in neg]) if neg else None)
     frames = []
     for v in views:
-        exclude = {int(query["vec"])} | {int(e["vec"]) for e in neg} | set(own["vec"].astype(int)) if v is base else set()
+        exclude = {int(e["vec"]) for w, e in neg if w is v}
+        if v is base:
+            exclude |= {int(query["vec"])} | set(own["vec"].astype(int))
         res = v.index().search(q, k=k * 8 if objects else k, exclude=exclude)
         hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
         hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")

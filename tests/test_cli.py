@@ -173,6 +173,28 @@ def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsy
     assert seen[-1].source == "synthetic:size=128"  # not a path: as given
 
 
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
+def test_sigterm_stops_a_run_as_ctrl_c_does(capsys, tmp_path, monkeypatch):
+    """A batch scheduler's time limit (SIGTERM) ends a run with a message and exit 143, its stage marked failed,
+    to be resumed by the same command; the test process's own handler is back afterwards."""
+    import signal
+
+    import changescout.pipeline
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    code, _, err = call(capsys, "run", "synthetic:size=128", "--out", tmp_path / "o")
+    assert code == 143 and "interrupted; rerun the same command to resume" in err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_version(capsys):
+    from changescout import __version__
+
+    code, out, _ = call(capsys, "--version")
+    assert code == 0 and out.strip() == f"changescout {__version__}"
+
+
 def test_run_into_a_foreign_non_empty_folder_exits_2(capsys, tmp_path):
     (tmp_path / "mine.txt").write_text("x")
     code, _, err = call(capsys, "run", "synthetic:size=128,n_dates=4", "--out", tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -22,15 +23,36 @@ from . import runlock
 from .errors import ChangescoutError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # a log or a pipe keeps paths on one line
 out_console = Console(width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False, "quiet": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"changescout {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
-          quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or summaries.")):
+          quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or summaries."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
     _state["debug"], _state["quiet"] = debug, quiet
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``): stops a run as Ctrl-C does, so that it can be resumed."""
+
+
+_terminated = threading.Event()
+
+
+def _on_sigterm(signum, frame):
+    _terminated.set()  # (click turns a KeyboardInterrupt into its own exit code 130)
+    raise _Terminated()
 
 
 def _log(msg: str) -> None:
@@ -314,10 +336,22 @@ def _click_of_typer():
 
 def main(argv=None) -> None:
     """Entry point: run the app and map errors to exit codes."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        _main_guarded(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_guarded(argv) -> None:
+    _terminated.clear()
     try:
         code = app(args=argv, standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into an exit code, returned (not raised) outside standalone mode
-            raise KeyboardInterrupt
+            raise _Terminated() if _terminated.is_set() else KeyboardInterrupt()
         if isinstance(code, int) and code:
             sys.exit(code)
     except ChangescoutError as exc:
@@ -327,9 +361,9 @@ def main(argv=None) -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("interrupted; rerun the same command to resume")
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, _Terminated) else 130)
     except Exception as exc:
         click = _click_of_typer()
         if isinstance(exc, click.exceptions.ClickException):

@@ -604,10 +604,13 @@ def test_a_file_system_without_locks_runs_unguarded_with_a_warning(tmp_path, mon
 
 
 @pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
-def test_a_second_process_on_the_same_run_directory_is_refused(session_run, session_config, copy_run):
+def test_a_second_process_on_the_same_run_directory_is_refused(session_run, session_config, copy_run, monkeypatch):
     """While one run writes a directory (it holds a flock on it), another run there stops with exit 2 instead of
-    resuming it or sweeping its temporaries; once the lock is released the run resumes."""
+    resuming it or sweeping its temporaries, before it reads its source (minutes on a large series); once the
+    lock is released the run resumes."""
     import fcntl
+
+    from changescout import pipeline
 
     run = copy_run(session_run)
     temp = run / ".embeddings.tmp-0123abcd.zarr"  # the other process's store being written
@@ -615,8 +618,10 @@ def test_a_second_process_on_the_same_run_directory_is_refused(session_run, sess
     fd = os.open(run, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RunExistsError, match="another changescout process is writing or reading") as exc:
-            run_pipeline(session_config(), run, **QUIET)
+        with monkeypatch.context() as m:
+            m.setattr(pipeline, "open_source", lambda config: pytest.fail("the source was read"))
+            with pytest.raises(RunExistsError, match="another changescout process is writing or reading") as exc:
+                run_pipeline(session_config(), run, **QUIET)
         assert exc.value.exit_code == 2 and temp.exists()
     finally:
         os.close(fd)

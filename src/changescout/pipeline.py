@@ -419,6 +419,11 @@ def check_run(config: RunConfig, out: Path) -> None:
     values, a writable ``out``, and a source path that exists."""
     config.validate()
     check_writable(Path(out))
+    if Path(out).is_dir():  # a run or a reader holds it: said now, not after minutes of reading the source
+        try:
+            runlock.release(runlock.acquire(out, exclusive=True))
+        except OSError:  # unreadable: Run.prepare says so
+            pass
     if config.kind is None:  # a path to sniff: a missing one is told at once, not after the encoder is built
         from .sources import check_exists
 
@@ -434,6 +439,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     out = Path(out)
     check_run(config, out)
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
+    log(f"reading {config.source} (cloud screen {config.cloud_screen}, co-registration {config.coregister})")
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
     cube = screen_clouds(cube, config.cloud_screen, log)

@@ -92,7 +92,9 @@ class RCFEncoder:
         k, nf = self.kernel, self.dim // 2
         patches = _random_patches(sample, k, self.n_whitening, rng)
         if len(patches) < nf:
-            raise ConfigError(f"too few clear pixels to sample {nf} rcf filters of {k}x{k} px (found {len(patches)})")
+            raise ConfigError(f"too few clear pixels to sample {nf} rcf filters of {k}x{k} px (found {len(patches)} in "
+                              f"{sample.shape[0]} windows of {sample.shape[2]}x{sample.shape[3]} px): the series is mostly "
+                              "nodata or cloud, or its grid too coarse or too small (check --grid, --mask, --min-clear)")
         mean = patches.mean(axis=0)
         cov = np.cov(patches - mean, rowvar=False)
         evals, evecs = np.linalg.eigh(cov)

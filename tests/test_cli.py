@@ -376,7 +376,11 @@ def test_encoders_lists_rcf(capsys):
     code, out, _ = call(capsys, "encoders", "--json")
     rows = json.loads(out)
     rcf = next(r for r in rows if r["name"] == "rcf")
-    assert rcf["bands"] == "any" and rcf["dim"] == 256 and rcf["patch_size"] == 16
+    assert rcf["bands"] is None and rcf["dim"] == 256 and rcf["patch_size"] == 16  # any bands
+    assert rcf["learnt_per_run"] is True and rcf["weights_found"] is False
+    for r in rows:  # JSON types, not placeholders: numbers or null, booleans
+        assert r["dim"] is None or isinstance(r["dim"], int)
+        assert isinstance(r["weights_found"], bool) and (r["bands"] is None or isinstance(r["bands"], list))
 
 
 def test_help_lists_the_commands(capsys):

@@ -299,7 +299,7 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
 
 
 @app.command()
-def encoders(as_json: bool = typer.Option(False, "--json")):
+def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (null where a value needs the weights).")):
     """Available encoders: bands, dimension, patch size, weights found or not."""
     from .encoders import available_encoders, get_encoder
     from .encoders.base import PretrainedEncoder
@@ -309,19 +309,23 @@ def encoders(as_json: bool = typer.Option(False, "--json")):
         try:
             enc = get_encoder(name)
             s = enc.spec
-            rows.append({"name": name, "bands": "any" if s.bands is None else ",".join(s.bands), "dim": s.dim,
+            rows.append({"name": name, "bands": None if s.bands is None else list(s.bands), "dim": s.dim,
                          "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
-                         "weights_found": "yes" if isinstance(enc, PretrainedEncoder) else "learnt per run", "license": s.license})
+                         "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
+                         "license": s.license})
         except ChangescoutError as exc:
-            rows.append({"name": name, "bands": "?", "dim": "?", "patch_size": "?", "weights": str(exc), "weights_found": "no", "license": ""})
+            rows.append({"name": name, "bands": None, "dim": None, "patch_size": None, "weights": str(exc),
+                         "weights_found": False, "learnt_per_run": False, "license": None})
     if as_json:
         out_console.print_json(json.dumps(rows))
         return
-    table = Table(title="Encoders")
-    for c in rows[0]:
+    table = Table(title="Encoders (? = known once the weights are found)")
+    for c in ("name", "bands", "dim", "patch_size", "weights", "weights_found", "license"):
         table.add_column(c)
     for r in rows:
-        table.add_row(*[str(v) for v in r.values()])
+        bands = "any" if r["bands"] is None and r["learnt_per_run"] else ",".join(r["bands"] or ["?"])
+        found = "learnt per run" if r["learnt_per_run"] else "yes" if r["weights_found"] else "no"
+        table.add_row(r["name"], bands, str(r["dim"] or "?"), str(r["patch_size"] or "?"), r["weights"], found, r["license"] or "")
     out_console.print(table)
 
 

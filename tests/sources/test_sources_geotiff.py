@@ -163,6 +163,8 @@ def test_external_mask_folder(tmp_path):
     cube = open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
     q = footprint(cube).quality.values
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 30:34, 30:36] == Quality.WATER).all()
+    with pytest.raises(SourceError, match=r"no_masks: does not exist"):  # a typo in --mask
+        open_series(tmp_path / "f", mask=tmp_path / "no_masks", patch_size=4)
     with pytest.raises(SourceError, match=r"has no mask for the date\(s\) \['2020-05-20'\]"):
         (tmp_path / "masks_fmask" / "2020-05-20.tif").unlink()
         open_series(tmp_path / "f", mask=tmp_path / "masks_fmask")

@@ -69,7 +69,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
 def list_rasters(root: Path) -> list[Path]:
     """GeoTIFF files under ``root`` (recursively, hidden ones skipped), sorted; :class:`SourceError` if none."""
     if not root.is_dir():
-        raise SourceError("is not a folder", root)
+        raise SourceError("is not a folder" if root.exists() else "does not exist", root)
     files = sorted(
         p for p in root.rglob("*")
         if p.suffix.lower() in _EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)

@@ -294,6 +294,8 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     (tmp_path / "a_file").write_text("")
     code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "a_file" / "x.csv")
     assert code == 2 and "cannot write the export" in err and "internal error" not in err
+    code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "x.gpkg")
+    assert code == 2 and "the file name says gpkg but --format is csv" in err and not (tmp_path / "x.gpkg").exists()
     code, _, err = call(capsys, "export", session_run, "--format", "GPKG", "--out", tmp_path / "x.gpkg")
     assert code == 0 and gpd.read_file(tmp_path / "x.gpkg").crs.to_epsg() == 32631
 

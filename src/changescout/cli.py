@@ -251,6 +251,9 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
     if table not in readers:
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
+    named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(target.suffix.lower())
+    if named not in (None, fmt):  # a GIS opens a file by its extension
+        raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
     with runlock.reading(run_dir):  # not while a run rewrites it
         if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
             from .errors import RunExistsError

@@ -185,6 +185,27 @@ def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_co
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
 
 
+def test_a_stage_stopped_by_ctrl_c_is_marked_interrupted_and_resumed(session_run, session_config, copy_run, monkeypatch):
+    """state.json tells an interruption (Ctrl-C, SIGTERM) from a failure; the same command resumes it."""
+    import changescout.pipeline as pipeline
+
+    run = copy_run(session_run)
+    state = json.loads((run / "state.json").read_text())
+    del state["stages"]["outputs"]
+    (run / "state.json").write_text(json.dumps(state))
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_outputs", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(session_config(), run, **QUIET)
+    assert json.loads((run / "state.json").read_text())["stages"]["outputs"]["status"] == "interrupted"
+    run_pipeline(session_config(), run, **QUIET)
+    assert json.loads((run / "state.json").read_text())["stages"]["outputs"]["status"] == "done"
+
+
 def test_rerun_with_another_config_is_refused(session_run, session_config, copy_run):
     run = copy_run(session_run)
     before = mtimes(run)

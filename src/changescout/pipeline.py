@@ -324,8 +324,8 @@ class Run:
         t = time.perf_counter()
         try:
             yield info
-        except BaseException:
-            info["status"] = "failed"
+        except BaseException as exc:  # Ctrl-C or SIGTERM: "interrupted", to be resumed by the same command
+            info["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             info["seconds"] = round(time.perf_counter() - t, 3)
             self._save_state()
             raise

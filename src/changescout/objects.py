@@ -334,11 +334,14 @@ class ObjectRanker:
             "zscore": g["zscore"].max().to_numpy(np.float32),
             "persistence": _onset_median(ev, onset, "_persistence"),
             "recurrence": _onset_median(ev, onset, "recurrence", min_known=0.5),
-            "elongation": elongation(ev, onset.to_numpy(), np.asarray(list(g.groups), dtype=np.int64)).astype(np.float32),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
-        event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
         cand = obj["candidate"].to_numpy()
+        # every other object is one patch event: 0 (only candidate events join), not worth a group-by of the run
+        obj.insert(obj.columns.get_loc("candidate"), "elongation", np.zeros(len(obj), np.float32))
+        obj.loc[cand, "elongation"] = elongation(ev[ev["_cand"]], onset[ev["_cand"]].to_numpy(),
+                                                 obj.loc[cand, "object_id"].to_numpy()).astype(np.float32)
+        event_score = g["atypicality"].max().to_numpy(float) if "atypicality" in ev else g["surprise"].max().to_numpy(float)
         rarity = np.zeros(len(obj))
         score = np.zeros(len(obj))
         if cand.any():

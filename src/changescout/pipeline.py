@@ -235,8 +235,6 @@ class Run:
             return
         try:
             self._lock_fd = runlock.acquire(self.out, exclusive=True, log=self.log)
-        except RunExistsError:
-            raise
         except OSError as exc:
             raise self._unwritable(exc) from exc
 

@@ -64,8 +64,6 @@ def reading(path: str | os.PathLike):
     ``path`` is not a directory: the reader's own checks then name what is missing)."""
     try:
         fd = acquire(path, exclusive=False) if Path(path).is_dir() else None
-    except RunExistsError:
-        raise
     except OSError:  # unreadable: the reader's own error says so
         fd = None
     try:

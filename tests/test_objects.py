@@ -123,6 +123,26 @@ def test_a_road_is_rarer_than_clearings_that_change_alike():
     assert without.loc[road, "rarity"] < with_shape.loc[road, "rarity"]
 
 
+def test_a_road_ranks_first_though_its_patches_look_like_clearing_patches():
+    """Patch by patch a road is a thin clearing, so its patch events score no higher over the run than the
+    clearings' (patch atypicality knows nothing of shape); the object ranking compares objects, shape included,
+    and puts the road first. Weighing in the patches' atypicality (``event_weight``) holds it down."""
+    rng = np.random.default_rng(4)
+    cleared = np.eye(8)[1]
+    rows = _background()
+    for k in range(10):  # ten clearings of 2 x 2 patches
+        rows += [(4 * k + r, c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for r in range(2) for c in range(2)]
+    rows += [(1, 10 + c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for c in range(8)]  # the road
+    ev, vecs = _events(rows)
+    n = len(_background())
+    ev["atypicality"] = np.r_[np.linspace(0.0, 0.3, n), np.linspace(0.8, 0.99, 40), np.full(8, 0.6)]
+    road = len(ev) - 1
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs)
+    assert ranked["object_rank"].iloc[road] == 1
+    held_down, _ = ObjectRanker(event_weight=0.5).fit_transform(ev, vecs)
+    assert held_down["object_rank"].iloc[road] > 1
+
+
 def test_a_rare_type_of_three_instances_outranks_a_type_of_eight():
     """Rarity counts the ``n_neighbors`` (8) nearest objects: three constructions that look alike still have
     other things than each other among their eight neighbours, while each of eight clear-cuts has seven

@@ -24,10 +24,9 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
    (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
    descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
-   of their percentiles (magnitude counted twice), and its ``atypicality`` that score weighted geometrically
-   with the percentile of its most atypical patch event (``event_weight``; the events' atypicality also
-   compares each change with every patch event of the run, not only with the other candidate objects),
-   multiplied by ``transient_weight`` when the object is transient (its patches' median persistence is 0: a
+   of their percentiles (magnitude counted twice), and its ``atypicality`` that score (optionally weighted
+   geometrically with the percentile of its most atypical patch event, ``event_weight``, 0 by default: see
+   below), multiplied by ``transient_weight`` when the object is transient (its patches' median persistence is 0: a
    cloud), and down to ``1 - seasonal_weight`` when it recurs: the median ``recurrence`` of its onset patches
    (the same change, in direction and size, at the same place a year apart:
    :func:`changescout.change.recurrence`; known for at least half of them) above ``min_recurrence``, scaled
@@ -35,10 +34,17 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    cycles held places in the top 10 objects (median cosine with the change a year apart 0.89 among the top 30
    objects) while no rare planted object went above 0.63; the demotion took the rare objects in the top 10
    from 30 to 32 of 40. Patch events keep their atypicality (planted harvests recur like the crops they
-   replace, and are positives there). With ``event_weight`` 0.5 and rcf's generalised-mean pooling, the planted series
-   (benchmarks/planted.py) keep about as many rare objects in the top 10 as before (6.0 against 6.2 of 8,
-   mean of 10 series). Objects made of non-candidates rank after every candidate object, in the order of
-   their event atypicality.
+   replace, and are positives there). Objects made of non-candidates rank after every candidate object, in
+   the order of their event atypicality.
+
+*Objects are ranked among objects*: ``event_weight`` (0.5 until 0.3.3, 0 now) multiplied the score by the
+percentile of the object's most atypical patch event over the whole run. Patch events know nothing of shape,
+so it held down what the object's shape makes rare: a road's patches look like clearing patches. On the
+planted series (benchmarks/planted.py, 5 seeds each) ``event_weight`` 0, 0.15, 0.3 and 0.5 put 33, 32, 31 and
+30 of 40 rare objects in the top 10 on Bouconne with rcf (every road now in; 40 of 40 on the synthetic
+background throughout) and 31, 31, 28 and 25 with galileo-nano (synthetic 34, 33, 33, 33); with clouds
+lasting two dates, 0 and 2 clouds among the top 20 objects on Bouconne at 0 and 0.5. It was added when the
+ranking had no cloud screen, seasonal demotion or shape term (clouds in the top 20 objects 3 -> 2 then).
 
 *Shape*: rarity compares the objects' unit descriptors joined by ``shape_weight`` times their
 ``elongation`` (:func:`elongation`: how much longer than wide their onset patches lie). At 16 px a new road
@@ -289,7 +295,7 @@ class ObjectRanker:
     """Group an events table into objects and rank them (see the module docstring)."""
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
-                 state_weight=0.7, event_weight=0.5, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0):
+                 state_weight=0.7, event_weight=0.0, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0):
         if not 0.0 <= seasonal_weight <= 1.0:
             raise ConfigError(f"seasonal_weight must be between 0 and 1 (0 = no seasonal demotion), got {seasonal_weight!r}")
         self.seasonal_weight = seasonal_weight

@@ -105,16 +105,22 @@ def test_elongation_tells_a_line_of_patches_from_a_block():
     assert e[square] == pytest.approx(0.0, abs=1e-6) and e[two] == 0.0  # compact; too small to say
 
 
-def test_a_road_is_rarer_than_clearings_that_change_alike():
-    """At patch size a new road changes as a thin clearing does (vegetation to bare ground); its shape tells it
-    apart: with shape_weight, a line of patches is rarer than compact clearings of the same change."""
+def _road_among_clearings():
+    """Events of ten clearings of 2 x 2 patches and a road of 8 patches in a row (the last 8 rows), all of
+    one date and alike in their change vectors (vegetation to bare ground), among the background."""
     rng = np.random.default_rng(4)
     cleared = np.eye(8)[1]
     rows = _background()
-    for k in range(10):  # ten clearings of 2 x 2 patches
+    for k in range(10):
         rows += [(4 * k + r, c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for r in range(2) for c in range(2)]
-    rows += [(1, 10 + c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for c in range(8)]  # the road
-    ev, vecs = _events(rows)
+    rows += [(1, 10 + c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for c in range(8)]
+    return _events(rows)
+
+
+def test_a_road_is_rarer_than_clearings_that_change_alike():
+    """At patch size a new road changes as a thin clearing does (vegetation to bare ground); its shape tells it
+    apart: with shape_weight, a line of patches is rarer than compact clearings of the same change."""
+    ev, vecs = _road_among_clearings()
     ranked, with_shape = ObjectRanker().fit_transform(ev, vecs)
     with_shape = with_shape.set_index("object_id")
     without = ObjectRanker(shape_weight=0).fit_transform(ev, vecs)[1].set_index("object_id")
@@ -127,13 +133,7 @@ def test_a_road_ranks_first_though_its_patches_look_like_clearing_patches():
     """Patch by patch a road is a thin clearing, so its patch events score no higher over the run than the
     clearings' (patch atypicality knows nothing of shape); the object ranking compares objects, shape included,
     and puts the road first. Weighing in the patches' atypicality (``event_weight``) holds it down."""
-    rng = np.random.default_rng(4)
-    cleared = np.eye(8)[1]
-    rows = _background()
-    for k in range(10):  # ten clearings of 2 x 2 patches
-        rows += [(4 * k + r, c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for r in range(2) for c in range(2)]
-    rows += [(1, 10 + c, "2021-05-01", 2.0, 3, cleared + 0.2 * rng.normal(size=8)) for c in range(8)]  # the road
-    ev, vecs = _events(rows)
+    ev, vecs = _road_among_clearings()
     n = len(_background())
     ev["atypicality"] = np.r_[np.linspace(0.0, 0.3, n), np.linspace(0.8, 0.99, 40), np.full(8, 0.6)]
     road = len(ev) - 1

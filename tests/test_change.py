@@ -377,10 +377,10 @@ def test_compute_changes_order_keys_and_vectors(grid_changes):
     assert ((cloudy["t0i"] == 1) & (cloudy["t1i"] == 3)).sum() == 1
 
 
-def test_compute_changes_does_not_depend_on_block_rows(grid_changes):
+def test_compute_changes_does_not_depend_on_the_tiles(grid_changes):
     E, ds = grid_changes
-    a, va = compute_changes(ds, Comparison(), block_rows=64)
-    b, vb = compute_changes(ds, Comparison(), block_rows=1)
+    a, va = compute_changes(ds, Comparison(), block=64)
+    b, vb = compute_changes(ds, Comparison(), block=1)
     # the context residual uses the patches of a block, so only block-independent columns are compared
     for c in ("row", "col", "t0", "t1", "magnitude", "persistence", "vec"):
         pd.testing.assert_series_equal(a[c], b[c])
@@ -388,23 +388,40 @@ def test_compute_changes_does_not_depend_on_block_rows(grid_changes):
 
 
 def test_a_short_last_band_of_rows_is_set_against_look_alikes_too():
-    """Look-alikes come from bands of block_rows rows; a last band of one row (too few patches to draw
+    """Look-alikes come from tiles of block x block patches; a last row of tiles one patch high (too few patches to draw
     look-alikes from) joins the band before it, or a change every patch made (a season) stayed a surprise
     in the bottom row only."""
     rng = np.random.default_rng(0)
     state = rng.standard_normal((9 * 4, D)).astype(np.float32)  # 9 x 4 patches, every one greens up alike
     season = rng.standard_normal(D).astype(np.float32)
     E = np.stack([state, state + season, state + season]) + 0.01 * rng.standard_normal((3, 36, D)).astype(np.float32)
-    df, _ = compute_changes(embeddings_ds(E, nr=9, clear=np.ones((3, 36), np.float32)), Comparison(), block_rows=8)
+    df, _ = compute_changes(embeddings_ds(E, nr=9, clear=np.ones((3, 36), np.float32)), Comparison(), block=8)
     first = df[df["t1i"] == 1]
     assert first["magnitude"].min() > 0.5
     assert first["surprise"].max() < 0.1 * first["magnitude"].min()  # the bottom row (row 8) included
 
 
+def test_look_alikes_come_from_square_tiles_so_each_region_keeps_its_own_season():
+    """West and east of a wide scene green up differently (two tiles of 8 x 8 patches; their patches start
+    from states alike): each patch is set against look-alikes of its own tile, so both seasons are taken out.
+    Drawn from the full width, look-alikes would mix the two and leave half of each season as surprise. The
+    last column of tiles, one patch wide, joins the tile before it as a short last row does."""
+    rng = np.random.default_rng(1)
+    nr, nc = 8, 17
+    state = rng.standard_normal((nr * nc, D)).astype(np.float32)
+    west, east = rng.standard_normal((2, D)).astype(np.float32)
+    season = np.where((np.arange(nr * nc) % nc < 8)[:, None], west, east)
+    E = np.stack([state, state + season, state + season]) + 0.01 * rng.standard_normal((3, nr * nc, D)).astype(np.float32)
+    df, _ = compute_changes(embeddings_ds(E, nr=nr, clear=np.ones((3, nr * nc), np.float32)), Comparison(), block=8)
+    first = df[df["t1i"] == 1]
+    assert len(first) == nr * nc and first["col"].max() == nc - 1
+    assert first["surprise"].max() < 0.1 * first["magnitude"].min()
+
+
 def test_residuals_are_stored_and_read_by_key(grid_changes, tmp_path):
     _, ds = grid_changes
-    df, vectors = compute_changes(ds, Comparison(), block_rows=1)  # three blocks: events are reordered after them
-    df3, vectors3, residuals = compute_changes(ds, Comparison(), block_rows=1, residuals=True)
+    df, vectors = compute_changes(ds, Comparison(), block=1)  # three blocks: events are reordered after them
+    df3, vectors3, residuals = compute_changes(ds, Comparison(), block=1, residuals=True)
     pd.testing.assert_frame_equal(df, df3)
     np.testing.assert_array_equal(vectors, vectors3)
     np.testing.assert_allclose(np.sqrt((residuals[df["vec"]] ** 2).mean(axis=1)), df["surprise"], rtol=1e-5)

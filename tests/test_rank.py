@@ -1,8 +1,10 @@
 """Rarity and atypicality: higher means more, rank 1 is the most atypical, transient changes are demoted."""
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from changescout.errors import ConfigError
@@ -32,6 +34,33 @@ def test_score_samples_lower_for_isolated_point():
     assert s.train_scores_[0] == pytest.approx(-np.sort(d)[:5].mean(), rel=1e-4)
     assert s.predict(np.array([[25.0] * 4], np.float32)).tolist() == [-1]
     assert s.decision_function(np.array([[0.0] * 4], np.float32))[0] > 0
+
+
+def test_a_large_run_is_scored_by_an_inverted_file_that_ranks_like_the_exact_search():
+    """Beyond ``max_exact`` changes the neighbours come from an inverted file (its cost grows as n^1.5, the
+    exact search's as n^2): the same order of rarity, the isolated change still the rarest, and the same
+    scores twice over."""
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.standard_normal((1500, 6)) + c for c in (0.0, 6.0)]).astype(np.float32)
+    X[7] = 40.0
+    exact = RarityScorer(max_exact=len(X)).fit(X)
+    approx = RarityScorer(max_exact=1000).fit(X)
+    assert isinstance(exact.index_, faiss.IndexFlatL2) and isinstance(approx.index_, faiss.IndexIVFFlat)
+    assert np.argmin(approx.train_scores_) == 7
+    assert spearmanr(exact.train_scores_, approx.train_scores_).statistic > 0.99
+    np.testing.assert_array_equal(approx.train_scores_, RarityScorer(max_exact=1000).fit(X).train_scores_)
+    assert approx.predict(np.array([[40.0] * 6, [0.0] * 6], np.float32)).tolist() == [-1, 1]
+
+
+def test_neighbours_an_inverted_file_misses_count_as_far_as_the_farthest_found():
+    """Probing one list of a sparse inverted file finds fewer than k neighbours (faiss pads with the largest
+    float): no score goes beyond the widest distance in the data."""
+    X = np.random.default_rng(3).standard_normal((200, 3)).astype(np.float32)
+    s = RarityScorer(n_neighbors=10, max_exact=0, n_probe=1).fit(X)
+    _, ids = s.index_.search(X, 11)
+    assert (ids < 0).any()  # the case this test is about
+    widest = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1)).max()
+    assert (-s.train_scores_ <= widest).all() and -s.offset_ <= widest
 
 
 def test_predict_on_training_data_flags_contamination():

@@ -1,7 +1,8 @@
 """Rank changes as atypical by rarity and magnitude.
 
 * :class:`RarityScorer` scores how empty a change's neighbourhood is in change-vector space: the mean
-  distance to its ``n_neighbors`` nearest changes (exact search with faiss). It follows scikit-learn's
+  distance to its ``n_neighbors`` nearest changes (faiss: an exact search up to ``max_exact`` changes, an
+  inverted file beyond, whose cost grows as n^1.5 rather than n^2). It follows scikit-learn's
   outlier convention: ``score_samples`` is lower for rarer changes, ``decision_function = score_samples -
   offset_`` is negative for the ``contamination`` rarest.
 * :class:`AtypicalityRanker` turns an events table into scores where higher always means more:
@@ -25,37 +26,66 @@ RANK_BY = ("combined", "rarity", "magnitude")
 
 
 class RarityScorer(OutlierMixin, BaseEstimator):
-    """k-nearest-neighbour rarity of change vectors (lower ``score_samples`` = rarer)."""
+    """k-nearest-neighbour rarity of change vectors (lower ``score_samples`` = rarer).
 
-    def __init__(self, n_neighbors=10, contamination=0.01):
+    Up to ``max_exact`` training points the search is exact (``faiss.IndexFlatL2``); it costs the square of
+    the number of changes, which a large run cannot pay (2048 x 2048 px, 12 dates: 178 000 changes, 88 s for
+    the exact search against 7 s at 1024 px; a Sentinel-2 tile would take hours). Beyond it, an inverted-file
+    index (``faiss.IndexIVFFlat``: ``4 sqrt(n)`` lists, k-means seeded by ``random_state``, ``n_probe`` lists
+    searched), whose cost grows as ``n^1.5``; the neighbours it misses make a few scores slightly larger.
+    On the 178 000 changes of that run (benchmarks/rarity_scale.py): 2.6 s against 39 s for the exact search,
+    Spearman correlation of the scores 1.000, 99.4 % of the exact 1 % rarest among its 1 % rarest, no
+    percentile moved by more than 0.07. The scores do not depend on the number of threads.
+    """
+
+    def __init__(self, n_neighbors=10, contamination=0.01, max_exact=50_000, n_probe=16, random_state=0):
         self.n_neighbors = n_neighbors
         self.contamination = contamination
+        self.max_exact = max_exact
+        self.n_probe = n_probe
+        self.random_state = random_state
 
     def fit(self, X, y=None):
-        X = validate_data(self, X, dtype=np.float32)
-        self.index_ = faiss.IndexFlatL2(X.shape[1])
-        self.index_.add(np.ascontiguousarray(X))
+        X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32))
         self.n_train_ = X.shape[0]
-        self.train_scores_ = self._scores(X, exclude_self=True)  # for ranking the training points themselves
-        # The threshold is learnt on the scores score_samples gives the training points (each is its own
-        # nearest neighbour there), so that predict(X_train) flags the contamination fraction.
-        self.offset_ = float(np.quantile(self._scores(X, exclude_self=False), self.contamination)) if len(X) else 0.0
+        self.index_ = self._index(X)
+        # One search gives both: the training points ranked without themselves (each is its own nearest
+        # neighbour), and the scores score_samples gives them, on which the threshold is learnt so that
+        # predict(X_train) flags the contamination fraction.
+        d = self._distances(X, min(self.n_neighbors + 1, self.n_train_))
+        k = min(self.n_neighbors, self.n_train_)
+        self.train_scores_ = -(d[:, 1:] if d.shape[1] > 1 else d).mean(axis=1) if len(X) else np.zeros(0)
+        self.offset_ = float(np.quantile(-d[:, :k].mean(axis=1), self.contamination)) if len(X) else 0.0
         return self
 
-    def _scores(self, X, exclude_self):
-        k = min(self.n_neighbors + int(exclude_self), self.n_train_)
+    def _index(self, X):
+        n, dim = X.shape
+        if n <= self.max_exact:
+            index = faiss.IndexFlatL2(dim)
+        else:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, int(4 * np.sqrt(n)))
+            index.cp.seed = int(self.random_state)
+            index.train(X)
+            index.nprobe = int(self.n_probe)
+        index.add(X)
+        return index
+
+    def _distances(self, X, k):
+        """Euclidean distances to the ``k`` nearest training points, nearest first."""
         if k == 0:
-            return np.zeros(len(X))
-        d, _ = self.index_.search(np.ascontiguousarray(X, dtype=np.float32), k)
-        d = np.sqrt(np.maximum(d, 0))
-        if exclude_self:
-            d = d[:, 1:] if k > 1 else d
-        return -d.mean(axis=1).astype(np.float64)
+            return np.zeros((len(X), 1))
+        d, ids = self.index_.search(np.ascontiguousarray(X, dtype=np.float32), k)
+        d = np.sqrt(np.maximum(d, 0)).astype(np.float64)
+        missing = ids < 0  # an inverted file whose probed lists hold fewer than k points: as far as the farthest found
+        if missing.any():
+            d[missing] = np.nan
+            d = np.where(missing, np.nanmax(np.where(missing.all(axis=1, keepdims=True), 0.0, d), axis=1, keepdims=True), d)
+        return d
 
     def score_samples(self, X):
         check_is_fitted(self, "index_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        return self._scores(X, exclude_self=False)
+        return -self._distances(X, min(self.n_neighbors, self.n_train_)).mean(axis=1)
 
     def decision_function(self, X):
         return self.score_samples(X) - self.offset_

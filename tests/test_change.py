@@ -388,9 +388,9 @@ def test_compute_changes_does_not_depend_on_the_tiles(grid_changes):
 
 
 def test_a_short_last_band_of_rows_is_set_against_look_alikes_too():
-    """Look-alikes come from tiles of block x block patches; a last row of tiles one patch high (too few patches to draw
-    look-alikes from) joins the band before it, or a change every patch made (a season) stayed a surprise
-    in the bottom row only."""
+    """Look-alikes come from tiles of block x block patches; a last row of tiles one patch high (too few
+    patches to draw look-alikes from) joins the row of tiles before it, or a change every patch made (a
+    season) stayed a surprise in the bottom row only."""
     rng = np.random.default_rng(0)
     state = rng.standard_normal((9 * 4, D)).astype(np.float32)  # 9 x 4 patches, every one greens up alike
     season = rng.standard_normal(D).astype(np.float32)

@@ -30,7 +30,7 @@ class RarityScorer(OutlierMixin, BaseEstimator):
 
     Up to ``max_exact`` training points the search is exact (``faiss.IndexFlatL2``); it costs the square of
     the number of changes, which a large run cannot pay (2048 x 2048 px, 12 dates: 178 000 changes, 88 s for
-    the exact search against 7 s at 1024 px; a Sentinel-2 tile would take hours). Beyond it, an inverted-file
+    the two exact searches of 0.3.3 against 7 s at 1024 px; a Sentinel-2 tile would take hours). Beyond it, an inverted-file
     index (``faiss.IndexIVFFlat``: ``4 sqrt(n)`` lists, k-means seeded by ``random_state``, ``n_probe`` lists
     searched), whose cost grows as ``n^1.5``; the neighbours it misses make a few scores slightly larger.
     On the 178 000 changes of that run (benchmarks/rarity_scale.py, results/rarity_scale.md): 2.3 s against
@@ -63,7 +63,7 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         if n <= self.max_exact:
             index = faiss.IndexFlatL2(dim)
         else:
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, int(4 * np.sqrt(n)))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, max(1, min(int(4 * np.sqrt(n)), n)))
             index.cp.seed = int(self.random_state)
             index.train(X)
             index.nprobe = int(self.n_probe)

@@ -1,5 +1,6 @@
 """Change vectors: pairing of dates, transient spikes, persistence, context residual, z-scores, storage."""
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -416,6 +417,21 @@ def test_look_alikes_come_from_square_tiles_so_each_region_keeps_its_own_season(
     first = df[df["t1i"] == 1]
     assert len(first) == nr * nc and first["col"].max() == nc - 1
     assert first["surprise"].max() < 0.1 * first["magnitude"].min()
+
+
+def test_changes_are_written_without_the_dask_scheduler(grid_changes, tmp_path):
+    """The change vectors are in memory: writing them must not go through dask, whose scheduler may be a
+    cluster's (``--scheduler``): the arrays would be shipped to a worker to be written on its disk."""
+    _, ds = grid_changes
+    df, vectors = compute_changes(ds, Comparison())
+    df["event_id"] = df["vec"].astype(str)
+
+    def no_scheduler(*args, **kwargs):
+        raise AssertionError("changes.zarr was written through the dask scheduler")
+
+    with dask.config.set(scheduler=no_scheduler):
+        write_changes(tmp_path / "changes.zarr", df, vectors, {"encoder": "rcf"})
+    np.testing.assert_array_equal(read_vectors(tmp_path / "changes.zarr", df["vec"])[0], vectors[df["vec"]])
 
 
 def test_residuals_are_stored_and_read_by_key(grid_changes, tmp_path):

@@ -419,6 +419,15 @@ def test_look_alikes_come_from_square_tiles_so_each_region_keeps_its_own_season(
     assert first["surprise"].max() < 0.1 * first["magnitude"].min()
 
 
+def test_the_look_alikes_median_is_numpys_for_odd_and_even_counts():
+    from changescout.change import _median_of_rows
+
+    rng = np.random.default_rng(5)
+    for k in (1, 2, 15, 16):
+        x = rng.standard_normal((50, k, 7)).astype(np.float32)
+        np.testing.assert_array_equal(_median_of_rows(x), np.median(x, axis=1))
+
+
 def test_changes_are_written_without_the_dask_scheduler(grid_changes, tmp_path):
     """The change vectors are in memory: writing them must not go through dask, whose scheduler may be a
     cluster's (``--scheduler``): the arrays would be shipped to a worker to be written on its disk."""

@@ -209,8 +209,16 @@ def context_residual(E: np.ndarray, t0, t1, p, vec: np.ndarray, k: int = 16, usa
             own = nbr == p[sl][:, None]  # the patch itself (when in the pool) is not its own look-alike
             keep = np.where(own.any(axis=1)[:, None], ~own, np.arange(kk + 1)[None] < kk)
             nbr = nbr[keep].reshape(len(sl), kk)
-            out[sl] = vec[sl] - np.median(E[b, nbr] - E[a, nbr], axis=1)
+            out[sl] = vec[sl] - _median_of_rows(E[b, nbr] - E[a, nbr])
     return out
+
+
+def _median_of_rows(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=1)`` of ``(n, k, dim)`` finite values, four times as fast: sorting k values along
+    the middle axis vectorises where numpy's partition works lane by lane (half of the changes stage)."""
+    s = np.sort(x, axis=1)
+    k = s.shape[1]
+    return 0.5 * (s[:, (k - 1) // 2] + s[:, k // 2])
 
 
 def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison):

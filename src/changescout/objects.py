@@ -22,8 +22,8 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    recurs a year apart: a crop's green-up) takes no end, or every harvest would be hidden inside the
    field's cycle (:func:`join_episodes`).
 3. Each candidate object gets a descriptor (the surprise-weighted mean of its change vectors), a rarity
-   (mean distance to its ``n_neighbors`` nearest other candidate objects, exact faiss search on unit
-   descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
+   (mean distance to its ``n_neighbors`` nearest other candidate objects, :class:`changescout.rank.RarityScorer`
+   on unit descriptors) and a magnitude (its largest ``surprise`` and ``zscore``); its score is the geometric mean
    of their percentiles (magnitude counted twice), and its ``atypicality`` that score (optionally weighted
    geometrically with the percentile of its most atypical patch event, ``event_weight``, 0 by default: see
    below), multiplied by ``transient_weight`` when the object is transient (its patches' median persistence is 0: a
@@ -65,7 +65,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -77,7 +76,7 @@ from scipy.sparse.csgraph import connected_components
 from .change import comparable
 from .errors import ConfigError, RunNotFoundError
 from .events import write_geoparquet
-from .rank import false_alarm_rate, percentile
+from .rank import RarityScorer, false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -285,10 +284,7 @@ def _knn_distance(desc: np.ndarray, k: int, extra: np.ndarray | None = None) -> 
     unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     if extra is not None:
         unit = np.hstack([unit, extra])
-    index = faiss.IndexFlatL2(unit.shape[1])
-    index.add(np.ascontiguousarray(unit, dtype=np.float32))
-    d, _ = index.search(np.ascontiguousarray(unit, dtype=np.float32), min(k + 1, len(unit)))
-    return np.sqrt(np.maximum(d[:, 1:], 0)).mean(axis=1)
+    return -RarityScorer(n_neighbors=k).fit(unit).train_scores_  # (an inverted file for a very large run)
 
 
 class ObjectRanker:

@@ -175,7 +175,7 @@ def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsy
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
 def test_sigterm_stops_a_run_as_ctrl_c_does(capsys, tmp_path, monkeypatch):
-    """A batch scheduler's time limit (SIGTERM) ends a run with a message and exit 143, its stage marked failed,
+    """A batch scheduler's time limit (SIGTERM) ends a run with a message and exit 143, its stage marked interrupted,
     to be resumed by the same command; the test process's own handler is back afterwards."""
     import signal
 

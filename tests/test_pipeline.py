@@ -544,7 +544,7 @@ def test_what_a_killed_run_left_half_written_is_removed_when_it_resumes_or_is_re
 def test_a_run_that_loses_the_race_for_a_new_directory_leaves_the_winners_files(tmp_path):
     """Two runs start on the same new --out; the other one creates and locks it first. The loser is refused
     and its tidy-up touches nothing (it once discarded the winner's configuration and embeddings)."""
-    import fcntl
+    from changescout import runlock
 
     out = tmp_path / "new"
     config = RunConfig(source="synthetic", kind="synthetic")
@@ -553,9 +553,7 @@ def test_a_run_that_loses_the_race_for_a_new_directory_leaves_the_winners_files(
     real_lock = loser._lock
 
     def winner_first():  # the winner takes the lock between the loser's mkdir and its lock
-        fd = os.open(out, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.append(fd)
+        held.append(runlock.acquire(out, exclusive=True))
         (out / "config.json").write_text("{}")
         (out / "embeddings.zarr").mkdir()
         real_lock()
@@ -568,15 +566,14 @@ def test_a_run_that_loses_the_race_for_a_new_directory_leaves_the_winners_files(
         assert sorted(p.name for p in out.iterdir()) == ["config.json", "embeddings.zarr"]
     finally:
         for fd in held:
-            os.close(fd)
+            runlock.release(fd)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
 def test_a_failed_replacement_keeps_the_lock_until_the_old_run_is_back(session_run, copy_run):
     """--overwrite stopped by bad input puts the old run back; another process cannot take the directory
     while that happens (the lock was released first, and a second run could resume the half-restored one)."""
-    import errno
-    import fcntl
+    from changescout import runlock
 
     run = copy_run(session_run)
     old_config = (run / "config.json").read_text()
@@ -587,14 +584,11 @@ def test_a_failed_replacement_keeps_the_lock_until_the_old_run_is_back(session_r
     restore = replacing._restore
 
     def restore_and_look():
-        fd = os.open(run, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            runlock.release(runlock.acquire(run, exclusive=True))
             seen.append("free")
-        except OSError as exc:
-            seen.append("held" if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else exc.errno)
-        finally:
-            os.close(fd)
+        except RunExistsError:
+            seen.append("held")
         restore()
 
     replacing._restore = restore_and_look

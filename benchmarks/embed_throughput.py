@@ -37,6 +37,7 @@ from changescout.cube import grid_of
 from changescout.embed import _prepare, date_statistics, embed_cube, fit_sample, window_px
 from changescout.encoders import get_encoder
 from changescout.encoders.base import select_bands
+from changescout.sources.synthetic import write_geotiffs
 from changescout.tiling import PatchGrid
 
 BOUCONNE = "data/s2_timeseries_bouconne/2018_3A_Theia_Bouconne.tif"
@@ -46,8 +47,8 @@ DISK, MEMORY = "GeoTIFF on disk (lazy)", "in memory (secondary: read excluded)"
 
 
 def open_cube(shared: Path, warp=None, synthetic: Path | None = None):
-    """The lazy Bouconne cube, or (``synthetic``) the folder of GeoTIFFs :func:`write_synthetic` wrote; ``warp``: a
-    ``sources/warp.py`` module whose reader to use (default: the working tree's)."""
+    """The lazy Bouconne cube, or (``synthetic``) the folder of GeoTIFFs that
+    :func:`changescout.sources.synthetic.write_geotiffs` wrote; ``warp``: a ``sources/warp.py`` module whose reader to use (default: the working tree's)."""
     from changescout.sources import geotiff, open_series, stacked
 
     real = stacked.open_scenes, geotiff.open_scenes
@@ -59,26 +60,6 @@ def open_cube(shared: Path, warp=None, synthetic: Path | None = None):
         return open_series(str(shared / BOUCONNE), kind="stacked", dates=DATES, bands=BANDS, patch_size=16)
     finally:
         stacked.open_scenes, geotiff.open_scenes = real
-
-
-def write_synthetic(folder: Path, size: int, n_dates: int = 8) -> Path:
-    """A larger area than Bouconne (whose 256 x 240 px are one rcf window): the synthetic series of ``size`` px,
-    one GeoTIFF per date (int16 reflectance x 10000, band descriptions, EPSG:32631), read lazily like a user's folder."""
-    import rasterio
-
-    from changescout.sources.synthetic import make_series
-
-    cube, _ = make_series(seed=0, size=size, n_dates=n_dates)
-    grid = grid_of(cube)
-    data = np.round(np.nan_to_num(cube.values, nan=0.0) * 10000).astype(np.int16)
-    folder.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", width=size, height=size, count=data.shape[1], dtype="int16", crs=grid.crs,
-                   transform=rasterio.Affine(*grid.transform[:6]), tiled=True, blockxsize=256, blockysize=256)
-    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
-        with rasterio.open(folder / f"{when:%Y-%m-%d}.tif", "w", **profile) as dst:
-            dst.write(data[t])
-            dst.descriptions = tuple(str(b) for b in cube["band"].values)
-    return folder
 
 
 class _Clock:
@@ -199,7 +180,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = None
         if args.input.startswith("synthetic:"):
-            synthetic = write_synthetic(Path(tmp) / "series", int(args.input.partition(":")[2]))
+            synthetic = write_geotiffs(Path(tmp) / "series", size=int(args.input.partition(":")[2]), n_dates=8)
         elif args.input != "bouconne":
             ap.error(f"unknown --input {args.input!r}")
         variants = {"working tree": (embed_cube, open_cube(shared, synthetic=synthetic))}

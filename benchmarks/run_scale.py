@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from embed_throughput import write_synthetic  # benchmarks/ is on the path when this file runs
+from changescout.sources.synthetic import write_geotiffs
+
 
 _PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r)")
 
 
-def run(folder: Path, out: Path) -> dict:
-    cli = [str(Path(sys.executable).with_name("changescout")), "-q", "run", str(folder), "--out", str(out)]
+def run(folder: Path, out: Path, *extra: str) -> dict:
+    """``changescout -q run FOLDER --out OUT [extra...]`` in a fresh process: its stages' seconds, wall time and peak memory."""
+    cli = [str(Path(sys.executable).with_name("changescout")), "-q", "run", str(folder), "--out", str(out), *extra]
     t = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _PEAK, *cli], capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -49,7 +51,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
-            folder = write_synthetic(Path(tmp) / f"s{size}", size, args.dates)
+            folder = write_geotiffs(Path(tmp) / f"s{size}", size=size, n_dates=args.dates)
             rows.append({"size_px": size, "dates": args.dates, **run(folder, Path(tmp) / f"run{size}")})
             print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)

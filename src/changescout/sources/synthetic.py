@@ -21,6 +21,7 @@ each present on one date only, sometimes with a shadow, and are kept off objects
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -99,6 +100,27 @@ def make_series(
     attrs = {"label": "synthetic", "source": source, "source_kind": "synthetic", "source_files": [], "level": "synthetic"}
     cube = make_cube(da.from_array(surf, chunks=(1, -1, 256, 256)), times, BANDS, grid, attrs=attrs)
     return cube, _truth(records, times, grid)
+
+
+def write_geotiffs(folder, seed: int = 0, size: int = 256, n_dates: int = 24) -> Path:
+    """The series of :func:`make_series` as a user's folder of GeoTIFFs: one file per date named
+    ``YYYY-MM-DD.tif``, int16 reflectance x 10000, band descriptions, EPSG:32631, tiled 256 px. Returns ``folder``.
+
+    For runs that read files (the CLI on a folder, a dask cluster reading them lazily) of any size."""
+    import rasterio
+
+    cube, _ = make_series(seed=seed, size=size, n_dates=n_dates)
+    grid = grid_of(cube)
+    data = np.round(np.nan_to_num(cube.values, nan=0.0) * 10000).astype(np.int16)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=size, height=size, count=data.shape[1], dtype="int16", crs=grid.crs,
+                   transform=rasterio.Affine(*grid.transform[:6]), tiled=True, blockxsize=256, blockysize=256)
+    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
+        with rasterio.open(folder / f"{when:%Y-%m-%d}.tif", "w", **profile) as dst:
+            dst.write(data[t])
+            dst.descriptions = tuple(str(b) for b in cube["band"].values)
+    return folder
 
 
 def plant_changes(

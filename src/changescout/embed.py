@@ -170,16 +170,21 @@ def normalise(x: np.ndarray, stats: np.ndarray, usable: np.ndarray | None = None
 
 def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, size: int = 128,
                n_windows: int = 12, seed: int = 0) -> np.ndarray:
-    """Random normalised windows ``(n, band, size, size)`` from random dates, for encoders that learn from data."""
+    """Random normalised windows ``(n, band, size, size)`` from random dates, for encoders that learn from data.
+
+    The windows are read in one computation: on a lazy cube the source chunks (and the cloud screen, which
+    needs the dates around each one) that several windows share are then computed once, not once a window."""
     rng = np.random.default_rng(seed)
     ny, nx, nt = cube.sizes["y"], cube.sizes["x"], cube.sizes["time"]
     size = min(size, ny, nx)
-    out = []
+    where = []
     for _ in range(n_windows):
         t = int(rng.integers(nt))
-        y0, x0 = int(rng.integers(ny - size + 1)), int(rng.integers(nx - size + 1))
-        block = cube.isel(time=t, band=band_index, y=slice(y0, y0 + size), x=slice(x0, x0 + size))
-        vals, qual = dask.compute(block.data, block["quality"].data)
+        where.append((t, int(rng.integers(ny - size + 1)), int(rng.integers(nx - size + 1))))
+    blocks = [cube.isel(time=t, band=band_index, y=slice(y0, y0 + size), x=slice(x0, x0 + size)) for t, y0, x0 in where]
+    read = dask.compute(*[(b.data, b["quality"].data) for b in blocks])
+    out = []
+    for (t, _, _), (vals, qual) in zip(where, read):
         vals = np.where(usable_mask(qual)[None], vals, np.nan)
         out.append(np.where(np.isfinite(vals), (vals - stats[t, :, 0, None, None]) / stats[t, :, 1, None, None], np.nan))
     return np.stack(out).astype(np.float32)
@@ -352,13 +357,23 @@ def write_chunks(arr: da.Array, win: int, p: int) -> da.Array:
     return arr if k == 1 else arr.rechunk({1: k * win // p, 2: k * win // p})
 
 
+def _cluster_memory(client) -> float:
+    """Total memory limit of the cluster's workers in bytes (inf when a worker has none)."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+    return float("inf") if not limits or min(limits) <= 0 else float(sum(limits))
+
+
 def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray:
-    """``cube`` loaded into memory when it is small enough and the work runs on local threads: statistics, the
-    fit sample and every window then read the files once, not three times. Larger cubes (and distributed runs)
-    stay lazy, memory bounded by the window size."""
-    if _distributed_client() is not None:
+    """``cube`` persisted (in this process' memory, or on a cluster's workers) when it is small enough:
+    statistics, the fit sample and every window then read the files (and screen the clouds) once, not three
+    times. On a cluster "small enough" also means at most a quarter of its workers' memory. Larger cubes stay
+    lazy, memory bounded by the window size."""
+    if cube.chunks is None or cube.size * 4 > limit:
         return cube
-    return cube.persist() if cube.chunks is not None and cube.size * 4 <= limit else cube
+    client = _distributed_client()
+    if client is not None and cube.size * 4 > _cluster_memory(client) / 4:
+        return cube
+    return cube.persist()
 
 
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,

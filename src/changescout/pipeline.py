@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -484,8 +485,16 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
             info.update(patches=n, patches_per_second=round(n / max(secs, 1e-9), 1), encoder=encoder.spec.name)
             if hasattr(encoder, "save_weights") and config.encoder == "rcf" and not config.weights:
                 encoder.save_weights(out / "rcf_weights.npz")
-    embeddings = open_embeddings(emb_path)
+    # The later stages read the run directory and the source from this process, on local threads: on a
+    # cluster (--scheduler) every read would otherwise be a task whose result a worker sends back (the rank
+    # and outputs stages took 2-3 times as long there), and what they compute is this process' numpy work.
+    with dask.config.set(scheduler="threads"):
+        _analyse(run, config, cube, comp, series, open_embeddings(emb_path))
 
+
+def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, embeddings) -> None:
+    """The stages after the embedding: changes, rank (events, objects, search index) and outputs."""
+    out = run.out
     ch_path = out / "changes.zarr"
     if not (run.done("changes") and ch_path.exists()):
         with run.stage("changes") as info:

@@ -1,0 +1,77 @@
+"""The same run on a dask.distributed cluster (``--scheduler``): the embedding runs on the cluster's workers,
+and the run directory must be the one a run on local threads writes."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from cli_call import run_cli
+
+from changescout.embed import fit_sample
+from changescout.sources.synthetic import write_geotiffs
+
+distributed = pytest.importorskip("distributed")
+
+
+def test_a_run_on_a_cluster_writes_what_a_local_run_writes(capsys, tmp_path):
+    src = write_geotiffs(tmp_path / "series", size=128, n_dates=6)
+    code, _, err, _ = run_cli(capsys, "run", src, "--out", tmp_path / "local")
+    assert code == 0, err
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cluster:
+        code, out, err, _ = run_cli(capsys, "run", src, "--out", tmp_path / "cluster", "--scheduler", cluster.scheduler_address)
+        assert code == 0, err
+        assert "Top 10" in out
+    a, b = (xr.open_zarr(tmp_path / d / "embeddings.zarr") for d in ("local", "cluster"))
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)  # rcf learnt the same filters
+    for table in ("events.parquet", "objects.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local" / table), pd.read_parquet(tmp_path / "cluster" / table))
+
+
+def test_the_fit_sample_reads_each_source_chunk_once(textured_cube):
+    """The windows of the fit sample share source chunks (and, on a series without a mask, the cloud screen
+    of the dates around them): read window by window, a lazy cube on a cluster was read 12 times for them."""
+    cube = textured_cube(n_dates=2, size=64, chunks={"time": 1, "y": 64, "x": 64})
+    reads = []
+
+    def counted(block, block_info=None):
+        reads.append(block_info[0]["chunk-location"])
+        return block
+
+    cube = cube.copy(data=cube.data.map_blocks(counted, dtype=cube.dtype))
+    stats = np.tile([[0.1, 0.05]], (2, 4, 1))
+    with dask.config.set(scheduler="sync"):
+        sample = fit_sample(cube, [0, 1, 2, 3], stats, size=32, n_windows=6, seed=0)
+    assert sample.shape == (6, 4, 32, 32) and np.isfinite(sample).all()
+    assert len(reads) == len(set(reads)) <= 2  # one chunk per date at most, each read once
+
+
+_READS = []  # chunks read by _counted: a module global, which the in-process workers share (a closure's list is
+# copied when distributed serialises the task)
+
+
+def _counted(block, block_info=None):
+    _READS.append(block_info[0]["chunk-location"])
+    return block
+
+
+@pytest.mark.parametrize("cluster_bytes, persisted", [(4 << 30, True), (512 << 10, False)])  # the cube: 197 kB
+def test_a_cube_that_fits_the_cluster_is_read_once_there(textured_cube, monkeypatch, cluster_bytes, persisted):
+    """On a cluster the cube is persisted on the workers when it takes at most a quarter of their memory
+    (statistics, fit sample and windows then read the files once), and stays lazy when it does not."""
+    from changescout import embed
+
+    cube = textured_cube(n_dates=3, size=64, chunks={"time": 1, "y": 32, "x": 32})
+    _READS.clear()
+    cube = cube.copy(data=cube.data.map_blocks(_counted, dtype=cube.dtype))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="4GiB",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        assert embed._cluster_memory(client) == 4 << 30
+        monkeypatch.setattr(embed, "_cluster_memory", lambda client: cluster_bytes)
+        out = embed._read_once(cube)
+        distributed.wait(distributed.futures_of(out.data))  # (none when lazy)
+        assert len(_READS) == (cube.data.npartitions if persisted else 0)  # read, and held, on the workers
+        np.testing.assert_array_equal(out.values, cube.values)

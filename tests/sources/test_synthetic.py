@@ -259,3 +259,18 @@ def test_truth_of_an_empty_plan_is_empty(series):
     planted, truth = plant_changes(cube, seed=0, types=[], n_clouds=0)
     assert isinstance(truth, PlantedTruth) and truth.objects.empty and truth.masks.shape == (0, 128, 128)
     np.testing.assert_array_equal(planted.values, values)
+
+
+def test_written_as_geotiffs_the_series_reads_back_as_the_same_cube(tmp_path):
+    """``write_geotiffs``: a user's folder (one file per date) that the GeoTIFF source reads back on the same
+    grid, dates and band names, the reflectance within the int16 quantisation."""
+    from changescout.sources import open_series
+    from changescout.sources.synthetic import write_geotiffs
+
+    cube, _ = make_series(seed=3, size=128, n_dates=4)
+    folder = write_geotiffs(tmp_path / "series", seed=3, size=128, n_dates=4)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{t:%Y-%m-%d}.tif" for t in pd.DatetimeIndex(cube["time"].values)]
+    back = open_series(str(folder))
+    assert grid_of(back) == grid_of(cube) and list(back["band"].values) == list(BANDS)
+    np.testing.assert_array_equal(back["time"].values, cube["time"].values)
+    np.testing.assert_allclose(back.values, cube.values, atol=0.5e-4 + 1e-7)

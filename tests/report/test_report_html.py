@@ -64,6 +64,7 @@ def test_report_lists_the_top_events_in_rank_order_with_their_chips(tmp_path):
     assert positions == sorted(positions)
     assert all(eid not in html for eid in ordered.iloc[5:])
     assert "src='quicklooks/event_1.png'" in html and "src='quicklooks/date_20210201.png'" in html
+    assert re.search(r"src='quicklooks/date_20210201.png'[^>]* loading='lazy'", html)  # hundreds on a long series
     assert "EPSG:32631, 10 x 10 metre pixels, 64 x 64 px" in html
     assert "rcf" in html and "mean_atypicality" in html
     assert "4 dates, 2021-01-01 to 2021-04-01" in html and "in a change" not in html
@@ -118,3 +119,17 @@ def test_failure_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     assert path.read_text() == before
+
+
+def test_the_events_per_date_plot_fits_the_page_on_a_long_series():
+    """A quarter inch a date drew an 11 000 px wide plot for 584 dates, far off the 1200 px page."""
+    import struct
+
+    n = 584
+    t1 = pd.date_range("2021-01-05", periods=n, freq="5D")
+    ev = pd.DataFrame({"t1": t1.repeat(3), "rank": np.arange(1, 3 * n + 1)})
+    png = plots.events_per_date(ev)
+    width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk
+    assert 900 <= width <= 1200
+    short = struct.unpack(">I", plots.events_per_date(ev.head(3 * 12))[16:20])[0]
+    assert short < width  # a short series keeps its narrower plot

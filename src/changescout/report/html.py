@@ -39,6 +39,7 @@ td.text, th.text {{ text-align: left; }}
 table.facts th {{ text-align: left; }}
 .plots, .gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 figure {{ margin: 0; }}
+figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 12px; color: #555; text-align: center; }}
 img.chip {{ height: 80px; }}
 img.date {{ width: 220px; }}
@@ -91,7 +92,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),
-        dates="".join(_figure(_href(p, run_dir), Path(p).stem.removeprefix("date_"), "date")
+        dates="".join(_figure(_href(p, run_dir), Path(p).stem.removeprefix("date_"), "date", lazy=True)
                       for p in quicklooks.get("dates", [])) or _empty("no quicklooks"),
     )
     path = run_dir / "report.html"
@@ -212,8 +213,12 @@ def _cell(v) -> str:
     return escape(str(v))
 
 
-def _figure(src: str, caption: str, cls: str = "") -> str:
-    return f"<figure><img class='{cls}' src='{escape(src)}' alt='{escape(caption)}'><figcaption>{escape(caption)}</figcaption></figure>"
+def _figure(src: str, caption: str, cls: str = "", lazy: bool = False) -> str:
+    """A captioned image; ``lazy``: the browser loads it when it scrolls into view (a long series has a
+    quicklook per date: hundreds of files)."""
+    load = " loading='lazy'" if lazy else ""
+    return (f"<figure><img class='{cls}' src='{escape(src)}' alt='{escape(caption)}'{load}>"
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
 def _href(path, run_dir: Path) -> str:

@@ -17,6 +17,10 @@ ACCENT = "#d62728"
 MAX_POINTS = 50_000  # scatter plots of larger tables show a fixed random sample
 
 
+#: Widest plot, in inches at 100 dpi: the report's page is 1200 px wide.
+MAX_WIDTH_IN = 11.5
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -62,7 +66,8 @@ def events_per_date(events: pd.DataFrame, top: int = 50) -> bytes | None:
     t1 = pd.to_datetime(events["t1"]).dt.strftime("%Y-%m-%d")
     counts = t1.value_counts().sort_index()
     top_counts = t1[events["rank"] <= top].value_counts().reindex(counts.index, fill_value=0)
-    fig = Figure(figsize=(max(5, 0.25 * len(counts)), 3.2))
+    # a quarter inch a date, up to the page's width (a 584-date series drew an 11 000 px plot)
+    fig = Figure(figsize=(min(MAX_WIDTH_IN, max(5, 0.25 * len(counts))), 3.2))
     ax = fig.subplots()
     pos = np.arange(len(counts))
     ax.bar(pos, counts.to_numpy(), color="#bbbbbb", label="all events")

@@ -133,9 +133,12 @@ class CoRegistration(BaseEstimator):
         band_index = self._band_index(band_names(cube))
         ys, xs = _central_window(cube.sizes["y"], cube.sizes["x"], int(self.window))
         sub = cube.isel(band=band_index, y=ys, x=xs)
-        usable = usable_mask(da.asarray(sub["quality"].data)) & da.isfinite(da.asarray(sub.data)).all(axis=1)
-        # one read of the window: the estimation images of every date (float32, window**2 * 5 bytes a date)
-        parts = [_estimation_images(sub, usable, batch)
+        # the quality of every date first, in one computation (a bool a pixel): a cloud screen needs all the
+        # dates of a pixel at once, and computed with each batch of dates it was redone (and every file
+        # re-read) once a batch: 4-5 reads of each date, 75 s of a 584-date run's 330 s
+        quality_ok = np.asarray(dask.compute(usable_mask(da.asarray(sub["quality"].data)))[0])
+        # then the bands, batch by batch: the estimation images of every date (float32, window**2 * 5 bytes a date)
+        parts = [_estimation_images(sub, quality_ok, batch)
                  for batch in _batches(len(dates), sub.sizes["band"] * sub.sizes["y"] * sub.sizes["x"] * 4)]
         images = np.concatenate([p[0] for p in parts])
         oks = np.concatenate([p[1] for p in parts])
@@ -348,9 +351,11 @@ def _taper(shape, alpha: float = 0.25) -> np.ndarray:
     return np.outer(tukey(shape[0], alpha), tukey(shape[1], alpha))
 
 
-def _estimation_images(sub: xr.DataArray, usable: da.Array, index: list[int]):
-    """``(images, usable)`` of the dates ``index``: band mean of per-date z-scored bands, NaN where unusable."""
-    vals, ok = dask.compute(da.asarray(sub.data)[index], usable[index])
+def _estimation_images(sub: xr.DataArray, quality_ok: np.ndarray, index: list[int]):
+    """``(images, usable)`` of the dates ``index``: band mean of per-date z-scored bands, NaN where unusable
+    (``quality_ok`` false, or a band NaN)."""
+    vals = np.asarray(dask.compute(da.asarray(sub.data)[index])[0])
+    ok = quality_ok[index] & np.isfinite(vals).all(axis=1)
     vals = np.where(ok[:, None], vals, np.nan).astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

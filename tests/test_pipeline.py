@@ -64,6 +64,9 @@ def test_state_json(session_run):
         assert isinstance(info["seconds"], float) and info["seconds"] >= 0
     assert state["stages"]["embed"]["patches"] == 10 * 8 * 8
     assert state["stages"]["embed"]["encoder"] == "rcf"
+    # what comes before the stages (reading, cloud screen, co-registration estimate: 85 of 330 s on a 584-date
+    # series) is timed too
+    assert state["prepare"]["seconds"] > 0 and "co-registration" in state["prepare"]["what"]
 
 
 def test_embeddings_and_changes(session_run):

@@ -439,6 +439,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     check_run(config, out)
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
     log(f"reading {config.source} (cloud screen {config.cloud_screen}, co-registration {config.coregister})")
+    t_prepare = time.perf_counter()
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
     cube = screen_clouds(cube, config.cloud_screen, log)
@@ -460,6 +461,9 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     try:
         run.prepare(inputs, extra)
         records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
+        if not all(run.done(s) for s in STAGES):  # (a run with nothing left to do leaves state.json as it was)
+            records["prepare"] = {"seconds": round(time.perf_counter() - t_prepare, 3),
+                                  "what": "opening and hashing the source, the cloud screen and co-registration estimate"}
         if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
             run.state.update(records)
             run._save_state()

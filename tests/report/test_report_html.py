@@ -101,6 +101,7 @@ def test_plots_return_png_or_nothing():
                 plots.atypicality_map(ev), plots.stage_timings(STATE)):
         assert png.startswith(b"\x89PNG")
     assert plots.stage_timings({}) is None and plots.atypicality_map(ev.iloc[:0]) is None
+    assert plots.stage_timings({"prepare": {"seconds": 3.0}}).startswith(b"\x89PNG")  # the preparation alone
 
 
 def test_failure_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):

@@ -96,8 +96,11 @@ def atypicality_map(events: pd.DataFrame) -> bytes | None:
 
 
 def stage_timings(state: dict) -> bytes | None:
-    """Seconds spent in each pipeline stage, from ``state["stages"][name]["seconds"]``."""
-    stages = {k: float(v["seconds"]) for k, v in (state or {}).get("stages", {}).items()
+    """Seconds spent in each pipeline stage, from ``state["stages"][name]["seconds"]``, after the preparation
+    (``state["prepare"]``: the source opened, clouds screened, shifts estimated) when recorded."""
+    state = state or {}
+    steps = {"prepare": state.get("prepare"), **state.get("stages", {})}
+    stages = {k: float(v["seconds"]) for k, v in steps.items()
               if isinstance(v, dict) and isinstance(v.get("seconds"), (int, float))}
     if not stages:
         return None

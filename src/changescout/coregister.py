@@ -402,6 +402,29 @@ def shift_cube(cube: xr.DataArray, shifts, order: int = 3, edge: str = "nearest"
         raise InputError("shifts must be finite numbers of pixels")
     if not np.any(shifts):
         return cube
+    moving = np.flatnonzero(np.any(shifts != 0, axis=1))
+    # only the dates that move are resampled (with their halo); the others keep their own graph: one date
+    # moved by 0.1 px took a 584-date series from 7 000 to 118 000 tasks and doubled its outputs stage
+    moved, q = _shifted_dates(cube.isel(time=moving), shifts[moving], order, edge)
+    if len(moving) < len(shifts):  # runs of consecutive dates that move, or not, in date order
+        is_moving = np.isin(np.arange(len(shifts)), moving)
+        runs = np.split(np.arange(len(shifts)), np.flatnonzero(np.diff(is_moving)) + 1)
+        first = np.searchsorted(moving, [r[0] for r in runs])  # where a moving run starts among the moved dates
+
+        def join(still: da.Array, shifted: da.Array) -> da.Array:
+            return da.concatenate([shifted[i:i + len(r)] if is_moving[r[0]] else still[r[0]:r[-1] + 1]
+                                   for r, i in zip(runs, first)], axis=0)
+
+        moved, q = join(da.asarray(cube.data), moved), join(da.asarray(cube["quality"].data), q)
+    nodata = da.isnan(moved).any(axis=1)
+    q = da.where(nodata, np.uint8(Quality.NODATA), q).astype(np.uint8)
+    moved = da.where((q == Quality.NODATA)[:, None], np.float32(np.nan), moved)
+    out = cube.copy(data=moved)
+    return out.assign_coords(quality=(("time", "y", "x"), q))
+
+
+def _shifted_dates(cube: xr.DataArray, shifts: np.ndarray, order: int, edge: str) -> tuple[da.Array, da.Array]:
+    """Bands and quality of every date of ``cube`` moved by its shift (one chunk a date, with a halo)."""
     depth = int(math.ceil(np.abs(shifts).max())) + (4 if order > 1 else 1)
     data = da.asarray(cube.data)
     data = data.rechunk({0: 1, 1: -1})
@@ -414,11 +437,7 @@ def shift_cube(cube: xr.DataArray, shifts, order: int = 3, edge: str = "nearest"
     quality = da.asarray(cube["quality"].data).rechunk(data.chunks[:1] + data.chunks[2:])
     q = da.map_overlap(_shift_quality, quality, depth={0: 0, 1: depth_y, 2: depth_x},
                        boundary={1: outside[1], 2: outside[1]}, dtype=np.uint8, shifts=shifts)
-    nodata = da.isnan(moved).any(axis=1)
-    q = da.where(nodata, np.uint8(Quality.NODATA), q).astype(np.uint8)
-    moved = da.where((q == Quality.NODATA)[:, None], np.float32(np.nan), moved)
-    out = cube.copy(data=moved)
-    return out.assign_coords(quality=(("time", "y", "x"), q))
+    return moved, q
 
 
 def _shift_bands(block: np.ndarray, shifts: np.ndarray, order: int, block_info=None) -> np.ndarray:

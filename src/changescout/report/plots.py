@@ -15,10 +15,7 @@ from matplotlib.figure import Figure
 
 ACCENT = "#d62728"
 MAX_POINTS = 50_000  # scatter plots of larger tables show a fixed random sample
-
-
-#: Widest plot, in inches at 100 dpi: the report's page is 1200 px wide.
-MAX_WIDTH_IN = 11.5
+MAX_WIDTH_IN = 11.5  # widest plot, in inches at 100 dpi: the report's page is 1200 px wide
 
 
 def _png(fig: Figure) -> bytes:

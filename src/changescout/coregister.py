@@ -54,7 +54,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -136,7 +135,7 @@ class CoRegistration(BaseEstimator):
         # the quality of every date first, in one computation (a bool a pixel): a cloud screen needs all the
         # dates of a pixel at once, and computed with each batch of dates it was redone (and every file
         # re-read) once a batch: 4-5 reads of each date, 75 s of a 584-date run's 330 s
-        quality_ok = np.asarray(dask.compute(usable_mask(da.asarray(sub["quality"].data)))[0])
+        quality_ok = usable_mask(da.asarray(sub["quality"].data)).compute()
         # then the bands, batch by batch: the estimation images of every date (float32, window**2 * 5 bytes a date)
         parts = [_estimation_images(sub, quality_ok, batch)
                  for batch in _batches(len(dates), sub.sizes["band"] * sub.sizes["y"] * sub.sizes["x"] * 4)]
@@ -354,7 +353,7 @@ def _taper(shape, alpha: float = 0.25) -> np.ndarray:
 def _estimation_images(sub: xr.DataArray, quality_ok: np.ndarray, index: list[int]):
     """``(images, usable)`` of the dates ``index``: band mean of per-date z-scored bands, NaN where unusable
     (``quality_ok`` false, or a band NaN)."""
-    vals = np.asarray(dask.compute(da.asarray(sub.data)[index])[0])
+    vals = da.asarray(sub.data)[index].compute()
     ok = quality_ok[index] & np.isfinite(vals).all(axis=1)
     vals = np.where(ok[:, None], vals, np.nan).astype(np.float64)
     with warnings.catch_warnings():
@@ -406,14 +405,11 @@ def shift_cube(cube: xr.DataArray, shifts, order: int = 3, edge: str = "nearest"
     # only the dates that move are resampled (with their halo); the others keep their own graph: one date
     # moved by 0.1 px took a 584-date series from 7 000 to 118 000 tasks and doubled its outputs stage
     moved, q = _shifted_dates(cube.isel(time=moving), shifts[moving], order, edge)
-    if len(moving) < len(shifts):  # runs of consecutive dates that move, or not, in date order
-        is_moving = np.isin(np.arange(len(shifts)), moving)
-        runs = np.split(np.arange(len(shifts)), np.flatnonzero(np.diff(is_moving)) + 1)
-        first = np.searchsorted(moving, [r[0] for r in runs])  # where a moving run starts among the moved dates
+    if len(moving) < len(shifts):  # every date in order, from the moved ones or as it was
+        at = {int(t): i for i, t in enumerate(moving)}
 
         def join(still: da.Array, shifted: da.Array) -> da.Array:
-            return da.concatenate([shifted[i:i + len(r)] if is_moving[r[0]] else still[r[0]:r[-1] + 1]
-                                   for r, i in zip(runs, first)], axis=0)
+            return da.concatenate([shifted[at[t]:at[t] + 1] if t in at else still[t:t + 1] for t in range(len(shifts))])
 
         moved, q = join(da.asarray(cube.data), moved), join(da.asarray(cube["quality"].data), q)
     nodata = da.isnan(moved).any(axis=1)

@@ -219,6 +219,7 @@ def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session
     ev = read_events(out)
     top = ev.sort_values("rank")["event_id"].iloc[0]
     assert top[:20] in stdout  # the summary table shows the top event
+    assert "false alarms" in stdout and "type" in stdout  # the calibrated score and the change type of each object
     objs = read_objects(out).head(10)
     assert "until" in stdout  # an episode's end (a flood receding) is shown with its onset
     ended = objs.dropna(subset=["t_end"])

@@ -370,6 +370,9 @@ def test_report_lists_the_top_objects(session_run):
     assert f"<td>{objects['object_id'].iloc[0]}</td>" in section  # the top object is listed with its id
     assert "<img class='chip'" in section  # and a quicklook of its lead patch
     assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
+    assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # how far down to go; the type
+    patches = html.split("patch changes</h2>")[1].split("<h2>")[0]
+    assert "<th>false_alarm_rate</th>" in patches
 
 
 def test_run_has_no_recurrence_when_no_date_is_a_year_apart(session_run):
@@ -386,6 +389,39 @@ def test_run_events_carry_a_calibrated_false_alarm_rate(session_run):
     assert ((far >= 0) & (far <= 1)).all()
     assert (np.diff(far) >= 0).all()  # the more atypical, the fewer quiet patches score as high
     assert far[0] < 0.01 and far[-1] == pytest.approx(1.0, abs=0.01)
+
+
+def test_an_objects_type_is_the_cluster_carrying_most_of_its_onset_surprise():
+    """One strong patch of type 1 outweighs two weak ones of type 2; the episode's end (type 3, later) and the
+    background's types do not count; without clusters the type is -1."""
+    up = np.eye(8)[0]
+    rows = _background() + [(1, 1, "2021-03-01", 5.0, 2, up), (1, 2, "2021-03-01", 2.0, 2, up), (2, 2, "2021-03-01", 2.0, 2, up)]
+    ev, vecs = _events(rows)
+    ev["cluster"] = np.r_[np.zeros(len(rows) - 3, int), 1, 2, 2]
+    ranked, obj = ObjectRanker(episodes=False).fit_transform(ev, vecs)
+    oid = ranked["object_id"].iloc[-1]
+    assert ranked["object_id"].iloc[-3:].nunique() == 1
+    assert obj.set_index("object_id").loc[oid, "cluster"] == 1
+    ev.loc[ev.index[-3], "surprise"] = 3.0  # now 3 < 2 + 2
+    ranked, obj = ObjectRanker(episodes=False).fit_transform(ev, vecs)
+    assert obj.set_index("object_id").loc[ranked["object_id"].iloc[-1], "cluster"] == 2
+    assert (obj.loc[obj["n_patches"] == 1, "cluster"] == 0).all()
+    _, obj = ObjectRanker(episodes=False).fit_transform(ev.drop(columns="cluster"), vecs)
+    assert (obj["cluster"] == -1).all()
+
+
+def test_run_objects_carry_their_type_and_the_false_alarm_rate_of_their_lead_patch(session_run):
+    from changescout.events import read_events
+
+    events, objects = read_events(session_run), read_objects(session_run)
+    lead = lead_events(events, objects)
+    objects = objects.set_index("object_id")
+    np.testing.assert_array_equal(objects.loc[lead.index, "false_alarm_rate"], lead["false_alarm_rate"])
+    single = objects.index[objects["n_patches"] == 1]
+    np.testing.assert_array_equal(objects.loc[single, "cluster"], lead.loc[single, "cluster"])
+    assert objects["cluster"].isin(events["cluster"]).all()
+    top = objects.sort_values("rank").head(10)
+    assert top["false_alarm_rate"].median() < 0.01  # the top of the list stands far above the quiet patches
 
 
 def test_states_before_and_after_tell_alike_change_vectors_apart():

@@ -39,6 +39,8 @@ def test_results_are_the_exact_cosine_neighbours(session_run, events, query):
     assert res["event_id"].tolist() == by_key.loc[best].tolist()
     np.testing.assert_allclose(res["similarity"], np.sort(sims)[::-1][:8], atol=1e-5)
     assert (res["run"] == str(session_run)).all()
+    calibrated = events.set_index("event_id")["false_alarm_rate"]  # each result's calibrated score, as in its run
+    np.testing.assert_array_equal(res["false_alarm_rate"], calibrated.loc[res["event_id"]])
 
 
 def test_query_by_place_and_date_gives_the_same_results(session_run, query):

@@ -92,17 +92,19 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     objects = read_objects(run_dir).head(top)
     lead = lead_events(events, objects)
     table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
-    for c in ("rank", "object", "t0", "t1", "until", "events", "area ha", "atypicality", "rarity", "persistence",
-              "recurrence", "most atypical onset patch"):
+    for c in ("rank", "object", "t0", "t1", "until", "events", "area ha", "atypicality", "false alarms", "rarity",
+              "persistence", "recurrence", "type", "most atypical onset patch"):
         table.add_column(c, justify="left" if c == "most atypical onset patch" else "right")
     for _, r in objects.iterrows():
         pers = "" if not np.isfinite(r["persistence"]) else f"{r['persistence']:g}"
-        rec = r.get("recurrence", np.nan)  # runs of earlier versions have none
+        rec = r.get("recurrence", np.nan)  # runs of earlier versions lack some columns
         rec = "" if not np.isfinite(rec) else f"{rec:.2f}"
+        far = r.get("false_alarm_rate", np.nan)
+        far = "" if not np.isfinite(far) else f"{100 * far:.2g}%"
         until = "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}"
         table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", until, str(r["n_patches"]),
-                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", f"{r['rarity']:.3f}", pers, rec,
-                      str(lead.loc[r["object_id"], "event_id"]))
+                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", far, f"{r['rarity']:.3f}", pers, rec,
+                      str(r.get("cluster", "")), str(lead.loc[r["object_id"], "event_id"]))
     out_console.print(table)
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
 
@@ -224,11 +226,12 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
         out_console.print_json(res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str)).to_json(orient="records"))
         return
     table = Table(title=f"Similar to {res.attrs.get('query')}")
-    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "rank", "object", "object rank", "cluster", "run"):
+    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c)
     for _, r in res.iterrows():
+        far = "" if not np.isfinite(r["false_alarm_rate"]) else f"{100 * r['false_alarm_rate']:.2g}%"
         table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",
-                      f"{r['atypicality']:.3f}", str(r["rank"]), str(r["object_id"]), str(r["object_rank"]),
+                      f"{r['atypicality']:.3f}", far, str(r["rank"]), str(r["object_id"]), str(r["object_rank"]),
                       str(r["cluster"]), r["run"])
     out_console.print(table)
 

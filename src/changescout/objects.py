@@ -95,10 +95,13 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "elongation": ("float32", "log ratio of the spread of its onset patches along and across their main axis; 0 = compact "
                               "or fewer than 3 patches, about 2 for a road across 10 patches"),
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),
+    "cluster": ("int32", "change type: the cluster (clusters.parquet) of the onset patches carrying most of its surprise; -1 when the events have none"),
     "rarity": ("float32", "0..1, higher = fewer similar change objects in the run; 0 when not a candidate"),
     "atypicality": ("float32", "0..1, higher = more atypical object; 0 when not a candidate (those rank after "
                                "every candidate, in the order of their patch event's atypicality)"),
     "rank": ("int32", "1 = most atypical object"),
+    "false_alarm_rate": ("float32", "calibrated score of its most atypical onset patch (events.parquet): fraction of the run's "
+                                    "unchanged-looking patch events scoring at least as high; lower = more certainly a change"),
 }
 
 
@@ -366,8 +369,12 @@ class ObjectRanker:
         obj["atypicality"] = np.where(cand, score, 0.0).astype(np.float32)
         obj["rank"] = rank
         ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
+        obj.insert(obj.columns.get_loc("rarity"), "cluster", _onset_type(ev, onset, obj["object_id"]))
         if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
             ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
+        obj["false_alarm_rate"] = (ev["false_alarm_rate"].where(onset).groupby(ev["object_id"], sort=True).min()
+                                   .reindex(obj["object_id"]).to_numpy(np.float32) if "false_alarm_rate" in ev
+                                   else np.full(len(obj), np.nan, np.float32))
         return ev.drop(columns=["_cand", "_persistence", "_t1"]), obj
 
     def seasonal_factor(self, recurrence: np.ndarray) -> np.ndarray:
@@ -375,6 +382,17 @@ class ObjectRanker:
         r = np.nan_to_num(np.asarray(recurrence, float), nan=-1.0)
         over = np.clip((r - self.min_recurrence) / max(1.0 - self.min_recurrence, 1e-12), 0.0, 1.0)
         return 1.0 - self.seasonal_weight * over
+
+
+def _onset_type(ev: pd.DataFrame, onset: pd.Series, object_ids: pd.Series) -> np.ndarray:
+    """Per object (rows of ``object_ids``), the ``cluster`` of its onset patch events with the largest summed
+    ``surprise`` (ties: the smaller cluster id); -1 without a cluster column."""
+    if "cluster" not in ev:
+        return np.full(len(object_ids), -1, np.int32)
+    on = ev.loc[onset.to_numpy(), ["object_id", "cluster", "surprise"]]
+    weight = on.groupby(["object_id", "cluster"], sort=True)["surprise"].sum().reset_index()
+    best = weight.sort_values(["object_id", "surprise", "cluster"], ascending=[True, False, True]).drop_duplicates("object_id")
+    return best.set_index("object_id")["cluster"].reindex(object_ids).fillna(-1).to_numpy(np.int32)
 
 
 def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, min_known: float = 0.0) -> np.ndarray:

@@ -20,8 +20,8 @@ from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
 from .tiling import PatchGrid
 
-RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "rank",
-                  "object_id", "object_rank"]
+RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "false_alarm_rate",
+                  "rank", "object_id", "object_rank"]
 
 
 class RunView:
@@ -131,6 +131,6 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     if objects:
         out = out.drop_duplicates(["run", "object_id"])
     out = out.head(k)
-    out = out[RESULT_COLUMNS].reset_index(drop=True)
+    out = out.reindex(columns=RESULT_COLUMNS).reset_index(drop=True)  # runs of early versions lack false_alarm_rate
     out.attrs["query"] = query["event_id"]
     return out

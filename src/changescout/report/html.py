@@ -21,8 +21,8 @@ from pyproj.exceptions import CRSError
 from ..atomic import write_text
 from . import plots
 
-EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "rarity", "magnitude", "zscore", "persistence",
-                 "recurrence", "cluster"]
+EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "false_alarm_rate", "rarity", "magnitude", "zscore",
+                 "persistence", "recurrence", "cluster"]
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -51,7 +51,7 @@ img.date {{ width: 220px; }}
 <p>changescout report: {n_events} changes, {n_clusters} change types.</p>
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down.</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high (stop where it passes the rate you accept); cluster: the change type (table below).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
 {events}
@@ -166,8 +166,8 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     return _table(columns + ["t0 | t1"], rows)
 
 
-OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "rarity", "persistence",
-                  "recurrence", "elongation"]
+OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "false_alarm_rate",
+                  "rarity", "persistence", "recurrence", "elongation", "cluster"]
 
 
 def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
@@ -176,7 +176,7 @@ def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int,
     from ..objects import lead_events
 
     lead = lead_events(events, objects)["event_id"]
-    columns = [c for c in OBJECT_COLUMNS if c in objects.columns]  # runs of earlier versions have no recurrence
+    columns = [c for c in OBJECT_COLUMNS if c in objects.columns]  # runs of earlier versions lack some
     rows = []
     for rec in objects.sort_values("rank").head(top)[columns].itertuples(index=False):
         event_id = lead.get(rec.object_id, "")

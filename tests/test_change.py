@@ -132,6 +132,43 @@ def test_persistence_function_counts_only_stable_dates():
     assert p.tolist() == [2]
 
 
+def _persistence_by_definition(E, stable, t0, t1, p, tolerance=1.25):
+    """Each change followed date by date: stable dates where the new state is no farther than ``tolerance``
+    times the old one's distance, counted until one where it is; -1 when no stable date follows."""
+    out = []
+    for a, b, q in zip(t0, t1, p):
+        later = [j for j in range(b + 1, E.shape[0]) if stable[j, q]]
+        count = 0
+        for j in later:
+            near_new, near_old = np.sqrt(((E[j, q] - E[b, q]) ** 2).mean()), np.sqrt(((E[j, q] - E[a, q]) ** 2).mean())
+            if near_new > tolerance * near_old:
+                break
+            count += 1
+        out.append(count if later else -1)
+    return out
+
+
+def test_persistence_follows_each_change_until_it_reverts_in_batches_of_patches():
+    """Patches switching between two states (a flood that comes and goes), some drifting, some constant (equal
+    states hold), NaN where a date is not usable: the batched distance matrices give what following each change
+    date by date gives, whatever the batch size."""
+    rng = np.random.default_rng(0)
+    T, P, dim = 30, 40, 8
+    states = rng.normal(size=(2, P, dim))
+    E = states[(rng.random((T, P)) < 0.4).astype(int), np.arange(P)]
+    E = (E + 0.3 * rng.normal(size=(T, P, dim)) * (np.arange(P) % 3 > 0)[None, :, None]).astype(np.float32)
+    stable = rng.random((T, P)) < 0.85
+    E[~stable & (rng.random((T, P)) < 0.5)] = np.nan
+    pairs = [(d[i - k], d[i], q) for q in range(P) for d in [np.flatnonzero(stable[:, q])]
+             for i in range(1, len(d)) for k in (1, 2) if i >= k]  # with the previous stable date, and the one before
+    t0, t1, p = (np.array(v) for v in zip(*pairs))
+    expected = _persistence_by_definition(E, stable, t0, t1, p)
+    assert persistence(E, stable, t0, t1, p).tolist() == expected
+    assert persistence(E, stable, t0, t1, p, max_cells=T * T * 3).tolist() == expected  # 3 patches a batch
+    assert {-1, 0}.issubset(expected) and max(expected) >= 5  # every case is there: unknown, reverted, held
+    assert persistence(E, stable, t0[:0], t1[:0], p[:0]).tolist() == []
+
+
 def test_a_new_state_that_drifts_with_the_season_still_holds_but_a_reverting_one_does_not():
     """A field bare from date 1 on, whose embedding drifts as its scene greens up around it (the encoder's input is
     centred per date): at date 2 it is about as far from its date-1 look as from the green date 0.

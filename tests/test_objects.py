@@ -369,6 +369,8 @@ def test_report_lists_the_top_objects(session_run):
     section = html.split("change objects</h2>")[1].split("<h2>")[0]
     assert f"<td>{objects['object_id'].iloc[0]}</td>" in section  # the top object is listed with its id
     assert "<img class='chip'" in section  # and a quicklook of its lead patch
+    assert "<img class='overview' src='quicklooks/objects.png'" in section  # where they are, on one map
+    assert (session_run / "quicklooks" / "objects.png").is_file()
     assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
     assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # how far down to go; the type
     patches = html.split("patch changes</h2>")[1].split("<h2>")[0]

@@ -4,7 +4,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from changescout.cube import OutputGrid, make_cube
 from changescout.report import quicklooks, write_quicklooks
@@ -95,3 +95,28 @@ def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
     assert quicklooks.rgb_bands(cube.assign_coords(band=["blue", "green", "red", "nir"])) == ["red", "green", "blue"]
     assert quicklooks.rgb_bands(cube.assign_coords(band=["a", "b", "c", "d"])) == ["a", "b", "c"]
     assert quicklooks.rgb_bands(cube.isel(band=[3])) == ["B08"] * 3
+
+
+def test_objects_overview_outlines_each_object_and_numbers_it_by_rank(tmp_path, cube_and_grid):
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    objects = pd.DataFrame({"rank": [1, 1, 2, 3], "row": [1, 1, 5, 5], "col": [1, 2, 5, 5]})  # 2 and 3 share a patch
+    out = write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)
+    assert out["objects"] == tmp_path / "objects.png"
+    img = rgb(out["objects"])
+    side = 8 * quicklooks.OVERVIEW_SIDE // 64  # 8 px patches of a 64 px scene enlarged to the overview's size
+    assert img.shape == (64 * side // 8, 64 * side // 8, 3)
+    outline = lambda y, x: any(tuple(img[y, x + d]) == quicklooks.OUTLINE for d in (-2, -1, 0, 1))  # noqa: E731
+    mid = side + side // 2  # halfway down patch row 1
+    assert outline(mid, side) and outline(mid, 3 * side)  # the object's left and right edges
+    assert not outline(mid, 2 * side)  # its two patches are one outline: no edge between them
+    assert not outline(mid, side + side // 2)
+    assert tuple(img[side + side // 2 + 20, side + side // 2]) != (255, 0, 0)  # the roof seen on 1 date of 4 is not in the median
+    h = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "2")[3]
+    top = 5 * side + 2  # ranks 2 and 3 share their top-left patch: two labels, one below the other
+    for y in (top, top + h + 4):
+        label = img[y: y + h + 2, 5 * side + 2: 5 * side + 10]
+        yellow = (label[..., 0] > 150) & (label[..., 1] > 130) & (label[..., 2] < 100)  # the digit (anti-aliased)
+        assert (label == 0).all(axis=-1).mean() > 0.3 and yellow.any()
+    assert not (img[top + 2 * (h + 4): top + 3 * (h + 4), 5 * side + 2: 5 * side + 10] == 0).all(axis=-1).any()  # no third
+    assert write_quicklooks(cube, ev, pg, tmp_path / "none", top=1)["objects"] is None

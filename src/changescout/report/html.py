@@ -51,6 +51,7 @@ img.date {{ width: 220px; }}
 <p>changescout report: {n_events} changes, {n_clusters} change types.</p>
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
+{overview}
 <p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high (stop where it passes the rate you accept); cluster: the change type (table below).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
@@ -89,6 +90,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         top=int(top),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir),
+        overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {int(top)} objects, outlined and numbered by "
+                         "rank, over the median of the dates", "overview") if quicklooks.get("objects") else "",
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),

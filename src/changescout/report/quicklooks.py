@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 from PIL import Image, ImageDraw
 
@@ -27,6 +28,7 @@ RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"))
 PERCENTILES = (2.0, 98.0)
 _BINS = 4096  # histogram bins over 0..1 reflectance for the series-wide stretch
 OUTLINE = (255, 220, 0)
+OVERVIEW_SIDE = 768  # the objects' overview map is enlarged (nearest neighbour) to about this many pixels
 
 
 def rgb_bands(cube: xr.DataArray) -> list[str]:
@@ -40,10 +42,12 @@ def rgb_bands(cube: xr.DataArray) -> list[str]:
 
 
 def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: PatchGrid, out_dir: str | Path,
-                     top: int = 12) -> dict:
-    """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``.
+                     top: int = 12, objects: pd.DataFrame | None = None) -> dict:
+    """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``,
+    and with ``objects`` (``rank``, ``row``, ``col``: the patches of the objects to show) ``objects.png``: their
+    outlines and ranks over the series' median image.
 
-    Returns ``{"dates": [path, ...], "events": {event_id: path}}``.
+    Returns ``{"dates": [path, ...], "events": {event_id: path}, "objects": path or None}``.
     """
     out_dir = Path(out_dir)
     rgb = cube.sel(band=rgb_bands(cube)).reset_coords(drop=True)
@@ -64,12 +68,54 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
         lo, hi = _stretch_limits(hist)
         for i, t in enumerate(times):
             dates.append(_save_png(_to_uint8(store[i], lo, hi), out_dir / f"date_{t:%Y%m%d}.png"))
+        overview = None
+        if objects is not None and len(objects):
+            background = _to_uint8(_median_image(store), lo, hi)
+            overview = _save_png(_outline_objects(background, objects, patch_grid.patch_size / step), out_dir / "objects.png")
         del store
     chips = {}
     for ev in events.sort_values("rank").head(top).itertuples():
         chip = _event_chip(rgb, ev, patch_grid, lo, hi)
         chips[ev.event_id] = _save_png(chip, out_dir / f"event_{ev.rank}.png")
-    return {"dates": dates, "events": chips}
+    return {"dates": dates, "events": chips, "objects": overview}
+
+
+def _median_image(store: np.ndarray, n_dates: int = 24, rows: int = 128) -> np.ndarray:
+    """Per-pixel median of up to ``n_dates`` dates spread over the series (clouds and seasons fade), NaN where
+    no date has data; computed ``rows`` image rows at a time."""
+    pick = np.unique(np.linspace(0, len(store) - 1, min(n_dates, len(store))).round().astype(int))
+    out = np.empty(store.shape[1:], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+        for y in range(0, store.shape[1], rows):
+            out[y:y + rows] = np.nanmedian(np.asarray(store[pick, y:y + rows], np.float32), axis=0)
+    return out
+
+
+def _outline_objects(img: np.ndarray, objects: pd.DataFrame, patch_px: float) -> Image.Image:
+    """``img`` enlarged to about ``OVERVIEW_SIDE`` px with each object's outline (the union of its patches,
+    ``patch_px`` image pixels a side) and its rank written in its top row's leftmost patch; rank 1 is drawn
+    last (on top)."""
+    zoom = max(1, OVERVIEW_SIDE // max(img.shape[:2]))
+    canvas = Image.fromarray(np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1))
+    draw = ImageDraw.Draw(canvas)
+    side = patch_px * zoom
+    first = {}
+    for rank, g in objects.groupby("rank"):
+        first.setdefault(min(zip(g["row"], g["col"])), []).append(rank)
+    for rank, g in sorted(objects.groupby("rank"), key=lambda kv: -kv[0]):
+        boxes = [shapely.box(c * side, r * side, (c + 1) * side, (r + 1) * side) for r, c in zip(g["row"], g["col"])]
+        shape = shapely.union_all(boxes)
+        for part in getattr(shape, "geoms", [shape]):
+            for ring in [part.exterior, *part.interiors]:
+                draw.line([(x - 0.5, y - 0.5) for x, y in ring.coords], fill=OUTLINE, width=2)
+        r, c = min(zip(g["row"], g["col"]))  # the rank goes inside its top row's leftmost patch,
+        label = str(int(rank))
+        w, h = draw.textbbox((0, 0), label)[2:]
+        at = (c * side + 2, r * side + 2 + first[(r, c)].index(rank) * (h + 4))  # below those of smaller rank there
+        draw.rectangle((at[0], at[1], at[0] + w + 2, at[1] + h + 2), fill=(0, 0, 0))
+        draw.text((at[0] + 1, at[1] + 1), label, fill=OUTLINE)
+    return canvas
 
 
 def _downsample(date: xr.DataArray, step: int) -> np.ndarray:

@@ -149,22 +149,25 @@ def _persistence_by_definition(E, stable, t0, t1, p, tolerance=1.25):
 
 
 def test_persistence_follows_each_change_until_it_reverts_in_batches_of_patches():
-    """Patches switching between two states (a flood that comes and goes), some drifting, some constant (equal
-    states hold), NaN where a date is not usable: the batched distance matrices give what following each change
-    date by date gives, whatever the batch size."""
+    """Patches switching between two states (a flood that comes and goes), most with noise, every third one
+    exactly (equal states hold), one constant, NaN where a date is not usable, changes in no particular order:
+    the batched distance matrices give what following each change date by date gives, whatever the batch size."""
     rng = np.random.default_rng(0)
     T, P, dim = 30, 40, 8
     states = rng.normal(size=(2, P, dim))
     E = states[(rng.random((T, P)) < 0.4).astype(int), np.arange(P)]
     E = (E + 0.3 * rng.normal(size=(T, P, dim)) * (np.arange(P) % 3 > 0)[None, :, None]).astype(np.float32)
+    E[:, 0] = states[0, 0]  # never changes
     stable = rng.random((T, P)) < 0.85
     E[~stable & (rng.random((T, P)) < 0.5)] = np.nan
     pairs = [(d[i - k], d[i], q) for q in range(P) for d in [np.flatnonzero(stable[:, q])]
              for i in range(1, len(d)) for k in (1, 2) if i >= k]  # with the previous stable date, and the one before
-    t0, t1, p = (np.array(v) for v in zip(*pairs))
+    shuffle = rng.permutation(len(pairs))  # the pipeline lists changes date by date, not patch by patch
+    t0, t1, p = (np.array(v)[shuffle] for v in zip(*pairs))
     expected = _persistence_by_definition(E, stable, t0, t1, p)
     assert persistence(E, stable, t0, t1, p).tolist() == expected
     assert persistence(E, stable, t0, t1, p, max_cells=T * T * 3).tolist() == expected  # 3 patches a batch
+    assert persistence(E, stable, t0, t1, p, max_cells=1).tolist() == expected  # one patch: more than max_cells
     assert {-1, 0}.issubset(expected) and max(expected) >= 5  # every case is there: unknown, reverted, held
     assert persistence(E, stable, t0[:0], t1[:0], p[:0]).tolist() == []
 

@@ -250,6 +250,19 @@ def test_a_flood_and_its_recession_are_one_episode():
     assert apart["object_id"].iloc[-7] != apart["object_id"].iloc[-5]
 
 
+def test_an_episodes_type_is_that_of_its_onset_not_of_its_end():
+    wet, dry = np.eye(8)[5], -np.eye(8)[5]
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    rows = bg + [(1, 1, "2021-02-01", "2021-03-01", 2.0, 1, wet), (1, 2, "2021-02-01", "2021-03-01", 2.0, 1, wet),
+                 (1, 1, "2021-03-01", "2021-05-01", 6.0, 3, dry), (1, 2, "2021-03-01", "2021-05-01", 6.0, 3, dry)]
+    ev, vecs = _events_t0(rows)
+    ev["cluster"] = np.r_[np.zeros(len(bg), int), 1, 1, 3, 3]  # the recession: larger and of its own type
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    flood = ranked["object_id"].iloc[-1]
+    assert ranked["object_id"].iloc[-4:].nunique() == 1  # one episode, ended by the recession
+    assert obj.set_index("object_id").loc[flood, "cluster"] == 1
+
+
 def _states(vecs, start):
     """Embeddings before and after each change: ``start`` (a state per row) and ``start + vector``."""
     return np.hstack([start, start + vecs]).astype(np.float32)
@@ -372,7 +385,7 @@ def test_report_lists_the_top_objects(session_run):
     assert "<img class='overview' src='quicklooks/objects.png'" in section  # where they are, on one map
     assert (session_run / "quicklooks" / "objects.png").is_file()
     assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
-    assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # how far down to go; the type
+    assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # the calibrated score; the type
     patches = html.split("patch changes</h2>")[1].split("<h2>")[0]
     assert "<th>false_alarm_rate</th>" in patches
 
@@ -394,8 +407,8 @@ def test_run_events_carry_a_calibrated_false_alarm_rate(session_run):
 
 
 def test_an_objects_type_is_the_cluster_carrying_most_of_its_onset_surprise():
-    """One strong patch of type 1 outweighs two weak ones of type 2; the episode's end (type 3, later) and the
-    background's types do not count; without clusters the type is -1."""
+    """One strong patch of type 1 outweighs two weak ones of type 2; the background's types do not count;
+    without clusters the type is -1."""
     up = np.eye(8)[0]
     rows = _background() + [(1, 1, "2021-03-01", 5.0, 2, up), (1, 2, "2021-03-01", 2.0, 2, up), (2, 2, "2021-03-01", 2.0, 2, up)]
     ev, vecs = _events(rows)

@@ -160,9 +160,11 @@ def persistence(E, stable, t0, t1, p, tolerance: float = PERSISTENCE_TOLERANCE, 
     counted up to the first stable date where it does not; -1 where no stable date follows.
 
     The squared distances between all dates of a patch come from one Gram matrix (float64), for a batch of
-    patches at a time (about ``max_cells`` date pairs). A change of a quiet patch seldom reverts, so following
-    each change date by date gathered ~N^1.6 rows on long series: 584 dates of 256 patches, changes stage 33-54 s
-    that way, 17-20 s now, with the same 144 508 persistence values."""
+    patches at a time (about ``max_cells`` date pairs, and at least one patch: T x T pairs). Distances below
+    about one float32 step of the states' norm (3e-7 of it) count as 0: the embeddings hold no finer difference,
+    and equal states must compare equal. A change of a quiet patch seldom reverts, so following each change
+    date by date gathered ~N^1.6 rows on long series: 584 dates of 256 patches, changes stage 33-54 s that way,
+    17-20 s now, with the same 144 508 persistence values."""
     T = E.shape[0]
     out = np.full(len(p), -1, np.int64)
     if not len(p):
@@ -176,8 +178,10 @@ def persistence(E, stable, t0, t1, p, tolerance: float = PERSISTENCE_TOLERANCE, 
         q = patches[s:s + per]
         X = np.moveaxis(E[:, q], 1, 0).astype(np.float64)  # (patch, time, dim)
         sq = np.einsum("btd,btd->bt", X, X)
-        d2 = sq[:, :, None] + sq[:, None, :] - 2 * (X @ X.transpose(0, 2, 1))
-        d2[d2 <= 1e-12 * (sq[:, :, None] + sq[:, None, :])] = 0.0  # equal states: 0, not the rounding left
+        norms = sq[:, :, None] + sq[:, None, :]
+        d2 = norms - 2 * (X @ X.transpose(0, 2, 1))
+        d2[d2 <= 1e-13 * norms] = 0.0  # equal states: 0, not the rounding the Gram matrix leaves
+        del norms
         sel = order[bounds[s]:bounds[s + len(q)]]
         b = inv[sel] - s
         holds = d2[b, :, t1[sel]] <= tolerance**2 * d2[b, :, t0[sel]]  # (event, later date)

@@ -100,7 +100,7 @@ def _summary(run_dir: Path, top: int = 10) -> None:
         rec = r.get("recurrence", np.nan)  # runs of earlier versions lack some columns
         rec = "" if not np.isfinite(rec) else f"{rec:.2f}"
         far = r.get("false_alarm_rate", np.nan)
-        far = "" if not np.isfinite(far) else f"{100 * far:.2g}%"
+        far = "" if not np.isfinite(far) else f"{far:.2%}"
         until = "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}"
         table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", until, str(r["n_patches"]),
                       f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", far, f"{r['rarity']:.3f}", pers, rec,
@@ -229,7 +229,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
     for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c)
     for _, r in res.iterrows():
-        far = "" if not np.isfinite(r["false_alarm_rate"]) else f"{100 * r['false_alarm_rate']:.2g}%"
+        far = "" if not np.isfinite(r["false_alarm_rate"]) else f"{r['false_alarm_rate']:.2%}"
         table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",
                       f"{r['atypicality']:.3f}", far, str(r["rank"]), str(r["object_id"]), str(r["object_rank"]),
                       str(r["cluster"]), r["run"])

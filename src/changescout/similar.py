@@ -131,6 +131,6 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     if objects:
         out = out.drop_duplicates(["run", "object_id"])
     out = out.head(k)
-    out = out.reindex(columns=RESULT_COLUMNS).reset_index(drop=True)  # runs of early versions lack false_alarm_rate
+    out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
     return out

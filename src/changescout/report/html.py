@@ -52,9 +52,11 @@ img.date {{ width: 220px; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high (stop where it passes the rate you accept); cluster: the change type (table below).</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); cluster: the change type (table below).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
+<p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
+down this list, stop where it passes the rate you accept.</p>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}
@@ -75,6 +77,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
     # a run's config.json: the options under "config", what they resolved to (grid, dates) beside them
     config = {**(config.get("config") or {}), **{k: v for k, v in config.items() if k != "config"}}
     events = events.sort_values("rank")
+    n_shown = min(int(top), len(objects)) if objects is not None else int(top)
     figures = [
         ("Change magnitude", plots.magnitude_histogram(events)),
         ("Atypicality vs magnitude, coloured by change type", plots.atypicality_scatter(events)),
@@ -90,8 +93,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         top=int(top),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir),
-        overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {int(top)} objects, outlined and numbered by "
-                         "rank, over the median of the dates", "overview") if quicklooks.get("objects") else "",
+        overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects, outlined and numbered by rank, "
+                         "over the median of the dates", "overview") if quicklooks.get("objects") else "",
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),

@@ -28,7 +28,9 @@ RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"))
 PERCENTILES = (2.0, 98.0)
 _BINS = 4096  # histogram bins over 0..1 reflectance for the series-wide stretch
 OUTLINE = (255, 220, 0)
-OVERVIEW_SIDE = 768  # the objects' overview map is enlarged (nearest neighbour) to about this many pixels
+OVERVIEW_SIDE = 768  # a smaller overview map of the objects is enlarged (nearest neighbour) to about this many
+# pixels; a larger one stays at the quicklooks' scale (up to MAX_SIDE), where a patch of a whole Sentinel-2 tile
+# is about 1.5 px wide
 
 
 def rgb_bands(cube: xr.DataArray) -> list[str]:

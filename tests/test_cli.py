@@ -391,3 +391,21 @@ def test_help_lists_the_commands(capsys):
     assert code == 0
     for name in ("demo", "run", "similar", "export", "encoders"):
         assert name in out
+
+
+def test_summary_in_a_narrow_terminal_keeps_dates_and_lists_the_ids_whole(capsys, monkeypatch, session_run):
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "out_console", Console(width=100))
+    cli._summary(session_run)
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100
+    objects = read_objects(session_run).head(10)
+    assert all(f"{t:%Y-%m-%d}" in out for t in objects["t1"])  # dates whole, not "2021-0…"
+    listed = re.findall(r"^\s+(\d+)\s+(\S+)$", out, flags=re.M)  # "rank  event_id", whole, to paste into `similar`
+    assert [int(r) for r, _ in listed] == objects["rank"].tolist()
+    assert {e for _, e in listed} <= set(read_events(session_run)["event_id"])
+    monkeypatch.setattr(cli, "out_console", Console(width=200))
+    cli._summary(session_run)
+    wide = capsys.readouterr().out
+    assert "most atypical onset patch" in wide and not re.findall(r"^\s+(\d+)\s+(\S+)$", wide, flags=re.M)

@@ -462,16 +462,18 @@ def test_screen_clouds_modes(synthetic_cube):
     cube, _ = synthetic_cube
     with pytest.raises(ConfigError, match="cloud_screen"):
         screen_clouds(cube, "maybe")
-    assert screen_clouds(cube, "off") is cube
+    assert screen_clouds(cube, "off").attrs["cloud_screen"].startswith("none: turned off")  # config.json and the report say so
     assert "cloud_screen" in screen_clouds(cube, "hot").attrs
     assert "cloud_screen" in screen_clouds(cube, "auto").attrs  # the synthetic source has no quality mask
     q = cube["quality"].values.copy()
     q[:, 0:8, 0:8] = Quality.CLOUD  # the source gave a mask: auto leaves it alone
     masked = cube.assign_coords(quality=(("time", "y", "x"), da.from_array(q, chunks=(1, 128, 128))))
-    assert screen_clouds(masked, "auto") is masked
+    kept = screen_clouds(masked, "auto")
+    assert kept.attrs["cloud_screen"] == "none: the source's quality mask marks clouds and shadows"
+    np.testing.assert_array_equal(kept["quality"].values, q)  # the mask as the source gave it
     assert screen_clouds(masked, "hot") is not masked
     pair = cube.isel(time=[0, 1])  # two dates: a cloud cannot be told from a change, auto does not screen
-    assert screen_clouds(pair, "auto") is pair
+    assert screen_clouds(pair, "auto").attrs["cloud_screen"].startswith("none: fewer than 3 dates")
     assert "cloud_screen" in screen_clouds(pair, "hot").attrs
     # bands the screen cannot name (a GeoTIFF without band descriptions: b1, b2...): hot is refused, auto says
     # that clouds go unscreened instead of switching off in silence
@@ -479,7 +481,7 @@ def test_screen_clouds_modes(synthetic_cube):
     with pytest.raises(ConfigError, match=r"cloud_screen hot: .*blue and red bands by name.*\['b1', 'b2'.*--bands"):
         screen_clouds(unnamed, "hot")
     logs = []
-    assert screen_clouds(unnamed, "auto", logs.append) is unnamed
+    assert screen_clouds(unnamed, "auto", logs.append).attrs["cloud_screen"] == "none: no blue and red bands found by name"
     assert len(logs) == 1 and logs[0].startswith("warning: no cloud screen") and "--bands" in logs[0]
     assert screen_clouds(unnamed.isel(time=[0, 1]), "auto", logs.append) is not None and len(logs) == 1  # a pair: no screen asked
 
@@ -647,3 +649,15 @@ def test_a_second_process_on_the_same_run_directory_is_refused(session_run, sess
     run_pipeline(session_config(), run, log=logs.append)
     assert any("resuming" in m for m in logs) and not temp.exists()
     run_pipeline(session_config(), run, **QUIET)  # the lock went with the run that held it
+
+
+def test_a_refused_run_names_each_difference_once_and_readably():
+    """An option and what it resolved to (bands, dates) share a name; the resolved sections read as words."""
+    from changescout.pipeline import _differences
+
+    old = {"config": {"bands": "B02,B04", "dates": "2018-04-29", "seed": 0}, "bands": ["B02", "B04"], "dates": ["2018-04-29"],
+           "inputs": {"a.tif": "1"}, "series": "x_1", "cloud_screen": "HOT > 0.08", "grid": {"crs": "EPSG:32631"}}
+    new = {"config": {"bands": "b3,b4", "dates": None, "seed": 0}, "bands": ["b3", "b4"], "dates": ["2009-01-01"],
+           "inputs": {"b.tif": "2"}, "series": "y_2", "cloud_screen": "none: the source's quality mask marks clouds and shadows",
+           "grid": {"crs": "EPSG:32613"}}
+    assert _differences(old, new) == ["bands", "cloud_screen", "dates", "grid", "input files", "series id"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -24,7 +26,7 @@ from .errors import ChangescoutError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
 console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # a log or a pipe keeps paths on one line
-out_console = Console(width=None if sys.stdout.isatty() else 200)
+out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 _state = {"debug": False, "quiet": False}
 
 
@@ -84,6 +86,10 @@ def _dask_progress(description: str, _n: int):
             yield
 
 
+#: Terminal columns the run summary needs to show each object's lead event id in its table.
+SUMMARY_WIDTH = 180
+
+
 def _summary(run_dir: Path, top: int = 10) -> None:
     from .events import read_events
     from .objects import lead_events, read_objects
@@ -91,21 +97,34 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     events = read_events(run_dir)
     objects = read_objects(run_dir).head(top)
     lead = lead_events(events, objects)
-    table = Table(title=f"Top {len(objects)} changes  ({run_dir})")
-    for c in ("rank", "object", "t0", "t1", "until", "events", "area ha", "atypicality", "false alarms", "rarity",
-              "persistence", "recurrence", "type", "most atypical onset patch"):
-        table.add_column(c, justify="left" if c == "most atypical onset patch" else "right")
-    for _, r in objects.iterrows():
-        pers = "" if not np.isfinite(r["persistence"]) else f"{r['persistence']:g}"
-        rec = r.get("recurrence", np.nan)  # runs of earlier versions lack some columns
-        rec = "" if not np.isfinite(rec) else f"{rec:.2f}"
-        far = r.get("false_alarm_rate", np.nan)
-        far = "" if not np.isfinite(far) else f"{far:.2%}"
-        until = "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}"
-        table.add_row(str(r["rank"]), str(r["object_id"]), f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}", until, str(r["n_patches"]),
-                      f"{r['area_ha']:.1f}", f"{r['atypicality']:.3f}", far, f"{r['rarity']:.3f}", pers, rec,
-                      str(r.get("cluster", "")), str(lead.loc[r["object_id"], "event_id"]))
+    table = Table(title=f"Top {len(objects)} changes  ({run_dir})", box=box.SIMPLE_HEAD)
+    ids = [str(lead.loc[o, "event_id"]) for o in objects["object_id"]]
+    width = out_console.width
+    inline = width >= SUMMARY_WIDTH  # else the ids (what `similar` takes) are listed whole below the table
+    rows = []
+    for (_, r), event_id in zip(objects.iterrows(), ids):
+        pers, rec, far = r["persistence"], r.get("recurrence", np.nan), r.get("false_alarm_rate", np.nan)  # old runs lack some
+        rows.append({
+            "rank": str(r["rank"]), "t0": f"{r['t0']:%Y-%m-%d}", "t1": f"{r['t1']:%Y-%m-%d}",
+            "until": "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}", "patches": str(r["n_patches"]),
+            "area ha": f"{r['area_ha']:.1f}", "atypicality": f"{r['atypicality']:.3f}",
+            "false alarms": f"{far:.2%}" if np.isfinite(far) else "", "rarity": f"{r['rarity']:.3f}",
+            "persistence": f"{pers:g}" if np.isfinite(pers) else "", "recurrence": f"{rec:.2f}" if np.isfinite(rec) else "",
+            "type": str(r.get("cluster", "")), "most atypical onset patch": event_id})
+    columns = list(rows[0]) if rows else []
+    if not inline:
+        columns.remove("most atypical onset patch")
+    if width < 120:  # a narrow terminal: what ranks them is in the report
+        columns = [c for c in columns if c not in ("rarity", "persistence", "recurrence")]
+    for c in columns:
+        table.add_column(c, justify="left" if c == "most atypical onset patch" else "right", no_wrap=c in ("t0", "t1", "until"))
+    for row in rows:
+        table.add_row(*[row[c] for c in columns])
     out_console.print(table)
+    if not inline:
+        out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`):")
+        for rank, event_id in zip(objects["rank"], ids):
+            out_console.print(f"  {rank:>3}  {event_id}", soft_wrap=True)
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
 
 
@@ -227,7 +246,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
         return
     table = Table(title=f"Similar to {res.attrs.get('query')}")
     for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
-        table.add_column(c)
+        table.add_column(c, **({"no_wrap": True, "min_width": max(map(len, res["event_id"]), default=0)} if c == "event_id" else {}))  # whole
     for _, r in res.iterrows():
         far = "" if not np.isfinite(r["false_alarm_rate"]) else f"{r['false_alarm_rate']:.2%}"
         table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",

@@ -154,8 +154,12 @@ def _differences(old: dict, new: dict) -> list[str]:
         if key == "config" and isinstance(a, dict) and isinstance(b, dict):
             out += [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
-            out.append(key)
-    return out
+            out.append(_SECTIONS.get(key, key))
+    return list(dict.fromkeys(out))  # an option and what it resolved to (bands, dates) are named once
+
+
+#: How the resolved sections of config.json are named when a run directory holds another run.
+_SECTIONS = {"inputs": "input files", "series": "series id", "comparison": "compare", "changescout": "changescout version"}
 
 
 def _versions() -> dict:
@@ -354,8 +358,17 @@ def screen_clouds(cube, mode: str, log=None):
 
     if mode not in ("auto", "hot", "off"):
         raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
-    if mode == "off" or (mode == "auto" and (cube.sizes["time"] < 3 or _has_mask(cube))):
-        return cube
+    def unscreened(why: str):  # recorded in config.json and the report: the analyst sees how clouds were handled
+        out = cube.copy()
+        out.attrs = {**cube.attrs, "cloud_screen": f"none: {why}"}
+        return out
+
+    if mode == "off":
+        return unscreened("turned off (cloud_screen off)")
+    if mode == "auto" and cube.sizes["time"] < 3:
+        return unscreened("fewer than 3 dates (a cloud cannot be told from a change)")
+    if mode == "auto" and _has_mask(cube):
+        return unscreened("the source's quality mask marks clouds and shadows")
     if not can_screen(cube):
         bands = [str(b) for b in cube["band"].values]
         why = (f"the cloud screen finds the blue and red bands by name ({BLUE[0]}/{BLUE[1]}, {RED[0]}/{RED[1]}...) and the "
@@ -363,7 +376,7 @@ def screen_clouds(cube, mode: str, log=None):
         if mode == "hot":
             raise ConfigError(f"cloud_screen hot: {why}", cube.attrs.get("source"))
         (log or warnings.warn)(f"warning: no cloud screen: {why}, or unmasked clouds may rank as changes")
-        return cube
+        return unscreened("no blue and red bands found by name")
     return screen_haze(cube)
 
 

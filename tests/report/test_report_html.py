@@ -134,3 +134,14 @@ def test_the_events_per_date_plot_fits_the_page_on_a_long_series():
     assert 900 <= width <= 1200
     short = struct.unpack(">I", plots.events_per_date(ev.head(3 * 12))[16:20])[0]
     assert short < width  # a short series keeps its narrower plot
+
+
+@pytest.mark.parametrize("screen, shown", [
+    ("HOT > 0.08, dilated 3 px; bands read: B02, B04, B08", "screened: HOT &gt; 0.08, dilated 3 px; bands read: B02, B04, B08"),
+    ("none: the source's quality mask marks clouds and shadows", "none: the source&#x27;s quality mask marks clouds and shadows"),
+])
+def test_report_says_how_clouds_were_handled(tmp_path, screen, shown):
+    ev = make_events()
+    html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "cloud_screen": screen}, STATE).read_text()
+    assert f"<tr><th>clouds</th><td class='text'>{shown}</td></tr>" in html
+    assert "<th>clouds</th>" not in write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE).read_text()  # an old run

@@ -52,7 +52,7 @@ img.date {{ width: 220px; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); cluster: the change type (table below).</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
 <p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
@@ -137,6 +137,9 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
     for key in ("patch_size", "compare"):
         if config.get(key) is not None:
             facts.append((key.replace("_", " "), str(config[key])))
+    screen = config.get("cloud_screen")  # the rule the run used (config.json), not the option ("auto")
+    if screen and screen not in ("auto", "hot", "off"):
+        facts.append(("clouds", "screened: " + screen if not str(screen).startswith("none") else str(screen)))
     return facts
 
 

@@ -402,10 +402,10 @@ def test_summary_in_a_narrow_terminal_keeps_dates_and_lists_the_ids_whole(capsys
     assert max(map(len, out.splitlines())) <= 100
     objects = read_objects(session_run).head(10)
     assert all(f"{t:%Y-%m-%d}" in out for t in objects["t1"])  # dates whole, not "2021-0…"
-    listed = re.findall(r"^\s+(\d+)\s+(\S+)$", out, flags=re.M)  # "rank  event_id", whole, to paste into `similar`
+    listed = re.findall(r"^\s+(\d+)  (\S+-\d{8}-\d{8}-r\d+-c\d+)(?:  .*)?$", out, flags=re.M)  # rank, event id whole
     assert [int(r) for r, _ in listed] == objects["rank"].tolist()
     assert {e for _, e in listed} <= set(read_events(session_run)["event_id"])
     monkeypatch.setattr(cli, "out_console", Console(width=200))
     cli._summary(session_run)
     wide = capsys.readouterr().out
-    assert "most atypical onset patch" in wide and not re.findall(r"^\s+(\d+)\s+(\S+)$", wide, flags=re.M)
+    assert "most atypical onset patch" in wide and "Most atypical onset patch of each" not in wide

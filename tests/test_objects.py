@@ -386,6 +386,7 @@ def test_report_lists_the_top_objects(session_run):
     assert (session_run / "quicklooks" / "objects.png").is_file()
     assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
     assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # the calibrated score; the type
+    assert "<th class='text'>change</th>" in section  # what the object did, in words
     patches = html.split("patch changes</h2>")[1].split("<h2>")[0]
     assert "<th>false_alarm_rate</th>" in patches
 
@@ -436,6 +437,9 @@ def test_run_objects_carry_their_type_and_the_false_alarm_rate_of_their_lead_pat
     np.testing.assert_array_equal(objects.loc[single, "cluster"], lead.loc[single, "cluster"])
     assert objects["cluster"].isin(events["cluster"]).all()
     top = objects.sort_values("rank").head(10)
+    words = objects.loc[objects["candidate"], "change"]  # what each candidate did, from its pixels (test_describe.py)
+    assert (words != "").all() and (objects.loc[~objects["candidate"], "change"] == "").all()
+    assert words.str.contains("water appears").any() and words.str.contains("vegetation loss").any()  # planted floods, clearings
     assert top["false_alarm_rate"].median() < 0.01  # the top of the list stands far above the quiet patches
 
 

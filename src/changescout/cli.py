@@ -87,7 +87,7 @@ def _dask_progress(description: str, _n: int):
 
 
 #: Terminal columns the run summary needs to show each object's lead event id in its table.
-SUMMARY_WIDTH = 180
+SUMMARY_WIDTH = 200
 
 
 def _summary(run_dir: Path, top: int = 10) -> None:
@@ -110,21 +110,22 @@ def _summary(run_dir: Path, top: int = 10) -> None:
             "area ha": f"{r['area_ha']:.1f}", "atypicality": f"{r['atypicality']:.3f}",
             "false alarms": f"{far:.2%}" if np.isfinite(far) else "", "rarity": f"{r['rarity']:.3f}",
             "persistence": f"{pers:g}" if np.isfinite(pers) else "", "recurrence": f"{rec:.2f}" if np.isfinite(rec) else "",
-            "type": str(r.get("cluster", "")), "most atypical onset patch": event_id})
+            "type": str(r.get("cluster", "")), "change": str(r.get("change", "")), "most atypical onset patch": event_id})
     columns = list(rows[0]) if rows else []
     if not inline:
-        columns.remove("most atypical onset patch")
+        columns = [c for c in columns if c not in ("change", "most atypical onset patch")]
     if width < 120:  # a narrow terminal: what ranks them is in the report
         columns = [c for c in columns if c not in ("rarity", "persistence", "recurrence")]
     for c in columns:
-        table.add_column(c, justify="left" if c == "most atypical onset patch" else "right", no_wrap=c in ("t0", "t1", "until"))
+        table.add_column(c, justify="left" if c in ("change", "most atypical onset patch") else "right",
+                         no_wrap=c in ("t0", "t1", "until", "most atypical onset patch"))
     for row in rows:
         table.add_row(*[row[c] for c in columns])
     out_console.print(table)
     if not inline:
-        out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`):")
-        for rank, event_id in zip(objects["rank"], ids):
-            out_console.print(f"  {rank:>3}  {event_id}", soft_wrap=True)
+        out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`), and what changed:")
+        for row in rows:
+            out_console.print(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip(), soft_wrap=True)
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
 
 

@@ -96,6 +96,8 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
                               "or fewer than 3 patches, about 2 for a road across 10 patches"),
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),
     "cluster": ("int32", "change type: the cluster (clusters.parquet) of the onset patches carrying most of its surprise; -1 when the events have none"),
+    "change": ("str", "what changed, in words, from the changed pixels of its onset patches (NDVI, brightness, NDWI: "
+                      "changescout.describe); empty for non-candidates and without green, red and near-infrared bands"),
     "rarity": ("float32", "0..1, higher = fewer similar change objects in the run; 0 when not a candidate"),
     "atypicality": ("float32", "0..1, higher = more atypical object; 0 when not a candidate (those rank after "
                                "every candidate, in the order of their patch event's atypicality)"),
@@ -370,6 +372,7 @@ class ObjectRanker:
         obj["rank"] = rank
         ev["object_rank"] = ev["object_id"].map(obj.set_index("object_id")["rank"]).to_numpy(np.int32)
         obj.insert(obj.columns.get_loc("rarity"), "cluster", _onset_type(ev, onset, obj["object_id"]))
+        obj.insert(obj.columns.get_loc("rarity"), "change", "")  # in words: changescout.describe, from the pixels
         if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
             ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~ev["_cand"], "atypicality"])
         obj["false_alarm_rate"] = (ev["false_alarm_rate"].where(onset).groupby(ev["object_id"], sort=True).min()

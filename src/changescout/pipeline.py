@@ -33,6 +33,7 @@ from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
+from .describe import describe_objects
 from .cube import grid_of
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
@@ -533,6 +534,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             events, vectors, attrs = read_changes(ch_path)
             states = change_states(embeddings, events, len(vectors))
             ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
+            objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size)  # in words
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")

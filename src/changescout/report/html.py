@@ -52,7 +52,7 @@ img.date {{ width: 220px; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below).</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
 <p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
@@ -176,7 +176,7 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
 
 
 OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "false_alarm_rate",
-                  "rarity", "persistence", "recurrence", "elongation", "cluster"]
+                  "rarity", "persistence", "recurrence", "elongation", "cluster", "change"]
 
 
 def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
@@ -207,7 +207,7 @@ def _table(columns: list, rows) -> str:
 
 
 def _cls(column) -> str:
-    return " class='text'" if column in ("event_id", "t0 | t1") else ""
+    return " class='text'" if column in ("event_id", "t0 | t1", "change") else ""
 
 
 def _cell(v) -> str:

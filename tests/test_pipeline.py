@@ -469,7 +469,7 @@ def test_screen_clouds_modes(synthetic_cube):
     q[:, 0:8, 0:8] = Quality.CLOUD  # the source gave a mask: auto leaves it alone
     masked = cube.assign_coords(quality=(("time", "y", "x"), da.from_array(q, chunks=(1, 128, 128))))
     kept = screen_clouds(masked, "auto")
-    assert kept.attrs["cloud_screen"] == "none: the source's quality mask marks clouds and shadows"
+    assert kept.attrs["cloud_screen"] == "none: the source gave a quality mask"
     np.testing.assert_array_equal(kept["quality"].values, q)  # the mask as the source gave it
     assert screen_clouds(masked, "hot") is not masked
     pair = cube.isel(time=[0, 1])  # two dates: a cloud cannot be told from a change, auto does not screen
@@ -658,6 +658,6 @@ def test_a_refused_run_names_each_difference_once_and_readably():
     old = {"config": {"bands": "B02,B04", "dates": "2018-04-29", "seed": 0}, "bands": ["B02", "B04"], "dates": ["2018-04-29"],
            "inputs": {"a.tif": "1"}, "series": "x_1", "cloud_screen": "HOT > 0.08", "grid": {"crs": "EPSG:32631"}}
     new = {"config": {"bands": "b3,b4", "dates": None, "seed": 0}, "bands": ["b3", "b4"], "dates": ["2009-01-01"],
-           "inputs": {"b.tif": "2"}, "series": "y_2", "cloud_screen": "none: the source's quality mask marks clouds and shadows",
+           "inputs": {"b.tif": "2"}, "series": "y_2", "cloud_screen": "none: the source gave a quality mask",
            "grid": {"crs": "EPSG:32613"}}
     assert _differences(old, new) == ["bands", "cloud_screen", "dates", "grid", "input files", "series id"]

@@ -105,15 +105,17 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     for (_, r), event_id in zip(objects.iterrows(), ids):
         pers, rec, far = r["persistence"], r.get("recurrence", np.nan), r.get("false_alarm_rate", np.nan)  # old runs lack some
         rows.append({
-            "rank": str(r["rank"]), "t0": f"{r['t0']:%Y-%m-%d}", "t1": f"{r['t1']:%Y-%m-%d}",
+            "rank": str(r["rank"]), "object": str(r["object_id"]), "t0": f"{r['t0']:%Y-%m-%d}", "t1": f"{r['t1']:%Y-%m-%d}",
             "until": "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}", "patches": str(r["n_patches"]),
             "area ha": f"{r['area_ha']:.1f}", "atypicality": f"{r['atypicality']:.3f}",
             "false alarms": f"{far:.2%}" if np.isfinite(far) else "", "rarity": f"{r['rarity']:.3f}",
             "persistence": f"{pers:g}" if np.isfinite(pers) else "", "recurrence": f"{rec:.2f}" if np.isfinite(rec) else "",
             "type": str(r.get("cluster", "")), "change": str(r.get("change", "")), "most atypical onset patch": event_id})
     columns = list(rows[0]) if rows else []
+    if "change" not in objects:  # a run of an earlier version
+        columns = [c for c in columns if c != "change"]
     if not inline:
-        columns = [c for c in columns if c not in ("change", "most atypical onset patch")]
+        columns = [c for c in columns if c not in ("object", "change", "most atypical onset patch")]
     if width < 120:  # a narrow terminal: what ranks them is in the report
         columns = [c for c in columns if c not in ("rarity", "persistence", "recurrence")]
     for c in columns:
@@ -123,7 +125,8 @@ def _summary(run_dir: Path, top: int = 10) -> None:
         table.add_row(*[row[c] for c in columns])
     out_console.print(table)
     if not inline:
-        out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`), and what changed:")
+        out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`)"
+                          + (", and what changed:" if "change" in objects else ":"))
         for row in rows:
             out_console.print(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip(), soft_wrap=True)
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")

@@ -2,17 +2,21 @@
 
 A change type (a cluster of change vectors, :mod:`changescout.cluster`) is a number, and an embedding does not say
 what changed; what an analyst wants to read beside an object is "vegetation loss, brighter" or "water appears".
-The bands say it: for each candidate object (:mod:`changescout.objects`), the pixels of its onset patches that
-changed (NDVI by 0.1, brightness by 0.03 reflectance, or NDWI crossing 0), compared between each patch's ``t0``
-and ``t1``, and their median changes name it (:func:`describe`): vegetation loss or gain (NDVI down or up 0.15),
-brighter or darker (0.03), water appearing or receding (the median NDWI, McFeeters' open-water index, crossing
-0). A patch mean would not do: a road 3 px wide or a pond in a corner moves a 16 px patch's mean NDVI by a few
-hundredths. Series without bands named green, red and near-infrared (B03/B04/B08, green/red/nir, Landsat SR_B*)
-get no description.
+The bands say it. For each candidate object (:mod:`changescout.objects`), the pixels of its onset patches are
+compared between each patch's ``t0`` and ``t1``: NDVI, visible brightness (mean of green and red, as the report's
+true-colour chips show it) and open water (McFeeters' NDWI above 0 on a dark pixel: snow is bright). The scene's
+own change between the same dates (the median over all patches of their mean NDVI and brightness: the season, a
+haze) is taken off first. Pixels that changed (NDVI by 0.1, brightness by 0.02, or into or out of water) name the
+object (:func:`describe`): "water appears" or "water recedes" when a quarter of them did that; "vegetation loss"
+when their median NDVI fell by 0.15 from vegetation (0.3), "vegetation gain" when it rose by 0.15 to it;
+"brighter" or "darker" by 0.03. Fewer than 5 % changed pixels: a "slight change". Pixel-level, because a
+patch's mean mixes the change with what did not change around it. Series without bands named green, red and
+near-infrared (B03/B04/B08, green/red/nir, Landsat SR_B*) get no words.
 """
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -22,12 +26,12 @@ from .quality import NIR, RED, _TM_NAMES, _TM_PLATFORMS, _find
 
 GREEN = ("B03", "green", "SR_B3")
 
-#: Median changes of an object's changed pixels from which it is named (with open water appearing or receding:
-#: their median NDWI crossing 0); a pixel counts as changed from ``CHANGED``.
-THRESHOLDS = {"d_ndvi": 0.15, "d_brightness": 0.03}
-CHANGED = {"d_ndvi": 0.1, "d_brightness": 0.03}
-_WORDS = {"d_ndvi": ("vegetation gain", "vegetation loss"), "d_brightness": ("brighter", "darker")}
-MIN_CHANGED = 0.05  # fewer changed pixels than this fraction of the onset patches' usable ones: a slight change
+CHANGED = {"ndvi": 0.1, "vis": 0.02}  # a pixel changed by this much (after the scene's own change)
+NAMED = {"ndvi": 0.15, "vis": 0.03}  # the changed pixels' median change that names the object
+VEGETATION = 0.3  # NDVI of vegetation, before a loss or after a gain
+WATER_SHARE = 0.25  # of the changed pixels, into (or out of) water
+DARK = 0.15  # visible brightness under which NDWI > 0 is open water (snow and clouds are brighter)
+MIN_CHANGED = 0.05
 
 
 def index_bands(cube: xr.DataArray) -> list[str] | None:
@@ -41,66 +45,92 @@ def index_bands(cube: xr.DataArray) -> list[str] | None:
     return None if any(i is None for i in found) else [bands[i] for i in found]
 
 
-def date_indices(cube: xr.DataArray, names: list[str], times: np.ndarray) -> np.ndarray:
-    """``(len(times), 3, y, x)`` float32: NDVI, NDWI and brightness (mean of green, red and NIR) of the dates
-    ``times`` (indices), NaN where a pixel is not usable (neither clear nor water); one computation, so that a
-    lazy cloud screen runs once."""
-    import dask
-
-    sub = cube.isel(time=np.asarray(times)).sel(band=names)
-    values, quality = dask.compute(sub.data, sub["quality"].data)
-    green, red, nir = np.moveaxis(np.asarray(values, dtype=np.float32), 1, 0)
+def _indices(bands: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
+    """``(3, ...)`` green, red, NIR -> ``(3, ...)`` NDVI, NDWI, visible brightness; NaN where ``quality`` is
+    neither clear nor water. Reflectances are floored at 1e-4 (an offset can leave dark water below 0)."""
+    green, red, nir = np.maximum(np.asarray(bands, dtype=np.float32), 1e-4)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red + nir) / 3], axis=1)
-    out[np.broadcast_to(~np.isin(np.asarray(quality), [int(Quality.CLEAR), int(Quality.WATER)])[:, None], out.shape)] = np.nan
+        out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2])
+    if quality is not None:
+        out[:, ~np.isin(quality, [int(Quality.CLEAR), int(Quality.WATER)])] = np.nan
     return out
 
 
-def describe(changes: pd.Series) -> str:
-    """Words for median changes (``d_ndvi``, ``d_brightness``, ``ndwi_before``, ``ndwi_after``), strongest first;
-    "slight change" when none passes its threshold."""
+def describe(pixels: pd.DataFrame) -> str:
+    """Words for the changed pixels of an object, the strongest first: columns ``ndvi0``, ``ndvi1``, ``vis0``,
+    ``vis1`` (the ``0`` ones moved by the scene's own change, so that ``1 - 0`` is the change beyond it),
+    ``water0``, ``water1`` (open water before, after)."""
     parts = []
-    for key, limit in THRESHOLDS.items():
-        value = changes.get(key, np.nan)
-        if np.isfinite(value) and abs(value) >= limit:
-            parts.append((abs(value) / limit, _WORDS[key][0 if value > 0 else 1]))
-    before, after = changes.get("ndwi_before", np.nan), changes.get("ndwi_after", np.nan)
-    if before <= 0 < after or after <= 0 < before:  # (False with NaN)
-        parts.append((np.inf, "water appears" if after > 0 else "water recedes"))
+    into, out = (pixels["water1"] & ~pixels["water0"]).mean(), (pixels["water0"] & ~pixels["water1"]).mean()
+    if max(into, out) >= WATER_SHARE:
+        parts.append((np.inf, "water appears" if into >= out else "water recedes"))
+    d_ndvi = float((pixels["ndvi1"] - pixels["ndvi0"]).median())
+    if d_ndvi <= -NAMED["ndvi"] and pixels["ndvi0"].median() >= VEGETATION:
+        parts.append((-d_ndvi / NAMED["ndvi"], "vegetation loss"))
+    elif d_ndvi >= NAMED["ndvi"] and pixels["ndvi1"].median() >= VEGETATION:
+        parts.append((d_ndvi / NAMED["ndvi"], "vegetation gain"))
+    d_vis = float((pixels["vis1"] - pixels["vis0"]).median())
+    if abs(d_vis) >= NAMED["vis"]:
+        parts.append((abs(d_vis) / NAMED["vis"], "brighter" if d_vis > 0 else "darker"))
     return ", ".join(word for _, word in sorted(parts, key=lambda kv: -kv[0])) or "slight change"
 
 
 def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataArray, patch_size: int) -> pd.DataFrame:
     """``objects`` with ``change`` (words, :func:`describe`) for its candidates, from their onset patch events'
     pixels (``events``: ``object_id``, ``row``, ``col``, ``t0``, ``t1``); "" elsewhere, where no pixel is usable at
-    both dates, and everywhere without green, red and NIR bands. The dates those changes compare are read at once (three bands)."""
+    both dates, and everywhere without green, red and NIR bands. One computation reads the onset patches' windows
+    and every patch's mean (for the scene's own change), so memory grows with those, not with the scene."""
     out = objects.assign(change="")
     names = index_bands(cube)
     if names is None or not objects["candidate"].any():
         return out
+    p = int(patch_size)
     times = pd.DatetimeIndex(cube["time"].values)
     t1 = pd.to_datetime(events["t1"])
     onset = (t1 == t1.groupby(events["object_id"].to_numpy()).transform("min")).to_numpy()
     ev = events[onset & events["object_id"].isin(objects.loc[objects["candidate"], "object_id"]).to_numpy()]
     ev = ev.assign(i0=times.get_indexer(pd.to_datetime(ev["t0"])), i1=times.get_indexer(pd.to_datetime(ev["t1"])))
-    needed = np.unique(np.r_[ev["i0"].to_numpy(), ev["i1"].to_numpy()])
-    maps = date_indices(cube, names, needed)
-    slot = {int(t): k for k, t in enumerate(needed)}
-    p = int(patch_size)
+    ev = ev[(ev["i0"] >= 0) & (ev["i1"] >= 0)]  # (dates of this cube: always, for a run's own events)
+    sub = cube.sel(band=names)
+    rows, cols = cube.sizes["y"] // p, cube.sizes["x"] // p
+    data, quality = sub.data, sub["quality"].data
+    need = pd.DataFrame([(int(t), int(r), int(c)) for a, b, r, c in ev[["i0", "i1", "row", "col"]].itertuples(index=False)
+                         for t in (a, b)], columns=["t", "r", "c"]).drop_duplicates()
+    strips = need.groupby(["t", "r"])["c"].agg(["min", "max"]).reset_index()  # one slice per date and patch row
+    windows = [(data[t, :, r * p:(r + 1) * p, c0 * p:(c1 + 1) * p], quality[t, r * p:(r + 1) * p, c0 * p:(c1 + 1) * p])
+               for t, r, c0, c1 in strips.itertuples(index=False)]
+    dates = np.unique(ev[["i0", "i1"]].to_numpy())
+    usable = sub["quality"].isin([int(Quality.CLEAR), int(Quality.WATER)])
+    means = sub.isel(time=dates, y=slice(0, rows * p), x=slice(0, cols * p)).where(usable.isel(time=dates, y=slice(0, rows * p), x=slice(0, cols * p)))
+    means = means.coarsen(y=p, x=p).mean().transpose("band", "time", "y", "x").data
+    windows, means = dask.compute(windows, means)
+    at = {}
+    for (t, r, c0, c1), (w, q) in zip(strips.itertuples(index=False), windows):
+        strip = _indices(w, q)
+        for c in range(c0, c1 + 1):
+            at[t, r, c] = strip[:, :, (c - c0) * p:(c - c0 + 1) * p]
+    scene = _indices(means)  # (3, dates, rows, cols): every patch's mean
+    slot = {int(t): k for k, t in enumerate(dates)}
+    shift = {}  # the scene's own median change of NDVI and brightness between two dates
+    with np.errstate(invalid="ignore"):
+        for a, b in set(zip(ev["i0"], ev["i1"])):
+            d = scene[:, slot[b]] - scene[:, slot[a]]
+            shift[a, b] = (float(np.nan_to_num(np.nanmedian(d[0]))), float(np.nan_to_num(np.nanmedian(d[2]))))
     pixels: dict[int, list[np.ndarray]] = {}
-    for oid, r, c, i0, i1 in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
-        win = np.s_[:, r * p:(r + 1) * p, c * p:(c + 1) * p]
-        pair = np.concatenate([maps[slot[i0]][win], maps[slot[i1]][win]]).reshape(6, -1)
-        pixels.setdefault(int(oid), []).append(pair)
+    for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
+        before, after = at[a, r, c].reshape(3, -1), at[b, r, c].reshape(3, -1)
+        season = np.broadcast_to(np.array(shift[a, b], np.float32)[:, None], (2, before.shape[1]))
+        pixels.setdefault(int(oid), []).append(np.concatenate([before, after, season]))
     words = {}
     for oid, chunks in pixels.items():
-        ndvi0, ndwi0, bright0, ndvi1, ndwi1, bright1 = np.concatenate(chunks, axis=1)
+        ndvi0, ndwi0, vis0, ndvi1, ndwi1, vis1, s_ndvi, s_vis = np.concatenate(chunks, axis=1)
         ok = np.isfinite(ndvi0) & np.isfinite(ndvi1) & np.isfinite(ndwi0) & np.isfinite(ndwi1)
-        d = pd.DataFrame({"d_ndvi": (ndvi1 - ndvi0)[ok], "d_brightness": (bright1 - bright0)[ok],
-                          "ndwi_before": ndwi0[ok], "ndwi_after": ndwi1[ok]})
-        changed = ((d["d_ndvi"].abs() >= CHANGED["d_ndvi"]) | (d["d_brightness"].abs() >= CHANGED["d_brightness"])
-                   | ((d["ndwi_before"] > 0) != (d["ndwi_after"] > 0)))
-        if ok.any():  # (no usable pixel at one of the dates: nothing to say)
-            words[oid] = describe(d[changed].median()) if changed.mean() >= MIN_CHANGED else "slight change"
+        if not ok.any():  # no usable pixel at one of the dates: nothing to say
+            continue
+        px = pd.DataFrame({"ndvi0": (ndvi0 + s_ndvi)[ok], "ndvi1": ndvi1[ok], "vis0": (vis0 + s_vis)[ok], "vis1": vis1[ok],
+                           "water0": (ndwi0[ok] > 0) & (vis0[ok] < DARK), "water1": (ndwi1[ok] > 0) & (vis1[ok] < DARK)})
+        changed = (((px["ndvi1"] - px["ndvi0"]).abs() >= CHANGED["ndvi"]) | ((px["vis1"] - px["vis0"]).abs() >= CHANGED["vis"])
+                   | (px["water0"] != px["water1"]))
+        words[oid] = describe(px[changed]) if changed.mean() >= MIN_CHANGED else "slight change"
     out["change"] = out["object_id"].map(words).fillna("").astype(str).to_numpy()
     return out

@@ -365,11 +365,11 @@ def screen_clouds(cube, mode: str, log=None):
         return out
 
     if mode == "off":
-        return unscreened("turned off (cloud_screen off)")
+        return unscreened("turned off (cloud_screen off; a quality mask from the source still applies)")
     if mode == "auto" and cube.sizes["time"] < 3:
         return unscreened("fewer than 3 dates (a cloud cannot be told from a change)")
     if mode == "auto" and _has_mask(cube):
-        return unscreened("the source's quality mask marks clouds and shadows")
+        return unscreened("the source gave a quality mask")
     if not can_screen(cube):
         bands = [str(b) for b in cube["band"].values]
         why = (f"the cloud screen finds the blue and red bands by name ({BLUE[0]}/{BLUE[1]}, {RED[0]}/{RED[1]}...) and the "

@@ -33,8 +33,8 @@ from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
-from .describe import describe_objects
 from .cube import grid_of
+from .describe import describe_objects
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
@@ -354,11 +354,14 @@ def screen_clouds(cube, mode: str, log=None):
     """``auto``: flag haze and clouds spectrally when the source gave no quality mask and the series has at least
     three dates (in a pair, a cloud cannot be told from a change, and bright top-of-atmosphere or 8-bit RGB
     scenes trip the HOT threshold); ``hot``: always; ``off``: never. The screen finds the blue and red bands
-    by name: ``hot`` without them is a :class:`ConfigError`, ``auto`` says (``log``) that clouds go unscreened."""
+    by name: ``hot`` without them is a :class:`ConfigError`, ``auto`` says (``log``) that clouds go unscreened.
+    The returned cube's ``cloud_screen`` attribute holds the rule applied, or why none was (``"none: ..."``):
+    config.json and the report show it."""
     from .quality import BLUE, RED, can_screen, screen_haze
 
     if mode not in ("auto", "hot", "off"):
         raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
+
     def unscreened(why: str):  # recorded in config.json and the report: the analyst sees how clouds were handled
         out = cube.copy()
         out.attrs = {**cube.attrs, "cloud_screen": f"none: {why}"}

@@ -261,6 +261,15 @@ def test_reference_mode_compares_later_dates_with_the_reference():
     np.testing.assert_allclose(vec[i], E[10, 1] - E[3, 1], rtol=1e-6)
 
 
+def test_a_reference_between_two_dates_is_told_with_the_dates_around_it():
+    times = monthly(24)
+    assert Comparison.parse("reference:2021-04-15").note(times) is None  # a date of the series
+    assert Comparison.parse("consecutive").note(times) is None
+    note = Comparison.parse("reference:2021-04-20").note(times)
+    assert note.startswith("note: --compare reference:2021-04-20: the series has no image that day")
+    assert "2021-04-15 before, 2021-05-15 after" in note
+
+
 def test_a_reference_on_the_first_day_is_accepted_whatever_its_time_of_day():
     """Cube sources keep acquisition times: reference:2021-01-15 names a series starting 2021-01-15 10:30."""
     times = pd.DatetimeIndex(["2021-01-15T10:30", "2021-02-15T10:30", "2021-03-15T10:30"])

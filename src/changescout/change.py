@@ -72,6 +72,16 @@ class Comparison:
         if self.mode == "anniversary" and (times[-1] - times[0]).days < 365 - self.anniversary_tolerance_days:
             raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
 
+    def note(self, times: pd.DatetimeIndex) -> str | None:
+        """What the analyst should know before the run, or None: a reference that is not a date of the series
+        stands for the dates around it, each patch compared with its clear date nearest to the reference."""
+        days = times.normalize()
+        if self.mode != "reference" or self.reference in days:
+            return None
+        before, after = days[days < self.reference].max(), days[days > self.reference].min()
+        return (f"note: --compare {self}: the series has no image that day; each later date is compared, patch by patch, "
+                f"with its clear date nearest to it ({before:%Y-%m-%d} before, {after:%Y-%m-%d} after, or farther when cloudy)")
+
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a - b) ** 2).mean(axis=-1))

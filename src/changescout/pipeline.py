@@ -466,6 +466,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     patch_grid = PatchGrid(grid, config.patch_size)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
     comp.check_dates(pd.DatetimeIndex(cube["time"].values))
+    if (note := comp.note(pd.DatetimeIndex(cube["time"].values))) is not None:
+        log(note)
     inputs = _input_hashes(cube)
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
     series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)

@@ -111,3 +111,10 @@ def _pixels(n=100, ndvi=(0.7, 0.7), vis=(0.06, 0.06), water=(False, False)):
 ])
 def test_words_come_strongest_first(pixels, words):
     assert describe(pixels) == words
+
+
+def test_only_the_best_ranked_candidates_are_described():
+    objects, events = _objects(CELLS[:3])
+    objects["rank"] = [3, 1, 2]
+    out = describe_objects(objects, events, _cube(), 8, top=2)
+    assert out["change"].tolist() == ["", "brighter, vegetation loss", "brighter, vegetation loss"]

@@ -97,8 +97,8 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),
     "cluster": ("int32", "change type: the cluster (clusters.parquet) of the onset patches carrying most of its surprise; -1 when the events have none"),
     "change": ("str", "what changed, in words, from the changed pixels of its onset patches (NDVI, brightness, NDWI: "
-                      "changescout.describe); empty for non-candidates, where no pixel is usable at both dates, and "
-                      "without green, red and near-infrared bands"),
+                      "changescout.describe); for the 500 best-ranked candidates; empty for the others, where no "
+                      "pixel is usable at both dates, and without green, red and near-infrared bands"),
     "rarity": ("float32", "0..1, higher = fewer similar change objects in the run; 0 when not a candidate"),
     "atypicality": ("float32", "0..1, higher = more atypical object; 0 when not a candidate (those rank after "
                                "every candidate, in the order of their patch event's atypicality)"),

@@ -21,10 +21,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .cube import Quality
-from .quality import NIR, RED, _TM_NAMES, _TM_PLATFORMS, _find
-
-GREEN = ("B03", "green", "SR_B3")
+from .cube import band_names, usable_mask
+from .quality import GREEN, NIR, RED, find_bands
 
 CHANGED = {"ndvi": 0.1, "vis": 0.02}  # a pixel changed by this much (after the scene's own change)
 NAMED = {"ndvi": 0.15, "vis": 0.03}  # the changed pixels' median change that names the object
@@ -38,14 +36,10 @@ TOP = 500
 
 
 def index_bands(cube: xr.DataArray) -> list[str] | None:
-    """Names of the green, red and near-infrared bands of ``cube`` (Landsat 4-7 numbering when every date comes
-    from those platforms), or None when one is missing."""
-    bands = [str(b) for b in cube["band"].values]
-    platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
-    tm = bool(platforms) and platforms <= _TM_PLATFORMS
-    renamed = {**_TM_NAMES, "SR_B3": "SR_B2"}  # Landsat 4-7: green is SR_B2
-    found = [_find(bands, [renamed.get(n, n) for n in names] if tm else names) for names in (GREEN, RED, NIR)]
-    return None if any(i is None for i in found) else [bands[i] for i in found]
+    """Names of the green, red and near-infrared bands of ``cube`` (:func:`changescout.quality.find_bands`), or
+    None when one is missing."""
+    found = find_bands(cube, GREEN, RED, NIR)
+    return None if None in found else [band_names(cube)[i] for i in found]
 
 
 def _indices(bands: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
@@ -55,7 +49,7 @@ def _indices(bands: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2])
     if quality is not None:
-        out[:, ~np.isin(quality, [int(Quality.CLEAR), int(Quality.WATER)])] = np.nan
+        out[:, ~usable_mask(quality)] = np.nan
     return out
 
 
@@ -106,9 +100,8 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     windows = [(data[t, :, r * p:(r + 1) * p, c0 * p:(c1 + 1) * p], quality[t, r * p:(r + 1) * p, c0 * p:(c1 + 1) * p])
                for t, r, c0, c1 in strips.itertuples(index=False)]
     dates = np.unique(ev[["i0", "i1"]].to_numpy())
-    usable = sub["quality"].isin([int(Quality.CLEAR), int(Quality.WATER)])
-    means = sub.isel(time=dates, y=slice(0, rows * p), x=slice(0, cols * p)).where(usable.isel(time=dates, y=slice(0, rows * p), x=slice(0, cols * p)))
-    means = means.coarsen(y=p, x=p).mean().transpose("band", "time", "y", "x").data
+    compared = sub.isel(time=dates, y=slice(0, rows * p), x=slice(0, cols * p))
+    means = compared.where(usable_mask(compared["quality"])).coarsen(y=p, x=p).mean().transpose("band", "time", "y", "x").data
     windows, means = dask.compute(windows, means)
     at = {}
     for (t, r, c0, c1), (w, q) in zip(strips.itertuples(index=False), windows):
@@ -122,19 +115,21 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
         for a, b in set(zip(ev["i0"], ev["i1"])):
             d = scene[:, slot[b]] - scene[:, slot[a]]
             shift[a, b] = (float(np.nan_to_num(np.nanmedian(d[0]))), float(np.nan_to_num(np.nanmedian(d[2]))))
-    pixels: dict[int, list[np.ndarray]] = {}
+    pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0, water1
     for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
-        before, after = at[a, r, c].reshape(3, -1), at[b, r, c].reshape(3, -1)
-        season = np.broadcast_to(np.array(shift[a, b], np.float32)[:, None], (2, before.shape[1]))
-        pixels.setdefault(int(oid), []).append(np.concatenate([before, after, season]))
+        (ndvi0, ndwi0, vis0), (ndvi1, ndwi1, vis1) = at[a, r, c].reshape(3, -1), at[b, r, c].reshape(3, -1)
+        s_ndvi, s_vis = shift[a, b]
+        with np.errstate(invalid="ignore"):  # (NaN compares False: unusable pixels are dropped below)
+            pixels.setdefault(int(oid), []).append(np.stack([ndvi0 + s_ndvi, ndvi1, vis0 + s_vis, vis1,
+                                                             (ndwi0 > 0) & (vis0 < DARK), (ndwi1 > 0) & (vis1 < DARK)]))
     words = {}
     for oid, chunks in pixels.items():
-        ndvi0, ndwi0, vis0, ndvi1, ndwi1, vis1, s_ndvi, s_vis = np.concatenate(chunks, axis=1)
-        ok = np.isfinite(ndvi0) & np.isfinite(ndvi1) & np.isfinite(ndwi0) & np.isfinite(ndwi1)
+        ndvi0, ndvi1, vis0, vis1, water0, water1 = np.concatenate(chunks, axis=1)
+        ok = np.isfinite(ndvi0) & np.isfinite(ndvi1) & np.isfinite(vis0) & np.isfinite(vis1)
         if not ok.any():  # no usable pixel at one of the dates: nothing to say
             continue
-        px = pd.DataFrame({"ndvi0": (ndvi0 + s_ndvi)[ok], "ndvi1": ndvi1[ok], "vis0": (vis0 + s_vis)[ok], "vis1": vis1[ok],
-                           "water0": (ndwi0[ok] > 0) & (vis0[ok] < DARK), "water1": (ndwi1[ok] > 0) & (vis1[ok] < DARK)})
+        px = pd.DataFrame({"ndvi0": ndvi0[ok], "ndvi1": ndvi1[ok], "vis0": vis0[ok], "vis1": vis1[ok],
+                           "water0": water0[ok].astype(bool), "water1": water1[ok].astype(bool)})
         changed = (((px["ndvi1"] - px["ndvi0"]).abs() >= CHANGED["ndvi"]) | ((px["vis1"] - px["vis0"]).abs() >= CHANGED["vis"])
                    | (px["water0"] != px["water1"]))
         words[oid] = describe(px[changed]) if changed.mean() >= MIN_CHANGED else "slight change"

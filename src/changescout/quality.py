@@ -58,20 +58,26 @@ from scipy import ndimage, signal
 from .cube import Quality
 
 BLUE = ("B02", "blue", "B1_blue", "SR_B2")
+GREEN = ("B03", "green", "SR_B3")
 RED = ("B04", "red", "SR_B4")
 NIR = ("B08", "nir", "B8A", "SR_B5", "nir08")
 #: Landsat 4-7 Collection 2 numbers their bands one lower: SR_B2 is green there, SR_B4 near-infrared, SR_B5 SWIR.
-_TM_NAMES = {"SR_B2": "SR_B1", "SR_B4": "SR_B3", "SR_B5": "SR_B4"}
+_TM_NAMES = {"SR_B2": "SR_B1", "SR_B3": "SR_B2", "SR_B4": "SR_B3", "SR_B5": "SR_B4"}
 _TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
 
 
-def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | None]:
-    """Indices of the blue, red and near-infrared bands of ``cube`` (None where absent), by name, read as
-    Landsat 4-7 names when every date of the cube comes from those platforms."""
+def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
+    """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
+    read as Landsat 4-7 names when every date of the cube comes from those platforms."""
     bands = [str(b) for b in cube["band"].values]
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
     tm = bool(platforms) and platforms <= _TM_PLATFORMS  # ("LANDSAT_5", as USGS STAC spells it, too)
-    return tuple(_find(bands, [_TM_NAMES.get(n, n) for n in names] if tm else names) for names in (BLUE, RED, NIR))
+    return tuple(_find(bands, [_TM_NAMES.get(n, n) for n in wanted] if tm else wanted) for wanted in names)
+
+
+def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | None]:
+    """Indices of the blue, red and near-infrared bands of ``cube`` (None where absent)."""
+    return find_bands(cube, BLUE, RED, NIR)
 
 
 def _find(bands: list[str], names) -> int | None:

@@ -606,8 +606,7 @@ def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, sta
     lead = lead_events(events, objects).sort_values("object_rank").reset_index()
     shown = pd.concat([lead.head(config.report_top), events]).drop_duplicates("event_id").reset_index(drop=True)
     shown["rank"] = np.arange(1, len(shown) + 1, dtype=np.int32)
-    top_objects = events.loc[events["object_rank"] <= config.report_top, ["object_rank", "row", "col"]]
     looks = write_quicklooks(cube, shown, patch_grid, out / "quicklooks", top=2 * config.report_top,
-                             objects=top_objects.rename(columns={"object_rank": "rank"}))
+                             objects=objects.head(config.report_top))
     cfg = json.loads((out / "config.json").read_text())
     write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)

@@ -4,6 +4,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from PIL import Image, ImageDraw
 
 from changescout.cube import OutputGrid, make_cube
@@ -100,7 +101,9 @@ def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
 def test_objects_overview_outlines_each_object_and_numbers_it_by_rank(tmp_path, cube_and_grid):
     cube, pg = cube_and_grid
     ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
-    objects = pd.DataFrame({"rank": [1, 1, 2, 3], "row": [1, 1, 5, 5], "col": [1, 2, 5, 5]})  # 2 and 3 share a patch
+    patches = {1: ([1, 1], [1, 2]), 2: ([5], [5]), 3: ([5], [5])}  # 2 and 3 share a patch
+    objects = gpd.GeoDataFrame({"rank": list(patches)}, crs=pg.grid.crs,
+                               geometry=[shapely.union_all(pg.polygons(r, c)) for r, c in patches.values()])
     out = write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)
     assert out["objects"] == tmp_path / "objects.png"
     img = rgb(out["objects"])

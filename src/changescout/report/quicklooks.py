@@ -44,10 +44,10 @@ def rgb_bands(cube: xr.DataArray) -> list[str]:
 
 
 def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: PatchGrid, out_dir: str | Path,
-                     top: int = 12, objects: pd.DataFrame | None = None) -> dict:
+                     top: int = 12, objects: gpd.GeoDataFrame | None = None) -> dict:
     """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``,
-    and with ``objects`` (``rank``, ``row``, ``col``: the patches of the objects to show) ``objects.png``: their
-    outlines and ranks over the series' median image.
+    and with ``objects`` (the objects to show: ``rank`` and their dissolved polygons in the grid's CRS, as
+    objects.parquet holds them) ``objects.png``: their outlines and ranks over the series' median image.
 
     Returns ``{"dates": [path, ...], "events": {event_id: path}, "objects": path or None}``.
     """
@@ -73,7 +73,9 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
         overview = None
         if objects is not None and len(objects):
             background = _to_uint8(_median_image(store), lo, hi)
-            overview = _save_png(_outline_objects(background, objects, patch_grid.patch_size / step), out_dir / "objects.png")
+            a, _, c, _, e, f = patch_grid.grid.transform  # (north-up) CRS -> pixel of the downsampled image
+            to_image = [1 / (a * step), 0, 0, 1 / (e * step), -c / (a * step), -f / (e * step)]
+            overview = _save_png(_outline_objects(background, objects, to_image), out_dir / "objects.png")
         del store
     chips = {}
     for ev in events.sort_values("rank").head(top).itertuples():
@@ -94,27 +96,25 @@ def _median_image(store: np.ndarray, n_dates: int = 24, rows: int = 128) -> np.n
     return out
 
 
-def _outline_objects(img: np.ndarray, objects: pd.DataFrame, patch_px: float) -> Image.Image:
-    """``img`` enlarged to about ``OVERVIEW_SIDE`` px with each object's outline (the union of its patches,
-    ``patch_px`` image pixels a side) and its rank written in its top row's leftmost patch; rank 1 is drawn
-    last (on top)."""
+def _outline_objects(img: np.ndarray, objects: gpd.GeoDataFrame, to_image: list[float]) -> Image.Image:
+    """``img`` enlarged to about ``OVERVIEW_SIDE`` px with each object's outline (its polygon, taken to image
+    pixels by the affine ``to_image``) and its rank written inside its top-left corner (below those of smaller
+    rank that share it); rank 1 is drawn last (on top)."""
     zoom = max(1, OVERVIEW_SIDE // max(img.shape[:2]))
     canvas = Image.fromarray(np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1))
     draw = ImageDraw.Draw(canvas)
-    side = patch_px * zoom
-    first = {}
-    for rank, g in objects.groupby("rank"):
-        first.setdefault(min(zip(g["row"], g["col"])), []).append(rank)
-    for rank, g in sorted(objects.groupby("rank"), key=lambda kv: -kv[0]):
-        boxes = [shapely.box(c * side, r * side, (c + 1) * side, (r + 1) * side) for r, c in zip(g["row"], g["col"])]
-        shape = shapely.union_all(boxes)
-        for part in getattr(shape, "geoms", [shape]):
+    shapes = objects.geometry.affine_transform(to_image).scale(zoom, zoom, origin=(0, 0)).to_numpy()
+    ranks = objects["rank"].to_numpy()
+    corners = [min((round(y), round(x)) for x, y in shapely.get_coordinates(g)) for g in shapes]
+    order = np.argsort(ranks, kind="stable")
+    stack = {corner: [ranks[i] for i in order if corners[i] == corner] for corner in set(corners)}
+    for i in order[::-1]:
+        for part in getattr(shapes[i], "geoms", [shapes[i]]):
             for ring in [part.exterior, *part.interiors]:
                 draw.line([(x - 0.5, y - 0.5) for x, y in ring.coords], fill=OUTLINE, width=2)
-        r, c = min(zip(g["row"], g["col"]))  # the rank goes inside its top row's leftmost patch,
-        label = str(int(rank))
+        (y, x), label = corners[i], str(int(ranks[i]))
         w, h = draw.textbbox((0, 0), label)[2:]
-        at = (c * side + 2, r * side + 2 + first[(r, c)].index(rank) * (h + 4))  # below those of smaller rank there
+        at = (x + 2, y + 2 + stack[corners[i]].index(ranks[i]) * (h + 4))
         draw.rectangle((at[0], at[1], at[0] + w + 2, at[1] + h + 2), fill=(0, 0, 0))
         draw.text((at[0] + 1, at[1] + 1), label, fill=OUTLINE)
     return canvas

@@ -59,6 +59,28 @@ def test_baseline_04_offset_is_applied_and_older_products_are_left_alone(tmp_pat
     json.dumps(record)  # state.json-ready
 
 
+@pytest.mark.parametrize("pattern", ["{band}.tif", "T31TCJ_{day}T105031_{band}_10m.tif"])
+def test_baseline_read_from_the_product_folder_of_band_files(tmp_path, pattern):
+    """One single-band file per band in each ``<product>.SAFE`` folder (L2A names ``..._B04_10m``): the
+    baseline comes from the folder's name; it was recorded unknown and the -1000 offset silently skipped."""
+    truth = reflectance()
+    dn = np.round(truth * 10000).astype(np.uint16)
+    dn[1:] += 1000
+    profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint16", crs="EPSG:32631",
+                   transform=Affine(10, 0, 372000, 0, -10, 4836000))
+    for (date, name), values in zip(S2_NAMES.items(), dn):
+        (tmp_path / f"{name}.SAFE").mkdir()
+        for band, v in zip(BANDS, values):
+            with rasterio.open(tmp_path / f"{name}.SAFE" / pattern.format(band=band, day=date.replace("-", "")), "w", **profile) as dst:
+                dst.write(v[None])
+    cube = open_series(tmp_path, patch_size=16)
+    assert list(cube.band.values) == BANDS
+    out, record = apply_offsets(cube)
+    np.testing.assert_allclose(out.values, truth, atol=1e-4)
+    assert [d["baseline"] for d in record["dates"].values()] == ["03.00", "04.00", "05.09"]
+    assert [d["product"] for d in record["dates"].values()] == [f"{n}.SAFE" for n in S2_NAMES.values()]
+
+
 def test_offsets_recorded_but_not_applied_when_off_or_given_to_the_source(tmp_path):
     dn = (np.round(reflectance() * 10000) + 1000).astype(np.uint16)
     write_dates(tmp_path, S2_NAMES, dn)

@@ -252,6 +252,8 @@ def check_band_names(names, where=None, what: str = "the band names") -> list[st
 
     Two bands of one name cannot be told apart: selecting or dropping one by name would silently drop the other."""
     names = [str(n) for n in names]
+    if any(not n.strip() for n in names):
+        raise SourceError(f"band names must not be empty, but {what} are {names}", where)
     dups = [n for n, count in Counter(names).items() if count > 1]
     if dups:
         raise SourceError(

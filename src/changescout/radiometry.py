@@ -55,7 +55,7 @@ _S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_",
 _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
 _LANDSAT_SENSOR = re.compile(r"(?<![A-Z0-9])L([COTEM])0?[1-9](?:_L[12]|\d{13}[A-Z]{3}\d{2})", re.I)
-_BAND_SUFFIX = re.compile(r"[_-](?:B\d{1,2}A?|b\d{1,2}|band_?\d{1,2}|fmask|scl|qa|mask)$", re.I)
+_BAND_SUFFIX = re.compile(r"[_-](?:SR[_-])?(?:B\d{1,2}A?|b\d{1,2}|band_?\d{1,2}|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I)
 SENSORS = {"T": "TM", "E": "ETM+", "C": "OLI/TIRS", "O": "OLI", "M": "MSS"}
 #: ``time`` coordinates that may hold a product name, and those that may hold a processing baseline.
 PRODUCT_COORDS = ("product", "product_name", "product_id", "scene_id", "id")
@@ -117,10 +117,20 @@ def _oscd_date(path: Path) -> int | None:
 
 
 def _product_name(path: Path) -> str:
-    """A file's product: its folder when that is a product folder (Landsat scene ids), else its stem without
-    a band suffix."""
+    """A file's product: its stem without a band suffix when that names a product, else the nearest folder
+    named like one (``S2A_MSIL2A_..._N0400_....SAFE``, a Landsat scene id), else its folder when the stem
+    begins with the folder's name, else the stem. A band file of a Sentinel-2 product folder
+    (``T31TCJ_20220301T105031_B04_10m.tif``) names neither the baseline nor the platform itself."""
+    stem = _BAND_SUFFIX.sub("", path.stem)
+    if _is_product(stem):
+        return stem
     parent = path.parent.name
-    return parent if parent and path.stem.startswith(parent) else _BAND_SUFFIX.sub("", path.stem)
+    named = next((q.name for q in path.parents if q.name and _is_product(q.name)), None)
+    return named or (parent if parent and path.stem.startswith(parent) else stem)
+
+
+def _is_product(name: str) -> bool:
+    return any(p.search(name) for p in (_S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_SENSOR))
 
 
 def _coord(cube: xr.DataArray, key: str, i: int):

@@ -55,7 +55,7 @@ def test_cube_errors_name_the_file(tmp_path):
     ds = xr.open_dataset(ms.datacube(tmp_path / "one.nc")).load()
     ds["other"] = ds["reflectance"] * 2
     ds.to_netcdf(two)
-    with pytest.raises(SourceError, match=r"two.nc: has 2 4-D variables .*pass variable="):
+    with pytest.raises(SourceError, match=r"two.nc: has 2 4-D variables .*variable= .*--config file: \{\"source_options\""):
         open_series(two)
     assert open_series(two, variable="other").isel(time=0, band=0).max() > 1.5
     bad = tmp_path / "bad.nc"

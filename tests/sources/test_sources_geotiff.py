@@ -2,6 +2,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+from rasterio import Affine
 from rasterio.warp import transform
 
 import make_sources as ms
@@ -156,6 +157,30 @@ def test_landsat_layout_with_fmask(tmp_path):
     assert (footprint(scl).quality.values[:, 0:4, 0:6] == Quality.CLEAR).all()  # SCL 4 is vegetation
 
 
+def test_landsat_collection_2_folders_with_qa_pixel(tmp_path):
+    """``<ID>/<ID>_SR_B2.TIF ... _QA_PIXEL.TIF`` as USGS delivers Collection 2 Level-2: bands B2..B4, the
+    QA_PIXEL flags as each date's mask, and the Collection 2 scaling; QA_PIXEL was taken for another image of
+    the same date before."""
+    from changescout.radiometry import apply_offsets
+
+    dn = np.full((3, 20, 22), 10000, np.uint16)
+    qa = np.full((1, 20, 22), 21824, np.uint16)  # clear land
+    qa[0, 0:4, 0:6], qa[0, 10:14, 10:14] = 22280, 21952  # cloud, water
+    for date in ms.DATES:
+        sid = f"LC08_L2SP_198030_{date.replace('-', '')}_20200901_02_T1"
+        for b in range(3):
+            ms.write_geotiff(tmp_path / "c2" / sid / f"{sid}_SR_B{b + 2}.TIF", dn[b : b + 1], nodata=0)
+        ms.write_geotiff(tmp_path / "c2" / sid / f"{sid}_QA_PIXEL.TIF", qa, nodata=1)
+    cube = open_series(tmp_path / "c2", patch_size=4)
+    assert list(cube.band.values) == ["B2", "B3", "B4"]
+    q = footprint(cube).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
+    assert (q[:, 16:20, 16:20] == Quality.CLEAR).all()
+    out, record = apply_offsets(cube)
+    assert {d["status"] for d in record["dates"].values()} == {"applied"}
+    np.testing.assert_allclose(footprint(out).values[:, :, 16:20, 16:20], 10000 * 2.75e-5 - 0.2, atol=1e-6)
+
+
 def test_external_mask_folder(tmp_path):
     ms.multiband_folder(tmp_path / "f", with_nodata=False)
     for t, date in enumerate(ms.DATES):
@@ -163,7 +188,7 @@ def test_external_mask_folder(tmp_path):
     cube = open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
     q = footprint(cube).quality.values
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 30:34, 30:36] == Quality.WATER).all()
-    with pytest.raises(SourceError, match=r"no_masks: does not exist"):  # a typo in --mask
+    with pytest.raises(SourceError, match=r"no_masks: does not exist \(the --mask given\)"):  # a typo in --mask
         open_series(tmp_path / "f", mask=tmp_path / "no_masks", patch_size=4)
     with pytest.raises(SourceError, match=r"has no mask for the date\(s\) \['2020-05-20'\]"):
         (tmp_path / "masks_fmask" / "2020-05-20.tif").unlink()
@@ -176,6 +201,27 @@ def test_sentinel2_names_give_platform_and_level(tmp_path):
     ms.multiband_folder(tmp_path / "s2", dates=ms.DATES[:2], names=names)
     cube = open_series(tmp_path / "s2")
     assert list(cube.platform.values) == ["sentinel-2a", "sentinel-2b"] and cube.attrs["level"] == "L2A"
+
+
+def test_an_image_with_its_scl_file_beside_it(tmp_path):
+    """``<product>.tif`` and ``<product>_SCL.tif`` (at 20 m): the image's bands, the SCL as its date's mask;
+    read as two single-band files, the image lost all but its first band under an empty name."""
+    names = ["S2A_MSIL2A_20200301T105031_N0214_R051_T31TCJ_20200301T120000.tif",
+             "S2B_MSIL2A_20200410T105031_N0214_R051_T31TCJ_20200410T120000.tif"]
+    ms.multiband_folder(tmp_path / "s2", dates=ms.DATES[:2], names=names, with_nodata=False)
+    coarse = ms.TRANSFORM @ Affine.scale(2)
+    for t, name in enumerate(names):
+        scl = np.full((1, 20, 22), 4, np.uint8)  # vegetation
+        scl[0, 0:2, 0:3] = 9 if t else 3  # cloud (date 1) or shadow (date 0), 20 m pixels
+        ms.write_geotiff(tmp_path / "s2" / name.replace(".tif", "_SCL.tif"), scl, transform=coarse, nodata=None)
+    cube = open_series(tmp_path / "s2", patch_size=4)
+    assert list(cube.band.values) == list(ms.BANDS)
+    q = footprint(cube).quality.values
+    assert (q[0, 0:4, 0:6] == Quality.SHADOW).all() and (q[1, 0:4, 0:6] == Quality.CLOUD).all()
+    assert (q[:, 10:30, 10:30] == Quality.CLEAR).all()
+    ms.write_geotiff(tmp_path / "s2" / names[0].replace(".tif", "_B05.tif"), ms.scene(0, 1))
+    with pytest.raises(SourceError, match=r"share one date's name; a date is one multi-band image"):
+        open_series(tmp_path / "s2")
 
 
 def test_dates_option_and_band_options(tmp_path):

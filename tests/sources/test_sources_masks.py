@@ -15,6 +15,9 @@ Q = Quality
         ("scl", {0: Q.NODATA, 1: Q.NODATA, 2: Q.SHADOW, 3: Q.SHADOW, 4: Q.CLEAR, 5: Q.CLEAR, 6: Q.WATER,
                  7: Q.CLEAR, 8: Q.CLOUD, 9: Q.CLOUD, 10: Q.CLOUD, 11: Q.SNOW, 12: Q.NODATA}),
         ("quality", {int(q): q for q in Quality} | {6: Q.NODATA}),
+        # Landsat Collection 2 QA_PIXEL bit flags, as USGS writes them for Landsat 8-9
+        ("qa_pixel", {1: Q.NODATA, 21824: Q.CLEAR, 21952: Q.WATER, 22280: Q.CLOUD, 55052: Q.CLOUD, 23888: Q.SHADOW,
+                      30048: Q.SNOW, 54596: Q.CLOUD, 22018: Q.CLOUD}),
     ],
 )
 def test_conventions_map_every_class(convention, mapping):
@@ -27,7 +30,7 @@ def test_missing_and_odd_values_are_nodata():
     assert to_quality(values, lookup_table("fmask")).tolist() == [Q.NODATA] * 4 + [Q.CLOUD]
 
 
-@pytest.mark.parametrize("name", ["fmask", "SCL", "qa", "mask", "Mask", "cloud_mask"])
+@pytest.mark.parametrize("name", ["fmask", "SCL", "qa", "mask", "Mask", "cloud_mask", "QA_PIXEL"])
 def test_mask_names(name):
     assert is_mask_name(name)
 
@@ -40,6 +43,7 @@ def test_band_names_are_not_masks(name):
 def test_convention_inferred_from_name_or_given():
     assert convention_for("LE7_fmask", None, "x") == "fmask"
     assert convention_for("SCL", None, "x") == "scl"
+    assert convention_for("LC08_L2SP_198030_20180513_20200901_02_T1_QA_PIXEL", None, "x") == "qa_pixel"
     assert convention_for("fmask", "SCL", "x") == "scl"
     with pytest.raises(SourceError, match="pass --mask-convention, one of") as err:
         convention_for("qa", None, "/data/folder")

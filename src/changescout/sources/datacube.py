@@ -132,7 +132,9 @@ def _variable(ds: xr.Dataset, name, path) -> xr.DataArray:
     else:
         cubes = [v for v in ds.data_vars if ds[v].ndim == 4]
         if len(cubes) != 1:
-            raise SourceError(f"has {len(cubes)} 4-D variables {cubes}; pass variable= the one to read", path)
+            raise SourceError(f"has {len(cubes)} 4-D variables {cubes}; name the one to read with variable= "
+                              '(the Python API) or, for the command line, in a --config file: '
+                              '{"source_options": {"variable": "NAME"}}', path)
         var = ds[cubes[0]]
     if set(var.dims) != set(_DIMS):
         raise SourceError(f"the variable {var.name!r} has dims {var.dims}, expected {_DIMS}", path)

@@ -4,7 +4,9 @@ Two layouts, possibly with one sub-folder per date:
 
 * one multi-band file per date (``2020-01-01.tif``, ``S2A_MSIL2A_20200101T..._.tif``);
 * one single-band file per band per date, the band named by the file-name suffix
-  (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``).
+  (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``; Sentinel-2 L2A
+  ``<product>.SAFE/T31TCJ_..._B04_10m.tif``, the resolution dropped; Landsat Collection 2
+  ``<ID>/<ID>_SR_B4.TIF`` named ``B4``, and ``<ID>_QA_PIXEL.TIF`` its mask).
 
 Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]`` (``--dates``), one
 per image in sorted file order. Unlike a stacked file's date blocks, these need not be increasing: each one
@@ -12,7 +14,8 @@ labels a named file, and names need not sort by date (``scene_10.tif`` sorts bef
 images are put in date order; a date given twice is an error naming both files. Band names come from band
 descriptions, else file suffixes; then ``bands`` selects among them. Without such names ``bands`` names the
 bands, else they are ``b1..bN``. Band names must be unique. A band named ``fmask``, ``SCL``,
-``qa`` or ``mask`` is the quality mask of its date, not a reflectance band.
+``qa`` or ``mask`` is the quality mask of its date, not a reflectance band; so is a single-band file beside a
+multi-band image and named after it with such a suffix (``<product>.tif`` and ``<product>_SCL.tif``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from .masks import convention_for, is_mask_name, lookup_table
 from .warp import Layer, Scene, open_scenes, probe
 
 _EXTENSIONS = (".tif", ".tiff")
-_BAND_SUFFIX = re.compile(
-    r"^(?:(?P<stem>.+)[_-])?(?P<band>B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa|mask)$", re.I
+_BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection 2 ``..._SR_B4``, ``..._QA_PIXEL``
+    r"^(?:(?P<stem>.+?)[_-])?(?:SR[_-])?"
+    r"(?P<band>B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I
 )
 
 
@@ -116,7 +120,10 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
                 files[0],
             )
         if t in seen:
-            raise SourceError(f"has the same date {t:%Y-%m-%d} as {seen[t]}; give one image per date", files[0])
+            raise SourceError(
+                f"has the same date {t:%Y-%m-%d} as {seen[t]}; give one image per date (one date's single-band "
+                "files are told by a band suffix ending their names: _B04, _B8A, _SR_B4, _SCL, _Fmask, _QA_PIXEL, "
+                "then perhaps a resolution, _10m; move other files out of the folder)", files[0])
         seen[t] = files[0]
         times.append(t)
     return times
@@ -130,6 +137,19 @@ def _date_of(file: Path, root: Path):
 
 def _bands_of(files: list[Path], bands, root: Path):
     """``(reflectance band names, their layers, (mask name, mask layer) or None)`` of one date's files."""
+    whole = [f for f in files if not _suffix(f) or probe(f).count > 1]  # images, not single-band files
+    if len(files) > 1 and whole:  # an image with its mask beside it (``<product>.tif``, ``<product>_SCL.tif``)
+        sidecars = [f for f in files if f not in whole]
+        if len(whole) > 1 or len(sidecars) > 1 or not is_mask_name(_suffix(sidecars[0])):
+            raise SourceError(
+                f"is one of the files {[f.name for f in files]} that share one date's name; a date is one "
+                "multi-band image (with its mask file beside it: <name>_SCL.tif, <name>_Fmask.tif) or one "
+                "single-band file per band, named by a band suffix (<name>_B04.tif)", files[0])
+        names, layers, mask = _bands_of(whole, bands, root)
+        if mask is not None:
+            raise SourceError(f"has a mask band ({mask[0]}) and a mask file beside it ({sidecars[0].name}); "
+                              "keep one", whole[0])
+        return names, layers, (_suffix(sidecars[0]), Layer(str(sidecars[0].resolve()), 1))
     if len(files) > 1 or (_suffix(files[0]) and probe(files[0]).count == 1):
         native = check_band_names([_suffix(f) for f in files], files[0], "the band suffixes of the file names")
         layers = [Layer(str(f.resolve()), 1) for f in files]
@@ -168,6 +188,8 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
     """Attach the masks of ``path`` (a folder of mask files with dated names, or one file with one band per
     date in time order) to ``scenes``; return the scenes and the mask lookup table."""
     path = Path(path)
+    if not path.exists():
+        raise SourceError("does not exist (the --mask given)", path)
     by_time = sorted(scenes, key=lambda s: s.time)
     if path.is_file():
         count = probe(path).count

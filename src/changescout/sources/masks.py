@@ -6,7 +6,9 @@ Conventions:
 * ``scl`` (Sentinel-2 Scene Classification): 0 nodata and 1 saturated -> nodata, 2 dark area and 3 cloud shadow
   -> shadow, 4 vegetation, 5 bare soil and 7 unclassified -> clear, 6 water, 8/9 cloud and 10 cirrus -> cloud,
   11 snow;
-* ``quality``: the values already are changescout :class:`Quality` classes (0..5).
+* ``quality``: the values already are changescout :class:`Quality` classes (0..5);
+* ``qa_pixel`` (Landsat Collection 2 ``QA_PIXEL``, 16 bit flags): bit 0 fill -> nodata; bit 1 dilated cloud,
+  2 cirrus or 3 cloud -> cloud; 4 cloud shadow -> shadow; 5 snow -> snow; 7 water -> water; else clear.
 
 Any other value, the file's nodata and pixels outside the mask's footprint become ``NODATA``.
 """
@@ -27,10 +29,10 @@ _TABLES = {
             8: _Q.CLOUD, 9: _Q.CLOUD, 10: _Q.CLOUD, 11: _Q.SNOW},
     "quality": {int(q): q for q in Quality},
 }
-CONVENTIONS = tuple(_TABLES)
+CONVENTIONS = (*_TABLES, "qa_pixel")
 
 #: Band or file-name suffixes that mark a mask rather than a reflectance band.
-_MASK_NAME = re.compile(r"^(fmask|scl|qa|mask|cloud_?mask|quality)$", re.I)
+_MASK_NAME = re.compile(r"^(fmask|scl|qa|qa_pixel|mask|cloud_?mask|quality)$", re.I)
 
 
 def is_mask_name(name: str) -> bool:
@@ -41,7 +43,7 @@ def is_mask_name(name: str) -> bool:
 def convention_for(name: str, given: str | None, where: str) -> str:
     """The mask convention: ``given`` when set, else inferred from the band or file ``name``."""
     conv = (given or "").lower() or _infer(name)
-    if conv not in _TABLES:
+    if conv not in CONVENTIONS:
         if given:
             raise SourceError(f"unknown mask convention {given!r}; use one of {list(CONVENTIONS)}", where)
         raise SourceError(
@@ -54,6 +56,8 @@ def convention_for(name: str, given: str | None, where: str) -> str:
 
 def _infer(name: str) -> str:
     low = str(name).lower()
+    if "qa_pixel" in low:
+        return "qa_pixel"
     if "fmask" in low:
         return "fmask"
     if "scl" in low:
@@ -62,7 +66,13 @@ def _infer(name: str) -> str:
 
 
 def lookup_table(convention: str) -> np.ndarray:
-    """A 256-entry uint8 table from mask value to quality class (unlisted values -> NODATA)."""
+    """A uint8 table from mask value to quality class (unlisted values -> NODATA): 256 entries, or 65 536 for
+    the 16 bit flags of ``qa_pixel``."""
+    if convention == "qa_pixel":
+        v = np.arange(1 << 16)
+        bit = lambda i: (v >> i) & 1 == 1  # noqa: E731
+        return np.select([bit(0), bit(1) | bit(2) | bit(3), bit(4), bit(5), bit(7)],
+                         [_Q.NODATA, _Q.CLOUD, _Q.SHADOW, _Q.SNOW, _Q.WATER], _Q.CLEAR).astype(np.uint8)
     lut = np.full(256, Quality.NODATA, dtype=np.uint8)
     for value, quality in _TABLES[convention].items():
         lut[value] = quality
@@ -71,6 +81,6 @@ def lookup_table(convention: str) -> np.ndarray:
 
 def to_quality(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Map raw mask values (float, NaN where no data) to quality classes with ``lut``."""
-    valid = np.isfinite(values) & (values >= 0) & (values <= 255) & (values == np.round(values))
+    valid = np.isfinite(values) & (values >= 0) & (values < len(lut)) & (values == np.round(values))
     idx = np.where(valid, values, 0).astype(np.intp)
     return np.where(valid, lut[idx], np.uint8(Quality.NODATA)).astype(np.uint8)

@@ -661,3 +661,24 @@ def test_a_refused_run_names_each_difference_once_and_readably():
            "inputs": {"b.tif": "2"}, "series": "y_2", "cloud_screen": "none: the source gave a quality mask",
            "grid": {"crs": "EPSG:32613"}}
     assert _differences(old, new) == ["bands", "cloud_screen", "dates", "grid", "input files", "series id"]
+
+
+def test_a_run_says_which_grid_it_chose_and_which_sentinel2_dates_it_could_not_correct(tmp_path):
+    """Sentinel-2 files whose names do not give the processing baseline are left as they are (an offset of
+    +0.1 on products of baseline 04.00 and later): the run says so before it starts, and it names the grid
+    it chose when --grid was not given."""
+    from changescout.cube import grid_of
+    from changescout.pipeline import input_notes
+    from changescout.radiometry import apply_offsets
+    from changescout.sources import open_series
+
+    profile = dict(driver="GTiff", width=32, height=32, count=4, dtype="uint16", crs="EPSG:32631",
+                   transform=rasterio.Affine(10, 0, 372000, 0, -10, 4836000))
+    for day in ("20220301", "20220410"):
+        with rasterio.open(tmp_path / f"S2B_MSIL2A_{day}T105031_T31TCJ.tif", "w", **profile) as dst:
+            dst.write(np.full((4, 32, 32), 1500, np.uint16))
+    cube, offsets = apply_offsets(open_series(tmp_path))
+    notes = input_notes(cube, offsets, grid_of(cube), given_grid=False)
+    assert notes[0].startswith("grid: EPSG:32631, 10 m per pixel, 32 x 32 px")
+    assert notes[1].startswith("warning: 2 Sentinel-2 date(s) of unknown processing baseline (2022-03-01, 2022-04-10)")
+    assert input_notes(cube, offsets, grid_of(cube), given_grid=True) == notes[1:]

@@ -26,6 +26,7 @@ from pathlib import Path
 import dask
 import geopandas as gpd
 import numpy as np
+import pyproj
 import pandas as pd
 
 from . import __version__, runlock
@@ -446,6 +447,29 @@ def check_run(config: RunConfig, out: Path) -> None:
         check_exists(config.source)
 
 
+def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
+    """What a run tells before it starts about how it read the source: the grid it chose when ``--grid`` was
+    not given (the first date's CRS and resolution, every footprint), and the Sentinel-2 dates whose
+    processing baseline (so the -1000 offset of baselines 04.00 on) it could not tell."""
+    notes = []
+    if not given_grid:
+        (h, w), (rx, ry) = grid.shape, grid.resolution
+        res = f"{abs(rx):g}" if np.isclose(abs(rx), abs(ry)) else f"{abs(rx):g} x {abs(ry):g}"
+        try:
+            unit = {"metre": "m", "degree": "degrees"}.get(pyproj.CRS(grid.crs).axis_info[0].unit_name, "CRS units")
+        except (pyproj.exceptions.CRSError, IndexError):
+            unit = "CRS units"
+        notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
+                     "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
+    unknown = [d for d, r in offsets.get("dates", {}).items() if str(r.get("rule", "")).startswith("Sentinel-2 of unknown")]
+    if unknown:
+        notes.append(f"warning: {len(unknown)} Sentinel-2 date(s) of unknown processing baseline ({', '.join(unknown[:3])}"
+                     f"{', ...' if len(unknown) > 3 else ''}) are left as they are: products of baseline 04.00 and later "
+                     "(25 January 2022 on) store reflectance + 0.1; name the files or their folders after their products "
+                     "(S2A_MSIL2A_..._N0400_...) to have the offset applied")
+    return notes
+
+
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
     """Run (or resume) every stage; return the run directory.
 
@@ -464,6 +488,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
+    for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None):
+        log(note)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
     comp.check_dates(pd.DatetimeIndex(cube["time"].values))
     if (note := comp.note(pd.DatetimeIndex(cube["time"].values))) is not None:

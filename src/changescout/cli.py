@@ -57,6 +57,20 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+_interrupted = threading.Event()
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C stops a run to be resumed (KeyboardInterrupt); a second one while the first is being handled
+    (the run folder tidied, worker threads joined) stops the process at once, exit 130, instead of a
+    KeyboardInterrupt inside the interpreter's shutdown (a traceback, and an abort from torch's threads).
+    Every file a run writes is written under a temporary name then renamed, so nothing is left half-written."""
+    if _interrupted.is_set():
+        os._exit(130)
+    _interrupted.set()
+    raise KeyboardInterrupt()
+
+
 def _log(msg: str) -> None:
     if not _state["quiet"]:
         console.print(escape(msg))
@@ -371,16 +385,20 @@ def main(argv=None) -> None:
     """Entry point: run the app and map errors to exit codes."""
     import signal
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)) if main_thread else None
     try:
         _main_guarded(argv)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            if not _interrupted.is_set():  # after a Ctrl-C, a second one during the interpreter's shutdown exits at once
+                signal.signal(signal.SIGINT, previous[1])
 
 
 def _main_guarded(argv) -> None:
     _terminated.clear()
+    _interrupted.clear()
     try:
         code = app(args=argv, standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into an exit code, returned (not raised) outside standalone mode

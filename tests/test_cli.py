@@ -7,6 +7,7 @@ codes). Only one real pipeline run is made here; everything else reads the sessi
 import json
 import os
 import re
+import sys
 
 import geopandas as gpd
 import pandas as pd
@@ -107,8 +108,13 @@ def test_a_second_ctrl_c_stops_at_once_with_130(capsys, tmp_path, monkeypatch):
     try:
         code, out, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o")
         assert code == 130 and "rerun the same command to resume" in out + err and exits == []
+        assert signal.getsignal(signal.SIGINT) is before  # main, called in-process, leaves the caller's handler
+        monkeypatch.setattr(sys, "argv", ["changescout", "run", "synthetic", "--out", str(tmp_path / "o")])
         with pytest.raises(SystemExit):
-            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the second one, after main returned
+            cli.entry()  # the console script: the same, then its handler stays for the interpreter's shutdown
+        assert exits == []
+        with pytest.raises(SystemExit):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the second Ctrl-C, after the script's main returned
         assert exits == [130]
     finally:
         signal.signal(signal.SIGINT, before)

@@ -81,6 +81,23 @@ def test_baseline_read_from_the_product_folder_of_band_files(tmp_path, pattern):
     assert [d["product"] for d in record["dates"].values()] == [f"{n}.SAFE" for n in S2_NAMES.values()]
 
 
+def test_a_product_named_folder_above_the_source_says_nothing_of_its_files(tmp_path):
+    """``/data/S2B_MSIL2A_..._N0400_..._project/series/2019-03-01.tif``: the folder the user keeps the series
+    under is not the files' product; its baseline took 0.1 off every date (a review)."""
+    truth = reflectance(n=2)
+    series = tmp_path / "S2B_MSIL2A_20220301T105031_N0400_R051_T31TCJ_20220301T120000_project" / "series"
+    series.mkdir(parents=True)
+    profile = dict(driver="GTiff", width=16, height=16, count=len(BANDS), dtype="uint16", crs="EPSG:32631",
+                   transform=Affine(10, 0, 372000, 0, -10, 4836000))
+    for date, values in zip(("2019-03-01", "2019-06-01"), truth):
+        with rasterio.open(series / f"{date}.tif", "w", **profile) as dst:
+            dst.write(np.round(values * 10000).astype(np.uint16))
+            dst.descriptions = tuple(BANDS)
+    out, record = apply_offsets(open_series(series, patch_size=16))
+    np.testing.assert_allclose(out.values, truth, atol=1e-4)
+    assert [(d["product"], d["baseline"]) for d in record["dates"].values()] == [("2019-03-01", None), ("2019-06-01", None)]
+
+
 def test_offsets_recorded_but_not_applied_when_off_or_given_to_the_source(tmp_path):
     dn = (np.round(reflectance() * 10000) + 1000).astype(np.uint16)
     write_dates(tmp_path, S2_NAMES, dn)

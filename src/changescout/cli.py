@@ -382,7 +382,8 @@ def _click_of_typer():
 
 
 def main(argv=None) -> None:
-    """Entry point: run the app and map errors to exit codes."""
+    """Run the app and map errors to exit codes (callable in-process: the signal handlers it sets for the
+    run are put back when it returns)."""
     import signal
 
     main_thread = threading.current_thread() is threading.main_thread()
@@ -392,8 +393,19 @@ def main(argv=None) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous[0])
-            if not _interrupted.is_set():  # after a Ctrl-C, a second one during the interpreter's shutdown exits at once
-                signal.signal(signal.SIGINT, previous[1])
+            signal.signal(signal.SIGINT, previous[1])
+
+
+def entry() -> None:
+    """The ``changescout`` console script: :func:`main`, and after a Ctrl-C a second one during the
+    interpreter's shutdown (worker threads joined) exits 130 at once instead of a traceback."""
+    import signal
+
+    try:
+        main()
+    finally:
+        if _interrupted.is_set() and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _on_sigint)
 
 
 def _main_guarded(argv) -> None:

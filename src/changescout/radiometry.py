@@ -98,6 +98,8 @@ def _names_by_date(cube: xr.DataArray, times: pd.DatetimeIndex) -> list[list[str
     by_date: list[list[str]] = [[] for _ in times]
     index = {t: i for i, t in enumerate(times)}
     masks = set(cube.attrs.get("mask_files", []))
+    source = Path(str(cube.attrs.get("source", "")))
+    root = source.resolve() if str(source) not in ("", ".") and source.is_dir() else None
     for f in (f for f in cube.attrs.get("source_files", []) if f not in masks):
         p = Path(str(f))
         i = _oscd_date(p) if cube.attrs.get("dataset") == "oscd" else None
@@ -105,7 +107,7 @@ def _names_by_date(cube: xr.DataArray, times: pd.DatetimeIndex) -> list[list[str
             t = next((d for d in map(parse_date, [p.stem, *(q.name for q in p.parents if q.name)]) if d is not None), None)
             i = index.get(t)
         if i is not None and i < len(times):
-            by_date[i].append(_product_name(p))
+            by_date[i].append(_product_name(p, root))
     return [sorted(set(n)) for n in by_date]
 
 
@@ -116,16 +118,18 @@ def _oscd_date(path: Path) -> int | None:
     return DATE_FOLDERS.index(folder) if folder in DATE_FOLDERS else None
 
 
-def _product_name(path: Path) -> str:
+def _product_name(path: Path, root: Path | None = None) -> str:
     """A file's product: its stem without a band suffix when that names a product, else the nearest folder
-    named like one (``S2A_MSIL2A_..._N0400_....SAFE``, a Landsat scene id), else its folder when the stem
-    begins with the folder's name, else the stem. A band file of a Sentinel-2 product folder
-    (``T31TCJ_20220301T105031_B04_10m.tif``) names neither the baseline nor the platform itself."""
+    below the source folder ``root`` named like one (``S2A_MSIL2A_..._N0400_....SAFE``, a Landsat scene id),
+    else its folder when the stem begins with the folder's name, else the stem. A band file of a Sentinel-2
+    product folder (``T31TCJ_20220301T105031_B04_10m.tif``) names neither the baseline nor the platform
+    itself; a folder above the source (``/data/S2B_MSIL2A_..._N0400_..._project/series/``) says nothing of it."""
     stem = _BAND_SUFFIX.sub("", path.stem)
     if _is_product(stem):
         return stem
     parent = path.parent.name
-    named = next((q.name for q in path.parents if q.name and _is_product(q.name)), None)
+    below = [q for q in path.parents if root is not None and root in q.parents]
+    named = next((q.name for q in below if _is_product(q.name)), None)
     return named or (parent if parent and path.stem.startswith(parent) else stem)
 
 

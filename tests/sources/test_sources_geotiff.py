@@ -158,7 +158,8 @@ def test_landsat_layout_with_fmask(tmp_path):
 
 
 def test_landsat_collection_2_folders_with_qa_pixel(tmp_path):
-    """``<ID>/<ID>_SR_B2.TIF ... _QA_PIXEL.TIF`` as USGS delivers Collection 2 Level-2: bands B2..B4, the
+    """``<ID>/<ID>_SR_B2.TIF ... _QA_PIXEL.TIF``, the reflectance and QA files of a Collection 2 Level-2 scene
+    (its thermal and other QA files moved out; they are refused with a message saying so): bands B2..B4, the
     QA_PIXEL flags as each date's mask, and the Collection 2 scaling; QA_PIXEL was taken for another image of
     the same date before."""
     from changescout.radiometry import apply_offsets

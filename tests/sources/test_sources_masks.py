@@ -17,7 +17,7 @@ Q = Quality
         ("quality", {int(q): q for q in Quality} | {6: Q.NODATA}),
         # Landsat Collection 2 QA_PIXEL bit flags, as USGS writes them for Landsat 8-9
         ("qa_pixel", {1: Q.NODATA, 21824: Q.CLEAR, 21952: Q.WATER, 22280: Q.CLOUD, 55052: Q.CLOUD, 23888: Q.SHADOW,
-                      30048: Q.SNOW, 54596: Q.CLOUD, 22018: Q.CLOUD}),
+                      30048: Q.SNOW, 54596: Q.CLOUD, 22018: Q.CLOUD, 0: Q.NODATA}),
     ],
 )
 def test_conventions_map_every_class(convention, mapping):

@@ -8,7 +8,8 @@ Conventions:
   11 snow;
 * ``quality``: the values already are changescout :class:`Quality` classes (0..5);
 * ``qa_pixel`` (Landsat Collection 2 ``QA_PIXEL``, 16 bit flags): bit 0 fill -> nodata; bit 1 dilated cloud,
-  2 cirrus or 3 cloud -> cloud; 4 cloud shadow -> shadow; 5 snow -> snow; 7 water -> water; else clear.
+  2 cirrus or 3 cloud -> cloud; 4 cloud shadow -> shadow; 5 snow -> snow; 7 water -> water; 6 clear -> clear;
+  no flag at all (0: a warped file's empty pixels) -> nodata.
 
 Any other value, the file's nodata and pixels outside the mask's footprint become ``NODATA``.
 """
@@ -71,8 +72,8 @@ def lookup_table(convention: str) -> np.ndarray:
     if convention == "qa_pixel":
         v = np.arange(1 << 16)
         bit = lambda i: (v >> i) & 1 == 1  # noqa: E731
-        return np.select([bit(0), bit(1) | bit(2) | bit(3), bit(4), bit(5), bit(7)],
-                         [_Q.NODATA, _Q.CLOUD, _Q.SHADOW, _Q.SNOW, _Q.WATER], _Q.CLEAR).astype(np.uint8)
+        return np.select([bit(0), bit(1) | bit(2) | bit(3), bit(4), bit(5), bit(7), bit(6)],
+                         [_Q.NODATA, _Q.CLOUD, _Q.SHADOW, _Q.SNOW, _Q.WATER, _Q.CLEAR], _Q.NODATA).astype(np.uint8)
     lut = np.full(256, Quality.NODATA, dtype=np.uint8)
     for value, quality in _TABLES[convention].items():
         lut[value] = quality

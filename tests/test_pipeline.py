@@ -677,8 +677,12 @@ def test_a_run_says_which_grid_it_chose_and_which_sentinel2_dates_it_could_not_c
     for day in ("20220301", "20220410"):
         with rasterio.open(tmp_path / f"S2B_MSIL2A_{day}T105031_T31TCJ.tif", "w", **profile) as dst:
             dst.write(np.full((4, 32, 32), 1500, np.uint16))
+    with rasterio.open(tmp_path / "S2B_MSIL2A_20220301T105031_T31TCJ_TCI_10m.tif", "w", **profile) as dst:
+        dst.write(np.full((4, 32, 32), 100, np.uint16))  # the true-colour image of a product: not an image to read
     cube, offsets = apply_offsets(open_series(tmp_path))
+    assert cube.sizes["time"] == 2
     notes = input_notes(cube, offsets, grid_of(cube), given_grid=False)
     assert notes[0].startswith("grid: EPSG:32631, 10 m per pixel, 32 x 32 px")
-    assert notes[1].startswith("warning: 2 Sentinel-2 date(s) of unknown processing baseline (2022-03-01, 2022-04-10)")
+    assert notes[1] == "left out 1 file(s) of auxiliary layers, not reflectance (S2B_MSIL2A_20220301T105031_T31TCJ_TCI_10m.tif)"
+    assert notes[2].startswith("warning: 2 Sentinel-2 date(s) of unknown processing baseline (2022-03-01, 2022-04-10)")
     assert input_notes(cube, offsets, grid_of(cube), given_grid=True) == notes[1:]

@@ -449,8 +449,9 @@ def check_run(config: RunConfig, out: Path) -> None:
 
 def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     """What a run tells before it starts about how it read the source: the grid it chose when ``--grid`` was
-    not given (the first date's CRS and resolution, every footprint), and the Sentinel-2 dates whose
-    processing baseline (so the -1000 offset of baselines 04.00 on) it could not tell."""
+    not given (the first date's CRS and resolution, every footprint), the auxiliary files of a folder it left
+    out, and the Sentinel-2 dates whose processing baseline (so the -1000 offset of baselines 04.00 on) it
+    could not tell."""
     notes = []
     if not given_grid:
         (h, w), (rx, ry) = grid.shape, grid.resolution
@@ -461,6 +462,9 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
             unit = "CRS units"
         notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
                      "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
+    if ignored := cube.attrs.get("ignored_files"):
+        notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
+                     f"{', ...' if len(ignored) > 3 else ''})")
     unknown = [d for d, r in offsets.get("dates", {}).items() if str(r.get("rule", "")).startswith("Sentinel-2 of unknown")]
     if unknown:
         notes.append(f"warning: {len(unknown)} Sentinel-2 date(s) of unknown processing baseline ({', '.join(unknown[:3])}"

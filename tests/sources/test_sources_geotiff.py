@@ -158,10 +158,11 @@ def test_landsat_layout_with_fmask(tmp_path):
 
 
 def test_landsat_collection_2_folders_with_qa_pixel(tmp_path):
-    """``<ID>/<ID>_SR_B2.TIF ... _QA_PIXEL.TIF``, the reflectance and QA files of a Collection 2 Level-2 scene
-    (its thermal and other QA files moved out; they are refused with a message saying so): bands B2..B4, the
+    """``<ID>/<ID>_SR_B2.TIF ... _QA_PIXEL.TIF`` and the other files of a Collection 2 Level-2 scene: bands
+    SR_B2..SR_B4, the thermal, saturation, aerosol and angle files left out (listed in ``ignored_files``), the
     QA_PIXEL flags as each date's mask, and the Collection 2 scaling; QA_PIXEL was taken for another image of
     the same date before."""
+    from changescout.quality import BLUE, RED, find_bands
     from changescout.radiometry import apply_offsets
 
     dn = np.full((3, 20, 22), 10000, np.uint16)
@@ -172,8 +173,12 @@ def test_landsat_collection_2_folders_with_qa_pixel(tmp_path):
         for b in range(3):
             ms.write_geotiff(tmp_path / "c2" / sid / f"{sid}_SR_B{b + 2}.TIF", dn[b : b + 1], nodata=0)
         ms.write_geotiff(tmp_path / "c2" / sid / f"{sid}_QA_PIXEL.TIF", qa, nodata=1)
+        for aux in ("ST_B10", "QA_RADSAT", "SR_QA_AEROSOL", "VZA"):  # the rest of a delivery: left out, listed
+            ms.write_geotiff(tmp_path / "c2" / sid / f"{sid}_{aux}.TIF", dn[:1], nodata=0)
     cube = open_series(tmp_path / "c2", patch_size=4)
-    assert list(cube.band.values) == ["B2", "B3", "B4"]
+    assert len(cube.attrs["ignored_files"]) == 12 and cube.attrs["ignored_files"][0].endswith("_QA_RADSAT.TIF")
+    assert list(cube.band.values) == ["SR_B2", "SR_B3", "SR_B4"]
+    assert find_bands(cube, BLUE, RED) == (0, 2)  # USGS's names: what the cloud screen and the words look for
     q = footprint(cube).quality.values
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
     assert (q[:, 16:20, 16:20] == Quality.CLEAR).all()

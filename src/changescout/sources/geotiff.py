@@ -6,7 +6,9 @@ Two layouts, possibly with one sub-folder per date:
 * one single-band file per band per date, the band named by the file-name suffix
   (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``; Sentinel-2 L2A
   ``<product>.SAFE/T31TCJ_..._B04_10m.tif``, the resolution dropped; Landsat Collection 2
-  ``<ID>/<ID>_SR_B4.TIF`` named ``B4``, and ``<ID>_QA_PIXEL.TIF`` its mask).
+  ``<ID>/<ID>_SR_B4.TIF`` named ``SR_B4`` (as USGS names it: red on Landsat 8-9, near infrared on 4-7), and ``<ID>_QA_PIXEL.TIF`` its mask). The other layers of those
+  deliveries (thermal ``ST_B10``, ``QA_RADSAT``, ``SR_QA_AEROSOL``, angles; ``AOT``, ``WVP``, ``TCI``) are left
+  out and listed in the cube's ``ignored_files``.
 
 Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]`` (``--dates``), one
 per image in sorted file order. Unlike a stacked file's date blocks, these need not be increasing: each one
@@ -31,8 +33,15 @@ from .warp import Layer, Scene, open_scenes, probe
 
 _EXTENSIONS = (".tif", ".tiff")
 _BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection 2 ``..._SR_B4``, ``..._QA_PIXEL``
-    r"^(?:(?P<stem>.+?)[_-])?(?:SR[_-])?"
-    r"(?P<band>B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I
+    r"^(?:(?P<stem>.+?)[_-])?"
+    r"(?P<band>(?:SR_)?B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I
+)
+
+#: Layers of standard deliveries that are not surface reflectance nor a cloud mask, left out of a folder (and
+#: listed in the cube's ``ignored_files``): Landsat Collection 2 thermal and its QA, radiometric saturation,
+#: aerosol and angle bands; Sentinel-2 L2A aerosol optical thickness, water vapour and the true-colour image.
+_AUXILIARY = re.compile(
+    r"[_-](?:ST_[A-Z0-9]+|QA_RADSAT|SR_QA_AEROSOL|SR_CLOUD_QA|SR_ATMOS_OPACITY|[SV][AZ]A|AOT|WVP|TCI)(?:[_-]\d{1,3}m)?$", re.I
 )
 
 
@@ -47,7 +56,11 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
          chunks=1024, level=None, scale_factor=None, offset=None):
     """Open a folder of GeoTIFFs as a SeriesCube (see the module docstring)."""
     root = Path(path)
-    groups = _groups(root)
+    files = list_rasters(root)
+    ignored = [f for f in files if _AUXILIARY.search(f.stem)]
+    if len(ignored) == len(files):
+        raise SourceError(f"holds only auxiliary layers ({ignored[0].name}, ...): no reflectance image", root)
+    groups = _groups(root, [f for f in files if f not in ignored])
     times = _times(groups, dates, root)
     per_date = [_bands_of(files, bands, root) for files in groups.values()]
     ref_names, ref_file = per_date[0][0], next(iter(groups.values()))[0]
@@ -66,8 +79,11 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         scenes, lut = external_masks(mask, scenes, mask_convention)
     elif mask_names:
         lut = lookup_table(convention_for(sorted(mask_names)[0], mask_convention, root))
-    return open_scenes(scenes, ref_names, source=root, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
+    cube = open_scenes(scenes, ref_names, source=root, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
                        scale_factor=scale_factor, offset=offset, level=level)
+    if ignored:
+        cube.attrs["ignored_files"] = [_name(f, root) for f in ignored]
+    return cube
 
 
 def list_rasters(root: Path) -> list[Path]:
@@ -83,10 +99,10 @@ def list_rasters(root: Path) -> list[Path]:
     return files
 
 
-def _groups(root: Path) -> dict[str, list[Path]]:
-    """Files grouped by date key: the path without the band suffix for single-band files, else the path."""
+def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:
+    """``files`` grouped by date key: the path without the band suffix for single-band files, else the path."""
     groups: dict[str, list[Path]] = {}
-    for f in list_rasters(root):
+    for f in files:
         m = _BAND_SUFFIX.match(f.stem)
         single = m is not None and probe(f).count == 1
         key = str(f.relative_to(root).parent / (m.group("stem") or "") if single else f.relative_to(root).with_suffix(""))

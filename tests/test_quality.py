@@ -349,3 +349,19 @@ def test_a_small_last_chunk_does_not_shorten_the_shadow_search_elsewhere(make_gr
         q = screen_haze(cube.chunk({"x": 256, "y": 96}), dilate=0)["quality"].values
         found.append(q[3, 40:60, 258:288] == Quality.SHADOW)
     assert found[0].mean() > 0.5 and (found[0] == found[1]).all()
+
+
+@pytest.mark.parametrize("platform, blue, red", [("landsat-5", "b1", "b3"), ("landsat-8", "b2", "b4"),
+                                                 ("sentinel-2a", "b2", "b4"), (None, None, None)])
+def test_bare_band_numbers_are_read_by_the_platforms_numbering(make_grid, platform, blue, red):
+    """Old Landsat scene files name their bands ``b1``..``b7`` (``LE7..._b3.tif``): red is b3 on TM/ETM+, b4 on
+    OLI and MSI; the cloud screen and the words found no band in them. Without a platform, ``b1``..``bN`` are
+    the names of unnamed bands and say nothing."""
+    from changescout.quality import BLUE, NIR, RED, find_bands
+
+    names = [f"b{i}" for i in range(1, 9)]
+    coords = {"platform": [platform]} if platform else None
+    cube = make_cube(np.zeros((1, 8, 16, 16), np.float32), ["2021-06-01"], names, make_grid(16, 16), time_coords=coords)
+    found = find_bands(cube, BLUE, RED, NIR)
+    assert [None if i is None else names[i] for i in found[:2]] == [blue, red]
+    assert (found[2] is None) == (platform is None)

@@ -66,13 +66,28 @@ _TM_NAMES = {"SR_B2": "SR_B1", "SR_B3": "SR_B2", "SR_B4": "SR_B3", "SR_B5": "SR_
 _TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
 
 
+#: Bare band numbers (``b3``, ``B4``: old Landsat scene files, unnamed products) of blue, green, red and near
+#: infrared, per family of platforms; read only when every date of the cube comes from that family.
+_NUMBERS = {
+    "tm": {"B02": "B1", "B03": "B2", "B04": "B3", "B08": "B4"},
+    "oli": {"B02": "B2", "B03": "B3", "B04": "B4", "B08": "B5"},
+    "msi": {"B02": "B2", "B03": "B3", "B04": "B4", "B08": "B8"},
+}
+
+
 def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
     """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
-    read as Landsat 4-7 names when every date of the cube comes from those platforms."""
+    read as Landsat 4-7 names when every date of the cube comes from those platforms; bare band numbers
+    (``b3``) are read by the platform's numbering when every date comes from one family (TM/ETM+, OLI,
+    Sentinel-2 MSI)."""
     bands = [str(b) for b in cube["band"].values]
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
     tm = bool(platforms) and platforms <= _TM_PLATFORMS  # ("LANDSAT_5", as USGS STAC spells it, too)
-    return tuple(_find(bands, [_TM_NAMES.get(n, n) for n in wanted] if tm else wanted) for wanted in names)
+    family = ("tm" if tm else "oli" if platforms and platforms <= {"landsat-8", "landsat-9"}
+              else "msi" if platforms and all(p.startswith("sentinel-2") for p in platforms) else None)
+    numbers = _NUMBERS.get(family, {})
+    return tuple(_find(bands, [*([_TM_NAMES.get(n, n) for n in wanted] if tm else wanted),
+                               *([numbers[wanted[0]]] if wanted and wanted[0] in numbers else [])]) for wanted in names)
 
 
 def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | None]:

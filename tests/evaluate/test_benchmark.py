@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -57,7 +58,9 @@ def test_benchmark_scores_methods_and_writes_outputs(pairs_root, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["dataset"] == "pairs" and len(saved["rows"]) == 9
     assert any("pixel coordinates" in n for n in saved["notes"])
-    assert "| method" in (out / "metrics.md").read_text() and "Spread over items" in (out / "metrics.md").read_text()
+    md = (out / "metrics.md").read_text()
+    assert "| method" in md and "Spread over items" in md
+    assert re.search(r"\| cva-z +\| False +\| spectra +\| patch +\| *16 *\|", md) and "16.000" not in md and "nan" not in md
     (sp,) = [r for r in saved["spread"] if r["method"] == "cva-z" and r["patch_size"] == 16]
     assert sp["auroc"]["min"] <= sp["auroc"]["mean"] <= sp["auroc"]["max"]
     per_item = pd.read_csv(out / "per_item.csv")

@@ -145,3 +145,24 @@ def test_report_says_how_clouds_were_handled(tmp_path, screen, shown):
     html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "cloud_screen": screen}, STATE).read_text()
     assert f"<tr><th>clouds</th><td class='text'>{shown}</td></tr>" in html
     assert "<th>clouds</th>" not in write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE).read_text()  # an old run
+
+
+def test_report_counts_objects_that_stand_out_explains_its_columns_and_dates_read_as_dates(tmp_path):
+    """An analyst read "1237 changes" as 1237 detections (they were every patch compared at every date pair),
+    "vegetation gain" on a forest that browned less than the scene, an empty change column without a reason,
+    and date captions as 20210201."""
+    ev = make_events().assign(object_id=np.arange(40, dtype="int64"))
+    objects = pd.DataFrame({"object_id": ev["object_id"], "t0": ev["t0"], "t1": ev["t1"], "n_patches": 1,
+                            "candidate": ev["rank"].to_numpy() <= 6, "rank": ev["rank"], "change": ""})
+    ql = tmp_path / "quicklooks"
+    ql.mkdir()
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, {"dates": [ql / "date_20210201.png"]},
+                        objects=objects).read_text()
+    text = re.sub(r"\s+", " ", html)
+    assert "40 patch changes (every patch compared at every date pair it was clear), 6 change objects that stand out" in text
+    assert "less what the whole scene did between the same dates" in text
+    assert "empty here: no band of this series is named as green, red and near infrared" in text
+    assert "<figcaption>2021-02-01</figcaption>" in html
+    objects.loc[0, "change"] = "vegetation loss"
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects).read_text()
+    assert "empty here" not in html

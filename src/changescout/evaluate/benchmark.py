@@ -646,6 +646,8 @@ def write_outputs(out: Path, result: dict, curves: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", result)
     table = metrics_table(result["rows"])
+    if "patch_size" in table:  # whole pixels, and "pixel" rows have none: not 16.000 and nan
+        table["patch_size"] = table["patch_size"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
     text = f"# Benchmark: {result['dataset']} ({result['root']})\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
     if result.get("spread"):
         text += f"\nSpread over items, patches of {PATCH_SIZES[0]} px (mean +- std [min, max]):\n\n"

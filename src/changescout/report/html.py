@@ -48,15 +48,18 @@ img.date {{ width: 220px; }}
 </head>
 <body>
 <h1>{title}</h1>
-<p>changescout report: {n_events} changes, {n_clusters} change types.</p>
+<p>changescout report: {n_events} patch changes (every patch compared at every date pair it was clear),
+{n_candidates} change objects that stand out from them, {n_clusters} change types.</p>
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water).</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain){words_note}.</p>
+<p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
 <p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
-down this list, stop where it passes the rate you accept.</p>
+down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
+embedding; zscore: that size against the patch's own other changes (high: unusual for this place).</p>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}
@@ -88,6 +91,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
     doc = PAGE.format(
         title=escape(_label(config, events)),
         n_events=len(events),
+        n_candidates=int(objects["candidate"].sum()) if objects is not None and "candidate" in objects else "no",
+        words_note=_words_note(objects),
         n_clusters=events["cluster"].nunique(),
         facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
         top=int(top),
@@ -98,12 +103,26 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),
-        dates="".join(_figure(_href(p, run_dir), Path(p).stem.removeprefix("date_"), "date", lazy=True)
+        dates="".join(_figure(_href(p, run_dir), _date_caption(p), "date", lazy=True)
                       for p in quicklooks.get("dates", [])) or _empty("no quicklooks"),
     )
     path = run_dir / "report.html"
     write_text(path, doc)
     return path
+
+
+def _words_note(objects: pd.DataFrame | None) -> str:
+    """Why the ``change`` column is empty, when it is empty for every object."""
+    if objects is None or "change" not in objects or (objects["change"].fillna("") != "").any():
+        return ""
+    return ("; empty here: no band of this series is named as green, red and near infrared (B03, B04, B08, "
+            "SR_B3..., or green, red, nir)")
+
+
+def _date_caption(path) -> str:
+    """``2018-04-29`` for a quicklook ``date_20180429.png``, as dates read everywhere else."""
+    stem = Path(path).stem.removeprefix("date_")
+    return f"{stem[:4]}-{stem[4:6]}-{stem[6:8]}{stem[8:]}" if len(stem) >= 8 and stem[:8].isdigit() else stem
 
 
 def _label(config: dict, events: pd.DataFrame) -> str:

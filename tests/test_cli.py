@@ -396,6 +396,10 @@ def test_similar_objects_gives_one_row_per_object(capsys, session_run):
     res = json.loads(out)
     assert len(res) == 4 and len({r["object_id"] for r in res}) == 4
     assert q["object_id"] not in {r["object_id"] for r in res}
+    code, out, _ = call(capsys, "similar", session_run, q["event_id"], "--objects", "--k", 4)
+    assert f"Similar to object {q['object_id']} (lead patch" in " ".join(out.split())  # not "Similar to <event id>"
+    code, out, _ = call(capsys, "similar", session_run, q["event_id"], "--k", 4)
+    assert f"the other patches of its object {q['object_id']} left out" in " ".join(out.split())
 
 
 def test_similar_errors_exit_2(capsys, session_run):

@@ -33,10 +33,13 @@ def test_results_are_the_exact_cosine_neighbours(session_run, events, query):
     vectors, keys = read_vectors(session_run / "changes.zarr", name="residual")
     q = vectors[keys == query["vec"]][0]
     sims = (vectors @ q) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
-    sims[keys == query["vec"]] = -np.inf
+    own = events.loc[events["object_id"] == query["object_id"], "vec"]  # the same change: left out
+    assert len(own) > 1
+    sims[np.isin(keys, own)] = -np.inf
     best = keys[np.argsort(-sims, kind="stable")[:8]]
     by_key = events.set_index("vec")["event_id"]
     assert res["event_id"].tolist() == by_key.loc[best].tolist()
+    assert query["object_id"] not in set(res["object_id"]) and res.attrs["query_object"] == query["object_id"]
     np.testing.assert_allclose(res["similarity"], np.sort(sims)[::-1][:8], atol=1e-5)
     assert (res["run"] == str(session_run)).all()
     calibrated = events.set_index("event_id")["false_alarm_rate"]  # each result's calibrated score, as in its run
@@ -227,7 +230,7 @@ def test_a_run_made_before_residuals_is_searched_by_its_change_vectors(session_r
     res = find_similar(old, query["event_id"], k=5)
     q = vectors[ev["vec"].to_numpy() == query["vec"]][0]
     sims = (vectors @ q) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
-    sims[ev["vec"].to_numpy() == query["vec"]] = -np.inf
+    sims[np.isin(ev["vec"].to_numpy(), events.loc[events["object_id"] == query["object_id"], "vec"])] = -np.inf
     np.testing.assert_allclose(res["similarity"], np.sort(sims)[::-1][:5], atol=1e-5)
     assert len(find_similar(old, query["event_id"], k=3, objects=True)) == 3
     with pytest.raises(IncompatibleRunsError, match="before 0.3.2"):

@@ -262,7 +262,10 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
     if as_json:
         out_console.print_json(res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str)).to_json(orient="records"))
         return
-    table = Table(title=f"Similar to {res.attrs.get('query')}")
+    obj = res.attrs.get("query_object")
+    title = (f"Similar to object {obj} (lead patch {res.attrs.get('query')}); its own patches left out" if objects and obj is not None
+             else f"Similar to {res.attrs.get('query')}" + (f"; the other patches of its object {obj} left out" if obj is not None else ""))
+    table = Table(title=title)
     for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c, **({"no_wrap": True, "min_width": max(map(len, res["event_id"]), default=0)} if c == "event_id" else {}))  # whole
     for _, r in res.iterrows():

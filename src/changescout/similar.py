@@ -109,9 +109,9 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     neg = [_find_event(views, e) for e in negatives]  # (view, event): a result of an --in run may be told off too
     if any(v is base and e["event_id"] == query["event_id"] for v, e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
-    own = base.events.iloc[0:0]
+    # the query's own object (its other patches, its end) is the same change, not a similar one: left out
+    own = base.events[base.events["object_id"] == query["object_id"]] if "object_id" in base.events else base.events.iloc[0:0]
     if objects:  # the object's descriptor: its onset (an episode's end, a flood receding, points the other way)
-        own = base.events[base.events["object_id"] == query["object_id"]]
         rows = own.assign(vec=np.arange(len(own)))  # object_descriptors indexes the vectors by vec
         positive = object_descriptors(rows, base.vectors(own["vec"].to_numpy()), np.array([query["object_id"]]))
     else:
@@ -133,4 +133,5 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     out = out.head(k)
     out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
+    out.attrs["query_object"] = int(query["object_id"]) if "object_id" in query else None
     return out

@@ -68,6 +68,8 @@ def test_report_lists_the_top_events_in_rank_order_with_their_chips(tmp_path):
     assert "EPSG:32631, 10 x 10 metre pixels, 64 x 64 px" in html
     assert "rcf" in html and "mean_atypicality" in html
     assert "4 dates, 2021-01-01 to 2021-04-01" in html and "in a change" not in html
+    n_used = len(ev[["row", "col"]].drop_duplicates())  # an analyst could not tell how much of the scene was analysed
+    assert f"{n_used} of the 64 in the grid have a change ({n_used / 64:.0%})" in html
 
 
 def test_report_counts_the_series_dates_not_only_those_in_a_change(tmp_path):

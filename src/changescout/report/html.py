@@ -148,6 +148,13 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
             text += f" ({len(used)} in a change)"
         facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
+    shape, size = (config.get("grid") or {}).get("shape"), config.get("patch_size")
+    if shape and len(shape) == 2 and size and {"row", "col"} <= set(events.columns):
+        n_grid = (int(shape[0]) // int(size)) * (int(shape[1]) // int(size))
+        n_used = len(events[["row", "col"]].drop_duplicates())
+        facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({n_used / max(n_grid, 1):.0%}); the "
+                                 "others never had --min-clear of usable pixels at two dates (outside the images, "
+                                 "masked or nodata)" if n_used < n_grid else f"all {n_grid} of the grid have a change"))
     encoder = config.get("encoder")
     if isinstance(encoder, dict):
         encoder = encoder.get("name") or encoder

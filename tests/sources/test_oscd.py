@@ -125,6 +125,12 @@ def test_errors_name_the_file(root, tmp_path):
     with pytest.raises(SourceError, match=r"imgs_2: has no file for band\(s\) \['B8A'\]"):
         oscd.open(folder)
     shutil.copytree(root / "bercy" / "imgs_2", folder / "imgs_2", dirs_exist_ok=True)
+    b03 = next((folder / "imgs_2").glob("*_B03.tif"))
+    with rasterio.open(b03, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint16") as dst:
+        dst.write(np.ones((1, 10, 10), np.uint16))  # no CRS, no geotransform: it was warped as if at the origin
+    with pytest.raises(SourceError, match=r"_B03.tif: has no georeferencing"):
+        oscd.open(folder).load()
+    shutil.copytree(root / "bercy" / "imgs_2", folder / "imgs_2", dirs_exist_ok=True)
     (folder / "dates.txt").write_text("first: 2016\n")
     with pytest.raises(SourceError, match="dates.txt: expected the lines"):
         oscd.open(folder)

@@ -208,8 +208,12 @@ def _warp_date(paths: list[str], grid: OutputGrid, scale: float, offset: float) 
     for i, path in enumerate(paths):
         try:
             with rasterio.open(path) as src:
-                reproject(rasterio.band(src, 1), out[i], src_nodata=src.nodata if src.nodata is not None else 0,
-                          dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=np.nan, resampling=Resampling.bilinear)
+                if src.crs is None or src.transform.is_identity:
+                    raise SourceError("has no georeferencing (CRS and geotransform): it cannot be put on the city's grid", path)
+                with warnings.catch_warnings():  # rasterio's own warning for the destination array, georeferenced here
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    reproject(rasterio.band(src, 1), out[i], src_nodata=src.nodata if src.nodata is not None else 0,
+                              dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=np.nan, resampling=Resampling.bilinear)
         except RasterioError as exc:
             raise SourceError(f"cannot read the raster ({exc})", path) from exc
     return out * np.float32(scale) + np.float32(offset)

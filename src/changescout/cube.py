@@ -30,6 +30,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from .errors import GridError, SourceError
 
@@ -262,6 +263,14 @@ def check_band_names(names, where=None, what: str = "the band names") -> list[st
             where,
         )
     return names
+
+
+def crs_unit(crs) -> str:
+    """Name of the unit of ``crs``'s first axis (``metre``, ``degree``...), ``CRS-unit`` when it cannot be told."""
+    try:
+        return CRS.from_user_input(crs).axis_info[0].unit_name
+    except (CRSError, IndexError):
+        return "CRS-unit"
 
 
 def usable_mask(quality) -> "da.Array | np.ndarray":

@@ -26,7 +26,6 @@ from pathlib import Path
 import dask
 import geopandas as gpd
 import numpy as np
-import pyproj
 import pandas as pd
 
 from . import __version__, runlock
@@ -34,7 +33,7 @@ from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
-from .cube import grid_of
+from .cube import crs_unit, grid_of
 from .describe import describe_objects
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
@@ -456,10 +455,7 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if not given_grid:
         (h, w), (rx, ry) = grid.shape, grid.resolution
         res = f"{abs(rx):g}" if np.isclose(abs(rx), abs(ry)) else f"{abs(rx):g} x {abs(ry):g}"
-        try:
-            unit = {"metre": "m", "degree": "degrees"}.get(pyproj.CRS(grid.crs).axis_info[0].unit_name, "CRS units")
-        except (pyproj.exceptions.CRSError, IndexError):
-            unit = "CRS units"
+        unit = {"metre": "m", "degree": "degrees"}.get(crs_unit(grid.crs), "CRS units")
         notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
                      "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
     if ignored := cube.attrs.get("ignored_files"):

@@ -15,10 +15,9 @@ from urllib.parse import quote
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 
 from ..atomic import write_text
+from ..cube import crs_unit
 from . import plots
 
 EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "false_alarm_rate", "rarity", "magnitude", "zscore",
@@ -175,18 +174,11 @@ def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
     parts = [str(grid.get("crs", "CRS unknown"))]
     transform = grid.get("transform")
     if transform and len(transform) >= 5:
-        parts.append(f"{abs(transform[0]):g} x {abs(transform[4]):g} {_unit(grid.get('crs'))} pixels")
+        parts.append(f"{abs(transform[0]):g} x {abs(transform[4]):g} {crs_unit(grid.get('crs'))} pixels")
     shape = grid.get("shape")
     if shape and len(shape) == 2:
         parts.append(f"{shape[1]} x {shape[0]} px")
     return ", ".join(parts)
-
-
-def _unit(crs) -> str:
-    try:
-        return CRS.from_user_input(crs).axis_info[0].unit_name
-    except (CRSError, IndexError):
-        return "CRS-unit"
 
 
 def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:

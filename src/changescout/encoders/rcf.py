@@ -192,6 +192,11 @@ class RCFEncoder:
     def _load(self, path: Path) -> None:
         if not path.is_file():
             raise WeightsError("rcf weights file not found (write one with a first `changescout run`: <run>/rcf_weights.npz)", path)
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # numpy reads anything else as a pickle and says so
+            raise WeightsError("not an rcf weights file: not a NumPy .npz archive (changescout writes them as "
+                               "<run>/rcf_weights.npz)", path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 params = json.loads(str(z["params"]))
@@ -199,7 +204,8 @@ class RCFEncoder:
                 if "input_centre" in z:
                     arrays.update(input_centre=z["input_centre"].astype(np.float64), input_scale=z["input_scale"].astype(np.float64))
         except Exception as exc:
-            raise WeightsError(f"not an rcf weights file: {exc}", path) from exc
+            what = str(exc).strip("'") if isinstance(exc, KeyError) else str(exc)
+            raise WeightsError(f"not an rcf weights file: {what}", path) from exc
         if params.get("version") not in ("1", VERSION):
             raise WeightsError(f"rcf weights version {params.get('version')} differs from this version {VERSION}", path)
         self.dim, self.kernel, self.bias = int(params["dim"]), int(params["kernel"]), float(params["bias"])

@@ -32,9 +32,12 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
 h1 {{ margin-bottom: .2em; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: .5em 0 1.5em; }}
+.wide {{ overflow-x: auto; max-width: 100%; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: middle; }}
 th {{ background: #f3f3f3; }}
 td.text, th.text {{ text-align: left; }}
+td {{ white-space: nowrap; }}
+td.words {{ white-space: normal; min-width: 12em; }}
 table.facts th {{ text-align: left; }}
 .plots, .gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 figure {{ margin: 0; }}
@@ -221,11 +224,11 @@ def _table(columns: list, rows) -> str:
     head = "".join(f"<th{_cls(c)}>{escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td{_cls(c)}>{_cell(v)}</td>" for c, v in zip(columns, row)) + "</tr>"
                    for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"  # scrolls, not the page
 
 
 def _cls(column) -> str:
-    return " class='text'" if column in ("event_id", "t0 | t1", "change") else ""
+    return " class='text words'" if column == "change" else " class='text'" if column in ("event_id", "t0 | t1") else ""
 
 
 def _cell(v) -> str:

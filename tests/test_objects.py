@@ -386,7 +386,7 @@ def test_report_lists_the_top_objects(session_run):
     assert (session_run / "quicklooks" / "objects.png").is_file()
     assert "<th>recurrence</th>" in section  # why an object may have been demoted as seasonal
     assert "<th>false_alarm_rate</th>" in section and "<th>cluster</th>" in section  # the calibrated score; the type
-    assert "<th class='text'>change</th>" in section  # what the object did, in words
+    assert "<th class='text words'>change</th>" in section  # what the object did, in words
     patches = html.split("patch changes</h2>")[1].split("<h2>")[0]
     assert "<th>false_alarm_rate</th>" in patches
 

@@ -461,7 +461,8 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")
-    unknown = [d for d, r in offsets.get("dates", {}).items() if str(r.get("rule", "")).startswith("Sentinel-2 of unknown")]
+    unknown = [d for d, r in offsets.get("dates", {}).items()
+               if r.get("status") == "unknown" and str(r.get("platform") or "").startswith("sentinel-2")]
     if unknown:
         notes.append(f"warning: {len(unknown)} Sentinel-2 date(s) of unknown processing baseline ({', '.join(unknown[:3])}"
                      f"{', ...' if len(unknown) > 3 else ''}) are left as they are: products of baseline 04.00 and later "

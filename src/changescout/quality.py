@@ -57,37 +57,33 @@ from scipy import ndimage, signal
 
 from .cube import Quality
 
-BLUE = ("B02", "blue", "B1_blue", "SR_B2")
-GREEN = ("B03", "green", "SR_B3")
-RED = ("B04", "red", "SR_B4")
-NIR = ("B08", "nir", "B8A", "SR_B5", "nir08")
-#: Landsat 4-7 Collection 2 numbers their bands one lower: SR_B2 is green there, SR_B4 near-infrared, SR_B5 SWIR.
-_TM_NAMES = {"SR_B2": "SR_B1", "SR_B3": "SR_B2", "SR_B4": "SR_B3", "SR_B5": "SR_B4"}
-_TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
-
-
-#: Bare band numbers (``b3``, ``B4``: old Landsat scene files, unnamed products) of blue, green, red and near
-#: infrared, per family of platforms; read only when every date of the cube comes from that family.
-_NUMBERS = {
-    "tm": {"B02": "B1", "B03": "B2", "B04": "B3", "B08": "B4"},
-    "oli": {"B02": "B2", "B03": "B3", "B04": "B4", "B08": "B5"},
-    "msi": {"B02": "B2", "B03": "B3", "B04": "B4", "B08": "B8"},
+BLUE = ("B02", "blue", "B1_blue")
+GREEN = ("B03", "green")
+RED = ("B04", "red")
+NIR = ("B08", "nir", "B8A", "nir08")
+#: More names of blue, green, red and near infrared (keyed by the first of the tuples above) per family of
+#: platforms, when every date of the cube comes from one: Landsat Collection 2's (``SR_B4``) and bare band numbers
+#: (``b3``: old Landsat scene files, unnamed products). Landsat 4-7 number their bands one lower than Landsat 8-9
+#: (SR_B2 is green there, SR_B4 near infrared). Without a known family, ``SR_B*`` are read as Landsat 8-9's.
+_BY_FAMILY = {
+    "tm": {"B02": ("SR_B1", "B1"), "B03": ("SR_B2", "B2"), "B04": ("SR_B3", "B3"), "B08": ("SR_B4", "B4")},
+    "oli": {"B02": ("SR_B2", "B2"), "B03": ("SR_B3", "B3"), "B04": ("SR_B4", "B4"), "B08": ("SR_B5", "B5")},
+    "msi": {"B02": ("B2",), "B03": ("B3",), "B04": ("B4",), "B08": ("B8",)},
 }
+_UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
+_TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
 
 
 def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
     """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
-    read as Landsat 4-7 names when every date of the cube comes from those platforms; bare band numbers
-    (``b3``) are read by the platform's numbering when every date comes from one family (TM/ETM+, OLI,
-    Sentinel-2 MSI)."""
+    with the names of the cube's family of platforms (:data:`_BY_FAMILY`: TM/ETM+, OLI, Sentinel-2 MSI)."""
     bands = [str(b) for b in cube["band"].values]
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
-    tm = bool(platforms) and platforms <= _TM_PLATFORMS  # ("LANDSAT_5", as USGS STAC spells it, too)
-    family = ("tm" if tm else "oli" if platforms and platforms <= {"landsat-8", "landsat-9"}
-              else "msi" if platforms and all(p.startswith("sentinel-2") for p in platforms) else None)
-    numbers = _NUMBERS.get(family, {})
-    return tuple(_find(bands, [*([_TM_NAMES.get(n, n) for n in wanted] if tm else wanted),
-                               *([numbers[wanted[0]]] if wanted and wanted[0] in numbers else [])]) for wanted in names)
+    family = None if not platforms else (  # ("LANDSAT_5", as USGS STAC spells it, too)
+        "tm" if platforms <= _TM_PLATFORMS else "oli" if platforms <= {"landsat-8", "landsat-9"}
+        else "msi" if all(p.startswith("sentinel-2") for p in platforms) else None)
+    extra = _BY_FAMILY.get(family, _UNKNOWN_FAMILY)
+    return tuple(_find(bands, [*wanted, *extra.get(wanted[0], ())]) for wanted in names)
 
 
 def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | None]:

@@ -41,6 +41,7 @@ from .coregister import choose_reference
 from .cube import usable_mask, validate_cube
 from .errors import ConfigError, InputError
 from .sources.dates import parse_date, parse_level, parse_platform
+from .sources.geotiff import split_band_suffix
 
 OFFSET_MODES = ("auto", "off")
 NORMALISATION_MODES = ("off", "reference")
@@ -55,7 +56,6 @@ _S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_",
 _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
 _LANDSAT_SENSOR = re.compile(r"(?<![A-Z0-9])L([COTEM])0?[1-9](?:_L[12]|\d{13}[A-Z]{3}\d{2})", re.I)
-_BAND_SUFFIX = re.compile(r"[_-](?:SR[_-])?(?:B\d{1,2}A?|b\d{1,2}|band_?\d{1,2}|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I)
 SENSORS = {"T": "TM", "E": "ETM+", "C": "OLI/TIRS", "O": "OLI", "M": "MSS"}
 #: ``time`` coordinates that may hold a product name, and those that may hold a processing baseline.
 PRODUCT_COORDS = ("product", "product_name", "product_id", "scene_id", "id")
@@ -124,7 +124,7 @@ def _product_name(path: Path, root: Path | None = None) -> str:
     else its folder when the stem begins with the folder's name, else the stem. A band file of a Sentinel-2
     product folder (``T31TCJ_20220301T105031_B04_10m.tif``) names neither the baseline nor the platform
     itself; a folder above the source (``/data/S2B_MSIL2A_..._N0400_..._project/series/``) says nothing of it."""
-    stem = _BAND_SUFFIX.sub("", path.stem)
+    stem = split_band_suffix(path.stem)[0] or path.stem  # the band files' own rule (sources.geotiff)
     if _is_product(stem):
         return stem
     parent = path.parent.name

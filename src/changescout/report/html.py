@@ -7,6 +7,7 @@ as it stays beside ``quicklooks/``. Every piece of text is escaped.
 from __future__ import annotations
 
 import base64
+import math
 import os
 from html import escape
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_text
-from ..cube import crs_unit
+from ..cube import OutputGrid, crs_unit
+from ..tiling import PatchGrid
 from . import plots
 
 EVENT_COLUMNS = ["rank", "event_id", "t0", "t1", "atypicality", "false_alarm_rate", "rarity", "magnitude", "zscore",
@@ -150,9 +152,8 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
             text += f" ({len(used)} in a change)"
         facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
-    shape, size = (config.get("grid") or {}).get("shape"), config.get("patch_size")
-    if shape and len(shape) == 2 and size and {"row", "col"} <= set(events.columns):
-        n_grid = (int(shape[0]) // int(size)) * (int(shape[1]) // int(size))
+    if isinstance(config.get("grid"), dict) and config.get("patch_size") and {"row", "col"} <= set(events.columns):
+        n_grid = math.prod(PatchGrid(OutputGrid.from_dict(config["grid"]), int(config["patch_size"])).shape)
         n_used = len(events[["row", "col"]].drop_duplicates())
         facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({n_used / max(n_grid, 1):.0%}); the "
                                  "others never had --min-clear of usable pixels at two dates (outside the images, "

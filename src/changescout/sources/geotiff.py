@@ -103,9 +103,9 @@ def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:
     """``files`` grouped by date key: the path without the band suffix for single-band files, else the path."""
     groups: dict[str, list[Path]] = {}
     for f in files:
-        m = _BAND_SUFFIX.match(f.stem)
-        single = m is not None and probe(f).count == 1
-        key = str(f.relative_to(root).parent / (m.group("stem") or "") if single else f.relative_to(root).with_suffix(""))
+        rest, band = split_band_suffix(f.stem)
+        single = bool(band) and probe(f).count == 1
+        key = str(f.relative_to(root).parent / rest if single else f.relative_to(root).with_suffix(""))
         groups.setdefault(key, []).append(f)
     return {k: sorted(v, key=lambda f: _band_order(_suffix(f))) for k, v in sorted(groups.items())}
 
@@ -146,8 +146,7 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
 
 
 def _date_of(file: Path, root: Path):
-    m = _BAND_SUFFIX.match(file.stem)
-    names = [m.group("stem") or "" if m else file.stem, *(p.name for p in file.relative_to(root).parents if p.name)]
+    names = [split_band_suffix(file.stem)[0], *(p.name for p in file.relative_to(root).parents if p.name)]
     return next((t for t in map(parse_date, names) if t is not None), None)
 
 
@@ -225,9 +224,16 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
     return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
 
 
+def split_band_suffix(stem: str) -> tuple[str, str]:
+    """``(the rest, the band)`` of a file stem that ends in a band suffix (``("LC08_..._T1", "SR_B4")``,
+    ``("T31TCJ_20220301T105031", "B04")`` for ``..._B04_10m``, ``("", "B02")`` for ``B02``); ``(stem, "")``
+    without one."""
+    m = _BAND_SUFFIX.match(stem)
+    return (m.group("stem") or "", m.group("band")) if m else (stem, "")
+
+
 def _suffix(file: Path) -> str:
-    m = _BAND_SUFFIX.match(file.stem)
-    return m.group("band") if m else ""
+    return split_band_suffix(file.stem)[1]
 
 
 def _band_order(name: str):

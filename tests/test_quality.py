@@ -156,6 +156,26 @@ def test_lasting_bright_surfaces_and_the_last_date_are_not_temporal_spikes(make_
     assert (last == Quality.CLEAR).all()  # nothing after it tells a new bright surface from a cloud
 
 
+WHITE = [0.55, 0.57, 0.58, 0.60]  # a white roof or greenhouse: HOT 0.18, above the fixed threshold like a cloud
+
+
+@pytest.mark.parametrize("values, lasting", [
+    ([None, None, WHITE, WHITE, WHITE], True),  # built on date 2 and there since: a new surface
+    ([WHITE] * 6, True),  # there all along
+    ([None, WHITE, WHITE, None, None], False),  # two dates and gone: a cloud shared by two composites
+    ([None, None, None, WHITE, WHITE], False),  # two dates at the end: nothing tells it from a cloud
+    ([None, None, WHITE, [0.3, 0.32, 0.33, 0.35], WHITE], False),  # its brightness jumps: clouds
+])
+def test_white_surfaces_that_last_are_not_clouds(make_grid, values, lasting):
+    """The fixed threshold flags any white surface; a run of at least three dates to the end of the series (or
+    six anywhere) at a steady brightness is a roof, not a cloud, and keeps its pixels (before, a new white
+    greenhouse was masked at every date and filled with the field it replaced: the change was lost)."""
+    q = screen_haze(_series(make_grid, values), dilate=0)["quality"].values
+    painted = np.array([v is not None for v in values])
+    assert (q[~painted] == Quality.CLEAR).all()
+    assert (q[painted][:, 10:22, 10:22] == (Quality.CLEAR if lasting else Quality.CLOUD)).all()
+
+
 WHITE_HAZE = [0.065, 0.105, 0.07, 0.45]  # visible bands +0.035-0.04 over the crop, NIR as the crop's: HOT +0.015
 
 

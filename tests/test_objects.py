@@ -357,6 +357,9 @@ def test_object_polygons_are_dissolved_and_areas_in_hectares():
     assert single["area_ha"] == pytest.approx(2.56) and single.geometry.equals(gdf.loc[gdf["object_id"] == single["object_id"]].geometry.iloc[0])
     geo = object_geometries(gdf.to_crs("EPSG:4326"), obj)
     assert geo.loc[geo["n_patches"] == 2, "area_ha"].iloc[0] == pytest.approx(5.12, rel=0.01)
+    # Web Mercator draws this place (43.7 degrees N) 1.9 times too large: the ground area all the same
+    mercator = object_geometries(gdf.to_crs("EPSG:3857"), obj)
+    assert mercator.loc[mercator["n_patches"] == 2, "area_ha"].iloc[0] == pytest.approx(5.12, rel=0.01)
 
 
 def test_run_writes_objects_that_events_refer_to(session_run):

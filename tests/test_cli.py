@@ -125,7 +125,7 @@ def test_an_unreachable_scheduler_exits_2_naming_the_address(capsys, tmp_path, m
     import sys
     import types
 
-    def refuse(address):
+    def refuse(address, **kwargs):
         raise OSError(f"Timed out trying to connect to {address} after 30 s")
 
     monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=refuse))
@@ -141,12 +141,40 @@ def test_bad_input_is_told_before_the_scheduler_is_contacted(capsys, tmp_path, m
     import types
 
     contacted = []
-    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=contacted.append))
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=lambda address, **kw: contacted.append(address)))
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--min-clear", "1.5", "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and "min-clear must be" in err
     code, _, err = call(capsys, "run", tmp_path / "missing.tif", "--out", tmp_path / "o", "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and "missing.tif" in err and "does not exist" in err
     assert contacted == [] and not (tmp_path / "o").exists()
+
+
+def test_a_cluster_lost_during_a_run_exits_1_in_one_line_and_says_a_rerun_resumes(capsys, tmp_path, monkeypatch):
+    """A scheduler that went away mid-run ended in distributed's tracebacks and "internal error:
+    FutureCancelledError", without a word that the finished stages are kept (UAT)."""
+    import sys
+    import types
+    from concurrent.futures import CancelledError
+
+    import changescout.pipeline
+
+    class Gone:
+        status = "closed"
+
+        def nthreads(self):
+            return {}
+
+        def close(self, timeout=None):
+            raise OSError("no scheduler to say goodbye to")
+
+    def cut(*args, **kwargs):
+        raise CancelledError("scheduler-connection-lost")
+
+    monkeypatch.setitem(sys.modules, "distributed", types.SimpleNamespace(Client=lambda address, **kw: Gone()))
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", cut)
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--scheduler", "tcp://10.0.0.9:8786")
+    assert code == 1 and "Traceback" not in err and "internal error" not in err
+    assert "lost the dask cluster at tcp://10.0.0.9:8786" in err and "rerun the same command" in err
 
 
 def test_bad_options_exit_2(capsys, tmp_path):
@@ -165,6 +193,24 @@ def test_bad_options_exit_2(capsys, tmp_path):
     assert code == 2 and "must be a JSON object" in err and "cfg.json" in err
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--patch-size", 1000)
     assert code == 2 and "patch-size must be a whole number in [1, 128]" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("cfg.yaml", "patch_size: 8\n", "it is YAML, and --config reads JSON"),
+    ("cfg.json", json.dumps({"patch_size": "8"}), "patch-size must be a whole number"),  # the file's value: named
+    ("cfg.json", json.dumps({"label": 42}), "label must be text, got 42"),  # was a TypeError, exit 1
+    ("cfg.json", json.dumps({"encoder_options": {"bogus": 1}}), "encoder 'rcf' takes no option 'bogus'; its options: patch_size, dim"),
+])
+def test_bad_configuration_files_exit_2_naming_the_file(capsys, tmp_path, name, text, expected):
+    """Values from --config that failed inside the run were internal errors (exit 1), and messages about the
+    file's values did not name it (UAT)."""
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", cfg)
+    assert code == 2 and expected in err and "internal error" not in err, err
+    if "encoder" not in expected:  # (options are checked when the encoder is built)
+        assert str(cfg) in err
     assert not (tmp_path / "o").exists()
 
 

@@ -75,3 +75,43 @@ def test_a_cube_that_fits_the_cluster_is_read_once_there(textured_cube, monkeypa
         distributed.wait(distributed.futures_of(out.data))  # (none when lazy)
         assert len(_READS) == (cube.data.npartitions if persisted else 0)  # read, and held, on the workers
         np.testing.assert_array_equal(out.values, cube.values)
+
+
+def test_an_open_port_that_is_no_scheduler_is_refused_after_the_wait():
+    """A server that accepts the connection and never answers dask's handshake (another service on the port)
+    held `--scheduler` for ever: distributed's timeout bounds the connection only (UAT: still waiting at 90 s)."""
+    import socket
+    import time
+
+    from changescout.errors import ConfigError
+    from changescout.scheduler import connect
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match="no dask scheduler answered at .* within 2 s"):
+            connect(address, wait=2)
+        assert time.monotonic() - start < 10
+
+
+def test_a_cluster_without_workers_is_told_once_and_when_they_are_back():
+    import time
+
+    from changescout.scheduler import WorkerWatch
+
+    class Cluster:
+        workers = {}
+
+        def nthreads(self):
+            return self.workers
+
+    cluster, said = Cluster(), []
+    with WorkerWatch(cluster, "tcp://h:8786", said.append, grace=0.2, every=0.05):
+        time.sleep(0.6)
+        cluster.workers = {"tcp://w:1": 1}
+        time.sleep(0.3)
+    assert len(said) == 2
+    assert said[0].startswith("warning: the dask cluster at tcp://h:8786 has had no worker for 0.2 s") and "a rerun resumes" in said[0]
+    assert said[1] == "the dask cluster at tcp://h:8786 has 1 worker(s) again"

@@ -149,23 +149,23 @@ def _summary(run_dir: Path, top: int = 10) -> None:
 def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
     from .pipeline import check_run, run_pipeline
 
-    client = None
-    if scheduler:
+    if not scheduler:
+        run_pipeline(config, out, overwrite=overwrite, progress=_dask_progress, log=_log)
+    else:
+        from . import scheduler as cluster
+
         check_run(config, out)  # bad input is told before a connection that may take 30 s to fail
+        client = cluster.connect(scheduler)
+        if not _state["debug"]:
+            cluster.quiet_logs()
         try:
-            from distributed import Client
-        except ImportError as exc:
-            raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
-        try:
-            client = Client(scheduler)
-        except (OSError, TimeoutError, ValueError) as exc:  # unreachable, refused, a malformed address
-            raise ConfigError(f"cannot connect to the dask scheduler at {scheduler!r}: {exc}. Check the address "
-                              "(tcp://HOST:PORT) and that the scheduler is running") from exc
-    try:
-        run_pipeline(config, out, overwrite=overwrite, progress=None if client else _dask_progress, log=_log)
-    finally:
-        if client is not None:
-            client.close()
+            with cluster.WorkerWatch(client, scheduler, _log):
+                run_pipeline(config, out, overwrite=overwrite, progress=None, log=_log)
+        except Exception as exc:
+            raise cluster.lost(exc, client, scheduler) or exc
+        finally:
+            with contextlib.suppress(Exception):  # a lost scheduler cannot be told goodbye
+                client.close(timeout=5)
     if not _state["quiet"]:
         _summary(out)
 
@@ -216,7 +216,10 @@ def run(ctx: typer.Context,
         try:
             base = json.loads(Path(config).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the configuration: {exc}", config) from exc
+            other = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML"}.get(Path(config).suffix.lower())
+            why = f"it is {other}, and --config reads JSON" if other and not isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"cannot read the configuration: {why} (a JSON object of keys and values, as config.json "
+                              "of a run directory holds under \"config\")", config) from exc
         if not isinstance(base, dict):
             raise ConfigError(f"the configuration must be a JSON object of keys and values, got a {type(base).__name__}", config)
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
@@ -230,7 +233,18 @@ def run(ctx: typer.Context,
     for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
         if isinstance(merged.get(name), str) and Path(merged[name]).exists():
             merged[name] = str(Path(merged[name]).resolve())
-    _run(RunConfig.from_dict(merged), out, overwrite, scheduler)
+    try:
+        resolved = RunConfig.from_dict(merged)
+    except ConfigError as exc:
+        if config is None or exc.path is not None:
+            raise
+        try:  # a bad value of the file's (not overridden here) is told with the file's name
+            RunConfig.from_dict({**base, "source": base.get("source", source)})
+        except ConfigError as own:
+            if own.message == exc.message:
+                raise ConfigError(exc.message, config) from exc
+        raise
+    _run(resolved, out, overwrite, scheduler)
 
 
 def _given(ctx, name: str) -> bool:

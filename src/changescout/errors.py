@@ -68,3 +68,21 @@ class WeightsError(InputError):
 
 class EncoderNotFoundError(InputError):
     """No encoder is registered under the given name."""
+
+
+class ClusterError(ChangescoutError):
+    """The dask.distributed cluster of ``--scheduler`` went away during a run (exit 1; a rerun resumes)."""
+
+
+def check_options(func, options: dict, what: str) -> None:
+    """:class:`ConfigError` when ``options`` holds keywords that ``func`` does not take (``what`` names the
+    callable for the message, e.g. ``"encoder 'rcf'"``); a function taking ``**kwargs`` takes any."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("self", "path")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{what} takes no option {', '.join(map(repr, unknown))}; its options: {', '.join(known)}")

@@ -110,6 +110,11 @@ class RunConfig:
                 span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
                 raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
             setattr(self, name, int(v) if integer else float(v))
+        for name in ("source", "kind", "grid", "mask", "mask_convention", "encoder", "weights", "compare", "cloud_screen",
+                     "radiometry", "coregister", "date_normalisation", "rank_by", "label"):
+            v = getattr(self, name)
+            if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
+                raise ConfigError(f"{name.replace('_', '-')} must be text, got {v!r}")
         number("min_clear", 0, 1, lo_open=True)
         number("patch_size", 1, MAX_PATCH, integer=True)  # (rcf learns its filters from windows of 128 px)
         number("transient_weight", 0, 1)
@@ -446,6 +451,10 @@ def check_run(config: RunConfig, out: Path) -> None:
         check_exists(config.source)
 
 
+def _unit_word(crs) -> str:
+    return {"metre": "m", "degree": "degrees"}.get(crs_unit(crs), "CRS units")
+
+
 def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     """What a run tells before it starts about how it read the source: the grid it chose when ``--grid`` was
     not given (the first date's CRS and resolution, every footprint), the auxiliary files of a folder it left
@@ -455,7 +464,7 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if not given_grid:
         (h, w), (rx, ry) = grid.shape, grid.resolution
         res = f"{abs(rx):g}" if np.isclose(abs(rx), abs(ry)) else f"{abs(rx):g} x {abs(ry):g}"
-        unit = {"metre": "m", "degree": "degrees"}.get(crs_unit(grid.crs), "CRS units")
+        unit = _unit_word(grid.crs)
         notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
                      "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
     if ignored := cube.attrs.get("ignored_files"):
@@ -492,7 +501,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None):
         log(note)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
-    comp.check_dates(pd.DatetimeIndex(cube["time"].values))
+    try:
+        comp.check_dates(pd.DatetimeIndex(cube["time"].values))
+    except ConfigError as exc:  # a problem of this series: named
+        raise ConfigError(exc.message, exc.path or cube.attrs.get("source", config.source)) from None
     if (note := comp.note(pd.DatetimeIndex(cube["time"].values))) is not None:
         log(note)
     inputs = _input_hashes(cube)
@@ -550,9 +562,12 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
         with run.stage("changes") as info:
             events, vectors, residuals = compute_changes(embeddings, comp, residuals=True)
             if len(events) == 0:
+                pg = embedding_grid(embeddings)
+                res = abs(pg.grid.resolution[0])
                 raise ConfigError(f"no change could be computed with --compare {comp} and --min-clear {config.min_clear}: "
-                                  "no patch has two dates to compare that are clear enough (check the dates, the "
-                                  "quality mask and --min-clear)")
+                                  f"no patch ({pg.patch_size} px of {res:g} {_unit_word(pg.grid.crs)}) has two dates to "
+                                  "compare that are clear enough (check the dates, the quality mask, --min-clear, and "
+                                  "that a --grid resolution leaves patches that the data fills)", cube.attrs.get("source", config.source))
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
             compat = compatibility(embeddings.attrs)

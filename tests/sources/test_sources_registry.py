@@ -114,3 +114,11 @@ def test_duplicate_bands_are_refused_for_every_kind_before_reading(tmp_path, mon
                                                   r"--bands \(B02, B11, B11, B02\)") as err:
                 open_series(source, kind="stacked", bands=bands)
             assert str(source) in str(err.value)
+
+
+def test_a_source_option_the_source_does_not_take_is_refused_by_name(tmp_path):
+    """``source_options`` from --config went into the source's open() as they were: a misspelt one was an
+    internal error (TypeError, exit 1; UAT)."""
+    ms.multiband_folder(tmp_path / "series")
+    with pytest.raises(ConfigError, match="source kind 'geotiff' takes no option 'scale_factr'; its options: .*scale_factor"):
+        open_series(tmp_path / "series", scale_factr=1e-4)

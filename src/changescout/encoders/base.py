@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import BandError, EncoderNotFoundError, WeightsError
+from ..errors import BandError, EncoderNotFoundError, WeightsError, check_options
 
 
 @dataclass(frozen=True)
@@ -183,4 +183,6 @@ def encoder_class(name: str):
 
 def get_encoder(name: str, **params) -> Encoder:
     """Build the encoder ``name`` with keyword parameters (``patch_size``, ``seed``, ``weights``...)."""
-    return encoder_class(name)(**params)
+    cls = encoder_class(name)
+    check_options(cls.__init__, params, f"encoder {name!r}")  # a misspelt option: exit 2, not a TypeError
+    return cls(**params)

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..cube import check_band_names, validate_cube
-from ..errors import InputError, SourceError
+from ..errors import InputError, SourceError, check_options
 
 ENTRY_POINT_GROUP = "changescout.sources"
 
@@ -105,6 +105,7 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
     module = get_source(kind)
     given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}
     opts = {k: v for k, v in given.items() if v is not None}
+    check_options(module.open, {**opts, **options}, f"source kind {kind!r}")
     try:
         cube = module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options)
         cube.attrs["source_kind"] = kind

@@ -209,9 +209,12 @@ def _overlapping(grid: OutputGrid, footprints) -> OutputGrid:
     boxes = _boxes(footprints, grid.crs)
     if ((boxes[:, 0] < right) & (left < boxes[:, 2]) & (boxes[:, 1] < top) & (bottom < boxes[:, 3])).any():
         return grid
-    x0, y0, x1, y1 = _union(boxes)
-    raise GridError(f"--grid bounds {left:g},{bottom:g},{right:g},{top:g} ({grid.crs}) do not overlap the input, "
-                    f"which covers {x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f} there")
+    digits = 6 if CRS.from_user_input(grid.crs).is_geographic else 1  # degrees to about 0.1 m; metres to 0.1
+
+    def text(*values):
+        return ",".join(f"{v:.{digits}f}".rstrip("0").rstrip(".") for v in values)
+    raise GridError(f"--grid bounds {text(left, bottom, right, top)} ({grid.crs}) do not overlap the input, "
+                    f"which covers {text(*_union(boxes))} there (left, bottom, right, top)")
 
 
 # -- reading -------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Running on a dask.distributed cluster (``--scheduler ADDRESS``): connecting, watching it, losing it.
+
+A run hands its dask work to the cluster's scheduler; what can go wrong there is told in one line, not in a
+page of distributed's tracebacks:
+
+* an address where nothing answers as a dask scheduler (a closed port, another server on an open one: the
+  handshake then waits for ever) is refused after ``wait`` seconds (:func:`connect`, a ConfigError, exit 2);
+* a cluster without workers holds the run's tasks until one joins: the run says so after ``grace`` seconds
+  (:class:`WorkerWatch`), and goes on waiting (an autoscaler may be starting some);
+* a scheduler lost during the run ends it with a :class:`~changescout.errors.ClusterError` (exit 1) that says
+  the finished stages are kept and a rerun resumes (:func:`lost`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import CancelledError
+
+from .errors import ClusterError, ConfigError
+
+
+def connect(address: str, wait: float = 45.0):
+    """A ``distributed.Client`` of the scheduler at ``address``, or a ConfigError when none answers within
+    ``wait`` seconds. (The connection is made in a daemon thread: ``Client(timeout=...)`` bounds the TCP
+    connection, not the handshake that an open port of another server never completes.)"""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
+    box: dict = {}
+
+    def attempt():
+        try:
+            box["client"] = Client(address, timeout=min(wait, 30.0))
+        except Exception as exc:  # noqa: BLE001 - told below, whatever distributed raised
+            box["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="changescout-connect", daemon=True)
+    thread.start()
+    thread.join(wait)
+    hint = "Check the address (tcp://HOST:PORT) and that the scheduler is running"
+    if "client" in box:
+        return box["client"]
+    if "error" in box:
+        raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {box['error']}. {hint}") from box["error"]
+    raise ConfigError(f"no dask scheduler answered at {address!r} within {wait:g} s (something listens there, "
+                      f"but not a dask scheduler). {hint}")
+
+
+class WorkerWatch:
+    """While a run lasts (a context manager), check every ``every`` seconds that the cluster has a worker, and
+    ``log`` a warning once it has had none for ``grace`` seconds (and again when one is back)."""
+
+    def __init__(self, client, address: str, log, grace: float = 60.0, every: float = 5.0):
+        self.client, self.address, self.log, self.grace, self.every = client, address, log, grace, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="changescout-workers", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(self.every + 1)
+
+    def _watch(self):
+        since, warned = None, False
+        while not self._stop.wait(self.every):
+            try:
+                workers = len(self.client.nthreads())
+            except Exception:  # noqa: BLE001 - the scheduler itself is gone: the run's own error tells it
+                return
+            if workers:
+                if warned:
+                    self.log(f"the dask cluster at {self.address} has {workers} worker(s) again")
+                since, warned = None, False
+            elif since is None:
+                since = time.monotonic()
+            elif not warned and time.monotonic() - since >= self.grace:
+                self.log(f"warning: the dask cluster at {self.address} has had no worker for {self.grace:g} s; the run "
+                         "waits for one (start workers, or Ctrl-C: a rerun resumes the finished stages)")
+                warned = True
+
+
+def lost(exc: BaseException, client, address: str) -> ClusterError | None:
+    """The error to raise instead of ``exc`` when it says that the cluster went away (the scheduler stopped, the
+    connection dropped), or None when it is an error of the run itself."""
+    try:
+        from distributed.comm.core import CommClosedError
+    except ImportError:  # (a stand-in for distributed, in tests)
+        CommClosedError = CancelledError
+    gone = getattr(client, "status", "running") not in ("running", "connecting")
+    if isinstance(exc, (CancelledError, CommClosedError)) or gone:
+        why = (str(exc).strip().splitlines() or [""])[0]
+        return ClusterError(f"lost the dask cluster at {address} ({type(exc).__name__}: {why}); the finished stages "
+                            "are kept: rerun the same command (with or without --scheduler) to resume")
+    return None
+
+
+def quiet_logs() -> None:
+    """distributed logs a lost connection as pages of tracebacks; the run says it in one line."""
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
+    for name in ["distributed", "tornado", *names]:  # distributed sets some of its loggers' levels itself
+        logging.getLogger(name).setLevel(logging.CRITICAL)

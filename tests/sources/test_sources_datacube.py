@@ -97,3 +97,146 @@ def test_cube_options_that_do_not_apply_are_named_as_cli_options(tmp_path):
     path = ms.datacube(tmp_path / "cube.nc")
     with pytest.raises(SourceError, match="--dates and --mask do not apply"):
         open_series(path, dates=list(ms.DATES))
+
+
+def rewrite(tmp_path, name, edit, **to_netcdf):
+    """The test cube, changed by ``edit(dataset)``, written as ``tmp_path/name``."""
+    with xr.open_dataset(ms.datacube(tmp_path / f"base_{name}")) as src:
+        ds = edit(src.load())
+    ds.to_netcdf(tmp_path / name, **to_netcdf)
+    return tmp_path / name
+
+
+def with_mask(name, values, dtype=np.uint8):
+    """Replace the ``quality`` variable by a mask ``name`` holding ``values[0]`` where it is clear and
+    ``values[1]`` where it is cloud."""
+    def edit(ds):
+        codes = np.where(ds["quality"].values == Quality.CLOUD, values[1], values[0]).astype(dtype)
+        return ds.drop_vars("quality").assign({name: (("time", "y", "x"), codes)})
+    return edit
+
+
+def expected_quality(tmp_path):
+    with xr.open_dataset(ms.datacube(tmp_path / "expected.nc")) as ds:
+        return ds["quality"].values
+
+
+@pytest.mark.parametrize("name, values, dtype, convention", [
+    ("SCL", (4, 9), np.uint8, None),                  # Sentinel-2 scene classification: vegetation, cloud
+    ("SCL_20m", (5, 8), np.uint8, None),
+    ("scl", (4, 10), np.uint8, "scl"),
+    ("Fmask", (0, 4), np.uint8, None),
+    ("QA_PIXEL", (1 << 6, 1 << 3), np.uint16, None),  # Landsat Collection 2 flags: clear, cloud
+    ("cloud_mask", (4, 9), np.uint8, "scl"),
+])
+def test_a_mask_variable_named_as_a_mask_is_read_with_its_convention(tmp_path, name, values, dtype, convention):
+    """Only a variable named exactly ``quality`` was read: an ``SCL`` mask was ignored without a word."""
+    path = rewrite(tmp_path, "masked.nc", with_mask(name, values, dtype))
+    cube = open_series(path, mask_convention=convention)
+    np.testing.assert_array_equal(native(cube).quality.values, expected_quality(tmp_path))
+
+
+def test_mask_variables_that_cannot_be_read_are_refused_not_ignored(tmp_path):
+    no_convention = rewrite(tmp_path, "mask.nc", with_mask("mask", (4, 9)))
+    with pytest.raises(SourceError, match=r"mask.nc: cannot tell the convention of the mask 'mask' .*--mask-convention"):
+        open_series(no_convention)
+    two = rewrite(tmp_path, "two.nc", lambda ds: with_mask("SCL", (4, 9))(ds).assign(quality=ds["quality"]))
+    with pytest.raises(SourceError, match=r"two.nc: has 2 mask variables \['SCL', 'quality'\]; name the one to read "
+                                          r"with mask_variable= .*\{\"source_options\": \{\"mask_variable\""):
+        open_series(two)
+    cube = open_series(two, mask_variable="SCL")
+    np.testing.assert_array_equal(native(cube).quality.values, expected_quality(tmp_path))
+    unmasked = rewrite(tmp_path, "unmasked.nc", lambda ds: ds.drop_vars("quality"))
+    with pytest.raises(SourceError, match=r"unmasked.nc: --mask-convention scl is given but no variable is named as "
+                                          r"a mask .*its variables are \['reflectance'\]"):
+        open_series(unmasked, mask_convention="scl")
+
+
+def test_a_4d_mask_variable_is_refused_naming_the_file(tmp_path):
+    """A (time, qband, y, x) quality variable crashed the run with xarray's ValueError (exit 1)."""
+    path = rewrite(tmp_path, "q4d.nc", lambda ds: ds.assign(quality=ds["quality"].expand_dims("qband", axis=1)))
+    with pytest.raises(SourceError, match=r"q4d.nc: the mask variable 'quality' has dims "
+                                          r"\('time', 'qband', 'y', 'x'\); it must be \(time, y, x\)") as err:
+        open_series(path, variable="reflectance")
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT"])
+def test_netcdf3_files_are_read(tmp_path, fmt):
+    """scipy, CDO and NCO write NetCDF-3; it was opened with h5netcdf and refused with an HDF5 error."""
+    path = rewrite(tmp_path, "nc3.nc", lambda ds: ds, engine="scipy", format=fmt)
+    values = native(open_series(path))
+    for t in range(3):
+        np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)
+    np.testing.assert_array_equal(values.quality.values, expected_quality(tmp_path))
+
+
+def per_band(ds):
+    bands = {b: ds["reflectance"].sel(band=b, drop=True) for b in ms.BANDS}
+    return xr.Dataset({**bands, "quality": ds["quality"]}).rio.write_crs(ms.CRS)
+
+
+def test_one_variable_per_band_is_stacked_into_bands(tmp_path):
+    """The odc-stac/openEO layout: B02, B03... each (time, y, x); it was refused as '0 4-D variables'."""
+    path = rewrite(tmp_path, "perband.nc", per_band)
+    cube = open_series(path, patch_size=16, chunks=32)
+    assert list(cube.band.values) == list(ms.BANDS) and grid_of(cube).crs == ms.CRS
+    values = native(cube)
+    for t in range(3):
+        np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)
+    np.testing.assert_array_equal(values.quality.values, expected_quality(tmp_path))
+    b08 = native(open_series(path, bands=["B08"]))
+    np.testing.assert_allclose(b08.values[1, 0], ms.scene(1)[3] / 10000, rtol=1e-6)
+    one = native(open_series(path, variable="B03"))  # named as the message of a refused layout advised
+    assert list(one.band.values) == ["B03"]
+    np.testing.assert_allclose(one.values[2, 0], ms.scene(2)[1] / 10000, rtol=1e-6)
+
+
+def test_a_layout_that_is_not_a_cube_is_refused_with_its_variables_and_dims(tmp_path):
+    path = rewrite(tmp_path, "fived.nc", lambda ds: ds.assign(reflectance=ds["reflectance"].expand_dims("member", axis=-1)))
+    with pytest.raises(SourceError, match=r"fived.nc: has no reflectance to read: a cube needs one \(time, band, y, x\) "
+                                          r"variable or one \(time, y, x\) variable per band .*its variables are "
+                                          r"reflectance \('time', 'band', 'y', 'x', 'member'\)"):
+        open_series(path)
+
+
+@pytest.mark.parametrize("quality, found", [
+    (9, r"the mask variable 'quality' holds values \[9\] that are not changescout quality classes"),
+    (4, r"no pixel of the mask variable 'quality' is clear \(0\) or water"),
+])
+def test_a_quality_variable_holding_other_codes_is_refused(tmp_path, quality, found):
+    """SCL codes in 'quality' read 4 (vegetation) as snow: no pixel was clear and the run failed far later."""
+    def edit(ds):
+        return ds.assign(quality=xr.where(ds["quality"] == Quality.CLOUD, quality, 4).astype(np.uint8))
+    path = rewrite(tmp_path, "qscl.nc", edit)
+    with pytest.raises(SourceError, match=rf"qscl.nc: {found}.*pass --mask-convention, one of .*'scl'"):
+        open_series(path)
+    if quality == 9:
+        np.testing.assert_array_equal(native(open_series(path, mask_convention="scl")).quality.values,
+                                      expected_quality(tmp_path))
+
+
+def test_times_that_are_not_cf_dates_in_the_standard_calendar_are_refused(tmp_path):
+    """Days without units were read as nanoseconds since 1970 (three images of 1970-01-01)."""
+    days = np.array([7365, 7405, 7445])
+    no_units = rewrite(tmp_path, "nounits.nc", lambda ds: ds.assign_coords(time=("time", days)))
+    with pytest.raises(SourceError, match=r"nounits.nc: the time coordinate has no CF units .*'days since 2000-01-01'"):
+        open_series(no_units)
+    for calendar in ("noleap", "360_day"):
+        attrs = {"units": "days since 2000-01-01", "calendar": calendar}
+        path = rewrite(tmp_path, f"{calendar}.nc", lambda ds: ds.assign_coords(time=("time", days, attrs)))
+        with pytest.raises(SourceError, match=rf"{calendar}.nc: the time coordinate uses the '{calendar}' calendar"):
+            open_series(path)
+    units = {"units": "days since 2000-01-01"}
+    standard = rewrite(tmp_path, "days.nc", lambda ds: ds.assign_coords(time=("time", days, units)))
+    assert [str(t)[:10] for t in open_series(standard).time.values] == ["2020-03-01", "2020-04-10", "2020-05-20"]
+
+
+def test_lat_lon_and_variable_dims_are_read_as_y_x_and_band(tmp_path):
+    """Dims named lat/lon, and the band dim of Dataset.to_array(), were refused by name."""
+    path = rewrite(tmp_path, "latlon.nc", lambda ds: ds.rename(y="lat", x="lon", band="variable"))
+    values = native(open_series(path))
+    assert list(values.band.values) == list(ms.BANDS)
+    for t in range(3):
+        np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)
+    np.testing.assert_array_equal(values.quality.values, expected_quality(tmp_path))

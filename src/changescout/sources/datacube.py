@@ -1,11 +1,22 @@
-"""A NetCDF (h5netcdf, or netCDF4 without h5py) or Zarr data cube with a ``(time, band, y, x)`` variable.
+"""A NetCDF or Zarr data cube: a ``(time, band, y, x)`` variable, or one ``(time, y, x)`` variable per band.
 
-The variable is ``variable=`` or the only 4-D variable; its CRS comes from the CF grid mapping
-(``spatial_ref``/``crs`` variable, read by rioxarray; the dataset's only one when the variable lost its
-``grid_mapping`` attribute) or a ``crs`` attribute; ``x``/``y`` hold pixel centres.
-An optional ``quality`` variable ``(time, y, x)`` holds :class:`~changescout.cube.Quality` classes (or the
-classes of ``mask_convention``). Each chunk of the output grid reads only the source window it needs and, unless
-the cube already sits on that grid, is reprojected (bilinear; nearest for the quality).
+NetCDF-4 files are read with h5netcdf (netCDF4 without h5py), NetCDF-3 ones (classic, 64-bit offset: what scipy,
+CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longitude`` and ``variable`` (from
+``Dataset.to_array()``) are read as ``y``, ``x`` and ``band`` when that name is free. ``time`` needs CF units
+(``days since 2000-01-01``) in the standard calendar.
+
+The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
+numeric variables that are not masks, stacked into bands in variable order and named after them (the
+odc-stac/openEO layout). Its CRS comes from the CF grid mapping (``spatial_ref``/``crs`` variable, read by
+rioxarray; the dataset's only one when the variable lost its ``grid_mapping`` attribute) or a ``crs`` attribute;
+``x``/``y`` hold pixel centres.
+
+The quality mask is ``mask_variable=``, else the variable named as a mask (``quality``, ``SCL``, ``SCL_20m``,
+``Fmask``, ``QA_PIXEL``, ``mask``, ``cloud_mask``...; two of them are refused), ``(time, y, x)``. ``quality``
+holds :class:`~changescout.cube.Quality` classes (0-5; other values are refused), the others the classes of
+their convention, told by their name or ``mask_convention``. Each chunk of the output grid reads only the source
+window it needs and, unless the cube already sits on that grid, is reprojected (bilinear; nearest for the
+quality).
 """
 
 from __future__ import annotations
@@ -25,13 +36,22 @@ from dask.base import tokenize
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject, transform_bounds
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
-from ..cube import check_band_names
+from ..cube import USABLE, check_band_names
 from ..errors import SourceError
-from .masks import lookup_table, to_quality
+from .geotiff import split_band_suffix
+from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
 from .warp import RasterInfo, build_cube, resolve_grid, scaling
 
 _DIMS = ("time", "band", "y", "x")
+_PIXEL_DIMS = {"time", "y", "x"}
+#: Other names of the cube's dims, read as the changescout name when that one is not taken.
+_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x", "variable": "band"}
+_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
+_LAYOUT = ("a cube needs one (time, band, y, x) variable or one (time, y, x) variable per band "
+           "(xarray: ds.to_dataarray('band') makes the first from the second; select one value of any other dim)")
 
 # rasterio's reproject of numpy arrays run from several threads at once emits this spuriously (results are exact).
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
@@ -58,7 +78,7 @@ def _lone_grid_mapping(ds):
 
 
 def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
-         chunks=1024, variable=None, level=None, scale_factor=None, offset=None):
+         chunks=1024, variable=None, mask_variable=None, level=None, scale_factor=None, offset=None):
     """Open a data cube file as a SeriesCube (see the module docstring)."""
     path = Path(path)
     if dates is not None or mask is not None:
@@ -79,10 +99,9 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     shape = (var.sizes["y"], var.sizes["x"])
     info = RasterInfo(str(path), str(crs), transform, shape, var.sizes["band"], str(var.dtype), ())
     out = resolve_grid(grid, info, [(info.crs, info.bounds)], patch_size)
-    quality = ds["quality"].transpose("time", "y", "x") if "quality" in ds and var.name != "quality" else None
+    quality, lut = _mask(ds, mask_variable, variable, mask_convention, path)
     if quality is not None and var.y.size > 1 and quality.y[0] != var.y[0]:
         quality = quality.isel(y=slice(None, None, -1))
-    lut = lookup_table(mask_convention or "quality") if quality is not None else None
 
     def sample():
         step = max(1, max(shape) // 256)
@@ -111,34 +130,155 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
 
 
 def _open_dataset(path: Path) -> xr.Dataset:
+    """The dataset, its dims under changescout's names and its times decoded (refused where they cannot be)."""
     try:
         if path.is_dir():
-            return xr.open_zarr(path, chunks=None, decode_coords="all")
-        return xr.open_dataset(path, engine=_netcdf_engine(), chunks=None, decode_coords="all")
-    except Exception as exc:  # xarray, zarr and h5py raise many types
+            ds = xr.open_zarr(path, chunks=None, decode_coords="all", decode_times=False)
+        else:
+            ds = xr.open_dataset(path, engine=_netcdf_engine(path), chunks=None, decode_coords="all",
+                                 decode_times=False)
+    except Exception as exc:  # xarray, zarr, h5py and scipy raise many types
         raise SourceError(f"cannot open the data cube ({type(exc).__name__}: {exc})", path) from exc
+    ds = _rename_dims(ds)
+    if "time" in ds.dims:
+        _check_time(ds["time"], path)
+    try:
+        return xr.decode_cf(ds, decode_coords="all")
+    except Exception as exc:  # a time unit that is not one ("fortnights since ...")
+        raise SourceError(f"cannot decode the data cube ({type(exc).__name__}: {exc})", path) from exc
 
 
-def _netcdf_engine() -> str:
-    """h5netcdf when its h5py backend is installed, else netCDF4 (h5netcdf >= 1.8 no longer pulls in h5py)."""
+def _rename_dims(ds: xr.Dataset) -> xr.Dataset:
+    """``lat``/``lon``/``variable`` dims (and their coordinates) renamed ``y``/``x``/``band`` where that is
+    unambiguous: one of the other names is there and the changescout name is free."""
+    renames = {}
+    for new in set(_ALIASES.values()):
+        olds = [old for old, n in _ALIASES.items() if n == new and old in ds.dims]
+        if len(olds) == 1 and new not in ds.dims and new not in ds.variables:
+            renames[olds[0]] = new
+    return ds.rename(renames)
+
+
+def _check_time(time: xr.DataArray, path):
+    """Refuse times that xarray would read as nanoseconds since 1970 (no units) or cannot read without cftime."""
+    if np.issubdtype(time.dtype, np.datetime64):
+        return
+    if "units" not in time.attrs:
+        raise SourceError(f"the time coordinate has no CF units (it holds {time.dtype} values "
+                          f"{time.values[:3].tolist()}...); give it units such as 'days since 2000-01-01'", path)
+    calendar = str(time.attrs.get("calendar", "standard")).lower()
+    if calendar not in _CALENDARS:
+        raise SourceError(f"the time coordinate uses the {calendar!r} calendar; changescout reads dates of the "
+                          f"standard (Gregorian) calendar only: write the times as real dates "
+                          f"(units 'days since ...', calendar 'standard')", path)
+
+
+def _netcdf_engine(path: Path) -> str:
+    """scipy for NetCDF-3 (its files start with ``CDF``); for NetCDF-4, h5netcdf when its h5py backend is
+    installed, else netCDF4 (h5netcdf >= 1.8 no longer pulls in h5py)."""
+    with path.open("rb") as f:
+        if f.read(3) == b"CDF":
+            return "scipy"
     return "h5netcdf" if importlib.util.find_spec("h5py") else "netcdf4"
 
 
+def _is_mask(name) -> bool:
+    """Whether a variable is named as a quality mask: ``quality``, ``SCL``, ``SCL_20m``, ``Fmask``, ``cloud_mask``..."""
+    return is_mask_name(name) or is_mask_name(split_band_suffix(str(name))[1])
+
+
 def _variable(ds: xr.Dataset, name, path) -> xr.DataArray:
+    """The reflectance ``(time, band, y, x)``: ``name``, the only 4-D variable that is not a mask, or the
+    ``(time, y, x)`` variables stacked into bands (see the module docstring)."""
     if name is not None:
         if name not in ds.data_vars:
             raise SourceError(f"has no variable {name!r}; its variables are {list(ds.data_vars)}", path)
-        var = ds[name]
+        chosen = [name]
     else:
-        cubes = [v for v in ds.data_vars if ds[v].ndim == 4]
-        if len(cubes) != 1:
-            raise SourceError(f"has {len(cubes)} 4-D variables {cubes}; name the one to read with variable= "
+        chosen = [v for v in ds.data_vars if ds[v].ndim == 4 and not _is_mask(v)]
+        if len(chosen) > 1:
+            raise SourceError(f"has {len(chosen)} 4-D variables {chosen}; name the one to read with variable= "
                               '(the Python API) or, for the command line, in a --config file: '
                               '{"source_options": {"variable": "NAME"}}', path)
-        var = ds[cubes[0]]
-    if set(var.dims) != set(_DIMS):
-        raise SourceError(f"the variable {var.name!r} has dims {var.dims}, expected {_DIMS}", path)
-    return var.transpose(*_DIMS)
+        chosen = chosen or [v for v in ds.data_vars if set(ds[v].dims) == _PIXEL_DIMS and not _is_mask(v)
+                            and np.issubdtype(ds[v].dtype, np.number)]
+    if len(chosen) == 1 and set(ds[chosen[0]].dims) == set(_DIMS):
+        return ds[chosen[0]].transpose(*_DIMS)
+    if chosen and all(set(ds[v].dims) == _PIXEL_DIMS for v in chosen):
+        return _stack(ds, chosen)
+    listed = ", ".join(f"{v} {ds[v].dims}" for v in ([name] if name else ds.data_vars))
+    raise SourceError(f"has no reflectance to read: {_LAYOUT}; its variables are {listed or 'none'}", path)
+
+
+def _stack(ds: xr.Dataset, names) -> xr.DataArray:
+    """The ``(time, y, x)`` variables ``names`` as one lazy ``(time, band, y, x)`` variable, bands named after them."""
+    first = ds[names[0]]
+    coords = {k: c for k, c in ds.coords.items() if set(c.dims) <= _PIXEL_DIMS}
+    data = indexing.LazilyIndexedArray(_BandStack([ds[n].variable.transpose("time", "y", "x") for n in names]))
+    var = xr.Variable(_DIMS, data, attrs=first.attrs, encoding={"grid_mapping": first.encoding.get("grid_mapping")})
+    return xr.DataArray(var, coords={**coords, "band": list(names)}, name=", ".join(names))
+
+
+class _BandStack(BackendArray):
+    """``(time, y, x)`` variables read as one ``(time, band, y, x)`` array, only the part indexed."""
+
+    def __init__(self, variables):
+        self.variables = variables
+        self.shape = (variables[0].shape[0], len(variables), *variables[0].shape[1:])
+        self.dtype = np.result_type(*(v.dtype for v in variables))
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+
+    def _read(self, key):
+        ints = [isinstance(k, (int, np.integer)) for k in key]
+        t, b, y, x = (slice(k, k + 1) if i else k for k, i in zip(key, ints))
+        data = np.stack([v[t, y, x].values for v in self.variables[b]], axis=1).astype(self.dtype, copy=False)
+        return data[tuple(0 if i else slice(None) for i in ints)]
+
+
+def _mask(ds: xr.Dataset, name, variable, convention, path):
+    """The quality mask ``(time, y, x)`` and the lookup table of its convention, or ``(None, None)``."""
+    if name is None:
+        found = [v for v in ds.data_vars if _is_mask(v) and v != variable]
+        if len(found) > 1:
+            raise SourceError(f"has {len(found)} mask variables {found}; name the one to read with mask_variable= "
+                              '(the Python API) or, for the command line, in a --config file: '
+                              '{"source_options": {"mask_variable": "NAME"}}', path)
+        if not found:
+            if convention:
+                raise SourceError(f"--mask-convention {convention} is given but no variable is named as a mask "
+                                  f"(quality, SCL, Fmask, QA_PIXEL, mask...); its variables are {list(ds.data_vars)}: "
+                                  'name the mask in a --config file: {"source_options": {"mask_variable": "NAME"}}',
+                                  path)
+            return None, None
+        name = found[0]
+    elif name not in ds.data_vars:
+        raise SourceError(f"has no variable {name!r} (mask_variable); its variables are {list(ds.data_vars)}", path)
+    mask = ds[name]
+    if set(mask.dims) != _PIXEL_DIMS:
+        raise SourceError(f"the mask variable {name!r} has dims {mask.dims}; it must be (time, y, x)", path)
+    convention = convention_for(name, convention or ("quality" if name.lower() == "quality" else None), path)
+    mask = mask.transpose("time", "y", "x")
+    if convention == "quality":
+        _check_classes(mask, path)
+    return mask, lookup_table(convention)
+
+
+def _check_classes(mask: xr.DataArray, path):
+    """Refuse a mask read as changescout classes whose values are not (SCL codes would read 4 vegetation as snow)."""
+    step = max(1, max(mask.sizes["y"], mask.sizes["x"]) // 256)
+    values = np.unique(mask.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
+    values = values[np.isfinite(values)]
+    odd = values[(values < 0) | (values > 5) | (values != np.round(values))]
+    hint = (f"if it holds the codes of another convention, pass --mask-convention, one of {list(CONVENTIONS)} "
+            "(scl: Sentinel-2 scene classification 0-11; fmask: 0-4, 255 fill; qa_pixel: Landsat bit flags)")
+    if odd.size:
+        raise SourceError(f"the mask variable {mask.name!r} holds values {odd[:10].tolist()} that are not changescout "
+                          f"quality classes (0 clear .. 5 water); {hint}", path)
+    if not np.isin(values, [int(q) for q in USABLE]).any():
+        raise SourceError(f"no pixel of the mask variable {mask.name!r} is clear (0) or water (5) on any date (its "
+                          f"values are {values.tolist()}): nothing could be compared; {hint}", path)
 
 
 class ReprojectedCube:

@@ -326,18 +326,20 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
               seeds: str = typer.Option("0,1,2,3,4", help="synthetic: seeds of the planted-change series."),
               encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found)."),
               baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
-              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, roc.png, pr.png."),
+              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, ablation.md, roc.png, pr.png (replaced only once all are written; other files are left alone)."),
               fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed; distances are averaged upward."),
               weights_dir: Optional[Path] = typer.Option(None, envvar="CHANGESCOUT_WEIGHTS_DIR", help="Folder with <encoder>/<weights file>.")):
     """Encoders and classic baselines against labelled change: pixel and patch (16, 32 px) AUROC, AP, F1, IoU."""
     import os
 
-    from .evaluate.benchmark import DATASETS, metrics_table, run_benchmark
+    from .evaluate.benchmark import DATASETS, OUTPUTS, check_out, metrics_table, run_benchmark
 
     if dataset not in DATASETS:
         raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if root is None and dataset != "synthetic":
         raise ConfigError(f"benchmark {dataset} needs --root PATH (the dataset folder)")
+    if out is not None:
+        check_out(out)  # before any work: a file or an unwritable folder is refused (exit 2)
     if weights_dir is not None:
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
@@ -355,7 +357,7 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
     for note in result["notes"]:
         out_console.print(f"note: {escape(note)}")
     if out is not None:
-        out_console.print(f"Outputs in {out}: metrics.json, metrics.md, per_item.csv, roc.png, pr.png")
+        out_console.print(f"Outputs in {out}: {', '.join(n for n in OUTPUTS if (out / n).is_file())}")
 
 
 @app.command()

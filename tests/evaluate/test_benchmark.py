@@ -175,3 +175,165 @@ def test_same_month_protocol_and_filled_coregistration_gaps():
     filled = fill_moved_in(after, before.copy(data=v))
     assert np.isfinite(filled.values).all() and (filled["quality"].values == 0).all()
     np.testing.assert_array_equal(filled.values[1, 0, :, 0], moved[1, 0, :, 1])  # the nearest pixel of that date
+
+
+def _write_pair(root, name, h, w, change, seed=0, ext="png", **profile):
+    """A textured RGB pair of ``h`` x ``w`` px; with ``change`` a bright block (a third of the image) in B, labelled."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(40, 160, (3, h, w))
+    b = a + rng.integers(-10, 10, (3, h, w))
+    label = np.zeros((1, h, w), np.uint8)
+    if change:
+        b[:, : max(h // 3, 1), : max(w // 3, 1)] = 245
+        label[:, : max(h // 3, 1), : max(w // 3, 1)] = 255
+    for folder, data in (("A", a), ("B", b), ("label", label)):
+        path = root / folder / f"{name}.{ext}"
+        if ext == "png":
+            _png(path, np.clip(data, 0, 255).astype(np.uint8))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=data.shape[0], dtype="uint8", **profile) as dst:
+                dst.write(np.clip(data, 0, 255).astype(np.uint8))
+    return root
+
+
+def test_undefined_auroc_gives_nan_rows_and_notes_not_a_crash(tmp_path):
+    """An item smaller than a patch and an item with no change have no patch-level AUROC: the run finishes, with
+    NaN where a metric is undefined and notes naming the items (it crashed choosing a method on all-NaN values)."""
+    root = tmp_path / "mixed"
+    _write_pair(root, "small", 10, 10, True, seed=1)
+    _write_pair(root, "still", 48, 48, False, seed=2)
+    _write_pair(root, "roofs", 48, 48, True, seed=3)
+    out = tmp_path / "out"
+    result = run_benchmark("pairs", root, encoders=["rcf"], baselines=["cva-raw"], out=out, log=lambda *_: None)
+    assert {n.name for n in out.iterdir()} == {"metrics.json", "metrics.md", "per_item.csv", "ablation.md", "roc.png", "pr.png"}
+    assert "too small for 16 and 32 px patches (scored at pixel level only): small (10x10 px)" in result["notes"]
+    assert "no change in still: per-item AUROC and AP undefined (NaN) at pixel level, 16 px patches, 32 px patches" in result["notes"]
+    per = {(r["method"], r["item"], r["level"], r["patch_size"]): r["auroc"] for r in result["per_item"]}
+    assert per["cva-raw", "still", "patch", 16] is None and per["cva-raw", "small", "patch", 16] is None
+    assert per["cva-raw", "small", "pixel", None] > 0.9 and per["cva-raw", "roofs", "patch", 16] > 0.9
+    ablation = (out / "ablation.md").read_text()
+    assert "Best baseline variant" in ablation and "Not done: 1 item(s) of 3 have a defined AUROC" in ablation
+    assert "- no change in still" in ablation
+
+
+def test_no_patch_level_auroc_at_all_is_said_in_the_ablation(tmp_path):
+    root = tmp_path / "tiny"
+    for k, change in enumerate((True, False, True)):
+        _write_pair(root, f"t{k}", 12, 12, change, seed=k)
+    out = tmp_path / "out"
+    result = run_benchmark("pairs", root, encoders=["rcf"], baselines=["cva-raw"], out=out, log=lambda *_: None)
+    patch = [r for r in result["rows"] if r["level"] == "patch"]
+    assert patch and all(r["auroc"] is None or np.isnan(r["auroc"]) for r in patch)
+    assert any(r["level"] == "pixel" and r["auroc"] > 0.9 for r in result["rows"])
+    assert "too small for 16 and 32 px patches (scored at pixel level only): t0 (12x12 px), t1 (12x12 px), t2 (12x12 px)" in result["notes"]
+    assert "No baseline variant has a pooled AUROC and AP at 16 px patches" in (out / "ablation.md").read_text()
+
+
+def test_a_dataset_without_any_change_is_refused_before_any_work(tmp_path, capsys):
+    from cli_call import run_cli
+
+    root = tmp_path / "still"
+    for k in range(2):
+        _write_pair(root, f"s{k}", 32, 32, False, seed=k)
+    code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", root, "--baselines", "cva-raw", "--encoders", "rcf",
+                                "--out", tmp_path / "out")
+    assert code == 2 and "nothing to score: every pixel of the 2 labelled item(s) (s0, s1) is labelled as no change" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_georeferenced_pairs_get_no_pixel_coordinates_note(tmp_path):
+    transform = rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)
+    root = _write_pair(tmp_path / "geo", "g", 32, 32, True, ext="tif", crs="EPSG:32631", transform=transform)
+    result = run_benchmark("pairs", root, encoders=[], baselines=["cva-raw"], log=lambda *_: None)
+    assert not any("pixel coordinates" in n for n in result["notes"])
+    assert "the pairs have no dates: 2000-01-01, 2001-01-01 stand for them" in result["notes"]
+
+
+def _oscd_city(root, city, label=True, size=32, seed=0):
+    """A tiny OSCD city: 13 uint16 band files per date on one 10 m grid, dates.txt, and a 1/2 change map."""
+    from changescout.sources.oscd import BANDS
+
+    rng = np.random.default_rng(seed)
+    transform = rasterio.transform.from_origin(372000, 4836000, 10, 10)
+    base = rng.integers(500, 3000, (size, size))
+    for k, folder in enumerate(("imgs_1", "imgs_2")):
+        (root / city / folder).mkdir(parents=True)
+        for band in BANDS:
+            data = base + rng.integers(0, 50, (size, size))
+            if k:
+                data[:8, :8] = 6000
+            with rasterio.open(root / city / folder / f"S2_{band}.tif", "w", driver="GTiff", width=size, height=size,
+                               count=1, dtype="uint16", crs="EPSG:32631", transform=transform) as dst:
+                dst.write(data[None].astype(np.uint16))
+    (root / city / "dates.txt").write_text("date_1: 20160120\ndate_2: 20180328\n")
+    if label:
+        cm = np.ones((1, size, size), np.uint8)
+        cm[:, :8, :8] = 2
+        (root / city / "cm").mkdir()
+        with rasterio.open(root / city / "cm" / f"{city}-cm.tif", "w", driver="GTiff", width=size, height=size, count=1,
+                           dtype="uint8") as dst:
+            dst.write(cm)
+
+
+def test_oscd_cities_left_out_are_named_in_the_notes_and_on_the_console(tmp_path, capsys):
+    from cli_call import run_cli
+
+    root = tmp_path / "oscd"
+    _oscd_city(root, "paris")
+    _oscd_city(root, "lyon", label=False, seed=1)
+    (root / "nantes").mkdir()
+    code, out, err, _ = run_cli(capsys, "benchmark", "oscd", "--root", root, "--baselines", "cva-raw", "--encoders", "rcf",
+                                "--out", tmp_path / "out")
+    assert code == 0, err
+    expected = f"lyon skipped: no change label, expected {root / 'lyon' / 'cm' / 'lyon-cm.tif'} (or cm.png beside it)"
+    notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
+    assert expected in notes and "nantes/ skipped: not an OSCD city folder (it has no imgs_1/ and imgs_2/) and holds no city folders" in notes
+    assert f"note: {expected}" in " ".join(out.split()) and "lyon skipped" in err
+    assert {r["item"] for r in json.loads((tmp_path / "out" / "metrics.json").read_text())["per_item"]} == {"paris"}
+
+
+def test_out_is_replaced_only_when_every_output_is_written(pairs_root, tmp_path, monkeypatch):
+    """A run that fails while writing leaves --out as the last finished run left it; a finished run removes the
+    outputs of an earlier run that it did not write, and leaves files it does not own alone."""
+    from changescout.evaluate import benchmark
+
+    out = tmp_path / "out"
+    run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-raw"], out=out, log=lambda *_: None)
+    (out / "notes.txt").write_text("mine")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert {"ablation.md", "roc.png", "pr.png", "metrics.json"} <= set(before)
+
+    def broken(result, patch=16):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(benchmark, "ablation_markdown", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-z"], out=out, log=lambda *_: None)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert [f.name for f in tmp_path.iterdir()] == ["out"]  # no temporary folder left beside it
+    monkeypatch.undo()
+    result = json.loads((out / "metrics.json").read_text())
+    for row in result["rows"]:
+        row.pop("evidence")  # a run with no ablation (as the synthetic benchmark's)
+    benchmark.write_outputs(out, result, {})
+    assert sorted(f.name for f in out.iterdir()) == ["metrics.json", "metrics.md", "notes.txt", "per_item.csv", "pr.png", "roc.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_out_naming_a_file_is_refused_before_any_work(pairs_root, tmp_path, capsys, monkeypatch):
+    from cli_call import run_cli
+
+    from changescout.evaluate import benchmark
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the benchmark started")
+
+    monkeypatch.setattr(benchmark, "load_pairs", no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--baselines", "cva-raw", "--out", afile)
+    assert code == 2 and f"{afile}: is a file, not a folder; --out names the folder for the benchmark outputs" in err
+    assert afile.read_text() == "keep"
+    code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--baselines", "cva-raw", "--out", afile / "sub")
+    assert code == 2 and f"{afile / 'sub'}: cannot be created: {afile} is a file, not a folder" in err

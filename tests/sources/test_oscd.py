@@ -173,3 +173,18 @@ def test_given_dates_and_bands_are_checked(root):
         oscd.open(folder, bands=["B04", "B08", "B04"])
     with pytest.raises(SourceError, match=r"bercy: OSCD images have no quality mask; --mask does not apply"):
         oscd.open(folder, mask=folder / "cm")
+
+
+def test_skipped_names_unlabelled_cities_and_folders_that_are_not_cities(tmp_path):
+    for city in ("paris", "lyon"):
+        for d in ("imgs_1", "imgs_2"):
+            (tmp_path / city / d).mkdir(parents=True)
+    (tmp_path / "paris" / "cm").mkdir()
+    (tmp_path / "paris" / "cm" / "paris-cm.tif").touch()
+    (tmp_path / "nantes").mkdir()  # an empty city folder
+    (tmp_path / "rennes" / "imgs_1").mkdir(parents=True)  # an unfinished one
+    assert oscd.list_items(tmp_path) == ["paris"]
+    assert oscd.skipped(tmp_path) == [
+        f"lyon skipped: no change label, expected {tmp_path / 'lyon' / 'cm' / 'lyon-cm.tif'} (or cm.png beside it)",
+        "nantes/ skipped: not an OSCD city folder (it has no imgs_1/ and imgs_2/) and holds no city folders",
+        "rennes/ skipped: not an OSCD city folder (it has no imgs_2/) and holds no city folders"]

@@ -140,3 +140,37 @@ def test_given_dates_bands_and_options_are_checked(tmp_path):
         pairs.open(root, item="p2", bands=["red", "red"])
     with pytest.raises(SourceError, match=r"--grid and --mask do not apply"):
         pairs.open(root, item="p2", mask=root / "label")
+
+
+def test_labels_of_any_colour_are_read_as_change(tmp_path):
+    """An RGB label is change wherever any colour band is set: green or blue change is not read as 'no change'
+    (only the red band used to be read); an alpha band is ignored; 0/1 and 0/255 single-band masks still read."""
+    root = make_pairs(tmp_path, names=("p1",))
+    square = np.zeros((24, 32), bool)
+    square[4:12, 6:14] = True
+
+    def rgb(*colour):
+        return np.stack([np.where(square, c, 0) for c in colour]).astype(np.uint8)
+
+    _write(root / "label" / "p1.png", rgb(0, 255, 0))  # a green-coded change mask
+    item = pairs.load_item(root, "p1")
+    assert item.label.sum() == 64 and item.label[4:12, 6:14].all()
+    labels = {"gray255": square[None].astype(np.uint8) * 255, "gray01": square[None].astype(np.uint8),
+              "white": rgb(255, 255, 255), "red": rgb(255, 0, 0), "green": rgb(0, 255, 0), "blue": rgb(0, 0, 255),
+              "green_opaque": np.concatenate([rgb(0, 255, 0), np.full((1, 24, 32), 255, np.uint8)])}
+    for name, label in labels.items():
+        profile = {"photometric": "RGB", "alpha": "YES"} if label.shape[0] == 4 else {}
+        path = _write(tmp_path / "labels" / f"{name}.tif", label, **profile)
+        np.testing.assert_array_equal(pairs.read_label(path), square, err_msg=name)
+    path = _write(tmp_path / "labels" / "palette.tif", square[None].astype(np.uint8) * 3, photometric="palette")
+    with rasterio.open(path, "r+") as dst:  # index 3 is green: read through the palette, not as the value 3
+        dst.write_colormap(1, {0: (0, 0, 0, 255), 3: (0, 200, 0, 255)})
+    np.testing.assert_array_equal(pairs.read_label(path), square)
+
+
+def test_integer_images_other_than_8_bit_say_what_a_command_line_user_can_do(tmp_path):
+    root = make_pairs(tmp_path, names=("p1",))
+    _write(root / "A" / "p1.png", np.full((3, 24, 32), 1000, np.uint16))
+    with pytest.raises(SourceError, match=r"A/p1.png: holds uint16 values, not 8-bit RGB: convert the images to 8-bit "
+                                          r"RGB \(e.g. gdal_translate -ot Byte -scale"):
+        pairs.load_item(root, "p1")

@@ -27,10 +27,16 @@ Methods (:func:`parse_method`; ``uses_embeddings`` is True exactly when an encod
 Without ``methods``/``encoders`` a run holds the ablation of :func:`default_methods`. Embeddings of pretrained
 encoders can be cached on disk (``cache=`` or ``$CHANGESCOUT_BENCHMARK_CACHE``).
 
-Outputs in ``out``: ``metrics.json`` (``dataset``, ``root``, ``rows``, ``spread``, ``per_item``, ``notes``,
-``protocol``), ``metrics.md``, ``per_item.csv``, ``ablation.md`` (:func:`ablation_markdown`: best baseline
-variant, best method per kind of evidence, margins, per item, leave one item out), ``roc.png`` and ``pr.png``
-(patch-16 curves, at most :data:`MAX_CURVES` methods).
+Outputs in ``out`` (:data:`OUTPUTS`): ``metrics.json`` (``dataset``, ``root``, ``rows``, ``spread``,
+``per_item``, ``notes``, ``protocol``), ``metrics.md``, ``per_item.csv``, ``ablation.md``
+(:func:`ablation_markdown`: best baseline variant, best method per kind of evidence, margins, per item, leave one
+item out), ``roc.png`` and ``pr.png`` (patch-16 curves, at most :data:`MAX_CURVES` methods). They are written
+into a temporary folder beside ``out`` and moved in once all are written (:func:`write_outputs`): a failed run
+leaves ``out`` as it was, a finished one leaves no output of an earlier run beside its own.
+
+A metric that is undefined is NaN (null in ``metrics.json``): an item needs both changed and unchanged pixels (or
+patches) for its AUROC and AP, and an item smaller than a patch has no patch at that level. The notes say which
+items and levels; a dataset with no changed pixel at all (or no unchanged one) is refused before any scoring.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,16 +57,18 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_json
 from ..encoders.base import select_bands
-from ..errors import BandError, ConfigError, InputError
+from ..errors import BandError, ConfigError, InputError, OutputError
 from .baselines import BASELINES
 from .evidence import aggregate_up, block_means, calibrate, combine, embedding_distance, spread_patches, whitened_distance
-from .metrics import Item, evaluate_items, spread
+from .metrics import Item, evaluate_items, patch_labels, patch_scores, spread
 
 DATASETS = ("oscd", "pairs", "dynamicearthnet", "synthetic")
 #: Encoder options for two-date benchmarks: Presto embeds each date alone (a trailing window would mix in the
 #: other date) and pools every 4th pixel of each axis (the same pooled AUROC on OSCD, 16 times faster).
 ENCODER_OPTIONS = {"presto": {"mode": "single", "pixel_stride": 4}}
 PATCH_SIZES = (16, 32)
+#: Every file a benchmark writes in ``out``: a finished run removes those of an earlier run that it did not write.
+OUTPUTS = ("metrics.json", "metrics.md", "per_item.csv", "ablation.md", "roc.png", "pr.png")
 
 
 @dataclass
@@ -85,7 +94,13 @@ def load_pairs(dataset: str, root: str | Path) -> list[Pair]:
     if dataset == "pairs":
         from ..sources import pairs
 
-        return [_pair(pairs.load_item(root, n), ["pixel coordinates: the pairs have no CRS and no dates"]) for n in pairs.list_items(root)]
+        out = []
+        for name in pairs.list_items(root):
+            item = pairs.load_item(root, name)
+            note = ("pixel coordinates: the pairs have no CRS and no dates" if pairs.is_pixel_grid(item.cube) else
+                    f"the pairs have no dates: {', '.join(pairs.PLACEHOLDER_DATES)} stand for them")
+            out.append(_pair(item, [note]))
+        return out
     if dataset == "dynamicearthnet":
         from ..sources import dynamicearthnet as den
 
@@ -99,6 +114,16 @@ def load_pairs(dataset: str, root: str | Path) -> list[Pair]:
                 out.append(Pair(tag, cube.isel(time=[i, i + 1]), label, valid & _finite(cube.isel(time=[i, i + 1]))))
         return out
     raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+
+
+def dataset_notes(dataset: str, root: str | Path) -> list[str]:
+    """What the dataset under ``root`` holds but :func:`load_pairs` leaves out (OSCD: cities with no change
+    label, folders that are not cities), one sentence each."""
+    if dataset == "oscd":
+        from ..sources import oscd
+
+        return oscd.skipped(root)
+    return []
 
 
 def _finite(cube) -> np.ndarray:
@@ -504,11 +529,14 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     ``methods`` (names, :func:`parse_method`) overrides ``baselines`` and ``encoders``. Every item is
     co-registered first (``coregister``: auto, on, off; the same for every method); encoders are told the
     month ``months`` (:func:`with_months`). ``cache`` (default ``$CHANGESCOUT_BENCHMARK_CACHE``) keeps the
-    embeddings of pretrained encoders on disk between runs."""
+    embeddings of pretrained encoders on disk between runs. :class:`OutputError` before any work when ``out``
+    cannot be a folder of outputs; :class:`InputError` when no item has both changed and unchanged pixels."""
+    if out is not None:
+        out = check_out(out)
     if dataset == "synthetic":
         result = run_synthetic(root, encoders, seeds=seeds, log=log)
         if out is not None:
-            write_outputs(Path(out), result, {})
+            write_outputs(out, result, {})
         return result
     if months not in MONTHS:
         raise ConfigError(f"months must be one of {', '.join(MONTHS)}, got {months!r}")
@@ -516,10 +544,17 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     pairs = load_pairs(dataset, root)
     if not pairs:
         raise InputError(f"no labelled items found for dataset {dataset!r}", root)
+    found = dataset_notes(dataset, root)
+    for note in found:
+        log(f"note: {note}")
+    check_scorable(pairs, root)
     wanted = resolve_methods(baselines, encoders, methods)
     t = time.perf_counter()
     pairs = [coregistered(p, coregister) for p in pairs]
     log(f"co-registration ({coregister}): {time.perf_counter() - t:.1f} s")
+    undefined = label_notes(pairs)
+    for note in undefined:
+        log(f"note: {note}")
     pool = EncoderPool()
     sources = [Sources(p, fine_patch, months, cache, pool) for p in pairs]
     bands = [str(b) for b in pairs[0].cube["band"].values]
@@ -558,15 +593,104 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
             per_item += [{"method": method.name, "level": level, "patch_size": p, **m} for m in items_metrics]
             spreads.append({"method": method.name, "level": level, "patch_size": p, **spread(items_metrics, ("auroc", "ap"))})
         curves[method.name] = _curve_data(items, PATCH_SIZES[0])
-    notes = sorted({n for pair in pairs for n in pair.notes}) + skipped + _preprocessing_notes(pairs, coregister, months, wanted)
+    notes = (found + sorted({n for pair in pairs for n in pair.notes}) + undefined + skipped
+             + _preprocessing_notes(pairs, coregister, months, wanted))
     result = {"dataset": dataset, "root": str(root), "rows": rows, "spread": _clean_nested(spreads),
               "per_item": _clean(per_item), "notes": notes,
               "protocol": {"coregister": coregister, "months": months, "fine_patch": fine_patch, "support": SUPPORT,
                            "whiten_components": WHITEN_COMPONENTS, "whiten_distance": WHITEN_DISTANCE,
                            "coregistration": {p.name: p.records.get("coregister") for p in pairs}}}
     if out is not None:
-        write_outputs(Path(out), result, curves)
+        write_outputs(out, result, curves)
     return result
+
+
+def check_scorable(pairs: list[Pair], root) -> None:
+    """:class:`InputError` unless the valid pixels of ``pairs``, pooled, hold both changed and unchanged ones:
+    otherwise no AUROC or AP can be computed at any level, and the labels were likely misread."""
+    labels = [p.label[p.valid] for p in pairs]
+    n = sum(y.size for y in labels)
+    changed = sum(int(y.sum()) for y in labels)
+    if n and 0 < changed < n:
+        return
+    items = f"the {len(pairs)} labelled item(s) ({_listed([p.name for p in pairs], 5)})"
+    what = (f"no pixel of {items} is valid" if not n else
+            f"every pixel of {items} is labelled as {'no change' if not changed else 'change'}")
+    raise InputError(f"nothing to score: {what}, so AUROC and AP are undefined; check the label files and how they "
+                     "code change", root)
+
+
+def _level_labels(pair: Pair, p: int | None) -> np.ndarray:
+    """The labels of ``pair``'s valid pixels (``p`` None) or of its ``p`` px patches that hold a valid pixel."""
+    if p is None:
+        return pair.label[pair.valid]
+    counted = np.isfinite(patch_scores(np.ones(pair.label.shape, np.float32), p, pair.valid))
+    return patch_labels(pair.label, p, valid=pair.valid)[counted]
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _level_name(p: int | None) -> str:
+    return "pixel level" if p is None else f"{p} px patches"
+
+
+def label_notes(pairs: list[Pair]) -> list[str]:
+    """Where metrics will be undefined (NaN), and why: items smaller than a patch (scored at pixel level, or
+    at the smaller patch size, only), and per level the items that have only changed or only unchanged pixels
+    or patches (their own AUROC and AP are NaN; the pooled ones too when no item has both)."""
+    notes, small = [], {}
+    for pair in pairs:
+        h, w = pair.label.shape
+        sizes = tuple(p for p in PATCH_SIZES if h < p or w < p)
+        if sizes:
+            small.setdefault(sizes, []).append(f"{pair.name} ({h}x{w} px)")
+    for sizes, names in small.items():
+        px = " and ".join(map(str, sizes))
+        what = "scored at pixel level only" if len(sizes) == len(PATCH_SIZES) else f"not in the {px} px patch rows"
+        notes.append(f"too small for {px} px patches ({what}): {_listed(names)}")
+    one_class: dict = {}  # (no change or only change, levels) -> items
+    for pair in pairs:
+        states = {}
+        for p in (None, *PATCH_SIZES):
+            y = _level_labels(pair, p)
+            if y.size and (y.all() or not y.any()):
+                states.setdefault("only change" if y.all() else "no change", []).append(p)
+        for state, levels in states.items():
+            one_class.setdefault((state, tuple(levels)), []).append(pair.name)
+    for (state, levels), names in one_class.items():
+        notes.append(f"{state} in {_listed(names)}: per-item AUROC and AP undefined (NaN) at "
+                     f"{', '.join(_level_name(p) for p in levels)}")
+    for p in (None, *PATCH_SIZES):
+        labels = [y for y in (_level_labels(pair, p) for pair in pairs) if y.size]
+        if labels and all(y.all() or not y.any() for y in labels):
+            y = np.concatenate(labels)
+            pooled = ", the pooled ones too" if y.all() or not y.any() else ""
+            unit = "pixels" if p is None else f"{p} px patches"
+            notes.append(f"no item has both changed and unchanged {unit}: per-item AUROC and AP undefined "
+                         f"(NaN) at that level{pooled}")
+    return notes
+
+
+def check_out(out) -> Path:
+    """``out`` as a path, or :class:`OutputError` naming it when it cannot be a folder of benchmark outputs: a
+    file, under a file, or in a folder this user cannot write (checked before any work)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("is a file, not a folder; --out names the folder for the benchmark outputs "
+                          f"({', '.join(OUTPUTS)}): choose another --out", out)
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot be created: {parent} is a file, not a folder; choose another --out", out)
+    for folder in {parent, out} if out.exists() else {parent}:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot be written ({folder} does not let this user write in it); choose another "
+                              "--out", out)
+    return out
 
 
 def _preprocessing_notes(pairs, coregister, months, methods) -> list[str]:
@@ -643,7 +767,32 @@ def metrics_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def write_outputs(out: Path, result: dict, curves: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the outputs of ``result`` (:data:`OUTPUTS`) into ``out``: all into a temporary folder beside it
+    first, then moved in; the outputs of an earlier run that this one did not write are removed (other files
+    in ``out`` are left alone). An error before the move leaves ``out`` as it was."""
+    out = check_out(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot be written: {exc.strerror or exc}; choose another --out", out) from exc
+    try:
+        _write_all(staging, result, curves)
+        written = sorted(f.name for f in staging.iterdir())
+        try:
+            out.mkdir(exist_ok=True)
+            for name in written:
+                os.replace(staging / name, out / name)
+            for name in OUTPUTS:
+                if name not in written and (out / name).is_file():
+                    (out / name).unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot be written: {exc.strerror or exc}; choose another --out", out) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_all(out: Path, result: dict, curves: dict) -> None:
     write_json(out / "metrics.json", result)
     table = metrics_table(result["rows"])
     if "patch_size" in table:  # whole pixels, and "pixel" rows have none: not 16.000 and nan
@@ -676,7 +825,11 @@ MARGIN_AUROC, MARGIN_AP = 0.03, 1.3
 def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
     """Patch-``patch`` ablation of a run: pooled and per-item AUROC/AP of the best baseline variant, the best
     method per kind of evidence (spectra only, embedding only, combined), the margins of the best method that
-    uses embeddings, and a leave-one-item-out check of the choice of method."""
+    uses embeddings, and a leave-one-item-out check of the choice of method.
+
+    Methods whose AUROC/AP is undefined (NaN: no item with both changed and unchanged patches, items smaller
+    than a patch) are never chosen as the best; when no baseline has a pooled AUROC the ablation says so, and
+    the notes of the run say why."""
     rows = pd.DataFrame(result["rows"])
     rows = rows[(rows["level"] == "patch") & (rows["patch_size"] == patch)].set_index("method")
     per = pd.DataFrame(result["per_item"])
@@ -685,14 +838,23 @@ def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
     four = [m for m in rows.index if m in BASELINES or (m.endswith("-cal") and m[:-4] in BASELINES)]
     kinds = {k: list(rows.index[rows["evidence"] == k]) for k in ("spectra", "embedding", "embedding+spectra")}
     emb = kinds["embedding"] + kinds["embedding+spectra"]
-    best = lambda names, key: rows.loc[names, key].astype(float).idxmax() if names else None  # noqa: E731
+
+    def best(names, key):  # the method with the highest finite value, None when none has one
+        values = rows.loc[list(names), key].astype(float).dropna()
+        return values.idxmax() if len(values) else None
+
+    notes = [n for n in result.get("notes", []) if "undefined" in n or "too small" in n]
+    notes = (["## Notes", "", *(f"- {n}" for n in notes), ""]) if notes else []
     text = [f"# Ablation: {result['dataset']}, patches of {patch} px", "",
             "Pooled over items (micro) and per item. 'Four baselines' are cva-raw, cva-z, irmad and pca-kmeans, raw "
             "or calibrated (robust z per item, the same calibration as every -cal method). Calibration does not "
             "change an item's own AUROC/AP, only the pooled ones.", ""]
     if not four:
-        return "\n".join(text + ["No baseline in this run."]) + "\n"
+        return "\n".join(text + ["No baseline in this run."] + notes) + "\n"
     ref_auc, ref_ap = best(four, "auroc"), best(four, "ap")
+    if ref_auc is None or ref_ap is None:
+        return "\n".join(text + [f"No baseline variant has a pooled AUROC and AP at {patch} px patches (undefined: "
+                                 "see the notes), so there is nothing to compare against.", ""] + notes) + "\n"
     a0, p0 = float(rows.loc[ref_auc, "auroc"]), float(rows.loc[ref_ap, "ap"])
     text += [f"Best baseline variant: AUROC {a0:.3f} ({ref_auc}), AP {p0:.3f} ({ref_ap}). Margins asked: AUROC "
              f">= {a0 + MARGIN_AUROC:.3f} and AP >= {MARGIN_AP * p0:.3f}.", ""]
@@ -707,8 +869,10 @@ def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
                           "margins": "yes" if (a - a0 >= MARGIN_AUROC and p / p0 >= MARGIN_AP) else "no"})
     text += ["## Pooled", "", pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"), ""]
     # verdict
-    if emb:
-        b_auc, b_ap = best(emb, "auroc"), best(emb, "ap")
+    b_auc, b_ap = (best(emb, "auroc"), best(emb, "ap")) if emb else (None, None)
+    if emb and (b_auc is None or b_ap is None):
+        text += ["## Verdict", "", f"- No method using embeddings has a pooled AUROC and AP at {patch} px patches.", ""]
+    elif emb:
         both = [r["method"] for r in table if r["margins"] == "yes"]
         spectra_any = kinds["spectra"]
         s_auc, s_ap = best(spectra_any, "auroc"), best(spectra_any, "ap")
@@ -731,7 +895,11 @@ def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
         t.loc["mean over items"] = t.mean()
         text += [f"## Per item: {key}", "", t.to_markdown(floatfmt=".3f"), ""]
     # leave one item out: choose the method on the other items (mean per-item AUROC), score the held-out item
-    if len(auc) >= 3:
+    scored = auc.dropna(how="all")  # items with a defined AUROC for some method
+    if len(scored) < 3 <= len(auc):
+        text += ["## Leave one item out", "", f"Not done: {len(scored)} item(s) of {len(auc)} have a defined AUROC at "
+                 f"{patch} px patches, at least 3 are needed.", ""]
+    if len(scored) >= 3:
         loo = []
         for family, names in (("four baselines", four), ("spectra only", kinds["spectra"]),
                                ("embedding only", kinds["embedding"]), ("combined", kinds["embedding+spectra"]),
@@ -739,19 +907,31 @@ def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
             if not names:
                 continue
             picks, a_held, p_held = [], [], []
-            for item in auc.index:
-                others = auc.drop(index=item)[names].mean()
+            for item in scored.index:
+                others = scored.drop(index=item)[names].mean().dropna()
+                if not len(others):
+                    continue
                 m = others.idxmax()
                 picks.append(m)
-                a_held.append(auc.loc[item, m])
+                a_held.append(scored.loc[item, m])
                 p_held.append(ap.loc[item, m])
-            loo.append({"family": family, "held-out AUROC (mean)": np.nanmean(a_held), "held-out AP (mean)": np.nanmean(p_held),
+            if not picks:
+                continue
+            loo.append({"family": family, "held-out AUROC (mean)": _finite_mean(a_held),
+                        "held-out AP (mean)": _finite_mean(p_held),
                         "methods chosen": ", ".join(f"{m} x{picks.count(m)}" for m in dict.fromkeys(picks))})
         text += ["## Leave one item out", "",
                  "For each item, the method of a family with the best mean per-item AUROC on the other items, "
                  "scored on the held-out item (an estimate free of choosing the method on the item itself).", "",
                  pd.DataFrame(loo).to_markdown(index=False, floatfmt=".3f"), ""]
-    return "\n".join(text) + "\n"
+    return "\n".join(text + notes) + "\n"
+
+
+def _finite_mean(values) -> float:
+    """Mean of the finite ``values``; NaN (without numpy's warning) when there are none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 MAX_CURVES = 12
@@ -783,9 +963,11 @@ def _plot_curves(out: Path, curves: dict) -> None:
         curves = {m: curves[m] for m in list(keep)[:MAX_CURVES]}
     for kind in ("roc", "pr"):
         fig, ax = plt.subplots(figsize=(5, 5))
+        drawn = 0
         for method, (s, y) in curves.items():
             if len(np.unique(y)) < 2:
                 continue
+            drawn += 1
             if kind == "roc":
                 fpr, tpr, _ = roc_curve(y, s)
                 ax.plot(fpr, tpr, label=method)
@@ -795,7 +977,11 @@ def _plot_curves(out: Path, curves: dict) -> None:
         ax.set_xlabel("false positive rate" if kind == "roc" else "recall")
         ax.set_ylabel("true positive rate" if kind == "roc" else "precision")
         ax.set_title(f"{kind.upper()}, patches of {PATCH_SIZES[0]} px")
-        ax.legend(fontsize=8)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no curve: the {PATCH_SIZES[0]} px patches are\nnot both changed and unchanged",
+                    ha="center", va="center", transform=ax.transAxes)
         with atomic_path(out / f"{kind}.png") as tmp:
             fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
         plt.close(fig)

@@ -69,6 +69,25 @@ def list_items(root, *, labelled: bool = True, labels_root=None) -> list[str]:
     return cities
 
 
+def skipped(root, *, labels_root=None) -> list[str]:
+    """What :func:`list_items` (``labelled=True``) leaves out under ``root``, one sentence each: every city with
+    no change label (naming the file expected), and every sub-folder of ``root`` that is not a city folder
+    (``imgs_1/`` and ``imgs_2/``) and holds neither city folders nor labels (an empty or unfinished city)."""
+    root = _existing_dir(root)
+    notes = []
+    bases = _candidates(root)
+    for city in sorted(set().union(*(_cities_in(d) for d in bases))):
+        if _label_file(root, city, labels_root) is None:
+            where = (city_folder(root, city) if labels_root is None else Path(labels_root) / city) / "cm"
+            notes.append(f"{city} skipped: no change label, expected {where / f'{city}-cm.tif'} (or cm.png beside it)")
+    for base in bases[1:]:
+        if _cities_in(base) or any((d / "cm").is_dir() for d in base.iterdir() if d.is_dir()):
+            continue  # a tree of cities, or of their labels (the official download's layout)
+        missing = " and ".join(f"{d}/" for d in DATE_FOLDERS if not (base / d).is_dir())
+        notes.append(f"{base.name}/ skipped: not an OSCD city folder (it has no {missing}) and holds no city folders")
+    return notes
+
+
 def load_item(root, city: str, *, labels_root=None, chunks: int = 1024) -> OSCDItem:
     """The cube (on the imgs_1 B02 grid, computed into memory), change label and valid mask of ``city``."""
     root = _existing_dir(root)

@@ -1,9 +1,11 @@
 """Bi-temporal image pairs with change labels, LEVIR-CD style: ``<root>/A/``, ``<root>/B/``, ``<root>/label/``.
 
 The three folders hold same-named images (matched by file name without extension; PNG, TIF or JPG): ``A`` the
-first date, ``B`` the second, ``label`` the change mask (0 = no change, 255 = change; a 0/1 mask is read too).
+first date, ``B`` the second, ``label`` the change mask (0 = no change, 255 = change; a 0/1 mask is read too; an
+RGB label is change wherever any of its colour bands is set, whatever the colour: see :func:`read_label`).
 Images are RGB uint8 (an alpha band is dropped); reflectance-like values are ``DN / 255``, bands
-``red``, ``green``, ``blue``.
+``red``, ``green``, ``blue``. Other integer images (uint16...) are refused: convert them to 8-bit RGB, or give
+``scale_factor=`` from Python.
 
 Such pairs carry neither a CRS nor dates:
 
@@ -25,6 +27,7 @@ import dask.array as da
 import numpy as np
 import rasterio
 import xarray as xr
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from ..cube import OutputGrid, check_band_names, make_cube, validate_cube
@@ -78,14 +81,43 @@ def load_item(root, name: str, *, chunks: int = 1024) -> PairItem:
     root = Path(root)
     label_path = _find(root / "label", name)
     cube = open(root, item=name, chunks=chunks).persist()
-    label_raw = _read(label_path)[0]
-    if label_raw.shape != (cube.sizes["y"], cube.sizes["x"]):
-        raise SourceError(f"the label is {label_raw.shape[0]}x{label_raw.shape[1]} px but A/{name} is "
+    label = read_label(label_path)
+    if label.shape != (cube.sizes["y"], cube.sizes["x"]):
+        raise SourceError(f"the label is {label.shape[0]}x{label.shape[1]} px but A/{name} is "
                           f"{cube.sizes['y']}x{cube.sizes['x']} px", label_path)
-    label = label_raw >= (128 if label_raw.max() > 1 else 1)
     valid = np.asarray((cube["quality"] == 0).all("time").values)
     files = {"A": cube.attrs["source_files"][0], "B": cube.attrs["source_files"][1], "label": str(label_path)}
     return PairItem(name, cube, np.asarray(label, bool), valid, files)
+
+
+def read_label(path) -> np.ndarray:
+    """A change mask as an ``(H, W)`` bool array, True = change.
+
+    A pixel is change where its value is set: from 128 up in a 0..255 mask (0/255; a lossy JPEG's noise around 0
+    and 255 stays on its side), 1 in a 0/1 mask (no value above 1). A multi-band (RGB) mask is change wherever
+    **any** of its colour bands is set, whatever the colour (white, red, green or blue change all read as change);
+    an alpha band is ignored, and a palette image is read through its colours.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                data = src.read()
+                interp = list(src.colorinterp)
+                colormap = src.colormap(1) if interp and interp[0] == ColorInterp.palette else None
+    except RasterioError as exc:
+        raise SourceError(f"not a readable image ({exc})", path) from exc
+    if colormap is not None:  # palette indices -> their RGB colours
+        lut = np.zeros((int(data.max()) + 1, 3), np.uint8)
+        for index, rgba in colormap.items():
+            if index < len(lut):
+                lut[index] = rgba[:3]
+        data = np.moveaxis(lut[data[0]], -1, 0)
+    elif data.shape[0] > 1:
+        colour = [i for i, c in enumerate(interp) if c != ColorInterp.alpha]
+        data = data[colour or [0]]
+    return (data >= (128 if data.max() > 1 else 1)).any(axis=0)
 
 
 # -- the SeriesCube source ---------------------------------------------------------------------------------
@@ -126,7 +158,9 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
         if a.shape[0] < 3:
             raise SourceError(f"has {a.shape[0]} band(s); expected an RGB image", f)
         if a.dtype != np.uint8 and scale_factor is None:
-            raise SourceError(f"holds {a.dtype} values, not 8-bit RGB; pass scale_factor= (file value to 0..1)", f)
+            raise SourceError(f"holds {a.dtype} values, not 8-bit RGB: convert the images to 8-bit RGB (e.g. "
+                              "gdal_translate -ot Byte -scale MIN MAX 0 255 IN OUT, with the value range of the "
+                              "images), or, from Python, pass scale_factor= (file value to 0..1)", f)
     h, w = arrays[0].shape[1:]
     crs, transform = georef[0] or (PIXEL_CRS, (1.0, 0.0, 0.0, 0.0, -1.0, float(h)))
     out = OutputGrid(crs, transform, (h, w))

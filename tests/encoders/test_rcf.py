@@ -243,3 +243,17 @@ def test_input_normalisation_of_the_wrong_size_is_a_band_error():
     AttributeError before the filters existed)."""
     with pytest.raises(BandError, match="one centre and one scale per band"):
         RCFEncoder().set_input_normalisation(np.zeros(3), np.ones(4), ["a", "b", "c"])
+
+
+def test_a_filter_that_never_fired_in_the_sample_does_not_blow_up_later():
+    """A feature whose ReLU never fired on the fit sample had its std floored at 1e-6: where it fired later (on a
+    Landsat series, a partly masked patch) it reached 19 000 while the others stayed at 1-10, and that patch's
+    change ranked as the run's largest by far. Stds are floored at a tenth of the median one."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48] / 48
+    smooth = rng.normal(size=(4, 3, 1, 1)) * yy + rng.normal(size=(4, 3, 1, 1)) * xx  # ramps: few filters fire
+    smooth = (smooth + 0.01 * rng.standard_normal((4, 3, 48, 48))).astype(np.float32)
+    enc = RCFEncoder(patch_size=8, dim=32, seed=0, n_whitening=4000).fit(smooth)
+    assert enc.feature_std_.min() >= 0.1 * np.median(enc.feature_std_) * (1 - 1e-6)
+    textured = enc.encode(_windows(bands=3))  # structure the sample never had
+    assert np.isfinite(textured).all() and np.abs(textured).max() < 1000  # 2.4 million before

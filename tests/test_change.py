@@ -334,6 +334,24 @@ def test_surprise_vs_magnitude_in_changes_block():
     assert df.loc[3, "surprise"] == pytest.approx(5.0, rel=1e-5)
 
 
+def test_a_patch_that_stayed_put_while_its_look_alikes_changed_is_no_large_surprise():
+    """Surprise is at most 1.5 times the change's own size: on a Landsat series, patches that barely changed
+    while the snow melted around them had surprises 4-7 times their magnitude and led the run's top 15."""
+    rng = np.random.default_rng(3)
+    P = 40
+    E0 = rng.standard_normal((P, D)).astype(np.float32)
+    E1 = E0 + 2.0  # every patch changes (the snow melts) ...
+    E1[5] = E0[5] + 0.1  # ... but this one
+    E1[6] = E0[6] - 2.0  # and this one changes the other way (a real change against the season)
+    df, _, residual = changes_block(np.stack([E0, E1]), np.ones((2, P), np.float32), monthly(2), Comparison())
+    df = df.set_index("p")
+    assert np.sqrt((residual[5] ** 2).mean()) > 10 * df.loc[5, "magnitude"]  # what the look-alikes did, not it
+    assert df.loc[5, "surprise"] == pytest.approx(1.5 * df.loc[5, "magnitude"], rel=1e-5)
+    assert df.loc[5, "surprise"] < 0.2
+    assert df.loc[6, "surprise"] == pytest.approx(3.0, rel=1e-5)  # 4 from the season, kept up to 1.5 x its size
+    assert df.loc[0, "surprise"] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_residuals_find_the_same_change_across_covers_where_raw_vectors_find_the_season():
     """Forty patches of one cover green up (the season); one of them is also built on, and a patch of another
     cover, which does not change with the season, is built on alike. Searched by residuals (the vectors of

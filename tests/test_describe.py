@@ -85,6 +85,18 @@ def test_unusable_pixels_are_left_out_and_series_without_the_bands_get_no_words(
     assert describe_objects(objects, events, unnamed, 8)["change"].tolist() == ["", ""]
 
 
+def test_a_series_without_a_green_band_is_described_from_red_and_near_infrared():
+    """A Landsat series of bands 3-5 (red, NIR, SWIR) had no words at all (UAT): the red band stands in for the
+    green one, for brightness and for water (a dark pixel whose NIR is below its red)."""
+    objects, events = _objects(CELLS[:3])
+    red_nir = _cube().isel(band=[2, 3]).assign_coords(band=["red", "nir"])
+    assert index_bands(red_nir) == ["red", "nir"]
+    out = describe_objects(objects, events, red_nir, 8)["change"].tolist()
+    assert out == ["water appears, vegetation loss", "brighter, vegetation loss", "brighter, vegetation loss"]
+    tm = _cube().isel(band=[2, 3]).assign_coords(band=["b3", "b4"], platform=("time", ["landsat-5"] * 3))
+    assert index_bands(tm) == ["b3", "b4"]  # TM's red and near infrared
+
+
 @pytest.mark.parametrize("platform, bands, expected", [
     ("landsat-5", ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5"], ["SR_B2", "SR_B3", "SR_B4"]),
     ("landsat-8", ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6"], ["SR_B3", "SR_B4", "SR_B5"]),

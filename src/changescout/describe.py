@@ -10,8 +10,9 @@ haze) is taken off first. Pixels that changed (NDVI by 0.1, brightness by 0.02, 
 object (:func:`describe`): "water appears" or "water recedes" when a quarter of them did that; "vegetation loss"
 when their median NDVI fell by 0.15 from vegetation (0.3), "vegetation gain" when it rose by 0.15 to it;
 "brighter" or "darker" by 0.03. Fewer than 5 % changed pixels: a "slight change". Pixel-level, because a
-patch's mean mixes the change with what did not change around it. Series without bands named green, red and
-near-infrared (B03/B04/B08, green/red/nir, Landsat SR_B*) get no words.
+patch's mean mixes the change with what did not change around it. Series without bands named red and
+near-infrared (B04/B08, red/nir, Landsat SR_B*, b3/b4) get no words; without a green band (a Landsat series of
+bands 3-5) brightness is the red band's, and open water is a dark pixel whose near-infrared is below its red.
 """
 
 from __future__ import annotations
@@ -36,16 +37,20 @@ TOP = 500
 
 
 def index_bands(cube: xr.DataArray) -> list[str] | None:
-    """Names of the green, red and near-infrared bands of ``cube`` (:func:`changescout.quality.find_bands`), or
-    None when one is missing."""
+    """Names of the green, red and near-infrared bands of ``cube`` (:func:`changescout.quality.find_bands`), red
+    and near-infrared alone when there is no green band, or None without red or near-infrared."""
     found = find_bands(cube, GREEN, RED, NIR)
-    return None if None in found else [band_names(cube)[i] for i in found]
+    if None in found[1:]:
+        return None
+    return [band_names(cube)[i] for i in found if i is not None]
 
 
 def _indices(bands: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
-    """``(3, ...)`` green, red, NIR -> ``(3, ...)`` NDVI, NDWI, visible brightness; NaN where ``quality`` is
-    neither clear nor water. Reflectances are floored at 1e-4 (an offset can leave dark water below 0)."""
-    green, red, nir = np.maximum(np.asarray(bands, dtype=np.float32), 1e-4)
+    """``(3, ...)`` green, red, NIR (or ``(2, ...)`` red, NIR: the red stands in for the green) -> ``(3, ...)``
+    NDVI, NDWI, visible brightness; NaN where ``quality`` is neither clear nor water. Reflectances are floored
+    at 1e-4 (an offset can leave dark water below 0)."""
+    bands = np.maximum(np.asarray(bands, dtype=np.float32), 1e-4)
+    green, red, nir = bands if len(bands) == 3 else (bands[0], *bands)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2])
     if quality is not None:
@@ -76,7 +81,7 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
                      top: int = TOP) -> pd.DataFrame:
     """``objects`` with ``change`` (words, :func:`describe`) for its ``top`` best-ranked candidates, from their
     onset patch events' pixels (``events``: ``object_id``, ``row``, ``col``, ``t0``, ``t1``); "" elsewhere, where
-    no pixel is usable at both dates, and everywhere without green, red and NIR bands. One computation reads the
+    no pixel is usable at both dates, and everywhere without red and NIR bands. One computation reads the
     onset patches' windows and every patch's mean (for the scene's own change), so memory grows with those, not
     with the scene."""
     out = objects.assign(change="")

@@ -163,7 +163,7 @@ def test_report_counts_objects_that_stand_out_explains_its_columns_and_dates_rea
     text = re.sub(r"\s+", " ", html)
     assert "40 patch changes (every patch compared at every date pair it was clear), 6 change objects that stand out" in text
     assert "less what the whole scene did between the same dates" in text
-    assert "empty here: no band of this series is named as green, red and near infrared" in text
+    assert "empty here: no band of this series is named as red and near infrared" in text
     assert "<figcaption>2021-02-01</figcaption>" in html
     objects.loc[0, "change"] = "vegetation loss"
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects).read_text()

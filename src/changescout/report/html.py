@@ -119,8 +119,8 @@ def _words_note(objects: pd.DataFrame | None) -> str:
     """Why the ``change`` column is empty, when it is empty for every object."""
     if objects is None or "change" not in objects or (objects["change"].fillna("") != "").any():
         return ""
-    return ("; empty here: no band of this series is named as green, red and near infrared (B03, B04, B08, "
-            "SR_B3..., or green, red, nir)")
+    return ("; empty here: no band of this series is named as red and near infrared (B04, B08, SR_B4..., or "
+            "red, nir)")
 
 
 def _date_caption(path) -> str:

@@ -177,6 +177,17 @@ def test_a_cluster_lost_during_a_run_exits_1_in_one_line_and_says_a_rerun_resume
     assert "lost the dask cluster at tcp://10.0.0.9:8786" in err and "rerun the same command" in err
 
 
+@pytest.mark.parametrize("at", ["nan,nan", "inf,4836000", "1e400,4836000"])
+def test_similar_at_a_point_that_is_no_number_exits_2(capsys, session_run, at):
+    code, _, err = call(capsys, "similar", session_run, "--at", at, "--t1", "2021-06-15")
+    assert code == 2 and "--at takes X,Y (two finite numbers" in err and "internal error" not in err
+
+
+def test_similar_on_a_path_that_does_not_exist_says_so(capsys, tmp_path):
+    code, _, err = call(capsys, "similar", tmp_path / "nowhere", "some-id")
+    assert code == 2 and "nowhere: does not exist" in err
+
+
 def test_bad_options_exit_2(capsys, tmp_path):
     code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--compare", "weekly")
     assert code == 2 and "--compare" in err
@@ -442,8 +453,9 @@ def test_similar_objects_gives_one_row_per_object(capsys, session_run):
     res = json.loads(out)
     assert len(res) == 4 and len({r["object_id"] for r in res}) == 4
     assert q["object_id"] not in {r["object_id"] for r in res}
+    assert {(r["query"], r["result"]) for r in res} == {(q["event_id"], "object")}  # what was asked, in each record
     code, out, _ = call(capsys, "similar", session_run, q["event_id"], "--objects", "--k", 4)
-    assert f"Similar to object {q['object_id']} (lead patch" in " ".join(out.split())  # not "Similar to <event id>"
+    assert f"Similar to object {q['object_id']} (queried with its patch {q['event_id']})" in " ".join(out.split())
     code, out, _ = call(capsys, "similar", session_run, q["event_id"], "--k", 4)
     assert f"the other patches of its object {q['object_id']} left out" in " ".join(out.split())
 

@@ -270,15 +270,19 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             xy = tuple(float(v) for v in at.split(","))
         except ValueError:
             xy = ()
-        if len(xy) != 2:
-            raise ConfigError(f"--at takes X,Y (two numbers), got {at!r}")
+        if len(xy) != 2 or not np.isfinite(xy).all():
+            raise ConfigError(f"--at takes X,Y (two finite numbers in the run's CRS), got {at!r}")
     res = find_similar(run_dir, event_id, at=xy, t1=t1, k=k, other_runs=in_runs, negatives=negatives, objects=objects)
-    if as_json:
-        out_console.print_json(res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str)).to_json(orient="records"))
+    if as_json:  # each row also names the query and whether the rows are objects or patch events
+        rows = res.assign(t0=res["t0"].astype(str), t1=res["t1"].astype(str), query=res.attrs.get("query"),
+                          result="object" if objects else "patch")
+        out_console.print_json(rows.to_json(orient="records"))
         return
     obj = res.attrs.get("query_object")
-    title = (f"Similar to object {obj} (lead patch {res.attrs.get('query')}); its own patches left out" if objects and obj is not None
+    title = (f"Similar to object {obj} (queried with its patch {res.attrs.get('query')}); its own patches left out" if objects and obj is not None
              else f"Similar to {res.attrs.get('query')}" + (f"; the other patches of its object {obj} left out" if obj is not None else ""))
+    if res.attrs.get("same_change_elsewhere"):
+        title += f"; and the same change seen by the overlapping --in runs ({res.attrs['same_change_elsewhere']} patch events)"
     table = Table(title=title)
     for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c, **({"no_wrap": True, "min_width": max(map(len, res["event_id"]), default=0)} if c == "event_id" else {}))  # whole

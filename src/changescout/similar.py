@@ -29,6 +29,8 @@ class RunView:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        if not self.path.exists():
+            raise RunNotFoundError("does not exist", self.path)
         for name in ("events.parquet", "changes.zarr", "index.faiss"):
             if not (self.path / name).exists():
                 raise RunNotFoundError(f"not a finished changescout run ({name} is missing)", self.path)
@@ -78,12 +80,12 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
         return _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects)
 
 
-def _find_event(views: list[RunView], event_id: str) -> tuple[RunView, pd.Series]:
-    """The first of ``views`` (the query's run first) that holds ``event_id``, and the event."""
-    for v in views:
-        hit = v.events[v.events["event_id"] == event_id]
-        if len(hit):
-            return v, hit.iloc[0]
+def _find_events(views: list[RunView], event_id: str) -> list[tuple[RunView, pd.Series]]:
+    """``(view, event)`` for each of ``views`` that holds ``event_id`` (two runs of one source and grid share
+    their ids: a change told off is told off in both)."""
+    found = [(v, hit.iloc[0]) for v in views if len(hit := v.events[v.events["event_id"] == event_id])]
+    if found:
+        return found
     where = views[0].path if len(views) == 1 else ", ".join(str(v.path) for v in views)
     raise EventNotFoundError(f"no event {event_id!r} in {'this run' if len(views) == 1 else 'these runs: ' + where}",
                              views[0].path if len(views) == 1 else None)
@@ -106,7 +108,7 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     views = [base] + [RunView(p) for p in others.values()]
     for v in views[1:]:
         check_compatible(base.compat, v.compat, str(base.path), str(v.path))
-    neg = [_find_event(views, e) for e in negatives]  # (view, event): a result of an --in run may be told off too
+    neg = [found for e in negatives for found in _find_events(views, e)]  # a result of an --in run may be told off too
     if any(v is base and e["event_id"] == query["event_id"] for v, e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
     # the query's own object (its other patches, its end) is the same change, not a similar one: left out
@@ -117,11 +119,18 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     else:
         positive = base.vectors([query["vec"]])
     q = feedback_query(positive, np.vstack([v.vectors([e["vec"]]) for v, e in neg]) if neg else None)
-    frames = []
+    frames, seen_again = [], 0
     for v in views:
         exclude = {int(e["vec"]) for w, e in neg if w is v}
+        if objects:  # an object told off goes whole, not one patch of it (its other patches came back on top)
+            told = {e["object_id"] for w, e in neg if w is v and "object_id" in e}
+            exclude |= set(v.events.loc[v.events["object_id"].isin(told), "vec"].astype(int)) if told else set()
         if v is base:
             exclude |= {int(query["vec"])} | set(own["vec"].astype(int))
+        else:  # a run that overlaps the query's: the query's own change, seen again there, is not a similar one
+            again = _same_change(v, own if len(own) else base.events[base.events["vec"] == query["vec"]], query)
+            seen_again += len(again)
+            exclude |= again
         res = v.index().search(q, k=k * 8 if objects else k, exclude=exclude)
         hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
         hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")
@@ -133,5 +142,18 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     out = out.head(k)
     out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
+    out.attrs["same_change_elsewhere"] = seen_again
     out.attrs["query_object"] = int(query["object_id"]) if "object_id" in query else None
     return out
+
+
+def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]:
+    """The ``vec`` keys of ``view``'s events that are the query's own change seen again: the same ``t1`` on a
+    patch that overlaps (by area, not only an edge) the patches of the query's object."""
+    events = view.events
+    same = events[pd.to_datetime(events["t1"]) == pd.Timestamp(query["t1"])]
+    if same.empty or "geometry" not in own or own.crs is None or same.crs is None:
+        return set()
+    where = own.to_crs(same.crs).union_all()
+    overlap = same.geometry.intersection(where).area.to_numpy()
+    return set(same["vec"].to_numpy()[overlap > 1e-6 * same.geometry.area.to_numpy()].astype(int))

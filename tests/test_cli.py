@@ -180,7 +180,7 @@ def test_a_cluster_lost_during_a_run_exits_1_in_one_line_and_says_a_rerun_resume
 @pytest.mark.parametrize("at", ["nan,nan", "inf,4836000", "1e400,4836000"])
 def test_similar_at_a_point_that_is_no_number_exits_2(capsys, session_run, at):
     code, _, err = call(capsys, "similar", session_run, "--at", at, "--t1", "2021-06-15")
-    assert code == 2 and "--at takes X,Y (two finite numbers" in err and "internal error" not in err
+    assert code == 2 and "is not a place: X and Y must be finite numbers" in err and "internal error" not in err
 
 
 def test_similar_on_a_path_that_does_not_exist_says_so(capsys, tmp_path):

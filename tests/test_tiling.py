@@ -51,6 +51,13 @@ def test_polygons_bounds_centres_and_locate_agree(pg):
     assert union.area == pytest.approx(24 * 160.0 * 160.0)
 
 
+@pytest.mark.parametrize("x, y", [(float("nan"), 4_835_900.0), (372_100.0, float("inf"))])
+def test_locate_a_point_that_is_no_number_is_a_grid_error(pg, x, y):
+    """NaN compared False with the grid's bounds and reached int(): an internal error (similar --at nan,nan)."""
+    with pytest.raises(GridError, match="is not a place"):
+        pg.locate(x, y)
+
+
 def test_locate_outside_raises_with_bounds(pg):
     for x, y in [(371_999.0, 4_835_900.0), (372_000.0 + 6 * 160 + 1, 4_835_900.0), (372_100.0, 4_836_001.0),
                  (372_100.0, 4_836_000.0 - 4 * 160 - 1)]:

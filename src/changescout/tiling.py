@@ -78,6 +78,8 @@ class PatchGrid:
 
     def locate(self, x: float, y: float) -> tuple[int, int]:
         """Patch ``(row, col)`` holding the point ``(x, y)`` given in the grid CRS."""
+        if not (np.isfinite(x) and np.isfinite(y)):  # (NaN compares False: it was an internal error below)
+            raise GridError(f"point ({x}, {y}) is not a place: X and Y must be finite numbers in {self.grid.crs}")
         xres, yres = self.grid.resolution
         col = int(np.floor((x - self.grid.transform[2]) / (xres * self.patch_size)))
         row = int(np.floor((self.grid.transform[5] - y) / (yres * self.patch_size)))

@@ -60,7 +60,7 @@ from ..encoders.base import select_bands
 from ..errors import BandError, ConfigError, InputError, OutputError
 from .baselines import BASELINES
 from .evidence import aggregate_up, block_means, calibrate, combine, embedding_distance, spread_patches, whitened_distance
-from .metrics import Item, evaluate_items, patch_labels, patch_scores, spread
+from .metrics import Item, evaluate_items, patch_level, spread
 
 DATASETS = ("oscd", "pairs", "dynamicearthnet", "synthetic")
 #: Encoder options for two-date benchmarks: Presto embeds each date alone (a trailing window would mix in the
@@ -624,8 +624,8 @@ def _level_labels(pair: Pair, p: int | None) -> np.ndarray:
     """The labels of ``pair``'s valid pixels (``p`` None) or of its ``p`` px patches that hold a valid pixel."""
     if p is None:
         return pair.label[pair.valid]
-    counted = np.isfinite(patch_scores(np.ones(pair.label.shape, np.float32), p, pair.valid))
-    return patch_labels(pair.label, p, valid=pair.valid)[counted]
+    counted, labels = patch_level(np.ones(pair.label.shape, np.float32), pair.label, p, valid=pair.valid)
+    return labels[np.isfinite(counted)]
 
 
 def _listed(names: list[str], most: int = 10) -> str:
@@ -751,8 +751,6 @@ def _clean_nested(rows: list[dict]) -> list[dict]:
 
 
 def _curve_data(items, p: int):
-    from .metrics import patch_level
-
     s, y = zip(*(patch_level(i.score, i.label, p, 0.05, i.valid) for i in items))
     s, y = np.concatenate([a.ravel() for a in s]), np.concatenate([a.ravel() for a in y])
     keep = np.isfinite(s)

@@ -76,7 +76,7 @@ def skipped(root, *, labels_root=None) -> list[str]:
     root = _existing_dir(root)
     notes = []
     bases = _candidates(root)
-    for city in sorted(set().union(*(_cities_in(d) for d in bases))):
+    for city in list_items(root, labelled=False, labels_root=labels_root):
         if _label_file(root, city, labels_root) is None:
             where = (city_folder(root, city) if labels_root is None else Path(labels_root) / city) / "cm"
             notes.append(f"{city} skipped: no change label, expected {where / f'{city}-cm.tif'} (or cm.png beside it)")

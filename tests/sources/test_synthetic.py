@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from changescout.cube import Quality, grid_of, make_cube, validate_cube
+from changescout.cube import OutputGrid, Quality, grid_of, make_cube, validate_cube
 from changescout.errors import BandError, ConfigError, SourceError
 from changescout.sources.synthetic import BANDS, CHANGE_TYPES, PlantedTruth, make_series, open, plant_changes, sniff
 
@@ -241,6 +241,33 @@ def test_plant_changes_into_real_series(bouconne):
     assert all(times.index(e) - times.index(o) == 2 for o, e in zip(floods["onset"], floods["end"]))
     other, _ = plant_changes(bouconne, seed=1)
     assert not np.array_equal(other.values, after)
+
+
+def test_a_real_pond_dries_up_to_its_shore():
+    """A pond of the cube has mixed shore pixels (more water than land, but outside the NDWI > 0 mask). When it
+    dries they dry too: painting mud inside the mask alone left a dark ring of the old shore, an edge the
+    encoders saw barely move (the real pond of the Bouconne series). Pixels that are mostly land stay as
+    they were."""
+    from changescout.sources.synthetic import _SPECTRA
+
+    land, water = np.array(_SPECTRA["grass_green"], np.float32), np.array(_SPECTRA["water"], np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    wet = np.select([r <= 7, r <= 8, r <= 9], [1.0, 0.6, 0.2], 0.0).astype(np.float32)  # pond, shore, margin
+    image = wet * water[:, None, None] + (1 - wet) * land[:, None, None]
+    grid = OutputGrid("EPSG:32631", (10.0, 0.0, 372_000.0, 0.0, -10.0, 4_836_000.0), (64, 64))
+    times = pd.date_range("2020-04-01", periods=5, freq="30D")
+    cube = make_cube(np.repeat(image[None], 5, axis=0), times, list(BANDS), grid)
+    planted, truth = plant_changes(cube, seed=0, types=["drying"], rare_per_type=1, n_common=0, n_clouds=0)
+    (mask,) = truth.masks
+    assert mask[r <= 7].all() and mask[(r > 7) & (r <= 8)].all()  # the pond and its shore
+    assert not mask[r > 8].any()  # mostly land: left alone
+    onset = list(times).index(truth.objects["onset"][0])
+    nir = planted.sel(band="B08").values
+    mud = _SPECTRA["mud"][BANDS.index("B08")]
+    assert np.abs(nir[onset:][:, r <= 8] - mud).max() < 0.03  # no dark ring left where the water was
+    shore = (r > 7) & (r <= 8)
+    np.testing.assert_allclose(nir[:onset][:, shore], np.broadcast_to(image[BANDS.index("B08")][shore], (onset, shore.sum())), atol=1e-6)
 
 
 def test_plant_changes_maps_bands_by_name(series):

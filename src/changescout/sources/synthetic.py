@@ -11,8 +11,8 @@ Change types (:data:`CHANGE_TYPES`):
   turns to slash and bare soil, slow regrowth);
 * rare (``rare_per_type`` instances each): ``construction`` (vegetation -> roofs and concrete), ``road`` (a
   bright line 2-4 px wide, gently curving), ``flood`` (land -> muddy water for 2-3 dates, then back: onset and
-  recession are both changes), ``drying`` (a pond -> mud; where the cube has no pond free, one is painted from
-  the first date and dries at the onset).
+  recession are both changes), ``drying`` (a pond -> mud, its mixed shore pixels with it; where the cube has
+  no pond free, one is painted from the first date and dries at the onset).
 
 Every change is abrupt between two consecutive dates, never at the first date. Clouds (kind ``"cloud"``) are
 each present on one date only, sometimes with a shadow, and are kept off objects on the dates they change.
@@ -305,6 +305,30 @@ def _indices(data, bidx):
         return np.nan_to_num((n - r) / (n + r)), (g - n) / (g + n) > 0
 
 
+def _with_shore(data, bidx, sl, m, o, occupied, reach: int = 2):
+    """A pond of the cube, ``(sl, m)``, widened to its shore: the free pixels within ``reach`` px whose
+    near-infrared before the onset ``o`` lies nearer the pond's than the land's around it. They are more water
+    than land (mixed pixels, outside the NDWI > 0 mask), and a pond that dries leaves no water there: painting
+    mud inside the mask alone left a dark outline of the old shore around it, which the encoders saw as an
+    edge that barely moved (a real pond of the Bouconne series)."""
+    h, w = data.shape[2:]
+    pad = reach + 3
+    y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, h)
+    x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, w)
+    pond = np.zeros((y1 - y0, x1 - x0), bool)
+    pond[sl[0].start - y0 : sl[0].stop - y0, sl[1].start - x0 : sl[1].stop - x0] = m
+    near = ndimage.binary_dilation(pond, iterations=reach)
+    land = ndimage.binary_dilation(pond, iterations=pad) & ~near
+    pos = {BANDS[i]: j for j, i in enumerate(bidx)}
+    with np.errstate(all="ignore"):
+        nir = np.nanmedian(data[:o, pos.get("B08", pos.get("B8A")), y0:y1, x0:x1], axis=0)
+    water, ground = np.nanmedian(nir[pond]), np.nanmedian(nir[land]) if land.any() else np.nan
+    if not np.isfinite(water) or not np.isfinite(ground) or ground <= water:
+        return sl, m
+    shore = near & ~pond & (nir < (water + ground) / 2) & ~occupied[y0:y1, x0:x1]
+    return np.s_[y0:y1, x0:x1], pond | shore
+
+
 def _onsets(rng, n, lo, hi) -> np.ndarray:
     """``n`` date indices in ``[lo, hi]``, stratified so they spread over the range, in random order."""
     return lo + np.floor((rng.permutation(n) + rng.random(n)) * (hi - lo + 1) / max(n, 1)).astype(int)
@@ -446,9 +470,11 @@ def _plant_changes(data, times, bidx, rng, plan, crop_fields, noise):
         if found is None:
             raise SourceError(f"no free place left to plant a {kind}: use a larger image or fewer objects (n_common, types)")
         sl, m = found
-        occupied[sl] |= m
+        if kind == "drying" and pond:
+            sl, m = _with_shore(data, bidx, sl, m, o, occupied)
         if kind == "drying" and not pond:  # no pond to dry: paint one from the first date
             _paint(data, sl, m, _SPECTRA["water"][bidx], np.where(np.arange(len(times)) < o, 0.0, 1.0), tex, noise, rng)
+        occupied[sl] |= m
         r, end = _schedule(kind, o, times, rng)
         _paint(data, sl, m, _SPECTRA[_NEW_STATE[kind]][bidx], r, tex, noise, rng)
         records.append((kind, o, end, _pasted(m, sl[0].start, sl[1].start, shape)))

@@ -156,6 +156,21 @@ def test_rerun_with_the_same_config_resumes_without_recomputing(session_run, ses
     assert (run / "state.json").read_text() == state
 
 
+def test_config_json_records_the_kind_and_label_a_run_resolved_and_a_rerun_spelling_them_out_resumes(tmp_path):
+    """The source kind the run guessed and the label of its ids are in config.json ("fully resolved"), so that
+    the same command with ``--kind`` and ``--label`` given as the run resolved them resumes instead of being
+    refused as another configuration."""
+    opts = {"seed": 0, "size": 128, "n_dates": 4}
+    out = run_pipeline(RunConfig(source="synthetic", source_options=opts), tmp_path / "r", **QUIET)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["kind"] == "synthetic" and config["label"] == "synthetic"
+    logs = []
+    run_pipeline(RunConfig(source="synthetic", kind="synthetic", label="synthetic", source_options=opts), out, log=logs.append)
+    assert any("resuming" in m for m in logs)
+    with pytest.raises(RunExistsError, match=r"another configuration \(label, series id differ"):
+        run_pipeline(RunConfig(source="synthetic", label="other", source_options=opts), out, **QUIET)
+
+
 def test_a_run_made_under_another_cloud_screen_is_not_resumed(session_run, session_config, copy_run, monkeypatch):
     """The screen's rule is part of the configuration: embeddings made under an older screen are not reused."""
     import changescout.quality

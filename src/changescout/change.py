@@ -401,6 +401,9 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
         v = events[c]
         data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
     ds = xr.Dataset(data, coords={"vec": events["vec"].to_numpy()}, attrs=attrs)
+    ds["vector"].attrs["description"] = "change vector e(t1) - e(t0) of each event (events.parquet: vec)"
+    ds["persistence"].attrs["description"] = ("later clear dates over which the new state holds; -1 = unknown (last date), "
+                                             "null in events.parquet")
     # chunked by encoding, not by dask: the arrays are in memory, and with a dask.distributed client the
     # dask write shipped them through the scheduler (a 96 MiB graph at 1024 px) for a worker to write
     rows = max(1, min(65536, ds.sizes["vec"]))

@@ -90,7 +90,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),
-    "persistence": ("float32", "median persistence of its patches (0 = transient); NaN = unknown"),
+    "persistence": ("float32", "median persistence of its onset patches (0 = transient); NaN = unknown"),
     "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart"),
     "elongation": ("float32", "log ratio of the spread of its onset patches along and across their main axis; 0 = compact "
                               "or fewer than 3 patches, about 2 for a road across 10 patches"),

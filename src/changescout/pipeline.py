@@ -509,7 +509,11 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         log(note)
     inputs = _input_hashes(cube)
     source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
-    series = series_id(config.label or cube.attrs.get("label", "series"), source_digest, grid, config.patch_size)
+    # config.json holds the configuration as resolved: the kind the source was taken for and the label its
+    # ids carry, so that a rerun spelling them out (--kind stacked, --label ...) is the same run and resumes
+    config = dataclasses.replace(config, kind=cube.attrs.get("source_kind", config.kind),
+                                 label=config.label or cube.attrs.get("label", "series"))
+    series = series_id(config.label, source_digest, grid, config.patch_size)
     run = Run(out, config, overwrite=overwrite, log=log)
     extra = {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
              "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),

@@ -363,6 +363,15 @@ def test_an_interrupted_replacement_is_resumed_and_a_lost_one_gives_the_old_run_
         run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
     state = json.loads((run / "state.json").read_text())
     assert state["stages"]["embed"]["status"] == "done" and (run / pipeline.REPLACED / "events.parquet").exists()
+    # the readers (export, similar, the report) tell what holds the directory, not to make a first run
+    from changescout.errors import RunNotFoundError
+    from changescout.events import read_events
+    from changescout.objects import read_objects
+    from changescout.similar import RunView
+
+    for read in (read_events, read_objects, RunView):
+        with pytest.raises(RunNotFoundError, match=r"interrupted `changescout run --overwrite`.*rerun that command"):
+            read(run)
     monkeypatch.undo()
     logs = []
     run_pipeline(session_config(rank_by="magnitude"), run, log=logs.append)  # the same command resumes

@@ -87,6 +87,22 @@ def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
     assert res["similarity"].max() < 1 - 1e-4
 
 
+def test_the_same_change_is_found_in_a_run_in_degrees_without_warnings(events, query):
+    """Another run on a geographic grid (EPSG:4326): its patches that overlap the query's change are still told
+    apart (a ratio of areas), and no "areas in a geographic CRS are likely incorrect" warning reaches the analyst."""
+    import types
+    import warnings
+
+    from changescout.similar import _same_change
+
+    own = events[(events["object_id"] == query["object_id"]) & (events["t1"] == query["t1"])]
+    other = types.SimpleNamespace(events=events.to_crs("EPSG:4326"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seen = _same_change(other, own, query)
+    assert seen == set(own["vec"].astype(int))
+
+
 def test_the_querys_own_run_or_a_run_given_twice_is_searched_once(session_run, query, copy_run):
     """``--in RUN`` naming the query's own run must not bring the query back as its own best match, nor list
     each event twice; a run given twice counts once."""

@@ -78,13 +78,28 @@ def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | os.PathLike, metadata: d
     return path
 
 
+#: Where ``run --overwrite`` keeps the run it replaces until the new one has finished (restored if bad input
+#: stops the new one; an interrupted replacement is finished by the same command).
+REPLACED = ".replaced"
+
+
+def missing_output(message: str, path: Path) -> RunNotFoundError:
+    """The error for a run directory's output that is not there: when an interrupted ``--overwrite`` holds the
+    directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run."""
+    run = path if path.is_dir() or not path.suffix else path.parent
+    if (run / REPLACED).is_dir():
+        return RunNotFoundError(f"{message}: an interrupted `changescout run --overwrite` is replacing this run; rerun that "
+                                f"command to finish it (the previous run waits in {REPLACED}/ until then)", run)
+    return RunNotFoundError(f"{message} (run `changescout run` first)", path)
+
+
 def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
     """Read an events table written by :func:`write_events` (a file or a run directory)."""
     path = Path(path)
     if path.is_dir():
         path = path / "events.parquet"
     if not path.exists():
-        raise RunNotFoundError("no events table here (run `changescout run` first)", path)
+        raise missing_output("no events table here", path)
     try:
         gdf = gpd.read_parquet(path)
     except Exception as exc:

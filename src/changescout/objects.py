@@ -74,8 +74,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .change import comparable
-from .errors import ConfigError, RunNotFoundError
-from .events import write_geoparquet
+from .errors import ConfigError
+from .events import missing_output, write_geoparquet
 from .rank import RarityScorer, false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -471,5 +471,5 @@ def read_objects(path) -> gpd.GeoDataFrame:
     if path.is_dir():
         path = path / "objects.parquet"
     if not path.exists():
-        raise RunNotFoundError("no objects table here (run `changescout run` first)", path)
+        raise missing_output("no objects table here", path)
     return gpd.read_parquet(path).sort_values("rank").reset_index(drop=True)

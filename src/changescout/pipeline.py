@@ -39,7 +39,7 @@ from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
 from .errors import ConfigError, InputError, OutputError, RunExistsError
-from .events import COLUMNS, write_events
+from .events import COLUMNS, REPLACED, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, normalise_dates
 from .rank import AtypicalityRanker
@@ -52,8 +52,6 @@ MAX_PATCH = 128
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
              "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
-#: Where ``--overwrite`` keeps the replaced run until the new one has finished (restored if it fails).
-REPLACED = ".replaced"
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")

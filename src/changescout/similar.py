@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 
 from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid
 from .errors import EventNotFoundError, RunNotFoundError
-from .events import read_events
+from .events import missing_output, read_events
 from .objects import object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
@@ -33,7 +34,7 @@ class RunView:
             raise RunNotFoundError("does not exist", self.path)
         for name in ("events.parquet", "changes.zarr", "index.faiss"):
             if not (self.path / name).exists():
-                raise RunNotFoundError(f"not a finished changescout run ({name} is missing)", self.path)
+                raise missing_output(f"not a finished changescout run ({name} is missing)", self.path)
         self.events = read_events(self.path / "events.parquet")
         self.attrs = dict(xr.open_zarr(self.path / "changes.zarr", consolidated=True).attrs)
         self.compat = compatibility(self.attrs)
@@ -155,5 +156,8 @@ def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]
     if same.empty or "geometry" not in own or own.crs is None or same.crs is None:
         return set()
     where = own.to_crs(same.crs).union_all()
-    overlap = same.geometry.intersection(where).area.to_numpy()
-    return set(same["vec"].to_numpy()[overlap > 1e-6 * same.geometry.area.to_numpy()].astype(int))
+    # a ratio of areas, so square degrees do as well as square metres at patch scale: shapely's areas, without
+    # geopandas' warning that areas in a geographic CRS are "likely incorrect" (a run in EPSG:4326)
+    patches = np.asarray(same.geometry.values)
+    overlap = shapely.area(shapely.intersection(patches, where))
+    return set(same["vec"].to_numpy()[overlap > 1e-6 * shapely.area(patches)].astype(int))

@@ -80,6 +80,15 @@ def test_grid_origin_snapped_to_patches(tmp_path):
     assert right >= ms.ORIGIN[0] + W * ms.RES and bottom <= ms.ORIGIN[1] - H * ms.RES
 
 
+def test_a_grid_resolution_far_finer_than_the_input_is_refused(tmp_path):
+    """A typo such as 0.01 for 10 m would make a 1000 times finer grid: refused at once with the ratio, instead
+    of a run whose first task graph fills the memory; Landsat's 30 m at 10 m (3 times) and up to 8 times pass."""
+    ms.multiband_folder(tmp_path / "f")
+    with pytest.raises(GridError, match=r"--grid resolution 0.01 is 1000 times finer than the input's \(10 "):
+        open_series(tmp_path / "f", patch_size=16, grid=f"{ms.CRS},0.01")
+    assert grid_of(open_series(tmp_path / "f", patch_size=16, grid=f"{ms.CRS},{ms.RES / 8}")).resolution == (ms.RES / 8, ms.RES / 8)
+
+
 def test_same_patches_whatever_the_file_order_and_chunks(tmp_path):
     ms.multiband_folder(tmp_path / "a")
     ms.multiband_folder(tmp_path / "b", names=[f"{p}_{d}.tif" for p, d in zip("cab", ms.DATES)])

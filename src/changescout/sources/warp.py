@@ -165,6 +165,11 @@ def as_grid(grid) -> GridSpec | OutputGrid:
     raise ConfigError(f"grid must be a GridSpec, an OutputGrid or text like 'EPSG:32631,10', got {type(grid).__name__}")
 
 
+#: How many times finer than the input's own a --grid resolution may be (Landsat's 30 m at 10 m is 3): a
+#: resolution of 0.01 for 10 m made a 128 000 x 128 000 px grid whose first graph filled the memory.
+MAX_UPSAMPLING = 8
+
+
 def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> OutputGrid:
     """The output grid: the CRS and resolution of ``first`` (the first date) unless ``grid`` sets them, and
     the union of ``footprints`` (``(crs, bounds)`` pairs) unless it sets the bounds.
@@ -178,13 +183,17 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
         return _overlapping(spec, footprints)
     crs = spec.crs or first.crs
     same_crs = CRS.from_user_input(crs) == CRS.from_user_input(first.crs)
-    if spec.resolution:
-        res = (spec.resolution, spec.resolution)
-    elif same_crs:
-        res = first.resolution
+    if same_crs:
+        native = first.resolution
     else:
         t, _, _ = calculate_default_transform(first.crs, crs, first.shape[1], first.shape[0], *first.bounds)
-        res = (abs(t.a), abs(t.e))
+        native = (abs(t.a), abs(t.e))
+    res = (spec.resolution, spec.resolution) if spec.resolution else native
+    if spec.resolution and spec.resolution * MAX_UPSAMPLING < min(native):
+        raise GridError(f"--grid resolution {spec.resolution:g} is {min(native) / spec.resolution:.0f} times finer than the "
+                        f"input's ({min(native):.6g} in {crs} units): a finer grid only interpolates, and this one would "
+                        f"hold {min(native) / spec.resolution:.0f}^2 times as many pixels; check the resolution (at most "
+                        f"{MAX_UPSAMPLING} times finer)")
     bounds = spec.bounds or _union(_boxes(footprints, crs))
     px, py = (first.transform.c % res[0], first.transform.f % res[1]) if same_crs and res == first.resolution else (0, 0)
     left, bottom, right, top = bounds

@@ -598,3 +598,21 @@ def test_recurrence_is_left_unknown_outside_consecutive_comparison(compare):
     ds = embeddings_ds(np.stack([cut, cut], axis=1).astype(np.float32), nr=1)
     df, _ = compute_changes(ds, Comparison.parse(compare))
     assert len(df) and df["recurrence"].isna().all()
+
+
+def test_a_reference_date_the_patches_could_not_use_is_told_with_how_many_and_how_far():
+    """--compare reference:DATE on a date cloudy for some patches: those are compared with their nearest usable
+    date instead, which changes what their changes mean; the run says how many patches and how far (a warning
+    when it is most of them). Patches all compared with the reference itself need no word."""
+    ref = pd.Timestamp("2011-04-20")
+    comp = Comparison.parse("reference:2011-04-20")
+    events = pd.DataFrame({"row": [0, 0, 0, 1], "col": [0, 0, 1, 1],
+                           "t0": pd.to_datetime(["2011-04-20", "2011-04-20", "2011-04-20", "2010-10-02"]),
+                           "t1": pd.to_datetime(["2011-05-14", "2011-06-07", "2011-05-14", "2011-06-07"])})
+    note = comp.baseline_note(events)
+    assert note.startswith("note: --compare reference:2011-04-20: 1 of 3 patches (33 %)")
+    assert "2010-10-02 to 2010-10-02, up to 200 days away" in note
+    events["t0"] = pd.to_datetime(["2011-05-06", "2011-05-06", "2010-10-02", "2010-10-02"])
+    assert comp.baseline_note(events).startswith("warning: --compare reference:2011-04-20: 3 of 3 patches (100 %)")
+    assert comp.baseline_note(events.assign(t0=ref)) is None
+    assert Comparison.parse("consecutive").baseline_note(events) is None

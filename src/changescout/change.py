@@ -87,6 +87,24 @@ class Comparison:
                 f"with its clear date nearest to it ({before:%Y-%m-%d} before, {after:%Y-%m-%d} after, or farther when cloudy)")
 
 
+    def baseline_note(self, events: pd.DataFrame) -> str | None:
+        """After the changes: with a reference date, how many patches are compared with another date than the
+        reference itself (cloudy or masked there, or the series has no image that day), or None."""
+        if self.mode != "reference" or not len(events):
+            return None
+        t0 = pd.to_datetime(events["t0"]).dt.normalize()
+        other = t0 != self.reference
+        if not other.any():
+            return None
+        patches = events.groupby(["row", "col"]).ngroups
+        moved = events[other.to_numpy()].groupby(["row", "col"]).ngroups
+        days = (t0[other] - self.reference).dt.days.abs()
+        return (f"{'warning' if moved > patches / 2 else 'note'}: --compare {self}: {moved} of {patches} patches "
+                f"({100 * moved / patches:.0f} %) were compared with another date than {self.reference:%Y-%m-%d} (not clear "
+                f"enough there, or no image that day): their nearest usable date before each change, "
+                f"{t0[other].min():%Y-%m-%d} to {t0[other].max():%Y-%m-%d}, up to {int(days.max())} days away")
+
+
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a - b) ** 2).mean(axis=-1))
 

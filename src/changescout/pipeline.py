@@ -577,6 +577,8 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
                          shared_space=int(compat["shared_space"]))
             write_changes(ch_path, events, vectors, attrs, residuals)
             info.update(events=len(events))
+            if (note := comp.baseline_note(events)) is not None:
+                run.log(note)
 
     if not (run.done("rank") and (out / "events.parquet").exists()):
         with run.stage("rank") as info:

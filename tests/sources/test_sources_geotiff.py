@@ -89,6 +89,21 @@ def test_a_grid_resolution_far_finer_than_the_input_is_refused(tmp_path):
     assert grid_of(open_series(tmp_path / "f", patch_size=16, grid=f"{ms.CRS},{ms.RES / 8}")).resolution == (ms.RES / 8, ms.RES / 8)
 
 
+def test_scene_folders_linked_in_from_an_archive_are_read(tmp_path):
+    """Choosing scenes by linking their folders into a new one (a common way to pick dates from an archive)
+    reads them as the same folders copied would; a link back up the tree does not loop."""
+    ms.multiband_folder(tmp_path / "archive" / "a")
+    ms.multiband_folder(tmp_path / "archive" / "b", names=[f"x_{d}.tif" for d in ms.DATES])
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / "a").symlink_to(tmp_path / "archive" / "a", target_is_directory=True)
+    (picked / "loop").symlink_to(picked, target_is_directory=True)
+    cube = open_series(picked, patch_size=16)
+    direct = open_series(tmp_path / "archive" / "a", patch_size=16)
+    np.testing.assert_array_equal(cube.time.values, direct.time.values)
+    np.testing.assert_array_equal(cube.values, direct.values)
+
+
 def test_same_patches_whatever_the_file_order_and_chunks(tmp_path):
     ms.multiband_folder(tmp_path / "a")
     ms.multiband_folder(tmp_path / "b", names=[f"{p}_{d}.tif" for p, d in zip("cab", ms.DATES)])

@@ -22,6 +22,7 @@ multi-band image and named after it with such a suffix (``<product>.tif`` and ``
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -90,10 +91,19 @@ def list_rasters(root: Path) -> list[Path]:
     """GeoTIFF files under ``root`` (recursively, hidden ones skipped), sorted; :class:`SourceError` if none."""
     if not root.is_dir():
         raise SourceError("is not a folder" if root.exists() else "does not exist", root)
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.suffix.lower() in _EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files, seen = [], set()
+    # scene folders linked in from an archive count (os.walk follows the links; pathlib's rglob did not, and the
+    # folder was refused as holding no GeoTIFF); a link back up the tree is walked once
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(folder) / n for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in _EXTENSIONS and (Path(folder) / n).is_file()]
+    files.sort()
     if not files:
         raise SourceError("holds no GeoTIFF (.tif, .tiff) files", root)
     return files

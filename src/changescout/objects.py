@@ -86,7 +86,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "t1": ("datetime64[ns]", "date of the new state (the onset, shared by its first patch events)"),
     "t_end": ("datetime64[ns]", "date a later change undid it (e.g. a flood receding; those patch events belong to the object); NaT when none did"),
     "n_patches": ("int32", "number of patch events in the object"),
-    "area_ha": ("float64", "area of the dissolved polygon in hectares (equal-area projection for geographic CRS; NaN for pixel grids)"),
+    "area_ha": ("float64", "area of the dissolved polygon of its patches in hectares (whole patches: at least the area that changed; equal-area projection where the CRS distorts areas; NaN for pixel grids)"),
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),

@@ -642,17 +642,15 @@ def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, sta
     from .maps import write_change_maps
     from .report import write_quicklooks, write_report
 
-    from .objects import lead_events, read_objects
+    from .objects import read_objects
 
     events = read_events(out / "events.parquet")
     clusters = pd.read_parquet(out / "clusters.parquet")
     objects = read_objects(out)
     write_change_maps(events, patch_grid, out / "maps")
-    # Quicklooks of the lead patch of each top object, then of the top patch events.
-    lead = lead_events(events, objects).sort_values("object_rank").reset_index()
-    shown = pd.concat([lead.head(config.report_top), events]).drop_duplicates("event_id").reset_index(drop=True)
-    shown["rank"] = np.arange(1, len(shown) + 1, dtype=np.int32)
-    looks = write_quicklooks(cube, shown, patch_grid, out / "quicklooks", top=2 * config.report_top,
+    # Quicklooks: object_<rank>.png of each top object (its dates, its whole outline), event_<rank>.png of the
+    # top patch events
+    looks = write_quicklooks(cube, events, patch_grid, out / "quicklooks", top=config.report_top,
                              objects=objects.head(config.report_top))
     cfg = json.loads((out / "config.json").read_text())
     write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)

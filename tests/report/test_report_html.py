@@ -168,3 +168,27 @@ def test_report_counts_objects_that_stand_out_explains_its_columns_and_dates_rea
     objects.loc[0, "change"] = "vegetation loss"
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects).read_text()
     assert "empty here" not in html
+
+
+def test_report_says_where_each_change_is_and_the_grid_bounds(tmp_path):
+    """An analyst must be able to go to a change: the tables give each object's and event's centre in the grid's
+    CRS and in WGS 84, the header the grid's bounds, and the object's own chip (its rank) is shown."""
+    ev = make_events()
+    ev["object_id"] = np.arange(len(ev))
+    ql = tmp_path / "quicklooks"
+    ql.mkdir()
+    objects = gpd.GeoDataFrame({"object_id": ev["object_id"], "t0": ev["t0"], "t1": ev["t1"], "n_patches": 1,
+                                "candidate": True, "atypicality": ev["atypicality"], "rank": ev["rank"]},
+                               geometry=ev.geometry, crs=ev.crs)
+    first = objects.sort_values("rank").iloc[0]
+    chips = {int(first["object_id"]): ql / "object_1.png"}
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, {"object_chips": chips}, objects=objects).read_text()
+    centre = first.geometry.centroid
+    lonlat = gpd.GeoSeries([centre], crs=ev.crs).to_crs("EPSG:4326").iloc[0]
+    row = html[html.index("<h2>Top 20 change objects"):].split("<tr>")[2]  # the first row of the objects table
+    assert f"{centre.x:.0f}, {centre.y:.0f}" in row and f"{lonlat.x:.5f}, {lonlat.y:.5f}" in row
+    assert "src='quicklooks/object_1.png'" in row
+    assert "bounds 500000, 4999360, 500640, 5000000 (left, bottom, right, top)" in html
+    ev_row = html[html.index("<h2>Top 20 most atypical patch changes"):].split("<tr>")[2]
+    top_event = ev.sort_values("rank").iloc[0].geometry.centroid
+    assert f"{top_event.x:.0f}, {top_event.y:.0f}" in ev_row

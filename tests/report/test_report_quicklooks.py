@@ -80,14 +80,15 @@ def test_event_chips_show_t0_and_t1_around_the_outlined_patch(tmp_path, cube_and
     assert list(out["events"]) == list(ev["event_id"][:2])
     assert [p.name for p in out["events"].values()] == ["event_1.png", "event_2.png"]
     chip = rgb(out["events"][ev["event_id"][0]])
-    # 24 x 24 px window (patch + one patch margin) enlarged 10x, t0 | 4 px gap | t1, 16 px header
-    assert chip.shape == (16 + 240, 2 * 240 + 4, 3)
-    t0_centre, t1_centre = chip[16 + 120, 120], chip[16 + 120, 244 + 120]
+    hd = quicklooks._HEADER  # the dates, in a font large enough to read
+    # 24 x 24 px window (patch + one patch margin) enlarged 10x, t0 | 4 px gap | t1, under the header
+    assert chip.shape == (hd + 240, 2 * 240 + 4, 3)
+    t0_centre, t1_centre = chip[hd + 120, 120], chip[hd + 120, 244 + 120]
     assert tuple(t1_centre) == (255, 0, 0) and tuple(t0_centre) != (255, 0, 0)
-    assert tuple(chip[16 + 80, 100]) == quicklooks.OUTLINE  # top edge of the patch outline
+    assert tuple(chip[hd + 80, 100]) == quicklooks.OUTLINE  # top edge of the patch outline
     edge = rgb(out["events"][ev["event_id"][1]])  # top-right patch: the margin is cut by the scene edge
-    assert edge.shape == (16 + 240, 2 * 240 + 4, 3)  # 16 x 16 px window enlarged 15x
-    assert tuple(edge[16, 8 * 15 + 5]) == quicklooks.OUTLINE  # the patch starts 8 px right of the window
+    assert edge.shape == (hd + 240, 2 * 240 + 4, 3)  # 16 x 16 px window enlarged 15x
+    assert tuple(edge[hd, 8 * 15 + 5]) == quicklooks.OUTLINE  # the patch starts 8 px right of the window
 
 
 def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
@@ -123,3 +124,24 @@ def test_objects_overview_outlines_each_object_and_numbers_it_by_rank(tmp_path, 
         assert (label == 0).all(axis=-1).mean() > 0.3 and yellow.any()
     assert not (img[top + 2 * (h + 4): top + 3 * (h + 4), 5 * side + 2: 5 * side + 10] == 0).all(axis=-1).any()  # no third
     assert write_quicklooks(cube, ev, pg, tmp_path / "none", top=1)["objects"] is None
+
+
+def test_object_chips_show_the_whole_object_on_its_own_dates(tmp_path, cube_and_grid):
+    """An object's chip is named by the object's rank, shows the object's t0 and t1 (those of its table row, not
+    of one of its patches) and outlines its whole polygon: a two-patch object is not shown as its lead patch."""
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    objects = gpd.GeoDataFrame({"rank": [1, 2], "object_id": [7, 3], "t0": pd.to_datetime(["2021-01-01", "2021-02-01"]),
+                                "t1": pd.to_datetime(["2021-02-01", "2021-03-01"])}, crs=pg.grid.crs,
+                               geometry=[shapely.union_all(pg.polygons([1, 1], [1, 2])), shapely.union_all(pg.polygons([5], [5]))])
+    out = write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)
+    assert {k: p.name for k, p in out["object_chips"].items()} == {7: "object_1.png", 3: "object_2.png"}
+    chip = rgb(out["object_chips"][7])
+    hd = quicklooks._HEADER
+    # the two patches (8 x 16 px) and a margin of one patch: 24 x 32 px, enlarged 7x (240 // 32)
+    assert chip.shape == (hd + 24 * 7, 2 * 32 * 7 + 4, 3)
+    on = lambda y, x: tuple(chip[hd + y * 7, x * 7]) == quicklooks.OUTLINE  # noqa: E731
+    assert on(8, 12) and on(8, 20) and on(12, 8)  # the top edge over both patches, the left edge
+    assert not on(12, 16)  # no edge between its two patches
+    assert tuple(chip[hd + 12 * 7, 32 * 7 + 4 + 12 * 7]) == (255, 0, 0)  # the roof on t1 (2021-02-01), not on t0
+    assert tuple(chip[hd + 12 * 7, 12 * 7]) != (255, 0, 0)

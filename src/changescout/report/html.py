@@ -16,6 +16,7 @@ from urllib.parse import quote
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 from ..atomic import write_text
 from ..cube import OutputGrid, crs_unit
@@ -41,11 +42,12 @@ td.text, th.text {{ text-align: left; }}
 td {{ white-space: nowrap; }}
 td.words {{ white-space: normal; min-width: 12em; }}
 table.facts th {{ text-align: left; }}
+table.facts td {{ white-space: normal; }}
 .plots, .gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 figure {{ margin: 0; }}
 figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 12px; color: #555; text-align: center; }}
-img.chip {{ height: 80px; }}
+img.chip {{ max-height: 110px; max-width: 240px; }}
 img.date {{ width: 220px; }}
 .empty {{ color: #777; font-style: italic; }}
 </style>
@@ -57,7 +59,7 @@ img.date {{ width: 220px; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. false_alarm_rate: the calibrated score of the object's most atypical patch (see below); persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain){words_note}.</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain; empty for the single patches that are not candidates){words_note}.</p>
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
@@ -101,7 +103,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
         top=int(top),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
-        objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir),
+        objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir, quicklooks.get("object_chips")),
         overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects, outlined and numbered by rank, "
                          "over the median of the dates", "overview") if quicklooks.get("objects") else "",
         clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
@@ -182,6 +184,11 @@ def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
     shape = grid.get("shape")
     if shape and len(shape) == 2:
         parts.append(f"{shape[1]} x {shape[0]} px")
+        if transform and len(transform) >= 6:
+            a, _, c, _, e, f = transform[:6]
+            digits = 6 if crs_unit(grid.get("crs")) == "degree" else 0
+            bounds = (c, f + e * shape[0], c + a * shape[1], f)
+            parts.append("bounds " + ", ".join(f"{v:.{digits}f}" for v in bounds) + " (left, bottom, right, top)")
     return ", ".join(parts)
 
 
@@ -189,32 +196,61 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     if not len(events):
         return _empty("no changes")
     columns = [c for c in EVENT_COLUMNS if c in events.columns]
+    where = _where(events)
     rows = []
-    for rec in events[columns].itertuples(index=False):
-        chip = chips.get(rec.event_id)
-        img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
-        rows.append(list(rec) + [_Raw(img)])
-    return _table(columns + ["t0 | t1"], rows)
+    for i, rec in enumerate(events[columns].itertuples(index=False)):
+        row = dict(zip(columns, rec))
+        rows.append([row.pop("rank"), _chip(chips.get(row["event_id"]), run_dir), row.pop("t0"), row.pop("t1"),
+                     *where[i], *row.values()])
+    head = [c for c in columns if c not in ("rank", "t0", "t1")]
+    return _table(["rank", "t0 | t1", "t0", "t1", "x, y", "lon, lat", *head], rows)
 
 
-OBJECT_COLUMNS = ["rank", "object_id", "t0", "t1", "t_end", "n_patches", "area_ha", "atypicality", "false_alarm_rate",
-                  "rarity", "persistence", "recurrence", "elongation", "cluster", "change"]
+OBJECT_COLUMNS = ["rank", "t0", "t1", "t_end", "area_ha", "n_patches", "false_alarm_rate", "atypicality",
+                  "rarity", "persistence", "recurrence", "elongation", "cluster", "object_id"]
 
 
-def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path) -> str:
+def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int, chips: dict, run_dir: Path,
+                   object_chips: dict | None = None) -> str:
     if objects is None or not len(objects):
         return _empty("no change objects")
     from ..objects import lead_events
 
     lead = lead_events(events, objects)["event_id"]
-    columns = [c for c in OBJECT_COLUMNS if c in objects.columns]  # runs of earlier versions lack some
+    shown = objects.sort_values("rank").head(top)
+    columns = [c for c in OBJECT_COLUMNS if c in shown.columns]  # runs of earlier versions lack some
+    where = _where(shown)
+    words = shown["change"].tolist() if "change" in shown else [""] * len(shown)
     rows = []
-    for rec in objects.sort_values("rank").head(top)[columns].itertuples(index=False):
-        event_id = lead.get(rec.object_id, "")
-        chip = chips.get(event_id)
-        img = f"<a href='{_href(chip, run_dir)}'><img class='chip' src='{_href(chip, run_dir)}' alt='chip'></a>" if chip else ""
-        rows.append(list(rec) + [event_id, _Raw(img)])
-    return _table(columns + ["event_id", "t0 | t1"], rows)
+    for i, rec in enumerate(shown[columns].itertuples(index=False)):
+        row = dict(zip(columns, rec))
+        event_id = lead.get(row.get("object_id"), "")
+        chip = (object_chips or {}).get(row.get("object_id")) or chips.get(event_id)
+        rows.append([row.pop("rank"), _chip(chip, run_dir), words[i], row.pop("t0"), row.pop("t1"), *where[i],
+                     *row.values(), event_id])
+    head = [c for c in columns if c not in ("rank", "t0", "t1")]
+    return _table(["rank", "t0 | t1", "change", "t0", "t1", "x, y", "lon, lat", *head, "event_id"], rows)
+
+
+def _chip(path, run_dir: Path) -> "_Raw":
+    if not path:
+        return _Raw("")
+    return _Raw(f"<a href='{_href(path, run_dir)}'><img class='chip' src='{_href(path, run_dir)}' alt='chip'></a>")
+
+
+def _where(table) -> list[tuple[str, str]]:
+    """Per row of a (geo) table: its centre in the grid's CRS and in WGS 84 lon, lat, as text; blanks without
+    geometry or CRS (pairs in pixel coordinates get x, y only)."""
+    if not isinstance(table, gpd.GeoDataFrame) or "geometry" not in table or table.geometry.isna().all():
+        return [("", "")] * len(table)
+    centres = shapely.centroid(np.asarray(table.geometry.values))  # (shapely's: no warning in a geographic CRS)
+    crs = table.crs
+    geographic = crs is not None and crs.is_geographic
+    xy = [f"{p.x:.6f}, {p.y:.6f}" if geographic else f"{p.x:.0f}, {p.y:.0f}" for p in centres]
+    if crs is None:
+        return [(t, "") for t in xy]
+    lonlat = gpd.GeoSeries(centres, crs=crs).to_crs("EPSG:4326")
+    return list(zip(xy, (f"{p.x:.5f}, {p.y:.5f}" for p in lonlat)))
 
 
 class _Raw(str):
@@ -229,7 +265,8 @@ def _table(columns: list, rows) -> str:
 
 
 def _cls(column) -> str:
-    return " class='text words'" if column == "change" else " class='text'" if column in ("event_id", "t0 | t1") else ""
+    return (" class='text words'" if column == "change" else
+            " class='text'" if column in ("event_id", "t0 | t1", "x, y", "lon, lat") else "")
 
 
 def _cell(v) -> str:

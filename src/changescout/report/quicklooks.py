@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 import xarray as xr
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_path
 from ..tiling import PatchGrid
@@ -47,9 +47,11 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
                      top: int = 12, objects: gpd.GeoDataFrame | None = None) -> dict:
     """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``,
     and with ``objects`` (the objects to show: ``rank`` and their dissolved polygons in the grid's CRS, as
-    objects.parquet holds them) ``objects.png``: their outlines and ranks over the series' median image.
+    objects.parquet holds them) ``objects.png``: their outlines and ranks over the series' median image, and
+    ``object_<rank>.png`` per object (with ``object_id``, ``t0`` and ``t1``): its dates, around its whole outline.
 
-    Returns ``{"dates": [path, ...], "events": {event_id: path}, "objects": path or None}``.
+    Returns ``{"dates": [path, ...], "events": {event_id: path}, "objects": path or None,
+    "object_chips": {object_id: path}}``.
     """
     out_dir = Path(out_dir)
     rgb = cube.sel(band=rgb_bands(cube)).reset_coords(drop=True)
@@ -81,7 +83,12 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
     for ev in events.sort_values("rank").head(top).itertuples():
         chip = _event_chip(rgb, ev, patch_grid, lo, hi)
         chips[ev.event_id] = _save_png(chip, out_dir / f"event_{ev.rank}.png")
-    return {"dates": dates, "events": chips, "objects": overview}
+    object_chips = {}
+    if objects is not None and {"object_id", "t0", "t1"} <= set(objects.columns):
+        for ob in objects.sort_values("rank").itertuples():
+            path = out_dir / f"object_{ob.rank}.png"
+            object_chips[ob.object_id] = _save_png(_object_chip(rgb, ob, patch_grid, lo, hi), path)
+    return {"dates": dates, "events": chips, "objects": overview, "object_chips": object_chips}
 
 
 def _median_image(store: np.ndarray, n_dates: int = 24, rows: int = 128) -> np.ndarray:
@@ -159,23 +166,53 @@ def _save_png(arr: np.ndarray | Image.Image, path: Path) -> Path:
 def _event_chip(rgb: xr.DataArray, ev, patch_grid: PatchGrid, lo, hi) -> Image.Image:
     """t0 | t1 side by side: the patch with a margin of one patch, outlined, dates written on top."""
     p = patch_grid.patch_size
+    square = [(ev.col * p, ev.row * p), ((ev.col + 1) * p, ev.row * p), ((ev.col + 1) * p, (ev.row + 1) * p),
+              (ev.col * p, (ev.row + 1) * p), (ev.col * p, ev.row * p)]
+    return _chip(rgb, patch_grid, lo, hi, ev.t0, ev.t1, (ev.row * p, (ev.row + 1) * p), (ev.col * p, (ev.col + 1) * p),
+                 [square])
+
+
+def _object_chip(rgb: xr.DataArray, ob, patch_grid: PatchGrid, lo, hi) -> Image.Image:
+    """t0 | t1 of an object (its own dates) around its whole dissolved outline, with a margin of one patch;
+    a window larger than :data:`MAX_CHIP` px a side is shown every few pixels."""
+    a, _, c, _, e, f = patch_grid.grid.transform
+    rings = [[((x - c) / a, (y - f) / e) for x, y in ring.coords]
+             for part in getattr(ob.geometry, "geoms", [ob.geometry]) for ring in [part.exterior, *part.interiors]]
+    xs, ys = np.concatenate([[x for x, _ in r] for r in rings]), np.concatenate([[y for _, y in r] for r in rings])
+    return _chip(rgb, patch_grid, lo, hi, ob.t0, ob.t1, (int(np.floor(ys.min())), int(np.ceil(ys.max()))),
+                 (int(np.floor(xs.min())), int(np.ceil(xs.max()))), rings)
+
+
+#: Largest chip window side in pixels before it is shown every few pixels.
+MAX_CHIP = 480
+_HEADER = 20
+_FONT_PX = 14
+
+
+def _chip(rgb: xr.DataArray, patch_grid: PatchGrid, lo, hi, t0, t1, ys, xs, rings) -> Image.Image:
+    """t0 | t1 side by side over the pixel rows ``ys`` and columns ``xs`` (start, stop) with a margin of one
+    patch, the ``rings`` (outlines in pixel coordinates of the grid) drawn on both, the dates written on top."""
+    p = patch_grid.patch_size
     h, w = patch_grid.grid.shape
-    y0, y1 = max(0, (ev.row - 1) * p), min(h, (ev.row + 2) * p)
-    x0, x1 = max(0, (ev.col - 1) * p), min(w, (ev.col + 2) * p)
+    y0, y1 = max(0, ys[0] - p), min(h, ys[1] + p)
+    x0, x1 = max(0, xs[0] - p), min(w, xs[1] + p)
+    step = max(1, math.ceil(max(y1 - y0, x1 - x0) / MAX_CHIP))
     zoom = max(1, CHIP_SIDE // max(y1 - y0, x1 - x0))
-    box = ((ev.col * p - x0) * zoom, (ev.row * p - y0) * zoom, ((ev.col + 1) * p - x0) * zoom - 1,
-           ((ev.row + 1) * p - y0) * zoom - 1)
-    header, gap = 16, 4
-    sw, sh = (x1 - x0) * zoom, (y1 - y0) * zoom
-    canvas = Image.new("RGB", (2 * sw + gap, sh + header), (255, 255, 255))
+    scale = zoom / step
+    sw, sh = len(range(x0, x1, step)) * zoom, len(range(y0, y1, step)) * zoom
+    gap = 4
+    canvas = Image.new("RGB", (2 * sw + gap, sh + _HEADER), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for k, (label, t) in enumerate((("t0", ev.t0), ("t1", ev.t1))):
-        window = rgb.sel(time=np.datetime64(pd.Timestamp(t))).isel(y=slice(y0, y1), x=slice(x0, x1))
+    font = ImageFont.load_default(size=_FONT_PX)
+    width = max(1, min(3, zoom // 2))
+    for k, (label, t) in enumerate((("t0", t0), ("t1", t1))):
+        window = rgb.sel(time=np.datetime64(pd.Timestamp(t))).isel(y=slice(y0, y1, step), x=slice(x0, x1, step))
         img = _to_uint8(np.moveaxis(np.asarray(window.values, dtype=np.float32), 0, -1), lo, hi)
         img = np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
         left = k * (sw + gap)
-        canvas.paste(Image.fromarray(img), (left, header))
-        draw.rectangle((left + box[0], header + box[1], left + box[2], header + box[3]), outline=OUTLINE,
-                       width=max(1, min(3, zoom // 2)))
-        draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(img), (left, _HEADER))
+        for ring in rings:  # pixel edges -> the chip's pixels; the last row and column of a patch drawn inside it
+            pts = [(left + min((x - x0) * scale, sw - 1), _HEADER + min((y - y0) * scale, sh - 1)) for x, y in ring]
+            draw.line(pts, fill=OUTLINE, width=width)
+        draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0), font=font)
     return canvas

@@ -616,3 +616,15 @@ def test_a_reference_date_the_patches_could_not_use_is_told_with_how_many_and_ho
     assert comp.baseline_note(events).startswith("warning: --compare reference:2011-04-20: 3 of 3 patches (100 %)")
     assert comp.baseline_note(events.assign(t0=ref)) is None
     assert Comparison.parse("consecutive").baseline_note(events) is None
+
+
+def test_embeddings_whose_dates_are_not_in_order_are_refused(grid_changes):
+    """Changes compare each date with the one before it: embeddings concatenated or reordered by a library
+    user gave changes that went backwards in time (t0 after t1) without a word."""
+    from changescout.errors import InputError
+
+    _, ds = grid_changes
+    with pytest.raises(InputError, match="dates must be strictly increasing"):
+        compute_changes(ds.isel(time=[3, 1, 2, 0, 4]), Comparison())
+    df, _ = compute_changes(ds.isel(time=[3, 1, 2, 0, 4]).sortby("time"), Comparison())
+    assert (pd.to_datetime(df["t0"]) < pd.to_datetime(df["t1"])).all()

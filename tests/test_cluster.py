@@ -103,3 +103,10 @@ def test_cluster_table_sizes_and_order():
     assert t.loc[t["cluster"] == 0, "mean_magnitude"].item() == 2.0
     assert t.loc[t["cluster"] == 2, "max_atypicality"].item() == 0.5
     assert t.loc[t["cluster"] == 2, "last_t1"].item() == pd.Timestamp("2021-05-01")
+
+
+@pytest.mark.parametrize("params, message", [({"max_clusters": 0}, "max_clusters must be a whole number >= 1"),
+                                             ({"n_clusters": "six"}, "n_clusters must be 'auto' or a whole number")])
+def test_bad_clusterer_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        ChangeClusterer(**params).fit(np.random.default_rng(0).normal(size=(50, 4)))

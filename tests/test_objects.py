@@ -497,3 +497,21 @@ def test_event_weight_lifts_the_object_whose_patch_is_more_atypical_among_all_ev
     ev.loc[len(ev) - 2, "atypicality"], ev.loc[len(ev) - 1, "atypicality"] = 0.60, 0.99
     swapped, _ = ObjectRanker(event_weight=0.5).fit_transform(ev, vecs)
     assert swapped.iloc[-1]["object_rank"] == 1 and swapped.iloc[-2]["object_rank"] == 2
+
+
+def test_object_ranker_takes_vectors_keyed_by_vec_and_says_so_when_they_are_not():
+    """The rows of ``vectors`` are keyed by the events' ``vec`` (changes.zarr's layout). A table filtered to a
+    few events, with one vector per remaining row, is refused with that explained (it raised an IndexError
+    from deep inside, or with as many rows as events silently ranked the wrong vectors); a bad ``by`` and a
+    missing column are named."""
+    up = np.eye(8)[0]
+    ev, vecs = _events(_background() + [(1, 1, "2021-03-01", 2.0, 2, up), (1, 2, "2021-03-01", 2.1, 2, up)])
+    keep = ev.tail(50)
+    with pytest.raises(ConfigError, match="vectors has 50 rows but the events' vec keys run from 152 to 201: rows are keyed by vec"):
+        ObjectRanker().fit_transform(keep, vecs[keep["vec"]])
+    ranked, objects = ObjectRanker().fit_transform(keep, vecs)  # keyed by vec: a subset of the events is fine
+    assert objects["candidate"].sum() == 1 and objects.loc[objects["candidate"], "n_patches"].item() == 2
+    with pytest.raises(ConfigError, match="by must be one of"):
+        ObjectRanker(by="rarty")
+    with pytest.raises(ConfigError, match="missing: surprise"):
+        ObjectRanker().fit_transform(ev.drop(columns="surprise"), vecs)

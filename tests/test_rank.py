@@ -172,3 +172,13 @@ def test_false_alarm_rate_counts_quiet_scores_at_least_as_high():
     far = false_alarm_rate([0.05, 0.2, 0.35, 0.9], background)
     assert far.tolist() == pytest.approx([1.0, 0.75, 0.25, 0.0])
     assert false_alarm_rate([0.5], []).tolist() == [0.0]
+
+
+def test_rank_names_missing_columns_and_vectors_that_do_not_match_the_events():
+    rng = np.random.default_rng(0)
+    ev = pd.DataFrame({"magnitude": rng.random(20), "zscore": rng.normal(size=20),
+                       "persistence": pd.array([1] * 20, dtype="Int32"), "cluster": rng.integers(0, 3, 20)})
+    with pytest.raises(ConfigError, match="needs the columns .*; missing: vec"):
+        AtypicalityRanker().rank(ev, rng.normal(size=(20, 4)))
+    with pytest.raises(ConfigError, match="reduced has 10 rows for 20 events"):
+        AtypicalityRanker().rank(ev.assign(vec=np.arange(20)), rng.normal(size=(10, 4)))

@@ -156,3 +156,29 @@ def test_the_rcf_weights_hint_is_only_given_between_rcf_runs():
     with pytest.raises(IncompatibleRunsError) as exc:
         check_compatible(a, {**a, "encoder": "galileo-nano", "weights_sha256": "b" * 64}, "runA", "runB")
     assert "--weights" not in str(exc.value)
+
+
+def test_the_index_refuses_what_it_cannot_answer_with_changescout_errors():
+    """A library user's mistakes (searching before fitting, a query of other dimensions, k = 0, fewer keys than
+    vectors, a NaN vector, a faiss index that cannot be trained on so few vectors) are ConfigErrors that name
+    the problem, not faiss assertions or AttributeErrors."""
+    from changescout.errors import ConfigError
+
+    v = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
+    keys = np.arange(100)
+    with pytest.raises(ConfigError, match="fit it on vectors, or load one"):
+        SimilarChangeIndex().search(v[:1])
+    index = SimilarChangeIndex().fit(v, keys)
+    with pytest.raises(ConfigError, match="the index's 16 dimensions; got shape \\(1, 8\\)"):
+        index.search(v[:1, :8])
+    with pytest.raises(ConfigError, match="k must be a whole number >= 1, got 0"):
+        index.search(v[:1], k=0)
+    with pytest.raises(ConfigError, match="one key per vector"):
+        SimilarChangeIndex().fit(v, keys[:10])
+    bad = v.copy()
+    bad[5] = np.nan
+    with pytest.raises(ConfigError, match="1 of the 100 vectors to index hold NaN"):
+        SimilarChangeIndex().fit(bad, keys)
+    with pytest.raises(ConfigError, match="'IVF1024,Flat' cannot be built on 100 vectors"):
+        SimilarChangeIndex("IVF1024,Flat").fit(v, keys)
+    assert list(index.search(v[3], k=1).keys[0]) == [3]  # one query as a 1-D vector still works

@@ -276,3 +276,16 @@ def test_a_run_made_before_residuals_is_searched_by_its_change_vectors(session_r
     assert len(find_similar(old, query["event_id"], k=3, objects=True)) == 3
     with pytest.raises(IncompatibleRunsError, match="before 0.3.2"):
         find_similar(session_run, query["event_id"], k=3, other_runs=[old])
+
+
+def test_one_id_or_one_run_given_as_a_string_is_taken_whole(session_run, events, query, copy_run):
+    """``negatives="ID"`` and ``other_runs="RUN"`` were walked character by character ("no event 's'", "/ is not a
+    run"): a single id or run is a list of one; a k that is no whole number is named."""
+    plain = find_similar(session_run, query["event_id"], k=5)
+    told_off = plain["event_id"].iloc[0]
+    res = find_similar(session_run, query["event_id"], k=5, negatives=told_off)
+    assert told_off not in set(res["event_id"])
+    other = copy_run(session_run, "single")
+    assert set(find_similar(session_run, query["event_id"], k=5, other_runs=str(other))["run"]) <= {str(session_run), str(other)}
+    with pytest.raises(ConfigError, match="k must be a whole number"):
+        find_similar(session_run, query["event_id"], k="5")

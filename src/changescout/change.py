@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .sources.dates import to_times
 
 
@@ -325,6 +325,10 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, r
     Embeddings of encoders compared by cosine distance (attribute ``distance``) are L2-normalised first.
     """
     times = pd.DatetimeIndex(embeddings["time"].values)
+    if not times.is_monotonic_increasing or not times.is_unique:
+        raise InputError("the embeddings' dates must be strictly increasing (sort them with .sortby('time'), and "
+                         f"drop repeated dates), got {', '.join(f'{t:%Y-%m-%d}' for t in times[:6])}"
+                         f"{', ...' if len(times) > 6 else ''}")
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
     frames, vecs, resids = [], [], []
     # Tiles of ``block`` x ``block`` patches: look-alikes come from the same tile (a local context: 10 km at

@@ -42,6 +42,10 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        if self.n_clusters != "auto" and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer))):
+            raise ValueError(f"n_clusters must be 'auto' or a whole number of types, got {self.n_clusters!r}")
+        if isinstance(self.max_clusters, bool) or not isinstance(self.max_clusters, (int, np.integer)) or self.max_clusters < 1:
+            raise ValueError(f"max_clusters must be a whole number >= 1, got {self.max_clusters!r}")
         X = validate_data(self, X, dtype=np.float64)
         n = X.shape[0]
         rng = np.random.default_rng(self.random_state)

@@ -74,6 +74,13 @@ class ClusterError(ChangescoutError):
     """The dask.distributed cluster of ``--scheduler`` went away during a run (exit 1; a rerun resumes)."""
 
 
+def check_columns(table, columns, what: str) -> None:
+    """:class:`ConfigError` naming the ``columns`` that ``table`` lacks (``what`` names the caller)."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{what} needs the columns {', '.join(columns)}; missing: {', '.join(missing)}")
+
+
 def check_options(func, options: dict, what: str) -> None:
     """:class:`ConfigError` when ``options`` holds keywords that ``func`` does not take (``what`` names the
     callable for the message, e.g. ``"encoder 'rcf'"``); a function taking ``**kwargs`` takes any."""

@@ -74,9 +74,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .change import comparable
-from .errors import ConfigError
+from .errors import ConfigError, check_columns
 from .events import missing_output, write_geoparquet
-from .rank import RarityScorer, false_alarm_rate, percentile
+from .rank import RANK_BY, RarityScorer, false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -298,6 +298,8 @@ class ObjectRanker:
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
                  state_weight=0.7, event_weight=0.0, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0):
+        if by not in RANK_BY:
+            raise ConfigError(f"ObjectRanker: by must be one of {RANK_BY}, got {by!r}")
         if not 0.0 <= seasonal_weight <= 1.0:
             raise ConfigError(f"seasonal_weight must be between 0 and 1 (0 = no seasonal demotion), got {seasonal_weight!r}")
         self.seasonal_weight = seasonal_weight
@@ -318,7 +320,19 @@ class ObjectRanker:
 
         ``states``: the embeddings before and after each change (:func:`change_states`, rows keyed like
         ``vectors``); when given, touching patches join by what they changed into, and episodes and rarity
-        compare objects by what changed into what, not only by the change vector (:func:`change_features`)."""
+        compare objects by what changed into what, not only by the change vector (:func:`change_features`).
+
+        ``vectors`` (and ``states``) are keyed by the events' ``vec`` column: row ``v`` is the vector of the event
+        whose ``vec`` is ``v``, as :func:`changescout.change.compute_changes` returns them and changes.zarr
+        holds them (``read_vectors(path)`` without keys), not one row per event in the table's order."""
+        check_columns(events, ["row", "col", "t0", "t1", "vec", "magnitude", "surprise", "zscore", "persistence"],
+                      "ObjectRanker.fit_transform")
+        vec = events["vec"].to_numpy()
+        for name, arr in (("vectors", vectors), ("states", states)):
+            if arr is not None and len(vec) and (vec.min() < 0 or vec.max() >= len(arr)):
+                raise ConfigError(f"ObjectRanker.fit_transform: {name} has {len(arr)} rows but the events' vec keys run "
+                                  f"from {vec.min()} to {vec.max()}: rows are keyed by vec (changes.zarr's layout), "
+                                  "not one per event in the table's order")
         ev = events.copy()
         ev["_cand"] = robust_z(ev["surprise"].to_numpy(float)) > self.min_z
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field

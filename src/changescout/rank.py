@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import ConfigError
+from .errors import ConfigError, check_columns
 
 RANK_BY = ("combined", "rarity", "magnitude")
 
@@ -111,8 +111,13 @@ class AtypicalityRanker:
         self.n_neighbors = n_neighbors
 
     def rank(self, events: pd.DataFrame, reduced: np.ndarray) -> pd.DataFrame:
-        """``events`` needs magnitude, zscore, persistence, cluster; ``reduced`` are the change vectors
-        in the clustering space, in the same row order. Returns a copy with rarity, atypicality, rank."""
+        """``events`` needs magnitude, zscore, persistence, cluster and vec (the key that breaks ties);
+        ``reduced`` are the change vectors in the clustering space, in the same row order (one row per event).
+        Returns a copy with rarity, atypicality, rank."""
+        check_columns(events, ["magnitude", "zscore", "persistence", "cluster", "vec"], "AtypicalityRanker.rank")
+        if len(np.asarray(reduced)) != len(events):
+            raise ConfigError(f"AtypicalityRanker.rank: reduced has {len(np.asarray(reduced))} rows for {len(events)} events "
+                              "(one row per event, in the events' order)")
         ev = events.copy()
         if "surprise" not in ev:
             ev["surprise"] = ev["magnitude"]

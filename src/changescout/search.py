@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import IncompatibleRunsError
+from .errors import ConfigError, IncompatibleRunsError
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,38 @@ class SimilarChangeIndex:
         self.factory = factory
 
     def fit(self, vectors: np.ndarray, keys: np.ndarray) -> "SimilarChangeIndex":
+        """Index ``vectors`` ``(n, dim)`` (finite, not all zero) under the integer ``keys`` ``(n,)``."""
+        vectors, keys = np.asarray(vectors), np.asarray(keys)
+        if vectors.ndim != 2 or keys.shape != (len(vectors),):
+            raise ConfigError(f"the index takes vectors (n, dim) and one key per vector; got vectors of shape "
+                              f"{vectors.shape} and keys of shape {keys.shape}")
+        if not np.isfinite(vectors).all():
+            raise ConfigError(f"{int((~np.isfinite(vectors)).any(axis=1).sum())} of the {len(vectors)} vectors to index "
+                              "hold NaN or inf")
         x = _normalise(vectors)
-        index = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            index.train(x)
+        try:
+            index = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
+            if not index.is_trained:
+                index.train(x)
+        except RuntimeError as exc:
+            raise ConfigError(f"faiss index {self.factory!r} cannot be built on {len(x)} vectors of {x.shape[1]} "
+                              f"dimensions: {str(exc).strip().splitlines()[-1]}") from None
         self.index_ = faiss.IndexIDMap2(index)
-        self.index_.add_with_ids(x, np.asarray(keys, dtype=np.int64))
+        self.index_.add_with_ids(x, keys.astype(np.int64))
         return self
 
     def search(self, queries: np.ndarray, k: int = 10, exclude=()) -> SearchResult:
+        """The ``k`` most similar indexed keys of each query ``(dim,)`` or ``(n, dim)``, ``exclude`` left out."""
+        if not hasattr(self, "index_"):
+            raise ConfigError("the index is empty: fit it on vectors, or load one, before searching")
+        queries = np.atleast_2d(np.asarray(queries))
+        if queries.ndim != 2 or queries.shape[1] != self.index_.d:
+            raise ConfigError(f"queries must have the index's {self.index_.d} dimensions; got shape {queries.shape}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
         exclude = set(int(e) for e in exclude)
         n = min(self.index_.ntotal, k + len(exclude))
-        sims, ids = self.index_.search(_normalise(np.atleast_2d(queries)), n)
+        sims, ids = self.index_.search(_normalise(queries), n)
         out_k, out_s = [], []
         for s, i in zip(sims, ids):
             keep = (i >= 0) & np.array([int(v) not in exclude for v in i], bool)

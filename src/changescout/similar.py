@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import xarray as xr
 from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid
-from .errors import EventNotFoundError, RunNotFoundError
+from .errors import ConfigError, EventNotFoundError, RunNotFoundError
 from .events import missing_output, read_events
 from .objects import object_descriptors
 from .sources.dates import to_times
@@ -75,6 +76,11 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     vectors of its onset, as :func:`changescout.objects.object_descriptors`: an episode's end is the change
     undone), its own patches are left out, and the results are change objects: one row per object, its most
     similar patch as the detail."""
+    # one id or one run given alone (the CLI takes them one by one) is a list of one, not its characters
+    other_runs = [other_runs] if isinstance(other_runs, (str, os.PathLike)) else list(other_runs)
+    negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"k must be a whole number of changes, got {k!r}")
     with contextlib.ExitStack() as held:  # no run may rewrite them while they are read
         for path in (run, *other_runs):
             held.enter_context(runlock.reading(path))

@@ -18,6 +18,14 @@ from .cube import OutputGrid
 from .errors import ConfigError, GridError
 
 
+def check_patch_size(patch_size) -> int:
+    """``patch_size`` as an int, or a :class:`ConfigError`: a whole number of pixels >= 1 (a negative or
+    fractional size snapped the grid and silently cropped the data)."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
+        raise ConfigError(f"patch_size must be a positive integer number of pixels, got {patch_size!r}")
+    return int(patch_size)
+
+
 @dataclass(frozen=True)
 class PatchGrid:
     """Non-overlapping square patches of ``patch_size`` pixels over an :class:`OutputGrid`."""
@@ -26,8 +34,7 @@ class PatchGrid:
     patch_size: int
 
     def __post_init__(self):
-        if not isinstance(self.patch_size, (int, np.integer)) or self.patch_size < 1:
-            raise ConfigError(f"patch_size must be a positive integer number of pixels, got {self.patch_size!r}")
+        check_patch_size(self.patch_size)
         h, w = self.grid.shape
         if h < self.patch_size or w < self.patch_size:
             raise GridError(

@@ -122,3 +122,15 @@ def test_a_source_option_the_source_does_not_take_is_refused_by_name(tmp_path):
     ms.multiband_folder(tmp_path / "series")
     with pytest.raises(ConfigError, match="source kind 'geotiff' takes no option 'scale_factr'; its options: .*scale_factor"):
         open_series(tmp_path / "series", scale_factr=1e-4)
+
+
+@pytest.mark.parametrize("size", [-16, 2.5, 0, "16", True])
+def test_a_patch_size_that_is_no_whole_number_of_pixels_is_refused(size):
+    """A negative or fractional patch size snapped the grid with it and silently cropped rows and columns of
+    data; an rcf encoder built with 0 failed later with a ZeroDivisionError."""
+    from changescout.encoders import get_encoder
+
+    with pytest.raises(ConfigError, match="patch_size must be a positive integer number of pixels"):
+        open_series("synthetic:size=128", patch_size=size)
+    with pytest.raises(ConfigError, match="patch_size must be a positive integer number of pixels"):
+        get_encoder("rcf", patch_size=size)

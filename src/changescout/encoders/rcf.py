@@ -47,7 +47,10 @@ class RCFEncoder:
             raise ConfigError(f"rcf dim must be an even number >= 2 (two ReLU signs per filter), got {dim}")
         if kernel < 1 or kernel % 2 == 0:
             raise ConfigError(f"rcf kernel must be an odd number of pixels, got {kernel}")
-        self.patch_size, self.dim, self.kernel, self.bias, self.seed = int(patch_size), int(dim), int(kernel), float(bias), int(seed)
+        from ..tiling import check_patch_size
+
+        self.patch_size, self.dim, self.kernel, self.bias, self.seed = (check_patch_size(patch_size), int(dim), int(kernel),
+                                                                        float(bias), int(seed))
         self.n_whitening = int(n_whitening)
         if not (float(pooling) >= 1):
             raise ConfigError(f"rcf pooling must be a power >= 1 (1 = mean), got {pooling}")

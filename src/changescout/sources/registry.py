@@ -101,6 +101,9 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
         # cannot be told apart (a source keeping bands by name silently drops one of them)
         bands = [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)
         check_band_names(bands, source, "--bands")
+    from ..tiling import check_patch_size
+
+    patch_size = check_patch_size(patch_size)
     kind = kind or sniff_kind(source)
     module = get_source(kind)
     given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}

@@ -163,3 +163,21 @@ def test_change_between_months():
     assert change_between_months(maps[:, None, :]).tolist() == [[[False, False, True]], [[True, False, False]]]
     with pytest.raises(InputError):
         change_between_months(maps[:1])
+
+
+def test_unlabelled_pixels_bad_maps_and_fractions_are_refused():
+    """NaN labels read as change (NaN is true): refused, pointing to valid=False. Maps that are not 2-D, a
+    valid mask of another shape and a fraction outside (0, 1] are named instead of numpy's errors."""
+    from changescout.errors import InputError
+    from changescout.evaluate import metrics as M
+
+    rng = np.random.default_rng(0)
+    s, y = rng.random((64, 64)), rng.random((64, 64)) < 0.1
+    with pytest.raises(InputError, match="labels hold .* NaN .*valid=False"):
+        M.ranking_metrics(s, np.where(y, 1.0, np.nan))
+    with pytest.raises(InputError, match="valid must have the shape of the score"):
+        M.patch_level(s, y, 16, valid=np.ones((3, 3), bool))
+    with pytest.raises(InputError, match="score must be a 2-D map"):
+        M.patch_scores(s[0], 16)
+    with pytest.raises(InputError, match="fraction must be in"):
+        M.precision_at_top(s, y, -1)

@@ -301,3 +301,13 @@ def test_written_as_geotiffs_the_series_reads_back_as_the_same_cube(tmp_path):
     assert grid_of(back) == grid_of(cube) and list(back["band"].values) == list(BANDS)
     np.testing.assert_array_equal(back["time"].values, cube["time"].values)
     np.testing.assert_allclose(back.values, cube.values, atol=0.5e-4 + 1e-7)
+
+
+def test_a_misspelt_synthetic_option_is_refused_as_in_the_uri_form():
+    """``open_series("synthetic", sede=3)`` gave seed 0 without a word while ``synthetic:sede=3`` was refused."""
+    from changescout.sources import open_series
+
+    with pytest.raises(ConfigError, match="unknown synthetic parameter 'sede'"):
+        open_series("synthetic", sede=3, size=128)
+    with pytest.raises(ConfigError, match="synthetic parameters"):
+        open_series("synthetic", size="big")

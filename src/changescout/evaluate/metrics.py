@@ -56,7 +56,7 @@ def otsu_threshold(values, bins: int = 256) -> float:
 def _pairs(score, label, valid=None) -> tuple[np.ndarray, np.ndarray]:
     """Flattened finite scores and their labels (``valid`` False and NaN scores left out)."""
     s = np.asarray(score, dtype=np.float64)
-    y = np.asarray(label)
+    y = _labels(label)
     if s.shape != y.shape:
         raise InputError(f"score and label must have the same shape; got {s.shape} and {y.shape}")
     keep = np.isfinite(s)
@@ -66,6 +66,30 @@ def _pairs(score, label, valid=None) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"valid must have the shape of the score {s.shape}; got {valid.shape}")
         keep &= valid
     return s[keep], y[keep].astype(bool)
+
+
+def _labels(label) -> np.ndarray:
+    """``label`` as it is, or an :class:`InputError` when it holds NaN: an unlabelled pixel read as change (NaN
+    is true); leave those out with ``valid`` instead."""
+    y = np.asarray(label)
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        raise InputError(f"labels hold {int(np.isnan(y).sum())} NaN (unlabelled?): give 0/1 labels and leave the "
+                         "unlabelled pixels out with valid=False")
+    return y
+
+
+def _maps(*arrays, names=("score", "label", "valid")) -> None:
+    """An :class:`InputError` unless every given array is a 2-D map of the first one's shape."""
+    first = None
+    for name, a in zip(names, arrays):
+        if a is None:
+            continue
+        shape = np.shape(a)
+        if len(shape) != 2:
+            raise InputError(f"{name} must be a 2-D map (rows, cols); got shape {shape}")
+        if first is not None and shape != first:
+            raise InputError(f"{name} must have the shape of the score {first}; got {shape}")
+        first = first or shape
 
 
 def _binary_scores(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -79,6 +103,8 @@ def _binary_scores(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def precision_at_top(score, label, fraction: float = 0.01) -> float:
     """Share of changed items among the ``ceil(fraction * n)`` highest scores (ties broken by position)."""
+    if not 0 < fraction <= 1:
+        raise InputError(f"fraction must be in (0, 1], got {fraction!r}")
     s, y = _pairs(score, label)
     if s.size == 0:
         return NAN
@@ -126,6 +152,7 @@ def _blocks(x: np.ndarray, p: int) -> np.ndarray:
 def patch_scores(score, patch_size: int, valid=None) -> np.ndarray:
     """Mean pixel score of each ``patch_size`` patch (NaN and ``valid`` False pixels left out; NaN if none)."""
     p = _check_patch_size(patch_size)
+    _maps(score, None, valid)
     s = np.asarray(score, dtype=np.float64)
     if valid is not None:
         s = np.where(np.asarray(valid, dtype=bool), s, np.nan)
@@ -138,7 +165,8 @@ def patch_scores(score, patch_size: int, valid=None) -> np.ndarray:
 def patch_labels(label, patch_size: int, min_fraction: float = 0.05, valid=None) -> np.ndarray:
     """A patch is changed when at least ``min_fraction`` of its (valid) pixels are labelled change."""
     p = _check_patch_size(patch_size)
-    y = np.asarray(label, dtype=bool)
+    _maps(label, None, valid, names=("label", "", "valid"))
+    y = np.asarray(_labels(label), dtype=bool)
     ok = np.ones_like(y) if valid is None else np.asarray(valid, dtype=bool)
     changed = _blocks(y & ok, p).sum(axis=2)
     counted = _blocks(ok, p).sum(axis=2)

@@ -159,7 +159,8 @@ def sniff(path) -> bool:
 def open(path="synthetic", **opts) -> xr.DataArray:
     """The cube of :func:`make_series`; parameters from ``"synthetic:seed=1,size=128"`` and/or ``opts``.
 
-    Options that :func:`make_series` does not take (common source options) are ignored.
+    The options every source is given (``patch_size``, ``chunks`` and the like) are ignored; any other option
+    that :func:`make_series` does not take is refused, as in the ``synthetic:`` form.
     """
     if not sniff(path):
         raise SourceError(f"not a synthetic source: {path!r} (use 'synthetic' or 'synthetic:seed=1,size=128')")
@@ -170,8 +171,18 @@ def open(path="synthetic", **opts) -> xr.DataArray:
         if key not in known:
             raise ConfigError(f"unknown synthetic parameter {key!r} in {path!r}; known: {', '.join(known)}")
         params[key] = [t for t in value.split("+") if t] if key == "types" else int(value) if value.lstrip("-").isdigit() else value
+    unknown = sorted(set(opts) - set(known) - _COMMON_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown synthetic parameter {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
     params.update({k: v for k, v in opts.items() if k in known and v is not None})
-    return make_series(**params)[0]
+    try:
+        return make_series(**params)[0]
+    except TypeError as exc:  # size="big": a value of the wrong type
+        raise ConfigError(f"synthetic parameters {params}: {exc}") from None
+
+
+#: Options every source is given, which the synthetic series has no use for.
+_COMMON_OPTIONS = {"patch_size", "chunks", "dates", "bands", "grid", "mask", "mask_convention"}
 
 
 # -- scene ---------------------------------------------------------------------------------------------

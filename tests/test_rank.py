@@ -182,3 +182,17 @@ def test_rank_names_missing_columns_and_vectors_that_do_not_match_the_events():
         AtypicalityRanker().rank(ev, rng.normal(size=(20, 4)))
     with pytest.raises(ConfigError, match="reduced has 10 rows for 20 events"):
         AtypicalityRanker().rank(ev.assign(vec=np.arange(20)), rng.normal(size=(10, 4)))
+
+
+def test_the_rankers_and_the_index_are_scikit_learn_estimators():
+    """get_params / set_params / clone, as STYLE.md promises for every stage an ML user composes."""
+    from sklearn.base import clone
+
+    from changescout.objects import ObjectRanker
+    from changescout.search import SimilarChangeIndex
+
+    r = AtypicalityRanker(by="rarity", n_neighbors=5)
+    assert clone(r).get_params() == {"by": "rarity", "transient_weight": 0.2, "n_neighbors": 5}
+    o = clone(ObjectRanker(min_z=4.0).set_params(shape_weight=0.5))
+    assert o.get_params()["min_z"] == 4.0 and o.get_params()["shape_weight"] == 0.5
+    assert clone(SimilarChangeIndex("HNSW32")).factory == "HNSW32"

@@ -279,4 +279,5 @@ def usable_mask(quality) -> "da.Array | np.ndarray":
 
 
 def band_names(cube: xr.DataArray) -> list[str]:
+    """The cube's band names, as str, in order."""
     return [str(b) for b in cube["band"].values]

@@ -434,9 +434,11 @@ class _NullProgress:
 
 
 def open_embeddings(path: Path) -> xr.Dataset:
+    """A run's ``embeddings.zarr`` (the EmbeddingCube: ``embedding (time, row, col, dim)``, ``clear_fraction``), lazily."""
     return xr.open_zarr(path, consolidated=True)
 
 
 def embedding_grid(ds: xr.Dataset) -> PatchGrid:
+    """The patch grid an EmbeddingCube was made on (from its ``grid`` and ``patch_size`` attributes)."""
     return PatchGrid(OutputGrid.from_dict(json.loads(ds.attrs["grid"])), int(ds.attrs["patch_size"]))
 

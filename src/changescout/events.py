@@ -52,6 +52,7 @@ ADDED_COLUMNS = ("recurrence",)
 
 
 def schema_metadata() -> dict:
+    """The events table's schema (version, and dtype and description per column) as written into its parquet metadata."""
     return {"schema_version": SCHEMA_VERSION, "columns": {k: {"dtype": d, "description": s} for k, (d, s) in SCHEMA.items()}}
 
 

@@ -72,6 +72,7 @@ import shapely
 import xarray as xr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator
 
 from .change import comparable
 from .errors import ConfigError, check_columns
@@ -293,7 +294,7 @@ def _knn_distance(desc: np.ndarray, k: int, extra: np.ndarray | None = None) -> 
     return -RarityScorer(n_neighbors=k).fit(unit).train_scores_  # (an inverted file for a very large run)
 
 
-class ObjectRanker:
+class ObjectRanker(BaseEstimator):
     """Group an events table into objects and rank them (see the module docstring)."""
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,

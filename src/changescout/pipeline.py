@@ -345,6 +345,7 @@ class Run:
 
 
 def open_source(config: RunConfig):
+    """The SeriesCube of a run's source, as its configuration reads it (kind, dates, bands, grid, mask...)."""
     from .sources import GridSpec, open_series
 
     grid = GridSpec.parse(config.grid) if config.grid else None
@@ -625,6 +626,7 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
 
 
 def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) -> gpd.GeoDataFrame:
+    """The events table as written (events.parquet): the patches' polygons in the grid's CRS, by rank."""
     ev = events.copy()
     ev["series"] = series
     for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
@@ -638,6 +640,7 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
 
 
 def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, state: dict) -> None:
+    """The outputs stage: change maps (COGs), quicklooks and report.html, from the run's tables."""
     from .events import read_events
     from .maps import write_change_maps
     from .report import write_quicklooks, write_report

@@ -100,7 +100,7 @@ def percentile(values) -> np.ndarray:
     return (v.rank(method="average") / max(len(v), 1)).to_numpy()
 
 
-class AtypicalityRanker:
+class AtypicalityRanker(BaseEstimator):
     """Compute ``rarity``, ``atypicality`` and ``rank`` for an events table."""
 
     def __init__(self, by="combined", transient_weight=0.2, n_neighbors=10):

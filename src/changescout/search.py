@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .atomic import atomic_path
 from .errors import ConfigError, IncompatibleRunsError
@@ -38,7 +39,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class SimilarChangeIndex:
+class SimilarChangeIndex(BaseEstimator):
     """Cosine-similarity index of change vectors keyed by ``vec``."""
 
     def __init__(self, factory: str = "Flat"):
@@ -129,6 +130,8 @@ def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
 
 
 def compatibility(attrs: dict) -> dict:
+    """What decides whether two runs' change vectors can be compared (encoder, version, weights, patch size, input
+    normalisation, the vectors search compares), from a run's embeddings or changes attributes."""
     norm = attrs.get("normalisation")
     parsed = json.loads(norm) if isinstance(norm, str) and norm.startswith("{") else {}
     method = parsed.get("method", attrs.get("normalisation_method"))

@@ -57,6 +57,7 @@ class PatchGrid:
         return r * c
 
     def pixel_window(self, row: int, col: int) -> tuple[slice, slice]:
+        """The ``(y, x)`` pixel slices of patch ``(row, col)`` on the grid."""
         p = self.patch_size
         return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
 
@@ -116,6 +117,7 @@ def event_id(series: str, t0, t1, row: int, col: int) -> str:
 
 
 def event_ids(series: str, t0, t1, rows, cols) -> np.ndarray:
+    """Stable event ids ``<series>-<t0 YYYYMMDD>-<t1 YYYYMMDD>-r<row>-c<col>`` (no ``:`` or ``/``), one per row."""
     t0s = [_ymd(t) for t in np.atleast_1d(t0)]
     t1s = [_ymd(t) for t in np.atleast_1d(t1)]
     return np.array([f"{series}-{a}-{b}-r{int(r)}-c{int(c)}" for a, b, r, c in zip(t0s, t1s, rows, cols)], dtype=object)

@@ -163,6 +163,7 @@ def _entry_points() -> dict[str, object]:
 
 
 def available_encoders() -> list[str]:
+    """Names :func:`get_encoder` takes: the built-in encoders and those of installed plugins (entry points)."""
     return sorted(set(_BUILTINS) | set(_entry_points()))
 
 

@@ -249,6 +249,24 @@ def test_config_file_values_are_used_unless_given_on_the_command_line(capsys, tm
     assert c.source == "synthetic" and seen["out"] == tmp_path / "o"
 
 
+def test_a_runs_configuration_reused_for_another_source_leaves_its_kind_and_label_behind(capsys, tmp_path, monkeypatch):
+    """config.json holds the kind and label a run resolved for its source; given with --config for another source
+    they must not come along (the kind refused the new source, the label went into every event id), while the
+    same source keeps them (a resume)."""
+    import changescout.pipeline
+
+    seen = []
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda config, out, **k: seen.append(config))
+    (tmp_path / "other").mkdir()
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"source": "synthetic", "kind": "synthetic", "label": "synthetic", "seed": 3}))
+    code, _, err = call(capsys, "-q", "run", str(tmp_path / "other"), "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert code == 0, err
+    assert seen[-1].kind is None and seen[-1].label is None and seen[-1].seed == 3
+    call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert seen[-1].kind == "synthetic" and seen[-1].label == "synthetic"
+
+
 def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsys, tmp_path, monkeypatch):
     """data/x, ./data/x/ and /abs/data/x name one source: the configuration keeps the resolved path (it is
     hashed), so a rerun typed another way resumes instead of being refused as another configuration."""

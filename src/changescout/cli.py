@@ -222,6 +222,9 @@ def run(ctx: typer.Context,
                               "of a run directory holds under \"config\")", config) from exc
         if not isinstance(base, dict):
             raise ConfigError(f"the configuration must be a JSON object of keys and values, got a {type(base).__name__}", config)
+        if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
+            # a run's configuration reused for another source: the kind and label it resolved were its source's
+            base = {k: v for k, v in base.items() if k not in ("kind", "label")}
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}
     for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
@@ -245,6 +248,11 @@ def run(ctx: typer.Context,
                 raise ConfigError(exc.message, config) from exc
         raise
     _run(resolved, out, overwrite, scheduler)
+
+
+def _resolved(path) -> str:
+    """A source as the configuration keeps it: an existing path resolved, anything else as given."""
+    return str(Path(path).resolve()) if isinstance(path, (str, Path)) and Path(path).exists() else str(path)
 
 
 def _given(ctx, name: str) -> bool:

@@ -175,6 +175,11 @@ def test_unlabelled_pixels_bad_maps_and_fractions_are_refused():
     s, y = rng.random((64, 64)), rng.random((64, 64)) < 0.1
     with pytest.raises(InputError, match="labels hold .* NaN .*valid=False"):
         M.ranking_metrics(s, np.where(y, 1.0, np.nan))
+    label = y.astype(float)
+    label[:4] = np.nan  # unlabelled rows, left out as the message says: measured as without them
+    valid = ~np.isnan(label)
+    assert M.ranking_metrics(s, label, valid) == M.ranking_metrics(s[4:], y[4:])
+    np.testing.assert_array_equal(M.patch_labels(label, 16, valid=valid), M.patch_labels(np.where(valid, y, False), 16, valid=valid))
     with pytest.raises(InputError, match="valid must have the shape of the score"):
         M.patch_level(s, y, 16, valid=np.ones((3, 3), bool))
     with pytest.raises(InputError, match="score must be a 2-D map"):

@@ -174,3 +174,19 @@ def test_integer_images_other_than_8_bit_say_what_a_command_line_user_can_do(tmp
     with pytest.raises(SourceError, match=r"A/p1.png: holds uint16 values, not 8-bit RGB: convert the images to 8-bit "
                                           r"RGB \(e.g. gdal_translate -ot Byte -scale"):
         pairs.load_item(root, "p1")
+
+
+def test_a_run_on_an_image_pair_writes_its_outputs_in_pixel_coordinates(tmp_path):
+    """`changescout run A/p1.png` (a pair without CRS): objects have no area (NaN: pixels are no ground area)
+    and the report gives x, y in pixels with no lon, lat; both crashed on the pixel grid's CRS (ProjError)."""
+    import geopandas as gpd
+
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    root = make_pairs(tmp_path / "pairs", names=("p1",), size=(96, 96))
+    out = run_pipeline(RunConfig(source=str(root / "A" / "p1.png"), patch_size=16), tmp_path / "run", log=lambda *a: None)
+    objects = gpd.read_parquet(out / "objects.parquet")
+    assert objects["area_ha"].isna().all()
+    html = (out / "report.html").read_text()
+    first = objects.sort_values("rank").iloc[0].geometry.centroid
+    assert f"{first.x:.0f}, {first.y:.0f}" in html

@@ -56,7 +56,7 @@ def otsu_threshold(values, bins: int = 256) -> float:
 def _pairs(score, label, valid=None) -> tuple[np.ndarray, np.ndarray]:
     """Flattened finite scores and their labels (``valid`` False and NaN scores left out)."""
     s = np.asarray(score, dtype=np.float64)
-    y = _labels(label)
+    y = _labels(label, valid)
     if s.shape != y.shape:
         raise InputError(f"score and label must have the same shape; got {s.shape} and {y.shape}")
     keep = np.isfinite(s)
@@ -68,13 +68,17 @@ def _pairs(score, label, valid=None) -> tuple[np.ndarray, np.ndarray]:
     return s[keep], y[keep].astype(bool)
 
 
-def _labels(label) -> np.ndarray:
-    """``label`` as it is, or an :class:`InputError` when it holds NaN: an unlabelled pixel read as change (NaN
-    is true); leave those out with ``valid`` instead."""
+def _labels(label, valid=None) -> np.ndarray:
+    """``label`` as it is, or an :class:`InputError` when it holds NaN where ``valid`` (or anywhere without it): an
+    unlabelled pixel read as change (NaN is true); leave those out with ``valid`` instead."""
     y = np.asarray(label)
-    if y.dtype.kind == "f" and np.isnan(y).any():
-        raise InputError(f"labels hold {int(np.isnan(y).sum())} NaN (unlabelled?): give 0/1 labels and leave the "
-                         "unlabelled pixels out with valid=False")
+    if y.dtype.kind == "f":
+        nan = np.isnan(y)
+        if valid is not None and np.shape(valid) == y.shape:
+            nan &= np.asarray(valid, dtype=bool)
+        if nan.any():
+            raise InputError(f"labels hold {int(nan.sum())} NaN (unlabelled?): give 0/1 labels and leave the "
+                             "unlabelled pixels out with valid=False")
     return y
 
 
@@ -166,7 +170,7 @@ def patch_labels(label, patch_size: int, min_fraction: float = 0.05, valid=None)
     """A patch is changed when at least ``min_fraction`` of its (valid) pixels are labelled change."""
     p = _check_patch_size(patch_size)
     _maps(label, None, valid, names=("label", "", "valid"))
-    y = np.asarray(_labels(label), dtype=bool)
+    y = np.asarray(_labels(label, valid), dtype=bool)  # (NaN where not valid: left out below)
     ok = np.ones_like(y) if valid is None else np.asarray(valid, dtype=bool)
     changed = _blocks(y & ok, p).sum(axis=2)
     counted = _blocks(ok, p).sum(axis=2)

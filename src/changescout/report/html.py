@@ -247,7 +247,7 @@ def _where(table) -> list[tuple[str, str]]:
     crs = table.crs
     geographic = crs is not None and crs.is_geographic
     xy = [f"{p.x:.6f}, {p.y:.6f}" if geographic else f"{p.x:.0f}, {p.y:.0f}" for p in centres]
-    if crs is None:
+    if crs is None or not (crs.is_geographic or crs.is_projected):  # a pixel grid (image pairs): no place on Earth
         return [(t, "") for t in xy]
     lonlat = gpd.GeoSeries(centres, crs=crs).to_crs("EPSG:4326")
     return list(zip(xy, (f"{p.x:.5f}, {p.y:.5f}" for p in lonlat)))

@@ -82,6 +82,11 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(changescout.pipeline, "run_pipeline", interrupted)
     code, out, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o")
     assert code == 130 and "interrupted; rerun the same command to resume" in out + err
+    import changescout.similar
+
+    monkeypatch.setattr(changescout.similar, "find_similar", interrupted)  # nothing to resume: not said
+    code, out, err = call(capsys, "similar", str(tmp_path / "o"), "some-id")
+    assert code == 130 and "interrupted" in out + err and "resume" not in out + err
 
 
 def test_a_second_ctrl_c_stops_at_once_with_130(capsys, tmp_path, monkeypatch):

@@ -456,7 +456,9 @@ def _main_guarded(argv) -> None:
     except SystemExit:
         raise
     except KeyboardInterrupt as exc:
-        console.print("interrupted; rerun the same command to resume")
+        command = next((a for a in (argv or sys.argv[1:]) if not str(a).startswith("-")), None)
+        resumable = command in ("run", "demo")  # (similar, export, a benchmark: nothing to resume)
+        console.print("interrupted; rerun the same command to resume" if resumable else "interrupted")
         sys.exit(143 if isinstance(exc, _Terminated) else 130)
     except Exception as exc:
         click = _click_of_typer()

@@ -192,3 +192,16 @@ def test_report_says_where_each_change_is_and_the_grid_bounds(tmp_path):
     ev_row = html[html.index("<h2>Top 20 most atypical patch changes"):].split("<tr>")[2]
     top_event = ev.sort_values("rank").iloc[0].geometry.centroid
     assert f"{top_event.x:.0f}, {top_event.y:.0f}" in ev_row
+
+
+def test_the_scatter_keys_every_change_type_in_its_own_colour(monkeypatch):
+    """A run has up to 24 change types by default: the key was dropped above 15 and tab20's colours repeated, so
+    no colour could be matched with the cluster table."""
+    ev = make_events(n=96)
+    ev["cluster"] = np.arange(96) % 24
+    monkeypatch.setattr(plots, "_png", lambda fig: fig)
+    fig = plots.atypicality_scatter(ev)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(k) for k in range(24)]
+    colours = {tuple(np.round(c.get_facecolor()[0], 3)) for c in ax.collections}
+    assert len(colours) == 24

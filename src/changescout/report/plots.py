@@ -37,6 +37,10 @@ def magnitude_histogram(events: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
+#: Most clusters the scatter's key lists (in two columns beyond 15).
+MAX_LEGEND = 48
+
+
 def atypicality_scatter(events: pd.DataFrame) -> bytes | None:
     """Atypicality against magnitude, one colour per cluster."""
     if not len(events):
@@ -46,12 +50,17 @@ def atypicality_scatter(events: pd.DataFrame) -> bytes | None:
         events, title = events.sample(MAX_POINTS, random_state=0), f"{title} (sample of {MAX_POINTS:,})"
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
-    colours = matplotlib.colormaps["tab20"].colors
     groups = events.groupby("cluster")
+    n = len(groups)
+    # one colour per cluster (tab20 repeated itself beyond 20: a run has up to 24 types by default), and a key
+    # in columns up to MAX_LEGEND clusters
+    colours = (matplotlib.colormaps["tab20"].colors if n <= 20 else
+               [matplotlib.colormaps["turbo"](i / max(n - 1, 1)) for i in range(n)])
     for k, (cluster, g) in enumerate(groups):
-        ax.scatter(g["magnitude"], g["atypicality"], s=8, alpha=0.8, color=colours[k % 20], label=str(cluster))
-    if len(groups) <= 15:
-        ax.legend(title="cluster", fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+        ax.scatter(g["magnitude"], g["atypicality"], s=8, alpha=0.8, color=colours[k], label=str(cluster))
+    if n <= MAX_LEGEND:
+        ax.legend(title="cluster", fontsize=6 if n > 15 else 7, loc="center left", bbox_to_anchor=(1, 0.5),
+                  ncols=1 if n <= 15 else 2, handletextpad=0.2, columnspacing=0.6)
     ax.set(xlabel="magnitude", ylabel="atypicality", title=title)
     return _png(fig)
 

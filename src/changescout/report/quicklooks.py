@@ -179,8 +179,14 @@ def _object_chip(rgb: xr.DataArray, ob, patch_grid: PatchGrid, lo, hi) -> Image.
     rings = [[((x - c) / a, (y - f) / e) for x, y in ring.coords]
              for part in getattr(ob.geometry, "geoms", [ob.geometry]) for ring in [part.exterior, *part.interiors]]
     xs, ys = np.concatenate([[x for x, _ in r] for r in rings]), np.concatenate([[y for _, y in r] for r in rings])
-    return _chip(rgb, patch_grid, lo, hi, ob.t0, ob.t1, (int(np.floor(ys.min())), int(np.ceil(ys.max()))),
-                 (int(np.floor(xs.min())), int(np.ceil(xs.max()))), rings)
+
+    def span(v):  # an object wider than 4 chips (a whole scene's seasonal change) is shown around its centre
+        lo_, hi_ = int(np.floor(v.min())), int(np.ceil(v.max()))
+        if hi_ - lo_ > 4 * MAX_CHIP:
+            mid = (lo_ + hi_) // 2
+            lo_, hi_ = mid - 2 * MAX_CHIP, mid + 2 * MAX_CHIP
+        return lo_, hi_
+    return _chip(rgb, patch_grid, lo, hi, ob.t0, ob.t1, span(ys), span(xs), rings)
 
 
 #: Largest chip window side in pixels before it is shown every few pixels.
@@ -212,7 +218,8 @@ def _chip(rgb: xr.DataArray, patch_grid: PatchGrid, lo, hi, t0, t1, ys, xs, ring
         left = k * (sw + gap)
         canvas.paste(Image.fromarray(img), (left, _HEADER))
         for ring in rings:  # pixel edges -> the chip's pixels; the last row and column of a patch drawn inside it
-            pts = [(left + min((x - x0) * scale, sw - 1), _HEADER + min((y - y0) * scale, sh - 1)) for x, y in ring]
+            pts = [(left + min(max((x - x0) * scale, 0), sw - 1), _HEADER + min(max((y - y0) * scale, 0), sh - 1))
+                   for x, y in ring]  # (kept inside its own panel where an outline runs beyond the window)
             draw.line(pts, fill=OUTLINE, width=width)
         draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0), font=font)
     return canvas

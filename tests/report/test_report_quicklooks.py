@@ -145,3 +145,20 @@ def test_object_chips_show_the_whole_object_on_its_own_dates(tmp_path, cube_and_
     assert not on(12, 16)  # no edge between its two patches
     assert tuple(chip[hd + 12 * 7, 32 * 7 + 4 + 12 * 7]) == (255, 0, 0)  # the roof on t1 (2021-02-01), not on t0
     assert tuple(chip[hd + 12 * 7, 12 * 7]) != (255, 0, 0)
+
+
+def test_an_object_wider_than_four_chips_is_shown_around_its_centre(tmp_path, cube_and_grid, monkeypatch):
+    """A scene-wide object (a seasonal change on a large run) is not read whole for its chip: the window is
+    4 chips around its centre, and the outline running beyond it stays inside each panel (not in the gap)."""
+    cube, pg = cube_and_grid
+    monkeypatch.setattr(quicklooks, "MAX_CHIP", 4)  # 4 chips = 16 px: the 48 px wide object is cut to 16 (+ margin)
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    objects = gpd.GeoDataFrame({"rank": [1], "object_id": [0], "t0": pd.to_datetime(["2021-01-01"]),
+                                "t1": pd.to_datetime(["2021-02-01"])}, crs=pg.grid.crs,
+                               geometry=[shapely.union_all(pg.polygons([2] * 6, list(range(1, 7))))])
+    chip = rgb(write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)["object_chips"][0])
+    hd = quicklooks._HEADER
+    panel = (chip.shape[1] - 4) // 2
+    assert panel < 48 * 5  # not the whole 48 px object enlarged
+    gap = chip[hd:, panel:panel + 4]
+    assert not (gap == quicklooks.OUTLINE).all(axis=-1).any()

@@ -218,8 +218,9 @@ def _chip(rgb: xr.DataArray, patch_grid: PatchGrid, lo, hi, t0, t1, ys, xs, ring
         left = k * (sw + gap)
         canvas.paste(Image.fromarray(img), (left, _HEADER))
         for ring in rings:  # pixel edges -> the chip's pixels; the last row and column of a patch drawn inside it
-            pts = [(left + min(max((x - x0) * scale, 0), sw - 1), _HEADER + min(max((y - y0) * scale, 0), sh - 1))
-                   for x, y in ring]  # (kept inside its own panel where an outline runs beyond the window)
+            inner = width // 2  # (kept inside its own panel, line width included, where it runs beyond the window)
+            pts = [(left + min(max((x - x0) * scale, inner), sw - 1 - inner),
+                    _HEADER + min(max((y - y0) * scale, inner), sh - 1 - inner)) for x, y in ring]
             draw.line(pts, fill=OUTLINE, width=width)
         draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0), font=font)
     return canvas

@@ -165,6 +165,10 @@ def test_report_counts_objects_that_stand_out_explains_its_columns_and_dates_rea
     assert "less what the whole scene did between the same dates" in text
     assert "empty here: no band of this series is named as red and near infrared" in text
     assert "<figcaption>2021-02-01</figcaption>" in html
+    # the list says where the objects that stand out end: one separator, after the 6th row
+    table = html[html.index("<h2>Top 20 change objects"):html.index("<h2>Top 20 most atypical")]
+    rows = table.split("<tr>")[2:]
+    assert [i for i, r in enumerate(rows) if "do not stand out" in r] == [6]
     objects.loc[0, "change"] = "vegetation loss"
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects).read_text()
     assert "empty here" not in html

@@ -50,6 +50,7 @@ figcaption {{ font-size: 12px; color: #555; text-align: center; }}
 img.chip {{ max-height: 110px; max-width: 240px; }}
 img.date {{ width: 220px; }}
 .empty {{ color: #777; font-style: italic; }}
+td.sep {{ color: #555; font-style: italic; background: #fafafa; }}
 </style>
 </head>
 <body>
@@ -221,8 +222,12 @@ def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int,
     columns = [c for c in OBJECT_COLUMNS if c in shown.columns]  # runs of earlier versions lack some
     where = _where(shown)
     words = shown["change"].tolist() if "change" in shown else [""] * len(shown)
+    candidate = shown["candidate"].to_numpy(bool) if "candidate" in shown else np.ones(len(shown), bool)
     rows = []
     for i, rec in enumerate(shown[columns].itertuples(index=False)):
+        if not candidate[i] and (i == 0 or candidate[i - 1]):
+            rows.append(_Separator("below: single patch changes that do not stand out from the run's bulk (not "
+                                   "candidates), in their patch's order"))
         row = dict(zip(columns, rec))
         event_id = lead.get(row.get("object_id"), "")
         chip = (object_chips or {}).get(row.get("object_id")) or chips.get(event_id)
@@ -257,9 +262,14 @@ class _Raw(str):
     """Markup that is already safe (built here from escaped parts)."""
 
 
+class _Separator(str):
+    """A row of text across the whole table."""
+
+
 def _table(columns: list, rows) -> str:
     head = "".join(f"<th{_cls(c)}>{escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td{_cls(c)}>{_cell(v)}</td>" for c, v in zip(columns, row)) + "</tr>"
+    body = "".join(f"<tr><td colspan='{len(columns)}' class='text sep'>{escape(row)}</td></tr>" if isinstance(row, _Separator)
+                   else "<tr>" + "".join(f"<td{_cls(c)}>{_cell(v)}</td>" for c, v in zip(columns, row)) + "</tr>"
                    for row in rows)
     return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"  # scrolls, not the page
 

@@ -43,6 +43,18 @@ def test_run_on_a_missing_path_exits_2_with_the_path_and_no_traceback(capsys, tm
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_source_is_told_before_the_pipeline_is_imported(tmp_path):
+    """The commonest typo is told at once: importing the pipeline (scikit-learn, geopandas, dask) took 3-5 s
+    before the path was even looked at."""
+    import subprocess
+
+    script = ("import sys\nfrom changescout import cli\ntry:\n    cli.main(['run', sys.argv[1], '--out', sys.argv[2]])\n"
+              "except SystemExit as e:\n    print('exit', e.code, 'changescout.pipeline' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "nope"), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert "exit 2 False" in done.stdout, done.stdout + done.stderr
+
+
 def test_debug_shows_the_traceback(capsys, tmp_path):
     code, out, err = call(capsys, "--debug", "run", tmp_path / "missing", "--out", tmp_path / "out")
     assert code == 2

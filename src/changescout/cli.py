@@ -209,6 +209,10 @@ def run(ctx: typer.Context,
         scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler address."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
     """The whole pipeline on real data; resumes an interrupted run."""
+    if kind is None and config is None and source.partition(":")[0] != "synthetic" and not Path(source).exists():
+        from .errors import SourceError  # (told before seconds of importing the pipeline: the commonest typo)
+
+        raise SourceError("does not exist", Path(source))
     from .pipeline import RunConfig
 
     base = {}

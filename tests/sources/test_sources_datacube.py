@@ -240,3 +240,13 @@ def test_lat_lon_and_variable_dims_are_read_as_y_x_and_band(tmp_path):
     for t in range(3):
         np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)
     np.testing.assert_array_equal(values.quality.values, expected_quality(tmp_path))
+
+
+@pytest.mark.parametrize("empty", ["time", "band"])
+def test_a_cube_with_an_empty_time_or_band_dimension_is_refused(tmp_path, empty):
+    """An empty time dimension ended in an IndexError, an empty band dimension in GDAL's "nBandCount=0": both
+    internal errors (exit 1). They are bad input, named with the file."""
+    cube = xr.open_dataset(ms.datacube(tmp_path / "full.nc")).load()
+    cube.isel({empty: slice(0, 0)}).to_netcdf(tmp_path / "empty.nc")
+    with pytest.raises(SourceError, match=f"holds no data: its {empty} dimension is empty"):
+        open_series(tmp_path / "empty.nc")

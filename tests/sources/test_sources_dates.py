@@ -108,3 +108,14 @@ def test_to_times_accepts_the_documented_forms():
         assert to_times([value]) == [expected]
     assert to_times(["2018-04-29T10:30"]) == [pd.Timestamp("2018-04-29 10:30")]
     assert to_times([]) == []
+
+
+def test_a_date_outside_1900_to_2100_is_refused_as_a_likely_typo():
+    """--dates 1900-04-29,...,2200-08-15 on a stacked file ended in an internal error (the span overflowed the
+    time encoding) and left config.json and state.json behind."""
+    from changescout.errors import ConfigError
+    from changescout.sources.dates import to_times
+
+    with pytest.raises(ConfigError, match=r"--dates holds '2200-08-15', outside the dates an image can have here \(1900 to 2100\)"):
+        to_times("2018-05-13,2200-08-15")
+    assert to_times("1972-07-25,2099-01-01")[0] == pd.Timestamp("1972-07-25")

@@ -97,6 +97,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     except Exception as exc:  # rioxarray raises several types for missing or irregular coordinates
         raise SourceError(f"the variable {var.name!r} needs regular 1-D x and y pixel-centre coordinates ({exc})", path) from exc
     shape = (var.sizes["y"], var.sizes["x"])
+    empty = [d for d in ("time", "band", "y", "x") if var.sizes[d] == 0]
+    if empty:  # (an IndexError, or GDAL's "nBandCount=0", from deep inside)
+        raise SourceError(f"the variable {var.name!r} holds no data: its {' and '.join(empty)} dimension"
+                          f"{'s are' if len(empty) > 1 else ' is'} empty (sizes {dict(var.sizes)})", path)
     info = RasterInfo(str(path), str(crs), transform, shape, var.sizes["band"], str(var.dtype), ())
     out = resolve_grid(grid, info, [(info.crs, info.bounds)], patch_size)
     quality, lut = _mask(ds, mask_variable, variable, mask_convention, path)

@@ -89,7 +89,14 @@ def _to_time(item, where, option: str) -> pd.Timestamp:
             t = None
     if t is None or pd.isna(t):
         raise ConfigError(f"{option} holds {item!r}, which is not a date: expected YYYY-MM-DD (e.g. 2018-04-29)", where)
+    if not FIRST_DATE <= t <= LAST_DATE:  # (1900 and 2200 together overflowed the stores' time encoding: an internal error)
+        raise ConfigError(f"{option} holds {item!r}, outside the dates an image can have here "
+                          f"({FIRST_DATE:%Y} to {LAST_DATE:%Y}): a typo in the year?", where)
     return t
+
+
+#: The span of dates taken from the user: satellite images are from 1960 on; nanosecond times cover about 292 years.
+FIRST_DATE, LAST_DATE = pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31 23:59:59")
 
 
 def check_increasing(times, where, names: str = "the file's date blocks") -> None:

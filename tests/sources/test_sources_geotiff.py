@@ -375,3 +375,30 @@ def test_float_rasters_scaled_only_when_large(tmp_path, factor, scale):
     cube = open_series(tmp_path / "f")
     assert cube.attrs["scale_factor"] == pytest.approx(scale)
     np.testing.assert_allclose(footprint(cube).values[1], ms.scene(1) / 10000, rtol=1e-5)
+
+
+def test_a_run_written_inside_the_source_folder_is_not_read_as_images(tmp_path):
+    """`run folder --out folder/run` worked once, then every run on the folder (its own resume too) read the
+    run's maps as dates ("maps/atypicality.tif: no date in the name")."""
+    ms.multiband_folder(tmp_path / "f")
+    before = open_series(tmp_path / "f", patch_size=16)
+    run = tmp_path / "f" / "run"
+    (run / "maps").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "state.json").write_text("{}")
+    ms.multiband_folder(run / "maps", names=["atypicality.tif", "magnitude.tif", "cluster.tif"])
+    after = open_series(tmp_path / "f", patch_size=16)
+    np.testing.assert_array_equal(after.time.values, before.time.values)
+
+
+def test_a_broken_link_or_a_folder_named_like_a_geotiff_is_named(tmp_path):
+    """A dangling link to a date's file dropped that date without a word; a link named x.tif to a folder was
+    walked (into all of /tmp in an acceptance test) and the error named a file found there."""
+    ms.multiband_folder(tmp_path / "f")
+    (tmp_path / "f" / "2021-09-01.tif").symlink_to(tmp_path / "gone.tif")
+    with pytest.raises(SourceError, match=r"2021-09-01.tif: is a broken link \(to .*gone.tif, which does not exist\)"):
+        open_series(tmp_path / "f", patch_size=16)
+    (tmp_path / "f" / "2021-09-01.tif").unlink()
+    (tmp_path / "f" / "2021-10-01.tif").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(SourceError, match=r"2021-10-01.tif: is a folder \(or a link to one\), not a GeoTIFF"):
+        open_series(tmp_path / "f", patch_size=16)

@@ -87,22 +87,41 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     return cube
 
 
+#: How many folders deep a source folder is searched for GeoTIFFs (product folders hold them 1-3 deep).
+MAX_DEPTH = 6
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a changescout run directory."""
+    return (folder / "config.json").is_file() and (folder / "state.json").is_file()
+
+
 def list_rasters(root: Path) -> list[Path]:
     """GeoTIFF files under ``root`` (recursively, hidden ones skipped), sorted; :class:`SourceError` if none."""
     if not root.is_dir():
         raise SourceError("is not a folder" if root.exists() else "does not exist", root)
     files, seen = [], set()
     # scene folders linked in from an archive count (os.walk follows the links; pathlib's rglob did not, and the
-    # folder was refused as holding no GeoTIFF); a link back up the tree is walked once
+    # folder was refused as holding no GeoTIFF); a link back up the tree is walked once, and no deeper than
+    # MAX_DEPTH folders
     for folder, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
+        here, real = Path(folder), os.path.realpath(folder)
+        if real in seen or (here != root and _is_run(here)):  # a run written inside the folder: its maps are outputs
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [Path(folder) / n for n in names
-                  if not n.startswith(".") and Path(n).suffix.lower() in _EXTENSIONS and (Path(folder) / n).is_file()]
+        for d in dirs:
+            if Path(d).suffix.lower() in _EXTENSIONS:
+                raise SourceError("is a folder (or a link to one), not a GeoTIFF", here / d)
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if len(here.relative_to(root).parts) < MAX_DEPTH else []
+        for n in names:
+            p = here / n
+            if n.startswith(".") or p.suffix.lower() not in _EXTENSIONS:
+                continue
+            if p.is_symlink() and not p.exists():  # a date the user placed there would drop out without a word
+                raise SourceError(f"is a broken link (to {os.readlink(p)}, which does not exist)", p)
+            if p.is_file():
+                files.append(p)
     files.sort()
     if not files:
         raise SourceError("holds no GeoTIFF (.tif, .tiff) files", root)

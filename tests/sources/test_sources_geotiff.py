@@ -402,3 +402,18 @@ def test_a_broken_link_or_a_folder_named_like_a_geotiff_is_named(tmp_path):
     (tmp_path / "f" / "2021-10-01.tif").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(SourceError, match=r"2021-10-01.tif: is a folder \(or a link to one\), not a GeoTIFF"):
         open_series(tmp_path / "f", patch_size=16)
+
+
+def test_a_date_of_another_place_or_stored_otherwise_is_refused(tmp_path):
+    """One date in another UTM zone by mistake made a grid spanning both (the run took 10 GB and went on); one
+    100 km away ended in "too few clear pixels"; one stored as 0..1 floats among x10000 integers was scaled like
+    them and the whole date looked changed (exit 0). Each is named now."""
+    ms.multiband_folder(tmp_path / "far")
+    ms.write_geotiff(tmp_path / "far" / "2021-09-01.tif", ms.scene(1), descriptions=ms.BANDS, crs="EPSG:32610")
+    with pytest.raises(SourceError, match=r"2021-09-01.tif: overlaps no other date of the series .*its CRS is EPSG:32610"):
+        open_series(tmp_path / "far", patch_size=16)
+    ms.multiband_folder(tmp_path / "mixed")
+    ms.write_geotiff(tmp_path / "mixed" / "2021-09-01.tif", (ms.scene(1) / 10000).astype("float32"), descriptions=ms.BANDS)
+    with pytest.raises(SourceError, match=r"mixes reflectance stored as integers \(2020-03-01.tif: int16\) and as floats "
+                                          r"\(2021-09-01.tif: float32\)"):
+        open_series(tmp_path / "mixed", patch_size=16)

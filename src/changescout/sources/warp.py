@@ -393,6 +393,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     infos = {f: probe(f) for f in files}
     first = min((infos[layer.path] for layer in scenes[0].layers), key=lambda i: i.resolution[0])
     footprints = {(infos[layer.path].crs, infos[layer.path].bounds) for layer in layers}
+    _check_files(scenes, infos, first, grid)
     out = resolve_grid(grid, first, sorted(footprints), patch_size)
     head = scenes[0].layers[0]
     scale, off = scaling(infos[head.path].dtype, lambda: sample_raster(head.path, head.index), scale_factor, offset)
@@ -413,6 +414,36 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         series, [s.time for s in scenes], bands, out, chunks=chunks, attrs=attrs,
         time_coords={"platform": platforms} if set(platforms) != {"unknown"} else None,
     )
+
+
+def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
+    """:class:`SourceError` for files that cannot make one series: reflectance stored both as floats and as
+    integers (one scaling is read from the first file: a date of 0..1 floats among x10000 integers looked
+    wholly changed), and, on the grid drawn around every file, a date that overlaps no other (a file of
+    another place, or in another UTM zone by mistake: the grid spanning both took the memory for ever)."""
+    kinds = {}
+    for s in scenes:
+        for layer in s.layers:
+            kinds.setdefault(np.dtype(infos[layer.path].dtype).kind in "iub", layer.path)
+    if len(kinds) > 1:
+        raise SourceError(f"mixes reflectance stored as integers ({Path(kinds[True]).name}: {infos[kinds[True]].dtype}) and as "
+                          f"floats ({Path(kinds[False]).name}: {infos[kinds[False]].dtype}); one scaling is read for every "
+                          "date: store them alike, or run them apart", Path(kinds[False]).parent)
+    spec = as_grid(grid)
+    if len(scenes) < 2 or isinstance(spec, OutputGrid) or spec.bounds is not None:
+        return
+    crs = spec.crs or first.crs
+    boxes = [_union(_boxes([(infos[la.path].crs, infos[la.path].bounds) for la in s.layers], crs)) for s in scenes]
+    b = np.array(boxes)
+    for i, (left, bottom, right, top) in enumerate(boxes):
+        others = np.delete(b, i, axis=0)
+        if not ((others[:, 0] < right) & (left < others[:, 2]) & (others[:, 1] < top) & (bottom < others[:, 3])).any():
+            path = scenes[i].layers[0].path
+            digits = 6 if CRS.from_user_input(crs).is_geographic else 0
+            text = lambda v: ", ".join(f"{x:.{digits}f}" for x in v)  # noqa: E731
+            raise SourceError(f"overlaps no other date of the series (in {crs}: {text(boxes[i])} against "
+                              f"{text(_union(others))} for the others, left, bottom, right, top; its CRS is "
+                              f"{infos[path].crs}): a file of another place?", path)
 
 
 def build_cube(array, times, bands, grid: OutputGrid, *, chunks: int, attrs: dict, time_coords=None):

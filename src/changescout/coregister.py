@@ -355,9 +355,11 @@ def _prepared(img: np.ndarray, ok: np.ndarray, taper: np.ndarray) -> np.ndarray:
 def _correlate(a: np.ndarray, b: np.ndarray, upsample_factor: int, normalization) -> tuple[np.ndarray, float]:
     from skimage.registration import phase_cross_correlation
 
-    shift, error, _ = phase_cross_correlation(a, b, upsample_factor=upsample_factor, normalization=normalization)
-    if normalization == "phase":  # the phase-normalised error is always about 1: report the plain one
-        error = phase_cross_correlation(a, b, upsample_factor=1, normalization=None)[1]
+    with warnings.catch_warnings():  # a flat window (a constant date) has no RMS error: its shift is refused later
+        warnings.filterwarnings("ignore", message="Could not determine RMS error", category=UserWarning)
+        shift, error, _ = phase_cross_correlation(a, b, upsample_factor=upsample_factor, normalization=normalization)
+        if normalization == "phase":  # the phase-normalised error is always about 1: report the plain one
+            error = phase_cross_correlation(a, b, upsample_factor=1, normalization=None)[1]
     return np.asarray(shift, np.float64), float(error)
 
 

@@ -417,3 +417,12 @@ def test_a_date_of_another_place_or_stored_otherwise_is_refused(tmp_path):
     with pytest.raises(SourceError, match=r"mixes reflectance stored as integers \(2020-03-01.tif: int16\) and as floats "
                                           r"\(2021-09-01.tif: float32\)"):
         open_series(tmp_path / "mixed", patch_size=16)
+
+
+def test_a_south_up_raster_is_named_with_what_to_do(tmp_path):
+    """A south-up file was refused with the folder's name and numpy reprs of "bounds must be (left, bottom, ...)"."""
+    ms.multiband_folder(tmp_path / "f")
+    up = Affine(ms.RES, 0, ms.ORIGIN[0], 0, ms.RES, ms.ORIGIN[1] - 40 * ms.RES)
+    ms.write_geotiff(tmp_path / "f" / "2021-09-01.tif", ms.scene(1), descriptions=ms.BANDS, transform=up)
+    with pytest.raises(SourceError, match=r"2021-09-01.tif: the raster is stored south-up \(pixel size 10 x 10\); warp it north-up"):
+        open_series(tmp_path / "f", patch_size=16)

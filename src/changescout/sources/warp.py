@@ -110,6 +110,10 @@ def _probe(path: str, mtime: float) -> RasterInfo:
                 )
             if src.transform.b or src.transform.d:
                 raise SourceError("rotated rasters are not supported; warp it north-up first", path)
+            if src.transform.e > 0 or src.transform.a < 0:
+                raise SourceError(f"the raster is stored {'south-up' if src.transform.e > 0 else 'east-to-west'} "
+                                  f"(pixel size {src.transform.a:g} x {src.transform.e:g}); warp it north-up first "
+                                  "(e.g. gdalwarp in.tif out.tif)", path)
             return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, src.count, src.dtypes[0], src.descriptions)
     except RasterioError as exc:
         raise SourceError(f"not a readable raster ({exc})", path) from exc

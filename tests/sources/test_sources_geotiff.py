@@ -426,3 +426,16 @@ def test_a_south_up_raster_is_named_with_what_to_do(tmp_path):
     ms.write_geotiff(tmp_path / "f" / "2021-09-01.tif", ms.scene(1), descriptions=ms.BANDS, transform=up)
     with pytest.raises(SourceError, match=r"2021-09-01.tif: the raster is stored south-up \(pixel size 10 x 10\); warp it north-up"):
         open_series(tmp_path / "f", patch_size=16)
+
+
+def test_images_narrower_than_a_patch_or_complex_valued_are_refused(tmp_path):
+    """A 1 px wide series ended in "too few clear pixels ... mostly nodata or cloud"; complex values were cast
+    to real with a ComplexWarning and ran (exit 0)."""
+    for t, date in enumerate(ms.DATES[:3]):
+        ms.write_geotiff(tmp_path / "thin" / f"{date}.tif", ms.scene(t)[:, :, :1], descriptions=ms.BANDS)
+    with pytest.raises(GridError, match=r"the images cover 1 x \d+ px, less than one patch of 16 px a side"):
+        open_series(tmp_path / "thin", patch_size=16)
+    ms.multiband_folder(tmp_path / "c")
+    ms.write_geotiff(tmp_path / "c" / "2021-09-01.tif", ms.scene(1).astype("complex64"), descriptions=ms.BANDS)
+    with pytest.raises(SourceError, match=r"2021-09-01.tif: holds complex values \(complex64\), not reflectance"):
+        open_series(tmp_path / "c", patch_size=16)

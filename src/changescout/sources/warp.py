@@ -199,6 +199,11 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
                         f"hold {min(native) / spec.resolution:.0f}^2 times as many pixels; check the resolution (at most "
                         f"{MAX_UPSAMPLING} times finer)")
     bounds = spec.bounds or _union(_boxes(footprints, crs))
+    if not spec.bounds:
+        w, h = (bounds[2] - bounds[0]) / res[0], (bounds[3] - bounds[1]) / res[1]
+        if min(w, h) < patch_size:  # (it ended in "too few clear pixels ... mostly nodata or cloud")
+            raise GridError(f"the images cover {w:.0f} x {h:.0f} px, less than one patch of {patch_size} px a side: "
+                            "use a smaller --patch-size, or images of a larger area")
     px, py = (first.transform.c % res[0], first.transform.f % res[1]) if same_crs and res == first.resolution else (0, 0)
     left, bottom, right, top = bounds
     out = OutputGrid.from_bounds(crs, res, (left - px, bottom - py, right - px, top - py), snap=patch_size * res[0])
@@ -428,6 +433,8 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     kinds = {}
     for s in scenes:
         for layer in s.layers:
+            if np.dtype(infos[layer.path].dtype).kind == "c":  # (cast to real with a ComplexWarning, exit 0)
+                raise SourceError(f"holds complex values ({infos[layer.path].dtype}), not reflectance", layer.path)
             kinds.setdefault(np.dtype(infos[layer.path].dtype).kind in "iub", layer.path)
     if len(kinds) > 1:
         raise SourceError(f"mixes reflectance stored as integers ({Path(kinds[True]).name}: {infos[kinds[True]].dtype}) and as "

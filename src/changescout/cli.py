@@ -238,8 +238,8 @@ def run(ctx: typer.Context,
             given[name] = value
     merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}
     for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
-        if isinstance(merged.get(name), str) and Path(merged[name]).exists():
-            merged[name] = str(Path(merged[name]).resolve())
+        if isinstance(merged.get(name), str):
+            merged[name] = _resolved(merged[name])
     try:
         resolved = RunConfig.from_dict(merged)
     except ConfigError as exc:
@@ -255,8 +255,8 @@ def run(ctx: typer.Context,
 
 
 def _resolved(path) -> str:
-    """A source as the configuration keeps it: an existing path resolved, anything else as given."""
-    return str(Path(path).resolve()) if isinstance(path, (str, Path)) and Path(path).exists() else str(path)
+    """A path as the configuration keeps it: an existing one resolved, anything else (synthetic:...) as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _given(ctx, name: str) -> bool:

@@ -273,6 +273,15 @@ def crs_unit(crs) -> str:
         return "CRS-unit"
 
 
+def on_earth(crs) -> bool:
+    """Whether ``crs`` places the grid on Earth (geographic or projected); False for None and for a local
+    engineering CRS (the pixel grid of image pairs without georeferencing)."""
+    if crs is None:
+        return False
+    crs = CRS.from_user_input(crs)
+    return bool(crs.is_geographic or crs.is_projected)
+
+
 def usable_mask(quality) -> "da.Array | np.ndarray":
     """Boolean mask of pixels that observe the surface (clear or water)."""
     return (quality == Quality.CLEAR) | (quality == Quality.WATER)

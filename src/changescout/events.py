@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .cube import on_earth
 from .errors import ConfigError, OutputError, RunNotFoundError
 
 SCHEMA_VERSION = "1"
@@ -159,7 +160,7 @@ def _write_export(ev: gpd.GeoDataFrame, path: Path, fmt: str, driver: str, layer
             options = {}
             if fmt == "geojson":
                 ev["persistence"] = ev["persistence"].astype("float64")
-                if ev.crs is not None and (ev.crs.is_geographic or ev.crs.is_projected):  # not a pixel grid
+                if on_earth(ev.crs):  # not a pixel grid
                     ev, options = ev.to_crs("EPSG:4326"), {"RFC7946": "YES"}
             ev.to_file(tmp, driver=driver, layer=layer, **options)  # the layer name a GIS shows, not the temporary file's
 

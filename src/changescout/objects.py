@@ -75,6 +75,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator
 
 from .change import comparable
+from .cube import on_earth
 from .errors import ConfigError, check_columns
 from .events import missing_output, write_geoparquet
 from .rank import RANK_BY, RarityScorer, false_alarm_rate, percentile
@@ -450,7 +451,7 @@ def _area_ha(gdf: gpd.GeoDataFrame) -> np.ndarray:
     """Ground area in hectares: measured in the table's CRS where it keeps areas (UTM: within 0.2 %), else in
     an equal-area projection (geographic CRSs; Web Mercator, whose areas at 43.6 degrees N are 1.9 times
     too large)."""
-    if gdf.crs is None or not (gdf.crs.is_geographic or gdf.crs.is_projected):  # a pixel grid (image pairs)
+    if not on_earth(gdf.crs):  # a pixel grid (image pairs)
         return np.full(len(gdf), np.nan)
     if gdf.crs.is_geographic or not _keeps_area(gdf.crs, gdf.total_bounds):
         return gdf.geometry.to_crs("+proj=cea +ellps=WGS84").area.to_numpy() / 1e4

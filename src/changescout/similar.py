@@ -79,8 +79,8 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     # one id or one run given alone (the CLI takes them one by one) is a list of one, not its characters
     other_runs = [other_runs] if isinstance(other_runs, (str, os.PathLike)) else list(other_runs)
     negatives = [negatives] if isinstance(negatives, str) else list(negatives)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ConfigError(f"k must be a whole number of changes, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a whole number of changes >= 1, got {k!r}")
     with contextlib.ExitStack() as held:  # no run may rewrite them while they are read
         for path in (run, *other_runs):
             held.enter_context(runlock.reading(path))
@@ -99,8 +99,6 @@ def _find_events(views: list[RunView], event_id: str) -> list[tuple[RunView, pd.
 
 
 def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> pd.DataFrame:
-    if k < 1:
-        raise EventNotFoundError(f"--k must be at least 1, got {k}")
     base = RunView(run)
     if event_id and (at is not None or t1 is not None):
         raise EventNotFoundError("give an EVENT_ID or --at X,Y with --t1 DATE, not both")

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from ..errors import ConfigError, InputError
+from ..tiling import check_patch_size
 
 #: Metric keys of a ``metrics.json`` row, in order.
 METRIC_KEYS = ("auroc", "ap", "best_f1", "otsu_f1", "otsu_iou", "p_at_1pct")
@@ -82,18 +83,18 @@ def _labels(label, valid=None) -> np.ndarray:
     return y
 
 
-def _maps(*arrays, names=("score", "label", "valid")) -> None:
-    """An :class:`InputError` unless every given array is a 2-D map of the first one's shape."""
+def _maps(**arrays) -> None:
+    """An :class:`InputError` unless every given (not None) array is a 2-D map of the first one's shape."""
     first = None
-    for name, a in zip(names, arrays):
+    for name, a in arrays.items():
         if a is None:
             continue
         shape = np.shape(a)
         if len(shape) != 2:
             raise InputError(f"{name} must be a 2-D map (rows, cols); got shape {shape}")
-        if first is not None and shape != first:
-            raise InputError(f"{name} must have the shape of the score {first}; got {shape}")
-        first = first or shape
+        if first is not None and shape != first[1]:
+            raise InputError(f"{name} must have the shape of the {first[0]} {first[1]}; got {shape}")
+        first = first or (name, shape)
 
 
 def _binary_scores(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -141,12 +142,6 @@ def ranking_metrics(score, label, valid=None) -> dict[str, float]:
     return out
 
 
-def _check_patch_size(patch_size) -> int:
-    if not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
-        raise ConfigError(f"patch_size must be a positive integer number of pixels, got {patch_size!r}")
-    return int(patch_size)
-
-
 def _blocks(x: np.ndarray, p: int) -> np.ndarray:
     """``(H, W)`` -> ``(H // p, W // p, p * p)``, incomplete patches dropped."""
     r, c = x.shape[0] // p, x.shape[1] // p
@@ -155,8 +150,8 @@ def _blocks(x: np.ndarray, p: int) -> np.ndarray:
 
 def patch_scores(score, patch_size: int, valid=None) -> np.ndarray:
     """Mean pixel score of each ``patch_size`` patch (NaN and ``valid`` False pixels left out; NaN if none)."""
-    p = _check_patch_size(patch_size)
-    _maps(score, None, valid)
+    p = check_patch_size(patch_size)
+    _maps(score=score, valid=valid)
     s = np.asarray(score, dtype=np.float64)
     if valid is not None:
         s = np.where(np.asarray(valid, dtype=bool), s, np.nan)
@@ -168,8 +163,8 @@ def patch_scores(score, patch_size: int, valid=None) -> np.ndarray:
 
 def patch_labels(label, patch_size: int, min_fraction: float = 0.05, valid=None) -> np.ndarray:
     """A patch is changed when at least ``min_fraction`` of its (valid) pixels are labelled change."""
-    p = _check_patch_size(patch_size)
-    _maps(label, None, valid, names=("label", "", "valid"))
+    p = check_patch_size(patch_size)
+    _maps(label=label, valid=valid)
     y = np.asarray(_labels(label, valid), dtype=bool)  # (NaN where not valid: left out below)
     ok = np.ones_like(y) if valid is None else np.asarray(valid, dtype=bool)
     changed = _blocks(y & ok, p).sum(axis=2)
@@ -273,7 +268,7 @@ def evaluate_items(
     pixel or patch of every item; the per-item list holds ``{"item": name, **metrics}``.
     """
     if level == "patch":
-        _check_patch_size(patch_size)
+        check_patch_size(patch_size)
     elif level != "pixel":
         raise ConfigError(f"level must be 'pixel' or 'patch', got {level!r}")
     scores, labels, per_item = [], [], []

@@ -19,7 +19,7 @@ import pandas as pd
 import shapely
 
 from ..atomic import write_text
-from ..cube import OutputGrid, crs_unit
+from ..cube import OutputGrid, crs_unit, on_earth
 from ..tiling import PatchGrid
 from . import plots
 
@@ -252,7 +252,7 @@ def _where(table) -> list[tuple[str, str]]:
     crs = table.crs
     geographic = crs is not None and crs.is_geographic
     xy = [f"{p.x:.6f}, {p.y:.6f}" if geographic else f"{p.x:.0f}, {p.y:.0f}" for p in centres]
-    if crs is None or not (crs.is_geographic or crs.is_projected):  # a pixel grid (image pairs): no place on Earth
+    if not on_earth(crs):  # a pixel grid (image pairs)
         return [(t, "") for t in xy]
     lonlat = gpd.GeoSeries(centres, crs=crs).to_crs("EPSG:4326")
     return list(zip(xy, (f"{p.x:.5f}, {p.y:.5f}" for p in lonlat)))

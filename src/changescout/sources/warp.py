@@ -223,16 +223,23 @@ def _union(boxes: np.ndarray) -> tuple[float, float, float, float]:
 
 def _overlapping(grid: OutputGrid, footprints) -> OutputGrid:
     """``grid``, or a :class:`GridError` when it covers none of ``footprints`` (the series would be all nodata)."""
-    left, bottom, right, top = grid.bounds
     boxes = _boxes(footprints, grid.crs)
-    if ((boxes[:, 0] < right) & (left < boxes[:, 2]) & (boxes[:, 1] < top) & (bottom < boxes[:, 3])).any():
+    if _intersects(grid.bounds, boxes).any():
         return grid
-    digits = 6 if CRS.from_user_input(grid.crs).is_geographic else 1  # degrees to about 0.1 m; metres to 0.1
+    raise GridError(f"--grid bounds {_bounds_text(grid.bounds, grid.crs)} ({grid.crs}) do not overlap the input, "
+                    f"which covers {_bounds_text(_union(boxes), grid.crs)} there (left, bottom, right, top)")
 
-    def text(*values):
-        return ",".join(f"{v:.{digits}f}".rstrip("0").rstrip(".") for v in values)
-    raise GridError(f"--grid bounds {text(left, bottom, right, top)} ({grid.crs}) do not overlap the input, "
-                    f"which covers {text(*_union(boxes))} there (left, bottom, right, top)")
+
+def _intersects(box, boxes: np.ndarray) -> np.ndarray:
+    """Which of ``boxes`` ``(n, 4)`` share an area with ``box`` (left, bottom, right, top)."""
+    left, bottom, right, top = box
+    return (boxes[:, 0] < right) & (left < boxes[:, 2]) & (boxes[:, 1] < top) & (bottom < boxes[:, 3])
+
+
+def _bounds_text(bounds, crs) -> str:
+    """Bounds in readable digits: degrees to about 0.1 m, metres to 0.1."""
+    digits = 6 if CRS.from_user_input(crs).is_geographic else 1
+    return ",".join(f"{v:.{digits}f}".rstrip("0").rstrip(".") for v in bounds)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -444,17 +451,17 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     if len(scenes) < 2 or isinstance(spec, OutputGrid) or spec.bounds is not None:
         return
     crs = spec.crs or first.crs
-    boxes = [_union(_boxes([(infos[la.path].crs, infos[la.path].bounds) for la in s.layers], crs)) for s in scenes]
-    b = np.array(boxes)
-    for i, (left, bottom, right, top) in enumerate(boxes):
-        others = np.delete(b, i, axis=0)
-        if not ((others[:, 0] < right) & (left < others[:, 2]) & (others[:, 1] < top) & (bottom < others[:, 3])).any():
+    footprints = sorted({(infos[la.path].crs, infos[la.path].bounds) for s in scenes for la in s.layers})
+    box_of = dict(zip(footprints, _boxes(footprints, crs)))  # each footprint transformed once
+    boxes = np.array([_union(np.array([box_of[(infos[la.path].crs, infos[la.path].bounds)] for la in s.layers]))
+                      for s in scenes])
+    for i in range(len(boxes)):
+        others = np.delete(boxes, i, axis=0)
+        if not _intersects(boxes[i], others).any():
             path = scenes[i].layers[0].path
-            digits = 6 if CRS.from_user_input(crs).is_geographic else 0
-            text = lambda v: ", ".join(f"{x:.{digits}f}" for x in v)  # noqa: E731
-            raise SourceError(f"overlaps no other date of the series (in {crs}: {text(boxes[i])} against "
-                              f"{text(_union(others))} for the others, left, bottom, right, top; its CRS is "
-                              f"{infos[path].crs}): a file of another place?", path)
+            raise SourceError(f"overlaps no other date of the series (in {crs}: {_bounds_text(boxes[i], crs)} against "
+                              f"{_bounds_text(_union(others), crs)} for the others, left, bottom, right, top; its CRS "
+                              f"is {infos[path].crs}): a file of another place?", path)
 
 
 def build_cube(array, times, bands, grid: OutputGrid, *, chunks: int, attrs: dict, time_coords=None):

@@ -378,6 +378,36 @@ def test_residuals_find_the_same_change_across_covers_where_raw_vectors_find_the
     assert rows[by_vector.keys[0][0]] < 40  # a field that only greened up
 
 
+def test_search_vectors_tell_two_losses_of_green_apart_by_what_they_left():
+    """Two forest patches are cleared to slash and a crop field is harvested to bare soil: the three lose the
+    same green, so their residuals are alike (the look-alikes stayed put), but their new states differ. The
+    search vector (residual beside new state) finds the other clear-cut first; the residual alone cannot."""
+    from changescout.change import new_states, search_vectors
+    from changescout.search import SimilarChangeIndex
+
+    rng = np.random.default_rng(2)
+    e = np.eye(D)
+    forest, crop = 3 * e[0] + 2 * e[1], 3 * e[0] + 2 * e[2]
+    E0 = np.vstack([np.tile(forest, (40, 1)), np.tile(crop, (40, 1))]) + 0.05 * rng.standard_normal((80, D))
+    E1 = E0 + 0.05 * rng.standard_normal((80, D))
+    E1[[0, 1]] += -3 * e[0] + 0.5 * e[3]  # cleared: the green goes, slash (its forest's structure) stays
+    E1[40] += -3 * e[0] + 0.5 * e[3]  # harvested: the same loss of green on a crop field
+    E = np.stack([E0, E1]).astype(np.float32)
+    df, vec, residual = changes_block(E, np.ones((2, 80), np.float32), monthly(2), Comparison())
+    rows = df["p"].to_numpy()
+    cut, other_cut, harvest = (np.flatnonzero(rows == r)[0] for r in (0, 1, 40))
+    unit = residual / np.linalg.norm(residual, axis=1, keepdims=True)
+    assert unit[cut] @ unit[harvest] > 0.95 and unit[cut] @ unit[other_cut] > 0.95  # alike by residual
+    search = search_vectors(residual, new_states(E, df["t1i"].to_numpy(), rows), 0.5)
+    assert search.shape == (len(df), 2 * D)
+    np.testing.assert_allclose(np.linalg.norm(search[:, :D], axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(search[:, D:], axis=1), 0.5, rtol=1e-5)
+    found = SimilarChangeIndex().fit(search, np.arange(len(df))).search(search[cut], k=2, exclude=[cut]).keys[0]
+    assert list(found) == [other_cut, harvest]
+    alone = search_vectors(residual, new_states(E, df["t1i"].to_numpy(), rows), 0.0)  # weight 0: the residual alone
+    np.testing.assert_allclose(alone, unit, rtol=1e-5)
+
+
 
 
 # -- robust z-score -------------------------------------------------------------------------------------
@@ -510,22 +540,29 @@ def test_changes_are_written_without_the_dask_scheduler(grid_changes, tmp_path):
     np.testing.assert_array_equal(read_vectors(tmp_path / "changes.zarr", df["vec"])[0], vectors[df["vec"]])
 
 
-def test_residuals_are_stored_and_read_by_key(grid_changes, tmp_path):
+def test_search_vectors_are_stored_and_read_by_key(grid_changes, tmp_path):
     _, ds = grid_changes
     df, vectors = compute_changes(ds, Comparison(), block=1)  # three blocks: events are reordered after them
-    df3, vectors3, residuals = compute_changes(ds, Comparison(), block=1, residuals=True)
+    _, _, alone = compute_changes(ds, Comparison(), block=1, search=True)  # an encoder without new_state_weight
+    assert alone.shape == vectors.shape  # the unit residuals
+    np.testing.assert_allclose(np.linalg.norm(alone, axis=1), 1, rtol=1e-5)
+    df3, vectors3, search = compute_changes(ds.assign_attrs(new_state_weight=0.5), Comparison(), block=1, search=True)
     pd.testing.assert_frame_equal(df, df3)
     np.testing.assert_array_equal(vectors, vectors3)
-    np.testing.assert_allclose(np.sqrt((residuals[df["vec"]] ** 2).mean(axis=1)), df["surprise"], rtol=1e-5)
+    assert search.shape == (len(df), 2 * vectors.shape[1])
+    np.testing.assert_array_equal(search[:, : vectors.shape[1]], alone)
+    # in the events' order: the change vectors' direction, less their look-alikes' (each block alone here)
+    cos = (search[:, : vectors.shape[1]] * vectors).sum(1) / np.linalg.norm(vectors, axis=1)
+    assert np.median(cos) > 0.5
     df["event_id"] = df["vec"].astype(str)
     perm = np.random.default_rng(1).permutation(len(df))
     write_changes(tmp_path / "changes.zarr", df.iloc[perm].reset_index(drop=True), vectors[perm], {"encoder": "rcf"},
-                  residuals[perm])
-    assert read_changes(tmp_path / "changes.zarr")[2]["search_vector"] == "residual"
+                  search[perm])
+    assert read_changes(tmp_path / "changes.zarr")[2]["search_vector"] == "search"
     keys = np.array([5, 0, 17])
-    got, got_keys = read_vectors(tmp_path / "changes.zarr", keys, name="residual")
+    got, got_keys = read_vectors(tmp_path / "changes.zarr", keys, name="search")
     np.testing.assert_array_equal(got_keys, keys)
-    np.testing.assert_array_equal(got, residuals[keys])
+    np.testing.assert_array_equal(got, search[keys])
 
 
 def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):

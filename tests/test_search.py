@@ -112,11 +112,15 @@ def test_compatibility_reads_the_normalisation_method():
 
 
 def test_runs_that_search_other_vectors_are_refused():
-    """A run of an earlier version searched its raw change vectors; its index cannot answer a residual query."""
-    a = compatibility({**ATTRS, "search_vector": "residual"})
-    with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'vector'") as exc:
+    """Runs of earlier versions searched their raw change vectors (before 0.3.2) or their residuals alone
+    (0.3.2 to 0.3.8); their index cannot answer a query of residual and new state."""
+    a = compatibility({**ATTRS, "search_vector": "search"})
+    with pytest.raises(IncompatibleRunsError, match="search_vector: 'search' vs 'vector'") as exc:
         check_compatible(a, compatibility(ATTRS), "runA", "runB")
     assert "runB was made by changescout before 0.3.2" in str(exc.value) and "--overwrite" in str(exc.value)
+    with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'search'") as exc:
+        check_compatible(compatibility({**ATTRS, "search_vector": "residual"}), a, "old", "new")
+    assert "old was made by changescout from 0.3.2 to 0.3.8" in str(exc.value) and "new was" not in str(exc.value)
 
 
 def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():

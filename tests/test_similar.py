@@ -30,7 +30,9 @@ def test_results_are_the_exact_cosine_neighbours(session_run, events, query):
     assert list(res.columns) == RESULT_COLUMNS
     assert len(res) == 8
     assert res.attrs["query"] == query["event_id"]
-    vectors, keys = read_vectors(session_run / "changes.zarr", name="residual")
+    vectors, keys = read_vectors(session_run / "changes.zarr", name="search")
+    dim = read_vectors(session_run / "changes.zarr", name="vector")[0].shape[1]
+    assert vectors.shape[1] == 2 * dim  # rcf: the residual beside the new state (change.search_vectors)
     q = vectors[keys == query["vec"]][0]
     sims = (vectors @ q) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
     own = events.loc[events["object_id"] == query["object_id"], "vec"]  # the same change: left out
@@ -208,7 +210,7 @@ def test_object_search_leaves_out_the_query_object_and_gives_one_row_per_object(
     assert not own & set(res["event_id"])  # the query's own object is not a result
     assert (np.diff(res["similarity"].to_numpy()) <= 1e-6).all()
     # the query is the object's mean change: the top result is the most similar patch to it, not to one patch
-    vecs, keys = read_vectors(session_run / "changes.zarr", name="residual")
+    vecs, keys = read_vectors(session_run / "changes.zarr", name="search")
     members = events[events["object_id"] == query["object_id"]]
     onset = members[pd.to_datetime(members["t1"]) == pd.to_datetime(members["t1"]).min()]
     w = onset["surprise"].to_numpy(float)
@@ -227,7 +229,7 @@ def test_an_episode_object_is_searched_by_its_onset_not_by_its_end(session_run, 
     query = episode.iloc[0]
     members = events[events["object_id"] == query["object_id"]]
     t1 = pd.to_datetime(members["t1"])
-    vecs, _ = read_vectors(session_run / "changes.zarr", name="residual")
+    vecs, _ = read_vectors(session_run / "changes.zarr", name="search")
 
     def mean(rows):
         w = rows["surprise"].to_numpy(float)

@@ -415,6 +415,7 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
             "series": series,
             "bands": json.dumps(bands),
             "distance": spec.distance,
+            "new_state_weight": float(spec.new_state_weight),
             "normalisation": json.dumps({"method": normalisation_method(spec), "centre_scale": np.round(stats, 6).tolist(),
                                          "shared": shares_space(encoder)}),
         },

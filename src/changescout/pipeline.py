@@ -563,7 +563,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
     ch_path = out / "changes.zarr"
     if not (run.done("changes") and ch_path.exists()):
         with run.stage("changes") as info:
-            events, vectors, residuals = compute_changes(embeddings, comp, residuals=True)
+            events, vectors, search = compute_changes(embeddings, comp, search=True)
             if len(events) == 0:
                 pg = embedding_grid(embeddings)
                 res = abs(pg.grid.resolution[0])
@@ -575,8 +575,9 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
             compat = compatibility(embeddings.attrs)
             attrs.update(normalisation_method=compat["normalisation_method"], comparison=str(comp),
-                         shared_space=int(compat["shared_space"]))
-            write_changes(ch_path, events, vectors, attrs, residuals)
+                         shared_space=int(compat["shared_space"]),
+                         new_state_weight=float(embeddings.attrs.get("new_state_weight", 0.0)))
+            write_changes(ch_path, events, vectors, attrs, search)
             info.update(events=len(events))
             if (note := comp.baseline_note(events)) is not None:
                 run.log(note)

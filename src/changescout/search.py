@@ -1,14 +1,16 @@
 """Find changes similar to a chosen one, in this run or in other runs (faiss).
 
-Changes are compared by the cosine similarity of their residuals (``residual`` in ``changes.zarr``: the
-change vector less what patches in a similar state did between the same dates,
-:func:`changescout.change.context_residual`), so that two changes of one season are not alike for the
-season they share: what turned into what, beyond what its look-alikes did. On the planted series
-(benchmarks/planted.py) a May harvest's nearest objects were the other May changes. A change that most of
-its look-alikes made too has a small residual and a weak query: search from patches where it stands out.
-The search runs through an inner-product faiss index over L2-normalised vectors whose ids are the ``vec``
-keys of the events table. The index is described by a faiss factory string (``"Flat"`` is exact; ``"IVF1024,Flat"`` scales).
-Negative feedback moves the query away from the changes the analyst rejected (Rocchio) and drops them.
+Changes are compared by the cosine similarity of their search vectors (``search`` in ``changes.zarr``,
+:func:`changescout.change.search_vectors`): the residual (the change vector less what patches in a similar
+state did between the same dates, :func:`changescout.change.context_residual`) beside the new state (what
+the patch turned into, less its area's mean state at that date). Two changes of one season are not alike
+for the season they share: on the planted series (benchmarks/planted.py) a May harvest's nearest objects
+were the other May changes. And two losses of green are told apart by what they left: slash or bare soil.
+A change that most of its look-alikes made too has a small residual and a weak query: search from patches
+where it stands out. The search runs through an inner-product faiss index over L2-normalised vectors whose
+ids are the ``vec`` keys of the events table. The index is described by a faiss factory string (``"Flat"``
+is exact; ``"IVF1024,Flat"`` scales). Negative feedback moves the query away from the changes the analyst
+rejected (Rocchio) and drops them.
 """
 
 from __future__ import annotations
@@ -110,16 +112,18 @@ COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_siz
 
 def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
     """Refuse to compare runs whose encoder, weights, patch size, normalisation or searched vectors differ
-    (``search_vector``: the residuals since 0.3.2), or whose encoder normalised each run's input on its own
-    area (rcf weights that do not carry their input normalisation)."""
+    (``search_vector``: the residuals from 0.3.2, residual and new state since 0.3.9), or whose encoder
+    normalised each run's input on its own area (rcf weights that do not carry their input normalisation)."""
     diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in COMPATIBILITY_KEYS if a.get(k) != b.get(k)]
     rcf_hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
     if diffs:
         hint = rcf_hint if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == b.get("encoder") == "rcf" else ""
         if a.get("search_vector") != b.get("search_vector"):
-            old = name_a if a.get("search_vector") == "vector" else name_b
-            hint += (f" {old} was made by changescout before 0.3.2, whose search compared the change vectors: run it "
-                     "again with this version (--overwrite) to search both.")
+            made = {"vector": "before 0.3.2, whose search compared the change vectors",
+                    "residual": "from 0.3.2 to 0.3.8, whose search compared the residuals without the new state"}
+            old = [(n, made[c["search_vector"]]) for n, c in ((name_a, a), (name_b, b)) if c.get("search_vector") in made]
+            for name, when in old:
+                hint += f" {name} was made by changescout {when}: run it again with this version (--overwrite) to search both."
         raise IncompatibleRunsError(f"change vectors of {name_a} and {name_b} cannot be compared ({'; '.join(diffs)}).{hint}")
     alone = [name for name, c in ((name_a, a), (name_b, b)) if not c.get("shared_space", True)]
     if alone:

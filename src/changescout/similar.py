@@ -69,8 +69,9 @@ class RunView:
 
 def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float] | None = None, t1=None, k: int = 10,
                  other_runs=(), negatives=(), objects: bool = False) -> pd.DataFrame:
-    """The ``k`` changes most similar to the query event (by cosine of their residuals: what changed beyond
-    what look-alike patches did between the same dates, :mod:`changescout.search`), best first.
+    """The ``k`` changes most similar to the query event (by cosine of their search vectors: what changed
+    beyond what look-alike patches did between the same dates, and what it turned into, :mod:`changescout.search`),
+    best first.
 
     With ``objects``, the query is the event's whole change object (the surprise-weighted mean of the change
     vectors of its onset, as :func:`changescout.objects.object_descriptors`: an episode's end is the change

@@ -49,6 +49,9 @@ class EncoderSpec:
     batch_size: int = 8
     # Distance between two embeddings of a patch: "euclidean" (RMS difference) or "cosine".
     distance: str = "euclidean"
+    # Weight of a change's new state beside its residual in similar-change search
+    # (:func:`changescout.change.search_vectors`); 0 = the residual alone. Measured per encoder.
+    new_state_weight: float = 0.0
 
 
 @runtime_checkable

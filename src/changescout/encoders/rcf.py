@@ -72,6 +72,7 @@ class RCFEncoder:
             name="rcf", version=self.version, dim=self.dim, patch_size=self.patch_size, bands=None,
             window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,
             weights_file="rcf_weights.npz (learnt from the series; reuse with --weights)",
+            new_state_weight=0.5,  # what a change left tells a clear-cut from a harvest (change.search_vectors)
             weights_sha256=self.weights_digest() if self.filters_ is not None else None,
             license="MIT (changescout)",
             citation="Rolf et al., A generalizable and accessible approach to machine learning with global "

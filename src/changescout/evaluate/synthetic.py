@@ -30,20 +30,20 @@ BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 
 
 def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """The pipeline's stages up to the changes, in memory: ``(events, vectors, states, residuals)`` of ``cube``
+    """The pipeline's stages up to the changes, in memory: ``(events, vectors, states, search)`` of ``cube``
     under ``config`` (cloud screen, embeddings, change vectors, the states before and after each change, and
-    the residuals that similar-change search compares)."""
+    the vectors that similar-change search compares)."""
     from ..pipeline import _build_encoder, screen_clouds
 
     cube = screen_clouds(cube, config.cloud_screen)
     pg = PatchGrid(grid_of(cube), config.patch_size)
     with tempfile.TemporaryDirectory() as tmp:
         ds = embed_cube(cube, _build_encoder(config), pg, Path(tmp) / "e.zarr", "bench")
-        events, vectors, residuals = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear),
-                                                     residuals=True)
+        events, vectors, search = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear),
+                                                  search=True)
         events["event_id"] = events["vec"].astype(str)
         states = change_states(ds, events, len(vectors))
-    return events, vectors, states, residuals
+    return events, vectors, states, search
 
 
 def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
@@ -51,15 +51,15 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
 
     config = config or RunConfig(source="planted", seed=seed, encoder=encoder)
     t = time.perf_counter()
-    events, vectors, states, residuals = embed_changes(cube, config)
+    events, vectors, states, search = embed_changes(cube, config)
     ranked, clusters, objects = rank_events(events, vectors, config, states)
     seconds = time.perf_counter() - t
     lab = label_events(ranked, truth, config.patch_size)
     scores = planted_scores(lab)
-    scores.update(similar_scores(lab, residuals), seconds=round(seconds, 1), n_clusters=int(len(clusters)))
+    scores.update(similar_scores(lab, search), seconds=round(seconds, 1), n_clusters=int(len(clusters)))
     objs = label_objects(lab, objects)
     scores.update(planted_object_scores(objs, truth))
-    scores.update(similar_object_scores(lab, objs, residuals))
+    scores.update(similar_object_scores(lab, objs, search))
     best = lab[lab["label"] == 1].groupby("truth_object")["rank"].min()
     scores["best_rank_per_object"] = {int(k): int(v) for k, v in best.items()}
     pos = lab[lab["label"] == 1]
@@ -102,7 +102,7 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
 
 
 def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
-    """Search between patch events (``vectors``: what the search compares, the residuals in a run)."""
+    """Search between patch events (``vectors``: what the search compares in a run, :func:`changescout.change.search_vectors`)."""
     keys = lab["vec"].to_numpy()
     p5, rare, detail = search_scores(lab, keys, vectors[keys])
     return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare, "similar_common_detail": detail}

@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from changescout.change import (
+    SURPRISE_CAP,
     Comparison,
     changes_block,
     compute_changes,
@@ -405,7 +406,7 @@ def test_search_vectors_tell_two_losses_of_green_apart_by_what_they_left():
     found = SimilarChangeIndex().fit(search, np.arange(len(df))).search(search[cut], k=2, exclude=[cut]).keys[0]
     assert list(found) == [other_cut, harvest]
     alone = search_vectors(residual, new_states(E, df["t1i"].to_numpy(), rows), 0.0)  # weight 0: the residual alone
-    np.testing.assert_allclose(alone, unit, rtol=1e-5)
+    np.testing.assert_array_equal(alone, residual)  # at its size: the surprise weighs it in an object's mean
 
 
 
@@ -541,19 +542,27 @@ def test_changes_are_written_without_the_dask_scheduler(grid_changes, tmp_path):
 
 
 def test_search_vectors_are_stored_and_read_by_key(grid_changes, tmp_path):
-    _, ds = grid_changes
-    df, vectors = compute_changes(ds, Comparison(), block=1)  # three blocks: events are reordered after them
-    _, _, alone = compute_changes(ds, Comparison(), block=1, search=True)  # an encoder without new_state_weight
-    assert alone.shape == vectors.shape  # the unit residuals
-    np.testing.assert_allclose(np.linalg.norm(alone, axis=1), 1, rtol=1e-5)
-    df3, vectors3, search = compute_changes(ds.assign_attrs(new_state_weight=0.5), Comparison(), block=1, search=True)
+    E, ds = grid_changes
+    # tiles of 3 x 3 and 3 x 1 patches: events are reordered after them, and each tile is its own context
+    df, vectors = compute_changes(ds, Comparison(), block=3)
+    _, _, alone = compute_changes(ds, Comparison(), block=3, search=True)  # an encoder without new_state_weight
+    rms = np.sqrt((alone[df["vec"]] ** 2).mean(axis=1))  # the residuals, whose size (capped) is the surprise
+    np.testing.assert_allclose(np.minimum(rms, SURPRISE_CAP * df["magnitude"]), df["surprise"], rtol=1e-5)
+    df3, vectors3, search = compute_changes(ds.assign_attrs(new_state_weight=0.5), Comparison(), block=3, search=True)
     pd.testing.assert_frame_equal(df, df3)
     np.testing.assert_array_equal(vectors, vectors3)
-    assert search.shape == (len(df), 2 * vectors.shape[1])
-    np.testing.assert_array_equal(search[:, : vectors.shape[1]], alone)
-    # in the events' order: the change vectors' direction, less their look-alikes' (each block alone here)
-    cos = (search[:, : vectors.shape[1]] * vectors).sum(1) / np.linalg.norm(vectors, axis=1)
-    assert np.median(cos) > 0.5
+    assert search.shape == (len(df), 2 * D)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(search[:, :D], unit(alone), rtol=1e-5, atol=1e-6)
+    # the new state, computed by hand: the state at t1 less the mean over its tile's events ending at t1
+    p = df["row"].to_numpy() * 4 + df["col"].to_numpy()
+    state = E[df["t1i"].to_numpy(), p].astype(np.float64)
+    wide = df["col"].to_numpy() < 3  # the 3 x 3 tile; the 3 x 1 tile has 3 events a date: too few for a context
+    key = pd.Series(list(zip(df["col"].to_numpy() // 3, df["t1i"].to_numpy())))
+    centred = state - pd.DataFrame(state).groupby(key.to_numpy()).transform("mean").to_numpy()
+    assert key[wide].value_counts().min() == 8  # the cloudy patch leaves 8 events in its tile at date 2
+    np.testing.assert_allclose(search[wide, D:], 0.5 * unit(centred[wide]), rtol=1e-4, atol=1e-6)
+    assert (search[~wide, D:] == 0).all()
     df["event_id"] = df["vec"].astype(str)
     perm = np.random.default_rng(1).permutation(len(df))
     write_changes(tmp_path / "changes.zarr", df.iloc[perm].reset_index(drop=True), vectors[perm], {"encoder": "rcf"},
@@ -563,6 +572,19 @@ def test_search_vectors_are_stored_and_read_by_key(grid_changes, tmp_path):
     got, got_keys = read_vectors(tmp_path / "changes.zarr", keys, name="search")
     np.testing.assert_array_equal(got_keys, keys)
     np.testing.assert_array_equal(got, search[keys])
+
+
+def test_new_states_need_a_context():
+    """Fewer than MIN_CONTEXT events ending at a date in a tile (the rest under cloud): no area to set their
+    state against, so their new state is 0 (one event would be exactly 0 anyway, two exactly opposite)."""
+    from changescout.change import MIN_CONTEXT, new_states
+
+    E = np.random.default_rng(0).standard_normal((2, 8, D)).astype(np.float32)
+    t1 = np.array([1] * MIN_CONTEXT + [0] * 2)
+    p = np.arange(len(t1))
+    out = new_states(E, t1, p)
+    np.testing.assert_allclose(out[:MIN_CONTEXT], E[1, :MIN_CONTEXT] - E[1, :MIN_CONTEXT].mean(0), rtol=1e-5, atol=1e-6)
+    assert (out[MIN_CONTEXT:] == 0).all()
 
 
 def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):

@@ -104,7 +104,8 @@ ATTRS = {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "
 def test_compatibility_reads_the_normalisation_method():
     c = compatibility(ATTRS)
     assert c == {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
-                 "normalisation_method": "per-date", "shared_space": True, "search_vector": "vector"}
+                 "normalisation_method": "per-date", "shared_space": True, "search_vector": "vector",
+                 "new_state_weight": 0.0}
     assert compatibility({**ATTRS, "patch_size": "16"})["patch_size"] == 16
     assert compatibility({**ATTRS, "search_vector": "residual"})["search_vector"] == "residual"
     del_norm = {k: v for k, v in ATTRS.items() if k != "normalisation"}
@@ -121,6 +122,16 @@ def test_runs_that_search_other_vectors_are_refused():
     with pytest.raises(IncompatibleRunsError, match="search_vector: 'residual' vs 'search'") as exc:
         check_compatible(compatibility({**ATTRS, "search_vector": "residual"}), a, "old", "new")
     assert "old was made by changescout from 0.3.2 to 0.3.8" in str(exc.value) and "new was" not in str(exc.value)
+
+
+def test_runs_whose_search_vectors_weigh_the_new_state_otherwise_are_refused():
+    """Search vectors of another new-state weight have other dimensions or another balance: refused by name
+    (embeddings without the attribute read as 0), not failed inside faiss."""
+    a = compatibility({**ATTRS, "search_vector": "search", "new_state_weight": 0.5})
+    b = compatibility({**ATTRS, "search_vector": "search"})
+    assert b["new_state_weight"] == 0.0
+    with pytest.raises(IncompatibleRunsError, match="new_state_weight: 0.5 vs 0.0"):
+        check_compatible(a, b, "runA", "runB")
 
 
 def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():

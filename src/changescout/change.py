@@ -374,30 +374,38 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, s
     return (df, vectors, found) if search else (df, vectors)
 
 
+#: Fewest events ending at one date in a tile that give the new state its context (:func:`new_states`).
+MIN_CONTEXT = 5
+
+
 def new_states(E: np.ndarray, t1: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Each event's state at ``t1`` less the mean state of the patches with an event ending at that date
     (``E (time, patch, dim)`` of one block): what the patch turned into, beside its area on that date, so
-    that the season every patch shares does not make two changes alike."""
+    that the season every patch shares does not make two changes alike. Where fewer than ``MIN_CONTEXT``
+    events end at a date (a tile under cloud), there is no area to set it against: 0, and the search
+    compares their residuals alone."""
     out = E[t1, p].astype(np.float64)
     for idx in pd.Series(np.arange(len(t1))).groupby(t1).indices.values():
-        out[idx] -= out[idx].mean(axis=0)
+        out[idx] = out[idx] - out[idx].mean(axis=0) if len(idx) >= MIN_CONTEXT else 0.0
     return out.astype(np.float32)
 
 
 def search_vectors(residual: np.ndarray, new_state: np.ndarray | None = None, weight: float = 0.0) -> np.ndarray:
-    """What similar-change search compares by cosine: the residual (:func:`context_residual`: what changed
-    beyond what look-alike patches did) at unit length, beside the new state (:func:`new_states`) at unit
-    length times ``weight`` when it is above 0 (``(n, 2 dim)``; else ``(n, dim)``). A clear-cut and a
-    harvest lose the same green, but one leaves slash and the other bare soil.
+    """What similar-change search compares by cosine: with ``weight`` above 0 (``(n, 2 dim)``), the residual
+    (:func:`context_residual`: what changed beyond what look-alike patches did) at unit length beside the new
+    state (:func:`new_states`) at unit length times ``weight``; else the residual as it is (``(n, dim)``; its
+    size, the event's surprise, weighs it in an object's mean, as before 0.3.9). A clear-cut and a harvest
+    lose the same green, but one leaves slash and the other bare soil.
 
     The weight is the encoder's (``EncoderSpec.new_state_weight``), measured on the planted series
     (benchmarks/planted.py, objects' precision@5 of common types, seeds 0-9): rcf 0.5 (Bouconne 0.73 -> 0.77,
     the other instance of a rare type 64 -> 66 of 73; synthetic 0.56 -> 0.56, 77 of 79 both); galileo-nano 0
     (0.5 lowered it on both backgrounds: Bouconne 0.59 -> 0.55, synthetic 0.41 -> 0.36, seeds 0-4)."""
+    residual = np.asarray(residual, np.float32)
+    if new_state is None or weight <= 0:
+        return residual
     def unit(x):
         return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    if new_state is None or weight <= 0:
-        return unit(residual)
     return np.hstack([unit(residual), weight * unit(new_state)])
 
 

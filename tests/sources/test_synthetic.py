@@ -311,3 +311,15 @@ def test_a_misspelt_synthetic_option_is_refused_as_in_the_uri_form():
         open_series("synthetic", sede=3, size=128)
     with pytest.raises(ConfigError, match="synthetic parameters"):
         open_series("synthetic", size="big")
+
+
+def test_grid_dates_bands_and_mask_given_to_the_synthetic_source_are_refused():
+    """The series makes its own grid, dates and bands: a run's ``--grid`` bounds were ignored without a word
+    (the run covered the whole scene)."""
+    from changescout.sources import GridSpec, open_series
+
+    with pytest.raises(ConfigError, match="--grid does not apply to the synthetic source"):
+        open_series("synthetic:size=128", grid=GridSpec.parse("EPSG:32631,10,372000,4830000,373000,4836000"))
+    with pytest.raises(ConfigError, match="--dates, --bands do not apply"):
+        open_series("synthetic:size=128", dates="2020-01-01,2020-02-01", bands="B02,B03")
+    assert open_series("synthetic:size=128,n_dates=4", patch_size=16).sizes["time"] == 4  # the usual options still pass

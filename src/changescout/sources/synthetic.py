@@ -159,8 +159,9 @@ def sniff(path) -> bool:
 def open(path="synthetic", **opts) -> xr.DataArray:
     """The cube of :func:`make_series`; parameters from ``"synthetic:seed=1,size=128"`` and/or ``opts``.
 
-    The options every source is given (``patch_size``, ``chunks`` and the like) are ignored; any other option
-    that :func:`make_series` does not take is refused, as in the ``synthetic:`` form.
+    The options every source is given (``patch_size``, ``chunks``) are ignored; ``dates``, ``bands``, ``grid``
+    and ``mask`` are refused (the series makes its own: a run's ``--grid`` was ignored without a word), and so
+    is any other option that :func:`make_series` does not take, as in the ``synthetic:`` form.
     """
     if not sniff(path):
         raise SourceError(f"not a synthetic source: {path!r} (use 'synthetic' or 'synthetic:seed=1,size=128')")
@@ -171,6 +172,11 @@ def open(path="synthetic", **opts) -> xr.DataArray:
         if key not in known:
             raise ConfigError(f"unknown synthetic parameter {key!r} in {path!r}; known: {', '.join(known)}")
         params[key] = [t for t in value.split("+") if t] if key == "types" else int(value) if value.lstrip("-").isdigit() else value
+    given = [k for k in ("dates", "bands", "grid", "mask", "mask_convention") if opts.get(k) is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} {'does' if len(given) == 1 else 'do'} not apply to the synthetic source, which makes its own dates, bands and grid "
+                          f"(choose them with its parameters: {', '.join(known)})")
     unknown = sorted(set(opts) - set(known) - _COMMON_OPTIONS)
     if unknown:
         raise ConfigError(f"unknown synthetic parameter {', '.join(map(repr, unknown))}; known: {', '.join(known)}")

@@ -79,14 +79,34 @@ def test_negatives_are_excluded_and_move_the_results(session_run, query):
 def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
     """A run over the same place (here a copy) is searched, but the query's own change seen again there (same
     date, overlapping patches) is not a similar change: it came first, with similarity 1, in 36 of 40 queries
-    of an acceptance test on two overlapping Bouconne crops."""
+    of an acceptance test on two overlapping Bouconne crops. Nor is any other change listed twice, once per
+    run that sees it: the copy's results are all the query run's, seen again."""
     other = copy_run(session_run, "other")
+    alone = find_similar(session_run, query["event_id"], k=10)
     res = find_similar(session_run, query["event_id"], k=10, other_runs=[other])
     own = read_events(session_run)
     own = own[(own["object_id"] == query["object_id"]) & (own["t1"] == query["t1"])]
     assert not set(res["event_id"]) & set(own["event_id"]) and res.attrs["same_change_elsewhere"] == len(own)
-    assert set(res["run"]) == {str(session_run), str(other)}
     assert res["similarity"].max() < 1 - 1e-4
+    assert set(res["run"]) == {str(session_run)} and res["event_id"].tolist() == alone["event_id"].tolist()
+    assert res.attrs["seen_twice"] == 10  # each listed change, seen by the copy too
+    objects = find_similar(session_run, query["event_id"], k=5, other_runs=[other], objects=True)
+    assert set(objects["run"]) == {str(session_run)} and len(objects) == 5
+
+
+def test_a_run_of_another_area_is_searched_too(session_run, query, copy_run):
+    """A run of another area that shares the embedding space (here a copy moved 100 km east): its changes are
+    found beside the query run's, the best of both first."""
+    other = copy_run(session_run, "elsewhere")
+    moved = read_events(other)
+    moved["geometry"] = moved.geometry.translate(100_000, 0)
+    moved.to_parquet(other / "events.parquet")
+    alone = find_similar(session_run, query["event_id"], k=10)
+    res = find_similar(session_run, query["event_id"], k=10, other_runs=[other])
+    assert set(res["run"]) == {str(session_run), str(other)}
+    assert res["similarity"].is_monotonic_decreasing
+    # elsewhere, the query's twin is not the same change seen again: its place differs
+    assert res["run"].iloc[0] == str(other) and res["event_id"].iloc[0] == query["event_id"]
 
 
 def test_the_same_change_is_found_in_a_run_in_degrees_without_warnings(events, query):
@@ -126,6 +146,7 @@ def test_a_result_from_another_run_can_be_told_off(session_run, query, copy_run)
     other = copy_run(session_run, "renamed")
     ev = read_events(other)
     ev["event_id"] = "other-" + ev["event_id"]  # another series: ids of its own
+    ev["geometry"] = ev.geometry.translate(100_000, 0)  # of another area (an overlapping one sees the same changes)
     write_events(ev, other / "events.parquet")
     res = find_similar(session_run, query["event_id"], k=5, other_runs=[other])
     there = res.loc[res["run"] == str(other), "event_id"].iloc[0]

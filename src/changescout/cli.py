@@ -295,6 +295,8 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
              else f"Similar to {res.attrs.get('query')}" + (f"; the other patches of its object {obj} left out" if obj is not None else ""))
     if res.attrs.get("same_change_elsewhere"):
         title += f"; and the same change seen by the overlapping --in runs ({res.attrs['same_change_elsewhere']} patch events)"
+    if res.attrs.get("seen_twice"):
+        title += f"; {res.attrs['seen_twice']} change(s) that two of the runs both see are listed once"
     table = Table(title=title)
     for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
         table.add_column(c, **({"no_wrap": True, "min_width": max(map(len, res["event_id"]), default=0)} if c == "event_id" else {}))  # whole

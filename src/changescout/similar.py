@@ -141,16 +141,48 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
         hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
         hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")
         hits["run"] = str(v.path)
+        hits["geometry"] = _places(v.events.set_index("vec").geometry.reindex(hits["vec"]), base.events.crs)
         frames.append(hits)
     out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
     if objects:
         out = out.drop_duplicates(["run", "object_id"])
-    out = out.head(k)
+    twin = _seen_before(out) if len(views) > 1 else np.full(len(out), -1)  # one change seen by two runs: once
+    listed = np.flatnonzero(twin < 0)[:k]
+    dropped = int(np.isin(twin, listed).sum())  # listed changes that another run sees too
+    out = out.iloc[listed]
     out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
     out.attrs["same_change_elsewhere"] = seen_again
+    out.attrs["seen_twice"] = dropped
     out.attrs["query_object"] = int(query["object_id"]) if "object_id" in query else None
     return out
+
+
+def _places(geometry, crs) -> np.ndarray:
+    """Patch polygons in the query run's CRS; None where they cannot be put there (a pixel grid of an image
+    pair has no place on Earth): such results are never taken for one another."""
+    if geometry.crs == crs:
+        return geometry.to_numpy()
+    try:
+        return geometry.to_crs(crs).to_numpy()
+    except Exception:  # noqa: BLE001 - pyproj's errors for CRSs without a transformation between them
+        return np.full(len(geometry), None, object)
+
+
+def _seen_before(results: pd.DataFrame) -> np.ndarray:
+    """Per result (best first): the position of a better result of another run that is the same change (same
+    ``t1``, patches that overlap by area, not only an edge), or -1: two overlapping runs see each change of
+    their shared area."""
+    seen = np.full(len(results), -1)
+    geoms, runs, t1 = results["geometry"].to_numpy(), results["run"].to_numpy(), pd.to_datetime(results["t1"]).to_numpy()
+    for i in range(1, len(results)):
+        earlier = np.flatnonzero((runs[:i] != runs[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))
+        earlier = earlier[np.array([g is not None for g in geoms[earlier]], bool)]
+        if len(earlier) and geoms[i] is not None:
+            overlap = shapely.area(shapely.intersection(geoms[earlier], geoms[i]))
+            hit = earlier[overlap > 1e-6 * shapely.area(geoms[i])]
+            seen[i] = hit[0] if len(hit) else -1
+    return seen
 
 
 def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]:

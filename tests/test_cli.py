@@ -543,3 +543,26 @@ def test_summary_in_a_narrow_terminal_keeps_dates_and_lists_the_ids_whole(capsys
     cli._summary(session_run)
     wide = capsys.readouterr().out
     assert "most atypical onset patch" in wide and "Most atypical onset patch of each" not in wide
+
+
+def test_export_refuses_to_write_over_the_runs_own_files(capsys, session_run, copy_run):
+    """``export RUN --out RUN/events.parquet --overwrite`` replaced the events table with a CSV: the run could
+    no longer be read or resumed (UAT). An export beside them, under its own name, is fine."""
+    run = copy_run(session_run)
+    before = (run / "events.parquet").read_bytes()
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "events.parquet", "--overwrite")
+    assert code == 2 and "would write over the run's own events.parquet" in err
+    assert (run / "events.parquet").read_bytes() == before
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "maps" / "x.csv")
+    assert code == 2 and "run's own maps" in err
+    assert call(capsys, "export", run, "--format", "csv", "--out", run / "top.csv")[0] == 0
+
+
+def test_a_damaged_objects_table_is_named(capsys, session_run, copy_run):
+    run = copy_run(session_run)
+    (run / "objects.parquet").write_bytes((run / "objects.parquet").read_bytes()[:500])
+    code, _, err = call(capsys, "export", run, "--format", "geojson", "--table", "objects")
+    assert code == 2 and "objects.parquet: cannot read the objects table" in err and "rebuild" in err
+    (run / "objects.parquet").write_bytes((run / "events.parquet").read_bytes())  # another table in its place
+    code, _, err = call(capsys, "export", run, "--format", "geojson", "--table", "objects")
+    assert code == 2 and "not a changescout objects table" in err

@@ -710,3 +710,31 @@ def test_a_run_says_which_grid_it_chose_and_which_sentinel2_dates_it_could_not_c
     assert notes[1] == "left out 1 file(s) of auxiliary layers, not reflectance (S2B_MSIL2A_20220301T105031_T31TCJ_TCI_10m.tif)"
     assert notes[2].startswith("warning: 2 Sentinel-2 date(s) of unknown processing baseline (2022-03-01, 2022-04-10)")
     assert input_notes(cube, offsets, grid_of(cube), given_grid=True) == notes[1:]
+
+
+def test_a_deleted_search_index_or_objects_table_is_rebuilt_by_a_rerun(session_run, session_config, copy_run):
+    """Each output of the rank stage is needed: a rerun redid the stage only when events.parquet was gone,
+    so a run missing index.faiss or objects.parquet said "finished" and stayed broken (UAT)."""
+    run = copy_run(session_run)
+    (run / "index.faiss").unlink()
+    (run / "objects.parquet").unlink()
+    run_pipeline(session_config(), run, **QUIET)
+    assert SimilarChangeIndex.load(run / "index.faiss").index_.ntotal == len(read_events(run))
+    from changescout.objects import read_objects
+
+    assert read_objects(run)["object_id"].tolist() == read_objects(session_run)["object_id"].tolist()
+
+
+def test_unreadable_run_records_are_named_and_overwrite_replaces_the_run(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    (run / "state.json").write_text("{")
+    with pytest.raises(RunExistsError, match=r"state.json: cannot be read .*delete it and rerun"):
+        run_pipeline(session_config(), run, **QUIET)
+    (run / "state.json").unlink()  # as the message says: the stages are done again
+    run_pipeline(session_config(), run, **QUIET)
+    assert json.loads((run / "state.json").read_text())["stages"]["rank"]["status"] == "done"
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(RunExistsError, match=r"config.json: is not a changescout record .*--overwrite"):
+        run_pipeline(session_config(), run, **QUIET)
+    run_pipeline(session_config(), run, overwrite=True, **QUIET)
+    assert json.loads((run / "config.json").read_text())["config_hash"]

@@ -312,3 +312,29 @@ def test_one_id_or_one_run_given_as_a_string_is_taken_whole(session_run, events,
     assert set(find_similar(session_run, query["event_id"], k=5, other_runs=str(other))["run"]) <= {str(session_run), str(other)}
     with pytest.raises(ConfigError, match="k must be a whole number"):
         find_similar(session_run, query["event_id"], k="5")
+
+
+def test_damaged_outputs_are_named_with_how_to_rebuild_them(session_run, query, copy_run):
+    """A search index of another run (or of fewer events: rows deleted by hand) answered with wrong events at
+    exit 0; deleted search vectors read as NaN and gave no result at exit 0; a text file as the index, or a
+    store without its metadata, were internal errors (UAT)."""
+    import shutil
+
+    from changescout.search import SimilarChangeIndex
+
+    other = copy_run(session_run, "other_index")
+    SimilarChangeIndex().fit(np.eye(4, dtype=np.float32), np.arange(4)).save(other / "index.faiss")
+    with pytest.raises(RunNotFoundError, match=r"index.faiss: the search index holds 4 changes .*delete it and rerun"):
+        find_similar(other, query["event_id"])
+    text = copy_run(session_run, "text_index")
+    (text / "index.faiss").write_text("not an index")
+    with pytest.raises(RunNotFoundError, match="index.faiss: cannot read the search index"):
+        find_similar(text, query["event_id"])
+    gone = copy_run(session_run, "no_search")
+    shutil.rmtree(gone / "changes.zarr" / "search")
+    with pytest.raises(RunNotFoundError, match="changes.zarr: the search vectors .* missing or not finite"):
+        find_similar(gone, query["event_id"])
+    bare = copy_run(session_run, "no_metadata")
+    (bare / "changes.zarr" / ".zmetadata").unlink()
+    with pytest.raises(RunNotFoundError, match="changes.zarr: cannot read the change vectors"):
+        find_similar(bare, query["event_id"])

@@ -329,6 +329,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
     named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(target.suffix.lower())
     if named not in (None, fmt):  # a GIS opens a file by its extension
         raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
+    _not_the_runs_own(target, run_dir)
     with runlock.reading(run_dir):  # not while a run rewrites it
         if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
             from .errors import RunExistsError
@@ -336,6 +337,20 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
             raise RunExistsError("exists; use --overwrite to replace it", target)
         export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
+
+
+def _not_the_runs_own(target: Path, run_dir: Path) -> None:
+    """Refuse an export that would write over one of the run's own files (``--out RUN/events.parquet
+    --overwrite`` replaced the events table with a CSV, and the run could no longer be read)."""
+    from .pipeline import RUN_FILES
+
+    try:
+        first = Path(target).resolve().relative_to(Path(run_dir).resolve()).parts[:1]
+    except ValueError:  # outside the run directory
+        return
+    exports = {f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")}
+    if first and first[0] in set(RUN_FILES) - exports:
+        raise ConfigError(f"--out would write over the run's own {first[0]}; choose another file name", target)
 
 
 @app.command()

@@ -85,6 +85,13 @@ def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | os.PathLike, metadata: d
 REPLACED = ".replaced"
 
 
+def damaged_output(path: Path, problem: str) -> RunNotFoundError:
+    """The error for a run directory's output that is there but cannot be used (cut short, edited, another
+    run's): named, with how to rebuild it (a rerun of the same command redoes the stage whose output is gone)."""
+    return RunNotFoundError(f"{problem}: it is damaged or not this run's; delete it and rerun the run's command (the same "
+                            "`changescout run ... --out` as before) to rebuild it", path)
+
+
 def missing_output(message: str, path: Path) -> RunNotFoundError:
     """The error for a run directory's output that is not there: when an interrupted ``--overwrite`` holds the
     directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run."""
@@ -105,7 +112,7 @@ def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
     try:
         gdf = gpd.read_parquet(path)
     except Exception as exc:
-        raise RunNotFoundError(f"cannot read the events table: {exc}", path) from exc
+        raise damaged_output(path, f"cannot read the events table ({exc})") from exc
     for c in ADDED_COLUMNS:  # tables of earlier versions lack them: unknown
         if c not in gdf.columns:
             gdf.insert(list(SCHEMA).index(c), c, np.full(len(gdf), np.nan, np.float32))

@@ -77,7 +77,7 @@ from sklearn.base import BaseEstimator
 from .change import comparable
 from .cube import on_earth
 from .errors import ConfigError, check_columns
-from .events import missing_output, write_geoparquet
+from .events import damaged_output, missing_output, write_geoparquet
 from .rank import RANK_BY, RarityScorer, false_alarm_rate, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -488,4 +488,15 @@ def read_objects(path) -> gpd.GeoDataFrame:
         path = path / "objects.parquet"
     if not path.exists():
         raise missing_output("no objects table here", path)
-    return gpd.read_parquet(path).sort_values("rank").reset_index(drop=True)
+    try:
+        table = gpd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's and geopandas' errors for a file cut short or of another kind
+        raise damaged_output(path, f"cannot read the objects table ({exc})") from exc
+    missing = [c for c in OBJECT_COLUMNS if c not in table.columns]
+    if missing:
+        raise damaged_output(path, f"not a changescout objects table: columns {missing} are missing")
+    return table.sort_values("rank").reset_index(drop=True)
+
+
+#: Columns every objects table has (read_objects checks them).
+OBJECT_COLUMNS = ("object_id", "t0", "t1", "n_patches", "candidate", "atypicality", "rank", "false_alarm_rate", "geometry")

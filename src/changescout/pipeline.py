@@ -52,6 +52,8 @@ MAX_PATCH = 128
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
              "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
+#: What the rank stage writes: a rerun redoes the stage when one of them is missing.
+RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.faiss")
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
@@ -204,10 +206,16 @@ class Run:
         self._lock()
         self._recover()
         if cfg_path.exists():
-            old = json.loads(cfg_path.read_text())
+            try:
+                old = _read_json(cfg_path, "use --overwrite to replace the run, or choose another --out")
+            except RunExistsError:
+                if not self.overwrite:
+                    raise
+                old = {}  # replaced as a run of another configuration
             if old.get("config_hash") == digest:
                 state_path = self.out / "state.json"
-                self.state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
+                self.state = (_read_json(state_path, "delete it and rerun to redo the run's stages") if state_path.exists()
+                              else {"stages": {}})
                 self.resumed = True
                 self._sweep()
                 return
@@ -450,6 +458,17 @@ def check_run(config: RunConfig, out: Path) -> None:
         check_exists(config.source)
 
 
+def _read_json(path: Path, what_to_do: str) -> dict:
+    """A run directory's JSON record; an unreadable one (cut short, edited) is named with what to do."""
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunExistsError(f"cannot be read ({exc}); {what_to_do}", path) from None
+    if not isinstance(out, dict):
+        raise RunExistsError(f"is not a changescout record (a JSON {type(out).__name__}); {what_to_do}", path)
+    return out
+
+
 def _unit_word(crs) -> str:
     return {"metre": "m", "degree": "degrees"}.get(crs_unit(crs), "CRS units")
 
@@ -582,7 +601,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             if (note := comp.baseline_note(events)) is not None:
                 run.log(note)
 
-    if not (run.done("rank") and (out / "events.parquet").exists()):
+    if not (run.done("rank") and all((out / f).exists() for f in RANK_FILES)):  # a deleted one is rebuilt
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
             states = change_states(embeddings, events, len(vectors))

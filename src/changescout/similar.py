@@ -16,7 +16,7 @@ from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
-from .events import missing_output, read_events
+from .events import damaged_output, missing_output, read_events
 from .objects import object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
@@ -37,12 +37,27 @@ class RunView:
             if not (self.path / name).exists():
                 raise missing_output(f"not a finished changescout run ({name} is missing)", self.path)
         self.events = read_events(self.path / "events.parquet")
-        self.attrs = dict(xr.open_zarr(self.path / "changes.zarr", consolidated=True).attrs)
-        self.compat = compatibility(self.attrs)
-        self.patch_grid = PatchGrid(OutputGrid.from_dict(json.loads(self.attrs["grid"])), int(self.attrs["patch_size"]))
+        store = self.path / "changes.zarr"
+        try:
+            ds = xr.open_zarr(store, consolidated=True)
+            self.attrs = dict(ds.attrs)
+            self.compat = compatibility(self.attrs)
+            self.dim = ds[self.compat["search_vector"]].shape[1]
+            self.patch_grid = PatchGrid(OutputGrid.from_dict(json.loads(self.attrs["grid"])), int(self.attrs["patch_size"]))
+        except Exception as exc:  # noqa: BLE001 - zarr's, xarray's and json's errors for a store cut short or edited
+            raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
 
     def index(self) -> SimilarChangeIndex:
-        return SimilarChangeIndex.load(self.path / "index.faiss")
+        path = self.path / "index.faiss"
+        try:
+            index = SimilarChangeIndex.load(path)
+        except RuntimeError as exc:  # faiss: a file cut short, empty, or not an index
+            raise damaged_output(path, "cannot read the search index") from exc
+        n, d = index.index_.ntotal, index.index_.d
+        if n != len(self.events) or d != self.dim:  # another run's index, or an events table edited by hand
+            raise damaged_output(path, f"the search index holds {n} changes of {d} dimensions, and this run "
+                                       f"{len(self.events)} events (events.parquet) of {self.dim}")
+        return index
 
     def event(self, event_id: str) -> pd.Series:
         hit = self.events[self.events["event_id"] == event_id]
@@ -64,7 +79,15 @@ class RunView:
         return exact.iloc[0]
 
     def vectors(self, keys) -> np.ndarray:
-        return read_vectors(self.path / "changes.zarr", keys, self.compat["search_vector"])[0]
+        store = self.path / "changes.zarr"
+        try:
+            out = read_vectors(store, keys, self.compat["search_vector"])[0]
+        except Exception as exc:  # noqa: BLE001 - a chunk cut short, a key the store lacks (the events edited)
+            raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
+        if not np.isfinite(out).all():  # a deleted variable reads as its fill value, not as an error
+            raise damaged_output(store, f"the {self.compat['search_vector']} vectors that similar-change search compares "
+                                        "are missing or not finite")
+        return out
 
 
 def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float] | None = None, t1=None, k: int = 10,

@@ -738,3 +738,11 @@ def test_unreadable_run_records_are_named_and_overwrite_replaces_the_run(session
         run_pipeline(session_config(), run, **QUIET)
     run_pipeline(session_config(), run, overwrite=True, **QUIET)
     assert json.loads((run / "config.json").read_text())["config_hash"]
+
+
+def test_a_run_without_its_config_json_is_named_as_such(session_run, session_config, copy_run):
+    run = copy_run(session_run)
+    (run / "config.json").unlink()
+    with pytest.raises(RunExistsError, match=r"holds state.json, embeddings.zarr, .* but no config.json"):
+        run_pipeline(session_config(), run, **QUIET)
+    assert (run / "events.parquet").exists()  # nothing of it removed

@@ -229,7 +229,11 @@ class Run:
             self._set_aside()
             self._sweep()
         elif any(not LEFTOVER.fullmatch(p.name) for p in self.out.iterdir()):
-            raise RunExistsError("is not empty and is not a changescout run directory; choose an empty or new --out", self.out)
+            run_like = [n for n in RUN_FILES if (self.out / n).exists()]
+            hint = (f" (it holds {', '.join(run_like[:3])}{', ...' if len(run_like) > 3 else ''} but no config.json: a run "
+                    "whose configuration was deleted cannot be resumed)" if run_like else "")
+            raise RunExistsError(f"is not empty and is not a changescout run directory{hint}; choose an empty or new --out",
+                                 self.out)
         else:  # empty, or what a run killed while it wrote its configuration left
             self._sweep()
         self.touched = True

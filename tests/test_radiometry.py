@@ -203,3 +203,20 @@ def test_a_mask_files_product_name_does_not_decide_the_images_offset(tmp_path):
     for date, d in record["dates"].items():
         assert d["baseline"] is None and "SCL" not in str(d["product"]), (date, d)
         assert d["product"] == date  # the image's own name
+
+
+def test_a_date_that_does_not_read_as_reflectance_is_warned_of():
+    """A date shifted to mostly negative values (an offset applied twice) ran with magnitudes ten times the
+    others' and no word (UAT); dark water a little below 0 is not warned of."""
+    from changescout.radiometry import implausible_dates
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=1, size=128, n_dates=4)
+    assert implausible_dates(cube) == []
+    values = cube.values.copy()
+    values[2] -= 0.15
+    values[1, :, :10] = -0.02  # a strip of dark water, a little below 0
+    shifted = cube.copy(data=values)
+    notes = implausible_dates(shifted)
+    assert len(notes) == 1 and notes[0].startswith(f"warning: date {str(cube['time'].values[2])[:10]}:")
+    assert "below 0" in notes[0]

@@ -41,7 +41,7 @@ from .encoders.base import select_bands, sha256_file
 from .errors import ConfigError, InputError, OutputError, RunExistsError
 from .events import COLUMNS, REPLACED, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
-from .radiometry import apply_offsets, normalise_dates
+from .radiometry import apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .tiling import PatchGrid, event_ids, series_id
@@ -514,13 +514,14 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     log(f"reading {config.source} (cloud screen {config.cloud_screen}, co-registration {config.coregister})")
     t_prepare = time.perf_counter()
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
+    implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
     cube = screen_clouds(cube, config.cloud_screen, log)
     cube, coreg = coregister(cube, config.coregister)
     cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)
     patch_grid = PatchGrid(grid, config.patch_size)
-    for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None):
+    for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible:
         log(note)
     comp = Comparison.parse(config.compare, min_clear=config.min_clear)
     try:

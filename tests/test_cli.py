@@ -555,6 +555,8 @@ def test_export_refuses_to_write_over_the_runs_own_files(capsys, session_run, co
     assert (run / "events.parquet").read_bytes() == before
     code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "maps" / "x.csv")
     assert code == 2 and "run's own maps" in err
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "Events.parquet", "--overwrite")
+    assert code == 2 and "run's own Events.parquet" in err  # as a case-insensitive disk (macOS, Windows) reads it
     assert call(capsys, "export", run, "--format", "csv", "--out", run / "top.csv")[0] == 0
 
 
@@ -566,3 +568,12 @@ def test_a_damaged_objects_table_is_named(capsys, session_run, copy_run):
     (run / "objects.parquet").write_bytes((run / "events.parquet").read_bytes())  # another table in its place
     code, _, err = call(capsys, "export", run, "--format", "geojson", "--table", "objects")
     assert code == 2 and "not a changescout objects table" in err
+
+
+def test_an_objects_table_of_an_earlier_version_is_exported(capsys, session_run, copy_run, tmp_path):
+    """Objects tables before 0.3.5 have no false_alarm_rate: still read (unknown), not called damaged."""
+    import geopandas as gpd
+
+    run = copy_run(session_run)
+    gpd.read_parquet(run / "objects.parquet").drop(columns="false_alarm_rate").to_parquet(run / "objects.parquet")
+    assert call(capsys, "export", run, "--format", "csv", "--table", "objects", "--out", tmp_path / "o.csv")[0] == 0

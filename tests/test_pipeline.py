@@ -725,6 +725,17 @@ def test_a_deleted_search_index_or_objects_table_is_rebuilt_by_a_rerun(session_r
     assert read_objects(run)["object_id"].tolist() == read_objects(session_run)["object_id"].tolist()
 
 
+def test_deleted_maps_and_quicklooks_are_rebuilt_by_a_rerun(session_run, session_config, copy_run):
+    import shutil
+
+    run = copy_run(session_run)
+    maps = sorted(p.name for p in (run / "maps").iterdir())
+    shutil.rmtree(run / "maps")
+    shutil.rmtree(run / "quicklooks")
+    run_pipeline(session_config(), run, **QUIET)
+    assert sorted(p.name for p in (run / "maps").iterdir()) == maps and any((run / "quicklooks").iterdir())
+
+
 def test_unreadable_run_records_are_named_and_overwrite_replaces_the_run(session_run, session_config, copy_run):
     run = copy_run(session_run)
     (run / "state.json").write_text("{")

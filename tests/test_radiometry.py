@@ -214,9 +214,11 @@ def test_a_date_that_does_not_read_as_reflectance_is_warned_of():
     cube, _ = make_series(seed=1, size=128, n_dates=4)
     assert implausible_dates(cube) == []
     values = cube.values.copy()
-    values[2] -= 0.15
+    values[2] -= 0.1  # Sentinel-2's -1000 offset applied twice
     values[1, :, :10] = -0.02  # a strip of dark water, a little below 0
+    values[3, 8] -= 0.3  # one band of a date in other units
     shifted = cube.copy(data=values)
     notes = implausible_dates(shifted)
-    assert len(notes) == 1 and notes[0].startswith(f"warning: date {str(cube['time'].values[2])[:10]}:")
-    assert "below 0" in notes[0]
+    assert len(notes) == 2
+    assert notes[0].startswith(f"warning: date {str(cube['time'].values[2])[:10]}:") and "B02" in notes[0]
+    assert notes[1].startswith(f"warning: date {str(cube['time'].values[3])[:10]}:") and "band(s) B11 " in notes[1]

@@ -90,6 +90,8 @@ def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
     assert res["similarity"].max() < 1 - 1e-4
     assert set(res["run"]) == {str(session_run)} and res["event_id"].tolist() == alone["event_id"].tolist()
     assert res.attrs["seen_twice"] == 10  # each listed change, seen by the copy too
+    third = copy_run(session_run, "third")
+    assert find_similar(session_run, query["event_id"], k=10, other_runs=[other, third]).attrs["seen_twice"] == 10
     objects = find_similar(session_run, query["event_id"], k=5, other_runs=[other], objects=True)
     assert set(objects["run"]) == {str(session_run)} and len(objects) == 5
 

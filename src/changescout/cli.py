@@ -342,14 +342,16 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
 def _not_the_runs_own(target: Path, run_dir: Path) -> None:
     """Refuse an export that would write over one of the run's own files (``--out RUN/events.parquet
     --overwrite`` replaced the events table with a CSV, and the run could no longer be read)."""
+    from .events import EXPORT_FORMATS
     from .pipeline import RUN_FILES
 
     try:
         first = Path(target).resolve().relative_to(Path(run_dir).resolve()).parts[:1]
     except ValueError:  # outside the run directory
         return
-    exports = {f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")}
-    if first and first[0] in set(RUN_FILES) - exports:
+    exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
+    own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
+    if first and first[0].lower() in own:
         raise ConfigError(f"--out would write over the run's own {first[0]}; choose another file name", target)
 
 

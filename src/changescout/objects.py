@@ -495,8 +495,10 @@ def read_objects(path) -> gpd.GeoDataFrame:
     missing = [c for c in OBJECT_COLUMNS if c not in table.columns]
     if missing:
         raise damaged_output(path, f"not a changescout objects table: columns {missing} are missing")
+    if "false_alarm_rate" not in table.columns:  # tables before 0.3.5 lack it: unknown
+        table["false_alarm_rate"] = np.full(len(table), np.nan, np.float32)
     return table.sort_values("rank").reset_index(drop=True)
 
 
-#: Columns every objects table has (read_objects checks them).
-OBJECT_COLUMNS = ("object_id", "t0", "t1", "n_patches", "candidate", "atypicality", "rank", "false_alarm_rate", "geometry")
+#: Columns every objects table has had since they were written (0.3.0; read_objects checks them).
+OBJECT_COLUMNS = ("object_id", "t0", "t1", "n_patches", "candidate", "atypicality", "rank", "geometry")

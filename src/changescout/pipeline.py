@@ -54,6 +54,8 @@ RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "ev
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
 #: What the rank stage writes: a rerun redoes the stage when one of them is missing.
 RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.faiss")
+#: What the outputs stage writes, likewise.
+OUTPUT_FILES = ("maps", "quicklooks", "report.html")
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
@@ -622,7 +624,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
             info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
 
-    if not (run.done("outputs") and (out / "report.html").exists()):
+    if not (run.done("outputs") and all((out / f).exists() for f in OUTPUT_FILES)):  # a deleted one is rebuilt
         with run.stage("outputs"):
             write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
 

@@ -224,27 +224,32 @@ def apply_offsets(cube: xr.DataArray, mode: str = "auto") -> tuple[xr.DataArray,
     return out.assign_coords(quality=cube["quality"]), record
 
 
-#: A date whose sampled values are negative this often is not reflectance as read (:func:`implausible_dates`).
-NEGATIVE_FRACTION = 0.2
+#: A band of a date whose sampled values are negative this often is not reflectance as read (:func:`implausible_dates`).
+NEGATIVE_FRACTION = 0.5
 
 
 def implausible_dates(cube: xr.DataArray, window: int = 512, step: int = 4) -> list[str]:
-    """Warnings for dates that do not read as reflectance: more than ``NEGATIVE_FRACTION`` of their values
-    below -0.01 (an offset applied twice, or values in other units). Only a ``window`` px square at the centre
-    of each date is read, every ``step``-th pixel, so the check costs a window's read whatever the area. A
-    date shifted this way ran with magnitudes ten times the others' and no word (UAT). Surface reflectance
-    can dip below 0 over dark water; a fifth of a scene does not."""
+    """Warnings for dates that do not read as reflectance: a band with more than ``NEGATIVE_FRACTION`` of its
+    values below -0.01 (an offset applied twice, or values in other units). Only a ``window`` px square at the
+    centre of each date is read, every ``step``-th pixel, so the check costs a window's read whatever the
+    area. A date shifted this way ran with magnitudes ten times the others' and no word (UAT); Sentinel-2's
+    -1000 offset applied twice (-0.1) leaves most of a vegetated scene's blue and red below 0. Surface
+    reflectance can dip below 0 over dark water; half of a band's scene does not."""
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     ys, xs = (slice(max(0, n // 2 - window // 2), n // 2 + window // 2, step) for n in (ny, nx))
-    vals = np.asarray(cube.isel(y=ys, x=xs).values)
+    vals = np.asarray(cube.isel(y=ys, x=xs).values, dtype=np.float32)  # (time, band, y, x)
+    bands = [str(b) for b in cube["band"].values]
     out = []
-    with np.errstate(invalid="ignore"):
-        for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
-            v = vals[t][np.isfinite(vals[t])]
-            if v.size and (share := float((v < -0.01).mean())) > NEGATIVE_FRACTION:
-                out.append(f"warning: date {when:%Y-%m-%d}: {share:.0%} of its sampled values are below 0 (median "
-                           f"{float(np.median(v)):.3f}), which reflectance is not: an offset applied twice, or values "
-                           "in other units? Its changes will be wrong; check its file and the --radiometry setting")
+    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
+        v = vals[t].reshape(len(bands), -1)
+        seen = np.isfinite(v).sum(axis=1)
+        share = np.where(seen > 0, (v < -0.01).sum(axis=1) / np.maximum(seen, 1), 0.0)
+        bad = np.flatnonzero(share > NEGATIVE_FRACTION)
+        if len(bad):
+            what = ", ".join(f"{bands[b]} {share[b]:.0%}" for b in bad[:4]) + (", ..." if len(bad) > 4 else "")
+            out.append(f"warning: date {when:%Y-%m-%d}: most of its sampled values are below -0.01 in band(s) {what}, "
+                       "which reflectance is not: an offset applied twice, or values in other units? If these bands "
+                       "are reflectance, its changes will be wrong; check its file and the --radiometry setting")
     return out
 
 

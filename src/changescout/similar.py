@@ -14,7 +14,7 @@ import xarray as xr
 
 from . import runlock
 from .change import read_vectors
-from .cube import OutputGrid
+from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
 from .events import damaged_output, missing_output, read_events
 from .objects import object_descriptors
@@ -41,11 +41,15 @@ class RunView:
         try:
             ds = xr.open_zarr(store, consolidated=True)
             self.attrs = dict(ds.attrs)
-            self.compat = compatibility(self.attrs)
-            self.dim = ds[self.compat["search_vector"]].shape[1]
-            self.patch_grid = PatchGrid(OutputGrid.from_dict(json.loads(self.attrs["grid"])), int(self.attrs["patch_size"]))
+            self.dim = ds[self.attrs.get("search_vector", "vector")].shape[1]
+            grid = OutputGrid.from_dict(json.loads(self.attrs["grid"]))
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - zarr's, xarray's and json's errors for a store cut short or edited
             raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
+        self.compat = compatibility(self.attrs)
+        self.patch_grid = PatchGrid(grid, int(self.attrs["patch_size"]))
+        self.on_earth = on_earth(grid.crs)
 
     def index(self) -> SimilarChangeIndex:
         path = self.path / "index.faiss"
@@ -54,9 +58,10 @@ class RunView:
         except RuntimeError as exc:  # faiss: a file cut short, empty, or not an index
             raise damaged_output(path, "cannot read the search index") from exc
         n, d = index.index_.ntotal, index.index_.d
-        if n != len(self.events) or d != self.dim:  # another run's index, or an events table edited by hand
-            raise damaged_output(path, f"the search index holds {n} changes of {d} dimensions, and this run "
-                                       f"{len(self.events)} events (events.parquet) of {self.dim}")
+        if n != len(self.events) or d != self.dim:  # another run's file, or an events table edited by hand
+            raise damaged_output(path, f"the search index holds {n} changes of {d} dimensions, events.parquet "
+                                       f"{len(self.events)} events and changes.zarr vectors of {self.dim}: they are not "
+                                       "of one run (one was edited, or copied from another run)")
         return index
 
     def event(self, event_id: str) -> pd.Series:
@@ -82,6 +87,8 @@ class RunView:
         store = self.path / "changes.zarr"
         try:
             out = read_vectors(store, keys, self.compat["search_vector"])[0]
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a chunk cut short, a key the store lacks (the events edited)
             raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
         if not np.isfinite(out).all():  # a deleted variable reads as its fill value, not as an error
@@ -156,22 +163,24 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
             exclude |= set(v.events.loc[v.events["object_id"].isin(told), "vec"].astype(int)) if told else set()
         if v is base:
             exclude |= {int(query["vec"])} | set(own["vec"].astype(int))
-        else:  # a run that overlaps the query's: the query's own change, seen again there, is not a similar one
+        elif v.on_earth and base.on_earth:  # a run that overlaps the query's: the query's own change seen again
             again = _same_change(v, own if len(own) else base.events[base.events["vec"] == query["vec"]], query)
             seen_again += len(again)
             exclude |= again
-        res = v.index().search(q, k=k * 8 if objects else k, exclude=exclude)
+        # room for what is left out after: an object's other patches, and changes two runs both see
+        res = v.index().search(q, k=k * 8 if objects else k * 4 if len(views) > 1 else k, exclude=exclude)
         hits = pd.DataFrame({"vec": res.keys[0], "similarity": res.similarities[0]})
         hits = hits.merge(pd.DataFrame(v.events.drop(columns="geometry")), on="vec", how="left")
         hits["run"] = str(v.path)
-        hits["geometry"] = _places(v.events.set_index("vec").geometry.reindex(hits["vec"]), base.events.crs)
+        hits["geometry"] = (_places(v.events.set_index("vec").geometry.reindex(hits["vec"]), base.events.crs)
+                            if v.on_earth and base.on_earth else np.full(len(hits), None, object))
         frames.append(hits)
     out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
     if objects:
         out = out.drop_duplicates(["run", "object_id"])
     twin = _seen_before(out) if len(views) > 1 else np.full(len(out), -1)  # one change seen by two runs: once
     listed = np.flatnonzero(twin < 0)[:k]
-    dropped = int(np.isin(twin, listed).sum())  # listed changes that another run sees too
+    dropped = len(set(twin[twin >= 0].tolist()) & set(listed.tolist()))  # listed changes that another run sees too
     out = out.iloc[listed]
     out = out[RESULT_COLUMNS].reset_index(drop=True)
     out.attrs["query"] = query["event_id"]
@@ -182,8 +191,9 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
 
 
 def _places(geometry, crs) -> np.ndarray:
-    """Patch polygons in the query run's CRS; None where they cannot be put there (a pixel grid of an image
-    pair has no place on Earth): such results are never taken for one another."""
+    """Patch polygons in the query run's CRS; None where they cannot be put there: such results are never
+    taken for one another (nor are those of image pairs without georeferencing, whose pixel grids share a
+    CRS but no place: the caller checks :func:`changescout.cube.on_earth`)."""
     if geometry.crs == crs:
         return geometry.to_numpy()
     try:

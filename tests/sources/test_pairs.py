@@ -190,3 +190,21 @@ def test_a_run_on_an_image_pair_writes_its_outputs_in_pixel_coordinates(tmp_path
     html = (out / "report.html").read_text()
     first = objects.sort_values("rank").iloc[0].geometry.centroid
     assert f"{first.x:.0f}, {first.y:.0f}" in html
+
+
+def test_changes_of_two_image_pairs_are_not_taken_for_one_change(tmp_path):
+    """Pairs without georeferencing share a pixel CRS, placeholder dates and a transform, but no place: the
+    results of a search over two pairs' runs were deduplicated as one change seen twice."""
+    from changescout.events import read_events
+    from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.similar import find_similar
+
+    root = make_pairs(tmp_path / "pairs", names=("p1", "p2"), size=(96, 96))
+    quiet = {"log": lambda *a: None}
+    one = run_pipeline(RunConfig(source=str(root / "A" / "p1.png"), patch_size=16), tmp_path / "one", **quiet)
+    two = run_pipeline(RunConfig(source=str(root / "A" / "p2.png"), patch_size=16, weights=str(one / "rcf_weights.npz")),
+                       tmp_path / "two", **quiet)
+    query = read_events(one).sort_values("rank").iloc[0]
+    res = find_similar(one, query["event_id"], k=20, other_runs=[two])
+    assert res.attrs["seen_twice"] == 0 and res.attrs["same_change_elsewhere"] == 0
+    assert (res["run"] == str(two)).sum() >= 10  # the other pair's changes at the same pixels are listed too

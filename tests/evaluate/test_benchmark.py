@@ -296,7 +296,7 @@ def test_oscd_cities_left_out_are_named_in_the_notes_and_on_the_console(tmp_path
 def test_out_is_replaced_only_when_every_output_is_written(pairs_root, tmp_path, monkeypatch):
     """A run that fails while writing leaves --out as the last finished run left it; a finished run removes the
     outputs of an earlier run that it did not write, and leaves files it does not own alone."""
-    from changescout.evaluate import benchmark
+    from changescout.evaluate import benchmark, benchmark_outputs
 
     out = tmp_path / "out"
     run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-raw"], out=out, log=lambda *_: None)
@@ -307,7 +307,7 @@ def test_out_is_replaced_only_when_every_output_is_written(pairs_root, tmp_path,
     def broken(result, patch=16):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(benchmark, "ablation_markdown", broken)
+    monkeypatch.setattr(benchmark_outputs, "ablation_markdown", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-z"], out=out, log=lambda *_: None)
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before

@@ -334,7 +334,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, s
                          f"{', ...' if len(times) > 6 else ''}")
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
     weight = float(embeddings.attrs.get("new_state_weight", 0.0))  # the encoder's (EncoderSpec.new_state_weight)
-    frames, vecs, resids = [], [], []
+    frames, vecs, searches = [], [], []
     # Tiles of ``block`` x ``block`` patches: look-alikes come from the same tile (a local context: 10 km at
     # 16 px of 10 m for 64), and a short last row or column of tiles joins the one before it, or its few
     # patches would have too few look-alikes and keep their season in their surprise. Square tiles keep the
@@ -354,7 +354,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, s
             vecs.append(v)
             if search:  # kept only when asked: they double (or triple) the memory of the change vectors
                 new = new_states(E, df["t1i"].to_numpy(), df["p"].to_numpy()) if weight > 0 else None
-                resids.append(search_vectors(res, new, weight))
+                searches.append(search_vectors(res, new, weight))
     df = pd.concat(frames, ignore_index=True)
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
     del vecs
@@ -365,8 +365,8 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, s
     df = df.iloc[order].reset_index(drop=True)
     vectors = vectors[order]
     if search:
-        found = (np.concatenate(resids) if resids else np.zeros((0, vectors.shape[1] * (1 + (weight > 0))), np.float32))[order]
-        del resids
+        found = (np.concatenate(searches) if searches else np.zeros((0, vectors.shape[1] * (1 + (weight > 0))), np.float32))[order]
+        del searches
     df["vec"] = np.arange(len(df), dtype=np.int64)
     df["recurrence"] = (recurrence(df, vectors, comp.anniversary_tolerance_days) if comp.mode == "consecutive"
                         else np.full(len(df), np.nan, np.float32))

@@ -212,10 +212,17 @@ def _seen_before(results: pd.DataFrame) -> np.ndarray:
         earlier = np.flatnonzero((runs[:i] != runs[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))
         earlier = earlier[np.array([g is not None for g in geoms[earlier]], bool)]
         if len(earlier) and geoms[i] is not None:
-            overlap = shapely.area(shapely.intersection(geoms[earlier], geoms[i]))
-            hit = earlier[overlap > 1e-6 * shapely.area(geoms[i])]
+            hit = earlier[_overlap(geoms[earlier], geoms[i])]
             seen[i] = hit[0] if len(hit) else -1
     return seen
+
+
+def _overlap(patches: np.ndarray, where) -> np.ndarray:
+    """Which ``patches`` overlap ``where`` by area, not only an edge: a ratio to the smaller of the two areas,
+    so square degrees do as well as square metres at patch scale (shapely's areas, without geopandas' warning
+    that areas in a geographic CRS are "likely incorrect": a run in EPSG:4326)."""
+    smaller = np.minimum(shapely.area(patches), shapely.area(where))
+    return shapely.area(shapely.intersection(patches, where)) > 1e-6 * smaller
 
 
 def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]:
@@ -226,8 +233,4 @@ def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]
     if same.empty or "geometry" not in own or own.crs is None or same.crs is None:
         return set()
     where = own.to_crs(same.crs).union_all()
-    # a ratio of areas, so square degrees do as well as square metres at patch scale: shapely's areas, without
-    # geopandas' warning that areas in a geographic CRS are "likely incorrect" (a run in EPSG:4326)
-    patches = np.asarray(same.geometry.values)
-    overlap = shapely.area(shapely.intersection(patches, where))
-    return set(same["vec"].to_numpy()[overlap > 1e-6 * shapely.area(patches)].astype(int))
+    return set(same["vec"].to_numpy()[_overlap(np.asarray(same.geometry.values), where)].astype(int))

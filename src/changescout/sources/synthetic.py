@@ -175,8 +175,8 @@ def open(path="synthetic", **opts) -> xr.DataArray:
     given = [k for k in ("dates", "bands", "grid", "mask", "mask_convention") if opts.get(k) is not None]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ConfigError(f"{flags} {'does' if len(given) == 1 else 'do'} not apply to the synthetic source, which makes its own dates, bands and grid "
-                          f"(choose them with its parameters: {', '.join(known)})")
+        raise ConfigError(f"{flags} {'does' if len(given) == 1 else 'do'} not apply to the synthetic source, which makes "
+                          f"its own dates, bands and grid (choose them with its parameters: {', '.join(known)})")
     unknown = sorted(set(opts) - set(known) - _COMMON_OPTIONS)
     if unknown:
         raise ConfigError(f"unknown synthetic parameter {', '.join(map(repr, unknown))}; known: {', '.join(known)}")

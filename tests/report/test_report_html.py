@@ -83,7 +83,7 @@ def test_report_counts_the_series_dates_not_only_those_in_a_change(tmp_path):
 def test_report_is_self_contained_and_escaped(tmp_path):
     ev = make_events()
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE).read_text()
-    assert "<script" not in html
+    assert html.count("<script") == 1 and "<script>\nfunction cellKey" in html  # the table sorting, no other
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert not re.search(r"(src|href)=['\"](https?:)?//", html)
     pngs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
@@ -209,3 +209,33 @@ def test_the_scatter_keys_every_change_type_in_its_own_colour(monkeypatch):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(k) for k in range(24)]
     colours = {tuple(np.round(c.get_facecolor()[0], 3)) for c in ax.collections}
     assert len(colours) == 24
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if pathlib.Path(p).exists()), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium to run the report's script")
+def test_the_report_tables_sort_in_a_browser(session_run, copy_run):
+    """A click on a header sorts a table by that column (numbers as numbers, blanks last), here through the
+    address the page opens at (#sort=objects:atypicality:asc), run by a headless chromium."""
+    import subprocess
+
+    run = copy_run(session_run)
+    page = (run / "report.html").resolve().as_uri()
+
+    def column(hash_: str, table: str, name: str) -> list[str]:
+        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
+                              "--dump-dom", page + hash_], capture_output=True, text=True, timeout=120).stdout
+        body = dom.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
+        head = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", body.split("</thead>")[0])
+        i = head.index(name)
+        shown = re.findall(r"<tr(?![^>]*display: none)(?:\s[^>]*)?>(.*?)</tr>", body.split("<tbody>")[1])
+        cells = [re.findall(r"<td(?:\s[^>]*)?>(.*?)</td>", row) for row in shown]
+        return [c[i] for c in cells if len(c) == len(head)]
+
+    plain = column("", "objects", "rank")
+    assert [int(r) for r in plain] == sorted(int(r) for r in plain)  # as written: by rank
+    up = [float(v) for v in column("#sort=objects:atypicality:asc", "objects", "atypicality")]
+    assert len(up) == len(plain) and up == sorted(up) and up[0] < up[-1]
+    down = column("#sort=events:magnitude:desc", "events", "magnitude")
+    assert [float(v) for v in down] == sorted((float(v) for v in down), reverse=True)

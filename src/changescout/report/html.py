@@ -51,6 +51,9 @@ img.chip {{ max-height: 110px; max-width: 240px; }}
 img.date {{ width: 220px; }}
 .empty {{ color: #777; font-style: italic; }}
 td.sep {{ color: #555; font-style: italic; background: #fafafa; }}
+table.sortable th {{ cursor: pointer; }}
+th[data-dir=asc]::after {{ content: " \\25B2"; }}
+th[data-dir=desc]::after {{ content: " \\25BC"; }}
 </style>
 </head>
 <body>
@@ -74,8 +77,50 @@ embedding; zscore: that size against the patch's own other changes (high: unusua
 <div class="plots">{plots}</div>
 <h2>Dates</h2>
 <div class="gallery">{dates}</div>
+<script>{script}</script>
 </body>
 </html>
+"""
+
+
+#: Sorting of the report's tables: a click on a header sorts by that column (again: the other way), numbers as
+#: numbers, blanks last; the separator row before the single patches is hidden while sorted. The page opened
+#: at ``#sort=<table>:<column>:<asc|desc>`` (``objects``, ``events``, ``clusters``) opens sorted.
+SORT_SCRIPT = """
+function cellKey(row, i) {
+  var t = row.cells[i] ? row.cells[i].textContent.trim() : "";
+  var n = /^[-+]?[0-9]*[.]?[0-9]+(e[-+]?[0-9]+)?%?$/i.test(t) ? parseFloat(t) : NaN;
+  return {text: t, num: n, blank: t === "" || t === "\u2013"};
+}
+function sortTable(table, i, dir) {
+  var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+  var data = rows.filter(function (r) { return !r.querySelector("td.sep"); });
+  rows.forEach(function (r) { if (r.querySelector("td.sep")) { r.style.display = "none"; } });
+  var sign = dir === "desc" ? -1 : 1;
+  data.sort(function (a, b) {
+    var x = cellKey(a, i), y = cellKey(b, i);
+    if (x.blank !== y.blank) { return x.blank ? 1 : -1; }
+    if (!isNaN(x.num) && !isNaN(y.num)) { return sign * (x.num - y.num); }
+    return sign * x.text.localeCompare(y.text);
+  });
+  data.forEach(function (r) { body.appendChild(r); });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, j) {
+    if (j === i) { th.dataset.dir = dir; } else { delete th.dataset.dir; }
+  });
+}
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+    th.title = "sort by " + th.textContent;
+    th.addEventListener("click", function () { sortTable(table, i, th.dataset.dir === "asc" ? "desc" : "asc"); });
+  });
+});
+var wanted = decodeURIComponent(location.hash).match(/^#sort=([^:]+):(.+):(asc|desc)$/);
+if (wanted && document.getElementById(wanted[1])) {
+  var table = document.getElementById(wanted[1]);
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+    if (th.textContent === wanted[2]) { sortTable(table, i, wanted[3]); }
+  });
+}
 """
 
 
@@ -107,11 +152,13 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir, quicklooks.get("object_chips")),
         overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects, outlined and numbered by rank, "
                          "over the median of the dates", "overview") if quicklooks.get("objects") else "",
-        clusters=_table(list(clusters.columns), clusters.itertuples(index=False)) if len(clusters) else _empty("no clusters"),
+        clusters=(_table(list(clusters.columns), clusters.itertuples(index=False), "clusters") if len(clusters)
+                  else _empty("no clusters")),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),
         dates="".join(_figure(_href(p, run_dir), _date_caption(p), "date", lazy=True)
                       for p in quicklooks.get("dates", [])) or _empty("no quicklooks"),
+        script=SORT_SCRIPT,
     )
     path = run_dir / "report.html"
     write_text(path, doc)
@@ -204,7 +251,7 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
         rows.append([row.pop("rank"), _chip(chips.get(row["event_id"]), run_dir), row.pop("t0"), row.pop("t1"),
                      *where[i], *row.values()])
     head = [c for c in columns if c not in ("rank", "t0", "t1")]
-    return _table(["rank", "t0 | t1", "t0", "t1", "x, y", "lon, lat", *head], rows)
+    return _table(["rank", "t0 | t1", "t0", "t1", "x, y", "lon, lat", *head], rows, "events")
 
 
 OBJECT_COLUMNS = ["rank", "t0", "t1", "t_end", "area_ha", "n_patches", "false_alarm_rate", "atypicality",
@@ -234,7 +281,7 @@ def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int,
         rows.append([row.pop("rank"), _chip(chip, run_dir), words[i], row.pop("t0"), row.pop("t1"), *where[i],
                      *row.values(), event_id])
     head = [c for c in columns if c not in ("rank", "t0", "t1")]
-    return _table(["rank", "t0 | t1", "change", "t0", "t1", "x, y", "lon, lat", *head, "event_id"], rows)
+    return _table(["rank", "t0 | t1", "change", "t0", "t1", "x, y", "lon, lat", *head, "event_id"], rows, "objects")
 
 
 def _chip(path, run_dir: Path) -> "_Raw":
@@ -266,12 +313,14 @@ class _Separator(str):
     """A row of text across the whole table."""
 
 
-def _table(columns: list, rows) -> str:
+def _table(columns: list, rows, name: str) -> str:
+    """A table the reader sorts by a click on a column's header (:data:`SORT_SCRIPT`), ``id`` ``name``."""
     head = "".join(f"<th{_cls(c)}>{escape(str(c))}</th>" for c in columns)
     body = "".join(f"<tr><td colspan='{len(columns)}' class='text sep'>{escape(row)}</td></tr>" if isinstance(row, _Separator)
                    else "<tr>" + "".join(f"<td{_cls(c)}>{_cell(v)}</td>" for c, v in zip(columns, row)) + "</tr>"
                    for row in rows)
-    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"  # scrolls, not the page
+    return (f"<div class='wide'><table class='sortable' id='{escape(name)}'><thead><tr>{head}</tr></thead><tbody>{body}"
+            "</tbody></table></div>")  # scrolls, not the page
 
 
 def _cls(column) -> str:

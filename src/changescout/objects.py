@@ -492,7 +492,7 @@ def read_objects(path) -> gpd.GeoDataFrame:
         table = gpd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow's and geopandas' errors for a file cut short or of another kind
         raise damaged_output(path, f"cannot read the objects table ({exc})") from exc
-    missing = [c for c in OBJECT_COLUMNS if c not in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise damaged_output(path, f"not a changescout objects table: columns {missing} are missing")
     if "false_alarm_rate" not in table.columns:  # tables before 0.3.5 lack it: unknown
@@ -500,5 +500,6 @@ def read_objects(path) -> gpd.GeoDataFrame:
     return table.sort_values("rank").reset_index(drop=True)
 
 
-#: Columns every objects table has had since they were written (0.3.0; read_objects checks them).
-OBJECT_COLUMNS = ("object_id", "t0", "t1", "n_patches", "candidate", "atypicality", "rank", "geometry")
+#: The columns of :data:`OBJECT_SCHEMA` that every objects table has had since they were written (0.3.0):
+#: read_objects checks them (and fills ``false_alarm_rate``, added in 0.3.5).
+REQUIRED_COLUMNS = ("object_id", "t0", "t1", "n_patches", "candidate", "atypicality", "rank", "geometry")

@@ -41,13 +41,13 @@ class RunView:
         try:
             ds = xr.open_zarr(store, consolidated=True)
             self.attrs = dict(ds.attrs)
-            self.dim = ds[self.attrs.get("search_vector", "vector")].shape[1]
+            self.compat = compatibility(self.attrs)
+            self.dim = ds[self.compat["search_vector"]].shape[1]
             grid = OutputGrid.from_dict(json.loads(self.attrs["grid"]))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - zarr's, xarray's and json's errors for a store cut short or edited
             raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
-        self.compat = compatibility(self.attrs)
         self.patch_grid = PatchGrid(grid, int(self.attrs["patch_size"]))
         self.on_earth = on_earth(grid.crs)
 

@@ -126,6 +126,23 @@ def test_objects_overview_outlines_each_object_and_numbers_it_by_rank(tmp_path, 
     assert write_quicklooks(cube, ev, pg, tmp_path / "none", top=1)["objects"] is None
 
 
+def test_objects_overview_outlines_only_the_objects_that_stand_out(tmp_path, cube_and_grid):
+    """The single patch changes ranked after the candidates (objects.parquet holds them all) are not numbered
+    on the overview as if they were change objects; a run without a candidate has no overview."""
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    objects = gpd.GeoDataFrame({"rank": [1, 2], "candidate": [True, False]}, crs=pg.grid.crs,
+                               geometry=[pg.polygons([1], [1])[0], pg.polygons([5], [5])[0]])
+    img = rgb(write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)["objects"])
+    side = 8 * quicklooks.OVERVIEW_SIDE // 64
+    outline = lambda y, x: any(tuple(img[y, x + d]) == quicklooks.OUTLINE for d in (-2, -1, 0, 1))  # noqa: E731
+    assert outline(side + side // 2, side)  # the candidate's left edge
+    assert not outline(5 * side + side // 2, 5 * side)  # the single patch: no outline
+    assert not outline(5 * side + side // 2, 6 * side)
+    singles = objects.assign(candidate=False)
+    assert write_quicklooks(cube, ev, pg, tmp_path / "singles", top=1, objects=singles)["objects"] is None
+
+
 def test_object_chips_show_the_whole_object_on_its_own_dates(tmp_path, cube_and_grid):
     """An object's chip is named by the object's rank, shows the object's t0 and t1 (those of its table row, not
     of one of its patches) and outlines its whole polygon: a two-patch object is not shown as its lead patch."""

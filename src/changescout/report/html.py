@@ -133,6 +133,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
     config = {**(config.get("config") or {}), **{k: v for k, v in config.items() if k != "config"}}
     events = events.sort_values("rank")
     n_shown = min(int(top), len(objects)) if objects is not None else int(top)
+    if objects is not None and "candidate" in objects:  # the overview outlines the candidates among them
+        n_shown = int(objects.sort_values("rank").head(int(top))["candidate"].sum())
     figures = [
         ("Change magnitude", plots.magnitude_histogram(events)),
         ("Atypicality vs magnitude, coloured by change type", plots.atypicality_scatter(events)),
@@ -150,7 +152,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         top=int(top),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir, quicklooks.get("object_chips")),
-        overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects, outlined and numbered by rank, "
+        overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects that stand out (candidates), outlined and numbered by rank, "
                          "over the median of the dates", "overview") if quicklooks.get("objects") else "",
         clusters=(_table(list(clusters.columns), clusters.itertuples(index=False), "clusters") if len(clusters)
                   else _empty("no clusters")),

@@ -47,7 +47,8 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
                      top: int = 12, objects: gpd.GeoDataFrame | None = None) -> dict:
     """Write ``date_YYYYMMDD.png`` per date and ``event_<rank>.png`` per top-``top`` event into ``out_dir``,
     and with ``objects`` (the objects to show: ``rank`` and their dissolved polygons in the grid's CRS, as
-    objects.parquet holds them) ``objects.png``: their outlines and ranks over the series' median image, and
+    objects.parquet holds them) ``objects.png``: the outlines and ranks of those that are candidates (all of them
+    without a ``candidate`` column; none: no overview) over the series' median image, and
     ``object_<rank>.png`` per object (with ``object_id``, ``t0`` and ``t1``): its dates, around its whole outline.
 
     Returns ``{"dates": [path, ...], "events": {event_id: path}, "objects": path or None,
@@ -73,11 +74,12 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
         for i, t in enumerate(times):
             dates.append(_save_png(_to_uint8(store[i], lo, hi), out_dir / f"date_{t:%Y%m%d}.png"))
         overview = None
-        if objects is not None and len(objects):
+        outlined = _standing_out(objects)
+        if outlined is not None and len(outlined):
             background = _to_uint8(_median_image(store), lo, hi)
             a, _, c, _, e, f = patch_grid.grid.transform  # (north-up) CRS -> pixel of the downsampled image
             to_image = [1 / (a * step), 0, 0, 1 / (e * step), -c / (a * step), -f / (e * step)]
-            overview = _save_png(_outline_objects(background, objects, to_image), out_dir / "objects.png")
+            overview = _save_png(_outline_objects(background, outlined, to_image), out_dir / "objects.png")
         del store
     chips = {}
     for ev in events.sort_values("rank").head(top).itertuples():
@@ -89,6 +91,14 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
             path = out_dir / f"object_{ob.rank}.png"
             object_chips[ob.object_id] = _save_png(_object_chip(rgb, ob, patch_grid, lo, hi), path)
     return {"dates": dates, "events": chips, "objects": overview, "object_chips": object_chips}
+
+
+def _standing_out(objects: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+    """The objects the overview outlines: the candidates (objects that stand out from the run's bulk) when the
+    table says which; the single patch changes ranked after them would be numbered like change objects."""
+    if objects is None or "candidate" not in objects:
+        return objects
+    return objects[objects["candidate"].to_numpy(bool)]
 
 
 def _median_image(store: np.ndarray, n_dates: int = 24, rows: int = 128) -> np.ndarray:

@@ -201,3 +201,16 @@ def test_make_cube_sets_every_band_of_a_nodata_pixel_to_nan(make_grid):
     cube = make_cube(data, TIMES, ["red", "nir"], make_grid(16, 16))
     assert cube["quality"].values[1, 3, 4] == Quality.NODATA
     assert np.isnan(cube.values[1, :, 3, 4]).all()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("B2", "B02"), ("b2", "B02"), ("B02", "B02"), ("b09", "B09"), ("B9", "B09"), ("B8", "B08"), ("b8a", "B8A"),
+    ("B8A", "B8A"), ("B10", "B10"), ("B11", "B11"), ("b12", "B12"),
+    ("B13", "B13"), ("B0", "B0"), ("SR_B2", "SR_B2"), ("red", "red"), ("B02_10m", "B02_10m"), (" B3 ", "B03"),
+])
+def test_sentinel2_band_names_are_read_with_or_without_the_leading_zero(name, expected):
+    """Sentinel-2's products write B02, many tools and the Theia PROVENANCE B2: one band (a lookup's reading; the
+    cube keeps the names it was given)."""
+    from changescout.cube import sentinel2_band
+
+    assert sentinel2_band(name) == expected

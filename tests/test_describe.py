@@ -82,7 +82,8 @@ def test_unusable_pixels_are_left_out_and_series_without_the_bands_get_no_words(
     assert out["change"].tolist() == ["", "brighter, vegetation loss"]  # nothing seen: no words
     unnamed = _cube().assign_coords(band=["b1", "b2", "b3", "b4"])
     assert index_bands(unnamed) is None
-    assert describe_objects(objects, events, unnamed, 8)["change"].tolist() == ["", ""]
+    with pytest.warns(UserWarning, match="no change descriptions"):
+        assert describe_objects(objects, events, unnamed, 8)["change"].tolist() == ["", ""]
 
 
 def test_a_series_without_a_green_band_is_described_from_red_and_near_infrared():
@@ -130,3 +131,119 @@ def test_only_the_best_ranked_candidates_are_described():
     objects["rank"] = [3, 1, 2]
     out = describe_objects(objects, events, _cube(), 8, top=2)
     assert out["change"].tolist() == ["", "brighter, vegetation loss", "brighter, vegetation loss"]
+
+
+# -- the brightness word follows the object's own change; snow and ice; Sentinel-2's bare band numbers ---------
+
+def _scaled_cube(factors, bands=BANDS):
+    """Two dates of grass, 4 x 4 patches of 8 px; at date 1 every band of patch ``(r, c)`` is multiplied by
+    ``factors.get((r, c), 3.0)``: the whole scene brightens 3 times (NDVI unchanged), patches named otherwise."""
+    data = np.zeros((2, len(bands), 32, 32), np.float32)
+    for t in (0, 1):
+        for k, b in enumerate(BANDS):
+            data[t, k] = GRASS[b]
+    for r in range(4):
+        for c in range(4):
+            data[1, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] *= factors.get((r, c), 3.0)
+    grid = OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999680, 500320, 5000000))
+    return make_cube(data, pd.to_datetime(["2021-05-01", "2021-06-01"]), bands, grid)
+
+
+def test_an_object_that_brightened_less_than_the_scene_is_not_called_darker():
+    """UAT (Landsat, object 18): red 0.13 -> 0.32 on the object's pixels while the scene's median patch
+    brightened by 0.2; beyond the scene that is -0.03, and the object was called "darker". Here the scene's
+    brightness triples (0.065 -> 0.195), one patch's doubles (+0.065), one stays (0), one triples like the scene."""
+    objects, events = _objects([(0, 0), (1, 1), (2, 2)])
+    out = describe_objects(objects, events, _scaled_cube({(0, 0): 2.0, (1, 1): 1.0}), 8)["change"].tolist()
+    assert out == ["brighter (less than the scene)", "darker relative to the scene", "slight change"]
+
+
+@pytest.mark.parametrize("vis0_own, words", [
+    (0.13, "brighter (less than the scene)"),  # its own brightness rose by 0.17: never "darker"
+    (0.30, "darker relative to the scene"),  # its own held while the scene brightened
+    (0.40, "darker"),  # its own fell too
+])
+def test_the_brightness_word_never_goes_against_the_pixels_own_change(vis0_own, words):
+    """``vis0`` is moved by the scene's own change (+0.2 here): ``vis1 - vis0`` is -0.03 beyond the scene."""
+    pixels = _pixels(ndvi=(0.1, 0.1), vis=(0.33, 0.30)).assign(vis0_own=vis0_own)
+    assert describe(pixels) == words
+
+
+SNOW = {"B02": 0.80, "B03": 0.78, "B04": 0.75, "B08": 0.65, "B11": 0.08}  # NDSI 0.81
+BRIGHT_ROOF = {"B02": 0.45, "B03": 0.48, "B04": 0.50, "B08": 0.52, "B11": 0.55}  # bright, but no snow: NDSI < 0
+
+
+def _snow_cube(bands=("B02", "B03", "B04", "B08", "B11"), platform=None):
+    """Two dates of grass with SWIR1 (B11 0.20); at date 1 snow on patch (1, 1), a bright roof on patch (0, 2);
+    at date 0 snow on patch (2, 2), gone at date 1."""
+    grass = {**GRASS, "B11": 0.20}
+    keys = ("B02", "B03", "B04", "B08", "B11")
+    data = np.zeros((2, 5, 32, 32), np.float32)
+    for t in (0, 1):
+        for k, b in enumerate(keys):
+            data[t, k] = grass[b]
+    for k, b in enumerate(keys):
+        data[1, k, 8:16, 8:16] = SNOW[b]
+        data[1, k, 0:8, 16:24] = BRIGHT_ROOF[b]
+        data[0, k, 16:24, 16:24] = SNOW[b]
+    keep = list(range(5 - len(bands), 5))  # (the last ones: red, NIR, SWIR1 for a series without blue and green)
+    grid = OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999680, 500320, 5000000))
+    coords = {"platform": [platform] * 2} if platform else None
+    return make_cube(data[:, keep], pd.to_datetime(["2021-05-01", "2021-06-01"]), list(bands), grid, time_coords=coords)
+
+
+def test_snow_that_appears_or_recedes_is_named_so():
+    """Snow over grass lowers its NDVI and brightens it: "snow or ice appears", not "vegetation loss, brighter".
+    A bright roof (high SWIR1) is no snow."""
+    objects, events = _objects([(1, 1), (2, 2), (0, 2)])
+    out = describe_objects(objects, events, _snow_cube(), 8)["change"].tolist()
+    assert out == ["snow or ice appears", "snow or ice recedes", "brighter, vegetation loss"]
+
+
+def test_snow_is_found_from_red_and_swir1_without_a_green_band():
+    """A Landsat 5 series of bands 3-5 (red, NIR, SWIR1) as the UAT's: the red stands in for the green."""
+    objects, events = _objects([(1, 1), (2, 2)])
+    tm = _snow_cube(bands=("b3", "b4", "b5"), platform="landsat-5")
+    assert describe_objects(objects, events, tm, 8)["change"].tolist() == ["snow or ice appears", "snow or ice recedes"]
+
+
+def test_without_a_swir1_band_snow_is_not_named():
+    objects, events = _objects([(1, 1)])
+    no_swir = _snow_cube().isel(band=[0, 1, 2, 3])
+    assert "snow" not in describe_objects(objects, events, no_swir, 8)["change"].iloc[0]
+
+
+PROVENANCE_BANDS = ["B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12"]
+
+
+def test_sentinel2_band_numbers_without_the_leading_zero_are_read_as_sentinel2():
+    """UAT: ``--bands B2,B3,B4,B8,B5,B6,B7,B8A,B11,B12`` (as the data's PROVENANCE writes them) left every object
+    without words, silently. B8A and B12 are Sentinel-2's only: B2 is B02, and the cube keeps the given names."""
+    objects, events = _objects(CELLS[:2])
+    data = _cube().isel(band=[0, 1, 2, 3, 3, 3, 3, 3, 3, 3]).values
+    grid = OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999680, 500320, 5000000))
+    cube = make_cube(data, pd.to_datetime(["2021-05-01", "2021-06-01", "2021-07-01"]), PROVENANCE_BANDS, grid)
+    assert index_bands(cube) == ["B3", "B4", "B8"]
+    assert describe_objects(objects, events, cube, 8)["change"].tolist() == ["water appears, vegetation loss",
+                                                                            "brighter, vegetation loss"]
+
+
+def test_landsat_numbers_are_not_read_as_sentinel2_without_a_sign_of_it():
+    """Landsat's B2 is blue (8-9) or green (4-7): bands B1..B7 without a platform or a Sentinel-2-only band are
+    no Sentinel-2 bands (B4 is no red)."""
+    cube = _cube().isel(band=[0, 1, 2, 3, 3, 3, 3]).assign_coords(band=[f"B{i}" for i in range(1, 8)])
+    assert index_bands(cube) is None
+
+
+def test_no_words_for_want_of_bands_is_said_once():
+    objects, events = _objects(CELLS[:2])
+    unnamed = _cube().assign_coords(band=["b1", "b2", "b3", "b4"])
+    said = []
+    out = describe_objects(objects, events, unnamed, 8, log=said.append)
+    assert out["change"].tolist() == ["", ""]
+    assert len(said) == 1 and said[0].startswith("warning: no change descriptions") and "'b1'" in said[0]
+    with pytest.warns(UserWarning, match="no change descriptions"):  # (by default)
+        describe_objects(objects, events, unnamed, 8)
+    said.clear()
+    describe_objects(objects, events, _cube(), 8, log=said.append)
+    assert said == []  # named bands: nothing to say

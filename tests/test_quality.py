@@ -385,3 +385,44 @@ def test_bare_band_numbers_are_read_by_the_platforms_numbering(make_grid, platfo
     found = find_bands(cube, BLUE, RED, NIR)
     assert [None if i is None else names[i] for i in found[:2]] == [blue, red]
     assert (found[2] is None) == (platform is None)
+
+
+PROVENANCE_BANDS = ["B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12"]
+
+
+def test_sentinel2_band_numbers_without_the_leading_zero_are_screened(make_grid):
+    """UAT: ``--bands B2,B3,B4,B8,B5,B6,B7,B8A,B11,B12`` (the data's PROVENANCE spelling) turned the cloud screen
+    off ("no blue and red bands found by name"). B8A and B12 are Sentinel-2's only, so B2 is its blue band; the
+    cube keeps the names it was given and the screen says which it read."""
+    from changescout.quality import BLUE, NIR, RED, SWIR1, band_family, find_bands
+
+    spectra = np.array(SPECTRA["crop"] + [0.25, 0.3, 0.35, 0.45, 0.2, 0.1], np.float32)  # (B5-B7, B8A, B11, B12)
+    data = np.broadcast_to(spectra[None, :, None, None], (1, 10, 16, 16)).copy()
+    data[0, :4, 0:8, 0:8] = np.array(SPECTRA["cloud"], np.float32)[:, None, None]
+    cube = make_cube(data, ["2021-06-01"], PROVENANCE_BANDS, make_grid(16, 16))
+    assert band_family(cube) == "msi" and can_screen(cube)
+    assert find_bands(cube, BLUE, RED, NIR, SWIR1) == (0, 2, 3, 8)
+    screened = screen_haze(cube, dilate=0)
+    assert list(screened.band.values) == PROVENANCE_BANDS
+    assert screened.attrs["cloud_screen"].endswith("bands read: B2, B4, B8")
+    assert (screened["quality"].values[0, 0:8, 0:8] == Quality.CLOUD).all()
+
+
+@pytest.mark.parametrize("bands, platform, family, blue", [
+    (PROVENANCE_BANDS, None, "msi", "B2"),
+    (["B2", "B3", "B4", "B8", "B12"], None, "msi", "B2"),  # B12: no Landsat band
+    (["b2", "b3", "b4", "b8a"], None, "msi", "b2"),  # case-blind
+    ([f"B{i}" for i in range(1, 12)], None, None, None),  # Landsat 8's B1..B11 (B10, B11 thermal): no sign
+    ([f"B{i}" for i in range(1, 8)], None, None, None),  # Landsat 4-7's: B2 is green there
+    ([f"B{i}" for i in range(1, 8)], "landsat-5", "tm", "B1"),
+    (["B2", "B3", "B4", "B8A"], "landsat-8", "oli", "B2"),  # the platform says Landsat: its numbering
+    (["B2", "B3", "B4", "B8"], "sentinel-2b", "msi", "B2"),
+])
+def test_the_band_family_comes_from_the_platform_or_else_from_sentinel2_only_names(make_grid, bands, platform, family, blue):
+    from changescout.quality import BLUE, band_family, find_bands
+
+    coords = {"platform": [platform]} if platform else None
+    cube = make_cube(np.zeros((1, len(bands), 16, 16), np.float32), ["2021-06-01"], bands, make_grid(16, 16), time_coords=coords)
+    assert band_family(cube) == family
+    found = find_bands(cube, BLUE)[0]
+    assert (None if found is None else bands[found]) == blue

@@ -71,6 +71,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .cube import Quality, band_names, usable_mask, validate_cube
 from .errors import BandError, ConfigError, InputError
+from .quality import role_band_names
 
 MODES = ("auto", "on", "off")
 EDGES = ("nearest", "nodata")  # what pixels moved in from outside the grid become
@@ -138,7 +139,7 @@ class CoRegistration(BaseEstimator):
         self._check_params()
         cube = validate_cube(cube)
         dates = _date_keys(cube)
-        band_index = self._band_index(band_names(cube))
+        band_index = self._band_index(band_names(cube), role_band_names(cube))
         ys, xs = _central_window(cube.sizes["y"], cube.sizes["x"], int(self.window))
         sub = cube.isel(band=band_index, y=ys, x=xs)
         # the quality of every date first, in one computation (a bool a pixel): a cloud screen needs all the
@@ -208,7 +209,10 @@ class CoRegistration(BaseEstimator):
         if self.edge not in EDGES:
             raise ConfigError(f"edge must be one of {EDGES}, got {self.edge!r}")
 
-    def _band_index(self, bands: list[str]) -> list[int]:
+    def _band_index(self, bands: list[str], roles: list[str] | None = None) -> list[int]:
+        """Indices of the estimation bands: ``self.bands`` by the cube's names, else :data:`ESTIMATION_BANDS`
+        by ``roles`` (the names as band roles are looked up: a Sentinel-2 ``B2`` is ``B02``), else every band."""
+        roles = roles or bands
         if self.bands is not None:
             wanted = [str(b) for b in self.bands]
             missing = [b for b in wanted if b not in bands]
@@ -216,8 +220,8 @@ class CoRegistration(BaseEstimator):
                 raise BandError(f"co-registration bands {missing or wanted} are not in the cube; its bands are {bands}")
             return [bands.index(b) for b in wanted]
         for names in ESTIMATION_BANDS:
-            if all(n in bands for n in names):
-                return [bands.index(n) for n in names]
+            if all(n in roles for n in names):
+                return [roles.index(n) for n in names]
         return list(range(len(bands)))
 
     # -- correction -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import enum
 import hashlib
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -290,3 +291,20 @@ def usable_mask(quality) -> "da.Array | np.ndarray":
 def band_names(cube: xr.DataArray) -> list[str]:
     """The cube's band names, as str, in order."""
     return [str(b) for b in cube["band"].values]
+
+
+_S2_BAND = re.compile(r"^B(?:0?([1-9])|(8A|1[0-2]))$", re.I)
+#: Band names no Landsat band has (Landsat 4-7 stop at B7; Landsat 8-9's B10 and B11 are thermal): a series that
+#: holds one of them is Sentinel-2's, and its bare numbers (``B2``) are Sentinel-2's (:func:`sentinel2_band`).
+SENTINEL2_ONLY = ("B8A", "B12")
+
+
+def sentinel2_band(name: str) -> str:
+    """``name`` as Sentinel-2 spells its bands (``B2``, ``b02`` -> ``B02``; ``b8a`` -> ``B8A``; ``B11``), or
+    ``name`` as it is when it is no Sentinel-2 band number. For looking up a band's role (red, near infrared)
+    where the series is known to be Sentinel-2's (``quality.band_family``): ``B2`` of a Landsat series is
+    another band. The cube keeps the names it was given."""
+    m = _S2_BAND.match(str(name).strip())
+    if m is None:
+        return str(name)
+    return f"B0{m.group(1)}" if m.group(1) else f"B{m.group(2).upper()}"

@@ -11,11 +11,30 @@ object (:func:`describe`): "water appears" or "water recedes" when a quarter of 
 when their median NDVI fell by 0.15 from vegetation (0.3), "vegetation gain" when it rose by 0.15 to it;
 "brighter" or "darker" by 0.03. Fewer than 5 % changed pixels: a "slight change". Pixel-level, because a
 patch's mean mixes the change with what did not change around it. Series without bands named red and
-near-infrared (B04/B08, red/nir, Landsat SR_B*, b3/b4) get no words; without a green band (a Landsat series of
-bands 3-5) brightness is the red band's, and open water is a dark pixel whose near-infrared is below its red.
+near-infrared (B04/B08, red/nir, Landsat SR_B*, b3/b4; Sentinel-2's B4/B8 where the series is Sentinel-2's,
+:func:`changescout.quality.band_family`) get no words, and a warning says so; without a green band (a Landsat
+series of bands 3-5) brightness is the red band's, and open water is a dark pixel whose near-infrared is below
+its red.
+
+Scene-relative brightness never contradicts the object's own: when the whole scene brightened more than the
+object did (snow over the scene, spring after November), the object is "darker" beyond the scene but its own
+pixels brightened. Its brightness word then follows its own change: plain "brighter" or "darker" when its own
+change goes the same way by 0.03 or more, "brighter (less than the scene)" when its own pixels brightened by
+that much but the scene's more (and the reverse), "darker relative to the scene" when its own brightness held
+(within 0.03) while the scene's rose (and the reverse). (A Landsat object whose red rose 0.13 -> 0.32 as snow
+came was called "darker": the scene's median patch brightened by 0.2.)
+
+Snow and ice (with a short-wave infrared band: B11, swir16, Landsat's band 5 or 6) are a bright pixel (visible
+brightness 0.15 or more, near infrared above 0.11, as Fmask's snow test) whose NDSI (green - SWIR1) / (green +
+SWIR1) is above 0.4 (the red band stands in for a missing green). A quarter of the changed pixels going into
+(out of) snow names the object "snow or ice appears" ("snow or ice recedes"); snow over vegetation lowers its
+NDVI and brightens it, so the vegetation and brightness words are then left out: the snow says it. Snow that
+the source's mask (Fmask) flags is not a usable pixel and is never compared.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import dask
 import numpy as np
@@ -23,7 +42,7 @@ import pandas as pd
 import xarray as xr
 
 from .cube import band_names, usable_mask
-from .quality import GREEN, NIR, RED, find_bands
+from .quality import GREEN, NIR, RED, SWIR1, find_bands
 
 CHANGED = {"ndvi": 0.1, "vis": 0.02}  # a pixel changed by this much (after the scene's own change)
 NAMED = {"ndvi": 0.15, "vis": 0.03}  # the changed pixels' median change that names the object
@@ -31,6 +50,8 @@ VEGETATION = 0.3  # NDVI of vegetation, before a loss or after a gain
 WATER_SHARE = 0.25  # of the changed pixels, into (or out of) water
 DARK = 0.15  # visible brightness under which NDWI > 0 is open water (snow and clouds are brighter)
 MIN_CHANGED = 0.05
+SNOW_NDSI = 0.4  # NDSI above which a bright pixel is snow or ice (Fmask's snow test: 0.15, with temperature)
+SNOW_NIR = 0.11  # near infrared above which (Fmask's snow test) a bright, high-NDSI pixel is no turbid water
 #: Objects described, the best-ranked first: an analyst reads the top of the list, and a 2048 px, 12-date run
 #: has 10 000 candidate objects (describing them all took 30-55 s of its 200 s; 500 take a few seconds).
 TOP = 500
@@ -45,50 +66,92 @@ def index_bands(cube: xr.DataArray) -> list[str] | None:
     return [band_names(cube)[i] for i in found if i is not None]
 
 
-def _indices(bands: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
-    """``(3, ...)`` green, red, NIR (or ``(2, ...)`` red, NIR: the red stands in for the green) -> ``(3, ...)``
-    NDVI, NDWI, visible brightness; NaN where ``quality`` is neither clear nor water. Reflectances are floored
-    at 1e-4 (an offset can leave dark water below 0)."""
+def _indices(bands: np.ndarray, quality: np.ndarray | None = None, swir: bool = False) -> np.ndarray:
+    """``(3, ...)`` green, red, NIR (or ``(2, ...)`` red, NIR: the red stands in for the green), then SWIR1 when
+    ``swir`` -> ``(5, ...)`` NDVI, NDWI, visible brightness, NDSI (NaN without SWIR1), NIR; NaN where
+    ``quality`` is neither clear nor water. Reflectances are floored at 1e-4 (an offset can leave dark water
+    below 0)."""
     bands = np.maximum(np.asarray(bands, dtype=np.float32), 1e-4)
+    bands, sw = (bands[:-1], bands[-1]) if swir else (bands, np.full(bands.shape[1:], np.nan, np.float32))
     green, red, nir = bands if len(bands) == 3 else (bands[0], *bands)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2])
+        out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2,
+                        (green - sw) / (green + sw), nir])
     if quality is not None:
         out[:, ~usable_mask(quality)] = np.nan
     return out
 
 
+def _snow(ndsi, vis, nir) -> np.ndarray:
+    """Snow or ice: bright, high NDSI, and a near infrared that water does not have (NaN: no)."""
+    with np.errstate(invalid="ignore"):
+        return (ndsi > SNOW_NDSI) & (vis >= DARK) & (nir > SNOW_NIR)
+
+
+def _brightness_word(relative: float, own: float) -> str | None:
+    """The brightness word of a median change ``relative`` beyond the scene's and ``own`` (the pixels' own), or
+    None when ``relative`` is under :data:`NAMED`. It never goes against ``own``: plain "brighter" / "darker"
+    where ``own`` goes the same way by as much, the own direction "(less than the scene)" where ``own`` goes
+    the other way by as much (the scene brightened more than the object did), "... relative to the scene"
+    where the object's own brightness held."""
+    if abs(relative) < NAMED["vis"]:
+        return None
+    word, other = ("brighter", "darker") if relative > 0 else ("darker", "brighter")
+    if abs(own) < NAMED["vis"]:
+        return f"{word} relative to the scene"
+    return word if (own > 0) == (relative > 0) else f"{other} (less than the scene)"
+
+
 def describe(pixels: pd.DataFrame) -> str:
     """Words for the changed pixels of an object, the strongest first: columns ``ndvi0``, ``ndvi1``, ``vis0``,
     ``vis1`` (the ``0`` ones moved by the scene's own change, so that ``1 - 0`` is the change beyond it),
-    ``water0``, ``water1`` (open water before, after)."""
+    ``water0``, ``water1`` (open water before, after); optional: ``vis0_own`` (the brightness before as the
+    pixel had it, not moved by the scene: ``vis0`` when absent), ``snow0``, ``snow1`` (snow or ice before,
+    after; none when absent)."""
     parts = []
     into, out = (pixels["water1"] & ~pixels["water0"]).mean(), (pixels["water0"] & ~pixels["water1"]).mean()
     if max(into, out) >= WATER_SHARE:
         parts.append((np.inf, "water appears" if into >= out else "water recedes"))
+    if "snow0" in pixels and "snow1" in pixels:
+        snow0, snow1 = pixels["snow0"].astype(bool), pixels["snow1"].astype(bool)
+        into, out = (snow1 & ~snow0).mean(), (snow0 & ~snow1).mean()
+        if max(into, out) >= WATER_SHARE:  # the snow explains the NDVI and the brightness: no other word
+            parts.append((np.inf, "snow or ice appears" if into >= out else "snow or ice recedes"))
+            return ", ".join(word for _, word in parts)
     d_ndvi = float((pixels["ndvi1"] - pixels["ndvi0"]).median())
     if d_ndvi <= -NAMED["ndvi"] and pixels["ndvi0"].median() >= VEGETATION:
         parts.append((-d_ndvi / NAMED["ndvi"], "vegetation loss"))
     elif d_ndvi >= NAMED["ndvi"] and pixels["ndvi1"].median() >= VEGETATION:
         parts.append((d_ndvi / NAMED["ndvi"], "vegetation gain"))
     d_vis = float((pixels["vis1"] - pixels["vis0"]).median())
-    if abs(d_vis) >= NAMED["vis"]:
-        parts.append((abs(d_vis) / NAMED["vis"], "brighter" if d_vis > 0 else "darker"))
+    own = float((pixels["vis1"] - pixels.get("vis0_own", pixels["vis0"])).median())
+    if (word := _brightness_word(d_vis, own)) is not None:
+        parts.append((abs(d_vis) / NAMED["vis"], word))
     return ", ".join(word for _, word in sorted(parts, key=lambda kv: -kv[0])) or "slight change"
 
 
 def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataArray, patch_size: int,
-                     top: int = TOP) -> pd.DataFrame:
+                     top: int = TOP, log=None) -> pd.DataFrame:
     """``objects`` with ``change`` (words, :func:`describe`) for its ``top`` best-ranked candidates, from their
     onset patch events' pixels (``events``: ``object_id``, ``row``, ``col``, ``t0``, ``t1``); "" elsewhere, where
     no pixel is usable at both dates, and everywhere without red and NIR bands. One computation reads the
     onset patches' windows and every patch's mean (for the scene's own change), so memory grows with those, not
-    with the scene."""
+    with the scene. Without red and NIR bands, ``log`` (default :func:`warnings.warn`) says once that the
+    objects get no words."""
     out = objects.assign(change="")
     names = index_bands(cube)
     described = objects[objects["candidate"]].nsmallest(top, "rank") if "rank" in objects else objects[objects["candidate"]].head(top)
+    if names is None and len(described):
+        (log or warnings.warn)(
+            f"warning: no change descriptions: the words (vegetation loss, brighter, water appears...) need the red and "
+            f"near-infrared bands, found by name ({RED[0]}/{RED[1]}, {NIR[0]}/{NIR[1]}...), and the series' bands are "
+            f"{band_names(cube)}; name them with --bands")
     if names is None or not len(described):
         return out
+    swir = find_bands(cube, SWIR1)[0]
+    has_swir = swir is not None
+    if has_swir:
+        names = [*names, band_names(cube)[swir]]
     p = int(patch_size)
     times = pd.DatetimeIndex(cube["time"].values)
     t1 = pd.to_datetime(events["t1"])
@@ -110,33 +173,36 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     windows, means = dask.compute(windows, means)
     at = {}
     for (t, r, c0, c1), (w, q) in zip(strips.itertuples(index=False), windows):
-        strip = _indices(w, q)
+        strip = _indices(w, q, swir=has_swir)
         for c in range(c0, c1 + 1):
             at[t, r, c] = strip[:, :, (c - c0) * p:(c - c0 + 1) * p]
-    scene = _indices(means)  # (3, dates, rows, cols): every patch's mean
+    scene = _indices(means, swir=has_swir)  # (5, dates, rows, cols): every patch's mean
     slot = {int(t): k for k, t in enumerate(dates)}
     shift = {}  # the scene's own median change of NDVI and brightness between two dates
     with np.errstate(invalid="ignore"):
         for a, b in set(zip(ev["i0"], ev["i1"])):
             d = scene[:, slot[b]] - scene[:, slot[a]]
             shift[a, b] = (float(np.nan_to_num(np.nanmedian(d[0]))), float(np.nan_to_num(np.nanmedian(d[2]))))
-    pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0, water1
+    pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0,
+    # water1, vis0_own (not moved), snow0, snow1
     for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
-        (ndvi0, ndwi0, vis0), (ndvi1, ndwi1, vis1) = at[a, r, c].reshape(3, -1), at[b, r, c].reshape(3, -1)
+        (ndvi0, ndwi0, vis0, ndsi0, nir0), (ndvi1, ndwi1, vis1, ndsi1, nir1) = at[a, r, c].reshape(5, -1), at[b, r, c].reshape(5, -1)
         s_ndvi, s_vis = shift[a, b]
         with np.errstate(invalid="ignore"):  # (NaN compares False: unusable pixels are dropped below)
             pixels.setdefault(int(oid), []).append(np.stack([ndvi0 + s_ndvi, ndvi1, vis0 + s_vis, vis1,
-                                                             (ndwi0 > 0) & (vis0 < DARK), (ndwi1 > 0) & (vis1 < DARK)]))
+                                                             (ndwi0 > 0) & (vis0 < DARK), (ndwi1 > 0) & (vis1 < DARK),
+                                                             vis0, _snow(ndsi0, vis0, nir0), _snow(ndsi1, vis1, nir1)]))
     words = {}
     for oid, chunks in pixels.items():
-        ndvi0, ndvi1, vis0, vis1, water0, water1 = np.concatenate(chunks, axis=1)
+        ndvi0, ndvi1, vis0, vis1, water0, water1, vis0_own, snow0, snow1 = np.concatenate(chunks, axis=1)
         ok = np.isfinite(ndvi0) & np.isfinite(ndvi1) & np.isfinite(vis0) & np.isfinite(vis1)
         if not ok.any():  # no usable pixel at one of the dates: nothing to say
             continue
         px = pd.DataFrame({"ndvi0": ndvi0[ok], "ndvi1": ndvi1[ok], "vis0": vis0[ok], "vis1": vis1[ok],
-                           "water0": water0[ok].astype(bool), "water1": water1[ok].astype(bool)})
+                           "water0": water0[ok].astype(bool), "water1": water1[ok].astype(bool),
+                           "vis0_own": vis0_own[ok], "snow0": snow0[ok].astype(bool), "snow1": snow1[ok].astype(bool)})
         changed = (((px["ndvi1"] - px["ndvi0"]).abs() >= CHANGED["ndvi"]) | ((px["vis1"] - px["vis0"]).abs() >= CHANGED["vis"])
-                   | (px["water0"] != px["water1"]))
+                   | (px["water0"] != px["water1"]) | (px["snow0"] != px["snow1"]))
         words[oid] = describe(px[changed]) if changed.mean() >= MIN_CHANGED else "slight change"
     out["change"] = out["object_id"].map(words).fillna("").astype(str).to_numpy()
     return out

@@ -613,7 +613,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             events, vectors, attrs = read_changes(ch_path)
             states = change_states(embeddings, events, len(vectors))
             ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
-            objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size)  # in words
+            objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size, log=run.log)  # in words
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")

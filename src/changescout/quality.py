@@ -62,34 +62,60 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage, signal
 
-from .cube import Quality
+from .cube import SENTINEL2_ONLY, Quality, band_names, sentinel2_band
 
 BLUE = ("B02", "blue", "B1_blue")
 GREEN = ("B03", "green")
 RED = ("B04", "red")
 NIR = ("B08", "nir", "B8A", "nir08")
-#: More names of blue, green, red and near infrared (keyed by the first of the tuples above) per family of
-#: platforms, when every date of the cube comes from one: Landsat Collection 2's (``SR_B4``) and bare band numbers
-#: (``b3``: old Landsat scene files, unnamed products). Landsat 4-7 number their bands one lower than Landsat 8-9
-#: (SR_B2 is green there, SR_B4 near infrared). Without a known family, ``SR_B*`` are read as Landsat 8-9's.
+SWIR1 = ("B11", "swir16", "swir1")
+#: More names of blue, green, red, near infrared and short-wave infrared (keyed by the first of the tuples above)
+#: per family of platforms, when every date of the cube comes from one: Landsat Collection 2's (``SR_B4``) and
+#: bare band numbers (``b3``: old Landsat scene files, unnamed products). Landsat 4-7 number their bands one lower
+#: than Landsat 8-9 (SR_B2 is green there, SR_B4 near infrared). Without a known family, ``SR_B*`` are read as
+#: Landsat 8-9's. Sentinel-2's bare numbers (``B2``, as its products' PROVENANCE and many tools write them) are
+#: its own names without the leading zero: :func:`changescout.cube.sentinel2_band` reads them.
 _BY_FAMILY = {
-    "tm": {"B02": ("SR_B1", "B1"), "B03": ("SR_B2", "B2"), "B04": ("SR_B3", "B3"), "B08": ("SR_B4", "B4")},
-    "oli": {"B02": ("SR_B2", "B2"), "B03": ("SR_B3", "B3"), "B04": ("SR_B4", "B4"), "B08": ("SR_B5", "B5")},
-    "msi": {"B02": ("B2",), "B03": ("B3",), "B04": ("B4",), "B08": ("B8",)},
+    "tm": {"B02": ("SR_B1", "B1"), "B03": ("SR_B2", "B2"), "B04": ("SR_B3", "B3"), "B08": ("SR_B4", "B4"),
+           "B11": ("SR_B5", "B5")},
+    "oli": {"B02": ("SR_B2", "B2"), "B03": ("SR_B3", "B3"), "B04": ("SR_B4", "B4"), "B08": ("SR_B5", "B5"),
+            "B11": ("SR_B6", "B6")},
+    "msi": {},
 }
 _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
 _TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
 
 
-def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
-    """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
-    with the names of the cube's family of platforms (:data:`_BY_FAMILY`: TM/ETM+, OLI, Sentinel-2 MSI)."""
-    bands = [str(b) for b in cube["band"].values]
+def band_family(cube: xr.DataArray) -> str | None:
+    """The family of platforms whose band numbering ``cube``'s band names follow: ``"tm"`` (Landsat 4-7),
+    ``"oli"`` (Landsat 8-9), ``"msi"`` (Sentinel-2), or None. From the ``platform`` coordinate when every date
+    has one family; without a platform (a stacked GeoTIFF, ``--bands``), a series with a band only Sentinel-2
+    has (B8A, B12: :data:`changescout.cube.SENTINEL2_ONLY`) is Sentinel-2's, so that its ``B2`` is B02 (a
+    Landsat ``B2`` is blue or green, and is not read so without a platform)."""
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
     family = None if not platforms else (  # ("LANDSAT_5", as USGS STAC spells it, too)
         "tm" if platforms <= _TM_PLATFORMS else "oli" if platforms <= {"landsat-8", "landsat-9"}
         else "msi" if all(p.startswith("sentinel-2") for p in platforms) else None)
-    extra = _BY_FAMILY.get(family, _UNKNOWN_FAMILY)
+    if family is None and not any(p.startswith(("landsat", "sentinel-2")) for p in platforms):
+        if any(sentinel2_band(b) in SENTINEL2_ONLY for b in band_names(cube)):
+            family = "msi"
+    return family
+
+
+def role_band_names(cube: xr.DataArray) -> list[str]:
+    """``cube``'s band names as the band roles are looked up (:func:`find_bands`): Sentinel-2's bare numbers
+    spelt as Sentinel-2 does (``B2`` -> ``B02``) where the series is Sentinel-2's (:func:`band_family`), the
+    names as they are otherwise. Same order as the cube's bands, which keep their names."""
+    names = band_names(cube)
+    return [sentinel2_band(b) for b in names] if band_family(cube) == "msi" else names
+
+
+def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
+    """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
+    with the names of the cube's family of platforms (:func:`band_family`, :data:`_BY_FAMILY`: TM/ETM+, OLI,
+    Sentinel-2 MSI, whose ``B2`` is ``B02``: :func:`role_band_names`)."""
+    bands = role_band_names(cube)
+    extra = _BY_FAMILY.get(band_family(cube), _UNKNOWN_FAMILY)
     return tuple(_find(bands, [*wanted, *extra.get(wanted[0], ())]) for wanted in names)
 
 
@@ -99,7 +125,9 @@ def _screen_bands(cube: xr.DataArray) -> tuple[int | None, int | None, int | Non
 
 
 def _find(bands: list[str], names) -> int | None:
-    upper = {b.upper(): i for i, b in enumerate(bands)}
+    upper = {}
+    for i, b in enumerate(bands):
+        upper.setdefault(b.upper(), i)  # (B2 and B02 both in a cube: the first)
     for n in names:
         if n.upper() in upper:
             return upper[n.upper()]

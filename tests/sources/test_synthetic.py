@@ -323,3 +323,12 @@ def test_grid_dates_bands_and_mask_given_to_the_synthetic_source_are_refused():
     with pytest.raises(ConfigError, match="--dates, --bands do not apply"):
         open_series("synthetic:size=128", dates="2020-01-01,2020-02-01", bands="B02,B03")
     assert open_series("synthetic:size=128,n_dates=4", patch_size=16).sizes["time"] == 4  # the usual options still pass
+
+
+def test_planting_reads_sentinel2_band_names_with_or_without_the_leading_zero():
+    """B2 (the Theia PROVENANCE spelling), b02, B8A and blue name the bands the planting paints, as the lookups
+    of band roles read them (:func:`changescout.cube.sentinel2_band`)."""
+    from changescout.sources.synthetic import BANDS, _band_index
+
+    assert [BANDS[i] for i in _band_index(["B2", "b03", "red", "B8", "b8a", "B11", "b12"])] == [
+        "B02", "B03", "B04", "B08", "B8A", "B11", "B12"]

@@ -20,6 +20,7 @@ import xarray as xr
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_path
+from ..quality import role_band_names
 from ..tiling import PatchGrid
 
 MAX_SIDE = 1024
@@ -36,7 +37,7 @@ OVERVIEW_SIDE = 768  # a smaller overview map of the objects is enlarged (neares
 def rgb_bands(cube: xr.DataArray) -> list[str]:
     """Red, green and blue band names of ``cube``; the first three bands (or the first, as grey) otherwise."""
     names = [str(b) for b in cube["band"].values]
-    lower = {n.lower(): n for n in names}
+    lower = {r.lower(): n for r, n in zip(role_band_names(cube), names)}  # a Sentinel-2 B4 is B04
     for triple in RGB_NAMES:
         if all(t.lower() in lower for t in triple):
             return [lower[t.lower()] for t in triple]

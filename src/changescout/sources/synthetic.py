@@ -31,7 +31,7 @@ import xarray as xr
 from rasterio import features
 from scipy import ndimage, signal
 
-from ..cube import OutputGrid, band_names, grid_of, make_cube, validate_cube
+from ..cube import OutputGrid, band_names, grid_of, make_cube, sentinel2_band, validate_cube
 from ..errors import BandError, ConfigError, SourceError
 from ..evaluate.planted import PlantedTruth
 
@@ -303,7 +303,7 @@ def _pasted(a, y0, x0, shape) -> np.ndarray:
 
 # -- planting ------------------------------------------------------------------------------------------
 def _band_index(bands) -> np.ndarray:
-    names = [_ALIASES.get(b.upper(), "B0" + b[1:] if len(b) == 2 and b[0] in "bB" else b.upper()) for b in bands]
+    names = [_ALIASES.get(b.upper(), sentinel2_band(b).upper()) for b in bands]  # (B2, b02: B02)
     unknown = [b for b, n in zip(bands, names) if n not in BANDS]
     if unknown:
         raise BandError(f"cannot plant changes into bands {unknown}: known bands are {', '.join(BANDS)} (or blue, green, red, nir)")

@@ -366,7 +366,7 @@ def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session
     assert code == 0 and "resuming" in err
     # another configuration is refused without --overwrite
     code, _, err = call(capsys, *args[:-1], "0.6")
-    assert code == 2 and "--overwrite" in err and "(min_clear differ)" in err
+    assert code == 2 and "--overwrite" in err and "(what differs: min_clear)" in err
 
 
 # -- export -----------------------------------------------------------------------------------------------
@@ -577,3 +577,74 @@ def test_an_objects_table_of_an_earlier_version_is_exported(capsys, session_run,
     run = copy_run(session_run)
     gpd.read_parquet(run / "objects.parquet").drop(columns="false_alarm_rate").to_parquet(run / "objects.parquet")
     assert call(capsys, "export", run, "--format", "csv", "--table", "objects", "--out", tmp_path / "o.csv")[0] == 0
+
+
+# -- terminal widths, help text (UAT) ------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_similar_in_a_narrow_terminal_keeps_numbers_dates_and_ids_whole(capsys, monkeypatch, session_run, width):
+    """At 120 columns similarity showed as "0.…" and dates as "20…"; at 80 every column but event_id was empty."""
+    from rich.console import Console
+
+    q = read_events(session_run).sort_values("rank").iloc[0]
+    code, out, err = call(capsys, "similar", session_run, q["event_id"], "--k", 5, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    monkeypatch.setattr(cli, "out_console", Console(width=width))
+    code, out, err = call(capsys, "similar", session_run, q["event_id"], "--k", 5)
+    assert code == 0, err
+    assert "…" not in out and max(map(len, out.splitlines())) <= width
+    lines = out.splitlines()
+    first = next(i for i, l in enumerate(lines) if set(l) == {"─"}) + 1  # the rows, under the header's rule
+    for r, line in zip(res, lines[first:first + len(res)]):
+        assert r["event_id"] in out  # whole, on one line: what the next query takes
+        assert re.search(rf"\b{r['t0']}\s+{r['t1']}\b", line)
+        assert f"{r['similarity']:.3f}" in line and f"{r['atypicality']:.3f}" in line
+        if r["false_alarm_rate"] is not None:
+            assert f"{r['false_alarm_rate']:.2%}" in line
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_summary_keeps_every_number_whole_and_areas_to_two_decimals(capsys, monkeypatch, session_run, width):
+    """At 80 columns the false-alarm rate showed as "3.7…"; the area was rounded to 2.6 where the report says 2.56."""
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "out_console", Console(width=width))
+    cli._summary(session_run)
+    out = capsys.readouterr().out
+    assert "…" not in out and max(map(len, out.splitlines())) <= width
+    objects = read_objects(session_run).head(10)
+    table = out.split("Most atypical onset patch of each")[0]
+    for _, o in objects.iterrows():
+        line = next(l for l in table.splitlines() if re.match(rf"\s*{o['rank']}\s+{o['t0']:%Y-%m-%d}\s+{o['t1']:%Y-%m-%d}\b", l))
+        assert f"{o['area_ha']:.2f}" in line and f"{o['atypicality']:.3f}" in line and f"{o['false_alarm_rate']:.2%}" in line
+
+
+def test_export_into_a_missing_folder_exits_2_naming_it_and_writes_nothing(capsys, session_run, tmp_path):
+    """``--out /nonexist/dir/x.gpkg`` made the folders and exited 0: a typo in the path went unnoticed (UAT)."""
+    target = tmp_path / "no_such" / "dir" / "x.gpkg"
+    code, _, err = call(capsys, "export", session_run, "--format", "gpkg", "--out", target)
+    assert code == 2 and compact(str(target.parent)) in compact(err) and "does not exist" in err
+    assert not (tmp_path / "no_such").exists()
+
+
+def test_help_shows_flags_as_flags_and_says_which_options_repeat(capsys):
+    code, out, _ = call(capsys, "--help")
+    assert code == 0 and "--debug" in out and "<bool>" not in out  # a flag takes no value: `--debug false` fails
+    code, out, _ = call(capsys, "similar", "--help")
+    text = re.sub(r"[\s│]+", "", out)  # (help is wrapped inside a box)
+    assert code == 0 and "<bool>" not in out and "list[" not in text  # no Python types
+    assert text.count("repeattheoption") == 2  # --in and --not
+    code, out, _ = call(capsys, "export", "--help")
+    text = re.sub(r"[\s│]+", "", out)
+    assert code == 0 and "<bool>" not in out and "Rundirectory" in text and "Replacetheoutputfile" in text
+
+
+def test_encoders_json_says_what_the_table_says(capsys):
+    """The table says rcf takes "any" bands and its weights are "learnt per run"; the JSON said bands null and
+    weights_found false only."""
+    code, out, _ = call(capsys, "encoders", "--json")
+    rcf = next(r for r in json.loads(out) if r["name"] == "rcf")
+    assert rcf["any_bands"] is True and rcf["weights_status"] == "learnt per run"
+    assert rcf["bands"] is None and rcf["weights_found"] is False  # the existing keys keep their meaning
+    for r in json.loads(out):
+        assert r["weights_status"] in ("learnt per run", "found", "not found") and isinstance(r["any_bands"], bool)

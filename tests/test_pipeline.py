@@ -167,7 +167,7 @@ def test_config_json_records_the_kind_and_label_a_run_resolved_and_a_rerun_spell
     logs = []
     run_pipeline(RunConfig(source="synthetic", kind="synthetic", label="synthetic", source_options=opts), out, log=logs.append)
     assert any("resuming" in m for m in logs)
-    with pytest.raises(RunExistsError, match=r"another configuration \(label, series id differ"):
+    with pytest.raises(RunExistsError, match=r"another configuration \(what differs: label, series id\)"):
         run_pipeline(RunConfig(source="synthetic", label="other", source_options=opts), out, **QUIET)
 
 
@@ -302,7 +302,7 @@ def test_other_weights_at_the_same_path_are_another_run(session_run, session_con
     relearnt = tmp_path / "relearnt"
     run_pipeline(session_config(seed=7), relearnt, **QUIET)  # weights learnt with another seed
     shutil.copy(relearnt / "rcf_weights.npz", weights)
-    with pytest.raises(RunExistsError, match=r"another configuration \(weights_sha256 differ\)"):
+    with pytest.raises(RunExistsError, match=r"another configuration \(what differs: weights_sha256\)"):
         run_pipeline(config, run, **QUIET)
     run_pipeline(config, run, overwrite=True, **QUIET)
     second = json.loads((run / "config.json").read_text())

@@ -20,11 +20,34 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from . import runlock
 from .errors import ChangescoutError, ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the changes worth looking at in satellite image time series.")
+
+class _FlagsShownAsFlags:
+    """typer's help showed each flag with a value type (``--overwrite <bool>``) that the flag does not take
+    (``--overwrite false`` is refused): a flag is shown by its name alone."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # (what typer's help shows in place of the type)
+        return params
+
+
+class _Group(_FlagsShownAsFlags, TyperGroup):
+    pass
+
+
+class _Command(_FlagsShownAsFlags, TyperCommand):
+    pass
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  help="Find the changes worth looking at in satellite image time series.")
 console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # a log or a pipe keeps paths on one line
 out_console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 _state = {"debug": False, "quiet": False}
@@ -100,8 +123,49 @@ def _dask_progress(description: str, _n: int):
             yield
 
 
-#: Terminal columns the run summary needs to show each object's lead event id in its table.
-SUMMARY_WIDTH = 200
+#: The least width of a column that folds (a path, a description) before other columns are left out.
+FOLD_MIN = 16
+
+
+def _column_width(name: str, rows: list[dict], fold: bool, wrap_header: bool) -> int:
+    """A column's width: its widest value whole (numbers and dates are never cut) and its header whole or, with
+    ``wrap_header``, its header's longest word; a column that may fold (``fold``) needs only its longest word,
+    at most FOLD_MIN."""
+    header = [len(w) for w in name.split()] if wrap_header else [len(name)]
+    if fold:
+        return max(header + [min(FOLD_MIN, max([len(w) for w in str(r[name]).split()] or [0])) for r in rows])
+    return max(header + [len(str(r[name])) for r in rows])
+
+
+def _fitting(columns: list[str], rows: list[dict], width: float, drop=(), fold=()) -> Optional[dict[str, int]]:
+    """The widths of the columns that fit ``width`` terminal columns (None: none do): headers are wrapped between
+    words, then the columns of ``drop`` left out in order, while they do not. A table of :func:`_table` puts 3
+    terminal columns between two of its columns."""
+    columns = list(columns)
+    for name in [None, *drop]:
+        if name in columns:
+            columns.remove(name)
+        for wrap_header in (False, True):
+            widths = {c: _column_width(c, rows, c in fold, wrap_header) for c in columns}
+            if sum(widths.values()) + 3 * (len(columns) - 1) <= width:
+                return widths
+    return None
+
+
+def _table(title: str, widths: dict[str, int], rows: list[dict], fold=(), left=()) -> Table:
+    """A table of the columns of ``widths`` (from :func:`_fitting`): a short column (a number, a date) has the
+    width of its widest value, so that a narrow terminal never cuts it to "0.…" or "20…"; the columns in
+    ``fold`` (a path, a description) take what is left, wrapped between words or folded."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for c, w in widths.items():
+        justify = "left" if c in left or c in fold else "right"
+        if c in fold:
+            table.add_column(c, justify=justify, overflow="fold", min_width=w)
+        else:
+            table.add_column(c, justify=justify, width=w)
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in widths])
+    return table
 
 
 def _summary(run_dir: Path, top: int = 10) -> None:
@@ -111,34 +175,31 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     events = read_events(run_dir)
     objects = read_objects(run_dir).head(top)
     lead = lead_events(events, objects)
-    table = Table(title=f"Top {len(objects)} changes  ({run_dir})", box=box.SIMPLE_HEAD)
     ids = [str(lead.loc[o, "event_id"]) for o in objects["object_id"]]
-    width = out_console.width
-    inline = width >= SUMMARY_WIDTH  # else the ids (what `similar` takes) are listed whole below the table
     rows = []
     for (_, r), event_id in zip(objects.iterrows(), ids):
         pers, rec, far = r["persistence"], r.get("recurrence", np.nan), r.get("false_alarm_rate", np.nan)  # old runs lack some
         rows.append({
             "rank": str(r["rank"]), "object": str(r["object_id"]), "t0": f"{r['t0']:%Y-%m-%d}", "t1": f"{r['t1']:%Y-%m-%d}",
             "until": "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}", "patches": str(r["n_patches"]),
-            "area ha": f"{r['area_ha']:.1f}", "atypicality": f"{r['atypicality']:.3f}",
+            "area ha": f"{r['area_ha']:.2f}", "atypicality": f"{r['atypicality']:.3f}",
             "false alarms": f"{far:.2%}" if np.isfinite(far) else "", "rarity": f"{r['rarity']:.3f}",
             "persistence": f"{pers:g}" if np.isfinite(pers) else "", "recurrence": f"{rec:.2f}" if np.isfinite(rec) else "",
             "type": str(r.get("cluster", "")), "change": str(r.get("change", "")), "most atypical onset patch": event_id})
     columns = list(rows[0]) if rows else []
     if "change" not in objects:  # a run of an earlier version
         columns = [c for c in columns if c != "change"]
-    if not inline:
-        columns = [c for c in columns if c not in ("object", "change", "most atypical onset patch")]
-    if width < 120:  # a narrow terminal: what ranks them is in the report
-        columns = [c for c in columns if c not in ("rarity", "persistence", "recurrence")]
-    for c in columns:
-        table.add_column(c, justify="left" if c in ("change", "most atypical onset patch") else "right",
-                         no_wrap=c in ("t0", "t1", "until", "most atypical onset patch"))
-    for row in rows:
-        table.add_row(*[row[c] for c in columns])
+    width = out_console.width
+    ranking = ("recurrence", "persistence", "rarity")  # what ranks them is in the report
+    # the lead event id (what `similar` takes) whole in the table where it fits, else listed whole below it
+    inline = _fitting(columns, rows, width, drop=ranking, fold=("change",))
+    narrow = [c for c in columns if c not in ("object", "change", "most atypical onset patch")]
+    shown = inline or _fitting(narrow, rows, width, drop=(*ranking, "patches", "type", "until", "area ha")) or \
+        _fitting(narrow[:3], rows, float("inf"))  # (rank, t0, t1 in any terminal)
+    table = _table(f"Top {len(objects)} changes  ({run_dir})", shown, rows, fold=("change",),
+                   left=("most atypical onset patch",))
     out_console.print(table)
-    if not inline:
+    if inline is None:
         out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`)"
                           + (", and what changed:" if "change" in objects else ":"))
         for row in rows:
@@ -174,7 +235,7 @@ def _split(text: Optional[str]) -> Optional[list[str]]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory to write."),
          seed: int = typer.Option(0, help="Seed of the synthetic series."),
          overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
@@ -184,9 +245,9 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
     _run(RunConfig(source="synthetic", kind="synthetic", source_options={"seed": seed}, seed=seed, label="demo"), out, overwrite, None)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(ctx: typer.Context,
-        source: str = typer.Argument(..., help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
+        source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory."),
         kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per file of a folder, in file-name order, to override the names."),
@@ -263,14 +324,14 @@ def _given(ctx, name: str) -> bool:
     return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
 
 
-@app.command()
+@app.command(cls=_Command)
 def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory."),
-            event_id: Optional[str] = typer.Argument(None, help="Event id of the query change."),
+            event_id: Optional[str] = typer.Argument(None, metavar="EVENT_ID", help="Event id of the query change."),
             at: Optional[str] = typer.Option(None, help="X,Y of the query patch in the run's CRS."),
             t1: Optional[str] = typer.Option(None, help="Date (YYYY-MM-DD) of the query change, with --at."),
             k: int = typer.Option(10, help="Number of results."),
-            in_runs: list[Path] = typer.Option([], "--in", help="Other run(s) to search too."),
-            negatives: list[str] = typer.Option([], "--not", help="Event id(s) that are not what you look for."),
+            in_runs: list[Path] = typer.Option([], "--in", metavar="RUN", help="Another run to search too; repeat the option for more (--in A --in B)."),
+            negatives: list[str] = typer.Option([], "--not", metavar="EVENT_ID", help="An event id that is not what you look for; repeat the option for more."),
             objects: bool = typer.Option(False, "--objects", help="Query with the event's change object (its onset patches, as the objects are compared); one result per object."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """The changes most similar to one event, in this run and others."""
@@ -297,24 +358,32 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
         title += f"; and the same change seen by the overlapping --in runs ({res.attrs['same_change_elsewhere']} patch events)"
     if res.attrs.get("seen_twice"):
         title += f"; {res.attrs['seen_twice']} change(s) that two of the runs both see are listed once"
-    table = Table(title=title)
-    for c in ("event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster", "run"):
-        table.add_column(c, **({"no_wrap": True, "min_width": max(map(len, res["event_id"]), default=0)} if c == "event_id" else {}))  # whole
-    for _, r in res.iterrows():
-        far = "" if not np.isfinite(r["false_alarm_rate"]) else f"{r['false_alarm_rate']:.2%}"
-        table.add_row(r["event_id"], f"{r['similarity']:.3f}", f"{r['t0']:%Y-%m-%d}", f"{r['t1']:%Y-%m-%d}",
-                      f"{r['atypicality']:.3f}", far, str(r["rank"]), str(r["object_id"]), str(r["object_rank"]),
-                      str(r["cluster"]), r["run"])
-    out_console.print(table)
+    rows = [{"#": str(i), "event_id": r["event_id"], "similarity": f"{r['similarity']:.3f}", "t0": f"{r['t0']:%Y-%m-%d}",
+             "t1": f"{r['t1']:%Y-%m-%d}", "atypicality": f"{r['atypicality']:.3f}",
+             "false alarms": "" if not np.isfinite(r["false_alarm_rate"]) else f"{r['false_alarm_rate']:.2%}",
+             "rank": str(r["rank"]), "object": str(r["object_id"]), "object rank": str(r["object_rank"]),
+             "cluster": str(r["cluster"]), "run": str(r["run"])} for i, (_, r) in enumerate(res.iterrows(), 1)]
+    columns = ["event_id", "similarity", "t0", "t1", "atypicality", "false alarms", "rank", "object", "object rank", "cluster"]
+    columns += ["run"] if in_runs else []  # (else each is of RUN)
+    width = out_console.width
+    # the event ids (what a next query takes) whole in the table where they fit, else numbered and listed whole below it
+    inline = _fitting(columns, rows, width, drop=("cluster", "object rank"), fold=("run",))
+    shown = inline or _fitting(["#", *columns[1:10]], rows, width, drop=("cluster", "object rank", "rank", "object")) or \
+        _fitting(["#", *columns[1:4]], rows, float("inf"))  # (#, similarity, t0, t1 in any terminal)
+    out_console.print(_table(title, shown, rows, fold=("run",), left=("event_id",)))
+    if inline is None:
+        out_console.print("Event ids (an EVENT_ID for `changescout similar`)" + (", and their runs:" if in_runs else ":"))
+        for row in rows:
+            out_console.print(f"  {row['#']:>3}  {row['event_id']}" + (f"  {row['run']}" if in_runs else ""), soft_wrap=True)
 
 
-@app.command()
-def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
+@app.command(cls=_Command)
+def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory."),
            fmt: str = typer.Option(..., "--format", help="gpkg | geojson | csv"),
            table: str = typer.Option("events", "--table", help="events (patch changes) | objects (the analyst's list)."),
            top: Optional[int] = typer.Option(None, help="Only the N most atypical rows."),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/<table>.<format>)."),
-           overwrite: bool = typer.Option(False, "--overwrite")):
+           overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
     from .events import EXPORT_FORMATS, export_table, read_events
     from .objects import read_objects
@@ -329,6 +398,10 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN"),
     named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(target.suffix.lower())
     if named not in (None, fmt):  # a GIS opens a file by its extension
         raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
+    if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
+        from .errors import OutputError
+
+        raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
     _not_the_runs_own(target, run_dir)
     with runlock.reading(run_dir):  # not while a run rewrites it
         if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
@@ -355,8 +428,8 @@ def _not_the_runs_own(target: Path, run_dir: Path) -> None:
         raise ConfigError(f"--out would write over the run's own {first[0]}; choose another file name", target)
 
 
-@app.command()
-def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicearthnet | synthetic"),
+@app.command(cls=_Command)
+def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd | pairs | dynamicearthnet | synthetic"),
               root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (OSCD: city folders; pairs: A/, B/, label/; synthetic: optional, the shared folder holding the Bouconne series to plant changes into)."),
               seeds: str = typer.Option("0,1,2,3,4", help="synthetic: seeds of the planted-change series."),
               encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found)."),
@@ -395,8 +468,9 @@ def benchmark(dataset: str = typer.Argument(..., help="oscd | pairs | dynamicear
         out_console.print(f"Outputs in {out}: {', '.join(n for n in OUTPUTS if (out / n).is_file())}")
 
 
-@app.command()
-def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (null where a value needs the weights).")):
+@app.command(cls=_Command)
+def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (null where a value needs the weights; "
+                                                                "any_bands and weights_status say what the table says).")):
     """Available encoders: bands, dimension, patch size, weights found or not."""
     from .encoders import available_encoders, get_encoder
     from .encoders.base import PretrainedEncoder
@@ -413,15 +487,18 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         except ChangescoutError as exc:
             rows.append({"name": name, "bands": None, "dim": None, "patch_size": None, "weights": str(exc),
                          "weights_found": False, "learnt_per_run": False, "license": None})
+        r = rows[-1]  # what the table shows, in the JSON too: bands null is "any" for an encoder learnt per run
+        r["any_bands"] = r["bands"] is None and r["learnt_per_run"]
+        r["weights_status"] = "learnt per run" if r["learnt_per_run"] else "found" if r["weights_found"] else "not found"
     if as_json:
         out_console.print_json(json.dumps(rows))
         return
     table = Table(title="Encoders (? = known once the weights are found)")
     for c in ("name", "bands", "dim", "patch_size", "weights", "weights_found", "license"):
-        table.add_column(c)
+        table.add_column(c, overflow="fold" if c == "weights" else "ellipsis")  # (a URL is not cut)
     for r in rows:
-        bands = "any" if r["bands"] is None and r["learnt_per_run"] else ",".join(r["bands"] or ["?"])
-        found = "learnt per run" if r["learnt_per_run"] else "yes" if r["weights_found"] else "no"
+        bands = "any" if r["any_bands"] else ",".join(r["bands"] or ["?"])
+        found = {"found": "yes", "not found": "no"}.get(r["weights_status"], r["weights_status"])
         table.add_row(r["name"], bands, str(r["dim"] or "?"), str(r["patch_size"] or "?"), r["weights"], found, r["license"] or "")
     out_console.print(table)
 

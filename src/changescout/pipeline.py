@@ -225,7 +225,7 @@ class Run:
                 made_by = old.get("versions", {}).get("changescout")
                 what = (f"was made by changescout {made_by} (this is {__version__}), whose results may differ"
                         if made_by != __version__ else
-                        f"holds a run made with another configuration ({', '.join(_differences(old, resolved)) or 'its hash'} differ)")
+                        f"holds a run made with another configuration (what differs: {', '.join(_differences(old, resolved)) or 'its hash'})")
                 raise RunExistsError(f"{what}; use --overwrite to replace it or choose another --out", self.out)
             self.touched = True
             self._set_aside()

@@ -183,6 +183,15 @@ def test_a_run_made_under_another_cloud_screen_is_not_resumed(session_run, sessi
         run_pipeline(session_config(), run, **QUIET)
 
 
+def test_a_run_records_its_snow_screen_and_another_screen_is_another_run(session_run, session_config, copy_run):
+    """config.json and the report say how snow was screened; a run with the screen off is not the same run."""
+    config = json.loads((session_run / "config.json").read_text())
+    assert config["snow_screen"].startswith("clear pixels with (B03 - B11) / (B03 + B11) > 0.15")
+    assert "<th>snow</th><td class='text'>screened: clear pixels with (B03 - B11)" in (session_run / "report.html").read_text()
+    with pytest.raises(RunExistsError, match="another configuration"):
+        run_pipeline(session_config(snow_screen="off"), copy_run(session_run), **QUIET)
+
+
 def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_config, copy_run):
     run = copy_run(session_run)
     state = json.loads((run / "state.json").read_text())

@@ -44,6 +44,7 @@ from .objects import ObjectRanker, change_states, object_geometries, write_objec
 from .radiometry import apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
+from .snow import MODES as SNOW_MODES, screen_snow
 from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
@@ -80,6 +81,7 @@ class RunConfig:
     compare: str = "consecutive"
     min_clear: float = 0.75
     cloud_screen: str = "auto"
+    snow_screen: str = "auto"
     radiometry: str = "auto"
     coregister: str = "auto"
     date_normalisation: str = "off"
@@ -113,7 +115,7 @@ class RunConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
             setattr(self, name, int(v) if integer else float(v))
         for name in ("source", "kind", "grid", "mask", "mask_convention", "encoder", "weights", "compare", "cloud_screen",
-                     "radiometry", "coregister", "date_normalisation", "rank_by", "label"):
+                     "snow_screen", "radiometry", "coregister", "date_normalisation", "rank_by", "label"):
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
                 raise ConfigError(f"{name.replace('_', '-')} must be text, got {v!r}")
@@ -133,6 +135,8 @@ class RunConfig:
             raise ConfigError(f"mask-convention must be one of {', '.join(CONVENTIONS)}, got {self.mask_convention!r}")
         if self.rank_by not in RANK_BY:
             raise ConfigError(f"rank-by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
+        if self.snow_screen not in SNOW_MODES:
+            raise ConfigError(f"snow_screen must be {' or '.join(SNOW_MODES)}, got {self.snow_screen!r}")
         Comparison.parse(self.compare)
         for name in ("source_options", "encoder_options"):
             if not isinstance(getattr(self, name), dict):
@@ -518,7 +522,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
     select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
-    cube = screen_clouds(cube, config.cloud_screen, log)
+    cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
     cube, coreg = coregister(cube, config.coregister)
     cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
     grid = grid_of(cube)
@@ -542,7 +546,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     run = Run(out, config, overwrite=overwrite, log=log)
     extra = {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
              "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
-             "cloud_screen": cube.attrs.get("cloud_screen")}  # its rule: a changed screen is another run
+             "cloud_screen": cube.attrs.get("cloud_screen"),  # its rule: a changed screen is another run
+             "snow_screen": cube.attrs.get("snow_screen")}
     if encoder.spec.weights_sha256:  # other weights at the same path (or found in CHANGESCOUT_WEIGHTS_DIR) are another run
         extra["weights_sha256"] = encoder.spec.weights_sha256
     try:
@@ -550,7 +555,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         records = json.loads(json.dumps({"coregister": coreg, "radiometry": {"offsets": offsets, "normalisation": norm}}, default=str))
         if not all(run.done(s) for s in STAGES):  # (a run with nothing left to do leaves state.json as it was)
             records["prepare"] = {"seconds": round(time.perf_counter() - t_prepare, 3),
-                                  "what": "opening and hashing the source, the cloud screen and co-registration estimate"}
+                                  "what": "opening and hashing the source, the cloud and snow screens and co-registration estimate"}
         if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
             run.state.update(records)
             run._save_state()

@@ -221,6 +221,9 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
     screen = config.get("cloud_screen")  # the rule the run used (config.json), not the option ("auto")
     if screen and screen not in ("auto", "hot", "off"):
         facts.append(("clouds", "screened: " + screen if not str(screen).startswith("none") else str(screen)))
+    snow = config.get("snow_screen")
+    if snow and snow not in ("auto", "off"):
+        facts.append(("snow", "screened: " + snow if not str(snow).startswith("none") else str(snow)))
     return facts
 
 

@@ -376,6 +376,13 @@ def test_run_writes_objects_that_events_refer_to(session_run):
     assert (events["object_rank"].to_numpy() == objects.set_index("object_id").loc[events["object_id"], "rank"].to_numpy()).all()
     # candidate objects come first in the analyst's list
     assert objects["candidate"].iloc[: int(objects["candidate"].sum())].all()
+    # each object names the patch event that stands for it (what `similar --objects` takes): one of its own,
+    # of its onset date, its most atypical there
+    lead = events.set_index("event_id").loc[objects["event_id"]]
+    assert (lead["object_id"].to_numpy() == objects["object_id"].to_numpy()).all()
+    assert (lead["t1"].to_numpy() == objects["t1"].to_numpy()).all()
+    onset = events[events["t1"].to_numpy() == events["object_id"].map(objects.set_index("object_id")["t1"]).to_numpy()]
+    assert (lead["atypicality"].to_numpy() == onset.groupby("object_id")["atypicality"].max().loc[objects["object_id"]].to_numpy()).all()
 
 
 def test_report_lists_the_top_objects(session_run):

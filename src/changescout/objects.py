@@ -105,6 +105,8 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "atypicality": ("float32", "0..1, higher = more atypical object; 0 when not a candidate (those rank after "
                                "every candidate, in the order of their patch event's atypicality)"),
     "rank": ("int32", "1 = most atypical object"),
+    "event_id": ("str", "its most atypical onset patch event (events.parquet), which stands for it: "
+                        "`changescout similar RUN EVENT_ID --objects` searches from it"),
     "false_alarm_rate": ("float32", "calibrated score of its most atypical onset patch (events.parquet): fraction of the run's "
                                     "unchanged-looking patch events scoring at least as high; lower = more certainly a change"),
 }
@@ -444,6 +446,8 @@ def object_geometries(events: gpd.GeoDataFrame, objects: pd.DataFrame) -> gpd.Ge
     first.loc[merged.index] = merged.to_numpy()
     gdf = gpd.GeoDataFrame(objects.copy(), geometry=first.reindex(objects["object_id"]).to_numpy(), crs=events.crs)
     gdf["area_ha"] = _area_ha(gdf)
+    gdf["event_id"] = (lead_events(events, objects)["event_id"].reindex(objects["object_id"]).to_numpy()
+                       if {"event_id", "atypicality"} <= set(events.columns) else "")  # (events not ranked yet: none)
     return gdf[list(OBJECT_SCHEMA) + ["geometry"]].sort_values("rank").reset_index(drop=True)
 
 

@@ -68,6 +68,23 @@ def test_locate_outside_raises_with_bounds(pg):
         assert "372000.0" in msg and "4836000.0" in msg and "EPSG:32631" in msg
 
 
+def test_a_longitude_latitude_given_as_x_y_is_named_with_where_it_lies_in_the_grid_crs(pg):
+    """The report prints lon, lat beside X, Y; pasted into --at they fall outside a UTM grid. The message says
+    where that point is in the grid's CRS, and that X, Y must be given there."""
+    from pyproj import Transformer
+
+    x, y = pg.centres()[0][2], pg.centres()[1][1]
+    lon, lat = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True).transform(x, y)
+    with pytest.raises(GridError) as exc:
+        pg.locate(lon, lat)
+    hint = str(exc.value).split("--at ")[1].rstrip(")")
+    px, py = (float(v) for v in hint.split(","))
+    assert pg.locate(px, py) == (1, 2) and "in the grid's CRS" in str(exc.value)
+    with pytest.raises(GridError) as exc:  # not a longitude, latitude: no hint
+        pg.locate(371_999.0, 4_835_900.0)
+    assert "--at" not in str(exc.value)
+
+
 def test_patch_grid_rejects_bad_patch_size(make_grid):
     with pytest.raises(ConfigError, match="patch_size"):
         PatchGrid(make_grid(32, 32), 0)

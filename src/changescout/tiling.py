@@ -96,8 +96,25 @@ class PatchGrid:
             b = self.grid.bounds
             raise GridError(
                 f"point ({x}, {y}) is outside the patch grid (bounds {b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f} in {self.grid.crs})"
+                + _lonlat_hint(x, y, self.grid.crs)
             )
         return row, col
+
+
+def _lonlat_hint(x: float, y: float, crs) -> str:
+    """Where ``(x, y)`` would be in ``crs`` if they were a longitude and latitude (as the report prints them
+    beside X, Y), when ``crs`` is a projected one; "" otherwise."""
+    from pyproj import CRS, Transformer
+
+    try:
+        projected = CRS.from_user_input(crs).is_projected
+    except Exception:  # noqa: BLE001 - a pixel grid's CRS, or none
+        return ""
+    if not (projected and -180 <= x <= 180 and -90 <= y <= 90):
+        return ""
+    px, py = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(x, y)
+    return (f"; X, Y are in the grid's CRS: read as longitude, latitude this point is {px:.1f},{py:.1f} there "
+            f"(--at {px:.1f},{py:.1f})")
 
 
 # -- series and event ids ---------------------------------------------------------------------------

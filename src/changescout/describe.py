@@ -29,7 +29,9 @@ brightness 0.15 or more, near infrared above 0.11, as Fmask's snow test) whose N
 SWIR1) is above 0.4 (the red band stands in for a missing green). A quarter of the changed pixels going into
 (out of) snow names the object "snow or ice appears" ("snow or ice recedes"); snow over vegetation lowers its
 NDVI and brightens it, so the vegetation and brightness words are then left out: the snow says it. Snow that
-the source's mask (Fmask) flags is not a usable pixel and is never compared.
+the source's mask (Fmask) or the run's snow screen (:mod:`changescout.snow`, NDSI above 0.15: on by default)
+flags is not a usable pixel and is never compared, so these words come where that screen is off
+(``snow_screen: off``, a glacier watched on purpose) or where bands let snow through it.
 """
 
 from __future__ import annotations

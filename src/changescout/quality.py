@@ -56,6 +56,7 @@ pixel, so that a patch partly under a cloud or outside a scene's footprint at on
 from __future__ import annotations
 
 import math
+import re
 
 import dask.array as da
 import numpy as np
@@ -83,6 +84,7 @@ _BY_FAMILY = {
     "msi": {},
 }
 _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
+_SENTINEL2_NUMBER = re.compile(r"B(0\d|1[0-2]|8A)", re.IGNORECASE)
 _TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
 
 
@@ -93,6 +95,7 @@ def band_family(cube: xr.DataArray) -> str | None:
     has (B8A, B12: :data:`changescout.cube.SENTINEL2_ONLY`) is Sentinel-2's, so that its ``B2`` is B02 (a
     Landsat ``B2`` is blue or green, and is not read so without a platform)."""
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
+    platforms -= {"unknown", "", "none", "nan"}  # a scene whose name told no platform: the others decide
     family = None if not platforms else (  # ("LANDSAT_5", as USGS STAC spells it, too)
         "tm" if platforms <= _TM_PLATFORMS else "oli" if platforms <= {"landsat-8", "landsat-9"}
         else "msi" if all(p.startswith("sentinel-2") for p in platforms) else None)
@@ -115,7 +118,14 @@ def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None,
     with the names of the cube's family of platforms (:func:`band_family`, :data:`_BY_FAMILY`: TM/ETM+, OLI,
     Sentinel-2 MSI, whose ``B2`` is ``B02``: :func:`role_band_names`)."""
     bands = role_band_names(cube)
-    extra = _BY_FAMILY.get(band_family(cube), _UNKNOWN_FAMILY)
+    family = band_family(cube)
+    extra = _BY_FAMILY.get(family, _UNKNOWN_FAMILY)
+    if family in ("tm", "oli"):  # a Landsat series: its own numbers (B5 or B05), no Sentinel-2 number (its B11 is thermal)
+        def landsat(wanted):
+            own = extra.get(wanted[0], ())
+            padded = [f"B0{n[1:]}" for n in own if re.fullmatch(r"B\d", n)]
+            return [*own, *padded, *(w for w in wanted if not _SENTINEL2_NUMBER.fullmatch(w))]
+        return tuple(_find(bands, landsat(wanted)) for wanted in names)
     return tuple(_find(bands, [*wanted, *extra.get(wanted[0], ())]) for wanted in names)
 
 

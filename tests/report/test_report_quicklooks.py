@@ -95,6 +95,12 @@ def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
     cube, _ = cube_and_grid
     assert quicklooks.rgb_bands(cube) == ["B04", "B03", "B02"]
     assert quicklooks.rgb_bands(cube.assign_coords(band=["blue", "green", "red", "nir"])) == ["red", "green", "blue"]
+    # Sentinel-2 numbers without the leading zero are its bands; of two names for one band, the first (as the screens)
+    s2 = cube.assign_coords(band=["B2", "B3", "B4", "B8A"])
+    assert quicklooks.rgb_bands(s2) == ["B4", "B3", "B2"]
+    names = ["B2", "B02", "B03", "B4", "B04", "B8A"]
+    both = make_cube(np.zeros((1, 6, 8, 8), "float32"), DATES[:1], names, OutputGrid.from_bounds("EPSG:32631", 10, (0, 0, 80, 80)))
+    assert quicklooks.rgb_bands(both) == ["B4", "B03", "B2"]
     assert quicklooks.rgb_bands(cube.assign_coords(band=["a", "b", "c", "d"])) == ["a", "b", "c"]
     assert quicklooks.rgb_bands(cube.isel(band=[3])) == ["B08"] * 3
 

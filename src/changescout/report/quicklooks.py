@@ -37,7 +37,9 @@ OVERVIEW_SIDE = 768  # a smaller overview map of the objects is enlarged (neares
 def rgb_bands(cube: xr.DataArray) -> list[str]:
     """Red, green and blue band names of ``cube``; the first three bands (or the first, as grey) otherwise."""
     names = [str(b) for b in cube["band"].values]
-    lower = {r.lower(): n for r, n in zip(role_band_names(cube), names)}  # a Sentinel-2 B4 is B04
+    lower = {}
+    for role, name in zip(role_band_names(cube), names):  # a Sentinel-2 B4 is B04
+        lower.setdefault(role.lower(), name)  # (B4 and B04 both in a cube: the first, as the screens read it)
     for triple in RGB_NAMES:
         if all(t.lower() in lower for t in triple):
             return [lower[t.lower()] for t in triple]

@@ -90,6 +90,50 @@ def test_rare_object_type_outranks_a_common_one_of_the_same_size():
     assert obj["rank"].is_unique and obj["rank"].min() == 1
 
 
+def _against(rows, t0):
+    """_events with every t0 at ``t0`` (a fixed reference date)."""
+    ev, vecs = _events(rows)
+    ev["t0"] = T(t0)
+    return ev, vecs
+
+
+def test_against_a_reference_date_a_lasting_change_is_one_object_dated_by_its_first_date():
+    """UAT: with --compare reference, a place that changed once differs from the reference at every later date,
+    and was one object per date (8 of the top 10 on the Landsat series)."""
+    up, down = np.eye(8)[0], -np.eye(8)[0]
+    bg = [(40 + 2 * (i // 20), 2 * (i % 20), "2021-06-01", s, p, v) for i, (_, _, _, s, p, v) in enumerate(_background())]
+    later = [(1, 1, d, 2.0, 2, up) for d in ("2021-03-01", "2021-04-01", "2021-05-01")]
+    later += [(1, 2, d, 2.0, 2, up) for d in ("2021-03-01", "2021-04-01")]  # the same change, two patches, 2 dates
+    later += [(8, 8, "2021-03-01", 2.0, 2, up), (8, 8, "2021-05-01", 2.0, 2, down)]  # another way later: apart
+    ev, vecs = _against(bg + later, "2021-01-01")
+    ranked, obj = ObjectRanker(continuations=True).fit_transform(ev, vecs)
+    lasting = ranked.iloc[len(bg):len(bg) + 5]["object_id"]
+    assert lasting.nunique() == 1
+    o = obj.set_index("object_id").loc[lasting.iloc[0]]
+    assert o["t1"] == T("2021-03-01") and pd.isna(o["t_end"]) and o["n_patches"] == 5
+    assert ranked.iloc[-1]["object_id"] != ranked.iloc[-2]["object_id"]
+    # without the option (consecutive comparisons), or where the later event starts from the earlier one's
+    # date (it does not span it), each date is its own object
+    ranked, _ = ObjectRanker().fit_transform(ev, vecs)
+    assert ranked.iloc[len(bg):len(bg) + 3]["object_id"].nunique() == 3
+    chained = ev.copy()
+    chained.loc[len(bg) + 1, "t0"], chained.loc[len(bg) + 2, "t0"] = T("2021-03-01"), T("2021-04-01")
+    ranked, _ = ObjectRanker(continuations=True).fit_transform(chained, vecs)
+    assert ranked.loc[len(bg) + 2, "object_id"] != ranked.loc[len(bg), "object_id"]
+
+
+def test_a_run_against_a_reference_date_joins_continuations():
+    """rank_events turns the joining on for --compare reference only."""
+    from changescout.pipeline import RunConfig, rank_events
+
+    rows = _background() + [(1, 1, d, 2.0, 2, np.eye(8)[0]) for d in ("2021-03-01", "2021-04-01")]
+    ev, vecs = _against(rows, "2021-01-01")
+    ev["event_id"] = [f"e{i}" for i in range(len(ev))]
+    for compare, n in (("reference:2021-01-01", 1), ("consecutive", 2)):
+        ranked, _, _ = rank_events(ev, vecs, RunConfig(source="synthetic", compare=compare))
+        assert ranked["object_id"].iloc[-2:].nunique() == n, compare
+
+
 def test_elongation_tells_a_line_of_patches_from_a_block():
     line = [(5, c, "2021-05-01", 2.0, 3, np.eye(8)[1]) for c in range(10)]  # a road along a row
     diagonal = [(20 + i, 20 + i, "2021-05-01", 2.0, 3, np.eye(8)[1]) for i in range(6)]  # ... and corner to corner

@@ -653,7 +653,9 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     reduced = clusterer.transform(vectors)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
     ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
-                                   seasonal_weight=config.seasonal_weight).fit_transform(ranked, vectors, states)
+                                   seasonal_weight=config.seasonal_weight,
+                                   continuations=Comparison.parse(config.compare).mode == "reference",
+                                   ).fit_transform(ranked, vectors, states)
     return ranked, cluster_table(ranked), objects
 
 

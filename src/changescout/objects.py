@@ -93,7 +93,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),
     "persistence": ("float32", "median persistence of its onset patches (0 = transient); NaN = unknown"),
-    "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart"),
+    "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart, or not --compare consecutive"),
     "elongation": ("float32", "log ratio of the spread of its onset patches along and across their main axis; 0 = compact "
                               "or fewer than 3 patches, about 2 for a road across 10 patches"),
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z)"),

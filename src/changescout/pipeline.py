@@ -112,13 +112,13 @@ class RunConfig:
             ok = ok and (not integer or float(v).is_integer()) and (lo < v if lo_open else lo <= v) and (hi is None or v <= hi)
             if not ok:
                 span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
-                raise ConfigError(f"{name.replace('_', '-')} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
+                raise ConfigError(f"{_option(name)} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
             setattr(self, name, int(v) if integer else float(v))
         for name in ("source", "kind", "grid", "mask", "mask_convention", "encoder", "weights", "compare", "cloud_screen",
                      "snow_screen", "radiometry", "coregister", "date_normalisation", "rank_by", "label"):
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
-                raise ConfigError(f"{name.replace('_', '-')} must be text, got {v!r}")
+                raise ConfigError(f"{_option(name)} must be text, got {v!r}")
         number("min_clear", 0, 1, lo_open=True)
         number("patch_size", 1, MAX_PATCH, integer=True)  # (rcf learns its filters from windows of 128 px)
         number("transient_weight", 0, 1)
@@ -498,6 +498,10 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")
+    if str(cube.attrs.get("dates", "")).startswith("placeholder"):  # an image pair without dates (LEVIR-CD)
+        stand = " and ".join(f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(cube["time"].values))
+        notes.append(f"note: the images have no dates: {stand} stand for them in the ids, tables and report; "
+                     "give --dates T0,T1 for the real ones")
     unknown = [d for d, r in offsets.get("dates", {}).items()
                if r.get("status") == "unknown" and str(r.get("platform") or "").startswith("sentinel-2")]
     if unknown:
@@ -506,6 +510,16 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
                      "(25 January 2022 on) store reflectance + 0.1; name the files or their folders after their products "
                      "(S2A_MSIL2A_..._N0400_...) to have the offset applied")
     return notes
+
+
+#: Configuration keys that only a --config file sets (named as written there, not as a command-line option).
+CONFIG_ONLY = ("cloud_screen", "snow_screen", "source_options", "encoder_options", "transient_weight",
+               "seasonal_weight", "n_clusters", "report_top")
+
+
+def _option(name: str) -> str:
+    """How a configuration key is named to the user: ``snow_screen`` (a --config key) or ``min-clear`` (--min-clear)."""
+    return name if name in CONFIG_ONLY else name.replace("_", "-")
 
 
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:
@@ -517,7 +531,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     out = Path(out)
     check_run(config, out)
     encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
-    log(f"reading {config.source} (cloud screen {config.cloud_screen}, co-registration {config.coregister})")
+    log(f"reading {config.source} (cloud screen {config.cloud_screen}, snow screen {config.snow_screen}, "
+        f"co-registration {config.coregister})")
     t_prepare = time.perf_counter()
     cube, offsets = apply_offsets(open_source(config), config.radiometry)
     implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
@@ -548,6 +563,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
              "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
              "cloud_screen": cube.attrs.get("cloud_screen"),  # its rule: a changed screen is another run
              "snow_screen": cube.attrs.get("snow_screen")}
+    if str(cube.attrs.get("dates", "")).startswith("placeholder"):  # the report says so beside the dates
+        extra["dates_placeholder"] = True
     if encoder.spec.weights_sha256:  # other weights at the same path (or found in CHANGESCOUT_WEIGHTS_DIR) are another run
         extra["weights_sha256"] = encoder.spec.weights_sha256
     try:

@@ -78,6 +78,9 @@ def test_report_counts_the_series_dates_not_only_those_in_a_change(tmp_path):
     ev = make_events()
     html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "dates": dates}, STATE).read_text()
     assert "7 dates, 2021-01-01 to 2021-07-01 (4 in a change)" in html
+    assert "placeholders" not in html
+    html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "dates": dates, "dates_placeholder": True}, STATE).read_text()
+    assert "(placeholders: the images have no dates; run with --dates for the real ones)" in html  # an image pair (UAT)
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):

@@ -93,6 +93,21 @@ def test_run_source(tmp_path):
     assert pd.Timestamp(cube.time.values[1]) == pd.Timestamp("2019-06-01")
 
 
+def test_a_run_on_a_pair_without_dates_says_its_dates_are_placeholders(tmp_path):
+    """UAT: a LEVIR-CD pair ran with 2000-01-01 and 2001-01-01 in its ids, tables and report, and nothing said
+    they were made up."""
+    from changescout.cube import grid_of
+    from changescout.pipeline import input_notes
+
+    root = make_pairs(tmp_path)
+    cube = open_series(root / "A" / "p1.png")
+    notes = input_notes(cube, {}, grid_of(cube), given_grid=True)
+    assert notes == ["note: the images have no dates: 2000-01-01 and 2001-01-01 stand for them in the ids, tables and "
+                     "report; give --dates T0,T1 for the real ones"]
+    given = open_series(root / "A" / "p1.png", dates=["2015-06-01", "2019-06-01"])
+    assert input_notes(given, {}, grid_of(given), given_grid=True) == []
+
+
 def test_name_mismatches_name_the_file(tmp_path):
     root = make_pairs(tmp_path)
     (root / "B" / "p2.png").unlink()

@@ -64,7 +64,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <h2>Top {top} change objects</h2>
 {overview}
 <p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
-<p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart); t_end: the date a later change undid it (a flood receding).</p>
+<p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
 <p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
@@ -202,6 +202,8 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
         text = f"{len(dates)} dates, {dates.iloc[0]:%Y-%m-%d} to {dates.iloc[-1]:%Y-%m-%d}"
         if len(used) < len(dates):  # cloudy dates, or those a comparison cannot pair
             text += f" ({len(used)} in a change)"
+        if config.get("dates_placeholder"):
+            text += " (placeholders: the images have no dates; run with --dates for the real ones)"
         facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
     if isinstance(config.get("grid"), dict) and config.get("patch_size") and {"row", "col"} <= set(events.columns):

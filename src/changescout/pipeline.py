@@ -33,7 +33,7 @@ from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
-from .cube import crs_unit, grid_of
+from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
@@ -489,7 +489,10 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     out, and the Sentinel-2 dates whose processing baseline (so the -1000 offset of baselines 04.00 on) it
     could not tell."""
     notes = []
-    if not given_grid:
+    if not given_grid and not on_earth(grid.crs):  # an image pair without georeferencing: its pixels
+        notes.append(f"grid: image pixels (the images are not georeferenced), {grid.shape[1]} x {grid.shape[0]} px; "
+                     "areas are not known")
+    elif not given_grid:
         (h, w), (rx, ry) = grid.shape, grid.resolution
         res = f"{abs(rx):g}" if np.isclose(abs(rx), abs(ry)) else f"{abs(rx):g} x {abs(ry):g}"
         unit = _unit_word(grid.crs)

@@ -104,6 +104,9 @@ def test_a_run_on_a_pair_without_dates_says_its_dates_are_placeholders(tmp_path)
     notes = input_notes(cube, {}, grid_of(cube), given_grid=True)
     assert notes == ["note: the images have no dates: 2000-01-01 and 2001-01-01 stand for them in the ids, tables and "
                      "report; give --dates T0,T1 for the real ones"]
+    # nor a georeference: the grid is named as pixels, not as the pixel CRS's WKT
+    grid_note = input_notes(cube, {}, grid_of(cube), given_grid=False)[0]
+    assert grid_note == "grid: image pixels (the images are not georeferenced), 32 x 24 px; areas are not known"
     given = open_series(root / "A" / "p1.png", dates=["2015-06-01", "2019-06-01"])
     assert input_notes(given, {}, grid_of(given), given_grid=True) == []
 

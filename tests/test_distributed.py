@@ -25,6 +25,7 @@ def test_a_run_on_a_cluster_writes_what_a_local_run_writes(capsys, tmp_path):
         code, out, err, _ = run_cli(capsys, "run", src, "--out", tmp_path / "cluster", "--scheduler", cluster.scheduler_address)
         assert code == 0, err
         assert "Top 10" in out
+        assert f"computing on the dask cluster at {cluster.scheduler_address}: 1 worker(s), 2 thread(s)" in out + err
     a, b = (xr.open_zarr(tmp_path / d / "embeddings.zarr") for d in ("local", "cluster"))
     np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)  # rcf learnt the same filters
     for table in ("events.parquet", "objects.parquet"):

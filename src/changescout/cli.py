@@ -221,9 +221,10 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
         client = cluster.connect(scheduler)
         if not _state["debug"]:
             cluster.quiet_logs()
-        workers = client.scheduler_info().get("workers", {})
-        _log(f"computing on the dask cluster at {scheduler}: {len(workers)} worker(s), "
-             f"{sum(w.get('nthreads', 0) for w in workers.values())} thread(s)")
+        with contextlib.suppress(Exception):  # (a cluster that is already going: the run's own error tells it)
+            workers = client.scheduler_info().get("workers", {})
+            _log(f"computing on the dask cluster at {scheduler}: {len(workers)} worker(s), "
+                 f"{sum(w.get('nthreads', 0) for w in workers.values())} thread(s)")
         try:
             with cluster.WorkerWatch(client, scheduler, _log):
                 run_pipeline(config, out, overwrite=overwrite, progress=None, log=_log)

@@ -23,7 +23,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from . import runlock
-from .errors import ChangescoutError, ConfigError
+from .errors import ChangescoutError, ConfigError, OutputError
 
 
 class _FlagsShownAsFlags:
@@ -405,8 +405,6 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if named not in (None, fmt):  # a GIS opens a file by its extension
         raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
     if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
-        from .errors import OutputError
-
         raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
     _not_the_runs_own(target, run_dir)
     with runlock.reading(run_dir):  # not while a run rewrites it

@@ -45,6 +45,7 @@ from .radiometry import apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
+from .sources.pairs import has_placeholder_dates
 from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
@@ -501,7 +502,7 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")
-    if str(cube.attrs.get("dates", "")).startswith("placeholder"):  # an image pair without dates (LEVIR-CD)
+    if has_placeholder_dates(cube):  # an image pair without dates (LEVIR-CD)
         stand = " and ".join(f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(cube["time"].values))
         notes.append(f"note: the images have no dates: {stand} stand for them in the ids, tables and report; "
                      "give --dates T0,T1 for the real ones")
@@ -566,7 +567,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
              "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
              "cloud_screen": cube.attrs.get("cloud_screen"),  # its rule: a changed screen is another run
              "snow_screen": cube.attrs.get("snow_screen")}
-    if str(cube.attrs.get("dates", "")).startswith("placeholder"):  # the report says so beside the dates
+    if has_placeholder_dates(cube):  # the report says so beside the dates
         extra["dates_placeholder"] = True
     if encoder.spec.weights_sha256:  # other weights at the same path (or found in CHANGESCOUT_WEIGHTS_DIR) are another run
         extra["weights_sha256"] = encoder.spec.weights_sha256

@@ -109,16 +109,19 @@ def role_band_names(cube: xr.DataArray) -> list[str]:
     """``cube``'s band names as the band roles are looked up (:func:`find_bands`): Sentinel-2's bare numbers
     spelt as Sentinel-2 does (``B2`` -> ``B02``) where the series is Sentinel-2's (:func:`band_family`), the
     names as they are otherwise. Same order as the cube's bands, which keep their names."""
-    names = band_names(cube)
-    return [sentinel2_band(b) for b in names] if band_family(cube) == "msi" else names
+    return _role_names(band_names(cube), band_family(cube))
+
+
+def _role_names(names: list[str], family: str | None) -> list[str]:
+    return [sentinel2_band(b) for b in names] if family == "msi" else names
 
 
 def find_bands(cube: xr.DataArray, *names: tuple[str, ...]) -> tuple[int | None, ...]:
     """Index in ``cube`` of the first band found of each tuple of ``names`` (None where absent), case-blind,
     with the names of the cube's family of platforms (:func:`band_family`, :data:`_BY_FAMILY`: TM/ETM+, OLI,
     Sentinel-2 MSI, whose ``B2`` is ``B02``: :func:`role_band_names`)."""
-    bands = role_band_names(cube)
     family = band_family(cube)
+    bands = _role_names(band_names(cube), family)
     extra = _BY_FAMILY.get(family, _UNKNOWN_FAMILY)
     if family in ("tm", "oli"):  # a Landsat series: its own numbers (B5 or B05), no Sentinel-2 number (its B11 is thermal)
         def landsat(wanted):

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from .cube import Quality
+from .errors import ConfigError
 from .quality import GREEN, NIR, RED, SWIR1, find_bands
 
 MODES = ("auto", "off")
@@ -57,8 +58,6 @@ def screen_snow(cube: xr.DataArray, mode: str = "auto", ndsi: float = 0.15, min_
 
     ``auto`` screens when the series has a visible band (green, else red), a near-infrared band and a SWIR
     band near 1.6 um, found by name (:func:`changescout.quality.find_bands`); ``off`` never does."""
-    from .errors import ConfigError
-
     if mode not in MODES:
         raise ConfigError(f"snow_screen must be {' or '.join(MODES)}, got {mode!r}")
     out = cube.copy()

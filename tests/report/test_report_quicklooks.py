@@ -101,6 +101,9 @@ def test_rgb_band_names_fall_back_to_the_first_bands(cube_and_grid):
     names = ["B2", "B02", "B03", "B4", "B04", "B8A"]
     both = make_cube(np.zeros((1, 6, 8, 8), "float32"), DATES[:1], names, OutputGrid.from_bounds("EPSG:32631", 10, (0, 0, 80, 80)))
     assert quicklooks.rgb_bands(both) == ["B4", "B03", "B2"]
+    # a Landsat series' own numbers, as the screens read them (TM: SR_B3 red, SR_B2 green, SR_B1 blue)
+    tm = cube.assign_coords(band=["SR_B1", "SR_B2", "SR_B3", "SR_B4"], platform=("time", ["landsat-5"] * 4))
+    assert quicklooks.rgb_bands(tm) == ["SR_B3", "SR_B2", "SR_B1"]
     assert quicklooks.rgb_bands(cube.assign_coords(band=["a", "b", "c", "d"])) == ["a", "b", "c"]
     assert quicklooks.rgb_bands(cube.isel(band=[3])) == ["B08"] * 3
 

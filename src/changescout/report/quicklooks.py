@@ -20,12 +20,11 @@ import xarray as xr
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_path
-from ..quality import role_band_names
+from ..quality import BLUE, GREEN, RED, find_bands
 from ..tiling import PatchGrid
 
 MAX_SIDE = 1024
 CHIP_SIDE = 240  # chips smaller than this are enlarged (nearest neighbour)
-RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"))
 PERCENTILES = (2.0, 98.0)
 _BINS = 4096  # histogram bins over 0..1 reflectance for the series-wide stretch
 OUTLINE = (255, 220, 0)
@@ -37,12 +36,9 @@ OVERVIEW_SIDE = 768  # a smaller overview map of the objects is enlarged (neares
 def rgb_bands(cube: xr.DataArray) -> list[str]:
     """Red, green and blue band names of ``cube``; the first three bands (or the first, as grey) otherwise."""
     names = [str(b) for b in cube["band"].values]
-    lower = {}
-    for role, name in zip(role_band_names(cube), names):  # a Sentinel-2 B4 is B04
-        lower.setdefault(role.lower(), name)  # (B4 and B04 both in a cube: the first, as the screens read it)
-    for triple in RGB_NAMES:
-        if all(t.lower() in lower for t in triple):
-            return [lower[t.lower()] for t in triple]
+    found = find_bands(cube, RED, GREEN, BLUE)  # as the screens read them (a Sentinel-2 B4, a Landsat SR_B3)
+    if None not in found:
+        return [names[i] for i in found]
     return names[:3] if len(names) >= 3 else [names[0]] * 3
 
 

@@ -51,6 +51,11 @@ def is_pixel_grid(cube: xr.DataArray) -> bool:
     return cube.attrs.get("crs_fallback") == "pixel"
 
 
+def has_placeholder_dates(cube: xr.DataArray) -> bool:
+    """Whether ``cube``'s dates stand in for dates the pair does not have (:data:`PLACEHOLDER_DATES`)."""
+    return str(cube.attrs.get("dates", "")).startswith("placeholder")
+
+
 # -- the dataset ----------------------------------------------------------------------------------------
 def list_items(root, *, labelled: bool = True) -> list[str]:
     """Names (file names without extension) of the pairs under ``root``, sorted.

@@ -436,6 +436,16 @@ def test_robust_zscore_floor_for_constant_patches():
     assert z[3] == pytest.approx(3 / (0.5 * 1.4826), rel=1e-5)
 
 
+def test_robust_zscore_is_unknown_for_a_patch_with_one_change():
+    """A patch with a single change (an image pair; a patch clear at two dates only) has no history: its
+    zscore is NaN, not 0 ("ordinary for the place"); the other patches keep theirs."""
+    values = np.array([5.0, 1.0, 2.0, 3.0, 9.0])
+    groups = np.array([0, 1, 1, 1, 2])
+    z = robust_zscore(values, groups)
+    assert np.isnan(z[[0, 4]]).all()
+    assert np.isfinite(z[1:4]).all() and z[3] > 0 > z[1]
+
+
 # -- compute_changes / storage ---------------------------------------------------------------------------
 def embeddings_ds(E_tpd, nr=1, nc=None, clear=None):
     T, P, Dd = E_tpd.shape

@@ -9,7 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from changescout.errors import ConfigError
 from changescout.events import check_directions
-from changescout.rank import RANK_BY, AtypicalityRanker, RarityScorer, percentile
+from changescout.rank import RANK_BY, AtypicalityRanker, RarityScorer, magnitude_score, percentile
 
 @parametrize_with_checks([RarityScorer(), RarityScorer(n_neighbors=3, contamination=0.1)])
 def test_sklearn_contract(estimator, check):
@@ -139,6 +139,21 @@ def test_by_options():
     comb = AtypicalityRanker(by="combined").rank(ev, red)
     np.testing.assert_allclose(comb["atypicality"], np.sqrt(by_rar["rarity"] * expected), rtol=1e-5)
     assert RANK_BY == ("combined", "rarity", "magnitude")
+
+
+def test_unknown_zscores_count_as_the_middle_and_leave_the_order_to_surprise():
+    ev, red = events_table()
+    pair = ev.assign(zscore=np.nan)  # an image pair: no patch has a history
+    by_mag = AtypicalityRanker(by="magnitude").rank(pair, red)
+    np.testing.assert_allclose(by_mag["atypicality"], np.sqrt(0.5 * percentile(ev["surprise"])), rtol=1e-6)
+    assert by_mag.sort_values("rank")["surprise"].is_monotonic_decreasing
+    # where some are known, those take their percentile among the known ones, the others 0.5
+    some = ev.copy()
+    some.loc[:4, "zscore"] = np.nan
+    z = some["zscore"].to_numpy()
+    expected = np.where(np.isnan(z), 0.5, 0.0)
+    expected[~np.isnan(z)] = percentile(z[~np.isnan(z)])
+    np.testing.assert_allclose(magnitude_score(some["surprise"], z), np.sqrt(percentile(some["surprise"]) * expected))
 
 
 def test_bad_by_is_a_config_error():

@@ -302,13 +302,16 @@ def comparable(E: np.ndarray, distance: str | None) -> np.ndarray:
 
 
 def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """``(v - median) / (1.4826 MAD)`` within each group, with a floor on the scale from all groups."""
+    """``(v - median) / (1.4826 MAD)`` within each group, with a floor on the scale from all groups; NaN
+    (unknown) in a group of one value: a patch with no other change to compare with (an image pair, or a
+    patch clear at two dates only) has no history, and 0 would read as "ordinary for the place"."""
     s = pd.Series(values)
     g = s.groupby(groups)
     med = g.transform("median")
     mad = (s - med).abs().groupby(groups).transform("median") * 1.4826
     floor = max(float(np.nanmedian(mad)) * 0.5, 1e-6) if len(mad) else 1e-6
-    return ((s - med) / np.maximum(mad, floor)).to_numpy(np.float32)
+    z = (s - med) / np.maximum(mad, floor)
+    return z.where(g.transform("size") > 1).to_numpy(np.float32)
 
 
 def _spans(n: int, block: int) -> list[tuple[int, int]]:

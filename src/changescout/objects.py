@@ -78,7 +78,7 @@ from .change import comparable
 from .cube import on_earth
 from .errors import ConfigError, check_columns
 from .events import damaged_output, missing_output, write_geoparquet
-from .rank import RANK_BY, RarityScorer, false_alarm_rate, percentile
+from .rank import RANK_BY, RarityScorer, false_alarm_rate, magnitude_score, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -91,7 +91,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "area_ha": ("float64", "area of the dissolved polygon of its patches in hectares (whole patches: at least the area that changed; equal-area projection where the CRS distorts areas; NaN for pixel grids)"),
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
-    "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place"),
+    "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place; NaN = unknown (no patch has a history)"),
     "persistence": ("float32", "median persistence of its onset patches (0 = transient); NaN = unknown"),
     "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart, or not --compare consecutive"),
     "elongation": ("float32", "log ratio of the spread of its onset patches along and across their main axis; 0 = compact "
@@ -419,7 +419,7 @@ class ObjectRanker(BaseEstimator):
             desc = object_descriptors(ev, vectors, obj.loc[cand, "object_id"].to_numpy())
             shape = self.shape_weight * obj.loc[cand, "elongation"].to_numpy(float)[:, None] if self.shape_weight else None
             rarity[cand] = percentile(_knn_distance(desc, self.n_neighbors, shape))
-            mag = np.sqrt(percentile(obj.loc[cand, "surprise"]) * percentile(obj.loc[cand, "zscore"]))
+            mag = magnitude_score(obj.loc[cand, "surprise"], obj.loc[cand, "zscore"])
             score[cand] = {"rarity": rarity[cand], "magnitude": mag,
                            "combined": np.cbrt(rarity[cand] * mag * mag)}[self.by]
             if self.by == "combined" and self.event_weight > 0 and "atypicality" in ev:  # its strongest patch vs all events

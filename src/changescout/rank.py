@@ -100,6 +100,18 @@ def percentile(values) -> np.ndarray:
     return (v.rank(method="average") / max(len(v), 1)).to_numpy()
 
 
+def magnitude_score(surprise, zscore) -> np.ndarray:
+    """The magnitude term of the ranking: the geometric mean of the percentiles of ``surprise`` and
+    ``zscore``. An unknown zscore (NaN: no history for the patch) counts as the middle, 0.5, so that an image
+    pair ranks by surprise alone, as when every zscore was 0; known ones take their percentile among the
+    known ones."""
+    z = pd.Series(np.asarray(zscore, dtype=float))
+    known = z.notna()
+    pz = np.full(len(z), 0.5)
+    pz[known.to_numpy()] = percentile(z[known])
+    return np.sqrt(percentile(surprise) * pz)
+
+
 class AtypicalityRanker(BaseEstimator):
     """Compute ``rarity``, ``atypicality`` and ``rank`` for an events table."""
 
@@ -132,7 +144,7 @@ class AtypicalityRanker(BaseEstimator):
         type_rarity = -np.log(sizes / n)
         ev["cluster_size"] = sizes.astype(np.int32)
         ev["rarity"] = (0.5 * (percentile(knn) + percentile(type_rarity))).astype(np.float32)
-        mag = np.sqrt(percentile(ev["surprise"]) * percentile(ev["zscore"]))
+        mag = magnitude_score(ev["surprise"], ev["zscore"])
         score = {"rarity": ev["rarity"].to_numpy(), "magnitude": mag,
                  "combined": np.sqrt(ev["rarity"].to_numpy() * mag)}[self.by]
         transient = (ev["persistence"] == 0).fillna(False).to_numpy(bool)

@@ -205,6 +205,11 @@ def test_a_run_on_an_image_pair_writes_its_outputs_in_pixel_coordinates(tmp_path
     out = run_pipeline(RunConfig(source=str(root / "A" / "p1.png"), patch_size=16), tmp_path / "run", log=lambda *a: None)
     objects = gpd.read_parquet(out / "objects.parquet")
     assert objects["area_ha"].isna().all()
+    # a pair gives each patch one change: no history to compare it with, so its zscore is unknown (it read
+    # 0, "ordinary for the place"), and the events rank by their surprise among the candidates' rarity
+    events = gpd.read_parquet(out / "events.parquet")
+    assert events["zscore"].isna().all() and objects["zscore"].isna().all()
+    assert events["atypicality"].notna().all() and (events["atypicality"] > 0).any()
     html = (out / "report.html").read_text()
     first = objects.sort_values("rank").iloc[0].geometry.centroid
     assert f"{first.x:.0f}, {first.y:.0f}" in html

@@ -69,7 +69,8 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <h2>Top {top} most atypical patch changes</h2>
 <p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
-embedding; zscore: that size against the patch's own other changes (high: unusual for this place).</p>
+embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
+has no other change, as in an image pair).</p>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}

@@ -110,7 +110,8 @@ def test_against_a_reference_date_a_lasting_change_is_one_object_dated_by_its_fi
     lasting = ranked.iloc[len(bg):len(bg) + 5]["object_id"]
     assert lasting.nunique() == 1
     o = obj.set_index("object_id").loc[lasting.iloc[0]]
-    assert o["t1"] == T("2021-03-01") and pd.isna(o["t_end"]) and o["n_patches"] == 5
+    assert o["t1"] == T("2021-03-01") and pd.isna(o["t_end"])
+    assert o["n_patches"] == 2 and o["n_events"] == 5  # two places, seen at 3 and 2 dates
     assert ranked.iloc[-1]["object_id"] != ranked.iloc[-2]["object_id"]
     # without the option (consecutive comparisons), or where the later event starts from the earlier one's
     # date (it does not span it), each date is its own object
@@ -287,7 +288,8 @@ def test_a_flood_and_its_recession_are_one_episode():
     ids = ranked["object_id"].to_numpy()[-7:]
     assert ids[0] == ids[1] == ids[2] == ids[3] and len({ids[0], ids[4], ids[5], ids[6]}) == 4
     flood = obj.set_index("object_id").loc[ids[0]]
-    assert flood["t1"] == T("2021-03-01") and flood["t_end"] == T("2021-05-01") and flood["n_patches"] == 4
+    assert flood["t1"] == T("2021-03-01") and flood["t_end"] == T("2021-05-01")
+    assert flood["n_patches"] == 2 and flood["n_events"] == 4  # two places, at its onset and at its end
     assert flood["persistence"] == 1  # from its onset patch events
     assert pd.isna(obj.set_index("object_id").loc[ids[5], "t_end"])
     apart, _ = ObjectRanker(episodes=False).fit_transform(ev, vecs)
@@ -413,7 +415,9 @@ def test_run_writes_objects_that_events_refer_to(session_run):
     assert set(events["object_id"]) == set(objects["object_id"])
     assert objects["rank"].tolist() == list(range(1, len(objects) + 1))
     per_object = events.groupby("object_id").size()
-    assert (objects.set_index("object_id")["n_patches"] == per_object.reindex(objects["object_id"])).all()
+    assert (objects.set_index("object_id")["n_events"] == per_object.reindex(objects["object_id"])).all()
+    places = events.drop_duplicates(["object_id", "row", "col"]).groupby("object_id").size()
+    assert (objects.set_index("object_id")["n_patches"] == places.reindex(objects["object_id"])).all()
     assert objects["candidate"].any() and (objects.loc[objects["candidate"], "n_patches"] >= 1).all()
     assert (objects["area_ha"] > 0).all()
     # every event carries its object's rank

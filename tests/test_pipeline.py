@@ -212,6 +212,41 @@ def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_co
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
 
 
+def test_outputs_cut_short_are_rebuilt_not_reported_as_finished(session_run, session_config, copy_run):
+    """UAT: a rerun over a truncated events.parquet (a full disk, a broken copy) exited 0 under -q, and one over
+    a truncated map or report.html said "Outputs in ..." over files no reader opens. The stage that wrote a
+    damaged output runs again, and so do the stages after it; the log names the file."""
+    from changescout.intact import problem
+
+    run = copy_run(session_run)
+    for f in ("events.parquet", "maps/atypicality.tif", "report.html"):
+        data = (run / f).read_bytes()
+        (run / f).write_bytes(data[: len(data) // 2])
+        assert problem(run / f) is not None
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("events.parquet: cannot be read" in m and "the rank stage runs again" in m for m in logs)
+    assert any("finished stages: embed, changes; to run: rank, outputs" in m for m in logs)
+    for f in ("events.parquet", "objects.parquet", "index.faiss", "maps", "report.html"):
+        assert problem(run / f) is None, f
+    a, b = read_events(session_run), read_events(run)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
+
+
+def test_a_stage_after_one_that_runs_again_runs_again(session_run, session_config, copy_run):
+    """UAT: rank interrupted after an earlier run's outputs stage was done: the resume line listed outputs as
+    finished. Outputs made before the rank stage reran would be older than the tables they show."""
+    run = copy_run(session_run)
+    state = json.loads((run / "state.json").read_text())
+    state["stages"]["rank"] = {"status": "interrupted"}
+    (run / "state.json").write_text(json.dumps(state))
+    report = (run / "report.html").stat().st_mtime_ns
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("finished stages: embed, changes; to run: rank, outputs" in m for m in logs)
+    assert (run / "report.html").stat().st_mtime_ns > report
+
+
 def test_a_stage_stopped_by_ctrl_c_is_marked_interrupted_and_resumed(session_run, session_config, copy_run, monkeypatch):
     """state.json tells an interruption (Ctrl-C, SIGTERM) from a failure; the same command resumes it."""
     import changescout.pipeline as pipeline

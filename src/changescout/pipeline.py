@@ -38,6 +38,7 @@ from .describe import describe_objects
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
+from .intact import problem
 from .errors import ConfigError, InputError, OutputError, RunExistsError
 from .events import COLUMNS, REPLACED, write_events
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
@@ -54,10 +55,12 @@ MAX_PATCH = 128
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
              "objects.parquet", "index.faiss", "maps", "quicklooks", "report.html", "rcf_weights.npz",
              *(f"{t}.{f}" for t in ("events", "objects") for f in ("gpkg", "geojson", "csv")))  # `changescout export`
-#: What the rank stage writes: a rerun redoes the stage when one of them is missing.
+#: What the rank stage writes: a rerun redoes the stage when one of them is missing or unreadable.
 RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.faiss")
 #: What the outputs stage writes, likewise.
 OUTPUT_FILES = ("maps", "quicklooks", "report.html")
+#: Each stage's outputs (:func:`stages_to_run` checks them before a rerun skips the stage).
+STAGE_FILES = {"embed": ("embeddings.zarr",), "changes": ("changes.zarr",), "rank": RANK_FILES, "outputs": OUTPUT_FILES}
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
@@ -580,9 +583,12 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         if any(run.state.get(k) != v for k, v in records.items()):  # a resumed run leaves state.json as it was
             run.state.update(records)
             run._save_state()
+        todo = stages_to_run(run)
         if getattr(run, "resumed", False):
-            log(f"resuming the run in {out} (finished stages: {', '.join(s for s in STAGES if run.done(s)) or 'none'})")
-        _run_stages(run, config, cube, encoder, patch_grid, comp, series, progress)
+            kept = [s for s in STAGES if s not in todo]
+            log(f"resuming the run in {out} (finished stages: {', '.join(kept) or 'none'}"
+                f"{'; to run: ' + ', '.join(todo) if todo else ''})")
+        _run_stages(run, config, cube, encoder, patch_grid, comp, series, progress, todo)
     except BaseException as exc:
         run.abandon(exc)
         raise
@@ -590,10 +596,28 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     return out
 
 
-def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGrid, comp: Comparison, series: str, progress) -> None:
+def stages_to_run(run: Run) -> list[str]:
+    """The stages a (re)run must run, in order: from the first one that is not done, or whose outputs are
+    missing or unreadable (:func:`changescout.intact.problem`: a file cut short by a full disk or a copy), to
+    the last; a stage after one that runs again runs again too, so that no output is older than what it was
+    made from. A damaged output is named in the log."""
+    for i, name in enumerate(STAGES):
+        if not run.done(name):
+            return list(STAGES[i:])
+        for f in STAGE_FILES[name]:
+            why = problem(run.out / f)
+            if why is not None:
+                if why != "missing":  # a deleted output is simply rebuilt, as before
+                    run.log(f"{run.out / f}: {why}: the {name} stage runs again to rebuild it")
+                return list(STAGES[i:])
+    return []
+
+
+def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGrid, comp: Comparison, series: str, progress,
+                todo=STAGES) -> None:
     out = run.out
     emb_path = out / "embeddings.zarr"
-    if not (run.done("embed") and emb_path.exists()):
+    if "embed" in todo:
         with run.stage("embed") as info:
             t = time.perf_counter()
             ds = embed_cube(cube, encoder, patch_grid, emb_path, series, progress=progress("embedding", cube.sizes["time"]) if progress else None)
@@ -606,14 +630,14 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
     # cluster (--scheduler) every read would otherwise be a task whose result a worker sends back (the rank
     # and outputs stages took 2-3 times as long there), and what they compute is this process' numpy work.
     with dask.config.set(scheduler="threads"):
-        _analyse(run, config, cube, comp, series, open_embeddings(emb_path))
+        _analyse(run, config, cube, comp, series, open_embeddings(emb_path), todo)
 
 
-def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, embeddings) -> None:
+def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, embeddings, todo=STAGES) -> None:
     """The stages after the embedding: changes, rank (events, objects, search index) and outputs."""
     out = run.out
     ch_path = out / "changes.zarr"
-    if not (run.done("changes") and ch_path.exists()):
+    if "changes" in todo:
         with run.stage("changes") as info:
             events, vectors, search = compute_changes(embeddings, comp, search=True)
             if len(events) == 0:
@@ -634,7 +658,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             if (note := comp.baseline_note(events)) is not None:
                 run.log(note)
 
-    if not (run.done("rank") and all((out / f).exists() for f in RANK_FILES)):  # a deleted one is rebuilt
+    if "rank" in todo:
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
             states = change_states(embeddings, events, len(vectors))
@@ -650,7 +674,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
             info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
 
-    if not (run.done("outputs") and all((out / f).exists() for f in OUTPUT_FILES)):  # a deleted one is rebuilt
+    if "outputs" in todo:
         with run.stage("outputs"):
             write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
 

@@ -720,6 +720,30 @@ def test_a_second_process_on_the_same_run_directory_is_refused(session_run, sess
     run_pipeline(session_config(), run, **QUIET)  # the lock went with the run that held it
 
 
+@pytest.mark.skipif(os.name != "posix", reason="run directories are locked with flock on POSIX")
+def test_a_reader_started_while_a_run_reads_its_source_is_told_a_run_writes_the_directory(session_run, session_config,
+                                                                                         copy_run, monkeypatch):
+    """UAT: `similar` started while a resumed run was still reading its source said the run had no index.faiss
+    and asked for `changescout run` (the run locked the directory only once the source was read)."""
+    from changescout import pipeline
+    from changescout.similar import find_similar
+
+    run = copy_run(session_run)
+    (run / "index.faiss").unlink()  # to be rebuilt by this run
+    said, read = [], pipeline.open_source
+
+    def read_while_a_reader_comes(config):
+        with pytest.raises(RunExistsError, match="a changescout run is writing this run directory") as exc:
+            find_similar(run, read_events(run)["event_id"].iloc[0], k=3)
+        said.append(exc.value.exit_code)
+        return read(config)
+
+    monkeypatch.setattr(pipeline, "open_source", read_while_a_reader_comes)
+    run_pipeline(session_config(), run, **QUIET)
+    assert said == [2] and (run / "index.faiss").exists()
+    find_similar(run, read_events(run)["event_id"].iloc[0], k=3)  # the lock went with the run
+
+
 def test_a_refused_run_names_each_difference_once_and_readably():
     """An option and what it resolved to (bands, dates) share a name; the resolved sections read as words."""
     from changescout.pipeline import _differences

@@ -472,6 +472,17 @@ def check_run(config: RunConfig, out: Path) -> None:
         check_exists(config.source)
 
 
+def _hold(out: Path, log) -> int | None:
+    """An exclusive lock on ``out`` when it is already a directory (:func:`changescout.runlock.acquire`; None
+    when it is not, or cannot be locked: :meth:`Run.prepare` then locks or says why)."""
+    if not out.is_dir():
+        return None
+    try:
+        return runlock.acquire(out, exclusive=True, log=log)
+    except OSError:
+        return None
+
+
 def _read_json(path: Path, what_to_do: str) -> dict:
     """A run directory's JSON record; an unreadable one (cut short, edited) is named with what to do."""
     try:
@@ -537,35 +548,44 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
     failures (an interruption) leave the unfinished run to be resumed by the same command."""
     out = Path(out)
     check_run(config, out)
-    encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
-    log(f"reading {config.source} (cloud screen {config.cloud_screen}, snow screen {config.snow_screen}, "
-        f"co-registration {config.coregister})")
-    t_prepare = time.perf_counter()
-    cube, offsets = apply_offsets(open_source(config), config.radiometry)
-    implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
-    select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
-    cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
-    cube, coreg = coregister(cube, config.coregister)
-    cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
-    grid = grid_of(cube)
-    patch_grid = PatchGrid(grid, config.patch_size)
-    for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible:
-        log(note)
-    comp = Comparison.parse(config.compare, min_clear=config.min_clear)
+    # An existing run directory is locked from here, not from Run.prepare: a `similar` or `export` started
+    # while the source is read (minutes on a large series) is told that a run is writing it, not that the
+    # run has no index.faiss and needs `changescout run` (UAT).
+    held = _hold(out, log)
     try:
-        comp.check_dates(pd.DatetimeIndex(cube["time"].values))
-    except ConfigError as exc:  # a problem of this series: named
-        raise ConfigError(exc.message, exc.path or cube.attrs.get("source", config.source)) from None
-    if (note := comp.note(pd.DatetimeIndex(cube["time"].values))) is not None:
-        log(note)
-    inputs = _input_hashes(cube)
-    source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
-    # config.json holds the configuration as resolved: the kind the source was taken for and the label its
-    # ids carry, so that a rerun spelling them out (--kind stacked, --label ...) is the same run and resumes
-    config = dataclasses.replace(config, kind=cube.attrs.get("source_kind", config.kind),
-                                 label=config.label or cube.attrs.get("label", "series"))
-    series = series_id(config.label, source_digest, grid, config.patch_size)
-    run = Run(out, config, overwrite=overwrite, log=log)
+        encoder = _build_encoder(config)  # an unknown encoder or bad weights: before the source is read
+        log(f"reading {config.source} (cloud screen {config.cloud_screen}, snow screen {config.snow_screen}, "
+            f"co-registration {config.coregister})")
+        t_prepare = time.perf_counter()
+        cube, offsets = apply_offsets(open_source(config), config.radiometry)
+        implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
+        select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
+        cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
+        cube, coreg = coregister(cube, config.coregister)
+        cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
+        grid = grid_of(cube)
+        patch_grid = PatchGrid(grid, config.patch_size)
+        for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible:
+            log(note)
+        comp = Comparison.parse(config.compare, min_clear=config.min_clear)
+        try:
+            comp.check_dates(pd.DatetimeIndex(cube["time"].values))
+        except ConfigError as exc:  # a problem of this series: named
+            raise ConfigError(exc.message, exc.path or cube.attrs.get("source", config.source)) from None
+        if (note := comp.note(pd.DatetimeIndex(cube["time"].values))) is not None:
+            log(note)
+        inputs = _input_hashes(cube)
+        source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
+        # config.json holds the configuration as resolved: the kind the source was taken for and the label its
+        # ids carry, so that a rerun spelling them out (--kind stacked, --label ...) is the same run and resumes
+        config = dataclasses.replace(config, kind=cube.attrs.get("source_kind", config.kind),
+                                     label=config.label or cube.attrs.get("label", "series"))
+        series = series_id(config.label, source_digest, grid, config.patch_size)
+        run = Run(out, config, overwrite=overwrite, log=log)
+    except BaseException:
+        runlock.release(held)
+        raise
+    run._lock_fd = held
     extra = {"series": series, "grid": grid.to_dict(), "dates": [str(t)[:10] for t in cube["time"].values],
              "bands": [str(b) for b in cube["band"].values], "comparison": str(comp),
              "cloud_screen": cube.attrs.get("cloud_screen"),  # its rule: a changed screen is another run

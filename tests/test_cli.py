@@ -619,6 +619,26 @@ def test_summary_keeps_every_number_whole_and_areas_to_two_decimals(capsys, monk
         assert f"{o['area_ha']:.2f}" in line and f"{o['atypicality']:.3f}" in line and f"{o['false_alarm_rate']:.2%}" in line
 
 
+def test_summary_marks_the_single_patches_that_do_not_stand_out(capsys, monkeypatch, session_run, copy_run):
+    """UAT: on a small crop the top 10 held five objects that are not candidates, printed with atypicality
+    0.000 beside better false-alarm rates than the candidates above them, and nothing said what they were."""
+    from rich.console import Console
+
+    from changescout.objects import write_objects
+
+    run = copy_run(session_run)
+    objects = read_objects(run)
+    objects.loc[objects["rank"] > 6, "candidate"] = False  # as in a run with six objects that stand out
+    objects.loc[objects["rank"] > 6, "atypicality"] = 0.0
+    write_objects(objects, run / "objects.parquet")
+    monkeypatch.setattr(cli, "out_console", Console(width=200))
+    cli._summary(run)
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if re.match(r"\s*8\s+\d+\s+\d{4}-", l))
+    assert "0.000" not in line and " - " in line
+    assert "Ranks 7-10: single patches that do not stand out from the run's bulk (not candidates)" in out
+
+
 def test_tables_keep_a_path_whole_before_the_columns_they_may_leave_out():
     """A run's path split over two lines cannot be copied into --in; the columns listed as droppable go first
     (review: at 160 columns the path was split while cluster and object rank stayed), and a path folds only

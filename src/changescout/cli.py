@@ -184,7 +184,8 @@ def _summary(run_dir: Path, top: int = 10) -> None:
         rows.append({
             "rank": str(r["rank"]), "object": str(r["object_id"]), "t0": f"{r['t0']:%Y-%m-%d}", "t1": f"{r['t1']:%Y-%m-%d}",
             "until": "" if pd.isna(r["t_end"]) else f"{r['t_end']:%Y-%m-%d}", "patches": str(r["n_patches"]),
-            "area ha": f"{r['area_ha']:.2f}", "atypicality": f"{r['atypicality']:.3f}",
+            "area ha": f"{r['area_ha']:.2f}" if np.isfinite(r["area_ha"]) else "",
+            "atypicality": f"{r['atypicality']:.3f}" if r.get("candidate", True) else "-",
             "false alarms": f"{far:.2%}" if np.isfinite(far) else "", "rarity": f"{r['rarity']:.3f}",
             "persistence": f"{pers:g}" if np.isfinite(pers) else "", "recurrence": f"{rec:.2f}" if np.isfinite(rec) else "",
             "type": str(r.get("cluster", "")), "change": str(r.get("change", "")), "most atypical onset patch": event_id})
@@ -206,6 +207,11 @@ def _summary(run_dir: Path, top: int = 10) -> None:
                           + (", and what changed:" if "change" in objects else ":"))
         for row in rows:
             out_console.print(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip(), soft_wrap=True)
+    quiet = [row["rank"] for row, c in zip(rows, objects.get("candidate", pd.Series(True, objects.index))) if not c]
+    if quiet:  # atypicality 0 in objects.parquet: ranked after every candidate, by their patch's atypicality
+        out_console.print(f"Rank{'s' if len(quiet) > 1 else ''} {quiet[0]}{'-' + quiet[-1] if len(quiet) > 1 else ''}: "
+                          "single patches that do not stand out from the run's bulk (not candidates), in their "
+                          "patch's order; the run has no more objects that stand out")
     out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
 
 

@@ -16,7 +16,7 @@ from changescout.change import read_changes
 from changescout.cube import Quality
 from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError
 from changescout.events import COLUMNS, check_directions, read_events
-from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds
+from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds, unusable_dates_note
 from changescout.search import SimilarChangeIndex
 from changescout.tiling import parse_event_id
 
@@ -231,6 +231,26 @@ def test_outputs_cut_short_are_rebuilt_not_reported_as_finished(session_run, ses
         assert problem(run / f) is None, f
     a, b = read_events(session_run), read_events(run)
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
+
+
+def test_a_date_with_no_patch_clear_enough_is_named(session_run, session_config, copy_run):
+    """UAT: a date whose file held only nodata was left out of every change without a word on the console."""
+    import xarray as xr
+
+    from changescout.embed import open_embeddings
+
+    run = copy_run(session_run)
+    emb = open_embeddings(run / "embeddings.zarr").load()
+    assert unusable_dates_note(emb, 0.75) is None
+    emb["clear_fraction"][2] = 0.0
+    emb["clear_fraction"][4] = np.nan
+    note = unusable_dates_note(emb, 0.75)
+    days = [f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(emb["time"].values)[[2, 4]]]
+    assert note.startswith(f"note: 2 of {emb.sizes['time']} dates have no patch clear enough") and ", ".join(days) in note
+    xr.Dataset({"clear_fraction": emb["clear_fraction"]}).to_zarr(run / "embeddings.zarr", mode="a")
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)  # said on every run of it, resumed or not
+    assert any(m == note for m in logs)
 
 
 def test_a_stage_after_one_that_runs_again_runs_again(session_run, session_config, copy_run):

@@ -650,7 +650,24 @@ def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGri
     # cluster (--scheduler) every read would otherwise be a task whose result a worker sends back (the rank
     # and outputs stages took 2-3 times as long there), and what they compute is this process' numpy work.
     with dask.config.set(scheduler="threads"):
-        _analyse(run, config, cube, comp, series, open_embeddings(emb_path), todo)
+        embeddings = open_embeddings(emb_path)
+        if (note := unusable_dates_note(embeddings, config.min_clear)) is not None:
+            run.log(note)
+        _analyse(run, config, cube, comp, series, embeddings, todo)
+
+
+def unusable_dates_note(embeddings, min_clear: float) -> str | None:
+    """A note naming the dates where no patch is clear enough to compare (all nodata, masked or cloudy: the
+    changes around them compare the dates either side), or None. UAT: such a date was left out silently."""
+    clear = embeddings["clear_fraction"].values
+    times = pd.DatetimeIndex(embeddings["time"].values)
+    gone = [f"{t:%Y-%m-%d}" for t, c in zip(times, clear) if not (np.nan_to_num(c) >= min_clear).any()]
+    if not gone:
+        return None
+    one = len(gone) == 1
+    return (f"note: {len(gone)} of {len(times)} dates {'has' if one else 'have'} no patch clear enough to compare "
+            f"(--min-clear {min_clear:g}: nodata, masked or cloudy): {', '.join(gone[:6])}{', ...' if len(gone) > 6 else ''}; "
+            f"no change is computed from or to {'it' if one else 'them'}")
 
 
 def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, embeddings, todo=STAGES) -> None:

@@ -260,7 +260,7 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 @app.command(cls=_Command)
 def run(ctx: typer.Context,
         source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
-        out: Path = typer.Option(..., "--out", help="Run directory."),
+        out: Path = typer.Option(..., "--out", help="Run directory (made with its missing parent folders; an existing one is resumed)."),
         kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per file of a folder, in file-name order, to override the names."),
         bands: Optional[str] = typer.Option(None, help="Comma-separated band names (stacked files)."),
@@ -394,7 +394,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
            fmt: str = typer.Option(..., "--format", help="gpkg | geojson | csv"),
            table: str = typer.Option("events", "--table", help="events (patch changes) | objects (the analyst's list)."),
            top: Optional[int] = typer.Option(None, help="Only the N most atypical rows."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: RUN/<table>.<format>)."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file, in an existing folder (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
     from .events import EXPORT_FORMATS, export_table, read_events

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from changescout.cube import OutputGrid, Quality, make_cube
-from changescout.describe import describe, describe_objects, index_bands
+from changescout.describe import describe, describe_objects, index_bands, unread_bands
 
 GRASS = {"B02": 0.04, "B03": 0.08, "B04": 0.05, "B08": 0.40}
 WATER = {"B02": 0.07, "B03": 0.06, "B04": 0.04, "B08": 0.02}
@@ -247,3 +247,26 @@ def test_no_words_for_want_of_bands_is_said_once():
     said.clear()
     describe_objects(objects, events, _cube(), 8, log=said.append)
     assert said == []  # named bands: nothing to say
+
+
+def test_an_rgb_series_gets_the_brightness_words_and_no_advice_to_name_its_bands():
+    """UAT: an RGB image pair (bands red, green, blue, named right) got no words and a warning to name its bands
+    with --bands, which cannot give it a near-infrared band. Brightness needs the visible bands only: it gets
+    those words, and an object whose brightness held is not called a "slight change" (its change is in colour)."""
+    objects, events = _objects(CELLS[:4])  # flood, roof, road, speck
+    rgb = _cube().isel(band=[2, 1, 0]).assign_coords(band=["red", "green", "blue"])
+    said = []
+    out = describe_objects(objects, events, rgb, 8, log=said.append)["change"].tolist()
+    # open water is darker by 0.015 only (under the 0.02 a pixel must move), and NDWI needs the near infrared
+    assert out == ["brightness unchanged", "brighter", "brighter", "brightness unchanged"]
+    assert said == ["note: this series has no near-infrared band (its bands are ['red', 'green', 'blue']), which the "
+                    "vegetation, water and snow words need: its objects get the brightness words alone (brighter, "
+                    "darker; 'brightness unchanged' where it held)"]
+    assert "--bands" not in said[0]
+    # a band whose name no role reads may be the near infrared: then --bands is the advice
+    other = _cube().isel(band=[2, 1, 3]).assign_coords(band=["red", "green", "band4"])
+    said.clear()
+    assert describe_objects(objects, events, other, 8, log=said.append)["change"].tolist() == out
+    assert said[0].startswith("warning: no near-infrared band found by name") and "if one of ['band4'] is the near " \
+        "infrared, name the bands with --bands" in said[0]
+    assert unread_bands(rgb) == [] and unread_bands(other) == ["band4"]

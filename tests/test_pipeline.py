@@ -573,6 +573,10 @@ def test_screen_clouds_modes(synthetic_cube):
     assert screen_clouds(unnamed, "auto", logs.append).attrs["cloud_screen"] == "none: no blue and red bands found by name"
     assert len(logs) == 1 and logs[0].startswith("warning: no cloud screen") and "--bands" in logs[0]
     assert screen_clouds(unnamed.isel(time=[0, 1]), "auto", logs.append) is not None and len(logs) == 1  # a pair: no screen asked
+    # every band read by its name, and none blue: naming them again cannot help, so --bands is not advised (UAT)
+    named = cube.isel(band=[1, 3, 6]).assign_coords(band=["green", "nir", "swir16"])
+    screen_clouds(named, "auto", logs.append)
+    assert len(logs) == 2 and logs[1].startswith("warning: no cloud screen") and "--bands" not in logs[1]
 
 
 def test_rank_events_refuses_an_empty_table():

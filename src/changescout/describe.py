@@ -10,11 +10,16 @@ haze) is taken off first. Pixels that changed (NDVI by 0.1, brightness by 0.02, 
 object (:func:`describe`): "water appears" or "water recedes" when a quarter of them did that; "vegetation loss"
 when their median NDVI fell by 0.15 from vegetation (0.3), "vegetation gain" when it rose by 0.15 to it;
 "brighter" or "darker" by 0.03. Fewer than 5 % changed pixels: a "slight change". Pixel-level, because a
-patch's mean mixes the change with what did not change around it. Series without bands named red and
-near-infrared (B04/B08, red/nir, Landsat SR_B*, b3/b4; Sentinel-2's B4/B8 where the series is Sentinel-2's,
+patch's mean mixes the change with what did not change around it. Series without a band named red
+(B04, red, Landsat SR_B*, b3; Sentinel-2's B4 where the series is Sentinel-2's,
 :func:`changescout.quality.band_family`) get no words, and a warning says so; without a green band (a Landsat
 series of bands 3-5) brightness is the red band's, and open water is a dark pixel whose near-infrared is below
-its red.
+its red. A series with a red but no near-infrared band (an RGB image pair) gets the brightness words alone, which
+need visible bands only: NDVI, water and snow need the near infrared. Its pixels changed where their brightness
+did, and an object whose pixels kept their brightness is "brightness unchanged", not "slight change": what it
+did (a new roof as bright as the field it covers) is in its colours or texture, which the words do not read. A
+note says so, and advises ``--bands`` only where a band has a name that no role reads (it may be the near
+infrared): naming the bands of an RGB series cannot give it one.
 
 Scene-relative brightness never contradicts the object's own: when the whole scene brightened more than the
 object did (snow over the scene, spring after November), the object is "darker" beyond the scene but its own
@@ -44,7 +49,7 @@ import pandas as pd
 import xarray as xr
 
 from .cube import band_names, usable_mask
-from .quality import GREEN, NIR, RED, SWIR1, find_bands
+from .quality import BLUE, GREEN, NIR, RED, SWIR1, find_bands
 
 CHANGED = {"ndvi": 0.1, "vis": 0.02}  # a pixel changed by this much (after the scene's own change)
 NAMED = {"ndvi": 0.15, "vis": 0.03}  # the changed pixels' median change that names the object
@@ -52,6 +57,10 @@ VEGETATION = 0.3  # NDVI of vegetation, before a loss or after a gain
 WATER_SHARE = 0.25  # of the changed pixels, into (or out of) water
 DARK = 0.15  # visible brightness under which NDWI > 0 is open water (snow and clouds are brighter)
 MIN_CHANGED = 0.05
+#: The words of an object whose pixels did not change enough to be named: "slight change" where NDVI, water and
+#: brightness were all read, "brightness unchanged" where brightness alone was (no near-infrared band).
+SLIGHT = "slight change"
+BRIGHTNESS_HELD = "brightness unchanged"
 SNOW_NDSI = 0.4  # NDSI above which a bright pixel is snow or ice (Fmask's snow test: 0.15, with temperature)
 SNOW_NIR = 0.11  # near infrared above which (Fmask's snow test) a bright, high-NDSI pixel is no turbid water
 #: Objects described, the best-ranked first: an analyst reads the top of the list, and a 2048 px, 12-date run
@@ -68,13 +77,25 @@ def index_bands(cube: xr.DataArray) -> list[str] | None:
     return [band_names(cube)[i] for i in found if i is not None]
 
 
-def _indices(bands: np.ndarray, quality: np.ndarray | None = None, swir: bool = False) -> np.ndarray:
+def visible_bands(cube: xr.DataArray) -> list[str] | None:
+    """Names of the green and red bands of ``cube`` (red alone without green), or None without red: what the
+    brightness words need, where the series has no near-infrared band (:func:`index_bands` is None)."""
+    green, red = find_bands(cube, GREEN, RED)
+    if red is None:
+        return None
+    return [band_names(cube)[i] for i in (green, red) if i is not None]
+
+
+def _indices(bands: np.ndarray, quality: np.ndarray | None = None, swir: bool = False, nir: bool = True) -> np.ndarray:
     """``(3, ...)`` green, red, NIR (or ``(2, ...)`` red, NIR: the red stands in for the green), then SWIR1 when
     ``swir`` -> ``(5, ...)`` NDVI, NDWI, visible brightness, NDSI (NaN without SWIR1), NIR; NaN where
-    ``quality`` is neither clear nor water. Reflectances are floored at 1e-4 (an offset can leave dark water
-    below 0)."""
+    ``quality`` is neither clear nor water. Without ``nir`` the bands are green, red (or red alone) and the
+    NIR is NaN, so are NDVI, NDWI and NDSI's snow: brightness alone. Reflectances are floored at 1e-4 (an offset
+    can leave dark water below 0)."""
     bands = np.maximum(np.asarray(bands, dtype=np.float32), 1e-4)
     bands, sw = (bands[:-1], bands[-1]) if swir else (bands, np.full(bands.shape[1:], np.nan, np.float32))
+    if not nir:
+        bands = np.concatenate([bands, np.full((1, *bands.shape[1:]), np.nan, np.float32)])
     green, red, nir = bands if len(bands) == 3 else (bands[0], *bands)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.stack([(nir - red) / (nir + red), (green - nir) / (green + nir), (green + red) / 2,
@@ -104,12 +125,13 @@ def _brightness_word(relative: float, own: float) -> str | None:
     return word if (own > 0) == (relative > 0) else f"{other} (less than the scene)"
 
 
-def describe(pixels: pd.DataFrame) -> str:
+def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
     """Words for the changed pixels of an object, the strongest first: columns ``ndvi0``, ``ndvi1``, ``vis0``,
     ``vis1`` (the ``0`` ones moved by the scene's own change, so that ``1 - 0`` is the change beyond it),
     ``water0``, ``water1`` (open water before, after); optional: ``vis0_own`` (the brightness before as the
     pixel had it, not moved by the scene: ``vis0`` when absent), ``snow0``, ``snow1`` (snow or ice before,
-    after; none when absent)."""
+    after; none when absent). NDVI is NaN where the series has no near-infrared band: no vegetation word.
+    ``nothing``: the words when no word is named (:data:`SLIGHT`, :data:`BRIGHTNESS_HELD`)."""
     parts = []
     into, out = (pixels["water1"] & ~pixels["water0"]).mean(), (pixels["water0"] & ~pixels["water1"]).mean()
     if max(into, out) >= WATER_SHARE:
@@ -129,7 +151,7 @@ def describe(pixels: pd.DataFrame) -> str:
     own = float((pixels["vis1"] - pixels.get("vis0_own", pixels["vis0"])).median())
     if (word := _brightness_word(d_vis, own)) is not None:
         parts.append((abs(d_vis) / NAMED["vis"], word))
-    return ", ".join(word for _, word in sorted(parts, key=lambda kv: -kv[0])) or "slight change"
+    return ", ".join(word for _, word in sorted(parts, key=lambda kv: -kv[0])) or nothing
 
 
 def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataArray, patch_size: int,
@@ -138,20 +160,21 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     onset patch events' pixels (``events``: ``object_id``, ``row``, ``col``, ``t0``, ``t1``); "" elsewhere, where
     no pixel is usable at both dates, and everywhere without red and NIR bands. One computation reads the
     onset patches' windows and every patch's mean (for the scene's own change), so memory grows with those, not
-    with the scene. Without red and NIR bands, ``log`` (default :func:`warnings.warn`) says once that the
-    objects get no words."""
+    with the scene. Without a red band, ``log`` (default :func:`warnings.warn`) says once that the objects get no
+    words; with red but no near-infrared band, that they get the brightness words alone (:func:`_bands_note`)."""
     out = objects.assign(change="")
     names = index_bands(cube)
+    has_nir = names is not None
+    if not has_nir:
+        names = visible_bands(cube)
     described = objects[objects["candidate"]].nsmallest(top, "rank") if "rank" in objects else objects[objects["candidate"]].head(top)
-    if names is None and len(described):
-        (log or warnings.warn)(
-            f"warning: no change descriptions: the words (vegetation loss, brighter, water appears...) need the red and "
-            f"near-infrared bands, found by name ({RED[0]}/{RED[1]}, {NIR[0]}/{NIR[1]}...), and the series' bands are "
-            f"{band_names(cube)}; name them with --bands")
+    if not has_nir and len(described):
+        (log or warnings.warn)(_bands_note(cube, names is not None))
     if names is None or not len(described):
         return out
-    swir = find_bands(cube, SWIR1)[0]
+    swir = find_bands(cube, SWIR1)[0] if has_nir else None  # (snow needs the near infrared too)
     has_swir = swir is not None
+    nothing = SLIGHT if has_nir else BRIGHTNESS_HELD
     if has_swir:
         names = [*names, band_names(cube)[swir]]
     p = int(patch_size)
@@ -175,16 +198,17 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     windows, means = dask.compute(windows, means)
     at = {}
     for (t, r, c0, c1), (w, q) in zip(strips.itertuples(index=False), windows):
-        strip = _indices(w, q, swir=has_swir)
+        strip = _indices(w, q, swir=has_swir, nir=has_nir)
         for c in range(c0, c1 + 1):
             at[t, r, c] = strip[:, :, (c - c0) * p:(c - c0 + 1) * p]
-    scene = _indices(means, swir=has_swir)  # (5, dates, rows, cols): every patch's mean
+    scene = _indices(means, swir=has_swir, nir=has_nir)  # (5, dates, rows, cols): every patch's mean
     slot = {int(t): k for k, t in enumerate(dates)}
     shift = {}  # the scene's own median change of NDVI and brightness between two dates
     with np.errstate(invalid="ignore"):
         for a, b in set(zip(ev["i0"], ev["i1"])):
             d = scene[:, slot[b]] - scene[:, slot[a]]
-            shift[a, b] = (float(np.nan_to_num(np.nanmedian(d[0]))), float(np.nan_to_num(np.nanmedian(d[2]))))
+            ndvi = float(np.nan_to_num(np.nanmedian(d[0]))) if has_nir else 0.0  # (no NDVI: NaN everywhere)
+            shift[a, b] = (ndvi, float(np.nan_to_num(np.nanmedian(d[2]))))
     pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0,
     # water1, vis0_own (not moved), snow0, snow1
     for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
@@ -197,7 +221,9 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     words = {}
     for oid, chunks in pixels.items():
         ndvi0, ndvi1, vis0, vis1, water0, water1, vis0_own, snow0, snow1 = np.concatenate(chunks, axis=1)
-        ok = np.isfinite(ndvi0) & np.isfinite(ndvi1) & np.isfinite(vis0) & np.isfinite(vis1)
+        ok = np.isfinite(vis0) & np.isfinite(vis1)
+        if has_nir:  # (without it NDVI is NaN everywhere: brightness alone)
+            ok &= np.isfinite(ndvi0) & np.isfinite(ndvi1)
         if not ok.any():  # no usable pixel at one of the dates: nothing to say
             continue
         px = pd.DataFrame({"ndvi0": ndvi0[ok], "ndvi1": ndvi1[ok], "vis0": vis0[ok], "vis1": vis1[ok],
@@ -205,6 +231,35 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
                            "vis0_own": vis0_own[ok], "snow0": snow0[ok].astype(bool), "snow1": snow1[ok].astype(bool)})
         changed = (((px["ndvi1"] - px["ndvi0"]).abs() >= CHANGED["ndvi"]) | ((px["vis1"] - px["vis0"]).abs() >= CHANGED["vis"])
                    | (px["water0"] != px["water1"]) | (px["snow0"] != px["snow1"]))
-        words[oid] = describe(px[changed]) if changed.mean() >= MIN_CHANGED else "slight change"
+        words[oid] = describe(px[changed], nothing) if changed.mean() >= MIN_CHANGED else nothing
     out["change"] = out["object_id"].map(words).fillna("").astype(str).to_numpy()
     return out
+
+
+def unread_bands(cube: xr.DataArray) -> list[str]:
+    """The bands of ``cube`` whose names read as no role (blue, green, red, near infrared, SWIR1:
+    :func:`changescout.quality.find_bands`). Only where there is one may a band that a stage misses be there
+    under another name, so that ``--bands`` is the advice; an RGB series named red, green, blue has none, and no
+    name can give it a near-infrared band."""
+    read = {i for i in find_bands(cube, BLUE, GREEN, RED, NIR, SWIR1) if i is not None}
+    return [b for i, b in enumerate(band_names(cube)) if i not in read]
+
+
+def _bands_note(cube: xr.DataArray, has_red: bool) -> str:
+    """What a series without a near-infrared band gets in words, and why: the brightness words alone where it has
+    a red band, none without; ``--bands`` is advised only where a band's name reads as no role
+    (:func:`unread_bands`)."""
+    bands = band_names(cube)
+    unread = unread_bands(cube)
+    if not has_red:
+        return (f"warning: no change descriptions: the words (brighter, vegetation loss, water appears...) need a red "
+                f"band, and all but brighter and darker the near-infrared band, found by name ({RED[0]}/{RED[1]}, "
+                f"{NIR[0]}/{NIR[1]}...), and the series' bands are {bands}"
+                + ("; name them with --bands" if unread else ""))
+    words = f"its objects get the brightness words alone (brighter, darker; '{BRIGHTNESS_HELD}' where it held)"
+    if unread:
+        return (f"warning: no near-infrared band found by name ({NIR[0]}/{NIR[1]}...) among the series' bands {bands}, "
+                f"which the vegetation, water and snow words need: {words}; if one of {unread} is the near infrared, "
+                "name the bands with --bands")
+    return (f"note: this series has no near-infrared band (its bands are {bands}), which the vegetation, water and "
+            f"snow words need: {words}")

@@ -379,7 +379,7 @@ def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
                progress=None) -> xr.Dataset:
     """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
-    cube = _read_once(cube.isel(band=select_bands([str(b) for b in cube["band"].values], encoder.spec)))
+    cube = _read_once(cube.isel(band=select_bands(cube, encoder.spec)))
     bands = [str(b) for b in cube["band"].values]
     band_index = list(range(len(bands)))  # the cube now holds the encoder's bands, in its order
     # an encoder that learns from the data (rcf) learns this run's input normalisation with its weights, and

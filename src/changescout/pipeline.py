@@ -34,7 +34,7 @@ from .change import Comparison, compute_changes, read_changes, read_vectors, wri
 from .cluster import ChangeClusterer, cluster_table
 from .coregister import coregister
 from .cube import crs_unit, grid_of, on_earth
-from .describe import describe_objects
+from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
@@ -401,8 +401,10 @@ def screen_clouds(cube, mode: str, log=None):
         return unscreened("the source gave a quality mask")
     if not can_screen(cube):
         bands = [str(b) for b in cube["band"].values]
+        unread = unread_bands(cube)  # --bands can help only where a band's name reads as no role
         why = (f"the cloud screen finds the blue and red bands by name ({BLUE[0]}/{BLUE[1]}, {RED[0]}/{RED[1]}...) and the "
-               f"series' bands are {bands}; name them with --bands")
+               f"series' bands are {bands}"
+               + (f"; if one of {unread} is the blue or red band, name the bands with --bands" if unread else ""))
         if mode == "hot":
             raise ConfigError(f"cloud_screen hot: {why}", cube.attrs.get("source"))
         (log or warnings.warn)(f"warning: no cloud screen: {why}, or unmasked clouds may rank as changes")
@@ -559,7 +561,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         t_prepare = time.perf_counter()
         cube, offsets = apply_offsets(open_source(config), config.radiometry)
         implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
-        select_bands([str(b) for b in cube["band"].values], encoder.spec)  # bands the encoder cannot take
+        select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
         cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
         cube, coreg = coregister(cube, config.coregister)
         cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))

@@ -107,3 +107,37 @@ def test_check_weights_missing_and_checksum(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"good")
     assert base.check_weights(tmp_path / "w.pt", spec) == tmp_path / "w.pt"
     assert base.sha256_file(tmp_path / "w.pt") == hashlib.sha256(b"good").hexdigest()
+
+
+def _cube(bands, platform=None):
+    import pandas as pd
+
+    from changescout.cube import OutputGrid, make_cube
+
+    grid = OutputGrid.from_bounds("EPSG:32613", 30, (0, 0, 240, 240))
+    cube = make_cube(np.zeros((2, len(bands), 8, 8), np.float32), pd.to_datetime(["2008-05-21", "2008-06-14"]),
+                     bands, grid)
+    return cube.assign_coords(platform=("time", [platform] * 2)) if platform else cube
+
+
+def test_landsat_band_numbers_are_not_taken_for_sentinel2s():
+    """UAT: a Landsat series of bands b3, b4, b5 (TM red, near infrared, SWIR1) with galileo-nano read "the cube
+    has ['b3', 'b4', 'b5'] and misses ['B02', 'B06', ...]": its b3 counted as Sentinel-2's B03 (green). The
+    cube's family of platforms decides what a number means, as it does for the screens and the words."""
+    from changescout.encoders.galileo import BAND_ALIASES, BANDS
+
+    spec = EncoderSpec(name="galileo-nano", version="1", dim=8, patch_size=8, bands=BANDS, band_aliases=BAND_ALIASES)
+    with pytest.raises(BandError) as exc:
+        select_bands(_cube(["b3", "b4", "b5"], "landsat-5"), spec)
+    msg = exc.value.message
+    assert f"the cube has ['b3', 'b4', 'b5'] and misses {list(BANDS)}" in msg
+    assert "'B3': 'B03'" not in msg  # (an alias that does not apply to Landsat numbers is not offered)
+    assert msg.endswith("; the cube's bands are numbered as Landsat 4-7 (TM, ETM+)'s, not as Sentinel-2's: b3 is "
+                        "red, b4 is near infrared, b5 is short-wave infrared 1")
+    # Sentinel-2's own names, bare as its PROVENANCE writes them, still select (B8A makes the series Sentinel-2's)
+    s2 = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
+    assert select_bands(_cube(s2), spec) == list(range(10)) == select_bands(_cube(s2, "sentinel-2a"), spec)
+    with pytest.raises(BandError, match="misses"):  # the same names on a Landsat series are no Sentinel-2 bands
+        select_bands(_cube(s2, "landsat-7"), spec)
+    assert select_bands(_cube(["blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16",
+                               "swir22"], "landsat-8"), spec) == list(range(10))  # common names are common names

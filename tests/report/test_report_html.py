@@ -166,7 +166,8 @@ def test_report_counts_objects_that_stand_out_explains_its_columns_and_dates_rea
     text = re.sub(r"\s+", " ", html)
     assert "40 patch changes (every patch compared at every date pair it was clear), 6 change objects that stand out" in text
     assert "less what the whole scene did between the same dates" in text
-    assert "empty here: no band of this series is named as red and near infrared" in text
+    assert "empty here: no band of this series is named as red (B04, SR_B4..., or red), which every word needs" in text
+    assert "brightness alone where the series has no near-infrared band, as an RGB image pair" in text
     assert "<figcaption>2021-02-01</figcaption>" in html
     # the list says where the objects that stand out end: one separator, after the 6th row
     table = html[html.index("<h2>Top 20 change objects"):html.index("<h2>Top 20 most atypical")]
@@ -199,6 +200,19 @@ def test_report_says_where_each_change_is_and_the_grid_bounds(tmp_path):
     ev_row = html[html.index("<h2>Top 20 most atypical patch changes"):].split("<tr>")[2]
     top_event = ev.sort_values("rank").iloc[0].geometry.centroid
     assert f"{top_event.x:.0f}, {top_event.y:.0f}" in ev_row
+
+
+def test_an_image_pair_without_georeference_names_its_grid_as_image_pixels(tmp_path):
+    """UAT: the grid row of a pair's report read 'ENGCRS["changescout pixel grid",...], 1 x 1 pixel pixels, 256 x
+    256 px' where the console says "image pixels": the report says it as the console does."""
+    from changescout.sources.pairs import PIXEL_CRS
+
+    ev = make_events().set_crs(PIXEL_CRS, allow_override=True)  # (as a pair's tables are)
+    grid = {"crs": PIXEL_CRS, "transform": [1, 0, 0, 0, -1, 64], "shape": [64, 64]}
+    html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "grid": grid}, STATE).read_text()
+    assert "<th>grid</th><td class='text'>image pixels (the images are not georeferenced), 64 x 64 px; areas are not " \
+        "known</td>" in html
+    assert "ENGCRS" not in html and "pixel pixels" not in html
 
 
 def test_the_scatter_keys_every_change_type_in_its_own_colour(monkeypatch):

@@ -86,11 +86,28 @@ def test_run_source(tmp_path):
     root = make_pairs(tmp_path)
     cube = open_series(root / "A" / "p1.png")
     assert cube.attrs["source_kind"] == "pairs" and cube.attrs["label"] == "p1" and cube.sizes["time"] == 2
-    with pytest.raises(SourceError, match=r"holds 2 pairs; pass item= one of \['p1', 'p2'\]"):
+    with pytest.raises(SourceError) as err:
         open_series(root)
+    # UAT: it said "pass item= one of [...]", an option the command line does not have: what works there first
+    assert err.value.message == (f"holds 2 pairs, and a run takes one: pass one pair's A image as SOURCE, e.g. "
+                                 f"{root / 'A' / 'p1.png'} (pairs: p1, p2); from Python, item=NAME; in a --config "
+                                 'file, "source_options": {"item": NAME}')
     cube = open_series(root, item="p2", dates=["2015-06-01", "2019-06-01"], bands=["red"])
     assert cube.attrs["dates"] == "given" and cube.sizes["band"] == 1
     assert pd.Timestamp(cube.time.values[1]) == pd.Timestamp("2019-06-01")
+
+
+def test_the_second_dates_image_names_the_same_pair_as_the_first(tmp_path):
+    """UAT: ``B/<name>.png`` was refused with "cannot tell what kind of source this is" where ``A/<name>.png``
+    ran: either image of a pair is the pair."""
+    from changescout.sources import sniff_kind
+
+    root = make_pairs(tmp_path)
+    assert sniff_kind(root / "B" / "p2.png") == sniff_kind(root / "A" / "p2.png") == "pairs"
+    a, b = open_series(root / "A" / "p2.png"), open_series(root / "B" / "p2.png")
+    assert b.attrs["label"] == "p2" and b.attrs["source_files"] == a.attrs["source_files"]
+    np.testing.assert_array_equal(b.values, a.values)  # A's image first, whichever was given
+    assert not pairs.sniff(root / "label" / "p2.png")  # (a label is no image of the series)
 
 
 def test_a_run_on_a_pair_without_dates_says_its_dates_are_placeholders(tmp_path):

@@ -58,3 +58,15 @@ def test_raster_without_crs_exits_2_without_rasterio_warning(capsys, tmp_path, t
     assert code == 2, err
     assert "2020-01-01.tif: the raster has no CRS" in err
     assert not [w for w in shown if "NotGeoreferencedWarning" in w], shown
+
+
+def test_grid_bounds_in_the_wrong_order_are_told_as_the_grids_not_the_sources(capsys, tmp_path):
+    """UAT: ``--grid EPSG:32631,10,358310,4833220,356040,4835680`` (left and right swapped) read "error: <source
+    file>: bounds must be ...": the file is not at fault, the option is, and it is named."""
+    ms.multiband_folder(tmp_path / "f")
+    grid = f"{ms.CRS},10,358310,4833220,356040,4835680"
+    code, err, _ = call(capsys, "run", tmp_path / "f", "--grid", grid, "--out", tmp_path / "run")
+    assert code == 2, err
+    assert err.endswith(f"error: grid '{grid}': bounds must be LEFT,BOTTOM,RIGHT,TOP with RIGHT > LEFT and TOP > "
+                        "BOTTOM: RIGHT 356040 is not above LEFT 358310")
+    assert not (tmp_path / "run").exists()

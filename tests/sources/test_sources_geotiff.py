@@ -439,3 +439,15 @@ def test_images_narrower_than_a_patch_or_complex_valued_are_refused(tmp_path):
     ms.write_geotiff(tmp_path / "c" / "2021-09-01.tif", ms.scene(1).astype("complex64"), descriptions=ms.BANDS)
     with pytest.raises(SourceError, match=r"2021-09-01.tif: holds complex values \(complex64\), not reflectance"):
         open_series(tmp_path / "c", patch_size=16)
+
+
+def test_grid_bounds_in_the_wrong_order_are_the_grids_fault_not_the_sources(tmp_path):
+    """They were told under the source's name (open_series names the source of an error without a path)."""
+    ms.multiband_folder(tmp_path / "f")
+    grid = f"{ms.CRS},10,358310,4833220,356040,4835680"
+    with pytest.raises(ConfigError, match=r"grid '.*': bounds must be LEFT,BOTTOM,RIGHT,TOP with RIGHT > LEFT and TOP "
+                                          r"> BOTTOM: RIGHT 356040 is not above LEFT 358310") as err:
+        open_series(tmp_path / "f", grid=grid, patch_size=16)
+    assert err.value.path is None
+    with pytest.raises(ConfigError, match="TOP 0 is not above BOTTOM 100"):  # built from Python too
+        warp.GridSpec(ms.CRS, 10.0, (0.0, 100.0, 100.0, 0.0))

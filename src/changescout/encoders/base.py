@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import re
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -93,21 +94,58 @@ class PretrainedEncoder:
         return None
 
 
-def select_bands(available: list[str], spec: EncoderSpec) -> list[int]:
-    """Indices of ``available`` bands in the order the encoder expects; clear error listing what is missing."""
+#: Families of platforms whose band numbers are their own (:func:`changescout.quality.band_family`).
+_LANDSAT = {"tm": "Landsat 4-7 (TM, ETM+)", "oli": "Landsat 8-9 (OLI)"}
+#: A band number, bare or as Landsat Collection 2 writes it: B3, b03, B8A, SR_B4.
+_BAND_NUMBER = re.compile(r"(SR_)?B\d{1,2}A?", re.IGNORECASE)
+
+
+def select_bands(available, spec: EncoderSpec) -> list[int]:
+    """Indices of ``available`` bands in the order the encoder expects; clear error listing what is missing.
+
+    ``available`` is the cube (a SeriesCube) or its band names. A cube's family of platforms
+    (:func:`changescout.quality.band_family`, as the screens and the words read its bands) decides what a band
+    number means: a Landsat series' ``b3`` is its own band 3 (red on Landsat 4-7), not Sentinel-2's B03 (green),
+    so a Landsat band number takes no alias and matches no Sentinel-2 band, and the error says what each is.
+    Names alone, or a cube of no known family, read bare numbers as Sentinel-2's (the aliases ``B3`` -> ``B03``)."""
+    family = None
+    if hasattr(available, "coords"):  # a cube: its band names and its family of platforms
+        from ..cube import band_names
+        from ..quality import band_family
+
+        cube, available = available, band_names(available)
+        family = band_family(cube)
+    available = [str(b) for b in available]
     if spec.bands is None:
         return list(range(len(available)))
-    lookup = {b.upper(): i for i, b in enumerate(available)}
-    for common, own in spec.band_aliases.items():
+    landsat = family in _LANDSAT
+    numbers = {b.upper() for b in available if landsat and _BAND_NUMBER.fullmatch(b)}  # Landsat's own
+    aliases = {c: o for c, o in spec.band_aliases.items() if not (landsat and _BAND_NUMBER.fullmatch(c))}
+    lookup = {b.upper(): i for i, b in enumerate(available) if b.upper() not in numbers}
+    for common, own in aliases.items():
         if common.upper() in lookup and own.upper() not in lookup:
             lookup[own.upper()] = lookup[common.upper()]
     missing = [b for b in spec.bands if b.upper() not in lookup]
     if missing:
         raise BandError(
             f"encoder {spec.name!r} needs bands {list(spec.bands)}; the cube has {available} and misses {missing}"
-            + (f" (accepted aliases: {spec.band_aliases})" if spec.band_aliases else "")
+            + (f" (accepted aliases: {aliases})" if aliases else "")
+            + (_landsat_numbers(cube, family) if numbers else "")
         )
     return [lookup[b.upper()] for b in spec.bands]
+
+
+def _landsat_numbers(cube, family: str) -> str:
+    """What the band numbers of a Landsat ``cube`` are, for an encoder that wants Sentinel-2's: the roles the
+    rest of the run reads them as (:func:`changescout.quality.find_bands`)."""
+    from ..cube import band_names
+    from ..quality import BLUE, GREEN, NIR, RED, SWIR1, find_bands
+
+    roles = zip(find_bands(cube, BLUE, GREEN, RED, NIR, SWIR1),
+                ("blue", "green", "red", "near infrared", "short-wave infrared 1"))
+    named = [f"{band_names(cube)[i]} is {role}" for i, role in roles if i is not None]
+    return (f"; the cube's bands are numbered as {_LANDSAT[family]}'s, not as Sentinel-2's"
+            + (f": {', '.join(named)}" if named else ""))
 
 
 def find_weights(spec: EncoderSpec, weights: str | Path | None = None) -> Path:

@@ -63,7 +63,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
+<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off; brightness alone where the series has no near-infrared band, as an RGB image pair: "brightness unchanged" where it held, the change being in colour or texture), less what the whole scene did between the same dates (a forest that browned less than the scene in autumn reads as a gain; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
@@ -172,8 +172,7 @@ def _words_note(objects: pd.DataFrame | None) -> str:
     """Why the ``change`` column is empty, when it is empty for every object."""
     if objects is None or "change" not in objects or (objects["change"].fillna("") != "").any():
         return ""
-    return ("; empty here: no band of this series is named as red and near infrared (B04, B08, SR_B4..., or "
-            "red, nir)")
+    return "; empty here: no band of this series is named as red (B04, SR_B4..., or red), which every word needs"
 
 
 def _date_caption(path) -> str:
@@ -231,13 +230,18 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
 
 
 def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
+    """The grid's row of the facts: CRS, pixel size, size and bounds; for an image pair without georeferencing
+    (the pixel CRS, not on Earth) its size in image pixels, as the console names it, not the pixel CRS's WKT."""
     if not isinstance(grid, dict):
         return str(events.crs.to_string()) if events.crs is not None else "unknown"
+    shape = grid.get("shape")
+    if grid.get("crs") is not None and not on_earth(grid["crs"]):
+        size = f", {shape[1]} x {shape[0]} px" if shape and len(shape) == 2 else ""
+        return f"image pixels (the images are not georeferenced){size}; areas are not known"
     parts = [str(grid.get("crs", "CRS unknown"))]
     transform = grid.get("transform")
     if transform and len(transform) >= 5:
         parts.append(f"{abs(transform[0]):g} x {abs(transform[4]):g} {crs_unit(grid.get('crs'))} pixels")
-    shape = grid.get("shape")
     if shape and len(shape) == 2:
         parts.append(f"{shape[1]} x {shape[0]} px")
         if transform and len(transform) >= 6:

@@ -127,18 +127,21 @@ def read_label(path) -> np.ndarray:
 
 # -- the SeriesCube source ---------------------------------------------------------------------------------
 def sniff(path) -> bool:
-    """A folder with ``A/`` and ``B/`` sub-folders, or an image in an ``A/`` folder whose sibling ``B/`` exists."""
+    """A folder with ``A/`` and ``B/`` sub-folders, or an image in an ``A/`` folder whose sibling ``B/`` exists,
+    or in ``B/`` beside an ``A/``: either image of a pair names the pair (a user holding the second date's image
+    should not need ``--kind pairs`` where the first date's needs none)."""
     p = Path(path)
     if p.is_dir():
         return (p / "A").is_dir() and (p / "B").is_dir()
-    return p.is_file() and p.parent.name == "A" and (p.parent.parent / "B").is_dir() and p.suffix.lower() in _EXTENSIONS
+    other = {"A": "B", "B": "A"}.get(p.parent.name)
+    return p.is_file() and other is not None and (p.parent.parent / other).is_dir() and p.suffix.lower() in _EXTENSIONS
 
 
 def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None,
          chunks=1024, level=None, scale_factor=None, offset=None):
     """Open one pair as a two-date SeriesCube: ``path`` is the root with ``item=`` a pair name (optional when
-    the root holds one pair), or an image file in ``A/``. ``dates`` replaces the placeholder dates: A's date then
-    B's, increasing."""
+    the root holds one pair), or an image file in ``A/`` or ``B/`` (the same pair either way). ``dates`` replaces
+    the placeholder dates: A's date then B's, increasing."""
     path = Path(path)
     if path.is_file():
         root, item = path.parent.parent, path.stem
@@ -147,8 +150,7 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
         if item is None:
             names = list_items(root, labelled=False)
             if len(names) != 1:
-                more = " ..." if len(names) > 5 else ""
-                raise SourceError(f"holds {len(names)} pairs; pass item= one of {names[:5]}{more}", root)
+                raise SourceError(_one_pair(root, names), root)
             item = names[0]
     if grid is not None or mask is not None:
         raise SourceError("an image pair is read on its own pixel grid and has no quality mask; --grid and --mask "
@@ -196,6 +198,16 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+def _one_pair(root: Path, names: list[str]) -> str:
+    """What to do with a root of several pairs: a run takes one. The command line has no ``item`` option, so the
+    way that works there comes first (an image of the pair as SOURCE); ``item`` is for Python and --config."""
+    more = ", ..." if len(names) > 5 else ""
+    example = _find(root / "A", names[0])
+    return (f"holds {len(names)} pairs, and a run takes one: pass one pair's A image as SOURCE, e.g. {example} "
+            f"(pairs: {', '.join(names[:5])}{more}); from Python, item=NAME; in a --config file, "
+            '"source_options": {"item": NAME}')
+
+
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise SourceError(f"missing: a pairs root holds {', '.join(f + '/' for f in FOLDERS)} with the same file names", folder)

@@ -102,8 +102,11 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
         bands = [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)
         check_band_names(bands, source, "--bands")
     from ..tiling import check_patch_size
+    from .warp import GridSpec
 
     patch_size = check_patch_size(patch_size)
+    if isinstance(grid, str):  # a bad CRS or bounds in the wrong order: the option's fault, told before the source
+        GridSpec.parse(grid)  # is read, and not under its name (below)
     kind = kind or sniff_kind(source)
     module = get_source(kind)
     given = {"dates": dates, "bands": bands, "grid": grid, "mask": mask, "mask_convention": mask_convention}

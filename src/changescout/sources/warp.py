@@ -136,6 +136,20 @@ class GridSpec:
     resolution: float | None = None
     bounds: tuple[float, float, float, float] | None = None
 
+    def __post_init__(self):
+        # bounds in the wrong order are the option's fault, not the source's: told here, before any file is
+        # read (OutputGrid.from_bounds, later, says it too, but under the name of the source being read)
+        if self.bounds is None:
+            return
+        if len(self.bounds) != 4:
+            raise ConfigError(f"grid bounds must be 4 numbers LEFT,BOTTOM,RIGHT,TOP, got {len(self.bounds)}")
+        left, bottom, right, top = self.bounds
+        if not right > left or not top > bottom:
+            wrong = [f"RIGHT {right:g} is not above LEFT {left:g}"] if not right > left else []
+            wrong += [f"TOP {top:g} is not above BOTTOM {bottom:g}"] if not top > bottom else []
+            raise ConfigError(f"grid bounds must be LEFT,BOTTOM,RIGHT,TOP with RIGHT > LEFT and TOP > BOTTOM: "
+                              f"{' and '.join(wrong)}")
+
     @classmethod
     def parse(cls, text: str) -> GridSpec:
         """``"EPSG:32631"``, ``"EPSG:32631,10"`` or ``"EPSG:32631,10,left,bottom,right,top"``."""
@@ -153,7 +167,10 @@ class GridSpec:
             raise ConfigError(f"grid {text!r}: resolution and bounds must be numbers ({usage})") from exc
         if numbers and not (numbers[0] > 0 and math.isfinite(numbers[0])):
             raise ConfigError(f"grid {text!r}: the resolution must be a positive number of CRS units")
-        return cls(crs, numbers[0] if numbers else None, tuple(numbers[1:]) or None)
+        try:
+            return cls(crs, numbers[0] if numbers else None, tuple(numbers[1:]) or None)
+        except ConfigError as exc:
+            raise ConfigError(f"grid {text!r}: {exc.message.removeprefix('grid ')}") from None
 
 
 def as_grid(grid) -> GridSpec | OutputGrid:

@@ -169,6 +169,18 @@ def test_the_brightness_word_never_goes_against_the_pixels_own_change(vis0_own, 
     assert describe(pixels) == words
 
 
+@pytest.mark.parametrize("ndvi0_own, words", [
+    (0.40, "vegetation gain"),  # its own NDVI rose by 0.3 too
+    (0.70, "vegetation gain relative to the scene"),  # its own held while the scene's fell
+    (0.90, "vegetation loss (less than the scene)"),  # its own fell by 0.2, the scene's by 0.5: never "gain"
+])
+def test_the_vegetation_word_never_goes_against_the_pixels_own_change(ndvi0_own, words):
+    """UAT (Bouconne): a forest whose NDVI fell 0.75 -> 0.64 while the scene's fell more read "vegetation
+    gain". ``ndvi0`` is moved by the scene's own change (-0.5 here): ``ndvi1 - ndvi0`` is +0.3 beyond it."""
+    pixels = _pixels(ndvi=(0.4, 0.7)).assign(ndvi0_own=ndvi0_own)
+    assert describe(pixels) == words
+
+
 SNOW = {"B02": 0.80, "B03": 0.78, "B04": 0.75, "B08": 0.65, "B11": 0.08}  # NDSI 0.81
 BRIGHT_ROOF = {"B02": 0.45, "B03": 0.48, "B04": 0.50, "B08": 0.52, "B11": 0.55}  # bright, but no snow: NDSI < 0
 

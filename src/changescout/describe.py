@@ -21,6 +21,10 @@ did (a new roof as bright as the field it covers) is in its colours or texture, 
 note says so, and advises ``--bands`` only where a band has a name that no role reads (it may be the near
 infrared): naming the bands of an RGB series cannot give it one.
 
+The vegetation words follow the object's own NDVI change the same way ("vegetation loss (less than the
+scene)" for a forest that browned less than the autumn scene, not "vegetation gain"; "vegetation gain
+relative to the scene" where its NDVI held while the scene's fell).
+
 Scene-relative brightness never contradicts the object's own: when the whole scene brightened more than the
 object did (snow over the scene, spring after November), the object is "darker" beyond the scene but its own
 pixels brightened. Its brightness word then follows its own change: plain "brighter" or "darker" when its own
@@ -125,6 +129,20 @@ def _brightness_word(relative: float, own: float) -> str | None:
     return word if (own > 0) == (relative > 0) else f"{other} (less than the scene)"
 
 
+def _vegetation_word(word: str, own: float) -> str:
+    """``word`` ("vegetation loss" / "vegetation gain", named from the NDVI change beyond the scene's) as the
+    object's own NDVI change (``own``) bears it out, as :func:`_brightness_word` does for brightness: plain
+    where ``own`` goes the same way by :data:`NAMED`, the own direction "(less than the scene)" where it went
+    the other way by as much, "... relative to the scene" where it held. UAT: a forest whose NDVI fell
+    0.75 -> 0.64 while the scene's fell 0.85 -> 0.70 read "vegetation gain"."""
+    sign = 1 if word == "vegetation gain" else -1
+    if own * sign >= NAMED["ndvi"]:
+        return word
+    if own * sign <= -NAMED["ndvi"]:
+        return f"{'vegetation loss' if sign > 0 else 'vegetation gain'} (less than the scene)"
+    return f"{word} relative to the scene"
+
+
 def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
     """Words for the changed pixels of an object, the strongest first: columns ``ndvi0``, ``ndvi1``, ``vis0``,
     ``vis1`` (the ``0`` ones moved by the scene's own change, so that ``1 - 0`` is the change beyond it),
@@ -143,10 +161,11 @@ def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
             parts.append((np.inf, "snow or ice appears" if into >= out else "snow or ice recedes"))
             return ", ".join(word for _, word in parts)
     d_ndvi = float((pixels["ndvi1"] - pixels["ndvi0"]).median())
+    own_ndvi = float((pixels["ndvi1"] - pixels.get("ndvi0_own", pixels["ndvi0"])).median())
     if d_ndvi <= -NAMED["ndvi"] and pixels["ndvi0"].median() >= VEGETATION:
-        parts.append((-d_ndvi / NAMED["ndvi"], "vegetation loss"))
+        parts.append((-d_ndvi / NAMED["ndvi"], _vegetation_word("vegetation loss", own_ndvi)))
     elif d_ndvi >= NAMED["ndvi"] and pixels["ndvi1"].median() >= VEGETATION:
-        parts.append((d_ndvi / NAMED["ndvi"], "vegetation gain"))
+        parts.append((d_ndvi / NAMED["ndvi"], _vegetation_word("vegetation gain", own_ndvi)))
     d_vis = float((pixels["vis1"] - pixels["vis0"]).median())
     own = float((pixels["vis1"] - pixels.get("vis0_own", pixels["vis0"])).median())
     if (word := _brightness_word(d_vis, own)) is not None:
@@ -210,17 +229,17 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
             ndvi = float(np.nan_to_num(np.nanmedian(d[0]))) if has_nir else 0.0  # (no NDVI: NaN everywhere)
             shift[a, b] = (ndvi, float(np.nan_to_num(np.nanmedian(d[2]))))
     pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0,
-    # water1, vis0_own (not moved), snow0, snow1
+    # water1, vis0_own (not moved), snow0, snow1, ndvi0_own (not moved)
     for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):
         (ndvi0, ndwi0, vis0, ndsi0, nir0), (ndvi1, ndwi1, vis1, ndsi1, nir1) = at[a, r, c].reshape(5, -1), at[b, r, c].reshape(5, -1)
         s_ndvi, s_vis = shift[a, b]
         with np.errstate(invalid="ignore"):  # (NaN compares False: unusable pixels are dropped below)
             pixels.setdefault(int(oid), []).append(np.stack([ndvi0 + s_ndvi, ndvi1, vis0 + s_vis, vis1,
                                                              (ndwi0 > 0) & (vis0 < DARK), (ndwi1 > 0) & (vis1 < DARK),
-                                                             vis0, _snow(ndsi0, vis0, nir0), _snow(ndsi1, vis1, nir1)]))
+                                                             vis0, _snow(ndsi0, vis0, nir0), _snow(ndsi1, vis1, nir1), ndvi0]))
     words = {}
     for oid, chunks in pixels.items():
-        ndvi0, ndvi1, vis0, vis1, water0, water1, vis0_own, snow0, snow1 = np.concatenate(chunks, axis=1)
+        ndvi0, ndvi1, vis0, vis1, water0, water1, vis0_own, snow0, snow1, ndvi0_own = np.concatenate(chunks, axis=1)
         ok = np.isfinite(vis0) & np.isfinite(vis1)
         if has_nir:  # (without it NDVI is NaN everywhere: brightness alone)
             ok &= np.isfinite(ndvi0) & np.isfinite(ndvi1)
@@ -228,7 +247,8 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
             continue
         px = pd.DataFrame({"ndvi0": ndvi0[ok], "ndvi1": ndvi1[ok], "vis0": vis0[ok], "vis1": vis1[ok],
                            "water0": water0[ok].astype(bool), "water1": water1[ok].astype(bool),
-                           "vis0_own": vis0_own[ok], "snow0": snow0[ok].astype(bool), "snow1": snow1[ok].astype(bool)})
+                           "vis0_own": vis0_own[ok], "snow0": snow0[ok].astype(bool), "snow1": snow1[ok].astype(bool),
+                           "ndvi0_own": ndvi0_own[ok]})
         changed = (((px["ndvi1"] - px["ndvi0"]).abs() >= CHANGED["ndvi"]) | ((px["vis1"] - px["vis0"]).abs() >= CHANGED["vis"])
                    | (px["water0"] != px["water1"]) | (px["snow0"] != px["snow1"]))
         words[oid] = describe(px[changed], nothing) if changed.mean() >= MIN_CHANGED else nothing

@@ -515,6 +515,10 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
         unit = _unit_word(grid.crs)
         notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
                      "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
+    if (resampled := cube.attrs.get("resampled_files")) and not given_grid:  # UAT: a date in another CRS, warped unsaid
+        names = [Path(f).name for f in resampled]
+        notes.append(f"note: {len(names)} file(s) are not on the grid's pixels (another CRS, pixel size or origin) and are "
+                     f"resampled onto it (bilinear; masks nearest): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")

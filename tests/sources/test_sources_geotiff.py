@@ -1,3 +1,4 @@
+from pathlib import Path
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -134,6 +135,16 @@ def test_dates_in_other_crs_land_in_place(tmp_path):
         r, c = bright_centre(image)
         assert abs(r - expected[0]) < 0.75 and abs(c - expected[1]) < 0.75, (t, r, c, expected)
     np.testing.assert_allclose(images[0], ms.scene(0)[0] / 10000, rtol=1e-6)
+    # the run says which files it resampled (UAT: a date in another CRS was warped without a word)
+    assert [Path(f).name for f in cube.attrs["resampled_files"]] == ["a_2020-06-01.tif", "c_2020-07-01.tif"]
+    from changescout.pipeline import input_notes
+
+    notes = input_notes(cube, {}, grid, given_grid=False)
+    assert any(n.startswith("note: 2 file(s) are not on the grid's pixels") and "a_2020-06-01.tif, c_2020-07-01.tif" in n
+               for n in notes)
+    same = tmp_path / "same"
+    ms.multiband_folder(same, dates=["2020-03-01", "2020-04-01"], names=["b_2020-03-01.tif", "b_2020-04-01.tif"], with_nodata=False)
+    assert open_series(same, patch_size=16).attrs["resampled_files"] == []
 
 
 def test_explicit_grid(tmp_path):

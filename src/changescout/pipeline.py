@@ -38,9 +38,9 @@ from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
-from .intact import problem
 from .errors import ConfigError, InputError, OutputError, RunExistsError
 from .events import COLUMNS, REPLACED, write_events
+from .intact import problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .radiometry import apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker

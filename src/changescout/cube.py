@@ -87,9 +87,7 @@ class OutputGrid:
         xres, yres = float(abs(xres)), float(abs(yres))
         if xres <= 0 or yres <= 0 or not math.isfinite(xres * yres):
             raise GridError(f"resolution must be positive, got {resolution}")
-        left, bottom, right, top = map(float, bounds)
-        if not right > left or not top > bottom:
-            raise GridError(f"bounds must be (left, bottom, right, top) with right > left and top > bottom, got {bounds}")
+        left, bottom, right, top = check_bounds(bounds)
         if snap:
             sx = snap
             sy = snap * yres / xres
@@ -286,6 +284,18 @@ def on_earth(crs) -> bool:
 def usable_mask(quality) -> "da.Array | np.ndarray":
     """Boolean mask of pixels that observe the surface (clear or water)."""
     return (quality == Quality.CLEAR) | (quality == Quality.WATER)
+
+
+def check_bounds(bounds) -> tuple[float, float, float, float]:
+    """``bounds`` as floats ``(left, bottom, right, top)``; :class:`GridError` naming what is wrong otherwise."""
+    if len(bounds) != 4:
+        raise GridError(f"bounds must be 4 numbers LEFT,BOTTOM,RIGHT,TOP, got {len(bounds)}")
+    left, bottom, right, top = map(float, bounds)
+    wrong = ([f"RIGHT {right:g} is not above LEFT {left:g}"] if not right > left else []) + \
+            ([f"TOP {top:g} is not above BOTTOM {bottom:g}"] if not top > bottom else [])
+    if wrong:
+        raise GridError(f"bounds must be LEFT,BOTTOM,RIGHT,TOP with RIGHT > LEFT and TOP > BOTTOM: {' and '.join(wrong)}")
+    return left, bottom, right, top
 
 
 def band_names(cube: xr.DataArray) -> list[str]:

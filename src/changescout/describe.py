@@ -115,32 +115,25 @@ def _snow(ndsi, vis, nir) -> np.ndarray:
         return (ndsi > SNOW_NDSI) & (vis >= DARK) & (nir > SNOW_NIR)
 
 
-def _brightness_word(relative: float, own: float) -> str | None:
-    """The brightness word of a median change ``relative`` beyond the scene's and ``own`` (the pixels' own), or
-    None when ``relative`` is under :data:`NAMED`. It never goes against ``own``: plain "brighter" / "darker"
-    where ``own`` goes the same way by as much, the own direction "(less than the scene)" where ``own`` goes
-    the other way by as much (the scene brightened more than the object did), "... relative to the scene"
-    where the object's own brightness held."""
-    if abs(relative) < NAMED["vis"]:
-        return None
-    word, other = ("brighter", "darker") if relative > 0 else ("darker", "brighter")
-    if abs(own) < NAMED["vis"]:
+def _as_own(word: str, other: str, relative: float, own: float, named: float) -> str:
+    """``word`` (named from ``relative``, the median change beyond the scene's) as the object's own change
+    ``own`` bears it out: plain where ``own`` goes the same way by ``named`` or more, ``other`` (the own
+    direction) "(less than the scene)" where ``own`` goes the other way by as much (the scene moved more than
+    the object did), "... relative to the scene" where the object's own held. UAT: a forest whose NDVI fell
+    0.75 -> 0.64 while the scene's fell more read "vegetation gain"; a Landsat object whose red rose
+    0.13 -> 0.32 while the scene brightened by 0.2 read "darker"."""
+    if abs(own) < named:
         return f"{word} relative to the scene"
     return word if (own > 0) == (relative > 0) else f"{other} (less than the scene)"
 
 
-def _vegetation_word(word: str, own: float) -> str:
-    """``word`` ("vegetation loss" / "vegetation gain", named from the NDVI change beyond the scene's) as the
-    object's own NDVI change (``own``) bears it out, as :func:`_brightness_word` does for brightness: plain
-    where ``own`` goes the same way by :data:`NAMED`, the own direction "(less than the scene)" where it went
-    the other way by as much, "... relative to the scene" where it held. UAT: a forest whose NDVI fell
-    0.75 -> 0.64 while the scene's fell 0.85 -> 0.70 read "vegetation gain"."""
-    sign = 1 if word == "vegetation gain" else -1
-    if own * sign >= NAMED["ndvi"]:
-        return word
-    if own * sign <= -NAMED["ndvi"]:
-        return f"{'vegetation loss' if sign > 0 else 'vegetation gain'} (less than the scene)"
-    return f"{word} relative to the scene"
+def _brightness_word(relative: float, own: float) -> str | None:
+    """The brightness word of a median change ``relative`` beyond the scene's and ``own`` (the pixels' own),
+    or None when ``relative`` is under :data:`NAMED` (:func:`_as_own`)."""
+    if abs(relative) < NAMED["vis"]:
+        return None
+    word, other = ("brighter", "darker") if relative > 0 else ("darker", "brighter")
+    return _as_own(word, other, relative, own, NAMED["vis"])
 
 
 def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
@@ -163,9 +156,9 @@ def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
     d_ndvi = float((pixels["ndvi1"] - pixels["ndvi0"]).median())
     own_ndvi = float((pixels["ndvi1"] - pixels.get("ndvi0_own", pixels["ndvi0"])).median())
     if d_ndvi <= -NAMED["ndvi"] and pixels["ndvi0"].median() >= VEGETATION:
-        parts.append((-d_ndvi / NAMED["ndvi"], _vegetation_word("vegetation loss", own_ndvi)))
+        parts.append((-d_ndvi / NAMED["ndvi"], _as_own("vegetation loss", "vegetation gain", d_ndvi, own_ndvi, NAMED["ndvi"])))
     elif d_ndvi >= NAMED["ndvi"] and pixels["ndvi1"].median() >= VEGETATION:
-        parts.append((d_ndvi / NAMED["ndvi"], _vegetation_word("vegetation gain", own_ndvi)))
+        parts.append((d_ndvi / NAMED["ndvi"], _as_own("vegetation gain", "vegetation loss", d_ndvi, own_ndvi, NAMED["ndvi"])))
     d_vis = float((pixels["vis1"] - pixels["vis0"]).median())
     own = float((pixels["vis1"] - pixels.get("vis0_own", pixels["vis0"])).median())
     if (word := _brightness_word(d_vis, own)) is not None:

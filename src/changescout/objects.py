@@ -134,10 +134,14 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 def candidates(events: pd.DataFrame, min_z: float = 3.0, event_top: float = 0.0) -> np.ndarray:
     """The events that can make objects (see the module docstring): a ``surprise`` whose robust z is above
     ``min_z``, or an ``atypicality`` among the top ``event_top`` fraction of the events (when the table has it)."""
-    cand = robust_z(events["surprise"].to_numpy(float)) > min_z
-    if event_top > 0 and "atypicality" in events and len(events):
-        cand |= percentile(events["atypicality"].to_numpy(float)) > 1.0 - event_top
-    return cand
+    return (robust_z(events["surprise"].to_numpy(float)) > min_z) | _top_events(events, event_top)
+
+
+def _top_events(events: pd.DataFrame, event_top: float) -> np.ndarray:
+    """The events in the top ``event_top`` fraction by ``atypicality`` (none without the column)."""
+    if event_top <= 0 or "atypicality" not in events or not len(events):
+        return np.zeros(len(events), bool)
+    return percentile(events["atypicality"].to_numpy(float)) > 1.0 - event_top
 
 
 def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0, min_cosine: float = 0.5,
@@ -400,7 +404,8 @@ class ObjectRanker(BaseEstimator):
                                   f"from {vec.min()} to {vec.max()}: rows are keyed by vec (changes.zarr's layout), "
                                   "not one per event in the table's order")
         ev = events.copy()
-        ev["_cand"] = candidates(ev, self.min_z, self.event_top)
+        stands_out = candidates(ev, self.min_z)  # by its size: what the false-alarm rates are measured against
+        ev["_cand"] = stands_out | _top_events(ev, self.event_top)
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field
         # harvested the same month both lost their vegetation, but are two objects
         features = change_features(vectors, states, self.state_weight)
@@ -462,8 +467,7 @@ class ObjectRanker(BaseEstimator):
         if "atypicality" in ev:  # calibrated score: how many quiet patches score as high
             # against the events whose size does not stand out: those the top of the patch ranking made candidates
             # stay in the background, or the top ``event_top`` of every run, changes or none, would read 0
-            quiet = ~candidates(ev, self.min_z)
-            ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[quiet, "atypicality"])
+            ev["false_alarm_rate"] = false_alarm_rate(ev["atypicality"], ev.loc[~stands_out, "atypicality"])
         obj["false_alarm_rate"] = (ev["false_alarm_rate"].where(onset).groupby(ev["object_id"], sort=True).min()
                                    .reindex(obj["object_id"]).to_numpy(np.float32) if "false_alarm_rate" in ev
                                    else np.full(len(obj), np.nan, np.float32))

@@ -38,7 +38,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from ..cube import OutputGrid, make_cube, validate_cube
+from ..cube import OutputGrid, check_bounds, make_cube, validate_cube
 from ..errors import ConfigError, GridError, SourceError
 from .dates import parse_level, parse_platform
 from .masks import to_quality
@@ -138,17 +138,12 @@ class GridSpec:
 
     def __post_init__(self):
         # bounds in the wrong order are the option's fault, not the source's: told here, before any file is
-        # read (OutputGrid.from_bounds, later, says it too, but under the name of the source being read)
-        if self.bounds is None:
-            return
-        if len(self.bounds) != 4:
-            raise ConfigError(f"grid bounds must be 4 numbers LEFT,BOTTOM,RIGHT,TOP, got {len(self.bounds)}")
-        left, bottom, right, top = self.bounds
-        if not right > left or not top > bottom:
-            wrong = [f"RIGHT {right:g} is not above LEFT {left:g}"] if not right > left else []
-            wrong += [f"TOP {top:g} is not above BOTTOM {bottom:g}"] if not top > bottom else []
-            raise ConfigError(f"grid bounds must be LEFT,BOTTOM,RIGHT,TOP with RIGHT > LEFT and TOP > BOTTOM: "
-                              f"{' and '.join(wrong)}")
+        # read (OutputGrid.from_bounds, later, would say it under the name of the source being read)
+        if self.bounds is not None:
+            try:
+                check_bounds(self.bounds)
+            except GridError as exc:
+                raise ConfigError(f"grid {exc.message}") from None
 
     @classmethod
     def parse(cls, text: str) -> GridSpec:

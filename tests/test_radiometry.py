@@ -138,6 +138,26 @@ def test_landsat_sensors_and_collection_2_scaling(make_grid):
     np.testing.assert_allclose(out.values, 10000 * 2.75e-5 - 0.2, atol=1e-6)  # 0.075
 
 
+def test_landsat_level_1_oli_is_scaled_to_reflectance_and_tm_radiance_is_told(make_grid):
+    from changescout.pipeline import input_notes
+    from changescout.radiometry import RADIANCE_RULE
+
+    names = ["LC08_L1TP_035032_20200601_20200824_02_T1", "LC09_L1TP_035032_20220609_20220610_02_T1",
+             "LT05_L1TP_035032_20100601_20200823_02_T1"]
+    files = [f"/data/{n}/{n}_B{b}.TIF" for n in names for b in (4, 5)]
+    dn = np.full((3, 2, 8, 8), 10000.0, np.float32)
+    cube = make_cube(dn * 1e-4, ["2020-06-01", "2022-06-09", "2010-06-01"], ["B4", "B5"], make_grid(8, 8),
+                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+    out, record = apply_offsets(cube)
+    dates = list(record["dates"].values())
+    assert [d["status"] for d in dates] == ["unknown", "applied", "applied"]  # (in time order: the TM date first)
+    np.testing.assert_allclose(out.values[1:], 10000 * 2e-5 - 0.1, atol=1e-6)  # top-of-atmosphere 0.1, not 1.0
+    assert dates[0]["rule"] == RADIANCE_RULE and dates[0]["sensor"] == "TM"
+    np.testing.assert_allclose(out.values[0], 1.0)  # left as it is, and said before the run starts:
+    notes = input_notes(out, record, make_grid(8, 8), given_grid=True)
+    assert any(n.startswith("warning: 1 Landsat 4-7 Level-1 date(s) (2010-06-01) hold DN of radiance") for n in notes)
+
+
 def test_relative_normalisation_removes_a_per_date_gain_and_offset(make_grid):
     base = reflectance(1, n=1, size=32)[0]
     gain, offset = np.array([1.3, 0.8, 1.1, 0.9]), np.array([0.05, -0.01, 0.02, 0.0])

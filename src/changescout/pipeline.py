@@ -42,7 +42,7 @@ from .errors import ConfigError, InputError, OutputError, RunExistsError
 from .events import COLUMNS, REPLACED, write_events
 from .intact import problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
-from .radiometry import apply_offsets, implausible_dates, normalise_dates
+from .radiometry import RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
@@ -533,6 +533,12 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
                      f"{', ...' if len(unknown) > 3 else ''}) are left as they are: products of baseline 04.00 and later "
                      "(25 January 2022 on) store reflectance + 0.1; name the files or their folders after their products "
                      "(S2A_MSIL2A_..._N0400_...) to have the offset applied")
+    radiance = [d for d, r in offsets.get("dates", {}).items() if r.get("status") == "unknown" and r.get("rule") == RADIANCE_RULE]
+    if radiance:
+        notes.append(f"warning: {len(radiance)} Landsat 4-7 Level-1 date(s) ({', '.join(radiance[:3])}"
+                     f"{', ...' if len(radiance) > 3 else ''}) hold DN of radiance, not reflectance, and are read as DN / 10000: "
+                     "the encoders and the cloud screen expect reflectance; use Level-2 surface reflectance (L2SP), or convert "
+                     "with the gains of each product's MTL file and give the result")
     return notes
 
 

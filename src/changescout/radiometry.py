@@ -10,7 +10,9 @@
   baseline 04.00 and later (``..._N0400_...``, ``N0500``; 25 January 2022 on, and the reprocessed collection)
   store ``DN = 10000 * reflectance + 1000`` (``RADIO_ADD_OFFSET`` / ``BOA_ADD_OFFSET`` = -1000), so
   reflectance is ``(DN - 1000) / 10000``; Landsat Collection 2 Level-2 surface reflectance
-  (``LC08_L2SP_..._02_T1``) is ``DN * 2.75e-5 - 0.2``. A rule is applied only where the source scaled the
+  (``LC08_L2SP_..._02_T1``) is ``DN * 2.75e-5 - 0.2``, and Landsat 8-9 OLI Level-1 top-of-atmosphere
+  reflectance (``LC08_L1TP_...``) ``DN * 2e-5 - 0.1``; Landsat 4-7 Level-1 DN are radiance, which the run warns
+  of and leaves as they are. A rule is applied only where the source scaled the
   files with the default ``DN / 10000`` and no offset (``attrs`` ``scale_factor`` and ``offset``): a scale or
   offset given to the source is taken as already right. Older Sentinel-2 products (names with ``_OPER_`` or a
   baseline under 04.00) and OSCD (top-of-atmosphere L1C of 2015-2018, published in 2018) have no offset; a
@@ -55,6 +57,14 @@ LANDSAT_C2_L2 = (2.75e-5, -0.2)
 _S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_", re.I)
 _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
+#: Landsat 8-9 OLI Level-1 (Collections 1 and 2): top-of-atmosphere reflectance = DN * 2e-5 - 0.1
+#: (REFLECTANCE_MULT_BAND_n / REFLECTANCE_ADD_BAND_n, the same for every band and product).
+LANDSAT_OLI_L1 = (2e-5, -0.1)
+_LANDSAT_OLI_L1 = re.compile(r"L[CO]0[89]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
+#: Landsat 4-7 (MSS, TM, ETM+) Level-1: DN of calibrated radiance, whose gains the product's MTL file gives per band.
+_LANDSAT_TM_L1 = re.compile(r"L[MTE]0[1-7]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
+#: The rule of a date left as it is because its DN are radiance, not reflectance.
+RADIANCE_RULE = "Landsat 4-7 Level-1: DN of radiance, not reflectance; left as it is"
 _LANDSAT_SENSOR = re.compile(r"(?<![A-Z0-9])L([COTEM])0?[1-9](?:_L[12]|\d{13}[A-Z]{3}\d{2})", re.I)
 SENSORS = {"T": "TM", "E": "ETM+", "C": "OLI/TIRS", "O": "OLI", "M": "MSS"}
 #: ``time`` coordinates that may hold a product name, and those that may hold a processing baseline.
@@ -134,7 +144,7 @@ def _product_name(path: Path, root: Path | None = None) -> str:
 
 
 def _is_product(name: str) -> bool:
-    return any(p.search(name) for p in (_S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_SENSOR))
+    return any(p.search(name) for p in (_S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR))
 
 
 def _coord(cube: xr.DataArray, key: str, i: int):
@@ -177,6 +187,11 @@ def _rule(platform, baseline, names, oscd: bool) -> dict:
     if any(_LANDSAT_C2_L2.search(n) for n in names):
         return {"rule": "Landsat Collection 2 Level-2: reflectance = DN * 2.75e-5 - 0.2",
                 "scale": LANDSAT_C2_L2[0], "offset": LANDSAT_C2_L2[1]}
+    if any(_LANDSAT_OLI_L1.search(n) for n in names):
+        return {"rule": "Landsat 8-9 OLI Level-1: top-of-atmosphere reflectance = DN * 2e-5 - 0.1 (not corrected for "
+                        "the sun's elevation)", "scale": LANDSAT_OLI_L1[0], "offset": LANDSAT_OLI_L1[1]}
+    if any(_LANDSAT_TM_L1.search(n) for n in names):
+        return {"rule": RADIANCE_RULE, "scale": None, "offset": None}
     if oscd:
         return {"rule": "OSCD L1C (2015-2018, before baseline 04.00): no offset", "scale": DEFAULT_SCALE, "offset": 0.0}
     if any(_S2_OLD.search(n) for n in names):
@@ -192,7 +207,8 @@ def apply_offsets(cube: xr.DataArray, mode: str = "auto") -> tuple[xr.DataArray,
     """``(cube, record)``: the known scale and offset of each date applied (lazy) where the source used the
     default ``DN / 10000``; ``mode="off"`` only records. ``record = {"mode", "source_scaling", "dates"}``
     with, per date, :func:`describe_dates` and ``status``: ``applied`` | ``none`` | ``unknown`` |
-    ``given by the source`` | ``off``."""
+    ``given by the source`` | ``declared by the file`` (its files' GDAL scale and offset, ``file_scaling``,
+    were used; cube attrs ``declared_scaling``) | ``off``."""
     if mode not in OFFSET_MODES:
         raise ConfigError(f"radiometry must be one of {OFFSET_MODES}, got {mode!r}")
     dates = describe_dates(cube)
@@ -200,8 +216,12 @@ def apply_offsets(cube: xr.DataArray, mode: str = "auto") -> tuple[xr.DataArray,
     default = src_scale is not None and np.isclose(float(src_scale), DEFAULT_SCALE) and float(src_offset or 0.0) == 0.0
     gain = np.ones(len(dates), np.float32)
     add = np.zeros(len(dates), np.float32)
-    for i, info in enumerate(dates.values()):
-        if info["scale"] is None:
+    declared = cube.attrs.get("declared_scaling") or {}  # read as its files declare: no rule over that
+    for i, (day, info) in enumerate(dates.items()):
+        if day in declared:
+            info["status"] = "declared by the file"
+            info["file_scaling"] = list(declared[day])
+        elif info["scale"] is None:
             info["status"] = "unknown"
         elif info["offset"] == 0.0 and info["scale"] == DEFAULT_SCALE:
             info["status"] = "none"

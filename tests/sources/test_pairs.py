@@ -165,6 +165,16 @@ def test_georeferenced_tif_pair_keeps_its_crs(tmp_path):
     assert grid_of(item.cube).affine.almost_equals(transform) and not item.label.any()
 
 
+def test_a_b_image_georeferenced_elsewhere_is_refused_not_stacked_off_its_place(tmp_path):
+    # B 3 px (1.5 m) east of A: compared pixel for pixel, every pixel of B would be taken for A's neighbour
+    for folder, east in (("A", 0.0), ("B", 1.5)):
+        _write(tmp_path / folder / "x.tif", np.full((3, 16, 16), 100, np.uint8), crs="EPSG:32631",
+               transform=rasterio.transform.from_origin(500000 + east, 4000000, 0.5, 0.5))
+    with pytest.raises(SourceError, match=r"B/x.tif: is georeferenced on another grid than x.tif in A/ "
+                                          r"\(EPSG:32631, origin 500001.5, 4000000, pixel 0.5 x 0.5 against .*origin 500000,"):
+        open_series(tmp_path / "A" / "x.tif")
+
+
 def test_given_dates_bands_and_options_are_checked(tmp_path):
     root = make_pairs(tmp_path)
     # the dates name A then B: reversed, B would silently become the earlier image

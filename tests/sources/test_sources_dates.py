@@ -108,6 +108,9 @@ def test_to_times_accepts_the_documented_forms():
         assert to_times([value]) == [expected]
     assert to_times(["2018-04-29T10:30"]) == [pd.Timestamp("2018-04-29 10:30")]
     assert to_times([]) == []
+    # times with a time zone (a STAC item's datetime) in UTC, as the dates of file names are
+    aware = dt.datetime(2018, 4, 29, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-2)))
+    assert to_times([aware, pd.Timestamp("2018-05-01T10:00Z")]) == [pd.Timestamp("2018-04-30 01:30"), pd.Timestamp("2018-05-01 10:00")]
 
 
 def test_a_date_outside_1900_to_2100_is_refused_as_a_likely_typo():

@@ -462,3 +462,80 @@ def test_grid_bounds_in_the_wrong_order_are_the_grids_fault_not_the_sources(tmp_
     assert err.value.path is None
     with pytest.raises(ConfigError, match="TOP 0 is not above BOTTOM 100"):  # built from Python too
         warp.GridSpec(ms.CRS, 10.0, (0.0, 100.0, 100.0, 0.0))
+
+
+def test_each_date_mask_is_read_by_its_own_convention(tmp_path):
+    # a harmonised series: Sentinel-2 dates with SCL masks, Landsat dates with QA_PIXEL flags; SCL 4 (vegetation,
+    # clear) read as QA_PIXEL flags is the cirrus bit, and QA_PIXEL's clear value is no SCL class at all
+    s2 = "S2A_MSIL2A_20200301T105031_N0214_R051_T31TCJ_20200301T120000"
+    lc = "LC08_L2SP_198030_20200410_20200822_02_T1"
+    for t, name in enumerate((s2, lc)):
+        ms.write_geotiff(tmp_path / "f" / f"{name}.tif", ms.scene(t), descriptions=ms.BANDS)
+    scl = np.full(ms.SHAPE, 4, np.uint8)
+    scl[0:4, 0:6] = 9  # cloud, high probability
+    qa = np.full(ms.SHAPE, 0b1000000, np.uint16)  # clear
+    qa[10:14, 10:14] = 0b10000000  # water
+    ms.write_geotiff(tmp_path / "f" / f"{s2}_SCL.tif", scl[None], nodata=None)
+    ms.write_geotiff(tmp_path / "f" / f"{lc}_QA_PIXEL.tif", qa[None], nodata=None)
+    q = footprint(open_series(tmp_path / "f", patch_size=4)).quality.values
+    assert (q[0, 0:4, 0:6] == Quality.CLOUD).all() and (q[0, 10:40, 10:40] == Quality.CLEAR).all()
+    assert (q[1, 10:14, 10:14] == Quality.WATER).all() and (q[1, 20:40, 20:40] == Quality.CLEAR).all()
+
+
+def test_a_scale_and_offset_declared_by_the_file_are_used(tmp_path):
+    import rasterio
+
+    from changescout.radiometry import apply_offsets
+
+    # Landsat Collection 2 Level-2 DN declared in the files (gdal_translate -a_scale -a_offset), named by dates only
+    dn = np.full((2, *ms.SHAPE), round((0.25 + 0.2) / 2.75e-5), np.uint16)
+    for date in ms.DATES[:2]:
+        path = ms.write_geotiff(tmp_path / "f" / f"{date}.tif", dn, nodata=0, descriptions=("B04", "B08"))
+        with rasterio.open(path, "r+") as dst:
+            dst.scales, dst.offsets = (2.75e-5, 2.75e-5), (-0.2, -0.2)
+    cube = open_series(tmp_path / "f", patch_size=4)
+    np.testing.assert_allclose(footprint(cube).values, 0.25, atol=1e-5)  # not DN / 10000 = 1.64
+    assert (cube.attrs["scale_factor"], cube.attrs["offset"]) == (2.75e-5, -0.2)
+    out, record = apply_offsets(cube)  # no rule applied over what the files declare
+    assert {d["status"] for d in record["dates"].values()} == {"declared by the file"}
+    np.testing.assert_allclose(footprint(out).values, 0.25, atol=1e-5)
+    # one band of a date declaring and another not: which scaling holds is unknown, so say which file
+    path = ms.write_geotiff(tmp_path / "g" / "x_B04.tif", dn[:1], nodata=0)
+    ms.write_geotiff(tmp_path / "g" / "x_B08.tif", dn[:1], nodata=0)
+    with rasterio.open(path, "r+") as dst:
+        dst.scales, dst.offsets = (2.75e-5,), (-0.2,)
+    with pytest.raises(SourceError, match=r"x_B08.tif: declares no scale and offset .* while other bands of its date"):
+        open_series(tmp_path / "g", dates=["2020-03-01"], patch_size=4)
+
+
+def test_external_masks_go_to_their_dates_or_images_never_to_file_order(tmp_path):
+    names = [f"scene_{i}.tif" for i in (1, 2, 10)]  # sorted by name: scene_1, scene_10, scene_2
+    ms.multiband_folder(tmp_path / "f", names=names, with_nodata=False)
+    dates = list(ms.DATES)  # one per image, in sorted file order (scene_1, scene_10, scene_2)
+    for i, name in enumerate(names):
+        m = np.zeros(ms.SHAPE, np.uint8)
+        m[0:4, 0:6] = 4 if name == "scene_10.tif" else 0  # only scene_10 has a cloud
+        ms.write_geotiff(tmp_path / "masks" / name.replace(".tif", "_fmask.tif"), m[None], nodata=None)
+    cube = open_series(tmp_path / "f", dates=dates, mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
+    q = footprint(cube).quality.values
+    cloudy = [str(t)[:10] for t, qt in zip(cube.time.values, q) if (qt[0:4, 0:6] == Quality.CLOUD).all()]
+    assert cloudy == [dates[1]]  # scene_10's date: the second in sorted file order
+    ms.write_geotiff(tmp_path / "masks" / "mask_7.tif", np.zeros((1, *ms.SHAPE), np.uint8), nodata=None)
+    with pytest.raises(SourceError, match=r"mask_7.tif: has no date in its name and no image of the series is named like it"):
+        open_series(tmp_path / "f", dates=dates, mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
+    (tmp_path / "masks" / "mask_7.tif").unlink()
+    ms.write_geotiff(tmp_path / "masks" / f"old_{dates[0]}.tif", np.zeros((1, *ms.SHAPE), np.uint8), nodata=None)
+    with pytest.raises(SourceError, match=rf"fmask.tif: is a second mask for {dates[0]} \(with old_{dates[0]}.tif\)"):
+        open_series(tmp_path / "f", dates=dates, mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
+
+
+def test_a_grid_across_the_antimeridian_is_refused_with_the_reason(tmp_path):
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32760", always_xy=True).transform(179.998, -16.8)
+    transform = Affine(10, 0, x - 200, 0, -10, y + 200)
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", ms.scene(t), crs="EPSG:32760", transform=transform)
+    assert open_series(tmp_path / "f", patch_size=4).sizes["time"] == 2  # in its own CRS
+    with pytest.raises(GridError, match=r"cross the antimeridian .* in EPSG:4326.*such as the files' own \(EPSG:32760\)"):
+        open_series(tmp_path / "f", patch_size=4, grid="EPSG:4326")

@@ -43,7 +43,7 @@ from ..cube import USABLE, check_band_names
 from ..errors import SourceError
 from .geotiff import split_band_suffix
 from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
-from .warp import RasterInfo, build_cube, resolve_grid, scaling
+from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling, warp_scales
 
 _DIMS = ("time", "band", "y", "x")
 _PIXEL_DIMS = {"time", "y", "x"}
@@ -85,8 +85,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         raise SourceError("a data cube carries its own dates and quality; --dates and --mask do not apply", path)
     ds = _open_dataset(path)
     var = _variable(ds, variable, path)
-    if var.y.size > 1 and var.y[1] > var.y[0]:
+    if var.y.size > 1 and var.y[1] > var.y[0]:  # stored south-up: read north-up
         var = var.isel(y=slice(None, None, -1))
+    if var.x.size > 1 and var.x[1] < var.x[0]:  # stored east to west: read west to east
+        var = var.isel(x=slice(None, None, -1))
     crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
     if not crs:
         raise SourceError(
@@ -106,6 +108,8 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     quality, lut = _mask(ds, mask_variable, variable, mask_convention, path)
     if quality is not None and var.y.size > 1 and quality.y[0] != var.y[0]:
         quality = quality.isel(y=slice(None, None, -1))
+    if quality is not None and var.x.size > 1 and quality.x[0] != var.x[0]:
+        quality = quality.isel(x=slice(None, None, -1))
 
     def sample():
         step = max(1, max(shape) // 256)
@@ -318,21 +322,26 @@ class ReprojectedCube:
         return out[:, b.start : b.stop : b.step]
 
     def _source_window(self, dst: Affine, shape):
-        """The source pixels (plus a 2-pixel margin for bilinear) under a destination block, or ``None``."""
+        """The source pixels under a destination block, plus a margin for the bilinear kernel (2 pixels, and the
+        width it takes where the grid is coarser than the source), or ``None``."""
         left, top = dst @ (0, 0)
         right, bottom = dst @ (shape[1], shape[0])
         bounds = transform_bounds(self.grid.crs, self.info.crs, left, bottom, right, top, densify_pts=21)
         win = from_bounds(*bounds, transform=self.info.transform)
         height, width = self.info.shape
-        c0, r0 = max(0, math.floor(win.col_off) - 2), max(0, math.floor(win.row_off) - 2)
-        c1 = min(width, math.ceil(win.col_off + win.width) + 2)
-        r1 = min(height, math.ceil(win.row_off + win.height) + 2)
+        scales = warp_scales(self.info.crs, self.info.transform, self.info.shape, self.grid.crs, self.grid.resolution)
+        m = 2 + math.ceil(1 / min(scales.values()))
+        c0, r0 = max(0, math.floor(win.col_off) - m), max(0, math.floor(win.row_off) - m)
+        c1 = min(width, math.ceil(win.col_off + win.width) + m)
+        r1 = min(height, math.ceil(win.row_off + win.height) + m)
         return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
 
     def _warp(self, data, src: Affine, dst: Affine, shape, resampling) -> np.ndarray:
         lead = data.shape[:-2]
         flat = data.reshape(-1, *data.shape[-2:])
         dest = np.full((flat.shape[0], *shape), np.nan, np.float32)
+        # the kernel's scale fixed from the pixel sizes, not from this block's windows (:func:`.warp.warp_scales`)
+        scales = warp_scales(self.info.crs, self.info.transform, self.info.shape, self.grid.crs, self.grid.resolution)
         reproject(flat, dest, src_transform=src, src_crs=self.info.crs, dst_transform=dst, dst_crs=self.grid.crs,
-                  src_nodata=np.nan, dst_nodata=np.nan, resampling=resampling)
+                  src_nodata=np.nan, dst_nodata=np.nan, resampling=resampling, tolerance=WARP_TOLERANCE, **scales)
         return dest.reshape(*lead, *shape)

@@ -89,6 +89,8 @@ def _to_time(item, where, option: str) -> pd.Timestamp:
             t = None
     if t is None or pd.isna(t):
         raise ConfigError(f"{option} holds {item!r}, which is not a date: expected YYYY-MM-DD (e.g. 2018-04-29)", where)
+    if t.tzinfo is not None:  # (a STAC item's datetime): in UTC, as the dates of file names are
+        t = t.tz_convert("UTC").tz_localize(None)
     if not FIRST_DATE <= t <= LAST_DATE:  # (1900 and 2200 together overflowed the stores' time encoding: an internal error)
         raise ConfigError(f"{option} holds {item!r}, outside the dates an image can have here "
                           f"({FIRST_DATE:%Y} to {LAST_DATE:%Y}): a typo in the year?", where)

@@ -17,7 +17,10 @@ images are put in date order; a date given twice is an error naming both files. 
 descriptions, else file suffixes; then ``bands`` selects among them. Without such names ``bands`` names the
 bands, else they are ``b1..bN``. Band names must be unique. A band named ``fmask``, ``SCL``,
 ``qa`` or ``mask`` is the quality mask of its date, not a reflectance band; so is a single-band file beside a
-multi-band image and named after it with such a suffix (``<product>.tif`` and ``<product>_SCL.tif``).
+multi-band image and named after it with such a suffix (``<product>.tif`` and ``<product>_SCL.tif``). Each
+date's mask is read by the convention its own name says (``--mask-convention`` sets one for all), so a folder may
+mix Sentinel-2 dates with ``_SCL`` masks and Landsat dates with ``_QA_PIXEL`` ones. A band whose file declares a
+scale and offset (GDAL band metadata) is read with them (see :func:`.warp.open_scenes`).
 """
 
 from __future__ import annotations
@@ -70,16 +73,16 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
             raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}", files[0])
         if names != ref_names:
             raise SourceError(f"has bands {names} but {ref_file.name} has {ref_names}; every date needs the same bands", files[0])
-    mask_names = {m[0] for _, _, m in per_date if m}
+    # each date's mask read by its own convention: a folder may mix Sentinel-2 dates (SCL) and Landsat dates
+    # (QA_PIXEL), whose codes mean other things (SCL 4, vegetation, is QA_PIXEL's cirrus bit)
     scenes = [
-        Scene(t, tuple(layers), m[1] if m else None, name=_name(files[0], root))
+        Scene(t, tuple(layers), m[1] if m else None, name=_name(files[0], root),
+              convention=convention_for(m[0], mask_convention, m[1].path) if m else "")
         for t, (_, layers, m), files in zip(times, per_date, groups.values())
     ]
     lut = None
     if mask is not None:
         scenes, lut = external_masks(mask, scenes, mask_convention)
-    elif mask_names:
-        lut = lookup_table(convention_for(sorted(mask_names)[0], mask_convention, root))
     cube = open_scenes(scenes, ref_names, source=root, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
                        scale_factor=scale_factor, offset=offset, level=level)
     if ignored:
@@ -229,8 +232,8 @@ def split_mask(names, layers, wanted, where):
 
 
 def external_masks(path, scenes: list[Scene], convention: str | None):
-    """Attach the masks of ``path`` (a folder of mask files with dated names, or one file with one band per
-    date in time order) to ``scenes``; return the scenes and the mask lookup table."""
+    """Attach the masks of ``path`` (a folder of mask files named by their dates or like their images, or one
+    file with one band per date in time order) to ``scenes``; return the scenes and the mask lookup table."""
     path = Path(path)
     if not path.exists():
         raise SourceError("does not exist (the --mask given)", path)
@@ -241,16 +244,29 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
             raise SourceError(f"holds {count} mask bands but the series has {len(scenes)} dates", path)
         masks = {s.time: Layer(str(path.resolve()), i + 1) for i, s in enumerate(by_time)}
     else:
-        files = list_rasters(path)
-        found = {_date_of(f, path): Layer(str(f.resolve()), 1) for f in files}
-        masks = found if all(found) else {}
-        if not masks and len(files) == len(scenes):
-            masks = {s.time: Layer(str(f.resolve()), 1) for s, f in zip(by_time, files)}
+        # each file goes to the date its name holds, else to the image named like it (scene_7.tif's mask is
+        # scene_7.tif or scene_7_fmask.tif): not to the dates in file-name order, where mask_10 sorts before mask_2
+        image_of = {_stem_key(Path(s.name)): s.time for s in scenes}
+        masks, source = {}, {}
+        for f in list_rasters(path):
+            t = _date_of(f, path)
+            if t is None and (t := image_of.get(_stem_key(f))) is None:
+                raise SourceError("has no date in its name and no image of the series is named like it: name each mask "
+                                  "file by its date (2020-01-01_fmask.tif) or like its image, or give one file with "
+                                  "one mask band per date", f)
+            if t in masks:
+                raise SourceError(f"is a second mask for {t:%Y-%m-%d} (with {source[t].name}); keep one per date", f)
+            masks[t], source[t] = Layer(str(f.resolve()), 1), f
         missing = [f"{s.time:%Y-%m-%d}" for s in scenes if s.time not in masks]
         if missing:
             raise SourceError(f"has no mask for the date(s) {missing}", path)
     lut = lookup_table(convention_for(path.name, convention, path))
     return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
+
+
+def _stem_key(file: Path) -> str:
+    """A file's name less its extension and band suffix: what an image and its mask file share."""
+    return (split_band_suffix(file.stem)[0] or file.stem).lower()
 
 
 def split_band_suffix(stem: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ Any other value, the file's nodata and pixels outside the mask's footprint becom
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -66,17 +67,20 @@ def _infer(name: str) -> str:
     return ""
 
 
+@functools.cache
 def lookup_table(convention: str) -> np.ndarray:
     """A uint8 table from mask value to quality class (unlisted values -> NODATA): 256 entries, or 65 536 for
-    the 16 bit flags of ``qa_pixel``."""
+    the 16 bit flags of ``qa_pixel`` (one read-only table per convention, shared)."""
     if convention == "qa_pixel":
         v = np.arange(1 << 16)
         bit = lambda i: (v >> i) & 1 == 1  # noqa: E731
-        return np.select([bit(0), bit(1) | bit(2) | bit(3), bit(4), bit(5), bit(7), bit(6)],
-                         [_Q.NODATA, _Q.CLOUD, _Q.SHADOW, _Q.SNOW, _Q.WATER, _Q.CLEAR], _Q.NODATA).astype(np.uint8)
-    lut = np.full(256, Quality.NODATA, dtype=np.uint8)
-    for value, quality in _TABLES[convention].items():
-        lut[value] = quality
+        lut = np.select([bit(0), bit(1) | bit(2) | bit(3), bit(4), bit(5), bit(7), bit(6)],
+                        [_Q.NODATA, _Q.CLOUD, _Q.SHADOW, _Q.SNOW, _Q.WATER, _Q.CLEAR], _Q.NODATA).astype(np.uint8)
+    else:
+        lut = np.full(256, Quality.NODATA, dtype=np.uint8)
+        for value, quality in _TABLES[convention].items():
+            lut[value] = quality
+    lut.flags.writeable = False
     return lut
 
 

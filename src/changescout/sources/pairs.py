@@ -11,7 +11,8 @@ Such pairs carry neither a CRS nor dates:
 
 * coordinates are **pixels**: the cube's CRS is :data:`PIXEL_CRS` (a local engineering CRS, unit "pixel") with the
   transform ``(1, 0, 0, 0, -1, H)``, so ``x = col + 0.5`` and ``y = H - row - 0.5``; ``attrs["crs_fallback"]`` is
-  ``"pixel"`` (see :func:`is_pixel_grid`). A pair whose ``A`` image is a georeferenced GeoTIFF keeps its CRS.
+  ``"pixel"`` (see :func:`is_pixel_grid`). A pair whose ``A`` image is a georeferenced GeoTIFF keeps its CRS; a
+  ``B`` image georeferenced on another grid is refused (the pair is compared pixel for pixel).
 * the two dates are placeholders, :data:`PLACEHOLDER_DATES`; ``attrs["dates"]`` says so (LEVIR-CD pairs are
   5 to 14 years apart, at dates the files do not tell).
 
@@ -161,6 +162,11 @@ def open(path, *, item=None, dates=None, bands=None, grid=None, patch_size=16, m
         if a.shape[1:] != arrays[0].shape[1:]:
             raise SourceError(f"is {a.shape[1]}x{a.shape[2]} px but {files[0].name} in A/ is "
                               f"{arrays[0].shape[1]}x{arrays[0].shape[2]} px", f)
+    if georef[0] and georef[1] and not _same_georef(*georef):  # stacked pixel for pixel, B would sit off its place
+        raise SourceError(f"is georeferenced on another grid than {files[0].name} in A/ ({_georef_text(georef[1])} "
+                          f"against {_georef_text(georef[0])}): a pair is compared pixel for pixel; warp it onto A's grid "
+                          "(gdalwarp -t_srs, -te and -tr of A's), or put the two images, named by their dates, in a "
+                          "folder and run that folder, which resamples every date onto one grid", files[1])
     for f, a in zip(files, arrays):
         if a.shape[0] < 3:
             raise SourceError(f"has {a.shape[0]} band(s); expected an RGB image", f)
@@ -240,6 +246,20 @@ def _read(path: Path, with_georef: bool = False):
     except RasterioError as exc:
         raise SourceError(f"not a readable image ({exc})", path) from exc
     return (data, georef) if with_georef else data
+
+
+def _same_georef(a, b) -> bool:
+    """Whether two ``(crs, transform)`` put the pixels of images of one shape on the same ground (to 1e-3 px)."""
+    from rasterio.crs import CRS
+
+    (crs_a, ta), (crs_b, tb) = a, b
+    tol = 1e-3 * min(abs(ta[0]), abs(ta[4]))
+    return CRS.from_user_input(crs_a) == CRS.from_user_input(crs_b) and bool(np.allclose(ta, tb, rtol=0, atol=tol))
+
+
+def _georef_text(g) -> str:
+    crs, t = g
+    return f"{crs}, origin {t[2]:.10g}, {t[5]:.10g}, pixel {t[0]:.10g} x {-t[4]:.10g}"
 
 
 def _two_dates(dates, where):

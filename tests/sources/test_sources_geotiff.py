@@ -539,3 +539,18 @@ def test_a_grid_across_the_antimeridian_is_refused_with_the_reason(tmp_path):
     assert open_series(tmp_path / "f", patch_size=4).sizes["time"] == 2  # in its own CRS
     with pytest.raises(GridError, match=r"cross the antimeridian .* in EPSG:4326.*such as the files' own \(EPSG:32760\)"):
         open_series(tmp_path / "f", patch_size=4, grid="EPSG:4326")
+
+
+@pytest.mark.parametrize("grid", [None, "EPSG:32631,5"])  # read on the file's own pixels, and warped
+def test_a_mask_band_reads_the_files_nodata_value_by_its_convention(tmp_path, grid):
+    # one nodata value for all bands of a GeoTIFF: 0 for the reflectance is Fmask's clear land in its mask band
+    for t, date in enumerate(ms.DATES):
+        data = np.concatenate([ms.scene(t, 3), ms.fmask(t)[None].astype(np.int16)])
+        data[:3, 36:40, 0:4] = 0  # no reflectance there: nodata whatever the mask says
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", data, nodata=0, descriptions=("B04", "B08", "B11", "fmask"))
+    cube = open_series(tmp_path / "f", patch_size=4, grid=grid)
+    q = footprint(cube).quality.values
+    if grid:
+        q = q[:, ::2, ::2]  # 5 m pixels: every other one lies in a 10 m pixel of the files
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 20:30, 0:20] == Quality.CLEAR).all()
+    assert (q[:, 37:40, 0:3] == Quality.NODATA).all() and (q[:, 36:40, 40:44] == Quality.NODATA).all()  # fmask 255

@@ -11,7 +11,9 @@ Conventions:
   2 cirrus or 3 cloud -> cloud; 4 cloud shadow -> shadow; 5 snow -> snow; 7 water -> water; 6 clear -> clear;
   no flag at all (0: a warped file's empty pixels) -> nodata.
 
-Any other value, the file's nodata and pixels outside the mask's footprint become ``NODATA``.
+Any other value and pixels outside the mask's footprint become ``NODATA``. The mask file's own nodata value is
+read by the convention as any other value (Fmask's 255, SCL's 0 and QA_PIXEL's fill bit are nodata there): a
+GeoTIFF has one nodata value for all its bands, and a reflectance nodata of 0 is Fmask's clear land.
 """
 
 from __future__ import annotations

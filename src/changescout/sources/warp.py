@@ -300,10 +300,11 @@ def aligned_offset(info: RasterInfo, crs: str, transform: Affine, shape) -> tupl
     return round(row), round(col)
 
 
-def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarray:
+def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> np.ndarray:
     """Bands ``indexes`` of ``path`` over ``shape`` pixels from file pixel ``offset`` ``(row, col)``, which may
     reach beyond the file: float32, NaN outside the file and where it has no data (what :func:`warp_vrt`
-    gives on the file's own grid, without the warper)."""
+    gives on the file's own grid, without the warper); the bands in ``raw`` (mask bands) keep the file's nodata
+    value as it is (NaN outside the file only)."""
     row, col = offset
     out = np.full((len(indexes), *shape), np.nan, np.float32)
     try:
@@ -315,9 +316,10 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarr
             window = Window(c0, r0, c1 - c0, r1 - r0)
             part = out[:, r0 - row : r1 - row, c0 - col : c1 - col]
             part[...] = src.read(list(indexes), window=window)  # cast to float32 in place
-            if any(src.mask_flag_enums[i - 1] != [MaskFlags.all_valid] for i in indexes):  # nodata, mask or alpha
-                masks = src.read_masks(list(indexes), window=window)
-                part[masks == 0] = np.nan
+            masked = [j for j, i in enumerate(indexes) if i not in raw and src.mask_flag_enums[i - 1] != [MaskFlags.all_valid]]
+            if masked:  # nodata, mask or alpha
+                masks = src.read_masks([indexes[j] for j in masked], window=window)
+                part[masked] = np.where(masks == 0, np.nan, part[masked])
     except RasterioError as exc:
         raise SourceError(f"cannot read the raster ({exc})", path) from exc
     return out
@@ -327,6 +329,11 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape) -> np.ndarr
 #: so a pixel's value depended on the block size (up to 0.003 reflectance on white noise across UTM zones); at
 #: 1e-3 px, 0.0002, for no measurable time (an exact transformer took 2.6 times as long).
 WARP_TOLERANCE = 1e-3
+
+
+#: A source nodata value no mask value is (they are whole numbers): mask bands are warped with their file's
+#: nodata value kept, for their convention to read (:func:`.masks.to_quality`).
+_NO_CLASS = -1.5
 
 
 def warp_scales(src_crs: str, src_transform: Affine, src_shape, crs: str, resolution) -> dict[str, float]:
@@ -348,9 +355,10 @@ def warp_scales(src_crs: str, src_transform: Affine, src_shape, crs: str, resolu
 
 
 def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling,
-             scales: dict[str, float] | None = None) -> np.ndarray:
+             scales: dict[str, float] | None = None, raw: bool = False) -> np.ndarray:
     """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)`` through a ``WarpedVRT``: float32,
-    NaN where no data; ``scales``: :func:`warp_scales` (the same for every block of a grid).
+    NaN where no data; ``scales``: :func:`warp_scales` (the same for every block of a grid); ``raw`` (mask
+    bands): the file's nodata value kept as it is (NaN outside the file only).
 
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
@@ -358,7 +366,8 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     try:
         with rasterio.open(path) as src, WarpedVRT(
             src, crs=crs, transform=transform, height=shape[0], width=shape[1],
-            resampling=resampling, dtype="float32", nodata=np.nan, UNIFIED_SRC_NODATA="NO", tolerance=WARP_TOLERANCE, **(scales or {}),
+            resampling=resampling, dtype="float32", nodata=np.nan, UNIFIED_SRC_NODATA="NO", tolerance=WARP_TOLERANCE,
+            **({"src_nodata": _NO_CLASS} if raw else {}), **(scales or {}),
         ) as vrt:
             return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
     except RasterioError as exc:
@@ -425,12 +434,15 @@ class WarpedSeries:
                 want(scene.mask, k, nb, Resampling.nearest)
         for (path, resampling), items in reads.items():
             k, pos, idx = (list(v) for v in zip(*items))
+            # a mask band's values are read by its convention, the file's nodata value too: a file whose nodata
+            # is 0 for its reflectance has Fmask's clear land 0 in its mask band (all its clear pixels were nodata)
+            raw = {i for i, p in zip(idx, pos) if p == nb}
             if resampling is None:
-                out[k, pos] = read_aligned(path, idx, offsets[path], shape)
+                out[k, pos] = read_aligned(path, idx, offsets[path], shape, raw)
             else:
                 info = probe(path)
                 scales = warp_scales(info.crs, info.transform, info.shape, self.grid.crs, self.grid.resolution)
-                out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling, scales)
+                out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling, scales, bool(raw))
         values = out[:, :nb]
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)

@@ -554,3 +554,13 @@ def test_a_mask_band_reads_the_files_nodata_value_by_its_convention(tmp_path, gr
         q = q[:, ::2, ::2]  # 5 m pixels: every other one lies in a 10 m pixel of the files
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 20:30, 0:20] == Quality.CLEAR).all()
     assert (q[:, 37:40, 0:3] == Quality.NODATA).all() and (q[:, 36:40, 40:44] == Quality.NODATA).all()  # fmask 255
+
+
+def test_8_bit_images_are_read_as_0_to_1_not_as_reflectance_x_10000(tmp_path):
+    # an RGB aerial or drone image: 0..255 read as x 10000 was 0..0.0255, darker than any land for the cloud screen
+    for t, date in enumerate(ms.DATES[:2]):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", np.full((3, *ms.SHAPE), 51 * (t + 1), np.uint8), nodata=None,
+                         descriptions=("red", "green", "blue"))
+    cube = open_series(tmp_path / "f", patch_size=4)
+    assert cube.attrs["scale_factor"] == pytest.approx(1 / 255)
+    np.testing.assert_allclose(footprint(cube).values[:, 0, 0, 0], [0.2, 0.4], rtol=1e-6)

@@ -157,8 +157,17 @@ def test_probe_reports_missing_georeference_without_rasterio_warnings(tmp_path):
         warnings.simplefilter("ignore")  # writing without a geotransform warns too
         no_crs = ms.write_geotiff(tmp_path / "nocrs.tif", ms.scene(0), crs=None, transform=None)
         crs_only = ms.write_geotiff(tmp_path / "crsonly.tif", ms.scene(0), transform=None)
+        import rasterio
+        from rasterio.control import GroundControlPoint
+
+        gcps = ms.write_geotiff(tmp_path / "gcps.tif", ms.scene(0), crs=None, transform=None)
+        with rasterio.open(gcps, "r+") as dst:  # a scanned map or a raw swath: points, not a grid
+            dst.gcps = ([GroundControlPoint(0, 0, 355000, 4835000), GroundControlPoint(40, 0, 355000, 4834600),
+                         GroundControlPoint(0, 44, 355440, 4835000)], rasterio.crs.CRS.from_epsg(32631))
     for path, message in ((no_crs, "nocrs.tif: the raster has no CRS"),
-                          (crs_only, "crsonly.tif: the raster has a CRS but no geotransform")):
+                          (crs_only, "crsonly.tif: the raster has a CRS but no geotransform"),
+                          (gcps, r"gcps.tif: the raster is georeferenced by ground control points only, not on a grid; "
+                                 r"warp it onto one first \(gdalwarp -tps")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with pytest.raises(SourceError, match=message):

@@ -114,6 +114,10 @@ def _probe(path: str, mtime: float) -> RasterInfo:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
         with src:
+            if src.crs is None and (src.gcps[0] or src.rpcs):
+                raise SourceError(f"the raster is georeferenced by {'ground control points' if src.gcps[0] else 'RPCs'} "
+                                  f"only, not on a grid; warp it onto one first (gdalwarp {'-tps' if src.gcps[0] else '-rpc'} "
+                                  "-t_srs EPSG:... in.tif out.tif)", path)
             if src.crs is None:
                 raise SourceError("the raster has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32631)", path)
             if src.transform.is_identity and not src.gcps[0] and not src.rpcs:
@@ -455,11 +459,15 @@ class WarpedSeries:
 
 
 def scaling(dtype, sample, scale_factor=None, offset=None) -> tuple[float, float]:
-    """``(scale, offset)`` taking file values to 0..1 reflectance: given values win; integer rasters, and float
-    rasters whose 99th percentile (of ``sample()``, a few thousand values) exceeds 2, are x 10000."""
+    """``(scale, offset)`` taking file values to 0..1 reflectance: given values win; 8-bit rasters (RGB aerial or
+    drone images: no reflectance product is stored in 8 bits) are / 255, as image pairs are; other integer
+    rasters, and float rasters whose 99th percentile (of ``sample()``, a few thousand values) exceeds 2, are
+    x 10000."""
     offset = float(offset or 0.0)
     if scale_factor is not None:
         return float(scale_factor), offset
+    if np.dtype(dtype) == np.uint8:  # (as x 10000 they read 0..0.0255: darker than any land for the cloud screen)
+        return 1.0 / 255.0, offset
     if np.issubdtype(np.dtype(dtype), np.integer):
         return DEFAULT_SCALE, offset
     values = np.asarray(sample(), dtype=np.float64).ravel()

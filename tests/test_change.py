@@ -697,3 +697,25 @@ def test_embeddings_whose_dates_are_not_in_order_are_refused(grid_changes):
         compute_changes(ds.isel(time=[3, 1, 2, 0, 4]), Comparison())
     df, _ = compute_changes(ds.isel(time=[3, 1, 2, 0, 4]).sortby("time"), Comparison())
     assert (pd.to_datetime(df["t0"]) < pd.to_datetime(df["t1"])).all()
+
+
+@pytest.mark.parametrize("dates, pairable", [
+    (["2021-01-01", "2022-03-15"], False),  # 14 months: the span passed the check, no date was a year before another
+    (["2020-01-01", "2020-11-16"], False),  # 320 days, but a year before 2020-11-16 (a leap year) is 46 days off
+    (["2021-01-01T10:30", "2021-11-17T10:00"], False),  # 45 days and 23.5 hours off: past the 45 days
+    (["2021-01-01", "2021-11-17"], True),  # 45 days off
+    (["2020-05-01", "2020-08-01", "2021-05-20"], True),
+])
+def test_the_anniversary_check_before_embedding_agrees_with_the_pairing(dates, pairable):
+    """The check before embedding looked at the series' span only: it let through series in which no date could
+    be compared (the run failed after embedding them) and refused one that could."""
+    times = pd.DatetimeIndex(dates)
+    comp = Comparison.parse("anniversary")
+    E = np.random.default_rng(0).normal(size=(len(times), 10, 8)).astype(np.float32)
+    events, _, _ = changes_block(E, np.ones((len(times), 10), np.float32), times, comp)
+    assert (len(events) > 0) == pairable
+    if pairable:
+        comp.check_dates(times)
+    else:
+        with pytest.raises(ConfigError, match="needs a date within 45 days of a year before another date"):
+            comp.check_dates(times)

@@ -110,3 +110,19 @@ def test_cluster_table_sizes_and_order():
 def test_bad_clusterer_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
         ChangeClusterer(**params).fit(np.random.default_rng(0).normal(size=(50, 4)))
+
+
+@pytest.mark.parametrize("n", [12, 40])
+def test_a_small_run_of_one_type_is_one_type_not_one_per_change(n):
+    """BIC chose the most types it was offered on small runs: components collapsed onto single changes (12
+    changes of one type made 12 types, 40 made 24), and a type's rarity was noise."""
+    X = np.random.default_rng(n).normal(0, 1, (n, 64))
+    cl = ChangeClusterer(random_state=0).fit(X)
+    assert cl.n_clusters_ == 1
+
+
+def test_types_are_still_found_where_the_run_has_changes_enough():
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(0, 1, (300, 64)) + 8 * np.eye(64)[0], rng.normal(0, 1, (60, 64)) - 8 * np.eye(64)[0]])
+    cl = ChangeClusterer(random_state=0).fit(X)
+    assert cl.n_clusters_ >= 2 and len(set(cl.labels_[:300]) & set(cl.labels_[300:])) == 0

@@ -589,3 +589,22 @@ def test_object_ranker_takes_vectors_keyed_by_vec_and_says_so_when_they_are_not(
         ObjectRanker(by="rarty")
     with pytest.raises(ConfigError, match="missing: surprise"):
         ObjectRanker().fit_transform(ev.drop(columns="surprise"), vecs)
+
+
+def test_objects_and_their_order_do_not_depend_on_the_row_order_of_the_table():
+    """events.parquet is sorted by rank: ranked again in that order, the same events made other object ids
+    (200 of 203) and, where two objects' scores tie, another object first."""
+    wet, dry, roof = np.eye(8)[5], -np.eye(8)[5], np.eye(8)[2]
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 1, wet), (1, 2, "2021-03-01", 2.0, 1, wet),
+                            (1, 1, "2021-05-01", 2.0, 3, dry), (1, 2, "2021-05-01", 2.0, 3, dry),
+                            (5, 5, "2021-03-01", 2.0, 2, roof), (5, 6, "2021-03-01", 2.0, 2, roof), (5, 7, "2021-03-01", 2.0, 2, roof)]
+    ev, vecs = _events(rows)
+    ev.loc[len(ev) - 5:len(ev) - 4, "t0"] = T("2021-03-01")  # the flood's end compares with its onset
+    ev["atypicality"] = np.linspace(0.1, 0.5, len(ev)).astype(np.float32)
+    a, obj_a = ObjectRanker().fit_transform(ev, vecs)
+    shuffled = ev.sample(frac=1, random_state=2)
+    b, obj_b = ObjectRanker().fit_transform(shuffled, vecs)
+    assert b.index.equals(shuffled.index)  # the events come back in the caller's order
+    cols = ["object_id", "object_rank", "false_alarm_rate"]
+    pd.testing.assert_frame_equal(a.set_index("vec")[cols].sort_index(), b.set_index("vec")[cols].sort_index())
+    pd.testing.assert_frame_equal(obj_a, obj_b)

@@ -464,7 +464,7 @@ def test_an_interrupted_replacement_is_resumed_and_a_lost_one_gives_the_old_run_
     ("compare", "reference:2030-01-01", "no date comes after the reference"),
     ("compare", "reference:2000-01-01", "the reference comes before the series"),
     ("compare", "reference:2008-13-01", "--compare reference: holds '2008-13-01', which is not a date"),
-    ("compare", "anniversary", "anniversary needs dates about a year apart"),
+    ("compare", "anniversary", "anniversary needs a date within 45 days of a year before another date"),
 ])
 def test_bad_values_fail_before_anything_is_written(session_config, tmp_path, key, value, message):
     config = session_config(**{key: value})  # the session series spans 9 months: no anniversary
@@ -598,6 +598,28 @@ def test_more_types_asked_than_changes_found_gives_one_type_per_change(n):
                                             RunConfig(source="x", n_clusters=500), log=logs.append)
     assert logs == [f"warning: n_clusters 500 is more than the {n} changes of this run; {n} type(s) are used"]
     assert sorted(ranked["rank"]) == list(range(1, n + 1)) and clusters["size"].sum() == n and len(objects) >= 1
+
+
+def test_more_types_asked_than_the_sampled_changes_give_one_type_per_sampled_change(monkeypatch):
+    """Types are fitted on a sample of the changes (5000): n_clusters between the sample and the run's size was
+    an internal error after the embedding."""
+    import changescout.pipeline as pl
+    from changescout.cluster import ChangeClusterer
+
+    class Small(ChangeClusterer):
+        def __init__(self, n_clusters="auto", max_clusters=24, n_components=16, sample_size=20, random_state=0):
+            super().__init__(n_clusters, max_clusters, n_components, sample_size, random_state)
+
+    monkeypatch.setattr(pl, "ChangeClusterer", Small)
+    n, rng = 30, np.random.default_rng(0)
+    events = pd.DataFrame({"row": np.arange(n), "col": 0, "t0": pd.Timestamp("2021-01-01"), "t1": pd.Timestamp("2021-02-01"),
+                           "magnitude": rng.random(n), "surprise": rng.random(n), "zscore": rng.random(n),
+                           "persistence": pd.array([1] * n, dtype="Int32"), "vec": np.arange(n)})
+    logs = []
+    ranked, clusters, _ = rank_events(events, rng.standard_normal((n, 8)).astype(np.float32),
+                                      RunConfig(source="x", n_clusters=25), log=logs.append)
+    assert logs == ["warning: n_clusters 25 is more than the 20 changes the types are fitted on; 20 type(s) are used"]
+    assert len(clusters) <= 20 and sorted(ranked["rank"]) == list(range(1, n + 1))
 
 
 def test_a_zarr_datacube_runs_and_its_store_is_hashed(tmp_path):
@@ -850,3 +872,22 @@ def test_a_run_without_its_config_json_is_named_as_such(session_run, session_con
     with pytest.raises(RunExistsError, match=r"holds state.json, embeddings.zarr, .* but no config.json"):
         run_pipeline(session_config(), run, **QUIET)
     assert (run / "events.parquet").exists()  # nothing of it removed
+
+
+def test_rank_events_reads_the_vectors_by_their_vec_keys_whatever_the_row_order():
+    """Vectors are keyed by vec (changes.zarr's layout); the change types and the rarity were given to the events
+    by row position, so a table in another order (events.parquet, by rank) got other events' types."""
+    from changescout.pipeline import RunConfig, rank_events
+
+    rng = np.random.default_rng(0)
+    n = 300
+    vecs = np.vstack([rng.normal(0, 0.1, (200, 8)) + 5 * np.eye(8)[1], rng.normal(0, 0.1, (n - 200, 8)) - 5 * np.eye(8)[1]])
+    events = pd.DataFrame({"row": np.arange(n) // 20 * 2, "col": np.arange(n) % 20 * 2, "t0": pd.Timestamp("2021-01-01"),
+                           "t1": pd.Timestamp("2021-06-01"), "magnitude": 1.0, "surprise": rng.uniform(0.5, 1.5, n),
+                           "zscore": 1.0, "persistence": pd.array([2] * n, dtype="Int32"), "vec": np.arange(n)})
+    a, _, objects_a = rank_events(events, vecs.astype(np.float32), RunConfig(source="synthetic"))
+    b, _, objects_b = rank_events(events.sample(frac=1, random_state=1), vecs.astype(np.float32), RunConfig(source="synthetic"))
+    by_vec = [t.set_index("vec").sort_index() for t in (a, b)]
+    assert by_vec[0]["cluster"].iloc[:200].nunique() == 1 and by_vec[0]["cluster"].iloc[200:].nunique() == 1
+    pd.testing.assert_frame_equal(by_vec[0], by_vec[1])
+    pd.testing.assert_frame_equal(objects_a, objects_b)

@@ -76,8 +76,24 @@ class Comparison:
             raise ConfigError(f"--compare {self}: no date comes after the reference; {span}")
         if self.mode == "reference" and self.reference < times[0].normalize():  # (a typo, or the wrong series)
             raise ConfigError(f"--compare {self}: the reference comes before the series; {span}")
-        if self.mode == "anniversary" and (times[-1] - times[0]).days < 365 - self.anniversary_tolerance_days:
-            raise ConfigError(f"--compare anniversary needs dates about a year apart; {span}")
+        if self.mode == "anniversary" and not any(self.candidates(times, t) for t in range(len(times))):
+            raise ConfigError(f"--compare anniversary needs a date within {self.anniversary_tolerance_days} days of a year "
+                              f"before another date; {span}")
+
+    def candidates(self, times: pd.DatetimeIndex, t: int) -> list[tuple[float, int]]:
+        """``(days off the target, j)`` of the earlier dates ``j`` that date ``t`` may be compared with: for
+        ``anniversary`` those within the tolerance of the same day a year before; for ``reference`` every earlier
+        date, the reference's own day first (none for dates up to the reference's day). Days are counted
+        with their fractions (images carry times of day), the same for the check before embedding as for the
+        pairing."""
+        if self.mode == "anniversary":
+            target = times[t] - pd.DateOffset(years=1)
+        elif times[t].normalize() <= self.reference:  # the reference day's own image (10:30) is no change
+            return []
+        else:
+            target = self.reference
+        out = [(abs((times[j] - target) / pd.Timedelta(days=1)), j) for j in range(t) if times[j] < times[t]]
+        return [c for c in out if c[0] <= self.anniversary_tolerance_days] if self.mode == "anniversary" else out
 
     def note(self, times: pd.DatetimeIndex) -> str | None:
         """What the analyst should know before the run, or None: a reference that is not a date of the series
@@ -165,15 +181,9 @@ def _pairs(E, ok, times: pd.DatetimeIndex, comp: Comparison):
         t1, p = np.nonzero(prev >= 0)
         return t1, prev[t1, p], p, transient
     for t in range(T):
-        if comp.mode == "anniversary":
-            target = times[t] - pd.DateOffset(years=1)
-        else:
-            if times[t].normalize() <= comp.reference:  # the reference day's own image (10:30) is no change
-                continue
-            target = comp.reference
-        cands = [(abs((times[j] - target).days), j) for j in range(T) if j != t and times[j] < times[t]]
-        if comp.mode == "anniversary":
-            cands = [c for c in cands if c[0] <= comp.anniversary_tolerance_days]
+        cands = comp.candidates(times, t)
+        if not cands:
+            continue
         chosen = np.full(P, -1)
         for _, j in sorted(cands):
             chosen = np.where((chosen < 0) & stable[j], j, chosen)

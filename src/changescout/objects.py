@@ -403,7 +403,10 @@ class ObjectRanker(BaseEstimator):
                 raise ConfigError(f"ObjectRanker.fit_transform: {name} has {len(arr)} rows but the events' vec keys run "
                                   f"from {vec.min()} to {vec.max()}: rows are keyed by vec (changes.zarr's layout), "
                                   "not one per event in the table's order")
-        ev = events.copy()
+        # one order whatever the table's (events.parquet is sorted by rank): object ids, and the ties they break,
+        # follow the vec keys; the events come back in the caller's order
+        by_vec = np.argsort(events["vec"].to_numpy(), kind="stable")
+        ev = events.iloc[by_vec].copy()
         stands_out = candidates(ev, self.min_z)  # by its size: what the false-alarm rates are measured against
         ev["_cand"] = stands_out | _top_events(ev, self.event_top)
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field
@@ -471,7 +474,7 @@ class ObjectRanker(BaseEstimator):
         obj["false_alarm_rate"] = (ev["false_alarm_rate"].where(onset).groupby(ev["object_id"], sort=True).min()
                                    .reindex(obj["object_id"]).to_numpy(np.float32) if "false_alarm_rate" in ev
                                    else np.full(len(obj), np.nan, np.float32))
-        return ev.drop(columns=["_cand", "_cont", "_persistence", "_t1"]), obj
+        return ev.drop(columns=["_cand", "_cont", "_persistence", "_t1"]).iloc[np.argsort(by_vec)], obj
 
     def seasonal_factor(self, recurrence: np.ndarray) -> np.ndarray:
         """Score multiplier: 1 up to ``min_recurrence`` (and for NaN), down to ``1 - seasonal_weight`` at 1."""

@@ -737,14 +737,17 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
         raise ConfigError("no change could be computed: fewer than two clear dates for every patch "
                           "(check the dates, the quality mask and --min-clear)")
     k = config.n_clusters
-    if k != "auto" and int(k) > len(events):  # found only now, after the embedding: fewer types, not a failed run
-        (log or warnings.warn)(f"warning: n_clusters {k} is more than the {len(events)} changes of this run; "
-                               f"{len(events)} type(s) are used")
-        k = len(events)
-    clusterer = ChangeClusterer(n_clusters=k, random_state=config.seed).fit(vectors)
-    events = events.copy()
+    fitted = min(len(events), ChangeClusterer().sample_size)  # the types are fitted on a sample of the changes
+    if k != "auto" and int(k) > fitted:  # found only now, after the embedding: fewer types, not a failed run
+        (log or warnings.warn)(f"warning: n_clusters {k} is more than the {fitted} changes "
+                               f"{'of this run' if fitted == len(events) else 'the types are fitted on'}; {fitted} type(s) are used")
+        k = fitted
+    # vectors are keyed by vec (changes.zarr's layout): the events' own rows, in one order whatever the table's
+    events = events.sort_values("vec", kind="stable").reset_index(drop=True)
+    rows = vectors[events["vec"].to_numpy()]
+    clusterer = ChangeClusterer(n_clusters=k, random_state=config.seed).fit(rows)
     events["cluster"] = clusterer.labels_
-    reduced = clusterer.transform(vectors)
+    reduced = clusterer.transform(rows)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
     ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
                                    seasonal_weight=config.seasonal_weight,

@@ -369,6 +369,22 @@ def test_run_writes_a_run_prints_a_summary_and_resumes(capsys, tmp_path, session
     assert code == 2 and "--overwrite" in err and "(what differs: min_clear)" in err
 
 
+@pytest.mark.parametrize("name", ["[area]", "x[/b]"])
+def test_the_summary_prints_a_run_directory_as_it_is_named(capsys, session_run, copy_run, name):
+    """The summary printed the path through rich markup: runs/[area] read "runs/", and a path holding [/b]
+    made a finished run exit 1 (MarkupError)."""
+    run = copy_run(session_run, name)
+    cli._summary(run)
+    out = capsys.readouterr().out
+    assert f"Outputs in {run}:" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "", ",", "1.5"])
+def test_benchmark_seeds_that_are_not_whole_numbers_exit_2(capsys, seeds):
+    code, _, err = call(capsys, "benchmark", "synthetic", "--seeds", seeds)
+    assert code == 2 and "--seeds must be whole numbers separated by commas" in err
+
+
 # -- export -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["gpkg", "geojson"])
 def test_export_vector_formats(capsys, tmp_path, session_run, fmt):

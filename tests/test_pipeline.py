@@ -330,6 +330,49 @@ def test_non_empty_directory_that_is_not_a_run_is_refused(session_config, tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_folder_with_another_tools_config_json_is_not_a_run_even_with_overwrite(session_config, tmp_path):
+    """A project folder holding a config.json of another tool was taken for a run "made by changescout None";
+    --overwrite then deleted the user's config.json, maps/ and report.html."""
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "landcover.tif").write_text("mine")
+    (tmp_path / "config.json").write_text('{"name": "my project"}')
+    (tmp_path / "report.html").write_text("<html>mine</html>")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for overwrite in (False, True):
+        with pytest.raises(RunExistsError, match="holds a config.json that changescout did not write .* not a run directory"):
+            run_pipeline(session_config(), tmp_path, overwrite=overwrite, **QUIET)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "config.json").read_text() == '{"name": "my project"}'
+
+
+def test_overwrite_keeps_the_weights_file_the_new_run_reads_from_its_own_folder(session_run, session_config, copy_run):
+    """--out A --weights A/rcf_weights.npz --overwrite deleted the weights it was given with the run it replaced:
+    the new config.json named a missing file, and the same command could not resume."""
+    run = copy_run(session_run)
+    weights = run / "rcf_weights.npz"
+    config = session_config(weights=str(weights), seed=3)
+    run_pipeline(config, run, overwrite=True, **QUIET)
+    assert weights.is_file() and not (run / ".replaced").exists()
+    before = mtimes(run)
+    run_pipeline(config, run, **QUIET)  # resumes
+    assert mtimes(run) == before
+
+
+def test_a_run_inside_a_zarr_cube_it_reads_resumes(tmp_path):
+    """The hash of a Zarr source covered the run written inside the store: every rerun was 'another
+    configuration (input files)'."""
+    import make_sources as ms
+
+    from changescout.pipeline import RunConfig
+
+    cube = ms.datacube(tmp_path / "cube.zarr")
+    config = RunConfig(source=str(cube), patch_size=8, cloud_screen="off")
+    run_pipeline(config, cube / "run", **QUIET)
+    before = mtimes(cube / "run")
+    run_pipeline(config, cube / "run", **QUIET)
+    assert mtimes(cube / "run") == before
+
+
 def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(session_run, session_config, copy_run):
     run = copy_run(session_run)
     old_emb = mtimes(run)["embeddings.zarr"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -154,6 +155,14 @@ def _fitting(columns: list[str], rows: list[dict], width: float, drop=(), fold=(
     return None
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as whole numbers; :class:`ConfigError` naming the option otherwise."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items or not all(re.fullmatch(r"\d+", x) for x in items):
+        raise ConfigError(f"--seeds must be whole numbers separated by commas (e.g. 0,1,2), got {text!r}")
+    return [int(x) for x in items]
+
+
 def _table(title: str, widths: dict[str, int], rows: list[dict], fold=(), left=()) -> Table:
     """A table of the columns of ``widths`` (from :func:`_fitting`): a short column (a number, a date) has the
     width of its widest value, so that a narrow terminal never cuts it to "0.…" or "20…"; the columns in
@@ -166,7 +175,7 @@ def _table(title: str, widths: dict[str, int], rows: list[dict], fold=(), left=(
         else:
             table.add_column(c, justify=justify, width=w)
     for row in rows:
-        table.add_row(*[str(row[c]) for c in widths])
+        table.add_row(*[escape(str(row[c])) for c in widths])  # (text, not rich markup: a path may hold [a])
     return table
 
 
@@ -199,20 +208,20 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     narrow = [c for c in columns if c not in ("object", "change", "most atypical onset patch")]
     shown = inline or _fitting(narrow, rows, width, drop=(*ranking, "patches", "type", "until", "area ha")) or \
         _fitting(narrow[:3], rows, float("inf"))  # (rank, t0, t1 in any terminal)
-    table = _table(f"Top {len(objects)} changes  ({run_dir})", shown, rows, fold=("change",),
+    table = _table(f"Top {len(objects)} changes  ({escape(str(run_dir))})", shown, rows, fold=("change",),
                    left=("most atypical onset patch",))
     out_console.print(table)
     if inline is None:
         out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`)"
                           + (", and what changed:" if "change" in objects else ":"))
         for row in rows:
-            out_console.print(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip(), soft_wrap=True)
+            out_console.print(escape(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip()), soft_wrap=True)
     quiet = [row["rank"] for row, c in zip(rows, objects.get("candidate", pd.Series(True, objects.index))) if not c]
     if quiet:  # atypicality 0 in objects.parquet: ranked after every candidate, by their patch's atypicality
         out_console.print(f"Rank{'s' if len(quiet) > 1 else ''} {quiet[0]}{'-' + quiet[-1] if len(quiet) > 1 else ''}: "
                           "single patches that do not stand out from the run's bulk (not candidates), in their "
                           "patch's order; the run has no more objects that stand out")
-    out_console.print(f"Outputs in {run_dir}: events.parquet, objects.parquet, maps/, report.html")
+    out_console.print(f"Outputs in {escape(str(run_dir))}: events.parquet, objects.parquet, maps/, report.html")
 
 
 def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
@@ -386,7 +395,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
     if inline is None:
         out_console.print("Event ids (an EVENT_ID for `changescout similar`)" + (", and their runs:" if in_runs else ":"))
         for row in rows:
-            out_console.print(f"  {row['#']:>3}  {row['event_id']}" + (f"  {row['run']}" if in_runs else ""), soft_wrap=True)
+            out_console.print(escape(f"  {row['#']:>3}  {row['event_id']}" + (f"  {row['run']}" if in_runs else "")), soft_wrap=True)
 
 
 @app.command(cls=_Command)
@@ -462,7 +471,7 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     result = run_benchmark(dataset, root, encoders=split(encoders_), baselines=split(baselines), out=out,
-                           fine_patch=fine_patch, log=_log, seeds=[int(x) for x in seeds.split(",") if x.strip()])
+                           fine_patch=fine_patch, log=_log, seeds=_seeds(seeds))
     table = metrics_table(result["rows"])
     view = Table(title=f"Benchmark {dataset} ({len(set(table['method']))} methods)")
     cols = [c for c in table.columns if c not in ("otsu_f1",)]
@@ -475,7 +484,7 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
     for note in result["notes"]:
         out_console.print(f"note: {escape(note)}")
     if out is not None:
-        out_console.print(f"Outputs in {out}: {', '.join(n for n in OUTPUTS if (out / n).is_file())}")
+        out_console.print(f"Outputs in {escape(str(out))}: {', '.join(n for n in OUTPUTS if (out / n).is_file())}")
 
 
 @app.command(cls=_Command)

@@ -219,9 +219,13 @@ class Run:
             try:
                 old = _read_json(cfg_path, "use --overwrite to replace the run, or choose another --out")
             except RunExistsError:
-                if not self.overwrite:
+                if not self.overwrite or not (self.out / "state.json").is_file():  # a run's, cut short or edited
                     raise
                 old = {}  # replaced as a run of another configuration
+            if not _is_run_record(old):
+                raise RunExistsError("holds a config.json that changescout did not write (no config_hash and version): it "
+                                     "is not a run directory, and --overwrite replaces runs only; choose an empty or new --out",
+                                     self.out)
             if old.get("config_hash") == digest:
                 state_path = self.out / "state.json"
                 self.state = (_read_json(state_path, "delete it and rerun to redo the run's stages") if state_path.exists()
@@ -299,9 +303,18 @@ class Run:
 
     def _move_outputs(self, folder: Path) -> None:
         folder.mkdir(exist_ok=True)
+        inputs = self._inputs()
         for name in RUN_FILES:
-            if (self.out / name).exists():
-                (self.out / name).replace(folder / name)
+            p = self.out / name
+            # what the new run reads stays (--out A --weights A/rcf_weights.npz --overwrite deleted the weights it
+            # was given: other runs' shared embedding space, and the run could not be resumed)
+            if p.exists() and not any(q == p.resolve() or p.resolve() in q.parents for q in inputs):
+                p.replace(folder / name)
+
+    def _inputs(self) -> list[Path]:
+        """The files this run reads (source, mask, weights), resolved."""
+        c = self.config
+        return [Path(str(v)).resolve() for v in (c.source, c.mask, c.weights) if v and not str(v).startswith("synthetic")]
 
     def _discard(self):
         """Remove this run's outputs: first renamed into one hidden folder (fast, so that an interruption does not
@@ -433,6 +446,12 @@ def check_writable(out: Path) -> None:
         raise OutputError(f"cannot be written{where}; choose another --out", out)
 
 
+def _is_run_record(record: dict) -> bool:
+    """Whether ``record`` (a config.json read) is a changescout run's: its hash and version (``{}`` stands for
+    one cut short in a run directory, which --overwrite may replace)."""
+    return record == {} or ("config_hash" in record and "changescout" in record)
+
+
 def _input_hashes(cube) -> dict:
     """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
     its files, in order."""
@@ -443,8 +462,10 @@ def _sha256_input(path: Path) -> str:
     if not path.is_dir():
         return sha256_file(path)
     h = hashlib.sha256()
+    runs = [d for d in path.rglob("config.json") if (d.parent / "state.json").is_file()]  # a run written inside the store
     for f in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+        if not any(r.parent in f.parents for r in runs):  # its outputs are no input: the run could never resume
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 

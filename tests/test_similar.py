@@ -96,6 +96,19 @@ def test_another_compatible_run_is_searched_too(session_run, query, copy_run):
     assert set(objects["run"]) == {str(session_run)} and len(objects) == 5
 
 
+def test_changes_of_other_dates_at_the_same_place_are_not_taken_for_the_same_change(session_run, query, copy_run):
+    """Two runs of one series, one compared by anniversary and one date to date, share their t1 and places but
+    not their changes: the other run's changes from October to May were left out as the query's own change
+    (from May a year before to May), and merged with the query run's (UAT, Landsat)."""
+    other = copy_run(session_run, "anniversary")
+    moved = read_events(other)
+    moved["t0"] = moved["t0"] - pd.Timedelta(days=365)
+    moved.to_parquet(other / "events.parquet")
+    res = find_similar(session_run, query["event_id"], k=10, other_runs=[other])
+    assert res.attrs["same_change_elsewhere"] == 0 and res.attrs["seen_twice"] == 0
+    assert res["run"].iloc[0] == str(other) and res["event_id"].iloc[0] == query["event_id"]  # its twin, 1 year back
+
+
 def test_a_run_of_another_area_is_searched_too(session_run, query, copy_run):
     """A run of another area that shares the embedding space (here a copy moved 100 km east): its changes are
     found beside the query run's, the best of both first."""

@@ -204,12 +204,14 @@ def _places(geometry, crs) -> np.ndarray:
 
 def _seen_before(results: pd.DataFrame) -> np.ndarray:
     """Per result (best first): the position of a better result of another run that is the same change (same
-    ``t1``, patches that overlap by area, not only an edge), or -1: two overlapping runs see each change of
-    their shared area."""
+    ``t0`` and ``t1``, patches that overlap by area, not only an edge), or -1: two overlapping runs see each
+    change of their shared area. (A run compared by anniversary and one date to date share their ``t1`` and
+    places, not their changes.)"""
     seen = np.full(len(results), -1)
-    geoms, runs, t1 = results["geometry"].to_numpy(), results["run"].to_numpy(), pd.to_datetime(results["t1"]).to_numpy()
+    geoms, runs = results["geometry"].to_numpy(), results["run"].to_numpy()
+    t0, t1 = (pd.to_datetime(results[c]).to_numpy() for c in ("t0", "t1"))
     for i in range(1, len(results)):
-        earlier = np.flatnonzero((runs[:i] != runs[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))
+        earlier = np.flatnonzero((runs[:i] != runs[i]) & (t0[:i] == t0[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))
         earlier = earlier[np.array([g is not None for g in geoms[earlier]], bool)]
         if len(earlier) and geoms[i] is not None:
             hit = earlier[_overlap(geoms[earlier], geoms[i])]
@@ -226,10 +228,14 @@ def _overlap(patches: np.ndarray, where) -> np.ndarray:
 
 
 def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]:
-    """The ``vec`` keys of ``view``'s events that are the query's own change seen again: the same ``t1`` on a
-    patch that overlaps (by area, not only an edge) the patches of the query's object."""
+    """The ``vec`` keys of ``view``'s events that are the query's own change seen again: the dates of one of
+    the query object's patch events (``t1`` the query's; ``t0`` may differ from patch to patch, where one was
+    cloudy) on a patch that overlaps (by area, not only an edge) the patches of the query's object. A run
+    compared by anniversary and one compared date to date share ``t1`` and places, not changes."""
     events = view.events
-    same = events[pd.to_datetime(events["t1"]) == pd.Timestamp(query["t1"])]
+    pairs = set(zip(pd.to_datetime(own["t0"]), pd.to_datetime(own["t1"]))) | {(pd.Timestamp(query["t0"]), pd.Timestamp(query["t1"]))}
+    dates = pd.MultiIndex.from_arrays([pd.to_datetime(events["t0"]), pd.to_datetime(events["t1"])])
+    same = events[dates.isin(list(pairs)) & (pd.to_datetime(events["t1"]) == pd.Timestamp(query["t1"])).to_numpy()]
     if same.empty or "geometry" not in own or own.crs is None or same.crs is None:
         return set()
     where = own.to_crs(same.crs).union_all()

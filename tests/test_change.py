@@ -680,9 +680,10 @@ def test_a_reference_date_the_patches_could_not_use_is_told_with_how_many_and_ho
                            "t1": pd.to_datetime(["2011-05-14", "2011-06-07", "2011-05-14", "2011-06-07"])})
     note = comp.baseline_note(events)
     assert note.startswith("note: --compare reference:2011-04-20: 1 of 3 patches (33 %)")
-    assert "2010-10-02 to 2010-10-02, up to 200 days away" in note
+    assert "their nearest usable date before each change, 2010-10-02, 200 days away" in note  # (not "2010-10-02 to 2010-10-02")
     events["t0"] = pd.to_datetime(["2011-05-06", "2011-05-06", "2010-10-02", "2010-10-02"])
     assert comp.baseline_note(events).startswith("warning: --compare reference:2011-04-20: 3 of 3 patches (100 %)")
+    assert "2010-10-02 to 2011-05-06, up to 200 days away" in comp.baseline_note(events)
     assert comp.baseline_note(events.assign(t0=ref)) is None
     assert Comparison.parse("consecutive").baseline_note(events) is None
 

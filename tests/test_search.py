@@ -143,6 +143,9 @@ def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():
     msg = str(exc.value)
     assert "--weights runA/rcf_weights.npz" in msg and "weights_sha256" in msg and "runB" in msg
     assert exc.value.exit_code == 2
+    # other weights and another patch size: the advice names both (the weights alone are refused again)
+    with pytest.raises(IncompatibleRunsError, match=r"--weights runA/rcf_weights.npz and --patch-size 16 to share"):
+        check_compatible(a, {**b, "patch_size": 8}, "runA", "runB")
 
 
 @pytest.mark.parametrize("key, value", [("patch_size", 8), ("encoder", "other"), ("normalisation_method", "none")])

@@ -80,9 +80,24 @@ def test_a_longitude_latitude_given_as_x_y_is_named_with_where_it_lies_in_the_gr
     hint = str(exc.value).split("--at ")[1].rstrip(")")
     px, py = (float(v) for v in hint.split(","))
     assert pg.locate(px, py) == (1, 2) and "in the grid's CRS" in str(exc.value)
+    with pytest.raises(GridError) as exc:  # latitude, longitude: read the other way round (UAT: the hint for
+        pg.locate(lat, lon)                 # lon, lat pointed outside the grid again)
+    assert "read as latitude, longitude" in str(exc.value) and str(exc.value).endswith(f"(--at {px:.1f},{py:.1f})")
     with pytest.raises(GridError) as exc:  # not a longitude, latitude: no hint
         pg.locate(371_999.0, 4_835_900.0)
     assert "--at" not in str(exc.value)
+    with pytest.raises(GridError) as exc:  # degrees of somewhere else, either way round: no --at to give
+        pg.locate(10.0, 50.0)
+    assert "--at" not in str(exc.value) and "outside the grid too" in str(exc.value)
+
+
+def test_locate_takes_the_right_and_bottom_edges_of_the_patch_grid(pg):
+    """The bounds printed when a point is refused hold it: a point on the grid's right or bottom edge is in its
+    last patch, not outside (the patches' own extent: an incomplete edge patch is no patch)."""
+    right, bottom = 372_000.0 + 6 * 160, 4_836_000.0 - 4 * 160
+    assert pg.locate(right, bottom) == (3, 5)
+    with pytest.raises(GridError, match=rf"bounds 372000.0, {bottom:.1f}, {right:.1f}, 4836000.0"):
+        pg.locate(right + 1, bottom)
 
 
 def test_patch_grid_rejects_bad_patch_size(make_grid):
@@ -105,6 +120,8 @@ def test_series_id_is_stable_readable_and_grid_dependent(make_grid):
     assert series_id("My area: Lyon/2021", "abc", g, 8) != a
     assert series_id("My area: Lyon/2021", "abd", g, 16) != a
     assert series_id("///", "abc", g, 16).startswith("series_")
+    assert series_id("Données été", "abc", g, 16).startswith("Donnees_ete_")  # (was Donn_es_t_)
+    assert series_id("東京", "abc", g, 16).startswith("series_")
 
 
 def test_event_id_format_and_roundtrip(make_grid):

@@ -118,10 +118,12 @@ class Comparison:
         patches = events.groupby(["row", "col"]).ngroups
         moved = events[other.to_numpy()].groupby(["row", "col"]).ngroups
         days = (t0[other] - self.reference).dt.days.abs()
+        first, last = t0[other].min(), t0[other].max()
+        when = f"{first:%Y-%m-%d}" if first == last else f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
         return (f"{'warning' if moved > patches / 2 else 'note'}: --compare {self}: {moved} of {patches} patches "
                 f"({100 * moved / patches:.0f} %) were compared with another date than {self.reference:%Y-%m-%d} (not clear "
                 f"enough there, or no image that day): their nearest usable date before each change, "
-                f"{t0[other].min():%Y-%m-%d} to {t0[other].max():%Y-%m-%d}, up to {int(days.max())} days away")
+                f"{when}, {'up to ' if first != last else ''}{int(days.max())} days away")
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

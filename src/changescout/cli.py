@@ -270,11 +270,11 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 def run(ctx: typer.Context,
         source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory (made with its missing parent folders; an existing one is resumed)."),
-        kind: Optional[str] = typer.Option(None, help="Source kind (default: guessed from the path)."),
-        dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per file of a folder, in file-name order, to override the names."),
+        kind: Optional[str] = typer.Option(None, help="Source kind: geotiff, stacked, datacube, oscd, pairs, dynamicearthnet or synthetic (default: guessed from the path)."),
+        dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per image (date) of a folder, in file-name order, to override the names."),
         bands: Optional[str] = typer.Option(None, help="Comma-separated band names (stacked files)."),
         grid: Optional[str] = typer.Option(None, help="Output grid: CRS[,RES[,LEFT,BOTTOM,RIGHT,TOP]]. Bounds are widened outward to whole patches on one lattice (patch edges fall in the same places in every run; rows and columns count from the grid's top-left corner, so runs on the same grid share the r<row>-c<col> part of their event ids); edge patches with less than --min-clear of usable pixels are left out."),
-        mask: Optional[str] = typer.Option(None, help="Quality mask folder or file (Fmask / SCL)."),
+        mask: Optional[str] = typer.Option(None, help="Quality mask folder (a file per date, named by its date or like its image) or file (a band per date): Fmask, SCL, Landsat QA_PIXEL or changescout quality classes."),
         mask_convention: Optional[str] = typer.Option(None, help="fmask, scl, qa_pixel (Landsat Collection 2) or quality; guessed from the mask's name when left out."),
         encoder: str = typer.Option("rcf", help="Encoder name (see `changescout encoders`)."),
         weights: Optional[str] = typer.Option(None, help="Encoder weights file."),
@@ -352,7 +352,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             t1: Optional[str] = typer.Option(None, help="Date (YYYY-MM-DD) of the query change, with --at."),
             k: int = typer.Option(10, help="Number of results."),
             in_runs: list[Path] = typer.Option([], "--in", metavar="RUN", help="Another run to search too; repeat the option for more (--in A --in B)."),
-            negatives: list[str] = typer.Option([], "--not", metavar="EVENT_ID", help="An event id that is not what you look for; repeat the option for more."),
+            negatives: list[str] = typer.Option([], "--not", metavar="EVENT_ID", help="An event id that is not what you look for: it is left out, and the search is turned away from it (results like it drop too); repeat the option for more."),
             objects: bool = typer.Option(False, "--objects", help="Query with the event's change object (its onset patches, as the objects are compared); one result per object."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """The changes most similar to one event, in this run and others."""

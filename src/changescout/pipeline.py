@@ -569,8 +569,9 @@ CONFIG_ONLY = ("cloud_screen", "snow_screen", "source_options", "encoder_options
 
 
 def _option(name: str) -> str:
-    """How a configuration key is named to the user: ``snow_screen`` (a --config key) or ``min-clear`` (--min-clear)."""
-    return name if name in CONFIG_ONLY else name.replace("_", "-")
+    """How a configuration key is named to the user: ``snow_screen`` (a --config key) or ``--min-clear`` (its
+    command-line option; a --config file's ``min_clear`` reads the same)."""
+    return name if name in (*CONFIG_ONLY, "source") else "--" + name.replace("_", "-")
 
 
 def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress=None, log=print) -> Path:

@@ -116,7 +116,8 @@ def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
     (``search_vector``: the residuals from 0.3.2, residual and new state since 0.3.9), or whose encoder
     normalised each run's input on its own area (rcf weights that do not carry their input normalisation)."""
     diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in COMPATIBILITY_KEYS if a.get(k) != b.get(k)]
-    rcf_hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz to share one embedding space."
+    same_size = f" and --patch-size {a.get('patch_size')}" if a.get("patch_size") != b.get("patch_size") else ""
+    rcf_hint = f" For rcf, run the other area with --weights {name_a}/rcf_weights.npz{same_size} to share one embedding space."
     if diffs:
         hint = rcf_hint if any(d.startswith("weights_sha256") for d in diffs) and a.get("encoder") == b.get("encoder") == "rcf" else ""
         if a.get("search_vector") != b.get("search_vector"):

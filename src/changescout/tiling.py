@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,29 +93,36 @@ class PatchGrid:
         col = int(np.floor((x - self.grid.transform[2]) / (xres * self.patch_size)))
         row = int(np.floor((self.grid.transform[5] - y) / (yres * self.patch_size)))
         nr, nc = self.shape
+        left, top = self.grid.transform[2], self.grid.transform[5]
+        b = (left, top - yres * self.patch_size * nr, left + xres * self.patch_size * nc, top)  # whole patches
+        row, col = row - (row == nr and y == b[1]), col - (col == nc and x == b[2])  # on the bottom and right edges
         if not (0 <= row < nr and 0 <= col < nc):
-            b = self.grid.bounds
             raise GridError(
                 f"point ({x}, {y}) is outside the patch grid (bounds {b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f} in {self.grid.crs})"
-                + _lonlat_hint(x, y, self.grid.crs)
+                + _lonlat_hint(x, y, self.grid.crs, b)
             )
         return row, col
 
 
-def _lonlat_hint(x: float, y: float, crs) -> str:
+def _lonlat_hint(x: float, y: float, crs, bounds) -> str:
     """Where ``(x, y)`` would be in ``crs`` if they were a longitude and latitude (as the report prints them
-    beside X, Y), when ``crs`` is a projected one; "" otherwise."""
+    beside X, Y), or a latitude and longitude, when ``crs`` is a projected one; the ``--at`` to give where one
+    of them falls within ``bounds``; "" otherwise."""
     from pyproj import CRS, Transformer
 
     try:
         projected = CRS.from_user_input(crs).is_projected
     except Exception:  # noqa: BLE001 - a pixel grid's CRS, or none
         return ""
-    if not (projected and -180 <= x <= 180 and -90 <= y <= 90):
+    if not (projected and max(abs(x), abs(y)) <= 180 and min(abs(x), abs(y)) <= 90):
         return ""
-    px, py = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(x, y)
-    return (f"; X, Y are in the grid's CRS: read as longitude, latitude this point is {px:.1f},{py:.1f} there "
-            f"(--at {px:.1f},{py:.1f})")
+    to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    inside = lambda p: bounds[0] <= p[0] <= bounds[2] and bounds[1] <= p[1] <= bounds[3]  # noqa: E731
+    for lon, lat, reading in ((x, y, "longitude, latitude"), (y, x, "latitude, longitude")):
+        if abs(lat) <= 90 and inside(p := to_grid.transform(lon, lat)):
+            return (f"; X, Y are in the grid's CRS: read as {reading} this point is {p[0]:.1f},{p[1]:.1f} there "
+                    f"(--at {p[0]:.1f},{p[1]:.1f})")
+    return "; X, Y are in the grid's CRS (read as longitude, latitude, or latitude, longitude, the point is outside the grid too)"
 
 
 # -- series and event ids ---------------------------------------------------------------------------
@@ -122,8 +130,10 @@ _LABEL_BAD = re.compile(r"[^A-Za-z0-9_]+")
 
 
 def series_id(label: str, source_digest: str, grid: OutputGrid, patch_size: int) -> str:
-    """``<label>_<hash>``: a readable label plus a short hash of the source and the patch grid."""
-    clean = _LABEL_BAD.sub("_", label).strip("_")[:32] or "series"
+    """``<label>_<hash>``: a readable label plus a short hash of the source and the patch grid. Accented
+    letters lose their accents (``Données été`` -> ``Donnees_ete``, not ``Donn_es_t_``)."""
+    plain = unicodedata.normalize("NFKD", str(label)).encode("ascii", "ignore").decode()
+    clean = _LABEL_BAD.sub("_", plain).strip("_")[:32] or "series"
     h = hashlib.sha256(f"{source_digest}|{grid.digest()}|{patch_size}".encode()).hexdigest()[:8]
     return f"{clean}_{h}"
 

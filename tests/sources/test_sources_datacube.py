@@ -5,7 +5,7 @@ import xarray as xr
 
 import make_sources as ms
 from changescout.cube import Quality, grid_of
-from changescout.errors import SourceError
+from changescout.errors import ConfigError, SourceError
 from changescout.sources import open_series
 
 H, W = ms.SHAPE
@@ -258,6 +258,12 @@ def test_times_that_are_not_cf_dates_in_the_standard_calendar_are_refused(tmp_pa
     units = {"units": "days since 2000-01-01"}
     standard = rewrite(tmp_path, "days.nc", lambda ds: ds.assign_coords(time=("time", days, units)))
     assert [str(t)[:10] for t in open_series(standard).time.values] == ["2020-03-01", "2020-04-10", "2020-05-20"]
+    # dates written as text are dates (the advice to give them units led to an xarray error about cftime)
+    text = rewrite(tmp_path, "text.nc", lambda ds: ds.assign_coords(time=("time", ["2020-03-01", "2020-04-10", "2020-05-20"])))
+    assert [str(t)[:10] for t in open_series(text).time.values] == ["2020-03-01", "2020-04-10", "2020-05-20"]
+    bad = rewrite(tmp_path, "badtext.nc", lambda ds: ds.assign_coords(time=("time", ["2020-03-01", "March", "2020-05-20"])))
+    with pytest.raises(ConfigError, match=r"badtext.nc: the time coordinate holds 'March', which is not a date"):
+        open_series(bad)
 
 
 def test_lat_lon_and_variable_dims_are_read_as_y_x_and_band(tmp_path):

@@ -236,6 +236,21 @@ def test_external_mask_folder(tmp_path):
         open_series(tmp_path / "f", mask=tmp_path / "masks_fmask")
 
 
+def test_an_external_mask_folder_takes_its_convention_from_its_files_names(tmp_path):
+    """masks/2020-03-01_fmask.tif...: the folder's name says nothing; its files' names do (the folder was refused
+    unless named masks_fmask)."""
+    ms.multiband_folder(tmp_path / "f", with_nodata=False)
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "masks" / f"{date}_fmask.tif", ms.fmask(t)[None], nodata=None)
+    q = footprint(open_series(tmp_path / "f", mask=tmp_path / "masks", patch_size=4)).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 30:34, 30:36] == Quality.WATER).all()
+    (tmp_path / "masks" / f"{ms.DATES[0]}_fmask.tif").rename(tmp_path / "masks" / f"{ms.DATES[0]}_SCL.tif")
+    with pytest.raises(SourceError, match=r"masks: holds masks of 2 conventions by their names \(fmask, scl\)"):
+        open_series(tmp_path / "f", mask=tmp_path / "masks", patch_size=4)
+    q = footprint(open_series(tmp_path / "f", mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all()
+
+
 def test_sentinel2_names_give_platform_and_level(tmp_path):
     names = ["S2A_MSIL2A_20200301T105031_N0214_R051_T31TCJ_20200301T120000.tif",
              "S2B_MSIL2A_20200410T105031_N0214_R051_T31TCJ_20200410T120000.tif"]
@@ -270,6 +285,9 @@ def test_dates_option_and_band_options(tmp_path):
     with pytest.raises(SourceError, match="no date in the name.*YYYY-MM-DD") as err:
         open_series(tmp_path / "f")
     assert "img_a.tif" in str(err.value)
+    ms.multiband_folder(tmp_path / "typo", names=["2018-02-28.tif", "2018-02-30.tif", "2018-03-02.tif"])
+    with pytest.raises(SourceError, match=r"2018-02-30.tif: 2018-02-30 in the name is no date of the calendar"):
+        open_series(tmp_path / "typo")  # (it was "no date in the name; name files with one of: YYYY-MM-DD...")
     cube = open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01", "2021-03-01"], bands=["B08", "B04"])
     assert list(cube.band.values) == ["B08", "B04"]
     np.testing.assert_allclose(footprint(cube).sel(band="B04").values[1], ms.scene(1)[2] / 10000, rtol=1e-6)
@@ -564,3 +582,12 @@ def test_8_bit_images_are_read_as_0_to_1_not_as_reflectance_x_10000(tmp_path):
     cube = open_series(tmp_path / "f", patch_size=4)
     assert cube.attrs["scale_factor"] == pytest.approx(1 / 255)
     np.testing.assert_allclose(footprint(cube).values[:, 0, 0, 0], [0.2, 0.4], rtol=1e-6)
+
+
+@pytest.mark.parametrize("grid, unit", [("EPSG:4326,10", "degrees"), ("EPSG:32631,5000", "metres")])
+def test_a_grid_resolution_coarser_than_the_scene_is_named_as_the_cause(tmp_path, grid, unit):
+    """RES read as metres in a degree CRS (10 degrees a pixel) was told 'use a smaller --patch-size'."""
+    ms.multiband_folder(tmp_path / "f")
+    with pytest.raises(GridError, match=rf"at the --grid resolution \d+ \({unit} of .* per pixel\) the images cover 0 x 0 px"
+                                        rf".*check RES, which is in the CRS's units"):
+        open_series(tmp_path / "f", grid=grid)

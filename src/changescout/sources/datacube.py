@@ -3,7 +3,7 @@
 NetCDF-4 files are read with h5netcdf (netCDF4 without h5py), NetCDF-3 ones (classic, 64-bit offset: what scipy,
 CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longitude`` and ``variable`` (from
 ``Dataset.to_array()``) are read as ``y``, ``x`` and ``band`` when that name is free. ``time`` needs CF units
-(``days since 2000-01-01``) in the standard calendar.
+(``days since 2000-01-01``) in the standard calendar, or dates written as text (``2018-04-29``).
 
 The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
 numeric variables that are not masks, stacked into bands in variable order and named after them (the
@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rasterio.windows import Window, from_bounds
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -41,6 +42,7 @@ from xarray.core import indexing
 
 from ..cube import USABLE, check_band_names
 from ..errors import SourceError
+from .dates import to_times
 from .geotiff import split_band_suffix
 from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
 from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling, warp_scales
@@ -148,6 +150,9 @@ def _open_dataset(path: Path) -> xr.Dataset:
     except Exception as exc:  # xarray, zarr, h5py and scipy raise many types
         raise SourceError(f"cannot open the data cube ({type(exc).__name__}: {exc})", path) from exc
     ds = _rename_dims(ds)
+    if "time" in ds.dims and ds["time"].dtype.kind in "USO":  # dates written as text ("2018-04-29"): read as dates
+        times = to_times([str(v) for v in ds["time"].values], path, "the time coordinate")
+        ds = ds.assign_coords(time=("time", pd.DatetimeIndex(times).values))
     if "time" in ds.dims:
         _check_time(ds["time"], path)
     try:

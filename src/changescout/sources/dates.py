@@ -145,6 +145,15 @@ def _first(rules, name: str) -> str | None:
     return None
 
 
+def impossible_date(name: str) -> str | None:
+    """A ``YYYY-MM-DD`` in ``name`` that is no day of the calendar (``2018-02-30``), where :func:`parse_date`
+    finds none: what to name in the error, rather than "no date"."""
+    for m in _ISO.finditer(str(name)):
+        if int(m.group(1)) in _YEARS and _ymd("".join(m.groups())) is None:
+            return m.group(0)
+    return None
+
+
 def _ymd(digits: str) -> pd.Timestamp | None:
     year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
     if year not in _YEARS:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import ACCEPTED_PATTERNS, parse_date, to_times
-from .masks import convention_for, is_mask_name, lookup_table
+from .dates import ACCEPTED_PATTERNS, impossible_date, parse_date, to_times
+from .masks import convention_for, infer_convention, is_mask_name, lookup_table
 from .warp import Layer, Scene, open_scenes, probe
 
 _EXTENSIONS = (".tif", ".tiff")
@@ -161,6 +161,9 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
     times, seen = [], {}
     for files in groups.values():
         t = _date_of(files[0], root)
+        if t is None and (bad := impossible_date(files[0].relative_to(root))):
+            raise SourceError(f"{bad} in the name is no date of the calendar; rename the file, or pass --dates (one per "
+                              "image, in sorted file order)", files[0])
         if t is None:
             raise SourceError(
                 f"no date in the name; name files or folders with one of: {'; '.join(ACCEPTED_PATTERNS)}, "
@@ -260,7 +263,13 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
         missing = [f"{s.time:%Y-%m-%d}" for s in scenes if s.time not in masks]
         if missing:
             raise SourceError(f"has no mask for the date(s) {missing}", path)
-    lut = lookup_table(convention_for(path.name, convention, path))
+    named = {infer_convention(Path(m.path).name) for m in masks.values()} - {""} if path.is_dir() else set()
+    if not convention and not infer_convention(path.name) and len(named) > 1:
+        raise SourceError(f"holds masks of {len(named)} conventions by their names ({', '.join(sorted(named))}); give "
+                          "one --mask-convention, or one folder per convention", path)
+    # the folder's name tells the convention, else its files' names (masks/2018-04-29_SCL.tif)
+    lut = lookup_table(convention_for(path.name if infer_convention(path.name) or len(named) != 1 else next(iter(named)),
+                                      convention, path))
     return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
 
 

@@ -46,7 +46,7 @@ def is_mask_name(name: str) -> bool:
 
 def convention_for(name: str, given: str | None, where: str) -> str:
     """The mask convention: ``given`` when set, else inferred from the band or file ``name``."""
-    conv = (given or "").lower() or _infer(name)
+    conv = (given or "").lower() or infer_convention(name)
     if conv not in CONVENTIONS:
         if given:
             raise SourceError(f"unknown mask convention {given!r}; use one of {list(CONVENTIONS)}", where)
@@ -58,7 +58,8 @@ def convention_for(name: str, given: str | None, where: str) -> str:
     return conv
 
 
-def _infer(name: str) -> str:
+def infer_convention(name: str) -> str:
+    """The convention a band or file name says (``..._QA_PIXEL``, ``..._Fmask``, ``..._SCL``), or ``""``."""
     low = str(name).lower()
     if "qa_pixel" in low:
         return "qa_pixel"

@@ -39,7 +39,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from ..cube import OutputGrid, check_bounds, make_cube, validate_cube
+from ..cube import OutputGrid, check_bounds, crs_unit, make_cube, validate_cube
 from ..errors import ConfigError, GridError, SourceError
 from .dates import parse_level, parse_platform
 from .masks import lookup_table, to_quality
@@ -232,6 +232,10 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     bounds = spec.bounds or _union(_boxes(footprints, crs))
     if not spec.bounds:
         w, h = (bounds[2] - bounds[0]) / res[0], (bounds[3] - bounds[1]) / res[1]
+        if min(w, h) < patch_size and spec.resolution and spec.resolution > max(native):  # the RES given, not the area
+            raise GridError(f"at the --grid resolution {spec.resolution:g} ({crs_unit(crs)}s of {crs} per pixel) the images "
+                            f"cover {w:.0f} x {h:.0f} px, less than one patch of {patch_size} px a side; their own pixels are "
+                            f"{min(native):.6g} {crs_unit(crs)}s there: check RES, which is in the CRS's units")
         if min(w, h) < patch_size:  # (it ended in "too few clear pixels ... mostly nodata or cloud")
             raise GridError(f"the images cover {w:.0f} x {h:.0f} px, less than one patch of {patch_size} px a side: "
                             "use a smaller --patch-size, or images of a larger area")

@@ -385,6 +385,13 @@ def test_benchmark_seeds_that_are_not_whole_numbers_exit_2(capsys, seeds):
     assert code == 2 and "--seeds must be whole numbers separated by commas" in err
 
 
+@pytest.mark.parametrize("command", [["export", "--format", "csv"], ["similar", "--at", "0,0", "--t1", "2021-06-15"]])
+def test_a_file_given_as_run_is_named_with_the_folder_to_give(capsys, session_run, command):
+    """export RUN/events.parquet said events.parquet/events.csv exists; similar said events.parquet is missing."""
+    code, _, err = call(capsys, command[0], session_run / "events.parquet", *command[1:])
+    assert code == 2 and compact(f"is a file; RUN is a run directory (the folder that holds it: {session_run})") in compact(err)
+
+
 # -- export -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["gpkg", "geojson"])
 def test_export_vector_formats(capsys, tmp_path, session_run, fmt):

@@ -406,9 +406,10 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
            out: Optional[Path] = typer.Option(None, "--out", help="Output file, in an existing folder (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
-    from .events import EXPORT_FORMATS, export_table, read_events
+    from .events import EXPORT_FORMATS, check_run_dir, export_table, read_events
     from .objects import read_objects
 
+    check_run_dir(run_dir)
     fmt = fmt.lower()
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")

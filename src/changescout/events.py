@@ -93,6 +93,15 @@ def damaged_output(path: Path, problem: str) -> RunNotFoundError:
                             "version is not resumed: that command with --overwrite redoes it whole)", path)
 
 
+def check_run_dir(path) -> Path:
+    """``path`` as a run directory; :class:`RunNotFoundError` for a file given as RUN (``RUN/events.parquet``:
+    the messages said ``events.parquet/events.csv`` exists, or that ``events.parquet`` is missing)."""
+    path = Path(path)
+    if path.is_file():
+        raise RunNotFoundError(f"is a file; RUN is a run directory (the folder that holds it: {path.parent})", path)
+    return path
+
+
 def missing_output(message: str, path: Path) -> RunNotFoundError:
     """The error for a run directory's output that is not there: when an interrupted ``--overwrite`` holds the
     directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run."""

@@ -16,7 +16,7 @@ from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
-from .events import damaged_output, missing_output, read_events
+from .events import check_run_dir, damaged_output, missing_output, read_events
 from .objects import object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
@@ -30,7 +30,7 @@ class RunView:
     """Read-only access to one run directory's events, vectors and index."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = check_run_dir(path)
         if not self.path.exists():
             raise RunNotFoundError("does not exist", self.path)
         for name in ("events.parquet", "changes.zarr", "index.faiss"):

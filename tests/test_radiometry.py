@@ -125,13 +125,17 @@ def test_dates_without_a_known_product_are_recorded_unknown_and_left_as_they_are
     np.testing.assert_allclose(out.values[1:], data[1:] - 0.1, atol=1e-6)
 
 
+def _landsat_cube(make_grid, names, dates, bands):
+    """Three dates of DN 10000 read as DN / 10000, from band files of the Landsat products ``names``."""
+    files = [f"/data/{n}/{n}_{b}.TIF" for n in names for b in bands]
+    return make_cube(np.full((3, 2, 8, 8), 1.0, np.float32), dates, bands, make_grid(8, 8),
+                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+
+
 def test_landsat_sensors_and_collection_2_scaling(make_grid):
     names = ["LT05_L2SP_035032_20100601_20200823_02_T1", "LE07_L2SP_035032_20100609_20200910_02_T1",
              "LC08_L2SP_035032_20200601_20200824_02_T1"]
-    files = [f"/data/{n}/{n}_SR_B{b}.TIF" for n in names for b in (3, 4)]
-    dn = np.full((3, 2, 8, 8), 10000.0, np.float32)
-    cube = make_cube(dn * 1e-4, ["2010-06-01", "2010-06-09", "2020-06-01"], ["SR_B3", "SR_B4"], make_grid(8, 8),
-                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+    cube = _landsat_cube(make_grid, names, ["2010-06-01", "2010-06-09", "2020-06-01"], ["SR_B3", "SR_B4"])
     out, record = apply_offsets(cube)
     assert [d["sensor"] for d in record["dates"].values()] == ["TM", "ETM+", "OLI/TIRS"]
     assert [d["platform"] for d in record["dates"].values()] == ["landsat-5", "landsat-7", "landsat-8"]
@@ -144,11 +148,7 @@ def test_landsat_level_1_oli_is_scaled_to_reflectance_and_tm_radiance_is_told(ma
 
     names = ["LC08_L1TP_035032_20200601_20200824_02_T1", "LC09_L1TP_035032_20220609_20220610_02_T1",
              "LT05_L1TP_035032_20100601_20200823_02_T1"]
-    files = [f"/data/{n}/{n}_B{b}.TIF" for n in names for b in (4, 5)]
-    dn = np.full((3, 2, 8, 8), 10000.0, np.float32)
-    cube = make_cube(dn * 1e-4, ["2020-06-01", "2022-06-09", "2010-06-01"], ["B4", "B5"], make_grid(8, 8),
-                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
-    out, record = apply_offsets(cube)
+    out, record = apply_offsets(_landsat_cube(make_grid, names, ["2020-06-01", "2022-06-09", "2010-06-01"], ["B4", "B5"]))
     dates = list(record["dates"].values())
     assert [d["status"] for d in dates] == ["unknown", "applied", "applied"]  # (in time order: the TM date first)
     np.testing.assert_allclose(out.values[1:], 10000 * 2e-5 - 0.1, atol=1e-6)  # top-of-atmosphere 0.1, not 1.0

@@ -337,3 +337,51 @@ def test_out_naming_a_file_is_refused_before_any_work(pairs_root, tmp_path, caps
     assert afile.read_text() == "keep"
     code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--baselines", "cva-raw", "--out", afile / "sub")
     assert code == 2 and f"{afile / 'sub'}: cannot be created: {afile} is a file, not a folder" in err
+
+
+def test_cached_embeddings_are_those_of_the_dates_the_encoder_is_told(tmp_path, monkeypatch):
+    """The cache key held the pixels, not the dates: galileo-nano and presto are told the month, and a pair
+    whose dates were corrected got the embeddings of the other month back from the cache."""
+    from changescout.evaluate import methods as M
+    from changescout.evaluate.benchmark import Pair
+    from changescout.sources.synthetic import make_series
+
+    class MonthEncoder:  # a pretrained encoder whose embedding is the month it is told
+        is_fitted = True
+
+        def __dask_tokenize__(self):
+            return ("month-encoder", 1)
+
+    monkeypatch.setattr(M, "embed_pair", lambda encoder, cube, p: np.full((2, 1, 1, 1), pd.DatetimeIndex(cube["time"].values).month[0], np.float32))
+    cube, _ = make_series(seed=0, size=128, n_dates=4)
+    jan = cube.isel(time=[0, 1]).compute()
+    jul = jan.assign_coords(time=np.array(["2021-07-15", "2021-08-15"], dtype="datetime64[ns]"))
+    months = []
+    for c in (jan, jul, jan):
+        pool = M.EncoderPool()
+        pool._cache[("fake", 8)] = MonthEncoder()
+        src = M.Sources(Pair("city", c, np.zeros((128, 128), bool), np.ones((128, 128), bool)), 8, "first", tmp_path / "cache", pool)
+        months.append(float(src.embeddings("fake", 8)[0, 0, 0, 0]))
+    assert months == [1.0, 7.0, 1.0]
+
+
+def test_pixel_level_rows_score_every_method_on_the_same_pixels(tmp_path, monkeypatch):
+    """Encoders and the -pN/-max/-topK variants have no score on the strips that make no whole patch: each method
+    was scored on its own pixels (a 70 x 75 pair: 5250, 4608 and 4096 px), so their rows compared other
+    positives (OSCD bercy, cva-z: AP 0.153 on its own pixels, 0.100 on cva-z-p4-top4's)."""
+    from changescout.evaluate import metrics
+
+    _write_pair(tmp_path / "p", "x", 70, 75, True, seed=4)
+    seen = {}
+    evaluate = metrics.evaluate_items
+
+    def counting(method, items, level="pixel", **kw):
+        if level == "pixel":
+            seen[method] = [int(np.asarray(i.valid).sum()) for i in items]
+        return evaluate(method, items, level=level, **kw)
+
+    monkeypatch.setattr("changescout.evaluate.benchmark.evaluate_items", counting)
+    run_benchmark("pairs", tmp_path / "p", methods=["cva-z", "rcf", "cva-z-p4-top4"], log=lambda *_: None)
+    assert seen["cva-z"] == seen["rcf"] == seen["cva-z-p4-top4"] == [64 * 64]  # whole 16 px patches
+    run_benchmark("pairs", tmp_path / "p", methods=["cva-z"], log=lambda *_: None)
+    assert seen["cva-z"] == [70 * 75]  # alone, every pixel

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..cube import grid_of
 from ..errors import ConfigError, InputError
 from .baselines import BASELINES
 from .evidence import aggregate_up, block_means, calibrate, combine, embedding_distance, spread_patches, whitened_distance
@@ -260,6 +261,10 @@ class Sources:
             h = hashlib.sha1(np.ascontiguousarray(cube.values).tobytes())
             h.update(np.ascontiguousarray(cube["quality"].values).tobytes())
             h.update(repr([str(b) for b in self.pair.cube["band"].values]).encode())
+            # what the encoders are told beside the pixels: the dates (galileo-nano's and presto's month) and
+            # the grid (presto's location); a pair with corrected dates reused the other month's embeddings
+            h.update(repr([str(t) for t in cube["time"].values]).encode())
+            h.update(repr(grid_of(cube)).encode())
             self._digest = h.hexdigest()
         return self._digest
 
@@ -289,7 +294,6 @@ def _safe(name: str) -> str:
 
 def embed_pair(encoder, cube, fine_patch: int) -> np.ndarray:
     """``(2, rows, cols, dim)``: both dates embedded on one identical window grid of ``fine_patch`` px patches."""
-    from ..cube import grid_of
     from ..embed import embed_cube
     from ..tiling import PatchGrid
 
@@ -311,6 +315,19 @@ def score_method(method: Method, src: Sources) -> np.ndarray:
     if method.calibrated:
         score = calibrate(score, valid, "robust-z", support=SUPPORT)
     return np.asarray(score, dtype=np.float32)
+
+
+def scored_unit(method: Method, fine_patch: int) -> int:
+    """The side in px of the squares ``method`` scores whole (1: every pixel): its fine patches, or ``SUPPORT``
+    where it aggregates them; outside whole squares, at an image's bottom and right edges, it has no score."""
+    units = []
+    if method.encoder is not None:
+        p, agg = _size_and_aggregation(method.modifiers, fine_patch)
+        units.append(SUPPORT if agg else p)
+    if method.baseline is not None:
+        p, agg = _size_and_aggregation(method.baseline_modifiers, 1)
+        units.append(SUPPORT if agg else p)
+    return max(units)
 
 
 def _size_and_aggregation(mods, default: int) -> tuple[int, str | None]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from changescout.cube import Quality, grid_of, make_cube
+from changescout.cube import OutputGrid, Quality, grid_of, make_cube
 from changescout.embed import date_statistics, embed_cube, embedding_grid, normalise, open_embeddings
 from changescout.encoders import get_encoder
 from changescout.errors import ConfigError
@@ -263,9 +263,9 @@ def test_date_centres_still_follow_haze_when_most_dates_or_the_stable_pixels_are
 
 @pytest.mark.parametrize("input_", ["normalised", "reflectance"])
 def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_seen(input_):
-    """A pixel clouded at one date gets its nearest clear date's value; pixels usable at no date (outside the
-    footprint, NaN; a cloud at every date, finite values) become 0 at every date; ``usable`` is what the clear
-    fraction counts."""
+    """A pixel clouded at one date gets its nearest clear date's value (normalised input: its z-score there, so
+    that it keeps no other date's haze or illumination); pixels usable at no date (outside the footprint, NaN; a
+    cloud at every date, finite values) become 0 at every date; ``usable`` is what the clear fraction counts."""
     from changescout.embed import _prepare
     from changescout.encoders.base import EncoderSpec
 
@@ -279,9 +279,8 @@ def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_
     stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
     spec = EncoderSpec(name="t", version="1", dim=2, patch_size=16, input=input_)
     got, usable = _prepare(x, q, stats, spec)
-    filled = x.copy()
-    filled[1, :, 8, 8] = x[0, :, 8, 8]
-    expected = normalise(filled, stats) if input_ == "normalised" else np.nan_to_num(filled, nan=0.0)
+    expected = normalise(x, stats) if input_ == "normalised" else np.nan_to_num(x, nan=0.0)
+    expected[1, :, 8, 8] = expected[0, :, 8, 8]
     expected[:, :, :, 12:] = expected[:, :, 0:3, 0:3] = 0
     np.testing.assert_array_equal(got, expected)
     assert not usable[1, 8, 8] and usable[0, 8, 8] and not usable[:, 0:3, 0:3].any() and not usable[:, :, 12:].any()
@@ -346,3 +345,75 @@ def test_small_windows_are_written_in_chunks_of_whole_windows_and_torch_threads_
     with dask.config.set(scheduler="threads", num_workers=2):
         embed_cube(cube, enc1, pg, tmp_path / "e1.zarr", "s")
     assert set(enc1.threads) == {before}
+
+
+def test_a_partly_clouded_patch_on_a_brighter_date_does_not_look_changed(tmp_path, make_grid):
+    """A clouded pixel took its nearest clear date's reflectance and was then centred with its own date's
+    statistics: on a date 0.05 brighter everywhere (haze), an unchanged patch 19 % clouded moved 0.40, against
+    0.02 for the unchanged patches and 1.41 for a new roof."""
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.02, 0.3, (4, 64, 64)).astype(np.float32)
+    base = 0.5 * base + 0.5 * np.repeat(np.repeat(rng.uniform(0.02, 0.3, (4, 16, 16)), 4, axis=1), 4, axis=2).astype(np.float32)
+    data = np.stack([base, base, base + 0.05])
+    data[2][:, 40:56, 40:56] = np.array([0.35, 0.35, 0.4, 0.45], np.float32)[:, None, None]  # a new roof, patch (2, 2)
+    q = np.zeros((3, 64, 64), np.uint8)
+    q[2, 16:32, 16:19] = Quality.CLOUD  # patch (1, 1): 3 of its 16 columns clouded (clear fraction 0.81)
+    data[2][:, 16:32, 16:19] = 0.8
+    times = pd.to_datetime(["2021-01-15", "2021-02-15", "2021-03-15"])
+    cube = make_cube(data, times, ["B02", "B03", "B04", "B08"], make_grid(64, 64), quality=q)
+    E = embed_cube(cube, get_encoder("rcf", patch_size=16, dim=32), PatchGrid(grid_of(cube), 16), tmp_path / "e.zarr", "s")["embedding"].values
+    d = np.sqrt(((E[2] - E[1]) ** 2).mean(axis=-1))
+    unchanged = np.median(np.delete(d.ravel(), [5, 10]))
+    assert unchanged < 0.05 and d[1, 1] < 3 * unchanged + 0.05 < 0.25 * d[2, 2]
+
+
+def test_rcf_weights_of_one_landsat_numbering_are_refused_on_the_other(tmp_path, make_grid):
+    """Weights recorded their bands' names only: learnt on Landsat 8 (B2..B5 = blue, green, red, near infrared)
+    they were taken on Landsat 7 (B2..B5 = green, red, near infrared, swir), every band the wrong one."""
+    from changescout.errors import BandError
+
+    rng = np.random.default_rng(3)
+    times = pd.to_datetime(["2021-05-01", "2021-06-01"])
+
+    def landsat(platform):
+        return make_cube(rng.uniform(0.02, 0.3, (2, 4, 32, 32)).astype(np.float32), times, ["B2", "B3", "B4", "B5"],
+                         make_grid(32, 32), time_coords={"platform": [platform] * 2})
+
+    l8 = landsat("landsat-8")
+    enc = get_encoder("rcf", patch_size=16, dim=16)
+    embed_cube(l8, enc, PatchGrid(grid_of(l8), 16), tmp_path / "l8.zarr", "a")
+    weights = enc.save_weights(tmp_path / "rcf_weights.npz")
+    embed_cube(landsat("landsat-9"), get_encoder("rcf", patch_size=16, weights=weights), PatchGrid(grid_of(l8), 16),
+               tmp_path / "l9.zarr", "b")  # the same numbering: taken
+    l7 = landsat("landsat-7")
+    with pytest.raises(BandError, match=r"learnt on Landsat 8-9 \(OLI\) bands .* Landsat 4-7 \(TM, ETM\+\)'s"):
+        embed_cube(l7, get_encoder("rcf", patch_size=16, weights=weights), PatchGrid(grid_of(l7), 16), tmp_path / "l7.zarr", "c")
+
+
+def test_encoder_options_that_change_the_space_are_recorded(embedded):
+    """galileo-nano's token size and presto's mode were in no attribute: runs of other options (embeddings at a
+    cosine of 0.94) were searched together."""
+    from changescout.embed import encoder_options
+
+    class Options:
+        def __init__(self, **options):
+            self.options = options
+
+        def space_options(self):
+            return self.options
+
+    assert encoder_options(Options()) == encoder_options(object()) == ""
+    assert encoder_options(Options(token_size=4)) == '{"token_size": 4}'
+    assert embedded[-1].attrs["encoder_options"] == ""
+
+
+def test_a_patch_grid_of_another_place_is_refused(embedded, tmp_path, make_grid):
+    """A grid of another origin was written over the cube's pixels (wrong coordinates, no error); a larger one
+    failed inside dask."""
+    from changescout.errors import GridError
+
+    cube, enc, *_ = embedded
+    for other in (OutputGrid("EPSG:32631", (10.0, 0.0, 382_000.0, 0.0, -10.0, 4_836_000.0), (64, 64)), make_grid(128, 128)):
+        with pytest.raises(GridError, match="the patch grid is not the cube's"):
+            embed_cube(cube, enc, PatchGrid(other, 16), tmp_path / "e.zarr", "s")
+    assert not (tmp_path / "e.zarr").exists()

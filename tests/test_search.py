@@ -105,7 +105,7 @@ def test_compatibility_reads_the_normalisation_method():
     c = compatibility(ATTRS)
     assert c == {"encoder": "rcf", "encoder_version": "1", "weights_sha256": "a" * 64, "patch_size": 16,
                  "normalisation_method": "per-date", "shared_space": True, "search_vector": "vector",
-                 "new_state_weight": 0.0}
+                 "new_state_weight": 0.0, "encoder_options": ""}  # (not recorded before 0.3.12: the defaults)
     assert compatibility({**ATTRS, "patch_size": "16"})["patch_size"] == 16
     assert compatibility({**ATTRS, "search_vector": "residual"})["search_vector"] == "residual"
     del_norm = {k: v for k, v in ATTRS.items() if k != "normalisation"}
@@ -148,7 +148,8 @@ def test_check_compatible_accepts_same_and_refuses_other_weights_with_a_hint():
         check_compatible(a, {**b, "patch_size": 8}, "runA", "runB")
 
 
-@pytest.mark.parametrize("key, value", [("patch_size", 8), ("encoder", "other"), ("normalisation_method", "none")])
+@pytest.mark.parametrize("key, value", [("patch_size", 8), ("encoder", "other"), ("normalisation_method", "none"),
+                                        ("encoder_options", '{"token_size": 4}')])  # galileo-nano's other space
 def test_check_compatible_refuses_other_settings(key, value):
     a = compatibility(ATTRS)
     with pytest.raises(IncompatibleRunsError, match=key):

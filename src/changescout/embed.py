@@ -33,10 +33,10 @@ import xarray as xr
 from dask.system import CPU_COUNT
 
 from .atomic import atomic_path
-from .cube import OutputGrid, usable_mask
-from .quality import fill_gaps
+from .cube import OutputGrid, grid_of, usable_mask
+from .quality import FAMILY_NAMES, band_family, fill_gaps
 from .encoders.base import Encoder, select_bands
-from .errors import BandError, ConfigError
+from .errors import BandError, ConfigError, GridError
 from .tiling import PatchGrid
 
 NORMALISATION = ("each band centred on its series-wide median plus the date's offset on its most stable pixels "
@@ -195,13 +195,17 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     normalisation, or the cube's reflectance for encoders that normalise themselves; ``usable`` is what the
     clear fraction counts."""
     usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
-    # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
-    # masked at one date then does not look changed; pixels usable at no date go to 0
-    values = fill_gaps(values, usable)
     known = np.broadcast_to(usable.any(axis=0), usable.shape)
+    # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
+    # masked at one date then does not look changed; pixels usable at no date go to 0. The project's input is
+    # filled once each date is normalised, in z-scores: a pixel filled with another date's reflectance kept that
+    # date's haze or illumination, and on a date 0.05 brighter everywhere an unchanged patch 19 % clouded
+    # moved 0.40 (unchanged patches 0.02, a new roof 1.41)
     if spec.input == "reflectance":
-        return np.where(known[:, None], values, np.float32(0)).astype(np.float32, copy=False), usable
-    return normalise(values, stats, known), usable
+        return np.where(known[:, None], fill_gaps(values, usable), np.float32(0)).astype(np.float32, copy=False), usable
+    z = fill_gaps(normalise(values, stats), usable)  # (normalise's own array, or its copy: both ours)
+    np.copyto(z, np.float32(0), where=~known[:, None])
+    return z, usable
 
 
 def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
@@ -379,6 +383,9 @@ def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
                progress=None) -> xr.Dataset:
     """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
+    if patch_grid.grid != grid_of(cube):  # its patches' coordinates would be written over other pixels
+        raise GridError(f"the patch grid is not the cube's ({patch_grid.grid} against {grid_of(cube)}): build it "
+                        "with PatchGrid(grid_of(cube), patch_size)")
     cube = _read_once(cube.isel(band=select_bands(cube, encoder.spec)))
     bands = [str(b) for b in cube["band"].values]
     band_index = list(range(len(bands)))  # the cube now holds the encoder's bands, in its order
@@ -389,11 +396,16 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     learnt_on = getattr(encoder, "input_bands", None)
     if shared is not None and learnt_on is not None and list(learnt_on) != bands:
         raise BandError(f"the encoder's weights were learnt on the bands {list(learnt_on)}; this cube has {bands}")
+    family, learnt_family = band_family(cube), getattr(encoder, "input_family", None)
+    if shared is not None and None not in (family, learnt_family) and family != learnt_family:  # same names, other bands
+        raise BandError(f"the encoder's weights were learnt on {FAMILY_NAMES[learnt_family]} bands {list(learnt_on or [])}; "
+                        f"this cube's bands of the same names are {FAMILY_NAMES[family]}'s, which number them otherwise "
+                        "(Landsat 8's B2 is blue, Landsat 7's green): learn weights on this series instead")
     stats = stack_statistics(centre, scale, offset, reference=shared)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
         encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
         if hasattr(encoder, "set_input_normalisation"):
-            encoder.set_input_normalisation(centre, scale, bands)
+            encoder.set_input_normalisation(centre, scale, bands, band_family(cube))
     spec = encoder.spec
     p = patch_grid.patch_size
     arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)
@@ -409,6 +421,8 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
             "encoder": spec.name,
             "encoder_version": spec.version,
             "weights_sha256": encoder.weights_digest(),
+            # options that change the space (galileo-nano's token size, presto's mode...): "" at the defaults
+            "encoder_options": encoder_options(encoder),
             "patch_size": patch_grid.patch_size,
             "stride": patch_grid.stride,
             "grid": json.dumps(patch_grid.grid.to_dict()),
@@ -424,6 +438,13 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
         with progress or _NullProgress():
             ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
     return open_embeddings(out)
+
+
+def encoder_options(encoder) -> str:
+    """The encoder's options that change its embedding space where they differ from its defaults, as JSON
+    (``""`` at the defaults, as for runs that did not record them): part of what makes runs comparable."""
+    options = encoder.space_options() if hasattr(encoder, "space_options") else {}
+    return json.dumps(options, sort_keys=True) if options else ""
 
 
 class _NullProgress:

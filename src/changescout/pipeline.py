@@ -722,6 +722,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
             compat = compatibility(embeddings.attrs)
             attrs.update(normalisation_method=compat["normalisation_method"], comparison=str(comp),
+                         encoder_options=compat["encoder_options"],
                          shared_space=int(compat["shared_space"]),
                          new_state_weight=float(embeddings.attrs.get("new_state_weight", 0.0)))
             write_changes(ch_path, events, vectors, attrs, search)

@@ -86,6 +86,8 @@ _BY_FAMILY = {
 _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
 _SENTINEL2_NUMBER = re.compile(r"B(0\d|1[0-2]|8A)", re.IGNORECASE)
 _TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
+#: What each band family (:func:`band_family`) is called in messages.
+FAMILY_NAMES = {"tm": "Landsat 4-7 (TM, ETM+)", "oli": "Landsat 8-9 (OLI)", "msi": "Sentinel-2 (MSI)"}
 
 
 def band_family(cube: xr.DataArray) -> str | None:

@@ -107,7 +107,7 @@ def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, bet
 
 
 #: Attributes two runs must share for their change vectors to be comparable.
-COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "patch_size", "normalisation_method", "search_vector",
+COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "encoder_options", "patch_size", "normalisation_method", "search_vector",
                       "new_state_weight")
 
 
@@ -144,6 +144,7 @@ def compatibility(attrs: dict) -> dict:
     out = {k: attrs.get(k) for k in COMPATIBILITY_KEYS}
     out["normalisation_method"] = method
     out["patch_size"] = int(out["patch_size"]) if out["patch_size"] is not None else None
+    out["encoder_options"] = attrs.get("encoder_options") or ""  # not recorded before 0.3.12: the defaults
     out["search_vector"] = attrs.get("search_vector", "vector")  # runs before 0.3.2 searched the change vectors
     out["new_state_weight"] = float(attrs.get("new_state_weight", 0.0))  # how the search vectors were made (0.3.9)
     shared = attrs.get("shared_space", parsed.get("shared"))

@@ -371,3 +371,9 @@ def test_pretrained_weights_matter_for_change_detection(encoder):
     assert auc["pretrained"] > 0.6, auc
     assert auc["pretrained"] > auc["random weights"] + 0.1, auc
     assert auc["pretrained"] > auc["reversed bands"] + 0.03, auc
+
+
+def test_the_token_size_is_named_as_an_option_of_the_embedding_space(encoder):
+    """Runs with 4 px and 8 px tokens embed into other spaces (cosine 0.94): the runs' attributes must say so."""
+    assert encoder.space_options() == {}
+    assert GalileoNanoEncoder(weights=WEIGHTS, device="cpu", token_size=4).space_options() == {"token_size": 4}

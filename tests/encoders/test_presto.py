@@ -411,3 +411,10 @@ def test_pixel_stride_pools_a_lattice_of_pixels():
     np.testing.assert_allclose(lattice.encode_series(x, months), full.encode_series(sub, months, valid), atol=1e-5)
     with pytest.raises(ConfigError):
         PrestoEncoder(patch_size=8, weights="random", pixel_stride=3)
+
+
+def test_the_options_of_the_embedding_space_are_named(window_encoder):
+    """mode, context and pixel_stride change the space (window vs single: cosine 0.98): the runs' attributes say so."""
+    assert window_encoder.space_options() == {}
+    single = PrestoEncoder(patch_size=4, mode="single", weights=WEIGHTS if WEIGHTS.is_file() else "random", device="cpu")
+    assert single.space_options() == {"mode": "single"}

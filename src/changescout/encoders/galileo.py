@@ -201,6 +201,10 @@ class GalileoNanoEncoder(PretrainedEncoder):
     def __dask_tokenize__(self):
         return (NAME, VERSION, self._digest, self.patch_size, self.token_size)
 
+    def space_options(self) -> dict:
+        """The options that change the embedding space, where they are not the defaults (the token size)."""
+        return {} if self.token_size == 8 else {"token_size": self.token_size}
+
     # -- inference -----------------------------------------------------------------------------
     def _check(self, x: np.ndarray, months: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x)

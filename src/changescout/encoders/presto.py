@@ -220,6 +220,11 @@ class PrestoEncoder(PretrainedEncoder):
     def __dask_tokenize__(self):
         return ("presto", VERSION, self._digest, self.patch_size, self.mode, self.context, self.pixel_stride)
 
+    def space_options(self) -> dict:
+        """The options that change the embedding space, where they are not the defaults."""
+        given = {"mode": self.mode, "context": self.context, "pixel_stride": self.pixel_stride}
+        return {k: v for k, v in given.items() if v != {"mode": "window", "context": 3, "pixel_stride": 1}[k]}
+
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray, latlon=None) -> np.ndarray:
         """``(B, 10, H, W)`` reflectance of independent dates -> ``(B, 128, H/p, W/p)``: "single" mode per date

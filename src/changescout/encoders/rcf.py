@@ -63,6 +63,7 @@ class RCFEncoder:
         self.input_centre_ = None  # (bands,) float64: the input normalisation the weights were learnt with
         self.input_scale_ = None
         self.input_bands_ = None  # the names of those bands, in order
+        self.input_family_ = None  # the band numbering those names follow (quality.band_family: tm, oli, msi)
         if self.weights is not None:
             self._load(self.weights)
 
@@ -130,9 +131,14 @@ class RCFEncoder:
         """The names of the bands the weights were learnt on, in order (None for weights written before 0.3.1)."""
         return self.input_bands_
 
-    def set_input_normalisation(self, centre: np.ndarray, scale: np.ndarray, bands=None) -> None:
-        """Record the series-wide input ``centre`` and ``scale`` per band the weights were learnt with, and the
-        bands' names."""
+    @property
+    def input_family(self) -> str | None:
+        """The band numbering of :attr:`input_bands` (``tm``, ``oli``, ``msi``), None when it was not known."""
+        return self.input_family_
+
+    def set_input_normalisation(self, centre: np.ndarray, scale: np.ndarray, bands=None, family=None) -> None:
+        """Record the series-wide input ``centre`` and ``scale`` per band the weights were learnt with, the
+        bands' names and the numbering they follow (Landsat 8's B2 is blue, Landsat 7's green)."""
         centre, scale = np.asarray(centre, np.float64), np.asarray(scale, np.float64)
         n = len(centre) if bands is None else len(bands)
         if self.filters_ is not None and n != self.filters_.shape[1]:
@@ -142,6 +148,7 @@ class RCFEncoder:
                             f"{centre.shape[0] if centre.ndim else 1} centres and {scale.shape[0] if scale.ndim else 1} scales")
         self.input_centre_, self.input_scale_ = centre, scale
         self.input_bands_ = None if bands is None else [str(b) for b in bands]
+        self.input_family_ = family
 
     # -- inference -----------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
@@ -199,6 +206,8 @@ class RCFEncoder:
         params = {"version": self.version, "dim": self.dim, "kernel": self.kernel, "bias": self.bias}
         if self.input_bands_ is not None:  # absent from weights written before 0.3.1 (their digest unchanged)
             params["input_bands"] = self.input_bands_
+        if self.input_family_ is not None:
+            params["input_family"] = self.input_family_
         return params if self.pooling == 1 else {**params, "pooling": self.pooling}
 
     def save_weights(self, path: Path) -> Path:
@@ -232,6 +241,7 @@ class RCFEncoder:
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
         self.input_centre_, self.input_scale_ = arrays.get("input_centre"), arrays.get("input_scale")
         self.input_bands_ = params.get("input_bands")
+        self.input_family_ = params.get("input_family")
 
 
 def _random_patches(sample: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:

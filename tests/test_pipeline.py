@@ -343,6 +343,10 @@ def test_a_folder_with_another_tools_config_json_is_not_a_run_even_with_overwrit
             run_pipeline(session_config(), tmp_path, overwrite=overwrite, **QUIET)
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "config.json").read_text() == '{"name": "my project"}'
+    (tmp_path / "config.json").write_text("{}")  # an empty one is no run's either
+    with pytest.raises(RunExistsError, match="holds a config.json that changescout did not write"):
+        run_pipeline(session_config(), tmp_path, overwrite=True, **QUIET)
+    assert (tmp_path / "maps" / "landcover.tif").read_text() == "mine"
 
 
 def test_overwrite_keeps_the_weights_file_the_new_run_reads_from_its_own_folder(session_run, session_config, copy_run):

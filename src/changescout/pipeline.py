@@ -216,13 +216,14 @@ class Run:
         self._lock()
         self._recover()
         if cfg_path.exists():
+            damaged = False
             try:
                 old = _read_json(cfg_path, "use --overwrite to replace the run, or choose another --out")
             except RunExistsError:
                 if not self.overwrite or not (self.out / "state.json").is_file():  # a run's, cut short or edited
                     raise
-                old = {}  # replaced as a run of another configuration
-            if not _is_run_record(old):
+                old, damaged = {}, True  # replaced as a run of another configuration
+            if not damaged and not _is_run_record(old):
                 raise RunExistsError("holds a config.json that changescout did not write (no config_hash and version): it "
                                      "is not a run directory, and --overwrite replaces runs only; choose an empty or new --out",
                                      self.out)
@@ -447,9 +448,8 @@ def check_writable(out: Path) -> None:
 
 
 def _is_run_record(record: dict) -> bool:
-    """Whether ``record`` (a config.json read) is a changescout run's: its hash and version (``{}`` stands for
-    one cut short in a run directory, which --overwrite may replace)."""
-    return record == {} or ("config_hash" in record and "changescout" in record)
+    """Whether ``record`` (a config.json read) is a changescout run's: it holds its hash and version."""
+    return "config_hash" in record and "changescout" in record
 
 
 def _input_hashes(cube) -> dict:

@@ -46,6 +46,7 @@ from .radiometry import RADIANCE_RULE, apply_offsets, implausible_dates, normali
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
+from .sources.geotiff import is_run_dir
 from .sources.pairs import has_placeholder_dates
 from .tiling import PatchGrid, event_ids, series_id
 
@@ -315,7 +316,7 @@ class Run:
     def _inputs(self) -> list[Path]:
         """The files this run reads (source, mask, weights), resolved."""
         c = self.config
-        return [Path(str(v)).resolve() for v in (c.source, c.mask, c.weights) if v and not str(v).startswith("synthetic")]
+        return [Path(str(v)).resolve() for v in (c.source, c.mask, c.weights) if v]
 
     def _discard(self):
         """Remove this run's outputs: first renamed into one hidden folder (fast, so that an interruption does not
@@ -462,9 +463,10 @@ def _sha256_input(path: Path) -> str:
     if not path.is_dir():
         return sha256_file(path)
     h = hashlib.sha256()
-    runs = [d for d in path.rglob("config.json") if (d.parent / "state.json").is_file()]  # a run written inside the store
-    for f in sorted(q for q in path.rglob("*") if q.is_file()):
-        if not any(r.parent in f.parents for r in runs):  # its outputs are no input: the run could never resume
+    files = sorted(q for q in path.rglob("*") if q.is_file())
+    runs = {f.parent for f in files if f.name == "config.json" and is_run_dir(f.parent)}  # a run written inside the store
+    for f in files:
+        if runs.isdisjoint(f.parents):  # its outputs are no input: the run could never resume
             h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 

@@ -233,9 +233,9 @@ def _same_change(view: RunView, own: pd.DataFrame, query: pd.Series) -> set[int]
     cloudy) on a patch that overlaps (by area, not only an edge) the patches of the query's object. A run
     compared by anniversary and one compared date to date share ``t1`` and places, not changes."""
     events = view.events
-    pairs = set(zip(pd.to_datetime(own["t0"]), pd.to_datetime(own["t1"]))) | {(pd.Timestamp(query["t0"]), pd.Timestamp(query["t1"]))}
+    onset = own[pd.to_datetime(own["t1"]) == pd.Timestamp(query["t1"])]  # (not the events of an episode's end)
     dates = pd.MultiIndex.from_arrays([pd.to_datetime(events["t0"]), pd.to_datetime(events["t1"])])
-    same = events[dates.isin(list(pairs)) & (pd.to_datetime(events["t1"]) == pd.Timestamp(query["t1"])).to_numpy()]
+    same = events[dates.isin(list(zip(pd.to_datetime(onset["t0"]), pd.to_datetime(onset["t1"]))))]
     if same.empty or "geometry" not in own or own.crs is None or same.crs is None:
         return set()
     where = own.to_crs(same.crs).union_all()

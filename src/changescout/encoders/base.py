@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -228,3 +229,10 @@ def get_encoder(name: str, **params) -> Encoder:
     cls = encoder_class(name)
     check_options(cls.__init__, params, f"encoder {name!r}")  # a misspelt option: exit 2, not a TypeError
     return cls(**params)
+
+
+def changed_options(encoder, names) -> dict:
+    """The options ``names`` of ``encoder`` (its attributes of those names) that differ from its constructor's
+    defaults: what an encoder's ``space_options`` says of the options that change its embedding space."""
+    defaults = inspect.signature(type(encoder).__init__).parameters
+    return {n: getattr(encoder, n) for n in names if getattr(encoder, n) != defaults[n].default}

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BandError, ConfigError, WeightsError
-from .base import EncoderSpec, PretrainedEncoder, find_weights, sha256_file
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, sha256_file
 from .galileo_net import BASE_PATCH, S_T_GROUPS, SP_GROUPS, ST_GROUPS, T_GROUPS, GalileoEncoder, GalileoInputs, pool_per_patch
 
 VERSION = "1"
@@ -203,7 +203,7 @@ class GalileoNanoEncoder(PretrainedEncoder):
 
     def space_options(self) -> dict:
         """The options that change the embedding space, where they are not the defaults (the token size)."""
-        return {} if self.token_size == 8 else {"token_size": self.token_size}
+        return changed_options(self, ("token_size",))
 
     # -- inference -----------------------------------------------------------------------------
     def _check(self, x: np.ndarray, months: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import BandError, ConfigError, WeightsError
-from .base import EncoderSpec, PretrainedEncoder, find_weights, sha256_file
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, sha256_file
 from .presto_net import CHANNELS, DIM, DW_MISSING, MAX_STEPS, NORM_ADD, NORM_DIV, PrestoNet, month_table, position_table
 
 VERSION = "1"
@@ -222,8 +222,7 @@ class PrestoEncoder(PretrainedEncoder):
 
     def space_options(self) -> dict:
         """The options that change the embedding space, where they are not the defaults."""
-        given = {"mode": self.mode, "context": self.context, "pixel_stride": self.pixel_stride}
-        return {k: v for k, v in given.items() if v != {"mode": "window", "context": 3, "pixel_stride": 1}[k]}
+        return changed_options(self, ("mode", "context", "pixel_stride"))
 
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray, latlon=None) -> np.ndarray:

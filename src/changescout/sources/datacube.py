@@ -304,6 +304,8 @@ class ReprojectedCube:
         self.var, self.quality, self.info, self.grid = var, quality, info, grid
         self.scale, self.offset, self.lut = scale, offset, lut
         self.shape = (var.sizes["time"], var.sizes["band"] + 1, *grid.shape)
+        # the bilinear kernel's scale, fixed from the pixel sizes for every block (:func:`.warp.warp_scales`)
+        self.scales = warp_scales(info.crs, info.transform, info.shape, grid.crs, grid.resolution)
 
     def __dask_tokenize__(self):
         return tokenize(self.info, self.var.name, self.grid, self.scale, self.offset)
@@ -334,8 +336,7 @@ class ReprojectedCube:
         bounds = transform_bounds(self.grid.crs, self.info.crs, left, bottom, right, top, densify_pts=21)
         win = from_bounds(*bounds, transform=self.info.transform)
         height, width = self.info.shape
-        scales = warp_scales(self.info.crs, self.info.transform, self.info.shape, self.grid.crs, self.grid.resolution)
-        m = 2 + math.ceil(1 / min(scales.values()))
+        m = 2 + math.ceil(1 / min(self.scales.values()))
         c0, r0 = max(0, math.floor(win.col_off) - m), max(0, math.floor(win.row_off) - m)
         c1 = min(width, math.ceil(win.col_off + win.width) + m)
         r1 = min(height, math.ceil(win.row_off + win.height) + m)
@@ -345,8 +346,6 @@ class ReprojectedCube:
         lead = data.shape[:-2]
         flat = data.reshape(-1, *data.shape[-2:])
         dest = np.full((flat.shape[0], *shape), np.nan, np.float32)
-        # the kernel's scale fixed from the pixel sizes, not from this block's windows (:func:`.warp.warp_scales`)
-        scales = warp_scales(self.info.crs, self.info.transform, self.info.shape, self.grid.crs, self.grid.resolution)
         reproject(flat, dest, src_transform=src, src_crs=self.info.crs, dst_transform=dst, dst_crs=self.grid.crs,
-                  src_nodata=np.nan, dst_nodata=np.nan, resampling=resampling, tolerance=WARP_TOLERANCE, **scales)
+                  src_nodata=np.nan, dst_nodata=np.nan, resampling=resampling, tolerance=WARP_TOLERANCE, **self.scales)
         return dest.reshape(*lead, *shape)

@@ -94,7 +94,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
 MAX_DEPTH = 6
 
 
-def _is_run(folder: Path) -> bool:
+def is_run_dir(folder: Path) -> bool:
     """Whether ``folder`` is a changescout run directory."""
     return (folder / "config.json").is_file() and (folder / "state.json").is_file()
 
@@ -109,7 +109,7 @@ def list_rasters(root: Path) -> list[Path]:
     # MAX_DEPTH folders
     for folder, dirs, names in os.walk(root, followlinks=True):
         here, real = Path(folder), os.path.realpath(folder)
-        if real in seen or (here != root and _is_run(here)):  # a run written inside the folder: its maps are outputs
+        if real in seen or (here != root and is_run_dir(here)):  # a run written inside the folder: its maps are outputs
             dirs[:] = []
             continue
         seen.add(real)
@@ -263,13 +263,14 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
         missing = [f"{s.time:%Y-%m-%d}" for s in scenes if s.time not in masks]
         if missing:
             raise SourceError(f"has no mask for the date(s) {missing}", path)
-    named = {infer_convention(Path(m.path).name) for m in masks.values()} - {""} if path.is_dir() else set()
-    if not convention and not infer_convention(path.name) and len(named) > 1:
-        raise SourceError(f"holds masks of {len(named)} conventions by their names ({', '.join(sorted(named))}); give "
-                          "one --mask-convention, or one folder per convention", path)
-    # the folder's name tells the convention, else its files' names (masks/2018-04-29_SCL.tif)
-    lut = lookup_table(convention_for(path.name if infer_convention(path.name) or len(named) != 1 else next(iter(named)),
-                                      convention, path))
+    name = path.name  # it tells the convention, else a folder's files' names do (masks/2018-04-29_SCL.tif)
+    if path.is_dir() and not convention and not infer_convention(name):
+        named = {infer_convention(Path(m.path).name) for m in masks.values()} - {""}
+        if len(named) > 1:
+            raise SourceError(f"holds masks of {len(named)} conventions by their names ({', '.join(sorted(named))}); "
+                              "give one --mask-convention, or one folder per convention", path)
+        name = named.pop() if named else name
+    lut = lookup_table(convention_for(name, convention, path))
     return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
 
 

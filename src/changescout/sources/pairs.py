@@ -250,11 +250,10 @@ def _read(path: Path, with_georef: bool = False):
 
 def _same_georef(a, b) -> bool:
     """Whether two ``(crs, transform)`` put the pixels of images of one shape on the same ground (to 1e-3 px)."""
-    from rasterio.crs import CRS
+    from .warp import same_crs
 
     (crs_a, ta), (crs_b, tb) = a, b
-    tol = 1e-3 * min(abs(ta[0]), abs(ta[4]))
-    return CRS.from_user_input(crs_a) == CRS.from_user_input(crs_b) and bool(np.allclose(ta, tb, rtol=0, atol=tol))
+    return same_crs(crs_a, crs_b) and bool(np.allclose(ta, tb, rtol=0, atol=1e-3 * min(abs(ta[0]), abs(ta[4]))))
 
 
 def _georef_text(g) -> str:

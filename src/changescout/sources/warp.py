@@ -217,8 +217,8 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     if isinstance(spec, OutputGrid):
         return _overlapping(spec, footprints)
     crs = spec.crs or first.crs
-    same_crs = CRS.from_user_input(crs) == CRS.from_user_input(first.crs)
-    if same_crs:
+    own_crs = same_crs(crs, first.crs)
+    if own_crs:
         native = first.resolution
     else:
         t, _, _ = calculate_default_transform(first.crs, crs, first.shape[1], first.shape[0], *first.bounds)
@@ -239,7 +239,7 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
         if min(w, h) < patch_size:  # (it ended in "too few clear pixels ... mostly nodata or cloud")
             raise GridError(f"the images cover {w:.0f} x {h:.0f} px, less than one patch of {patch_size} px a side: "
                             "use a smaller --patch-size, or images of a larger area")
-    px, py = (first.transform.c % res[0], first.transform.f % res[1]) if same_crs and res == first.resolution else (0, 0)
+    px, py = (first.transform.c % res[0], first.transform.f % res[1]) if own_crs and res == first.resolution else (0, 0)
     left, bottom, right, top = bounds
     out = OutputGrid.from_bounds(crs, res, (left - px, bottom - py, right - px, top - py), snap=patch_size * res[0])
     a, b, c, d, e, f = out.transform
@@ -290,7 +290,8 @@ _ALIGNED_PX = 1e-6
 
 
 @lru_cache(maxsize=256)
-def _same_crs(a: str, b: str) -> bool:
+def same_crs(a: str, b: str) -> bool:
+    """Whether two CRS texts (``EPSG:32631``, WKT...) name one CRS."""
     return a == b or CRS.from_user_input(a) == CRS.from_user_input(b)
 
 
@@ -303,7 +304,7 @@ def aligned_offset(info: RasterInfo, crs: str, transform: Affine, shape) -> tupl
     if not (math.isclose(transform.a, f.a, rel_tol=1e-9) and math.isclose(transform.e, f.e, rel_tol=1e-9)):
         return None
     col, row = (transform.c - f.c) / f.a, (transform.f - f.f) / f.e
-    if abs(col - round(col)) > _ALIGNED_PX or abs(row - round(row)) > _ALIGNED_PX or not _same_crs(crs, info.crs):
+    if abs(col - round(col)) > _ALIGNED_PX or abs(row - round(row)) > _ALIGNED_PX or not same_crs(crs, info.crs):
         return None
     return round(row), round(col)
 
@@ -356,10 +357,17 @@ def warp_scales(src_crs: str, src_transform: Affine, src_shape, crs: str, resolu
     cols, rows = np.array([w / 2, w / 2 + 1, w / 2]), np.array([h / 2, h / 2, h / 2 + 1])
     t = src_transform
     xs, ys = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
-    if not _same_crs(src_crs, crs):
+    if not same_crs(src_crs, crs):
         xs, ys = map(np.asarray, rasterio.warp.transform(src_crs, crs, xs, ys))
     step_x, step_y = math.hypot(xs[1] - xs[0], ys[1] - ys[0]), math.hypot(xs[2] - xs[0], ys[2] - ys[0])
     return {"XSCALE": min(1.0, step_x / abs(resolution[0])), "YSCALE": min(1.0, step_y / abs(resolution[1]))}
+
+
+@lru_cache(maxsize=256)
+def _file_scales(path: str, crs: str, resolution) -> dict[str, float]:
+    """:func:`warp_scales` of a file onto a grid: the same for every block it is read in."""
+    info = probe(path)
+    return warp_scales(info.crs, info.transform, info.shape, crs, resolution)
 
 
 def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling,
@@ -448,9 +456,8 @@ class WarpedSeries:
             if resampling is None:
                 out[k, pos] = read_aligned(path, idx, offsets[path], shape, raw)
             else:
-                info = probe(path)
-                scales = warp_scales(info.crs, info.transform, info.shape, self.grid.crs, self.grid.resolution)
-                out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling, scales, bool(raw))
+                out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling,
+                                       _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw))
         values = out[:, :nb]
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)

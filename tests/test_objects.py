@@ -17,11 +17,11 @@ T = pd.Timestamp
 
 
 def _events(rows):
-    """Events from tuples (row, col, t1, surprise, persistence, vector)."""
+    """Events from tuples (row, col, t1, surprise, persistence, vector[, t0]); t0 2021-01-01 by default."""
     vecs = np.array([r[5] for r in rows], np.float32)
     df = pd.DataFrame({
         "row": [r[0] for r in rows], "col": [r[1] for r in rows],
-        "t0": T("2021-01-01"), "t1": [T(r[2]) for r in rows],
+        "t0": [T(r[6] if len(r) > 6 else "2021-01-01") for r in rows], "t1": [T(r[2]) for r in rows],
         "surprise": [r[3] for r in rows], "magnitude": [r[3] for r in rows], "zscore": [10 * r[3] for r in rows],
         "persistence": pd.array([r[4] for r in rows], dtype="Int32"), "vec": np.arange(len(rows)),
     })
@@ -39,7 +39,7 @@ def test_touching_alike_changes_of_one_date_form_one_object():
     rows = _background() + [
         (1, 1, "2021-03-01", 2.0, 2, up), (1, 2, "2021-03-01", 2.1, 2, up), (2, 2, "2021-03-01", 1.9, 2, up),  # one object
         (1, 3, "2021-03-01", 2.0, 2, down),  # touches, but changes the other way: apart
-        (1, 1, "2021-04-01", 2.0, 2, up),  # same place, another date: apart
+        (1, 1, "2021-04-01", 2.0, 2, up, "2021-03-01"),  # same place, the next date: apart
         (5, 5, "2021-03-01", 2.0, 2, up),  # same date, does not touch: apart
     ]
     ev, vecs = _events(rows)
@@ -49,6 +49,33 @@ def test_touching_alike_changes_of_one_date_form_one_object():
     assert len({a, d, e, f}) == 4
     assert len(set(ids[:-6])) == len(ids) - 6  # weak changes stay single-patch objects
     assert set(ids) == set(range(len(set(ids))))  # ids are 0..n-1
+
+
+def test_a_change_seen_late_through_a_cloud_joins_the_object_of_its_neighbours():
+    """Planted Bouconne seed 3: a pond dried at a date when a cloud hid some of its patches; those compared the
+    dates around the cloud, saw the drying one date late, and were listed as objects of their own (ranks 3
+    and 5 under the pond's rank 1). A neighbour whose date pair spans the object's date joins it; its onset
+    stays the object's first date, and no end is made of it."""
+    up, down = np.eye(8)[0], -np.eye(8)[0]
+    rows = _background() + [
+        (1, 1, "2021-03-01", 2.0, 2, up, "2021-02-01"), (1, 2, "2021-03-01", 2.1, 2, up, "2021-02-01"),
+        (1, 3, "2021-04-01", 1.8, 2, up, "2021-02-01"),  # clouded on 03-01: sees the change on 04-01
+        (0, 0, "2021-04-01", 1.8, 2, up, "2021-03-01"),  # touches (1, 1), changed a date later: apart
+        (1, 1, "2021-05-01", 2.0, 2, down, "2021-03-01"),  # the object's places change back: its end
+        (1, 2, "2021-05-01", 2.0, 2, down, "2021-03-01"),
+    ]
+    ev, vecs = _events(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    a, b, late, other, end1, end2 = ranked["object_id"].iloc[-6:]
+    assert a == b == late and other != a
+    o = obj.set_index("object_id").loc[a]
+    assert o["t1"] == T("2021-03-01") and o["n_patches"] == 3
+    assert o["t_end"] == T("2021-05-01") and o["n_events"] == 5  # ended by the change back, not by the late one
+    assert end1 == end2 == a
+    # against a year before or a fixed date every later date lies inside a pair: no joining across dates
+    ranked, _ = ObjectRanker(gaps=False).fit_transform(ev, vecs)
+    a, b, late = ranked["object_id"].iloc[-6:-3]
+    assert a == b != late
 
 
 def test_the_top_of_the_patch_ranking_makes_objects_and_keeps_its_false_alarm_rate():
@@ -125,7 +152,7 @@ def test_against_a_reference_date_a_lasting_change_is_one_object_dated_by_its_fi
     later += [(1, 2, d, 2.0, 2, up) for d in ("2021-03-01", "2021-04-01")]  # the same change, two patches, 2 dates
     later += [(8, 8, "2021-03-01", 2.0, 2, up), (8, 8, "2021-05-01", 2.0, 2, down)]  # another way later: apart
     ev, vecs = _against(bg + later, "2021-01-01")
-    ranked, obj = ObjectRanker(continuations=True).fit_transform(ev, vecs)
+    ranked, obj = ObjectRanker(continuations=True, gaps=False).fit_transform(ev, vecs)
     lasting = ranked.iloc[len(bg):len(bg) + 5]["object_id"]
     assert lasting.nunique() == 1
     o = obj.set_index("object_id").loc[lasting.iloc[0]]
@@ -134,11 +161,11 @@ def test_against_a_reference_date_a_lasting_change_is_one_object_dated_by_its_fi
     assert ranked.iloc[-1]["object_id"] != ranked.iloc[-2]["object_id"]
     # without the option (consecutive comparisons), or where the later event starts from the earlier one's
     # date (it does not span it), each date is its own object
-    ranked, _ = ObjectRanker().fit_transform(ev, vecs)
+    ranked, _ = ObjectRanker(gaps=False).fit_transform(ev, vecs)
     assert ranked.iloc[len(bg):len(bg) + 3]["object_id"].nunique() == 3
     chained = ev.copy()
     chained.loc[len(bg) + 1, "t0"], chained.loc[len(bg) + 2, "t0"] = T("2021-03-01"), T("2021-04-01")
-    ranked, _ = ObjectRanker(continuations=True).fit_transform(chained, vecs)
+    ranked, _ = ObjectRanker(continuations=True, gaps=False).fit_transform(chained, vecs)
     assert ranked.loc[len(bg) + 2, "object_id"] != ranked.loc[len(bg), "object_id"]
 
 

@@ -777,6 +777,7 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
                                    seasonal_weight=config.seasonal_weight,
                                    continuations=Comparison.parse(config.compare).mode == "reference",
+                                   gaps=Comparison.parse(config.compare).mode == "consecutive",
                                    ).fit_transform(ranked, vectors, states)
     return ranked, cluster_table(ranked), objects
 

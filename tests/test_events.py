@@ -116,25 +116,33 @@ def test_export_vector_formats_keep_crs_and_top_rows(events, tmp_path, fmt):
     assert back["rank"].tolist() == [1, 2, 3, 4, 5]
     assert back["event_id"].tolist() == events["event_id"].iloc[:5].tolist()
     top5 = events.iloc[:5].reset_index(drop=True)
-    if fmt == "gpkg":  # the grid's CRS, and dates as dates
+    import pyogrio  # the layer name a GIS shows: "events", not the temporary name the file was written under
+
+    info = pyogrio.read_info(path)
+    types = dict(zip(info["fields"], info["ogr_types"]))
+    assert types["persistence"] == "OFTInteger"  # a count, not 4.0 (nulls stay null)
+    if fmt == "gpkg":  # the grid's CRS, and dates as dates: DATE fields (a DATETIME needs a time zone in GeoPackage)
         assert back.crs.to_epsg() == 32631 and pd.api.types.is_datetime64_any_dtype(back["t1"])
+        assert types["t0"] == types["t1"] == "OFTDate"
         assert back.geometry.geom_equals_exact(top5.geometry, tolerance=1e-6).all()
     else:  # RFC 7946: longitude/latitude on WGS 84, which web maps assume
         assert back.crs.to_epsg() == 4326 and '"crs"' not in path.read_text()
         assert back.geometry.geom_equals_exact(top5.geometry.to_crs(4326), tolerance=1e-6).all()
     assert back["t1"].astype(str).str[:10].tolist() == ["2021-02-15"] * 5
-    import pyogrio  # the layer name a GIS shows: "events", not the temporary name the file was written under
-
     assert [name for name, _ in pyogrio.list_layers(path)] == ["events"]
 
 
-def test_geojson_of_a_pixel_grid_stays_in_pixels(events, tmp_path):
-    """Image pairs without georeferencing sit on a pixel CRS, which has no place on Earth to reproject to."""
+def test_a_pixel_grid_is_not_exported_as_geojson_but_keeps_its_pixels_in_geopackage(events, tmp_path):
+    """Image pairs without georeferencing sit on a pixel CRS, which has no place on Earth to reproject to. A
+    GeoJSON of it (no CRS member, RFC 7946) was read by GDAL and geopandas as WGS 84, latitudes up to 256."""
     from changescout.sources.pairs import PIXEL_CRS
 
     pixels = events.set_crs(PIXEL_CRS, allow_override=True)
-    back = gpd.read_file(export_table(pixels, tmp_path / "events.geojson", "geojson"))
-    assert len(back) == len(events)
+    with pytest.raises(ConfigError, match="pixel coordinates.*--format gpkg or csv"):
+        export_table(pixels, tmp_path / "events.geojson", "geojson")
+    assert not (tmp_path / "events.geojson").exists()
+    back = gpd.read_file(export_table(pixels, tmp_path / "events.gpkg", "gpkg"))
+    assert len(back) == len(events) and not back.crs.is_geographic
     assert np.allclose(back.total_bounds, events.total_bounds)
 
 
@@ -142,9 +150,11 @@ def test_export_csv_has_wkt_geometry_and_crs(events, tmp_path):
     path = export_table(events, tmp_path / "events.csv", "csv", top=5)
     df = pd.read_csv(path)
     assert len(df) == 5 and df["rank"].tolist() == [1, 2, 3, 4, 5]
-    assert df["geometry_wkt"].str.startswith("POLYGON").all()
+    assert df["WKT"].str.startswith("POLYGON").all()
     assert (df["crs"] == "EPSG:32631").all()
     assert df["t0"].tolist() == ["2021-01-15"] * 5
+    back = gpd.read_file(path).set_crs(events.crs)  # GDAL's CSV driver takes a column named WKT as the geometry
+    assert back.geometry.geom_equals_exact(events.geometry.iloc[:5].reset_index(drop=True), tolerance=1e-6).all()
 
 
 def test_export_rejects_bad_format_and_top(events, tmp_path):

@@ -149,3 +149,17 @@ def test_failure_while_writing_leaves_the_previous_map(tmp_path, events_and_grid
         write_change_maps(ev2, pg, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atypicality.tif", "cluster.tif", "magnitude.tif"]
     assert paths["magnitude"].read_bytes() == before
+
+
+def test_maps_of_a_pixel_grid_carry_no_crs_that_places_them_on_earth(tmp_path):
+    """Image pairs without georeferencing sit on a pixel CRS, which GeoTIFF cannot hold: GDAL wrote a local CRS
+    in metres, and `rio info` (rasterio's lon/lat bounds) failed on every map of such a run."""
+    from changescout.sources.pairs import PIXEL_CRS
+
+    grid = OutputGrid(crs=PIXEL_CRS, transform=(1.0, 0.0, 0.0, 0.0, -1.0, 64.0), shape=(64, 64))
+    pg = PatchGrid(grid, 8)
+    ev = make_events(pg, [0, 3], [1, 2], ["2021-01-01"] * 2, ["2021-02-01"] * 2, [0.9, 0.2]).set_crs(PIXEL_CRS, allow_override=True)
+    path = write_change_maps(ev, pg, tmp_path / "maps")["magnitude"]
+    with rasterio.open(path) as src:
+        assert src.crs is None and src.transform == grid.affine @ Affine.scale(8)
+        assert src.read(1)[3, 2] == pytest.approx(float(ev["magnitude"].iloc[1]))

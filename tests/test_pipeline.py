@@ -16,6 +16,7 @@ from changescout.change import read_changes
 from changescout.cube import Quality
 from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError
 from changescout.events import COLUMNS, check_directions, read_events
+from changescout.objects import read_objects
 from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds, unusable_dates_note
 from changescout.search import SimilarChangeIndex
 from changescout.tiling import parse_event_id
@@ -64,6 +65,9 @@ def test_state_json(session_run):
         assert isinstance(info["seconds"], float) and info["seconds"] >= 0
     assert state["stages"]["embed"]["patches"] == 10 * 8 * 8
     assert state["stages"]["embed"]["encoder"] == "rcf"
+    objects = read_objects(session_run)  # every object of objects.parquet; the candidates among them
+    assert state["stages"]["rank"]["objects"] == len(objects)
+    assert state["stages"]["rank"]["candidate_objects"] == int(objects["candidate"].sum()) < len(objects)
     # what comes before the stages (reading, cloud screen, co-registration estimate: 85 of 330 s on a 584-date
     # series) is timed too
     assert state["prepare"]["seconds"] > 0 and "co-registration" in state["prepare"]["what"]
@@ -118,6 +122,11 @@ def test_clusters_index_maps_and_report(session_run):
     ev = read_events(session_run)
     clusters = pd.read_parquet(session_run / "clusters.parquet")
     assert clusters["size"].sum() == len(ev)
+    for name in ("clusters", "objects", "events"):  # each column described, as the schema says
+        meta = json.loads(pq.read_schema(session_run / f"{name}.parquet").metadata[b"changescout"])
+        columns = pq.read_schema(session_run / f"{name}.parquet").names
+        assert set(columns) - {"geometry"} <= set(meta["columns"]), name
+        assert name == "clusters" or meta["schema_version"] == "1"
     assert set(clusters["cluster"]) == set(ev["cluster"])
     sizes = ev.groupby("cluster").size()
     assert (clusters.set_index("cluster")["size"] == sizes.loc[clusters["cluster"]].to_numpy()).all()

@@ -99,6 +99,34 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self.mixture_.predict(self.pca_.transform(X)).astype(np.int32)
 
 
+CLUSTER_SCHEMA: dict[str, tuple[str, str]] = {
+    "cluster": ("int32", "change type id (events.parquet and objects.parquet refer to it)"),
+    "size": ("int64", "number of patch events of this type"),
+    "mean_magnitude": ("float32", "mean magnitude of its events; higher = larger changes"),
+    "mean_atypicality": ("float32", "mean atypicality of its events (0..1, higher = more atypical); the table's order"),
+    "max_atypicality": ("float32", "highest atypicality of its events"),
+    "first_t1": ("datetime64[ns]", "earliest date of a new state among its events"),
+    "last_t1": ("datetime64[ns]", "latest date of a new state among its events"),
+}
+
+
+def write_clusters(table, path):
+    """Write :func:`cluster_table` to parquet, atomically, with its column descriptions in the metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .atomic import atomic_path
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), b"changescout": json.dumps(
+        {"columns": {k: {"dtype": d, "description": s} for k, (d, s) in CLUSTER_SCHEMA.items()}}).encode()}
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+    return path
+
+
 def cluster_table(events, magnitude="magnitude", atypicality="atypicality"):
     """One row per cluster: size and mean scores (``clusters.parquet``)."""
     import pandas as pd

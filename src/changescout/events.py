@@ -14,6 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
@@ -42,7 +43,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "atypicality": ("float32", "0..1 ranking score, higher = more atypical (rarity and/or magnitude, transient changes demoted)"),
     "rank": ("int32", "1 = most atypical"),
     "false_alarm_rate": ("float32", "calibrated score: fraction of the run's unchanged-looking patch events (surprise not standing out) whose atypicality is at least this high; lower = more certainly a change"),
-    "object_id": ("int64", "change object this patch event belongs to (objects.parquet): touching patches of one date pair that change alike"),
+    "object_id": ("int64", "change object this patch event belongs to (objects.parquet): touching patches of one date pair that change alike (or seen a date late through a cloud)"),
     "object_rank": ("int32", "rank of its object, 1 = most atypical object; the analyst's list"),
     "vec": ("int64", "key of the change vector in changes.zarr (and id in index.faiss)"),
 }
@@ -139,20 +140,25 @@ def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top
                   layer: str = "events") -> Path:
     """Export (the ``top`` ranked rows of) an events or objects table (``layer``) to GeoPackage, GeoJSON or CSV.
 
-    GeoPackage keeps the grid's CRS and the dates as dates; GeoJSON follows RFC 7946 (longitude/latitude on
-    WGS 84, which web maps assume; a pixel grid, which has no place on Earth, is written in its pixel CRS);
-    CSV has the geometry as WKT with a ``crs`` column."""
+    GeoPackage keeps the grid's CRS and the dates as dates (DATE fields); GeoJSON follows RFC 7946 (longitude/
+    latitude on WGS 84, which web maps and GDAL assume: a pixel grid, which has no place on Earth, is refused
+    rather than read as degrees); CSV has the geometry as WKT in a column named ``WKT`` (GDAL's CSV driver reads
+    it as the geometry) and the CRS in a ``crs`` column."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
+    if fmt == "geojson" and not on_earth(table.crs):
+        raise ConfigError("GeoJSON holds longitude and latitude on WGS 84 (RFC 7946), and this run's grid is in pixel "
+                          "coordinates (images without georeferencing): GIS software would read its pixels as degrees. "
+                          "Export it with --format gpkg or csv, which keep its pixel coordinates")
     ev = table.sort_values("rank")
     if top is not None:
         ev = ev.head(top)
     ev = ev.copy()
-    dates = [c for c in ("t0", "t1", "t_end") if c in ev.columns]
-    for c in dates if fmt != "gpkg" else ():  # text in GeoJSON and CSV; GeoPackage has a date-time type
-        ev[c] = pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d")
+    for c in [c for c in ("t0", "t1", "t_end") if c in ev.columns]:  # text in GeoJSON and CSV; GeoPackage has dates
+        ev[c] = (pd.to_datetime(ev[c]).astype(pd.ArrowDtype(pa.date32())) if fmt == "gpkg"
+                 else pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d"))
     path = Path(path)
     if path.is_dir():
         raise OutputError("is a folder; give the export's file name", path)
@@ -170,16 +176,15 @@ def _write_export(ev: gpd.GeoDataFrame, path: Path, fmt: str, driver: str, layer
     with atomic_path(path) as tmp:
         if fmt == "csv":
             df = pd.DataFrame(ev.drop(columns="geometry"))
-            df["geometry_wkt"] = ev.geometry.to_wkt()
+            df["WKT"] = ev.geometry.to_wkt()
             df["crs"] = ev.crs.to_string() if ev.crs is not None else ""
             df.to_csv(tmp, index=False)
         else:
-            options = {}
+            options = {"RFC7946": "YES"} if fmt == "geojson" else {}
             if fmt == "geojson":
-                ev["persistence"] = ev["persistence"].astype("float64")
-                if on_earth(ev.crs):  # not a pixel grid
-                    ev, options = ev.to_crs("EPSG:4326"), {"RFC7946": "YES"}
-            ev.to_file(tmp, driver=driver, layer=layer, **options)  # the layer name a GIS shows, not the temporary file's
+                ev = ev.to_crs("EPSG:4326")
+            # (arrow: the dates as DATE fields); the layer name a GIS shows, not the temporary file's
+            ev.to_file(tmp, driver=driver, layer=layer, use_arrow=True, **options)
 
 
 def check_directions(events: pd.DataFrame) -> None:

@@ -16,6 +16,7 @@ import rasterio
 from affine import Affine
 
 from .atomic import atomic_path
+from .cube import on_earth
 from .errors import GridError
 from .events import SCHEMA
 from .tiling import PatchGrid
@@ -69,7 +70,9 @@ def _write_cog(path: Path, arr: np.ndarray, patch_grid: PatchGrid, dates, nodata
     count, height, width = arr.shape
     profile = {
         "driver": "COG", "count": count, "height": height, "width": width, "dtype": arr.dtype.name,
-        "nodata": nodata, "crs": patch_grid.grid.crs,
+        # a pixel grid (images without georeferencing) has no CRS that GeoTIFF can hold: GDAL would write a
+        # local CRS in metres, which `rio info` and GIS software then fail to place
+        "nodata": nodata, "crs": patch_grid.grid.crs if on_earth(patch_grid.grid.crs) else None,
         "transform": patch_grid.grid.affine @ Affine.scale(patch_grid.patch_size),
         "compress": "DEFLATE", "predictor": "YES", "blocksize": BLOCKSIZE,
         "overviews": "AUTO", "resampling": resampling,

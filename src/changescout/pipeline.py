@@ -31,7 +31,7 @@ import pandas as pd
 from . import __version__, runlock
 from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
-from .cluster import ChangeClusterer, cluster_table
+from .cluster import ChangeClusterer, cluster_table, write_clusters
 from .coregister import coregister
 from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects, unread_bands
@@ -741,12 +741,12 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
-            with atomic_path(out / "clusters.parquet") as tmp:
-                clusters.to_parquet(tmp, index=False)
+            write_clusters(clusters, out / "clusters.parquet")
             del vectors, states  # the search vectors are as large
             search, keys = read_vectors(ch_path, name=compatibility(attrs)["search_vector"])  # what similar reads
             SimilarChangeIndex().fit(search, keys).save(out / "index.faiss")
-            info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=int(objects["candidate"].sum()))
+            info.update(events=len(gdf), clusters=int(clusters.shape[0]), objects=len(objects),
+                        candidate_objects=int(objects["candidate"].sum()))
 
     if "outputs" in todo:
         with run.stage("outputs"):

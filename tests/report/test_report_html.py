@@ -109,6 +109,17 @@ def test_plots_return_png_or_nothing():
     assert plots.stage_timings({"prepare": {"seconds": 3.0}}).startswith(b"\x89PNG")  # the preparation alone
 
 
+def test_the_patch_map_covers_the_whole_grid_as_the_change_maps_do():
+    """The map was sized from the events: on Bouconne it drew 15 x 14 patches of a 16 x 15 grid whose last row
+    and column held no event."""
+    ev = make_events()
+    n_rows, n_cols = int(ev["row"].max()) + 3, int(ev["col"].max()) + 2
+    grid = plots.best_per_patch(ev, (n_rows, n_cols))
+    assert grid.shape == (n_rows, n_cols) and np.isnan(grid[-2:]).all()
+    r, c = int(ev["row"].iloc[0]), int(ev["col"].iloc[0])
+    assert grid[r, c] == ev.loc[(ev["row"] == r) & (ev["col"] == c), "atypicality"].max()
+
+
 def test_failure_while_writing_keeps_the_previous_report(tmp_path, monkeypatch):
     ev = make_events()
     path = write_report(tmp_path, ev, make_clusters(ev), {"label": "first"}, STATE)

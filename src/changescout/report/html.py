@@ -1,4 +1,5 @@
-"""The run's HTML report: one self-contained page (inline CSS, plots embedded as PNG, no scripts).
+"""The run's HTML report: one self-contained page (inline CSS, plots embedded as PNG, one inline
+script that sorts the tables; nothing loaded from elsewhere).
 
 Quicklooks are referenced by paths relative to the run directory, so the page works opened from disk as long
 as it stays beside ``quicklooks/``. Every piece of text is escaped.
@@ -63,7 +64,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <table class="facts">{facts}</table>
 <h2>Top {top} change objects</h2>
 {overview}
-<p>Touching patches of one date pair that change alike form one object; the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off; brightness alone where the series has no near-infrared band, as an RGB image pair: "brightness unchanged" where it held, the change being in colour or texture), less what the whole scene did between the same dates, and never against the object's own change (a forest that browned, but less than the scene in autumn, reads "vegetation loss (less than the scene)", one that held "vegetation gain relative to the scene"; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
+<p>Touching patches of one date pair that change alike form one object (a patch that a cloud hid at that date joins with the next date it was seen); the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off; brightness alone where the series has no near-infrared band, as an RGB image pair: "brightness unchanged" where it held, the change being in colour or texture), less what the whole scene did between the same dates, and never against the object's own change (a forest that browned, but less than the scene in autumn, reads "vegetation loss (less than the scene)", one that held "vegetation gain relative to the scene"; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
@@ -125,6 +126,13 @@ if (wanted && document.getElementById(wanted[1])) {
 """
 
 
+def _patch_shape(config: dict) -> tuple[int, int] | None:
+    """Patch rows and columns of the run's grid (None where config.json does not say)."""
+    if not isinstance(config.get("grid"), dict) or not config.get("patch_size"):
+        return None
+    return PatchGrid(OutputGrid.from_dict(config["grid"]), int(config["patch_size"])).shape
+
+
 def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.DataFrame, config: dict, state: dict,
                  quicklooks: dict | None = None, top: int = 20, objects: pd.DataFrame | None = None) -> Path:
     """Render the report and write ``<run_dir>/report.html`` atomically; return its path."""
@@ -140,7 +148,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         ("Change magnitude", plots.magnitude_histogram(events)),
         ("Atypicality vs magnitude, coloured by change type", plots.atypicality_scatter(events)),
         ("Events per date, top 50 highlighted", plots.events_per_date(events, top=50)),
-        ("Highest atypicality per patch over all dates", plots.atypicality_map(events)),
+        ("Highest atypicality per patch over all dates", plots.atypicality_map(events, _patch_shape(config))),
         ("Stage timings", plots.stage_timings(state)),
     ]
     doc = PAGE.format(
@@ -206,8 +214,8 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
             text += " (placeholders: the images have no dates; run with --dates for the real ones)"
         facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
-    if isinstance(config.get("grid"), dict) and config.get("patch_size") and {"row", "col"} <= set(events.columns):
-        n_grid = math.prod(PatchGrid(OutputGrid.from_dict(config["grid"]), int(config["patch_size"])).shape)
+    if _patch_shape(config) is not None and {"row", "col"} <= set(events.columns):
+        n_grid = math.prod(_patch_shape(config))
         n_used = len(events[["row", "col"]].drop_duplicates())
         facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({n_used / max(n_grid, 1):.0%}); the "
                                  "others never had --min-clear of usable pixels at two dates (outside the images, "

@@ -85,14 +85,22 @@ def events_per_date(events: pd.DataFrame, top: int = 50) -> bytes | None:
     return _png(fig)
 
 
-def atypicality_map(events: pd.DataFrame) -> bytes | None:
-    """Highest atypicality of each patch over all dates, on the patch grid (row 0 at the top)."""
-    if not len(events):
-        return None
+def best_per_patch(events: pd.DataFrame, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Highest atypicality of each patch over all dates, on a grid of ``shape`` patch rows and columns (the
+    run's patch grid, as its maps; default: up to the last patch with an event); NaN where none."""
     best = events.groupby(["row", "col"])["atypicality"].max()
     rows, cols = best.index.get_level_values(0), best.index.get_level_values(1)
-    grid = np.full((rows.max() + 1, cols.max() + 1), np.nan)
+    n_rows, n_cols = shape if shape is not None else (0, 0)
+    grid = np.full((max(n_rows, rows.max() + 1), max(n_cols, cols.max() + 1)), np.nan)
     grid[rows, cols] = best.to_numpy()
+    return grid
+
+
+def atypicality_map(events: pd.DataFrame, shape: tuple[int, int] | None = None) -> bytes | None:
+    """:func:`best_per_patch` as a picture (row 0 at the top)."""
+    if not len(events):
+        return None
+    grid = best_per_patch(events, shape)
     fig = Figure(figsize=(5, 4.2))
     ax = fig.subplots()
     im = ax.imshow(grid, cmap="magma", interpolation="nearest")

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -233,39 +234,75 @@ def lasting_spikes(blue: np.ndarray, nir: np.ndarray, rises: tuple[float, ...], 
     return out
 
 
-def _dark_ratio(num: np.ndarray, den: np.ndarray, dark: float) -> np.ndarray:
-    """``num / den`` below ``dark`` times its median (NaN, and ``den`` under 0.01 reflectance: water, never)."""
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den`` is under 0.01 reflectance (near-black neighbours, water, tell nothing)."""
     ratio = num / den
-    ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan  # near-black neighbours (water) tell nothing
-    return ratio < dark * np.nanmedian(ratio) if np.isfinite(ratio).any() else np.zeros(ratio.shape, bool)
+    ratio[~np.isfinite(ratio) | ~(den >= 0.01)] = np.nan
+    return ratio
 
 
-def dark_spikes(nir: np.ndarray, dark: float) -> np.ndarray:
+def _dark(ratio: np.ndarray, dark: float, median: float | None = None) -> np.ndarray:
+    """``ratio`` below ``dark`` times ``median`` (default: its own median); NaN never."""
+    if median is None:
+        median = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
+    return ratio < dark * median if np.isfinite(median) else np.zeros(ratio.shape, bool)
+
+
+def _spike_ratios(nir: np.ndarray):
+    """``(t, ratio)`` of :func:`dark_spikes`: each date's near infrared over the darker of its neighbours'."""
+    for t in range(len(nir)):
+        yield t, _ratio(nir[t], np.fmin(*_neighbours(nir, t)))
+
+
+def _pair_ratios(nir: np.ndarray):
+    """``(t, ratio)`` of :func:`dark_pairs` for each pair ``(t, t + 1)`` that has two dates around it."""
+    T = len(nir)
+    for t in range(T - 1):
+        around = _around(T, t, 2) if t + 2 < T else ((t - 1, t - 2) if t >= 2 else None)
+        if around is not None:
+            yield t, _ratio(np.fmax(nir[t], nir[t + 1]), np.fmin(nir[around[0]], nir[around[1]]))
+
+
+def scene_dark_medians(nir: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The medians over the scene (``nir (time, h, w)``, or a regular sample of it) of the ratios that
+    :func:`dark_spikes` (per date) and :func:`dark_pairs` (per pair of dates) compare with them; NaN where
+    none is known. Taken in each block instead, a date's shadows depended on where the blocks fell: on a 512
+    px synthetic scene 96 px blocks made 3712 shadow pixels 7388."""
+    spikes, pairs = np.full(len(nir), np.nan), np.full(max(len(nir) - 1, 0), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (all-NaN dates)
+        if len(nir) >= 3:
+            for t, ratio in _spike_ratios(nir):
+                spikes[t] = np.nanmedian(ratio)
+        for t, ratio in _pair_ratios(nir):
+            pairs[t] = np.nanmedian(ratio)
+    return spikes, pairs
+
+
+def dark_spikes(nir: np.ndarray, dark: float, medians: np.ndarray | None = None) -> np.ndarray:
     """``(time, h, w)`` near-infrared values -> pixels whose ratio to the darker of both neighbouring dates
     (first date: the next two; last date: the previous two) is below ``dark`` times that ratio's median over
-    the date in this block (autumn darkens a whole scene; a shadow darkens a place more than the rest). NaN,
-    and neighbours darker than 0.01 reflectance (water), never flag."""
+    the date (``medians``, from :func:`scene_dark_medians`; default: over ``nir`` itself) (autumn darkens a
+    whole scene; a shadow darkens a place more than the rest). NaN, and neighbours darker than 0.01
+    reflectance (water), never flag."""
     out = np.zeros(nir.shape, bool)
     if len(nir) < 3:
         return out
     with np.errstate(invalid="ignore", divide="ignore"):
-        for t in range(len(nir)):
-            out[t] = _dark_ratio(nir[t], np.fmin(*_neighbours(nir, t)), dark)
+        for t, ratio in _spike_ratios(nir):
+            out[t] = _dark(ratio, dark, None if medians is None else medians[t])
     return out
 
 
-def dark_pairs(nir: np.ndarray, dark: float) -> np.ndarray:
+def dark_pairs(nir: np.ndarray, dark: float, medians: np.ndarray | None = None) -> np.ndarray:
     """``(time - 1, h, w)``: for each pair of consecutive dates ``(t, t + 1)``, the pixels whose brighter date
     of the two is darker, as :func:`dark_spikes` measures it, than the dates around the pair (:func:`_around`;
     the last pair: the two dates before it; a pair without two other dates flags nothing): where the shadow of
     a cloud that both dates share may lie (the cloud's outline tells it from a new dark surface)."""
-    T = len(nir)
-    out = np.zeros((max(T - 1, 0), *nir.shape[1:]), bool)
+    out = np.zeros((max(len(nir) - 1, 0), *nir.shape[1:]), bool)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for t in range(T - 1):
-            around = _around(T, t, 2) if t + 2 < T else ((t - 1, t - 2) if t >= 2 else None)
-            if around is not None:
-                out[t] = _dark_ratio(np.fmax(nir[t], nir[t + 1]), np.fmin(nir[around[0]], nir[around[1]]), dark)
+        for t, ratio in _pair_ratios(nir):
+            out[t] = _dark(ratio, dark, None if medians is None else medians[t])
     return out
 
 
@@ -373,7 +410,8 @@ def bright_surfaces(flags: np.ndarray, value: np.ndarray, min_dates: int = 3, lo
 def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: np.ndarray | None = None, *,
                   offset: float, dilate: int, spike: float | None = None, edge: float | None = None,
                   dark: float | None = None, reach: int = 0, min_cloud: int = 64, min_flag: int = 0,
-                  rise: float | None = None, excess: np.ndarray | None = None) -> np.ndarray:
+                  rise: float | None = None, excess: np.ndarray | None = None,
+                  dark_medians: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     index = blue - 0.5 * red
     with np.errstate(invalid="ignore"):
         hot = (index - offset) > 0
@@ -391,14 +429,15 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: n
             hot = grow(hot, weak | thin if lasting else weak)
     shadow = np.zeros_like(hot)
     if nir is not None and dark is not None:
-        darker = dark_spikes(nir, dark) & ~hot
+        spike_medians, pair_medians = dark_medians if dark_medians is not None else (None, None)
+        darker = dark_spikes(nir, dark, spike_medians) & ~hot
         shadow = np.stack([cast_shadows(hot[t], darker[t], reach, min_cloud) for t in range(len(hot))]) & darker
         # A cloud that two consecutive dates share casts its shadow on both, and the one-date test compares them
         # with each other: the pair's dark pixels are searched for the shadow of the part of the cloud on both
         # dates, and only of that (a flood that lasts two dates darkens them too, and may lie near a cloud).
         shared = hot[:-1] & hot[1:]
         busy = [t for t in range(len(shared)) if shared[t].any()]
-        pairs = dark_pairs(nir, dark) if len(busy) else None
+        pairs = dark_pairs(nir, dark, pair_medians) if len(busy) else None
         for t in busy:
             pair = pairs[t] & ~hot[t] & ~hot[t + 1]
             found = cast_shadows(shared[t], pair, reach, min_cloud) & pair
@@ -424,7 +463,11 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     cloud of its date a shadow may lie, in pixels; ``min_flag``: flagged regions (8-connected, per date,
     before growing and dilation) of fewer pixels are dropped as noise; ``rise``: the blue test's margin over
     one or two dates (:func:`lasting_spikes`; None: no such test; it needs a near-infrared band). The temporal tests
-    need every date of a pixel in one block, so the screen then works on all dates at once, in spatial blocks."""
+    need every date of a pixel in one block, so the screen then works on all dates at once, in spatial blocks.
+    What a block compares with its whole date (the blue excess of hazy dates, the median darkening of the
+    shadow test) comes from a sample of the whole scene. Blocks overlap by ``dilate + reach + min_flag`` px
+    (63 by default): a cloud that reaches further beyond a block (the source's chunks, 1024 px by default) is
+    placed from its part inside, so the shadows of such clouds near a block's edge depend on where it falls."""
     ib, ir, inir = _screen_bands(cube)
     if ib is None or ir is None:
         return cube
@@ -438,15 +481,18 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     chunks = blue.chunks
     q = q.rechunk(chunks)
     args = [blue, red, q] + ([data[:, inir].rechunk(chunks)] if dark is not None or rise is not None else [])
-    excess = None
-    if rise is not None:  # the scene's excess of each run, from about 512 x 512 px, for every block
-        step = max(1, math.ceil(math.sqrt(blue.shape[1] * blue.shape[2] / 512 ** 2)))
+    excess = dark_medians = None
+    # what each block compares with the whole date: from about 512 x 512 px of the scene, the same for every block
+    step = max(1, math.ceil(math.sqrt(blue.shape[1] * blue.shape[2] / 512 ** 2)))
+    if rise is not None:  # the scene's excess of each run
         excess = scene_excess(np.asarray(blue[:, ::step, ::step]))
+    if dark is not None:  # the median darkening of each date and pair
+        dark_medians = scene_dark_medians(np.asarray(args[3][:, ::step, ::step]))
     depth = dilate + (reach if dark is not None else 0) + min_flag  # a speck is judged on all its pixels
     depth = {0: 0, 1: min(depth, blue.shape[1]), 2: min(depth, blue.shape[2])}  # dask: no deeper than the array
     screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",
                               dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge, dark=dark, reach=reach,
-                              min_flag=min_flag, rise=rise, excess=excess)
+                              min_flag=min_flag, rise=rise, excess=excess, dark_medians=dark_medians)
     out = cube.assign_coords(quality=(("time", "y", "x"), screened))
     rule = f"HOT > {offset}" + (f" or {spike} above both neighbouring dates" if spike is not None else "")
     rule += f" or blue {rise} above the dates around one or two dates whose NIR holds" if rise is not None else ""

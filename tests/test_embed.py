@@ -417,3 +417,25 @@ def test_a_patch_grid_of_another_place_is_refused(embedded, tmp_path, make_grid)
         with pytest.raises(GridError, match="the patch grid is not the cube's"):
             embed_cube(cube, enc, PatchGrid(other, 16), tmp_path / "e.zarr", "s")
     assert not (tmp_path / "e.zarr").exists()
+
+
+def test_rcf_patches_on_window_edges_read_their_neighbours():
+    """Invariance review: rcf's 3 x 3 convolution repeated each 256 px window's own edge pixels, so a crop of
+    whole patches, with the same weights and normalisation, differed from the full run at every patch on a
+    window edge of either layout (140 of 380 inner patches, by up to 1.6 in feature units)."""
+    from changescout.embed import embedding_graph, fit_sample, series_statistics, stack_statistics
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=0, size=384, n_dates=4, n_clouds=2)
+    cube = cube.persist()
+    bands = list(range(cube.sizes["band"]))
+    stats = stack_statistics(*series_statistics(cube, bands))
+    enc = get_encoder("rcf", patch_size=16, dim=32)
+    enc.fit(fit_sample(cube, bands, stats))
+    full = embedding_graph(cube, enc, PatchGrid(grid_of(cube), 16), stats, bands).compute()
+    r0, c0 = 3, 5  # the crop's windows fall 48 and 80 px away from the full run's
+    crop = cube.isel(y=slice(r0 * 16, None), x=slice(c0 * 16, 352))
+    part = embedding_graph(crop, enc, PatchGrid(grid_of(crop), 16), stats, bands).compute()
+    nr, nc = part.shape[1:3]
+    inner = np.s_[:, 1:-1, 1:-1]  # the crop's own edge patches read the crop's edge, repeated
+    np.testing.assert_allclose(part[inner], full[:, r0:r0 + nr, c0:c0 + nc][inner], atol=1e-4)

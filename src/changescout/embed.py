@@ -1,7 +1,10 @@
 """Run an encoder over a SeriesCube, window by window, and write the EmbeddingCube (zarr).
 
 Every date is encoded on the identical window grid (windows are whole multiples of the patch size, counted
-from the grid origin), so an embedding never depends on where a chunk happened to start. The work is a dask
+from the grid origin), so an embedding never depends on where a chunk happened to start. An encoder that
+reads pixels beyond a patch (rcf's convolution: ``spec.halo``) gets them from the neighbouring windows, so
+that with the same weights and normalisation a crop of whole patches gives its inner patches the embeddings
+of the whole scene; pretrained transformers see their window only. The work is a dask
 graph of one task per window (every date of it, in batches): it runs on the local threads or, given a ``dask.distributed`` client,
 on a cluster; memory stays bounded by the window size. On local threads the windows that run at once share
 torch's intra-op threads (no oversubscription), and the results are written in zarr chunks of whole windows
@@ -226,11 +229,15 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
             torch.set_num_threads(threads[1])
     spec = encoder.spec
     x, usable = _prepare(values, quality, stats, spec)
+    h = int(getattr(spec, "halo", 0))  # context read from the neighbouring windows (embedding_graph)
+    if h:
+        usable = usable[:, h:-h, h:-h]
     if spec.temporal:
         emb = encoder.encode_series(x, months, usable, latlon=latlon)
     else:
         b = max(1, int(spec.batch_size))
-        emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b]) for i in range(0, len(x), b)])
+        context = {"halo": h} if h else {}
+        emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
     t, h, w = usable.shape
     out = np.empty((t, h // p, w // p, emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
@@ -327,6 +334,10 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     onto_windows = dict(method="tasks", threshold=float("inf"))
     values = data[:, :, : nr * p, : nc * p].rechunk((-1, -1, ys, xs), **onto_windows)
     quality = da.asarray(cube["quality"].data)[:, : nr * p, : nc * p].rechunk((-1, ys, xs), **onto_windows)
+    halo = int(getattr(spec, "halo", 0))
+    if halo:  # each window with its neighbours' pixels around it (the grid's own edge repeated at its edge)
+        values = da.overlap.overlap(values, depth={2: halo, 3: halo}, boundary={2: "nearest", 3: "nearest"})
+        quality = da.overlap.overlap(quality, depth={1: halo, 2: halo}, boundary={1: "nearest", 2: "nearest"})
     months = (pd.DatetimeIndex(cube["time"].values).month.to_numpy() - 1).astype(np.int64)
     where = (None, None)
     if spec.temporal:  # each window's centre in degrees, one block per window
@@ -340,7 +351,8 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     threads = _torch_threads(len(ys) * len(xs))
     return da.blockwise(
         _embed_block, "tyxd", values, "tbyx", quality, "tyx", *where, stats, None, months, None, enc, None, p, None,
-        threads, None, new_axes={"d": spec.dim + 1}, adjust_chunks={"y": lambda n: n // p, "x": lambda n: n // p},
+        threads, None, new_axes={"d": spec.dim + 1},
+        adjust_chunks={"y": lambda n: (n - 2 * halo) // p, "x": lambda n: (n - 2 * halo) // p},
         concatenate=True, align_arrays=False, dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
     )
 

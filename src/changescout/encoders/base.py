@@ -54,6 +54,10 @@ class EncoderSpec:
     # Weight of a change's new state beside its residual in similar-change search
     # (:func:`changescout.change.search_vectors`); 0 = the residual alone. Measured per encoder.
     new_state_weight: float = 0.0
+    # Pixels of context a window needs beyond its edges (a convolution's half kernel). The embedding stage
+    # reads them from the neighbouring windows (the grid's edge pixels repeated at its edge) and calls
+    # ``encode(x, months, halo=halo)``, whose output covers the inside; 0: ``encode(x, months)`` on the window.
+    halo: int = 0
 
 
 @runtime_checkable

@@ -492,7 +492,7 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
     rows = max(1, min(65536, ds.sizes["vec"]))
     encoding = {k: {"chunks": (rows, *v.shape[1:])} for k, v in ds.data_vars.items()}
     with atomic_path(path) as tmp:
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, encoding=encoding)
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, encoding=encoding, write_empty_chunks=True)
 
 
 def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:

@@ -448,7 +448,7 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     )
     with atomic_path(out) as tmp:
         with progress or _NullProgress():
-            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)  # (intact.zarr_problem)
     return open_embeddings(out)
 
 

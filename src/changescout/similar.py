@@ -17,6 +17,7 @@ from .change import read_vectors
 from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
 from .events import check_run_dir, damaged_output, missing_output, read_events
+from .intact import zarr_problem
 from .objects import object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
@@ -38,6 +39,8 @@ class RunView:
                 raise missing_output(f"not a finished changescout run ({name} is missing)", self.path)
         self.events = read_events(self.path / "events.parquet")
         store = self.path / "changes.zarr"
+        if (why := zarr_problem(store)) is not None:  # a lost chunk reads as NaN, not as an error
+            raise damaged_output(store, why)
         try:
             ds = xr.open_zarr(store, consolidated=True)
             self.attrs = dict(ds.attrs)

@@ -528,6 +528,76 @@ def test_an_interrupted_replacement_is_resumed_and_a_lost_one_gives_the_old_run_
     assert {k: v for k, v in mtimes(lost).items()} == before
 
 
+def test_a_replacement_killed_while_it_set_the_old_run_aside_loses_none_of_it(session_run, session_config, copy_run):
+    """Failure-injection review: --overwrite moves the old run aside file by file, config.json first. Killed half
+    way, the next command discarded every file not yet moved: rcf_weights.npz for good (only an embedding writes
+    it, and the run then resumed as finished without it)."""
+    import changescout.pipeline as pipeline
+
+    run = copy_run(session_run)
+    files = sorted(mtimes(run))
+    (run / pipeline.REPLACED).mkdir()
+    for name in ("config.json", "state.json", "embeddings.zarr"):  # moved; the kill comes before the rest
+        (run / name).replace(run / pipeline.REPLACED / name)
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)  # the run's own command: the whole run is back
+    assert any("finished stages: embed, changes, rank, outputs" in m for m in logs)
+    assert sorted(mtimes(run)) == files and (run / "rcf_weights.npz").is_file()
+    (run / pipeline.REPLACED).mkdir()  # and killed again, then --overwrite given again: the set-aside goes on
+    for name in ("config.json", "state.json"):
+        (run / name).replace(run / pipeline.REPLACED / name)
+    run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    assert json.loads((run / "config.json").read_text())["config"]["rank_by"] == "magnitude"
+    assert not (run / pipeline.REPLACED).exists() and (run / "rcf_weights.npz").is_file()
+
+
+def test_overwrite_keeps_the_users_files_in_maps_and_quicklooks(session_run, session_config, copy_run):
+    """Failure-injection review: --overwrite moved maps/ and quicklooks/ aside whole, and deleted them when the new
+    run finished, with a QGIS style saved beside a map and the user's notes in them."""
+    run = copy_run(session_run)
+    (run / "maps" / "magnitude.qml").write_text("<qgis/>")
+    (run / "quicklooks" / "notes.txt").write_text("look at object 3")
+    run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    assert (run / "maps" / "magnitude.qml").read_text() == "<qgis/>"
+    assert (run / "quicklooks" / "notes.txt").read_text() == "look at object 3"
+    assert sorted(p.name for p in (run / "maps").glob("*.tif")) == ["atypicality.tif", "cluster.tif", "magnitude.tif"]
+
+
+def test_going_back_to_the_command_of_the_run_set_aside_puts_it_back(session_run, session_config, copy_run, monkeypatch):
+    """Failure-injection review: after an interrupted --overwrite, the run set aside was made again from nothing
+    by its own command (with --overwrite; without, the refusal hid it), then the finished copy was deleted."""
+    import changescout.pipeline as pipeline
+
+    def interrupt(*args, **kw):
+        raise KeyboardInterrupt
+
+    run = copy_run(session_run)
+    monkeypatch.setattr(pipeline, "compute_changes", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    monkeypatch.undo()
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("is of this configuration: it is put back" in m for m in logs)
+    assert any("finished stages: embed, changes, rank, outputs" in m for m in logs)
+    assert not (run / pipeline.REPLACED).exists()
+    a, b = read_events(session_run), read_events(run)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
+
+
+def test_a_folder_whose_records_are_not_a_runs_is_not_replaced(session_config, tmp_path):
+    """Failure-injection review: a config.json that is not JSON beside any state.json counted as a run cut short,
+    and --overwrite deleted the folder's config.json, state.json, report.html and maps/."""
+    d = tmp_path / "notes"
+    (d / "maps").mkdir(parents=True)
+    (d / "config.json").write_text("{ // my settings")
+    (d / "state.json").write_text('{"session": 3}')
+    (d / "report.html").write_text("<html></html>")
+    with pytest.raises(RunExistsError, match="config.json: cannot be read"):
+        run_pipeline(session_config(), d, overwrite=True, **QUIET)
+    assert (d / "config.json").read_text() == "{ // my settings" and (d / "report.html").exists() and (d / "maps").is_dir()
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("min_clear", 1.5, r"--min-clear must be a number in \(0, 1\]"),
     ("min_clear", "high", "min-clear"),
@@ -932,6 +1002,10 @@ def test_unreadable_run_records_are_named_and_overwrite_replaces_the_run(session
     (run / "state.json").write_text("{")
     with pytest.raises(RunExistsError, match=r"state.json: cannot be read .*delete it and rerun"):
         run_pipeline(session_config(), run, **QUIET)
+    for text in ("{}", '{"stages": []}'):  # JSON, but no run's state: an internal error (KeyError) before
+        (run / "state.json").write_text(text)
+        with pytest.raises(RunExistsError, match=r"state.json: is not a changescout run state .*delete it and rerun"):
+            run_pipeline(session_config(), run, **QUIET)
     (run / "state.json").unlink()  # as the message says: the stages are done again
     run_pipeline(session_config(), run, **QUIET)
     assert json.loads((run / "state.json").read_text())["stages"]["rank"]["status"] == "done"

@@ -62,6 +62,10 @@ RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.fa
 OUTPUT_FILES = ("maps", "quicklooks", "report.html")
 #: Each stage's outputs (:func:`stages_to_run` checks them before a rerun skips the stage).
 STAGE_FILES = {"embed": ("embeddings.zarr",), "changes": ("changes.zarr",), "rank": RANK_FILES, "outputs": OUTPUT_FILES}
+#: In maps/ and quicklooks/, what the run writes (the rest is the user's, and stays where it is)
+OWN_FILES = {"maps": (".tif",), "quicklooks": (".png",)}
+#: The mark of a run wholly set aside in .replaced/ by --overwrite
+SET_ASIDE = ".complete"
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
 LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
@@ -216,12 +220,13 @@ class Run:
         # (two runs racing for a new --out both create it; the loser must not tidy away the winner's files)
         self._lock()
         self._recover()
+        self._take_back(digest)
         if cfg_path.exists():
             damaged = False
             try:
                 old = _read_json(cfg_path, "use --overwrite to replace the run, or choose another --out")
             except RunExistsError:
-                if not self.overwrite or not (self.out / "state.json").is_file():  # a run's, cut short or edited
+                if not self.overwrite or not _is_run_state(self.out / "state.json"):  # a run's, cut short or edited
                     raise
                 old, damaged = {}, True  # replaced as a run of another configuration
             if not damaged and not _is_run_record(old):
@@ -230,8 +235,10 @@ class Run:
                                      self.out)
             if old.get("config_hash") == digest:
                 state_path = self.out / "state.json"
-                self.state = (_read_json(state_path, "delete it and rerun to redo the run's stages") if state_path.exists()
-                              else {"stages": {}})
+                redo = "delete it and rerun to redo the run's stages"
+                self.state = _read_json(state_path, redo) if state_path.exists() else {"stages": {}}
+                if not isinstance(self.state.get("stages"), dict) or not all(isinstance(v, dict) for v in self.state["stages"].values()):
+                    raise RunExistsError(f"is not a changescout run state (no stages); {redo}", state_path)
                 self.resumed = True
                 self._sweep()
                 return
@@ -293,25 +300,53 @@ class Run:
         if (self.out / REPLACED).is_dir() and not (self.out / "config.json").exists():
             self._restore()
 
+    def _take_back(self, digest: str) -> None:
+        """An interrupted ``--overwrite`` left the run it replaces aside: when that run is of this very
+        configuration (the user went back to its command), it comes back and resumes, instead of being
+        made again from nothing and then deleted (failure-injection review)."""
+        aside = self.out / REPLACED
+        if not (aside / SET_ASIDE).exists() or not (aside / "config.json").is_file():
+            return
+        try:
+            theirs = json.loads((aside / "config.json").read_text()).get("config_hash")
+            mine = json.loads((self.out / "config.json").read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):
+            return
+        if theirs == digest != mine:
+            self.log(f"{self.out}: the run an interrupted --overwrite set aside is of this configuration: it is put back")
+            self._restore()
+
     def _set_aside(self):
         """Move the run being replaced into ``.replaced/``: it comes back if bad input stops the new run
         (:meth:`abandon`) and goes when the new run finishes (:meth:`finish`). When ``.replaced/`` is already
-        there, a replacement was killed: it holds the finished run, and the unfinished one is discarded."""
+        there, a replacement was killed: once wholly set aside (its ``.complete`` mark), it holds the finished
+        run and the unfinished one is discarded; while it was being set aside, the rest of it joins it."""
         aside = self.out / REPLACED
-        if aside.is_dir():
+        if (aside / SET_ASIDE).exists():
             self._discard()
         else:
             self._move_outputs(aside)
+            (aside / SET_ASIDE).touch()
 
     def _move_outputs(self, folder: Path) -> None:
+        """Move the run's files into ``folder``, but not what the new run reads, nor the user's own files in
+        ``maps/`` and ``quicklooks/`` (a QGIS style saved beside a map, notes): only the maps and pictures."""
         folder.mkdir(exist_ok=True)
         inputs = self._inputs()
         for name in RUN_FILES:
             p = self.out / name
             # what the new run reads stays (--out A --weights A/rcf_weights.npz --overwrite deleted the weights it
             # was given: other runs' shared embedding space, and the run could not be resumed)
-            if p.exists() and not any(q == p.resolve() or p.resolve() in q.parents for q in inputs):
-                p.replace(folder / name)
+            if not p.exists() or any(q == p.resolve() or p.resolve() in q.parents for q in inputs):
+                continue
+            if name in OWN_FILES and p.is_dir() and not p.is_symlink():
+                own = [q for q in p.iterdir() if q.suffix in OWN_FILES[name]]
+                if len(own) < sum(1 for _ in p.iterdir()) or (folder / name).exists():  # the user's files stay
+                    (folder / name).mkdir(exist_ok=True)
+                    for q in own:
+                        q.replace(folder / name / q.name)
+                    continue
+            p.replace(folder / name)
 
     def _inputs(self) -> list[Path]:
         """The files this run reads (source, mask, weights), resolved."""
@@ -326,11 +361,21 @@ class Run:
         shutil.rmtree(trash, ignore_errors=True)
 
     def _restore(self):
-        """The run set aside in ``.replaced/`` in place of this directory's outputs."""
+        """The run set aside in ``.replaced/`` in place of this directory's outputs (the outputs of the run that
+        replaced it discarded; none when it was killed while the old run was being set aside: what is in place
+        then is the rest of the old run, and stays)."""
         aside = self.out / REPLACED
-        self._discard()
+        if (aside / SET_ASIDE).exists():
+            self._discard()
+            (aside / SET_ASIDE).unlink()
         for p in aside.iterdir():
-            p.replace(self.out / p.name)
+            target = self.out / p.name
+            if p.is_dir() and target.is_dir() and p.name in OWN_FILES:  # maps/ that kept the user's files
+                for q in p.iterdir():
+                    q.replace(target / q.name)
+                p.rmdir()
+            else:
+                p.replace(target)
         aside.rmdir()
 
     def finish(self) -> None:
@@ -446,6 +491,15 @@ def check_writable(out: Path) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         where = "" if parent == out else f" ({parent} does not let this user create folders)"
         raise OutputError(f"cannot be written{where}; choose another --out", out)
+
+
+def _is_run_state(path: Path) -> bool:
+    """Whether ``path`` holds a changescout run's state.json (a JSON object with its ``stages``)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(state, dict) and isinstance(state.get("stages"), dict)
 
 
 def _is_run_record(record: dict) -> bool:

@@ -995,6 +995,17 @@ def test_deleted_maps_and_quicklooks_are_rebuilt_by_a_rerun(session_run, session
     shutil.rmtree(run / "quicklooks")
     run_pipeline(session_config(), run, **QUIET)
     assert sorted(p.name for p in (run / "maps").iterdir()) == maps and any((run / "quicklooks").iterdir())
+    # one map, one picture deleted, one cut short: the rerun said the run was finished (failure-injection review)
+    looks = sorted((run / "quicklooks").glob("*.png"))
+    (run / "maps" / "cluster.tif").unlink()
+    looks[0].unlink()
+    looks[1].write_bytes(looks[1].read_bytes()[:100])
+    from changescout.intact import problem
+
+    assert problem(looks[1]) == "cut short (no closing IEND chunk)"
+    run_pipeline(session_config(), run, **QUIET)
+    assert sorted(p.name for p in (run / "maps").iterdir()) == maps
+    assert all(problem(p) is None for p in looks) and sorted((run / "quicklooks").glob("*.png")) == looks
 
 
 def test_unreadable_run_records_are_named_and_overwrite_replaces_the_run(session_run, session_config, copy_run):

@@ -714,7 +714,9 @@ def stages_to_run(run: Run) -> list[str]:
     for i, name in enumerate(STAGES):
         if not run.done(name):
             return list(STAGES[i:])
-        for f in STAGE_FILES[name]:
+        # a stage's fixed outputs, and each file it recorded (the outputs stage: every map and quicklook, which
+        # were not rebuilt when one of them was deleted or cut short, while the rerun said the run was finished)
+        for f in dict.fromkeys([*STAGE_FILES[name], *run.state["stages"][name].get("files", [])]):
             why = problem(run.out / f)
             if why is not None:
                 if why != "missing":  # a deleted output is simply rebuilt, as before
@@ -803,8 +805,9 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
                         candidate_objects=int(objects["candidate"].sum()))
 
     if "outputs" in todo:
-        with run.stage("outputs"):
-            write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
+        with run.stage("outputs") as info:
+            written = write_outputs(out, cube, embedding_grid(embeddings), config, run.state)
+            info.update(files=sorted(str(p.relative_to(out)) for p in written))  # what a rerun checks is still there
 
 
 def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, states: np.ndarray | None = None, log=None):
@@ -850,8 +853,9 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
     return gdf.sort_values("rank").reset_index(drop=True)
 
 
-def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, state: dict) -> None:
-    """The outputs stage: change maps (COGs), quicklooks and report.html, from the run's tables."""
+def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, state: dict) -> list[Path]:
+    """The outputs stage: change maps (COGs), quicklooks and report.html, from the run's tables; returns the
+    files written."""
     from .events import read_events
     from .maps import write_change_maps
     from .report import write_quicklooks, write_report
@@ -861,10 +865,12 @@ def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, sta
     events = read_events(out / "events.parquet")
     clusters = pd.read_parquet(out / "clusters.parquet")
     objects = read_objects(out)
-    write_change_maps(events, patch_grid, out / "maps")
+    maps = write_change_maps(events, patch_grid, out / "maps")
     # Quicklooks: object_<rank>.png of each top object (its dates, its whole outline), event_<rank>.png of the
     # top patch events
     looks = write_quicklooks(cube, events, patch_grid, out / "quicklooks", top=config.report_top,
                              objects=objects.head(config.report_top))
     cfg = json.loads((out / "config.json").read_text())
-    write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)
+    report = write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)
+    pictures = [*looks["dates"], *looks["events"].values(), *looks["object_chips"].values()] + [looks["objects"]] * bool(looks["objects"])
+    return [*maps.values(), *map(Path, pictures), report]

@@ -581,6 +581,13 @@ def test_export_refuses_to_write_over_the_runs_own_files(capsys, session_run, co
     code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "Events.parquet", "--overwrite")
     assert code == 2 and "run's own Events.parquet" in err  # as a case-insensitive disk (macOS, Windows) reads it
     assert call(capsys, "export", run, "--format", "csv", "--out", run / "top.csv")[0] == 0
+    # another run's files too (failure-injection review: that run could then only be made again whole)
+    other = copy_run(session_run, "other")
+    before = (other / "config.json").read_bytes()
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--out", other / "config.json", "--overwrite")
+    assert code == 2 and f"would write over the run {other.resolve()}'s own config.json" in err
+    assert (other / "config.json").read_bytes() == before
+    assert call(capsys, "export", run, "--format", "csv", "--out", other / "from_the_first.csv")[0] == 0
 
 
 def test_a_damaged_objects_table_is_named(capsys, session_run, copy_run):

@@ -433,19 +433,22 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
 
 
 def _not_the_runs_own(target: Path, run_dir: Path) -> None:
-    """Refuse an export that would write over one of the run's own files (``--out RUN/events.parquet
-    --overwrite`` replaced the events table with a CSV, and the run could no longer be read)."""
+    """Refuse an export that would write over a run's own files, this run's or another's (``--out
+    RUN/events.parquet --overwrite`` replaced the events table with a CSV, and the run could no longer be read;
+    ``--out OTHER/config.json`` another run's record)."""
     from .events import EXPORT_FORMATS
     from .pipeline import RUN_FILES
+    from .sources.geotiff import is_run_dir
 
-    try:
-        first = Path(target).resolve().relative_to(Path(run_dir).resolve()).parts[:1]
-    except ValueError:  # outside the run directory
-        return
     exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
     own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
-    if first and first[0].lower() in own:
-        raise ConfigError(f"--out would write over the run's own {first[0]}; choose another file name", target)
+    target = Path(target).resolve()
+    for folder in target.parents:
+        if folder == Path(run_dir).resolve() or is_run_dir(folder):
+            first = target.relative_to(folder).parts[0]
+            if first.lower() in own:
+                which = "the run's own" if folder == Path(run_dir).resolve() else f"the run {folder}'s own"
+                raise ConfigError(f"--out would write over {which} {first}; choose another file name", target)
 
 
 @app.command(cls=_Command)

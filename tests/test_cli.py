@@ -720,3 +720,20 @@ def test_encoders_json_says_what_the_table_says(capsys):
     assert rcf["bands"] is None and rcf["weights_found"] is False  # the existing keys keep their meaning
     for r in json.loads(out):
         assert r["weights_status"] in ("learnt per run", "found", "not found") and isinstance(r["any_bands"], bool)
+
+
+def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, monkeypatch):
+    """Failure-injection review: a full disk was an "internal error: OSError: [Errno 28]" naming no file and not
+    saying that the run resumes once space is freed."""
+    import errno
+
+    import changescout.pipeline as pipeline
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "embeddings.zarr"))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", full)
+    code, _, err = call(capsys, "run", "synthetic:seed=1,size=128,n_dates=6", "--out", tmp_path / "run")
+    assert code == 1 and "internal error" not in err
+    assert "no space left on the disk writing" in err and "embeddings.zarr" in compact(err)
+    assert "the run resumes where it stopped" in err

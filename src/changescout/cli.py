@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input or refused overwrite, 1 internal error. ``--d
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -593,5 +594,11 @@ def _main_guarded(argv) -> None:
             sys.exit(1)
         if _state["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's, not ours
+            command = next((a for a in (argv or sys.argv[1:]) if not str(a).startswith("-")), None)
+            where = f" writing {exc.filename}" if exc.filename else ""
+            again = "; the run resumes where it stopped" if command in ("run", "demo") else ""
+            console.print(f"[bold red]error:[/] {escape(f'no space left on the disk{where}: free some and rerun the same command{again}')}")
+            sys.exit(1)
         console.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} (rerun with --debug for the traceback)")
         sys.exit(1)

@@ -76,6 +76,16 @@ def test_a_change_seen_late_through_a_cloud_joins_the_object_of_its_neighbours()
     ranked, _ = ObjectRanker(gaps=False).fit_transform(ev, vecs)
     a, b, late = ranked["object_id"].iloc[-6:-3]
     assert a == b != late
+    # a later change of which one patch only was clouded at the object's date is another change (planted
+    # Bouconne seed 2: a flood vanished into the clear-cut beside it, one patch of which spanned the flood's date)
+    rows = _background() + [
+        (1, 1, "2021-03-01", 2.0, 2, up, "2021-02-01"), (1, 2, "2021-03-01", 2.1, 2, up, "2021-02-01"),
+        (2, 3, "2021-04-01", 1.8, 2, up, "2021-02-01"),  # clouded on 03-01
+        (2, 4, "2021-04-01", 1.8, 2, up, "2021-03-01"),  # clear on 03-01: the group changed on 04-01
+    ]
+    ev, vecs = _events(rows)
+    ids = ObjectRanker().fit_transform(ev, vecs)[0]["object_id"].iloc[-4:].tolist()
+    assert ids[0] == ids[1] != ids[2] == ids[3]
 
 
 def test_the_top_of_the_patch_ranking_makes_objects_and_keeps_its_false_alarm_rate():

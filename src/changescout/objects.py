@@ -17,12 +17,10 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    one object; a construction site next to a field harvested the same month stays apart (both lost their
    vegetation, but one became a roof and the other bare soil). On the planted series (benchmarks/planted.py)
    joining by the change vector alone merged such neighbours, and the construction was lost inside a harvest.
-   A candidate whose date pair spans a cloud joins too when its neighbour's ``t1`` lies inside that pair: it
+   A group of them whose every date pair spans a cloud at the ``t1`` of a touching group joins that group: it
    saw the same change one or more dates late (its onset patches are still those of the object's first
-   ``t1``). On the planted Bouconne series (rcf, seed 3) a pond that dried at a cloudy date was three objects,
-   ranks 1, 3 and 5; over seeds 0-9 rare objects in the top 10 are 64 -> 63 of 80 (the parts of a drying
-   seen late had stood alone at rank 2 while its onset, now joined to the recession of a flood beside it,
-   ranked 12), 77 -> 78 on the synthetic background. Every other event is an object of its own.
+   ``t1``; :func:`group_objects`). On the planted Bouconne series (rcf, seed 3) a pond that dried at a cloudy
+   date was three objects, ranks 1, 3 and 5. Every other event is an object of its own.
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
    clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
@@ -155,12 +153,13 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
     """Object id of each event (row order of ``events``; ``vec`` indexes ``vectors``); ``candidate`` (default:
     :func:`candidates` with ``min_z``) says which events can join others.
 
-    Touching candidates join when they change alike over the same time: the same ``t1``, or one's ``t1`` hidden
-    inside the other's date pair (``gaps``: each event compares its place's previous clear date, as
-    ``--compare consecutive`` does; against a year before or a fixed date every later date lies inside). A
-    patch under a cloud at the date its neighbours changed compares the dates around the cloud, and sees the
-    same change one date later: on the planted Bouconne series (seed 3) a pond that dried at a cloudy date was
-    listed three times, at ranks 1, 3 and 5."""
+    Touching candidates of the same ``t1`` join. With ``gaps`` (each event compares its place's previous clear
+    date, as ``--compare consecutive`` does), a group whose every date pair spans the ``t1`` of a touching group
+    (its patches were all under a cloud then, and saw the change a date or more late) joins that group, the one
+    it changed most alike with when there are several. On the planted Bouconne series (seed 3) a pond that dried
+    at a cloudy date was three objects, ranks 1, 3 and 5. A group only some of whose patches span the other
+    date does not join: on seed 2 one patch of a clear-cut, clouded until the clear-cut's date, spanned a flood's
+    onset beside it, and the flood vanished into the clear-cut."""
     n = len(events)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -174,16 +173,33 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
     where: dict[tuple[int, int], list[int]] = {}
     for i, key in enumerate(zip(rows.tolist(), cols.tolist())):
         where.setdefault(key, []).append(i)
-    a, b = [], []
+    a, b, late = [], [], []  # same-date joins; (i, j, cosine) where j's date lies inside i's pair
     for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
-        for dr, dc in _NEIGHBOURS:
-            for j in where.get((r + dr, c + dc), ()):
-                same_time = t1[i] == t1[j] or (gaps and (t0[i] < t1[j] < t1[i] or t0[j] < t1[i] < t1[j]))
-                if same_time and float(unit[i] @ unit[j]) >= min_cosine:
-                    a.append(i)
-                    b.append(j)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                for j in where.get((r + dr, c + dc), ()) if (dr, dc) != (0, 0) else ():
+                    cos = float(unit[i] @ unit[j])
+                    if cos < min_cosine:
+                        continue
+                    if t1[i] == t1[j]:
+                        if (dr, dc) in _NEIGHBOURS:  # (each pair once)
+                            a.append(i)
+                            b.append(j)
+                    elif gaps and t0[i] < t1[j] < t1[i]:
+                        late.append((i, j, cos))
     m = len(idx)
     n_comp, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m)), directed=False)
+    if late:  # a group seen late joins the group whose date all its pairs span
+        first_t0 = pd.Series(t0).groupby(comp).max().to_numpy()  # the latest t0 of each group
+        best: dict[int, tuple[float, int]] = {}
+        for i, j, cos in late:
+            g, h = comp[i], comp[j]
+            if first_t0[g] < t1[j] and cos > best.get(g, (-np.inf, -1))[0]:
+                best[g] = (cos, h)
+        if best:
+            joins = coo_matrix((np.ones(len(best)), (list(best), [h for _, h in best.values()])), shape=(n_comp, n_comp))
+            n_comp, merged = connected_components(joins, directed=False)
+            comp = merged[comp]
     # Ids in a deterministic order: candidate objects first (by their first event), then the other events.
     first = np.full(n_comp, np.iinfo(np.int64).max)
     np.minimum.at(first, comp, idx)

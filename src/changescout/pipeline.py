@@ -305,7 +305,7 @@ class Run:
         configuration (the user went back to its command), it comes back and resumes, instead of being
         made again from nothing and then deleted (failure-injection review)."""
         aside = self.out / REPLACED
-        if not (aside / SET_ASIDE).exists() or not (aside / "config.json").is_file():
+        if not self._aside_complete() or not (aside / "config.json").is_file():
             return
         try:
             theirs = json.loads((aside / "config.json").read_text()).get("config_hash")
@@ -322,11 +322,17 @@ class Run:
         there, a replacement was killed: once wholly set aside (its ``.complete`` mark), it holds the finished
         run and the unfinished one is discarded; while it was being set aside, the rest of it joins it."""
         aside = self.out / REPLACED
-        if (aside / SET_ASIDE).exists():
+        if self._aside_complete():
             self._discard()
         else:
             self._move_outputs(aside)
             (aside / SET_ASIDE).touch()
+
+    def _aside_complete(self) -> bool:
+        """Whether ``.replaced/`` holds the whole run it set aside: its mark, or (set aside by a version
+        without the mark) a configuration written in place since, which a replacement writes only then."""
+        aside = self.out / REPLACED
+        return aside.is_dir() and ((aside / SET_ASIDE).exists() or (self.out / "config.json").exists())
 
     def _move_outputs(self, folder: Path) -> None:
         """Move the run's files into ``folder``, but not what the new run reads, nor the user's own files in
@@ -365,9 +371,9 @@ class Run:
         replaced it discarded; none when it was killed while the old run was being set aside: what is in place
         then is the rest of the old run, and stays)."""
         aside = self.out / REPLACED
-        if (aside / SET_ASIDE).exists():
+        if self._aside_complete():
             self._discard()
-            (aside / SET_ASIDE).unlink()
+        (aside / SET_ASIDE).unlink(missing_ok=True)
         for p in aside.iterdir():
             target = self.out / p.name
             if p.is_dir() and target.is_dir() and p.name in OWN_FILES:  # maps/ that kept the user's files

@@ -461,3 +461,4 @@ def test_a_haze_on_one_date_leaves_the_other_dates_centres():
     moved = np.abs((centre2 + offset2) - (centre + offset)) / scale
     assert np.allclose(moved[2] * scale, 0.03, atol=2e-3)  # the haze is found on its date
     assert np.delete(moved, 2, axis=0).max() < 0.02  # and the other dates keep their centres
+

@@ -49,7 +49,7 @@ def test_config_json(session_run):
     assert cfg["config"]["source"] == "synthetic" and cfg["config"]["source_options"]["n_dates"] == 10
     assert cfg["config"]["encoder"] == "rcf" and cfg["config"]["seed"] == 0
     assert cfg["inputs"] == {}  # the synthetic source reads no file
-    for k in ("changescout", "numpy", "xarray", "torch", "faiss", "scikit-learn", "gdal"):
+    for k in ("changescout", "numpy", "xarray", "torch", "faiss", "scikit-learn", "gdal", "geopandas", "pyarrow", "zarr"):
         assert cfg["versions"][k], k
     assert cfg["comparison"] == "consecutive"
     assert len(cfg["dates"]) == 10 and cfg["dates"][0] == "2021-01-15"

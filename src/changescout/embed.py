@@ -142,7 +142,7 @@ def series_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int
         # median polish of date x pixel): on the raw values a haze on one date moved every pixel's median, and
         # with it every other date's offset (an invariance review). The polish leaves a constant free between
         # the pixels and the dates: the offsets' median over the dates is 0, and the series' level the pixels'.
-        offset = np.zeros_like(fallback)
+        offset, measured = np.zeros_like(fallback), np.zeros(len(v), bool)
         for _ in range(OFFSET_ROUNDS):
             shifted = v - offset[:, :, None]
             own = np.median(shifted, axis=0)  # each pixel's median over time, per band (fast where nothing is missing) ...
@@ -160,10 +160,12 @@ def series_statistics(cube: xr.DataArray, band_index: list[int], max_pixels: int
                 if len(here):
                     stable = here[: max(min(16, len(here)), int(STABLE_FRACTION * len(here)))]
                     offset[t] = np.median(v[t][:, stable] - own[:, stable], axis=1)
-            offset = offset - np.nanmedian(offset, axis=0)
+                    measured[t] = True
+            offset = offset - np.nanmedian(offset[measured], axis=0) if measured.any() else offset
             offset = np.where(np.isfinite(offset), offset, 0.0)
         level = np.nanmedian(own, axis=1)
         centre = np.where(np.isfinite(level), level, centre)
+        offset[~measured] = (med - centre)[~measured]  # (its own median, about the series' level)
     return centre, scale, np.where(np.isfinite(offset), offset, 0.0)
 
 

@@ -190,11 +190,11 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
     m = len(idx)
     n_comp, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m)), directed=False)
     if late:  # a group seen late joins the group whose date all its pairs span
-        first_t0 = pd.Series(t0).groupby(comp).max().to_numpy()  # the latest t0 of each group
+        latest_t0 = pd.Series(t0).groupby(comp).max().to_numpy()  # of each group
         best: dict[int, tuple[float, int]] = {}
         for i, j, cos in late:
             g, h = comp[i], comp[j]
-            if first_t0[g] < t1[j] and cos > best.get(g, (-np.inf, -1))[0]:
+            if latest_t0[g] < t1[j] and cos > best.get(g, (-np.inf, -1))[0]:
                 best[g] = (cos, h)
         if best:
             joins = coo_matrix((np.ones(len(best)), (list(best), [h for _, h in best.values()])), shape=(n_comp, n_comp))

@@ -184,15 +184,23 @@ _SECTIONS = {"inputs": "input files", "series": "series id", "comparison": "comp
 
 
 def _versions() -> dict:
+    """The versions of what computes and writes a run (the libraries that write its files too)."""
+    import dask
     import faiss
+    import geopandas
+    import pyarrow
+    import pyogrio
     import rasterio
+    import shapely
     import sklearn
     import torch
     import xarray
+    import zarr
 
     return {"changescout": __version__, "numpy": np.__version__, "xarray": xarray.__version__, "rasterio": rasterio.__version__,
             "gdal": rasterio.__gdal_version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
-            "faiss": faiss.__version__}
+            "faiss": faiss.__version__, "dask": dask.__version__, "zarr": zarr.__version__, "geopandas": geopandas.__version__,
+            "pyarrow": pyarrow.__version__, "pyogrio": pyogrio.__version__, "shapely": shapely.__version__}
 
 
 class Run:

@@ -126,7 +126,7 @@ def test_clusters_index_maps_and_report(session_run):
         meta = json.loads(pq.read_schema(session_run / f"{name}.parquet").metadata[b"changescout"])
         columns = pq.read_schema(session_run / f"{name}.parquet").names
         assert set(columns) - {"geometry"} <= set(meta["columns"]), name
-        assert name == "clusters" or meta["schema_version"] == "1"
+        assert meta["schema_version"] == "1"
     assert set(clusters["cluster"]) == set(ev["cluster"])
     sizes = ev.groupby("cluster").size()
     assert (clusters.set_index("cluster")["size"] == sizes.loc[clusters["cluster"]].to_numpy()).all()
@@ -488,19 +488,26 @@ def test_a_failure_after_embedding_restores_the_replaced_run_or_removes_a_new_on
     assert not (run / pipeline.REPLACED).exists()
 
 
+def _interrupted_replacement(run, session_config, monkeypatch):
+    """``run`` after a Ctrl-C while ``--overwrite`` (another configuration) computed its changes."""
+    import changescout.pipeline as pipeline
+
+    def interrupt(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "compute_changes", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    return run
+
+
 def test_an_interrupted_replacement_is_resumed_and_a_lost_one_gives_the_old_run_back(session_run, session_config,
                                                                                      copy_run, monkeypatch):
     """Ctrl-C while --overwrite runs: the new run's finished stages stay to be resumed (the replaced run stays
     aside until it finishes). A replacement killed before it wrote its configuration gives the old run back."""
     import changescout.pipeline as pipeline
 
-    def interrupt(*args, **kw):
-        raise KeyboardInterrupt
-
-    run = copy_run(session_run)
-    monkeypatch.setattr(pipeline, "compute_changes", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    run = _interrupted_replacement(copy_run(session_run), session_config, monkeypatch)
     state = json.loads((run / "state.json").read_text())
     assert state["stages"]["embed"]["status"] == "done" and (run / pipeline.REPLACED / "events.parquet").exists()
     # the readers (export, similar, the report) tell what holds the directory, not to make a first run
@@ -568,13 +575,7 @@ def test_going_back_to_the_command_of_the_run_set_aside_puts_it_back(session_run
     by its own command (with --overwrite; without, the refusal hid it), then the finished copy was deleted."""
     import changescout.pipeline as pipeline
 
-    def interrupt(*args, **kw):
-        raise KeyboardInterrupt
-
-    run = copy_run(session_run)
-    monkeypatch.setattr(pipeline, "compute_changes", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    run = _interrupted_replacement(copy_run(session_run), session_config, monkeypatch)
     monkeypatch.undo()
     logs = []
     run_pipeline(session_config(), run, log=logs.append)

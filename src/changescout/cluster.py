@@ -118,10 +118,10 @@ def write_clusters(table, path):
     import pyarrow.parquet as pq
 
     from .atomic import atomic_path
+    from .events import schema_metadata
 
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = {**(arrow.schema.metadata or {}), b"changescout": json.dumps(
-        {"columns": {k: {"dtype": d, "description": s} for k, (d, s) in CLUSTER_SCHEMA.items()}}).encode()}
+    meta = {**(arrow.schema.metadata or {}), b"changescout": json.dumps(schema_metadata(CLUSTER_SCHEMA)).encode()}
     with atomic_path(path) as tmp:
         pq.write_table(arrow.replace_schema_metadata(meta), tmp)
     return path

@@ -53,9 +53,11 @@ COLUMNS = list(SCHEMA)
 ADDED_COLUMNS = ("recurrence",)
 
 
-def schema_metadata() -> dict:
-    """The events table's schema (version, and dtype and description per column) as written into its parquet metadata."""
-    return {"schema_version": SCHEMA_VERSION, "columns": {k: {"dtype": d, "description": s} for k, (d, s) in SCHEMA.items()}}
+def schema_metadata(schema: dict[str, tuple[str, str]] | None = None) -> dict:
+    """A table's schema (version, and dtype and description per column; default: the events table's) as
+    written into its parquet metadata under the key ``changescout``."""
+    schema = SCHEMA if schema is None else schema
+    return {"schema_version": SCHEMA_VERSION, "columns": {k: {"dtype": d, "description": s} for k, (d, s) in schema.items()}}
 
 
 def write_events(events: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:

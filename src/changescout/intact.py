@@ -4,8 +4,8 @@ Outputs are written atomically (:mod:`changescout.atomic`), so a run never leave
 that filled up under a copy, an edit or a sync tool can. A rerun that skipped the stage would then report
 success over a file no reader can open (``-q`` printed nothing and exited 0 over a truncated events table).
 These checks read as little as tells: a Parquet file's footer, each map's pixels (maps are at patch
-resolution, small), the report's closing tag, a picture's closing chunk, the search index's header and size, and a Zarr store's
-metadata and chunk files (each there, and as long as its Blosc header says). A Zarr chunk that is missing
+resolution, small), the report's closing tag, a picture's closing chunk, the search index's header and size,
+and a Zarr store's metadata and chunk files (each there, and as long as its Blosc header says). A Zarr chunk that is missing
 reads as its fill value (NaN): a run whose ``embeddings.zarr`` had lost one chunk recomputed its changes
 without that chunk's patches (5051 -> 3829 events) and said nothing (a failure-injection review).
 """

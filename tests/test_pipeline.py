@@ -262,6 +262,24 @@ def test_a_zarr_store_that_lost_a_chunk_is_rebuilt_not_read_as_nan(session_run, 
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
 
 
+def test_a_store_of_an_earlier_version_without_its_empty_chunks_is_not_damaged(tmp_path):
+    """Review: zarr leaves out a chunk that holds only NaN unless told; 0.3.12's changes.zarr of a series shorter
+    than a year has no recurrence chunk, reads it back as NaN, as written, and was called damaged by `similar`.
+    Only a store marked as written with every chunk (0.3.13 and later) counts a missing one as damage."""
+    import xarray as xr
+
+    from changescout.intact import ALL_CHUNKS, zarr_problem
+
+    ds = xr.Dataset({"recurrence": ("vec", np.full(10, np.nan, np.float32)), "magnitude": ("vec", np.arange(10, dtype=np.float32))})
+    ds.to_zarr(tmp_path / "old.zarr", mode="w", consolidated=True, zarr_format=2)  # 0.3.12's call
+    assert not (tmp_path / "old.zarr" / "recurrence" / "0").exists() and zarr_problem(tmp_path / "old.zarr") is None
+    ds.attrs[ALL_CHUNKS] = "all"
+    ds.to_zarr(tmp_path / "new.zarr", mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)
+    assert zarr_problem(tmp_path / "new.zarr") is None
+    (tmp_path / "new.zarr" / "recurrence" / "0").unlink()
+    assert zarr_problem(tmp_path / "new.zarr") == "recurrence: chunk 0 missing"
+
+
 def test_a_date_with_no_patch_clear_enough_is_named(session_run, session_config, copy_run):
     """UAT: a date whose file held only nodata was left out of every change without a word on the console."""
     import xarray as xr

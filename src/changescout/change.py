@@ -41,6 +41,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import ConfigError, InputError
+from .intact import ALL_CHUNKS
 from .sources.dates import to_times
 
 
@@ -479,7 +480,7 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
     for c in EVENT_COLUMNS:
         v = events[c]
         data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
-    ds = xr.Dataset(data, coords={"vec": events["vec"].to_numpy()}, attrs=attrs)
+    ds = xr.Dataset(data, coords={"vec": events["vec"].to_numpy()}, attrs={**attrs, ALL_CHUNKS: "all"})
     ds["vector"].attrs["description"] = "change vector e(t1) - e(t0) of each event (events.parquet: vec)"
     if search is not None:
         ds["search"].attrs["description"] = ("what similar-change search compares: the unit residual (the change less what "

@@ -40,6 +40,7 @@ from .cube import OutputGrid, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps
 from .encoders.base import Encoder, select_bands
 from .errors import BandError, ConfigError, GridError
+from .intact import ALL_CHUNKS
 from .tiling import PatchGrid
 
 NORMALISATION = ("each band centred on its series-wide median plus the date's offset on its most stable pixels "
@@ -461,6 +462,7 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
             "series": series,
             "bands": json.dumps(bands),
             "distance": spec.distance,
+            ALL_CHUNKS: "all",  # written with every chunk: one missing is damage (intact.zarr_problem)
             "new_state_weight": float(spec.new_state_weight),
             "normalisation": json.dumps({"method": normalisation_method(spec), "centre_scale": np.round(stats, 6).tolist(),
                                          "shared": shares_space(encoder)}),

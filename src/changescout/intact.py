@@ -57,13 +57,20 @@ def problem(path: Path) -> str | None:
     return None
 
 
+#: The attribute of a store written with every chunk (empty ones too), whose missing chunk is damage
+ALL_CHUNKS = "chunks_written"
+
+
 def zarr_problem(path: Path) -> str | None:
     """Why the Zarr (format 2, consolidated) store at ``path`` cannot be used, or None: its metadata is
-    unreadable, or a chunk of one of its arrays is missing or shorter than its Blosc header says (stores are
-    written with every chunk, empty ones too)."""
+    unreadable, a chunk of one of its arrays is shorter than its Blosc header says, or, in a store written with
+    every chunk (its ``chunks_written`` attribute: changescout 0.3.13 and later), missing. Earlier stores left
+    out the chunks that held only NaN (zarr's default: a run of under a year has no recurrence chunk), and a
+    missing chunk there is not damage."""
     try:
         meta = json.loads((path / ".zmetadata").read_text())["metadata"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        every = (meta.get(".zattrs") or {}).get(ALL_CHUNKS) == "all"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"cannot be read (its .zmetadata: {type(exc).__name__})"
     for key, array in sorted(meta.items()):
         if not key.endswith(".zarray"):
@@ -85,5 +92,6 @@ def zarr_problem(path: Path) -> str | None:
                     if len(header) < 16 or int.from_bytes(header[12:16], "little") != size:
                         return f"{name or 'array'}: chunk {chunk.name} cut short"
             except FileNotFoundError:
-                return f"{name or 'array'}: chunk {chunk.name} missing"
+                if every:
+                    return f"{name or 'array'}: chunk {chunk.name} missing"
     return None

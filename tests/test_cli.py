@@ -737,3 +737,11 @@ def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, m
     assert code == 1 and "internal error" not in err
     assert "no space left on the disk writing" in err and "embeddings.zarr" in compact(err)
     assert "the run resumes where it stopped" in err
+
+    def full_faiss(*args, **kw):  # faiss says it in a RuntimeError, and names no file; dask and zarr neither
+        raise RuntimeError("Error in faiss::FileIOWriter ... fwrite: No space left on device")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", full_faiss)
+    code, _, err = call(capsys, "run", "synthetic:seed=1,size=128,n_dates=6", "--out", tmp_path / "run")
+    assert code == 1 and "internal error" not in err
+    assert "no space left on the disk writing in" in err and compact(str(tmp_path / "run")) in compact(err)

@@ -564,6 +564,13 @@ def entry() -> None:
             signal.signal(signal.SIGINT, _on_sigint)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk or quota: an OSError, or a library's RuntimeError that says so (faiss writing index.faiss)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and ("No space left on device" in str(exc) or "Disk quota exceeded" in str(exc))
+
+
 def _main_guarded(argv) -> None:
     _terminated.clear()
     _interrupted.clear()
@@ -594,9 +601,11 @@ def _main_guarded(argv) -> None:
             sys.exit(1)
         if _state["debug"]:
             raise
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's, not ours
-            command = next((a for a in (argv or sys.argv[1:]) if not str(a).startswith("-")), None)
-            where = f" writing {exc.filename}" if exc.filename else ""
+        if _disk_full(exc):  # the machine's, not ours
+            args = [str(a) for a in (argv or sys.argv[1:])]
+            command = next((a for a in args if not a.startswith("-")), None)
+            out = args[args.index("--out") + 1] if "--out" in args[:-1] else None
+            where = (f" writing {exc.filename}" if getattr(exc, "filename", None) else f" writing in {out}" if out else "")
             again = "; the run resumes where it stopped" if command in ("run", "demo") else ""
             console.print(f"[bold red]error:[/] {escape(f'no space left on the disk{where}: free some and rerun the same command{again}')}")
             sys.exit(1)

@@ -174,18 +174,17 @@ def group_objects(events: pd.DataFrame, vectors: np.ndarray, min_z: float = 3.0,
     for i, key in enumerate(zip(rows.tolist(), cols.tolist())):
         where.setdefault(key, []).append(i)
     a, b, late = [], [], []  # same-date joins; (i, j, cosine) where j's date lies inside i's pair
+    around = _NEIGHBOURS + tuple((-dr, -dc) for dr, dc in _NEIGHBOURS)  # all 8 (the first 4: each pair once)
     for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                for j in where.get((r + dr, c + dc), ()) if (dr, dc) != (0, 0) else ():
-                    cos = float(unit[i] @ unit[j])
-                    if cos < min_cosine:
-                        continue
-                    if t1[i] == t1[j]:
-                        if (dr, dc) in _NEIGHBOURS:  # (each pair once)
-                            a.append(i)
-                            b.append(j)
-                    elif gaps and t0[i] < t1[j] < t1[i]:
+        for dr, dc in around:
+            for j in where.get((r + dr, c + dc), ()):
+                same_date = t1[i] == t1[j] and (dr, dc) in _NEIGHBOURS
+                seen_late = gaps and t0[i] < t1[j] < t1[i]
+                if (same_date or seen_late) and (cos := float(unit[i] @ unit[j])) >= min_cosine:
+                    if same_date:
+                        a.append(i)
+                        b.append(j)
+                    else:
                         late.append((i, j, cos))
     m = len(idx)
     n_comp, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m)), directed=False)
@@ -238,7 +237,7 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
     pairs = pairs[(pairs["t1_a"] < pairs["t1_b"]) & (pairs["t0_b"] >= pairs["t1_a"]) & (pairs["o_a"] != pairs["o_b"])]
     if max_recurrence is not None and "recurrence" in events:
         own = events[candidate].reset_index(drop=True).assign(object_id=ev["o"].to_numpy())
-        rec = _onset_median(own, pd.Series(True, index=own.index), "recurrence", min_known=0.5)  # (all their first events)
+        rec = _onset_median(own, pd.Series(True, index=own.index), "recurrence", min_known=0.5)  # (with any seen late)
         pairs = pairs[~pairs["o_a"].isin(np.unique(ev["o"])[rec > max_recurrence])]
     if states is not None and len(pairs):
         d = states.shape[1] // 2
@@ -394,7 +393,12 @@ def _knn_distance(desc: np.ndarray, k: int, extra: np.ndarray | None = None) -> 
 
 
 class ObjectRanker(BaseEstimator):
-    """Group an events table into objects and rank them (see the module docstring)."""
+    """Group an events table into objects and rank them (see the module docstring).
+
+    The defaults are those of changes between consecutive dates (``--compare consecutive``). For a table of
+    changes against a year before or a fixed date, give ``gaps=False`` (every later date lies inside such a
+    pair: it would join changes of other dates) and, against a fixed date, ``continuations=True``, as
+    :func:`changescout.pipeline.rank_events` does."""
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
                  state_weight=0.7, event_weight=0.0, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0,

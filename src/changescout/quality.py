@@ -59,6 +59,7 @@ import math
 import re
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -484,10 +485,12 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     excess = dark_medians = None
     # what each block compares with the whole date: from about 512 x 512 px of the scene, the same for every block
     step = max(1, math.ceil(math.sqrt(blue.shape[1] * blue.shape[2] / 512 ** 2)))
-    if rise is not None:  # the scene's excess of each run
-        excess = scene_excess(np.asarray(blue[:, ::step, ::step]))
-    if dark is not None:  # the median darkening of each date and pair
-        dark_medians = scene_dark_medians(np.asarray(args[3][:, ::step, ::step]))
+    if rise is not None or dark is not None:  # (one pass over a lazy source for both samples)
+        blue_sample, nir_sample = dask.compute(blue[:, ::step, ::step], args[3][:, ::step, ::step])
+        if rise is not None:  # the scene's excess of each run
+            excess = scene_excess(np.asarray(blue_sample))
+        if dark is not None:  # the median darkening of each date and pair
+            dark_medians = scene_dark_medians(np.asarray(nir_sample))
     depth = dilate + (reach if dark is not None else 0) + min_flag  # a speck is judged on all its pixels
     depth = {0: 0, 1: min(depth, blue.shape[1]), 2: min(depth, blue.shape[2])}  # dask: no deeper than the array
     screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",

@@ -443,12 +443,12 @@ def _not_the_runs_own(target: Path, run_dir: Path) -> None:
 
     exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
     own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
-    target = Path(target).resolve()
+    target, run_dir = Path(target).resolve(), Path(run_dir).resolve()
     for folder in target.parents:
-        if folder == Path(run_dir).resolve() or is_run_dir(folder):
+        if folder == run_dir or is_run_dir(folder):
             first = target.relative_to(folder).parts[0]
             if first.lower() in own:
-                which = "the run's own" if folder == Path(run_dir).resolve() else f"the run {folder}'s own"
+                which = "the run's own" if folder == run_dir else f"the run {folder}'s own"
                 raise ConfigError(f"--out would write over {which} {first}; choose another file name", target)
 
 

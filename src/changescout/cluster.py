@@ -112,19 +112,9 @@ CLUSTER_SCHEMA: dict[str, tuple[str, str]] = {
 
 def write_clusters(table, path):
     """Write :func:`cluster_table` to parquet, atomically, with its column descriptions in the metadata."""
-    import json
+    from .events import schema_metadata, write_parquet
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .atomic import atomic_path
-    from .events import schema_metadata
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = {**(arrow.schema.metadata or {}), b"changescout": json.dumps(schema_metadata(CLUSTER_SCHEMA)).encode()}
-    with atomic_path(path) as tmp:
-        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
-    return path
+    return write_parquet(table, path, schema_metadata(CLUSTER_SCHEMA))
 
 
 def cluster_table(events, magnitude="magnitude", atypicality="atypicality"):

@@ -250,7 +250,7 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
             torch.set_num_threads(threads[1])
     spec = encoder.spec
     x, usable = _prepare(values, quality, stats, spec)
-    h = int(getattr(spec, "halo", 0))  # context read from the neighbouring windows (embedding_graph)
+    h = spec.halo  # context read from the neighbouring windows (embedding_graph)
     if h:
         usable = usable[:, h:-h, h:-h]
     if spec.temporal:
@@ -355,7 +355,7 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     onto_windows = dict(method="tasks", threshold=float("inf"))
     values = data[:, :, : nr * p, : nc * p].rechunk((-1, -1, ys, xs), **onto_windows)
     quality = da.asarray(cube["quality"].data)[:, : nr * p, : nc * p].rechunk((-1, ys, xs), **onto_windows)
-    halo = int(getattr(spec, "halo", 0))
+    halo = spec.halo
     if halo:  # each window with its neighbours' pixels around it (the grid's own edge repeated at its edge)
         values = da.overlap.overlap(values, depth={2: halo, 3: halo}, boundary={2: "nearest", 3: "nearest"})
         quality = da.overlap.overlap(quality, depth={1: halo, 2: halo}, boundary={1: "nearest", 2: "nearest"})

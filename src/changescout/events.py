@@ -67,18 +67,21 @@ def write_events(events: gpd.GeoDataFrame, path: str | os.PathLike) -> Path:
         raise ConfigError(f"events table misses columns {missing}")
     if events.crs is None:
         raise ConfigError("events table has no CRS")
-    return write_geoparquet(events, path, schema_metadata())
+    return write_parquet(events, path, schema_metadata())
 
 
-def write_geoparquet(gdf: gpd.GeoDataFrame, path: str | os.PathLike, metadata: dict) -> Path:
-    """GeoParquet written atomically, ``metadata`` (column descriptions) under the file metadata key
-    ``changescout`` beside geopandas' ``geo`` key."""
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict) -> Path:
+    """A table written atomically as Parquet (GeoParquet for a GeoDataFrame), ``metadata`` (column
+    descriptions: :func:`schema_metadata`) under the file metadata key ``changescout``, beside geopandas'
+    ``geo`` key."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        gdf.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
-        table = pq.read_table(tmp)
-        meta = dict(table.schema.metadata or {})
-        meta[b"changescout"] = json.dumps(metadata).encode()
+        if isinstance(frame, gpd.GeoDataFrame):  # (geopandas writes its ``geo`` key only through a file)
+            frame.to_parquet(tmp, index=False, schema_version=None, write_covering_bbox=False)
+            table = pq.read_table(tmp)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = {**(table.schema.metadata or {}), b"changescout": json.dumps(metadata).encode()}
         pq.write_table(table.replace_schema_metadata(meta), tmp)
     return path
 

@@ -86,7 +86,7 @@ from sklearn.base import BaseEstimator
 from .change import comparable
 from .cube import on_earth
 from .errors import ConfigError, check_columns
-from .events import damaged_output, missing_output, schema_metadata, write_geoparquet
+from .events import damaged_output, missing_output, schema_metadata, write_parquet
 from .rank import RANK_BY, RarityScorer, false_alarm_rate, magnitude_score, percentile
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -599,7 +599,7 @@ def _keeps_area(crs, bounds, tolerance: float = 0.01) -> bool:
 
 def write_objects(objects: gpd.GeoDataFrame, path) -> None:
     """Write the objects table as GeoParquet, atomically, with its column descriptions in the metadata."""
-    write_geoparquet(objects, path, schema_metadata(OBJECT_SCHEMA))
+    write_parquet(objects, path, schema_metadata(OBJECT_SCHEMA))
 
 
 def read_objects(path) -> gpd.GeoDataFrame:

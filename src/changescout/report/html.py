@@ -214,8 +214,8 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
             text += " (placeholders: the images have no dates; run with --dates for the real ones)"
         facts.append(("dates", text))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
-    if _patch_shape(config) is not None and {"row", "col"} <= set(events.columns):
-        n_grid = math.prod(_patch_shape(config))
+    if (shape := _patch_shape(config)) is not None and {"row", "col"} <= set(events.columns):
+        n_grid = math.prod(shape)
         n_used = len(events[["row", "col"]].drop_duplicates())
         facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({n_used / max(n_grid, 1):.0%}); the "
                                  "others never had --min-clear of usable pixels at two dates (outside the images, "

@@ -201,3 +201,39 @@ def test_the_index_refuses_what_it_cannot_answer_with_changescout_errors():
     with pytest.raises(ConfigError, match="'IVF1024,Flat' cannot be built on 100 vectors"):
         SimilarChangeIndex("IVF1024,Flat").fit(v, keys)
     assert list(index.search(v[3], k=1).keys[0]) == [3]  # one query as a 1-D vector still works
+
+
+def test_augmentation_draws_each_row_toward_its_nearest_other_row():
+    """DBA: each unit row plus its nearest *other* row weighted by their cosine squared; a row is not its own
+    neighbour, and a query given with its database row is augmented as that row is."""
+    from changescout.search import augment_neighbours
+
+    db = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0], [0.0, 0.6, 0.8]], np.float32)
+    aug = augment_neighbours(db)
+    expect = db[0] + 0.8 ** 2 * db[1]  # row 0's nearest other is row 1 (cosine 0.8)
+    np.testing.assert_allclose(aug[0], expect / np.linalg.norm(expect), atol=1e-6)
+    expect = db[2] + 0.8 ** 2 * db[3]
+    np.testing.assert_allclose(aug[2], expect / np.linalg.norm(expect), atol=1e-6)
+    np.testing.assert_allclose(augment_neighbours(db, db[[1]], own=np.array([1])), aug[[1]], atol=1e-6)
+    # a query that is no row of the database takes its nearest row, whichever it is
+    q = augment_neighbours(db, db[[1]])
+    np.testing.assert_allclose(q[0], (db[1] + db[1]) / np.linalg.norm(db[1] + db[1]), atol=1e-6)
+    # a neighbour pointing away (negative cosine) adds nothing
+    lone = np.array([[1.0, 0.0], [-1.0, 0.1]], np.float32)
+    np.testing.assert_allclose(augment_neighbours(lone)[0], [1.0, 0.0], atol=1e-6)
+
+
+def test_ranking_after_augmentation_is_the_same_with_a_shortlist():
+    """A large database is first cut to the rows nearest the query; on clustered data its top results are
+    those of the exact ranking, and the query's own row and excluded rows never come back."""
+    from changescout.search import rank_augmented
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 16))
+    db = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    exact_rows, exact_sims = rank_augmented(db, db[7], own=7, exclude={7, 11}, shortlist=10_000)
+    short_rows, short_sims = rank_augmented(db, db[7], own=7, exclude={7, 11}, shortlist=300)
+    assert len(exact_rows) == 2998 and not {7, 11} & set(exact_rows.tolist())
+    np.testing.assert_array_equal(short_rows[:20], exact_rows[:20])
+    np.testing.assert_allclose(short_sims[:20], exact_sims[:20], atol=1e-6)
+    assert (np.diff(exact_sims) <= 1e-9).all()

@@ -106,6 +106,55 @@ def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, bet
     return q[None].astype(np.float32)
 
 
+def augment_neighbours(database: np.ndarray, queries: np.ndarray | None = None, k: int = 1, alpha: float = 2.0,
+                       own: np.ndarray | None = None) -> np.ndarray:
+    """Descriptors drawn toward their nearest neighbours in ``database`` (database-side augmentation, DBA:
+    Arandjelovic & Zisserman 2012; weights as Radenovic et al.'s alpha-QE): each unit descriptor plus its ``k``
+    nearest other database rows, each weighted by its cosine (clipped at 0) to the power ``alpha``, normalised
+    again. Without ``queries``, the database itself (each row's own entry is not its neighbour); with them, the
+    ``queries``, where ``own`` gives each query's row in the database (-1: none) so that it is not its own
+    neighbour. A change is then compared as it and its closest look-alike in the run are, which evens out the
+    noise of a single object's patches: on the planted series (benchmarks/planted.py, objects' precision@5 of
+    common types, seeds 0-4 / 5-9) Bouconne 0.795 / 0.757 -> 0.857 / 0.806, synthetic 0.548 / 0.585 -> 0.561 / 0.589."""
+    db = _normalise(np.atleast_2d(database))
+    q = db if queries is None else _normalise(np.atleast_2d(queries))
+    if queries is None:
+        own = np.arange(len(db))
+    own = np.full(len(q), -1) if own is None else np.asarray(own, np.int64)
+    if len(db) < 2 or k < 1:
+        return q
+    index = faiss.IndexFlatIP(db.shape[1])
+    index.add(db)
+    _, ids = index.search(q, min(len(db), k + 1))
+    out, db64 = q.astype(np.float64), db.astype(np.float64)
+    for i in range(len(q)):
+        j = ids[i][(ids[i] >= 0) & (ids[i] != own[i])][:k]
+        s = db64[j] @ out[i]  # again in float64: faiss' float32 sums depend on the thread count
+        out[i] = out[i] + ((np.clip(s, 0, None) ** alpha)[:, None] * db64[j]).sum(axis=0)
+    return _normalise(out)
+
+
+def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclude=(), negatives: np.ndarray | None = None,
+                   negatives_own=None, shortlist: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``database`` (``(n, dim)``), most similar to ``query`` (``(dim,)``) first, and their cosine
+    similarities, both sides compared after :func:`augment_neighbours`; ``own`` is the query's row in the
+    database (-1: none), ``exclude`` rows left out, ``negatives`` descriptors the search turns away from
+    (Rocchio, :func:`feedback_query`; ``negatives_own`` their rows). Exact up to ``shortlist`` rows; a larger
+    database is first cut to the ``shortlist`` rows nearest the query before augmentation."""
+    db = _normalise(np.atleast_2d(database))
+    q = augment_neighbours(db, query, own=np.array([own]))
+    if negatives is not None and len(negatives):
+        q = feedback_query(q, augment_neighbours(db, negatives, own=negatives_own))
+    q = _normalise(q)[0].astype(np.float64)
+    rows = np.setdiff1d(np.arange(len(db)), np.asarray(list(exclude), np.int64))
+    if len(rows) > shortlist:
+        first = db[rows].astype(np.float64) @ q
+        rows = np.sort(rows[np.argsort(-first, kind="stable")[:shortlist]])
+    sims = augment_neighbours(db, db[rows], own=rows).astype(np.float64) @ q
+    order = np.argsort(-sims, kind="stable")
+    return rows[order], sims[order]
+
+
 #: Attributes two runs must share for their change vectors to be comparable.
 COMPATIBILITY_KEYS = ("encoder", "encoder_version", "weights_sha256", "encoder_options", "patch_size", "normalisation_method", "search_vector",
                       "new_state_weight")

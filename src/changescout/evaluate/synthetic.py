@@ -20,7 +20,7 @@ from ..change import Comparison, compute_changes
 from ..cube import grid_of
 from ..embed import embed_cube
 from ..objects import change_states, object_descriptors
-from ..search import SimilarChangeIndex
+from ..search import SimilarChangeIndex, rank_augmented
 from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
 
@@ -68,7 +68,8 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     return scores
 
 
-def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray) -> tuple[float | None, dict, dict]:
+def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray, augmented: bool = False
+                  ) -> tuple[float | None, dict, dict]:
     """Similar-change search scored against the planted truth, one query per planted object (its best-ranked
     row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
     type among the top 5); per rare object, whether another instance of its type is in the top 10; and where
@@ -76,15 +77,22 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
     planted type, of another planted type, and unplanted (the background's own changes, clouds included).
 
     ``table`` rows (patch events or change objects) align with ``keys`` and ``descriptors``; it needs
-    ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``."""
+    ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``. With
+    ``augmented``, rows are compared as ``changescout similar --objects`` compares objects
+    (:func:`changescout.search.rank_augmented`), else through the run's patch index."""
     index = SimilarChangeIndex().fit(descriptors, keys)
+
+    def nearest(row: int, own_rows: np.ndarray) -> np.ndarray:
+        if augmented:
+            return keys[rank_augmented(descriptors, descriptors[row], own=row, exclude=own_rows)[0][:10]]
+        return index.search(descriptors[row][None], k=10, exclude=keys[own_rows]).keys[0]
     by_key = table.set_index(pd.Index(keys))
     pos = table[table["label"] == 1]
     rare_found, common = {}, []
     for obj, group in pos.groupby("truth_object"):
         query = group.sort_values("rank").iloc[0]
-        own = keys[(table["truth_object"] == obj).to_numpy()]
-        hits = by_key.loc[index.search(descriptors[table.index.get_loc(query.name)][None], k=10, exclude=own).keys[0]]
+        own = np.flatnonzero((table["truth_object"] == obj).to_numpy())
+        hits = by_key.loc[nearest(table.index.get_loc(query.name), own)]
         planted = hits["label"] == 1
         same = planted & (hits["truth_type"] == query["truth_type"])
         if query["truth_kind"] == "common":
@@ -110,11 +118,12 @@ def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
 
 
 def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray) -> dict:
-    """Search between change objects (surprise-weighted mean of their patches' ``vectors``)."""
+    """Search between change objects as ``changescout similar --objects`` searches them: the candidate objects,
+    each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation."""
     cand = objs[objs["candidate"]].reset_index(drop=True)
     cand["label"] = (cand["truth_object"] >= 0).astype(int)
     keys = cand["object_id"].to_numpy()
-    p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys))
+    p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys), augmented=True)
     return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare,
             "objects_similar_common_detail": detail}
 

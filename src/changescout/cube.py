@@ -226,6 +226,29 @@ def grid_of(cube: xr.DataArray) -> OutputGrid:
     return OutputGrid(crs=_crs_string(crs), transform=(t.a, t.b, t.c, t.d, t.e, t.f), shape=(cube.sizes["y"], cube.sizes["x"]))
 
 
+def pad_to_patches(cube: xr.DataArray, patch_size: int) -> xr.DataArray:
+    """``cube`` extended at the bottom and right, as nodata, to whole patches of ``patch_size`` px (the origin,
+    and so every pixel's place, unchanged); ``cube`` itself when its grid already holds whole patches.
+
+    Sources read on the images' own grid (an OSCD city, an image pair, a DynamicEarthNet cube: their labels
+    line up pixel for pixel) are rarely a multiple of the patch size, and a patch grid keeps whole patches only:
+    a run of the OSCD city bercy never looked at 8.5 % of its labelled change, in the strips at its edges."""
+    grid = grid_of(cube)
+    pad_y, pad_x = -grid.shape[0] % patch_size, -grid.shape[1] % patch_size
+    if not (pad_y or pad_x):
+        return cube
+    big = OutputGrid(grid.crs, grid.transform, (grid.shape[0] + pad_y, grid.shape[1] + pad_x))
+    data = da.pad(da.asarray(cube.data), ((0, 0), (0, 0), (0, pad_y), (0, pad_x)), constant_values=np.float32(np.nan))
+    quality = da.pad(da.asarray(cube["quality"].data), ((0, 0), (0, pad_y), (0, pad_x)),
+                     constant_values=np.uint8(Quality.NODATA))
+    coords = {name: c for name, c in cube.coords.items()  # per date and per band (sensor, level...), as they were
+              if name not in ("y", "x", "quality", "spatial_ref") and set(c.dims) <= {"time", "band"}}
+    coords |= {"y": ("y", big.y), "x": ("x", big.x), "quality": (("time", "y", "x"), quality)}
+    attrs = {**cube.attrs, "extended_from": [int(v) for v in grid.shape]}  # (height, width) of the images' own grid
+    out = xr.DataArray(data, dims=cube.dims, coords=coords, name=cube.name, attrs=attrs)
+    return out.rio.write_crs(big.crs).rio.write_transform(big.affine)
+
+
 def validate_cube(cube: xr.DataArray) -> xr.DataArray:
     """Check the SeriesCube contract and return the cube; raise :class:`SourceError` naming the problem."""
     if not isinstance(cube, xr.DataArray):

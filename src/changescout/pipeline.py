@@ -597,15 +597,18 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     out, and the Sentinel-2 dates whose processing baseline (so the -1000 offset of baselines 04.00 on) it
     could not tell."""
     notes = []
+    own = cube.attrs.get("extended_from")  # the images' own grid, extended at the right and bottom to whole patches
+    size = f"{grid.shape[1]} x {grid.shape[0]} px" + (f", the images' {own[1]} x {own[0]} px extended to whole patches"
+                                                      if own else "")
     if not given_grid and not on_earth(grid.crs):  # an image pair without georeferencing: its pixels
-        notes.append(f"grid: image pixels (the images are not georeferenced), {grid.shape[1]} x {grid.shape[0]} px; "
-                     "areas are not known")
+        notes.append(f"grid: image pixels (the images are not georeferenced), {size}; areas are not known")
     elif not given_grid:
-        (h, w), (rx, ry) = grid.shape, grid.resolution
+        rx, ry = grid.resolution
         res = f"{abs(rx):g}" if np.isclose(abs(rx), abs(ry)) else f"{abs(rx):g} x {abs(ry):g}"
         unit = _unit_word(grid.crs)
-        notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {w} x {h} px (the first date's CRS and resolution "
-                     "over every date's footprint; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] chooses another)")
+        how = "the images' own grid" if own else "the first date's CRS and resolution over every date's footprint"
+        notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {size} ({how}; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] "
+                     "chooses another)")
     if (resampled := cube.attrs.get("resampled_files")) and not given_grid:  # UAT: a date in another CRS, warped unsaid
         names = [Path(f).name for f in resampled]
         notes.append(f"note: {len(names)} file(s) are not on the grid's pixels (another CRS, pixel size or origin) and are "

@@ -123,7 +123,8 @@ def test_a_run_on_a_pair_without_dates_says_its_dates_are_placeholders(tmp_path)
                      "report; give --dates T0,T1 for the real ones"]
     # nor a georeference: the grid is named as pixels, not as the pixel CRS's WKT
     grid_note = input_notes(cube, {}, grid_of(cube), given_grid=False)[0]
-    assert grid_note == "grid: image pixels (the images are not georeferenced), 32 x 24 px; areas are not known"
+    assert grid_note == ("grid: image pixels (the images are not georeferenced), 32 x 32 px, the images' 32 x 24 px "
+                         "extended to whole patches; areas are not known")
     given = open_series(root / "A" / "p1.png", dates=["2015-06-01", "2019-06-01"])
     assert input_notes(given, {}, grid_of(given), given_grid=True) == []
 
@@ -258,3 +259,29 @@ def test_changes_of_two_image_pairs_are_not_taken_for_one_change(tmp_path):
     res = find_similar(one, query["event_id"], k=20, other_runs=[two])
     assert res.attrs["seen_twice"] == 0 and res.attrs["same_change_elsewhere"] == 0
     assert (res["run"] == str(two)).sum() >= 10  # the other pair's changes at the same pixels are listed too
+
+
+def test_a_change_in_the_strip_past_the_last_whole_patch_is_found(tmp_path):
+    """A pair (or OSCD city) is read on its own grid, rarely a multiple of the patch size; the patch grid kept
+    whole patches only, and a run never looked at the right and bottom strips (8.5 % of bercy's labelled
+    change). The cube is now extended there, as nodata, to whole patches; the image's pixels stay in place."""
+    from changescout.events import read_events
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(60, 120, (3, 94, 90), dtype=np.uint8)
+    b = a.copy()
+    b[:, 83:94, 18:30] = 250  # in the bottom strip past 80 px (5 whole patches of 16), 14 px high
+    _write(tmp_path / "pairs" / "A" / "x.png", a)
+    _write(tmp_path / "pairs" / "B" / "x.png", b)
+    cube = open_series(tmp_path / "pairs" / "A" / "x.png", patch_size=16)
+    assert (cube.sizes["y"], cube.sizes["x"]) == (96, 96)
+    np.testing.assert_allclose(cube.isel(time=0).values[:, :94, :90], a / 255, rtol=1e-6)
+    assert np.isnan(cube.values[:, :, 94:, :]).all() and np.isnan(cube.values[:, :, :, 90:]).all()
+    assert (cube["quality"].values[:, 94:, :] == 1).all() and (cube["quality"].values[:, :94, :90] == 0).all()
+    out = run_pipeline(RunConfig(source=str(tmp_path / "pairs" / "A" / "x.png"), patch_size=16), tmp_path / "run",
+                       log=lambda *a: None)
+    events = read_events(out)
+    top = events.sort_values("rank").iloc[0]
+    assert (top["row"], top["col"]) == (5, 1) and top["clear_fraction"] == pytest.approx(14 / 16)
+    assert not ((events["row"] == 5) & (events["col"] == 5)).any()  # 14 x 10 px of 256: too few to compare

@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..cube import check_band_names, validate_cube
+from ..cube import check_band_names, pad_to_patches, validate_cube
 from ..errors import InputError, SourceError, check_options
 
 ENTRY_POINT_GROUP = "changescout.sources"
@@ -113,7 +113,7 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
     opts = {k: v for k, v in given.items() if v is not None}
     check_options(module.open, {**opts, **options}, f"source kind {kind!r}")
     try:
-        cube = module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options)
+        cube = pad_to_patches(module.open(source, patch_size=patch_size, chunks=chunks, **opts, **options), patch_size)
         cube.attrs["source_kind"] = kind
         cube.attrs.setdefault("label", Path(str(source)).stem)
         cube.attrs.setdefault("source", str(source))

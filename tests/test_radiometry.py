@@ -12,7 +12,7 @@ import rasterio
 from affine import Affine
 
 from changescout.cube import Quality, make_cube
-from changescout.errors import ConfigError
+from changescout.errors import ConfigError, InputError
 from changescout.radiometry import RelativeNormalisation, apply_offsets, describe_dates, normalise_dates
 from changescout.sources import open_series
 
@@ -177,6 +177,15 @@ def test_relative_normalisation_removes_a_per_date_gain_and_offset(make_grid):
         normalise_dates(cube, "zscore")
     est = RelativeNormalisation(reference="clearest").fit(cube)
     assert est.reference_ == "2021-01-01"  # dates 0 and 2 are equally clear: the first of them
+    # gains belong to dates and bands: a subset, or bands in another order, take their own; other dates are refused
+    part = est.transform(cube.isel(time=[1, 2], band=[2, 0, 1]))
+    np.testing.assert_allclose(part.values[0][:, 10:], base[[2, 0, 1]][:, 10:], atol=1e-4)
+    np.testing.assert_allclose(part.values[1], base[[2, 0, 1]], atol=1e-6)
+    moved = cube.assign_coords(time=pd.to_datetime(["2021-02-01", "2021-03-01", "2021-04-01"]))
+    with pytest.raises(InputError, match=r"dates \['2021-04-01'\] are not among the dates"):
+        est.transform(moved)
+    with pytest.raises(InputError, match="bands"):
+        est.transform(cube.assign_coords(band=["w", "x", "y", "z"]))
 
 
 # -- real data ----------------------------------------------------------------------------------------------

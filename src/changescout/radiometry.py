@@ -311,16 +311,28 @@ class RelativeNormalisation(BaseEstimator):
             gain[t], offset[t] = g, q_r[1] - g * q_t[1]
         self.reference_ = dates[ref]
         self.dates_ = dates
+        self.bands_ = [str(b) for b in cube["band"].values]
         self.gain_, self.offset_, self.shared_ = gain.astype(np.float32), offset.astype(np.float32), shared
         return self
 
     def transform(self, cube: xr.DataArray) -> xr.DataArray:
         check_is_fitted(self, "gain_")
         cube = validate_cube(cube)
-        if cube.sizes["time"] != len(self.gain_) or cube.sizes["band"] != self.gain_.shape[1]:
-            raise InputError(f"the cube has {cube.sizes['time']} dates and {cube.sizes['band']} bands; the "
-                             f"normalisation was fitted on {self.gain_.shape[0]} dates and {self.gain_.shape[1]} bands")
-        out = cube * xr.DataArray(self.gain_, dims=("time", "band")) + xr.DataArray(self.offset_, dims=("time", "band"))
+        dates = [f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(cube["time"].values)]
+        bands = [str(b) for b in cube["band"].values]
+        # gains belong to dates and bands, not to positions: a cube of other dates (or bands in another order)
+        # of the same count took the gains of the fitted ones (up to 0.28 of reflectance off, unsaid)
+        missing = [d for d in dates if d not in self.dates_]
+        if missing:
+            raise InputError(f"the cube's dates {missing[:5]}{' ...' if len(missing) > 5 else ''} are not among the dates "
+                             f"the normalisation was fitted on ({self.dates_[0]} .. {self.dates_[-1]}, {len(self.dates_)} dates)")
+        fitted_bands = getattr(self, "bands_", bands)  # (an estimator pickled before bands were recorded: positions)
+        if set(bands) - set(fitted_bands) or len(fitted_bands) != self.gain_.shape[1]:
+            raise InputError(f"the cube's bands {bands} are not the bands the normalisation was fitted on {fitted_bands}")
+        t = [self.dates_.index(d) for d in dates]
+        b = [fitted_bands.index(n) for n in bands]
+        gain, offset = self.gain_[np.ix_(t, b)], self.offset_[np.ix_(t, b)]
+        out = cube * xr.DataArray(gain, dims=("time", "band")) + xr.DataArray(offset, dims=("time", "band"))
         out = out.astype(np.float32)
         out.attrs = {**cube.attrs, "date_normalisation": f"median and IQR matched to {self.reference_} per band"}
         out.name = cube.name

@@ -7,8 +7,10 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from changescout.cluster import ChangeClusterer
 from changescout.errors import ConfigError
 from changescout.events import check_directions
+from changescout.objects import ObjectRanker
 from changescout.rank import RANK_BY, AtypicalityRanker, RarityScorer, magnitude_score, percentile
 
 @parametrize_with_checks([RarityScorer(), RarityScorer(n_neighbors=3, contamination=0.1)])
@@ -230,3 +232,30 @@ def test_rarity_does_not_depend_on_the_number_of_threads():
         faiss.omp_set_num_threads(before)
     np.testing.assert_array_equal(one.train_scores_, two.train_scores_)
     np.testing.assert_array_equal(one.score_samples(X[:500] + 0.1), two.score_samples(X[:500] + 0.1))
+
+
+@pytest.mark.parametrize("make, call", [
+    (lambda: RarityScorer(n_neighbors=0), "fit"),
+    (lambda: ChangeClusterer(n_components=0), "fit"),
+    (lambda: AtypicalityRanker(transient_weight=5), "rank"),
+    (lambda: AtypicalityRanker().set_params(by="bogus"), "rank"),
+    (lambda: ObjectRanker().set_params(transient_weight=-1), "objects"),
+    (lambda: ObjectRanker(event_top=5), "objects"),
+])
+def test_estimators_name_a_parameter_out_of_range_when_used(make, call):
+    """Out-of-range parameters gave scores the schema does not allow (atypicality 3.61 with transient_weight 5,
+    -0.81 with -1), all-zero rarity (n_neighbors 0), a silent single component, or a bare KeyError after
+    set_params: each is now named when the estimator is used (review of the library API)."""
+    est = make()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    events = pd.DataFrame({"row": np.arange(40) // 8, "col": np.arange(40) % 8, "t0": pd.Timestamp("2020-01-01"),
+                           "t1": pd.Timestamp("2020-02-01"), "vec": np.arange(40), "magnitude": 1.0, "surprise": 1.0,
+                           "zscore": 1.0, "persistence": 1.0, "cluster": 0})
+    with pytest.raises(ConfigError, match=r"(n_neighbors|n_components|transient_weight|by|event_top)"):
+        if call == "fit":
+            est.fit(X)
+        elif call == "rank":
+            est.rank(events, X)
+        else:
+            est.fit_transform(events, X)

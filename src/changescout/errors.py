@@ -42,6 +42,20 @@ class ConfigError(InputError):
     """A configuration value or file is invalid."""
 
 
+def check_param(owner: str, name: str, value, lo: float, hi: float | None = None, integer: bool = False) -> None:
+    """:class:`ConfigError` naming ``owner``'s parameter ``name`` unless ``value`` is a finite number (a whole
+    one with ``integer``) in ``[lo, hi]``: estimators check their parameters when they are used, so that a value
+    given to ``set_params`` is checked too."""
+    import math
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not integer or float(value).is_integer()) and lo <= value and (hi is None or value <= hi)
+    if not ok:
+        what = "a whole number" if integer else "a number"
+        raise ConfigError(f"{owner}: {name} must be {what} in [{lo}, {hi if hi is not None else 'inf'}], got {value!r}")
+
+
 class RunExistsError(InputError):
     """The run directory holds a run made with another configuration and --overwrite was not given."""
 

@@ -85,7 +85,7 @@ from sklearn.base import BaseEstimator
 
 from .change import comparable
 from .cube import on_earth
-from .errors import ConfigError, check_columns
+from .errors import ConfigError, check_columns, check_param
 from .events import damaged_output, missing_output, schema_metadata, write_parquet
 from .rank import RANK_BY, RarityScorer, false_alarm_rate, magnitude_score, percentile
 
@@ -435,6 +435,13 @@ class ObjectRanker(BaseEstimator):
         holds them (``read_vectors(path)`` without keys), not one row per event in the table's order."""
         check_columns(events, ["row", "col", "t0", "t1", "vec", "magnitude", "surprise", "zscore", "persistence"],
                       "ObjectRanker.fit_transform")
+        if self.by not in RANK_BY:
+            raise ConfigError(f"ObjectRanker: by must be one of {RANK_BY}, got {self.by!r}")
+        for name, lo, hi in (("transient_weight", 0, 1), ("seasonal_weight", 0, 1), ("event_top", 0, 1),
+                             ("min_cosine", -1, 1), ("min_recurrence", 0, 1), ("state_weight", 0, None),
+                             ("event_weight", 0, 1), ("shape_weight", 0, None)):
+            check_param("ObjectRanker", name, getattr(self, name), lo, hi)
+        check_param("ObjectRanker", "n_neighbors", self.n_neighbors, 1, integer=True)
         vec = events["vec"].to_numpy()
         for name, arr in (("vectors", vectors), ("states", states)):
             if arr is not None and len(vec) and (vec.min() < 0 or vec.max() >= len(arr)):

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import ConfigError, check_columns
+from .errors import ConfigError, check_columns, check_param
 
 RANK_BY = ("combined", "rarity", "magnitude")
 
@@ -50,6 +50,8 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        check_param("RarityScorer", "n_neighbors", self.n_neighbors, 1, integer=True)
+        check_param("RarityScorer", "contamination", self.contamination, 0, 0.5)
         X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32))
         self.n_train_ = X.shape[0]
         self.index_ = self._index(X)
@@ -140,6 +142,10 @@ class AtypicalityRanker(BaseEstimator):
         ``reduced`` are the change vectors in the clustering space, in the same row order (one row per event).
         Returns a copy with rarity, atypicality, rank."""
         check_columns(events, ["magnitude", "zscore", "persistence", "cluster", "vec"], "AtypicalityRanker.rank")
+        if self.by not in RANK_BY:
+            raise ConfigError(f"AtypicalityRanker: by must be one of {RANK_BY}, got {self.by!r}")
+        check_param("AtypicalityRanker", "transient_weight", self.transient_weight, 0, 1)
+        check_param("AtypicalityRanker", "n_neighbors", self.n_neighbors, 1, integer=True)
         if len(np.asarray(reduced)) != len(events):
             raise ConfigError(f"AtypicalityRanker.rank: reduced has {len(np.asarray(reduced))} rows for {len(events)} events "
                               "(one row per event, in the events' order)")

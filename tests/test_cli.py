@@ -745,3 +745,17 @@ def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, m
     code, _, err = call(capsys, "run", "synthetic:seed=1,size=128,n_dates=6", "--out", tmp_path / "run")
     assert code == 1 and "internal error" not in err
     assert "no space left on the disk writing in" in err and compact(str(tmp_path / "run")) in compact(err)
+
+
+def test_quiet_keeps_the_warnings(capsys, tmp_path, monkeypatch):
+    """-q dropped every line the run told, warnings too ("no cloud screen ... unmasked clouds may rank as
+    changes"): a batch user never saw them. Notes and progress go; warnings stay (review of the CLI)."""
+    import changescout.pipeline
+
+    def fake(config, out, log=print, **k):
+        log("grid: EPSG:32631, 10 m per pixel")
+        log("warning: no cloud screen: no blue and red bands found by name")
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", fake)
+    code, out, err = call(capsys, "-q", "run", "synthetic", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "warning: no cloud screen" in out + err and "grid:" not in out + err

@@ -65,7 +65,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
-          quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or summaries."),
+          quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars, summaries or notes; warnings (a missing cloud screen...) and errors still show."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
     _state["debug"], _state["quiet"] = debug, quiet
 
@@ -97,7 +97,7 @@ def _on_sigint(signum, frame):
 
 
 def _log(msg: str) -> None:
-    if not _state["quiet"]:
+    if not _state["quiet"] or msg.startswith("warning"):  # -q drops the chatter, not what may make results wrong
         console.print(escape(msg))
 
 

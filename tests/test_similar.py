@@ -378,3 +378,11 @@ def test_damaged_outputs_are_named_with_how_to_rebuild_them(session_run, query, 
     (bare / "changes.zarr" / ".zmetadata").unlink()
     with pytest.raises(RunNotFoundError, match=r"changes.zarr: cannot be read \(its .zmetadata"):
         find_similar(bare, query["event_id"])
+
+
+def test_objects_search_of_a_run_without_its_objects_table_says_so(session_run, query, copy_run):
+    run = copy_run(session_run, "no_objects")
+    (run / "objects.parquet").unlink()
+    with pytest.raises(RunNotFoundError, match="no objects.parquet, which --objects compares"):
+        find_similar(run, query["event_id"], k=3, objects=True)
+    assert len(find_similar(run, query["event_id"], k=3)) == 3  # its patch events are still searched

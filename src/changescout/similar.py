@@ -93,7 +93,8 @@ class RunView:
         if not hasattr(self, "_objects"):
             path = self.path / "objects.parquet"
             if not path.exists():
-                raise missing_output("no objects.parquet: --objects searches the change objects of runs of 0.3.0 on", self.path)
+                raise missing_output("no objects.parquet, which --objects compares (a run of an older changescout?); "
+                                     "search its patch events without --objects", self.path)
             try:
                 table = pd.read_parquet(path, columns=["object_id", "candidate"])
             except MemoryError:

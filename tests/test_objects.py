@@ -309,7 +309,7 @@ def test_object_recurrence_needs_half_of_its_onset_patches_and_the_weight_is_che
     assert obj.set_index("object_id").loc[ranked.iloc[-1]["object_id"], "recurrence"] == pytest.approx(0.9)
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="seasonal_weight"):
-            ObjectRanker(seasonal_weight=bad)
+            ObjectRanker(seasonal_weight=bad).fit_transform(ev, vecs)
 
 
 def test_object_persistence_is_the_median_of_known_values():
@@ -623,7 +623,7 @@ def test_object_ranker_takes_vectors_keyed_by_vec_and_says_so_when_they_are_not(
     ranked, objects = ObjectRanker().fit_transform(keep, vecs)  # keyed by vec: a subset of the events is fine
     assert objects["candidate"].sum() == 1 and objects.loc[objects["candidate"], "n_patches"].item() == 2
     with pytest.raises(ConfigError, match="by must be one of"):
-        ObjectRanker(by="rarty")
+        ObjectRanker(by="rarty").fit_transform(ev, vecs)
     with pytest.raises(ConfigError, match="missing: surprise"):
         ObjectRanker().fit_transform(ev.drop(columns="surprise"), vecs)
 

@@ -42,18 +42,22 @@ class ConfigError(InputError):
     """A configuration value or file is invalid."""
 
 
-def check_param(owner: str, name: str, value, lo: float, hi: float | None = None, integer: bool = False) -> None:
-    """:class:`ConfigError` naming ``owner``'s parameter ``name`` unless ``value`` is a finite number (a whole
-    one with ``integer``) in ``[lo, hi]``: estimators check their parameters when they are used, so that a value
-    given to ``set_params`` is checked too."""
+def check_param(owner: str | None, name: str, value, lo: float, hi: float | None = None, integer: bool = False,
+                lo_open: bool = False) -> float | int:
+    """``value`` as an int (``integer``) or a float, or a :class:`ConfigError` naming ``owner``'s parameter ``name``
+    unless it is a finite number (a whole one with ``integer``) in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``).
+    Estimators check their parameters when they are used, so that a value given to ``set_params`` is checked
+    too; a run's configuration checks its values with it before it starts."""
     import math
     import numbers
 
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (not integer or float(value).is_integer()) and lo <= value and (hi is None or value <= hi)
-    if not ok:
-        what = "a whole number" if integer else "a number"
-        raise ConfigError(f"{owner}: {name} must be {what} in [{lo}, {hi if hi is not None else 'inf'}], got {value!r}")
+    ok = ok and (not integer or float(value).is_integer()) and (lo < value if lo_open else lo <= value)
+    if not (ok and (hi is None or value <= hi)):
+        span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"{owner + ': ' if owner else ''}{name} must be {'a whole number' if integer else 'a number'} "
+                          f"in {span}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 class RunExistsError(InputError):

@@ -403,10 +403,6 @@ class ObjectRanker(BaseEstimator):
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
                  state_weight=0.7, event_weight=0.0, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0,
                  continuations=False, event_top=0.01, gaps=True):
-        if by not in RANK_BY:
-            raise ConfigError(f"ObjectRanker: by must be one of {RANK_BY}, got {by!r}")
-        if not 0.0 <= seasonal_weight <= 1.0:
-            raise ConfigError(f"seasonal_weight must be between 0 and 1 (0 = no seasonal demotion), got {seasonal_weight!r}")
         self.seasonal_weight = seasonal_weight
         self.continuations = continuations
         self.gaps = gaps

@@ -13,8 +13,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
-import numbers
 import os
 import re
 import shutil
@@ -38,7 +36,7 @@ from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
-from .errors import ConfigError, InputError, OutputError, RunExistsError
+from .errors import ConfigError, InputError, OutputError, RunExistsError, check_param
 from .events import COLUMNS, REPLACED, write_events
 from .intact import problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
@@ -116,13 +114,7 @@ class RunConfig:
         """Check (and normalise: numpy numbers, whole floats, ``"8"`` clusters, comma-separated text) the values
         a run only uses after hours of embedding, before it starts (ConfigError)."""
         def number(name, lo, hi, integer=False, lo_open=False):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (not integer or float(v).is_integer()) and (lo < v if lo_open else lo <= v) and (hi is None or v <= hi)
-            if not ok:
-                span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
-                raise ConfigError(f"{_option(name)} must be {'a whole number' if integer else 'a number'} in {span}, got {v!r}")
-            setattr(self, name, int(v) if integer else float(v))
+            setattr(self, name, check_param(None, _option(name), getattr(self, name), lo, hi, integer, lo_open))
         for name in ("source", "kind", "grid", "mask", "mask_convention", "encoder", "weights", "compare", "cloud_screen",
                      "snow_screen", "radiometry", "coregister", "date_normalisation", "rank_by", "label"):
             v = getattr(self, name)

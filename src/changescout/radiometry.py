@@ -326,11 +326,10 @@ class RelativeNormalisation(BaseEstimator):
         if missing:
             raise InputError(f"the cube's dates {missing[:5]}{' ...' if len(missing) > 5 else ''} are not among the dates "
                              f"the normalisation was fitted on ({self.dates_[0]} .. {self.dates_[-1]}, {len(self.dates_)} dates)")
-        fitted_bands = getattr(self, "bands_", bands)  # (an estimator pickled before bands were recorded: positions)
-        if set(bands) - set(fitted_bands) or len(fitted_bands) != self.gain_.shape[1]:
-            raise InputError(f"the cube's bands {bands} are not the bands the normalisation was fitted on {fitted_bands}")
+        if set(bands) - set(self.bands_):
+            raise InputError(f"the cube's bands {bands} are not the bands the normalisation was fitted on {self.bands_}")
         t = [self.dates_.index(d) for d in dates]
-        b = [fitted_bands.index(n) for n in bands]
+        b = [self.bands_.index(n) for n in bands]
         gain, offset = self.gain_[np.ix_(t, b)], self.offset_[np.ix_(t, b)]
         out = cube * xr.DataArray(gain, dims=("time", "band")) + xr.DataArray(offset, dims=("time", "band"))
         out = out.astype(np.float32)

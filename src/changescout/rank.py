@@ -131,8 +131,6 @@ class AtypicalityRanker(BaseEstimator):
     """Compute ``rarity``, ``atypicality`` and ``rank`` for an events table."""
 
     def __init__(self, by="combined", transient_weight=0.2, n_neighbors=10):
-        if by not in RANK_BY:
-            raise ConfigError(f"--rank-by must be one of {RANK_BY}, got {by!r}")
         self.by = by
         self.transient_weight = transient_weight
         self.n_neighbors = n_neighbors

@@ -80,7 +80,7 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
     ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``. With
     ``augmented``, rows are compared as ``changescout similar --objects`` compares objects
     (:func:`changescout.search.rank_augmented`), else through the run's patch index."""
-    index = SimilarChangeIndex().fit(descriptors, keys)
+    index = None if augmented else SimilarChangeIndex().fit(descriptors, keys)
 
     def nearest(row: int, own_rows: np.ndarray) -> np.ndarray:
         if augmented:

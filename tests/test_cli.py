@@ -722,6 +722,21 @@ def test_encoders_json_says_what_the_table_says(capsys):
         assert r["weights_status"] in ("learnt per run", "found", "not found") and isinstance(r["any_bands"], bool)
 
 
+def test_encoders_without_weights_still_say_what_they_take(capsys, monkeypatch, tmp_path):
+    """Before its weights were found, a pretrained encoder's bands, dimension, patch size and license showed as
+    "?" and null: a user choosing an encoder could not see what it needs before downloading it."""
+    monkeypatch.setenv("CHANGESCOUT_WEIGHTS_DIR", str(tmp_path))  # an empty folder: no weights anywhere
+    code, out, _ = call(capsys, "encoders", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    for name, license in (("galileo-nano", "MIT"), ("presto", "MIT (nasaharvest/presto)")):
+        r = rows[name]
+        assert code == 0 and r["weights_status"] == "not found" and "weights file" in r["weights"]
+        assert r["dim"] == 128 and r["patch_size"] == 16 and r["license"] == license
+        assert r["bands"][:3] == ["B02", "B03", "B04"] and len(r["bands"]) == 10
+    code, out, _ = call(capsys, "encoders")
+    assert code == 0 and "?" not in out and re.search(r"^presto\s+B02,B03", out, re.M)
+
+
 def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, monkeypatch):
     """Failure-injection review: a full disk was an "internal error: OSError: [Errno 28]" naming no file and not
     saying that the run resumes once space is freed."""

@@ -177,6 +177,17 @@ def test_the_rcf_weights_hint_is_only_given_between_rcf_runs():
     assert "--weights" not in str(exc.value)
 
 
+def test_saving_an_index_never_fitted_is_refused_and_leaves_the_file(tmp_path):
+    """``save`` before ``fit`` was an AttributeError (``index_``) from inside the atomic write."""
+    from changescout.errors import ConfigError
+
+    path = tmp_path / "index.faiss"
+    path.write_bytes(b"an earlier index")
+    with pytest.raises(ConfigError, match="fit it on vectors, or load one, before saving it to .*index.faiss"):
+        SimilarChangeIndex().save(path)
+    assert path.read_bytes() == b"an earlier index" and [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
 def test_the_index_refuses_what_it_cannot_answer_with_changescout_errors():
     """A library user's mistakes (searching before fitting, a query of other dimensions, k = 0, fewer keys than
     vectors, a NaN vector, a faiss index that cannot be trained on so few vectors) are ConfigErrors that name

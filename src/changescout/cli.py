@@ -493,10 +493,10 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
 
 
 @app.command(cls=_Command)
-def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (null where a value needs the weights; "
+def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (null where a value needs the weights of an encoder that does not declare it; "
                                                                 "any_bands and weights_status say what the table says).")):
     """Available encoders: bands, dimension, patch size, weights found or not."""
-    from .encoders import available_encoders, get_encoder
+    from .encoders import available_encoders, encoder_class, get_encoder
     from .encoders.base import PretrainedEncoder
 
     rows = []
@@ -508,9 +508,11 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
                          "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
                          "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
                          "license": s.license})
-        except ChangescoutError as exc:
-            rows.append({"name": name, "bands": None, "dim": None, "patch_size": None, "weights": str(exc),
-                         "weights_found": False, "learnt_per_run": False, "license": None})
+        except ChangescoutError as exc:  # weights not found: what the encoder declares, without them
+            s = encoder_class(name).declared_spec() if hasattr(encoder_class(name), "declared_spec") else None
+            rows.append({"name": name, "bands": None if s is None or s.bands is None else list(s.bands),
+                         "dim": s and s.dim, "patch_size": s and s.patch_size, "weights": str(exc),
+                         "weights_found": False, "learnt_per_run": False, "license": s and s.license})
         r = rows[-1]  # what the table shows, in the JSON too: bands null is "any" for an encoder learnt per run
         r["any_bands"] = r["bands"] is None and r["learnt_per_run"]
         r["weights_status"] = "learnt per run" if r["learnt_per_run"] else "found" if r["weights_found"] else "not found"
@@ -524,7 +526,8 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     fold = ("bands", "weights", "license")  # (the name, what --encoder takes, is never cut)
     widths = _fitting(list(shown[0]), shown, out_console.width, drop=("license", "patch size", "dim"), fold=fold) or \
         _fitting(["name", "weights found", "weights"], shown, float("inf"), fold=fold)
-    out_console.print(_table("Encoders (? = known once the weights are found)", widths, shown, fold=fold,
+    unknown = any("?" in (r["dim"], r["patch size"], r["bands"]) for r in shown)  # (a plugin that declares nothing)
+    out_console.print(_table("Encoders" + (" (? = known once the weights are found)" if unknown else ""), widths, shown, fold=fold,
                              left=("name", "weights found")))
 
 

@@ -70,8 +70,7 @@ class SimilarChangeIndex(BaseEstimator):
 
     def search(self, queries: np.ndarray, k: int = 10, exclude=()) -> SearchResult:
         """The ``k`` most similar indexed keys of each query ``(dim,)`` or ``(n, dim)``, ``exclude`` left out."""
-        if not hasattr(self, "index_"):
-            raise ConfigError("the index is empty: fit it on vectors, or load one, before searching")
+        self._check_fitted("searching")
         queries = np.atleast_2d(np.asarray(queries))
         if queries.ndim != 2 or queries.shape[1] != self.index_.d:
             raise ConfigError(f"queries must have the index's {self.index_.d} dimensions; got shape {queries.shape}")
@@ -87,7 +86,12 @@ class SimilarChangeIndex(BaseEstimator):
             out_s.append(s[keep][:k])
         return SearchResult(out_k, out_s)
 
+    def _check_fitted(self, doing: str) -> None:
+        if not hasattr(self, "index_"):
+            raise ConfigError(f"the index is empty: fit it on vectors, or load one, before {doing}")
+
     def save(self, path: Path) -> None:
+        self._check_fitted(f"saving it to {path}")  # (an AttributeError; the file is not touched)
         with atomic_path(path) as tmp:
             faiss.write_index(self.index_, str(tmp))
 

@@ -98,6 +98,20 @@ class PretrainedEncoder:
     def save_weights(self, path: Path) -> None:
         return None
 
+    @classmethod
+    def declared_spec(cls, **params) -> EncoderSpec:
+        """The spec of the encoder built with ``params``, without its weights: what it takes and gives (bands,
+        dimension, patch size, license) before the weights file is found (``changescout encoders``)."""
+        enc = cls.__new__(cls)
+        enc._configure(**params)
+        return enc._declared()
+
+    def _configure(self, **params) -> None:  # (each encoder: its options checked and set, no weights loaded)
+        raise NotImplementedError
+
+    def _declared(self) -> EncoderSpec:
+        return self.spec
+
 
 #: Families of platforms whose band numbers are their own (:func:`changescout.quality.band_family`).
 _LANDSAT = {"tm": "Landsat 4-7 (TM, ETM+)", "oli": "Landsat 8-9 (OLI)"}

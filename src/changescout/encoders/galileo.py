@@ -169,7 +169,7 @@ class GalileoNanoEncoder(PretrainedEncoder):
         enc._digest = _state_digest(enc.model)
         return enc
 
-    def _configure(self, patch_size, token_size, device, batch_size, seed) -> None:
+    def _configure(self, patch_size=16, token_size=8, device=None, batch_size=8, seed=0) -> None:
         patch_size, token_size, batch_size = int(patch_size), int(token_size), int(batch_size)
         if not 1 <= token_size <= BASE_PATCH:
             raise ConfigError(f"galileo-nano token_size must be 1..{BASE_PATCH} px, got {token_size}")
@@ -197,6 +197,9 @@ class GalileoNanoEncoder(PretrainedEncoder):
     @property
     def spec(self) -> EncoderSpec:
         return self._spec(WEIGHTS_SHA256 if self.weights_path is not None else None)
+
+    def _declared(self) -> EncoderSpec:
+        return self._spec(WEIGHTS_SHA256)
 
     def __dask_tokenize__(self):
         return (NAME, VERSION, self._digest, self.patch_size, self.token_size)

@@ -176,6 +176,18 @@ class PrestoEncoder(PretrainedEncoder):
 
     def __init__(self, patch_size: int = 16, mode: str = "window", context: int = 3, weights: str | Path | None = None,
                  device: str | None = None, batch_size: int = 4096, seed: int = 0, pixel_stride: int = 1):
+        self._configure(patch_size, mode, context, device, batch_size, seed, pixel_stride)
+        if isinstance(weights, str) and weights == "random":
+            self.weights, self.net = "random", random_presto(self.seed)
+            self._digest = state_digest(self.net)
+        else:
+            self.weights = find_weights(self.spec, weights)
+            self.net = load_presto(self.weights)
+            self._digest = sha256_file(self.weights)
+        self.net = self.net.to(self.device)
+
+    def _configure(self, patch_size=16, mode="window", context=3, device=None, batch_size=4096, seed=0,
+                   pixel_stride=1) -> None:
         if int(pixel_stride) < 1 or int(patch_size) % int(pixel_stride):
             raise ConfigError(f"presto pixel_stride must be >= 1 and divide the patch size {patch_size}, got {pixel_stride}")
         self.pixel_stride = int(pixel_stride)
@@ -190,14 +202,6 @@ class PrestoEncoder(PretrainedEncoder):
         self.patch_size, self.mode, self.context = int(patch_size), mode, int(context)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if isinstance(weights, str) and weights == "random":
-            self.weights, self.net = "random", random_presto(self.seed)
-            self._digest = state_digest(self.net)
-        else:
-            self.weights = find_weights(self.spec, weights)
-            self.net = load_presto(self.weights)
-            self._digest = sha256_file(self.weights)
-        self.net = self.net.to(self.device)
 
     @property
     def spec(self) -> EncoderSpec:

@@ -221,8 +221,9 @@ def test_an_image_pair_without_georeference_names_its_grid_as_image_pixels(tmp_p
     ev = make_events().set_crs(PIXEL_CRS, allow_override=True)  # (as a pair's tables are)
     grid = {"crs": PIXEL_CRS, "transform": [1, 0, 0, 0, -1, 64], "shape": [64, 64]}
     html = write_report(tmp_path, ev, make_clusters(ev), {**CONFIG, "grid": grid}, STATE).read_text()
-    assert "<th>grid</th><td class='text'>image pixels (the images are not georeferenced), 64 x 64 px; areas are not " \
-        "known</td>" in html
+    assert "<th>grid</th><td class='text'>image pixels (the images are not georeferenced), 64 x 64 px; x, y count from " \
+        "the image&#x27;s bottom-left corner, y upwards (the image&#x27;s row is its height less y); areas are not " \
+        "known</td>" in html  # (an analyst looked for a y of 248 at the top of the image, at row 248)
     assert "ENGCRS" not in html and "pixel pixels" not in html
 
 
@@ -267,3 +268,29 @@ def test_the_report_tables_sort_in_a_browser(session_run, copy_run):
     assert len(up) == len(plain) and up == sorted(up) and up[0] < up[-1]
     down = column("#sort=events:magnitude:desc", "events", "magnitude")
     assert [float(v) for v in down] == sorted((float(v) for v in down), reverse=True)
+
+
+def test_the_report_shows_scores_before_places_and_rates_in_percent(tmp_path):
+    """Review in a browser at 1280 px: the objects' false_alarm_rate and atypicality were off-screen behind the
+    places and ids; the rate read 0.0008264 where the console says 0.08%; "4946 of the 4958 patches (100%); the
+    others ..." (:func:`_share`, below); and a run without any object that stands out said its words were empty for want of a red band."""
+    ev = make_events().assign(object_id=np.arange(40, dtype="int64"), false_alarm_rate=np.float32(0.0008264))
+    ev = ev[~((ev["row"] == 7) & (ev["col"] == 7))]  # one patch of the 64 never changes
+    objects = gpd.GeoDataFrame({"object_id": ev["object_id"], "t0": ev["t0"], "t1": ev["t1"], "n_patches": 1,
+                                "candidate": False, "rank": ev["rank"], "atypicality": ev["atypicality"],
+                                "false_alarm_rate": ev["false_alarm_rate"], "change": ""},
+                               geometry=ev.geometry.to_numpy(), crs=ev.crs)
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects).read_text()
+    for table in ("objects", "events"):
+        body = html.split(f"id='{table}'", 1)[1].split("</table>", 1)[0]
+        head = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", body.split("</thead>")[0])
+        assert head.index("false_alarm_rate") < head.index("x, y") and head.index("atypicality") < head.index("x, y")
+        assert head[-1] == "event_id" and ">0.0826%</td>" in body
+    assert "no object stands out" in html and "no band of this series is named as red" not in html
+
+
+def test_a_share_that_is_not_all_never_reads_100_percent():
+    from changescout.report.html import _share
+
+    assert (_share(4946, 4958), _share(4958, 4958), _share(1, 4958), _share(0, 10), _share(1, 2)) == \
+        ("99.8%", "100%", "0.02%", "0%", "50%")

@@ -135,6 +135,39 @@ def test_objects_overview_outlines_each_object_and_numbers_it_by_rank(tmp_path, 
     assert write_quicklooks(cube, ev, pg, tmp_path / "none", top=1)["objects"] is None
 
 
+def test_an_overview_rank_at_the_pictures_edge_is_written_whole():
+    """On Beirut (536 px, not enlarged) the rank 19 of an object in the last patch column ran off the right
+    edge and read "1", beside the real rank 1."""
+    img = np.full((800, 800, 3), 128, np.uint8)  # wider than the overview's size: not enlarged
+    objects = gpd.GeoDataFrame({"rank": [19]}, geometry=[shapely.box(792, 0, 800, 8)])  # the top-right 8 px
+    canvas = np.asarray(quicklooks._outline_objects(img, objects, [1, 0, 0, 1, 0, 0]))
+    w, h = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "19")[2:]
+    box = (canvas[: h + 8] == 0).all(axis=-1)  # the label's black box
+    cols = np.flatnonzero(box.any(axis=0))
+    assert len(cols) >= w + 3  # the whole box, inside the picture (it was cut to 6 columns)
+    yellow = (canvas[: h + 8, cols.min():, 0] > 150) & (canvas[: h + 8, cols.min():, 2] < 100)
+    assert len(np.unique(np.flatnonzero(yellow.any(axis=0)) // 6)) >= 2  # two digits drawn, not one
+
+
+def test_a_tall_narrow_objects_chip_writes_both_dates_apart(tmp_path, cube_and_grid):
+    """The demo's top object (2 patches wide, 11 high) got 64 px panels: "t1 2021-06-..." was written over
+    "t0 2021-05-15", and neither date could be read."""
+    cube, pg = cube_and_grid
+    ev = make_events(pg, [1], [1], ["2021-01-01"], ["2021-02-01"])
+    objects = gpd.GeoDataFrame({"rank": [1], "object_id": [0], "t0": pd.to_datetime(["2021-01-01"]),
+                                "t1": pd.to_datetime(["2021-02-01"])}, crs=pg.grid.crs,
+                               geometry=[shapely.union_all(pg.polygons(list(range(1, 7)), [3] * 6))])
+    chip = rgb(write_quicklooks(cube, ev, pg, tmp_path, top=1, objects=objects)["object_chips"][0])
+    from PIL import ImageFont
+
+    dark = np.flatnonzero((chip[: quicklooks._HEADER] < 128).all(axis=-1).any(axis=0))  # columns holding text
+    width = ImageFont.load_default(size=quicklooks._FONT_PX).getlength("t0 2021-01-01")
+    panel = (chip.shape[1] - 4) // 2
+    first, second = dark[dark < panel], dark[dark >= panel]
+    assert panel >= width + 2 and first.max() >= width - 2  # t0's date whole inside its own panel
+    assert second.min() >= panel + 4 and second.max() - second.min() >= width - 4  # t1's after it, whole
+
+
 def test_objects_overview_outlines_only_the_objects_that_stand_out(tmp_path, cube_and_grid):
     """The single patch changes ranked after the candidates (objects.parquet holds them all) are not numbered
     on the overview as if they were change objects; a run without a candidate has no overview."""

@@ -48,7 +48,7 @@ table.facts td {{ white-space: normal; }}
 figure {{ margin: 0; }}
 figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 12px; color: #555; text-align: center; }}
-img.chip {{ max-height: 110px; max-width: 240px; }}
+img.chip {{ max-height: 160px; max-width: 280px; }}  /* the dates written on a chip stay readable */
 img.date {{ width: 220px; }}
 .empty {{ color: #777; font-style: italic; }}
 td.sep {{ color: #555; font-style: italic; background: #fafafa; }}
@@ -68,7 +68,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
-<p>false_alarm_rate: the fraction of the run's unchanged-looking patch changes that score at least as high; going
+<p>false_alarm_rate (in percent, as the console shows it; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
 embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
 has no other change, as in an image pair).</p>
@@ -180,6 +180,8 @@ def _words_note(objects: pd.DataFrame | None) -> str:
     """Why the ``change`` column is empty, when it is empty for every object."""
     if objects is None or "change" not in objects or (objects["change"].fillna("") != "").any():
         return ""
+    if "candidate" in objects and not objects["candidate"].astype(bool).any():
+        return "; empty here: no object stands out, and only those that do are described"
     return "; empty here: no band of this series is named as red (B04, SR_B4..., or red), which every word needs"
 
 
@@ -217,7 +219,7 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
     if (shape := _patch_shape(config)) is not None and {"row", "col"} <= set(events.columns):
         n_grid = math.prod(shape)
         n_used = len(events[["row", "col"]].drop_duplicates())
-        facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({n_used / max(n_grid, 1):.0%}); the "
+        facts.append(("patches", f"{n_used} of the {n_grid} in the grid have a change ({_share(n_used, n_grid)}); the "
                                  "others never had --min-clear of usable pixels at two dates (outside the images, "
                                  "masked or nodata)" if n_used < n_grid else f"all {n_grid} of the grid have a change"))
     encoder = config.get("encoder")
@@ -237,6 +239,16 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
     return facts
 
 
+def _share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` in percent, never rounded to 100 % (or 0 %) when it is not all (or none): "4946 of
+    the 4958 ... (100%); the others ..." read as a contradiction."""
+    share = part / max(whole, 1)
+    digits = 0
+    while digits < 6 and 0 < part < whole and round(share * 100, digits) in (0, 100):
+        digits += 1
+    return f"{share:.{digits}%}"
+
+
 def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
     """The grid's row of the facts: CRS, pixel size, size and bounds; for an image pair without georeferencing
     (the pixel CRS, not on Earth) its size in image pixels, as the console names it, not the pixel CRS's WKT."""
@@ -245,7 +257,8 @@ def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
     shape = grid.get("shape")
     if grid.get("crs") is not None and not on_earth(grid["crs"]):
         size = f", {shape[1]} x {shape[0]} px" if shape and len(shape) == 2 else ""
-        return f"image pixels (the images are not georeferenced){size}; areas are not known"
+        return (f"image pixels (the images are not georeferenced){size}; x, y count from the image's bottom-left "
+                "corner, y upwards (the image's row is its height less y); areas are not known")
     parts = [str(grid.get("crs", "CRS unknown"))]
     transform = grid.get("transform")
     if transform and len(transform) >= 5:
@@ -268,10 +281,19 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     rows = []
     for i, rec in enumerate(events[columns].itertuples(index=False)):
         row = dict(zip(columns, rec))
-        rows.append([row.pop("rank"), _chip(chips.get(row["event_id"]), run_dir), row.pop("t0"), row.pop("t1"),
-                     *where[i], *row.values()])
-    head = [c for c in columns if c not in ("rank", "t0", "t1")]
-    return _table(["rank", "t0 | t1", "t0", "t1", "x, y", "lon, lat", *head], rows, "events")
+        event_id = row.pop("event_id")
+        rows.append([row.pop("rank"), _chip(chips.get(event_id), run_dir), row.pop("t0"), row.pop("t1"),
+                     *_percents(row).values(), *where[i], event_id])
+    head = [c for c in columns if c not in ("rank", "t0", "t1", "event_id")]
+    # the scores first, the places and the long id last: at 1280 px the scores were off-screen
+    return _table(["rank", "t0 | t1", "t0", "t1", *head, "x, y", "lon, lat", "event_id"], rows, "events")
+
+
+def _percents(row: dict) -> dict:
+    """``row`` with its ``false_alarm_rate`` in percent, as the console writes it."""
+    if "false_alarm_rate" in row and not pd.isna(row["false_alarm_rate"]):
+        row["false_alarm_rate"] = _Raw(f"{100 * float(row['false_alarm_rate']):.3g}%")
+    return row
 
 
 OBJECT_COLUMNS = ["rank", "t0", "t1", "t_end", "area_ha", "n_patches", "false_alarm_rate", "atypicality",
@@ -298,10 +320,10 @@ def _objects_table(objects: pd.DataFrame | None, events: pd.DataFrame, top: int,
         row = dict(zip(columns, rec))
         event_id = lead.get(row.get("object_id"), "")
         chip = (object_chips or {}).get(row.get("object_id")) or chips.get(event_id)
-        rows.append([row.pop("rank"), _chip(chip, run_dir), words[i], row.pop("t0"), row.pop("t1"), *where[i],
-                     *row.values(), event_id])
+        rows.append([row.pop("rank"), _chip(chip, run_dir), words[i], row.pop("t0"), row.pop("t1"),
+                     *_percents(row).values(), *where[i], event_id])
     head = [c for c in columns if c not in ("rank", "t0", "t1")]
-    return _table(["rank", "t0 | t1", "change", "t0", "t1", "x, y", "lon, lat", *head, "event_id"], rows, "objects")
+    return _table(["rank", "t0 | t1", "change", "t0", "t1", *head, "x, y", "lon, lat", "event_id"], rows, "objects")
 
 
 def _chip(path, run_dir: Path) -> "_Raw":

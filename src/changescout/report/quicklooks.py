@@ -131,6 +131,8 @@ def _outline_objects(img: np.ndarray, objects: gpd.GeoDataFrame, to_image: list[
         (y, x), label = corners[i], str(int(ranks[i]))
         w, h = draw.textbbox((0, 0), label)[2:]
         at = (x + 2, y + 2 + stack[corners[i]].index(ranks[i]) * (h + 4))
+        # inside the picture: at the right edge a rank 19 was cut to a "1" beside the real rank 1
+        at = (max(0, min(at[0], canvas.width - w - 3)), max(0, min(at[1], canvas.height - h - 3)))
         draw.rectangle((at[0], at[1], at[0] + w + 2, at[1] + h + 2), fill=(0, 0, 0))
         draw.text((at[0] + 1, at[1] + 1), label, fill=OUTLINE)
     return canvas
@@ -216,20 +218,23 @@ def _chip(rgb: xr.DataArray, patch_grid: PatchGrid, lo, hi, t0, t1, ys, xs, ring
     scale = zoom / step
     sw, sh = len(range(x0, x1, step)) * zoom, len(range(y0, y1, step)) * zoom
     gap = 4
-    canvas = Image.new("RGB", (2 * sw + gap, sh + _HEADER), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=_FONT_PX)
+    labels = [f"{label} {pd.Timestamp(t):%Y-%m-%d}" for label, t in (("t0", t0), ("t1", t1))]
+    # a panel at least as wide as its date: a tall, narrow object's 64 px panels wrote t1 over t0
+    pw = max(sw, *(int(np.ceil(font.getlength(text))) + 4 for text in labels))
+    canvas = Image.new("RGB", (2 * pw + gap, sh + _HEADER), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
     width = max(1, min(3, zoom // 2))
-    for k, (label, t) in enumerate((("t0", t0), ("t1", t1))):
+    for k, (text, t) in enumerate(zip(labels, (t0, t1))):
         window = rgb.sel(time=np.datetime64(pd.Timestamp(t))).isel(y=slice(y0, y1, step), x=slice(x0, x1, step))
         img = _to_uint8(np.moveaxis(np.asarray(window.values, dtype=np.float32), 0, -1), lo, hi)
         img = np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
-        left = k * (sw + gap)
+        left = k * (pw + gap)
         canvas.paste(Image.fromarray(img), (left, _HEADER))
         for ring in rings:  # pixel edges -> the chip's pixels; the last row and column of a patch drawn inside it
             inner = width // 2  # (kept inside its own panel, line width included, where it runs beyond the window)
             pts = [(left + min(max((x - x0) * scale, inner), sw - 1 - inner),
                     _HEADER + min(max((y - y0) * scale, inner), sh - 1 - inner)) for x, y in ring]
             draw.line(pts, fill=OUTLINE, width=width)
-        draw.text((left + 2, 2), f"{label} {pd.Timestamp(t):%Y-%m-%d}", fill=(0, 0, 0), font=font)
+        draw.text((left + 2, 2), text, fill=(0, 0, 0), font=font)
     return canvas

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
@@ -329,6 +330,22 @@ def test_run_into_a_foreign_non_empty_folder_exits_2(capsys, tmp_path):
     code, _, err = call(capsys, "run", "synthetic:size=128,n_dates=4", "--out", tmp_path)
     assert code == 2 and "not a changescout run" in err
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_every_key_only_a_config_file_sets_is_documented(capsys):
+    """Most --config keys (n_clusters, report_top, source_options...) were written nowhere a user would look:
+    the only way to find them was to misspell one and read the error."""
+    from changescout.pipeline import CONFIG_ONLY
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code, out, _ = call(capsys, "run", "--help")
+    text = re.sub(r"[\s│]+", "", out)
+    for key in CONFIG_ONLY:
+        default = getattr(RunConfig(source="x"), key)
+        row = re.search(rf"^\| `{key}` \| `?([^|`]*?)`? \|", readme, re.M)
+        assert row, f"README has no row for the configuration key {key}"
+        assert row.group(1) == (str(default) if not isinstance(default, dict) else "{}"), key  # the default it says
+        assert key in text  # --config's help names it
 
 
 def test_run_defaults_agree_with_run_config():

@@ -509,7 +509,7 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
                          "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
                          "license": s.license})
         except ChangescoutError as exc:  # weights not found: what the encoder declares, without them
-            s = encoder_class(name).declared_spec() if hasattr(encoder_class(name), "declared_spec") else None
+            s = getattr(encoder_class(name), "declared_spec", lambda: None)()
             rows.append({"name": name, "bands": None if s is None or s.bands is None else list(s.bands),
                          "dim": s and s.dim, "patch_size": s and s.patch_size, "weights": str(exc),
                          "weights_found": False, "learnt_per_run": False, "license": s and s.license})

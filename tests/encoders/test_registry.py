@@ -141,3 +141,19 @@ def test_landsat_band_numbers_are_not_taken_for_sentinel2s():
         select_bands(_cube(s2, "landsat-7"), spec)
     assert select_bands(_cube(["blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16",
                                "swir22"], "landsat-8"), spec) == list(range(10))  # common names are common names
+
+
+@pytest.mark.parametrize("name", ["galileo-nano", "presto"])
+def test_a_pretrained_encoders_declared_spec_is_its_spec_once_built(name):
+    """What `changescout encoders` shows before the weights are found is what the encoder says once built (here
+    with random weights): the same bands, dimension, patch size, window and license, for other options too."""
+    cls = encoder_class(name)
+    built = cls.untrained(patch_size=32) if name == "galileo-nano" else cls(patch_size=32, weights="random")
+    declared = cls.declared_spec(patch_size=32)
+    for key in ("name", "bands", "dim", "patch_size", "window", "license", "weights_file", "input"):
+        assert getattr(declared, key) == getattr(built.spec, key), key
+
+    class Plugin(base.PretrainedEncoder):  # a plugin that cannot describe itself without its weights
+        pass
+
+    assert Plugin.declared_spec() is None

@@ -99,15 +99,16 @@ class PretrainedEncoder:
         return None
 
     @classmethod
-    def declared_spec(cls, **params) -> EncoderSpec:
+    def declared_spec(cls, **params) -> EncoderSpec | None:
         """The spec of the encoder built with ``params``, without its weights: what it takes and gives (bands,
-        dimension, patch size, license) before the weights file is found (``changescout encoders``)."""
+        dimension, patch size, license) before the weights file is found (``changescout encoders``). None for
+        an encoder that cannot tell it: one without ``_configure`` (its options checked and set, no weights
+        loaded)."""
+        if not hasattr(cls, "_configure"):
+            return None
         enc = cls.__new__(cls)
         enc._configure(**params)
         return enc._declared()
-
-    def _configure(self, **params) -> None:  # (each encoder: its options checked and set, no weights loaded)
-        raise NotImplementedError
 
     def _declared(self) -> EncoderSpec:
         return self.spec

@@ -256,7 +256,7 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
         if not min_patches <= len(m) <= MAX_SPLIT_PATCHES or (t1[m] != t1[m[0]]).any():
             continue
         linked = ((np.abs(rows[m][:, None] - rows[m]) <= 1) & (np.abs(cols[m][:, None] - cols[m]) <= 1)
-                  & (joins[m] @ joins[m].T >= min_cosine))
+                  & (joins[m] @ joins[m].T >= min_cosine - 1e-6))  # (group_objects joined them in float32)
         labels = AgglomerativeClustering(n_clusters=2, linkage="ward", connectivity=linked.astype(int)).fit(joins[m]).labels_
         small, large = sorted((m[labels == 0], m[labels == 1]), key=len)
         cuts.append((i, small, large))

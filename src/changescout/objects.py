@@ -23,7 +23,8 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    date was three objects, ranks 1, 3 and 5. Every other event is an object of its own.
 2a. *Mixed patches*: single linkage lets one patch that changed like both join a construction site or a road
    to the clear-cut beside it; such an object is cut in two where its larger part is a common change and its
-   smaller part a rarer one that differs from it (:func:`split_mixed`; ``split_cosine``, None turns it off).
+   smaller part a rarer one that differs from it (:func:`split_mixed`; ``split_cosine``, None turns it off; not
+   with ``continuations``, against a fixed date).
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
    clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
@@ -233,9 +234,10 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     surprise-weighted sums of ``features``, is below ``max_cosine``), the larger part is a common change (the
     mean distance of its unit descriptor to the ``n_neighbors`` nearest other candidate objects is within the
     ``max_common`` quantile of the candidate objects' own) and the smaller part is rarer than it (that distance
-    is larger). A flood over forest and field is two different parts, but neither is common, so it stays
-    whole; without the commonness test floods were cut everywhere (rcf, Bouconne seeds 0-4: 138 -> 166
-    objects, rare objects in the top 10 31 -> 29). The smaller part takes a new id; a part is not cut again."""
+    is larger; two parts of one size are left whole). A flood over forest and field is two
+    different parts, but neither is common, so it stays whole; without the commonness test floods were cut
+    everywhere (rcf, Bouconne seeds 0-4: 138 -> 166 objects, rare objects in the top 10 31 -> 29). The smaller
+    part takes a new id; a part is not cut again."""
     from sklearn.cluster import AgglomerativeClustering
 
     out = np.asarray(object_ids).copy()
@@ -259,7 +261,8 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
                   & (joins[m] @ joins[m].T >= min_cosine - 1e-6))  # (group_objects joined them in float32)
         labels = AgglomerativeClustering(n_clusters=2, linkage="ward", connectivity=linked.astype(int)).fit(joins[m]).labels_
         small, large = sorted((m[labels == 0], m[labels == 1]), key=len)
-        cuts.append((i, small, large))
+        if len(small) < len(large):  # of one size, which part lies inside the other is not told: no cut (the part
+            cuts.append((i, small, large))  # Ward labelled first decided; the rarer out lost a rare object on each background)
     if not cuts:
         return out
     parts = _unit(np.stack([weighted[p].sum(axis=0) for _, small, large in cuts for p in (small, large)]))
@@ -536,7 +539,9 @@ class ObjectRanker(BaseEstimator):
         features = change_features(vectors, states, self.state_weight)
         joins = without_before(features, vectors.shape[1])
         ids = group_objects(ev, joins, self.min_z, self.min_cosine, ev["_cand"].to_numpy(), self.gaps)
-        if self.split_cosine is not None:  # a rare part joined to a common change by a mixed patch: apart again
+        # a rare part joined to a common change by a mixed patch: apart again (not against a fixed date, where a
+        # lasting change is one object over its dates: a part cut at one date was continued as an object of its own)
+        if self.split_cosine is not None and not self.continuations:
             ids = split_mixed(ev, joins, features, ids, ev["_cand"].to_numpy(), self.split_cosine,
                               n_neighbors=self.n_neighbors, min_cosine=self.min_cosine)
         vectors = features

@@ -68,7 +68,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
 <h2>Top {top} most atypical patch changes</h2>
-<p>false_alarm_rate (in percent, as the console shows it; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
+<p>false_alarm_rate (in percent, like the console; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
 embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
 has no other change, as in an image pair).</p>
@@ -290,7 +290,7 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
 
 
 def _percents(row: dict) -> dict:
-    """``row`` with its ``false_alarm_rate`` in percent, as the console writes it."""
+    """``row`` with its ``false_alarm_rate`` in percent (3 significant digits), like the console."""
     if "false_alarm_rate" in row and not pd.isna(row["false_alarm_rate"]):
         row["false_alarm_rate"] = _Raw(f"{100 * float(row['false_alarm_rate']):.3g}%")
     return row

@@ -261,8 +261,10 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
                   & (joins[m] @ joins[m].T >= min_cosine - 1e-6))  # (group_objects joined them in float32)
         labels = AgglomerativeClustering(n_clusters=2, linkage="ward", connectivity=linked.astype(int)).fit(joins[m]).labels_
         small, large = sorted((m[labels == 0], m[labels == 1]), key=len)
-        if len(small) < len(large):  # of one size, which part lies inside the other is not told: no cut (the part
-            cuts.append((i, small, large))  # Ward labelled first decided; the rarer out lost a rare object on each background)
+        # of one size, which part lies inside the other is not told: no cut (the part Ward labelled first decided
+        # it; taking the rarer out lost a rare object in the top 10 on each planted background)
+        if len(small) < len(large):
+            cuts.append((i, small, large))
     if not cuts:
         return out
     parts = _unit(np.stack([weighted[p].sum(axis=0) for _, small, large in cuts for p in (small, large)]))

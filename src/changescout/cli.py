@@ -455,11 +455,11 @@ def _not_the_runs_own(target: Path, run_dir: Path) -> None:
 @app.command(cls=_Command)
 def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd | pairs | dynamicearthnet | synthetic"),
               root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (OSCD: city folders; pairs: A/, B/, label/; synthetic: optional, the shared folder holding the Bouconne series to plant changes into)."),
-              seeds: str = typer.Option("0,1,2,3,4", help="synthetic: seeds of the planted-change series."),
-              encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found)."),
+              seeds: Optional[str] = typer.Option(None, help="synthetic only: seeds of the planted-change series (default 0,1,2,3,4)."),
+              encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found; \"\" for none: the baselines alone)."),
               baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
               out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, ablation.md, roc.png, pr.png (replaced only once all are written; other files are left alone)."),
-              fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed; distances are averaged upward."),
+              fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed (1, 2, 4, 8 or 16: a whole part of the 16 px patches scored); distances are averaged upward."),
               weights_dir: Optional[Path] = typer.Option(None, envvar="CHANGESCOUT_WEIGHTS_DIR", help="Folder with <encoder>/<weights file>.")):
     """Encoders and classic baselines against labelled change: pixel and patch (16, 32 px) AUROC, AP, F1, IoU."""
     import os
@@ -474,9 +474,12 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
         check_out(out)  # before any work: a file or an unwritable folder is refused (exit 2)
     if weights_dir is not None:
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
-    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    if seeds is not None and dataset != "synthetic":  # (it was taken, checked and ignored)
+        raise ConfigError(f"--seeds applies to the synthetic benchmark only (planted-change series); {dataset} has "
+                          "fixed items")
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v is not None else None  # noqa: E731 ("" = none)
     result = run_benchmark(dataset, root, encoders=split(encoders_), baselines=split(baselines), out=out,
-                           fine_patch=fine_patch, log=_log, seeds=_seeds(seeds))
+                           fine_patch=fine_patch, log=_log, seeds=_seeds(seeds or "0,1,2,3,4"))
     table = metrics_table(result["rows"])
     view = Table(title=f"Benchmark {dataset} ({len(set(table['method']))} methods)")
     cols = [c for c in table.columns if c not in ("otsu_f1",)]

@@ -385,3 +385,66 @@ def test_pixel_level_rows_score_every_method_on_the_same_pixels(tmp_path, monkey
     assert seen["cva-z"] == seen["rcf"] == seen["cva-z-p4-top4"] == [64 * 64]  # whole 16 px patches
     run_benchmark("pairs", tmp_path / "p", methods=["cva-z"], log=lambda *_: None)
     assert seen["cva-z"] == [70 * 75]  # alone, every pixel
+
+
+def test_benchmark_outputs_name_the_version_and_settings_that_made_them(pairs_root, tmp_path):
+    """Review: metrics.md and ablation.md named no version or settings; a --fine-patch 4 run read like one of
+    8 px, and the docs' "measured with 0.3.13" could not be matched to a file."""
+    from changescout import __version__
+
+    out = tmp_path / "out"
+    run_benchmark("pairs", pairs_root, encoders=["rcf"], baselines=["cva-z"], out=out, fine_patch=4, log=lambda *_: None)
+    line = f"Produced by changescout {__version__}; encoders embed 4 px fine patches; co-registration auto, months first."
+    assert line in (out / "metrics.md").read_text() and line in (out / "ablation.md").read_text()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["changescout"] == __version__ and saved["settings"]["methods"] == ["cva-z", "rcf"]
+
+
+def test_benchmark_options_that_cannot_apply_are_refused_before_any_work(pairs_root, tmp_path, capsys, monkeypatch):
+    """Review: --fine-patch 0 failed after 156 s of scoring, naming galileo-nano's token_size; --seeds on a
+    labelled dataset was checked and ignored; --encoders "" ran every encoder instead of none."""
+    from cli_call import run_cli
+
+    from changescout.evaluate import benchmark
+
+    real = benchmark.load_pairs
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the benchmark started")
+
+    monkeypatch.setattr(benchmark, "load_pairs", no_work)
+    for value in ("0", "-4", "5", "32"):
+        code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--fine-patch", value)
+        assert code == 2 and "--fine-patch" in err and "galileo" not in err, (value, err)
+    code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--seeds", "7,8")
+    assert code == 2 and "--seeds applies to the synthetic benchmark only" in err
+    monkeypatch.setattr(benchmark, "load_pairs", real)
+    code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "", "--baselines", "cva-z",
+                                "--out", tmp_path / "out")
+    assert code == 0, err
+    assert {r["method"] for r in json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]} == {"cva-z"}
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_anything_is_replaced(pairs_root, tmp_path):
+    """Review: with per_item.csv a folder in --out, metrics.* were replaced by the new run's and roc.png kept the
+    old run's before the error, which named no file."""
+    from changescout.errors import OutputError
+
+    out = tmp_path / "out"
+    run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-raw"], out=out, log=lambda *_: None)
+    (out / "per_item.csv").unlink()
+    (out / "per_item.csv").mkdir()
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    with pytest.raises(OutputError, match="holds per_item.csv as a folder"):
+        run_benchmark("pairs", pairs_root, encoders=[], baselines=["cva-z"], out=out, log=lambda *_: None)
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+def test_an_oscd_root_whose_cities_all_lack_labels_names_them(tmp_path):
+    from changescout.errors import SourceError
+    from changescout.sources.oscd import list_items
+
+    root = tmp_path / "oscd"
+    _oscd_city(root, "lyon", label=False)
+    with pytest.raises(SourceError, match="lyon has no lyon/cm/lyon-cm.tif"):
+        list_items(root)

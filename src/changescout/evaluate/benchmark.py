@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..encoders.base import select_bands
-from ..errors import BandError, ConfigError, InputError
+from ..errors import BandError, ConfigError, InputError, check_param
 from .benchmark_outputs import OUTPUTS, metrics_table  # noqa: F401 (re-exported: the CLI imports them from here)
 from .benchmark_outputs import SYNTHETIC_KEYS, _clean, _clean_nested, _curve_data, check_out, write_outputs
 from .methods import parse_method, with_months  # noqa: F401 (re-exported)
@@ -163,10 +164,16 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if out is not None:
         out = check_out(out)
     if dataset == "synthetic":
-        result = run_synthetic(root, encoders, seeds=seeds, log=log)
+        result = {**run_synthetic(root, encoders, seeds=seeds, log=log), "changescout": __version__,
+                  "settings": {"encoders": encoders, "seeds": list(seeds)}}
         if out is not None:
             write_outputs(out, result, {})
         return result
+    # before any work: a fine patch that is no whole part of the 16 px patches failed minutes later, in an encoder
+    check_param(None, "--fine-patch", fine_patch, 1, PATCH_SIZES[0], integer=True)
+    if PATCH_SIZES[0] % fine_patch:
+        raise ConfigError(f"--fine-patch must divide the {PATCH_SIZES[0]} px patches the benchmark scores (1, 2, 4, 8 "
+                          f"or 16), got {fine_patch}")
     if months not in MONTHS:
         raise ConfigError(f"months must be one of {', '.join(MONTHS)}, got {months!r}")
     cache = cache if cache is not None else os.environ.get("CHANGESCOUT_BENCHMARK_CACHE") or None
@@ -229,7 +236,8 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     notes = (found + sorted({n for pair in pairs for n in pair.notes}) + undefined + skipped
              + _preprocessing_notes(pairs, coregister, months, wanted))
     result = {"dataset": dataset, "root": str(root), "rows": rows, "spread": _clean_nested(spreads),
-              "per_item": _clean(per_item), "notes": notes,
+              "per_item": _clean(per_item), "notes": notes, "changescout": __version__,
+              "settings": {"encoders": encoders, "baselines": baselines, "methods": [m.name for m in wanted]},
               "protocol": {"coregister": coregister, "months": months, "fine_patch": fine_patch, "support": SUPPORT,
                            "whiten_components": WHITEN_COMPONENTS, "whiten_distance": WHITEN_DISTANCE,
                            "coregistration": {p.name: p.records.get("coregister") for p in pairs}}}

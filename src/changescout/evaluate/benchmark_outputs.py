@@ -87,6 +87,10 @@ def write_outputs(out: Path, result: dict, curves: dict) -> None:
     try:
         _write_all(staging, result, curves)
         written = sorted(f.name for f in staging.iterdir())
+        taken = [name for name in written if (out / name).exists() and not (out / name).is_file()]
+        if taken:  # before the first move: a half-moved set mixed two runs' outputs
+            raise OutputError(f"holds {', '.join(taken)} as a folder, where the benchmark writes a file of that name; "
+                              "move it or choose another --out", out)
         try:
             out.mkdir(exist_ok=True)
             for name in written:
@@ -100,12 +104,27 @@ def write_outputs(out: Path, result: dict, curves: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def produced_by(result: dict) -> str:
+    """One line: the changescout version and the settings that produced ``result`` (what a reader of the
+    markdown needs to match it to a run: a --fine-patch 5 run read like one of 8 px)."""
+    protocol, settings = result.get("protocol") or {}, result.get("settings") or {}
+    parts = [f"changescout {result.get('changescout', 'version not recorded')}"]
+    if "fine_patch" in protocol:
+        parts.append(f"encoders embed {protocol['fine_patch']} px fine patches")
+    if "coregister" in protocol:
+        parts.append(f"co-registration {protocol['coregister']}, months {protocol.get('months')}")
+    if settings.get("seeds"):
+        parts.append("seeds " + ",".join(map(str, settings["seeds"])))
+    return "Produced by " + "; ".join(parts) + "."
+
+
 def _write_all(out: Path, result: dict, curves: dict) -> None:
     write_json(out / "metrics.json", result)
     table = metrics_table(result["rows"])
     if "patch_size" in table:  # whole pixels, and "pixel" rows have none: not 16.000 and nan
         table["patch_size"] = table["patch_size"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
-    text = f"# Benchmark: {result['dataset']} ({result['root']})\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
+    text = (f"# Benchmark: {result['dataset']} ({result['root']})\n\n{produced_by(result)}\n\n"
+            + table.to_markdown(index=False, floatfmt=".3f") + "\n")
     if result.get("spread"):
         text += f"\nSpread over items, patches of {PATCH_SIZES[0]} px (mean +- std [min, max]):\n\n"
         text += "| method | AUROC | AP |\n|---|---|---|\n"
@@ -153,7 +172,7 @@ def ablation_markdown(result: dict, patch: int = PATCH_SIZES[0]) -> str:
 
     notes = [n for n in result.get("notes", []) if "undefined" in n or "too small" in n]
     notes = (["## Notes", "", *(f"- {n}" for n in notes), ""]) if notes else []
-    text = [f"# Ablation: {result['dataset']}, patches of {patch} px", "",
+    text = [f"# Ablation: {result['dataset']}, patches of {patch} px", "", produced_by(result), "",
             "Pooled over items (micro) and per item. 'Four baselines' are cva-raw, cva-z, irmad and pca-kmeans, raw "
             "or calibrated (robust z per item, the same calibration as every -cal method). Calibration does not "
             "change an item's own AUROC/AP, only the pooled ones.", ""]

@@ -137,7 +137,7 @@ def parse_method(name: str, encoders=None) -> Method:
         else:
             raise ConfigError(f"unknown benchmark method {name!r}: {part!r} is neither a baseline ({', '.join(BASELINES)}) "
                               f"nor an encoder ({', '.join(sorted(known))}) with modifiers that fit it, or is given "
-                              "twice; see parse_method")
+                              "twice; method names are explained in docs/benchmarks.md")
     return Method(name, encoder, baseline, modifiers, baseline_modifiers, calibrated)
 
 

@@ -59,13 +59,15 @@ OSCDItem = LabelledPair
 def list_items(root, *, labelled: bool = True, labels_root=None) -> list[str]:
     """Names of the cities under ``root`` (sorted); with ``labelled`` only those that have a change label."""
     root = _existing_dir(root)
-    cities = sorted(set().union(*(_cities_in(d) for d in _candidates(root))))
+    found = cities = sorted(set().union(*(_cities_in(d) for d in _candidates(root))))
     if labelled:
         cities = [c for c in cities if _label_file(root, c, labels_root) is not None]
     if not cities:
         what = "labelled OSCD city folder (<city>/imgs_1, imgs_2 and <city>/cm/<city>-cm.tif)" if labelled else \
             "OSCD city folder (<city>/imgs_1 and imgs_2)"
-        raise SourceError(f"holds no {what}, neither directly nor in a sub-folder", root)
+        unlabelled = (f": {', '.join(f'{c} has no {c}/cm/{c}-cm.tif' for c in found[:5])}"
+                      f"{' ...' if len(found) > 5 else ''}") if found else ""
+        raise SourceError(f"holds no {what}, neither directly nor in a sub-folder{unlabelled}", root)
     return cities
 
 

@@ -479,7 +479,7 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
                           "fixed items")
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v is not None else None  # noqa: E731 ("" = none)
     result = run_benchmark(dataset, root, encoders=split(encoders_), baselines=split(baselines), out=out,
-                           fine_patch=fine_patch, log=_log, seeds=_seeds(seeds or "0,1,2,3,4"))
+                           fine_patch=fine_patch, log=_log, seeds=_seeds("0,1,2,3,4" if seeds is None else seeds))
     table = metrics_table(result["rows"])
     view = Table(title=f"Benchmark {dataset} ({len(set(table['method']))} methods)")
     cols = [c for c in table.columns if c not in ("otsu_f1",)]

@@ -148,7 +148,7 @@ def test_a_rare_change_joined_to_a_common_one_by_a_mixed_patch_is_taken_apart():
 
 
 @pytest.mark.parametrize("roof_first", [True, False])
-def test_two_parts_of_one_size_are_cut_alike_whichever_lies_first(roof_first):
+def test_two_parts_of_one_size_are_left_whole_whichever_lies_first(roof_first):
     """Review: of two parts of one size, the part Ward happened to label first was taken as the smaller one, so
     the same object was cut or not by the order of its patches. Which of two halves lies inside the other is
     not told by size: both orders leave it whole (taking the rarer half out, measured on the planted series,

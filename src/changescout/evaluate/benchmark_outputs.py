@@ -106,7 +106,7 @@ def write_outputs(out: Path, result: dict, curves: dict) -> None:
 
 def produced_by(result: dict) -> str:
     """One line: the changescout version and the settings that produced ``result`` (what a reader of the
-    markdown needs to match it to a run: a --fine-patch 5 run read like one of 8 px)."""
+    markdown needs to match it to a run: a --fine-patch 4 run read like one of 8 px)."""
     protocol, settings = result.get("protocol") or {}, result.get("settings") or {}
     parts = [f"changescout {result.get('changescout', 'version not recorded')}"]
     if "fine_patch" in protocol:

@@ -10,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from changescout.cluster import ChangeClusterer, cluster_table
+from changescout.errors import ConfigError
 
 
 def blobs(n_per=60, k=3, dim=12, sep=10.0, seed=0):
@@ -86,7 +87,7 @@ def test_bad_n_clusters():
     X, _ = blobs(n_per=3)
     with pytest.raises(ValueError, match="n_clusters"):
         ChangeClusterer(n_clusters=50).fit(X)
-    with pytest.raises(ValueError, match="n_clusters"):
+    with pytest.raises(ConfigError, match="n_clusters"):
         ChangeClusterer(n_clusters=0).fit(X)
 
 
@@ -105,10 +106,12 @@ def test_cluster_table_sizes_and_order():
     assert t.loc[t["cluster"] == 2, "last_t1"].item() == pd.Timestamp("2021-05-01")
 
 
-@pytest.mark.parametrize("params, message", [({"max_clusters": 0}, "max_clusters must be a whole number >= 1"),
-                                             ({"n_clusters": "six"}, "n_clusters must be 'auto' or a whole number")])
+@pytest.mark.parametrize("params, message", [({"max_clusters": 0}, r"max_clusters must be a whole number in \[1, inf\]"),
+                                             ({"max_clusters": 2.5}, "max_clusters must be a whole number"),
+                                             ({"n_clusters": "six"}, r"n_clusters \('auto' or\) must be a whole number")])
 def test_bad_clusterer_parameters_are_named(params, message):
-    with pytest.raises(ValueError, match=message):
+    """One kind of error, ConfigError as every estimator's, for each parameter of ChangeClusterer."""
+    with pytest.raises(ConfigError, match=message):
         ChangeClusterer(**params).fit(np.random.default_rng(0).normal(size=(50, 4)))
 
 

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
 from .errors import check_param
 
 
@@ -47,10 +48,9 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         check_param("ChangeClusterer", "n_components", self.n_components, 1, integer=True)
         check_param("ChangeClusterer", "sample_size", self.sample_size, 1, integer=True)
-        if self.n_clusters != "auto" and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer))):
-            raise ValueError(f"n_clusters must be 'auto' or a whole number of types, got {self.n_clusters!r}")
-        if isinstance(self.max_clusters, bool) or not isinstance(self.max_clusters, (int, np.integer)) or self.max_clusters < 1:
-            raise ValueError(f"max_clusters must be a whole number >= 1, got {self.max_clusters!r}")
+        check_param("ChangeClusterer", "max_clusters", self.max_clusters, 1, integer=True)
+        if self.n_clusters != "auto":  # (or a number of types)
+            check_param("ChangeClusterer", "n_clusters ('auto' or)", self.n_clusters, 1, integer=True)
         X = validate_data(self, X, dtype=np.float64)
         n = X.shape[0]
         rng = np.random.default_rng(self.random_state)

@@ -469,7 +469,7 @@ def _knn_distance(desc: np.ndarray, k: int, extra: np.ndarray | None = None) -> 
     """Mean distance to the ``k`` nearest other rows, on unit ``desc`` joined by the ``extra`` columns."""
     if len(desc) < 2:
         return np.ones(len(desc))
-    unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    unit = _unit(desc)
     if extra is not None:
         unit = np.hstack([unit, extra])
     return -RarityScorer(n_neighbors=k).fit(unit).train_scores_  # (an inverted file for a very large run)

@@ -65,8 +65,8 @@ def list_items(root, *, labelled: bool = True, labels_root=None) -> list[str]:
     if not cities:
         what = "labelled OSCD city folder (<city>/imgs_1, imgs_2 and <city>/cm/<city>-cm.tif)" if labelled else \
             "OSCD city folder (<city>/imgs_1 and imgs_2)"
-        unlabelled = (f": {', '.join(f'{c} has no {c}/cm/{c}-cm.tif' for c in found[:5])}"
-                      f"{' ...' if len(found) > 5 else ''}") if found else ""
+        unlabelled = [_no_label(root, c, labels_root) for c in found[:5]]  # (cities there are, all without a label)
+        unlabelled = f": {'; '.join(unlabelled)}{' ...' if len(found) > 5 else ''}" if found else ""
         raise SourceError(f"holds no {what}, neither directly nor in a sub-folder{unlabelled}", root)
     return cities
 
@@ -80,14 +80,19 @@ def skipped(root, *, labels_root=None) -> list[str]:
     bases = _candidates(root)
     for city in list_items(root, labelled=False, labels_root=labels_root):
         if _label_file(root, city, labels_root) is None:
-            where = (city_folder(root, city) if labels_root is None else Path(labels_root) / city) / "cm"
-            notes.append(f"{city} skipped: no change label, expected {where / f'{city}-cm.tif'} (or cm.png beside it)")
+            notes.append(f"{city} skipped: {_no_label(root, city, labels_root)}")
     for base in bases[1:]:
         if _cities_in(base) or any((d / "cm").is_dir() for d in base.iterdir() if d.is_dir()):
             continue  # a tree of cities, or of their labels (the official download's layout)
         missing = " and ".join(f"{d}/" for d in DATE_FOLDERS if not (base / d).is_dir())
         notes.append(f"{base.name}/ skipped: not an OSCD city folder (it has no {missing}) and holds no city folders")
     return notes
+
+
+def _no_label(root: Path, city: str, labels_root=None) -> str:
+    """What a city without a change label lacks: the file expected."""
+    where = (city_folder(root, city) if labels_root is None else Path(labels_root) / city) / "cm"
+    return f"no change label, expected {where / f'{city}-cm.tif'} (or cm.png beside it)"
 
 
 def load_item(root, city: str, *, labels_root=None, chunks: int = 1024) -> OSCDItem:

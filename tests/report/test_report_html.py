@@ -67,6 +67,7 @@ def test_report_lists_the_top_events_in_rank_order_with_their_chips(tmp_path):
     assert re.search(r"src='quicklooks/date_20210201.png'[^>]* loading='lazy'", html)  # hundreds on a long series
     assert "EPSG:32631, 10 x 10 metre pixels, 64 x 64 px" in html
     assert "rcf" in html and "mean_atypicality" in html
+    assert "the outputs stage, which writes this report, is timed in state.json" in html  # absent from the plot
     assert "4 dates, 2021-01-01 to 2021-04-01" in html and "in a change" not in html
     n_used = len(ev[["row", "col"]].drop_duplicates())  # an analyst could not tell how much of the scene was analysed
     assert f"{n_used} of the 64 in the grid have a change ({n_used / 64:.0%})" in html

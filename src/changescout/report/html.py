@@ -149,7 +149,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         ("Atypicality vs magnitude, coloured by change type", plots.atypicality_scatter(events)),
         ("Events per date, top 50 highlighted", plots.events_per_date(events, top=50)),
         ("Highest atypicality per patch over all dates", plots.atypicality_map(events, _patch_shape(config))),
-        ("Stage timings", plots.stage_timings(state)),
+        ("Stage timings (the outputs stage, which writes this report, is timed in state.json)", plots.stage_timings(state)),
     ]
     doc = PAGE.format(
         title=escape(_label(config, events)),

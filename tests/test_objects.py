@@ -10,7 +10,8 @@ import shapely
 
 from changescout.cube import OutputGrid
 from changescout.errors import ConfigError
-from changescout.objects import ObjectRanker, group_objects, lead_events, object_geometries, read_objects
+from changescout.objects import (TRAJECTORY_COLUMNS, ObjectRanker, group_objects, lead_events, object_geometries, read_objects,
+                                 trajectory_profiles)
 from changescout.tiling import PatchGrid
 
 T = pd.Timestamp
@@ -709,3 +710,60 @@ def test_objects_and_their_order_do_not_depend_on_the_row_order_of_the_table():
     cols = ["object_id", "object_rank", "false_alarm_rate"]
     pd.testing.assert_frame_equal(a.set_index("vec")[cols].sort_index(), b.set_index("vec")[cols].sort_index())
     pd.testing.assert_frame_equal(obj_a, obj_b)
+
+
+def _series_events(series: dict, dates):
+    """Events from each date to the next clear one of per-patch embedding series ``{(row, col): (n_dates, dim)}``
+    (NaN = a cloud) and their states (:func:`changescout.objects.change_states`' layout: state at t0, then at
+    t1), all of surprise 1."""
+    rows, states = [], []
+    for (r, c), emb in series.items():
+        clear = np.flatnonzero(~np.isnan(emb).any(axis=1))
+        for a, b in zip(clear[:-1], clear[1:]):
+            rows.append({"row": r, "col": c, "t0": dates[a], "t1": dates[b], "t1i": b, "vec": len(states), "surprise": 1.0})
+            states.append(np.concatenate([emb[a], emb[b]]))
+    return pd.DataFrame(rows), np.array(states)
+
+
+def test_trajectory_profiles_tell_a_one_step_change_from_a_slow_one_and_a_regrowth():
+    """Where an object's patches stand around its onset (t1 = date 4), along their change: 0 as before it,
+    1 as just after. A harvest made in one step and kept reads 0, 0 | 1, 1, 1; a season's slow browning reads
+    below 0 before (greener still) and above 1 after; a regrowth falls back to 0; a cloud leaves NaN."""
+    dates = list(pd.date_range("2021-01-01", periods=8, freq="MS"))
+    e = np.eye(4)
+    step = np.array([0, 0, 0, 0, 1, 1, 1, 1.0])[:, None] * e[0]
+    slow = np.array([-1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2])[:, None] * e[1]  # 0.5 per date
+    regrow = np.array([0, 0, 0, 0, 1, 0.5, 0, 0])[:, None] * e[2]
+    cloudy = step.copy()
+    cloudy[5] = np.nan  # no clear view one date after the onset
+    ev, states = _series_events({(0, 0): step, (0, 1): step, (5, 5): slow, (9, 9): regrow, (12, 12): cloudy}, dates)
+    onset = pd.to_datetime(ev["t1"]) == dates[4]
+    ids = {(0, 0): 1, (0, 1): 1, (5, 5): 2, (9, 9): 3, (12, 12): 4}
+    ev["object_id"] = np.where(onset, [ids[(r, c)] for r, c in zip(ev["row"], ev["col"])], 100 + np.arange(len(ev)))
+    prof = trajectory_profiles(ev, states, np.array([1, 2, 3, 4, 100]))
+    assert prof.shape == (5, 5)  # offsets -3, -2, +1, +2, +3 dates from the onset
+    np.testing.assert_allclose(prof[0], [0, 0, 1, 1, 1], atol=1e-9)
+    np.testing.assert_allclose(prof[1], [-2, -1, 2, 3, 4], atol=1e-9)  # in units of its 0.5 step
+    np.testing.assert_allclose(prof[2], [0, 0, 0.5, 0, 0], atol=1e-9)
+    assert np.isnan(prof[3, 2])  # the cloud: nothing seen one date after the onset
+    np.testing.assert_allclose(prof[3, [0, 1, 3, 4]], [0, 0, 1, 1], atol=1e-9)
+    # an object at the start of the series (onset at date 1) has no dates before it
+    assert np.isnan(prof[4, :2]).all()
+
+
+def test_object_ranker_writes_the_trajectories_with_states_and_leaves_them_unknown_without():
+    dates = list(pd.date_range("2021-01-01", periods=8, freq="MS"))
+    rng = np.random.default_rng(0)
+    series = {(2 * i, 0): 0.05 * rng.normal(size=(8, 4)) for i in range(40)}  # a quiet background
+    series[(30, 30)] = np.array([0, 0, 0, 0, 1, 1, 1, 1.0])[:, None] * np.eye(4)[0]
+    ev, states = _series_events(series, dates)
+    dim = states.shape[1] // 2
+    vectors = states[:, dim:] - states[:, :dim]
+    ev["magnitude"] = np.linalg.norm(vectors, axis=1)
+    ev["surprise"], ev["zscore"], ev["persistence"] = ev["magnitude"], 10 * ev["magnitude"], pd.array([2] * len(ev), dtype="Int32")
+    _, objs = ObjectRanker().fit_transform(ev, vectors, states)
+    top = objs.sort_values("rank").iloc[0]
+    assert top["n_patches"] == 1 and top["t1"] == dates[4]
+    np.testing.assert_allclose(top[list(TRAJECTORY_COLUMNS)].to_numpy(float), [0, 0, 1, 1, 1], atol=1e-5)
+    _, without = ObjectRanker().fit_transform(ev, vectors)
+    assert without[list(TRAJECTORY_COLUMNS)].isna().all().all()

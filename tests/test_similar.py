@@ -237,12 +237,15 @@ def test_not_a_run(tmp_path):
         find_similar(tmp_path, "x")
 
 
-def _object_search(run, events, query_object, onset_only=True):
+def _object_search(run, events, query_object, onset_only=True, trajectories=True):
     """What --objects should return, computed here without the package's search: the candidate objects of
     objects.parquet, each the surprise-weighted mean of its onset patches' search vectors; every descriptor
-    (the query's too) plus its nearest other candidate weighted by their cosine squared; cosine ranking."""
+    (the query's too) plus its nearest other candidate weighted by their cosine squared; cosine ranking, less
+    1.5 x the mean squared difference of the objects' trajectory columns (over those both know)."""
     vecs, _ = read_vectors(run / "changes.zarr", name="search")
-    cand = pd.read_parquet(run / "objects.parquet").query("candidate")["object_id"].to_numpy()
+    table = pd.read_parquet(run / "objects.parquet").set_index("object_id")
+    cand = table.index[table["candidate"]].to_numpy()
+    traj = table[[c for c in table.columns if c.startswith("trajectory_")]].to_numpy(float)
 
     def descriptor(oid, onset=True):
         rows = events[events["object_id"] == oid]
@@ -264,6 +267,11 @@ def _object_search(run, events, query_object, onset_only=True):
     own = np.flatnonzero(cand == query_object)
     q = augmented(descriptor(query_object, onset_only), own[0] if len(own) else -1)
     sims = aug @ q
+    if trajectories:
+        assert traj.shape[1] == 5
+        d = (traj[table.index.get_indexer(cand)] - traj[table.index.get_loc(query_object)]) ** 2
+        known = np.isfinite(d)
+        sims -= 1.5 * np.where(known.any(1), np.nansum(d, axis=1) / np.maximum(known.sum(1), 1), 0)
     sims[cand == query_object] = -np.inf
     order = np.argsort(-sims, kind="stable")
     return cand[order], sims[order]
@@ -288,6 +296,24 @@ def test_object_search_compares_candidate_objects_and_gives_one_row_per_object(s
     assert (by_id.loc[res["event_id"], "object_id"].to_numpy() == res["object_id"].to_numpy()).all()
     first = events.groupby("object_id")["t1"].min()
     assert (pd.to_datetime(res["t1"]).to_numpy() == pd.to_datetime(first.loc[res["object_id"]]).to_numpy()).all()
+
+
+def test_objects_of_a_run_without_trajectories_are_compared_by_their_descriptors_alone(session_run, copy_run, events):
+    """Runs of 0.3.15 and earlier have no trajectory columns: --objects still searches them, without that term,
+    and the term is what changes the similarities of a run that has them."""
+    import geopandas as gpd
+
+    run = copy_run(session_run)
+    table = gpd.read_parquet(run / "objects.parquet")
+    table.drop(columns=[c for c in table.columns if c.startswith("trajectory_")]).to_parquet(run / "objects.parquet")
+    big = events.groupby("object_id").filter(lambda g: len(g) >= 2)
+    query = big.sort_values("object_rank").iloc[0]
+    res = find_similar(run, query["event_id"], k=5, objects=True)
+    ids, sims = _object_search(run, events, query["object_id"], trajectories=False)
+    assert res["object_id"].tolist() == ids[:5].tolist()
+    np.testing.assert_allclose(res["similarity"], sims[:5], atol=1e-4)
+    with_term = find_similar(session_run, query["event_id"], k=5, objects=True)
+    assert not np.allclose(with_term["similarity"], res["similarity"], atol=1e-4)
 
 
 def test_an_episode_object_is_searched_by_its_onset_not_by_its_end(session_run, events):

@@ -354,7 +354,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             k: int = typer.Option(10, help="Number of results."),
             in_runs: list[Path] = typer.Option([], "--in", metavar="RUN", help="Another run to search too; repeat the option for more (--in A --in B)."),
             negatives: list[str] = typer.Option([], "--not", metavar="EVENT_ID", help="An event id that is not what you look for: it is left out, and the search is turned away from it (results like it drop too); repeat the option for more."),
-            objects: bool = typer.Option(False, "--objects", help="Compare the event's change object with the change objects of the runs (the candidates of objects.parquet, each by its onset patches); one result per object."),
+            objects: bool = typer.Option(False, "--objects", help="Compare the event's change object with the change objects of the runs (the candidates of objects.parquet, each by its onset patches and how it unfolds around them); one result per object."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """The changes most similar to one event, in this run and others."""
     from .similar import find_similar

@@ -95,6 +95,14 @@ from .rank import RANK_BY, RarityScorer, false_alarm_rate, magnitude_score, perc
 
 _NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
+#: Dates, counted in the series' dates from an object's onset ``t1`` (0), at which :func:`trajectory_profiles`
+#: places its patches' state: the second and third dates before ``t1`` (the first is usually ``t0``, 0 by
+#: definition) and the three after it.
+TRAJECTORY_OFFSETS = (-3, -2, 1, 2, 3)
+#: Their columns in the objects table.
+TRAJECTORY_COLUMNS = tuple(f"trajectory_{'m' if o < 0 else 'p'}{abs(o)}" for o in TRAJECTORY_OFFSETS)
+
+
 OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "object_id": ("int64", "object id, unique within the run; events.parquet refers to it"),
     "t0": ("datetime64[ns]", "earliest t0 of its patches"),
@@ -110,6 +118,10 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place; NaN = unknown (no patch has a history)"),
     "persistence": ("float32", "median persistence of its onset patches (0 = transient); NaN = unknown"),
     "recurrence": ("float32", "median recurrence of its onset patches (same change a year apart; near 1 = seasonal, demoted); NaN = no date a year apart, or not --compare consecutive"),
+    **{c: ("float32", f"where its onset patches stand {abs(o)} date{'s' if abs(o) > 1 else ''} {'before' if o < 0 else 'after'} "
+                      "its onset t1, along their change (0 = as before it, 1 = as just after it; trajectory_profiles): "
+                      "similar --objects compares these; NaN = unknown (no clear date there)")
+       for o, c in zip(TRAJECTORY_OFFSETS, TRAJECTORY_COLUMNS)},
     "elongation": ("float32", "log ratio of the spread of its onset patches along and across their main axis; 0 = compact "
                               "or fewer than 3 patches, about 2 for a road across 10 patches"),
     "candidate": ("bool", "true when its patches stand out from the run's bulk (robust z of surprise > min_z) or top the "
@@ -446,6 +458,50 @@ def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np
     return (out / np.maximum(total, 1e-12)[:, None]).astype(np.float32)
 
 
+def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np.ndarray,
+                        offsets=TRAJECTORY_OFFSETS) -> np.ndarray:
+    """Where each object's onset patches stand before and after their change, along that change: per object
+    (rows in the order of ``object_ids``) and date offset (columns, ``offsets`` counted in the series' dates from
+    the onset ``t1``), the surprise-weighted mean over its onset patch events of
+    ``<state(t1 + offset) - state(t0), state(t1) - state(t0)> / |state(t1) - state(t0)|^2``: 0 = as before the
+    change, 1 = as just after it. A change made in one step and kept reads 0 before and 1 after; a field that
+    browns over three months reads below 0 before (greener) and above 1 after (browner still); a change that
+    regrows falls back toward 0. NaN where no onset patch has an event ending at that date (cloud, series' end).
+
+    ``events`` need ``object_id``, ``row``, ``col``, ``t1``, ``t1i``, ``vec`` and ``surprise``; ``states`` is
+    :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the rows of ``vec``)."""
+    offsets = np.asarray(offsets, np.int64)
+    out = np.full((len(object_ids), len(offsets)), np.nan)
+    if not len(events) or not len(object_ids):
+        return out
+    dim = states.shape[1] // 2
+    pos = pd.Index(object_ids).get_indexer(events["object_id"].to_numpy())
+    t1 = pd.to_datetime(events["t1"])
+    onset = np.flatnonzero((pos >= 0) & (t1 == t1.groupby(events["object_id"].to_numpy()).transform("min")).to_numpy())
+    rows, cols = events["row"].to_numpy(np.int64), events["col"].to_numpy(np.int64)
+    if "t1i" in events:
+        t1i = events["t1i"].to_numpy(np.int64)
+    else:  # the date's place among the events' dates (events.parquet does not keep the index)
+        dates = np.unique(np.concatenate([pd.to_datetime(events["t0"]).to_numpy(), t1.to_numpy()]))
+        t1i = np.searchsorted(dates, t1.to_numpy()).astype(np.int64)
+    vec = events["vec"].to_numpy(np.int64)
+    after = pd.Series(vec, index=pd.MultiIndex.from_arrays([rows, cols, t1i]))  # the event ending at each date
+    after = after[~after.index.duplicated()]
+    s0 = states[vec[onset], :dim].astype(np.float64)
+    v0 = states[vec[onset], dim:].astype(np.float64) - s0
+    n2 = np.maximum((v0 * v0).sum(axis=1), 1e-12)
+    w = np.maximum(events["surprise"].to_numpy(float)[onset], 1e-6)
+    for j, off in enumerate(offsets):
+        at = after.reindex(pd.MultiIndex.from_arrays([rows[onset], cols[onset], t1i[onset] + off])).to_numpy()
+        known = ~np.isnan(at)
+        x = ((states[at[known].astype(np.int64), dim:] - s0[known]) * v0[known]).sum(axis=1) / n2[known]
+        num, den = np.zeros(len(object_ids)), np.zeros(len(object_ids))
+        np.add.at(num, pos[onset][known], w[known] * x)
+        np.add.at(den, pos[onset][known], w[known])
+        out[den > 0, j] = num[den > 0] / den[den > 0]
+    return out
+
+
 def elongation(events: pd.DataFrame, onset: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
     """Per object (rows in the order of ``object_ids``): ``log((s1 + 0.5) / (s2 + 0.5))``, where ``s1 >= s2``
     are the standard deviations of its onset patches' (row, col) along and across their main axis; 0 for
@@ -571,6 +627,10 @@ class ObjectRanker(BaseEstimator):
             "recurrence": _onset_median(ev, onset, "recurrence", min_known=0.5),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
+        # how each object unfolds around its onset, which similar --objects compares (NaN without the states)
+        traj = (trajectory_profiles(ev, states, obj["object_id"].to_numpy()) if states is not None
+                else np.full((len(obj), len(TRAJECTORY_OFFSETS)), np.nan))
+        obj[list(TRAJECTORY_COLUMNS)] = traj.astype(np.float32)
         cand = obj["candidate"].to_numpy()
         # every other object is one patch event: 0 (only candidate events join), not worth a group-by of the run
         obj.insert(obj.columns.get_loc("candidate"), "elongation", np.zeros(len(obj), np.float32))
@@ -712,6 +772,9 @@ def read_objects(path) -> gpd.GeoDataFrame:
         raise damaged_output(path, f"not a changescout objects table: columns {missing} are missing")
     if "false_alarm_rate" not in table.columns:  # tables before 0.3.5 lack it: unknown
         table["false_alarm_rate"] = np.full(len(table), np.nan, np.float32)
+    for c in TRAJECTORY_COLUMNS:  # and before 0.3.16 the trajectories
+        if c not in table.columns:
+            table[c] = np.full(len(table), np.nan, np.float32)
     return table.sort_values("rank").reset_index(drop=True)
 
 

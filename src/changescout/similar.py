@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import shapely
 import xarray as xr
 
@@ -18,7 +19,7 @@ from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
 from .events import check_run_dir, damaged_output, missing_output, read_events
 from .intact import zarr_problem
-from .objects import object_descriptors
+from .objects import TRAJECTORY_COLUMNS, object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented
 from .tiling import PatchGrid
@@ -96,7 +97,9 @@ class RunView:
                 raise missing_output("no objects.parquet, which --objects compares (a run of an older changescout?); "
                                      "search its patch events without --objects", self.path)
             try:
-                table = pd.read_parquet(path, columns=["object_id", "candidate"])
+                names = pq.read_schema(path).names  # the trajectories: runs of 0.3.15 and earlier lack them
+                table = pd.read_parquet(path, columns=["object_id", "candidate",
+                                                       *(TRAJECTORY_COLUMNS if set(TRAJECTORY_COLUMNS) <= set(names) else ())])
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file cut short, edited or of other columns
@@ -107,8 +110,19 @@ class RunView:
             onset = ev[(t1 == t1.groupby(ev["object_id"].to_numpy()).transform("min")).to_numpy()]
             vectors = self.vectors(onset["vec"].to_numpy()) if len(onset) else np.zeros((0, self.dim), np.float32)
             desc = object_descriptors(onset.assign(vec=np.arange(len(onset))), vectors, ids)
+            # per object its trajectory (objects.trajectory_profiles), when the run has them
+            self._trajectory = (table.set_index("object_id")[list(TRAJECTORY_COLUMNS)].astype(np.float64)
+                                if TRAJECTORY_COLUMNS[0] in table else None)
             self._objects = ids, desc, onset, vectors
         return self._objects
+
+    def trajectories(self, object_ids) -> np.ndarray | None:
+        """``(n, offsets)``: the trajectory profiles of these objects (NaN where unknown); None when the run's
+        objects.parquet has none (a run of changescout 0.3.15 or earlier)."""
+        self.objects()
+        if self._trajectory is None:
+            return None
+        return self._trajectory.reindex(np.asarray(object_ids, np.int64)).to_numpy(np.float64)
 
     def vectors(self, keys) -> np.ndarray:
         store = self.path / "changes.zarr"
@@ -232,8 +246,13 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     positive = _own_descriptor(base, query["object_id"])
     negatives = np.vstack([_own_descriptor(w, e["object_id"]) for w, e in neg]) if neg else None
     negatives_own = [row_of(views.index(w), e["object_id"]) for w, e in neg]
+    # the trajectory term only when every run has its objects' trajectories (runs of 0.3.15 and earlier lack them)
+    trajs = [v.trajectories(p[0]) for v, p in zip(views, parts)]
+    profiles = np.vstack(trajs) if all(t is not None for t in trajs) else None
+    query_profile = None if profiles is None else base.trajectories([query["object_id"]])[0]
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
-                                negatives=negatives, negatives_own=negatives_own)
+                                negatives=negatives, negatives_own=negatives_own, profiles=profiles,
+                                query_profile=query_profile)
     # room for the changes that two overlapping runs both see, listed once after
     rows, sims = rows[: k * 4 if len(views) > 1 else k], sims[: k * 4 if len(views) > 1 else k]
     q = feedback_query(positive, negatives)[0]

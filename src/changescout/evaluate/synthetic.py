@@ -19,7 +19,7 @@ from sklearn.metrics import adjusted_rand_score
 from ..change import Comparison, compute_changes
 from ..cube import grid_of
 from ..embed import embed_cube
-from ..objects import change_states, object_descriptors
+from ..objects import change_states, object_descriptors, trajectory_profiles
 from ..search import SimilarChangeIndex, rank_augmented
 from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
@@ -60,7 +60,7 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     scores.update(similar_scores(lab, search), seconds=round(seconds, 1), n_clusters=int(len(clusters)))
     objs = label_objects(lab, objects)
     scores.update(planted_object_scores(objs, truth))
-    scores.update(similar_object_scores(lab, objs, search))
+    scores.update(similar_object_scores(lab, objs, search, states))
     best = lab[lab["label"] == 1].groupby("truth_object")["rank"].min()
     scores["best_rank_per_object"] = {int(k): int(v) for k, v in best.items()}
     pos = lab[lab["label"] == 1]
@@ -68,8 +68,8 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     return scores
 
 
-def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray, augmented: bool = False
-                  ) -> tuple[float | None, dict, dict]:
+def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray, augmented: bool = False,
+                  profiles: np.ndarray | None = None) -> tuple[float | None, dict, dict]:
     """Similar-change search scored against the planted truth, one query per planted object (its best-ranked
     row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
     type among the top 5); per rare object, whether another instance of its type is in the top 10; and where
@@ -84,7 +84,8 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
 
     def nearest(row: int, own_rows: np.ndarray) -> np.ndarray:
         if augmented:
-            return keys[rank_augmented(descriptors, descriptors[row], own=row, exclude=own_rows)[0][:10]]
+            return keys[rank_augmented(descriptors, descriptors[row], own=row, exclude=own_rows, profiles=profiles,
+                                       query_profile=None if profiles is None else profiles[row])[0][:10]]
         return index.search(descriptors[row][None], k=10, exclude=keys[own_rows]).keys[0]
     by_key = table.set_index(pd.Index(keys))
     pos = table[table["label"] == 1]
@@ -117,13 +118,15 @@ def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
     return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare, "similar_common_detail": detail}
 
 
-def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray) -> dict:
+def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray, states: np.ndarray | None = None) -> dict:
     """Search between change objects as ``changescout similar --objects`` searches them: the candidate objects,
-    each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation."""
+    each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation; with
+    ``states`` (:func:`changescout.objects.change_states`), less the distance of their trajectories."""
     cand = objs[objs["candidate"]].reset_index(drop=True)
     cand["label"] = (cand["truth_object"] >= 0).astype(int)
     keys = cand["object_id"].to_numpy()
-    p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys), augmented=True)
+    profiles = None if states is None else trajectory_profiles(lab, states, keys)
+    p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys), augmented=True, profiles=profiles)
     return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare,
             "objects_similar_common_detail": detail}
 

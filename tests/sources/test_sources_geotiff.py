@@ -364,8 +364,11 @@ def test_repeated_band_descriptions_are_overridden_by_naming_every_band(tmp_path
 def test_band_count_mismatch_names_the_file(tmp_path):
     ms.multiband_folder(tmp_path / "f", dates=ms.DATES[:2])
     ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", ms.scene(2, 3), descriptions=ms.BANDS[:3])
-    with pytest.raises(SourceError, match=r"2020-05-20.tif: has 3 bands but 2020-03-01.tif has 4"):
+    with pytest.raises(SourceError, match=r"2020-05-20.tif: has 3 bands but 2020-03-01.tif has 4 \(it lacks \['B08'\]\); every "
+                                          r"date needs the same bands \(--bands NAMES reads those of every date\)"):
         open_series(tmp_path / "f")
+    cube = open_series(tmp_path / "f", bands=["B02", "B03", "B04"])  # as the message says
+    assert list(cube.band.values) == ["B02", "B03", "B04"] and len(cube.time) == 3
 
 
 @pytest.mark.parametrize(
@@ -446,6 +449,44 @@ def test_a_date_of_another_place_or_stored_otherwise_is_refused(tmp_path):
     with pytest.raises(SourceError, match=r"mixes reflectance stored as integers \(2020-03-01.tif: int16\) and as floats "
                                           r"\(2021-09-01.tif: float32\)"):
         open_series(tmp_path / "mixed", patch_size=16)
+    # 8-bit images are / 255 and other integers x 1e-4: a uint8 date among int16 ones was read 40 x too dark (exit 0)
+    ms.multiband_folder(tmp_path / "u8")
+    ms.write_geotiff(tmp_path / "u8" / "2021-09-01.tif", (ms.scene(1) // 40).astype("uint8"), descriptions=ms.BANDS, nodata=None)
+    with pytest.raises(SourceError, match=r"u8: mixes reflectance stored as integers \(2020-03-01.tif: int16\) and as "
+                                          r"8-bit integers \(2021-09-01.tif: uint8\)"):
+        open_series(tmp_path / "u8", patch_size=16)
+    # floats at two scales: the first date's (0..1) was applied to dates stored x 10000, and the run went on
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "floats" / f"{date}.tif", (ms.scene(t) / (10000 if t == 0 else 1)).astype("float32"),
+                         descriptions=ms.BANDS)
+    with pytest.raises(SourceError, match=r"floats/2020-04-10.tif: holds reflectance x 10000 \(as floats\) while "
+                                          r"2020-03-01.tif, the first date, holds 0..1 reflectance"):
+        open_series(tmp_path / "floats", patch_size=16)
+    (tmp_path / "floats" / "2020-03-01.tif").unlink()  # the others alike: read x 1e-4
+    cube = open_series(tmp_path / "floats", patch_size=16)
+    np.testing.assert_allclose(footprint(cube).values[0], ms.scene(1) / 10000, rtol=1e-5)
+
+
+def test_sentinel2_band_files_in_their_resolution_folders_make_one_date(tmp_path):
+    """An L2A product keeps its band files in IMG_DATA/R10m, R20m and R60m, B02 in each: they were refused as
+    two images of one date. The bands of one product are one date, each read from its finest resolution."""
+    for t, date in enumerate(ms.DATES[:2]):
+        d = date.replace("-", "")
+        img = tmp_path / "s2" / f"S2A_MSIL2A_{d}T105031_N0300_R051_T31TCJ_{d}T120000.SAFE" / "GRANULE" / "IMG_DATA"
+        data = ms.scene(t)
+        for k, band in enumerate(ms.BANDS):
+            ms.write_geotiff(img / "R10m" / f"T31TCJ_{d}T105031_{band}_10m.tif", data[k : k + 1])
+        coarse = ms.TRANSFORM @ Affine.scale(2)
+        ms.write_geotiff(img / "R20m" / f"T31TCJ_{d}T105031_B02_20m.tif", np.full((1, 20, 22), 7000, np.int16), transform=coarse)
+        ms.write_geotiff(img / "R20m" / f"T31TCJ_{d}T105031_B11_20m.tif", data[:1, ::2, ::2], transform=coarse)
+        scl = np.full((1, 20, 22), 4, np.uint8)
+        ms.write_geotiff(img / "R20m" / f"T31TCJ_{d}T105031_SCL_20m.tif", scl, transform=coarse, nodata=None)
+        ms.write_geotiff(img / "R60m" / f"T31TCJ_{d}T105031_SCL_60m.tif", scl[:, ::3, ::3] * 0 + 9, nodata=None,
+                         transform=ms.TRANSFORM @ Affine.scale(6))
+    cube = open_series(tmp_path / "s2", patch_size=4)
+    assert len(cube.time) == 2 and list(cube.band.values) == [*ms.BANDS, "B11"]
+    np.testing.assert_allclose(footprint(cube).sel(band="B02").values[1], ms.scene(1)[0] / 10000, rtol=1e-6)  # the 10 m file
+    assert (footprint(cube).quality.values == Quality.CLEAR).all()  # the 20 m SCL (vegetation), not the 60 m one (cloud)
 
 
 def test_a_south_up_raster_is_named_with_what_to_do(tmp_path):

@@ -69,10 +69,17 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     per_date = [_bands_of(files, bands, root) for files in groups.values()]
     ref_names, ref_file = per_date[0][0], next(iter(groups.values()))[0]
     for (names, _, _), files in zip(per_date, groups.values()):
+        # (the date's first file is named; say which band it lacks, not only how many: a missing B08 was told as
+        # "S2_20210701_B02.tif: has 3 bands")
+        missing, more = [n for n in ref_names if n not in names], [n for n in names if n not in ref_names]
+        which = "; ".join([*([f"it lacks {missing}"] if missing else []), *([f"it has {more} more"] if more else [])])
+        hint = f" ({which})" if which and len(set(ref_names)) == len(ref_names) else ""
         if len(names) != len(ref_names):
-            raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}", files[0])
+            raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}{hint}; every date needs the "
+                              "same bands (--bands NAMES reads those of every date)", files[0])
         if names != ref_names:
-            raise SourceError(f"has bands {names} but {ref_file.name} has {ref_names}; every date needs the same bands", files[0])
+            raise SourceError(f"has bands {names} but {ref_file.name} has {ref_names}; every date needs the same bands "
+                              "(--bands NAMES reads those of every date)", files[0])
     # each date's mask read by its own convention: a folder may mix Sentinel-2 dates (SCL) and Landsat dates
     # (QA_PIXEL), whose codes mean other things (SCL 4, vegetation, is QA_PIXEL's cirrus bit)
     scenes = [
@@ -131,14 +138,29 @@ def list_rasters(root: Path) -> list[Path]:
     return files
 
 
+#: Sentinel-2 L2A products keep their band files in one folder per resolution (``IMG_DATA/R10m``, ``R20m``, ``R60m``).
+_RESOLUTION_FOLDER = re.compile(r"^R\d{1,3}m$")
+
+
 def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:
-    """``files`` grouped by date key: the path without the band suffix for single-band files, else the path."""
+    """``files`` grouped by date key: the path without the band suffix for single-band files (a Sentinel-2
+    resolution folder, ``R10m``, left out of it), else the path. A band delivered at several resolutions (B02
+    in R10m, R20m and R60m) is read from its finest."""
     groups: dict[str, list[Path]] = {}
     for f in files:
         rest, band = split_band_suffix(f.stem)
         single = bool(band) and probe(f).count == 1
-        key = str(f.relative_to(root).parent / rest if single else f.relative_to(root).with_suffix(""))
+        parent = f.relative_to(root).parent
+        if single and _RESOLUTION_FOLDER.match(parent.name):
+            parent = parent.parent
+        key = str(parent / rest if single else f.relative_to(root).with_suffix(""))
         groups.setdefault(key, []).append(f)
+    for key, group in groups.items():  # (two files of one band at one resolution stay, to be refused as such)
+        res = {f: probe(f).resolution[0] if _suffix(f) else 0.0 for f in group}
+        finest = {}
+        for f in group:
+            finest[_suffix(f).upper() or f] = min(res[f], finest.get(_suffix(f).upper() or f, float("inf")))
+        groups[key] = [f for f in group if res[f] == finest[_suffix(f).upper() or f]]
     return {k: sorted(v, key=lambda f: _band_order(_suffix(f))) for k, v in sorted(groups.items())}
 
 

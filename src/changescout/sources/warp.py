@@ -187,6 +187,17 @@ class GridSpec:
             raise ConfigError(f"grid {text!r}: {exc.message.removeprefix('grid ')}") from None
 
 
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def grid_text(spec: GridSpec) -> str:
+    """The one spelling of ``spec`` as :meth:`GridSpec.parse` reads it (``"EPSG:32631,10,300000,..."``): a rerun
+    that writes the same --grid otherwise (``epsg:32631``, ``10.0``, spaces) is the same configuration."""
+    return ",".join([spec.crs or "", *([] if spec.resolution is None else [_number_text(spec.resolution)]),
+                     *(_number_text(b) for b in spec.bounds or ())])
+
+
 def as_grid(grid) -> GridSpec | OutputGrid:
     """Accept ``None``, a :class:`GridSpec`, an :class:`OutputGrid`, its dict form or :meth:`GridSpec.parse` text."""
     if grid is None:
@@ -522,6 +533,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
                               "or give the scaling of all with scale_factor= and offset=", odd.path)
         if len(declared) == len(scenes) and len({tuple(v) for v in declared.values()}) == 1:
             scale, off = next(iter(declared.values()))
+        elif not scenes[0].layers[0].scaling and np.dtype(infos[head.path].dtype).kind == "f":
+            _check_float_scaling(scenes, infos, scale, off)
     source = Path(source).resolve()
     attrs = {
         "label": source.name if source.is_dir() else source.stem,
@@ -545,6 +558,32 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     )
 
 
+#: How a raster stores its values, as :func:`scaling` reads them (in the order the error names them).
+_STORAGES = ("integers", "8-bit integers", "floats")
+
+
+def _storage(dtype) -> str:
+    dtype = np.dtype(dtype)
+    return "8-bit integers" if dtype == np.uint8 else "integers" if dtype.kind in "iub" else "floats"
+
+
+def _check_float_scaling(scenes, infos: dict, scale: float, offset: float) -> None:
+    """:class:`SourceError` for a float series whose dates are stored at different scales (0..1 reflectance in
+    one, x 10000 in another): one scaling, read from the first date, was applied to all, and the run went on
+    (exit 0) with a date 10 000 times too bright. Dates whose files declare their own scaling are left out."""
+    head = scenes[0].layers[0]
+    for s in scenes[1:]:
+        layer = s.layers[0]
+        if layer.scaling or np.dtype(infos[layer.path].dtype).kind != "f":
+            continue
+        own, _ = scaling(infos[layer.path].dtype, lambda: sample_raster(layer.path, layer.index), None, offset)
+        if own != scale:
+            stored = {1.0: "0..1 reflectance", DEFAULT_SCALE: "reflectance x 10000"}
+            raise SourceError(f"holds {stored.get(own, own)} (as floats) while {Path(head.path).name}, the first date, holds "
+                              f"{stored.get(scale, scale)}: one scaling is read for every date; store them alike, declare "
+                              "each file's own (gdal_edit.py -scale 0.0001 on those x 10000), or run them apart", layer.path)
+
+
 def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     """:class:`SourceError` for files that cannot make one series: reflectance stored both as floats and as
     integers (one scaling is read from the first file: a date of 0..1 floats among x10000 integers looked
@@ -555,11 +594,12 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
         for layer in s.layers:
             if np.dtype(infos[layer.path].dtype).kind == "c":  # (cast to real with a ComplexWarning, exit 0)
                 raise SourceError(f"holds complex values ({infos[layer.path].dtype}), not reflectance", layer.path)
-            kinds.setdefault(np.dtype(infos[layer.path].dtype).kind in "iub", layer.path)
-    if len(kinds) > 1:
-        raise SourceError(f"mixes reflectance stored as integers ({Path(kinds[True]).name}: {infos[kinds[True]].dtype}) and as "
-                          f"floats ({Path(kinds[False]).name}: {infos[kinds[False]].dtype}); one scaling is read for every "
-                          "date: store them alike, or run them apart", Path(kinds[False]).parent)
+            kinds.setdefault(_storage(infos[layer.path].dtype), layer.path)
+    if len(kinds) > 1:  # (8-bit images are / 255, other integers x 1e-4: a uint8 date among uint16 ones read 40 x darker)
+        (a, pa), (b, pb) = sorted(kinds.items(), key=lambda kv: _STORAGES.index(kv[0]))[:2]
+        raise SourceError(f"mixes reflectance stored as {a} ({Path(pa).name}: {infos[pa].dtype}) and as {b} "
+                          f"({Path(pb).name}: {infos[pb].dtype}); one scaling is read for every date: store them alike, "
+                          "or run them apart", Path(pb).parent)
     spec = as_grid(grid)
     if len(scenes) < 2 or isinstance(spec, OutputGrid) or spec.bounds is not None:
         return

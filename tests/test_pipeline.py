@@ -180,6 +180,18 @@ def test_config_json_records_the_kind_and_label_a_run_resolved_and_a_rerun_spell
         run_pipeline(RunConfig(source="synthetic", label="other", source_options=opts), out, **QUIET)
 
 
+def test_a_grid_written_otherwise_is_the_same_configuration_and_a_bad_one_is_refused_before_the_run():
+    """A rerun with --grid spelt otherwise (lower case, 10.0, spaces) was refused as another configuration (what
+    differs: grid), and only --overwrite, which throws the finished stages away, let it go on."""
+    spellings = ["EPSG:32631,10,300000,4997760,301600,5000000", "epsg:32631,10.0,300000,4997760.0,301600,5000000",
+                 " EPSG:32631 , 10 ,300000, 4997760,301600,5e6"]
+    configs = [RunConfig(source="s", grid=g).validate() for g in spellings]
+    assert all(c.to_dict() == configs[0].to_dict() for c in configs)
+    assert configs[0].grid == spellings[0] and RunConfig(source="s", grid="EPSG:4326,0.0001").validate().grid == "EPSG:4326,0.0001"
+    with pytest.raises(ConfigError, match=r"grid 'EPSG:32631,ten': resolution and bounds must be numbers"):
+        RunConfig(source="s", grid="EPSG:32631,ten").validate()
+
+
 def test_a_run_made_under_another_cloud_screen_is_not_resumed(session_run, session_config, copy_run, monkeypatch):
     """The screen's rule is part of the configuration: embeddings made under an older screen are not reused."""
     import changescout.quality

@@ -120,6 +120,10 @@ class RunConfig:
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
                 raise ConfigError(f"{_option(name)} must be text, got {v!r}")
+        if self.grid is not None:  # one spelling, checked before the run starts (a typo found after hours of embedding)
+            from .sources.warp import GridSpec, grid_text
+
+            self.grid = grid_text(GridSpec.parse(self.grid))
         number("min_clear", 0, 1, lo_open=True)
         number("patch_size", 1, MAX_PATCH, integer=True)  # (rcf learns its filters from windows of 128 px)
         number("transient_weight", 0, 1)

@@ -148,6 +148,30 @@ def test_a_rare_change_joined_to_a_common_one_by_a_mixed_patch_is_taken_apart():
         ObjectRanker(split_cosine=2).fit_transform(ev, vecs)
 
 
+def test_a_rare_change_that_is_the_larger_part_of_a_mixed_object_is_taken_apart_too():
+    """Planted Bouconne series (rcf, seed 2): a road of 9 patches joined by a mixed patch to the 4-patch corner of
+    a clear-cut ranked 9th under the clear-cut's name, and the cut was only kept when the larger part was the
+    common one. The common part may be the smaller: the road is an object of its own, ranked first."""
+    rng = np.random.default_rng(3)
+    e = np.eye(8)
+    rows = _background()
+    for k in range(10):  # ten clear-cuts of 2 x 3 patches: the run's common change
+        rows += [(3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e[0] + rng.normal(0, 0.05, 8))
+                 for dr in range(2) for dc in range(3)]
+    corner = [(10, 0, "2021-03-01", 2.0, 2, e[0]), (11, 0, "2021-03-01", 2.0, 2, e[0])]
+    road = [(10, 1, "2021-03-01", 2.0, 2, 0.6 * e[0] + e[1])] + [  # the mixed patch, then the road along row 10
+        (10, c, "2021-03-01", 2.0, 2, e[1] + rng.normal(0, 0.05, 8)) for c in range(2, 8)]
+    ev, vecs = _events(rows + corner + road)
+    n = len(corner + road)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-n:]
+    assert len(set(ids[:2])) == 1 and len(set(ids[2:])) == 1 and ids[0] != ids[2]
+    o = obj.set_index("object_id")
+    assert o.loc[ids[2], "rank"] == 1 and o.loc[ids[2], "n_patches"] >= 6
+    merged, _ = ObjectRanker(split_cosine=None).fit_transform(ev, vecs)
+    assert len(set(merged["object_id"].to_numpy()[-n:])) == 1
+
+
 @pytest.mark.parametrize("roof_first", [True, False])
 def test_two_parts_of_one_size_are_left_whole_whichever_lies_first(roof_first):
     """Review: of two parts of one size, the part Ward happened to label first was taken as the smaller one, so

@@ -23,7 +23,7 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    date was three objects, ranks 1, 3 and 5. Every other event is an object of its own.
 2a. *Mixed patches*: single linkage lets one patch that changed like both join a construction site or a road
    to the clear-cut beside it; such an object is cut in two where one part is a common change and the other,
-   larger or smaller, a rarer one that differs from it (:func:`split_mixed`; ``split_cosine``, None turns it off; not
+   larger or smaller, differs from it and is not common (:func:`split_mixed`; ``split_cosine``, None turns it off; not
    with ``continuations``, against a fixed date).
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
@@ -245,8 +245,8 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     ``min_cosine``). The cut is kept only when the parts differ (the cosine of their descriptors, the
     surprise-weighted sums of ``features``, is below ``max_cosine``), one part is a common change (the
     mean distance of its unit descriptor to the ``n_neighbors`` nearest other candidate objects is within the
-    ``max_common`` quantile of the candidate objects' own) and the other part is rarer than it (that distance
-    is larger; two parts of one size are left whole). The common part may be the smaller one: a road across a
+    ``max_common`` quantile of the candidate objects' own) and the other part is not (its distance is above
+    that quantile; two parts of one size are left whole). The common part may be the smaller one: a road across a
     clear-cut holds more patches than the corner of the clear-cut its mixed patch joins it to (on the planted
     Bouconne series, rcf seed 2, a road of 9 patches ranked 9th under the name of the 4-patch clear-cut beside
     it; cut, it ranks 4th). A flood over forest and field is two
@@ -286,8 +286,8 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     far = _distance_to_others(scorer, parts, np.repeat([i for i, _, _ in cuts], 2), n_neighbors)
     where, next_id = np.flatnonzero(cand), int(out.max()) + 1
     for c, (_, small, _) in enumerate(cuts):
-        lower, higher = sorted((far[2 * c], far[2 * c + 1]))  # the commoner part, the rarer part
-        if parts[2 * c] @ parts[2 * c + 1] < max_cosine and lower <= common and higher > lower:
+        lower, higher = sorted((far[2 * c], far[2 * c + 1]))  # the commoner part, the rarer part: one common, one not
+        if parts[2 * c] @ parts[2 * c + 1] < max_cosine and lower <= common < higher:
             out[where[small]] = next_id
             next_id += 1
     return out
@@ -472,7 +472,9 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
     browns over three months reads below 0 before (greener) and above 1 after (browner still); a change that
     regrows falls back toward 0. NaN where no onset patch has an event ending at that date (cloud, series' end).
 
-    ``events`` need ``object_id``, ``row``, ``col``, ``t1``, ``t1i``, ``vec`` and ``surprise``; ``states`` is
+    ``events`` need ``object_id``, ``row``, ``col``, ``t1``, ``vec`` and ``surprise``, and ``t1i``, the place
+    of ``t1`` among the series' dates (:func:`changescout.change.compute_changes` gives it; changes.zarr does
+    not keep it, and without it dates are counted among those some event ends at); ``states`` is
     :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the rows of ``vec``)."""
     offsets = np.asarray(offsets, np.int64)
     out = np.full((len(object_ids), len(offsets)), np.nan)

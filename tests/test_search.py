@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from changescout.errors import IncompatibleRunsError
-from changescout.search import SimilarChangeIndex, check_compatible, compatibility, feedback_query
+from changescout.search import (SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented,
+                                trajectory_distance)
 
 
 def data(n=300, dim=16, seed=0):
@@ -249,3 +250,25 @@ def test_ranking_after_augmentation_is_the_same_with_a_shortlist():
     np.testing.assert_array_equal(short_rows[:20], exact_rows[:20])
     np.testing.assert_allclose(short_sims[:20], exact_sims[:20], atol=1e-6)
     assert (np.diff(exact_sims) <= 1e-9).all()
+
+
+def test_objects_are_also_compared_by_how_they_unfold_and_an_unknown_trajectory_is_no_perfect_match():
+    """A planted harvest (bare in one step, kept) and a crop field browning over months end alike; their
+    trajectories differ. Review: a row sharing no known date with the query had distance 0, a perfect match,
+    so changes at the series' ends, under clouds or of old runs came before near-identical ones."""
+    query = np.array([0, 0, 1, 1, 1.0])
+    profiles = np.array([[0, 0, 1, 1, 1.05], [-1, -0.5, 1.5, 2, 2.5], [np.nan] * 5, [0.1, 0, np.nan, np.nan, np.nan],
+                         [0.2, 0.1, 1, 1, 1]])
+    d = trajectory_distance(profiles, query)
+    np.testing.assert_allclose(d[[0, 1, 3, 4]], [0.0025 / 5, (1 + 0.25 + 0.25 + 1 + 2.25) / 5, 0.01 / 2, 0.05 / 5])
+    assert d[2] == pytest.approx(np.median(d[[0, 1, 3, 4]]))  # unknown: the others' median, not 0
+    rng = np.random.default_rng(0)
+    db = np.tile(rng.normal(size=8), (5, 1)) + rng.normal(0, 1e-3, (5, 8))  # five look-alike objects
+    rows, sims = rank_augmented(db, db[0], profiles=profiles, query_profile=query)
+    assert rows[0] == 0 and rows[-1] == 1  # the one that unfolds alike first, the slow browning last
+    plain = rank_augmented(db, db[0])
+    base = dict(zip(*plain))
+    np.testing.assert_allclose(sims, [base[r] - 1.5 * d[r] for r in rows])
+    # a query whose own trajectory is unknown (a run of 0.3.15 or earlier) is compared without the term
+    rows_q, sims_q = rank_augmented(db, db[0], profiles=profiles, query_profile=np.full(5, np.nan))
+    assert rows_q.tolist() == plain[0].tolist() and np.allclose(sims_q, plain[1])

@@ -145,10 +145,16 @@ TRAJECTORY_WEIGHT = 1.5
 
 def trajectory_distance(profiles: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Mean squared difference between each row of ``profiles`` (:func:`changescout.objects.trajectory_profiles`)
-    and the ``query``'s, over the offsets both know; 0 where they share none."""
+    and the ``query``'s, over the offsets both know. A row that shares no known offset with the query (a
+    change at the series' start or end, under clouds, or of a run written before trajectories) gets the
+    median of the others' distances: not known to unfold alike, nor otherwise (0, a perfect match, put such
+    rows before near-identical ones)."""
     d = (np.asarray(profiles, np.float64) - np.asarray(query, np.float64)) ** 2
     known = np.isfinite(d)
-    return np.where(known.any(axis=1), np.where(known, d, 0).sum(axis=1) / np.maximum(known.sum(axis=1), 1), 0.0)
+    shared = known.any(axis=1)
+    out = np.where(known, d, 0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    out[~shared] = np.median(out[shared]) if shared.any() else 0.0
+    return out
 
 
 def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclude=(), negatives: np.ndarray | None = None,
@@ -172,7 +178,7 @@ def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclu
         first = db[rows].astype(np.float64) @ q
         rows = np.sort(rows[np.argsort(-first, kind="stable")[:shortlist]])
     sims = augment_neighbours(db, db[rows], own=rows).astype(np.float64) @ q
-    if profiles is not None and query_profile is not None and trajectory_weight > 0:
+    if profiles is not None and query_profile is not None and np.isfinite(query_profile).any() and trajectory_weight > 0:
         # less the trajectory distance: a change made in one step and undone soon is not a season's slow browning
         sims = sims - trajectory_weight * trajectory_distance(np.asarray(profiles)[rows], query_profile)
     order = np.argsort(-sims, kind="stable")

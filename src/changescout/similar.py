@@ -246,10 +246,14 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     positive = _own_descriptor(base, query["object_id"])
     negatives = np.vstack([_own_descriptor(w, e["object_id"]) for w, e in neg]) if neg else None
     negatives_own = [row_of(views.index(w), e["object_id"]) for w, e in neg]
-    # the trajectory term only when every run has its objects' trajectories (runs of 0.3.15 and earlier lack them)
+    # how the objects unfold around their onsets; unknown (NaN) for runs of 0.3.15 and earlier, whose objects
+    # then take the others' median trajectory distance (search.trajectory_distance), and the term is left out
+    # when the query's own run has none
     trajs = [v.trajectories(p[0]) for v, p in zip(views, parts)]
-    profiles = np.vstack(trajs) if all(t is not None for t in trajs) else None
-    query_profile = None if profiles is None else base.trajectories([query["object_id"]])[0]
+    profiles = np.vstack([np.full((len(p[0]), len(TRAJECTORY_COLUMNS)), np.nan) if t is None else t
+                          for t, p in zip(trajs, parts)])
+    query_profile = base.trajectories([query["object_id"]])
+    query_profile = None if query_profile is None else query_profile[0]
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
                                 negatives=negatives, negatives_own=negatives_own, profiles=profiles,
                                 query_profile=query_profile)

@@ -1083,3 +1083,30 @@ def test_rank_events_reads_the_vectors_by_their_vec_keys_whatever_the_row_order(
     assert by_vec[0]["cluster"].iloc[:200].nunique() == 1 and by_vec[0]["cluster"].iloc[200:].nunique() == 1
     pd.testing.assert_frame_equal(by_vec[0], by_vec[1])
     pd.testing.assert_frame_equal(objects_a, objects_b)
+
+
+def test_object_trajectories_count_the_series_dates_even_one_no_patch_saw_clear(tmp_path):
+    """changes.zarr does not keep each event's date index, and the rank stage counted dates among those some
+    event starts or ends at: a date that every patch saw under cloud shifted every trajectory across it by a
+    date. The objects' trajectories are those of their patches' states at the series' own dates."""
+    import make_sources as ms
+
+    from changescout.change import read_vectors
+    from changescout.embed import open_embeddings
+    from changescout.objects import TRAJECTORY_COLUMNS, change_states, trajectory_profiles
+
+    dates = pd.date_range("2021-01-01", periods=6, freq="MS").strftime("%Y-%m-%d")
+    ds = xr.open_dataset(ms.datacube(tmp_path / "a.nc", dates=dates)).load()
+    ds["quality"][3] = Quality.CLOUD  # the fourth date: cloud over the whole scene
+    ds.to_netcdf(tmp_path / "cube.nc")
+    out = run_pipeline(RunConfig(source=str(tmp_path / "cube.nc"), patch_size=8, cloud_screen="off"), tmp_path / "run", **QUIET)
+    events = read_events(out)
+    assert not (pd.to_datetime(events["t1"]) == dates[3]).any() and not (pd.to_datetime(events["t0"]) == dates[3]).any()
+    emb = open_embeddings(out / "embeddings.zarr")
+    vectors, _ = read_vectors(out / "changes.zarr")
+    states = change_states(emb, events, len(vectors))
+    events["t1i"] = pd.DatetimeIndex(emb["time"].values).get_indexer(pd.to_datetime(events["t1"]))
+    objects = read_objects(out)
+    expected = trajectory_profiles(events, states, objects["object_id"].to_numpy())
+    np.testing.assert_allclose(objects[list(TRAJECTORY_COLUMNS)].to_numpy(float), expected, atol=1e-5)
+    assert np.isfinite(expected).any()

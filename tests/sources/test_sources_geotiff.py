@@ -465,6 +465,11 @@ def test_a_date_of_another_place_or_stored_otherwise_is_refused(tmp_path):
     (tmp_path / "floats" / "2020-03-01.tif").unlink()  # the others alike: read x 1e-4
     cube = open_series(tmp_path / "floats", patch_size=16)
     np.testing.assert_allclose(footprint(cube).values[0], ms.scene(1) / 10000, rtol=1e-5)
+    # a date whose first band holds no data tells nothing of its scale (review: it was refused as 0..1)
+    empty = ms.scene(2).astype("float32")
+    empty[0] = ms.NODATA
+    ms.write_geotiff(tmp_path / "floats" / "2020-05-20.tif", empty, descriptions=ms.BANDS)
+    assert np.isnan(footprint(open_series(tmp_path / "floats", patch_size=16)).values[1, 0]).all()
 
 
 def test_sentinel2_band_files_in_their_resolution_folders_make_one_date(tmp_path):

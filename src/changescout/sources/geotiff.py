@@ -29,6 +29,8 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from ..cube import check_band_names
 from ..errors import SourceError
 from .dates import ACCEPTED_PATTERNS, impossible_date, parse_date, to_times
@@ -156,11 +158,9 @@ def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:
         key = str(parent / rest if single else f.relative_to(root).with_suffix(""))
         groups.setdefault(key, []).append(f)
     for key, group in groups.items():  # (two files of one band at one resolution stay, to be refused as such)
-        res = {f: probe(f).resolution[0] if _suffix(f) else 0.0 for f in group}
-        finest = {}
-        for f in group:
-            finest[_suffix(f).upper() or f] = min(res[f], finest.get(_suffix(f).upper() or f, float("inf")))
-        groups[key] = [f for f in group if res[f] == finest[_suffix(f).upper() or f]]
+        band = pd.Series([_suffix(f).upper() or str(f) for f in group])
+        res = pd.Series([probe(f).resolution[0] for f in group])
+        groups[key] = [f for f, keep in zip(group, res == res.groupby(band).transform("min")) if keep]
     return {k: sorted(v, key=lambda f: _band_order(_suffix(f))) for k, v in sorted(groups.items())}
 
 

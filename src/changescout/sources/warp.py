@@ -574,9 +574,13 @@ def _check_float_scaling(scenes, infos: dict, scale: float, offset: float) -> No
     head = scenes[0].layers[0]
     for s in scenes[1:]:
         layer = s.layers[0]
-        if layer.scaling or np.dtype(infos[layer.path].dtype).kind != "f":
+        # (the dates of one stacked file are stored alike; a band with no data tells nothing, and read as 0..1)
+        if layer.scaling or layer.path == head.path or np.dtype(infos[layer.path].dtype).kind != "f":
             continue
-        own, _ = scaling(infos[layer.path].dtype, lambda: sample_raster(layer.path, layer.index), None, offset)
+        values = sample_raster(layer.path, layer.index)
+        if not np.isfinite(values).any():
+            continue
+        own, _ = scaling(infos[layer.path].dtype, lambda: values, None, offset)
         if own != scale:
             stored = {1.0: "0..1 reflectance", DEFAULT_SCALE: "reflectance x 10000"}
             raise SourceError(f"holds {stored.get(own, own)} (as floats) while {Path(head.path).name}, the first date, holds "

@@ -108,6 +108,14 @@ def test_the_top_of_the_patch_ranking_makes_objects_and_keeps_its_false_alarm_ra
     assert none["candidate"].sum() == 1
 
 
+def _clear_cuts(rng, n=10):
+    """``n`` clear-cuts of 2 x 3 patches on 2021-03-01, all changed alike (along the first axis, a little noise):
+    a run's common change."""
+    e0 = np.eye(8)[0]
+    return [(3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e0 + rng.normal(0, 0.05, 8))
+            for k in range(n) for dr in range(2) for dc in range(3)]
+
+
 def test_a_rare_change_joined_to_a_common_one_by_a_mixed_patch_is_taken_apart():
     """Planted Bouconne series: a construction or road beside a clear-cut of the same month, joined to it by one
     patch that changed like both, was one object named and ranked after the clear-cut (5 of the 9 rare
@@ -115,10 +123,7 @@ def test_a_rare_change_joined_to_a_common_one_by_a_mixed_patch_is_taken_apart():
     neither of which is a common change, stays one object."""
     rng = np.random.default_rng(1)
     e = np.eye(8)
-    rows = _background()
-    for k in range(10):  # ten clear-cuts of 2 x 3 patches: the run's common change
-        rows += [(3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e[0] + rng.normal(0, 0.05, 8))
-                 for dr in range(2) for dc in range(3)]
+    rows = _background() + _clear_cuts(rng)  # the run's common change
     cut = [(10 + dr, dc, "2021-03-01", 2.0, 2, e[0]) for dr in range(2) for dc in range(3)]  # a typical clear-cut
     roof = [(10, 3, "2021-03-01", 2.0, 2, e[0] + e[1])] + [  # a patch half clearing, half roof, then the roof
         (r, c, "2021-03-01", 2.0, 2, e[1] + rng.normal(0, 0.05, 8)) for r, c in ((10, 4), (11, 4), (10, 5))]
@@ -154,10 +159,7 @@ def test_a_rare_change_that_is_the_larger_part_of_a_mixed_object_is_taken_apart_
     common one. The common part may be the smaller: the road is an object of its own, ranked first."""
     rng = np.random.default_rng(3)
     e = np.eye(8)
-    rows = _background()
-    for k in range(10):  # ten clear-cuts of 2 x 3 patches: the run's common change
-        rows += [(3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e[0] + rng.normal(0, 0.05, 8))
-                 for dr in range(2) for dc in range(3)]
+    rows = _background() + _clear_cuts(rng)  # the run's common change
     corner = [(10, 0, "2021-03-01", 2.0, 2, e[0]), (11, 0, "2021-03-01", 2.0, 2, e[0])]
     road = [(10, 1, "2021-03-01", 2.0, 2, 0.6 * e[0] + e[1])] + [  # the mixed patch, then the road along row 10
         (10, c, "2021-03-01", 2.0, 2, e[1] + rng.normal(0, 0.05, 8)) for c in range(2, 8)]
@@ -180,10 +182,7 @@ def test_two_parts_of_one_size_are_left_whole_whichever_lies_first(roof_first):
     lost a rare object in the top 10 on each background)."""
     rng = np.random.default_rng(2)
     e = np.eye(8)
-    rows = _background()
-    for k in range(10):
-        rows += [(3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e[0] + rng.normal(0, 0.05, 8))
-                 for dr in range(2) for dc in range(3)]
+    rows = _background() + _clear_cuts(rng)  # the run's common change
     # 2 x 4 patches: a clear-cut over a roof (one patch of the roof mixed with the clearing), or under it
     cut = [(10 + dr, dc, "2021-03-01", 2.0, 2, e[0]) for dr in range(2) for dc in range(2)]
     roof = [(12 + dr, dc, "2021-03-01", 2.0, 2, e[5] + 0.6 * e[0] if (dr, dc) == (0, 0) else e[5])

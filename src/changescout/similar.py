@@ -116,13 +116,14 @@ class RunView:
             self._objects = ids, desc, onset, vectors
         return self._objects
 
-    def trajectories(self, object_ids) -> np.ndarray | None:
-        """``(n, offsets)``: the trajectory profiles of these objects (NaN where unknown); None when the run's
-        objects.parquet has none (a run of changescout 0.3.15 or earlier)."""
+    def trajectories(self, object_ids) -> np.ndarray:
+        """``(n, offsets)``: the trajectory profiles of these objects (NaN where unknown, and everywhere for a
+        run of changescout 0.3.15 or earlier, whose objects.parquet has none)."""
         self.objects()
+        ids = np.asarray(object_ids, np.int64)
         if self._trajectory is None:
-            return None
-        return self._trajectory.reindex(np.asarray(object_ids, np.int64)).to_numpy(np.float64)
+            return np.full((len(ids), len(TRAJECTORY_COLUMNS)), np.nan)
+        return self._trajectory.reindex(ids).to_numpy(np.float64)
 
     def vectors(self, keys) -> np.ndarray:
         store = self.path / "changes.zarr"
@@ -249,11 +250,8 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     # how the objects unfold around their onsets; unknown (NaN) for runs of 0.3.15 and earlier, whose objects
     # then take the others' median trajectory distance (search.trajectory_distance), and the term is left out
     # when the query's own run has none
-    trajs = [v.trajectories(p[0]) for v, p in zip(views, parts)]
-    profiles = np.vstack([np.full((len(p[0]), len(TRAJECTORY_COLUMNS)), np.nan) if t is None else t
-                          for t, p in zip(trajs, parts)])
-    query_profile = base.trajectories([query["object_id"]])
-    query_profile = None if query_profile is None else query_profile[0]
+    profiles = np.vstack([v.trajectories(p[0]) for v, p in zip(views, parts)])
+    query_profile = base.trajectories([query["object_id"]])[0]
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
                                 negatives=negatives, negatives_own=negatives_own, profiles=profiles,
                                 query_profile=query_profile)

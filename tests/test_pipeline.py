@@ -642,6 +642,11 @@ def test_a_folder_whose_records_are_not_a_runs_is_not_replaced(session_config, t
     ("compare", "reference:2000-01-01", "the reference comes before the series"),
     ("compare", "reference:2008-13-01", "--compare reference: holds '2008-13-01', which is not a date"),
     ("compare", "anniversary", "anniversary needs a date within 45 days of a year before another date"),
+    # (these were checked only by their stage, after the source was read or a --scheduler had answered)
+    ("cloud_screen", "yes", "cloud_screen must be one of auto, hot, off, got 'yes'"),
+    ("coregister", "maybe", "--coregister must be one of auto, on, off, got 'maybe'"),
+    ("radiometry", "bogus", "--radiometry must be one of auto, off, got 'bogus'"),
+    ("date_normalisation", "bogus", "--date-normalisation must be one of off, reference, got 'bogus'"),
 ])
 def test_bad_values_fail_before_anything_is_written(session_config, tmp_path, key, value, message):
     config = session_config(**{key: value})  # the session series spans 9 months: no anniversary

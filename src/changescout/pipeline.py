@@ -30,7 +30,7 @@ from . import __version__, runlock
 from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table, write_clusters
-from .coregister import coregister
+from .coregister import MODES as COREGISTER_MODES, coregister
 from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
@@ -40,7 +40,7 @@ from .errors import ConfigError, InputError, OutputError, RunExistsError, check_
 from .events import COLUMNS, REPLACED, write_events
 from .intact import problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
-from .radiometry import RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
+from .radiometry import NORMALISATION_MODES, OFFSET_MODES, RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
@@ -49,6 +49,8 @@ from .sources.pairs import has_placeholder_dates
 from .tiling import PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
+#: --config cloud_screen: screen a series without a quality mask (auto), always (hot), or not at all.
+CLOUD_MODES = ("auto", "hot", "off")
 #: Largest patch in pixels (1.3 km at 10 m, 3.8 km at 30 m).
 MAX_PATCH = 128
 RUN_FILES = ("config.json", "state.json", "embeddings.zarr", "changes.zarr", "events.parquet", "clusters.parquet",
@@ -142,6 +144,11 @@ class RunConfig:
             raise ConfigError(f"rank-by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
         if self.snow_screen not in SNOW_MODES:
             raise ConfigError(f"snow_screen must be {' or '.join(SNOW_MODES)}, got {self.snow_screen!r}")
+        # (each was checked by its stage only, after the source was read, or after a --scheduler had answered)
+        for name, modes in (("cloud_screen", CLOUD_MODES), ("coregister", COREGISTER_MODES), ("radiometry", OFFSET_MODES),
+                            ("date_normalisation", NORMALISATION_MODES)):
+            if getattr(self, name) not in modes:
+                raise ConfigError(f"{_option(name)} must be one of {', '.join(modes)}, got {getattr(self, name)!r}")
         Comparison.parse(self.compare)
         for name in ("source_options", "encoder_options"):
             if not isinstance(getattr(self, name), dict):
@@ -455,8 +462,8 @@ def screen_clouds(cube, mode: str, log=None):
     config.json and the report show it."""
     from .quality import BLUE, RED, can_screen, screen_haze
 
-    if mode not in ("auto", "hot", "off"):
-        raise ConfigError(f"cloud_screen must be auto, hot or off, got {mode!r}")
+    if mode not in CLOUD_MODES:
+        raise ConfigError(f"cloud_screen must be one of {', '.join(CLOUD_MODES)}, got {mode!r}")
 
     def unscreened(why: str):  # recorded in config.json and the report: the analyst sees how clouds were handled
         out = cube.copy()

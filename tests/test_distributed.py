@@ -3,6 +3,8 @@ and the run directory must be the one a run on local threads writes."""
 
 from __future__ import annotations
 
+import contextlib
+
 import dask
 import numpy as np
 import pandas as pd
@@ -97,6 +99,33 @@ def test_an_open_port_that_is_no_scheduler_is_refused_after_the_wait():
         assert time.monotonic() - start < 10
 
 
+def test_a_server_that_greets_first_is_named_as_no_scheduler():
+    """An SSH-like server (its banner read as the size of a dask frame) was reported as "cannot connect ...:
+    Unable to allocate 2.82 EiB for an array"."""
+    import socket
+    import threading
+
+    from changescout.errors import ConfigError
+    from changescout.scheduler import connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def greet():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+    threading.Thread(target=greet, daemon=True).start()
+    try:
+        with pytest.raises(ConfigError, match=r"something answers at .*, but not a dask scheduler") as err:
+            connect(f"tcp://127.0.0.1:{server.getsockname()[1]}", wait=20)
+        assert "allocate" not in str(err.value)
+    finally:
+        server.close()
+
+
 def test_a_cluster_without_workers_is_told_once_and_when_they_are_back():
     import time
 
@@ -116,3 +145,18 @@ def test_a_cluster_without_workers_is_told_once_and_when_they_are_back():
     assert len(said) == 2
     assert said[0].startswith("warning: the dask cluster at tcp://h:8786 has had no worker for 0.2 s") and "a rerun resumes" in said[0]
     assert said[1] == "the dask cluster at tcp://h:8786 has 1 worker(s) again"
+
+
+def test_dask_advice_on_large_graphs_is_not_shown_to_the_user():
+    """A `run synthetic --scheduler` printed distributed's "Sending large graph of size 60.01 MiB" and its advice
+    to developers among the run's own lines."""
+    import warnings
+
+    from changescout.scheduler import quiet_logs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_logs()
+        warnings.warn("Sending large graph of size 60.01 MiB. This may cause some slowdown.", UserWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["another warning"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError
 
 from .errors import ClusterError, ConfigError
@@ -43,8 +44,12 @@ def connect(address: str, wait: float = 45.0):
     hint = "Check the address (tcp://HOST:PORT) and that the scheduler is running"
     if "client" in box:
         return box["client"]
-    if "error" in box:
-        raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {box['error']}. {hint}") from box["error"]
+    error = box.get("error")
+    if isinstance(error, (MemoryError, OverflowError)):  # a server that speaks first: its greeting read as a frame's size
+        raise ConfigError(f"something answers at {address!r}, but not a dask scheduler (its reply is not dask's "
+                          f"protocol). {hint}") from error
+    if error is not None:
+        raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {error}. {hint}") from error
     raise ConfigError(f"no dask scheduler answered at {address!r} within {wait:g} s (something listens there, "
                       f"but not a dask scheduler). {hint}")
 
@@ -101,7 +106,10 @@ def lost(exc: BaseException, client, address: str) -> ClusterError | None:
 
 
 def quiet_logs() -> None:
-    """distributed logs a lost connection as pages of tracebacks; the run says it in one line."""
+    """distributed logs a lost connection as pages of tracebacks; the run says it in one line. Its advice on a
+    large task graph (an in-memory source, such as a synthetic series, travels in the graph) is for whoever
+    writes the graph, not for the user: not shown."""
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
     for name in ["distributed", "tornado", *names]:  # distributed sets some of its loggers' levels itself
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)

@@ -285,6 +285,20 @@ def test_a_runs_configuration_reused_for_another_source_leaves_its_kind_and_labe
     assert seen[-1].kind == "synthetic" and seen[-1].label == "synthetic"
 
 
+def test_a_runs_own_config_json_is_read_as_its_settings(capsys, tmp_path, monkeypatch, session_run):
+    """Given as --config, a run's config.json was refused: "unknown configuration keys ['changescout',
+    'comparison', 'config', ...]". Its config section is the run's settings, resolved."""
+    import changescout.pipeline
+
+    seen = []
+    monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda config, out, **k: seen.append(config))
+    recorded = json.loads((session_run / "config.json").read_text())["config"]
+    code, _, err = call(capsys, "-q", "run", recorded["source"], "--out", str(tmp_path / "o"), "--config",
+                        str(session_run / "config.json"))
+    assert code == 0, err
+    assert seen[-1].to_dict() == recorded
+
+
 def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsys, tmp_path, monkeypatch):
     """data/x, ./data/x/ and /abs/data/x name one source: the configuration keeps the resolved path (it is
     hashed), so a rerun typed another way resumes instead of being refused as another configuration."""
@@ -466,6 +480,9 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     assert code == 2 and "cannot write the export" in err and "internal error" not in err
     code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "x.gpkg")
     assert code == 2 and "the file name says gpkg but --format is csv" in err and not (tmp_path / "x.gpkg").exists()
+    code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "noext")
+    assert code == 2 and "noext: has no extension, by which a GIS opens a file; name it noext.csv" in err
+    assert not (tmp_path / "noext").exists()  # (it was written, and GDAL could not tell what it was)
     code, _, err = call(capsys, "export", session_run, "--format", "GPKG", "--out", tmp_path / "x.gpkg")
     assert code == 0 and gpd.read_file(tmp_path / "x.gpkg").crs.to_epsg() == 32631
 

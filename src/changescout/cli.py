@@ -288,7 +288,7 @@ def run(ctx: typer.Context,
         date_normalisation: str = typer.Option("off", "--date-normalisation", help="Per-date gain/offset matched to the reference date: off | reference."),
         seed: int = typer.Option(0, help="Seed (encoder sampling, clustering)."),
         label: Optional[str] = typer.Option(None, help="Readable series label used in event ids."),
-        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys (the options' names with underscores, and the keys only a file sets: cloud_screen, snow_screen, n_clusters, transient_weight, seasonal_weight, report_top, source_options, encoder_options; see the README); options given here override it."),
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys (the options' names with underscores, and the keys only a file sets: cloud_screen, snow_screen, n_clusters, transient_weight, seasonal_weight, report_top, source_options, encoder_options; see the README), or a run's own config.json; options given here override it."),
         scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler address."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
     """The whole pipeline on real data; resumes an interrupted run."""
@@ -309,6 +309,8 @@ def run(ctx: typer.Context,
                               "of a run directory holds under \"config\")", config) from exc
         if not isinstance(base, dict):
             raise ConfigError(f"the configuration must be a JSON object of keys and values, got a {type(base).__name__}", config)
+        if isinstance(base.get("config"), dict) and "changescout" in base:  # a run's own config.json: its settings
+            base = base["config"]  # (it was refused: "unknown configuration keys ['changescout', 'comparison', ...]")
         if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
             # a run's configuration reused for another source: the kind and label it resolved were its source's
             base = {k: v for k, v in base.items() if k not in ("kind", "label")}
@@ -421,6 +423,8 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(target.suffix.lower())
     if named not in (None, fmt):  # a GIS opens a file by its extension
         raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
+    if not target.suffix and not target.is_dir():  # (written, and said so, then GDAL could not tell what it was)
+        raise ConfigError(f"has no extension, by which a GIS opens a file; name it {target.name}{EXPORT_FORMATS[fmt][1]}", target)
     if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
         raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
     _not_the_runs_own(target, run_dir)

@@ -533,7 +533,7 @@ def test_similar_json_by_id_and_by_place(capsys, session_run):
     assert code == 0, err
     assert json.loads(out2) == res
     # the table form
-    code, out3, _ = call(capsys, "similar", session_run, q["event_id"], "--k", 3)
+    code, out3, _ = call(capsys, "similar", session_run, q["event_id"], "-k", 3)  # (-k, as the brief writes it)
     assert code == 0 and res[0]["event_id"][:20] in out3
 
 

@@ -353,7 +353,7 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
             event_id: Optional[str] = typer.Argument(None, metavar="EVENT_ID", help="Event id of the query change."),
             at: Optional[str] = typer.Option(None, help="X,Y of the query patch in the run's CRS."),
             t1: Optional[str] = typer.Option(None, help="Date (YYYY-MM-DD) of the query change, with --at."),
-            k: int = typer.Option(10, help="Number of results."),
+            k: int = typer.Option(10, "--k", "-k", help="Number of results."),
             in_runs: list[Path] = typer.Option([], "--in", metavar="RUN", help="Another run to search too; repeat the option for more (--in A --in B)."),
             negatives: list[str] = typer.Option([], "--not", metavar="EVENT_ID", help="An event id that is not what you look for: it is left out, and the search is turned away from it (results like it drop too); repeat the option for more."),
             objects: bool = typer.Option(False, "--objects", help="Compare the event's change object with the change objects of the runs (the candidates of objects.parquet, each by its onset patches and how it unfolds around them); one result per object."),

@@ -19,7 +19,7 @@ from sklearn.metrics import adjusted_rand_score
 from ..change import Comparison, compute_changes
 from ..cube import grid_of
 from ..embed import embed_cube
-from ..objects import change_states, object_descriptors, trajectory_profiles
+from ..objects import TRAJECTORY_COLUMNS, change_states, object_descriptors
 from ..search import SimilarChangeIndex, rank_augmented
 from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
@@ -60,7 +60,7 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
     scores.update(similar_scores(lab, search), seconds=round(seconds, 1), n_clusters=int(len(clusters)))
     objs = label_objects(lab, objects)
     scores.update(planted_object_scores(objs, truth))
-    scores.update(similar_object_scores(lab, objs, search, states))
+    scores.update(similar_object_scores(lab, objs, search))
     best = lab[lab["label"] == 1].groupby("truth_object")["rank"].min()
     scores["best_rank_per_object"] = {int(k): int(v) for k, v in best.items()}
     pos = lab[lab["label"] == 1]
@@ -118,14 +118,14 @@ def similar_scores(lab: pd.DataFrame, vectors: np.ndarray) -> dict:
     return {"similar_common_p_at_5": p5, "similar_rare_other_in_top10": rare, "similar_common_detail": detail}
 
 
-def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray, states: np.ndarray | None = None) -> dict:
+def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray) -> dict:
     """Search between change objects as ``changescout similar --objects`` searches them: the candidate objects,
-    each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation; with
-    ``states`` (:func:`changescout.objects.change_states`), less the distance of their trajectories."""
+    each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation, less the
+    distance of their trajectories (the objects table's ``trajectory_*`` columns, as objects.parquet holds them)."""
     cand = objs[objs["candidate"]].reset_index(drop=True)
     cand["label"] = (cand["truth_object"] >= 0).astype(int)
     keys = cand["object_id"].to_numpy()
-    profiles = None if states is None else trajectory_profiles(lab, states, keys)
+    profiles = cand[list(TRAJECTORY_COLUMNS)].to_numpy(np.float64)
     p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys), augmented=True, profiles=profiles)
     return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare,
             "objects_similar_common_detail": detail}

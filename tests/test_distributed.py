@@ -78,6 +78,18 @@ def test_a_cube_that_fits_the_cluster_is_read_once_there(textured_cube, monkeypa
         np.testing.assert_array_equal(out.values, cube.values)
 
 
+def _local_compute_still_works():
+    """After a refused address, the process computes locally as before: distributed made its half-made client
+    the default (and dask's scheduler) before the handshake, and every later compute waited on it."""
+    import dask
+    import dask.array as da
+
+    from changescout.scheduler import default_client
+
+    assert default_client() is None and dask.config.get("scheduler", None) is None
+    assert float(da.ones(10, chunks=5).sum().compute()) == 10
+
+
 def test_an_open_port_that_is_no_scheduler_is_refused_after_the_wait():
     """A server that accepts the connection and never answers dask's handshake (another service on the port)
     held `--scheduler` for ever: distributed's timeout bounds the connection only (UAT: still waiting at 90 s)."""
@@ -95,35 +107,33 @@ def test_an_open_port_that_is_no_scheduler_is_refused_after_the_wait():
         with pytest.raises(ConfigError, match="no dask scheduler answered at .* within 2 s"):
             connect(address, wait=2)
         assert time.monotonic() - start < 10
+    _local_compute_still_works()
 
 
 def test_a_server_that_greets_first_is_named_as_no_scheduler():
     """An SSH-like server (its banner read as the size of a dask frame) was reported as "cannot connect ...:
-    Unable to allocate 2.82 EiB for an array". (In a process of its own: distributed's half-made client stays
-    this process' default and would take every later compute.)"""
-    import subprocess
-    import sys
+    Unable to allocate 2.82 EiB for an array"."""
+    import contextlib
+    import socket
+    import threading
 
-    script = """
-import contextlib, socket, threading
-from changescout.errors import ConfigError
-from changescout.scheduler import connect
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen()
-def greet():
-    with contextlib.suppress(OSError):
-        while True:
-            conn, _ = server.accept()
-            conn.sendall(b"SSH-2.0-OpenSSH_9.6\\r\\n")
-threading.Thread(target=greet, daemon=True).start()
-try:
-    connect(f"tcp://127.0.0.1:{server.getsockname()[1]}", wait=20)
-except ConfigError as exc:
-    print(exc, flush=True)
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert "but not a dask scheduler" in done.stdout and "allocate" not in done.stdout, done.stdout + done.stderr
+    from changescout.errors import ConfigError
+    from changescout.scheduler import connect
+
+    def greet(server):
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        threading.Thread(target=greet, args=(server,), daemon=True).start()
+        with pytest.raises(ConfigError, match="but not a dask scheduler") as told:
+            connect(f"tcp://127.0.0.1:{server.getsockname()[1]}", wait=20)
+        assert "allocate" not in str(told.value)
+    _local_compute_still_works()
 
 
 def test_a_cluster_without_workers_is_told_once_and_when_they_are_back():

@@ -38,6 +38,7 @@ from dask.system import CPU_COUNT
 from .atomic import atomic_path
 from .cube import OutputGrid, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps
+from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
 from .errors import BandError, ConfigError, GridError
 from .intact import ALL_CHUNKS
@@ -266,22 +267,13 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
     return out
 
 
-def _distributed_client():
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
-
-
 def _torch_threads(n_tasks: int) -> tuple[int, int] | None:
     """``(intra-op threads per window task, the caller's setting)`` on dask's local threads: the torch threads
     the caller has, shared among the windows that run at once. ``None`` (leave torch alone) when that changes
     nothing (one window alone keeps them all), on a distributed cluster, whose workers own their threads, or
     without torch."""
     torch = sys.modules.get("torch")
-    if torch is None or _distributed_client() is not None:
+    if torch is None or default_client() is not None:
         return None
     scheduler = dask.config.get("scheduler", None)
     if scheduler in ("sync", "synchronous", "single-threaded"):
@@ -407,7 +399,7 @@ def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray
     lazy, memory bounded by the window size."""
     if cube.chunks is None or cube.size * 4 > limit:
         return cube
-    client = _distributed_client()
+    client = default_client()
     if client is not None and cube.size * 4 > _cluster_memory(client) / 4:
         return cube
     return cube.persist()

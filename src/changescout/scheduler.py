@@ -13,6 +13,7 @@ page of distributed's tracebacks:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ def connect(address: str, wait: float = 45.0):
         from distributed import Client
     except ImportError as exc:
         raise ConfigError("--scheduler needs the distributed extra: pip install 'changescout[distributed]'") from exc
-    box: dict = {}
+    box: dict = {"before": default_client()}
 
     def attempt():
         try:
@@ -44,7 +45,8 @@ def connect(address: str, wait: float = 45.0):
     hint = "Check the address (tcp://HOST:PORT) and that the scheduler is running"
     if "client" in box:
         return box["client"]
-    error = box.get("error")
+    error = box.get("error")  # (read first: closing a client that still waits makes its thread fail)
+    _forget_half_made(box["before"])
     if isinstance(error, (MemoryError, OverflowError)):  # a server that speaks first: its greeting read as a frame's size
         raise ConfigError(f"something answers at {address!r}, but not a dask scheduler (its reply is not dask's "
                           f"protocol). {hint}") from error
@@ -52,6 +54,27 @@ def connect(address: str, wait: float = 45.0):
         raise ConfigError(f"cannot connect to the dask scheduler at {address!r}: {error}. {hint}") from error
     raise ConfigError(f"no dask scheduler answered at {address!r} within {wait:g} s (something listens there, "
                       f"but not a dask scheduler). {hint}")
+
+
+def default_client():
+    """The process' default ``distributed.Client`` (the one dask computes on), or None (none, or no distributed)."""
+    try:
+        from distributed import default_client as default
+    except ImportError:
+        return None
+    try:
+        return default()
+    except ValueError:
+        return None
+
+
+def _forget_half_made(before) -> None:
+    """distributed makes a client the process' default (and dask's scheduler) before its handshake: one that
+    failed or still waits would take every later compute of a library caller who goes on locally. Close it."""
+    client = default_client()
+    if client is not None and client is not before:
+        with contextlib.suppress(Exception):
+            client.close(timeout=2)
 
 
 class WorkerWatch:

@@ -287,7 +287,7 @@ def run(ctx: typer.Context,
         radiometry: str = typer.Option("auto", help="Known per-date offsets (Sentinel-2 baseline >= 04.00...): auto | off."),
         date_normalisation: str = typer.Option("off", "--date-normalisation", help="Per-date gain/offset matched to the reference date: off | reference."),
         seed: int = typer.Option(0, help="Seed (encoder sampling, clustering)."),
-        label: Optional[str] = typer.Option(None, help="Readable series label used in event ids."),
+        label: Optional[str] = typer.Option(None, help="Readable series label that begins every event id (at most 32 characters; other characters than letters, digits and _ become _)."),
         config: Optional[Path] = typer.Option(None, "--config", help="JSON file of configuration keys (the options' names with underscores, and the keys only a file sets: cloud_screen, snow_screen, n_clusters, transient_weight, seasonal_weight, report_top, source_options, encoder_options; see the README), or a run's own config.json; options given here override it."),
         scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler address."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):

@@ -46,7 +46,7 @@ from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
 from .sources.geotiff import is_run_dir
 from .sources.pairs import has_placeholder_dates
-from .tiling import PatchGrid, event_ids, series_id
+from .tiling import MAX_LABEL, PatchGrid, event_ids, series_id
 
 STAGES = ("embed", "changes", "rank", "outputs")
 #: --config cloud_screen: screen a series without a quality mask (auto), always (hot), or not at all.
@@ -122,6 +122,9 @@ class RunConfig:
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
                 raise ConfigError(f"{_option(name)} must be text, got {v!r}")
+        if self.label is not None and len(str(self.label)) > MAX_LABEL:  # (cut short, ids would not carry what was asked)
+            raise ConfigError(f"label has {len(str(self.label))} characters; it begins every event id and may have at most "
+                              f"{MAX_LABEL}: {str(self.label)!r}")
         if self.grid is not None:  # one spelling, checked before the run starts (a typo found after hours of embedding)
             from .sources.warp import GridSpec, grid_text
 

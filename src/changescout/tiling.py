@@ -127,13 +127,14 @@ def _lonlat_hint(x: float, y: float, crs, bounds) -> str:
 
 # -- series and event ids ---------------------------------------------------------------------------
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_]+")
+MAX_LABEL = 32  # characters of the readable part of a series id
 
 
 def series_id(label: str, source_digest: str, grid: OutputGrid, patch_size: int) -> str:
     """``<label>_<hash>``: a readable label plus a short hash of the source and the patch grid. Accented
     letters lose their accents (``Données été`` -> ``Donnees_ete``, not ``Donn_es_t_``)."""
     plain = unicodedata.normalize("NFKD", str(label)).encode("ascii", "ignore").decode()
-    clean = _LABEL_BAD.sub("_", plain).strip("_")[:32] or "series"
+    clean = _LABEL_BAD.sub("_", plain).strip("_")[:MAX_LABEL] or "series"
     h = hashlib.sha256(f"{source_digest}|{grid.digest()}|{patch_size}".encode()).hexdigest()[:8]
     return f"{clean}_{h}"
 

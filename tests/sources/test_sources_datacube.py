@@ -284,3 +284,48 @@ def test_a_cube_with_an_empty_time_or_band_dimension_is_refused(tmp_path, empty)
     cube.isel({empty: slice(0, 0)}).to_netcdf(tmp_path / "empty.nc")
     with pytest.raises(SourceError, match=f"holds no data: its {empty} dimension is empty"):
         open_series(tmp_path / "empty.nc")
+
+
+def _uneven_x(ds):
+    x = ds["x"].values.copy()
+    x[W // 2:] += ms.RES  # one step of two pixels: the columns after it were read a pixel west of where they are
+    return ds.assign_coords(x=("x", x, ds["x"].attrs))
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("uneven.nc", _uneven_x, r"uneven.nc: the variable 'reflectance' needs regular 1-D x and y pixel-centre "
+                             r"coordinates: its x steps are 10 from x = \S+, then 20 between"),
+    ("noxy.nc", lambda ds: ds.drop_vars(["x", "y"]), r"noxy.nc: .*regular 1-D x and y .*no 1-D numeric x coordinate"),
+    ("onecol.nc", lambda ds: ds.isel(x=slice(0, 1)), r"onecol.nc: the variable 'reflectance' has 1 pixel along x"),
+    ("badcrs.nc", lambda ds: ds.drop_vars("spatial_ref").assign_attrs(crs="not a crs"),
+     r"badcrs.nc: the CRS of the variable 'reflectance' is not one that PROJ knows"),
+])
+def test_a_cube_whose_pixels_cannot_be_placed_is_refused(tmp_path, name, edit, message):
+    """An uneven axis was read from its ends and put pixels elsewhere without a word; a cube without x/y was
+    placed at (0, 0) south-up and told as '64 x -64 px'; a 'crs' attribute that is not one was an internal error."""
+    path = rewrite(tmp_path, name, edit)
+    with pytest.raises(SourceError, match=message):
+        open_series(path)
+
+
+def test_a_missing_date_is_named(tmp_path):
+    """A NaT among the times was told as 'dates must be strictly increasing ... (use sort_by_time)'."""
+    def edit(ds):
+        return ds.assign_coords(time=("time", np.array([ds["time"].values[0], "NaT", ds["time"].values[2]], "datetime64[ns]")))
+    with pytest.raises(SourceError, match=r"nat.nc: the time coordinate has no date at position\(s\) \[1\] of 3"):
+        open_series(rewrite(tmp_path, "nat.nc", edit))
+
+
+def test_band_variables_of_integer_and_float_types_are_refused_unless_bands_of_one_type_are_read(tmp_path):
+    """int16 digital numbers beside float reflectance were scaled as one (x 1e-4): the float bands read as ~0."""
+    def edit(ds):
+        ds = per_band(ds)
+        return ds.assign(B02=(ds["B02"] * 10000).round().astype(np.int16))
+    path = rewrite(tmp_path, "mixed.nc", edit)
+    with pytest.raises(SourceError, match=r"mixed.nc: its band variables mix integer and floating-point types "
+                                          r"\(B02 int16, B03 float32.*--bands"):
+        open_series(path)
+    b03 = native(open_series(path, bands=["B03"]))
+    np.testing.assert_allclose(b03.values[1, 0], ms.scene(1)[1] / 10000, rtol=1e-6)
+    b02 = native(open_series(path, bands=["B02"]))
+    np.testing.assert_allclose(b02.values[1, 0], ms.scene(1)[0] / 10000, atol=1e-4)

@@ -7,9 +7,10 @@ CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longit
 
 The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
 numeric variables that are not masks, stacked into bands in variable order and named after them (the
-odc-stac/openEO layout). Its CRS comes from the CF grid mapping (``spatial_ref``/``crs`` variable, read by
+odc-stac/openEO layout; those of ``bands`` only when it names them; integer and float ones together are refused,
+as one scaling is worked out for them). Its CRS comes from the CF grid mapping (``spatial_ref``/``crs`` variable, read by
 rioxarray; the dataset's only one when the variable lost its ``grid_mapping`` attribute) or a ``crs`` attribute;
-``x``/``y`` hold pixel centres.
+``x``/``y`` hold evenly spaced pixel centres (an uneven axis, or none, is refused: pixels would land elsewhere).
 
 The quality mask is ``mask_variable=``, else the variable named as a mask (``quality``, ``SCL``, ``SCL_20m``,
 ``Fmask``, ``QA_PIXEL``, ``mask``, ``cloud_mask``...; two of them are refused), ``(time, y, x)``. ``quality``
@@ -86,16 +87,13 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     if dates is not None or mask is not None:
         raise SourceError("a data cube carries its own dates and quality; --dates and --mask do not apply", path)
     ds = _open_dataset(path)
-    var = _variable(ds, variable, path)
+    var = _variable(ds, variable, path, bands)
     if var.y.size > 1 and var.y[1] > var.y[0]:  # stored south-up: read north-up
         var = var.isel(y=slice(None, None, -1))
     if var.x.size > 1 and var.x[1] < var.x[0]:  # stored east to west: read west to east
         var = var.isel(x=slice(None, None, -1))
-    crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
-    if not crs:
-        raise SourceError(
-            f"the variable {var.name!r} has no CRS: add a CF grid mapping (spatial_ref) or a 'crs' attribute", path
-        )
+    crs = _crs(ds, var, path)
+    _check_axes(var, path)
     try:
         transform = var.rio.transform(recalc=True)
     except Exception as exc:  # rioxarray raises several types for missing or irregular coordinates
@@ -139,6 +137,39 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     return cube if bands is None else cube.sel(band=bands)
 
 
+def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> str:
+    """The cube's CRS as WKT: the variable's grid mapping, the dataset's, a ``crs`` attribute or the lone grid
+    mapping variable; refused when there is none or it is not a CRS."""
+    try:
+        crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
+        if crs:
+            return CRS.from_user_input(crs).to_wkt()
+    except Exception as exc:  # pyproj's CRSError (rioxarray parses a 'crs' attribute too)
+        raise SourceError(f"the CRS of the variable {var.name!r} is not one that PROJ knows ({exc}): write its grid "
+                          "mapping (spatial_ref) or 'crs' attribute as an EPSG code or WKT", path) from exc
+    raise SourceError(f"the variable {var.name!r} has no CRS: add a CF grid mapping (spatial_ref) or a 'crs' attribute", path)
+
+
+def _check_axes(var: xr.DataArray, path) -> None:
+    """x and y must be 1-D coordinates of at least two pixel centres, evenly spaced (to 1 % of a pixel): the
+    transform is worked out from their ends, so an uneven axis would put pixels elsewhere without a word."""
+    for axis in ("x", "y"):
+        if axis not in var.coords or var[axis].ndim != 1 or not np.issubdtype(var[axis].dtype, np.number):
+            raise SourceError(f"the variable {var.name!r} needs regular 1-D x and y pixel-centre coordinates: it has no "
+                              f"1-D numeric {axis} coordinate (2-D lat/lon grids must be regridded first)", path)
+        values = var[axis].values.astype(np.float64)
+        if values.size < 2:
+            raise SourceError(f"the variable {var.name!r} has {values.size} pixel along {axis}: its pixel size "
+                              "cannot be told (a cube needs at least 2 pixels along x and y)", path)
+        steps = np.diff(values)
+        uneven = np.flatnonzero(~(np.abs(steps - steps[0]) <= 0.01 * abs(steps[0])))  # (NaN steps too)
+        if steps[0] == 0 or uneven.size:
+            at = uneven[0] if uneven.size else 0
+            raise SourceError(f"the variable {var.name!r} needs regular 1-D x and y pixel-centre coordinates: its {axis} "
+                              f"steps are {steps[0]:g} from {axis} = {values[0]:g}, then {steps[at]:g} between "
+                              f"{values[at]:g} and {values[at + 1]:g}", path)
+
+
 def _open_dataset(path: Path) -> xr.Dataset:
     """The dataset, its dims under changescout's names and its times decoded (refused where they cannot be)."""
     try:
@@ -156,9 +187,14 @@ def _open_dataset(path: Path) -> xr.Dataset:
     if "time" in ds.dims:
         _check_time(ds["time"], path)
     try:
-        return xr.decode_cf(ds, decode_coords="all")
+        ds = xr.decode_cf(ds, decode_coords="all")
     except Exception as exc:  # a time unit that is not one ("fortnights since ...")
         raise SourceError(f"cannot decode the data cube ({type(exc).__name__}: {exc})", path) from exc
+    if "time" in ds.coords and pd.isnull(ds["time"].values).any():
+        missing = np.flatnonzero(pd.isnull(ds["time"].values)).tolist()
+        raise SourceError(f"the time coordinate has no date at position(s) {missing} of {ds.sizes['time']} (a fill "
+                          "value or NaT): give every image its date", path)
+    return ds
 
 
 def _rename_dims(ds: xr.Dataset) -> xr.Dataset:
@@ -200,9 +236,10 @@ def _is_mask(name) -> bool:
     return is_mask_name(name) or is_mask_name(split_band_suffix(str(name))[1])
 
 
-def _variable(ds: xr.Dataset, name, path) -> xr.DataArray:
+def _variable(ds: xr.Dataset, name, path, bands=None) -> xr.DataArray:
     """The reflectance ``(time, band, y, x)``: ``name``, the only 4-D variable that is not a mask, or the
-    ``(time, y, x)`` variables stacked into bands (see the module docstring)."""
+    ``(time, y, x)`` variables stacked into bands (see the module docstring; only those of ``bands`` when it
+    names some of them, so that one scaling is worked out from the bands read)."""
     if name is not None:
         if name not in ds.data_vars:
             raise SourceError(f"has no variable {name!r}; its variables are {list(ds.data_vars)}", path)
@@ -218,6 +255,14 @@ def _variable(ds: xr.Dataset, name, path) -> xr.DataArray:
     if len(chosen) == 1 and set(ds[chosen[0]].dims) == set(_DIMS):
         return ds[chosen[0]].transpose(*_DIMS)
     if chosen and all(set(ds[v].dims) == _PIXEL_DIMS for v in chosen):
+        if bands is not None and set(bands) <= set(chosen):
+            chosen = [v for v in chosen if v in bands]
+        floats = [np.issubdtype(ds[v].dtype, np.floating) for v in chosen]
+        if any(floats) and not all(floats):  # one scaling is worked out for the stack: one part would read as ~0
+            kinds = ", ".join(f"{v} {ds[v].dtype}" for v in chosen)
+            raise SourceError(f"its band variables mix integer and floating-point types ({kinds}), so their values are "
+                              "likely on different scales (digital numbers against reflectance): write every band "
+                              "variable with one type and scale, or read bands of one type (--bands)", path)
         return _stack(ds, chosen)
     listed = ", ".join(f"{v} {ds[v].dims}" for v in ([name] if name else ds.data_vars))
     raise SourceError(f"has no reflectance to read: {_LAYOUT}; its variables are {listed or 'none'}", path)

@@ -207,6 +207,7 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     out.attrs["same_change_elsewhere"] = seen_again
     out.attrs["seen_twice"] = dropped
     out.attrs["query_object"] = int(query["object_id"]) if "object_id" in query else None
+    out.attrs["own_left_out"] = int((own["event_id"] != query["event_id"]).sum())  # the object's other patch events
     return out
 
 

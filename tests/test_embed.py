@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from changescout.cube import OutputGrid, Quality, grid_of, make_cube
-from changescout.embed import date_statistics, embed_cube, embedding_grid, normalise, open_embeddings
+from changescout.embed import clear_fractions, date_statistics, embed_cube, embedding_grid, normalise, open_embeddings
 from changescout.encoders import get_encoder
 from changescout.errors import ConfigError
 from changescout.tiling import PatchGrid
@@ -264,10 +264,12 @@ def test_date_centres_still_follow_haze_when_most_dates_or_the_stable_pixels_are
 
 
 @pytest.mark.parametrize("input_", ["normalised", "reflectance"])
-def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_seen(input_):
+def test_encoder_input_fills_gaps_from_the_nearest_date_and_pixels_never_seen_from_the_nearest_seen(input_):
     """A pixel clouded at one date gets its nearest clear date's value (normalised input: its z-score there, so
     that it keeps no other date's haze or illumination); pixels usable at no date (outside the footprint, NaN; a
-    cloud at every date, finite values) become 0 at every date; ``usable`` is what the clear fraction counts."""
+    cloud at every date, finite values) take, at every date, the value of their nearest pixel that some date saw
+    (they were 0: an edge patch showed the encoder an edge between its image and the void, and stood out);
+    ``usable`` is what the clear fraction counts."""
     from changescout.embed import _prepare
     from changescout.encoders.base import EncoderSpec
 
@@ -281,10 +283,17 @@ def test_encoder_input_fills_gaps_from_the_nearest_date_and_zeroes_pixels_never_
     stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
     spec = EncoderSpec(name="t", version="1", dim=2, patch_size=16, input=input_)
     got, usable = _prepare(x, q, stats, spec)
-    expected = normalise(x, stats) if input_ == "normalised" else np.nan_to_num(x, nan=0.0)
+    expected = normalise(x, stats) if input_ == "normalised" else x.copy()
     expected[1, :, 8, 8] = expected[0, :, 8, 8]
-    expected[:, :, :, 12:] = expected[:, :, 0:3, 0:3] = 0
-    np.testing.assert_array_equal(got, expected)
+    known = usable.any(axis=0)
+    np.testing.assert_array_equal(got[:, :, known], expected[:, :, known])
+    ky, kx = np.nonzero(known)
+    for y, x_ in zip(*np.nonzero(~known)):  # each takes one of its nearest known pixels' values (ties: any)
+        d = np.hypot(ky - y, kx - x_)
+        nearest = [expected[:, :, a, b] for a, b in zip(ky[d == d.min()], kx[d == d.min()])]
+        assert any(np.array_equal(got[:, :, y, x_], v) for v in nearest), (y, x_)
+    np.testing.assert_array_equal(got[:, :, 5, 12:], np.repeat(expected[:, :, 5, 11:12], 4, axis=-1))
+    assert np.isfinite(got).all()
     assert not usable[1, 8, 8] and usable[0, 8, 8] and not usable[:, 0:3, 0:3].any() and not usable[:, :, 12:].any()
 
 
@@ -462,3 +471,17 @@ def test_a_haze_on_one_date_leaves_the_other_dates_centres():
     assert np.allclose(moved[2] * scale, 0.03, atol=2e-3)  # the haze is found on its date
     assert np.delete(moved, 2, axis=0).max() < 0.02  # and the other dates keep their centres
 
+
+
+def test_a_patch_is_judged_by_the_part_of_it_the_images_cover():
+    """Clear fractions count the pixels some date saw: the edge patches of a grid snapped to whole patches
+    (38 % of a 61 x 61 px Landsat image) never reached --min-clear as fractions of the whole patch."""
+    usable = np.zeros((2, 4, 12), bool)  # patches of 4 px: inside, on the images' edge, mostly outside them
+    usable[:, :, 0:4] = True
+    usable[1, :2, 0:4] = False           # inside: half cloud at the second date
+    usable[:, :, 4:6] = True             # edge: the images cover half of it ...
+    usable[1, 0, 4:6] = False            # ... and a quarter of that is cloud at the second date
+    usable[:, 0, 8:11] = True            # 3 px of 16: less than a quarter covered
+    np.testing.assert_allclose(clear_fractions(usable, 4), [[[1, 1, 0]], [[0.5, 0.75, 0]]])
+    usable[0, 1, 8] = True               # a quarter covered (at one date): judged by it
+    np.testing.assert_allclose(clear_fractions(usable, 4)[:, 0, 2], [1, 0.75])

@@ -274,7 +274,7 @@ def run(ctx: typer.Context,
         kind: Optional[str] = typer.Option(None, help="Source kind: geotiff, stacked, datacube, oscd, pairs, dynamicearthnet or synthetic (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per image (date) of a folder, in file-name order, to override the names; or T0,T1 of an image pair."),
         bands: Optional[str] = typer.Option(None, help="Comma-separated band names: of a stacked file's bands in order (each date's block); of any other source, the bands to read, chosen by name."),
-        grid: Optional[str] = typer.Option(None, help="Output grid: CRS[,RES[,LEFT,BOTTOM,RIGHT,TOP]]. Bounds are widened outward to whole patches on one lattice (patch edges fall in the same places in every run; rows and columns count from the grid's top-left corner, so runs on the same grid share the r<row>-c<col> part of their event ids); edge patches with less than --min-clear of usable pixels are left out."),
+        grid: Optional[str] = typer.Option(None, help="Output grid: CRS[,RES[,LEFT,BOTTOM,RIGHT,TOP]]. Bounds are widened outward to whole patches on one lattice (patch edges fall in the same places in every run; rows and columns count from the grid's top-left corner, so runs on the same grid share the r<row>-c<col> part of their event ids); an edge patch is judged by the part of it the images cover (--min-clear of it clear; less than a quarter covered: left out)."),
         mask: Optional[str] = typer.Option(None, help="Quality mask folder (a file per date, named by its date or like its image) or file (a band per date): Fmask, SCL, Landsat QA_PIXEL or changescout quality classes."),
         mask_convention: Optional[str] = typer.Option(None, help="fmask, scl, qa_pixel (Landsat Collection 2) or quality; guessed from the mask's name when left out."),
         encoder: str = typer.Option("rcf", help="Encoder name (see `changescout encoders`)."),
@@ -282,7 +282,7 @@ def run(ctx: typer.Context,
         patch_size: int = typer.Option(16, "--patch-size", help="Patch size in pixels."),
         compare: str = typer.Option("consecutive", help="consecutive (the previous clear date) | anniversary (the same season a year before, within 45 days) | reference:YYYY-MM-DD"),
         rank_by: str = typer.Option("combined", "--rank-by", help="combined (default: rarity and magnitude together) | rarity (fewest similar changes) | magnitude (largest change for its place: the size of the change against the run and against the patch's own history, not the raw magnitude column; transient and seasonal changes are demoted in every mode)"),
-        min_clear: float = typer.Option(0.75, "--min-clear", help="Least clear fraction of a patch to use a date."),
+        min_clear: float = typer.Option(0.75, "--min-clear", help="Least clear fraction of a patch to use a date (of the pixels that the images cover at some date)."),
         coregister: str = typer.Option("auto", help="Sub-pixel co-registration of the dates: auto | on | off."),
         radiometry: str = typer.Option("auto", help="Known per-date offsets (Sentinel-2 baseline >= 04.00...): auto | off."),
         date_normalisation: str = typer.Option("off", "--date-normalisation", help="Per-date gain/offset matched to the reference date: off | reference."),
@@ -377,7 +377,8 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
         return
     obj = res.attrs.get("query_object")
     title = (f"Similar to object {obj} (queried with its patch {res.attrs.get('query')}); its own patches left out" if objects and obj is not None
-             else f"Similar to {res.attrs.get('query')}" + (f"; the other patches of its object {obj} left out" if obj is not None else ""))
+             else f"Similar to {res.attrs.get('query')}" + (f"; the other {n} patch event{'s' if n > 1 else ''} of its object {obj} left out"
+                                                            if obj is not None and (n := res.attrs.get("own_left_out", 0)) else ""))
     if res.attrs.get("same_change_elsewhere"):
         title += f"; and the same change seen by the overlapping --in runs ({res.attrs['same_change_elsewhere']} patch events)"
     if res.attrs.get("seen_twice"):

@@ -37,7 +37,7 @@ from dask.system import CPU_COUNT
 
 from .atomic import atomic_path
 from .cube import OutputGrid, grid_of, usable_mask
-from .quality import FAMILY_NAMES, band_family, fill_gaps
+from .quality import FAMILY_NAMES, band_family, fill_gaps, fill_unseen
 from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
 from .errors import BandError, ConfigError, GridError
@@ -220,17 +220,17 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     normalisation, or the cube's reflectance for encoders that normalise themselves; ``usable`` is what the
     clear fraction counts."""
     usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
-    known = np.broadcast_to(usable.any(axis=0), usable.shape)
+    known = usable.any(axis=0)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
-    # masked at one date then does not look changed; pixels usable at no date go to 0. The project's input is
-    # filled once each date is normalised, in z-scores: a pixel filled with another date's reflectance kept that
-    # date's haze or illumination, and on a date 0.05 brighter everywhere an unchanged patch 19 % clouded
-    # moved 0.40 (unchanged patches 0.02, a new roof 1.41)
+    # masked at one date then does not look changed; pixels usable at no date take their nearest known pixel's
+    # (quality.fill_unseen). The project's input is filled once each date is normalised, in z-scores: a pixel
+    # filled with another date's reflectance kept that date's haze or illumination, and on a date 0.05 brighter
+    # everywhere an unchanged patch 19 % clouded moved 0.40 (unchanged patches 0.02, a new roof 1.41)
     if spec.input == "reflectance":
-        return np.where(known[:, None], fill_gaps(values, usable), np.float32(0)).astype(np.float32, copy=False), usable
+        filled = np.array(fill_gaps(values, usable), dtype=np.float32)  # (a copy: the window's values are the cube's)
+        return fill_unseen(filled, known), usable
     z = fill_gaps(normalise(values, stats), usable)  # (normalise's own array, or its copy: both ours)
-    np.copyto(z, np.float32(0), where=~known[:, None])
-    return z, usable
+    return fill_unseen(z, known), usable
 
 
 def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
@@ -260,11 +260,27 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         b = max(1, int(spec.batch_size))
         context = {"halo": h} if h else {}
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
-    t, h, w = usable.shape
-    out = np.empty((t, h // p, w // p, emb.shape[1] + 1), np.float32)
+    out = np.empty((*emb.shape[:1], *emb.shape[2:], emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
-    out[..., -1] = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
+    out[..., -1] = clear_fractions(usable, p)
     return out
+
+
+#: Least share of a patch that the images must cover (some date saw it) for the patch to be used at all.
+MIN_COVER = 0.25
+
+
+def clear_fractions(usable: np.ndarray, p: int) -> np.ndarray:
+    """``usable (time, h, w)`` -> ``(time, h/p, w/p)``: each patch's usable pixels at each date, as a fraction of
+    its pixels that some date saw (the images' footprint: a patch on the edge of the images, or of a tile's
+    nodata corner, is judged by the part they cover); 0 for a patch of which they cover less than a quarter.
+
+    (As a fraction of the whole patch, the edge patches of a grid snapped to whole patches never reached
+    --min-clear: 38 % of a 61 x 61 px Landsat image went unseen.)"""
+    t, h, w = usable.shape
+    clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
+    cover = usable.any(axis=0).reshape(h // p, p, w // p, p).mean(axis=(1, 3))
+    return np.where(cover >= MIN_COVER, clear / np.maximum(cover, MIN_COVER), np.float32(0)).astype(np.float32)
 
 
 def _torch_threads(n_tasks: int) -> tuple[int, int] | None:

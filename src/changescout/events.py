@@ -36,7 +36,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "zscore": ("float32", "robust z-score of surprise against this patch's own history; higher = more unusual for the patch; NaN = unknown (the patch's only change: an image pair)"),
     "persistence": ("Int32", "later clear dates over which the new state holds before reverting; null = unknown (last date); 0 = transient (e.g. cloud)"),
     "recurrence": ("float32", "-1..1 cosine between this change and the same patch's change a year before or after (the larger); near 1 = a seasonal cycle (crops, canopy), demoted in the object ranking; NaN = no date a year apart, or not --compare consecutive (not computed)"),
-    "clear_fraction": ("float32", "lower of the clear-pixel fractions of the patch at t0 and t1"),
+    "clear_fraction": ("float32", "lower of the clear-pixel fractions of the patch at t0 and t1 (of its pixels that the images cover)"),
     "cluster": ("int32", "change type: cluster id of the change vector"),
     "cluster_size": ("int32", "number of events in this cluster"),
     "rarity": ("float32", "0..1, higher = rarer change type and emptier neighbourhood in change-vector space"),

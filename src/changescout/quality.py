@@ -509,6 +509,24 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     return out
 
 
+def fill_unseen(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``(time, band, h, w)`` with ``known (h, w)`` (usable at some date) -> each pixel that no date saw (past the
+    images' edge, a tile's nodata corner) takes, at every date, the value of its nearest known pixel; all 0 when
+    none is known. In place where it can (a float array), and returned.
+
+    (Filled with 0, an edge patch showed the encoder a sharp edge between its image and the void: no other patch
+    looked like it, and its seasonal change stood out as surprising.)"""
+    if known.all():
+        return values
+    if not known.any():
+        values[...] = 0
+        return values
+    iy, ix = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+    y, x = np.nonzero(~known)
+    values[:, :, y, x] = values[:, :, iy[y, x], ix[y, x]]
+    return values
+
+
 def fill_gaps(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """``(time, band, h, w)`` with ``usable (time, h, w)`` -> each unusable pixel takes the value of the nearest
     earlier usable date of that pixel (the nearest later one before the first). Pixels usable at no date have

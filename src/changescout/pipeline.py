@@ -493,7 +493,10 @@ def screen_clouds(cube, mode: str, log=None):
 
 
 def _has_mask(cube) -> bool:
-    """Whether the source gave a quality mask (any class other than clear and nodata, on a sample)."""
+    """Whether the source gave a quality mask: its reader says so (``quality_mask``: a mask that calls every
+    pixel clear is a mask, and was screened over), else any class other than clear and nodata, on a sample."""
+    if "quality_mask" in cube.attrs:
+        return bool(cube.attrs["quality_mask"])
     q = np.asarray(cube["quality"].data[:, ::4, ::4])
     return bool(np.isin(q, [2, 3, 4, 5]).any())
 

@@ -21,6 +21,7 @@ def test_cube_round_trip(tmp_path, name):
     path = ms.datacube(tmp_path / name)
     cube = open_series(path, patch_size=16, chunks=32)
     assert cube.attrs["source_kind"] == "datacube" and cube.attrs["scale_factor"] == 1.0
+    assert cube.attrs["quality_mask"] is True  # (the auto cloud screen trusts it)
     assert list(cube.band.values) == list(ms.BANDS) and grid_of(cube).crs == ms.CRS
     assert grid_of(cube).transform[2] % (16 * ms.RES) == 0
     values = native(cube)

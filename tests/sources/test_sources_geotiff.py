@@ -236,6 +236,22 @@ def test_external_mask_folder(tmp_path):
         open_series(tmp_path / "f", mask=tmp_path / "masks_fmask")
 
 
+def test_a_mask_that_calls_every_pixel_clear_is_trusted_by_the_auto_cloud_screen(tmp_path):
+    """The auto screen told a given mask by the cloud classes it holds: an all-clear Fmask counted as no mask,
+    and the screen marked thousands of the pixels it called clear as cloud or shadow."""
+    from changescout.pipeline import screen_clouds
+
+    ms.multiband_folder(tmp_path / "f", with_nodata=False)
+    for date in ms.DATES:
+        ms.write_geotiff(tmp_path / "masks_fmask" / f"{date}.tif", np.zeros((1, *ms.SHAPE), np.uint8), nodata=None)
+    masked = open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
+    assert masked.attrs["quality_mask"] is True
+    assert screen_clouds(masked, "auto").attrs["cloud_screen"] == "none: the source gave a quality mask"
+    bare = open_series(tmp_path / "f", patch_size=4)
+    assert bare.attrs["quality_mask"] is False
+    assert not screen_clouds(bare, "auto").attrs["cloud_screen"].startswith("none")
+
+
 def test_an_external_mask_folder_takes_its_convention_from_its_files_names(tmp_path):
     """masks/2020-03-01_fmask.tif...: the folder's name says nothing; its files' names do (the folder was refused
     unless named masks_fmask)."""

@@ -129,6 +129,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         "source": str(path.resolve()),
         "source_files": [str(path.resolve())],
         "level": str(level or ds.attrs.get("level") or var.attrs.get("level") or "unknown"),
+        "quality_mask": quality is not None,
         "scale_factor": scale,
         "offset": off,
     }

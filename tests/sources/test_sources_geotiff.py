@@ -252,6 +252,23 @@ def test_a_mask_that_calls_every_pixel_clear_is_trusted_by_the_auto_cloud_screen
     assert not screen_clouds(bare, "auto").attrs["cloud_screen"].startswith("none")
 
 
+def test_a_mask_that_does_not_cover_its_image_is_refused_naming_it(tmp_path):
+    """A 100 px mask of a 160 px image was read without a word: the pixels it left out became nodata, and half
+    the patches were never looked at. A mask at another resolution over the same footprint is read."""
+    ms.multiband_folder(tmp_path / "f", with_nodata=False)
+    h, w = ms.SHAPE
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "masks_fmask" / f"{date}.tif", ms.fmask(t)[None, : h // 2], nodata=None)
+        coarse = ms.fmask(t)[None, ::2, ::2]
+        ms.write_geotiff(tmp_path / "coarse_fmask" / f"{date}.tif", coarse, nodata=None,
+                         transform=ms.TRANSFORM * Affine.scale(2))
+    with pytest.raises(SourceError, match=rf"masks_fmask/{ms.DATES[0]}.tif: covers 50 % of its image .*; mask {w} x {h // 2} px, "
+                                          rf"image {w} x {h} px\): a mask must cover its image"):
+        open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
+    cube = open_series(tmp_path / "f", mask=tmp_path / "coarse_fmask", patch_size=4)
+    assert (footprint(cube).quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()
+
+
 def test_an_external_mask_folder_takes_its_convention_from_its_files_names(tmp_path):
     """masks/2020-03-01_fmask.tif...: the folder's name says nothing; its files' names do (the folder was refused
     unless named masks_fmask)."""

@@ -293,7 +293,28 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
                               "give one --mask-convention, or one folder per convention", path)
         name = named.pop() if named else name
     lut = lookup_table(convention_for(name, convention, path))
-    return [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes], lut
+    out = [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes]
+    for s in out:
+        _check_mask_cover(s)
+    return out, lut
+
+
+def _check_mask_cover(scene: Scene, least: float = 0.99) -> None:
+    """A mask must cover its image: the pixels it leaves out would be nodata (a 100 px mask of a 160 px image
+    was read without a word, and half the patches were never looked at)."""
+    from rasterio.warp import transform_bounds
+
+    image, mask = probe(scene.layers[0].path), probe(scene.mask.path)
+    box = mask.bounds
+    if image.crs and mask.crs and image.crs != mask.crs:
+        box = transform_bounds(mask.crs, image.crs, *box, densify_pts=21)
+    left, bottom, right, top = image.bounds
+    wide = max(0.0, min(right, box[2]) - max(left, box[0])) * max(0.0, min(top, box[3]) - max(bottom, box[1]))
+    share = wide / ((right - left) * (top - bottom))
+    if share < least:
+        raise SourceError(f"covers {100 * share:.0f} % of its image {Path(scene.layers[0].path).name} ({scene.time:%Y-%m-%d}; "
+                          f"mask {mask.shape[1]} x {mask.shape[0]} px, image {image.shape[1]} x {image.shape[0]} px): a mask "
+                          "must cover its image, whose pixels it leaves out would be nodata", scene.mask.path)
 
 
 def _stem_key(file: Path) -> str:

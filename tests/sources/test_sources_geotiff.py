@@ -252,6 +252,34 @@ def test_a_mask_that_calls_every_pixel_clear_is_trusted_by_the_auto_cloud_screen
     assert not screen_clouds(bare, "auto").attrs["cloud_screen"].startswith("none")
 
 
+def test_pixels_0_in_every_band_of_files_that_declare_no_nodata_are_nodata(tmp_path):
+    """Sentinel-2's and Landsat's NODATA value 0, undeclared: a block of 0 in every band was read as black
+    reflectance and ranked as a change; a band file at 20 m blended its swath edge of 0 into its neighbours
+    (-0.05 after the -1000 offset). A pixel 0 in one band only is a value."""
+    h, w = ms.SHAPE
+    for t, date in enumerate(ms.DATES):
+        data = ms.scene(t)
+        if t == 1:
+            data[:, 0:10, 0:10] = 0  # undeclared nodata
+            data[0, 30:32, 30:32] = 0  # one band 0: a value
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", data, nodata=None, descriptions=ms.BANDS)
+    cube = footprint(open_series(tmp_path / "f", patch_size=4))
+    v, q = cube.values, cube.quality.values
+    assert np.isnan(v[1, :, 0:10, 0:10]).all() and (q[1, 0:10, 0:10] == Quality.NODATA).all()
+    assert (v[1, 0, 30:32, 30:32] == 0).all() and (q[1, 30:32, 30:32] == Quality.CLEAR).all()
+    assert np.isfinite(v[[0, 2]]).all()
+    # a date at 20 m (resampled onto the 10 m grid) whose right third is 0: no value blended toward 0
+    coarse = ms.scene(2)[:, ::2, ::2].copy()
+    coarse[:, :, 2 * coarse.shape[2] // 3:] = 0
+    (tmp_path / "f" / f"{ms.DATES[2]}.tif").unlink()
+    ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", coarse, nodata=None, descriptions=ms.BANDS,
+                     transform=ms.TRANSFORM * Affine.scale(2))
+    v = footprint(open_series(tmp_path / "f", patch_size=4)).values[2]
+    edge = 2 * (2 * coarse.shape[2] // 3)  # the first 10 m column of the 0 part
+    assert np.isnan(v[:, :, edge:]).all() and np.isnan(v).any(axis=0).sum() < h * (w - edge + 3)
+    assert np.nanmin(v) >= 300 / 10000 * 0.99  # (scene values are 300-3000 x 1e-4)
+
+
 def test_a_mask_that_does_not_cover_its_image_is_refused_naming_it(tmp_path):
     """A 100 px mask of a 160 px image was read without a word: the pixels it left out became nodata, and half
     the patches were never looked at. A mask at another resolution over the same footprint is read."""

@@ -389,14 +389,19 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
 
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
-    (and blended into its neighbours) whenever another date has data there."""
+    (and blended into its neighbours) whenever another date has data there. An integer file that declares no
+    nodata has 0 where every band it holds is 0 (Sentinel-2's and Landsat's NODATA value, a band file's swath
+    edge): left out of the resampling, not blended into its neighbours as values toward 0 (a 20 m band's edge
+    read -0.05 beside a 10 m band's nodata, and the edge ranked as a change)."""
     try:
-        with rasterio.open(path) as src, WarpedVRT(
-            src, crs=crs, transform=transform, height=shape[0], width=shape[1],
-            resampling=resampling, dtype="float32", nodata=np.nan, UNIFIED_SRC_NODATA="NO", tolerance=WARP_TOLERANCE,
-            **({"src_nodata": _NO_CLASS} if raw else {}), **(scales or {}),
-        ) as vrt:
-            return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
+        with rasterio.open(path) as src:
+            options = {"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw else {"UNIFIED_SRC_NODATA": "NO"}
+            if (not raw and src.nodata is None and np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
+                    and all(f == [MaskFlags.all_valid] for f in src.mask_flag_enums)):
+                options = {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"}
+            with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
+                           dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
+                return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
     except RasterioError as exc:
         raise SourceError(f"cannot read the raster ({exc})", path) from exc
 
@@ -470,6 +475,10 @@ class WarpedSeries:
                 out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling,
                                        _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw))
         values = out[:, :nb]
+        # a pixel 0 in every band is no reflectance but a fill (Sentinel-2's and Landsat's NODATA value 0, a
+        # mosaic's border) that the file did not declare: nodata. (Scaled and offset, Sentinel-2 baseline 04.00's
+        # -1000 made a swath edge of DN 0 read -0.1, and the edge ranked among the top changes.)
+        values[np.broadcast_to((values == 0).all(axis=1)[:, None], values.shape)] = np.nan
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)
         values *= scaling[:, :, 0, None, None]

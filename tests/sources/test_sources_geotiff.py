@@ -555,6 +555,37 @@ def test_sentinel2_band_files_in_their_resolution_folders_make_one_date(tmp_path
     assert (footprint(cube).quality.values == Quality.CLEAR).all()  # the 20 m SCL (vegetation), not the 60 m one (cloud)
 
 
+def test_sentinel2_products_as_delivered_in_jpeg2000_are_read_leaving_out_their_quality_indicators(tmp_path):
+    """An L2A product as delivered (.jp2 band files; cloud and snow probabilities in QI_DATA) was refused as
+    "holds no GeoTIFF (.tif, .tiff) files"."""
+    import rasterio
+
+    with rasterio.Env() as env:
+        if "JP2OpenJPEG" not in env.drivers():
+            pytest.skip("GDAL has no JPEG 2000 driver here")
+
+    def jp2(path, data, transform=ms.TRANSFORM):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(path, "w", driver="JP2OpenJPEG", height=data.shape[1], width=data.shape[2], count=1,
+                           dtype=data.dtype.name, crs=ms.CRS, transform=transform, QUALITY=100, REVERSIBLE="YES") as dst:
+            dst.write(data)
+
+    for t, date in enumerate(ms.DATES[:3]):
+        d = date.replace("-", "")
+        granule = tmp_path / "s2" / f"S2A_MSIL2A_{d}T105031_N0300_R051_T31TCJ_{d}T120000.SAFE" / "GRANULE" / "L2A_T31TCJ"
+        data = ms.scene(t).astype(np.uint16)
+        for k, band in enumerate(ms.BANDS):
+            jp2(granule / "IMG_DATA" / "R10m" / f"T31TCJ_{d}T105031_{band}_10m.jp2", data[k : k + 1])
+        jp2(granule / "IMG_DATA" / "R20m" / f"T31TCJ_{d}T105031_SCL_20m.jp2", np.full((1, 20, 22), 4, np.uint8),
+            transform=ms.TRANSFORM @ Affine.scale(2))
+        jp2(granule / "QI_DATA" / "MSK_CLDPRB_20m.jp2", np.full((1, 20, 22), 90, np.uint8), transform=ms.TRANSFORM @ Affine.scale(2))
+    cube = open_series(tmp_path / "s2", patch_size=4)
+    assert len(cube.time) == 3 and list(cube.band.values) == list(ms.BANDS)
+    for t in range(3):
+        np.testing.assert_allclose(footprint(cube).values[t], ms.scene(t) / 10000, rtol=1e-6)
+    assert (footprint(cube).quality.values == Quality.CLEAR).all()  # the SCL (vegetation) read as the mask
+
+
 def test_a_south_up_raster_is_named_with_what_to_do(tmp_path):
     """A south-up file was refused with the folder's name and numpy reprs of "bounds must be (left, bottom, ...)"."""
     ms.multiband_folder(tmp_path / "f")

@@ -5,7 +5,7 @@ Two layouts, possibly with one sub-folder per date:
 * one multi-band file per date (``2020-01-01.tif``, ``S2A_MSIL2A_20200101T..._.tif``);
 * one single-band file per band per date, the band named by the file-name suffix
   (``LE70350322008118EDC00/LE70350322008118EDC00_b3.tif``, ``..._B04.tif``, ``..._fmask.tif``; Sentinel-2 L2A
-  ``<product>.SAFE/T31TCJ_..._B04_10m.tif``, the resolution dropped; Landsat Collection 2
+  ``<product>.SAFE/.../T31TCJ_..._B04_10m.jp2`` or ``.tif``, the resolution dropped, ``QI_DATA`` left out; Landsat Collection 2
   ``<ID>/<ID>_SR_B4.TIF`` named ``SR_B4`` (as USGS names it: red on Landsat 8-9, near infrared on 4-7), and ``<ID>_QA_PIXEL.TIF`` its mask). The other layers of those
   deliveries (thermal ``ST_B10``, ``QA_RADSAT``, ``SR_QA_AEROSOL``, angles; ``AOT``, ``WVP``, ``TCI``) are left
   out and listed in the cube's ``ignored_files``.
@@ -37,7 +37,10 @@ from .dates import ACCEPTED_PATTERNS, impossible_date, parse_date, to_times
 from .masks import convention_for, infer_convention, is_mask_name, lookup_table
 from .warp import Layer, Scene, open_scenes, probe
 
-_EXTENSIONS = (".tif", ".tiff")
+_EXTENSIONS = (".tif", ".tiff", ".jp2")  # (JPEG 2000: Sentinel-2 products' band files as delivered)
+#: Folders of a delivered product that hold no image of it: Sentinel-2's quality indicators (cloud and snow
+#: probabilities, detector footprints, a preview) and auxiliary data.
+_NOT_IMAGES = {"QI_DATA", "AUX_DATA"}
 _BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection 2 ``..._SR_B4``, ``..._QA_PIXEL``
     r"^(?:(?P<stem>.+?)[_-])?"
     r"(?P<band>(?:SR_)?B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I
@@ -109,7 +112,8 @@ def is_run_dir(folder: Path) -> bool:
 
 
 def list_rasters(root: Path) -> list[Path]:
-    """GeoTIFF files under ``root`` (recursively, hidden ones skipped), sorted; :class:`SourceError` if none."""
+    """GeoTIFF and JPEG 2000 files under ``root`` (recursively; hidden ones, and a Sentinel-2 product's
+    ``QI_DATA`` and ``AUX_DATA``, skipped), sorted; :class:`SourceError` if none."""
     if not root.is_dir():
         raise SourceError("is not a folder" if root.exists() else "does not exist", root)
     files, seen = [], set()
@@ -125,7 +129,8 @@ def list_rasters(root: Path) -> list[Path]:
         for d in dirs:
             if Path(d).suffix.lower() in _EXTENSIONS:
                 raise SourceError("is a folder (or a link to one), not a GeoTIFF", here / d)
-        dirs[:] = [d for d in dirs if not d.startswith(".")] if len(here.relative_to(root).parts) < MAX_DEPTH else []
+        dirs[:] = ([d for d in dirs if not d.startswith(".") and d.upper() not in _NOT_IMAGES]
+                   if len(here.relative_to(root).parts) < MAX_DEPTH else [])
         for n in names:
             p = here / n
             if n.startswith(".") or p.suffix.lower() not in _EXTENSIONS:
@@ -136,7 +141,7 @@ def list_rasters(root: Path) -> list[Path]:
                 files.append(p)
     files.sort()
     if not files:
-        raise SourceError("holds no GeoTIFF (.tif, .tiff) files", root)
+        raise SourceError("holds no GeoTIFF or JPEG 2000 (.tif, .tiff, .jp2) files", root)
     return files
 
 

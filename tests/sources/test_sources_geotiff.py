@@ -430,6 +430,11 @@ def test_band_count_mismatch_names_the_file(tmp_path):
         open_series(tmp_path / "f")
     cube = open_series(tmp_path / "f", bands=["B02", "B03", "B04"])  # as the message says
     assert list(cube.band.values) == ["B02", "B03", "B04"] and len(cube.time) == 3
+    # a file without band descriptions: it was said to lack every band and to have b1..b3 more
+    ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", ms.scene(2, 3))
+    with pytest.raises(SourceError, match=r"2020-05-20.tif: has 3 bands but 2020-03-01.tif has 4 \(it has no band "
+                                          r"descriptions\); every date needs"):
+        open_series(tmp_path / "f")
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,8 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         missing, more = [n for n in ref_names if n not in names], [n for n in names if n not in ref_names]
         which = "; ".join([*([f"it lacks {missing}"] if missing else []), *([f"it has {more} more"] if more else [])])
         hint = f" ({which})" if which and len(set(ref_names)) == len(ref_names) else ""
+        if _unnamed(names) != _unnamed(ref_names):  # b1..bN against named bands: which names it lacks says nothing
+            hint = f" ({'it' if _unnamed(names) else ref_file.name} has no band descriptions)"
         if len(names) != len(ref_names):
             raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}{hint}; every date needs the "
                               "same bands (--bands NAMES reads those of every date)", files[0])
@@ -109,6 +111,11 @@ MAX_DEPTH = 6
 def is_run_dir(folder: Path) -> bool:
     """Whether ``folder`` is a changescout run directory."""
     return (folder / "config.json").is_file() and (folder / "state.json").is_file()
+
+
+def _unnamed(names) -> bool:
+    """Whether ``names`` are the ``b1..bN`` given to bands without descriptions or band suffixes."""
+    return all(re.fullmatch(r"b\d+", n) for n in names)
 
 
 def list_rasters(root: Path) -> list[Path]:

@@ -78,6 +78,11 @@ def test_bad_weights_are_reported(tmp_path):
         PrestoEncoder(weights=tmp_path)  # a folder holding a file of the wrong checksum
     with pytest.raises(WeightsError, match="default_model.pt"):
         PrestoEncoder(weights=tmp_path / "nowhere")
+    # Presto's keys with other shapes (another model size): a bare RuntimeError of torch
+    state = {f"encoder.{k}": v[..., :1] if v.ndim else v for k, v in random_presto(0).state_dict().items()}
+    torch.save(state, bad)
+    with pytest.raises(WeightsError, match=r"default_model.pt: Presto encoder weights do not fit the architecture: size mismatch"):
+        load_presto(bad)
 
 
 # -- golden cases --------------------------------------------------------------------------------------

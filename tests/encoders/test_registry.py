@@ -157,3 +157,24 @@ def test_a_pretrained_encoders_declared_spec_is_its_spec_once_built(name):
         pass
 
     assert Plugin.declared_spec() is None
+
+
+@pytest.mark.parametrize("name, options, message", [
+    # values of the wrong type from a --config file ended in an internal error (exit 1), or were cut short
+    ("rcf", {"dim": "x"}, r"rcf: dim must be a whole number"),
+    ("rcf", {"kernel": "x"}, r"rcf: kernel must be a whole number"),
+    ("rcf", {"bias": "x"}, r"rcf: bias must be a number"),
+    ("rcf", {"pooling": "banana"}, r"rcf: pooling .* must be a number in \[1, inf\]"),
+    ("rcf", {"n_whitening": -1}, r"rcf: n_whitening must be a whole number in \[256, inf\], got -1"),  # (failed mid-run)
+    ("galileo-nano", {"token_size": "big"}, r"galileo-nano: token_size \(px\) must be a whole number in \[1, 8\], got 'big'"),
+    ("galileo-nano", {"token_size": 4.7}, r"token_size \(px\) must be a whole number in \[1, 8\], got 4.7"),  # (was cut to 4)
+    ("galileo-nano", {"seed": "abc"}, r"galileo-nano: seed must be a whole number"),
+    ("galileo-nano", {"device": "banana"}, r"device 'banana' is not one this torch can use .*use 'cpu'"),
+    ("presto", {"context": "x"}, r"presto: context must be a whole number in \[1, 24\]"),
+    ("presto", {"batch_size": 2.5}, r"presto: batch_size must be a whole number"),
+    ("presto", {"device": "cuda:7" if not __import__("torch").cuda.is_available() else "banana"}, r"is not one this torch can use"),
+])
+def test_encoder_option_values_of_the_wrong_type_are_refused_as_bad_input(name, options, message):
+    with pytest.raises(InputError, match=message) as told:
+        get_encoder(name, **({"weights": "random"} if name == "presto" else {}), **options)
+    assert told.value.exit_code == 2

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import BandError, EncoderNotFoundError, WeightsError, check_options
+from ..errors import BandError, ConfigError, EncoderNotFoundError, WeightsError, check_options
 
 
 @dataclass(frozen=True)
@@ -255,3 +255,25 @@ def changed_options(encoder, names) -> dict:
     defaults: what an encoder's ``space_options`` says of the options that change its embedding space."""
     defaults = inspect.signature(type(encoder).__init__).parameters
     return {n: getattr(encoder, n) for n in names if getattr(encoder, n) != defaults[n].default}
+
+
+def pick_device(device: str | None = None):
+    """The ``torch.device`` ``device`` if given (a :class:`ConfigError` unless torch has it here), else cuda, then
+    mps, then cpu."""
+    import torch
+
+    if device is not None:
+        try:
+            picked = torch.device(device)
+            torch.empty(0, device=picked)  # ("cuda:7", or cuda in a CPU build of torch, fail only when used)
+        except (RuntimeError, AssertionError, TypeError) as exc:
+            usable = "'cpu' or 'cuda'" if torch.cuda.is_available() else "'cpu'"
+            raise ConfigError(f"device {device!r} is not one this torch can use ({str(exc).splitlines()[0]}); "
+                              f"use {usable}") from exc
+        return picked
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

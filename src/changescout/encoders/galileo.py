@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import BandError, ConfigError, WeightsError
-from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, sha256_file
+from ..errors import BandError, ConfigError, WeightsError, check_param
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
 from .galileo_net import BASE_PATCH, S_T_GROUPS, SP_GROUPS, ST_GROUPS, T_GROUPS, GalileoEncoder, GalileoInputs, pool_per_patch
 
 VERSION = "1"
@@ -103,18 +103,6 @@ def s2_only_inputs(s_t_x: torch.Tensor, months: torch.Tensor, token_size: int) -
 
 
 # -- model -------------------------------------------------------------------------------------------
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else cuda, then mps, then cpu."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def load_galileo(path: Path, device: torch.device | str = "cpu") -> GalileoEncoder:
     """Galileo-nano with the weights of ``path`` (a state dict, every key used), eval mode, float32."""
     try:
@@ -170,15 +158,15 @@ class GalileoNanoEncoder(PretrainedEncoder):
         return enc
 
     def _configure(self, patch_size=16, token_size=8, device=None, batch_size=8, seed=0) -> None:
-        patch_size, token_size, batch_size = int(patch_size), int(token_size), int(batch_size)
-        if not 1 <= token_size <= BASE_PATCH:
-            raise ConfigError(f"galileo-nano token_size must be 1..{BASE_PATCH} px, got {token_size}")
+        # (checked for their type too: "big" from a --config file was an internal error, 4.7 was cut to 4)
+        patch_size = check_param(NAME, "patch_size", patch_size, 1, None, integer=True)
+        token_size = check_param(NAME, "token_size (px)", token_size, 1, BASE_PATCH, integer=True)
+        batch_size = check_param(NAME, "batch_size", batch_size, 1, None, integer=True)
+        seed = check_param(NAME, "seed", seed, 0, None, integer=True)
         if patch_size < token_size or patch_size % token_size:
             raise ConfigError(f"galileo-nano patch_size ({patch_size} px) must be a multiple of token_size "
                               f"({token_size} px); e.g. --patch-size {2 * token_size}")
-        if batch_size < 1:
-            raise ConfigError(f"galileo-nano batch_size must be >= 1, got {batch_size}")
-        self.patch_size, self.token_size, self.batch_size, self.seed = patch_size, token_size, batch_size, int(seed)
+        self.patch_size, self.token_size, self.batch_size, self.seed = patch_size, token_size, batch_size, seed
         self.device = pick_device(device)
 
     def _spec(self, sha256: str | None) -> EncoderSpec:

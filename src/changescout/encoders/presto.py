@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BandError, ConfigError, WeightsError
-from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, sha256_file
+from ..errors import BandError, ConfigError, WeightsError, check_param
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
 from .presto_net import CHANNELS, DIM, DW_MISSING, MAX_STEPS, NORM_ADD, NORM_DIV, PrestoNet, month_table, position_table
 
 VERSION = "1"
@@ -74,7 +74,11 @@ def load_presto(path: str | Path) -> PrestoNet:
     missing, unused = sorted(expected - set(encoder)), sorted(set(encoder) - expected)
     if missing or unused:
         raise WeightsError(f"Presto encoder weights do not fit the architecture: missing {missing}, unused {unused}", path)
-    net.load_state_dict(encoder, strict=True)
+    try:
+        net.load_state_dict(encoder, strict=True)
+    except RuntimeError as exc:  # Presto's keys with other shapes (another model size)
+        why = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise WeightsError(f"Presto encoder weights do not fit the architecture: {why}", path) from exc
     return net.eval()
 
 
@@ -188,20 +192,18 @@ class PrestoEncoder(PretrainedEncoder):
 
     def _configure(self, patch_size=16, mode="window", context=3, device=None, batch_size=4096, seed=0,
                    pixel_stride=1) -> None:
-        if int(pixel_stride) < 1 or int(patch_size) % int(pixel_stride):
+        # (each checked for its type too: "x" from a --config file was an internal error, 2.5 was cut to 2)
+        patch_size = check_param("presto", "patch_size", patch_size, 1, None, integer=True)
+        pixel_stride = check_param("presto", "pixel_stride", pixel_stride, 1, None, integer=True)
+        if patch_size % pixel_stride:
             raise ConfigError(f"presto pixel_stride must be >= 1 and divide the patch size {patch_size}, got {pixel_stride}")
-        self.pixel_stride = int(pixel_stride)
-        if int(patch_size) < 1:
-            raise ConfigError(f"presto patch_size must be >= 1 px, got {patch_size}")
+        self.pixel_stride = pixel_stride
         if mode not in MODES:
             raise ConfigError(f"presto mode must be one of {MODES}, got {mode!r}")
-        if not 1 <= int(context) <= MAX_STEPS:
-            raise ConfigError(f"presto context must be 1..{MAX_STEPS} dates, got {context}")
-        if int(batch_size) < 1:
-            raise ConfigError(f"presto batch_size must be >= 1 pixel series, got {batch_size}")
-        self.patch_size, self.mode, self.context = int(patch_size), mode, int(context)
-        self.batch_size, self.seed = int(batch_size), int(seed)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.patch_size, self.mode, self.context = patch_size, mode, check_param("presto", "context", context, 1, MAX_STEPS, integer=True)
+        self.batch_size = check_param("presto", "batch_size", batch_size, 1, None, integer=True)
+        self.seed = check_param("presto", "seed", seed, 0, None, integer=True)
+        self.device = pick_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @property
     def spec(self) -> EncoderSpec:

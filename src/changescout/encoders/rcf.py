@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_path
-from ..errors import BandError, ConfigError, WeightsError
+from ..errors import BandError, ConfigError, WeightsError, check_param
 from .base import EncoderSpec
 
 VERSION = "2"  # 2: generalised-mean pooling (version 1 files load with pooling=1, the plain mean)
@@ -43,18 +44,19 @@ class RCFEncoder:
 
     def __init__(self, patch_size: int = 16, dim: int = 256, kernel: int = 3, bias: float = 1.0,
                  seed: int = 0, weights: str | Path | None = None, n_whitening: int = 20000, pooling: float = 3.0):
-        if dim < 2 or dim % 2:
+        # (each checked for its type too: "x" or 4.7 from a --config file ended in an internal error, or was cut)
+        dim, kernel = check_param("rcf", "dim", dim, 2, None, integer=True), check_param("rcf", "kernel", kernel, 1, None, integer=True)
+        if dim % 2:
             raise ConfigError(f"rcf dim must be an even number >= 2 (two ReLU signs per filter), got {dim}")
-        if kernel < 1 or kernel % 2 == 0:
+        if kernel % 2 == 0:
             raise ConfigError(f"rcf kernel must be an odd number of pixels, got {kernel}")
         from ..tiling import check_patch_size
 
-        self.patch_size, self.dim, self.kernel, self.bias, self.seed = (check_patch_size(patch_size), int(dim), int(kernel),
-                                                                        float(bias), int(seed))
-        self.n_whitening = int(n_whitening)
-        if not (float(pooling) >= 1):
-            raise ConfigError(f"rcf pooling must be a power >= 1 (1 = mean), got {pooling}")
-        self.pooling = float(pooling)
+        self.patch_size, self.dim, self.kernel = check_patch_size(patch_size), dim, kernel
+        self.bias, self.seed = check_param("rcf", "bias", bias, -math.inf), check_param("rcf", "seed", seed, 0, None, integer=True)
+        # (whitening needs more windows than filters; -1 failed in the middle of the run, after config.json)
+        self.n_whitening = check_param("rcf", "n_whitening", n_whitening, dim, None, integer=True)
+        self.pooling = check_param("rcf", "pooling (the power of the generalised mean; 1 = mean)", pooling, 1)
         self.weights = None if weights is None else Path(weights)
         self.filters_ = None  # (n_filters, bands, k, k) float32
         self.offsets_ = None  # (n_filters,) float32: the whitening mean folded into a conv bias

@@ -418,6 +418,16 @@ def test_benchmark_options_that_cannot_apply_are_refused_before_any_work(pairs_r
         assert code == 2 and "--fine-patch" in err and "galileo" not in err, (value, err)
     code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--seeds", "7,8")
     assert code == 2 and "--seeds applies to the synthetic benchmark only" in err
+    # nothing to run (a KeyError once every item was read), or an option the synthetic benchmark takes and ignores
+    code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "", "--baselines", "")
+    assert code == 2 and 'no method to run: --encoders "" and --baselines "" leave none' in err, err
+    code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "no-such-encoder")
+    assert code == 2 and "no-such-encoder" in err, err  # told before the data are read
+    monkeypatch.setattr(benchmark, "run_synthetic", no_work)
+    code, _, err, _ = run_cli(capsys, "benchmark", "synthetic", "--encoders", "")
+    assert code == 2 and "leaves the synthetic benchmark nothing to run" in err, err
+    code, _, err, _ = run_cli(capsys, "benchmark", "synthetic", "--baselines", "cva-z")
+    assert code == 2 and "--baselines applies to the labelled datasets" in err, err
     monkeypatch.setattr(benchmark, "load_pairs", real)
     code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "", "--baselines", "cva-z",
                                 "--out", tmp_path / "out")

@@ -164,6 +164,11 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if out is not None:
         out = check_out(out)
     if dataset == "synthetic":
+        if baselines:  # (taken and ignored)
+            raise ConfigError("--baselines applies to the labelled datasets (oscd, pairs, dynamicearthnet); the synthetic "
+                              "benchmark runs encoders through the whole pipeline")
+        if encoders is not None and not encoders:  # (a KeyError once every series was made)
+            raise ConfigError('--encoders "" leaves the synthetic benchmark nothing to run: it has no baselines')
         result = {**run_synthetic(root, encoders, seeds=seeds, log=log), "changescout": __version__,
                   "settings": {"encoders": encoders, "seeds": list(seeds)}}
         if out is not None:
@@ -177,6 +182,9 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if months not in MONTHS:
         raise ConfigError(f"months must be one of {', '.join(MONTHS)}, got {months!r}")
     cache = cache if cache is not None else os.environ.get("CHANGESCOUT_BENCHMARK_CACHE") or None
+    wanted = resolve_methods(baselines, encoders, methods)  # (an unknown name is told before the data are read)
+    if not wanted:  # (a KeyError once every item was read and co-registered)
+        raise ConfigError('no method to run: --encoders "" and --baselines "" leave none')
     pairs = load_pairs(dataset, root)
     if not pairs:
         raise InputError(f"no labelled items found for dataset {dataset!r}", root)
@@ -184,7 +192,6 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     for note in found:
         log(f"note: {note}")
     check_scorable(pairs, root)
-    wanted = resolve_methods(baselines, encoders, methods)
     t = time.perf_counter()
     pairs = [coregistered(p, coregister) for p in pairs]
     log(f"co-registration ({coregister}): {time.perf_counter() - t:.1f} s")

@@ -16,7 +16,8 @@ shifted by the date's offset on its most stable pixels, and each band scaled by 
 (:func:`date_statistics`). Encoders that need the whole series (``spec.temporal``, Presto)
 get every date of a window at once through ``encode_series``.
 
-EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)``, patch-centre
+EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)`` (of the patch's
+pixels that some date saw, those usable at that date: :func:`clear_fractions`), patch-centre
 coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
 stride, grid and the normalisation parameters.
 """

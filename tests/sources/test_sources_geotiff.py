@@ -280,6 +280,19 @@ def test_pixels_0_in_every_band_of_files_that_declare_no_nodata_are_nodata(tmp_p
     assert np.nanmin(v) >= 300 / 10000 * 0.99  # (scene values are 300-3000 x 1e-4)
 
 
+@pytest.mark.parametrize("dtype, nodata", [(np.int16, -9999), (np.uint8, None), (np.float32, None)])
+def test_zeros_stay_values_where_the_file_declares_its_nodata_or_0_is_black_or_a_float(tmp_path, dtype, nodata):
+    """The rule of 0 as unsaid nodata is for reflectance digital numbers without declared nodata only: it took the
+    black of 8-bit images, float zeros and the zeros of files that declare another nodata value."""
+    n = 3 if dtype == np.uint8 else 4  # (GDAL reads a 4th 8-bit band as alpha)
+    for t, date in enumerate(ms.DATES):
+        data = (ms.scene(t, n) // (20 if dtype == np.uint8 else 1)).astype(dtype)
+        data[:, 0:8, 0:8] = 0
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", data, nodata=nodata, descriptions=ms.BANDS[:n])
+    cube = footprint(open_series(tmp_path / "f", patch_size=4))
+    assert (cube.values[:, :, 0:8, 0:8] == 0).all() and (cube.quality.values[:, 0:8, 0:8] == Quality.CLEAR).all()
+
+
 def test_a_mask_that_does_not_cover_its_image_is_refused_naming_it(tmp_path):
     """A 100 px mask of a 160 px image was read without a word: the pixels it left out became nodata, and half
     the patches were never looked at. A mask at another resolution over the same footprint is read."""

@@ -84,6 +84,16 @@ class RasterInfo:
     descriptions: tuple[str | None, ...]
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
+    #: whether the file says where it has no data (a nodata value, a mask or an alpha band)
+    declares_nodata: bool = False
+
+    @property
+    def fills_with_zero(self) -> bool:
+        """Whether 0 is this file's unsaid nodata: integer values wider than 8 bits (reflectance digital numbers,
+        as Sentinel-2 and Landsat deliver them, whose NODATA value is 0) and no nodata declared. (Not 8-bit
+        images, where 0 is black, nor floats, nor files that say where their nodata is.)"""
+        dtype = np.dtype(self.dtype)
+        return not self.declares_nodata and np.issubdtype(dtype, np.integer) and dtype.itemsize > 1
 
     def declared_scaling(self, index: int) -> tuple[float, float] | None:
         """The ``(scale, offset)`` band ``index`` (1-based) declares, or ``None`` where it declares (1, 0)."""
@@ -133,7 +143,8 @@ def _probe(path: str, mtime: float) -> RasterInfo:
                                   f"(pixel size {src.transform.a:g} x {src.transform.e:g}); warp it north-up first "
                                   "(e.g. gdalwarp in.tif out.tif)", path)
             return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, src.count, src.dtypes[0], src.descriptions,
-                              tuple(src.scales), tuple(src.offsets))
+                              tuple(src.scales), tuple(src.offsets),
+                              any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums))
     except RasterioError as exc:
         raise SourceError(f"not a readable raster ({exc})", path) from exc
 
@@ -390,14 +401,14 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
     (and blended into its neighbours) whenever another date has data there. An integer file that declares no
-    nodata has 0 where every band it holds is 0 (Sentinel-2's and Landsat's NODATA value, a band file's swath
-    edge): left out of the resampling, not blended into its neighbours as values toward 0 (a 20 m band's edge
-    read -0.05 beside a 10 m band's nodata, and the edge ranked as a change)."""
+    nodata (:attr:`RasterInfo.fills_with_zero`) has none where every band it holds is 0 (Sentinel-2's and
+    Landsat's NODATA value, a band file's swath edge): left out of the resampling, not blended into its
+    neighbours as values toward 0 (a 20 m band's edge read -0.05 beside a 10 m band's nodata, and the edge
+    ranked as a change). (In a stacked file, every date's bands: one date's edge is still blended.)"""
     try:
         with rasterio.open(path) as src:
             options = {"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw else {"UNIFIED_SRC_NODATA": "NO"}
-            if (not raw and src.nodata is None and np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
-                    and all(f == [MaskFlags.all_valid] for f in src.mask_flag_enums)):
+            if not raw and probe(path).fills_with_zero:
                 options = {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"}
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
@@ -475,10 +486,12 @@ class WarpedSeries:
                 out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling,
                                        _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw))
         values = out[:, :nb]
-        # a pixel 0 in every band is no reflectance but a fill (Sentinel-2's and Landsat's NODATA value 0, a
-        # mosaic's border) that the file did not declare: nodata. (Scaled and offset, Sentinel-2 baseline 04.00's
-        # -1000 made a swath edge of DN 0 read -0.1, and the edge ranked among the top changes.)
-        values[np.broadcast_to((values == 0).all(axis=1)[:, None], values.shape)] = np.nan
+        # a pixel 0 in every band of a date whose files hold reflectance digital numbers and declare no nodata
+        # is Sentinel-2's and Landsat's NODATA value 0, unsaid: nodata. (Scaled and offset, Sentinel-2 baseline
+        # 04.00's -1000 made a swath edge of DN 0 read -0.1, and the edge ranked among the top changes.)
+        for k, scene in enumerate(scenes):
+            if nb > 1 and all(probe(la.path).fills_with_zero for la in scene.layers):
+                values[k][np.broadcast_to((values[k] == 0).all(axis=0), values[k].shape)] = np.nan
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)
         values *= scaling[:, :, 0, None, None]

@@ -180,6 +180,24 @@ def test_config_json_records_the_kind_and_label_a_run_resolved_and_a_rerun_spell
         run_pipeline(RunConfig(source="synthetic", label="other", source_options=opts), out, **QUIET)
 
 
+def test_a_label_from_a_long_name_is_recorded_as_the_ids_carry_it_and_the_runs_config_runs_again(tmp_path):
+    """A folder named with more than 32 characters: config.json recorded the whole name as the label, and given
+    back with --config (a run's own config.json) it was refused as a --label too long."""
+    import make_sources as ms
+
+    name = "S2B_MSIL2A_20200301_T31TCJ_bouconne_crop"
+    rng = np.random.default_rng(0)
+    for date in ms.DATES:
+        ms.write_geotiff(tmp_path / name / f"{date}.tif", rng.integers(300, 3000, (4, 128, 128)).astype(np.int16),
+                         nodata=None, descriptions=ms.BANDS)
+    out = run_pipeline(RunConfig(source=str(tmp_path / name), cloud_screen="off"), tmp_path / "r", **QUIET)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["label"] == name[:32] and read_events(out)["event_id"].iloc[0].startswith("S2B_MSIL2A_20200301_T31TCJ_bouco_")
+    logs = []
+    run_pipeline(RunConfig.from_dict(config), out, log=logs.append)
+    assert any("resuming" in m for m in logs)
+
+
 def test_a_grid_written_otherwise_is_the_same_configuration_and_a_bad_one_is_refused_before_the_run():
     """A rerun with --grid spelt otherwise (lower case, 10.0, spaces) was refused as another configuration (what
     differs: grid), and only --overwrite, which throws the finished stages away, let it go on."""

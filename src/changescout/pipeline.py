@@ -694,8 +694,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         source_digest = hashlib.sha256(json.dumps([cube.attrs.get("source", config.source), sorted(inputs.values())]).encode()).hexdigest()
         # config.json holds the configuration as resolved: the kind the source was taken for and the label its
         # ids carry, so that a rerun spelling them out (--kind stacked, --label ...) is the same run and resumes
+        # (a label from a name longer than ids take is cut as the ids cut it: the run's config.json, given back as
+        # --config, was refused for a label the user never gave)
         config = dataclasses.replace(config, kind=cube.attrs.get("source_kind", config.kind),
-                                     label=config.label or cube.attrs.get("label", "series"))
+                                     label=config.label or str(cube.attrs.get("label", "series"))[:MAX_LABEL])
         series = series_id(config.label, source_digest, grid, config.patch_size)
         run = Run(out, config, overwrite=overwrite, log=log)
     except BaseException:

@@ -330,3 +330,21 @@ def test_band_variables_of_integer_and_float_types_are_refused_unless_bands_of_o
     np.testing.assert_allclose(b03.values[1, 0], ms.scene(1)[1] / 10000, rtol=1e-6)
     b02 = native(open_series(path, bands=["B02"]))
     np.testing.assert_allclose(b02.values[1, 0], ms.scene(1)[0] / 10000, atol=1e-4)
+
+
+def test_float32_coordinates_in_degrees_are_even_to_their_own_precision(tmp_path):
+    """lat/lon of 1e-4 degrees (10 m) stored as float32 step by 4 % more or less at 43 N from rounding alone: the
+    cube was refused as uneven."""
+    n, res = 48, 1e-4
+    lon = (1.25 + res * (np.arange(n) + 0.5)).astype(np.float32)
+    lat = (43.6 - res * (np.arange(n) + 0.5)).astype(np.float32)
+    values = np.random.default_rng(0).random((3, 2, n, n), np.float32) * 0.3
+    cube = xr.DataArray(values, dims=("time", "band", "lat", "lon"), name="reflectance",
+                        coords={"time": pd.to_datetime(list(ms.DATES)), "band": ["B04", "B08"], "lat": lat, "lon": lon})
+    cube.rio.set_spatial_dims("lon", "lat").rio.write_crs("EPSG:4326").to_dataset().to_netcdf(tmp_path / "deg.nc")
+    read = open_series(tmp_path / "deg.nc", patch_size=16)
+    assert grid_of(read).resolution == pytest.approx((res, res), rel=1e-3)
+    lon[n // 2:] += res  # a whole pixel more: still uneven
+    cube.assign_coords(lon=lon).rio.write_crs("EPSG:4326").to_dataset().to_netcdf(tmp_path / "gap.nc")
+    with pytest.raises(SourceError, match="gap.nc: .*its x steps are"):
+        open_series(tmp_path / "gap.nc", patch_size=16)

@@ -158,12 +158,15 @@ def _check_axes(var: xr.DataArray, path) -> None:
         if axis not in var.coords or var[axis].ndim != 1 or not np.issubdtype(var[axis].dtype, np.number):
             raise SourceError(f"the variable {var.name!r} needs regular 1-D x and y pixel-centre coordinates: it has no "
                               f"1-D numeric {axis} coordinate (2-D lat/lon grids must be regridded first)", path)
-        values = var[axis].values.astype(np.float64)
+        raw = var[axis].values
+        values = raw.astype(np.float64)
         if values.size < 2:
             raise SourceError(f"the variable {var.name!r} has {values.size} pixel along {axis}: its pixel size "
                               "cannot be told (a cube needs at least 2 pixels along x and y)", path)
         steps = np.diff(values)
-        uneven = np.flatnonzero(~(np.abs(steps - steps[0]) <= 0.01 * abs(steps[0])))  # (NaN steps too)
+        # 1 % of a pixel, or what the coordinates' own precision leaves (float32 degrees: 4 % of 1e-4 at 43 N)
+        ulp = float(np.spacing(np.abs(raw).max())) if np.issubdtype(raw.dtype, np.floating) else 0.0
+        uneven = np.flatnonzero(~(np.abs(steps - steps[0]) <= max(0.01 * abs(steps[0]), 4 * ulp)))  # (NaN steps too)
         if steps[0] == 0 or uneven.size:
             at = uneven[0] if uneven.size else 0
             raise SourceError(f"the variable {var.name!r} needs regular 1-D x and y pixel-centre coordinates: its {axis} "

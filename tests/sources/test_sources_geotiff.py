@@ -308,6 +308,11 @@ def test_a_mask_that_does_not_cover_its_image_is_refused_naming_it(tmp_path):
         open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4)
     cube = open_series(tmp_path / "f", mask=tmp_path / "coarse_fmask", patch_size=4)
     assert (footprint(cube).quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()
+    # a --grid over the part the masks cover reads no pixel they leave out (it was refused as well)
+    left, top = ms.ORIGIN
+    top_half = f"{ms.CRS},{ms.RES},{left},{top - h // 2 * ms.RES},{left + w * ms.RES},{top}"
+    cube = open_series(tmp_path / "f", mask=tmp_path / "masks_fmask", patch_size=4, grid=top_half)
+    assert cube.sizes["y"] == h // 2 and (cube.quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()
 
 
 def test_an_external_mask_folder_takes_its_convention_from_its_files_names(tmp_path):

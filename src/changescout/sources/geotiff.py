@@ -96,7 +96,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     ]
     lut = None
     if mask is not None:
-        scenes, lut = external_masks(mask, scenes, mask_convention)
+        scenes, lut = external_masks(mask, scenes, mask_convention, grid)
     cube = open_scenes(scenes, ref_names, source=root, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
                        scale_factor=scale_factor, offset=offset, level=level)
     if ignored:
@@ -268,9 +268,10 @@ def split_mask(names, layers, wanted, where):
     return list(keep), list(keep.values()), masks[0] if masks else None
 
 
-def external_masks(path, scenes: list[Scene], convention: str | None):
+def external_masks(path, scenes: list[Scene], convention: str | None, grid=None):
     """Attach the masks of ``path`` (a folder of mask files named by their dates or like their images, or one
-    file with one band per date in time order) to ``scenes``; return the scenes and the mask lookup table."""
+    file with one band per date in time order) to ``scenes``; return the scenes and the mask lookup table. Each
+    mask must cover its image where the ``grid`` (``--grid``) reads it."""
     path = Path(path)
     if not path.exists():
         raise SourceError("does not exist (the --mask given)", path)
@@ -307,20 +308,29 @@ def external_masks(path, scenes: list[Scene], convention: str | None):
     lut = lookup_table(convention_for(name, convention, path))
     out = [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes]
     for s in out:
-        _check_mask_cover(s)
+        _check_mask_cover(s, grid)
     return out, lut
 
 
-def _check_mask_cover(scene: Scene, least: float = 0.99) -> None:
-    """A mask must cover its image: the pixels it leaves out would be nodata (a 100 px mask of a 160 px image
-    was read without a word, and half the patches were never looked at)."""
+def _check_mask_cover(scene: Scene, grid=None, least: float = 0.99) -> None:
+    """A mask must cover its image (within the bounds of ``grid``, when it sets them): the pixels it leaves out
+    would be nodata (a 100 px mask of a 160 px image was read without a word, and half the patches were never
+    looked at)."""
     from rasterio.warp import transform_bounds
+
+    from .warp import as_grid
 
     image, mask = probe(scene.layers[0].path), probe(scene.mask.path)
     box = mask.bounds
     if image.crs and mask.crs and image.crs != mask.crs:
         box = transform_bounds(mask.crs, image.crs, *box, densify_pts=21)
     left, bottom, right, top = image.bounds
+    spec = as_grid(grid)
+    if getattr(spec, "bounds", None) is not None:  # only the part of the image that the grid reads
+        g = spec.bounds if not spec.crs or spec.crs == image.crs else transform_bounds(spec.crs, image.crs, *spec.bounds, densify_pts=21)
+        left, bottom, right, top = max(left, g[0]), max(bottom, g[1]), min(right, g[2]), min(top, g[3])
+        if left >= right or bottom >= top:
+            return  # (the grid reads none of this image: its own error tells it)
     wide = max(0.0, min(right, box[2]) - max(left, box[0])) * max(0.0, min(top, box[3]) - max(bottom, box[1]))
     share = wide / ((right - left) * (top - bottom))
     if share < least:

@@ -22,6 +22,8 @@ def quality():
     q[0, 48:49, 48:64] = Quality.SHADOW  # patch (3, 3): 16 shadow + 16 snow -> 0.875
     q[0, 49:50, 48:64] = Quality.SNOW
     q[1, 16:32, 0:16] = Quality.CLOUD  # patch (1, 0) fully clouded at date 1 -> 0.0
+    q[:, 0:16, 54:64] = Quality.CLOUD  # patch (0, 3): 10 of 16 columns under a cloud at every date -> 0.375
+    q[:, 48:64, 4:16] = Quality.NODATA  # patch (3, 0): off the images but 4 columns -> judged by them: 1.0
     return q
 
 
@@ -71,11 +73,13 @@ def test_clear_fraction_is_the_usable_pixel_fraction_per_patch(embedded, quality
     cube, enc, pg, out, ds = embedded
     cf = ds["clear_fraction"].values
     usable = (quality == Quality.CLEAR) | (quality == Quality.WATER)
-    expected = usable.reshape(3, 4, 16, 4, 16).mean(axis=(2, 4))
+    covered = (quality != Quality.NODATA).any(axis=0)  # the images' footprint: data at some date, cloudy or not
+    expected = usable.reshape(3, 4, 16, 4, 16).mean(axis=(2, 4)) / covered.reshape(4, 16, 4, 16).mean(axis=(1, 3))
     np.testing.assert_allclose(cf, expected)
     assert cf[0, 0, 0] == 0.75 and cf[0, 1, 1] == 0.5 and cf[0, 2, 2] == 1.0 and cf[0, 3, 3] == 0.875
     assert cf[1, 1, 0] == 0.0
-    assert (cf[2] == 1.0).all()
+    assert (cf[:, 0, 3] == 0.375).all() and (cf[:, 3, 0] == 1.0).all()  # a lasting cloud counts; the void does not
+    assert (np.delete(cf[2].ravel(), 3) == 1.0).all()
 
 
 def test_masked_pixels_do_not_leak_into_the_embedding(textured_cube, embedded):
@@ -485,3 +489,9 @@ def test_a_patch_is_judged_by_the_part_of_it_the_images_cover():
     np.testing.assert_allclose(clear_fractions(usable, 4), [[[1, 1, 0]], [[0.5, 0.75, 0]]])
     usable[0, 1, 8] = True               # a quarter covered (at one date): judged by it
     np.testing.assert_allclose(clear_fractions(usable, 4)[:, 0, 2], [1, 0.75])
+    # the images cover the inside patch whole, half of it under a cloud at every date: a cloud is no edge
+    covered = usable.any(axis=0)
+    covered[:, 0:4] = True
+    usable[:, :2, 0:4] = False
+    np.testing.assert_allclose(clear_fractions(usable, 4, covered)[:, 0, 0], [0.5, 0.5])
+    np.testing.assert_allclose(clear_fractions(usable, 4)[:, 0, 0], [1, 1])  # (without the footprint given)

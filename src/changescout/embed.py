@@ -37,7 +37,7 @@ import xarray as xr
 from dask.system import CPU_COUNT
 
 from .atomic import atomic_path
-from .cube import OutputGrid, grid_of, usable_mask
+from .cube import OutputGrid, Quality, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps, fill_unseen
 from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
@@ -252,9 +252,11 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
             torch.set_num_threads(threads[1])
     spec = encoder.spec
     x, usable = _prepare(values, quality, stats, spec)
+    # the images' footprint: pixels with data at some date (cloudy or not; nodata at every date is off the images)
+    covered = ((quality != Quality.NODATA) & np.isfinite(values).all(axis=1)).any(axis=0)
     h = spec.halo  # context read from the neighbouring windows (embedding_graph)
     if h:
-        usable = usable[:, h:-h, h:-h]
+        usable, covered = usable[:, h:-h, h:-h], covered[h:-h, h:-h]
     if spec.temporal:
         emb = encoder.encode_series(x, months, usable, latlon=latlon)
     else:
@@ -263,7 +265,7 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
     out = np.empty((*emb.shape[:1], *emb.shape[2:], emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
-    out[..., -1] = clear_fractions(usable, p)
+    out[..., -1] = clear_fractions(usable, p, covered)
     return out
 
 
@@ -271,16 +273,19 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
 MIN_COVER = 0.25
 
 
-def clear_fractions(usable: np.ndarray, p: int) -> np.ndarray:
+def clear_fractions(usable: np.ndarray, p: int, covered: np.ndarray | None = None) -> np.ndarray:
     """``usable (time, h, w)`` -> ``(time, h/p, w/p)``: each patch's usable pixels at each date, as a fraction of
-    its pixels that some date saw (the images' footprint: a patch on the edge of the images, or of a tile's
-    nodata corner, is judged by the part they cover); 0 for a patch of which they cover less than a quarter.
+    its pixels that the images cover (``covered (h, w)``: data at some date, cloudy or not; by default, usable at
+    some date), so that a patch on the edge of the images, or of a tile's nodata corner, is judged by the part
+    they cover; 0 for a patch of which they cover less than a quarter.
 
     (As a fraction of the whole patch, the edge patches of a grid snapped to whole patches never reached
-    --min-clear: 38 % of a 61 x 61 px Landsat image went unseen.)"""
+    --min-clear: 38 % of a 61 x 61 px Landsat image went unseen. A pixel cloudy at every date stays in the
+    count: a patch mostly under a lasting cloud is no clear patch.)"""
     t, h, w = usable.shape
+    covered = usable.any(axis=0) if covered is None else covered
     clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
-    cover = usable.any(axis=0).reshape(h // p, p, w // p, p).mean(axis=(1, 3))
+    cover = covered.reshape(h // p, p, w // p, p).mean(axis=(1, 3))
     return np.where(cover >= MIN_COVER, clear / np.maximum(cover, MIN_COVER), np.float32(0)).astype(np.float32)
 
 

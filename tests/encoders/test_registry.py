@@ -165,7 +165,7 @@ def test_a_pretrained_encoders_declared_spec_is_its_spec_once_built(name):
     ("rcf", {"kernel": "x"}, r"rcf: kernel must be a whole number"),
     ("rcf", {"bias": "x"}, r"rcf: bias must be a number"),
     ("rcf", {"pooling": "banana"}, r"rcf: pooling .* must be a number in \[1, inf\]"),
-    ("rcf", {"n_whitening": -1}, r"rcf: n_whitening must be a whole number in \[256, inf\], got -1"),  # (failed mid-run)
+    ("rcf", {"n_whitening": -1}, r"rcf: n_whitening must be a whole number in \[128, inf\], got -1"),  # (failed mid-run)
     ("galileo-nano", {"token_size": "big"}, r"galileo-nano: token_size \(px\) must be a whole number in \[1, 8\], got 'big'"),
     ("galileo-nano", {"token_size": 4.7}, r"token_size \(px\) must be a whole number in \[1, 8\], got 4.7"),  # (was cut to 4)
     ("galileo-nano", {"seed": "abc"}, r"galileo-nano: seed must be a whole number"),

@@ -54,8 +54,9 @@ class RCFEncoder:
 
         self.patch_size, self.dim, self.kernel = check_patch_size(patch_size), dim, kernel
         self.bias, self.seed = check_param("rcf", "bias", bias, -math.inf), check_param("rcf", "seed", seed, 0, None, integer=True)
-        # (whitening needs more windows than filters; -1 failed in the middle of the run, after config.json)
-        self.n_whitening = check_param("rcf", "n_whitening", n_whitening, dim, None, integer=True)
+        # (whitening needs at least as many sampled patches as filters; -1 failed in the middle of the run,
+        # after config.json was written)
+        self.n_whitening = check_param("rcf", "n_whitening", n_whitening, dim // 2, None, integer=True)
         self.pooling = check_param("rcf", "pooling (the power of the generalised mean; 1 = mean)", pooling, 1)
         self.weights = None if weights is None else Path(weights)
         self.filters_ = None  # (n_filters, bands, k, k) float32

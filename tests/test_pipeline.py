@@ -180,6 +180,33 @@ def test_config_json_records_the_kind_and_label_a_run_resolved_and_a_rerun_spell
         run_pipeline(RunConfig(source="synthetic", label="other", source_options=opts), out, **QUIET)
 
 
+def test_in_a_series_without_change_the_edge_patches_change_no_more_than_the_others(tmp_path):
+    """The images start 7 px past the grid's lattice: their edge patches, judged by the part the images cover,
+    were filled with their outermost column repeated, whose noise ranked them as 19 of the top 20 changes of a
+    series where nothing changes (a review's case); filled with the mean of what the images hold, they move as
+    the patches inside do."""
+    from rasterio.transform import from_origin
+    from scipy import ndimage
+
+    import make_sources as ms
+
+    rng = np.random.default_rng(1)
+    base = np.stack([ndimage.gaussian_filter(rng.random((118, 121)), 3) * 4000 + 500 for _ in range(4)])
+    transform = from_origin(372070, 4800050, 10, 10)  # 7 px east of the 160 m lattice
+    for month in range(1, 7):
+        noisy = np.round(base + rng.normal(0, 40, base.shape)).astype(np.int16)
+        ms.write_geotiff(tmp_path / "still" / f"2021-{month:02d}-15.tif", noisy, transform=transform, crs="EPSG:32631",
+                         nodata=None, descriptions=ms.BANDS)
+    out = run_pipeline(RunConfig(source=str(tmp_path / "still"), cloud_screen="off"), tmp_path / "r", **QUIET)
+    events = read_events(out)
+    first = events["col"] == events["col"].min()  # 9 of its 16 columns past the images
+    assert first.any() and events.loc[first, "clear_fraction"].min() == 1.0
+    inside = ~first & ~events["row"].isin([events["row"].min(), events["row"].max()]) & (events["col"] < events["col"].max())
+    assert events.loc[first, "magnitude"].median() < 1.3 * events.loc[inside, "magnitude"].median()
+    top = events.sort_values("rank").head(20)
+    assert (top["col"] == events["col"].min()).sum() <= 2 * 20 * first.mean()
+
+
 def test_a_label_from_a_long_name_is_recorded_as_the_ids_carry_it_and_the_runs_config_runs_again(tmp_path):
     """A folder named with more than 32 characters: config.json recorded the whole name as the label, and given
     back with --config (a run's own config.json) it was refused as a --label too long."""

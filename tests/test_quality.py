@@ -464,12 +464,13 @@ def test_band_roles_follow_the_platforms_numbering(make_grid, bands, platforms, 
     assert [None if i is None else bands[i] for i in found] == roles
 
 
-def test_pixels_no_date_saw_take_their_nearest_seen_pixel_or_zero_when_none_is_seen():
+def test_pixels_no_date_saw_take_the_mean_of_those_seen_or_zero_when_none_is_seen():
     from changescout.quality import fill_unseen
 
     values = np.arange(2 * 1 * 2 * 4, dtype=np.float32).reshape(2, 1, 2, 4)
     known = np.array([[True, True, False, False], [True, True, False, False]])
     out = fill_unseen(values.copy(), known)
-    np.testing.assert_array_equal(out[:, :, :, 2:], np.repeat(values[:, :, :, 1:2], 2, axis=-1))
+    mean = values[:, :, :, :2].mean(axis=(2, 3))  # per date and band
+    np.testing.assert_array_equal(out[:, :, :, 2:], np.broadcast_to(mean[:, :, None, None], (2, 1, 2, 2)))
     np.testing.assert_array_equal(out[:, :, :, :2], values[:, :, :, :2])
     assert (fill_unseen(values.copy(), np.zeros((2, 4), bool)) == 0).all()

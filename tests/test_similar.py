@@ -412,3 +412,17 @@ def test_objects_search_of_a_run_without_its_objects_table_says_so(session_run, 
     with pytest.raises(RunNotFoundError, match="no objects.parquet, which --objects compares"):
         find_similar(run, query["event_id"], k=3, objects=True)
     assert len(find_similar(run, query["event_id"], k=3)) == 3  # its patch events are still searched
+
+
+def test_a_change_object_that_two_runs_see_in_parts_is_listed_once(session_run, query, copy_run):
+    """With --objects, a change two overlapping runs both see was listed twice when their objects held other
+    patches (a 0.3.16 and a 0.3.17 run, whose edge patches joined objects): only each result's detail patch was
+    compared, and the two details, side by side, share no area."""
+    other = copy_run(session_run, "parts")
+    events = read_events(other)
+    kept = events.groupby("object_id")["vec"].transform("min")  # each object of the copy: its first patch only
+    events.loc[events["vec"] != kept, "object_id"] = events["object_id"].max() + 1 + np.arange((events["vec"] != kept).sum())
+    events.to_parquet(other / "events.parquet")
+    res = find_similar(session_run, query["event_id"], k=10, other_runs=[other], objects=True)
+    assert res["object_id"].is_unique, res[["run", "object_id", "event_id"]]
+    assert res.attrs["seen_twice"] > 0

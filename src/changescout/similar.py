@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -272,7 +273,12 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
                 .sort_values(["object_id", "like"], ascending=[True, False], kind="stable").drop_duplicates("object_id")
                 .set_index("object_id")["vec"])
         hits = pd.DataFrame({"vec": best.reindex(picked).to_numpy(), "similarity": sims[mine].astype(np.float32)})
-        frames.append(_with_events(v, hits, base))
+        frame = _with_events(v, hits, base)
+        if v.on_earth and base.on_earth:  # each object's onset outline: what two runs' objects of one change share
+            where = v.events.set_index("vec").geometry
+            outlines = [shapely.union_all(where.reindex(onset.loc[onset["object_id"] == o, "vec"]).to_numpy()) for o in picked]
+            frame["outline"] = _places(gpd.GeoSeries(outlines, crs=v.events.crs), base.events.crs)
+        frames.append(frame)
     out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
     return out, seen_again
 
@@ -319,11 +325,14 @@ def _places(geometry, crs) -> np.ndarray:
 
 def _seen_before(results: pd.DataFrame) -> np.ndarray:
     """Per result (best first): the position of a better result of another run that is the same change (same
-    ``t0`` and ``t1``, patches that overlap by area, not only an edge), or -1: two overlapping runs see each
+    ``t0`` and ``t1``, patches that overlap by area, not only an edge; objects: their onset outlines, as two
+    runs' objects of one change may hold other patches and other details), or -1: two overlapping runs see each
     change of their shared area. (A run compared by anniversary and one date to date share their ``t1`` and
     places, not their changes.)"""
     seen = np.full(len(results), -1)
-    geoms, runs = results["geometry"].to_numpy(), results["run"].to_numpy()
+    where = results["outline"] if "outline" in results else results["geometry"]
+    geoms = np.array([g if isinstance(g, shapely.Geometry) else None for g in where], object)  # (NaN: none)
+    runs = results["run"].to_numpy()
     t0, t1 = (pd.to_datetime(results[c]).to_numpy() for c in ("t0", "t1"))
     for i in range(1, len(results)):
         earlier = np.flatnonzero((runs[:i] != runs[i]) & (t0[:i] == t0[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))

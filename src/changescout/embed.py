@@ -224,9 +224,10 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     known = usable.any(axis=0)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date take the mean of those usable
-    # at some date, per date and band (quality.fill_unseen). The project's input is filled once each date is normalised, in z-scores: a pixel
-    # filled with another date's reflectance kept that date's haze or illumination, and on a date 0.05 brighter
-    # everywhere an unchanged patch 19 % clouded moved 0.40 (unchanged patches 0.02, a new roof 1.41)
+    # at some date, per date and band (quality.fill_unseen). The project's input is filled once each date is
+    # normalised, in z-scores: a pixel filled with another date's reflectance kept that date's haze or
+    # illumination, and on a date 0.05 brighter everywhere an unchanged patch 19 % clouded moved 0.40
+    # (unchanged patches 0.02, a new roof 1.41)
     if spec.input == "reflectance":
         filled = np.array(fill_gaps(values, usable), dtype=np.float32)  # (a copy: the window's values are the cube's)
         return fill_unseen(filled, known), usable

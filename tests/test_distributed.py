@@ -170,3 +170,40 @@ def test_dask_advice_on_large_graphs_is_not_shown_to_the_user():
         warnings.warn("Sending large graph of size 60.01 MiB. This may cause some slowdown.", UserWarning)
         warnings.warn("another warning", UserWarning)
     assert [str(w.message) for w in caught] == ["another warning"]
+
+
+def test_tasks_distributed_leaves_behind_on_ctrl_c_are_not_told_as_tracebacks(caplog):
+    """Ctrl-C of a --scheduler run printed two "Task exception was never retrieved ... AllExit" tracebacks (the
+    gathers distributed left behind) before the run's one-line message."""
+    import asyncio
+    import gc
+    import logging
+
+    from changescout.scheduler import quiet_logs
+
+    async def gather():
+        raise RuntimeError("AllExit")
+
+    def leave_one_behind():
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(gather())
+            loop.run_until_complete(asyncio.sleep(0))  # it runs and fails; nobody asks for its result
+            del task
+            gc.collect()
+        finally:
+            loop.close()
+
+    told = logging.getLogger("asyncio")
+    level = told.level
+    told.setLevel(logging.NOTSET)  # (as a run starts: an earlier test may have quieted it)
+    try:
+        with caplog.at_level(logging.ERROR):
+            leave_one_behind()
+            assert any("never retrieved" in r.getMessage() for r in caplog.records)  # (what the user saw)
+            caplog.clear()
+            quiet_logs()
+            leave_one_behind()
+        assert not any("never retrieved" in r.getMessage() for r in caplog.records)
+    finally:
+        told.setLevel(level)

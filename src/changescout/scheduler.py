@@ -129,10 +129,12 @@ def lost(exc: BaseException, client, address: str) -> ClusterError | None:
 
 
 def quiet_logs() -> None:
-    """distributed logs a lost connection as pages of tracebacks; the run says it in one line. Its advice on a
+    """distributed logs a lost connection (and Ctrl-C) as pages of tracebacks; the run says it in one line. Its advice on a
     large task graph (an in-memory source, such as a synthetic series, travels in the graph) is for whoever
     writes the graph, not for the user: not shown."""
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
-    for name in ["distributed", "tornado", *names]:  # distributed sets some of its loggers' levels itself
+    # (asyncio: on Ctrl-C, distributed's gathers left behind were told as "Task exception was never retrieved"
+    # tracebacks before the run's own line)
+    for name in ["distributed", "tornado", "asyncio", *names]:  # distributed sets some of its loggers' levels itself
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)

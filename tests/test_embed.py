@@ -287,7 +287,7 @@ def test_encoder_input_fills_gaps_from_the_nearest_date_and_pixels_never_seen_wi
     q[1, 8, 8] = Quality.CLOUD  # clouded at date 1 only: takes date 0
     stats = np.stack([rng.uniform(0.1, 0.2, (3, 4)), rng.uniform(0.05, 0.1, (3, 4))], axis=-1)
     spec = EncoderSpec(name="t", version="1", dim=2, patch_size=16, input=input_)
-    got, usable = _prepare(x, q, stats, spec)
+    got, usable, covered = _prepare(x, q, stats, spec)
     expected = normalise(x, stats) if input_ == "normalised" else x.copy()
     expected[1, :, 8, 8] = expected[0, :, 8, 8]
     known = usable.any(axis=0)
@@ -296,6 +296,7 @@ def test_encoder_input_fills_gaps_from_the_nearest_date_and_pixels_never_seen_wi
     np.testing.assert_allclose(got[:, :, ~known], np.repeat(mean[:, :, None], (~known).sum(), axis=-1), rtol=1e-6)
     assert np.isfinite(got).all()
     assert not usable[1, 8, 8] and usable[0, 8, 8] and not usable[:, 0:3, 0:3].any() and not usable[:, :, 12:].any()
+    assert covered[0:3, 0:3].all() and not covered[:, 12:].any() and covered[:, :12].all()  # a cloud is covered, the void not
 
 
 def _window_encoder(window):
@@ -475,20 +476,19 @@ def test_a_haze_on_one_date_leaves_the_other_dates_centres():
 
 
 def test_a_patch_is_judged_by_the_part_of_it_the_images_cover():
-    """Clear fractions count the pixels some date saw: the edge patches of a grid snapped to whole patches
-    (38 % of a 61 x 61 px Landsat image) never reached --min-clear as fractions of the whole patch."""
+    """Clear fractions count the pixels the images cover (data at some date, cloudy or not): the edge patches of
+    a grid snapped to whole patches (38 % of a 61 x 61 px Landsat image) never reached --min-clear as fractions
+    of the whole patch; a cloud over part of a patch at every date is no edge."""
     usable = np.zeros((2, 4, 12), bool)  # patches of 4 px: inside, on the images' edge, mostly outside them
     usable[:, :, 0:4] = True
     usable[1, :2, 0:4] = False           # inside: half cloud at the second date
     usable[:, :, 4:6] = True             # edge: the images cover half of it ...
     usable[1, 0, 4:6] = False            # ... and a quarter of that is cloud at the second date
     usable[:, 0, 8:11] = True            # 3 px of 16: less than a quarter covered
-    np.testing.assert_allclose(clear_fractions(usable, 4), [[[1, 1, 0]], [[0.5, 0.75, 0]]])
-    usable[0, 1, 8] = True               # a quarter covered (at one date): judged by it
-    np.testing.assert_allclose(clear_fractions(usable, 4)[:, 0, 2], [1, 0.75])
-    # the images cover the inside patch whole, half of it under a cloud at every date: a cloud is no edge
     covered = usable.any(axis=0)
-    covered[:, 0:4] = True
-    usable[:, :2, 0:4] = False
+    np.testing.assert_allclose(clear_fractions(usable, 4, covered), [[[1, 1, 0]], [[0.5, 0.75, 0]]])
+    covered[1, 8] = True                 # a quarter covered (cloudy at every date where it is not clear): judged by it
+    usable[0, 1, 8] = True
+    np.testing.assert_allclose(clear_fractions(usable, 4, covered)[:, 0, 2], [1, 0.75])
+    usable[:, :2, 0:4] = False           # the inside patch half under a cloud at every date, its cover whole
     np.testing.assert_allclose(clear_fractions(usable, 4, covered)[:, 0, 0], [0.5, 0.5])
-    np.testing.assert_allclose(clear_fractions(usable, 4)[:, 0, 0], [1, 1])  # (without the footprint given)

@@ -17,7 +17,7 @@ shifted by the date's offset on its most stable pixels, and each band scaled by 
 get every date of a window at once through ``encode_series``.
 
 EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)`` (of the patch's
-pixels that some date saw, those usable at that date: :func:`clear_fractions`), patch-centre
+pixels that the images cover, those usable at that date: :func:`clear_fractions`), patch-centre
 coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
 stride, grid and the normalisation parameters.
 """
@@ -216,11 +216,14 @@ def fit_sample(cube: xr.DataArray, band_index: list[int], stats: np.ndarray, siz
     return np.stack(out).astype(np.float32)
 
 
-def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
-    """``(time, band, h, w)`` values -> (encoder input, usable ``(time, h, w)``): the project's per-date
-    normalisation, or the cube's reflectance for encoders that normalise themselves; ``usable`` is what the
-    clear fraction counts."""
-    usable = usable_mask(quality) & np.isfinite(values).all(axis=1)
+def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(time, band, h, w)`` values -> (encoder input, usable ``(time, h, w)``, covered ``(h, w)``): the
+    project's per-date normalisation, or the cube's reflectance for encoders that normalise themselves; the
+    clear fraction counts the ``usable`` pixels of the ``covered`` ones (the images' footprint: data at some
+    date, cloudy or not; nodata at every date is off the images)."""
+    finite = np.isfinite(values).all(axis=1)
+    usable = usable_mask(quality) & finite
+    covered = ((quality != Quality.NODATA) & finite).any(axis=0)
     known = usable.any(axis=0)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date take the mean of those usable
@@ -230,9 +233,9 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     # (unchanged patches 0.02, a new roof 1.41)
     if spec.input == "reflectance":
         filled = np.array(fill_gaps(values, usable), dtype=np.float32)  # (a copy: the window's values are the cube's)
-        return fill_unseen(filled, known), usable
+        return fill_unseen(filled, known), usable, covered
     z = fill_gaps(normalise(values, stats), usable)  # (normalise's own array, or its copy: both ours)
-    return fill_unseen(z, known), usable
+    return fill_unseen(z, known), usable, covered
 
 
 def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, months: np.ndarray,
@@ -252,9 +255,7 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         finally:
             torch.set_num_threads(threads[1])
     spec = encoder.spec
-    x, usable = _prepare(values, quality, stats, spec)
-    # the images' footprint: pixels with data at some date (cloudy or not; nodata at every date is off the images)
-    covered = ((quality != Quality.NODATA) & np.isfinite(values).all(axis=1)).any(axis=0)
+    x, usable, covered = _prepare(values, quality, stats, spec)
     h = spec.halo  # context read from the neighbouring windows (embedding_graph)
     if h:
         usable, covered = usable[:, h:-h, h:-h], covered[h:-h, h:-h]
@@ -270,21 +271,20 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
     return out
 
 
-#: Least share of a patch that the images must cover (some date saw it) for the patch to be used at all.
+#: Least share of a patch that the images must cover (data at some date) for the patch to be used at all.
 MIN_COVER = 0.25
 
 
-def clear_fractions(usable: np.ndarray, p: int, covered: np.ndarray | None = None) -> np.ndarray:
+def clear_fractions(usable: np.ndarray, p: int, covered: np.ndarray) -> np.ndarray:
     """``usable (time, h, w)`` -> ``(time, h/p, w/p)``: each patch's usable pixels at each date, as a fraction of
-    its pixels that the images cover (``covered (h, w)``: data at some date, cloudy or not; by default, usable at
-    some date), so that a patch on the edge of the images, or of a tile's nodata corner, is judged by the part
-    they cover; 0 for a patch of which they cover less than a quarter.
+    its pixels that the images cover (``covered (h, w)``: data at some date, cloudy or not), so that a patch on
+    the edge of the images, or of a tile's nodata corner, is judged by the part they cover; 0 for a patch of
+    which they cover less than a quarter.
 
     (As a fraction of the whole patch, the edge patches of a grid snapped to whole patches never reached
     --min-clear: 38 % of a 61 x 61 px Landsat image went unseen. A pixel cloudy at every date stays in the
     count: a patch mostly under a lasting cloud is no clear patch.)"""
     t, h, w = usable.shape
-    covered = usable.any(axis=0) if covered is None else covered
     clear = usable.reshape(t, h // p, p, w // p, p).mean(axis=(2, 4))
     cover = covered.reshape(h // p, p, w // p, p).mean(axis=(1, 3))
     return np.where(cover >= MIN_COVER, clear / np.maximum(cover, MIN_COVER), np.float32(0)).astype(np.float32)

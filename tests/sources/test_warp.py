@@ -82,7 +82,7 @@ def test_misaligned_grid_cube_warps_and_aligned_cube_does_not(tmp_path, monkeypa
     path = ms.stacked_file(tmp_path / "stack.tif")
     calls = []
     real = warp.warp_vrt
-    monkeypatch.setattr(warp, "warp_vrt", lambda *a: calls.append(a[0]) or real(*a))
+    monkeypatch.setattr(warp, "warp_vrt", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
     aligned = open_series(path, dates=list(ms.DATES), bands=ms.BANDS, patch_size=8)
     aligned.values
     assert calls == []

@@ -30,12 +30,13 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from rasterio.warp import transform_bounds
 
 from ..cube import check_band_names
 from ..errors import SourceError
 from .dates import ACCEPTED_PATTERNS, impossible_date, parse_date, to_times
 from .masks import convention_for, infer_convention, is_mask_name, lookup_table
-from .warp import Layer, Scene, open_scenes, probe
+from .warp import Layer, Scene, as_grid, open_scenes, probe
 
 _EXTENSIONS = (".tif", ".tiff", ".jp2")  # (JPEG 2000: Sentinel-2 products' band files as delivered)
 #: Folders of a delivered product that hold no image of it: Sentinel-2's quality indicators (cloud and snow
@@ -316,10 +317,6 @@ def _check_mask_cover(scene: Scene, grid=None, least: float = 0.99) -> None:
     """A mask must cover its image (within the bounds of ``grid``, when it sets them): the pixels it leaves out
     would be nodata (a 100 px mask of a 160 px image was read without a word, and half the patches were never
     looked at)."""
-    from rasterio.warp import transform_bounds
-
-    from .warp import as_grid
-
     image, mask = probe(scene.layers[0].path), probe(scene.mask.path)
     box = mask.bounds
     if image.crs and mask.crs and image.crs != mask.crs:

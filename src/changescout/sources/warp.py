@@ -393,23 +393,23 @@ def _file_scales(path: str, crs: str, resolution) -> dict[str, float]:
 
 
 def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling,
-             scales: dict[str, float] | None = None, raw: bool = False) -> np.ndarray:
+             scales: dict[str, float] | None = None, raw: bool = False, zero_nodata: bool = False) -> np.ndarray:
     """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)`` through a ``WarpedVRT``: float32,
     NaN where no data; ``scales``: :func:`warp_scales` (the same for every block of a grid); ``raw`` (mask
-    bands): the file's nodata value kept as it is (NaN outside the file only).
+    bands): the file's nodata value kept as it is (NaN outside the file only); ``zero_nodata``: the file's 0
+    is its unsaid nodata (:attr:`RasterInfo.fills_with_zero`).
 
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
-    (and blended into its neighbours) whenever another date has data there. An integer file that declares no
-    nodata (:attr:`RasterInfo.fills_with_zero`) has none where every band it holds is 0 (Sentinel-2's and
-    Landsat's NODATA value, a band file's swath edge): left out of the resampling, not blended into its
-    neighbours as values toward 0 (a 20 m band's edge read -0.05 beside a 10 m band's nodata, and the edge
-    ranked as a change). (In a stacked file, every date's bands: one date's edge is still blended.)"""
+    (and blended into its neighbours) whenever another date has data there. With ``zero_nodata``, a file has
+    none where every band it holds is 0 (Sentinel-2's and Landsat's NODATA value, a band file's swath edge):
+    left out of the resampling, not blended into its neighbours as values toward 0 (a 20 m band's edge read
+    -0.05 beside a 10 m band's nodata, and the edge ranked as a change). (In a stacked file, every date's bands:
+    one date's edge is still blended.)"""
+    options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
+               else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
     try:
         with rasterio.open(path) as src:
-            options = {"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw else {"UNIFIED_SRC_NODATA": "NO"}
-            if not raw and probe(path).fills_with_zero:
-                options = {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"}
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
                 return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
@@ -431,6 +431,8 @@ class WarpedSeries:
         self.scenes, self.n_bands, self.grid = tuple(scenes), n_bands, grid
         self.scale, self.offset, self.lut = scale, offset, lut
         self.shape = (len(self.scenes), n_bands + 1, *grid.shape)
+        # files whose 0 is their unsaid nodata (RasterInfo.fills_with_zero): told once, not at every chunk
+        self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers if probe(la.path).fills_with_zero)
 
     def __dask_tokenize__(self):
         return tokenize(self.scenes, self.n_bands, self.grid, self.scale, self.offset, None if self.lut is None else self.lut.tobytes())
@@ -484,13 +486,14 @@ class WarpedSeries:
                 out[k, pos] = read_aligned(path, idx, offsets[path], shape, raw)
             else:
                 out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling,
-                                       _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw))
+                                       _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw),
+                                       zero_nodata=path in self.zero_nodata)
         values = out[:, :nb]
         # a pixel 0 in every band of a date whose files hold reflectance digital numbers and declare no nodata
         # is Sentinel-2's and Landsat's NODATA value 0, unsaid: nodata. (Scaled and offset, Sentinel-2 baseline
         # 04.00's -1000 made a swath edge of DN 0 read -0.1, and the edge ranked among the top changes.)
         for k, scene in enumerate(scenes):
-            if nb > 1 and all(probe(la.path).fills_with_zero for la in scene.layers):
+            if nb > 1 and all(la.path in self.zero_nodata for la in scene.layers):
                 values[k][np.broadcast_to((values[k] == 0).all(axis=0), values[k].shape)] = np.nan
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)

@@ -207,6 +207,38 @@ def test_in_a_series_without_change_the_edge_patches_change_no_more_than_the_oth
     assert (top["col"] == events["col"].min()).sum() <= 2 * 20 * first.mean()
 
 
+def test_the_edge_patches_polygons_and_the_objects_areas_hold_only_ground_the_images_show(tmp_path):
+    """Without --grid the grid snaps outward to whole patches: an image 7 px east and 3 px south of the lattice
+    left its edge patches' polygons, and so the objects' outlines and area_ha, holding ground no image shows
+    (up to three quarters of a patch). They are cut to the pixels the images cover, and an object's area is
+    that of its cut patches."""
+    import shapely
+    from rasterio.transform import from_origin
+
+    import make_sources as ms
+
+    rng = np.random.default_rng(3)
+    transform = from_origin(372070, 4799970, 10, 10)  # 7 px east, 3 px south of the 160 m lattice
+    for i, date in enumerate(ms.DATES):
+        img = rng.integers(300, 3000, (4, 40, 45)).astype(np.int16)
+        if i >= 2:
+            img[:, 10:30, :20] = 200 if i == 2 else img[:, 10:30, :20] // 3  # a dark change at the west edge
+        ms.write_geotiff(tmp_path / "edge" / f"{date}.tif", img, transform=transform, crs="EPSG:32631",
+                         nodata=None, descriptions=ms.BANDS)
+    out = run_pipeline(RunConfig(source=str(tmp_path / "edge"), cloud_screen="off"), tmp_path / "r", **QUIET)
+    image = shapely.box(372070, 4799970 - 400, 372070 + 450, 4799970)
+    events, objects = read_events(out), read_objects(out)
+    assert events["col"].min() == 0 and events.geometry.within(image).all()
+    corner = events[(events["row"] == 0) & (events["col"] == 0)].geometry.iloc[0]
+    assert corner.area == pytest.approx(9 * 13 * 100)  # the 9 x 13 px of the first patch that the image holds
+    assert objects.geometry.within(image).all()
+    cut = events.drop_duplicates(["row", "col"]).set_index(["row", "col"]).geometry.area
+    for _, ob in objects.iterrows():
+        patches = events.loc[events["object_id"] == ob["object_id"], ["row", "col"]].drop_duplicates()
+        assert ob["area_ha"] == pytest.approx(cut.loc[list(map(tuple, patches.to_numpy()))].sum() / 1e4)
+    assert (objects["area_ha"] < objects["n_patches"] * 2.56 - 1e-9).any()
+
+
 def test_a_label_from_a_long_name_is_recorded_as_the_ids_carry_it_and_the_runs_config_runs_again(tmp_path):
     """A folder named with more than 32 characters: config.json recorded the whole name as the label, and given
     back with --config (a run's own config.json) it was refused as a --label too long."""

@@ -6,7 +6,7 @@ import shapely
 
 from changescout.cube import OutputGrid
 from changescout.errors import ConfigError, GridError
-from changescout.tiling import PatchGrid, event_id, event_ids, parse_event_id, series_id
+from changescout.tiling import PatchGrid, event_id, event_ids, pack_footprint, parse_event_id, series_id, unpack_footprint
 
 
 @pytest.fixture
@@ -49,6 +49,24 @@ def test_polygons_bounds_centres_and_locate_agree(pg):
     # polygons tile without overlap
     union = shapely.union_all(polys)
     assert union.area == pytest.approx(24 * 160.0 * 160.0)
+
+
+def test_a_footprint_cuts_the_patches_the_images_cover_in_part_and_leaves_the_others_whole(pg):
+    """A patch the images cover in part (a diagonal swath edge, a nodata corner) has the polygon of its covered
+    pixels, holes and all; its packed footprint reads back as it was, for any patch size."""
+    for p in (3, 5, 16):
+        covered = np.random.default_rng(p).random((2 * p, 3 * p)) > 0.4
+        assert (unpack_footprint(pack_footprint(covered, p), p) == covered.reshape(2, p, 3, p).transpose(0, 2, 1, 3)).all()
+    covered = np.ones((64, 96), bool)
+    covered[:16, :16] = np.tril(np.ones((16, 16), bool))  # (0, 0): a swath edge, 136 of 256 px
+    covered[16:32, 16:32][5:8, 5:8] = False  # (1, 1): a 3 x 3 px hole
+    fp = pack_footprint(covered, 16)
+    rows, cols = np.array([0, 1, 2, 0]), np.array([0, 1, 2, 0])
+    polys = pg.polygons(rows, cols, fp)
+    boxes = pg.polygons(rows, cols)
+    assert polys[0].area == pytest.approx(136 * 100) and polys[0].within(boxes[0]) and polys[0].equals(polys[3])
+    assert polys[1].area == pytest.approx((256 - 9) * 100) and len(polys[1].interiors) == 1
+    assert polys[2].equals(boxes[2])
 
 
 @pytest.mark.parametrize("x, y", [(float("nan"), 4_835_900.0), (372_100.0, float("inf"))])

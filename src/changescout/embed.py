@@ -17,7 +17,9 @@ shifted by the date's offset on its most stable pixels, and each band scaled by 
 get every date of a window at once through ``encode_series``.
 
 EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)`` (of the patch's
-pixels that the images cover, those usable at that date: :func:`clear_fractions`), patch-centre
+pixels that the images cover, those usable at that date: :func:`clear_fractions`), ``footprint (row, col,
+footprint_byte)`` uint8 (which of each patch's pixels the images cover, as packed bits:
+:func:`changescout.tiling.unpack_footprint`; the tables cut the edge patches' polygons to it), patch-centre
 coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
 stride, grid and the normalisation parameters.
 """
@@ -43,7 +45,7 @@ from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
 from .errors import BandError, ConfigError, GridError
 from .intact import ALL_CHUNKS
-from .tiling import PatchGrid
+from .tiling import PatchGrid, pack_footprint
 
 NORMALISATION = ("each band centred on its series-wide median plus the date's offset on its most stable pixels "
                  "(pseudo-invariant features); divided by the band's series-wide IQR/1.349 (usable pixels)")
@@ -223,7 +225,7 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     date, cloudy or not; nodata at every date is off the images)."""
     finite = np.isfinite(values).all(axis=1)
     usable = usable_mask(quality) & finite
-    covered = ((quality != Quality.NODATA) & finite).any(axis=0)
+    covered = ((quality != Quality.NODATA) & finite).any(axis=0)  # (covered_pixels, from the finiteness at hand)
     known = usable.any(axis=0)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date take the mean of those usable
@@ -348,6 +350,46 @@ def _window_chunks(n: int, win: int) -> tuple[int, ...]:
     return tuple(min(win, n - i) for i in range(0, n, win))
 
 
+def _on_windows(cube: xr.DataArray, patch_grid: PatchGrid, win: int, band_index: list[int]):
+    """The cube's values ``(time, band, y, x)`` and quality ``(time, y, x)`` over whole patches, rechunked onto
+    the window grid (every date and band of a window in one chunk), with the windows' heights and widths.
+    The graphs built on them share these tasks: computed together, the files are read once."""
+    p = patch_grid.patch_size
+    nr, nc = patch_grid.shape
+    ys, xs = _window_chunks(nr * p, win), _window_chunks(nc * p, win)
+    data = da.asarray(cube.data)
+    if list(band_index) != list(range(data.shape[1])):
+        data = data[:, list(band_index)]
+    # each window gathers its slices of the source chunks in one step: task rechunking (not a P2P shuffle on a
+    # cluster), without the intermediate chunks (extra copies of the cube) a multi-step plan would add
+    onto_windows = dict(method="tasks", threshold=float("inf"))
+    values = data[:, :, : nr * p, : nc * p].rechunk((-1, -1, ys, xs), **onto_windows)
+    quality = da.asarray(cube["quality"].data)[:, : nr * p, : nc * p].rechunk((-1, ys, xs), **onto_windows)
+    return values, quality, ys, xs
+
+
+def covered_pixels(values: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """``(time, band, h, w)`` values and ``(time, h, w)`` quality -> ``(h, w)``: the pixels the images cover
+    (data at some date, cloudy or not; nodata at every date is off the images)."""
+    return ((quality != Quality.NODATA) & np.isfinite(values).all(axis=1)).any(axis=0)
+
+
+def _footprint_block(values: np.ndarray, quality: np.ndarray, p: int) -> np.ndarray:
+    return pack_footprint(covered_pixels(values, quality), p)
+
+
+def footprint_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, band_index: list[int]) -> da.Array:
+    """Lazy ``(row, col, ceil(p*p/8))`` uint8: which pixels of each patch the images cover, packed
+    (:func:`pack_footprint`). Built on the windows of :func:`embedding_graph`: written with the embeddings, the
+    source is read once for both."""
+    p = patch_grid.patch_size
+    values, quality, _, _ = _on_windows(cube, patch_grid, window_px(encoder.spec, p), band_index)
+    nbytes = -(-p * p // 8)
+    return da.blockwise(_footprint_block, "yxd", values, "tbyx", quality, "tyx", p, None, new_axes={"d": nbytes},
+                        adjust_chunks={"y": lambda n: n // p, "x": lambda n: n // p}, concatenate=True,
+                        dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
+
+
 def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, stats: np.ndarray,
                     band_index: list[int]) -> da.Array:
     """Lazy ``(time, row, col, dim + 1)`` array: one dask task per window (all dates of it), every date on the
@@ -359,17 +401,7 @@ def embedding_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid,
     p = patch_grid.patch_size
     if p != spec.patch_size:
         raise ConfigError(f"patch grid has {p} px patches but the encoder {spec.name!r} was built for {spec.patch_size}")
-    win = window_px(spec, p)
-    nr, nc = patch_grid.shape
-    ys, xs = _window_chunks(nr * p, win), _window_chunks(nc * p, win)
-    data = da.asarray(cube.data)
-    if list(band_index) != list(range(data.shape[1])):
-        data = data[:, list(band_index)]
-    # each window gathers its slices of the source chunks in one step: task rechunking (not a P2P shuffle on a
-    # cluster), without the intermediate chunks (extra copies of the cube) a multi-step plan would add
-    onto_windows = dict(method="tasks", threshold=float("inf"))
-    values = data[:, :, : nr * p, : nc * p].rechunk((-1, -1, ys, xs), **onto_windows)
-    quality = da.asarray(cube["quality"].data)[:, : nr * p, : nc * p].rechunk((-1, ys, xs), **onto_windows)
+    values, quality, ys, xs = _on_windows(cube, patch_grid, window_px(spec, p), band_index)
     halo = spec.halo
     if halo:  # each window with its neighbours' pixels around it (the grid's own edge repeated at its edge)
         values = da.overlap.overlap(values, depth={2: halo, 3: halo}, boundary={2: "nearest", 3: "nearest"})
@@ -457,12 +489,14 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     spec = encoder.spec
     p = patch_grid.patch_size
     arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)
+    footprint = footprint_graph(cube, encoder, patch_grid, band_index).rechunk((arr.chunks[1], arr.chunks[2], -1))
     xs, ys = patch_grid.centres()
     nr, nc = patch_grid.shape
     ds = xr.Dataset(
         {
             "embedding": (("time", "row", "col", "dim"), arr[..., :-1]),
             "clear_fraction": (("time", "row", "col"), arr[..., -1]),
+            "footprint": (("row", "col", "footprint_byte"), footprint),
         },
         coords={"time": cube["time"].values, "row": np.arange(nr), "col": np.arange(nc), "x": ("col", xs), "y": ("row", ys)},
         attrs={

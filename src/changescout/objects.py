@@ -112,7 +112,7 @@ OBJECT_SCHEMA: dict[str, tuple[str, str]] = {
     "n_events": ("int32", "number of its patch events (events.parquet rows with its object_id): its patches at "
                           "its onset (some seen at a later date, where a cloud hid the onset), and again at its end or, "
                           "against a fixed date, at each later date"),
-    "area_ha": ("float64", "area of the dissolved polygon of its patches in hectares (whole patches: at least the area that changed, and at the images' edges also ground past them; equal-area projection where the CRS distorts areas; NaN for pixel grids)"),
+    "area_ha": ("float64", "area of the dissolved polygon of its patches in hectares (whole patches: at least the area that changed; at the images' edges, the part of a patch that the images cover; equal-area projection where the CRS distorts areas; NaN for pixel grids)"),
     "magnitude": ("float32", "largest magnitude of its patches; higher = larger change"),
     "surprise": ("float32", "largest surprise of its patches; higher = more unexpected"),
     "zscore": ("float32", "largest zscore of its patches; higher = more unusual for the place; NaN = unknown (no patch has a history)"),

@@ -825,7 +825,8 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             states = change_states(embeddings, events, len(vectors))
             ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
             objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size, log=run.log)  # in words
-            gdf = to_geodataframe(ranked, series, embedding_grid(embeddings))
+            footprint = embeddings["footprint"].values if "footprint" in embeddings else None  # (runs before 0.3.18: none)
+            gdf = to_geodataframe(ranked, series, embedding_grid(embeddings), footprint)
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
             write_clusters(clusters, out / "clusters.parquet")
@@ -870,8 +871,10 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     return ranked, cluster_table(ranked), objects
 
 
-def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) -> gpd.GeoDataFrame:
-    """The events table as written (events.parquet): the patches' polygons in the grid's CRS, by rank."""
+def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid,
+                    footprint: np.ndarray | None = None) -> gpd.GeoDataFrame:
+    """The events table as written (events.parquet): the patches' polygons in the grid's CRS, by rank; given the
+    EmbeddingCube's ``footprint``, each cut to the pixels the images cover (:meth:`PatchGrid.polygons`)."""
     ev = events.copy()
     ev["series"] = series
     for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
@@ -879,7 +882,7 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid) ->
     ev["object_id"] = ev["object_id"].astype(np.int64)
     for c in ("magnitude", "surprise", "zscore", "recurrence", "clear_fraction", "rarity", "atypicality", "false_alarm_rate"):
         ev[c] = ev[c].astype(np.float32)
-    geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy())
+    geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy(), footprint)
     gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)
     return gdf.sort_values("rank").reset_index(drop=True)
 

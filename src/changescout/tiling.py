@@ -19,6 +19,20 @@ from .cube import OutputGrid
 from .errors import ConfigError, GridError
 
 
+def pack_footprint(covered: np.ndarray, p: int) -> np.ndarray:
+    """``covered (h, w)`` -> ``(h/p, w/p, ceil(p*p/8))`` uint8: which pixels of each ``p`` px patch the images
+    cover, row by row, as bits (:func:`numpy.packbits`; :func:`unpack_footprint` reads them back)."""
+    h, w = covered.shape
+    cells = covered.reshape(h // p, p, w // p, p).transpose(0, 2, 1, 3).reshape(h // p, w // p, p * p)
+    return np.packbits(cells, axis=-1)
+
+
+def unpack_footprint(packed: np.ndarray, p: int) -> np.ndarray:
+    """``(..., ceil(p*p/8))`` packed bits -> ``(..., p, p)`` booleans (:func:`pack_footprint`)."""
+    bits = np.unpackbits(np.asarray(packed, np.uint8), axis=-1, count=p * p)
+    return bits.reshape(*bits.shape[:-1], p, p).astype(bool)
+
+
 def check_patch_size(patch_size) -> int:
     """``patch_size`` as an int, or a :class:`ConfigError`: a whole number of pixels >= 1 (a negative or
     fractional size snapped the grid and silently cropped the data)."""
@@ -72,10 +86,37 @@ class PatchGrid:
         top = top0 - row * size_y
         return np.stack([left, top - size_y, left + size_x, top], axis=-1)
 
-    def polygons(self, row, col) -> np.ndarray:
-        """Shapely polygons of patches (array in, array out)."""
-        b = self.bounds(np.atleast_1d(row), np.atleast_1d(col))
-        return shapely.box(b[..., 0], b[..., 1], b[..., 2], b[..., 3])
+    def polygons(self, row, col, footprint: np.ndarray | None = None) -> np.ndarray:
+        """Shapely polygons of patches (array in, array out). Given ``footprint``, the packed ``(row, col, byte)``
+        pixels the images cover (:func:`pack_footprint`; the EmbeddingCube's ``footprint``), a patch that the
+        images do not wholly cover is cut to the pixels they do (at the images' edges, a snapped grid's patches
+        reach past them)."""
+        row, col = np.atleast_1d(row), np.atleast_1d(col)
+        b = self.bounds(row, col)
+        boxes = shapely.box(b[..., 0], b[..., 1], b[..., 2], b[..., 3])
+        if footprint is None or len(row) == 0:
+            return boxes
+        full = np.packbits(np.ones(self.patch_size**2, bool))
+        partial = ~(np.asarray(footprint)[row, col] == full).all(axis=-1)
+        cells = {}
+        for r, c in set(zip(row[partial].tolist(), col[partial].tolist())):
+            cells[r, c] = self._covered_polygon(r, c, unpack_footprint(footprint[r, c], self.patch_size))
+        boxes[partial] = [cells[r, c] for r, c in zip(row[partial].tolist(), col[partial].tolist())]
+        return boxes
+
+    def _covered_polygon(self, row: int, col: int, covered: np.ndarray):
+        """The union of the ``covered (p, p)`` pixels of patch ``(row, col)`` (the whole patch when none is: a
+        patch the images cover too little of is never analysed)."""
+        from rasterio.features import shapes
+        from rasterio.transform import Affine
+
+        if not covered.any():
+            return self.polygons(row, col)[0]
+        xres, yres = self.grid.resolution
+        left, bottom, right, top = self.bounds(row, col)
+        parts = [shapely.geometry.shape(g) for g, _ in shapes(covered.astype(np.uint8), mask=covered,
+                                                               transform=Affine(xres, 0, left, 0, -yres, top))]
+        return shapely.union_all(parts)
 
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """Patch-centre coordinates: ``x`` per column and ``y`` per row."""

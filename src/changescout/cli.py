@@ -463,7 +463,8 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
               seeds: Optional[str] = typer.Option(None, help="synthetic only: seeds of the planted-change series (default 0,1,2,3,4)."),
               encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found; \"\" for none: the baselines alone)."),
               baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
-              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, ablation.md, roc.png, pr.png (replaced only once all are written; other files are left alone)."),
+              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, ablation.md, roc.png, pr.png (a folder holding them is refused without --overwrite; replaced only once all are written; other files are left alone)."),
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier benchmark in --out."),
               fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed (1, 2, 4, 8 or 16: a whole part of the 16 px patches scored); distances are averaged upward."),
               weights_dir: Optional[Path] = typer.Option(None, envvar="CHANGESCOUT_WEIGHTS_DIR", help="Folder with <encoder>/<weights file>.")):
     """Encoders and classic baselines against labelled change: pixel and patch (16, 32 px) AUROC, AP, F1, IoU."""
@@ -476,7 +477,7 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
     if root is None and dataset != "synthetic":
         raise ConfigError(f"benchmark {dataset} needs --root PATH (the dataset folder)")
     if out is not None:
-        check_out(out)  # before any work: a file or an unwritable folder is refused (exit 2)
+        check_out(out, overwrite)  # before any work: a file, an unwritable folder or earlier outputs are refused (exit 2)
     if weights_dir is not None:
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
     if seeds is not None and dataset != "synthetic":  # (it was taken, checked and ignored)

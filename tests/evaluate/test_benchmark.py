@@ -339,6 +339,35 @@ def test_out_naming_a_file_is_refused_before_any_work(pairs_root, tmp_path, caps
     assert code == 2 and f"{afile / 'sub'}: cannot be created: {afile} is a file, not a folder" in err
 
 
+def test_an_earlier_benchmarks_outputs_are_kept_unless_overwrite_is_given(pairs_root, tmp_path, capsys, monkeypatch):
+    """`benchmark --out` replaced an earlier benchmark's outputs without a word: a measurement run again with
+    another --out in mind was lost. It is refused before any work (exit 2, the folder and --overwrite named),
+    as `run` refuses a run directory, and --overwrite replaces it. metrics.json names the dataset folder by its
+    absolute path (it kept the relative one typed)."""
+    from cli_call import run_cli
+
+    from changescout.evaluate import benchmark
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    real = benchmark.load_pairs
+    monkeypatch.setattr(benchmark, "load_pairs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the benchmark started")))
+    code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--baselines", "cva-raw", "--encoders", "",
+                              "--out", out)
+    assert code == 2 and f"{out}: holds an earlier benchmark's outputs (metrics.json); give --overwrite" in err
+    assert (out / "metrics.json").read_text() == "{}"
+    monkeypatch.setattr(benchmark, "load_pairs", real)
+    monkeypatch.chdir(pairs_root.parent)  # a root given relative to where the command ran...
+    code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root.name, "--baselines", "cva-raw",
+                              "--encoders", "", "--out", out, "--overwrite")
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rows"] and (out / "notes.txt").read_text() == "mine"
+    assert metrics["root"] == str(pairs_root.resolve())  # ...is recorded as a path that names it from anywhere
+
+
 def test_cached_embeddings_are_those_of_the_dates_the_encoder_is_told(tmp_path, monkeypatch):
     """The cache key held the pixels, not the dates: galileo-nano and presto are told the month, and a pair
     whose dates were corrected got the embeddings of the other month back from the cache."""

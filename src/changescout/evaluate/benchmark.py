@@ -242,7 +242,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
         curves[method.name] = _curve_data(items, PATCH_SIZES[0])
     notes = (found + sorted({n for pair in pairs for n in pair.notes}) + undefined + skipped
              + _preprocessing_notes(pairs, coregister, months, wanted))
-    result = {"dataset": dataset, "root": str(root), "rows": rows, "spread": _clean_nested(spreads),
+    result = {"dataset": dataset, "root": str(Path(root).resolve()), "rows": rows, "spread": _clean_nested(spreads),
               "per_item": _clean(per_item), "notes": notes, "changescout": __version__,
               "settings": {"encoders": encoders, "baselines": baselines, "methods": [m.name for m in wanted]},
               "protocol": {"coregister": coregister, "months": months, "fine_patch": fine_patch, "support": SUPPORT,
@@ -377,5 +377,5 @@ def run_synthetic(root, encoders=None, seeds=(0, 1, 2, 3, 4), log=print) -> dict
             rows.append({"method": method, "uses_embeddings": True, "level": f"objects ({bg})", "patch_size": None,
                          "n_items": len(items), **mean, "seconds": round(time.perf_counter() - t, 1)})
             per_item += [{"method": method, **i} for i in items]
-    return {"dataset": "synthetic", "root": None if root is None else str(root), "rows": _clean(rows),
+    return {"dataset": "synthetic", "root": None if root is None else str(Path(root).resolve()), "rows": _clean(rows),
             "per_item": _clean(per_item), "notes": ["means over seeds " + ",".join(map(str, seeds))]}

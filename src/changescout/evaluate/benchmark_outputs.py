@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_json
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, RunExistsError
 from .baselines import BASELINES
 from .methods import PATCH_SIZES, parse_method
 from .metrics import patch_level
@@ -33,13 +33,19 @@ OUTPUTS = ("metrics.json", "metrics.md", "per_item.csv", "ablation.md", "roc.png
 SYNTHETIC_KEYS = ("auroc", "ap", "recall_rare_at_10", "clouds_in_top20", "cluster_ari", "similar_p_at_5", "rare_other_in_top10")
 
 
-def check_out(out) -> Path:
+def check_out(out, overwrite: bool = True) -> Path:
     """``out`` as a path, or :class:`OutputError` naming it when it cannot be a folder of benchmark outputs: a
-    file, under a file, or in a folder this user cannot write (checked before any work)."""
+    file, under a file, or in a folder this user cannot write (checked before any work); without ``overwrite``,
+    :class:`RunExistsError` when it holds an earlier benchmark's outputs (the command's default: a measurement
+    is not lost to a command run again with another --out in mind)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError("is a file, not a folder; --out names the folder for the benchmark outputs "
                           f"({', '.join(OUTPUTS)}): choose another --out", out)
+    held = [n for n in OUTPUTS if (out / n).is_file()]
+    if held and not overwrite:
+        raise RunExistsError(f"holds an earlier benchmark's outputs ({', '.join(held)}); give --overwrite to replace "
+                             "them, or choose another --out", out)
     parent = out.parent
     while not parent.exists():
         parent = parent.parent

@@ -622,6 +622,11 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
         names = [Path(f).name for f in resampled]
         notes.append(f"note: {len(names)} file(s) are not on the grid's pixels (another CRS, pixel size or origin) and are "
                      f"resampled onto it (bilinear; masks nearest): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+    if alpha := cube.attrs.get("alpha_files"):  # GDAL writes 4 bands of bytes as RGBA unless told otherwise
+        names = [Path(f).name for f in alpha]
+        notes.append(f"note: {len(names)} file(s) end in an alpha band (their colour interpretation), read as where they have "
+                     f"data and not as a band: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; if that band is "
+                     "a spectral band (near infrared), mark it so: rio edit-info --colorinterp red,green,blue,undefined FILE")
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")

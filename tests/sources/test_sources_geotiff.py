@@ -3,6 +3,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 from rasterio import Affine
 from rasterio.warp import transform
 
@@ -752,3 +753,34 @@ def test_a_grid_resolution_coarser_than_the_scene_is_named_as_the_cause(tmp_path
     with pytest.raises(GridError, match=rf"at the --grid resolution \d+ \({unit} of .* per pixel\) the images cover 0 x 0 px"
                                         rf".*check RES, which is in the CRS's units"):
         open_series(tmp_path / "f", grid=grid)
+
+
+def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_path):
+    """GDAL writes a 4-band 8-bit GeoTIFF as RGBA unless told otherwise. Its alpha band was read as a fourth
+    band (0/255, as if spectral) while also masking the others: it is the image's mask, the run says so, and a
+    file whose fourth band is marked otherwise (rio edit-info --colorinterp), or described by a band name of
+    its own (B08), keeps it as a band."""
+    from rasterio.enums import ColorInterp
+
+    from changescout.pipeline import input_notes
+
+    rng = np.random.default_rng(0)
+    for date in ms.DATES[:3]:
+        data = rng.integers(1, 255, (4, H, W)).astype(np.uint8)
+        data[3] = 255
+        data[3, :5] = 0  # the image holds no data in its first 5 rows
+        ms.write_geotiff(tmp_path / "rgba" / f"{date}.tif", data, nodata=None)
+    cube = open_series(tmp_path / "rgba")
+    assert list(cube["band"].values) == ["b1", "b2", "b3"]
+    values = footprint(cube).isel(time=0).values
+    assert np.isnan(values[:, :5]).all() and np.isfinite(values[:, 5:]).all() and np.nanmax(values) < 1
+    note = [n for n in input_notes(cube, {}, grid_of(cube), True) if "alpha band" in n]
+    assert note and f"{ms.DATES[0]}.tif" in note[0] and "rio edit-info --colorinterp red,green,blue,undefined" in note[0]
+    for f in (tmp_path / "rgba").iterdir():
+        with rasterio.open(f, "r+") as dst:
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    warp._probe.cache_clear()
+    cube = open_series(tmp_path / "rgba")
+    assert list(cube["band"].values) == ["b1", "b2", "b3", "b4"] and not cube.attrs.get("alpha_files")
+    ms.write_geotiff(tmp_path / "named" / "2021-01-01.tif", data, nodata=None, descriptions=ms.BANDS)  # (GDAL's RGBA)
+    assert list(open_series(tmp_path / "named" / "2021-01-01.tif", dates=["2021-01-01"])["band"].values) == list(ms.BANDS)

@@ -33,7 +33,7 @@ from affine import Affine
 from dask.base import tokenize
 from dask.utils import parse_bytes
 from pyproj import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -86,6 +86,10 @@ class RasterInfo:
     offsets: tuple[float, ...] = ()
     #: whether the file says where it has no data (a nodata value, a mask or an alpha band)
     declares_nodata: bool = False
+    #: whether the file ends in an alpha band (its colour interpretation, and no band name of its own in its
+    #: description): left out of ``count`` and the descriptions, it is where the image has data (GDAL reads it
+    #: as the other bands' mask), not a band
+    alpha: bool = False
 
     @property
     def fills_with_zero(self) -> bool:
@@ -142,9 +146,14 @@ def _probe(path: str, mtime: float) -> RasterInfo:
                 raise SourceError(f"the raster is stored {'south-up' if src.transform.e > 0 else 'east-to-west'} "
                                   f"(pixel size {src.transform.a:g} x {src.transform.e:g}); warp it north-up first "
                                   "(e.g. gdalwarp in.tif out.tif)", path)
-            return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, src.count, src.dtypes[0], src.descriptions,
-                              tuple(src.scales), tuple(src.offsets),
-                              any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums))
+            # RGBA: GDAL's default for 4 bands of bytes, so that a band described by a name of its own (B08, nir)
+            # stays a band
+            alpha = (src.count > 1 and src.colorinterp[-1] == ColorInterp.alpha
+                     and str(src.descriptions[-1] or "alpha").strip().lower() in ("alpha", "mask", ""))
+            n = src.count - alpha
+            return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, n, src.dtypes[0], src.descriptions[:n],
+                              tuple(src.scales[:n]), tuple(src.offsets[:n]),
+                              any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums), alpha)
     except RasterioError as exc:
         raise SourceError(f"not a readable raster ({exc})", path) from exc
 
@@ -576,6 +585,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         "offset": off,
         # dates whose files declare their own (scale, offset): read with it (radiometry applies no rule over it)
         "declared_scaling": declared,
+        # files whose last band is an alpha band: read as where they have data, not as a band (and said)
+        "alpha_files": sorted({la.path for la in layers if infos[la.path].alpha}),
     }
     platforms = [parse_platform(s.name) or "unknown" for s in scenes]
     series = WarpedSeries(scenes, len(bands), out, scale, off, lut)

@@ -269,9 +269,9 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 
 @app.command(cls=_Command)
 def run(ctx: typer.Context,
-        source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
+        source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, STAC catalog (its folder or catalog.json) or ItemCollection (.json) with local assets, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory (made with its missing parent folders; an existing one is resumed)."),
-        kind: Optional[str] = typer.Option(None, help="Source kind: geotiff, stacked, datacube, oscd, pairs, dynamicearthnet or synthetic (default: guessed from the path)."),
+        kind: Optional[str] = typer.Option(None, help="Source kind: geotiff, stacked, datacube, stac, oscd, pairs, dynamicearthnet or synthetic (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per image (date) of a folder, in file-name order, to override the names; or T0,T1 of an image pair."),
         bands: Optional[str] = typer.Option(None, help="Comma-separated band names: of a stacked file's bands in order (each date's block); of any other source, the bands to read, chosen by name."),
         grid: Optional[str] = typer.Option(None, help="Output grid: CRS[,RES[,LEFT,BOTTOM,RIGHT,TOP]]. Bounds are widened outward to whole patches on one lattice (patch edges fall in the same places in every run; rows and columns count from the grid's top-left corner, so runs on the same grid share the r<row>-c<col> part of their event ids); an edge patch is judged by the part of it the images cover (--min-clear of it clear; less than a quarter covered: left out)."),

@@ -24,13 +24,14 @@ BUILTIN = {
     "oscd": "changescout.sources.oscd",
     "dynamicearthnet": "changescout.sources.dynamicearthnet",
     "pairs": "changescout.sources.pairs",
+    "stac": "changescout.sources.stac",
     "stacked": "changescout.sources.stacked",
     "geotiff": "changescout.sources.geotiff",
     "synthetic": "changescout.sources.synthetic",
 }
 #: Built-ins whose ``sniff`` is tried, in this order: dataset layouts before the generic GeoTIFF folder, which
 #: accepts any folder (``synthetic`` is named, not sniffed).
-SNIFF_ORDER = ("datacube", "oscd", "dynamicearthnet", "pairs", "stacked", "geotiff")
+SNIFF_ORDER = ("datacube", "stac", "oscd", "dynamicearthnet", "pairs", "stacked", "geotiff")
 
 
 def _plugins() -> dict:
@@ -81,7 +82,7 @@ def sniff_kind(source) -> str:
             warnings.warn(f"source plugin {kind!r} failed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
     raise SourceError(
         "cannot tell what kind of source this is (expected a folder of GeoTIFFs, a .tif, a .nc/.h5 file, a "
-        ".zarr store, an OSCD city folder, a DynamicEarthNet cube folder or an A/B pairs folder); pass --kind, one "
+        ".zarr store, a STAC catalog or ItemCollection (.json), an OSCD city folder, a DynamicEarthNet cube folder or an A/B pairs folder); pass --kind, one "
         f"of: {', '.join(available_sources())}",
         path,
     )

@@ -556,7 +556,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     scale, off = scaling(infos[head.path].dtype, lambda: sample_raster(head.path, head.index), scale_factor, offset)
     declared = {}
     if scale_factor is None and offset is None:  # what the files declare wins over the default; the user's over both
-        scenes = [replace(s, layers=tuple(replace(la, scaling=infos[la.path].declared_scaling(la.index)) for la in s.layers))
+        scenes = [replace(s, layers=tuple(replace(la, scaling=la.scaling or infos[la.path].declared_scaling(la.index))
+                                          for la in s.layers))
                   for s in scenes]
         declared = {f"{s.time:%Y-%m-%d}": list(s.layers[0].scaling) for s in scenes if all(la.scaling for la in s.layers)}
         partly = next((s for s in scenes if any(la.scaling for la in s.layers) and not all(la.scaling for la in s.layers)), None)

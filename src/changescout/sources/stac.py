@@ -1,0 +1,274 @@
+"""STAC items with local assets: a static catalog or collection (``catalog.json``/``collection.json``, or the
+folder holding it, as ``stac-asset download`` or pystac write them), or a search's results saved as an
+ItemCollection (a GeoJSON ``FeatureCollection`` of items).
+
+One item is one date (its ``datetime``, else its ``start_datetime``). Items of one date are refused: they are
+tiles of one pass, or one scene twice; keep one tile (``s2:mgrs_tile``, ``landsat:wrs_path``/``_row``).
+
+An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
+``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
+Computer's Sentinel-2), without thumbnails, overviews, true-colour images, multi-band assets and Sentinel-2's
+aerosol and water-vapour layers. ``bands`` (``--bands``) selects them by asset key, by the band name their
+``eo:bands``/``bands`` give (``B04``, ``SR_B4``) or by common name (``red``: where one asset has it). Of two
+assets of one band (Earth Search's ``red`` and ``red-jp2``) the GeoTIFF is read. Every item must hold the
+bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date's quality mask, read by the
+convention its name says.
+
+Values: the ``scale`` and ``offset`` of an asset's ``raster:bands`` (or STAC 1.1 ``bands``) are applied as a
+GeoTIFF's declared ones are (:func:`.warp.open_scenes`); an item that says Earth Search already applied
+Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as DN / 10000. Otherwise the radiometry stage
+reads each date's product from the item (``s2:product_uri``, ``landsat:scene_id`` or its id) and its
+``s2:processing_baseline``, as for files named after their products.
+
+Only local assets are read: an asset whose href is a URL (``https://``, ``s3://``) is refused with the way to
+download the items' assets first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from ..cube import check_band_names
+from ..errors import SourceError
+from .masks import convention_for, infer_convention, is_mask_name
+from .warp import Layer, Scene, open_scenes
+
+#: Files a folder of a static catalog is opened by, in this order.
+ROOT_FILES = ("catalog.json", "collection.json")
+_RASTER_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2")
+_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
+#: Asset roles that are never a band.
+_NOT_BANDS = {"thumbnail", "overview", "visual", "metadata"}
+#: Asset keys of raster layers that are not reflectance (Sentinel-2 L2A aerosol optical thickness, water vapour,
+#: the true-colour image).
+_AUXILIARY = {"aot", "wvp", "tci", "visual"}
+_STAC_TYPES = {"Catalog", "Collection", "FeatureCollection", "Feature"}
+
+
+def sniff(path) -> bool:
+    """A folder holding ``catalog.json`` or ``collection.json``, or a ``.json`` file of STAC."""
+    p = Path(path)
+    if p.is_dir():
+        return any((p / name).is_file() for name in ROOT_FILES)
+    return p.is_file() and p.suffix.lower() in (".json", ".geojson") and _stac_type(p) is not None
+
+
+def _stac_type(path: Path) -> str | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("type") not in _STAC_TYPES:
+        return None
+    if doc["type"] == "FeatureCollection":  # any GeoJSON is one: its features must be STAC items
+        features = doc.get("features") or []
+        return doc["type"] if features and all(isinstance(f, dict) and "stac_version" in f for f in features) else None
+    return doc["type"] if "stac_version" in doc else None
+
+
+def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_convention=None, chunks=1024, level=None,
+         scale_factor=None, offset=None):
+    """Open STAC items as a SeriesCube (see the module docstring)."""
+    if mask is not None:
+        raise SourceError("takes its masks from the items' mask assets (SCL, qa_pixel, Fmask); --mask is for folders "
+                          "of GeoTIFFs", path)
+    root = _root_file(Path(path))
+    items = load_items(root)
+    scenes, names = [], None
+    for time, item in _by_date(items, root):
+        these, layers, mask_layer, scaling = _bands(item, bands, root)
+        if names is None:
+            names = these
+        elif these != names:
+            missing = [b for b in names if b not in these]
+            raise SourceError(f"item {item.id!r} has bands {these} but the first item has {names}"
+                              + (f" (it lacks {missing})" if missing else "") + "; every date needs the same bands "
+                              "(--bands NAMES reads those of every item)", root)
+        if scaling is not None:
+            layers = [Layer(la.path, la.index, scaling=scaling) for la in layers]
+        conv = convention_for(mask_layer[0], mask_convention, mask_layer[1].path) if mask_layer else ""
+        scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
+                            convention=conv))
+    cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
+                       patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
+                       level=level or _level(items))
+    products = [s.name for s in sorted(scenes, key=lambda s: s.time)]
+    coords = {"product": ("time", products)}
+    ordered = [item for _, item in _by_date(items, root)]
+    baselines = [str(item.properties.get("s2:processing_baseline") or "") for item in ordered]
+    if any(baselines):
+        coords["s2:processing_baseline"] = ("time", [b or None for b in baselines])
+    platforms = [item.properties.get("platform") for item in ordered]
+    if all(platforms) and "platform" not in cube.coords:
+        coords["platform"] = ("time", [str(p).lower() for p in platforms])
+    cube = cube.assign_coords(coords)
+    cube.attrs["stac_items"] = [item.id for item in ordered]
+    return cube
+
+
+def _root_file(path: Path) -> Path:
+    if path.is_dir():
+        found = next((path / n for n in ROOT_FILES if (path / n).is_file()), None)
+        if found is None:
+            raise SourceError(f"holds no {' or '.join(ROOT_FILES)}: not a static STAC catalog", path)
+        return found
+    return path
+
+
+def load_items(path: Path) -> list:
+    """The STAC items of a catalog, collection (their items, sub-catalogs included), ItemCollection or item."""
+    import pystac
+
+    kind = _stac_type(path)
+    if kind is None:
+        raise SourceError("is not a STAC catalog, collection, ItemCollection or item (JSON with a STAC 'type' and "
+                          "'stac_version')", path)
+    try:
+        if kind == "FeatureCollection":
+            items = list(pystac.ItemCollection.from_file(str(path)))
+        elif kind == "Feature":
+            items = [pystac.Item.from_file(str(path))]
+        else:
+            items = list(pystac.read_file(str(path)).get_items(recursive=True))
+    except (pystac.STACError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"cannot be read as STAC ({type(exc).__name__}: {exc})", path) from exc
+    if not items:
+        raise SourceError(f"holds no STAC item (its {kind.lower()} links to none)", path)
+    return items
+
+
+def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
+    """``(date, item)`` in date order; :class:`SourceError` for an item without a date or two of one date."""
+    dated = []
+    for item in items:
+        when = item.datetime or item.common_metadata.start_datetime
+        if when is None:
+            raise SourceError(f"item {item.id!r} has neither a datetime nor a start_datetime", root)
+        t = pd.Timestamp(when)
+        dated.append(((t.tz_convert(None) if t.tzinfo else t).normalize(), item))
+    dated.sort(key=lambda d: (d[0], d[1].id))
+    for (t0, a), (t1, b) in zip(dated, dated[1:]):
+        if t0 == t1:
+            raise SourceError(f"items {a.id!r} and {b.id!r} share the date {t0:%Y-%m-%d}: a series is one item per date; "
+                              "keep one tile of each pass (filter the search on s2:mgrs_tile or landsat:wrs_path/row)", root)
+    return dated
+
+
+def _href(item, key: str, asset, root: Path) -> str:
+    """The local path of ``asset``; :class:`SourceError` for a URL or a file that is not there."""
+    href = asset.get_absolute_href() or asset.href
+    parsed = urlparse(href)
+    if parsed.scheme == "file":
+        href = parsed.path
+    elif parsed.scheme and len(parsed.scheme) > 1:  # (a Windows drive letter is one letter)
+        raise SourceError(f"item {item.id!r}: asset {key!r} is remote ({href}); changescout reads local assets: "
+                          "download them first (e.g. stac-asset download ITEMS.json FOLDER) and give the catalog it "
+                          "writes", root)
+    path = Path(href)
+    if not path.is_absolute():  # an ItemCollection's relative hrefs: from the folder of its file
+        path = root.parent / path
+    if not path.is_file():
+        raise SourceError(f"item {item.id!r}: asset {key!r} is not there ({path})", root)
+    return str(path.resolve())
+
+
+def _band_info(asset) -> list[dict]:
+    """The band entries of an asset: STAC 1.1 ``bands``, else ``eo:bands`` (with ``raster:bands`` beside them)."""
+    bands = asset.extra_fields.get("bands") or asset.extra_fields.get("eo:bands") or []
+    raster = asset.extra_fields.get("raster:bands") or []
+    return [{**(raster[i] if i < len(raster) else {}), **b} for i, b in enumerate(bands)] or list(raster)
+
+
+def _is_raster(asset) -> bool:
+    media = str(asset.media_type or "").lower()
+    return any(t in media for t in _RASTER_TYPES) or Path(urlparse(asset.href).path).suffix.lower() in _RASTER_SUFFIXES
+
+
+def _bands(item, wanted, root: Path):
+    """``(band names, layers, (mask name, mask layer) or None, (scale, offset) or None)`` of one item."""
+    rasters = {k: a for k, a in item.assets.items() if _is_raster(a) and not (set(a.roles or ()) & _NOT_BANDS)}
+    masks = [k for k, a in rasters.items() if is_mask_name(k) or any(is_mask_name(b.get("name", "")) for b in _band_info(a))]
+    mask = next((k for k in masks if infer_convention(k)), masks[0] if masks else None)
+    reflectance = any("reflectance" in (a.roles or ()) for a in rasters.values())
+    candidates = {k: a for k, a in rasters.items() if k not in masks and k.lower() not in _AUXILIARY
+                  and len(_band_info(a)) <= 1 and ("reflectance" in (a.roles or ()) if reflectance
+                                                   else not a.roles or "data" in a.roles)}
+    candidates = _one_per_band(candidates)
+    if wanted is not None:
+        chosen = [_find(item, rasters, w, root) for w in check_band_names(wanted, root, "--bands")]
+    else:
+        chosen = list(candidates)
+    if not chosen:
+        raise SourceError(f"item {item.id!r} has no reflectance asset (its assets: {list(item.assets)})", root)
+    names = check_band_names(chosen, root, "the asset keys")
+    layers = [Layer(_href(item, k, rasters[k], root), 1) for k in chosen]
+    mask_layer = (mask, Layer(_href(item, mask, rasters[mask], root), 1)) if mask is not None else None
+    return names, layers, mask_layer, _scaling(item, [rasters[k] for k in chosen], root)
+
+
+def _one_per_band(assets: dict) -> dict:
+    """One asset per band name: a GeoTIFF before another format of the same band (``red`` and ``red-jp2``)."""
+    by_band: dict[str, str] = {}
+    for key, asset in assets.items():
+        info = _band_info(asset)
+        band = str(info[0].get("name") or key) if info else key
+        kept = by_band.get(band)
+        if kept is None or ("jp2" in str(assets[kept].media_type or "") and "jp2" not in str(asset.media_type or "")):
+            by_band[band] = key
+    keep = set(by_band.values())
+    return {k: a for k, a in assets.items() if k in keep}
+
+
+def _find(item, rasters: dict, name: str, root: Path) -> str:
+    """The asset key that ``name`` (a key, a band name or a common name) names in ``item``."""
+    low = name.lower()
+    for k in rasters:
+        if k.lower() == low:
+            return k
+    for field in ("name", "common_name"):
+        hits = sorted({k for k, a in rasters.items() if any(str(b.get(field, "")).lower() == low for b in _band_info(a))})
+        hits = list(_one_per_band({k: rasters[k] for k in hits})) if hits else hits
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise SourceError(f"item {item.id!r}: --bands {name!r} is the {field.replace('_', ' ')} of several assets "
+                              f"({hits}); name one by its asset key", root)
+    raise SourceError(f"item {item.id!r} has no asset {name!r} (by asset key, band name or common name); its raster "
+                      f"assets are {list(rasters)}", root)
+
+
+def _scaling(item, assets: list, root: Path) -> tuple[float, float] | None:
+    """The ``(scale, offset)`` the item gives its bands (one for all), or ``None`` when it gives none."""
+    found = set()
+    for asset in assets:
+        info = _band_info(asset)
+        scale, offset = (info[0].get("scale"), info[0].get("offset")) if info else (None, None)
+        if scale is not None or offset is not None:
+            found.add((float(1.0 if scale is None else scale), float(0.0 if offset is None else offset)))
+    if len(found) > 1:
+        raise SourceError(f"item {item.id!r} gives its bands different scales and offsets ({sorted(found)}); "
+                          "changescout reads one for all: give it with scale_factor= and offset= in --config "
+                          "source_options", root)
+    if found:
+        return found.pop()
+    if item.properties.get("earthsearch:boa_offset_applied") is True:  # harmonised: the -1000 is applied
+        return (1e-4, 0.0)
+    return None
+
+
+def _product(item) -> str:
+    """The product name radiometry reads (platform, level, baseline): the Sentinel-2 product or Landsat scene
+    the item names, else its id."""
+    uri = item.properties.get("s2:product_uri")
+    if uri:
+        return str(uri).removesuffix(".SAFE")
+    return str(item.properties.get("landsat:scene_id") or item.id)
+
+
+def _level(items) -> str | None:
+    levels = {str(i.properties.get("processing:level") or "").upper() for i in items} - {""}
+    return levels.pop() if len(levels) == 1 else None

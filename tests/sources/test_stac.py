@@ -1,0 +1,146 @@
+"""STAC items with local assets (a static catalog, or a search's ItemCollection) as a SeriesCube."""
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pystac
+import pytest
+import rasterio
+
+import make_sources as ms
+from changescout.cube import Quality
+from changescout.errors import SourceError
+from changescout.radiometry import describe_dates
+from changescout.sources import open_series, stac
+from changescout.sources.registry import sniff_kind
+
+#: Earth Search's Sentinel-2 L2A asset keys and the bands they hold (``name``, ``common_name``).
+KEYS = {"blue": ("B02", "blue"), "green": ("B03", "green"), "red": ("B04", "red"), "nir": ("B08", "nir")}
+
+
+def _item(folder, t, date, *, keys=KEYS, scl=True, jp2_twin=False, raster=None, props=None, item_id=None):
+    """One Sentinel-2 item of date ``date`` with one COG per band (and an SCL layer: cloud over rows 0-7)."""
+    item_id = item_id or f"S2B_31TCJ_{date.replace('-', '')}_0_L2A"
+    when = datetime.fromisoformat(date).replace(hour=10, minute=53, tzinfo=timezone.utc)
+    item = pystac.Item(item_id, geometry=None, bbox=None, datetime=when, properties={
+        "platform": "sentinel-2b", "s2:processing_baseline": "04.00", "processing:level": "L2A",
+        "s2:product_uri": f"S2B_MSIL2A_{date.replace('-', '')}T105339_N0400_R051_T31TCJ_{date.replace('-', '')}T120000.SAFE",
+        **(props or {})})
+    data = ms.scene(t) + 1000  # baseline 04.00 DN: reflectance x 10000 + 1000
+    for b, (key, (name, common)) in enumerate(keys.items()):
+        path = ms.write_geotiff(folder / item_id / f"{key}.tif", data[b:b + 1])
+        fields = {"eo:bands": [{"name": name, "common_name": common}]}
+        if raster is not None:
+            fields["raster:bands"] = [raster]
+        item.add_asset(key, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data", "reflectance"],
+                                         extra_fields=fields))
+        if jp2_twin:  # the same band again, as the JPEG 2000 of the product (a GeoTIFF here: only its type says)
+            item.add_asset(f"{key}-jp2", pystac.Asset(str(path), media_type=pystac.MediaType.JPEG2000,
+                                                      roles=["data", "reflectance"], extra_fields=fields))
+    if scl:
+        m = np.full((1, *ms.SHAPE), 4, np.uint8)  # vegetation
+        m[0, :8] = 9  # cloud, high probability
+        path = ms.write_geotiff(folder / item_id / "scl.tif", m, nodata=0)
+        item.add_asset("scl", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+    item.add_asset("thumbnail", pystac.Asset("https://example.com/thumb.jpg", media_type=pystac.MediaType.JPEG,
+                                             roles=["thumbnail"]))
+    return item
+
+
+def _catalog(root, dates=ms.DATES, **kw):
+    """A self-contained static catalog (relative hrefs) of one item per date, as stac-asset writes."""
+    catalog = pystac.Catalog("s2", "a Sentinel-2 series")
+    for t, date in enumerate(dates):
+        catalog.add_item(_item(root / "assets", t, date, **kw))
+    catalog.normalize_hrefs(str(root))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    return root
+
+
+def test_a_static_catalog_reads_as_a_series_of_its_items_with_their_masks_and_offsets(tmp_path):
+    """A folder holding catalog.json is a STAC source: a date per item, a band per reflectance asset (named by
+    its key, the thumbnail left out), the SCL asset as the quality mask, and the baseline 04.00 offset that the
+    items' product and processing baseline say."""
+    root = _catalog(tmp_path / "s2")
+    assert sniff_kind(root) == "stac" and sniff_kind(root / "catalog.json") == "stac"
+    cube = open_series(root, patch_size=16)
+    assert list(cube["band"].values) == ["blue", "green", "red", "nir"]
+    assert list(pd.DatetimeIndex(cube["time"].values).strftime("%Y-%m-%d")) == list(ms.DATES)
+    assert cube.attrs["quality_mask"] and cube.attrs["label"] == "s2"
+    left, top = ms.ORIGIN
+    quality = cube["quality"].isel(time=0).sel(x=slice(left, left + 440), y=slice(top, top - 400)).values
+    assert quality.shape == ms.SHAPE and (quality[:8] == Quality.CLOUD).all() and (quality[8:] == Quality.CLEAR).all()
+    dates = describe_dates(cube)
+    assert dates[ms.DATES[0]]["baseline"] == "04.00" and dates[ms.DATES[0]]["platform"] == "sentinel-2b"
+    assert "-1000" in dates[ms.DATES[0]]["rule"]
+
+
+def test_an_item_collection_of_a_search_reads_the_same_and_bands_are_chosen_by_any_of_their_names(tmp_path):
+    """A search's results saved as an ItemCollection (absolute hrefs) read as the catalog does; --bands takes
+    an asset key, a band name (B08) or a common name (red); of two assets of one band the GeoTIFF is read; a
+    scale and offset of raster:bands is applied as declared."""
+    items = [_item(tmp_path / "assets", t, d, jp2_twin=True, raster={"scale": 0.0001, "offset": -0.1})
+             for t, d in enumerate(ms.DATES)]
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    assert sniff_kind(path) == "stac"
+    cube = open_series(path, bands="blue,red,B08")
+    assert list(cube["band"].values) == ["blue", "red", "nir"]
+    assert "red-jp2" not in open_series(path)["band"].values
+    values = cube.sel(band="red").isel(time=0).values
+    expected = (ms.scene(0)[2] + 1000) * 1e-4 - 0.1  # the declared scaling, not another -1000 on top
+    inside = np.isfinite(values)
+    assert np.allclose(np.sort(values[inside]), np.sort(expected.ravel().astype(np.float32)), atol=1e-4)
+    assert cube.attrs["declared_scaling"][ms.DATES[0]] == [0.0001, -0.1]
+
+
+def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_path):
+    items = [_item(tmp_path / "a", t, d, props={"earthsearch:boa_offset_applied": True}) for t, d in enumerate(ms.DATES)]
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    assert open_series(path).attrs["declared_scaling"][ms.DATES[1]] == [0.0001, 0.0]
+
+
+def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):
+    """Two items of one date (tiles of a pass), a remote asset, a band one item lacks and a --bands no asset
+    holds each name the item and what to do."""
+    two = [_item(tmp_path / "a", 0, ms.DATES[0]), _item(tmp_path / "a", 1, ms.DATES[0], item_id="S2B_31TCH_x"),
+           _item(tmp_path / "a", 2, ms.DATES[1])]
+    (tmp_path / "two.json").write_text(json.dumps(pystac.ItemCollection(two).to_dict()))
+    with pytest.raises(SourceError, match=r"share the date 2020-03-01: a series is one item per date"):
+        open_series(tmp_path / "two.json")
+    remote = [_item(tmp_path / "b", t, d) for t, d in enumerate(ms.DATES)]
+    remote[1].assets["red"].href = "https://example.com/S2B/B04.tif"
+    (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))
+    with pytest.raises(SourceError, match=r"asset 'red' is remote \(https://example.com/S2B/B04.tif\); .*download"):
+        open_series(tmp_path / "remote.json")
+    lacking = [_item(tmp_path / "c", 0, ms.DATES[0]), _item(tmp_path / "c", 1, ms.DATES[1],
+                                                             keys={k: v for k, v in KEYS.items() if k != "nir"})]
+    (tmp_path / "lacking.json").write_text(json.dumps(pystac.ItemCollection(lacking).to_dict()))
+    with pytest.raises(SourceError, match=r"has bands \['blue', 'green', 'red'\] but the first item has .* \(it lacks \['nir'\]\)"):
+        open_series(tmp_path / "lacking.json")
+    with pytest.raises(SourceError, match=r"has no asset 'B11' \(by asset key, band name or common name\)"):
+        open_series(tmp_path / "remote.json", bands="B11")
+    (tmp_path / "plain.json").write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature"}]}))
+    assert not stac.sniff(tmp_path / "plain.json")  # GeoJSON, not STAC
+
+
+def test_a_run_on_a_stac_catalog_ranks_the_change_of_its_items(tmp_path):
+    """The whole pipeline on a static catalog: a roof planted in the third item is the top change."""
+    from changescout.events import read_events
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    root = _catalog(tmp_path / "s2", dates=("2020-03-01", "2020-04-10", "2020-05-20", "2020-06-30"))
+    for date in ("2020-05-20", "2020-06-30"):  # a bright new roof in the south-east, rows 24-36, cols 28-40
+        for key in KEYS:
+            path = tmp_path / "s2" / "assets" / f"S2B_31TCJ_{date.replace('-', '')}_0_L2A" / f"{key}.tif"
+            with rasterio.open(path, "r+") as dst:
+                band = dst.read(1)
+                band[24:36, 28:40] = 7000
+                dst.write(band, 1)
+    out = run_pipeline(RunConfig(source=str(root), patch_size=8, cloud_screen="off"), tmp_path / "run", log=lambda *_: None)
+    top = read_events(out).sort_values("rank").iloc[0]
+    assert str(top["t1"])[:10] == "2020-05-20" and top["row"] in (3, 4) and top["col"] in (3, 4)

@@ -97,6 +97,41 @@ def test_an_item_collection_of_a_search_reads_the_same_and_bands_are_chosen_by_a
     assert cube.attrs["declared_scaling"][ms.DATES[0]] == [0.0001, -0.1]
 
 
+def _earth_search_extras(item, folder):
+    """What a whole Earth Search item also holds: aerosol and water-vapour layers (with their own scale), JPEG 2000
+    twins of them and of the SCL, a true-colour image, and a band left as a URL (stac-asset -i)."""
+    layer = ms.write_geotiff(folder / item.id / "aot.tif", np.full((1, *ms.SHAPE), 120, np.uint16), nodata=0)
+    for key in ("aot", "wvp", "aot-jp2", "wvp-jp2"):
+        item.add_asset(key, pystac.Asset(str(layer), media_type=pystac.MediaType.COG if "jp2" not in key else
+                                         pystac.MediaType.JPEG2000, roles=["data", "reflectance"],
+                                         extra_fields={"raster:bands": [{"scale": 0.001, "offset": 0}]}))
+    item.add_asset("scl-jp2", pystac.Asset(item.assets["scl"].href, media_type=pystac.MediaType.JPEG2000, roles=["data"]))
+    item.add_asset("visual", pystac.Asset(str(layer), media_type=pystac.MediaType.COG, roles=["visual"],
+                                          extra_fields={"eo:bands": [{"name": n} for n in ("B04", "B03", "B02")]}))
+    item.add_asset("rededge1", pystac.Asset("https://example.com/B05.tif", media_type=pystac.MediaType.COG,
+                                            roles=["data", "reflectance"], extra_fields={"eo:bands": [{"name": "B05"}]}))
+    return item
+
+
+def test_a_whole_earth_search_item_reads_its_reflectance_on_disk_with_its_own_scaling_or_the_users(tmp_path):
+    """Downloaded whole, an Earth Search item's aerosol, water-vapour and SCL twins (-jp2) were read as bands, and
+    its run refused (two scalings); the bands are its reflectance assets on disk, the SCL (not its twin) the mask.
+    A scale_factor and offset given by the user win over the items' raster:bands, as over a GeoTIFF's own."""
+    items = [_earth_search_extras(_item(tmp_path / "a", t, d, raster={"scale": 0.0001, "offset": -0.1}), tmp_path / "a")
+             for t, d in enumerate(ms.DATES)]
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    cube = open_series(path)
+    assert list(cube["band"].values) == ["blue", "green", "red", "nir"] and cube.attrs["quality_mask"]
+    assert any(f.endswith("scl.tif") for f in cube.attrs["mask_files"]) and cube.attrs["declared_scaling"]
+    with pytest.raises(SourceError, match=r"asset 'rededge1' is remote .* or leave it out with --bands"):
+        open_series(path, bands="red,rededge1")
+    mine = open_series(path, scale_factor=0.0001, offset=0.0)
+    assert not mine.attrs["declared_scaling"]
+    values = mine.sel(band="red").isel(time=0).values
+    assert np.allclose(np.nanmax(values), (ms.BRIGHT + 1000) * 1e-4, atol=1e-4)
+
+
 def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_path):
     items = [_item(tmp_path / "a", t, d, props={"earthsearch:boa_offset_applied": True}) for t, d in enumerate(ms.DATES)]
     path = tmp_path / "search.json"
@@ -116,7 +151,9 @@ def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_
     remote[1].assets["red"].href = "https://example.com/S2B/B04.tif"
     (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))
     with pytest.raises(SourceError, match=r"asset 'red' is remote \(https://example.com/S2B/B04.tif\); .*download"):
-        open_series(tmp_path / "remote.json")
+        open_series(tmp_path / "remote.json", bands="blue,red")
+    with pytest.raises(SourceError, match=r"has bands \['blue', 'green', 'nir'\] but the first item has .* \(it lacks \['red'\]\)"):
+        open_series(tmp_path / "remote.json")  # (by default the bands on disk)
     lacking = [_item(tmp_path / "c", 0, ms.DATES[0]), _item(tmp_path / "c", 1, ms.DATES[1],
                                                              keys={k: v for k, v in KEYS.items() if k != "nir"})]
     (tmp_path / "lacking.json").write_text(json.dumps(pystac.ItemCollection(lacking).to_dict()))

@@ -15,18 +15,20 @@ bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date'
 convention its name says.
 
 Values: the ``scale`` and ``offset`` of an asset's ``raster:bands`` (or STAC 1.1 ``bands``) are applied as a
-GeoTIFF's declared ones are (:func:`.warp.open_scenes`); an item that says Earth Search already applied
+GeoTIFF's declared ones are (:func:`.warp.open_scenes`), unless ``scale_factor``/``offset`` are given; an item that says Earth Search already applied
 Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as DN / 10000. Otherwise the radiometry stage
 reads each date's product from the item (``s2:product_uri``, ``landsat:scene_id`` or its id) and its
 ``s2:processing_baseline``, as for files named after their products.
 
-Only local assets are read: an asset whose href is a URL (``https://``, ``s3://``) is refused with the way to
-download the items' assets first.
+Only local assets are read: by default the bands are those on disk (``stac-asset download -i`` keeps the others
+as URLs), and an asset whose href is a URL (``https://``, ``s3://``) that ``bands`` names, or an item with
+none on disk, is refused with the way to download it first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -80,7 +82,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     items = load_items(root)
     scenes, names = [], None
     for time, item in _by_date(items, root):
-        these, layers, mask_layer, scaling = _bands(item, bands, root)
+        these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None)
         if names is None:
             names = these
         elif these != names:
@@ -158,16 +160,19 @@ def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
     return dated
 
 
+def _is_remote(asset) -> bool:
+    scheme = urlparse(asset.get_absolute_href() or asset.href).scheme
+    return len(scheme) > 1 and scheme != "file"  # (a Windows drive letter is one letter)
+
+
 def _href(item, key: str, asset, root: Path) -> str:
     """The local path of ``asset``; :class:`SourceError` for a URL or a file that is not there."""
     href = asset.get_absolute_href() or asset.href
-    parsed = urlparse(href)
-    if parsed.scheme == "file":
-        href = parsed.path
-    elif parsed.scheme and len(parsed.scheme) > 1:  # (a Windows drive letter is one letter)
+    if _is_remote(asset):
         raise SourceError(f"item {item.id!r}: asset {key!r} is remote ({href}); changescout reads local assets: "
-                          "download them first (e.g. stac-asset download ITEMS.json FOLDER) and give the catalog it "
-                          "writes", root)
+                          "download them first (stac-asset download), or leave it out with --bands", root)
+    if urlparse(href).scheme == "file":
+        href = urlparse(href).path
     path = Path(href)
     if not path.is_absolute():  # an ItemCollection's relative hrefs: from the folder of its file
         path = root.parent / path
@@ -188,26 +193,35 @@ def _is_raster(asset) -> bool:
     return any(t in media for t in _RASTER_TYPES) or Path(urlparse(asset.href).path).suffix.lower() in _RASTER_SUFFIXES
 
 
-def _bands(item, wanted, root: Path):
-    """``(band names, layers, (mask name, mask layer) or None, (scale, offset) or None)`` of one item."""
+def _stem(key: str) -> str:
+    """An asset key without the format suffix of a twin (Earth Search's ``red-jp2``, ``scl-jp2``)."""
+    return re.sub(r"[-_](?:jp2|cog|tif)$", "", key, flags=re.I)
+
+
+def _bands(item, wanted, root: Path, own_scaling: bool):
+    """``(band names, layers, (mask name, mask layer) or None, (scale, offset) or None)`` of one item; without
+    ``own_scaling`` (the user gave scale_factor or offset) the item's scaling is not read."""
     rasters = {k: a for k, a in item.assets.items() if _is_raster(a) and not (set(a.roles or ()) & _NOT_BANDS)}
-    masks = [k for k, a in rasters.items() if is_mask_name(k) or any(is_mask_name(b.get("name", "")) for b in _band_info(a))]
-    mask = next((k for k in masks if infer_convention(k)), masks[0] if masks else None)
+    masks = [k for k, a in rasters.items()
+             if is_mask_name(_stem(k)) or any(is_mask_name(b.get("name", "")) for b in _band_info(a))]
+    # the mask whose name says its convention, a GeoTIFF before its twin of another format
+    mask = min(masks, key=lambda k: (not infer_convention(_stem(k)), _stem(k) != k), default=None)
     reflectance = any("reflectance" in (a.roles or ()) for a in rasters.values())
-    candidates = {k: a for k, a in rasters.items() if k not in masks and k.lower() not in _AUXILIARY
+    candidates = {k: a for k, a in rasters.items() if k not in masks and _stem(k).lower() not in _AUXILIARY
                   and len(_band_info(a)) <= 1 and ("reflectance" in (a.roles or ()) if reflectance
                                                    else not a.roles or "data" in a.roles)}
     candidates = _one_per_band(candidates)
     if wanted is not None:
         chosen = [_find(item, rasters, w, root) for w in check_band_names(wanted, root, "--bands")]
-    else:
-        chosen = list(candidates)
+    else:  # the assets on disk (stac-asset keeps the others as URLs), or all of them to say they are remote
+        chosen = [k for k in candidates if not _is_remote(candidates[k])] or list(candidates)
     if not chosen:
         raise SourceError(f"item {item.id!r} has no reflectance asset (its assets: {list(item.assets)})", root)
     names = check_band_names(chosen, root, "the asset keys")
     layers = [Layer(_href(item, k, rasters[k], root), 1) for k in chosen]
     mask_layer = (mask, Layer(_href(item, mask, rasters[mask], root), 1)) if mask is not None else None
-    return names, layers, mask_layer, _scaling(item, [rasters[k] for k in chosen], root)
+    scaling = _scaling(item, [rasters[k] for k in chosen], root) if own_scaling else None
+    return names, layers, mask_layer, scaling
 
 
 def _one_per_band(assets: dict) -> dict:
@@ -215,7 +229,7 @@ def _one_per_band(assets: dict) -> dict:
     by_band: dict[str, str] = {}
     for key, asset in assets.items():
         info = _band_info(asset)
-        band = str(info[0].get("name") or key) if info else key
+        band = str(info[0].get("name") or _stem(key)) if info else _stem(key)
         kept = by_band.get(band)
         if kept is None or ("jp2" in str(assets[kept].media_type or "") and "jp2" not in str(asset.media_type or "")):
             by_band[band] = key
@@ -251,8 +265,8 @@ def _scaling(item, assets: list, root: Path) -> tuple[float, float] | None:
             found.add((float(1.0 if scale is None else scale), float(0.0 if offset is None else offset)))
     if len(found) > 1:
         raise SourceError(f"item {item.id!r} gives its bands different scales and offsets ({sorted(found)}); "
-                          "changescout reads one for all: give it with scale_factor= and offset= in --config "
-                          "source_options", root)
+                          "changescout reads one for all: choose bands of one scaling with --bands, or give it with "
+                          "scale_factor= and offset= in --config source_options", root)
     if found:
         return found.pop()
     if item.properties.get("earthsearch:boa_offset_applied") is True:  # harmonised: the -1000 is applied

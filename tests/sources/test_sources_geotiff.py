@@ -784,3 +784,10 @@ def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_pat
     assert list(cube["band"].values) == ["b1", "b2", "b3", "b4"] and not cube.attrs.get("alpha_files")
     ms.write_geotiff(tmp_path / "named" / "2021-01-01.tif", data, nodata=None, descriptions=ms.BANDS)  # (GDAL's RGBA)
     assert list(open_series(tmp_path / "named" / "2021-01-01.tif", dates=["2021-01-01"])["band"].values) == list(ms.BANDS)
+    # the last of 5 bands marked alpha: GDAL masks nothing with it, so it stays a band (it was dropped, and its
+    # zeros read as clear data)
+    five = ms.write_geotiff(tmp_path / "five" / "2021-01-01.tif", np.concatenate([data, data[3:]]), nodata=None)
+    with rasterio.open(five, "r+") as dst:
+        dst.colorinterp = [ColorInterp.gray] * 4 + [ColorInterp.alpha]
+    warp._probe.cache_clear()
+    assert open_series(five, dates=["2021-01-01"], bands="B02,B03,B04,B08,X").sizes["band"] == 5

@@ -147,8 +147,10 @@ def _probe(path: str, mtime: float) -> RasterInfo:
                                   f"(pixel size {src.transform.a:g} x {src.transform.e:g}); warp it north-up first "
                                   "(e.g. gdalwarp in.tif out.tif)", path)
             # RGBA: GDAL's default for 4 bands of bytes, so that a band described by a name of its own (B08, nir)
-            # stays a band
+            # stays a band; and only where GDAL reads it as the others' mask (gray + alpha, RGBA: not the last of
+            # 5 bands, which would be dropped and mask nothing)
             alpha = (src.count > 1 and src.colorinterp[-1] == ColorInterp.alpha
+                     and MaskFlags.alpha in src.mask_flag_enums[0]
                      and str(src.descriptions[-1] or "alpha").strip().lower() in ("alpha", "mask", ""))
             n = src.count - alpha
             return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, n, src.dtypes[0], src.descriptions[:n],

@@ -268,21 +268,27 @@ def test_config_file_values_are_used_unless_given_on_the_command_line(capsys, tm
 
 
 def test_a_runs_configuration_reused_for_another_source_leaves_its_kind_and_label_behind(capsys, tmp_path, monkeypatch):
-    """config.json holds the kind and label a run resolved for its source; given with --config for another source
-    they must not come along (the kind refused the new source, the label went into every event id), while the
-    same source keeps them (a resume)."""
+    """config.json holds the kind and label a run resolved for its source, and its dates and source options; given
+    with --config for another source they must not come along (the kind refused the new source, the label went
+    into every event id, the demo's synthetic seed made every other source exit 2 and Bouconne's 7 dates a
+    folder of 105 images), and the run says so, while the same source keeps them (a resume)."""
     import changescout.pipeline
 
     seen = []
     monkeypatch.setattr(changescout.pipeline, "run_pipeline", lambda config, out, **k: seen.append(config))
     (tmp_path / "other").mkdir()
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"source": "synthetic", "kind": "synthetic", "label": "synthetic", "seed": 3}))
-    code, _, err = call(capsys, "-q", "run", str(tmp_path / "other"), "--out", str(tmp_path / "o"), "--config", str(cfg))
+    cfg.write_text(json.dumps({"source": "synthetic", "kind": "synthetic", "label": "synthetic", "seed": 3, "bands": ["B04"],
+                               "dates": ["2020-01-01", "2020-02-01"], "source_options": {"seed": 0}}))
+    code, out, err = call(capsys, "-q", "run", str(tmp_path / "other"), "--out", str(tmp_path / "o"), "--config", str(cfg))
     assert code == 0, err
-    assert seen[-1].kind is None and seen[-1].label is None and seen[-1].seed == 3
+    c = seen[-1]
+    assert c.kind is None and c.label is None and c.dates is None and c.source_options == {} and c.seed == 3
+    assert c.bands == ["B04"]  # (the same bands elsewhere: a setting, not the source's)
+    assert "warning: the configuration's dates, source_options belonged to its source (synthetic)" in err
     call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
-    assert seen[-1].kind == "synthetic" and seen[-1].label == "synthetic"
+    c = seen[-1]
+    assert c.kind == "synthetic" and c.label == "synthetic" and c.source_options == {"seed": 0} and len(c.dates) == 2
 
 
 def test_a_runs_own_config_json_is_read_as_its_settings(capsys, tmp_path, monkeypatch, session_run):

@@ -312,8 +312,13 @@ def run(ctx: typer.Context,
         if isinstance(base.get("config"), dict) and "changescout" in base:  # a run's own config.json: its settings
             base = base["config"]  # (it was refused: "unknown configuration keys ['changescout', 'comparison', ...]")
         if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
-            # a run's configuration reused for another source: the kind and label it resolved were its source's
-            base = {k: v for k, v in base.items() if k not in ("kind", "label")}
+            # a run's configuration reused for another source: the kind and label it resolved, its dates, mask and
+            # source options were its source's (the demo's synthetic seed refused every other source)
+            left = [k for k in SOURCE_KEYS if base.get(k) not in (None, {}, []) and k not in ("kind", "label")]
+            if left:
+                _log(f"warning: the configuration's {', '.join(left)} belonged to its source ({base['source']}) and are "
+                     "not carried to this one (give them as options)")
+            base = {k: v for k, v in base.items() if k not in SOURCE_KEYS}
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}
     for name, value in {"encoder": encoder, "patch_size": patch_size, "compare": compare, "rank_by": rank_by,
@@ -337,6 +342,10 @@ def run(ctx: typer.Context,
                 raise ConfigError(exc.message, config) from exc
         raise
     _run(resolved, out, overwrite, scheduler)
+
+
+#: Configuration keys that describe one source, left behind when a configuration is reused for another.
+SOURCE_KEYS = ("kind", "label", "dates", "mask", "source_options")
 
 
 def _resolved(path) -> str:

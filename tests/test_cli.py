@@ -291,6 +291,24 @@ def test_a_runs_configuration_reused_for_another_source_leaves_its_kind_and_labe
     assert c.kind == "synthetic" and c.label == "synthetic" and c.source_options == {"seed": 0} and len(c.dates) == 2
 
 
+def test_a_configuration_file_may_name_the_cluster_and_the_command_line_overrides_it(capsys, tmp_path, monkeypatch):
+    """The README says a configuration file takes the options' keys; "scheduler" was refused as an unknown key, so a
+    batch job could not keep its cluster's address in its file. It is where to compute, not part of the run's
+    configuration; --scheduler wins over it."""
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda config, out, overwrite, scheduler: seen.append((config, scheduler)))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"scheduler": "tcp://10.0.0.5:8786", "seed": 4}))
+    code, _, err = call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert code == 0, err
+    assert seen[-1][1] == "tcp://10.0.0.5:8786" and seen[-1][0].seed == 4 and "scheduler" not in seen[-1][0].to_dict()
+    call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), "--scheduler", "tcp://h:1")
+    assert seen[-1][1] == "tcp://h:1"
+    cfg.write_text(json.dumps({"scheduler": 8786}))
+    code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert code == 2 and "scheduler must be a dask scheduler address" in err
+
+
 def test_a_runs_own_config_json_is_read_as_its_settings(capsys, tmp_path, monkeypatch, session_run):
     """Given as --config, a run's config.json was refused: "unknown configuration keys ['changescout',
     'comparison', 'config', ...]". Its config section is the run's settings, resolved."""

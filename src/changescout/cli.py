@@ -311,6 +311,14 @@ def run(ctx: typer.Context,
             raise ConfigError(f"the configuration must be a JSON object of keys and values, got a {type(base).__name__}", config)
         if isinstance(base.get("config"), dict) and "changescout" in base:  # a run's own config.json: its settings
             base = base["config"]  # (it was refused: "unknown configuration keys ['changescout', 'comparison', ...]")
+        # where to compute, not what: no part of the run's configuration (a rerun elsewhere is the same run), but
+        # a batch job's file may name its cluster; --scheduler overrides it
+        base = dict(base)
+        from_file = base.pop("scheduler", None)
+        if scheduler is None and from_file is not None:
+            if not isinstance(from_file, str):
+                raise ConfigError(f"scheduler must be a dask scheduler address (text), got {from_file!r}", config)
+            scheduler = from_file
         if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
             # a run's configuration reused for another source: the kind and label it resolved, its dates, mask and
             # source options were its source's (the demo's synthetic seed refused every other source)

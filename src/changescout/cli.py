@@ -269,7 +269,7 @@ def demo(out: Path = typer.Option(Path("demo-run"), "--out", help="Run directory
 
 @app.command(cls=_Command)
 def run(ctx: typer.Context,
-        source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, STAC catalog (its folder or catalog.json) or ItemCollection (.json) with local assets, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
+        source: str = typer.Argument(..., metavar="SOURCE", help="GeoTIFF folder, stacked GeoTIFF, NetCDF/Zarr cube, STAC catalog (its folder or catalog.json) or ItemCollection (.json) whose assets are files or URLs, OSCD city folder, A/B/label pair image, DynamicEarthNet cube folder, or 'synthetic'."),
         out: Path = typer.Option(..., "--out", help="Run directory (made with its missing parent folders; an existing one is resumed)."),
         kind: Optional[str] = typer.Option(None, help="Source kind: geotiff, stacked, datacube, stac, oscd, pairs, dynamicearthnet or synthetic (default: guessed from the path)."),
         dates: Optional[str] = typer.Option(None, help="Comma-separated dates YYYY-MM-DD: of a stacked file's date blocks, in order (increasing); or one per image (date) of a folder, in file-name order, to override the names; or T0,T1 of an image pair."),

@@ -530,10 +530,16 @@ def _is_run_record(record: dict) -> bool:
     return "config_hash" in record and "changescout" in record
 
 
+#: What config.json records for a source file read over the network (a STAC asset's URL) instead of its digest.
+REMOTE_INPUT = "remote: not hashed (read over the network; the STAC item that names it is the source)"
+
+
 def _input_hashes(cube) -> dict:
     """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
-    its files, in order."""
-    return {f: _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
+    its files, in order; a URL is not downloaded to be hashed (:data:`REMOTE_INPUT`)."""
+    from .sources.warp import is_remote
+
+    return {f: REMOTE_INPUT if is_remote(f) else _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
 
 
 def _sha256_input(path: Path) -> str:

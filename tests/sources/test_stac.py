@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,7 @@ def test_an_item_collection_of_a_search_reads_the_same_and_bands_are_chosen_by_a
 
 def _earth_search_extras(item, folder):
     """What a whole Earth Search item also holds: aerosol and water-vapour layers (with their own scale), JPEG 2000
-    twins of them and of the SCL, a true-colour image, and a band left as a URL (stac-asset -i)."""
+    twins of them and of the SCL, and a true-colour image."""
     layer = ms.write_geotiff(folder / item.id / "aot.tif", np.full((1, *ms.SHAPE), 120, np.uint16), nodata=0)
     for key in ("aot", "wvp", "aot-jp2", "wvp-jp2"):
         item.add_asset(key, pystac.Asset(str(layer), media_type=pystac.MediaType.COG if "jp2" not in key else
@@ -108,8 +109,6 @@ def _earth_search_extras(item, folder):
     item.add_asset("scl-jp2", pystac.Asset(item.assets["scl"].href, media_type=pystac.MediaType.JPEG2000, roles=["data"]))
     item.add_asset("visual", pystac.Asset(str(layer), media_type=pystac.MediaType.COG, roles=["visual"],
                                           extra_fields={"eo:bands": [{"name": n} for n in ("B04", "B03", "B02")]}))
-    item.add_asset("rededge1", pystac.Asset("https://example.com/B05.tif", media_type=pystac.MediaType.COG,
-                                            roles=["data", "reflectance"], extra_fields={"eo:bands": [{"name": "B05"}]}))
     return item
 
 
@@ -124,12 +123,53 @@ def test_a_whole_earth_search_item_reads_its_reflectance_on_disk_with_its_own_sc
     cube = open_series(path)
     assert list(cube["band"].values) == ["blue", "green", "red", "nir"] and cube.attrs["quality_mask"]
     assert any(f.endswith("scl.tif") for f in cube.attrs["mask_files"]) and cube.attrs["declared_scaling"]
-    with pytest.raises(SourceError, match=r"asset 'rededge1' is remote .* or leave it out with --bands"):
-        open_series(path, bands="red,rededge1")
     mine = open_series(path, scale_factor=0.0001, offset=0.0)
     assert not mine.attrs["declared_scaling"]
     values = mine.sel(band="red").isel(time=0).values
     assert np.allclose(np.nanmax(values), (ms.BRIGHT + 1000) * 1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``(folder, base URL)``: a folder served over HTTP with byte ranges, as a COG host serves a STAC's assets."""
+    import socket
+    import subprocess
+    import sys
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(Path(ms.__file__).with_name("range_server.py")), str(folder), str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        yield folder, f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_assets_given_by_url_are_read_over_the_network_as_their_local_copies_are(tmp_path, served):
+    """A search's items name their assets by URL (Earth Search's COGs over https): they are read in byte ranges
+    through GDAL, with the values of the same files on disk, and config.json records them without downloading
+    them to hash them."""
+    from changescout.pipeline import REMOTE_INPUT, _input_hashes
+
+    folder, url = served
+    items = [_item(folder, t, d) for t, d in enumerate(ms.DATES)]
+    (tmp_path / "local.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    for item in items:
+        for asset in item.assets.values():
+            if asset.href.startswith(str(folder)):
+                asset.href = url + "/" + Path(asset.href).relative_to(folder).as_posix()
+    (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    local, remote = open_series(tmp_path / "local.json"), open_series(tmp_path / "remote.json")
+    assert all(f.startswith(url) for f in remote.attrs["source_files"])
+    np.testing.assert_array_equal(remote.values, local.values)
+    np.testing.assert_array_equal(remote["quality"].values, local["quality"].values)
+    assert set(_input_hashes(remote).values()) == {REMOTE_INPUT}
 
 
 def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_path):
@@ -140,20 +180,18 @@ def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_pat
 
 
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):
-    """Two items of one date (tiles of a pass), a remote asset, a band one item lacks and a --bands no asset
-    holds each name the item and what to do."""
+    """Two items of one date (tiles of a pass), an asset GDAL cannot read from where it is, a band one item lacks
+    and a --bands no asset holds each name the item and what to do."""
     two = [_item(tmp_path / "a", 0, ms.DATES[0]), _item(tmp_path / "a", 1, ms.DATES[0], item_id="S2B_31TCH_x"),
            _item(tmp_path / "a", 2, ms.DATES[1])]
     (tmp_path / "two.json").write_text(json.dumps(pystac.ItemCollection(two).to_dict()))
     with pytest.raises(SourceError, match=r"share the date 2020-03-01: a series is one item per date"):
         open_series(tmp_path / "two.json")
     remote = [_item(tmp_path / "b", t, d) for t, d in enumerate(ms.DATES)]
-    remote[1].assets["red"].href = "https://example.com/S2B/B04.tif"
+    remote[1].assets["red"].href = "ftp://example.com/S2B/B04.tif"
     (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))
-    with pytest.raises(SourceError, match=r"asset 'red' is remote \(https://example.com/S2B/B04.tif\); .*download"):
-        open_series(tmp_path / "remote.json", bands="blue,red")
-    with pytest.raises(SourceError, match=r"has bands \['blue', 'green', 'nir'\] but the first item has .* \(it lacks \['red'\]\)"):
-        open_series(tmp_path / "remote.json")  # (by default the bands on disk)
+    with pytest.raises(SourceError, match=r"asset 'red' is at ftp://example.com/S2B/B04.tif, which changescout cannot read"):
+        open_series(tmp_path / "remote.json")
     lacking = [_item(tmp_path / "c", 0, ms.DATES[0]), _item(tmp_path / "c", 1, ms.DATES[1],
                                                              keys={k: v for k, v in KEYS.items() if k != "nir"})]
     (tmp_path / "lacking.json").write_text(json.dumps(pystac.ItemCollection(lacking).to_dict()))

@@ -20,14 +20,16 @@ Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as DN / 10000. 
 reads each date's product from the item (``s2:product_uri``, ``landsat:scene_id`` or its id) and its
 ``s2:processing_baseline``, as for files named after their products.
 
-Only local assets are read: by default the bands are those on disk (``stac-asset download -i`` keeps the others
-as URLs), and an asset whose href is a URL (``https://``, ``s3://``) that ``bands`` names, or an item with
-none on disk, is refused with the way to download it first.
+Assets are read where their hrefs point: local files (relative hrefs from the item's file), or URLs that GDAL
+reads over the network (``https://``: Earth Search's COGs; ``s3://`` with the AWS settings GDAL reads, such as
+``AWS_NO_SIGN_REQUEST=YES`` for public buckets; Planetary Computer's hrefs once signed, which expire). A URL
+is read in byte ranges, window by window; config.json records it without a digest (the item is the source).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,7 +39,7 @@ import pandas as pd
 from ..cube import check_band_names
 from ..errors import SourceError
 from .masks import convention_for, infer_convention, is_mask_name
-from .warp import Layer, Scene, open_scenes
+from .warp import Layer, Scene, is_remote, open_scenes
 
 #: Files a folder of a static catalog is opened by, in this order.
 ROOT_FILES = ("catalog.json", "collection.json")
@@ -95,6 +97,9 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         conv = convention_for(mask_layer[0], mask_convention, mask_layer[1].path) if mask_layer else ""
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
+    if any(is_remote(la.path) for s in scenes for la in (*s.layers, *([s.mask] if s.mask else []))):
+        # GDAL otherwise lists each URL's "folder" to look for side-car files: a request per file for nothing
+        os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
     cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
                        patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
                        level=level or _level(items))
@@ -160,19 +165,18 @@ def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
     return dated
 
 
-def _is_remote(asset) -> bool:
-    scheme = urlparse(asset.get_absolute_href() or asset.href).scheme
-    return len(scheme) > 1 and scheme != "file"  # (a Windows drive letter is one letter)
-
-
 def _href(item, key: str, asset, root: Path) -> str:
-    """The local path of ``asset``; :class:`SourceError` for a URL or a file that is not there."""
+    """Where ``asset`` is read from: its URL (:func:`.warp.is_remote`: GDAL reads it over the network), else
+    its local path; :class:`SourceError` for a local file that is not there or a scheme GDAL does not read."""
     href = asset.get_absolute_href() or asset.href
-    if _is_remote(asset):
-        raise SourceError(f"item {item.id!r}: asset {key!r} is remote ({href}); changescout reads local assets: "
-                          "download them first (stac-asset download), or leave it out with --bands", root)
-    if urlparse(href).scheme == "file":
+    if is_remote(href):
+        return href
+    scheme = urlparse(href).scheme
+    if scheme == "file":
         href = urlparse(href).path
+    elif len(scheme) > 1:  # (a Windows drive letter is one letter)
+        raise SourceError(f"item {item.id!r}: asset {key!r} is at {href}, which changescout cannot read (it reads local "
+                          "files and http(s), s3, gs and az URLs); download it first (stac-asset download)", root)
     path = Path(href)
     if not path.is_absolute():  # an ItemCollection's relative hrefs: from the folder of its file
         path = root.parent / path
@@ -213,8 +217,8 @@ def _bands(item, wanted, root: Path, own_scaling: bool):
     candidates = _one_per_band(candidates)
     if wanted is not None:
         chosen = [_find(item, rasters, w, root) for w in check_band_names(wanted, root, "--bands")]
-    else:  # the assets on disk (stac-asset keeps the others as URLs), or all of them to say they are remote
-        chosen = [k for k in candidates if not _is_remote(candidates[k])] or list(candidates)
+    else:
+        chosen = list(candidates)
     if not chosen:
         raise SourceError(f"item {item.id!r} has no reflectance asset (its assets: {list(item.assets)})", root)
     names = check_band_names(chosen, root, "the asset keys")

@@ -160,8 +160,20 @@ def _probe(path: str, mtime: float) -> RasterInfo:
         raise SourceError(f"not a readable raster ({exc})", path) from exc
 
 
+#: URL schemes GDAL reads through its virtual file systems (/vsicurl/, /vsis3/, /vsigs/, /vsiaz/).
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
+
+
+def is_remote(path) -> bool:
+    """Whether ``path`` is a URL that GDAL reads over the network (a STAC asset's href), not a local file."""
+    return str(path).lower().startswith(REMOTE_SCHEMES)
+
+
 def probe(path: str | os.PathLike) -> RasterInfo:
-    """Read a raster's header; :class:`SourceError` naming the file if it is unreadable or has no CRS."""
+    """Read a raster's header; :class:`SourceError` naming the file if it is unreadable or has no CRS. A URL
+    (:func:`is_remote`) is read once per process: it has no modification time to tell a new version by."""
+    if is_remote(path):
+        return _probe(str(path), 0.0)
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise SourceError("does not exist or is not a file", path)

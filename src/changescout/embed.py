@@ -225,7 +225,7 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     date, cloudy or not; nodata at every date is off the images)."""
     finite = np.isfinite(values).all(axis=1)
     usable = usable_mask(quality) & finite
-    covered = ((quality != Quality.NODATA) & finite).any(axis=0)  # (covered_pixels, from the finiteness at hand)
+    covered = covered_pixels(quality, finite)
     known = usable.any(axis=0)
     # a cloud or nodata pixel takes its nearest usable date's value (quality.fill_gaps): a patch partly
     # masked at one date then does not look changed; pixels usable at no date take the mean of those usable
@@ -368,14 +368,14 @@ def _on_windows(cube: xr.DataArray, patch_grid: PatchGrid, win: int, band_index:
     return values, quality, ys, xs
 
 
-def covered_pixels(values: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """``(time, band, h, w)`` values and ``(time, h, w)`` quality -> ``(h, w)``: the pixels the images cover
+def covered_pixels(quality: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """``(time, h, w)`` quality and finiteness (every band has a value) -> ``(h, w)``: the pixels the images cover
     (data at some date, cloudy or not; nodata at every date is off the images)."""
-    return ((quality != Quality.NODATA) & np.isfinite(values).all(axis=1)).any(axis=0)
+    return ((quality != Quality.NODATA) & finite).any(axis=0)
 
 
 def _footprint_block(values: np.ndarray, quality: np.ndarray, p: int) -> np.ndarray:
-    return pack_footprint(covered_pixels(values, quality), p)
+    return pack_footprint(covered_pixels(quality, np.isfinite(values).all(axis=1)), p)
 
 
 def footprint_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, band_index: list[int]) -> da.Array:

@@ -96,8 +96,9 @@ class PatchGrid:
         boxes = shapely.box(b[..., 0], b[..., 1], b[..., 2], b[..., 3])
         if footprint is None or len(row) == 0:
             return boxes
+        footprint = np.asarray(footprint)
         full = np.packbits(np.ones(self.patch_size**2, bool))
-        partial = ~(np.asarray(footprint)[row, col] == full).all(axis=-1)
+        partial = ~(footprint[row, col] == full).all(axis=-1)
         cells = {}
         for r, c in set(zip(row[partial].tolist(), col[partial].tolist())):
             cells[r, c] = self._covered_polygon(r, c, unpack_footprint(footprint[r, c], self.patch_size))
@@ -113,7 +114,7 @@ class PatchGrid:
         if not covered.any():
             return self.polygons(row, col)[0]
         xres, yres = self.grid.resolution
-        left, bottom, right, top = self.bounds(row, col)
+        left, _, _, top = self.bounds(row, col)
         parts = [shapely.geometry.shape(g) for g, _ in shapes(covered.astype(np.uint8), mask=covered,
                                                                transform=Affine(xres, 0, left, 0, -yres, top))]
         return shapely.union_all(parts)

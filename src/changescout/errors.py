@@ -20,6 +20,11 @@ class ChangescoutError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+class NetworkError(ChangescoutError):
+    """A file read over the network (a STAC asset's URL) could not be read during a run, after its header was:
+    not bad input, so the run is kept and the same command resumes it. Exit code 1."""
+
+
 class InputError(ChangescoutError):
     """Bad input given by the user: a file, an option, a band list. Exit code 2."""
 

@@ -536,10 +536,11 @@ REMOTE_INPUT = "remote: not hashed (read over the network; the STAC item that na
 
 def _input_hashes(cube) -> dict:
     """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
-    its files, in order; a URL is not downloaded to be hashed (:data:`REMOTE_INPUT`)."""
-    from .sources.warp import is_remote
+    its files, in order; a URL is not downloaded to be hashed (:data:`REMOTE_INPUT`), and is recorded without its
+    query (a signed URL's token: re-signed, the same file)."""
+    from .sources.warp import is_remote, shown
 
-    return {f: REMOTE_INPUT if is_remote(f) else _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
+    return {shown(f): REMOTE_INPUT if is_remote(f) else _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
 
 
 def _sha256_input(path: Path) -> str:
@@ -611,6 +612,8 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     not given (the first date's CRS and resolution, every footprint), the auxiliary files of a folder it left
     out, and the Sentinel-2 dates whose processing baseline (so the -1000 offset of baselines 04.00 on) it
     could not tell."""
+    from .sources.warp import shown
+
     notes = []
     own = cube.attrs.get("extended_from")  # the images' own grid, extended at the right and bottom to whole patches
     size = f"{grid.shape[1]} x {grid.shape[0]} px" + (f", the images' {own[1]} x {own[0]} px extended to whole patches"
@@ -625,11 +628,11 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
         notes.append(f"grid: {grid.crs}, {res} {unit} per pixel, {size} ({how}; --grid CRS,RES[,LEFT,BOTTOM,RIGHT,TOP] "
                      "chooses another)")
     if (resampled := cube.attrs.get("resampled_files")) and not given_grid:  # UAT: a date in another CRS, warped unsaid
-        names = [Path(f).name for f in resampled]
+        names = [Path(shown(f)).name for f in resampled]
         notes.append(f"note: {len(names)} file(s) are not on the grid's pixels (another CRS, pixel size or origin) and are "
                      f"resampled onto it (bilinear; masks nearest): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
     if alpha := cube.attrs.get("alpha_files"):  # GDAL writes 4 bands of bytes as RGBA unless told otherwise
-        names = [Path(f).name for f in alpha]
+        names = [Path(shown(f)).name for f in alpha]
         notes.append(f"note: {len(names)} file(s) end in an alpha band (their colour interpretation), read as where they have "
                      f"data and not as a band: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; if that band is "
                      "a spectral band (near infrared), mark it so: rio edit-info --colorinterp red,green,blue,undefined FILE")

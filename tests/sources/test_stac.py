@@ -129,47 +129,104 @@ def test_a_whole_earth_search_item_reads_its_reflectance_on_disk_with_its_own_sc
     assert np.allclose(np.nanmax(values), (ms.BRIGHT + 1000) * 1e-4, atol=1e-4)
 
 
+class Host:
+    """A folder served over HTTP with byte ranges (tests/data/range_server.py, a process of its own: GDAL holds
+    the GIL while it waits), as a COG host serves a STAC's assets; it can go down and come back."""
+
+    def __init__(self, folder: Path):
+        import socket
+
+        self.folder, self.server = folder, None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        import subprocess
+        import sys
+
+        script = Path(ms.__file__).with_name("range_server.py")
+        self.server = subprocess.Popen([sys.executable, str(script), str(self.folder), str(self.port)],
+                                       stdout=subprocess.PIPE, text=True)
+        assert self.server.stdout.readline().strip() == "ready"
+
+    def stop(self):
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(10)
+            self.server = None
+
+    def items(self, path, dates=ms.DATES, query=""):
+        """Items whose assets are this host's URLs (with ``query``, as a signed URL's), written to ``path``."""
+        items = [_item(self.folder, t, d) for t, d in enumerate(dates)]
+        for item in items:
+            for asset in item.assets.values():
+                if asset.href.startswith(str(self.folder)):
+                    asset.href = f"{self.url}/{Path(asset.href).relative_to(self.folder).as_posix()}{query}"
+        path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+        return path
+
+
 @pytest.fixture
 def served(tmp_path):
-    """``(folder, base URL)``: a folder served over HTTP with byte ranges, as a COG host serves a STAC's assets."""
-    import socket
-    import subprocess
-    import sys
-
-    folder = tmp_path / "www"
-    folder.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(Path(ms.__file__).with_name("range_server.py")), str(folder), str(port)],
-                              stdout=subprocess.PIPE, text=True)
+    host = Host(tmp_path / "www")
+    host.folder.mkdir()
+    host.start()
     try:
-        assert server.stdout.readline().strip() == "ready"
-        yield folder, f"http://127.0.0.1:{port}"
+        yield host
     finally:
-        server.terminate()
-        server.wait(10)
+        host.stop()
 
 
 def test_assets_given_by_url_are_read_over_the_network_as_their_local_copies_are(tmp_path, served):
     """A search's items name their assets by URL (Earth Search's COGs over https): they are read in byte ranges
     through GDAL, with the values of the same files on disk, and config.json records them without downloading
-    them to hash them."""
+    them to hash them, nor their query (a signed URL's token)."""
     from changescout.pipeline import REMOTE_INPUT, _input_hashes
 
-    folder, url = served
-    items = [_item(folder, t, d) for t, d in enumerate(ms.DATES)]
-    (tmp_path / "local.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
-    for item in items:
-        for asset in item.assets.values():
-            if asset.href.startswith(str(folder)):
-                asset.href = url + "/" + Path(asset.href).relative_to(folder).as_posix()
-    (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
-    local, remote = open_series(tmp_path / "local.json"), open_series(tmp_path / "remote.json")
-    assert all(f.startswith(url) for f in remote.attrs["source_files"])
+    remote = open_series(served.items(tmp_path / "remote.json", query="?st=2026&sig=SECRET%2F"))
+    items = json.loads((tmp_path / "remote.json").read_text())
+    for feature in items["features"]:
+        for asset in feature["assets"].values():
+            asset["href"] = asset["href"].replace(served.url, str(served.folder)).split("?")[0]
+    (tmp_path / "local.json").write_text(json.dumps(items))
+    local = open_series(tmp_path / "local.json")
+    assert all(f.startswith(served.url) for f in remote.attrs["source_files"])
     np.testing.assert_array_equal(remote.values, local.values)
     np.testing.assert_array_equal(remote["quality"].values, local["quality"].values)
-    assert set(_input_hashes(remote).values()) == {REMOTE_INPUT}
+    hashes = _input_hashes(remote)
+    assert set(hashes.values()) == {REMOTE_INPUT} and not any("SECRET" in k or "?" in k for k in hashes)
+
+
+def test_a_host_that_goes_down_during_a_run_keeps_the_run_and_the_same_command_resumes_it(tmp_path, served, monkeypatch):
+    """A read over the network that fails after the headers were read was told as bad input (exit 2), and a new
+    run's directory, finished stages and all, was deleted. It is a network error (exit 1): the run stays, and
+    once the host answers, the same command (with the items re-signed: another query) resumes it."""
+    import changescout.pipeline as pipeline
+    from changescout.errors import NetworkError
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    items = served.items(tmp_path / "items.json", query="?sig=one")
+    monkeypatch.setenv("CPL_VSIL_CURL_NON_CACHED", f"/vsicurl/{served.url}")  # (GDAL would answer from its cache)
+    real = pipeline.embed_cube
+
+    def host_down(*args, **kwargs):
+        served.stop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "embed_cube", host_down)
+    config = RunConfig(source=str(items), patch_size=8, cloud_screen="off")
+    with pytest.raises(NetworkError, match=r"reading it over the network failed .* rerun the same command to resume") as err:
+        run_pipeline(config, tmp_path / "run", log=lambda *_: None)
+    assert err.value.exit_code == 1 and "sig=one" not in str(err.value)
+    assert (tmp_path / "run" / "config.json").is_file() and "sig=one" not in (tmp_path / "run" / "config.json").read_text()
+    monkeypatch.setattr(pipeline, "embed_cube", real)
+    served.start()
+    served.items(items, query="?sig=two")
+    logs = []
+    run_pipeline(config, tmp_path / "run", log=logs.append)
+    assert any("resuming" in m for m in logs) and (tmp_path / "run" / "events.parquet").is_file()
 
 
 def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_path):

@@ -51,6 +51,9 @@ _NOT_BANDS = {"thumbnail", "overview", "visual", "metadata"}
 #: the true-colour image).
 _AUXILIARY = {"aot", "wvp", "tci", "visual"}
 _STAC_TYPES = {"Catalog", "Collection", "FeatureCollection", "Feature"}
+#: GDAL's settings for reading assets over the network, where the environment sets none (seconds).
+GDAL_HTTP = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_CONNECTTIMEOUT": "30", "GDAL_HTTP_TIMEOUT": "120",
+             "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "2"}
 
 
 def sniff(path) -> bool:
@@ -98,8 +101,11 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
     if any(is_remote(la.path) for s in scenes for la in (*s.layers, *([s.mask] if s.mask else []))):
-        # GDAL otherwise lists each URL's "folder" to look for side-car files: a request per file for nothing
-        os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+        # GDAL otherwise lists each URL's "folder" to look for side-car files (a request per file for nothing), and
+        # waits for a host that stalls for ever, where no signal (Ctrl-C, a batch job's SIGTERM) gets through; the
+        # user's own settings win
+        for key, value in GDAL_HTTP.items():
+            os.environ.setdefault(key, value)
     cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
                        patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
                        level=level or _level(items))

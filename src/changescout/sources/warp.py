@@ -40,7 +40,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from ..cube import OutputGrid, check_bounds, crs_unit, make_cube, validate_cube
-from ..errors import ConfigError, GridError, SourceError
+from ..errors import ConfigError, GridError, NetworkError, SourceError
 from .dates import parse_level, parse_platform
 from .masks import lookup_table, to_quality
 
@@ -131,21 +131,21 @@ def _probe(path: str, mtime: float) -> RasterInfo:
             if src.crs is None and (src.gcps[0] or src.rpcs):
                 raise SourceError(f"the raster is georeferenced by {'ground control points' if src.gcps[0] else 'RPCs'} "
                                   f"only, not on a grid; warp it onto one first (gdalwarp {'-tps' if src.gcps[0] else '-rpc'} "
-                                  "-t_srs EPSG:... in.tif out.tif)", path)
+                                  "-t_srs EPSG:... in.tif out.tif)", shown(path))
             if src.crs is None:
-                raise SourceError("the raster has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32631)", path)
+                raise SourceError("the raster has no CRS; write one (e.g. gdal_edit.py -a_srs EPSG:32631)", shown(path))
             if src.transform.is_identity and not src.gcps[0] and not src.rpcs:
                 raise SourceError(
                     "the raster has a CRS but no geotransform (pixel size and origin); write one "
                     "(e.g. gdal_edit.py -a_ullr ULX ULY LRX LRY)",
-                    path,
+                    shown(path),
                 )
             if src.transform.b or src.transform.d:
-                raise SourceError("rotated rasters are not supported; warp it north-up first", path)
+                raise SourceError("rotated rasters are not supported; warp it north-up first", shown(path))
             if src.transform.e > 0 or src.transform.a < 0:
                 raise SourceError(f"the raster is stored {'south-up' if src.transform.e > 0 else 'east-to-west'} "
                                   f"(pixel size {src.transform.a:g} x {src.transform.e:g}); warp it north-up first "
-                                  "(e.g. gdalwarp in.tif out.tif)", path)
+                                  "(e.g. gdalwarp in.tif out.tif)", shown(path))
             # RGBA: GDAL's default for 4 bands of bytes, so that a band described by a name of its own (B08, nir)
             # stays a band; and only where GDAL reads it as the others' mask (gray + alpha, RGBA: not the last of
             # 5 bands, which would be dropped and mask nothing)
@@ -157,7 +157,8 @@ def _probe(path: str, mtime: float) -> RasterInfo:
                               tuple(src.scales[:n]), tuple(src.offsets[:n]),
                               any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums), alpha)
     except RasterioError as exc:
-        raise SourceError(f"not a readable raster ({exc})", path) from exc
+        hint = "; download the assets first (stac-asset download)" if is_remote(path) else ""
+        raise SourceError(f"not a readable raster ({exc}){hint}", shown(path)) from exc
 
 
 #: URL schemes GDAL reads through its virtual file systems (/vsicurl/, /vsis3/, /vsigs/, /vsiaz/).
@@ -167,6 +168,13 @@ REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
 def is_remote(path) -> bool:
     """Whether ``path`` is a URL that GDAL reads over the network (a STAC asset's href), not a local file."""
     return str(path).lower().startswith(REMOTE_SCHEMES)
+
+
+def shown(path) -> str:
+    """``path`` as messages and records show it: a URL without its query (a signed URL's token, which expires
+    and must not be written into config.json, nor tell a re-signed URL from the same file) nor fragment."""
+    path = str(path)
+    return path.split("?", 1)[0].split("#", 1)[0] if is_remote(path) else path
 
 
 def probe(path: str | os.PathLike) -> RasterInfo:
@@ -375,7 +383,7 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> 
                 masks = src.read_masks([indexes[j] for j in masked], window=window)
                 part[masked] = np.where(masks == 0, np.nan, part[masked])
     except RasterioError as exc:
-        raise SourceError(f"cannot read the raster ({exc})", path) from exc
+        raise read_error(exc, path) from exc
     return out
 
 
@@ -437,7 +445,19 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
                 return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
     except RasterioError as exc:
-        raise SourceError(f"cannot read the raster ({exc})", path) from exc
+        raise read_error(exc, path) from exc
+
+
+def read_error(exc: Exception, path: str) -> SourceError | NetworkError:
+    """The error of a read that failed after the file's header was read: a local file that went bad is the
+    source's fault (exit 2); a URL's read failed on the network (a host down, a timeout, an expired signature),
+    which a rerun resumes (:class:`NetworkError`, exit 1: the run is kept)."""
+    cause = exc.__cause__ or exc.__context__
+    detail = f"{exc}" + (f": {cause}" if cause is not None and str(cause) not in str(exc) else "")
+    if is_remote(path):
+        return NetworkError(f"reading it over the network failed ({detail}); the run is kept: rerun the same command "
+                            "to resume once the host answers, or download the assets (stac-asset download)", shown(path))
+    return SourceError(f"cannot read the raster ({detail})", path)
 
 
 class WarpedSeries:

@@ -279,13 +279,15 @@ def test_a_runs_configuration_reused_for_another_source_leaves_its_kind_and_labe
     (tmp_path / "other").mkdir()
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"source": "synthetic", "kind": "synthetic", "label": "synthetic", "seed": 3, "bands": ["B04"],
-                               "dates": ["2020-01-01", "2020-02-01"], "source_options": {"seed": 0}}))
+                               "dates": ["2020-01-01", "2020-02-01"], "source_options": {"seed": 0},
+                               "mask_convention": "fmask"}))
     code, out, err = call(capsys, "-q", "run", str(tmp_path / "other"), "--out", str(tmp_path / "o"), "--config", str(cfg))
     assert code == 0, err
     c = seen[-1]
     assert c.kind is None and c.label is None and c.dates is None and c.source_options == {} and c.seed == 3
+    assert c.mask_convention is None  # (its source's Fmask codes read another source's SCL: vegetation as cloud)
     assert c.bands == ["B04"]  # (the same bands elsewhere: a setting, not the source's)
-    assert "warning: the configuration's dates, source_options belonged to its source (synthetic)" in err
+    assert "warning: the configuration's dates, mask_convention, source_options belonged to its source (synthetic)" in err
     call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
     c = seen[-1]
     assert c.kind == "synthetic" and c.label == "synthetic" and c.source_options == {"seed": 0} and len(c.dates) == 2

@@ -353,7 +353,7 @@ def run(ctx: typer.Context,
 
 
 #: Configuration keys that describe one source, left behind when a configuration is reused for another.
-SOURCE_KEYS = ("kind", "label", "dates", "mask", "source_options")
+SOURCE_KEYS = ("kind", "label", "dates", "mask", "mask_convention", "source_options")
 
 
 def _resolved(path) -> str:

@@ -85,9 +85,10 @@ def test_an_item_collection_of_a_search_reads_the_same_and_bands_are_chosen_by_a
     scale and offset of raster:bands is applied as declared."""
     items = [_item(tmp_path / "assets", t, d, jp2_twin=True, raster={"scale": 0.0001, "offset": -0.1})
              for t, d in enumerate(ms.DATES)]
-    path = tmp_path / "search.json"
+    path = tmp_path / "download" / "item-collection.json"  # (as stac-asset download writes it)
+    path.parent.mkdir()
     path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
-    assert sniff_kind(path) == "stac"
+    assert sniff_kind(path) == "stac" and sniff_kind(path.parent) == "stac"
     cube = open_series(path, bands="blue,red,B08")
     assert list(cube["band"].values) == ["blue", "red", "nir"]
     assert "red-jp2" not in open_series(path)["band"].values
@@ -179,13 +180,18 @@ def served(tmp_path):
         host.stop()
 
 
-def test_assets_given_by_url_are_read_over_the_network_as_their_local_copies_are(tmp_path, served):
+def test_assets_given_by_url_are_read_over_the_network_as_their_local_copies_are(tmp_path, served, monkeypatch):
     """A search's items name their assets by URL (Earth Search's COGs over https): they are read in byte ranges
     through GDAL, with the values of the same files on disk, and config.json records them without downloading
-    them to hash them, nor their query (a signed URL's token)."""
+    them to hash them, nor their query (a signed URL's token). GDAL's network settings stay around the remote
+    reads: set in the process, they kept later local files from their side-cars (.aux.xml scale and offset)."""
+    import os
+
     from changescout.pipeline import REMOTE_INPUT, _input_hashes
 
+    monkeypatch.delenv("GDAL_DISABLE_READDIR_ON_OPEN", raising=False)
     remote = open_series(served.items(tmp_path / "remote.json", query="?st=2026&sig=SECRET%2F"))
+    assert "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ
     items = json.loads((tmp_path / "remote.json").read_text())
     for feature in items["features"]:
         for asset in feature["assets"].values():
@@ -196,7 +202,8 @@ def test_assets_given_by_url_are_read_over_the_network_as_their_local_copies_are
     np.testing.assert_array_equal(remote.values, local.values)
     np.testing.assert_array_equal(remote["quality"].values, local["quality"].values)
     hashes = _input_hashes(remote)
-    assert set(hashes.values()) == {REMOTE_INPUT} and not any("SECRET" in k or "?" in k for k in hashes)
+    assert all(v.startswith(REMOTE_INPUT) for v in hashes.values()) and len(set(hashes.values())) == len(hashes)
+    assert not any("SECRET" in k or "?" in k or "SECRET" in v for k, v in hashes.items())
 
 
 def test_a_host_that_goes_down_during_a_run_keeps_the_run_and_the_same_command_resumes_it(tmp_path, served, monkeypatch):

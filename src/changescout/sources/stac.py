@@ -1,6 +1,7 @@
-"""STAC items with local assets: a static catalog or collection (``catalog.json``/``collection.json``, or the
-folder holding it, as ``stac-asset download`` or pystac write them), or a search's results saved as an
-ItemCollection (a GeoJSON ``FeatureCollection`` of items).
+"""STAC items as a series: a static catalog or collection (``catalog.json``/``collection.json``, or the folder
+holding it, as pystac writes them), or a search's results saved as an ItemCollection (a GeoJSON
+``FeatureCollection`` of items; ``item-collection.json``, or the folder holding it, as ``stac-asset download``
+writes them with local copies of the assets).
 
 One item is one date (its ``datetime``, else its ``start_datetime``). Items of one date are refused: they are
 tiles of one pass, or one scene twice; keep one tile (``s2:mgrs_tile``, ``landsat:wrs_path``/``_row``).
@@ -29,7 +30,6 @@ is read in byte ranges, window by window; config.json records it without a diges
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,10 +39,10 @@ import pandas as pd
 from ..cube import check_band_names
 from ..errors import SourceError
 from .masks import convention_for, infer_convention, is_mask_name
-from .warp import Layer, Scene, is_remote, open_scenes
+from .warp import Layer, Scene, is_remote, open_scenes, shown
 
 #: Files a folder of a static catalog is opened by, in this order.
-ROOT_FILES = ("catalog.json", "collection.json")
+ROOT_FILES = ("catalog.json", "collection.json", "item-collection.json")
 _RASTER_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2")
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 #: Asset roles that are never a band.
@@ -51,13 +51,11 @@ _NOT_BANDS = {"thumbnail", "overview", "visual", "metadata"}
 #: the true-colour image).
 _AUXILIARY = {"aot", "wvp", "tci", "visual"}
 _STAC_TYPES = {"Catalog", "Collection", "FeatureCollection", "Feature"}
-#: GDAL's settings for reading assets over the network, where the environment sets none (seconds).
-GDAL_HTTP = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_CONNECTTIMEOUT": "30", "GDAL_HTTP_TIMEOUT": "120",
-             "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "2"}
 
 
 def sniff(path) -> bool:
-    """A folder holding ``catalog.json`` or ``collection.json``, or a ``.json`` file of STAC."""
+    """A folder holding ``catalog.json``, ``collection.json`` or ``item-collection.json``, or a ``.json`` file of
+    STAC."""
     p = Path(path)
     if p.is_dir():
         return any((p / name).is_file() for name in ROOT_FILES)
@@ -81,12 +79,13 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
          scale_factor=None, offset=None):
     """Open STAC items as a SeriesCube (see the module docstring)."""
     if mask is not None:
-        raise SourceError("takes its masks from the items' mask assets (SCL, qa_pixel, Fmask); --mask is for folders "
-                          "of GeoTIFFs", path)
+        raise SourceError("takes its masks from the items' mask assets (SCL, qa_pixel, Fmask); --mask is for GeoTIFF "
+                          "folders and stacked files", path)
     root = _root_file(Path(path))
     items = load_items(root)
     scenes, names = [], None
-    for time, item in _by_date(items, root):
+    dated = _by_date(items, root)
+    for time, item in dated:
         these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None)
         if names is None:
             names = these
@@ -97,21 +96,14 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
                               "(--bands NAMES reads those of every item)", root)
         if scaling is not None:
             layers = [Layer(la.path, la.index, scaling=scaling) for la in layers]
-        conv = convention_for(mask_layer[0], mask_convention, mask_layer[1].path) if mask_layer else ""
+        conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
-    if any(is_remote(la.path) for s in scenes for la in (*s.layers, *([s.mask] if s.mask else []))):
-        # GDAL otherwise lists each URL's "folder" to look for side-car files (a request per file for nothing), and
-        # waits for a host that stalls for ever, where no signal (Ctrl-C, a batch job's SIGTERM) gets through; the
-        # user's own settings win
-        for key, value in GDAL_HTTP.items():
-            os.environ.setdefault(key, value)
     cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
                        patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
                        level=level or _level(items))
-    products = [s.name for s in sorted(scenes, key=lambda s: s.time)]
-    coords = {"product": ("time", products)}
-    ordered = [item for _, item in _by_date(items, root)]
+    coords = {"product": ("time", [s.name for s in scenes])}  # (scenes and items in date order)
+    ordered = [item for _, item in dated]
     baselines = [str(item.properties.get("s2:processing_baseline") or "") for item in ordered]
     if any(baselines):
         coords["s2:processing_baseline"] = ("time", [b or None for b in baselines])

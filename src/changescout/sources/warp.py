@@ -15,6 +15,7 @@ nearest for masks), GDAL reading only the source window the block needs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -92,6 +93,15 @@ class RasterInfo:
     alpha: bool = False
 
     @property
+    def bands_said(self) -> str:
+        """How many bands the file has, for a message: with its alpha band, when it has one, and how to read
+        that band as a band (GDAL marks the 4th of 4 bands of bytes alpha unless told otherwise)."""
+        if not self.alpha:
+            return f"{self.count} bands"
+        return (f"{self.count} bands and an alpha band (its colour interpretation: read as its mask; if it is a "
+                f"spectral band, mark it so: rio edit-info --colorinterp {','.join(['undefined'] * (self.count + 1))} FILE)")
+
+    @property
     def fills_with_zero(self) -> bool:
         """Whether 0 is this file's unsaid nodata: integer values wider than 8 bits (reflectance digital numbers,
         as Sentinel-2 and Landsat deliver them, whose NODATA value is 0) and no nodata declared. (Not 8-bit
@@ -124,10 +134,10 @@ def _probe(path: str, mtime: float) -> RasterInfo:
         # rasterio warns (NotGeoreferencedWarning) on opening a raster without a geotransform; such a raster is
         # refused below with an error naming the file, so the warning would only repeat it on stderr. The
         # warning filters are process-wide: one probe at a time changes them (probes are cached, so rare).
-        with _PROBE_LOCK, warnings.catch_warnings():
+        with _PROBE_LOCK, warnings.catch_warnings(), network(path):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
-        with src:
+        with network(path), src:
             if src.crs is None and (src.gcps[0] or src.rpcs):
                 raise SourceError(f"the raster is georeferenced by {'ground control points' if src.gcps[0] else 'RPCs'} "
                                   f"only, not on a grid; warp it onto one first (gdalwarp {'-tps' if src.gcps[0] else '-rpc'} "
@@ -168,6 +178,27 @@ REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
 def is_remote(path) -> bool:
     """Whether ``path`` is a URL that GDAL reads over the network (a STAC asset's href), not a local file."""
     return str(path).lower().startswith(REMOTE_SCHEMES)
+
+
+#: GDAL's settings for reading a URL, where the environment sets none (seconds): without them GDAL lists each
+#: URL's "folder" for side-car files (a request per file for nothing) and waits for a stalled host for ever,
+#: where no signal (Ctrl-C, a batch job's SIGTERM) gets through. Set around each remote read only
+#: (:func:`network`): local files keep reading their side-cars (.aux.xml, .msk).
+GDAL_HTTP = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_CONNECTTIMEOUT": "30", "GDAL_HTTP_TIMEOUT": "120",
+             "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "2"}
+
+
+def _name(path) -> str:
+    """A file's name in a message (a URL's last part, without its query)."""
+    return shown(path).rsplit("/", 1)[-1] if is_remote(path) else Path(path).name
+
+
+def network(path):
+    """A context for reading ``path``: :data:`GDAL_HTTP` (those the environment does not set) for a URL, nothing
+    for a local file. Entered in the task that reads, so that a cluster's workers read with it too."""
+    if not is_remote(path):
+        return contextlib.nullcontext()
+    return rasterio.Env(**{k: v for k, v in GDAL_HTTP.items() if k not in os.environ})
 
 
 def shown(path) -> str:
@@ -370,7 +401,7 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> 
     row, col = offset
     out = np.full((len(indexes), *shape), np.nan, np.float32)
     try:
-        with rasterio.open(path) as src:
+        with network(path), rasterio.open(path) as src:
             r0, r1 = max(row, 0), min(row + shape[0], src.height)
             c0, c1 = max(col, 0), min(col + shape[1], src.width)
             if r0 >= r1 or c0 >= c1:
@@ -440,7 +471,7 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
     try:
-        with rasterio.open(path) as src:
+        with network(path), rasterio.open(path) as src:
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
                 return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
@@ -568,7 +599,7 @@ def scaling(dtype, sample, scale_factor=None, offset=None) -> tuple[float, float
 
 def sample_raster(path: str, index: int) -> np.ndarray:
     """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling."""
-    with rasterio.open(path) as src:
+    with network(path), rasterio.open(path) as src:
         step = max(1, max(src.shape) // 256)
         out_shape = (max(1, src.height // step), max(1, src.width // step))
         return src.read(index, out_shape=out_shape, masked=True).astype(np.float64).filled(np.nan)
@@ -599,7 +630,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
             odd = next(la for la in partly.layers if not la.scaling)
             raise SourceError(f"declares no scale and offset (GDAL band metadata) while other bands of its date "
                               f"({partly.time:%Y-%m-%d}) do; declare them for every band (gdal_edit.py -scale S -offset O), "
-                              "or give the scaling of all with scale_factor= and offset=", odd.path)
+                              "or give the scaling of all with scale_factor= and offset=", shown(odd.path))
         if len(declared) == len(scenes) and len({tuple(v) for v in declared.values()}) == 1:
             scale, off = next(iter(declared.values()))
         elif not scenes[0].layers[0].scaling and np.dtype(infos[head.path].dtype).kind == "f":
@@ -656,9 +687,9 @@ def _check_float_scaling(scenes, infos: dict, scale: float, offset: float) -> No
         own, _ = scaling(infos[layer.path].dtype, lambda: values, None, offset)
         if own != scale:
             stored = {1.0: "0..1 reflectance", DEFAULT_SCALE: "reflectance x 10000"}
-            raise SourceError(f"holds {stored.get(own, own)} (as floats) while {Path(head.path).name}, the first date, holds "
+            raise SourceError(f"holds {stored.get(own, own)} (as floats) while {_name(head.path)}, the first date, holds "
                               f"{stored.get(scale, scale)}: one scaling is read for every date; store them alike, declare "
-                              "each file's own (gdal_edit.py -scale 0.0001 on those x 10000), or run them apart", layer.path)
+                              "each file's own (gdal_edit.py -scale 0.0001 on those x 10000), or run them apart", shown(layer.path))
 
 
 def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
@@ -670,13 +701,13 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     for s in scenes:
         for layer in s.layers:
             if np.dtype(infos[layer.path].dtype).kind == "c":  # (cast to real with a ComplexWarning, exit 0)
-                raise SourceError(f"holds complex values ({infos[layer.path].dtype}), not reflectance", layer.path)
+                raise SourceError(f"holds complex values ({infos[layer.path].dtype}), not reflectance", shown(layer.path))
             kinds.setdefault(_storage(infos[layer.path].dtype), layer.path)
     if len(kinds) > 1:  # (8-bit images are / 255, other integers x 1e-4: a uint8 date among uint16 ones read 40 x darker)
         (a, pa), (b, pb) = sorted(kinds.items(), key=lambda kv: _STORAGES.index(kv[0]))[:2]
-        raise SourceError(f"mixes reflectance stored as {a} ({Path(pa).name}: {infos[pa].dtype}) and as {b} "
-                          f"({Path(pb).name}: {infos[pb].dtype}); one scaling is read for every date: store them alike, "
-                          "or run them apart", Path(pb).parent)
+        raise SourceError(f"mixes reflectance stored as {a} ({_name(pa)}: {infos[pa].dtype}) and as {b} "
+                          f"({_name(pb)}: {infos[pb].dtype}); one scaling is read for every date: store them alike, "
+                          "or run them apart", shown(pb).rsplit("/", 1)[0] if is_remote(pb) else Path(pb).parent)
     spec = as_grid(grid)
     if len(scenes) < 2 or isinstance(spec, OutputGrid) or spec.bounds is not None:
         return

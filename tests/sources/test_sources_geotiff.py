@@ -774,6 +774,9 @@ def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_pat
     assert list(cube["band"].values) == ["b1", "b2", "b3"]
     values = footprint(cube).isel(time=0).values
     assert np.isnan(values[:, :5]).all() and np.isfinite(values[:, 5:]).all() and np.nanmax(values) < 1
+    with pytest.raises(SourceError, match=r"has 3 bands and an alpha band .* rio edit-info --colorinterp undefined,"
+                                          r"undefined,undefined,undefined FILE\) but 4 band names were given"):
+        open_series(tmp_path / "rgba", bands="blue,green,red,nir")  # (it said 3 bands: gdalinfo shows 4)
     note = [n for n in input_notes(cube, {}, grid_of(cube), True) if "alpha band" in n]
     assert note and f"{ms.DATES[0]}.tif" in note[0] and "rio edit-info --colorinterp red,green,blue,undefined" in note[0]
     for f in (tmp_path / "rgba").iterdir():

@@ -249,7 +249,7 @@ def _bands_of(files: list[Path], bands, root: Path):
             native = check_band_names(info.descriptions, files[0], "the band descriptions (or name every band with --bands)")
         if native is None and bands is not None:
             if len(bands) != info.count:
-                raise SourceError(f"has {info.count} bands but {len(bands)} band names were given ({list(bands)})", files[0])
+                raise SourceError(f"has {info.bands_said} but {len(bands)} band names were given ({list(bands)})", files[0])
             native, bands = check_band_names(bands, files[0], "--bands"), None
         native = native or [f"b{i + 1}" for i in range(info.count)]
     return split_mask(native, layers, bands, files[0])

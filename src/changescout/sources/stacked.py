@@ -59,7 +59,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         names = check_band_names(bands, path, "--bands")
     if info.count != n_dates * len(names):
         raise SourceError(
-            f"has {info.count} bands but {n_dates} dates x {len(names)} bands = {n_dates * len(names)}; "
+            f"has {info.bands_said} but {n_dates} dates x {len(names)} bands = {n_dates * len(names)}; "
             "check --dates and --bands (band index = n_bands * date + band)",
             path,
         )

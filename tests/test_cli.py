@@ -307,8 +307,12 @@ def test_a_configuration_file_may_name_the_cluster_and_the_command_line_override
     call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), "--scheduler", "tcp://h:1")
     assert seen[-1][1] == "tcp://h:1"
     cfg.write_text(json.dumps({"scheduler": 8786}))
+    for given in ([], ["--scheduler", "tcp://h:1"]):  # (a bad value of the file's is told, given over or not)
+        code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), *given)
+        assert code == 2 and "scheduler must be a dask scheduler address" in err
+    cfg.write_text(json.dumps({"out": "x"}))
     code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
-    assert code == 2 and "scheduler must be a dask scheduler address" in err
+    assert code == 2 and "unknown configuration keys ['out']" in err and "'scheduler'" in err
 
 
 def test_a_runs_own_config_json_is_read_as_its_settings(capsys, tmp_path, monkeypatch, session_run):

@@ -315,17 +315,17 @@ def run(ctx: typer.Context,
         # a batch job's file may name its cluster; --scheduler overrides it
         base = dict(base)
         from_file = base.pop("scheduler", None)
-        if scheduler is None and from_file is not None:
-            if not isinstance(from_file, str):
-                raise ConfigError(f"scheduler must be a dask scheduler address (text), got {from_file!r}", config)
-            scheduler = from_file
+        if from_file is not None and not isinstance(from_file, str):
+            raise ConfigError(f"scheduler must be a dask scheduler address (text), got {from_file!r}", config)
+        scheduler = scheduler or from_file
         if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
             # a run's configuration reused for another source: the kind and label it resolved, its dates, mask and
             # source options were its source's (the demo's synthetic seed refused every other source)
             left = [k for k in SOURCE_KEYS if base.get(k) not in (None, {}, []) and k not in ("kind", "label")]
             if left:
                 _log(f"warning: the configuration's {', '.join(left)} belonged to its source ({base['source']}) and are "
-                     "not carried to this one (give them as options)")
+                     "not carried to this one (give them for it: as options, or source_options in a --config file whose "
+                     "source is this one)")
             base = {k: v for k, v in base.items() if k not in SOURCE_KEYS}
     given = {"source": source, "kind": kind, "dates": _split(dates), "bands": _split(bands), "grid": grid, "mask": mask,
              "mask_convention": mask_convention, "weights": weights, "label": label}

@@ -106,8 +106,8 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names)}")
+        if unknown:  # (scheduler: where to compute, which a --config file may name, but no setting of the run's)
+            raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names | {'scheduler'})}")
         if "source" not in d:
             raise ConfigError("the configuration needs a 'source'")
         return cls(**d).validate()
@@ -530,17 +530,20 @@ def _is_run_record(record: dict) -> bool:
     return "config_hash" in record and "changescout" in record
 
 
-#: What config.json records for a source file read over the network (a STAC asset's URL) instead of its digest.
-REMOTE_INPUT = "remote: not hashed (read over the network; the STAC item that names it is the source)"
+#: What config.json records for a source file read over the network (a STAC asset's URL) instead of its digest,
+#: before the digest of its URL (without its query): which files a run read, without downloading them.
+REMOTE_INPUT = "remote, not downloaded to be hashed; sha256 of its URL: "
 
 
 def _input_hashes(cube) -> dict:
     """SHA-256 of each source file; a directory store (Zarr) hashes the relative path and digest of each of
-    its files, in order; a URL is not downloaded to be hashed (:data:`REMOTE_INPUT`), and is recorded without its
-    query (a signed URL's token: re-signed, the same file)."""
+    its files, in order; a URL is not downloaded to be hashed (:data:`REMOTE_INPUT` and its own digest, so that the
+    series id tells which files were read), and is recorded without its query (a signed URL's token: re-signed,
+    the same file)."""
     from .sources.warp import is_remote, shown
 
-    return {shown(f): REMOTE_INPUT if is_remote(f) else _sha256_input(Path(f)) for f in cube.attrs.get("source_files", [])}
+    return {shown(f): REMOTE_INPUT + hashlib.sha256(shown(f).encode()).hexdigest() if is_remote(f) else _sha256_input(Path(f))
+            for f in cube.attrs.get("source_files", [])}
 
 
 def _sha256_input(path: Path) -> str:
@@ -839,8 +842,7 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
             states = change_states(embeddings, events, len(vectors))
             ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
             objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size, log=run.log)  # in words
-            footprint = embeddings["footprint"].values if "footprint" in embeddings else None  # (runs before 0.3.18: none)
-            gdf = to_geodataframe(ranked, series, embedding_grid(embeddings), footprint)
+            gdf = to_geodataframe(ranked, series, embedding_grid(embeddings), embeddings["footprint"].values)
             write_objects(object_geometries(gdf, objects), out / "objects.parquet")
             write_events(gdf, out / "events.parquet")
             write_clusters(clusters, out / "clusters.parquet")

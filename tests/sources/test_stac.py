@@ -240,7 +240,12 @@ def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_pat
     items = [_item(tmp_path / "a", t, d, props={"earthsearch:boa_offset_applied": True}) for t, d in enumerate(ms.DATES)]
     path = tmp_path / "search.json"
     path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
-    assert open_series(path).attrs["declared_scaling"][ms.DATES[1]] == [0.0001, 0.0]
+    cube = open_series(path)
+    assert cube.attrs["declared_scaling"][ms.DATES[1]] == [0.0001, 0.0]
+    from changescout.radiometry import apply_offsets
+
+    read, _ = apply_offsets(cube)  # (the radiometry stage: no -1000 of baseline 04.00 on top)
+    assert np.nanmax(read.sel(band="red").isel(time=1).values) == pytest.approx((ms.BRIGHT + 1000) * 1e-4, abs=1e-4)
 
 
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):

@@ -16,15 +16,16 @@ bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date'
 convention its name says.
 
 Values: the ``scale`` and ``offset`` of an asset's ``raster:bands`` (or STAC 1.1 ``bands``) are applied as a
-GeoTIFF's declared ones are (:func:`.warp.open_scenes`), unless ``scale_factor``/``offset`` are given; an item that says Earth Search already applied
-Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as DN / 10000. Otherwise the radiometry stage
+GeoTIFF's declared ones are (:func:`.warp.open_scenes`), unless ``scale_factor``/``offset`` are given; an item
+that says Earth Search already applied Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as
+DN / 10000. Otherwise the radiometry stage
 reads each date's product from the item (``s2:product_uri``, ``landsat:scene_id`` or its id) and its
 ``s2:processing_baseline``, as for files named after their products.
 
 Assets are read where their hrefs point: local files (relative hrefs from the item's file), or URLs that GDAL
 reads over the network (``https://``: Earth Search's COGs; ``s3://`` with the AWS settings GDAL reads, such as
 ``AWS_NO_SIGN_REQUEST=YES`` for public buckets; Planetary Computer's hrefs once signed, which expire). A URL
-is read in byte ranges, window by window; config.json records it without a digest (the item is the source).
+is read in byte ranges, window by window; config.json records it by the digest of its URL, not of its content.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import pandas as pd
 from ..cube import check_band_names
 from ..errors import SourceError
 from .masks import convention_for, infer_convention, is_mask_name
-from .warp import Layer, Scene, is_remote, open_scenes, shown
+from .warp import DEFAULT_SCALE, Layer, Scene, is_remote, open_scenes, shown
 
 #: Files a folder of a static catalog is opened by, in this order.
 ROOT_FILES = ("catalog.json", "collection.json", "item-collection.json")
@@ -110,9 +111,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     platforms = [item.properties.get("platform") for item in ordered]
     if all(platforms) and "platform" not in cube.coords:
         coords["platform"] = ("time", [str(p).lower() for p in platforms])
-    cube = cube.assign_coords(coords)
-    cube.attrs["stac_items"] = [item.id for item in ordered]
-    return cube
+    return cube.assign_coords(coords)
 
 
 def _root_file(path: Path) -> Path:
@@ -272,7 +271,7 @@ def _scaling(item, assets: list, root: Path) -> tuple[float, float] | None:
     if found:
         return found.pop()
     if item.properties.get("earthsearch:boa_offset_applied") is True:  # harmonised: the -1000 is applied
-        return (1e-4, 0.0)
+        return (DEFAULT_SCALE, 0.0)
     return None
 
 

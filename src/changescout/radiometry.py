@@ -162,10 +162,13 @@ def _baseline(cube: xr.DataArray, i: int, names: list[str]) -> tuple[int, int] |
                 return int(major), int(minor)
             except ValueError:
                 raise InputError(f"the time coordinate {key!r} must hold baselines like '04.00', got {v!r}") from None
-    for n in names:
-        if m := _S2_BASELINE.search(n):
-            return int(m.group(1)), int(m.group(2))
-    return None
+    said = sorted({(int(m.group(1)), int(m.group(2))) for n in names if (m := _S2_BASELINE.search(n))})
+    if len(said) > 1:  # tiles of one date, mosaicked, from products of different baselines: one offset cannot do
+        raise InputError(f"the images of {pd.Timestamp(cube['time'].values[i]):%Y-%m-%d} (tiles of one date, mosaicked: "
+                         f"{', '.join(names)}) are products of different processing baselines "
+                         f"({', '.join(f'{a:02d}.{b:02d}' for a, b in said)}), whose reflectance offsets differ; keep "
+                         "tiles of one baseline")
+    return said[0] if said else None
 
 
 def _sensor(platform: str | None, names: list[str]) -> str | None:

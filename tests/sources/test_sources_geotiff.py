@@ -464,14 +464,43 @@ def test_band_count_mismatch_names_the_file(tmp_path):
         (lambda p: ms.write_geotiff(p / "2020-01-01.tif", ms.scene(0), crs=None), "2020-01-01.tif: the raster has no CRS"),
         (lambda p: ms.write_geotiff(p / "2020-01-01.tif", ms.scene(0), crs=None, transform=None),
          "2020-01-01.tif: the raster has no CRS"),
-        (lambda p: (ms.multiband_folder(p, dates=["2020-01-01"]), ms.multiband_folder(p, names=["x_20200101.tif"], dates=["2020-01-01"])),
-         "20200101.tif: has the same date 2020-01-01 as .*2020-01-01.tif"),
+        (lambda p: (ms.multiband_folder(p, dates=["2020-01-01", "2020-02-01"]),
+                    ms.multiband_folder(p, names=["x_20200101.tif"], dates=["2020-01-01"])),
+         r"f: has two images of 2020-01-01 over the same ground \(2020-01-01.tif and x_20200101.tif: 100 % of the "
+         r"smaller one\): one scene twice\? Keep one"),
     ],
 )
 def test_folder_errors_name_the_file(tmp_path, make, message):
     make(tmp_path / "f")
     with pytest.raises(SourceError, match=message):
         open_series(tmp_path / "f")
+
+
+def test_tiles_of_one_date_are_mosaicked_as_the_whole_image_reads(tmp_path):
+    """Two images per date that meet with 8 columns of overlap (a pass over two tiles) read as the whole image
+    does, the overlap from the first in file order; their products' processing baselines must agree."""
+    from changescout.errors import InputError
+    from changescout.radiometry import describe_dates
+
+    ms.multiband_folder(tmp_path / "whole", with_nodata=False)
+    for t, date in enumerate(ms.DATES):
+        for name, cols, add in (("tileA", slice(0, 26), 0), ("tileB", slice(18, 44), 7)):
+            ms.write_geotiff(tmp_path / "tiles" / f"{date}_{name}.tif", ms.scene(t)[:, :, cols] + add,
+                             transform=ms.TRANSFORM @ Affine.translation(cols.start, 0), descriptions=ms.BANDS)
+    a, b = open_series(tmp_path / "whole"), open_series(tmp_path / "tiles", chunks=16)
+    assert list(b["time"].values) == list(a["time"].values) and b["x"].equals(a["x"]) and list(b.band.values) == list(ms.BANDS)
+    va, vb = a.values, b.values
+    left = np.searchsorted(a["x"].values, ms.ORIGIN[0])
+    assert np.array_equal(np.isnan(va), np.isnan(vb))
+    west, east = np.s_[..., : left + 26], np.s_[..., left + 26 :]
+    np.testing.assert_allclose(vb[west][np.isfinite(vb[west])], va[west][np.isfinite(va[west])])
+    np.testing.assert_allclose(vb[east][np.isfinite(vb[east])], va[east][np.isfinite(va[east])] + 7e-4, atol=1e-6)
+    for name, baseline in (("tileA", "N0400"), ("tileB", "N0500")):  # one date's tiles from two baselines
+        (tmp_path / "tiles" / f"{ms.DATES[0]}_{name}.tif").rename(
+            tmp_path / "tiles" / f"S2B_MSIL2A_20200301T105339_{baseline}_R051_{name}_20200301T120000.tif")
+    with pytest.raises(InputError, match=r"images of 2020-03-01 \(tiles of one date, mosaicked: .*\) are products of "
+                                         r"different processing baselines \(04.00, 05.00\)"):
+        describe_dates(open_series(tmp_path / "tiles"))
 
 
 def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):

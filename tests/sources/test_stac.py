@@ -9,6 +9,7 @@ import pandas as pd
 import pystac
 import pytest
 import rasterio
+from affine import Affine
 
 import make_sources as ms
 from changescout.cube import Quality
@@ -21,17 +22,21 @@ from changescout.sources.registry import sniff_kind
 KEYS = {"blue": ("B02", "blue"), "green": ("B03", "green"), "red": ("B04", "red"), "nir": ("B08", "nir")}
 
 
-def _item(folder, t, date, *, keys=KEYS, scl=True, jp2_twin=False, raster=None, props=None, item_id=None):
-    """One Sentinel-2 item of date ``date`` with one COG per band (and an SCL layer: cloud over rows 0-7)."""
+def _item(folder, t, date, *, keys=KEYS, scl=True, jp2_twin=False, raster=None, props=None, item_id=None, cols=None,
+          add=0):
+    """One Sentinel-2 item of date ``date`` with one COG per band (and an SCL layer: cloud over rows 0-7); ``cols``
+    (a slice) keeps those columns of the scene only (a tile of it), ``add`` is added to its DN."""
     item_id = item_id or f"S2B_31TCJ_{date.replace('-', '')}_0_L2A"
     when = datetime.fromisoformat(date).replace(hour=10, minute=53, tzinfo=timezone.utc)
     item = pystac.Item(item_id, geometry=None, bbox=None, datetime=when, properties={
         "platform": "sentinel-2b", "s2:processing_baseline": "04.00", "processing:level": "L2A",
         "s2:product_uri": f"S2B_MSIL2A_{date.replace('-', '')}T105339_N0400_R051_T31TCJ_{date.replace('-', '')}T120000.SAFE",
         **(props or {})})
-    data = ms.scene(t) + 1000  # baseline 04.00 DN: reflectance x 10000 + 1000
+    data = ms.scene(t) + 1000 + add  # baseline 04.00 DN: reflectance x 10000 + 1000
+    cols = cols or slice(0, ms.SHAPE[1])
+    tile = {"transform": ms.TRANSFORM @ Affine.translation(cols.start, 0)}
     for b, (key, (name, common)) in enumerate(keys.items()):
-        path = ms.write_geotiff(folder / item_id / f"{key}.tif", data[b:b + 1])
+        path = ms.write_geotiff(folder / item_id / f"{key}.tif", data[b:b + 1, :, cols], **tile)
         fields = {"eo:bands": [{"name": name, "common_name": common}]}
         if raster is not None:
             fields["raster:bands"] = [raster]
@@ -43,7 +48,7 @@ def _item(folder, t, date, *, keys=KEYS, scl=True, jp2_twin=False, raster=None, 
     if scl:
         m = np.full((1, *ms.SHAPE), 4, np.uint8)  # vegetation
         m[0, :8] = 9  # cloud, high probability
-        path = ms.write_geotiff(folder / item_id / "scl.tif", m, nodata=0)
+        path = ms.write_geotiff(folder / item_id / "scl.tif", m[:, :, cols], nodata=0, **tile)
         item.add_asset("scl", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
     item.add_asset("thumbnail", pystac.Asset("https://example.com/thumb.jpg", media_type=pystac.MediaType.JPEG,
                                              roles=["thumbnail"]))
@@ -248,14 +253,45 @@ def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_pat
     assert np.nanmax(read.sel(band="red").isel(time=1).values) == pytest.approx((ms.BRIGHT + 1000) * 1e-4, abs=1e-4)
 
 
+def test_tiles_of_one_date_are_mosaicked_into_the_date_the_whole_scene_makes(tmp_path):
+    """Items of one date over two tiles that overlap by 8 columns (Sentinel-2's MGRS tiles of one pass) make one
+    date: their mosaic reads as the whole scene in one item does, values and SCL mask alike, each pixel of the
+    overlap from the first tile by item id; a chunk that one tile misses does not read it."""
+    whole = [_item(tmp_path / "whole", t, d) for t, d in enumerate(ms.DATES)]
+    tiles = [_item(tmp_path / "tiles", t, d, item_id=f"S2B_{d}_{tile}", cols=cols, add=add)
+             for t, d in enumerate(ms.DATES)
+             for tile, cols, add in (("A", slice(0, 26), 0), ("B", slice(18, 44), 7))]  # B's overlap 7 DN brighter
+    for name, items in (("whole", whole), ("tiles", tiles)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    a, b = open_series(tmp_path / "whole.json"), open_series(tmp_path / "tiles.json", chunks=16)
+    assert list(b["time"].values) == list(a["time"].values) and b["x"].equals(a["x"]) and b["y"].equals(a["y"])
+    assert b["product"].values[0].startswith("S2B_MSIL2A_20200301") and describe_dates(b)[ms.DATES[0]]["baseline"] == "04.00"
+    va, vb = a.values, b.values
+    left = np.searchsorted(a["x"].values, ms.ORIGIN[0])  # the scene's first column on the grid
+    east = np.s_[..., left + 26:]  # from tile B alone: 7 DN brighter
+    assert np.array_equal(np.isnan(va), np.isnan(vb)) and np.isfinite(va).any()
+    assert np.allclose(vb[..., :left + 26][np.isfinite(vb[..., :left + 26])], va[..., :left + 26][np.isfinite(va[..., :left + 26])])
+    assert np.allclose(vb[east][np.isfinite(vb[east])], va[east][np.isfinite(va[east])] + 7e-4, atol=1e-6)
+    assert np.array_equal(a["quality"].values, b["quality"].values)
+    assert (b["quality"].isel(time=0).values[:, left:left + 44] != Quality.NODATA).sum() > 0
+
+
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):
-    """Two items of one date (tiles of a pass), an asset GDAL cannot read from where it is, a band one item lacks
-    and a --bands no asset holds each name the item and what to do."""
+    """Two items of one date over the same ground (one scene twice), tiles of one date of different baselines,
+    an asset GDAL cannot read from where it is, a band one item lacks and a --bands no asset holds each name
+    the items and what to do."""
     two = [_item(tmp_path / "a", 0, ms.DATES[0]), _item(tmp_path / "a", 1, ms.DATES[0], item_id="S2B_31TCH_x"),
            _item(tmp_path / "a", 2, ms.DATES[1])]
     (tmp_path / "two.json").write_text(json.dumps(pystac.ItemCollection(two).to_dict()))
-    with pytest.raises(SourceError, match=r"share the date 2020-03-01: a series is one item per date"):
+    with pytest.raises(SourceError, match=r"two images of 2020-03-01 over the same ground .*100 % of the smaller one\): "
+                                          r"one scene twice"):
         open_series(tmp_path / "two.json")
+    mixed = [_item(tmp_path / "m", 0, ms.DATES[0], item_id="A", cols=slice(0, 26)),
+             _item(tmp_path / "m", 0, ms.DATES[0], item_id="B", cols=slice(18, 44), props={"s2:processing_baseline": "05.09"}),
+             _item(tmp_path / "m", 1, ms.DATES[1])]
+    (tmp_path / "mixed.json").write_text(json.dumps(pystac.ItemCollection(mixed).to_dict()))
+    with pytest.raises(SourceError, match=r"items \['A', 'B'\] of 2020-03-01 .* say different processing baselines"):
+        open_series(tmp_path / "mixed.json")
     remote = [_item(tmp_path / "b", t, d) for t, d in enumerate(ms.DATES)]
     remote[1].assets["red"].href = "ftp://example.com/S2B/B04.tif"
     (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))

@@ -1,4 +1,4 @@
-"""A folder of GeoTIFFs, one image per date.
+"""A folder of GeoTIFFs, one image (or several tiles) per date.
 
 Two layouts, possibly with one sub-folder per date:
 
@@ -13,7 +13,10 @@ Two layouts, possibly with one sub-folder per date:
 Dates come from the file (or sub-folder) names (see :mod:`.dates`) or from ``dates=[...]`` (``--dates``), one
 per image in sorted file order. Unlike a stacked file's date blocks, these need not be increasing: each one
 labels a named file, and names need not sort by date (``scene_10.tif`` sorts before ``scene_9.tif``), so the
-images are put in date order; a date given twice is an error naming both files. Band names come from band
+images are put in date order; a date given twice is an error naming both files. Images whose names give one
+date are the tiles of that date (``..._T31TCJ_20200101...`` and ``..._T31TCH_20200101...``): the date is their
+mosaic, each pixel from the first of them in file order that has data there; two over the same ground (one scene
+twice, more than half of the smaller one) are refused (:func:`.warp.open_scenes`). Band names come from band
 descriptions, else file suffixes; then ``bands`` selects among them. Without such names ``bands`` names the
 bands, else they are ``b1..bN``. Band names must be unique. A band named ``fmask``, ``SCL``,
 ``qa`` or ``mask`` is the quality mask of its date, not a reflectance band; so is a single-band file beside a
@@ -193,7 +196,7 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
                 )
             seen[t] = name
         return times
-    times, seen = [], {}
+    times = []
     for files in groups.values():
         t = _date_of(files[0], root)
         if t is None and (bad := impossible_date(files[0].relative_to(root))):
@@ -205,12 +208,7 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
                 "or pass --dates (one per image, in sorted file order)",
                 files[0],
             )
-        if t in seen:
-            raise SourceError(
-                f"has the same date {t:%Y-%m-%d} as {seen[t]}; give one image per date (one date's single-band "
-                "files are told by a band suffix ending their names: _B04, _B8A, _SR_B4, _SCL, _Fmask, _QA_PIXEL, "
-                "then perhaps a resolution, _10m; move other files out of the folder)", files[0])
-        seen[t] = files[0]
+        # images of one date are its tiles (mosaicked: open_scenes refuses two over the same ground)
         times.append(t)
     return times
 

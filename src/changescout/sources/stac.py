@@ -3,8 +3,11 @@ holding it, as pystac writes them), or a search's results saved as an ItemCollec
 ``FeatureCollection`` of items; ``item-collection.json``, or the folder holding it, as ``stac-asset download``
 writes them with local copies of the assets).
 
-One item is one date (its ``datetime``, else its ``start_datetime``). Items of one date are refused: they are
-tiles of one pass, or one scene twice; keep one tile (``s2:mgrs_tile``, ``landsat:wrs_path``/``_row``).
+An item's date is the UTC day of its ``datetime`` (else its ``start_datetime``). Items of one date are the
+tiles of one pass (Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of
+them, by item id, that has data there (:class:`.warp.WarpedSeries`). Items of one date over much the same ground
+(one scene twice: reprocessed, or another baseline) are refused; so are tiles of one date that say different
+processing baselines (radiometry reads one per date).
 
 An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
 ``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
@@ -100,15 +103,17 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
+    tiles: dict[pd.Timestamp, list] = {}  # (items in date order, by id within a date)
+    for time, item in dated:
+        tiles.setdefault(time, []).append(item)
+    baselines = [_baseline(items, time, root) for time, items in tiles.items()]
     cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
                        patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
                        level=level or _level(items))
-    coords = {"product": ("time", [s.name for s in scenes])}  # (scenes and items in date order)
-    ordered = [item for _, item in dated]
-    baselines = [str(item.properties.get("s2:processing_baseline") or "") for item in ordered]
+    coords = {"product": ("time", [_product(items[0]) for items in tiles.values()])}
     if any(baselines):
         coords["s2:processing_baseline"] = ("time", [b or None for b in baselines])
-    platforms = [item.properties.get("platform") for item in ordered]
+    platforms = [items[0].properties.get("platform") for items in tiles.values()]
     if all(platforms) and "platform" not in cube.coords:
         coords["platform"] = ("time", [str(p).lower() for p in platforms])
     return cube.assign_coords(coords)
@@ -146,7 +151,8 @@ def load_items(path: Path) -> list:
 
 
 def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
-    """``(date, item)`` in date order; :class:`SourceError` for an item without a date or two of one date."""
+    """``(date, item)`` in date order, by item id within a date (the tiles of one pass: their mosaic's order);
+    :class:`SourceError` for an item without a date."""
     dated = []
     for item in items:
         when = item.datetime or item.common_metadata.start_datetime
@@ -155,11 +161,18 @@ def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
         t = pd.Timestamp(when)
         dated.append(((t.tz_convert(None) if t.tzinfo else t).normalize(), item))
     dated.sort(key=lambda d: (d[0], d[1].id))
-    for (t0, a), (t1, b) in zip(dated, dated[1:]):
-        if t0 == t1:
-            raise SourceError(f"items {a.id!r} and {b.id!r} share the date {t0:%Y-%m-%d}: a series is one item per date; "
-                              "keep one tile of each pass (filter the search on s2:mgrs_tile or landsat:wrs_path/row)", root)
     return dated
+
+
+def _baseline(items, time: pd.Timestamp, root: Path) -> str:
+    """The Sentinel-2 processing baseline of one date's items ('' when none says one); :class:`SourceError` when
+    its tiles say different ones (their -1000 offsets would differ within the date's mosaic)."""
+    said = {str(item.properties.get("s2:processing_baseline") or "") for item in items}
+    if len(said) > 1:
+        raise SourceError(f"items {[item.id for item in items]} of {time:%Y-%m-%d} (tiles of one date, "
+                          f"mosaicked) say different processing baselines {sorted(said)}: the date's reflectance offset "
+                          "would differ from tile to tile; keep tiles of one baseline", root)
+    return said.pop()
 
 
 def _href(item, key: str, asset, root: Path) -> str:

@@ -40,7 +40,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from ..cube import OutputGrid, check_bounds, crs_unit, make_cube, validate_cube
+from ..cube import OutputGrid, Quality, check_bounds, crs_unit, make_cube, validate_cube
 from ..errors import ConfigError, GridError, NetworkError, SourceError
 from .dates import parse_level, parse_platform
 from .masks import lookup_table, to_quality
@@ -496,6 +496,10 @@ class WarpedSeries:
 
     Dask calls ``__getitem__`` once per chunk, which reads only that block: each file once for every date of
     the chunk that it holds (reflectance and mask bands together where no warping is needed).
+
+    Consecutive scenes of one time are the tiles of one date (STAC items of one pass over several tiles): the
+    date is their mosaic, each pixel taken from the first tile that has data there (rasterio.merge's "first";
+    odc-stac's and stackstac's fusing of one solar day). A tile whose footprint misses a block is not read for it.
     """
 
     ndim = 4
@@ -504,9 +508,15 @@ class WarpedSeries:
     def __init__(self, scenes, n_bands: int, grid: OutputGrid, scale: float, offset: float, lut):
         self.scenes, self.n_bands, self.grid = tuple(scenes), n_bands, grid
         self.scale, self.offset, self.lut = scale, offset, lut
-        self.shape = (len(self.scenes), n_bands + 1, *grid.shape)
+        starts = [i for i, s in enumerate(self.scenes) if i == 0 or s.time != self.scenes[i - 1].time]
+        self.dates = tuple(zip(starts, starts[1:] + [len(self.scenes)]))  # (first, last + 1) scene of each date
+        self.shape = (len(self.dates), n_bands + 1, *grid.shape)
         # files whose 0 is their unsaid nodata (RasterInfo.fills_with_zero): told once, not at every chunk
         self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers if probe(la.path).fills_with_zero)
+        # the footprint of each tile of a mosaicked date on the grid (None: a date of one scene, read whole)
+        tiled = {k for a, b in self.dates if b - a > 1 for k in range(a, b)}
+        self.boxes = {k: np.array(_union(_boxes([(probe(la.path).crs, probe(la.path).bounds) for la in self.scenes[k].layers],
+                                       grid.crs))) for k in sorted(tiled)}
 
     def __dask_tokenize__(self):
         return tokenize(self.scenes, self.n_bands, self.grid, self.scale, self.offset, None if self.lut is None else self.lut.tobytes())
@@ -516,7 +526,8 @@ class WarpedSeries:
         date: one), each cut to at most dask's ``array.chunk-size`` bytes at ``chunks`` px a side (one date at least)."""
         px = min(chunks, self.shape[2]) * min(chunks, self.shape[3])
         most = max(1, parse_bytes(dask.config.get("array.chunk-size")) // (px * self.shape[1] * self.dtype.itemsize))
-        files = [frozenset(layer.path for layer in (*s.layers, *([s.mask] if s.mask else ()))) for s in self.scenes]
+        files = [frozenset(layer.path for s in self.scenes[a:b] for layer in (*s.layers, *([s.mask] if s.mask else ())))
+                 for a, b in self.dates]
         out: list[int] = []
         for i, f in enumerate(files):
             if i and f == files[i - 1] and out[-1] < most:
@@ -527,9 +538,31 @@ class WarpedSeries:
 
     def __getitem__(self, key):
         t, b, ys, xs = (range(*k.indices(n)) for k, n in zip(key, self.shape))
-        return self._read([self.scenes[i] for i in t], ys, xs)[:, b.start : b.stop : b.step]
+        spans = [self.dates[i] for i in t]
+        if all(stop - start == 1 for start, stop in spans):
+            return self._read([self.scenes[start] for start, _ in spans], ys, xs)[:, b.start : b.stop : b.step]
+        # mosaicked dates: every tile read as a date of its own (those whose footprint misses the block skipped),
+        # then fused
+        ks = [k for start, stop in spans for k in range(start, stop)]
+        transform = self.grid.affine @ Affine.translation(xs.start, ys.start)
+        left, top = transform @ (0, 0)
+        right, bottom = transform @ (len(xs), len(ys))
+        block = (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+        missed = {i for i, k in enumerate(ks) if k in self.boxes and not _intersects(block, self.boxes[k][None])[0]}
+        tiles = self._read([self.scenes[k] for k in ks], ys, xs, skip=missed)
+        out = np.empty((len(spans), *tiles.shape[1:]), np.float32)
+        i = 0
+        for d, (start, stop) in enumerate(spans):
+            out[d] = tiles[i]
+            for j in range(i + 1, i + stop - start):
+                empty = np.isnan(out[d, : self.n_bands]).all(axis=0)
+                fill = empty & ~np.isnan(tiles[j, : self.n_bands]).all(axis=0)
+                out[d][:, fill] = tiles[j][:, fill]
+            i += stop - start
+        return out[:, b.start : b.stop : b.step]
 
-    def _read(self, scenes, ys: range, xs: range) -> np.ndarray:
+    def _read(self, scenes, ys: range, xs: range, skip=frozenset()) -> np.ndarray:
+        """Each of ``scenes`` over the block; those at the positions in ``skip`` are not read (all nodata)."""
         shape = (len(ys), len(xs))
         transform = self.grid.affine @ Affine.translation(xs.start, ys.start)
         nb = self.n_bands
@@ -545,6 +578,9 @@ class WarpedSeries:
             reads.setdefault((layer.path, None if offsets[layer.path] else resampling), []).append((k, pos, layer.index))
 
         for k, scene in enumerate(scenes):
+            if k in skip:
+                out[k, :nb], out[k, nb] = np.nan, Quality.NODATA
+                continue
             for pos, layer in enumerate(scene.layers):
                 want(layer, k, pos, Resampling.bilinear)
             if scene.mask is None:
@@ -574,7 +610,7 @@ class WarpedSeries:
         values *= scaling[:, :, 0, None, None]
         values += scaling[:, :, 1, None, None]
         for k, scene in enumerate(scenes):
-            if scene.mask is not None:
+            if scene.mask is not None and k not in skip:
                 out[k, nb] = to_quality(out[k, nb], lookup_table(scene.convention) if scene.convention else self.lut)
         return out
 
@@ -654,12 +690,43 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         # files whose last band is an alpha band: read as where they have data, not as a band (and said)
         "alpha_files": sorted({la.path for la in layers if infos[la.path].alpha}),
     }
-    platforms = [parse_platform(s.name) or "unknown" for s in scenes]
+    _check_tiles(scenes, infos, out.crs, source)
+    heads = [s for i, s in enumerate(scenes) if i == 0 or s.time != scenes[i - 1].time]  # each date's first tile
+    platforms = [parse_platform(s.name) or "unknown" for s in heads]
     series = WarpedSeries(scenes, len(bands), out, scale, off, lut)
     return build_cube(
-        series, [s.time for s in scenes], bands, out, chunks=chunks, attrs=attrs,
+        series, [s.time for s in heads], bands, out, chunks=chunks, attrs=attrs,
         time_coords={"platform": platforms} if set(platforms) != {"unknown"} else None,
     )
+
+
+#: Tiles of one date that share more than this fraction of the smaller one's footprint are one scene twice.
+MOSAIC_OVERLAP = 0.5
+
+
+def _check_tiles(scenes, infos: dict, crs: str, source) -> None:
+    """:class:`SourceError` for scenes of one date (tiles, mosaicked) that cover much the same ground: one scene
+    twice (reprocessed, or another product level), whose mosaic would hide which one was read. Tiles of one pass
+    overlap by a margin (Sentinel-2's 10 km of 110)."""
+    by_time: dict = {}
+    for s in scenes:
+        by_time.setdefault(s.time, []).append(s)
+    for time, tiles in by_time.items():
+        if len(tiles) < 2:
+            continue
+        footprints = [[(infos[la.path].crs, infos[la.path].bounds) for la in t.layers] for t in tiles]
+        boxes = np.array([_union(_boxes(f, crs)) for f in footprints])
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        for i in range(len(tiles)):
+            for j in range(i + 1, len(tiles)):
+                w = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
+                h = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
+                shared = max(w, 0) * max(h, 0) / max(min(area[i], area[j]), 1e-300)
+                if shared > MOSAIC_OVERLAP:
+                    a, b = (t.name or _name(t.layers[0].path) for t in (tiles[i], tiles[j]))
+                    raise SourceError(f"has two images of {time:%Y-%m-%d} over the same ground ({a} and {b}: "
+                                      f"{100 * min(shared, 1):.0f} % of the smaller one): one scene twice? Keep one "
+                                      "(tiles of one date are mosaicked where they meet, not where they repeat)", source)
 
 
 #: How a raster stores its values, as :func:`scaling` reads them (in the order the error names them).
@@ -714,12 +781,16 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     crs = spec.crs or first.crs
     footprints = sorted({(infos[la.path].crs, infos[la.path].bounds) for s in scenes for la in s.layers})
     box_of = dict(zip(footprints, _boxes(footprints, crs)))  # each footprint transformed once
-    boxes = np.array([_union(np.array([box_of[(infos[la.path].crs, infos[la.path].bounds)] for la in s.layers]))
-                      for s in scenes])
-    for i in range(len(boxes)):
+    dates: dict = {}  # date -> (its first scene, the boxes of its files): the tiles of a date are one footprint
+    for s in scenes:
+        dates.setdefault(s.time, (s, []))[1].extend(box_of[(infos[la.path].crs, infos[la.path].bounds)] for la in s.layers)
+    if len(dates) < 2:
+        return
+    boxes = np.array([_union(np.array(b)) for _, b in dates.values()])
+    for i, (head, _) in enumerate(dates.values()):
         others = np.delete(boxes, i, axis=0)
         if not _intersects(boxes[i], others).any():
-            path = scenes[i].layers[0].path
+            path = head.layers[0].path
             raise SourceError(f"overlaps no other date of the series (in {crs}: {_bounds_text(boxes[i], crs)} against "
                               f"{_bounds_text(_union(others), crs)} for the others, left, bottom, right, top; its CRS "
                               f"is {infos[path].crs}): a file of another place?", path)

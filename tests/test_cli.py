@@ -803,8 +803,10 @@ def test_encoders_without_weights_still_say_what_they_take(capsys, monkeypatch, 
         assert code == 0 and r["weights_status"] == "not found" and "weights file" in r["weights"]
         assert r["dim"] == 128 and r["patch_size"] == 16 and r["license"] == license
         assert r["bands"][:3] == ["B02", "B03", "B04"] and len(r["bands"]) == 10
+    assert rows["hf"]["bands"] == ["red", "green", "blue"] and rows["hf"]["dim"] is None  # (the model's own: "?")
     code, out, _ = call(capsys, "encoders")
-    assert code == 0 and "?" not in out and re.search(r"^presto\s+B02,B03", out, re.M)
+    assert code == 0 and re.search(r"^presto\s+B02,B03", out, re.M)
+    assert not [line for line in out.splitlines() if "?" in line and re.match(r"(galileo|presto|rcf)", line)]
 
 
 def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, monkeypatch):

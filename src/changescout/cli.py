@@ -537,7 +537,7 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         except ChangescoutError as exc:  # weights not found: what the encoder declares, without them
             s = getattr(encoder_class(name), "declared_spec", lambda: None)()
             rows.append({"name": name, "bands": None if s is None or s.bands is None else list(s.bands),
-                         "dim": s and s.dim, "patch_size": s and s.patch_size, "weights": str(exc),
+                         "dim": (s and s.dim) or None, "patch_size": s and s.patch_size, "weights": str(exc),
                          "weights_found": False, "learnt_per_run": False, "license": s and s.license})
         r = rows[-1]  # what the table shows, in the JSON too: bands null is "any" for an encoder learnt per run
         r["any_bands"] = r["bands"] is None and r["learnt_per_run"]

@@ -213,6 +213,7 @@ _BUILTINS = {
     "rcf": "changescout.encoders.rcf:RCFEncoder",
     "galileo-nano": "changescout.encoders.galileo:GalileoNanoEncoder",
     "presto": "changescout.encoders.presto:PrestoEncoder",
+    "hf": "changescout.encoders.hf:HFVisionEncoder",
 }
 
 

@@ -1,0 +1,195 @@
+"""Vision transformers of Hugging Face (DINOv2, CLIP, SigLIP, ViT) read from a local folder, on the RGB bands.
+
+``--encoder hf --weights FOLDER``: the folder ``save_pretrained`` writes, or ``hf download facebook/dinov2-small
+--local-dir FOLDER`` (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``, with the
+``preprocessor_config.json`` beside them); it needs the ``hf`` extra (``pip install "changescout[hf]"``:
+transformers). Nothing is downloaded at run time. Of a model of images and text (CLIP, SigLIP) the vision tower
+is read.
+
+Each date of a window is one RGB image: red, green and blue reflectance times ``gain``, clipped to 0..1, then
+normalised by the model's image mean and standard deviation (its ``preprocessor_config.json``, else ImageNet's).
+``gain`` 3 (the default) is the usual true-colour stretch of Sentinel-2 and Landsat surface reflectance (0.33
+reads white); for 8-bit photographs, which the sources read as value / 255 (LEVIR-CD's pairs), give ``gain=1``
+(``--config`` ``encoder_options``). The window is resized (bilinear, antialiased) so that each pipeline patch
+spans ``tokens`` x ``tokens`` of the model's own patches (14 px for DINOv2), and a pipeline patch's embedding
+is the mean of their final hidden states (the class and register tokens left out). Attention is global over a
+window, so a token depends on its context: every date is encoded on the identical window grid (the embedding
+stage does so). ``window`` patches a side make a window (16: 256 px at 16 px patches, 32 x 32 tokens with
+``tokens=2``; DINOv2 was trained at 16 x 16 to 37 x 37 tokens).
+
+Bands: ``red``, ``green``, ``blue``; Sentinel-2's ``B04``, ``B03``, ``B02`` (``B4``...) are read as them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BandError, ConfigError, WeightsError, check_param
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
+
+NAME = "hf"
+VERSION = "1"
+BANDS = ("red", "green", "blue")
+BAND_ALIASES = {"B04": "red", "B4": "red", "B03": "green", "B3": "green", "B02": "blue", "B2": "blue"}
+#: What a folder without a ``preprocessor_config.json`` is normalised with: ImageNet's RGB mean and std.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Models of images and text whose vision tower is read, by their ``model_type``.
+VISION_TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel"}
+#: Files of a folder that make its digest (the weights actually used, and what reads them).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_MADE_OF = ("config.json", "preprocessor_config.json")
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ConfigError('encoder "hf" needs transformers, which is not installed: pip install "changescout[hf]"') from exc
+    return transformers
+
+
+def load_vision_model(folder: Path, device: torch.device | str = "cpu"):
+    """The vision transformer of a local model folder (the vision tower of CLIP and SigLIP), eval mode,
+    float32; :class:`WeightsError` naming the folder when it holds none."""
+    transformers = _transformers()
+    folder = Path(folder)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers' errors for a folder that is not a model
+        raise WeightsError(f"is not a Hugging Face model folder ({str(exc).splitlines()[0]})", folder) from exc
+    tower = VISION_TOWERS.get(config.model_type)
+    try:
+        cls = getattr(transformers, tower) if tower else transformers.AutoModel
+        model = cls.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"cannot load the {config.model_type} model ({str(exc).splitlines()[0]})", folder) from exc
+    size = getattr(model.config, "patch_size", None)
+    if not isinstance(size, int) or "pixel_values" not in inspect.signature(model.forward).parameters:
+        raise WeightsError(f"holds a {config.model_type} model, not a vision transformer (no patch size or pixel input): "
+                           "the hf encoder reads DINOv2, CLIP, SigLIP and ViT models", folder)
+    return model.float().eval().to(device)
+
+
+def image_statistics(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` of the model's pixel normalisation: its ``preprocessor_config.json``, else ImageNet's."""
+    path = Path(folder) / "preprocessor_config.json"
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if path.is_file():
+        try:
+            said = json.loads(path.read_text())
+            mean, std = said.get("image_mean", mean), said.get("image_std", std)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"cannot be read ({exc})", path) from exc
+    mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
+    if mean.shape != (3,) or std.shape != (3,) or not (std > 0).all():
+        raise WeightsError(f"gives an image mean {mean.tolist()} and std {std.tolist()}: three of each (RGB), std > 0", path)
+    return mean, std
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the folder's weight files and configuration, by name: what makes two runs comparable."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in _MADE_OF))
+    for p in files:
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+class HFVisionEncoder(PretrainedEncoder):
+    """A Hugging Face vision transformer: per-date, per-patch embeddings of the RGB bands."""
+
+    def __init__(self, patch_size: int = 16, weights: str | Path | None = None, tokens: int = 2, gain: float = 3.0,
+                 window: int = 16, device: str | None = None, batch_size: int = 4):
+        self._configure(patch_size, tokens, gain, window, device, batch_size)
+        self.folder = find_weights(self._spec(0, None), weights).parent
+        self.model = load_vision_model(self.folder, self.device)
+        self.mean, self.std = image_statistics(self.folder)
+        self.model_patch = int(self.model.config.patch_size)
+        self.dim = int(self.model.config.hidden_size)
+        self.model_type = str(self.model.config.model_type)
+        self._digest = folder_digest(self.folder)
+        self._interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
+
+    def _configure(self, patch_size=16, tokens=2, gain=3.0, window=16, device=None, batch_size=4) -> None:
+        self.patch_size = check_param(NAME, "patch_size", patch_size, 1, None, integer=True)
+        self.tokens = check_param(NAME, "tokens (model patches a side per pipeline patch)", tokens, 1, 8, integer=True)
+        self.gain = check_param(NAME, "gain", gain, 0, None, lo_open=True)
+        self.window = check_param(NAME, "window (pipeline patches a side)", window, 1, 64, integer=True)
+        self.batch_size = check_param(NAME, "batch_size", batch_size, 1, None, integer=True)
+        self.device = pick_device(device)
+
+    def _spec(self, dim: int, sha256: str | None) -> EncoderSpec:
+        what = f"{self.model_type} " if getattr(self, "model_type", None) else ""
+        return EncoderSpec(
+            name=NAME, version=VERSION, dim=dim, patch_size=self.patch_size, bands=BANDS, band_aliases=dict(BAND_ALIASES),
+            scaling=f"RGB reflectance x {self.gain:g}, clipped to 0..1, then the model's image mean and std",
+            window=self.window * self.patch_size, weights_file="config.json", weights_sha256=sha256,
+            weights_url="a model's folder, such as hf download facebook/dinov2-small --local-dir DIR",
+            license="the model's own (see its model card)",
+            citation="the model's own (see its model card); read with Hugging Face transformers (Wolf et al., EMNLP 2020)",
+            description=f"{what}vision transformer of a local Hugging Face folder, {self.tokens} x {self.tokens} "
+                        "tokens per patch, averaged",
+            input="reflectance", temporal=False, batch_size=self.batch_size, distance="cosine",
+        )
+
+    @property
+    def spec(self) -> EncoderSpec:
+        # (the folder's digest: a run records it, and other weights in the same folder are another run)
+        return self._spec(self.dim, self._digest)
+
+    def _declared(self) -> EncoderSpec:
+        return self._spec(0, None)  # (the dimension is the model's: known once its folder is found)
+
+    def __dask_tokenize__(self):
+        return (NAME, VERSION, self._digest, self.patch_size, self.tokens, self.gain, self.window)
+
+    def space_options(self) -> dict:
+        """The options that change the embedding space, where they are not the defaults."""
+        return changed_options(self, ("tokens", "gain", "window"))
+
+    def pixels(self, x: np.ndarray) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB reflectance -> the model's input ``(B, 3, H', W')``: stretched by ``gain``,
+        clipped, normalised, resized to ``tokens`` model patches per pipeline patch."""
+        b, _, h, w = x.shape
+        rgb = np.clip(np.nan_to_num(x.astype(np.float32)) * self.gain, 0.0, 1.0)  # (NaN would spread)
+        rgb = (rgb - self.mean[:, None, None]) / self.std[:, None, None]
+        side = self.tokens * self.model_patch
+        size = (h // self.patch_size * side, w // self.patch_size * side)
+        t = torch.from_numpy(rgb)
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True) if size != (h, w) else t
+
+    def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
+        """``(B, 3, H, W)`` reflectance (red, green, blue) -> ``(B, dim, H // patch, W // patch)`` float32 (months
+        are not read)."""
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[1] != len(BANDS):
+            raise BandError(f"hf expects (batch, 3 bands {' '.join(BANDS)}, H, W), got {x.shape}")
+        if x.shape[2] % self.patch_size or x.shape[3] % self.patch_size:
+            raise ConfigError(f"hf needs windows that are whole multiples of {self.patch_size} px, got {x.shape[2:]}")
+        ph, pw = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size
+        out = []
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], self.batch_size):
+                pixels = self.pixels(x[i:i + self.batch_size]).to(self.device)
+                extra = {"interpolate_pos_encoding": True} if self._interpolate else {}
+                hidden = self.model(pixel_values=pixels, **extra).last_hidden_state  # (b, prefix + tokens, dim)
+                grid = ph * self.tokens * pw * self.tokens
+                if hidden.shape[1] < grid:
+                    raise WeightsError(f"the {self.model_type} model gave {hidden.shape[1]} tokens for a "
+                                       f"{ph * self.tokens} x {pw * self.tokens} token image", self.folder)
+                cells = hidden[:, hidden.shape[1] - grid:].reshape(-1, ph * self.tokens, pw * self.tokens, self.dim)
+                cells = cells.permute(0, 3, 1, 2)
+                out.append((F.avg_pool2d(cells, self.tokens) if self.tokens > 1 else cells).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim, ph, pw), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)

@@ -42,7 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from .coregister import choose_reference
 from .cube import usable_mask, validate_cube
 from .errors import ConfigError, InputError
-from .sources.dates import parse_date, parse_level, parse_platform
+from .sources.dates import S2_BASELINE, parse_baseline, parse_date, parse_level, parse_platform
 from .sources.geotiff import split_band_suffix
 
 OFFSET_MODES = ("auto", "off")
@@ -54,7 +54,6 @@ DEFAULT_SCALE = 1e-4
 #: Landsat Collection 2 Level-2 surface reflectance: reflectance = DN * scale + offset.
 LANDSAT_C2_L2 = (2.75e-5, -0.2)
 
-_S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_", re.I)
 _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
 #: Landsat 8-9 OLI Level-1 (Collections 1 and 2): top-of-atmosphere reflectance = DN * 2e-5 - 0.1
@@ -144,7 +143,7 @@ def _product_name(path: Path, root: Path | None = None) -> str:
 
 
 def _is_product(name: str) -> bool:
-    return any(p.search(name) for p in (_S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR))
+    return any(p.search(name) for p in (S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR))
 
 
 def _coord(cube: xr.DataArray, key: str, i: int):
@@ -162,7 +161,7 @@ def _baseline(cube: xr.DataArray, i: int, names: list[str]) -> tuple[int, int] |
                 return int(major), int(minor)
             except ValueError:
                 raise InputError(f"the time coordinate {key!r} must hold baselines like '04.00', got {v!r}") from None
-    said = sorted({(int(m.group(1)), int(m.group(2))) for n in names if (m := _S2_BASELINE.search(n))})
+    said = sorted({b for b in map(parse_baseline, names) if b is not None})
     if len(said) > 1:  # tiles of one date, mosaicked, from products of different baselines: one offset cannot do
         raise InputError(f"the images of {pd.Timestamp(cube['time'].values[i]):%Y-%m-%d} (tiles of one date, mosaicked: "
                          f"{', '.join(names)}) are products of different processing baselines "

@@ -495,12 +495,53 @@ def test_tiles_of_one_date_are_mosaicked_as_the_whole_image_reads(tmp_path):
     west, east = np.s_[..., : left + 26], np.s_[..., left + 26 :]
     np.testing.assert_allclose(vb[west][np.isfinite(vb[west])], va[west][np.isfinite(va[west])])
     np.testing.assert_allclose(vb[east][np.isfinite(vb[east])], va[east][np.isfinite(va[east])] + 7e-4, atol=1e-6)
+    # a pixel of the first tile that lacks one band (its near infrared's edge 3 columns short) is the second tile's
+    with rasterio.open(tmp_path / "tiles" / f"{ms.DATES[0]}_tileA.tif", "r+") as dst:
+        nir = dst.read(4)
+        nir[:, 23:] = ms.NODATA
+        dst.write(nir, 4)
+    short = open_series(tmp_path / "tiles").isel(time=0)
+    edge = np.s_[..., left + 23 : left + 26]
+    np.testing.assert_allclose(short.values[edge][np.isfinite(va[0][edge])], va[0][edge][np.isfinite(va[0][edge])] + 7e-4, atol=1e-6)
+    assert (short["quality"].values[edge][np.isfinite(va[0][0][edge])] == Quality.CLEAR).all()
+    with rasterio.open(tmp_path / "tiles" / f"{ms.DATES[1]}_tileA.tif", "r+") as dst:  # one tile declares its scaling
+        dst.scales, dst.offsets = (1e-4,) * 4, (-0.1,) * 4
+    with pytest.raises(SourceError, match=r"2020-04-10_tileB.tif: declares no scale and offset .* while other bands or "
+                                          r"tiles of its date \(2020-04-10\) do"):
+        open_series(tmp_path / "tiles")
+    with rasterio.open(tmp_path / "tiles" / f"{ms.DATES[1]}_tileA.tif", "r+") as dst:
+        dst.scales, dst.offsets = (1.0,) * 4, (0.0,) * 4
     for name, baseline in (("tileA", "N0400"), ("tileB", "N0500")):  # one date's tiles from two baselines
         (tmp_path / "tiles" / f"{ms.DATES[0]}_{name}.tif").rename(
             tmp_path / "tiles" / f"S2B_MSIL2A_20200301T105339_{baseline}_R051_{name}_20200301T120000.tif")
     with pytest.raises(InputError, match=r"images of 2020-03-01 \(tiles of one date, mosaicked: .*\) are products of "
                                          r"different processing baselines \(04.00, 05.00\)"):
         describe_dates(open_series(tmp_path / "tiles"))
+
+
+def test_external_masks_of_tiled_dates_go_to_their_date_or_their_tile(tmp_path):
+    """--mask with tiles of one date: a file of one band per date (not per tile), and a folder of one mask per
+    tile named like its image, each pixel's quality that of the tile its values come from (a cloud in tile B's
+    mask over the overlap, where tile A's values are read, is not a cloud of the date)."""
+    for t, date in enumerate(ms.DATES):
+        for name, cols in (("tileA", slice(0, 26)), ("tileB", slice(18, 44))):
+            tile = dict(transform=ms.TRANSFORM @ Affine.translation(cols.start, 0))
+            ms.write_geotiff(tmp_path / "f" / f"{date}_{name}.tif", ms.scene(t)[:, :, cols], descriptions=ms.BANDS, **tile)
+            m = np.zeros((1, *ms.SHAPE), np.uint8)
+            if t == 0 and name == "tileB":
+                m[0, 0:4, 30:36] = m[0, 10:14, 20:24] = 4  # a cloud on B alone, and one in the overlap
+            ms.write_geotiff(tmp_path / "tiles" / f"{date}_{name}_fmask.tif", m[:, :, cols], nodata=None, **tile)
+    stacked = np.zeros((3, *ms.SHAPE), np.uint8)
+    stacked[1, 0:4, 30:36] = 4
+    ms.write_geotiff(tmp_path / "dates.tif", stacked, nodata=None)
+
+    def clouds(mask):
+        cube = open_series(tmp_path / "f", mask=mask, mask_convention="fmask")
+        q = cube["quality"].sel(x=slice(ms.ORIGIN[0], ms.ORIGIN[0] + 440), y=slice(ms.ORIGIN[1], ms.ORIGIN[1] - 400)).values
+        return [sorted({(r // 4, c // 4) for r, c in zip(*np.nonzero(qt == Quality.CLOUD))}) for qt in q]
+
+    assert clouds(tmp_path / "dates.tif") == [[], [(0, 7), (0, 8)], []]
+    assert clouds(tmp_path / "tiles") == [[(0, 7), (0, 8)], [], []]  # (not the overlap's: A's values, A's mask)
 
 
 def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):
@@ -713,7 +754,7 @@ def test_a_scale_and_offset_declared_by_the_file_are_used(tmp_path):
     ms.write_geotiff(tmp_path / "g" / "x_B08.tif", dn[:1], nodata=0)
     with rasterio.open(path, "r+") as dst:
         dst.scales, dst.offsets = (2.75e-5,), (-0.2,)
-    with pytest.raises(SourceError, match=r"x_B08.tif: declares no scale and offset .* while other bands of its date"):
+    with pytest.raises(SourceError, match=r"x_B08.tif: declares no scale and offset .* while other bands or tiles of its date"):
         open_series(tmp_path / "g", dates=["2020-03-01"], patch_size=4)
 
 
@@ -734,7 +775,7 @@ def test_external_masks_go_to_their_dates_or_images_never_to_file_order(tmp_path
         open_series(tmp_path / "f", dates=dates, mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
     (tmp_path / "masks" / "mask_7.tif").unlink()
     ms.write_geotiff(tmp_path / "masks" / f"old_{dates[0]}.tif", np.zeros((1, *ms.SHAPE), np.uint8), nodata=None)
-    with pytest.raises(SourceError, match=rf"fmask.tif: is a second mask for {dates[0]} \(with old_{dates[0]}.tif\)"):
+    with pytest.raises(SourceError, match=rf"fmask.tif: is a second mask for {dates[0]} \(scene_1.tif; with old_{dates[0]}.tif\)"):
         open_series(tmp_path / "f", dates=dates, mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
 
 

@@ -292,6 +292,12 @@ def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_
     (tmp_path / "mixed.json").write_text(json.dumps(pystac.ItemCollection(mixed).to_dict()))
     with pytest.raises(SourceError, match=r"items \['A', 'B'\] of 2020-03-01 .* say different processing baselines"):
         open_series(tmp_path / "mixed.json")
+    for item in mixed:  # said by their products' names alone
+        item.properties.pop("s2:processing_baseline")
+    mixed[1].properties["s2:product_uri"] = "S2B_MSIL2A_20200301T105339_N0213_R051_T31TCH_20200301T120000.SAFE"
+    (tmp_path / "mixed.json").write_text(json.dumps(pystac.ItemCollection(mixed).to_dict()))
+    with pytest.raises(SourceError, match=r"say different processing baselines \['02.13', '04.00'\]"):
+        open_series(tmp_path / "mixed.json")
     remote = [_item(tmp_path / "b", t, d) for t, d in enumerate(ms.DATES)]
     remote[1].assets["red"].href = "ftp://example.com/S2B/B04.tif"
     (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))

@@ -138,6 +138,16 @@ def parse_level(name: str) -> str | None:
     return _first(_LEVELS, str(name))
 
 
+#: A Sentinel-2 product name's processing baseline (``S2B_MSIL2A_20200301T105339_N0400_...``: 04.00).
+S2_BASELINE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{2})(\d{2})_", re.I)
+
+
+def parse_baseline(name: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of the Sentinel-2 processing baseline a product name holds, or ``None``."""
+    m = S2_BASELINE.search(str(name))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _first(rules, name: str) -> str | None:
     for pattern, make in rules:
         if m := pattern.search(name):

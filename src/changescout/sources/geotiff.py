@@ -274,27 +274,34 @@ def external_masks(path, scenes: list[Scene], convention: str | None, grid=None)
     path = Path(path)
     if not path.exists():
         raise SourceError("does not exist (the --mask given)", path)
-    by_time = sorted(scenes, key=lambda s: s.time)
+    times = sorted({s.time for s in scenes})  # (the tiles of a date share it)
     if path.is_file():
         count = probe(path).count
-        if count != len(scenes):
-            raise SourceError(f"holds {count} mask bands but the series has {len(scenes)} dates", path)
-        masks = {s.time: Layer(str(path.resolve()), i + 1) for i, s in enumerate(by_time)}
+        if count != len(times):
+            raise SourceError(f"holds {count} mask bands but the series has {len(times)} dates", path)
+        masks = {i: Layer(str(path.resolve()), times.index(s.time) + 1) for i, s in enumerate(scenes)}
     else:
-        # each file goes to the date its name holds, else to the image named like it (scene_7.tif's mask is
-        # scene_7.tif or scene_7_fmask.tif): not to the dates in file-name order, where mask_10 sorts before mask_2
-        image_of = {_stem_key(Path(s.name)): s.time for s in scenes}
+        # each file goes to the image named like it (scene_7.tif's mask is scene_7.tif or scene_7_fmask.tif; a
+        # tile's mask to that tile), else to every image of the date its name holds: not to the dates in
+        # file-name order, where mask_10 sorts before mask_2
+        image_of: dict[str, list[int]] = {}
+        for i, s in enumerate(scenes):
+            image_of.setdefault(_stem_key(Path(s.name)), []).append(i)
         masks, source = {}, {}
         for f in list_rasters(path):
-            t = _date_of(f, path)
-            if t is None and (t := image_of.get(_stem_key(f))) is None:
+            own = image_of.get(_stem_key(f))
+            if own is None and (t := _date_of(f, path)) is not None:
+                own = [i for i, s in enumerate(scenes) if s.time == t]
+            elif own is None:
                 raise SourceError("has no date in its name and no image of the series is named like it: name each mask "
                                   "file by its date (2020-01-01_fmask.tif) or like its image, or give one file with "
                                   "one mask band per date", f)
-            if t in masks:
-                raise SourceError(f"is a second mask for {t:%Y-%m-%d} (with {source[t].name}); keep one per date", f)
-            masks[t], source[t] = Layer(str(f.resolve()), 1), f
-        missing = [f"{s.time:%Y-%m-%d}" for s in scenes if s.time not in masks]
+            for i in own:
+                if i in masks:
+                    raise SourceError(f"is a second mask for {scenes[i].time:%Y-%m-%d} ({Path(scenes[i].name).name}; with "
+                                      f"{source[i].name}); keep one per date, or one per tile named like its image", f)
+                masks[i], source[i] = Layer(str(f.resolve()), 1), f
+        missing = sorted({f"{s.time:%Y-%m-%d}" for i, s in enumerate(scenes) if i not in masks})
         if missing:
             raise SourceError(f"has no mask for the date(s) {missing}", path)
     name = path.name  # it tells the convention, else a folder's files' names do (masks/2018-04-29_SCL.tif)
@@ -305,7 +312,7 @@ def external_masks(path, scenes: list[Scene], convention: str | None, grid=None)
                               "give one --mask-convention, or one folder per convention", path)
         name = named.pop() if named else name
     lut = lookup_table(convention_for(name, convention, path))
-    out = [Scene(s.time, s.layers, masks[s.time], s.name) for s in scenes]
+    out = [Scene(s.time, s.layers, masks[i], s.name) for i, s in enumerate(scenes)]
     for s in out:
         _check_mask_cover(s, grid)
     return out, lut

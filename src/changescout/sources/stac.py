@@ -42,6 +42,7 @@ import pandas as pd
 
 from ..cube import check_band_names
 from ..errors import SourceError
+from .dates import parse_baseline
 from .masks import convention_for, infer_convention, is_mask_name
 from .warp import DEFAULT_SCALE, Layer, Scene, is_remote, open_scenes, shown
 
@@ -165,9 +166,14 @@ def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
 
 
 def _baseline(items, time: pd.Timestamp, root: Path) -> str:
-    """The Sentinel-2 processing baseline of one date's items ('' when none says one); :class:`SourceError` when
-    its tiles say different ones (their -1000 offsets would differ within the date's mosaic)."""
-    said = {str(item.properties.get("s2:processing_baseline") or "") for item in items}
+    """The Sentinel-2 processing baseline of one date's items ('' when none says one), from their
+    ``s2:processing_baseline`` or their product's name; :class:`SourceError` when its tiles say different ones
+    (their -1000 offsets would differ within the date's mosaic)."""
+    said = set()
+    for item in items:
+        named = parse_baseline(_product(item))
+        said.add(str(item.properties.get("s2:processing_baseline") or "")
+                 or (f"{named[0]:02d}.{named[1]:02d}" if named else ""))
     if len(said) > 1:
         raise SourceError(f"items {[item.id for item in items]} of {time:%Y-%m-%d} (tiles of one date, "
                           f"mosaicked) say different processing baselines {sorted(said)}: the date's reflectance offset "

@@ -554,9 +554,8 @@ class WarpedSeries:
         i = 0
         for d, (start, stop) in enumerate(spans):
             out[d] = tiles[i]
-            for j in range(i + 1, i + stop - start):
-                empty = np.isnan(out[d, : self.n_bands]).all(axis=0)
-                fill = empty & ~np.isnan(tiles[j, : self.n_bands]).all(axis=0)
+            for j in range(i + 1, i + stop - start):  # a pixel lacking a band (nodata) taken whole from a tile with all
+                fill = np.isnan(out[d, : self.n_bands]).any(axis=0) & ~np.isnan(tiles[j, : self.n_bands]).any(axis=0)
                 out[d][:, fill] = tiles[j][:, fill]
             i += stop - start
         return out[:, b.start : b.stop : b.step]
@@ -660,14 +659,18 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         scenes = [replace(s, layers=tuple(replace(la, scaling=la.scaling or infos[la.path].declared_scaling(la.index))
                                           for la in s.layers))
                   for s in scenes]
-        declared = {f"{s.time:%Y-%m-%d}": list(s.layers[0].scaling) for s in scenes if all(la.scaling for la in s.layers)}
-        partly = next((s for s in scenes if any(la.scaling for la in s.layers) and not all(la.scaling for la in s.layers)), None)
-        if partly is not None:
-            odd = next(la for la in partly.layers if not la.scaling)
-            raise SourceError(f"declares no scale and offset (GDAL band metadata) while other bands of its date "
-                              f"({partly.time:%Y-%m-%d}) do; declare them for every band (gdal_edit.py -scale S -offset O), "
+        dated: dict = {}  # date -> the layers of its tiles
+        for s in scenes:
+            dated.setdefault(s.time, []).extend(s.layers)
+        declared = {f"{t:%Y-%m-%d}": list(layers[0].scaling) for t, layers in dated.items() if all(la.scaling for la in layers)}
+        partly = next(((t, layers) for t, layers in dated.items()
+                       if any(la.scaling for la in layers) and not all(la.scaling for la in layers)), None)
+        if partly is not None:  # (its undeclared bands would take neither their own scaling nor the radiometry rule)
+            odd = next(la for la in partly[1] if not la.scaling)
+            raise SourceError(f"declares no scale and offset (GDAL band metadata) while other bands or tiles of its date "
+                              f"({partly[0]:%Y-%m-%d}) do; declare them for every band (gdal_edit.py -scale S -offset O), "
                               "or give the scaling of all with scale_factor= and offset=", shown(odd.path))
-        if len(declared) == len(scenes) and len({tuple(v) for v in declared.values()}) == 1:
+        if len(declared) == len(dated) and len({tuple(v) for v in declared.values()}) == 1:
             scale, off = next(iter(declared.values()))
         elif not scenes[0].layers[0].scaling and np.dtype(infos[head.path].dtype).kind == "f":
             _check_float_scaling(scenes, infos, scale, off)

@@ -693,6 +693,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         cube, offsets = apply_offsets(open_source(config), config.radiometry)
         implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
         select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
+        if hasattr(encoder, "for_cube"):  # what an encoder reads off the values (hf: the stretch of 8-bit images)
+            encoder = encoder.for_cube(cube)
         cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
         cube, coreg = coregister(cube, config.coregister)
         cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))

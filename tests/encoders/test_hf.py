@@ -66,11 +66,53 @@ def test_what_changes_the_embeddings_changes_the_digest_or_the_space(tmp_path):
     digests = {get_encoder("hf", weights=f).weights_digest() for f in (a, b, c)}
     assert len(digests) == 3
     assert get_encoder("hf", weights=a).weights_digest() == get_encoder("hf", weights=a / "config.json").weights_digest()
-    assert get_encoder("hf", weights=a, gain=1.0, tokens=1).space_options() == {"gain": 1.0, "tokens": 1}
-    assert get_encoder("hf", weights=a).space_options() == {}
+    assert get_encoder("hf", weights=a, gain=1.5, tokens=1).space_options() == {"gain": 1.5, "tokens": 1}
+    assert get_encoder("hf", weights=a).space_options() == {"gain": 3.0}
     x = _reflectance(1, 16, 16)
     assert not np.allclose(get_encoder("hf", weights=c, patch_size=8).encode(x),
                            get_encoder("hf", weights=a, patch_size=8).encode(x))  # its preprocessor_config.json is read
+
+
+def test_the_stretch_is_that_of_reflectance_or_of_8_bit_images_and_the_processor_says_the_normalisation(tmp_path):
+    """gain "auto" is 3 on reflectance and 1 on a cube of 8-bit images (read as value / 255: photographs, whose
+    colours x 3 were two thirds white), unless given; the mean and std come from preprocessor_config.json or, as
+    transformers 5 saves a processor, from the image_processor of processor_config.json."""
+    import make_sources as ms
+    from changescout.sources import open_series
+    from changescout.encoders.hf import image_statistics
+
+    folder = _dinov2(tmp_path / "dino")
+    ms.write_geotiff(tmp_path / "photos" / "2020-01-01.tif", np.full((3, 16, 16), 200, np.uint8), nodata=None)
+    ms.write_geotiff(tmp_path / "photos" / "2021-01-01.tif", np.full((3, 16, 16), 90, np.uint8), nodata=None)
+    ms.multiband_folder(tmp_path / "s2")
+    enc = get_encoder("hf", weights=folder)
+    assert enc.for_cube(open_series(tmp_path / "photos")).space_options()["gain"] == 1.0
+    assert enc.for_cube(open_series(tmp_path / "s2")) is enc and enc.space_options()["gain"] == 3.0
+    assert get_encoder("hf", weights=folder, gain=2).for_cube(open_series(tmp_path / "photos")).space_options()["gain"] == 2
+    (folder / "processor_config.json").write_text(json.dumps({"image_processor": {
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}}))
+    mean, std = image_statistics(folder)
+    assert np.allclose(mean, [0.48145466, 0.4578275, 0.40821073]) and np.allclose(std[0], 0.26862954)
+    assert get_encoder("hf", weights=folder).weights_digest() != enc.weights_digest()
+
+
+def test_landsat_bands_are_read_as_red_green_and_blue():
+    """A Landsat 8 Collection 2 series (SR_B2..SR_B5) and a Landsat 5 one (SR_B1..SR_B4) give their red, green
+    and blue, as each numbers them; a cube without them is told what it misses."""
+    import pandas as pd
+
+    from changescout.cube import OutputGrid, make_cube
+
+    def cube(bands, platform):
+        grid = OutputGrid.from_bounds("EPSG:32613", 30, (0, 0, 240, 240))
+        c = make_cube(np.zeros((2, len(bands), 8, 8), np.float32), pd.to_datetime(["2020-05-21", "2020-06-14"]), bands, grid)
+        return c.assign_coords(platform=("time", [platform] * 2))
+
+    spec = encoder_class("hf").declared_spec()
+    assert select_bands(cube(["SR_B2", "SR_B3", "SR_B4", "SR_B5"], "landsat-8"), spec) == [2, 1, 0]
+    assert select_bands(cube(["SR_B1", "SR_B2", "SR_B3", "SR_B4"], "landsat-5"), spec) == [2, 1, 0]
+    with pytest.raises(BandError, match=r"needs bands \['red', 'green', 'blue'\]"):
+        select_bands(cube(["SR_B5", "SR_B6"], "landsat-8"), spec)
 
 
 def test_register_tokens_and_clip_vision_towers(tmp_path):
@@ -102,7 +144,22 @@ def test_bands_and_bad_folders_are_told(tmp_path):
                                                    intermediate_size=32, vocab_size=99)).save_pretrained(tmp_path / "bert")
     with pytest.raises(WeightsError, match=r"bert: holds a bert model, not a vision transformer"):
         get_encoder("hf", weights=tmp_path / "bert")
-    enc = get_encoder("hf", weights=_dinov2(tmp_path / "dino"), patch_size=8)
+    torch.manual_seed(0)  # SigLIP 2's NaFlex tower takes pre-cut patches and their shapes, not an image
+    transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**dict(TINY, patch_size=16))).save_pretrained(
+        tmp_path / "siglip2")
+    with pytest.raises(WeightsError, match=r"siglip2: holds a siglip2_vision_model model, not a vision transformer of "
+                                           r"whole images .*also needs"):
+        get_encoder("hf", weights=tmp_path / "siglip2")
+    from safetensors.torch import load_file, save_file
+
+    folder = _dinov2(tmp_path / "dino")  # weights of another layout (every key under another prefix): refused
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "config.json").write_text((folder / "config.json").read_text())
+    save_file({"blocks." + k: v for k, v in load_file(folder / "model.safetensors").items()},
+              tmp_path / "moved" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"moved: its weight files lack \d+ of the dinov2 model's weights"):
+        get_encoder("hf", weights=tmp_path / "moved")
+    enc = get_encoder("hf", weights=folder, patch_size=8)
     with pytest.raises(ConfigError, match=r"whole multiples of 8 px"):
         enc.encode(_reflectance(1, 12, 16))
     with pytest.raises(ConfigError, match=r"hf: tokens .* must be a whole number in \[1, 8\]"):

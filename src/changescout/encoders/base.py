@@ -54,6 +54,9 @@ class EncoderSpec:
     # Weight of a change's new state beside its residual in similar-change search
     # (:func:`changescout.change.search_vectors`); 0 = the residual alone. Measured per encoder.
     new_state_weight: float = 0.0
+    # True when ``bands`` are roles (``blue``, ``green``, ``red``, ``nir``), found in a cube by what its family of
+    # platforms calls them (:func:`changescout.quality.find_bands`: Landsat's SR_B4 is red on Landsat 8-9).
+    band_roles: bool = False
     # Pixels of context a window needs beyond its edges (a convolution's half kernel). The embedding stage
     # reads them from the neighbouring windows (the grid's edge pixels repeated at its edge) and calls
     # ``encode(x, months, halo=halo)``, whose output covers the inside; 0: ``encode(x, months)`` on the window.
@@ -127,8 +130,10 @@ def select_bands(available, spec: EncoderSpec) -> list[int]:
     (:func:`changescout.quality.band_family`, as the screens and the words read its bands) decides what a band
     number means: a Landsat series' ``b3`` is its own band 3 (red on Landsat 4-7), not Sentinel-2's B03 (green),
     so a Landsat band number takes no alias and matches no Sentinel-2 band, and the error says what each is.
-    Names alone, or a cube of no known family, read bare numbers as Sentinel-2's (the aliases ``B3`` -> ``B03``)."""
-    family = None
+    Names alone, or a cube of no known family, read bare numbers as Sentinel-2's (the aliases ``B3`` -> ``B03``).
+    An encoder whose bands are roles (``spec.band_roles``: red, green, blue) finds them in a cube as its family
+    names them (:func:`changescout.quality.find_bands`), Landsat's included."""
+    family, cube = None, None
     if hasattr(available, "coords"):  # a cube: its band names and its family of platforms
         from ..cube import band_names
         from ..quality import band_family
@@ -138,6 +143,13 @@ def select_bands(available, spec: EncoderSpec) -> list[int]:
     available = [str(b) for b in available]
     if spec.bands is None:
         return list(range(len(available)))
+    if spec.band_roles and cube is not None:
+        from ..quality import BLUE, GREEN, NIR, RED, find_bands
+
+        roles = {"blue": BLUE, "green": GREEN, "red": RED, "nir": NIR}
+        found = find_bands(cube, *(roles[b] for b in spec.bands))
+        if None not in found:
+            return list(found)
     landsat = family in _LANDSAT
     numbers = {b.upper() for b in available if landsat and _BAND_NUMBER.fullmatch(b)}  # Landsat's own
     aliases = {c: o for c, o in spec.band_aliases.items() if not (landsat and _BAND_NUMBER.fullmatch(c))}

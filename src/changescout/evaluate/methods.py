@@ -236,7 +236,9 @@ class Sources:
         return self._get(("distance", encoder, p, whitening), compute)
 
     def _embed(self, name: str, p: int) -> np.ndarray:
+        cube = self.pair.cube if self.pair.encoder_cube is None else self.pair.encoder_cube
         encoder = self.pool.get(name, p)
+        encoder = encoder.for_cube(cube) if hasattr(encoder, "for_cube") else encoder  # (hf: 8-bit photographs' stretch)
         path = None
         token = getattr(encoder, "__dask_tokenize__", None)
         if self.cache is not None and getattr(encoder, "is_fitted", True) and token is not None:
@@ -246,7 +248,6 @@ class Sources:
             path = self.cache / f"{_safe(self.pair.name)}-{_safe(name)}-p{p}-{h.hexdigest()[:16]}.npy"
             if path.exists():
                 return np.load(path)
-        cube = self.pair.cube if self.pair.encoder_cube is None else self.pair.encoder_cube
         emb = embed_pair(encoder, with_months(cube, self.months), p)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,16 @@ def test_a_missing_source_is_told_before_the_pipeline_is_imported(tmp_path):
     assert "exit 2 False" in done.stdout, done.stdout + done.stderr
 
 
+def test_python_dash_m_changescout_is_the_command_line(tmp_path):
+    """Where the console script is not on PATH (a venv not activated), `python -m changescout` runs the same
+    command line: a bad source exits 2 with the message (`python -m changescout.cli` did nothing, exit 0)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "changescout", "run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "does not exist" in done.stderr + done.stdout
+
+
 def test_debug_shows_the_traceback(capsys, tmp_path):
     code, out, err = call(capsys, "--debug", "run", tmp_path / "missing", "--out", tmp_path / "out")
     assert code == 2

@@ -799,7 +799,9 @@ def test_encoders_json_says_what_the_table_says(capsys):
     assert rcf["any_bands"] is True and rcf["weights_status"] == "learnt per run"
     assert rcf["bands"] is None and rcf["weights_found"] is False  # the existing keys keep their meaning
     for r in json.loads(out):
-        assert r["weights_status"] in ("learnt per run", "found", "not found") and isinstance(r["any_bands"], bool)
+        assert r["weights_status"] in ("learnt per run", "found", "not found", "none needed") and isinstance(r["any_bands"], bool)
+    precomputed = next(r for r in json.loads(out) if r["name"] == "precomputed")  # (embeddings made elsewhere)
+    assert precomputed["any_bands"] is True and precomputed["weights_status"] == "none needed" and precomputed["dim"] is None
 
 
 def test_encoders_without_weights_still_say_what_they_take(capsys, monkeypatch, tmp_path):

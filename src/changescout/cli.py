@@ -530,18 +530,19 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         try:
             enc = get_encoder(name)
             s = enc.spec
-            rows.append({"name": name, "bands": None if s.bands is None else list(s.bands), "dim": s.dim,
+            rows.append({"name": name, "bands": None if s.bands is None else list(s.bands), "dim": s.dim or None,
                          "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
                          "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
-                         "license": s.license})
+                         "license": s.license, "any_bands": s.bands is None, "weights_status": None if s.weights_file else "none needed"})
         except ChangescoutError as exc:  # weights not found: what the encoder declares, without them
             s = getattr(encoder_class(name), "declared_spec", lambda: None)()
             rows.append({"name": name, "bands": None if s is None or s.bands is None else list(s.bands),
                          "dim": (s and s.dim) or None, "patch_size": s and s.patch_size, "weights": str(exc),
                          "weights_found": False, "learnt_per_run": False, "license": s and s.license})
-        r = rows[-1]  # what the table shows, in the JSON too: bands null is "any" for an encoder learnt per run
-        r["any_bands"] = r["bands"] is None and r["learnt_per_run"]
-        r["weights_status"] = "learnt per run" if r["learnt_per_run"] else "found" if r["weights_found"] else "not found"
+        r = rows[-1]  # what the table shows, in the JSON too: bands null is "any" for an encoder that was built
+        r.setdefault("any_bands", False)  # (one whose weights were not found: unknown, unless it declares them)
+        r["weights_status"] = ("learnt per run" if r["learnt_per_run"] else r.get("weights_status") or
+                               ("found" if r["weights_found"] else "not found"))
     if as_json:
         out_console.print_json(json.dumps(rows))
         return

@@ -290,6 +290,8 @@ def coregister(cube: xr.DataArray, mode: str = "auto", **params) -> tuple[xr.Dat
         skip = "a single date"
     elif mode == "auto" and cube.attrs.get("level") == "synthetic":
         skip = "synthetic series (aligned by construction)"
+    elif mode == "auto" and cube.attrs.get("embedding_bands"):
+        skip = "the bands are embeddings made elsewhere (aligned by their producer)"
     elif mode == "auto" and min(cube.sizes["y"], cube.sizes["x"]) < MIN_SIZE:
         skip = f"image smaller than {MIN_SIZE} px"
     if skip:

@@ -175,6 +175,8 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
     with the scene. Without a red band, ``log`` (default :func:`warnings.warn`) says once that the objects get no
     words; with red but no near-infrared band, that they get the brightness words alone (:func:`_bands_note`)."""
     out = objects.assign(change="")
+    if cube.attrs.get("embedding_bands"):  # (embeddings made elsewhere: no reflectance to put in words)
+        return out
     names = index_bands(cube)
     has_nir = names is not None
     if not has_nir:

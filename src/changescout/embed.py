@@ -58,7 +58,7 @@ STABLE_SAMPLE = 16384  # pixels the pseudo-invariant ones are chosen among
 
 def normalisation_method(spec) -> str:
     """What the encoder's input was: the project's normalisation, or the encoder's own published one."""
-    return NORMALISATION if spec.input != "reflectance" else f"encoder's own: {spec.scaling}"
+    return NORMALISATION if spec.input not in ("reflectance", "embeddings") else f"encoder's own: {spec.scaling}"
 
 
 def shares_space(encoder) -> bool:
@@ -233,7 +233,7 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     # normalised, in z-scores: a pixel filled with another date's reflectance kept that date's haze or
     # illumination, and on a date 0.05 brighter everywhere an unchanged patch 19 % clouded moved 0.40
     # (unchanged patches 0.02, a new roof 1.41)
-    if spec.input == "reflectance":
+    if spec.input in ("reflectance", "embeddings"):
         filled = np.array(fill_gaps(values, usable), dtype=np.float32)  # (a copy: the window's values are the cube's)
         return fill_unseen(filled, known), usable, covered
     z = fill_gaps(normalise(values, stats), usable)  # (normalise's own array, or its copy: both ours)

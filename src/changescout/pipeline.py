@@ -475,6 +475,8 @@ def screen_clouds(cube, mode: str, log=None):
 
     if mode == "off":
         return unscreened("turned off (cloud_screen off; a quality mask from the source still applies)")
+    if mode == "auto" and cube.attrs.get("embedding_bands"):
+        return unscreened("the series' bands are embeddings made elsewhere, not reflectance")
     if mode == "auto" and cube.sizes["time"] < 3:
         return unscreened("fewer than 3 dates (a cloud cannot be told from a change)")
     if mode == "auto" and _has_mask(cube):
@@ -691,7 +693,11 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
             f"co-registration {config.coregister})")
         t_prepare = time.perf_counter()
         cube, offsets = apply_offsets(open_source(config), config.radiometry)
-        implausible = implausible_dates(cube)  # as read, before the screen and co-registration change it
+        if encoder.spec.input == "embeddings":  # (AlphaEarth's annual layers: no clouds, no reflectance)
+            cube = cube.copy()
+            cube.attrs["embedding_bands"] = True
+        # as read, before the screen and co-registration change it
+        implausible = [] if cube.attrs.get("embedding_bands") else implausible_dates(cube)
         select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
         if hasattr(encoder, "for_cube"):  # what an encoder reads off the values (hf: the stretch of 8-bit images)
             encoder = encoder.for_cube(cube)

@@ -33,6 +33,8 @@ def test_every_registered_encoder_declares_a_consistent_spec(name):
     except (WeightsError, EncoderNotFoundError) as exc:  # weights not installed here: a clear error is fine
         pytest.skip(f"{name}: {exc}")
     assert isinstance(enc, Encoder)
+    if hasattr(enc, "for_cube"):  # an encoder whose dimension is its input's (precomputed embeddings): on one
+        enc = enc.for_cube(_cube(["B02", "B03", "B04", "B08"]))
     spec = enc.spec
     assert isinstance(spec, EncoderSpec)
     assert spec.name == name

@@ -44,7 +44,9 @@ class EncoderSpec:
     description: str = ""
     # What ``encode`` receives: "normalised" = the embedding stage's per-date robust z-score of each band;
     # "reflectance" = the cube's values (0..1 reflectance, NaN filled with 0), the encoder applies its own
-    # published normalisation (pretrained models).
+    # published normalisation (pretrained models); "embeddings" = the cube's values too, which are per-pixel
+    # embeddings made elsewhere (a run then screens no clouds, checks no reflectance and, unless asked, does not
+    # co-register: the cube's ``embedding_bands`` attribute).
     input: str = "normalised"
     # True when the encoder needs the whole series of a window at once (``encode_series``), e.g. Presto.
     temporal: bool = False
@@ -226,6 +228,7 @@ _BUILTINS = {
     "galileo-nano": "changescout.encoders.galileo:GalileoNanoEncoder",
     "presto": "changescout.encoders.presto:PrestoEncoder",
     "hf": "changescout.encoders.hf:HFVisionEncoder",
+    "precomputed": "changescout.encoders.precomputed:PrecomputedEncoder",
 }
 
 

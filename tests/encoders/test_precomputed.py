@@ -1,0 +1,79 @@
+"""The precomputed encoder: per-pixel embeddings made elsewhere (AlphaEarth's annual Satellite Embedding), read
+as the series' bands and averaged per patch at unit length."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from changescout.encoders import get_encoder
+from changescout.errors import ConfigError
+
+
+def test_a_patch_is_the_mean_of_its_pixels_vectors_at_unit_length():
+    enc = get_encoder("precomputed", patch_size=4)
+    v, w = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+    x = np.zeros((1, 8, 4, 8), np.float32)
+    x[0, :, :, :4] = v[:, None, None]  # patch (0, 0): v everywhere
+    x[0, :, :2, 4:] = v[:, None, None]  # patch (0, 1): half v, half w
+    x[0, :, 2:, 4:] = w[:, None, None]
+    x[0, :, 0, 0] = np.nan  # a pixel without a vector does not spread
+    out = enc.encode(x)
+    assert out.shape == (1, 8, 1, 2) and np.isfinite(out).all()
+    np.testing.assert_allclose(out[0, :, 0, 0], v, atol=1e-6)
+    np.testing.assert_allclose(out[0, :, 0, 1], (v + w) / np.sqrt(2), atol=1e-6)
+    with pytest.raises(ConfigError, match="whole multiples of 4 px"):
+        enc.encode(np.zeros((1, 8, 6, 8), np.float32))
+
+
+def _annual_embeddings(folder, years=(2019, 2020, 2021), size=64, dim=64, seed=0):
+    """Unit-length 64-d vectors per 10 m pixel (four land covers in 16 px squares, with noise), one file per
+    year as an Earth Engine export names its bands (A00..A63); a 16 x 16 px block turns into a new cover from
+    the second year on, rows 16-31 and columns 32-47 of the image."""
+    rng = np.random.default_rng(seed)
+    covers = np.add.outer(np.arange(size) // 16, np.arange(size) // 16) % 4
+    protos = rng.standard_normal((5, dim))
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    for t, year in enumerate(years):
+        c = covers.copy()
+        if t >= 1:
+            c[16:32, 32:48] = 4
+        v = protos[c] + 0.15 * rng.standard_normal((size, size, dim))
+        v /= np.linalg.norm(v, axis=-1, keepdims=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(folder / f"{year}-01-01.tif", "w", driver="GTiff", height=size, width=size, count=dim,
+                           dtype="float32", crs="EPSG:32631", transform=Affine(10, 0, 360000, 0, -10, 4830080)) as dst:
+            dst.write(np.moveaxis(v, -1, 0).astype(np.float32))
+            for i in range(dim):
+                dst.set_band_description(i + 1, f"A{i:02d}")
+    return folder
+
+
+def test_a_run_on_annual_embeddings_finds_the_new_cover_and_treats_the_bands_as_no_reflectance(tmp_path):
+    """The whole pipeline with --encoder precomputed: the block that changed cover in 2020 is the top object, at
+    2020; embeddings.zarr has one dimension per band; the run screens no clouds, does not co-register and warns
+    of no implausible reflectance or missing bands for the words (it is told the bands are embeddings)."""
+    import xarray as xr
+
+    from changescout.objects import read_objects
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    source = _annual_embeddings(tmp_path / "aef")
+    said = []
+    out = run_pipeline(RunConfig(source=str(source), encoder="precomputed", patch_size=16), tmp_path / "run", log=said.append)
+    top = read_objects(out).iloc[0]
+    assert str(top["t1"])[:10] == "2020-01-01" and top["n_patches"] == 1
+    events = __import__("changescout.events", fromlist=["read_events"]).read_events(out)
+    lead = events[events["event_id"] == top["event_id"]].iloc[0]
+    assert (lead["row"], lead["col"]) == (1, 2)  # rows 16-31, columns 32-47 of the image (on the grid's lattice)
+    assert xr.open_zarr(out / "embeddings.zarr").sizes["dim"] == 64
+    config = json.loads((out / "config.json").read_text())
+    state = json.loads((out / "state.json").read_text())
+    assert config["cloud_screen"] == "none: the series' bands are embeddings made elsewhere, not reflectance"
+    assert state["coregister"]["status"].startswith("skipped: the bands are embeddings")
+    assert not [s for s in said if s.startswith("warning")], said
+    assert (read_objects(out)["change"] == "").all()

@@ -544,6 +544,26 @@ def test_external_masks_of_tiled_dates_go_to_their_date_or_their_tile(tmp_path):
     assert clouds(tmp_path / "tiles") == [[(0, 7), (0, 8)], [], []]  # (not the overlap's: A's values, A's mask)
 
 
+def test_a_mask_folder_laid_out_as_the_images_goes_by_date_and_unnamed_bands_are_told_to_take_a_suffix(tmp_path):
+    """One folder per date, every image named image.tif, and its mask in masks/<date>/image_fmask.tif: each goes
+    to its date (matched by name first, every date took the first date's mask: a review). Two single-band files
+    of one date without band suffixes are told to take one, not only that they repeat one scene."""
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "f" / date / "image.tif", ms.scene(t), descriptions=ms.BANDS)
+        m = np.zeros((1, *ms.SHAPE), np.uint8)
+        m[0, 0:4, 4 * t:4 * t + 4] = 4  # a cloud that moves east by a patch a date
+        ms.write_geotiff(tmp_path / "masks" / date / "image_fmask.tif", m, nodata=None)
+    cube = open_series(tmp_path / "f", mask=tmp_path / "masks", mask_convention="fmask", patch_size=4)
+    q = cube["quality"].sel(x=slice(ms.ORIGIN[0], ms.ORIGIN[0] + 440), y=slice(ms.ORIGIN[1], ms.ORIGIN[1] - 400)).values
+    assert [sorted({c // 4 for c in np.nonzero(qt == Quality.CLOUD)[1]}) for qt in q] == [[0], [1], [2]]
+    for band in ("coastal", "rededge"):
+        ms.write_geotiff(tmp_path / "g" / f"2020-03-01_{band}.tif", ms.scene(0)[:1], descriptions=["x"])
+    ms.write_geotiff(tmp_path / "g" / "2020-04-10.tif", ms.scene(1)[:1], descriptions=["x"])
+    with pytest.raises(SourceError, match=r"one scene twice\? Keep one .*; if they are bands of one image, end their "
+                                          r"names with a band suffix: _B04"):
+        open_series(tmp_path / "g")
+
+
 def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):
     ms.multiband_folder(tmp_path / "f")
     calls, aligned, warped = [], warp.read_aligned, warp.warp_vrt  # the two readers a block can use

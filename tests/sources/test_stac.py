@@ -15,7 +15,7 @@ import make_sources as ms
 from changescout.cube import Quality
 from changescout.errors import SourceError
 from changescout.radiometry import describe_dates
-from changescout.sources import open_series, stac
+from changescout.sources import open_series, stac, warp
 from changescout.sources.registry import sniff_kind
 
 #: Earth Search's Sentinel-2 L2A asset keys and the bands they hold (``name``, ``common_name``).
@@ -253,7 +253,7 @@ def test_earth_search_items_whose_offset_is_applied_are_not_offset_again(tmp_pat
     assert np.nanmax(read.sel(band="red").isel(time=1).values) == pytest.approx((ms.BRIGHT + 1000) * 1e-4, abs=1e-4)
 
 
-def test_tiles_of_one_date_are_mosaicked_into_the_date_the_whole_scene_makes(tmp_path):
+def test_tiles_of_one_date_are_mosaicked_into_the_date_the_whole_scene_makes(tmp_path, monkeypatch):
     """Items of one date over two tiles that overlap by 8 columns (Sentinel-2's MGRS tiles of one pass) make one
     date: their mosaic reads as the whole scene in one item does, values and SCL mask alike, each pixel of the
     overlap from the first tile by item id; a chunk that one tile misses does not read it."""
@@ -264,6 +264,10 @@ def test_tiles_of_one_date_are_mosaicked_into_the_date_the_whole_scene_makes(tmp
     for name, items in (("whole", whole), ("tiles", tiles)):
         (tmp_path / f"{name}.json").write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
     a, b = open_series(tmp_path / "whole.json"), open_series(tmp_path / "tiles.json", chunks=16)
+    read, aligned = [], warp.read_aligned  # (a chunk west of tile B reads none of its files)
+    monkeypatch.setattr(warp, "read_aligned", lambda path, *a, **k: read.append(path) or aligned(path, *a, **k))
+    b.isel(x=slice(0, 16)).values
+    assert read and not [p for p in read if "_B" in Path(p).parent.name] and [p for p in read if "_A" in Path(p).parent.name]
     assert list(b["time"].values) == list(a["time"].values) and b["x"].equals(a["x"]) and b["y"].equals(a["y"])
     assert b["product"].values[0].startswith("S2B_MSIL2A_20200301") and describe_dates(b)[ms.DATES[0]]["baseline"] == "04.00"
     va, vb = a.values, b.values
@@ -298,6 +302,9 @@ def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_
     (tmp_path / "mixed.json").write_text(json.dumps(pystac.ItemCollection(mixed).to_dict()))
     with pytest.raises(SourceError, match=r"say different processing baselines \['02.13', '04.00'\]"):
         open_series(tmp_path / "mixed.json")
+    mixed[1].properties["s2:product_uri"] = "S2B_31TCH_20200301"  # a tile that says none takes the date's
+    (tmp_path / "mixed.json").write_text(json.dumps(pystac.ItemCollection(mixed).to_dict()))
+    assert describe_dates(open_series(tmp_path / "mixed.json"))[ms.DATES[0]]["baseline"] == "04.00"
     remote = [_item(tmp_path / "b", t, d) for t, d in enumerate(ms.DATES)]
     remote[1].assets["red"].href = "ftp://example.com/S2B/B04.tif"
     (tmp_path / "remote.json").write_text(json.dumps(pystac.ItemCollection(remote).to_dict()))

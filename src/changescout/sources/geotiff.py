@@ -281,25 +281,26 @@ def external_masks(path, scenes: list[Scene], convention: str | None, grid=None)
             raise SourceError(f"holds {count} mask bands but the series has {len(times)} dates", path)
         masks = {i: Layer(str(path.resolve()), times.index(s.time) + 1) for i, s in enumerate(scenes)}
     else:
-        # each file goes to the image named like it (scene_7.tif's mask is scene_7.tif or scene_7_fmask.tif; a
-        # tile's mask to that tile), else to every image of the date its name holds: not to the dates in
-        # file-name order, where mask_10 sorts before mask_2
-        image_of: dict[str, list[int]] = {}
-        for i, s in enumerate(scenes):
-            image_of.setdefault(_stem_key(Path(s.name)), []).append(i)
+        # each file goes to the date its name holds (to the tile of that date named like it, where the date has
+        # tiles), else to the image named like it (scene_7.tif's mask is scene_7.tif or scene_7_fmask.tif): not
+        # to the dates in file-name order, where mask_10 sorts before mask_2
         masks, source = {}, {}
         for f in list_rasters(path):
-            own = image_of.get(_stem_key(f))
-            if own is None and (t := _date_of(f, path)) is not None:
+            key, t = _stem_key(f), _date_of(f, path)
+            if t is not None:
                 own = [i for i, s in enumerate(scenes) if s.time == t]
-            elif own is None:
-                raise SourceError("has no date in its name and no image of the series is named like it: name each mask "
-                                  "file by its date (2020-01-01_fmask.tif) or like its image, or give one file with "
-                                  "one mask band per date", f)
+                own = [i for i in own if _stem_key(Path(scenes[i].name)) == key] or own
+            else:
+                own = [i for i, s in enumerate(scenes) if _stem_key(Path(s.name)) == key]
+                if not own:
+                    raise SourceError("has no date in its name and no image of the series is named like it: name each "
+                                      "mask file by its date (2020-01-01_fmask.tif) or like its image, or give one file "
+                                      "with one mask band per date", f)
             for i in own:
                 if i in masks:
-                    raise SourceError(f"is a second mask for {scenes[i].time:%Y-%m-%d} ({Path(scenes[i].name).name}; with "
-                                      f"{source[i].name}); keep one per date, or one per tile named like its image", f)
+                    raise SourceError(f"is a second mask for {scenes[i].time:%Y-%m-%d} ({scenes[i].name}; with "
+                                      f"{source[i].relative_to(path)}); keep one per date, or one per tile named like its "
+                                      "image", f)
                 masks[i], source[i] = Layer(str(f.resolve()), 1), f
         missing = sorted({f"{s.time:%Y-%m-%d}" for i, s in enumerate(scenes) if i not in masks})
         if missing:

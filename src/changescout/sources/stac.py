@@ -174,11 +174,12 @@ def _baseline(items, time: pd.Timestamp, root: Path) -> str:
         named = parse_baseline(_product(item))
         said.add(str(item.properties.get("s2:processing_baseline") or "")
                  or (f"{named[0]:02d}.{named[1]:02d}" if named else ""))
+    said.discard("")  # (a tile that says none takes the date's, as radiometry reads names)
     if len(said) > 1:
         raise SourceError(f"items {[item.id for item in items]} of {time:%Y-%m-%d} (tiles of one date, "
                           f"mosaicked) say different processing baselines {sorted(said)}: the date's reflectance offset "
                           "would differ from tile to tile; keep tiles of one baseline", root)
-    return said.pop()
+    return said.pop() if said else ""
 
 
 def _href(item, key: str, asset, root: Path) -> str:

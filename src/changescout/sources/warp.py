@@ -498,8 +498,8 @@ class WarpedSeries:
     the chunk that it holds (reflectance and mask bands together where no warping is needed).
 
     Consecutive scenes of one time are the tiles of one date (STAC items of one pass over several tiles): the
-    date is their mosaic, each pixel taken from the first tile that has data there (rasterio.merge's "first";
-    odc-stac's and stackstac's fusing of one solar day). A tile whose footprint misses a block is not read for it.
+    date is their mosaic, each pixel taken whole from the first tile that has every band there (rasterio.merge's
+    "first"). A tile whose footprint misses a block is not read for it.
     """
 
     ndim = 4
@@ -703,8 +703,10 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     )
 
 
-#: Tiles of one date that share more than this fraction of the smaller one's footprint are one scene twice.
-MOSAIC_OVERLAP = 0.5
+#: Tiles of one date that share more than this fraction of the smaller one's footprint are one scene twice
+#: (bounding boxes on the grid: a tile from the next UTM zone looks larger than it is; Sentinel-2's 31TGM and
+#: 32TLR, which share 43 % of their ground, share 48 % of their boxes).
+MOSAIC_OVERLAP = 0.8
 
 
 def _check_tiles(scenes, infos: dict, crs: str, source) -> None:
@@ -727,9 +729,13 @@ def _check_tiles(scenes, infos: dict, crs: str, source) -> None:
                 shared = max(w, 0) * max(h, 0) / max(min(area[i], area[j]), 1e-300)
                 if shared > MOSAIC_OVERLAP:
                     a, b = (t.name or _name(t.layers[0].path) for t in (tiles[i], tiles[j]))
+                    single = all(len(t.layers) == 1 for t in (tiles[i], tiles[j]))  # bands of one image, unnamed?
                     raise SourceError(f"has two images of {time:%Y-%m-%d} over the same ground ({a} and {b}: "
                                       f"{100 * min(shared, 1):.0f} % of the smaller one): one scene twice? Keep one "
-                                      "(tiles of one date are mosaicked where they meet, not where they repeat)", source)
+                                      "(tiles of one date are mosaicked where they meet, not where they repeat)"
+                                      + ("; if they are bands of one image, end their names with a band suffix: _B04, "
+                                         "_B8A, _SR_B4, _SCL, _Fmask, _QA_PIXEL, then perhaps a resolution, _10m" if single else ""),
+                                      source)
 
 
 #: How a raster stores its values, as :func:`scaling` reads them (in the order the error names them).

@@ -40,6 +40,7 @@ from .errors import ConfigError, InputError, OutputError, RunExistsError, check_
 from .events import COLUMNS, REPLACED, write_events
 from .intact import problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
+from .quality import BLUE, GREEN, NIR, RED, find_bands
 from .radiometry import NORMALISATION_MODES, OFFSET_MODES, RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
@@ -696,6 +697,11 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         if encoder.spec.input == "embeddings":  # (AlphaEarth's annual layers: no clouds, no reflectance)
             cube = cube.copy()
             cube.attrs["embedding_bands"] = True
+            named = [str(cube["band"].values[i]) for i in find_bands(cube, BLUE, GREEN, RED, NIR) if i is not None]
+            if named:
+                log(f"warning: encoder {config.encoder} reads the bands as embeddings made elsewhere, but {named} are "
+                    "named as reflectance: no cloud screen, co-registration or change words follow; for images use "
+                    "another encoder (rcf, galileo-nano, hf)")
         # as read, before the screen and co-registration change it
         implausible = [] if cube.attrs.get("embedding_bands") else implausible_dates(cube)
         select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)

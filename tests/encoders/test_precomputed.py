@@ -77,3 +77,34 @@ def test_a_run_on_annual_embeddings_finds_the_new_cover_and_treats_the_bands_as_
     assert state["coregister"]["status"].startswith("skipped: the bands are embeddings")
     assert not [s for s in said if s.startswith("warning")], said
     assert (read_objects(out)["change"] == "").all()
+
+
+def test_runs_of_other_bands_are_not_compared_and_reflectance_is_warned_of(tmp_path):
+    """similar --in compares precomputed runs of the same bands only (a run of A00..A31 against one of the 64
+    failed with faiss's dimension error; the same bands in another order were compared, meaninglessly: a
+    review); a series of reflectance bands read as embeddings is warned of; the quicklooks stretch the values'
+    own range (embeddings of -1..1 were black wherever negative)."""
+    import make_sources as ms
+    from PIL import Image
+
+    from changescout.errors import InputError
+    from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.similar import find_similar
+
+    source = _annual_embeddings(tmp_path / "aef")
+    whole = run_pipeline(RunConfig(source=str(source), encoder="precomputed", patch_size=16), tmp_path / "a", log=lambda *_: None)
+    half = run_pipeline(RunConfig(source=str(source), encoder="precomputed", patch_size=16,
+                                  bands=[f"A{i:02d}" for i in range(32)]), tmp_path / "b", log=lambda *_: None)
+    again = run_pipeline(RunConfig(source=str(source), encoder="precomputed", patch_size=16, label="again"),
+                         tmp_path / "c", log=lambda *_: None)
+    first = __import__("changescout.events", fromlist=["read_events"]).read_events(whole).sort_values("rank").iloc[0]
+    assert len(find_similar(whole, first["event_id"], k=3, other_runs=[again]))  # the same bands: compared
+    with pytest.raises(InputError, match=r"weights_sha256|encoder_options"):
+        find_similar(whole, first["event_id"], k=3, other_runs=[half])
+    png = np.asarray(Image.open(whole / "quicklooks" / "date_20190101.png"))
+    assert (png == 0).mean() < 0.1
+    said = []
+    ms.multiband_folder(tmp_path / "s2")
+    run_pipeline(RunConfig(source=str(tmp_path / "s2"), encoder="precomputed", patch_size=8), tmp_path / "s2run", log=said.append)
+    assert [s for s in said if "reads the bands as embeddings made elsewhere, but ['B02', 'B03', 'B04', 'B08'] are named "
+                                "as reflectance" in s]

@@ -488,3 +488,14 @@ def test_an_oscd_root_whose_cities_all_lack_labels_names_them(tmp_path):
     with pytest.raises(SourceError) as err:
         list_items(root)
     assert f"no change label, expected {root / 'lyon' / 'cm' / 'lyon-cm.tif'}" in str(err.value)  # as the notes name it
+
+
+def test_the_default_methods_leave_out_encoders_of_embeddings_made_elsewhere(monkeypatch, tmp_path):
+    """`benchmark` without --encoders runs every encoder that can be built, but not `precomputed`: on a
+    dataset's reflectance it would score band means under an embedding method's name; asked for by name, it runs."""
+    from changescout.evaluate.methods import available_encoders_with_weights, resolve_methods
+
+    monkeypatch.setenv("CHANGESCOUT_WEIGHTS_DIR", str(tmp_path))  # (no pretrained weights: rcf alone)
+    assert available_encoders_with_weights() == ["rcf"]
+    assert {m.encoder for m in resolve_methods()} == {None, "rcf"}
+    assert available_encoders_with_weights(["precomputed"]) == ["precomputed"]

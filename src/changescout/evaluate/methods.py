@@ -366,16 +366,20 @@ def _embedding_map(method: Method, src: Sources) -> np.ndarray:
 
 
 def available_encoders_with_weights(names=None) -> list[str]:
-    """``names`` or every registered encoder whose weights can be found (rcf needs none)."""
+    """``names`` or every registered encoder whose weights can be found (rcf needs none), but those that read
+    embeddings made elsewhere (``precomputed``: on a dataset's reflectance it would score band means as an
+    embedding method)."""
     from ..encoders import available_encoders, get_encoder
 
     out = []
     for name in available_encoders() if names is None else names:
         try:
-            get_encoder(name)
+            encoder = get_encoder(name)
         except InputError:
             if names is not None:
                 raise
+            continue
+        if names is None and encoder.spec.input == "embeddings":
             continue
         out.append(name)
     return out

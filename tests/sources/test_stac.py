@@ -280,6 +280,25 @@ def test_tiles_of_one_date_are_mosaicked_into_the_date_the_whole_scene_makes(tmp
     assert (b["quality"].isel(time=0).values[:, left:left + 44] != Quality.NODATA).sum() > 0
 
 
+def test_an_items_date_is_its_solar_day_so_a_pass_across_midnight_utc_is_one_date():
+    """Two tiles of one morning pass near 157.5 E, imaged at 23:59:55 and 00:00:05 UTC, are one date, the local
+    one (they were two UTC days, each a date of half the mosaic); an item without a bbox keeps its UTC day, and a
+    bbox across the antimeridian is centred across it."""
+    from changescout.sources.stac import _by_date, _longitude
+
+    def item(item_id, when, bbox):
+        return pystac.Item(item_id, geometry=None, bbox=bbox, properties={},
+                           datetime=datetime.fromisoformat(when).replace(tzinfo=timezone.utc))
+
+    a = item("a", "2020-03-01T23:59:55", [157.0, -31.0, 158.2, -30.0])
+    b = item("b", "2020-03-02T00:00:05", [156.8, -30.1, 158.0, -29.1])
+    c = item("c", "2020-03-01T23:59:55", None)
+    dates = {i.id: str(t)[:10] for t, i in _by_date([a, b, c], Path("x"))}
+    assert dates == {"a": "2020-03-02", "b": "2020-03-02", "c": "2020-03-01"}
+    assert _longitude(item("d", "2020-03-01T00:00:00", [179.5, 0.0, -179.5, 1.0])) == pytest.approx(-180.0)
+    assert _longitude(item("e", "2020-03-01T00:00:00", [1.0, 43.0, 2.0, 44.0])) == pytest.approx(1.5)
+
+
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):
     """Two items of one date over the same ground (one scene twice), tiles of one date of different baselines,
     an asset GDAL cannot read from where it is, a band one item lacks and a --bands no asset holds each name

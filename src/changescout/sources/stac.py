@@ -3,11 +3,12 @@ holding it, as pystac writes them), or a search's results saved as an ItemCollec
 ``FeatureCollection`` of items; ``item-collection.json``, or the folder holding it, as ``stac-asset download``
 writes them with local copies of the assets).
 
-An item's date is the UTC day of its ``datetime`` (else its ``start_datetime``). Items of one date are the
-tiles of one pass (Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of
-them, by item id, that has data there (:class:`.warp.WarpedSeries`). Items of one date over much the same ground
-(one scene twice: reprocessed, or another baseline) are refused; so are tiles of one date that say different
-processing baselines (radiometry reads one per date).
+An item's date is the solar day of its ``datetime`` (else its ``start_datetime``): its UTC time shifted by the
+longitude of its bbox (:func:`_by_date`; the UTC day without a bbox). Items of one date are the tiles of one pass
+(Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of them, by item id,
+that has data there (:class:`.warp.WarpedSeries`). Items of one date over much the same ground (one scene twice:
+reprocessed, or another baseline) are refused; so are tiles of one date that say different processing baselines
+(radiometry reads one per date).
 
 An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
 ``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
@@ -153,16 +154,33 @@ def load_items(path: Path) -> list:
 
 def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
     """``(date, item)`` in date order, by item id within a date (the tiles of one pass: their mosaic's order);
-    :class:`SourceError` for an item without a date."""
+    :class:`SourceError` for an item without a date.
+
+    An item's date is its solar day: its UTC time shifted by the longitude of its bbox's centre (15 degrees an
+    hour), as odc-stac groups items. A pass that crosses midnight UTC (morning passes near 157 E) is then one date,
+    and a date is the local one; an item without a bbox takes its UTC day."""
     dated = []
     for item in items:
         when = item.datetime or item.common_metadata.start_datetime
         if when is None:
             raise SourceError(f"item {item.id!r} has neither a datetime nor a start_datetime", root)
         t = pd.Timestamp(when)
-        dated.append(((t.tz_convert(None) if t.tzinfo else t).normalize(), item))
+        t = t.tz_convert(None) if t.tzinfo else t
+        lon = _longitude(item)
+        dated.append(((t + pd.Timedelta(hours=lon / 15) if lon is not None else t).normalize(), item))
     dated.sort(key=lambda d: (d[0], d[1].id))
     return dated
+
+
+def _longitude(item) -> float | None:
+    """The longitude of the centre of an item's bbox (WGS 84; one that crosses the antimeridian, west > east,
+    taken across it), or None without a bbox."""
+    bbox = item.bbox
+    if not bbox or len(bbox) not in (4, 6):
+        return None
+    west, east = float(bbox[0]), float(bbox[len(bbox) // 2])
+    centre = (west + east + (360.0 if west > east else 0.0)) / 2
+    return (centre + 180.0) % 360.0 - 180.0
 
 
 def _baseline(items, time: pd.Timestamp, root: Path) -> str:

@@ -506,10 +506,11 @@ class WarpedSeries:
     dtype = np.dtype(np.float32)
 
     def __init__(self, scenes, n_bands: int, grid: OutputGrid, scale: float, offset: float, lut):
-        self.scenes, self.n_bands, self.grid = tuple(scenes), n_bands, grid
+        dates = by_time(scenes)  # (scenes in time order, as open_scenes gives them: each date's tiles together)
+        self.scenes, self.n_bands, self.grid = tuple(s for tiles in dates.values() for s in tiles), n_bands, grid
         self.scale, self.offset, self.lut = scale, offset, lut
-        starts = [i for i, s in enumerate(self.scenes) if i == 0 or s.time != self.scenes[i - 1].time]
-        self.dates = tuple(zip(starts, starts[1:] + [len(self.scenes)]))  # (first, last + 1) scene of each date
+        ends = np.cumsum([len(tiles) for tiles in dates.values()]).tolist()
+        self.dates = tuple(zip([0, *ends[:-1]], ends))  # (first, last + 1) scene of each date
         self.shape = (len(self.dates), n_bands + 1, *grid.shape)
         # files whose 0 is their unsaid nodata (RasterInfo.fills_with_zero): told once, not at every chunk
         self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers if probe(la.path).fills_with_zero)
@@ -659,9 +660,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         scenes = [replace(s, layers=tuple(replace(la, scaling=la.scaling or infos[la.path].declared_scaling(la.index))
                                           for la in s.layers))
                   for s in scenes]
-        dated: dict = {}  # date -> the layers of its tiles
-        for s in scenes:
-            dated.setdefault(s.time, []).extend(s.layers)
+        dated = {t: [la for s in tiles for la in s.layers] for t, tiles in by_time(scenes).items()}  # all its tiles' layers
         declared = {f"{t:%Y-%m-%d}": list(layers[0].scaling) for t, layers in dated.items() if all(la.scaling for la in layers)}
         partly = next(((t, layers) for t, layers in dated.items()
                        if any(la.scaling for la in layers) and not all(la.scaling for la in layers)), None)
@@ -693,10 +692,10 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         # files whose last band is an alpha band: read as where they have data, not as a band (and said)
         "alpha_files": sorted({la.path for la in layers if infos[la.path].alpha}),
     }
-    _check_tiles(scenes, infos, out.crs, source)
-    heads = [s for i, s in enumerate(scenes) if i == 0 or s.time != scenes[i - 1].time]  # each date's first tile
-    platforms = [parse_platform(s.name) or "unknown" for s in heads]
     series = WarpedSeries(scenes, len(bands), out, scale, off, lut)
+    _check_tiles(series, source)
+    heads = [tiles[0] for tiles in by_time(scenes).values()]  # each date's first tile
+    platforms = [parse_platform(s.name) or "unknown" for s in heads]
     return build_cube(
         series, [s.time for s in heads], bands, out, chunks=chunks, attrs=attrs,
         time_coords={"platform": platforms} if set(platforms) != {"unknown"} else None,
@@ -709,18 +708,23 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
 MOSAIC_OVERLAP = 0.8
 
 
-def _check_tiles(scenes, infos: dict, crs: str, source) -> None:
+def by_time(scenes) -> dict:
+    """``scenes`` by their time, in their order: one date's tiles (more than one scene of a time: mosaicked)."""
+    out: dict = {}
+    for s in scenes:
+        out.setdefault(s.time, []).append(s)
+    return out
+
+
+def _check_tiles(series: WarpedSeries, source) -> None:
     """:class:`SourceError` for scenes of one date (tiles, mosaicked) that cover much the same ground: one scene
     twice (reprocessed, or another product level), whose mosaic would hide which one was read. Tiles of one pass
-    overlap by a margin (Sentinel-2's 10 km of 110)."""
-    by_time: dict = {}
-    for s in scenes:
-        by_time.setdefault(s.time, []).append(s)
-    for time, tiles in by_time.items():
-        if len(tiles) < 2:
+    overlap by a margin (Sentinel-2's 10 km of 110). Their boxes on the grid are those the series reads them by."""
+    for start, stop in series.dates:
+        if stop - start < 2:
             continue
-        footprints = [[(infos[la.path].crs, infos[la.path].bounds) for la in t.layers] for t in tiles]
-        boxes = np.array([_union(_boxes(f, crs)) for f in footprints])
+        tiles, time = series.scenes[start:stop], series.scenes[start].time
+        boxes = np.array([series.boxes[k] for k in range(start, stop)])
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for i in range(len(tiles)):
             for j in range(i + 1, len(tiles)):
@@ -790,16 +794,15 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
     crs = spec.crs or first.crs
     footprints = sorted({(infos[la.path].crs, infos[la.path].bounds) for s in scenes for la in s.layers})
     box_of = dict(zip(footprints, _boxes(footprints, crs)))  # each footprint transformed once
-    dates: dict = {}  # date -> (its first scene, the boxes of its files): the tiles of a date are one footprint
-    for s in scenes:
-        dates.setdefault(s.time, (s, []))[1].extend(box_of[(infos[la.path].crs, infos[la.path].bounds)] for la in s.layers)
+    dates = by_time(scenes)  # the tiles of a date are one footprint
     if len(dates) < 2:
         return
-    boxes = np.array([_union(np.array(b)) for _, b in dates.values()])
-    for i, (head, _) in enumerate(dates.values()):
+    boxes = np.array([_union(np.array([box_of[(infos[la.path].crs, infos[la.path].bounds)] for s in tiles for la in s.layers]))
+                      for tiles in dates.values()])
+    for i, tiles in enumerate(dates.values()):
         others = np.delete(boxes, i, axis=0)
         if not _intersects(boxes[i], others).any():
-            path = head.layers[0].path
+            path = tiles[0].layers[0].path
             raise SourceError(f"overlaps no other date of the series (in {crs}: {_bounds_text(boxes[i], crs)} against "
                               f"{_bounds_text(_union(others), crs)} for the others, left, bottom, right, top; its CRS "
                               f"is {infos[path].crs}): a file of another place?", path)

@@ -293,7 +293,7 @@ def test_an_items_date_is_its_solar_day_so_a_pass_across_midnight_utc_is_one_dat
     a = item("a", "2020-03-01T23:59:55", [157.0, -31.0, 158.2, -30.0])
     b = item("b", "2020-03-02T00:00:05", [156.8, -30.1, 158.0, -29.1])
     c = item("c", "2020-03-01T23:59:55", None)
-    dates = {i.id: str(t)[:10] for t, i in _by_date([a, b, c], Path("x"))}
+    dates = {i.id: str(t)[:10] for t, group in _by_date([a, b, c], Path("x")).items() for i in group}
     assert dates == {"a": "2020-03-02", "b": "2020-03-02", "c": "2020-03-01"}
     assert _longitude(item("d", "2020-03-01T00:00:00", [179.5, 0.0, -179.5, 1.0])) == pytest.approx(-180.0)
     assert _longitude(item("e", "2020-03-01T00:00:00", [1.0, 43.0, 2.0, 44.0])) == pytest.approx(1.5)

@@ -15,8 +15,8 @@ per image in sorted file order. Unlike a stacked file's date blocks, these need 
 labels a named file, and names need not sort by date (``scene_10.tif`` sorts before ``scene_9.tif``), so the
 images are put in date order; a date given twice is an error naming both files. Images whose names give one
 date are the tiles of that date (``..._T31TCJ_20200101...`` and ``..._T31TCH_20200101...``): the date is their
-mosaic, each pixel from the first of them in file order that has data there; two over the same ground (one scene
-twice, more than half of the smaller one) are refused (:func:`.warp.open_scenes`). Band names come from band
+mosaic, each pixel from the first of them in file order that has every band there; two over the same ground (one
+scene twice: more than 80 % of the smaller one's box) are refused (:func:`.warp.open_scenes`). Band names come from band
 descriptions, else file suffixes; then ``bands`` selects among them. Without such names ``bands`` names the
 bands, else they are ``b1..bN``. Band names must be unique. A band named ``fmask``, ``SCL``,
 ``qa`` or ``mask`` is the quality mask of its date, not a reflectance band; so is a single-band file beside a

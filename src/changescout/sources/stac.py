@@ -91,7 +91,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     items = load_items(root)
     scenes, names = [], None
     dated = _by_date(items, root)
-    for time, item in dated:
+    for time, item in ((time, item) for time, group in dated.items() for item in group):
         these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None)
         if names is None:
             names = these
@@ -105,17 +105,14 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
-    tiles: dict[pd.Timestamp, list] = {}  # (items in date order, by id within a date)
-    for time, item in dated:
-        tiles.setdefault(time, []).append(item)
-    baselines = [_baseline(items, time, root) for time, items in tiles.items()]
+    baselines = [_baseline(group, time, root) for time, group in dated.items()]
     cube = open_scenes(scenes, names, source=root.parent if root.name in ROOT_FILES else root, grid=grid,
                        patch_size=patch_size, chunks=chunks, scale_factor=scale_factor, offset=offset,
                        level=level or _level(items))
-    coords = {"product": ("time", [_product(items[0]) for items in tiles.values()])}
+    coords = {"product": ("time", [_product(group[0]) for group in dated.values()])}
     if any(baselines):
         coords["s2:processing_baseline"] = ("time", [b or None for b in baselines])
-    platforms = [items[0].properties.get("platform") for items in tiles.values()]
+    platforms = [group[0].properties.get("platform") for group in dated.values()]
     if all(platforms) and "platform" not in cube.coords:
         coords["platform"] = ("time", [str(p).lower() for p in platforms])
     return cube.assign_coords(coords)
@@ -152,8 +149,8 @@ def load_items(path: Path) -> list:
     return items
 
 
-def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
-    """``(date, item)`` in date order, by item id within a date (the tiles of one pass: their mosaic's order);
+def _by_date(items, root: Path) -> dict[pd.Timestamp, list]:
+    """``{date: items}`` in date order, by item id within a date (the tiles of one pass: their mosaic's order);
     :class:`SourceError` for an item without a date.
 
     An item's date is its solar day: its UTC time shifted by the longitude of its bbox's centre (15 degrees an
@@ -168,8 +165,10 @@ def _by_date(items, root: Path) -> list[tuple[pd.Timestamp, object]]:
         t = t.tz_convert(None) if t.tzinfo else t
         lon = _longitude(item)
         dated.append(((t + pd.Timedelta(hours=lon / 15) if lon is not None else t).normalize(), item))
-    dated.sort(key=lambda d: (d[0], d[1].id))
-    return dated
+    out: dict[pd.Timestamp, list] = {}
+    for time, item in sorted(dated, key=lambda d: (d[0], d[1].id)):
+        out.setdefault(time, []).append(item)
+    return out
 
 
 def _longitude(item) -> float | None:

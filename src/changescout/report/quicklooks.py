@@ -70,12 +70,7 @@ def write_quicklooks(cube: xr.DataArray, events: gpd.GeoDataFrame, patch_grid: P
             store[i] = img
             for b in range(3 * (not embeddings)):
                 hist[b] += np.histogram(np.clip(img[..., b], 0, 1), bins=_BINS, range=(0, 1))[0]
-        spans = _value_spans(store) if embeddings else None
-        for b, (a, c) in enumerate(spans if embeddings else ()):  # over the values' own range, per band
-            for i in range(len(times)):
-                band = np.asarray(store[i][..., b], dtype=np.float32)  # (float16 holds too few steps for the bins)
-                hist[b] += np.histogram(np.clip(band, a, c), bins=_BINS, range=(a, c))[0]
-        lo, hi = _stretch_limits(hist, spans)
+        lo, hi = _own_limits(store) if embeddings else _stretch_limits(hist)
         for i, t in enumerate(times):
             dates.append(_save_png(_to_uint8(store[i], lo, hi), out_dir / f"date_{t:%Y%m%d}.png"))
         overview = None
@@ -153,28 +148,27 @@ def _downsample(date: xr.DataArray, step: int) -> np.ndarray:
     return np.moveaxis(np.asarray(date.values, dtype=np.float32), 0, -1)
 
 
-def _value_spans(store: np.ndarray) -> list[tuple[float, float]]:
-    """Per band, the least and greatest value of the stored images (0..1 where a band has none)."""
-    spans = []
+def _stretch_limits(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band 2 and 98 percentiles from histograms over 0..1 (0 and 1 where a band has no data)."""
+    lo, hi = np.zeros(3), np.ones(3)
+    centres = (np.arange(_BINS) + 0.5) / _BINS
     for b in range(3):
-        v = np.asarray(store[..., b], dtype=np.float32)
-        finite = v[np.isfinite(v)]
-        a, c = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        spans.append((a, c if c > a else a + 1e-6))
-    return spans
-
-
-def _stretch_limits(hist: np.ndarray, spans=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band 2 and 98 percentiles from histograms over 0..1, or over each band's ``spans`` (0 and 1, or the
-    span, where a band has no data)."""
-    spans = spans or [(0.0, 1.0)] * 3
-    lo, hi = np.array([a for a, _ in spans], float), np.array([c for _, c in spans], float)
-    for b, (a, c) in enumerate(spans):
         total = hist[b].sum()
         if total:
-            centres = a + (np.arange(_BINS) + 0.5) / _BINS * (c - a)
             cdf = np.cumsum(hist[b]) / total
             lo[b], hi[b] = (centres[np.searchsorted(cdf, q / 100)] for q in PERCENTILES)
+    return lo, np.maximum(hi, lo + 1e-6)
+
+
+def _own_limits(store: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band 2 and 98 percentiles of the stored (downsampled) images' own values, whatever their range
+    (embeddings made elsewhere: -1..1, where a 0..1 stretch left every negative value black)."""
+    lo, hi = np.zeros(3), np.ones(3)
+    for b in range(3):
+        v = np.asarray(store[..., b], dtype=np.float32)
+        v = v[np.isfinite(v)]
+        if v.size:
+            lo[b], hi[b] = np.percentile(v, PERCENTILES)
     return lo, np.maximum(hi, lo + 1e-6)
 
 

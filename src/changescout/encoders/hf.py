@@ -24,6 +24,7 @@ Bands: ``red``, ``green``, ``blue``, found as each family of platforms names the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -97,21 +98,19 @@ def load_vision_model(folder: Path, device: torch.device | str = "cpu"):
     return model.float().eval().to(device)
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet(transformers):
     """transformers' loading reports and progress bars held back (errors still show)."""
-
-    def __init__(self, transformers):
-        self.logging = transformers.utils.logging
-
-    def __enter__(self):
-        self.level, self.bars = self.logging.get_verbosity(), self.logging.is_progress_bar_enabled()
-        self.logging.set_verbosity_error()
-        self.logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        self.logging.set_verbosity(self.level)
-        if self.bars:
-            self.logging.enable_progress_bar()
+    logging = transformers.utils.logging
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def image_statistics(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +161,9 @@ class HFVisionEncoder(PretrainedEncoder):
         self._interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
 
     def _configure(self, patch_size=16, tokens=2, gain="auto", window=16, device=None, batch_size=4) -> None:
-        self.patch_size = check_param(NAME, "patch_size", patch_size, 1, None, integer=True)
+        from ..tiling import check_patch_size
+
+        self.patch_size = check_patch_size(patch_size)
         self.tokens = check_param(NAME, "tokens (model patches a side per pipeline patch)", tokens, 1, 8, integer=True)
         self.gain = gain if gain == "auto" else check_param(NAME, "gain ('auto' or a number)", gain, 0, None, lo_open=True)
         self.window = check_param(NAME, "window (pipeline patches a side)", window, 1, 64, integer=True)

@@ -118,15 +118,29 @@ def test_landsat_bands_are_read_as_red_green_and_blue():
 def test_register_tokens_and_clip_vision_towers(tmp_path):
     """DINOv2 with registers (class + 4 register tokens before the patch tokens) and a whole CLIP model, whose
     vision tower is read at the window's size (its position encodings interpolated)."""
+    def by_hand(model, x, size, prefix, **forward):
+        """What the encoder should give (tokens=1): the model's patch tokens after its ``prefix`` ones."""
+        rgb = (np.clip(x * 3.0, 0, 1) - np.array(IMAGENET_MEAN)[:, None, None]) / np.array(IMAGENET_STD)[:, None, None]
+        pixels = torch.from_numpy(rgb.astype(np.float32))
+        if size != x.shape[2:]:
+            pixels = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", antialias=True)
+        with torch.no_grad():
+            hidden = model.eval()(pixel_values=pixels, **forward).last_hidden_state[:, prefix:]
+        return hidden.reshape(len(x), size[0] // model.config.patch_size, -1, 32).permute(0, 3, 1, 2).numpy()
+
     reg = get_encoder("hf", weights=_dinov2(tmp_path / "reg", registers=4), patch_size=8, tokens=1)
-    assert reg.encode(_reflectance(1, 16, 24)).shape == (1, 32, 2, 3)
+    x = _reflectance(1, 16, 24)
+    np.testing.assert_allclose(reg.encode(x), by_hand(transformers.Dinov2WithRegistersModel.from_pretrained(tmp_path / "reg"),
+                                                      x, (28, 42), prefix=5), atol=1e-5)
     torch.manual_seed(0)
     text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=99)
     vision = dict(TINY, patch_size=16)
     transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision)).save_pretrained(tmp_path / "clip")
     clip = get_encoder("hf", weights=tmp_path / "clip", patch_size=16, tokens=1)
-    out = clip.encode(_reflectance(2, 32, 48))
-    assert out.shape == (2, 32, 2, 3) and np.isfinite(out).all() and clip.model_type == "clip_vision_model"
+    x = _reflectance(2, 32, 48)
+    assert clip.model_type == "clip_vision_model"
+    np.testing.assert_allclose(clip.encode(x), by_hand(transformers.CLIPVisionModel.from_pretrained(tmp_path / "clip"), x,
+                                                       (32, 48), prefix=1, interpolate_pos_encoding=True), atol=1e-5)
 
 
 def test_bands_and_bad_folders_are_told(tmp_path):

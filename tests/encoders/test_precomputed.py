@@ -108,3 +108,57 @@ def test_runs_of_other_bands_are_not_compared_and_reflectance_is_warned_of(tmp_p
     run_pipeline(RunConfig(source=str(tmp_path / "s2"), encoder="precomputed", patch_size=8), tmp_path / "s2run", log=said.append)
     assert [s for s in said if "reads the bands as embeddings made elsewhere, but ['B02', 'B03', 'B04', 'B08'] are named "
                                 "as reflectance" in s]
+
+
+def _int8_twins(tmp_path, years=(2019, 2020), size=32):
+    """AlphaEarth's int8 files (-128 nodata, one pixel of the first year masked) and float twins holding their
+    de-quantised values, ``(v / 127.5)^2 x sign(v)``, NaN where masked."""
+    rng = np.random.default_rng(3)
+    folders = {"int8": tmp_path / "int8", "float": tmp_path / "float"}
+    for f in folders.values():
+        f.mkdir()
+    for t, year in enumerate(years):
+        raw = rng.integers(-127, 128, (64, size, size)).astype(np.int8)
+        if t == 0:
+            raw[:, 3, 5] = -128
+        native = np.sign(raw.astype(np.float32)) * (raw.astype(np.float32) / 127.5) ** 2
+        native[:, raw[0] == -128] = np.nan
+        for kind, values, nodata in (("int8", raw, -128), ("float", native, None)):
+            with rasterio.open(folders[kind] / f"{year}-01-01.tif", "w", driver="GTiff", height=size, width=size,
+                               count=64, dtype=values.dtype, crs="EPSG:32631", nodata=nodata,
+                               transform=Affine(10, 0, 360000, 0, -10, 4830080)) as dst:
+                dst.write(values)
+                for i in range(64):
+                    dst.set_band_description(i + 1, f"A{i:02d}")
+    return folders
+
+
+def test_alphaearth_int8_files_are_dequantised_as_their_producer_says(tmp_path):
+    """AlphaEarth's int8 files (Google Cloud Storage, Source Cooperative) give the embeddings of their de-quantised
+    values, ``(v / 127.5)^2 x sign(v)``, exactly as float files holding those values do; the raw bytes' patch means
+    (dequantize="none") are another space; a series stored otherwise is refused when de-quantisation is asked."""
+    import xarray as xr
+
+    from changescout.errors import BandError
+    from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.sources import open_series
+
+    folders = _int8_twins(tmp_path)
+    runs = {kind: run_pipeline(RunConfig(source=str(f), encoder="precomputed", patch_size=8), tmp_path / f"run_{kind}",
+                               log=lambda *_: None) for kind, f in folders.items()}
+    raw = run_pipeline(RunConfig(source=str(folders["int8"]), encoder="precomputed", patch_size=8,
+                                 encoder_options={"dequantize": "none"}), tmp_path / "run_raw", log=lambda *_: None)
+    emb = {k: xr.open_zarr(v / "embeddings.zarr")["embedding"].values for k, v in {**runs, "raw": raw}.items()}
+    np.testing.assert_allclose(emb["int8"], emb["float"], atol=1e-5)
+    assert np.abs(emb["raw"] - emb["float"]).max() > 0.05
+    said = {k: xr.open_zarr(v / "embeddings.zarr").attrs for k, v in {**runs, "raw": raw}.items()}
+    assert json.loads(said["int8"]["encoder_options"])["dequantize"] == "alphaearth"  # similar --in refuses the
+    assert said["int8"]["weights_sha256"] != said["raw"]["weights_sha256"]  # runs read otherwise (raw bytes)
+    assert "dequantize" not in said["float"]["encoder_options"]
+    enc = get_encoder("precomputed", patch_size=8)
+    assert enc.for_cube(open_series(str(folders["float"]))).dequantize == "none"  # floats: as stored
+    forced = get_encoder("precomputed", patch_size=8, dequantize="alphaearth").for_cube(open_series(str(folders["float"])))
+    with pytest.raises(BandError, match="dequantize='none'"):
+        forced.encode(np.full((1, 64, 8, 8), 200.0, np.float32))
+    with pytest.raises(ConfigError, match="dequantize must be one of"):
+        get_encoder("precomputed", dequantize="int8")

@@ -298,6 +298,46 @@ def test_an_items_date_is_its_solar_day_so_a_pass_across_midnight_utc_is_one_dat
     assert _longitude(item("e", "2020-03-01T00:00:00", [1.0, 43.0, 2.0, 44.0])) == pytest.approx(1.5)
 
 
+def test_one_scene_twice_in_a_search_is_read_once_the_newest_and_the_others_are_named(tmp_path):
+    """A search's results often hold one scene twice (Earth Search's ``_0_`` and reprocessed ``_1_`` items): the
+    same MGRS tile (or, where the items say no tile, bboxes over the same ground) of one date is read once, from
+    the item of the highest processing baseline, then the latest update, then the last id; the run names the
+    items left out. Items of other tiles are tiles of the date, mosaicked as before."""
+    from changescout.cube import grid_of
+    from changescout.pipeline import input_notes
+
+    mgrs = {"mgrs:utm_zone": 31, "mgrs:latitude_band": "T", "mgrs:grid_square": "CJ"}
+    old = _item(tmp_path / "a", 0, ms.DATES[0], props=mgrs)
+    new = _item(tmp_path / "a", 0, ms.DATES[0], props={**mgrs, "s2:processing_baseline": "05.09"}, add=300,
+                item_id=f"S2B_31TCJ_{ms.DATES[0].replace('-', '')}_1_L2A")
+    later = [_item(tmp_path / "a", t, d, props=mgrs) for t, d in enumerate(ms.DATES) if t]
+    (tmp_path / "both.json").write_text(json.dumps(pystac.ItemCollection([old, new, *later]).to_dict()))
+    (tmp_path / "new.json").write_text(json.dumps(pystac.ItemCollection([new, *later]).to_dict()))
+    both = open_series(tmp_path / "both.json")
+    np.testing.assert_array_equal(both.values, open_series(tmp_path / "new.json").values)
+    assert both.attrs["repeated_items"] == [f"{old.id} ({new.id} read)"]
+    assert both.coords["s2:processing_baseline"].values[0] == "05.09"
+    notes = input_notes(both, {}, grid_of(both), given_grid=False)
+    assert [n for n in notes if n.startswith(f"note: 1 item(s) repeat a scene of their date and are left out for the "
+                                              f"newest (highest baseline, then latest update): {old.id} ({new.id} read)")]
+    # one baseline: the latest update wins, whatever the ids say; no tile named: bboxes over the same ground
+    for item, when in ((old, "2024-05-01T00:00:00Z"), (new, "2023-01-01T00:00:00Z")):
+        item.properties.update({"s2:processing_baseline": "05.09", "updated": when})
+        for key in mgrs:
+            item.properties.pop(key)
+        item.bbox = [1.0, 43.0, 1.1, 43.1]
+        item.geometry = {"type": "Polygon", "coordinates": [[[1.0, 43.0], [1.1, 43.0], [1.1, 43.1], [1.0, 43.1], [1.0, 43.0]]]}
+    (tmp_path / "updated.json").write_text(json.dumps(pystac.ItemCollection([old, new, *later]).to_dict()))
+    assert open_series(tmp_path / "updated.json").attrs["repeated_items"] == [f"{new.id} ({old.id} read)"]
+    # two tiles of one date: both read, nothing left out
+    a = _item(tmp_path / "t", 0, ms.DATES[0], item_id="A", cols=slice(0, 26), props=mgrs)
+    b = _item(tmp_path / "t", 0, ms.DATES[0], item_id="B", cols=slice(18, 44), props={**mgrs, "mgrs:grid_square": "CH"})
+    (tmp_path / "tiles.json").write_text(json.dumps(pystac.ItemCollection([a, b, *later]).to_dict()))
+    tiles = open_series(tmp_path / "tiles.json")
+    assert "repeated_items" not in tiles.attrs
+    assert {Path(f).parent.name for f in tiles.attrs["source_files"]} >= {"A", "B"}
+
+
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):
     """Two items of one date over the same ground (one scene twice), tiles of one date of different baselines,
     an asset GDAL cannot read from where it is, a band one item lacks and a --bands no asset holds each name

@@ -6,9 +6,12 @@ writes them with local copies of the assets).
 An item's date is the solar day of its ``datetime`` (else its ``start_datetime``): its UTC time shifted by the
 longitude of its bbox (:func:`_by_date`; the UTC day without a bbox). Items of one date are the tiles of one pass
 (Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of them, by item id,
-that has data there (:class:`.warp.WarpedSeries`). Items of one date over much the same ground (one scene twice:
-reprocessed, or another baseline) are refused; so are tiles of one date that say different processing baselines
-(radiometry reads one per date).
+that has data there (:class:`.warp.WarpedSeries`). Items of one date that repeat one scene (reprocessed, or
+another baseline: the same Sentinel-2 MGRS tile or Landsat WRS path/row, or without those properties bboxes
+sharing more than 80 % of the smaller) are one: the newest is read (the highest processing baseline, then the
+latest ``updated`` or ``created``, then the last id, as Earth Search numbers reprocessings ``_0_``, ``_1_``), and
+the run names those left out (:func:`_newest`). Other items of one date over much the same ground are refused, and
+so are tiles of one date that say different processing baselines (radiometry reads one per date).
 
 An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
 ``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
@@ -45,7 +48,7 @@ from ..cube import check_band_names
 from ..errors import SourceError
 from .dates import parse_baseline
 from .masks import convention_for, infer_convention, is_mask_name
-from .warp import DEFAULT_SCALE, Layer, Scene, is_remote, open_scenes, shown
+from .warp import DEFAULT_SCALE, MOSAIC_OVERLAP, Layer, Scene, is_remote, open_scenes, shown
 
 #: Files a folder of a static catalog is opened by, in this order.
 ROOT_FILES = ("catalog.json", "collection.json", "item-collection.json")
@@ -90,7 +93,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     root = _root_file(Path(path))
     items = load_items(root)
     scenes, names = [], None
-    dated = _by_date(items, root)
+    dated, repeated = _newest(_by_date(items, root))
     for time, item in ((time, item) for time, group in dated.items() for item in group):
         these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None)
         if names is None:
@@ -115,7 +118,10 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     platforms = [group[0].properties.get("platform") for group in dated.values()]
     if all(platforms) and "platform" not in cube.coords:
         coords["platform"] = ("time", [str(p).lower() for p in platforms])
-    return cube.assign_coords(coords)
+    cube = cube.assign_coords(coords)
+    if repeated:
+        cube.attrs["repeated_items"] = repeated
+    return cube
 
 
 def _root_file(path: Path) -> Path:
@@ -169,6 +175,65 @@ def _by_date(items, root: Path) -> dict[pd.Timestamp, list]:
     for time, item in sorted(dated, key=lambda d: (d[0], d[1].id)):
         out.setdefault(time, []).append(item)
     return out
+
+
+def _newest(dated: dict) -> tuple[dict, list[str]]:
+    """``dated`` with one item per scene of each date, the newest, and ``"<left out> (<read>)"`` for the others.
+
+    Two items of one date repeat a scene when they name the same Sentinel-2 MGRS tile or Landsat WRS path/row;
+    where either names none, when their bboxes share more than ``MOSAIC_OVERLAP`` of the smaller one. The newest
+    has the highest processing baseline, then the latest ``updated`` (else ``created``), then the last id."""
+    out, repeated = {}, []
+    for time, group in dated.items():
+        kept: list = []
+        for item in sorted(group, key=_recency, reverse=True):
+            twin = next((k for k in kept if _same_scene(item, k)), None)
+            if twin is None:
+                kept.append(item)
+            else:
+                repeated.append(f"{item.id} ({twin.id} read)")
+        out[time] = sorted(kept, key=lambda i: i.id)  # (the mosaic's order, as before)
+    return out, repeated
+
+
+def _recency(item) -> tuple:
+    said = str(item.properties.get("s2:processing_baseline") or "")
+    named = parse_baseline(_product(item))
+    baseline = tuple(int(v) for v in said.split(".")[:2]) if re.fullmatch(r"\d+\.\d+", said) else named or (0, 0)
+    meta = item.common_metadata
+    when = meta.updated or meta.created
+    stamp = pd.Timestamp(when).tz_convert(None) if when is not None and pd.Timestamp(when).tzinfo else when
+    return baseline, pd.Timestamp(stamp) if stamp is not None else pd.Timestamp.min, item.id
+
+
+def _scene_key(item) -> tuple | None:
+    """The tile an item is of: Sentinel-2's MGRS tile or Landsat's WRS path and row, or None where it says none."""
+    props = item.properties
+    if props.get("s2:mgrs_tile"):
+        return ("mgrs", str(props["s2:mgrs_tile"]).upper().removeprefix("T"))
+    square = [props.get(k) for k in ("mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square")]
+    if all(v is not None for v in square):
+        return ("mgrs", f"{int(square[0]):02d}{square[1]}{square[2]}".upper())
+    wrs = [props.get(k) for k in ("landsat:wrs_path", "landsat:wrs_row")]
+    if all(v is not None for v in wrs):
+        return ("wrs", int(wrs[0]), int(wrs[1]))
+    return None
+
+
+def _same_scene(a, b) -> bool:
+    ka, kb = _scene_key(a), _scene_key(b)
+    if ka is not None and kb is not None:
+        return ka == kb
+    if not a.bbox or not b.bbox:
+        return False
+    boxes = [(float(i.bbox[0]), float(i.bbox[1]), float(i.bbox[len(i.bbox) // 2]), float(i.bbox[len(i.bbox) // 2 + 1]))
+             for i in (a, b)]
+    if any(w > e for w, _, e, _ in boxes):  # across the antimeridian: not compared
+        return False
+    w = min(boxes[0][2], boxes[1][2]) - max(boxes[0][0], boxes[1][0])
+    h = min(boxes[0][3], boxes[1][3]) - max(boxes[0][1], boxes[1][1])
+    area = min((e - w_) * (n - s_) for w_, s_, e, n in boxes)
+    return w > 0 and h > 0 and w * h > MOSAIC_OVERLAP * max(area, 1e-300)
 
 
 def _longitude(item) -> float | None:

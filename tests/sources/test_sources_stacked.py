@@ -49,8 +49,12 @@ def test_stacked_errors_say_the_numbers(tmp_path):
         open_series(path)
     with pytest.raises(SourceError, match=r"stack.tif: has 12 bands but 3 dates x 5 bands = 15"):
         open_series(path, dates=ms.DATES, bands=["a", "b", "c", "d", "e"])
-    with pytest.raises(SourceError, match=r"stack.tif: has 12 bands and no band descriptions; pass --bands.* 4 bands"):
+    with pytest.raises(SourceError, match=r"stack.tif: has 12 bands and no band descriptions; pass --bands.* 4 bands "
+                                          r"of one date if it holds the 3 dates --dates gives \(else check --dates\)"):
         open_series(path, dates=ms.DATES)
+    # a date too many, without descriptions: the dates are named, not --bands (was "the names of the ? bands")
+    with pytest.raises(SourceError, match=r"stack.tif: has 12 bands, which 5 dates cannot share evenly; check --dates"):
+        open_series(path, dates=[*ms.DATES, "2021-01-01", "2021-02-01"])
     with pytest.raises(ConfigError, match=r"stack.tif: --dates holds 'soon', which is not a date: expected YYYY-MM-DD"):
         open_series(path, dates=["2020-01-01", "soon", "later"], bands=ms.BANDS)
     with pytest.raises(SourceError, match="stack.tif: holds 12 mask bands but the series has 3 dates"):

@@ -42,7 +42,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     check_increasing(times, path)
     n_dates = len(times)
     if bands is None:
-        if all(info.descriptions) and info.count % n_dates:
+        if info.count % n_dates:  # (with or without descriptions: the dates are what is wrong)
             raise SourceError(
                 f"has {info.count} bands, which {n_dates} dates cannot share evenly; check --dates (one per date "
                 "block in the file's order)",
@@ -51,7 +51,8 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         if not all(info.descriptions):
             raise SourceError(
                 f"has {info.count} bands and no band descriptions; pass --bands, the names of the "
-                f"{info.count // n_dates if info.count % n_dates == 0 else '?'} bands of one date",
+                f"{info.count // n_dates} bands of one date if it holds the {n_dates} dates --dates gives (else "
+                "check --dates)",
                 path,
             )
         names = check_band_names(info.descriptions[: info.count // n_dates], path, "the band descriptions")

@@ -709,11 +709,11 @@ def test_a_folder_whose_records_are_not_a_runs_is_not_replaced(session_config, t
 @pytest.mark.parametrize("key, value, message", [
     ("min_clear", 1.5, r"--min-clear must be a number in \(0, 1\]"),
     ("min_clear", "high", "min-clear"),
-    ("rank_by", "bogus", "rank-by must be one of combined, rarity, magnitude"),
+    ("rank_by", "bogus", "--rank-by must be one of combined, rarity, magnitude"),
     ("seasonal_weight", -1, "seasonal_weight must be a number"),  # keys of a --config file named as written there
     ("n_clusters", 2.5, "n_clusters must be a whole number"),
     ("snow_screen", False, "snow_screen must be text, got False"),  # (YAML's off)
-    ("mask_convention", "foo", "mask-convention must be one of fmask, scl, quality"),
+    ("mask_convention", "foo", "--mask-convention must be one of fmask, scl, quality"),
     ("patch_size", 129, r"--patch-size must be a whole number in \[1, 128\]"),
     ("compare", "reference:2030-01-01", "no date comes after the reference"),
     ("compare", "reference:2000-01-01", "the reference comes before the series"),

@@ -228,7 +228,7 @@ def test_unknown_event_and_bad_place(session_run, events):
         find_similar(session_run, at=(x[0], y[0]), t1="1999-01-01")
     with pytest.raises(EventNotFoundError):
         find_similar(session_run)
-    with pytest.raises(ConfigError, match="k must be a whole number of changes >= 1, got 0"):
+    with pytest.raises(ConfigError, match="-k must be a whole number of changes >= 1, got 0"):
         find_similar(session_run, events["event_id"].iloc[0], k=0)
 
 

@@ -143,9 +143,9 @@ class RunConfig:
         from .sources.masks import CONVENTIONS
 
         if self.mask_convention is not None and str(self.mask_convention).lower() not in CONVENTIONS:
-            raise ConfigError(f"mask-convention must be one of {', '.join(CONVENTIONS)}, got {self.mask_convention!r}")
+            raise ConfigError(f"{_option('mask_convention')} must be one of {', '.join(CONVENTIONS)}, got {self.mask_convention!r}")
         if self.rank_by not in RANK_BY:
-            raise ConfigError(f"rank-by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
+            raise ConfigError(f"{_option('rank_by')} must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}")
         if self.snow_screen not in SNOW_MODES:
             raise ConfigError(f"snow_screen must be {' or '.join(SNOW_MODES)}, got {self.snow_screen!r}")
         # (each was checked by its stage only, after the source was read, or after a --scheduler had answered)

@@ -157,7 +157,7 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     other_runs = [other_runs] if isinstance(other_runs, (str, os.PathLike)) else list(other_runs)
     negatives = [negatives] if isinstance(negatives, str) else list(negatives)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a whole number of changes >= 1, got {k!r}")
+        raise ConfigError(f"-k must be a whole number of changes >= 1, got {k!r}")
     with contextlib.ExitStack() as held:  # no run may rewrite them while they are read
         for path in (run, *other_runs):
             held.enter_context(runlock.reading(path))

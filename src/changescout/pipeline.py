@@ -710,6 +710,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
         if hasattr(encoder, "for_cube"):  # what an encoder reads off the values (hf: the stretch of 8-bit images)
             encoder = encoder.for_cube(cube)
+            if note := (encoder.note() if hasattr(encoder, "note") else ""):  # (precomputed: AlphaEarth's bytes)
+                log(note)
         cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
         cube, coreg = coregister(cube, config.coregister)
         cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))

@@ -135,30 +135,57 @@ def _int8_twins(tmp_path, years=(2019, 2020), size=32):
 
 def test_alphaearth_int8_files_are_dequantised_as_their_producer_says(tmp_path):
     """AlphaEarth's int8 files (Google Cloud Storage, Source Cooperative) give the embeddings of their de-quantised
-    values, ``(v / 127.5)^2 x sign(v)``, exactly as float files holding those values do; the raw bytes' patch means
-    (dequantize="none") are another space; a series stored otherwise is refused when de-quantisation is asked."""
+    values, ``(v / 127.5)^2 x sign(v)``, exactly as float files holding those values do, and the two runs are
+    compared by similar --in; the raw bytes' patch means (dequantize="none") are another space, which similar --in
+    refuses to mix with them; a subset of the bands is de-quantised too; the run says what it did."""
     import xarray as xr
 
-    from changescout.errors import BandError
+    from changescout.errors import InputError
+    from changescout.events import read_events
     from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.similar import find_similar
+
+    folders = _int8_twins(tmp_path)
+    said = {}
+    runs = {kind: run_pipeline(RunConfig(source=str(f), encoder="precomputed", patch_size=8), tmp_path / f"run_{kind}",
+                               log=said.setdefault(kind, []).append) for kind, f in folders.items()}
+    runs["raw"] = run_pipeline(RunConfig(source=str(folders["int8"]), encoder="precomputed", patch_size=8,
+                                         encoder_options={"dequantize": "none"}), tmp_path / "run_raw",
+                               log=said.setdefault("raw", []).append)
+    half = [f"A{i:02d}" for i in range(0, 64, 2)]
+    runs["half"], runs["half_float"] = (run_pipeline(RunConfig(source=str(folders[k]), encoder="precomputed", patch_size=8,
+                                                               bands=half), tmp_path / f"run_half_{k}", log=lambda *_: None)
+                                        for k in ("int8", "float"))
+    emb = {k: xr.open_zarr(v / "embeddings.zarr")["embedding"].values for k, v in runs.items()}
+    np.testing.assert_allclose(emb["int8"], emb["float"], atol=1e-5)
+    np.testing.assert_allclose(emb["half"], emb["half_float"], atol=1e-5)
+    assert np.abs(emb["raw"] - emb["float"]).max() > 0.05
+    assert [n for n in said["int8"] if "AlphaEarth's bytes, de-quantised" in n]
+    assert [n for n in said["raw"] if "read as they are (dequantize none)" in n]
+    assert not [n for n in said["float"] if "AlphaEarth" in n]
+    first = read_events(runs["int8"]).sort_values("rank").iloc[0]["event_id"]
+    assert len(find_similar(runs["int8"], first, k=3, other_runs=[runs["float"]]))  # one space: compared
+    with pytest.raises(InputError, match=r"weights_sha256|encoder_options"):
+        find_similar(runs["raw"], read_events(runs["raw"]).iloc[0]["event_id"], k=3, other_runs=[runs["float"]])
+
+
+def test_alphaearth_values_out_of_range_name_the_cause(tmp_path):
+    """Values a de-quantisation cannot take are refused, naming the option to read them as they are, or, at -128,
+    the nodata the files do not declare; an unknown dequantize value is refused."""
+    from changescout.errors import BandError
     from changescout.sources import open_series
 
     folders = _int8_twins(tmp_path)
-    runs = {kind: run_pipeline(RunConfig(source=str(f), encoder="precomputed", patch_size=8), tmp_path / f"run_{kind}",
-                               log=lambda *_: None) for kind, f in folders.items()}
-    raw = run_pipeline(RunConfig(source=str(folders["int8"]), encoder="precomputed", patch_size=8,
-                                 encoder_options={"dequantize": "none"}), tmp_path / "run_raw", log=lambda *_: None)
-    emb = {k: xr.open_zarr(v / "embeddings.zarr")["embedding"].values for k, v in {**runs, "raw": raw}.items()}
-    np.testing.assert_allclose(emb["int8"], emb["float"], atol=1e-5)
-    assert np.abs(emb["raw"] - emb["float"]).max() > 0.05
-    said = {k: xr.open_zarr(v / "embeddings.zarr").attrs for k, v in {**runs, "raw": raw}.items()}
-    assert json.loads(said["int8"]["encoder_options"])["dequantize"] == "alphaearth"  # similar --in refuses the
-    assert said["int8"]["weights_sha256"] != said["raw"]["weights_sha256"]  # runs read otherwise (raw bytes)
-    assert "dequantize" not in said["float"]["encoder_options"]
-    enc = get_encoder("precomputed", patch_size=8)
-    assert enc.for_cube(open_series(str(folders["float"]))).dequantize == "none"  # floats: as stored
     forced = get_encoder("precomputed", patch_size=8, dequantize="alphaearth").for_cube(open_series(str(folders["float"])))
+    assert forced.for_cube(open_series(str(folders["float"]))).dequantize == "alphaearth"
+    assert get_encoder("precomputed", patch_size=8).for_cube(open_series(str(folders["float"]))).dequantize == "none"
     with pytest.raises(BandError, match="dequantize='none'"):
         forced.encode(np.full((1, 64, 8, 8), 200.0, np.float32))
+    bytes_ = get_encoder("precomputed", patch_size=8).for_cube(open_series(str(folders["int8"])))
+    x = np.zeros((1, 64, 8, 8), np.float32)
+    x[:, :, 0, 0] = -128 * 1e-4  # (the int8 files' scaling: x 1e-4)
+    with pytest.raises(BandError, match=r"-128, AlphaEarth's nodata, which the files do not declare: declare it "
+                                        r"\(gdal_edit.py -a_nodata -128 FILE\)"):
+        bytes_.encode(x)
     with pytest.raises(ConfigError, match="dequantize must be one of"):
         get_encoder("precomputed", dequantize="int8")

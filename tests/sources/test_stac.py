@@ -336,6 +336,23 @@ def test_one_scene_twice_in_a_search_is_read_once_the_newest_and_the_others_are_
     tiles = open_series(tmp_path / "tiles.json")
     assert "repeated_items" not in tiles.attrs
     assert {Path(f).parent.name for f in tiles.attrs["source_files"]} >= {"A", "B"}
+    # one tile twice a day from neighbouring orbits (northern latitudes; Earth Search numbers them _0_ and _1_ as
+    # it numbers a reprocessing): two acquisitions, mosaicked, not one read for the other (a review)
+    a.properties.update({"mgrs:grid_square": "CJ"})
+    b.properties.update({"mgrs:grid_square": "CJ"})
+    b.datetime = a.datetime + pd.Timedelta(minutes=100)
+    (tmp_path / "orbits.json").write_text(json.dumps(pystac.ItemCollection([a, b, *later]).to_dict()))
+    orbits = open_series(tmp_path / "orbits.json")
+    assert "repeated_items" not in orbits.attrs
+    assert {Path(f).parent.name for f in orbits.attrs["source_files"]} >= {"A", "B"}
+    # L1C and L2A of one acquisition: not one for the other (the series' level would change at that date)
+    l1c = _item(tmp_path / "a", 0, ms.DATES[0], props={**mgrs, "processing:level": "L1C", "s2:processing_baseline": "05.09"},
+                item_id="L1C_twin")
+    l1c.properties["updated"] = "2030-01-01T00:00:00Z"
+    l1c.bbox, l1c.geometry = new.bbox, new.geometry  # (new: no tile named since above; over the same ground)
+    (tmp_path / "levels.json").write_text(json.dumps(pystac.ItemCollection([new, l1c, *later]).to_dict()))
+    with pytest.raises(SourceError, match="one scene twice"):
+        open_series(tmp_path / "levels.json")
 
 
 def test_stac_items_that_cannot_make_a_series_are_refused_with_the_item_and_the_reason(tmp_path):

@@ -12,11 +12,17 @@ date's vector, as for every encoder.
 
 AlphaEarth's files on Google Cloud Storage and Source Cooperative store each value as a signed byte, -127..127
 (-128 is nodata), whose native value is ``(v / 127.5)^2 x sign(v)`` (Google's readme of the bucket). With
-``dequantize="auto"`` (the default) a series whose bands are ``A00``..``A63`` and whose files store integers
-(the cube's ``scale_factor`` is not 1) is de-quantised so: a patch mean of the raw bytes would weigh the
-components in another space than the producer's. ``"alphaearth"`` de-quantises any series, ``"none"`` never;
-values outside -127.5..127.5 once the source's scaling is undone are refused, naming the option. Nothing is learnt and no weights are read: the embedding space is the producer's, whose
-dimensions are the bands in their order, so ``similar --in`` compares runs of the same bands only.
+``dequantize="auto"`` (the default) a series whose bands are among ``A00``..``A63`` and whose source stores
+integers (the cube's ``storage``; without it, a ``scale_factor`` other than 1) is de-quantised so, and the run
+says it: a patch mean of the raw bytes would weigh the components in another space than the producer's.
+``"alphaearth"`` de-quantises any series, ``"none"`` never; values outside -127.5..127.5 once the source's
+scaling is undone are refused, naming the option (or, at -128, the undeclared nodata). De-quantised values are in
+the space of float exports of the same bands: such runs are compared by ``similar --in``; AlphaEarth's bytes read
+as they are (``"none"``) are another space, recorded (``values``) so that ``similar --in`` refuses to mix them.
+On a grid other than the files' own (``--grid``), the bytes are resampled (bilinear) before they are
+de-quantised, an approximation where neighbouring pixels differ much. Nothing is learnt and no weights are read:
+the embedding space is the producer's, whose dimensions are the bands in their order, so ``similar --in``
+compares runs of the same bands only.
 
 The run knows the bands are no reflectance (the cube's ``embedding_bands``): it screens no clouds and no snow
 (unless asked), co-registers only with ``--coregister on``, warns of no implausible reflectance, and leaves
@@ -52,7 +58,8 @@ class PrecomputedEncoder(PretrainedEncoder):
                  dequantize: str = "auto"):
         self._configure(patch_size, n_bands, batch_size, dequantize=dequantize)
 
-    def _configure(self, patch_size=16, n_bands=None, batch_size=16, bands=(), dequantize="auto", stored=(1.0, 0.0)) -> None:
+    def _configure(self, patch_size=16, n_bands=None, batch_size=16, bands=(), dequantize="auto", stored=(1.0, 0.0),
+                   raw_bytes=False) -> None:
         from ..tiling import check_patch_size
 
         self.patch_size = check_patch_size(patch_size)
@@ -62,10 +69,11 @@ class PrecomputedEncoder(PretrainedEncoder):
             raise ConfigError(f"precomputed: dequantize must be one of {', '.join(DEQUANTIZE)}, got {dequantize!r}")
         self.dequantize = dequantize  # "auto" until a cube resolves it (for_cube)
         self.stored = tuple(float(v) for v in stored)  # (scale, offset) the source applied to the stored values
+        self.raw_bytes = bool(raw_bytes)  # AlphaEarth's bytes read as they are: not the producer's space
         self.bands = tuple(bands)  # the embedding's dimensions, by name, once a cube gives them (for_cube)
         # no weights: the producer's space, whose dimensions are the bands in their order (two runs whose bands
-        # differ are not comparable: similar --in refuses them), de-quantised or not
-        said = f"{NAME}-{VERSION}-{','.join(self.bands)}" + ("-alphaearth" if dequantize == "alphaearth" else "")
+        # differ are not comparable: similar --in refuses them); de-quantised values are in the space of floats
+        said = f"{NAME}-{VERSION}-{','.join(self.bands)}" + ("-stored-bytes" if self.raw_bytes else "")
         self._digest = hashlib.sha256(said.encode()).hexdigest()
 
     @property
@@ -81,13 +89,13 @@ class PrecomputedEncoder(PretrainedEncoder):
         )
 
     def __dask_tokenize__(self):
-        return (NAME, VERSION, self.patch_size, self.n_bands, self.bands, self.dequantize, self.stored)
+        return (NAME, VERSION, self.patch_size, self.n_bands, self.bands, self.dequantize, self.stored, self.raw_bytes)
 
     def space_options(self) -> dict:
-        """The bands the embedding's dimensions are and whether they were de-quantised (``similar --in``
-        compares runs of the same bands, read the same way, only)."""
+        """The bands the embedding's dimensions are, and ``values`` where AlphaEarth's bytes were read as they
+        are (``similar --in`` compares runs of the same bands in the same space only)."""
         out = {"bands": ",".join(self.bands)} if self.bands else {}
-        return {**out, "dequantize": "alphaearth"} if self.dequantize == "alphaearth" else out
+        return {**out, "values": "stored bytes"} if self.raw_bytes else out
 
     def for_cube(self, cube) -> "PrecomputedEncoder":
         """This encoder for ``cube``: its embedding has one dimension per band, named by the bands;
@@ -98,14 +106,27 @@ class PrecomputedEncoder(PretrainedEncoder):
         if self.n_bands not in (None, len(bands)):
             raise ConfigError(f"precomputed: n_bands is {self.n_bands} but the series has {len(bands)} bands")
         stored = (float(cube.attrs.get("scale_factor", 1.0) or 1.0), float(cube.attrs.get("offset", 0.0) or 0.0))
+        kind = cube.attrs.get("storage")
+        integers = "integers" in kind if kind else not np.isclose(stored[0], 1.0)
+        alphaearth = bool(bands) and len(set(bands)) == len(bands) and set(bands) <= set(ALPHAEARTH_BANDS)
         how = self.dequantize
         if how == "auto":
-            how = "alphaearth" if bands == ALPHAEARTH_BANDS and not np.isclose(stored[0], 1.0) else "none"
-        if (self.bands, self.dequantize, self.stored) == (bands, how, stored):
+            how = "alphaearth" if alphaearth and integers else "none"
+        raw = how == "none" and alphaearth and integers
+        if (self.bands, self.dequantize, self.stored, self.raw_bytes) == (bands, how, stored, raw):
             return self
         other = PrecomputedEncoder.__new__(PrecomputedEncoder)
-        other._configure(self.patch_size, len(bands), self.batch_size, bands, how, stored)
+        other._configure(self.patch_size, len(bands), self.batch_size, bands, how, stored, raw)
         return other
+
+    def note(self) -> str:
+        """What the run says of how it read the values (empty when as stored)."""
+        if self.dequantize == "alphaearth":
+            return "precomputed: the bands' values are AlphaEarth's bytes, de-quantised as their producer says: (v / 127.5)^2 x sign(v)"
+        if self.raw_bytes:
+            return ("precomputed: AlphaEarth's bytes are read as they are (dequantize none), not de-quantised: similar --in "
+                    "compares this run with runs read the same way only")
+        return ""
 
     def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:
         """``(B, C, H, W)`` per-pixel embeddings -> ``(B, C, H // patch, W // patch)``: each patch's mean vector at
@@ -131,6 +152,9 @@ class PrecomputedEncoder(PretrainedEncoder):
         raw = (x - np.float32(offset)) / np.float32(scale)
         top = float(np.nanmax(np.abs(raw))) if np.isfinite(raw).any() else 0.0
         if top > 127.5 + 1e-3:
+            if np.isclose(float(np.nanmin(raw)), -128.0, atol=0.5):
+                raise BandError("precomputed: the stored values hold -128, AlphaEarth's nodata, which the files do not "
+                                "declare: declare it (gdal_edit.py -a_nodata -128 FILE) and run again")
             raise BandError(f"precomputed: de-quantising as AlphaEarth's int8 files (-127..127), but the stored values "
                             f"reach {top:.4g}; pass dequantize='none' (--config encoder_options) for embeddings stored "
                             "as they are")

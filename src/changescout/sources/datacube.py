@@ -46,7 +46,7 @@ from ..errors import SourceError
 from .dates import to_times
 from .geotiff import split_band_suffix
 from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
-from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling, warp_scales
+from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling, storage, warp_scales
 
 _DIMS = ("time", "band", "y", "x")
 _PIXEL_DIMS = {"time", "y", "x"}
@@ -132,6 +132,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         "quality_mask": quality is not None,
         "scale_factor": scale,
         "offset": off,
+        "storage": storage(var.dtype),  # as xarray gives them (CF-packed integers come decoded, as floats)
     }
     time_coords = {k: c.values.tolist() for k, c in var.coords.items() if c.dims == ("time",) and k != "time"}
     cube = build_cube(array, var["time"].values, names, out, chunks=chunks, attrs=attrs, time_coords=time_coords)

@@ -6,9 +6,9 @@ writes them with local copies of the assets).
 An item's date is the solar day of its ``datetime`` (else its ``start_datetime``): its UTC time shifted by the
 longitude of its bbox (:func:`_by_date`; the UTC day without a bbox). Items of one date are the tiles of one pass
 (Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of them, by item id,
-that has data there (:class:`.warp.WarpedSeries`). Items of one date that repeat one scene (reprocessed, or
-another baseline: the same Sentinel-2 MGRS tile or Landsat WRS path/row, or without those properties bboxes
-sharing more than 80 % of the smaller) are one: the newest is read (the highest processing baseline, then the
+that has data there (:class:`.warp.WarpedSeries`). Items of one date that repeat one acquisition (reprocessed, or
+another baseline: acquired within minutes, of one processing level, the same Sentinel-2 MGRS tile or Landsat WRS
+path/row, or without those properties bboxes sharing more than 80 % of the smaller) are one: the newest is read (the highest processing baseline, then the
 latest ``updated`` or ``created``, then the last id, as Earth Search numbers reprocessings ``_0_``, ``_1_``), and
 the run names those left out (:func:`_newest`). Other items of one date over much the same ground are refused, and
 so are tiles of one date that say different processing baselines (radiometry reads one per date).
@@ -180,9 +180,8 @@ def _by_date(items, root: Path) -> dict[pd.Timestamp, list]:
 def _newest(dated: dict) -> tuple[dict, list[str]]:
     """``dated`` with one item per scene of each date, the newest, and ``"<left out> (<read>)"`` for the others.
 
-    Two items of one date repeat a scene when they name the same Sentinel-2 MGRS tile or Landsat WRS path/row;
-    where either names none, when their bboxes share more than ``MOSAIC_OVERLAP`` of the smaller one. The newest
-    has the highest processing baseline, then the latest ``updated`` (else ``created``), then the last id."""
+    Two items of one date repeat a scene when :func:`_same_scene` says so. The newest has the highest processing
+    baseline, then the latest ``updated`` (else ``created``), then the last id."""
     out, repeated = {}, []
     for time, group in dated.items():
         kept: list = []
@@ -220,7 +219,36 @@ def _scene_key(item) -> tuple | None:
     return None
 
 
+#: Items whose acquisition times differ by more than this are two acquisitions, even of one tile (Sentinel-2
+#: images a northern tile twice a day from neighbouring orbits, numbered ``_0_`` and ``_1_`` as a reprocessing is).
+SAME_ACQUISITION = pd.Timedelta(minutes=5)
+
+
+def _acquired(item) -> pd.Timestamp | None:
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        return None
+    t = pd.Timestamp(when)
+    return t.tz_convert(None) if t.tzinfo else t
+
+
+def _item_level(item) -> str:
+    """The item's processing level, from ``processing:level`` or its Sentinel-2 product type (MSIL1C, MSIL2A)."""
+    said = str(item.properties.get("processing:level") or "").upper()
+    m = re.search(r"_MSI(L1C|L2A)_", _product(item))
+    return said or (m.group(1) if m else "")
+
+
 def _same_scene(a, b) -> bool:
+    """Whether two items of one date are one acquisition of one place twice (reprocessed, another baseline):
+    acquired within ``SAME_ACQUISITION``, of one processing level (where both say one), of one tile (or, where
+    either names none, bboxes sharing more than ``MOSAIC_OVERLAP`` of the smaller one)."""
+    ta, tb = _acquired(a), _acquired(b)
+    if ta is None or tb is None or abs(ta - tb) > SAME_ACQUISITION:
+        return False
+    la, lb = _item_level(a), _item_level(b)
+    if la and lb and la != lb:  # L1C and L2A of one scene: refused below (one level per series), not chosen
+        return False
     ka, kb = _scene_key(a), _scene_key(b)
     if ka is not None and kb is not None:
         return ka == kb

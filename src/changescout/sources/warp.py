@@ -687,6 +687,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         "resampled_files": sorted({la.path for la in layers if aligned_offset(infos[la.path], out.crs, out.affine, out.shape) is None}),
         "scale_factor": scale,
         "offset": off,
+        "storage": storage(infos[head.path].dtype),  # how the first date stores its values (integers, floats)
         # dates whose files declare their own (scale, offset): read with it (radiometry applies no rule over it)
         "declared_scaling": declared,
         # files whose last band is an alpha band: read as where they have data, not as a band (and said)
@@ -746,7 +747,8 @@ def _check_tiles(series: WarpedSeries, source) -> None:
 _STORAGES = ("integers", "8-bit integers", "floats")
 
 
-def _storage(dtype) -> str:
+def storage(dtype) -> str:
+    """How values of ``dtype`` are stored, in words: 8-bit integers, integers or floats."""
     dtype = np.dtype(dtype)
     return "8-bit integers" if dtype == np.uint8 else "integers" if dtype.kind in "iub" else "floats"
 
@@ -782,7 +784,7 @@ def _check_files(scenes, infos: dict, first: RasterInfo, grid) -> None:
         for layer in s.layers:
             if np.dtype(infos[layer.path].dtype).kind == "c":  # (cast to real with a ComplexWarning, exit 0)
                 raise SourceError(f"holds complex values ({infos[layer.path].dtype}), not reflectance", shown(layer.path))
-            kinds.setdefault(_storage(infos[layer.path].dtype), layer.path)
+            kinds.setdefault(storage(infos[layer.path].dtype), layer.path)
     if len(kinds) > 1:  # (8-bit images are / 255, other integers x 1e-4: a uint8 date among uint16 ones read 40 x darker)
         (a, pa), (b, pb) = sorted(kinds.items(), key=lambda kv: _STORAGES.index(kv[0]))[:2]
         raise SourceError(f"mixes reflectance stored as {a} ({_name(pa)}: {infos[pa].dtype}) and as {b} "

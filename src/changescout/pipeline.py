@@ -642,8 +642,8 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
         notes.append(f"note: {len(names)} file(s) end in an alpha band (their colour interpretation), read as where they have "
                      f"data and not as a band: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; if that band is "
                      "a spectral band (near infrared), mark it so: rio edit-info --colorinterp red,green,blue,undefined FILE")
-    if repeated := cube.attrs.get("repeated_items"):  # one scene twice in a search's results (reprocessed)
-        notes.append(f"note: {len(repeated)} item(s) repeat a scene of their date and are left out for the newest "
+    if repeated := cube.attrs.get("repeated_items"):  # one acquisition twice in a search's results (reprocessed)
+        notes.append(f"note: {len(repeated)} item(s) repeat an acquisition of their date and are left out for the newest "
                      f"(highest baseline, then latest update): {', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}")
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"

@@ -318,7 +318,7 @@ def test_one_scene_twice_in_a_search_is_read_once_the_newest_and_the_others_are_
     assert both.attrs["repeated_items"] == [f"{old.id} ({new.id} read)"]
     assert both.coords["s2:processing_baseline"].values[0] == "05.09"
     notes = input_notes(both, {}, grid_of(both), given_grid=False)
-    assert [n for n in notes if n.startswith(f"note: 1 item(s) repeat a scene of their date and are left out for the "
+    assert [n for n in notes if n.startswith(f"note: 1 item(s) repeat an acquisition of their date and are left out for the "
                                               f"newest (highest baseline, then latest update): {old.id} ({new.id} read)")]
     # one baseline: the latest update wins, whatever the ids say; no tile named: bboxes over the same ground
     for item, when in ((old, "2024-05-01T00:00:00Z"), (new, "2023-01-01T00:00:00Z")):

@@ -122,10 +122,11 @@ class PrecomputedEncoder(PretrainedEncoder):
     def note(self) -> str:
         """What the run says of how it read the values (empty when as stored)."""
         if self.dequantize == "alphaearth":
-            return "precomputed: the bands' values are AlphaEarth's bytes, de-quantised as their producer says: (v / 127.5)^2 x sign(v)"
+            return ("precomputed: the bands' values are AlphaEarth's bytes, de-quantised as their producer says: "
+                    "(v / 127.5)^2 x sign(v)")
         if self.raw_bytes:
-            return ("precomputed: AlphaEarth's bytes are read as they are (dequantize none), not de-quantised: similar --in "
-                    "compares this run with runs read the same way only")
+            return ("precomputed: AlphaEarth's bytes are read as they are (dequantize none), not de-quantised: "
+                    "similar --in compares this run with runs read the same way only")
         return ""
 
     def encode(self, x: np.ndarray, months: np.ndarray | None = None) -> np.ndarray:

@@ -7,10 +7,11 @@ An item's date is the solar day of its ``datetime`` (else its ``start_datetime``
 longitude of its bbox (:func:`_by_date`; the UTC day without a bbox). Items of one date are the tiles of one pass
 (Sentinel-2's MGRS tiles, Landsat's WRS rows), mosaicked: each pixel is read from the first of them, by item id,
 that has data there (:class:`.warp.WarpedSeries`). Items of one date that repeat one acquisition (reprocessed, or
-another baseline: acquired within minutes, of one processing level, the same Sentinel-2 MGRS tile or Landsat WRS
-path/row, or without those properties bboxes sharing more than 80 % of the smaller) are one: the newest is read (the highest processing baseline, then the
-latest ``updated`` or ``created``, then the last id, as Earth Search numbers reprocessings ``_0_``, ``_1_``), and
-the run names those left out (:func:`_newest`). Other items of one date over much the same ground are refused, and
+of another baseline: acquired within minutes, of one processing level, of the same Sentinel-2 MGRS tile or Landsat
+WRS path/row, or, without those properties, with bboxes sharing more than 80 % of the smaller) are one: the newest
+is read (the highest processing baseline, then the latest ``updated`` or ``created``, then the last id), and the
+run names those left out (:func:`_newest`). A tile imaged twice a day from neighbouring orbits (at high latitudes)
+is two acquisitions, mosaicked. Other items of one date over much the same ground are refused, and
 so are tiles of one date that say different processing baselines (radiometry reads one per date).
 
 An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
@@ -164,11 +165,9 @@ def _by_date(items, root: Path) -> dict[pd.Timestamp, list]:
     and a date is the local one; an item without a bbox takes its UTC day."""
     dated = []
     for item in items:
-        when = item.datetime or item.common_metadata.start_datetime
-        if when is None:
+        t = _acquired(item)
+        if t is None:
             raise SourceError(f"item {item.id!r} has neither a datetime nor a start_datetime", root)
-        t = pd.Timestamp(when)
-        t = t.tz_convert(None) if t.tzinfo else t
         lon = _longitude(item)
         dated.append(((t + pd.Timedelta(hours=lon / 15) if lon is not None else t).normalize(), item))
     out: dict[pd.Timestamp, list] = {}
@@ -199,10 +198,8 @@ def _recency(item) -> tuple:
     said = str(item.properties.get("s2:processing_baseline") or "")
     named = parse_baseline(_product(item))
     baseline = tuple(int(v) for v in said.split(".")[:2]) if re.fullmatch(r"\d+\.\d+", said) else named or (0, 0)
-    meta = item.common_metadata
-    when = meta.updated or meta.created
-    stamp = pd.Timestamp(when).tz_convert(None) if when is not None and pd.Timestamp(when).tzinfo else when
-    return baseline, pd.Timestamp(stamp) if stamp is not None else pd.Timestamp.min, item.id
+    when = item.common_metadata.updated or item.common_metadata.created
+    return baseline, _naive(when) if when is not None else pd.Timestamp.min, item.id
 
 
 def _scene_key(item) -> tuple | None:
@@ -225,9 +222,12 @@ SAME_ACQUISITION = pd.Timedelta(minutes=5)
 
 
 def _acquired(item) -> pd.Timestamp | None:
+    """When the item was acquired (its ``datetime``, else its ``start_datetime``), in UTC without a zone."""
     when = item.datetime or item.common_metadata.start_datetime
-    if when is None:
-        return None
+    return None if when is None else _naive(when)
+
+
+def _naive(when) -> pd.Timestamp:
     t = pd.Timestamp(when)
     return t.tz_convert(None) if t.tzinfo else t
 

@@ -173,6 +173,11 @@ def test_bands_and_bad_folders_are_told(tmp_path):
               tmp_path / "moved" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError, match=r"moved: its weight files lack \d+ of the dinov2 model's weights"):
         get_encoder("hf", weights=tmp_path / "moved")
+    torch.manual_seed(0)  # position embeddings of a non-square image: transformers' resizing (square grids) failed, exit 1
+    transformers.ViTModel(transformers.ViTConfig(**dict(TINY, image_size=(32, 48), patch_size=8)),
+                          add_pooling_layer=False).save_pretrained(tmp_path / "wide")
+    with pytest.raises(WeightsError, match=r"wide: its position embeddings are for 32 x 48 px images, not square ones"):
+        get_encoder("hf", weights=tmp_path / "wide")
     enc = get_encoder("hf", weights=folder, patch_size=8)
     with pytest.raises(ConfigError, match=r"whole multiples of 8 px"):
         enc.encode(_reflectance(1, 12, 16))

@@ -87,6 +87,11 @@ def load_vision_model(folder: Path, device: torch.device | str = "cpu"):
         raise WeightsError(f"holds a {config.model_type} model, not a vision transformer of whole images (no patch size, "
                            f"no pixel input{', or it also needs ' + ', '.join(needs) if needs else ''}): the hf encoder reads "
                            "DINOv2, ViT, and the vision towers of CLIP and SigLIP", folder)
+    side = getattr(model.config, "image_size", None)
+    if isinstance(side, (list, tuple)) and len(set(int(v) for v in side)) > 1:  # (transformers resizes square grids only)
+        raise WeightsError(f"its position embeddings are for {side[0]} x {side[1]} px images, not square ones: the hf "
+                           "encoder resizes them to its windows by transformers' interpolation, which takes square "
+                           "grids only", folder)
     # weights that the configuration names but the files lack would be drawn at random: another model each load
     # (a pooler, which the encoder does not read, may be absent: a classifier's checkpoint read as its backbone)
     lacking = [k for k in [*info.get("missing_keys", ()), *(m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", ()))]

@@ -348,3 +348,51 @@ def test_float32_coordinates_in_degrees_are_even_to_their_own_precision(tmp_path
     cube.assign_coords(lon=lon).rio.write_crs("EPSG:4326").to_dataset().to_netcdf(tmp_path / "gap.nc")
     with pytest.raises(SourceError, match="gap.nc: .*its x steps are"):
         open_series(tmp_path / "gap.nc", patch_size=16)
+
+
+def test_a_first_date_without_data_does_not_decide_the_scaling(tmp_path):
+    """Integers with a _FillValue (xarray decodes them to floats with NaN) whose first date is all fill: the scaling
+    was guessed from that date alone, 1, and every date read 10 000 times too bright (a review)."""
+    def empty_first(ds):
+        data = np.round(ds["reflectance"].values * 10000).astype(np.int16)  # digital numbers
+        data[0] = -9999
+        return ds.assign(reflectance=(ds["reflectance"].dims, data))
+
+    path = rewrite(tmp_path, "first_empty.nc", empty_first, encoding={"reflectance": {"_FillValue": -9999}})
+    cube = open_series(path)
+    assert cube.attrs["scale_factor"] == pytest.approx(1e-4)
+    values = native(cube)
+    assert np.isnan(values.isel(time=0).values).all()
+    np.testing.assert_allclose(values.isel(time=1).values, ms.scene(1) / 10000, rtol=1e-6)
+
+
+def test_a_nodata_attribute_is_no_data(tmp_path):
+    """odc-stac's layout keeps each band's no-data value in a ``nodata`` attribute (0 for Sentinel-2): its pixels
+    were read as clear zero reflectance, and a scene's edge became a change over a whole date (a review)."""
+    def odc(ds):
+        out = per_band(ds)
+        for b in ms.BANDS:
+            data = np.round(out[b].values * 10000).astype(np.uint16)  # digital numbers
+            data[2, :, : W // 2] = 0  # the third date's left half: outside the scene
+            out[b] = (out[b].dims, data, {"nodata": 0})
+        return out
+
+    path = rewrite(tmp_path, "odc.nc", odc)
+    values = native(open_series(path))
+    assert values.attrs["scale_factor"] == pytest.approx(1e-4)
+    assert np.isnan(values.isel(time=2).values[:, :, : W // 2]).all()
+    assert (values.quality.values[2, :, : W // 2] == Quality.NODATA).all()
+    np.testing.assert_allclose(values.isel(time=2).values[:, :, W // 2:], ms.scene(2)[:, :, W // 2:] / 10000, rtol=1e-6)
+
+
+def test_openeo_dims_and_text_times_with_a_zone_are_read(tmp_path):
+    """openEO names its dims t and bands; text times with a zone (2020-03-01T10:30:00Z) were refused as no date."""
+    def openeo(ds):
+        times = [f"{t:%Y-%m-%d}T10:30:00Z" for t in pd.DatetimeIndex(ds["time"].values)]
+        return ds.assign_coords(time=("time", times)).rename(time="t", band="bands")
+
+    values = native(open_series(rewrite(tmp_path, "openeo.nc", openeo)))
+    assert list(values.band.values) == list(ms.BANDS)
+    assert [f"{t:%Y-%m-%d %H:%M}" for t in pd.DatetimeIndex(values["time"].values)] == [f"{d} 10:30" for d in ms.DATES]
+    for t in range(3):
+        np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)

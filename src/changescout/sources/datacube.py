@@ -1,8 +1,9 @@
 """A NetCDF or Zarr data cube: a ``(time, band, y, x)`` variable, or one ``(time, y, x)`` variable per band.
 
 NetCDF-4 files are read with h5netcdf (netCDF4 without h5py), NetCDF-3 ones (classic, 64-bit offset: what scipy,
-CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longitude`` and ``variable`` (from
-``Dataset.to_array()``) are read as ``y``, ``x`` and ``band`` when that name is free. ``time`` needs CF units
+CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longitude``, ``t`` and ``variable`` (from
+``Dataset.to_array()``) or ``bands`` (openEO's names) are read as ``y``, ``x``, ``time`` and ``band`` when that name
+is free. A band's ``nodata`` attribute (odc-stac's) is no data, as ``_FillValue`` and ``missing_value`` are. ``time`` needs CF units
 (``days since 2000-01-01``) in the standard calendar, or dates written as text (``2018-04-29``).
 
 The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
@@ -51,7 +52,7 @@ from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling,
 _DIMS = ("time", "band", "y", "x")
 _PIXEL_DIMS = {"time", "y", "x"}
 #: Other names of the cube's dims, read as the changescout name when that one is not taken.
-_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x", "variable": "band"}
+_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x", "variable": "band", "t": "time", "bands": "band"}
 _CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
 _LAYOUT = ("a cube needs one (time, band, y, x) variable or one (time, y, x) variable per band "
            "(xarray: ds.to_dataarray('band') makes the first from the second; select one value of any other dim)")
@@ -111,14 +112,20 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     if quality is not None and var.x.size > 1 and quality.x[0] != var.x[0]:
         quality = quality.isel(x=slice(None, None, -1))
 
-    def sample():
+    nodata = _nodata(ds, var)
+
+    def sample():  # of the first date that has data (an empty first date read 10 000 times too bright: a review)
         step = max(1, max(shape) // 256)
-        return var.isel(time=0, y=slice(None, None, step), x=slice(None, None, step)).values
+        for t in range(var.sizes["time"]):
+            values = _masked(var.isel(time=t, y=slice(None, None, step), x=slice(None, None, step)).values, nodata)
+            if np.isfinite(values).any():
+                break
+        return values
 
     scale, off = scaling(var.dtype, sample, scale_factor, offset)
     names = [str(b) for b in var["band"].values] if "band" in var.coords else [f"b{i + 1}" for i in range(var.sizes["band"])]
     check_band_names(names, path, f"the band coordinate of {var.name!r}")
-    array = ReprojectedCube(var, quality, info, out, scale, off, lut)
+    array = ReprojectedCube(var, quality, info, out, scale, off, lut, nodata)
     if bands is not None:
         bands = check_band_names(bands, path, "--bands")
         missing = [b for b in bands if b not in names]
@@ -273,6 +280,32 @@ def _variable(ds: xr.Dataset, name, path, bands=None) -> xr.DataArray:
     raise SourceError(f"has no reflectance to read: {_LAYOUT}; its variables are {listed or 'none'}", path)
 
 
+def _nodata(ds: xr.Dataset, var: xr.DataArray) -> np.ndarray:
+    """``(band,)`` the value each band declares as no data in a ``nodata`` attribute (odc-stac, rioxarray's
+    ``write_nodata`` without encoding), NaN where none does (``_FillValue`` and ``missing_value`` are decoded to
+    NaN by xarray already): a band variable's own, else the cube variable's."""
+    names = [str(b) for b in var["band"].values] if "band" in var.coords else []
+    stacked = names and all(n in ds.data_vars and set(ds[n].dims) == _PIXEL_DIMS for n in names)
+    said = [ds[n].attrs.get("nodata") for n in names] if stacked else [var.attrs.get("nodata")] * var.sizes["band"]
+    out = []
+    for v in said:
+        try:
+            out.append(float(v) if v is not None else np.nan)
+        except (TypeError, ValueError):  # (text that is no number: not a no-data value)
+            out.append(np.nan)
+    return np.array(out, np.float64)
+
+
+def _masked(values: np.ndarray, nodata: np.ndarray, band_axis: int = 0) -> np.ndarray:
+    """``values`` as float32 with each band's no-data value NaN (``band_axis``: where the bands are)."""
+    values = np.asarray(values, dtype=np.float32)
+    if np.isfinite(nodata).any():
+        shape = [1] * values.ndim
+        shape[band_axis] = len(nodata)
+        values = np.where(values == nodata.astype(np.float32).reshape(shape), np.float32(np.nan), values)
+    return values
+
+
 def _stack(ds: xr.Dataset, names) -> xr.DataArray:
     """The ``(time, y, x)`` variables ``names`` as one lazy ``(time, band, y, x)`` variable, bands named after them."""
     first = ds[names[0]]
@@ -350,15 +383,16 @@ class ReprojectedCube:
     ndim = 4
     dtype = np.dtype(np.float32)
 
-    def __init__(self, var, quality, info: RasterInfo, grid, scale, offset, lut):
+    def __init__(self, var, quality, info: RasterInfo, grid, scale, offset, lut, nodata=None):
         self.var, self.quality, self.info, self.grid = var, quality, info, grid
         self.scale, self.offset, self.lut = scale, offset, lut
+        self.nodata = np.full(var.sizes["band"], np.nan) if nodata is None else np.asarray(nodata, np.float64)
         self.shape = (var.sizes["time"], var.sizes["band"] + 1, *grid.shape)
         # the bilinear kernel's scale, fixed from the pixel sizes for every block (:func:`.warp.warp_scales`)
         self.scales = warp_scales(info.crs, info.transform, info.shape, grid.crs, grid.resolution)
 
     def __dask_tokenize__(self):
-        return tokenize(self.info, self.var.name, self.grid, self.scale, self.offset)
+        return tokenize(self.info, self.var.name, self.grid, self.scale, self.offset, self.nodata.tolist())
 
     def __getitem__(self, key):
         t, b, ys, xs = (range(*k.indices(n)) for k, n in zip(key, self.shape))
@@ -371,7 +405,7 @@ class ReprojectedCube:
             rows, cols = window.toslices()
             src = self.info.transform @ Affine.translation(window.col_off, window.row_off)
             times = slice(t.start, t.stop, t.step)
-            data = self.var.isel(time=times, y=rows, x=cols).values.astype(np.float32)
+            data = _masked(self.var.isel(time=times, y=rows, x=cols).values, self.nodata, band_axis=1)
             out[:, :-1] = self._warp(data, src, dst, shape, Resampling.bilinear) * self.scale + self.offset
             if self.quality is not None:
                 q = self.quality.isel(time=times, y=rows, x=cols).values.astype(np.float32)

@@ -396,3 +396,21 @@ def test_openeo_dims_and_text_times_with_a_zone_are_read(tmp_path):
     assert [f"{t:%Y-%m-%d %H:%M}" for t in pd.DatetimeIndex(values["time"].values)] == [f"{d} 10:30" for d in ms.DATES]
     for t in range(3):
         np.testing.assert_allclose(values.isel(time=t).values, ms.scene(t) / 10000, rtol=1e-6)
+
+
+def test_zeros_in_every_band_of_undeclared_integers_are_no_data_as_in_geotiffs(tmp_path):
+    """Digital numbers (uint16) that declare no no-data value: a pixel 0 in every band of its date is no data, as
+    the GeoTIFF sources read Sentinel-2's and Landsat's; a 0 in one band alone is a value; floats keep their 0s."""
+    def dn(ds):
+        data = np.round(ds["reflectance"].values * 10000).astype(np.uint16)
+        data[2, :, :, : W // 2] = 0  # the third date's left half: outside the scene
+        data[1, 0, 5, 5] = 0  # one band's 0: a value
+        return ds.assign(reflectance=(ds["reflectance"].dims, data))
+
+    values = native(open_series(rewrite(tmp_path, "dn.nc", dn)))
+    assert np.isnan(values.isel(time=2).values[:, :, : W // 2]).all()
+    assert (values.quality.values[2, :, : W // 2] == Quality.NODATA).all()
+    assert values.isel(time=1).values[0, 5, 5] == 0 and np.isfinite(values.isel(time=1).values[:, 5, 5]).all()
+    np.testing.assert_allclose(values.isel(time=2).values[:, :, W // 2:], ms.scene(2)[:, :, W // 2:] / 10000, rtol=1e-6)
+    floats = native(open_series(rewrite(tmp_path, "zeros.nc", lambda ds: ds.assign(reflectance=ds["reflectance"] * 0))))
+    assert (floats.values == 0).all()

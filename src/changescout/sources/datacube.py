@@ -3,7 +3,9 @@
 NetCDF-4 files are read with h5netcdf (netCDF4 without h5py), NetCDF-3 ones (classic, 64-bit offset: what scipy,
 CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longitude``, ``t`` and ``variable`` (from
 ``Dataset.to_array()``) or ``bands`` (openEO's names) are read as ``y``, ``x``, ``time`` and ``band`` when that name
-is free. A band's ``nodata`` attribute (odc-stac's) is no data, as ``_FillValue`` and ``missing_value`` are. ``time`` needs CF units
+is free. A band's ``nodata`` attribute (odc-stac's) is no data, as ``_FillValue`` and ``missing_value`` are; in
+integers wider than 8 bits that declare none, a pixel 0 in every band of its date is (as in GeoTIFFs: Sentinel-2's
+and Landsat's NODATA value). ``time`` needs CF units
 (``days since 2000-01-01``) in the standard calendar, or dates written as text (``2018-04-29``).
 
 The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
@@ -125,7 +127,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     scale, off = scaling(var.dtype, sample, scale_factor, offset)
     names = [str(b) for b in var["band"].values] if "band" in var.coords else [f"b{i + 1}" for i in range(var.sizes["band"])]
     check_band_names(names, path, f"the band coordinate of {var.name!r}")
-    array = ReprojectedCube(var, quality, info, out, scale, off, lut, nodata)
+    # 0 in every band is the unsaid no data of digital numbers wider than 8 bits, as in GeoTIFFs (RasterInfo.
+    # fills_with_zero): not where a band declares its own (a _FillValue is decoded to NaN: the values are floats)
+    zeros = np.issubdtype(var.dtype, np.integer) and np.dtype(var.dtype).itemsize > 1 and not np.isfinite(nodata).any()
+    array = ReprojectedCube(var, quality, info, out, scale, off, lut, nodata, zeros)
     if bands is not None:
         bands = check_band_names(bands, path, "--bands")
         missing = [b for b in bands if b not in names]
@@ -383,16 +388,17 @@ class ReprojectedCube:
     ndim = 4
     dtype = np.dtype(np.float32)
 
-    def __init__(self, var, quality, info: RasterInfo, grid, scale, offset, lut, nodata=None):
+    def __init__(self, var, quality, info: RasterInfo, grid, scale, offset, lut, nodata=None, zeros=False):
         self.var, self.quality, self.info, self.grid = var, quality, info, grid
         self.scale, self.offset, self.lut = scale, offset, lut
         self.nodata = np.full(var.sizes["band"], np.nan) if nodata is None else np.asarray(nodata, np.float64)
+        self.zeros = bool(zeros)  # a pixel 0 in every band of its date is no data
         self.shape = (var.sizes["time"], var.sizes["band"] + 1, *grid.shape)
         # the bilinear kernel's scale, fixed from the pixel sizes for every block (:func:`.warp.warp_scales`)
         self.scales = warp_scales(info.crs, info.transform, info.shape, grid.crs, grid.resolution)
 
     def __dask_tokenize__(self):
-        return tokenize(self.info, self.var.name, self.grid, self.scale, self.offset, self.nodata.tolist())
+        return tokenize(self.info, self.var.name, self.grid, self.scale, self.offset, self.nodata.tolist(), self.zeros)
 
     def __getitem__(self, key):
         t, b, ys, xs = (range(*k.indices(n)) for k, n in zip(key, self.shape))
@@ -406,6 +412,8 @@ class ReprojectedCube:
             src = self.info.transform @ Affine.translation(window.col_off, window.row_off)
             times = slice(t.start, t.stop, t.step)
             data = _masked(self.var.isel(time=times, y=rows, x=cols).values, self.nodata, band_axis=1)
+            if self.zeros:  # (over the bands the variable holds)
+                data[np.broadcast_to((data == 0).all(axis=1, keepdims=True), data.shape)] = np.nan
             out[:, :-1] = self._warp(data, src, dst, shape, Resampling.bilinear) * self.scale + self.offset
             if self.quality is not None:
                 q = self.quality.isel(time=times, y=rows, x=cols).values.astype(np.float32)

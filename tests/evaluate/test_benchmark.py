@@ -114,7 +114,10 @@ def test_synthetic_benchmark_scores_the_whole_pipeline_on_planted_series(tmp_pat
     (row,) = result["rows"]
     assert row["method"] == "rcf" and row["uses_embeddings"] and row["n_items"] == 1
     assert 0.5 < row["auroc"] <= 1 and 0 <= row["recall_rare_at_10"] <= 1 and -1 <= row["cluster_ari"] <= 1
-    assert "recall_rare_at_10" in (tmp_path / "b" / "metrics.md").read_text()
+    text = (tmp_path / "b" / "metrics.md").read_text()
+    assert "recall_rare_at_10" in text and text.startswith("# Benchmark: synthetic\n")  # (was "synthetic (None)")
+    # no score maps: no ROC or PR plot (they were written, empty, beside a table of AUROC 0.98: a review)
+    assert not (tmp_path / "b" / "roc.png").exists() and not (tmp_path / "b" / "pr.png").exists()
 
 
 def test_benchmark_methods_evidence_variants_and_ablation_columns(pairs_root, tmp_path):
@@ -215,6 +218,22 @@ def test_undefined_auroc_gives_nan_rows_and_notes_not_a_crash(tmp_path):
     ablation = (out / "ablation.md").read_text()
     assert "Best baseline variant" in ablation and "Not done: 1 item(s) of 3 have a defined AUROC" in ablation
     assert "- no change in still" in ablation
+
+
+def test_items_smaller_than_a_fine_patch_are_left_unscored_not_a_crash(tmp_path):
+    """A 6 x 6 px item: the aggregating methods (-max, -topK) crashed on it (exit 1), an encoder of 8 px fine
+    patches refused the run naming --patch-size, which benchmark has not (a review); now it has no score where a
+    method cannot score it, the rest is scored, and the notes say which pixels the pixel-level rows score."""
+    root = tmp_path / "mixed"
+    _write_pair(root, "tiny", 6, 6, True, seed=1)
+    _write_pair(root, "roofs", 48, 48, True, seed=3)
+    result = run_benchmark("pairs", root, methods=["cva-raw", "cva-z-p4-top4", "rcf", "rcf-max"], log=lambda *_: None)
+    per = {(r["method"], r["item"], r["level"], r["patch_size"]): r["auroc"] for r in result["per_item"]}
+    assert per["rcf", "tiny", "pixel", None] is None and per["cva-z-p4-top4", "tiny", "pixel", None] is None
+    assert per["cva-raw", "tiny", "pixel", None] > 0.9 and per["rcf-max", "roofs", "patch", 16] > 0.8
+    assert result["protocol"]["pixel_level_squares"] == 16
+    assert ("pixel-level rows score every method on the same pixels, those of whole 16 px squares (the largest square "
+            "a method of this run scores whole), so they move when the run's methods change") in result["notes"]
 
 
 def test_no_patch_level_auroc_at_all_is_said_in_the_ablation(tmp_path):

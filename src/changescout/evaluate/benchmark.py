@@ -240,12 +240,17 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
             per_item += [{"method": method.name, "level": level, "patch_size": p, **m} for m in items_metrics]
             spreads.append({"method": method.name, "level": level, "patch_size": p, **spread(items_metrics, ("auroc", "ap"))})
         curves[method.name] = _curve_data(items, PATCH_SIZES[0])
+    unit = max(units)  # (per item, the largest of the units that fits it: whole_patches)
+    pixel_set = (f"pixel-level rows score every method on the same pixels, those of whole {unit} px squares (the "
+                 "largest square a method of this run scores whole), so they move when the run's methods change"
+                 if unit > 1 else "pixel-level rows score every valid pixel")
     notes = (found + sorted({n for pair in pairs for n in pair.notes}) + undefined + skipped
-             + _preprocessing_notes(pairs, coregister, months, wanted))
+             + _preprocessing_notes(pairs, coregister, months, wanted) + [pixel_set])
     result = {"dataset": dataset, "root": str(Path(root).resolve()), "rows": rows, "spread": _clean_nested(spreads),
               "per_item": _clean(per_item), "notes": notes, "changescout": __version__,
               "settings": {"encoders": encoders, "baselines": baselines, "methods": [m.name for m in wanted]},
               "protocol": {"coregister": coregister, "months": months, "fine_patch": fine_patch, "support": SUPPORT,
+                           "pixel_level_squares": unit,
                            "whiten_components": WHITEN_COMPONENTS, "whiten_distance": WHITEN_DISTANCE,
                            "coregistration": {p.name: p.records.get("coregister") for p in pairs}}}
     if out is not None:

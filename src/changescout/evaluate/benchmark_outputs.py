@@ -129,7 +129,8 @@ def _write_all(out: Path, result: dict, curves: dict) -> None:
     table = metrics_table(result["rows"])
     if "patch_size" in table:  # whole pixels, and "pixel" rows have none: not 16.000 and nan
         table["patch_size"] = table["patch_size"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
-    text = (f"# Benchmark: {result['dataset']} ({result['root']})\n\n{produced_by(result)}\n\n"
+    where = f" ({result['root']})" if result.get("root") else ""  # (the synthetic series have no root of their own)
+    text = (f"# Benchmark: {result['dataset']}{where}\n\n{produced_by(result)}\n\n"
             + table.to_markdown(index=False, floatfmt=".3f") + "\n")
     if result.get("spread"):
         text += f"\nSpread over items, patches of {PATCH_SIZES[0]} px (mean +- std [min, max]):\n\n"
@@ -147,7 +148,8 @@ def _write_all(out: Path, result: dict, curves: dict) -> None:
     if result.get("rows") and any(r.get("evidence") for r in result["rows"]):
         with atomic_path(out / "ablation.md") as tmp:
             tmp.write_text(ablation_markdown(result))
-    _plot_curves(out, curves)
+    if curves:  # (the synthetic benchmark scores whole runs: it has no score maps to draw curves of)
+        _plot_curves(out, curves)
 
 
 #: Margins of issue 6: the best method using embeddings against the best variant (raw or calibrated) of the

@@ -57,7 +57,7 @@ def block_means(score, patch: int, valid=None) -> np.ndarray:
     if patch == 1:
         return s
     r, c = s.shape[0] // patch, s.shape[1] // patch
-    b = s[: r * patch, : c * patch].reshape(r, patch, c, patch).transpose(0, 2, 1, 3).reshape(r, c, -1)
+    b = s[: r * patch, : c * patch].reshape(r, patch, c, patch).transpose(0, 2, 1, 3).reshape(r, c, patch * patch)
     n = np.isfinite(b).sum(axis=2)
     return np.where(n > 0, np.nansum(b, axis=2) / np.maximum(n, 1), np.nan)
 
@@ -79,7 +79,8 @@ def aggregate_up(fine, factor: int, how: str = "mean") -> np.ndarray:
         raise ConfigError(f"factor must be a positive integer, got {factor!r}")
     f = np.asarray(fine, dtype=np.float64)
     r, c = f.shape[0] // factor, f.shape[1] // factor
-    b = f[: r * factor, : c * factor].reshape(r, factor, c, factor).transpose(0, 2, 1, 3).reshape(r, c, -1)
+    # (an explicit block size: an item smaller than one coarse patch has no block, and -1 cannot be inferred)
+    b = f[: r * factor, : c * factor].reshape(r, factor, c, factor).transpose(0, 2, 1, 3).reshape(r, c, factor * factor)
     finite = np.isfinite(b)
     n = finite.sum(axis=2)
     if kind == "mean":

@@ -219,7 +219,11 @@ class Sources:
         return self._get(("baseline", baseline), lambda: BASELINES[baseline](self.values[0], self.values[1]))
 
     def embeddings(self, encoder: str, p: int) -> np.ndarray:
-        """``(2, rows, cols, dim)`` embeddings of the two dates' ``p`` px fine patches."""
+        """``(2, rows, cols, dim)`` embeddings of the two dates' ``p`` px fine patches (none for an item smaller
+        than one: its scores are NaN, and :func:`~.benchmark.label_notes` names it)."""
+        h, w = self.shape
+        if h < p or w < p:  # (the embedding stage refused it, naming --patch-size, which the benchmark has not)
+            return np.zeros((2, h // p, w // p, 1), np.float32)
         return self._get(("embeddings", encoder, p), lambda: self._embed(encoder, p))
 
     def distance(self, encoder: str, p: int, whitening: str | None = None) -> np.ndarray:

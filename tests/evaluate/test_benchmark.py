@@ -101,6 +101,14 @@ def test_benchmark_on_dynamicearthnet_layout(tmp_path):
     assert (rows["n_items"] == n_pairs).all()
     names = {r["item"] for r in result["per_item"]}
     assert len(names) == n_pairs and all("-" in n for n in names)
+    # a cube whose label folder is not found is named in the notes, not dropped without a word (a review)
+    import shutil
+
+    moved = next((root / "labels").iterdir())
+    shutil.move(moved, root / "labels" / "elsewhere")
+    result = run_benchmark("dynamicearthnet", root, encoders=[], baselines=["cva-z"], log=lambda *_: None)
+    cube = moved.name.rsplit("_", 1)[0]
+    assert [n for n in result["notes"] if n.startswith("1 cube(s) skipped: images but no labels found") and cube in n]
 
 
 def test_synthetic_benchmark_scores_the_whole_pipeline_on_planted_series(tmp_path, monkeypatch):

@@ -95,6 +95,10 @@ def dataset_notes(dataset: str, root: str | Path) -> list[str]:
         from ..sources import oscd
 
         return oscd.skipped(root)
+    if dataset == "dynamicearthnet":
+        from ..sources import dynamicearthnet as den
+
+        return den.skipped(root)
     return []
 
 

@@ -102,6 +102,18 @@ def list_items(root, *, labelled: bool = True) -> list[str]:
     return cubes
 
 
+def skipped(root) -> list[str]:
+    """One sentence naming the cubes under ``root`` that have images but no labels (a benchmark leaves them
+    out; a label folder named otherwise than ``labels/<cube>_<zone>`` is the usual cause), or none."""
+    cubes = sorted(_image_dirs(_existing_dir(root)))
+    lacking = [c for c in cubes if _label_dir(Path(root) / "labels", c) is None]
+    if not lacking or len(lacking) == len(cubes):  # (none: list_items refuses the root, naming the layout)
+        return []
+    more = f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
+    return [f"{len(lacking)} cube(s) skipped: images but no labels found (expected labels/<cube>_<zone>/Labels/Raster/"
+            f"<tile>/<tile>-YYYY_MM_01.tif): {', '.join(lacking[:8])}{more}"]
+
+
 def image_dir(root, cube: str) -> Path:
     """The ``PF-SR`` folder of ``cube``."""
     dirs = _image_dirs(_existing_dir(root))

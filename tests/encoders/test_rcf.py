@@ -74,6 +74,16 @@ def test_weights_roundtrip_gives_identical_embeddings_and_digest(sample, tmp_pat
     assert again.fit(_windows(seed=5)).weights_digest() == enc.weights_digest()
 
 
+def test_options_the_weights_were_not_made_with_are_refused(sample, tmp_path):
+    """With --weights, dim, kernel, bias and pooling come from the file: asking for others was silently ignored
+    and recorded in config.json as applied (a review); the defaults give way to the file."""
+    path = _fit(sample).save_weights(tmp_path / "w.npz")  # dim 32
+    assert RCFEncoder(patch_size=8, weights=path).dim == 32
+    with pytest.raises(ConfigError, match=r"w.npz: rcf options that differ from the weights file's: dim 64 \(the "
+                                          r"weights were made with 32\); kernel 5 \(the weights were made with 3\)"):
+        RCFEncoder(patch_size=8, dim=64, kernel=5, weights=path)
+
+
 def test_weights_for_another_band_count_raise_band_error(sample, tmp_path):
     path = _fit(sample).save_weights(tmp_path / "w.npz")
     enc = RCFEncoder(patch_size=8, weights=path)

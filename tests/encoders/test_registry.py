@@ -91,6 +91,19 @@ def test_select_bands_error_lists_missing_bands():
     assert isinstance(exc.value, InputError)
 
 
+def test_unnamed_bands_are_not_taken_for_sentinel2_numbers():
+    """b1..bN are the names a source gives bands it found no name for: hf took a 4-band blue, green, red, nir
+    file's b4, b3, b2 (nir, red, green) as red, green, blue (a review); they are refused, asking for --bands."""
+    from changescout.encoders import encoder_class
+
+    hf = encoder_class("hf").declared_spec(patch_size=8)
+    for spec in (hf, SPEC):
+        with pytest.raises(BandError, match=r"the bands have no names \(b1..bN: files without band descriptions\): "
+                                            r"name them with --bands"):
+            select_bands(["b1", "b2", "b3", "b4"], spec)
+    assert select_bands(["b1", "B02", "B03", "B04"], hf) == [3, 2, 1]  # named ones are read as before
+
+
 def test_select_bands_any_band_list():
     spec = EncoderSpec(name="any", version="1", dim=8, patch_size=8, bands=None)
     assert select_bands(["a", "b", "c"], spec) == [0, 1, 2]

@@ -154,7 +154,10 @@ def select_bands(available, spec: EncoderSpec) -> list[int]:
             return list(found)
     landsat = family in _LANDSAT
     numbers = {b.upper() for b in available if landsat and _BAND_NUMBER.fullmatch(b)}  # Landsat's own
-    aliases = {c: o for c, o in spec.band_aliases.items() if not (landsat and _BAND_NUMBER.fullmatch(c))}
+    # b1..bN: the names a source gives bands it found no name for, not Sentinel-2's B1..BN (a review: a 4-band
+    # file of blue, green, red, nir gave hf nir, red and green as its red, green and blue); as the screens read them
+    unnamed = family is None and available == [f"b{i + 1}" for i in range(len(available))]
+    aliases = {c: o for c, o in spec.band_aliases.items() if not ((landsat or unnamed) and _BAND_NUMBER.fullmatch(c))}
     lookup = {b.upper(): i for i, b in enumerate(available) if b.upper() not in numbers}
     for common, own in aliases.items():
         if common.upper() in lookup and own.upper() not in lookup:
@@ -165,6 +168,8 @@ def select_bands(available, spec: EncoderSpec) -> list[int]:
             f"encoder {spec.name!r} needs bands {list(spec.bands)}; the cube has {available} and misses {missing}"
             + (f" (accepted aliases: {aliases})" if aliases else "")
             + (_landsat_numbers(cube, family) if numbers else "")
+            + ("; the bands have no names (b1..bN: files without band descriptions): name them with --bands"
+               if unnamed else "")
         )
     return [lookup[b.upper()] for b in spec.bands]
 

@@ -24,6 +24,7 @@ carried the input normalisation (changescout 0.3.0 and before) still load, but r
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from pathlib import Path
@@ -246,8 +247,17 @@ class RCFEncoder:
             raise WeightsError(f"not an rcf weights file: {what}", path) from exc
         if params.get("version") not in ("1", VERSION):
             raise WeightsError(f"rcf weights version {params.get('version')} differs from this version {VERSION}", path)
-        self.dim, self.kernel, self.bias = int(params["dim"]), int(params["kernel"]), float(params["bias"])
-        self.pooling = float(params.get("pooling", 1.0))  # version 1: the plain mean
+        stored = {"dim": int(params["dim"]), "kernel": int(params["kernel"]), "bias": float(params["bias"]),
+                  "pooling": float(params.get("pooling", 1.0))}  # (version 1: the plain mean)
+        defaults = inspect.signature(type(self).__init__).parameters
+        # an option asked for (not its default) that the weights were not made with: it was ignored, and
+        # config.json recorded it as if it had been applied (a review)
+        clash = [f"{k} {getattr(self, k):g} (the weights were made with {v:g})" for k, v in stored.items()
+                 if getattr(self, k) != defaults[k].default and not math.isclose(getattr(self, k), v)]
+        if clash:
+            raise ConfigError(f"rcf options that differ from the weights file's: {'; '.join(clash)}; the weights decide "
+                              "them: leave them out of encoder_options, or run without --weights", path)
+        self.dim, self.kernel, self.bias, self.pooling = stored["dim"], stored["kernel"], stored["bias"], stored["pooling"]
         self.filters_, self.offsets_ = arrays["filters"], arrays["offsets"]
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
         self.input_centre_, self.input_scale_ = arrays.get("input_centre"), arrays.get("input_scale")

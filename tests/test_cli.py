@@ -858,3 +858,20 @@ def test_quiet_keeps_the_warnings(capsys, tmp_path, monkeypatch):
     code, out, err = call(capsys, "-q", "run", "synthetic", "--out", tmp_path / "o")
     assert code == 0, err
     assert "warning: no cloud screen" in out + err and "grid:" not in out + err
+
+
+def test_encoders_say_where_found_weights_are(capsys, monkeypatch, tmp_path):
+    """Found weights showed as their bare file name (encoder.pt, config.json): which copy a run reads was not said
+    (a review). A tiny DINOv2 written by save_pretrained stands for a model folder."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    transformers.Dinov2Model(transformers.Dinov2Config(patch_size=14, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=64, image_size=56)
+                             ).save_pretrained(tmp_path / "hf")
+    monkeypatch.setenv("CHANGESCOUT_WEIGHTS_DIR", str(tmp_path))
+    code, out, _ = call(capsys, "encoders", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and rows["hf"]["weights_status"] == "found" and rows["hf"]["weights"] == str(tmp_path / "hf")
+    assert rows["precomputed"]["weights"] == "none needed" and rows["rcf"]["weights"].startswith("rcf_weights.npz")

@@ -530,8 +530,11 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
         try:
             enc = get_encoder(name)
             s = enc.spec
+            # where the weights were found (a review: the bare file name said nothing of which copy is read)
+            where = next((str(w) for w in (getattr(enc, a, None) for a in ("weights_path", "folder", "weights"))
+                          if isinstance(w, (str, Path))), None) if s.weights_file else None
             rows.append({"name": name, "bands": None if s.bands is None else list(s.bands), "dim": s.dim or None,
-                         "patch_size": s.patch_size, "weights": s.weights_file or "none needed",
+                         "patch_size": s.patch_size, "weights": where or s.weights_file or "none needed",
                          "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
                          "license": s.license, "any_bands": s.bands is None, "weights_status": None if s.weights_file else "none needed"})
         except ChangescoutError as exc:  # weights not found: what the encoder declares, without them

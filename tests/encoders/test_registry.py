@@ -185,6 +185,8 @@ def test_a_pretrained_encoders_declared_spec_is_its_spec_once_built(name):
     ("galileo-nano", {"token_size": 4.7}, r"token_size \(px\) must be a whole number in \[1, 8\], got 4.7"),  # (was cut to 4)
     ("galileo-nano", {"seed": "abc"}, r"galileo-nano: seed must be a whole number"),
     ("galileo-nano", {"device": "banana"}, r"device 'banana' is not one this torch can use .*use 'cpu'"),
+    # (torch makes tensors on it, which hold no values: the run ended in an internal error, exit 1; a review)
+    ("galileo-nano", {"device": "meta"}, r"device 'meta' is not one this torch can use \(a meta device computes no values\)"),
     ("presto", {"context": "x"}, r"presto: context must be a whole number in \[1, 24\]"),
     ("presto", {"batch_size": 2.5}, r"presto: batch_size must be a whole number"),
     ("presto", {"device": "cuda:7" if not __import__("torch").cuda.is_available() else "banana"}, r"is not one this torch can use"),

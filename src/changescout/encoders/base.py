@@ -286,6 +286,8 @@ def pick_device(device: str | None = None):
     if device is not None:
         try:
             picked = torch.device(device)
+            if picked.type not in ("cpu", "cuda", "mps", "xpu"):  # (meta holds no values: an internal error later)
+                raise RuntimeError(f"a {picked.type} device computes no values")
             torch.empty(0, device=picked)  # ("cuda:7", or cuda in a CPU build of torch, fail only when used)
         except (RuntimeError, AssertionError, TypeError) as exc:
             usable = "'cpu' or 'cuda'" if torch.cuda.is_available() else "'cpu'"

@@ -726,6 +726,8 @@ def test_a_folder_whose_records_are_not_a_runs_is_not_replaced(session_config, t
     ("date_normalisation", "bogus", "--date-normalisation must be one of off, reference, got 'bogus'"),
     # (was cut to 32 characters without a word: the ids did not carry what was asked)
     ("label", "bouconne_2018_sentinel2_l2a_tile31TCJ", "label has 37 characters; it begins every event id and may have at most 32"),
+    # (told as "the encoder 'rcf' was built for 32", naming neither option)
+    ("encoder_options", {"patch_size": 32}, r"encoder_options patch_size \(32\) differs from --patch-size \(16\)"),
 ])
 def test_bad_values_fail_before_anything_is_written(session_config, tmp_path, key, value, message):
     config = session_config(**{key: value})  # the session series spans 9 months: no anniversary

@@ -157,6 +157,10 @@ class RunConfig:
         for name in ("source_options", "encoder_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping of option names to values, got {getattr(self, name)!r}")
+        asked = self.encoder_options.get("patch_size", self.patch_size)
+        if asked != self.patch_size:  # (the embedding stage told it by neither name: a review)
+            raise ConfigError(f"encoder_options patch_size ({asked!r}) differs from --patch-size ({self.patch_size}); "
+                              "give the patch size once, as --patch-size")
         for name in ("dates", "bands"):
             v = getattr(self, name)
             if isinstance(v, str):

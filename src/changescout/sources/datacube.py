@@ -5,8 +5,9 @@ CDO and NCO write) with scipy. Dims named ``lat``/``latitude``, ``lon``/``longit
 ``Dataset.to_array()``) or ``bands`` (openEO's names) are read as ``y``, ``x``, ``time`` and ``band`` when that name
 is free. A band's ``nodata`` attribute (odc-stac's) is no data, as ``_FillValue`` and ``missing_value`` are; in
 integers wider than 8 bits that declare none, a pixel 0 in every band of its date is (as in GeoTIFFs: Sentinel-2's
-and Landsat's NODATA value). ``time`` needs CF units
-(``days since 2000-01-01``) in the standard calendar, or dates written as text (``2018-04-29``).
+and Landsat's NODATA value). ``time`` needs CF units (``days since 2000-01-01``) in the standard calendar, or
+dates written as text (``2018-04-29``, ``2018-04-29T10:30:00Z``). The scaling is worked out from the first date
+that has data.
 
 The reflectance is ``variable=``, else the only 4-D variable that is not a mask, else the ``(time, y, x)``
 numeric variables that are not masks, stacked into bands in variable order and named after them (the

@@ -61,7 +61,8 @@ def parse_date(name: str) -> pd.Timestamp | None:
     return None
 
 
-#: Text a user may give as a date: ``YYYY-MM-DD`` (optionally with a time, ``T10:30``) or ``YYYYMMDD``.
+#: Text a user may give as a date: ``YYYY-MM-DD`` (optionally with a time, ``T10:30``, and a zone, ``Z`` or
+#: ``+01:00``) or ``YYYYMMDD``.
 _USER_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?|\d{8}")
 
 
@@ -69,8 +70,9 @@ def to_times(dates, where=None, option: str = "--dates") -> list[pd.Timestamp]:
     """Dates given by the user (a list, or text ``"2018-04-29,2018-05-13"``) as timestamps.
 
     Text must read ``YYYY-MM-DD`` (``YYYYMMDD`` and a time ``YYYY-MM-DDTHH:MM[:SS]``, with a zone ``Z`` or
-    ``+HH:MM`` read in UTC, are accepted too); dates and datetimes pass as they are. A bad value raises a one-line :class:`ConfigError` naming it, the option it came
-    from (``option``) and the file it is for (``where``), never a guess at a day-first or month-first reading."""
+    ``+HH:MM`` read in UTC, are accepted too); dates and datetimes pass as they are. A bad value raises a
+    one-line :class:`ConfigError` naming it, the option it came from (``option``) and the file it is for
+    (``where``), never a guess at a day-first or month-first reading."""
     items = [d.strip() for d in dates.split(",")] if isinstance(dates, str) else list(dates)
     return [_to_time(item, where, option) for item in items]
 

@@ -343,8 +343,8 @@ def test_out_is_replaced_only_when_every_output_is_written(pairs_root, tmp_path,
     result = json.loads((out / "metrics.json").read_text())
     for row in result["rows"]:
         row.pop("evidence")  # a run with no ablation (as the synthetic benchmark's)
-    benchmark.write_outputs(out, result, {})
-    assert sorted(f.name for f in out.iterdir()) == ["metrics.json", "metrics.md", "notes.txt", "per_item.csv", "pr.png", "roc.png"]
+    benchmark.write_outputs(out, result, {})  # (and no curves: no ROC or PR plot; the earlier run's are removed)
+    assert sorted(f.name for f in out.iterdir()) == ["metrics.json", "metrics.md", "notes.txt", "per_item.csv"]
     assert (out / "notes.txt").read_text() == "mine"
 
 

@@ -101,8 +101,15 @@ def test_benchmark_on_dynamicearthnet_layout(tmp_path):
     assert (rows["n_items"] == n_pairs).all()
     names = {r["item"] for r in result["per_item"]}
     assert len(names) == n_pairs and all("-" in n for n in names)
-    # a cube whose label folder is not found is named in the notes, not dropped without a word (a review)
+    # a month without a label between two that have one: a two-month pair, named and noted as such (a review)
     import shutil
+
+    (gap,) = [f for f in (root / "labels").rglob("*.tif") if "1311_3077_13" in str(f) and "2018_02" in f.name]
+    gap.unlink()
+    result = run_benchmark("dynamicearthnet", root, encoders=[], baselines=["cva-z"], log=lambda *_: None)
+    assert "1311_3077_13-201801-201803" in {r["item"] for r in result["per_item"]}
+    assert "1311_3077_13-201801-201803 spans 2 months: a month between has no image or no label" in result["notes"]
+    # a cube whose label folder is not found is named in the notes, not dropped without a word (a review)
 
     moved = next((root / "labels").iterdir())
     shutil.move(moved, root / "labels" / "elsewhere")

@@ -82,8 +82,12 @@ def load_pairs(dataset: str, root: str | Path) -> list[Pair]:
             cube = item.cube.compute()
             for i in range(cube.sizes["time"] - 1):
                 label, valid = item.labels.binary(i)
-                tag = f"{name}-{pd.Timestamp(cube['time'].values[i]):%Y%m}"
-                out.append(Pair(tag, cube.isel(time=[i, i + 1]), label, valid & _finite(cube.isel(time=[i, i + 1]))))
+                t0, t1 = (pd.Period(cube["time"].values[j], "M") for j in (i, i + 1))
+                # a month without image or label between them: the pair spans more, and says so (a review: it was
+                # named after its first month alone, as a one-month pair)
+                tag = f"{name}-{t0:%Y%m}" + (f"-{t1:%Y%m}" if (t1 - t0).n > 1 else "")
+                notes = [f"{tag} spans {(t1 - t0).n} months: a month between has no image or no label"] if (t1 - t0).n > 1 else []
+                out.append(Pair(tag, cube.isel(time=[i, i + 1]), label, valid & _finite(cube.isel(time=[i, i + 1])), notes))
         return out
     raise ConfigError(f"unknown benchmark dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
 

@@ -43,7 +43,7 @@ from .cube import OutputGrid, Quality, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps, fill_unseen
 from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
-from .errors import BandError, ConfigError, GridError
+from .errors import BandError, ConfigError, GridError, InputError
 from .intact import ALL_CHUNKS
 from .tiling import PatchGrid, pack_footprint
 
@@ -483,7 +483,12 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
                         "(Landsat 8's B2 is blue, Landsat 7's green): learn weights on this series instead")
     stats = stack_statistics(centre, scale, offset, reference=shared)
     if hasattr(encoder, "is_fitted") and not encoder.is_fitted:
-        encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
+        try:
+            encoder.fit(fit_sample(cube, band_index, stats, seed=getattr(encoder, "seed", 0)))
+        except InputError as exc:  # (too few clear pixels to learn from: the series' fault, so named by its source)
+            if exc.path is not None or not cube.attrs.get("source"):
+                raise
+            raise type(exc)(exc.message, cube.attrs["source"]) from exc
         if hasattr(encoder, "set_input_normalisation"):
             encoder.set_input_normalisation(centre, scale, bands, band_family(cube))
     spec = encoder.spec

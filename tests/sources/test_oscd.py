@@ -188,3 +188,14 @@ def test_skipped_names_unlabelled_cities_and_folders_that_are_not_cities(tmp_pat
         f"lyon skipped: no change label, expected {tmp_path / 'lyon' / 'cm' / 'lyon-cm.tif'} (or cm.png beside it)",
         "nantes/ skipped: not an OSCD city folder (it has no imgs_1/ and imgs_2/) and holds no city folders",
         "rennes/ skipped: not an OSCD city folder (it has no imgs_2/) and holds no city folders"]
+
+
+def test_a_city_folder_given_as_the_root_is_told_to_give_its_parent(tmp_path):
+    """--root oscd/bercy (a city, not the folder of cities) said only that it holds no city folder (a review)."""
+    for d in ("imgs_1", "imgs_2", "cm"):
+        (tmp_path / "paris" / d).mkdir(parents=True)
+    (tmp_path / "paris" / "cm" / "paris-cm.tif").touch()
+    assert oscd.list_items(tmp_path) == ["paris"]
+    with pytest.raises(SourceError, match=r"paris: holds no labelled OSCD city folder .*\(it is a city folder itself: "
+                                          r"give the folder that holds the cities\)"):
+        oscd.list_items(tmp_path / "paris")

@@ -414,3 +414,13 @@ def test_zeros_in_every_band_of_undeclared_integers_are_no_data_as_in_geotiffs(t
     np.testing.assert_allclose(values.isel(time=2).values[:, :, W // 2:], ms.scene(2)[:, :, W // 2:] / 10000, rtol=1e-6)
     floats = native(open_series(rewrite(tmp_path, "zeros.nc", lambda ds: ds.assign(reflectance=ds["reflectance"] * 0))))
     assert (floats.values == 0).all()
+
+
+def test_a_cube_without_any_data_is_refused_naming_the_file(tmp_path):
+    """rcf found no clear pixel to learn its filters from, and said so without naming the file (a review)."""
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    path = rewrite(tmp_path, "empty.nc", lambda ds: ds.assign(reflectance=ds["reflectance"] * np.nan))
+    with pytest.raises(ConfigError, match=r"empty.nc: too few clear pixels to sample"):
+        run_pipeline(RunConfig(source=str(path)), tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()

@@ -67,7 +67,10 @@ def list_items(root, *, labelled: bool = True, labels_root=None) -> list[str]:
             "OSCD city folder (<city>/imgs_1 and imgs_2)"
         unlabelled = [_no_label(root, c, labels_root) for c in found[:5]]  # (cities there are, all without a label)
         unlabelled = f": {'; '.join(unlabelled)}{' ...' if len(found) > 5 else ''}" if found else ""
-        raise SourceError(f"holds no {what}, neither directly nor in a sub-folder{unlabelled}", root)
+        # a city folder given itself (its imgs_1/ and imgs_2/ inside): the benchmark reads the folder of cities
+        itself = " (it is a city folder itself: give the folder that holds the cities)" if all(
+            (root / d).is_dir() for d in DATE_FOLDERS) else ""
+        raise SourceError(f"holds no {what}, neither directly nor in a sub-folder{unlabelled}{itself}", root)
     return cities
 
 

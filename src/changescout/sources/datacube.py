@@ -50,7 +50,7 @@ from ..errors import SourceError
 from .dates import to_times
 from .geotiff import split_band_suffix
 from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
-from .warp import WARP_TOLERANCE, RasterInfo, build_cube, resolve_grid, scaling, storage, warp_scales
+from .warp import WARP_TOLERANCE, RasterInfo, blank_zeros, build_cube, resolve_grid, scaling, storage, warp_scales
 
 _DIMS = ("time", "band", "y", "x")
 _PIXEL_DIMS = {"time", "y", "x"}
@@ -414,7 +414,7 @@ class ReprojectedCube:
             times = slice(t.start, t.stop, t.step)
             data = _masked(self.var.isel(time=times, y=rows, x=cols).values, self.nodata, band_axis=1)
             if self.zeros:  # (over the bands the variable holds)
-                data[np.broadcast_to((data == 0).all(axis=1, keepdims=True), data.shape)] = np.nan
+                blank_zeros(data, band_axis=1)
             out[:, :-1] = self._warp(data, src, dst, shape, Resampling.bilinear) * self.scale + self.offset
             if self.quality is not None:
                 q = self.quality.isel(time=times, y=rows, x=cols).values.astype(np.float32)

@@ -47,9 +47,9 @@ import pandas as pd
 
 from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import parse_baseline
+from .dates import parse_baseline, parse_level
 from .masks import convention_for, infer_convention, is_mask_name
-from .warp import DEFAULT_SCALE, MOSAIC_OVERLAP, Layer, Scene, is_remote, open_scenes, shown
+from .warp import DEFAULT_SCALE, MOSAIC_OVERLAP, Layer, Scene, is_remote, open_scenes, shared_fraction, shown
 
 #: Files a folder of a static catalog is opened by, in this order.
 ROOT_FILES = ("catalog.json", "collection.json", "item-collection.json")
@@ -194,10 +194,16 @@ def _newest(dated: dict) -> tuple[dict, list[str]]:
     return out, repeated
 
 
-def _recency(item) -> tuple:
-    said = str(item.properties.get("s2:processing_baseline") or "")
+def _item_baseline(item) -> str:
+    """An item's Sentinel-2 processing baseline (``05.09``), from ``s2:processing_baseline`` or its product's
+    name, or '' where neither says one."""
     named = parse_baseline(_product(item))
-    baseline = tuple(int(v) for v in said.split(".")[:2]) if re.fullmatch(r"\d+\.\d+", said) else named or (0, 0)
+    return str(item.properties.get("s2:processing_baseline") or "") or (f"{named[0]:02d}.{named[1]:02d}" if named else "")
+
+
+def _recency(item) -> tuple:
+    said = _item_baseline(item)
+    baseline = tuple(int(v) for v in said.split(".")) if re.fullmatch(r"\d+\.\d+", said) else (0, 0)
     when = item.common_metadata.updated or item.common_metadata.created
     return baseline, _naive(when) if when is not None else pd.Timestamp.min, item.id
 
@@ -234,9 +240,7 @@ def _naive(when) -> pd.Timestamp:
 
 def _item_level(item) -> str:
     """The item's processing level, from ``processing:level`` or its Sentinel-2 product type (MSIL1C, MSIL2A)."""
-    said = str(item.properties.get("processing:level") or "").upper()
-    m = re.search(r"_MSI(L1C|L2A)_", _product(item))
-    return said or (m.group(1) if m else "")
+    return str(item.properties.get("processing:level") or "").upper() or parse_level(_product(item)) or ""
 
 
 def _same_scene(a, b) -> bool:
@@ -258,10 +262,7 @@ def _same_scene(a, b) -> bool:
              for i in (a, b)]
     if any(w > e for w, _, e, _ in boxes):  # across the antimeridian: not compared
         return False
-    w = min(boxes[0][2], boxes[1][2]) - max(boxes[0][0], boxes[1][0])
-    h = min(boxes[0][3], boxes[1][3]) - max(boxes[0][1], boxes[1][1])
-    area = min((e - w_) * (n - s_) for w_, s_, e, n in boxes)
-    return w > 0 and h > 0 and w * h > MOSAIC_OVERLAP * max(area, 1e-300)
+    return shared_fraction(*boxes) > MOSAIC_OVERLAP
 
 
 def _longitude(item) -> float | None:
@@ -279,11 +280,7 @@ def _baseline(items, time: pd.Timestamp, root: Path) -> str:
     """The Sentinel-2 processing baseline of one date's items ('' when none says one), from their
     ``s2:processing_baseline`` or their product's name; :class:`SourceError` when its tiles say different ones
     (their -1000 offsets would differ within the date's mosaic)."""
-    said = set()
-    for item in items:
-        named = parse_baseline(_product(item))
-        said.add(str(item.properties.get("s2:processing_baseline") or "")
-                 or (f"{named[0]:02d}.{named[1]:02d}" if named else ""))
+    said = {_item_baseline(item) for item in items}
     said.discard("")  # (a tile that says none takes the date's, as radiometry reads names)
     if len(said) > 1:
         raise SourceError(f"items {[item.id for item in items]} of {time:%Y-%m-%d} (tiles of one date, "

@@ -604,7 +604,7 @@ class WarpedSeries:
         # 04.00's -1000 made a swath edge of DN 0 read -0.1, and the edge ranked among the top changes.)
         for k, scene in enumerate(scenes):
             if nb > 1 and all(la.path in self.zero_nodata for la in scene.layers):
-                values[k][np.broadcast_to((values[k] == 0).all(axis=0), values[k].shape)] = np.nan
+                blank_zeros(values[k])
         # each band as its file declares it, else the series' scaling (the user's, or the default for its type)
         scaling = np.array([[la.scaling or (self.scale, self.offset) for la in s.layers] for s in scenes], np.float32)
         values *= scaling[:, :, 0, None, None]
@@ -717,6 +717,21 @@ def by_time(scenes) -> dict:
     return out
 
 
+def shared_fraction(a, b) -> float:
+    """The share of the smaller of two ``(left, bottom, right, top)`` boxes that the other covers (0 apart)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return max(w, 0) * max(h, 0) / max(smaller, 1e-300)
+
+
+def blank_zeros(values: np.ndarray, band_axis: int = 0) -> np.ndarray:
+    """``values`` (float) with every band NaN where every band is 0: the unsaid NODATA of digital numbers
+    (:attr:`RasterInfo.fills_with_zero`), in place."""
+    values[np.broadcast_to((values == 0).all(axis=band_axis, keepdims=True), values.shape)] = np.nan
+    return values
+
+
 def _check_tiles(series: WarpedSeries, source) -> None:
     """:class:`SourceError` for scenes of one date (tiles, mosaicked) that cover much the same ground: one scene
     twice (reprocessed, or another product level), whose mosaic would hide which one was read. Tiles of one pass
@@ -725,13 +740,10 @@ def _check_tiles(series: WarpedSeries, source) -> None:
         if stop - start < 2:
             continue
         tiles, time = series.scenes[start:stop], series.scenes[start].time
-        boxes = np.array([series.boxes[k] for k in range(start, stop)])
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        boxes = [series.boxes[k] for k in range(start, stop)]
         for i in range(len(tiles)):
             for j in range(i + 1, len(tiles)):
-                w = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
-                h = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
-                shared = max(w, 0) * max(h, 0) / max(min(area[i], area[j]), 1e-300)
+                shared = shared_fraction(boxes[i], boxes[j])
                 if shared > MOSAIC_OVERLAP:
                     a, b = (t.name or _name(t.layers[0].path) for t in (tiles[i], tiles[j]))
                     single = all(len(t.layers) == 1 for t in (tiles[i], tiles[j]))  # bands of one image, unnamed?

@@ -309,6 +309,17 @@ def test_a_cube_whose_pixels_cannot_be_placed_is_refused(tmp_path, name, edit, m
         open_series(path)
 
 
+def test_a_crs_code_proj_does_not_know_is_refused_without_gdal_noise(tmp_path, capfd):
+    """An EPSG code that PROJ does not know is named in the message, and GDAL's own "ERROR 1: PROJ: ..." line is
+    not printed on the terminal above it."""
+    path = rewrite(tmp_path, "epsg.nc", lambda ds: ds.drop_vars("spatial_ref").assign_attrs(crs="EPSG:99999"))
+    capfd.readouterr()
+    with pytest.raises(SourceError, match=r"epsg.nc: the CRS of the variable 'reflectance' is not one that PROJ knows.*EPSG:99999"):
+        open_series(path)
+    err = capfd.readouterr().err
+    assert "PROJ" not in err and "ERROR" not in err, err
+
+
 def test_a_missing_date_is_named(tmp_path):
     """A NaT among the times was told as 'dates must be strictly increasing ... (use sort_by_time)'."""
     def edit(ds):

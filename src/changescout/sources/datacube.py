@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rasterio
 from rasterio.windows import Window, from_bounds
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -156,7 +157,11 @@ def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> str:
     """The cube's CRS as WKT: the variable's grid mapping, the dataset's, a ``crs`` attribute or the lone grid
     mapping variable; refused when there is none or it is not a CRS."""
     try:
-        crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
+        # inside a rasterio environment, GDAL's complaint about a code PROJ does not know goes to the log: without
+        # one it printed "ERROR 1: PROJ: ... crs not found" on the terminal above the message below (rioxarray
+        # parses a 'crs' attribute with rasterio)
+        with rasterio.Env():
+            crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
         if crs:
             return CRS.from_user_input(crs).to_wkt()
     except Exception as exc:  # pyproj's CRSError (rioxarray parses a 'crs' attribute too)

@@ -146,6 +146,31 @@ def test_a_date_missing_from_a_stacked_file_is_nan_for_that_date_only(tmp_path, 
     assert np.nanmin(values) > 0  # no -9999 anywhere, blended or not
 
 
+@pytest.mark.parametrize("layout", ["fmask band", "stacked"])
+def test_a_dates_unsaid_zeros_are_not_blended_whatever_else_the_file_holds(tmp_path, layout):
+    """Undeclared 0 in every band of a date is nodata, left out of resampling. GDAL tested "every band" over the
+    whole file: an Fmask band inside the file (fill 255), or the other dates of a stacked file, kept the date's
+    zero edge in, and half a pixel off the grid the next pixel read half its value, clear."""
+    n = len(ms.BANDS)
+    scenes = [ms.scene(t).astype(np.uint16) for t in range(len(ms.DATES))]
+    scenes[1][:, :, :20], scenes[1][:, :, 20:] = 0, 3100  # date 1's swath edge (no data, unsaid), then even land
+    if layout == "fmask band":
+        for t, date in enumerate(ms.DATES):
+            fmask = np.where(scenes[t][:1] == 0, 255, 0).astype(np.uint16)  # Fmask's fill is 255, clear land 0
+            ms.write_geotiff(tmp_path / "f" / f"{date}.tif", np.concatenate([scenes[t], fmask]), nodata=None,
+                             descriptions=[*ms.BANDS, "fmask"])
+        source, kw = tmp_path / "f", {}
+    else:
+        source = ms.write_geotiff(tmp_path / "stack.tif", np.concatenate(scenes), nodata=None)
+        kw = {"dates": list(ms.DATES), "bands": ms.BANDS}
+    left, top = ms.ORIGIN
+    grid = OutputGrid(ms.CRS, (ms.RES, 0, left - 5.0, 0, -ms.RES, top + 5.0), (H + 1, W + 1))  # half a pixel off
+    values = open_series(source, patch_size=8, grid=grid, **kw).values[1]
+    assert np.isnan(values[:, :, :20]).all()
+    beyond = values[:, 1:H, 20:W]  # past the edge, every pixel as the land reads: none blended toward 0
+    np.testing.assert_allclose(beyond, 0.31, rtol=1e-5)
+
+
 def test_probe_reports_missing_georeference_without_rasterio_warnings(tmp_path):
     import warnings
 

@@ -466,12 +466,18 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     (and blended into its neighbours) whenever another date has data there. With ``zero_nodata``, a file has
     none where every band it holds is 0 (Sentinel-2's and Landsat's NODATA value, a band file's swath edge):
     left out of the resampling, not blended into its neighbours as values toward 0 (a 20 m band's edge read
-    -0.05 beside a 10 m band's nodata, and the edge ranked as a change). (In a stacked file, every date's bands:
-    one date's edge is still blended.)"""
+    -0.05 beside a 10 m band's nodata, and the edge ranked as a change). "Every band" is every band read: the
+    file is seen through a VRT of those bands alone (GDAL's ``vrt://``), so that a mask band inside the file (an
+    Fmask band, whose fill is 255) or another date's bands of a stacked file do not keep a date's zeros in.
+    (A path holding a ``?``, such as a signed URL, cannot be given to ``vrt://``: it is read whole, as before.)"""
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
+    indexes, opened = list(indexes), path
+    if zero_nodata and not raw and "?" not in path and len(set(indexes)) < probe(path).count:  # (no alpha: it declares nodata)
+        bands = sorted(set(indexes))
+        opened, indexes = f"vrt://{path}?bands={','.join(map(str, bands))}", [bands.index(i) + 1 for i in indexes]
     try:
-        with network(path), rasterio.open(path) as src:
+        with network(path), rasterio.open(opened) as src:
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
                 return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
@@ -567,15 +573,19 @@ class WarpedSeries:
         transform = self.grid.affine @ Affine.translation(xs.start, ys.start)
         nb = self.n_bands
         out = np.empty((len(scenes), nb + 1, *shape), np.float32)
-        # (file, resampling) -> [(date, row of out, band index)]; on the file's own grid resampling plays no part
-        # (None), so that its reflectance and mask bands are read together
-        reads: dict[tuple[str, Resampling | None], list[tuple[int, int, int]]] = {}
+        # (file, resampling, date) -> [(date, row of out, band index)]; on the file's own grid resampling plays no
+        # part (None), so that its reflectance and mask bands are read together; a file whose 0 is its unsaid
+        # nodata is warped one date at a time (a date of a stacked file is nodata where its own bands are all 0,
+        # whatever the other dates hold there: warp_vrt); the others at once (date -1)
+        reads: dict[tuple[str, Resampling | None, int], list[tuple[int, int, int]]] = {}
         offsets: dict[str, tuple[int, int] | None] = {}
 
         def want(layer: Layer, k: int, pos: int, resampling: Resampling):
             if layer.path not in offsets:
                 offsets[layer.path] = aligned_offset(probe(layer.path), self.grid.crs, transform, shape)
-            reads.setdefault((layer.path, None if offsets[layer.path] else resampling), []).append((k, pos, layer.index))
+            resampling = None if offsets[layer.path] else resampling
+            by_date = resampling is not None and layer.path in self.zero_nodata
+            reads.setdefault((layer.path, resampling, k if by_date else -1), []).append((k, pos, layer.index))
 
         for k, scene in enumerate(scenes):
             if k in skip:
@@ -587,7 +597,7 @@ class WarpedSeries:
                 out[k, nb] = 0  # Quality.CLEAR; make_cube marks NaN pixels NODATA
             else:
                 want(scene.mask, k, nb, Resampling.nearest)
-        for (path, resampling), items in reads.items():
+        for (path, resampling, _), items in reads.items():
             k, pos, idx = (list(v) for v in zip(*items))
             # a mask band's values are read by its convention, the file's nodata value too: a file whose nodata
             # is 0 for its reflectance has Fmask's clear land 0 in its mask band (all its clear pixels were nodata)

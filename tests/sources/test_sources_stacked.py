@@ -43,6 +43,42 @@ def test_mask_band_in_the_stack(tmp_path):
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 36:40, 40:44] == Quality.NODATA).all()
 
 
+@pytest.mark.parametrize("shift", [0.0, 5.0])  # on the file's grid, half a pixel off (warped)
+def test_a_mask_stack_of_four_dates_in_bytes_is_four_masks(tmp_path, shift):
+    """GDAL takes the 4th of 4 bands of bytes for alpha: a --mask file of 4 dates was refused as holding 3 mask
+    bands, and warped, that band became the other dates' alpha (every pixel nodata)."""
+    from changescout.cube import OutputGrid
+
+    dates = [*ms.DATES, "2020-06-30"]
+    data = np.concatenate([ms.scene(t % 3, 2) for t in range(4)])
+    path = ms.write_geotiff(tmp_path / "stack.tif", data)
+    fmask = np.zeros((4, H, W), np.uint8)  # Fmask: 0 clear land, 4 cloud
+    for t in range(4):
+        fmask[t, 8 * t : 8 * t + 6, 10:30] = 4
+    masks = ms.write_geotiff(tmp_path / "fmask.tif", fmask, nodata=None)
+    left, top = ms.ORIGIN
+    grid = OutputGrid(ms.CRS, (ms.RES, 0, left - shift, 0, -ms.RES, top + shift), (H + 1, W + 1))
+    cube = open_series(path, dates=dates, bands=["red", "nir"], mask=masks, mask_convention="fmask", patch_size=4, grid=grid)
+    q = cube.quality.values
+    for t in range(4):
+        assert (q[t, 8 * t + 1 : 8 * t + 5, 12:28] == Quality.CLOUD).all()
+        assert (q[t, 40 - 8:40, 12:28] == Quality.CLEAR).all() and (q[t, 1:H, 32:W] == Quality.CLEAR).all()
+
+
+def test_a_mask_file_need_cover_a_stack_only_where_the_grid_reads_it(tmp_path):
+    """--mask with --grid over part of a stacked file: a mask covering that part was refused (covers 50 % of its
+    image) though the same masks were read beside a folder of images."""
+    path = ms.stacked_file(tmp_path / "stack.tif")
+    masks = np.stack([ms.fmask(t)[: H // 2] for t in range(len(ms.DATES))]).astype(np.uint8)
+    ms.write_geotiff(tmp_path / "half_fmask.tif", masks, nodata=None)
+    with pytest.raises(SourceError, match=r"half_fmask.tif: covers 50 % of its image"):
+        open_series(path, dates=ms.DATES, bands=ms.BANDS, mask=tmp_path / "half_fmask.tif", patch_size=4)
+    left, top = ms.ORIGIN
+    top_half = f"{ms.CRS},{ms.RES},{left},{top - H // 2 * ms.RES},{left + W * ms.RES},{top}"
+    cube = open_series(path, dates=ms.DATES, bands=ms.BANDS, mask=tmp_path / "half_fmask.tif", patch_size=4, grid=top_half)
+    assert cube.sizes["y"] == H // 2 and (cube.quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()
+
+
 def test_stacked_errors_say_the_numbers(tmp_path):
     path = ms.stacked_file(tmp_path / "stack.tif")
     with pytest.raises(SourceError, match=r"stack.tif: a stacked GeoTIFF \(12 bands\) does not say its dates"):

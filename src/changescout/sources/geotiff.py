@@ -276,7 +276,8 @@ def external_masks(path, scenes: list[Scene], convention: str | None, grid=None)
         raise SourceError("does not exist (the --mask given)", path)
     times = sorted({s.time for s in scenes})  # (the tiles of a date share it)
     if path.is_file():
-        count = probe(path).count
+        info = probe(path)
+        count = info.count + info.alpha  # (every band of a mask file is a mask: GDAL takes the 4th of 4 bytes for alpha)
         if count != len(times):
             raise SourceError(f"holds {count} mask bands but the series has {len(times)} dates", path)
         masks = {i: Layer(str(path.resolve()), times.index(s.time) + 1) for i, s in enumerate(scenes)}

@@ -73,7 +73,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         scenes.append(Scene(when, tuple(kept), m[1] if m else None, name=path.name))
     lut = None
     if mask is not None:
-        scenes, lut = external_masks(mask, scenes, mask_convention)
+        scenes, lut = external_masks(mask, scenes, mask_convention, grid)  # (covered where the grid reads it)
     elif mask_name:
         lut = lookup_table(convention_for(mask_name, mask_convention, path))
     return open_scenes(scenes, reflectance, source=path, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,

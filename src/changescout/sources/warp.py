@@ -469,7 +469,10 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     -0.05 beside a 10 m band's nodata, and the edge ranked as a change). "Every band" is every band read: the
     file is seen through a VRT of those bands alone (GDAL's ``vrt://``), so that a mask band inside the file (an
     Fmask band, whose fill is 255) or another date's bands of a stacked file do not keep a date's zeros in.
-    (A path holding a ``?``, such as a signed URL, cannot be given to ``vrt://``: it is read whole, as before.)"""
+    (A path holding a ``?``, such as a signed URL, cannot be given to ``vrt://``: it is read whole, as before.)
+
+    A mask file whose last band GDAL takes for alpha (4 bands of bytes: a mask stack of 4 dates) is warped band
+    by band as values: a ``WarpedVRT`` took that band as the others' alpha, and every pixel read as nodata."""
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
     indexes, opened = list(indexes), path
@@ -477,6 +480,13 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
         bands = sorted(set(indexes))
         opened, indexes = f"vrt://{path}?bands={','.join(map(str, bands))}", [bands.index(i) + 1 for i in indexes]
     try:
+        if raw and probe(path).alpha:  # (so it declares no nodata value: none to keep)
+            out = np.full((len(indexes), *shape), np.nan, np.float32)
+            with network(path), rasterio.open(path) as src:
+                rasterio.warp.reproject(rasterio.band(src, indexes), out, dst_transform=transform, dst_crs=crs,
+                                        src_nodata=None, dst_nodata=np.nan, resampling=resampling,
+                                        tolerance=WARP_TOLERANCE, UNIFIED_SRC_NODATA="NO", **(scales or {}))
+            return out
         with network(path), rasterio.open(opened) as src:
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:

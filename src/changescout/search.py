@@ -111,7 +111,8 @@ def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, bet
 
 
 def augment_neighbours(database: np.ndarray, queries: np.ndarray | None = None, k: int = 1, alpha: float = 2.0,
-                       own: np.ndarray | None = None) -> np.ndarray:
+                       own: np.ndarray | None = None, groups: np.ndarray | None = None,
+                       query_groups: np.ndarray | None = None) -> np.ndarray:
     """Descriptors drawn toward their nearest neighbours in ``database`` (database-side augmentation, DBA:
     Arandjelovic & Zisserman 2012; weights as Radenovic et al.'s alpha-QE): each unit descriptor plus its ``k``
     nearest other database rows, each weighted by its cosine (clipped at 0) to the power ``alpha``, normalised
@@ -119,12 +120,27 @@ def augment_neighbours(database: np.ndarray, queries: np.ndarray | None = None, 
     ``queries``, where ``own`` gives each query's row in the database (-1: none) so that it is not its own
     neighbour. A change is then compared as it and its closest look-alike in the run are, which evens out the
     noise of a single object's patches: on the planted series (benchmarks/planted.py, objects' precision@5 of
-    common types, seeds 0-4 / 5-9) Bouconne 0.795 / 0.757 -> 0.857 / 0.806, synthetic 0.548 / 0.585 -> 0.561 / 0.589."""
+    common types, seeds 0-4 / 5-9) Bouconne 0.795 / 0.757 -> 0.857 / 0.806, synthetic 0.548 / 0.585 -> 0.561 / 0.589.
+
+    With ``groups`` (one label per database row: the run it comes from) and ``query_groups``, each descriptor's
+    neighbours come from its own group alone: two overlapping runs see each change of their shared area, and a
+    change drawn toward its own copy in the other run is not evened out at all, so that searching a run beside
+    an overlapping one moved the scores and order of its own results (a review)."""
     db = _normalise(np.atleast_2d(database))
     q = db if queries is None else _normalise(np.atleast_2d(queries))
     if queries is None:
         own = np.arange(len(db))
+        query_groups = groups
     own = np.full(len(q), -1) if own is None else np.asarray(own, np.int64)
+    if groups is not None:
+        groups, query_groups = np.asarray(groups), np.asarray(query_groups)
+        out = q.copy()
+        for g in np.unique(query_groups):
+            sub, mine = np.flatnonzero(groups == g), np.flatnonzero(query_groups == g)
+            inside = (own[mine] >= 0) & np.isin(own[mine], sub)
+            sub_own = np.where(inside, np.searchsorted(sub, own[mine]), -1)
+            out[mine] = augment_neighbours(db[sub], q[mine], k, alpha, own=sub_own) if len(sub) else q[mine]
+        return out
     if len(db) < 2 or k < 1:
         return q
     index = faiss.IndexFlatIP(db.shape[1])
@@ -159,25 +175,30 @@ def trajectory_distance(profiles: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclude=(), negatives: np.ndarray | None = None,
                    negatives_own=None, shortlist: int = 2000, profiles: np.ndarray | None = None,
-                   query_profile: np.ndarray | None = None, trajectory_weight: float = TRAJECTORY_WEIGHT
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   query_profile: np.ndarray | None = None, trajectory_weight: float = TRAJECTORY_WEIGHT,
+                   groups: np.ndarray | None = None, negatives_groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``database`` (``(n, dim)``), most similar to ``query`` (``(dim,)``) first, and their cosine
     similarities, both sides compared after :func:`augment_neighbours`; ``own`` is the query's row in the
     database (-1: none), ``exclude`` rows left out, ``negatives`` descriptors the search turns away from
     (Rocchio, :func:`feedback_query`; ``negatives_own`` their rows). Exact up to ``shortlist`` rows; a larger
     database is first cut to the ``shortlist`` rows nearest the query before augmentation. With ``profiles``
     (one row per database row, :func:`changescout.objects.trajectory_profiles`) and the ``query_profile``, each
-    similarity less ``trajectory_weight`` times :func:`trajectory_distance`."""
+    similarity less ``trajectory_weight`` times :func:`trajectory_distance`. With ``groups`` (the run of each
+    database row; the query is of group 0, each negative of its ``negatives_groups``), every descriptor is drawn
+    toward neighbours of its own run only (:func:`augment_neighbours`)."""
     db = _normalise(np.atleast_2d(database))
-    q = augment_neighbours(db, query, own=np.array([own]))
+    grouped = {} if groups is None else {"groups": np.asarray(groups)}
+    q = augment_neighbours(db, query, own=np.array([own]), **grouped, query_groups=None if groups is None else [0])
     if negatives is not None and len(negatives):
-        q = feedback_query(q, augment_neighbours(db, negatives, own=negatives_own))
+        q = feedback_query(q, augment_neighbours(db, negatives, own=negatives_own, **grouped,
+                                                 query_groups=None if groups is None else negatives_groups))
     q = _normalise(q)[0].astype(np.float64)
     rows = np.setdiff1d(np.arange(len(db)), np.asarray(list(exclude), np.int64))
     if len(rows) > shortlist:
         first = db[rows].astype(np.float64) @ q
         rows = np.sort(rows[np.argsort(-first, kind="stable")[:shortlist]])
-    sims = augment_neighbours(db, db[rows], own=rows).astype(np.float64) @ q
+    sims = augment_neighbours(db, db[rows], own=rows, **grouped,
+                              query_groups=None if groups is None else np.asarray(groups)[rows]).astype(np.float64) @ q
     if profiles is not None and query_profile is not None and np.isfinite(query_profile).any() and trajectory_weight > 0:
         # less the trajectory distance: a change made in one step and undone soon is not a season's slow browning
         sims = sims - trajectory_weight * trajectory_distance(np.asarray(profiles)[rows], query_profile)

@@ -149,7 +149,7 @@ def find_similar(run: Path, event_id: str | None = None, at: tuple[float, float]
     With ``objects``, the event's whole change object is compared with the change objects of the runs (the
     candidates of ``objects.parquet``), each by the surprise-weighted mean of the search vectors of its onset
     (:func:`changescout.objects.object_descriptors`: an episode's end is the change undone), the query's and
-    every object's drawn toward its nearest other object (:func:`changescout.search.rank_augmented`); the
+    every object's drawn toward its nearest other object of its own run (:func:`changescout.search.rank_augmented`); the
     query's own object is left out, and each result is one object, its onset patch most like the query as the
     detail. Object against object, precision@5 of common types on the planted Bouconne series is 0.86 (seeds
     0-4); the object's mean against single patches, as before 0.3.14, gave 0.71."""
@@ -222,8 +222,9 @@ def _own_descriptor(view: RunView, object_id) -> np.ndarray:
 
 def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, neg, k: int) -> tuple[pd.DataFrame, int]:
     """Change objects against change objects: the candidate objects of every run, each compared by its
-    descriptor after :func:`changescout.search.rank_augmented` (the query drawn toward its nearest object, as
-    every object is); best first, one row per object, its onset patch most like the query as the detail."""
+    descriptor after :func:`changescout.search.rank_augmented` (the query drawn toward its nearest object of its
+    run, as every object is, not toward its copy in an overlapping run); best first, one row per object, its onset
+    patch most like the query as the detail."""
     base = views[0]
     parts = [v.objects() for v in views]
     start = np.cumsum([0] + [len(p[0]) for p in parts])
@@ -256,7 +257,8 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     query_profile = base.trajectories([query["object_id"]])[0]
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
                                 negatives=negatives, negatives_own=negatives_own, profiles=profiles,
-                                query_profile=query_profile)
+                                query_profile=query_profile, groups=np.repeat(np.arange(len(views)), np.diff(start)),
+                                negatives_groups=[views.index(w) for w, _ in neg])
     # room for the changes that two overlapping runs both see, listed once after
     rows, sims = rows[: k * 4 if len(views) > 1 else k], sims[: k * 4 if len(views) > 1 else k]
     q = feedback_query(positive, negatives)[0]

@@ -2,7 +2,8 @@
 
 ``magnitude.tif`` and ``atypicality.tif`` are float32 (nodata NaN), ``cluster.tif`` is int16 (nodata -1).
 Each band is described as ``t1=YYYY-MM-DD``; the file tags name the variable and the series, so a map
-opened in QGIS says what it shows.
+opened in QGIS says what it shows. Overviews are GDAL's ``AUTO``: halved until the smallest fits in one
+256 px block, so a map of fewer than 256 patches a side (4096 px at patch 16) fits in one block and needs none.
 """
 
 from __future__ import annotations

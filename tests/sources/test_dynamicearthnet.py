@@ -87,6 +87,10 @@ def test_labels_on_another_grid(root):
     assert (moved.classes[0][:, -8:] == den.IGNORE).all()
     with pytest.raises(SourceError, match=r"no label for the month\(s\) \['2019-01'\]"):
         den.load_labels(root, CUBE, months=["2019-01-01"])
+    # labels that miss the images altogether are named (scored, the cube was an empty row of the tables)
+    away = OutputGrid(own.grid.crs, (a, b, c + 4 * fake.SIZE * a, d, e, f), own.grid.shape)
+    with pytest.raises(SourceError, match=r"-2018_01_01.tif: lies off the images it labels \(its bounds .*; the images'"):
+        den.load_labels(root, CUBE, grid=away, months=["2018-01-10"])
 
 
 def test_run_source_image_rules(root):

@@ -374,9 +374,16 @@ class Run:
             p.replace(folder / name)
 
     def _inputs(self) -> list[Path]:
-        """The files this run reads (source, mask, weights), resolved."""
-        c = self.config
-        return [Path(str(v)).resolve() for v in (c.source, c.mask, c.weights) if v]
+        """The files this run reads (source, mask, weights), resolved, and those the run in place read (its
+        ``config.json``): an interrupted ``--overwrite`` left the files it read in place, not aside, so they are
+        the replaced run's as well; going back to that run's command discarded them with the unfinished run's
+        outputs (its rcf_weights.npz, given to the replacement as --weights, was lost: a review)."""
+        named = [self.config.to_dict()]
+        try:
+            named.append(json.loads((self.out / "config.json").read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return [Path(str(c[k])).resolve() for c in named if isinstance(c, dict) for k in ("source", "mask", "weights") if c.get(k)]
 
     def _discard(self):
         """Remove this run's outputs: first renamed into one hidden folder (fast, so that an interruption does not

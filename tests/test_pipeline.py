@@ -308,14 +308,6 @@ def test_interrupted_run_resumes_at_the_unfinished_stage(session_run, session_co
     assert new_state["stages"]["embed"] == state["stages"]["embed"]
     a, b = read_events(session_run), read_events(run)
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
-    # a replacement given the run's own weights (--weights RUN/rcf_weights.npz) left them in place, not aside:
-    # going back discarded them with its outputs, and the run put back had no weights (a review)
-    run = copy_run(session_run, "weights")
-    weights = (run / "rcf_weights.npz").read_bytes()
-    _interrupted_replacement(run, session_config, monkeypatch, weights=str(run / "rcf_weights.npz"))
-    monkeypatch.undo()
-    run_pipeline(session_config(), run, **QUIET)
-    assert not (run / pipeline.REPLACED).exists() and (run / "rcf_weights.npz").read_bytes() == weights
 
 
 def test_outputs_cut_short_are_rebuilt_not_reported_as_finished(session_run, session_config, copy_run):
@@ -337,14 +329,6 @@ def test_outputs_cut_short_are_rebuilt_not_reported_as_finished(session_run, ses
         assert problem(run / f) is None, f
     a, b = read_events(session_run), read_events(run)
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
-    # a replacement given the run's own weights (--weights RUN/rcf_weights.npz) left them in place, not aside:
-    # going back discarded them with its outputs, and the run put back had no weights (a review)
-    run = copy_run(session_run, "weights")
-    weights = (run / "rcf_weights.npz").read_bytes()
-    _interrupted_replacement(run, session_config, monkeypatch, weights=str(run / "rcf_weights.npz"))
-    monkeypatch.undo()
-    run_pipeline(session_config(), run, **QUIET)
-    assert not (run / pipeline.REPLACED).exists() and (run / "rcf_weights.npz").read_bytes() == weights
 
 
 def test_a_zarr_store_that_lost_a_chunk_is_rebuilt_not_read_as_nan(session_run, session_config, copy_run):
@@ -365,14 +349,6 @@ def test_a_zarr_store_that_lost_a_chunk_is_rebuilt_not_read_as_nan(session_run, 
     assert problem(run / "embeddings.zarr") is None and problem(run / "changes.zarr") is None
     a, b = read_events(session_run), read_events(run)
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
-    # a replacement given the run's own weights (--weights RUN/rcf_weights.npz) left them in place, not aside:
-    # going back discarded them with its outputs, and the run put back had no weights (a review)
-    run = copy_run(session_run, "weights")
-    weights = (run / "rcf_weights.npz").read_bytes()
-    _interrupted_replacement(run, session_config, monkeypatch, weights=str(run / "rcf_weights.npz"))
-    monkeypatch.undo()
-    run_pipeline(session_config(), run, **QUIET)
-    assert not (run / pipeline.REPLACED).exists() and (run / "rcf_weights.npz").read_bytes() == weights
 
 
 def test_a_store_of_an_earlier_version_without_its_empty_chunks_is_not_damaged(tmp_path):

@@ -680,6 +680,27 @@ def test_a_damaged_objects_table_is_named(capsys, session_run, copy_run):
     assert code == 2 and "not a changescout objects table" in err
 
 
+def test_tables_of_another_run_are_not_exported_as_this_runs(capsys, session_run, copy_run):
+    """Another run's events.parquet of the same series (the same ids: another seed) was exported under this run's
+    name at exit 0 (a review); so was an objects table whose objects are not the events'."""
+    import geopandas as gpd
+
+    run = copy_run(session_run)
+    events = gpd.read_parquet(run / "events.parquet")
+    events.assign(magnitude=events["magnitude"] * 1.1).to_parquet(run / "events.parquet")
+    code, _, err = call(capsys, "export", run, "--format", "csv")
+    assert code == 2 and "events.parquet: " in err and "it is not of the run whose change vectors" in err
+    assert not (run / "events.csv").exists()
+    run = copy_run(session_run, "objects")
+    objects = gpd.read_parquet(run / "objects.parquet")
+    objects["event_id"] = objects["event_id"].to_numpy()[::-1]  # each object led by another's event
+    objects.to_parquet(run / "objects.parquet")
+    code, _, err = call(capsys, "export", run, "--format", "csv", "--table", "objects")
+    assert code == 2 and "objects.parquet: " in err and "it is not of the run of events.parquet" in err
+    code, _, err = call(capsys, "export", run, "--format", "csv")  # its events are the run's
+    assert code == 0, err
+
+
 def test_an_objects_table_of_an_earlier_version_is_exported(capsys, session_run, copy_run, tmp_path):
     """Objects tables before 0.3.5 have no false_alarm_rate: still read (unknown), not called damaged."""
     import geopandas as gpd

@@ -351,6 +351,31 @@ def test_a_zarr_store_that_lost_a_chunk_is_rebuilt_not_read_as_nan(session_run, 
     pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="geometry")), pd.DataFrame(b.drop(columns="geometry")))
 
 
+def test_a_rerun_rebuilds_the_tables_or_index_of_another_run_copied_over_its_own(session_run, session_config, copy_run):
+    """A copy of another run's index.faiss or events.parquet (another seed of one series: the same ids and count)
+    passed as this run's: the rerun said the run was finished (a review). It rebuilds them, and says so."""
+    from changescout.change import read_vectors
+    from changescout.search import SimilarChangeIndex
+
+    run = copy_run(session_run)
+    vectors, keys = read_vectors(run / "changes.zarr", name="search")
+    SimilarChangeIndex().fit(vectors[::-1].copy(), keys).save(run / "index.faiss")
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("index.faiss: the search index holds other vectors" in m and "the rank stage runs again" in m for m in logs)
+    rebuilt = SimilarChangeIndex.load(run / "index.faiss").index_
+    np.testing.assert_allclose(rebuilt.reconstruct(int(keys[0])), vectors[0] / np.linalg.norm(vectors[0]), atol=1e-5)
+    events = read_events(run)
+    events.assign(magnitude=events["magnitude"] * 1.1).to_parquet(run / "events.parquet")
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("events.parquet: " in m and "the rank stage runs again" in m for m in logs)
+    pd.testing.assert_series_equal(read_events(run)["magnitude"], read_events(session_run)["magnitude"])
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)  # and a whole run is left as it is
+    assert not any("runs again" in m for m in logs) and any("finished stages: embed, changes, rank, outputs" in m for m in logs)
+
+
 def test_a_store_of_an_earlier_version_without_its_empty_chunks_is_not_damaged(tmp_path):
     """Review: zarr leaves out a chunk that holds only NaN unless told; 0.3.12's changes.zarr of a series shorter
     than a year has no recurrence chunk, reads it back as NaN, as written, and was called damaged by `similar`.

@@ -159,6 +159,22 @@ def test_the_querys_own_run_or_a_run_given_twice_is_searched_once(session_run, q
     assert not twice.duplicated(["run", "event_id"]).any()
 
 
+def _rename_changes(store, prefix: str = "", keep=None) -> None:
+    """The event ids of a run's changes.zarr, each given ``prefix``, and only the changes whose ``vec`` is in
+    ``keep`` (a run faked: its tables and its change vectors must say the same ids)."""
+    import shutil
+
+    with xr.open_zarr(store, consolidated=True) as ds:
+        ds = ds.load()
+    ds["event_id"] = prefix + ds["event_id"].astype(str)
+    if keep is not None:
+        ds = ds.sel(vec=np.asarray(keep))
+    for v in ds.variables.values():
+        v.encoding = {}
+    shutil.rmtree(store)
+    ds.to_zarr(store, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)
+
+
 def test_a_result_from_another_run_can_be_told_off(session_run, query, copy_run):
     """--not takes the ids of any searched run: the analyst tells off what the results show, wherever it is."""
     from changescout.events import write_events
@@ -168,6 +184,7 @@ def test_a_result_from_another_run_can_be_told_off(session_run, query, copy_run)
     ev["event_id"] = "other-" + ev["event_id"]  # another series: ids of its own
     ev["geometry"] = ev.geometry.translate(100_000, 0)  # of another area (an overlapping one sees the same changes)
     write_events(ev, other / "events.parquet")
+    _rename_changes(other / "changes.zarr", "other-")
     res = find_similar(session_run, query["event_id"], k=5, other_runs=[other])
     there = res.loc[res["run"] == str(other), "event_id"].iloc[0]
     assert there.startswith("other-")
@@ -346,6 +363,7 @@ def test_a_place_whose_patch_has_no_event_says_why(session_run, copy_run, events
     row, col = int(events["row"].iloc[0]), int(events["col"].iloc[0])
     kept = events[(events["row"] != row) | (events["col"] != col)]
     kept.to_parquet(run / "events.parquet")
+    _rename_changes(run / "changes.zarr", keep=kept["vec"])
     x, y = RunView(run).patch_grid.centres()
     with pytest.raises(EventNotFoundError, match=f"patch r{row} c{col} has no event at any date: too few of its pixels"):
         find_similar(run, at=(x[col], y[row]), t1=pd.Timestamp(events["t1"].iloc[0]).strftime("%Y-%m-%d"))
@@ -397,6 +415,21 @@ def test_damaged_outputs_are_named_with_how_to_rebuild_them(session_run, query, 
     SimilarChangeIndex().fit(np.eye(4, dtype=np.float32), np.arange(4)).save(other / "index.faiss")
     with pytest.raises(RunNotFoundError, match=r"index.faiss: the search index holds 4 changes .*delete it and rerun"):
         find_similar(other, query["event_id"])
+    # another run's of the same count (another seed of one series): its vectors are not this run's
+    from changescout.change import read_vectors
+
+    seed = copy_run(session_run, "other_seed")
+    vectors, keys = read_vectors(seed / "changes.zarr", name="search")
+    SimilarChangeIndex().fit(vectors[::-1].copy(), keys).save(seed / "index.faiss")
+    with pytest.raises(RunNotFoundError, match=r"index.faiss: the search index holds other vectors than changes.zarr's"):
+        find_similar(seed, query["event_id"])
+    table = copy_run(session_run, "other_events")
+    events = read_events(table)
+    events["magnitude"] = events["magnitude"] * 1.1  # (the same ids and count, another run's values)
+    events.to_parquet(table / "events.parquet")
+    with pytest.raises(RunNotFoundError, match=r"events.parquet: \d+ of its \d+ events have another id or magnitude in "
+                                               r"changes.zarr: it is not of the run"):
+        find_similar(table, query["event_id"])
     text = copy_run(session_run, "text_index")
     (text / "index.faiss").write_text("not an index")
     with pytest.raises(RunNotFoundError, match="index.faiss: cannot read the search index"):

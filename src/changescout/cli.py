@@ -451,8 +451,28 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
             from .errors import RunExistsError
 
             raise RunExistsError("exists; use --overwrite to replace it", target)
-        export_table(readers[table](run_dir), target, fmt, top=top, layer=table)
+        rows = readers[table](run_dir)
+        _of_this_run(run_dir, rows if table == "events" else read_events(run_dir), rows if table == "objects" else None)
+        export_table(rows, target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
+
+
+def _of_this_run(run_dir: Path, events, objects=None) -> None:
+    """Refuse tables copied from another run (of the same series: the same ids) before they are exported as this
+    run's: the events must be the changes of the run's changes.zarr, the objects those of its events."""
+    import xarray as xr
+
+    from .events import damaged_output
+    from .intact import events_problem, objects_problem, zarr_problem
+
+    store = Path(run_dir) / "changes.zarr"
+    if store.is_dir() and zarr_problem(store) is None:
+        with xr.open_zarr(store, consolidated=True) as changes:
+            why = events_problem(events, changes)
+        if why is not None:
+            raise damaged_output(Path(run_dir) / "events.parquet", why)
+    if objects is not None and (why := objects_problem(objects, events)) is not None:
+        raise damaged_output(Path(run_dir) / "objects.parquet", why)
 
 
 def _not_the_runs_own(target: Path, run_dir: Path) -> None:

@@ -94,9 +94,11 @@ REPLACED = ".replaced"
 def damaged_output(path: Path, problem: str) -> RunNotFoundError:
     """The error for a run directory's output that is there but cannot be used (cut short, edited, another
     run's): named, with how to rebuild it (a rerun of the same command redoes the stage whose output is gone)."""
-    return RunNotFoundError(f"{problem}: it is damaged or not this run's; delete it and rerun the run's command (the same "
-                            "`changescout run ... --out` as before) to rebuild it (a run made by another changescout "
-                            "version is not resumed: that command with --overwrite redoes it whole)", path)
+    err = RunNotFoundError(f"{problem}: it is damaged or not this run's; delete it and rerun the run's command (the same "
+                           "`changescout run ... --out` as before) to rebuild it (a run made by another changescout "
+                           "version is not resumed: that command with --overwrite redoes it whole)", path)
+    err.problem = problem  # (what is wrong, without the advice: a rerun that rebuilds it says so in its log)
+    return err
 
 
 def check_run_dir(path) -> Path:

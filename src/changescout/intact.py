@@ -95,3 +95,39 @@ def zarr_problem(path: Path) -> str | None:
                 if every:
                     return f"{name or 'array'}: chunk {chunk.name} missing"
     return None
+
+
+def events_problem(events, changes) -> str | None:
+    """Why ``events`` (a run's events table) is not of the run whose change vectors ``changes`` (its opened
+    ``changes.zarr``) holds, or None: every event's ``vec`` key is there, under the same event id and with the
+    same magnitude. A table copied from another run of the same series (another seed, other weights) has the
+    same ids and passed as this run's (a review: ``similar`` and ``export`` answered from it without a word)."""
+    import numpy as np
+
+    if "vec" not in changes.coords or "magnitude" not in changes or "event_id" not in changes:
+        return None  # (stores of early versions: nothing to compare)
+    keys, vec = changes["vec"].values, events["vec"].to_numpy(np.int64)
+    if len(keys) != len(vec) or not np.isin(vec, keys).all():
+        return (f"its {len(vec)} events are not the {len(keys)} changes of changes.zarr: it is not of the run whose "
+                "change vectors changes.zarr holds")
+    there = changes[["event_id", "magnitude"]].sel(vec=vec).load()
+    differ = (there["event_id"].values.astype(str) != events["event_id"].to_numpy().astype(str)) | ~np.isclose(
+        there["magnitude"].values.astype(np.float64), events["magnitude"].to_numpy(np.float64), rtol=1e-5, atol=1e-7)
+    if differ.any():
+        return (f"{int(differ.sum())} of its {len(vec)} events have another id or magnitude in changes.zarr: it is not "
+                "of the run whose change vectors changes.zarr holds")
+    return None
+
+
+def objects_problem(objects, events) -> str | None:
+    """Why ``objects`` (a run's objects table) is not of the run of ``events``, or None: each object's lead
+    event is an event of that object in the events table."""
+    if "event_id" not in objects or "object_id" not in events:
+        return None
+    of = events.set_index("event_id")["object_id"]
+    lead = objects["event_id"].astype(str)
+    wrong = ~lead.isin(of.index) | (of.reindex(lead).to_numpy() != objects["object_id"].to_numpy())
+    if wrong.any():
+        return (f"{int(wrong.sum())} of its {len(objects)} objects lead with an event that events.parquet does not give "
+                "them: it is not of the run of events.parquet")
+    return None

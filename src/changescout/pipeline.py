@@ -36,9 +36,9 @@ from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
 from .encoders.base import select_bands, sha256_file
-from .errors import ConfigError, InputError, OutputError, RunExistsError, check_param
+from .errors import ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
 from .events import COLUMNS, REPLACED, write_events
-from .intact import problem
+from .intact import objects_problem, problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .quality import BLUE, GREEN, NIR, RED, find_bands
 from .radiometry import NORMALISATION_MODES, OFFSET_MODES, RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
@@ -797,7 +797,25 @@ def stages_to_run(run: Run) -> list[str]:
                 if why != "missing":  # a deleted output is simply rebuilt, as before
                     run.log(f"{run.out / f}: {why}: the {name} stage runs again to rebuild it")
                 return list(STAGES[i:])
+        if name == "rank" and (mismatch := _not_of_this_run(run.out)) is not None:
+            run.log(f"{mismatch}: the rank stage runs again to rebuild it")
+            return list(STAGES[i:])
     return []
+
+
+def _not_of_this_run(out: Path) -> str | None:
+    """What the rank stage wrote that is another run's (copied over this run's: another seed of one series has
+    the same ids and counts, and a rerun said the run was finished), as ``"PATH: why"``, or None."""
+    from .objects import read_objects
+    from .similar import RunView
+
+    try:
+        view = RunView(out)  # events.parquet against changes.zarr
+        view.index()  # index.faiss against changes.zarr
+        why = objects_problem(read_objects(out), view.events)
+    except RunNotFoundError as exc:
+        return f"{exc.path}: {getattr(exc, 'problem', exc.message)}"
+    return None if why is None else f"{out / 'objects.parquet'}: {why}"
 
 
 def _run_stages(run: Run, config: RunConfig, cube, encoder, patch_grid: PatchGrid, comp: Comparison, series: str, progress,

@@ -19,7 +19,7 @@ from .change import read_vectors
 from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError, RunNotFoundError
 from .events import check_run_dir, damaged_output, missing_output, read_events
-from .intact import zarr_problem
+from .intact import events_problem, zarr_problem
 from .objects import TRAJECTORY_COLUMNS, object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented
@@ -49,10 +49,13 @@ class RunView:
             self.compat = compatibility(self.attrs)
             self.dim = ds[self.compat["search_vector"]].shape[1]
             grid = OutputGrid.from_dict(json.loads(self.attrs["grid"]))
+            why = events_problem(self.events, ds)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - zarr's, xarray's and json's errors for a store cut short or edited
             raise damaged_output(store, f"cannot read the change vectors ({type(exc).__name__}: {exc})") from exc
+        if why is not None:  # (another run's events.parquet, of the same series: the same ids)
+            raise damaged_output(self.path / "events.parquet", why)
         self.patch_grid = PatchGrid(grid, int(self.attrs["patch_size"]))
         self.on_earth = on_earth(grid.crs)
 
@@ -67,6 +70,19 @@ class RunView:
             raise damaged_output(path, f"the search index holds {n} changes of {d} dimensions, events.parquet "
                                        f"{len(self.events)} events and changes.zarr vectors of {self.dim}: they are not "
                                        "of one run (one was edited, or copied from another run)")
+        # the same count is not the same run (another seed of one series): a few vectors, read back, must be
+        # this run's search vectors at unit length
+        keys = np.sort(self.events["vec"].to_numpy(np.int64))[np.linspace(0, n - 1, min(n, 16)).astype(int)] if n else []
+        try:
+            stored = np.vstack([index.index_.reconstruct(int(k)) for k in keys]) if len(keys) else None
+        except RuntimeError:  # (an index that cannot give its vectors back: an inverted file without a direct map)
+            stored = None
+        if stored is not None:
+            mine = self.vectors(keys)
+            mine = mine / np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
+            if not np.allclose(stored, mine, atol=1e-4):
+                raise damaged_output(path, "the search index holds other vectors than changes.zarr's search vectors: "
+                                           "it is not this run's (copied from another run, or written over)")
         return index
 
     def event(self, event_id: str) -> pd.Series:

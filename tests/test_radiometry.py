@@ -246,8 +246,10 @@ def test_a_date_that_does_not_read_as_reflectance_is_warned_of():
     values[2] -= 0.1  # Sentinel-2's -1000 offset applied twice
     values[1, :, :10] = -0.02  # a strip of dark water, a little below 0
     values[3, 8] -= 0.3  # one band of a date in other units
+    values[0] += 0.03 - 0.1  # a brighter date's offset applied twice: a fifth of its blue below 0 (was not warned of)
     shifted = cube.copy(data=values)
     notes = implausible_dates(shifted)
-    assert len(notes) == 2
-    assert notes[0].startswith(f"warning: date {str(cube['time'].values[2])[:10]}:") and "B02" in notes[0]
-    assert notes[1].startswith(f"warning: date {str(cube['time'].values[3])[:10]}:") and "band(s) B11 " in notes[1]
+    assert len(notes) == 3
+    assert notes[0].startswith(f"warning: date {str(cube['time'].values[0])[:10]}:") and "band(s) B02 " in notes[0]
+    assert notes[1].startswith(f"warning: date {str(cube['time'].values[2])[:10]}:") and "B02" in notes[1]
+    assert notes[2].startswith(f"warning: date {str(cube['time'].values[3])[:10]}:") and "band(s) B11 " in notes[2]

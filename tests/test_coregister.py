@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from changescout.coregister import CoRegistration, coregister, shift_cube, tolerant_distance
+from changescout.coregister import CoRegistration, coregister, coregister_notes, shift_cube, tolerant_distance
 from changescout.cube import Quality, grid_of, make_cube, usable_mask
 from changescout.errors import BandError, ConfigError, InputError
 
@@ -134,6 +134,11 @@ def test_small_shifts_are_ignored_and_absurd_ones_reported_not_applied(make_grid
     assert record["too_large"] == ["2021-05-01"] and record["applied"] == []
     assert est.transform(cube) is cube  # nothing to apply: the cube is returned as it is
     json.dumps(record)  # state.json-ready
+    # and the run says so (it said nothing, and its top objects were that date's misregistration: a review)
+    notes = coregister_notes(record)
+    assert len(notes) == 1 and notes[0].startswith("warning: co-registration found shift(s) longer than 3.0 px against "
+                                                   "2021-03-01 and did not apply them")
+    assert "2021-05-01 (6.4 px)" in notes[0]
 
 
 def test_a_shift_that_the_window_halves_disagree_on_is_not_applied(make_grid):
@@ -146,8 +151,12 @@ def test_a_shift_that_the_window_halves_disagree_on_is_not_applied(make_grid):
     torn.values[1, :, : SIZE // 2] = shifted_series(make_grid, [(0, 0), (1.2, 0.0)]).values[1, :, : SIZE // 2]
     whole = CoRegistration(reference="first").fit(cube).shifts_["2021-04-01"]
     assert whole["status"] == "ok" and whole["applied"] and whole["spread"] < 0.05
-    split = CoRegistration(reference="first").fit(torn).shifts_["2021-04-01"]
-    assert split["status"] == "unstable" and not split["applied"] and split["spread"] > 0.9
+    split = CoRegistration(reference="first").fit(torn)
+    assert split.shifts_["2021-04-01"]["status"] == "unstable" and not split.shifts_["2021-04-01"]["applied"]
+    assert split.shifts_["2021-04-01"]["spread"] > 0.9
+    assert coregister_notes(split.record()) == ["note: co-registration left 1 of 2 dates as they are, unchecked: 1 the two "
+                                                "halves of the window disagree (noise, not a shift) (state.json: coregister)"]
+    assert coregister_notes(CoRegistration(reference="first").fit(cube).record()) == []  # applied: nothing to say
 
 
 def test_shift_cube_moves_values_and_quality_by_whole_pixels(make_grid):

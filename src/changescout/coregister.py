@@ -252,6 +252,36 @@ class CoRegistration(BaseEstimator):
                 "too_large": [d for d, s in self.shifts_.items() if s["status"] == "too_large"]}
 
 
+#: Why a date's shift was not estimated or not applied, as a run's note says it (statuses of :meth:`CoRegistration._estimate`).
+UNCORRECTED = {"insufficient_overlap": "too little clear overlap with the reference to estimate",
+               "unstable": "the two halves of the window disagree (noise, not a shift)",
+               "inconsistent": "the estimate disagrees with the masked check", "unreliable": "the images match too poorly"}
+
+
+def coregister_notes(record: dict) -> list[str]:
+    """What a run says of its co-registration stage beyond ``state.json``: a shift found but longer than
+    ``max_shift`` px (not applied: those dates' changes may be misregistration; the run said nothing, and its top
+    objects were such a date's, a review), and how many dates could not be checked, and why."""
+    shifts = record.get("shifts") or {}
+    notes = []
+    large = {d: s for d, s in shifts.items() if s.get("status") == "too_large"}
+    if large:
+        found = ", ".join(f"{d} ({math.hypot(s['dy'], s['dx']):.1f} px)" for d, s in list(large.items())[:4])
+        notes.append(f"warning: co-registration found shift(s) longer than {record.get('max_shift', '?')} px against "
+                     f"{record.get('reference')} and did not apply them (a wrong shift is worse than none): {found}"
+                     f"{', ...' if len(large) > 4 else ''}; the changes of these dates may be misregistration: check "
+                     "their files' georeference (state.json: coregister)")
+    why = {}
+    for s in shifts.values():
+        if s.get("status") in UNCORRECTED:
+            why[s["status"]] = why.get(s["status"], 0) + 1
+    if why:
+        told = "; ".join(f"{n} {UNCORRECTED[k]}" for k, n in why.items())
+        notes.append(f"note: co-registration left {sum(why.values())} of {len(shifts)} dates as they are, unchecked: {told} "
+                     "(state.json: coregister)")
+    return notes
+
+
 def choose_reference(dates: list[str], fractions, reference="clearest") -> int:
     """Index of the reference date: ``"clearest"`` (the first date whose usable fraction is within 1 % of the
     best), ``"first"`` or a date ``YYYY-MM-DD`` among ``dates``."""

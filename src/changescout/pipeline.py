@@ -30,7 +30,7 @@ from . import __version__, runlock
 from .atomic import atomic_path, write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table, write_clusters
-from .coregister import MODES as COREGISTER_MODES, coregister
+from .coregister import MODES as COREGISTER_MODES, coregister, coregister_notes
 from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
@@ -728,7 +728,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
         grid = grid_of(cube)
         patch_grid = PatchGrid(grid, config.patch_size)
-        for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible:
+        for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible + coregister_notes(coreg):
             log(note)
         comp = Comparison.parse(config.compare, min_clear=config.min_clear)
         try:

@@ -789,6 +789,9 @@ def test_an_output_path_that_cannot_be_written_exits_2_before_any_work(session_c
     (tmp_path / "f").write_text("mine")
     with pytest.raises(OutputError, match="f is a file, not a folder"):
         run_pipeline(session_config(), tmp_path / "f" / "run", **QUIET)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")  # (was "File exists", after the source was read)
+    with pytest.raises(OutputError, match=r"dangling is a link to .*gone, which does not exist; create that folder"):
+        run_pipeline(session_config(), tmp_path / "dangling", **QUIET)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     monkeypatch.setattr(changescout.pipeline.os, "access", lambda path, mode: os.fspath(path) != os.fspath(locked))  # as root, too

@@ -522,6 +522,9 @@ def check_writable(out: Path) -> None:
         raise RunExistsError("is a file, not a run directory; choose an empty or new --out", out)
     parent = out
     while not parent.exists():
+        if parent.is_symlink():  # (mkdir then failed after the source was read, with "File exists")
+            raise OutputError(f"cannot be created: {parent} is a link to {os.readlink(parent)}, which does not exist; "
+                              "create that folder or choose another --out", out)
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"cannot be created: {parent} is a file, not a folder; choose another --out", out)

@@ -78,6 +78,36 @@ def test_a_cube_that_fits_the_cluster_is_read_once_there(textured_cube, monkeypa
         np.testing.assert_array_equal(out.values, cube.values)
 
 
+def test_a_cluster_whose_writes_do_not_reach_the_run_directory_is_named(textured_cube, tmp_path, monkeypatch):
+    """Workers that do not see --out at the same path write embeddings.zarr's chunks elsewhere: they read back as
+    NaN, and the run blamed the source ("no patch clear enough"; a review). The store is refused, naming why,
+    and nothing is left in its place. (One chunk removed after the write stands for the writes that went astray.)"""
+    from pathlib import Path
+
+    from changescout.cube import grid_of
+    from changescout.embed import embed_cube
+    from changescout.encoders import get_encoder
+    from changescout.errors import OutputError
+    from changescout.tiling import PatchGrid
+
+    cube = textured_cube(n_dates=2, size=64)
+    write = xr.Dataset.to_zarr
+
+    def astray(self, store, *args, **kw):
+        out = write(self, store, *args, **kw)
+        next(p for p in Path(store).glob("embedding/*") if p.name[0].isdigit()).unlink()
+        return out
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", astray)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        with pytest.raises(OutputError, match=r"the dask workers' writes did not reach it \(embedding: chunk .* missing\): the "
+                                              r"workers must see the run directory at the same path"):
+            embed_cube(cube, get_encoder("rcf", patch_size=16, dim=8), PatchGrid(grid_of(cube), 16),
+                       tmp_path / "embeddings.zarr", "s")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _local_compute_still_works():
     """After a refused address, the process computes locally as before: distributed made its half-made client
     the default (and dask's scheduler) before the handshake, and every later compute waited on it."""

@@ -43,8 +43,8 @@ from .cube import OutputGrid, Quality, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps, fill_unseen
 from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
-from .errors import BandError, ConfigError, GridError, InputError
-from .intact import ALL_CHUNKS
+from .errors import BandError, ConfigError, GridError, InputError, OutputError
+from .intact import ALL_CHUNKS, zarr_problem
 from .tiling import PatchGrid, pack_footprint
 
 NORMALISATION = ("each band centred on its series-wide median plus the date's offset on its most stable pixels "
@@ -525,6 +525,12 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     with atomic_path(out) as tmp:
         with progress or _NullProgress():
             ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)  # (intact.zarr_problem)
+        if default_client() is not None and (why := zarr_problem(tmp)) is not None:
+            # dask workers write the chunks: on a cluster that does not see this folder at the same path they land
+            # elsewhere, and read back as NaN, the run blamed the source ("no patch clear enough") (a review)
+            raise OutputError(f"the dask workers' writes did not reach it ({why}): the workers must see the run directory "
+                              "at the same path as this process (a shared file system), or run without --scheduler",
+                              out.parent)
     return open_embeddings(out)
 
 

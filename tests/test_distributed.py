@@ -167,24 +167,34 @@ def test_a_server_that_greets_first_is_named_as_no_scheduler():
 
 
 def test_a_cluster_without_workers_is_told_once_and_when_they_are_back():
+    """And one whose workers are all paused (over their memory limit) is told so: a run on 500 MB workers
+    waited 11 minutes without a word (a review). A connection lost is told at once: dask went on on local
+    threads, and the run finished there without a word."""
     import time
 
     from changescout.scheduler import WorkerWatch
 
     class Cluster:
-        workers = {}
+        workers, status = {}, "running"
 
-        def nthreads(self):
-            return self.workers
+        def scheduler_info(self):
+            return {"workers": self.workers}
 
     cluster, said = Cluster(), []
     with WorkerWatch(cluster, "tcp://h:8786", said.append, grace=0.2, every=0.05):
         time.sleep(0.6)
-        cluster.workers = {"tcp://w:1": 1}
+        cluster.workers = {"tcp://w:1": {"status": "running"}}
         time.sleep(0.3)
-    assert len(said) == 2
+        cluster.workers = {"tcp://w:1": {"status": "paused"}, "tcp://w:2": {"status": "paused"}}
+        time.sleep(0.6)
+        cluster.status = "closed"
+        time.sleep(0.3)
+    assert len(said) == 4, said
     assert said[0].startswith("warning: the dask cluster at tcp://h:8786 has had no worker for 0.2 s") and "a rerun resumes" in said[0]
-    assert said[1] == "the dask cluster at tcp://h:8786 has 1 worker(s) again"
+    assert said[1] == "the dask cluster at tcp://h:8786 has 1 working worker(s) again"
+    assert said[2].startswith("warning: the dask cluster at tcp://h:8786 has had its 2 worker(s) paused (over their memory "
+                              "limit: give them more memory) for 0.2 s")
+    assert said[3].startswith("warning: lost the dask cluster at tcp://h:8786: the run goes on on this machine's threads")
 
 
 def test_dask_advice_on_large_graphs_is_not_shown_to_the_user():

@@ -78,8 +78,12 @@ def _forget_half_made(before) -> None:
 
 
 class WorkerWatch:
-    """While a run lasts (a context manager), check every ``every`` seconds that the cluster has a worker, and
-    ``log`` a warning once it has had none for ``grace`` seconds (and again when one is back)."""
+    """While a run lasts (a context manager), check every ``every`` seconds that the cluster has a worker that
+    works, and ``log`` a warning once it has had none for ``grace`` seconds (and again when one is back): no
+    worker at all, or every worker paused (over its memory limit: a worker of 500 MB holds torch and little
+    else, and the run waited 11 minutes without a word; a review). And when the connection to the scheduler is
+    lost between two computations, say so at once: dask then computes on this machine's threads, and the run
+    went on there for the rest of its work without a word (a review)."""
 
     def __init__(self, client, address: str, log, grace: float = 60.0, every: float = 5.0):
         self.client, self.address, self.log, self.grace, self.every = client, address, log, grace, every
@@ -97,18 +101,25 @@ class WorkerWatch:
     def _watch(self):
         since, warned = None, False
         while not self._stop.wait(self.every):
+            if getattr(self.client, "status", "running") not in ("running", "connecting"):
+                self.log(f"warning: lost the dask cluster at {self.address}: the run goes on on this machine's threads "
+                         "(Ctrl-C stops it; the same command with --scheduler then resumes the finished stages on a cluster)")
+                return
             try:
-                workers = len(self.client.nthreads())
+                workers = self.client.scheduler_info().get("workers", {})
             except Exception:  # noqa: BLE001 - the scheduler itself is gone: the run's own error tells it
                 return
-            if workers:
+            working = sum(1 for w in workers.values() if w.get("status", "running") == "running")
+            if working:
                 if warned:
-                    self.log(f"the dask cluster at {self.address} has {workers} worker(s) again")
+                    self.log(f"the dask cluster at {self.address} has {working} working worker(s) again")
                 since, warned = None, False
             elif since is None:
                 since = time.monotonic()
             elif not warned and time.monotonic() - since >= self.grace:
-                self.log(f"warning: the dask cluster at {self.address} has had no worker for {self.grace:g} s; the run "
+                what = (f"had its {len(workers)} worker(s) paused (over their memory limit: give them more memory)"
+                        if workers else "had no worker")
+                self.log(f"warning: the dask cluster at {self.address} has {what} for {self.grace:g} s; the run "
                          "waits for one (start workers, or Ctrl-C: a rerun resumes the finished stages)")
                 warned = True
 

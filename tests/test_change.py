@@ -71,6 +71,18 @@ def test_one_date_spike_is_transient_and_skipped_as_reference():
     assert prev[:, 0].tolist() == [-1, 0, 1, 1, 3]  # date 3 compared with date 1, the date before the spike
 
 
+def test_a_change_made_one_date_ahead_of_its_look_alikes_is_not_a_spike():
+    """A patch that moves to B a date before the eleven others make the same move, and stays: its look-alikes'
+    residual says "back" at the next date (they caught up), but the patch itself did not go back, so it is no
+    spike (a mutation that dropped that second check survived every test)."""
+    rng = np.random.default_rng(0)
+    a, b = np.zeros(8), 2 * np.eye(8)[0]
+    E = np.stack([np.stack([a] * 12), np.stack([a] * 12), np.stack([b] * 12)]) + 0.01 * rng.standard_normal((3, 12, 8))
+    E[1, 0] = b + 0.01 * rng.standard_normal(8)  # patch 0 is early
+    _, transient = transient_dates(E, np.ones((3, 12), bool))
+    assert not transient[1, 0]
+
+
 def test_excursion_that_holds_is_not_transient():
     E = series(A, A, B, B, A, A)  # a flood over dates 2-3
     prev, transient = transient_dates(E, np.ones((6, 1), bool))

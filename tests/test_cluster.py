@@ -104,6 +104,7 @@ def test_cluster_table_sizes_and_order():
     assert t.loc[t["cluster"] == 0, "mean_magnitude"].item() == 2.0
     assert t.loc[t["cluster"] == 2, "max_atypicality"].item() == 0.5
     assert t.loc[t["cluster"] == 2, "last_t1"].item() == pd.Timestamp("2021-05-01")
+    assert t.loc[t["cluster"] == 2, "first_t1"].item() == pd.Timestamp("2021-01-01")
 
 
 @pytest.mark.parametrize("params, message", [({"max_clusters": 0}, r"max_clusters must be a whole number in \[1, inf\]"),

@@ -52,6 +52,18 @@ def test_touching_alike_changes_of_one_date_form_one_object():
     assert set(ids) == set(range(len(set(ids))))  # ids are 0..n-1
 
 
+def test_an_objects_sizes_are_those_of_its_largest_patch():
+    """magnitude, surprise and zscore of an object are its patches' largest, as the objects schema says (a
+    mutation to their mean survived every test)."""
+    up = np.eye(8)[0]
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 2, up), (1, 2, "2021-03-01", 2.1, 2, up), (2, 2, "2021-03-01", 1.9, 2, up)]
+    ev, vecs = _events(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    mine = obj.set_index("object_id").loc[ranked["object_id"].iloc[-1]]
+    assert mine["n_patches"] == 3
+    assert (mine["magnitude"], mine["surprise"], mine["zscore"]) == pytest.approx((2.1, 2.1, 21.0))
+
+
 def test_a_change_seen_late_through_a_cloud_joins_the_object_of_its_neighbours():
     """Planted Bouconne seed 3: a pond dried at a date when a cloud hid some of its patches; those compared the
     dates around the cloud, saw the drying one date late, and were listed as objects of their own (ranks 3
@@ -438,6 +450,24 @@ def test_a_flood_and_its_recession_are_one_episode():
     assert pd.isna(obj.set_index("object_id").loc[ids[5], "t_end"])
     apart, _ = ObjectRanker(episodes=False).fit_transform(ev, vecs)
     assert apart["object_id"].iloc[-7] != apart["object_id"].iloc[-5]
+
+
+def test_a_later_change_only_partly_opposite_does_not_end_an_episode():
+    """An episode ends where the place changes back (cosine at most -min_cosine with its onset): a later change
+    at cosine -0.3 is another change, not the flood receding (every episode test used an exact reversal, and a
+    mutation that let any opposite-leaning change end one survived)."""
+    wet = np.eye(8)[5]
+    partly = -0.3 * wet + np.sqrt(0.91) * np.eye(8)[6]  # cosine -0.3 with the flood
+    bg = [(r, c, "2021-01-01", t1, s, p, v) for r, c, t1, s, p, v in _background()]
+    rows = bg + [
+        (1, 1, "2021-02-01", "2021-03-01", 2.0, 1, wet), (1, 2, "2021-02-01", "2021-03-01", 2.0, 1, wet),
+        (1, 1, "2021-03-01", "2021-05-01", 2.0, 3, partly), (1, 2, "2021-03-01", "2021-05-01", 2.0, 3, partly),
+    ]
+    ev, vecs = _events_t0(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-4:]
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+    assert pd.isna(obj.set_index("object_id").loc[ids[0], "t_end"])
 
 
 def test_an_episodes_type_is_that_of_its_onset_not_of_its_end():

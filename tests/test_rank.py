@@ -112,6 +112,15 @@ def test_rare_type_and_isolated_vector_are_rarer():
     assert out.loc[len(ev) - 1, "rank"] == 1
 
 
+def test_a_small_change_type_is_rarer_where_the_vectors_say_nothing():
+    """The type's size counts on its own: with every reduced vector alike, the 2 events of the rare type are the
+    rarest (a mutation that dropped the type term survived the test above, whose isolated vector won alone)."""
+    ev, red = events_table()
+    red[:] = 0
+    out = AtypicalityRanker(by="rarity").rank(ev, red)
+    assert out.loc[out["cluster"] == 3, "rarity"].min() > out.loc[out["cluster"] != 3, "rarity"].max()
+
+
 def test_transient_events_are_demoted_by_transient_weight():
     ev, red = events_table()
     ev.loc[5, "persistence"] = 0

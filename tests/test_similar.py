@@ -427,8 +427,8 @@ def test_damaged_outputs_are_named_with_how_to_rebuild_them(session_run, query, 
     events = read_events(table)
     events["magnitude"] = events["magnitude"] * 1.1  # (the same ids and count, another run's values)
     events.to_parquet(table / "events.parquet")
-    with pytest.raises(RunNotFoundError, match=r"events.parquet: \d+ of its \d+ events have another id or magnitude in "
-                                               r"changes.zarr: it is not of the run"):
+    with pytest.raises(RunNotFoundError, match=r"events.parquet: \d+ of \d+ of its events compared have another id or "
+                                               r"magnitude in changes.zarr: it is not of the run"):
         find_similar(table, query["event_id"])
     text = copy_run(session_run, "text_index")
     (text / "index.faiss").write_text("not an index")

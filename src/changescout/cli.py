@@ -427,7 +427,8 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
            out: Optional[Path] = typer.Option(None, "--out", help="Output file, in an existing folder (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
-    from .events import EXPORT_FORMATS, check_run_dir, export_table, read_events
+    from .events import EXPORT_FORMATS, check_run_dir, damaged_output, export_table, read_events
+    from .intact import tables_problem
     from .objects import read_objects
 
     check_run_dir(run_dir)
@@ -452,27 +453,11 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
 
             raise RunExistsError("exists; use --overwrite to replace it", target)
         rows = readers[table](run_dir)
-        _of_this_run(run_dir, rows if table == "events" else read_events(run_dir), rows if table == "objects" else None)
+        events = rows if table == "events" else read_events(run_dir)
+        if (found := tables_problem(run_dir, events, rows if table == "objects" else None)) is not None:
+            raise damaged_output(*found)  # (another run's table, of the same series: the same ids)
         export_table(rows, target, fmt, top=top, layer=table)
     _log(f"wrote {target}")
-
-
-def _of_this_run(run_dir: Path, events, objects=None) -> None:
-    """Refuse tables copied from another run (of the same series: the same ids) before they are exported as this
-    run's: the events must be the changes of the run's changes.zarr, the objects those of its events."""
-    import xarray as xr
-
-    from .events import damaged_output
-    from .intact import events_problem, objects_problem, zarr_problem
-
-    store = Path(run_dir) / "changes.zarr"
-    if store.is_dir() and zarr_problem(store) is None:
-        with xr.open_zarr(store, consolidated=True) as changes:
-            why = events_problem(events, changes)
-        if why is not None:
-            raise damaged_output(Path(run_dir) / "events.parquet", why)
-    if objects is not None and (why := objects_problem(objects, events)) is not None:
-        raise damaged_output(Path(run_dir) / "objects.parquet", why)
 
 
 def _not_the_runs_own(target: Path, run_dir: Path) -> None:

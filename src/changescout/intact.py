@@ -97,11 +97,17 @@ def zarr_problem(path: Path) -> str | None:
     return None
 
 
+#: Events compared by :func:`events_problem` (evenly spread over the keys): a copied table differs everywhere,
+#: and reading every id and magnitude took 0.27-0.55 s of each ``similar`` on a run of 178 000 events.
+COMPARED_EVENTS = 256
+
+
 def events_problem(events, changes) -> str | None:
     """Why ``events`` (a run's events table) is not of the run whose change vectors ``changes`` (its opened
-    ``changes.zarr``) holds, or None: every event's ``vec`` key is there, under the same event id and with the
-    same magnitude. A table copied from another run of the same series (another seed, other weights) has the
-    same ids and passed as this run's (a review: ``similar`` and ``export`` answered from it without a word)."""
+    ``changes.zarr``) holds, or None: every event's ``vec`` key is there, and :data:`COMPARED_EVENTS` of them,
+    spread over the keys, have the same event id and magnitude. A table copied from another run of the same series
+    (another seed, other weights) has the same ids and passed as this run's (a review: ``similar`` and ``export``
+    answered from it without a word)."""
     import numpy as np
 
     if "vec" not in changes.coords or "magnitude" not in changes or "event_id" not in changes:
@@ -110,12 +116,13 @@ def events_problem(events, changes) -> str | None:
     if len(keys) != len(vec) or not np.isin(vec, keys).all():
         return (f"its {len(vec)} events are not the {len(keys)} changes of changes.zarr: it is not of the run whose "
                 "change vectors changes.zarr holds")
-    there = changes[["event_id", "magnitude"]].sel(vec=vec).load()
-    differ = (there["event_id"].values.astype(str) != events["event_id"].to_numpy().astype(str)) | ~np.isclose(
-        there["magnitude"].values.astype(np.float64), events["magnitude"].to_numpy(np.float64), rtol=1e-5, atol=1e-7)
+    rows = np.argsort(vec, kind="stable")[np.linspace(0, len(vec) - 1, min(len(vec), COMPARED_EVENTS)).astype(int)]
+    there = changes[["event_id", "magnitude"]].sel(vec=vec[rows]).load()
+    differ = (there["event_id"].values.astype(str) != events["event_id"].to_numpy()[rows].astype(str)) | ~np.isclose(
+        there["magnitude"].values.astype(np.float64), events["magnitude"].to_numpy(np.float64)[rows], rtol=1e-5, atol=1e-7)
     if differ.any():
-        return (f"{int(differ.sum())} of its {len(vec)} events have another id or magnitude in changes.zarr: it is not "
-                "of the run whose change vectors changes.zarr holds")
+        return (f"{int(differ.sum())} of {len(rows)} of its events compared have another id or magnitude in changes.zarr: "
+                "it is not of the run whose change vectors changes.zarr holds")
     return None
 
 
@@ -130,4 +137,19 @@ def objects_problem(objects, events) -> str | None:
     if wrong.any():
         return (f"{int(wrong.sum())} of its {len(objects)} objects lead with an event that events.parquet does not give "
                 "them: it is not of the run of events.parquet")
+    return None
+
+
+def tables_problem(run_dir: Path, events, objects=None) -> tuple[Path, str] | None:
+    """``(file, why)`` for a run's table that is another run's (:func:`events_problem` against its changes.zarr,
+    when that is whole; :func:`objects_problem` for ``objects``), or None."""
+    import xarray as xr
+
+    store = Path(run_dir) / "changes.zarr"
+    if store.is_dir() and zarr_problem(store) is None:
+        with xr.open_zarr(store, consolidated=True) as changes:
+            if (why := events_problem(events, changes)) is not None:
+                return Path(run_dir) / "events.parquet", why
+    if objects is not None and (why := objects_problem(objects, events)) is not None:
+        return Path(run_dir) / "objects.parquet", why
     return None

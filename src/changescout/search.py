@@ -35,7 +35,8 @@ class SearchResult:
     similarities: list[np.ndarray]
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` (``(n, dim)``) as float32 rows at unit length (faiss' L2 normalisation), as the index holds them."""
     x = np.ascontiguousarray(x, dtype=np.float32).copy()
     faiss.normalize_L2(x)
     return x
@@ -56,7 +57,7 @@ class SimilarChangeIndex(BaseEstimator):
         if not np.isfinite(vectors).all():
             raise ConfigError(f"{int((~np.isfinite(vectors)).any(axis=1).sum())} of the {len(vectors)} vectors to index "
                               "hold NaN or inf")
-        x = _normalise(vectors)
+        x = unit_rows(vectors)
         try:
             index = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
             if not index.is_trained:
@@ -78,7 +79,7 @@ class SimilarChangeIndex(BaseEstimator):
             raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
         exclude = set(int(e) for e in exclude)
         n = min(self.index_.ntotal, k + len(exclude))
-        sims, ids = self.index_.search(_normalise(queries), n)
+        sims, ids = self.index_.search(unit_rows(queries), n)
         out_k, out_s = [], []
         for s, i in zip(sims, ids):
             keep = (i >= 0) & np.array([int(v) not in exclude for v in i], bool)
@@ -104,9 +105,9 @@ class SimilarChangeIndex(BaseEstimator):
 
 def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, beta: float = 0.5) -> np.ndarray:
     """Rocchio query: mean of the normalised positives minus ``beta`` times the mean of the negatives."""
-    q = _normalise(np.atleast_2d(positive)).mean(axis=0)
+    q = unit_rows(np.atleast_2d(positive)).mean(axis=0)
     if negative is not None and len(negative):
-        q = q - beta * _normalise(np.atleast_2d(negative)).mean(axis=0)
+        q = q - beta * unit_rows(np.atleast_2d(negative)).mean(axis=0)
     return q[None].astype(np.float32)
 
 
@@ -126,8 +127,8 @@ def augment_neighbours(database: np.ndarray, queries: np.ndarray | None = None, 
     neighbours come from its own group alone: two overlapping runs see each change of their shared area, and a
     change drawn toward its own copy in the other run is not evened out at all, so that searching a run beside
     an overlapping one moved the scores and order of its own results (a review)."""
-    db = _normalise(np.atleast_2d(database))
-    q = db if queries is None else _normalise(np.atleast_2d(queries))
+    db = unit_rows(np.atleast_2d(database))
+    q = db if queries is None else unit_rows(np.atleast_2d(queries))
     if queries is None:
         own = np.arange(len(db))
         query_groups = groups
@@ -151,7 +152,7 @@ def augment_neighbours(database: np.ndarray, queries: np.ndarray | None = None, 
         j = ids[i][(ids[i] >= 0) & (ids[i] != own[i])][:k]
         s = db64[j] @ out[i]  # again in float64: faiss' float32 sums depend on the thread count
         out[i] = out[i] + ((np.clip(s, 0, None) ** alpha)[:, None] * db64[j]).sum(axis=0)
-    return _normalise(out)
+    return unit_rows(out)
 
 
 #: Weight of the trajectory distance in :func:`rank_augmented` (objects' precision@5 of common types on the planted
@@ -186,19 +187,19 @@ def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclu
     similarity less ``trajectory_weight`` times :func:`trajectory_distance`. With ``groups`` (the run of each
     database row; the query is of group 0, each negative of its ``negatives_groups``), every descriptor is drawn
     toward neighbours of its own run only (:func:`augment_neighbours`)."""
-    db = _normalise(np.atleast_2d(database))
-    grouped = {} if groups is None else {"groups": np.asarray(groups)}
-    q = augment_neighbours(db, query, own=np.array([own]), **grouped, query_groups=None if groups is None else [0])
+    db = unit_rows(np.atleast_2d(database))
+    groups = None if groups is None else np.asarray(groups)  # (without them, the query groups are not read)
+    q = augment_neighbours(db, query, own=np.array([own]), groups=groups, query_groups=[0])
     if negatives is not None and len(negatives):
-        q = feedback_query(q, augment_neighbours(db, negatives, own=negatives_own, **grouped,
-                                                 query_groups=None if groups is None else negatives_groups))
-    q = _normalise(q)[0].astype(np.float64)
+        q = feedback_query(q, augment_neighbours(db, negatives, own=negatives_own, groups=groups,
+                                                 query_groups=negatives_groups))
+    q = unit_rows(q)[0].astype(np.float64)
     rows = np.setdiff1d(np.arange(len(db)), np.asarray(list(exclude), np.int64))
     if len(rows) > shortlist:
         first = db[rows].astype(np.float64) @ q
         rows = np.sort(rows[np.argsort(-first, kind="stable")[:shortlist]])
-    sims = augment_neighbours(db, db[rows], own=rows, **grouped,
-                              query_groups=None if groups is None else np.asarray(groups)[rows]).astype(np.float64) @ q
+    sims = augment_neighbours(db, db[rows], own=rows, groups=groups,
+                              query_groups=None if groups is None else groups[rows]).astype(np.float64) @ q
     if profiles is not None and query_profile is not None and np.isfinite(query_profile).any() and trajectory_weight > 0:
         # less the trajectory distance: a change made in one step and undone soon is not a season's slow browning
         sims = sims - trajectory_weight * trajectory_distance(np.asarray(profiles)[rows], query_profile)

@@ -22,7 +22,7 @@ from .events import check_run_dir, damaged_output, missing_output, read_events
 from .intact import events_problem, zarr_problem
 from .objects import TRAJECTORY_COLUMNS, object_descriptors
 from .sources.dates import to_times
-from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented
+from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented, unit_rows
 from .tiling import PatchGrid
 
 RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cluster", "atypicality", "false_alarm_rate",
@@ -78,9 +78,7 @@ class RunView:
         except RuntimeError:  # (an index that cannot give its vectors back: an inverted file without a direct map)
             stored = None
         if stored is not None:
-            mine = self.vectors(keys)
-            mine = mine / np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
-            if not np.allclose(stored, mine, atol=1e-4):
+            if not np.allclose(stored, unit_rows(self.vectors(keys)), atol=1e-4):  # (as SimilarChangeIndex.fit indexed them)
                 raise damaged_output(path, "the search index holds other vectors than changes.zarr's search vectors: "
                                            "it is not this run's (copied from another run, or written over)")
         return index

@@ -346,8 +346,7 @@ def _to_grid(classes: np.ndarray, own: OutputGrid | None, grid: OutputGrid, path
     reproject(classes, out, src_transform=Affine(*own.transform), src_crs=own.crs, src_nodata=IGNORE,
               dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=IGNORE, resampling=Resampling.nearest)
     if (out == IGNORE).all() and (classes != IGNORE).any():  # (scored, the item was an empty row of the tables)
-        box = ", ".join(f"{v:.0f}" for v in own.bounds)
-        raise SourceError(f"lies off the images it labels (its bounds {box} in {own.crs}; the images' "
-                          f"{', '.join(f'{v:.0f}' for v in grid.bounds)} in {grid.crs}): a label of other images, or "
-                          "one whose georeference is wrong", path)
+        label, images = (f"{', '.join(f'{v:.0f}' for v in g.bounds)} in {g.crs}" for g in (own, grid))
+        raise SourceError(f"lies off the images it labels (its bounds {label}; the images' {images}): a label of other "
+                          "images, or one whose georeference is wrong", path)
     return out

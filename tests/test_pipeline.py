@@ -560,6 +560,38 @@ def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(se
     assert mtimes(run) == before
 
 
+def test_a_rerun_spelling_out_what_the_run_resolved_resumes(session_run, tmp_path):
+    """--dates, --bands and --grid typed as a folder's run resolved them (the file names' dates, the band
+    descriptions, the first date's grid), and --weights naming a copy of the same file, are the same run: such a
+    rerun was refused as another configuration (what differs: dates), and only --overwrite, which throws the
+    embeddings away, let it go on. Values that resolve otherwise still differ."""
+    import shutil
+
+    from changescout.sources.synthetic import write_geotiffs
+
+    folder = write_geotiffs(tmp_path / "series", size=128, n_dates=4)
+    first, second = tmp_path / "a" / "w.npz", tmp_path / "b" / "w.npz"
+    for path in (first, second):
+        path.parent.mkdir()
+        shutil.copy(session_run / "rcf_weights.npz", path)
+    run = tmp_path / "run"
+    run_pipeline(RunConfig(source=str(folder), weights=str(first)), run, **QUIET)
+    resolved = json.loads((run / "config.json").read_text())
+    g = resolved["grid"]
+    (res, _, left, _, _, top), (h, w) = g["transform"], g["shape"]
+    spelt = dict(dates=resolved["dates"], bands=resolved["bands"],
+                 grid=f"{g['crs']},{res:g},{left:g},{top - h * res:g},{left + w * res:g},{top:g}")
+    before = mtimes(run)
+    logs = []
+    run_pipeline(RunConfig(source=str(folder), weights=str(second), **spelt).validate(), run, log=logs.append)
+    assert any("resuming" in m for m in logs) and mtimes(run) == before
+    with pytest.raises(RunExistsError, match=r"what differs: bands"):
+        run_pipeline(RunConfig(source=str(folder), weights=str(second), bands=["B02", "B03", "B04", "B08"]), run, **QUIET)
+    with pytest.raises(RunExistsError, match=r"what differs: dates"):
+        run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=[*resolved["dates"][:3], "2021-04-16"]), run, **QUIET)
+    assert mtimes(run) == before
+
+
 def test_other_weights_at_the_same_path_are_another_run(session_run, session_config, copy_run, tmp_path):
     """The configuration names the weights file; its content is part of the run too: weights replaced at the
     same path (or found in CHANGESCOUT_WEIGHTS_DIR) make another run, not a resumed one."""

@@ -176,10 +176,34 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+#: Options whose effect the resolved configuration records in a section of its own (option: section): the
+#: dates, bands and grid read, and the weights' content. They are hashed as resolved, not as typed, so that a
+#: rerun spelling out the values a run resolved (``--dates`` as the file names gave them, ``--bands`` as the
+#: band descriptions named them, ``--grid`` as the first date set it) or naming a copy of the same weights
+#: resumes, while one that resolves otherwise differs in that section.
+RESOLVED_OPTIONS = {"dates": "dates", "bands": "bands", "grid": "grid", "weights": "weights_sha256"}
+
+
+def _as_hashed(resolved: dict) -> dict:
+    """``resolved`` less the options :data:`RESOLVED_OPTIONS` records as resolved (where it has their section)."""
+    config = dict(resolved.get("config") or {})
+    for option, section in RESOLVED_OPTIONS.items():
+        if section in resolved:
+            config.pop(option, None)
+    return {**resolved, "config": config}
+
+
+def config_digest(resolved: dict) -> str:
+    """The ``config_hash`` of a resolved configuration (what config.json holds): runs of equal digests resume
+    each other."""
+    return hashlib.sha256(json.dumps(_as_hashed(resolved), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     """The settings in which a run directory's ``config.json`` (``old``) and a new resolved configuration differ:
-    configuration keys by name, the rest (``inputs``: the input files' hashes, ``grid``, ``dates``...) by section."""
-    new = json.loads(json.dumps(new, default=str))
+    configuration keys by name, the rest (``inputs``: the input files' hashes, ``grid``, ``dates``...) by section
+    (an option of :data:`RESOLVED_OPTIONS` by its section, as hashed)."""
+    old, new = _as_hashed(old), _as_hashed(json.loads(json.dumps(new, default=str)))
     out = []
     for key in sorted((set(old) | set(new)) - {"config_hash", "versions"}):
         a, b = old.get(key), new.get(key)
@@ -228,7 +252,7 @@ class Run:
         # the code's version belongs to the configuration: a run made by another version (other embeddings, another
         # cloud screen) is not resumed, it exits 2 unless --overwrite
         resolved = {"config": self.config.to_dict(), "inputs": inputs, **extra, "changescout": __version__}
-        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+        digest = config_digest(resolved)
         cfg_path = self.out / "config.json"
         self.created = not self.out.exists()
         try:

@@ -295,3 +295,37 @@ def test_a_share_that_is_not_all_never_reads_100_percent():
 
     assert (_share(4946, 4958), _share(4958, 4958), _share(1, 4958), _share(0, 10), _share(1, 2)) == \
         ("99.8%", "100%", "0.02%", "0%", "50%")
+
+
+def test_headings_count_the_rows_shown_and_large_areas_read_in_full(tmp_path):
+    """A run of 21 objects under report_top 50 was headed "Top 50 change objects"; an area of 12 345.6 ha read
+    "1.235e+04" (the console prints it in full)."""
+    from changescout.report.html import _cell
+
+    ev = make_events(n=12).assign(object_id=np.arange(12, dtype="int64"))
+    objects = pd.DataFrame({"object_id": ev["object_id"][:7], "t0": ev["t0"][:7], "t1": ev["t1"][:7], "n_patches": 1,
+                            "candidate": True, "rank": np.arange(1, 8), "change": ""})
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects, top=50).read_text()
+    assert "<h2>Top 7 change objects</h2>" in html and "<h2>Top 12 most atypical patch changes</h2>" in html
+    assert "Top 50" not in html
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, STATE, objects=objects, top=5).read_text()
+    assert "<h2>Top 5 change objects</h2>" in html and "<h2>Top 5 most atypical patch changes</h2>" in html
+    assert [_cell(v) for v in (np.float64(12345.6), 102400.0, 2.56, np.float32(0.12345), np.nan)] == [
+        "12346", "102400", "2.56", "0.1235", "&ndash;"]
+
+
+def test_the_events_per_date_legend_leaves_the_bars_readable(monkeypatch):
+    """The legend sat over the last date's bar when it was the tallest (its height could not be read)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda fig: drawn.append(fig) or b"png")
+    for counts in ([3, 5, 40], [40, 5, 3], [10, 40, 10], [20, 20, 20]):
+        t1 = pd.to_datetime(np.repeat(["2021-01-01", "2021-02-01", "2021-03-01"], counts))
+        plots.events_per_date(pd.DataFrame({"t1": t1, "rank": np.arange(1, len(t1) + 1)}), top=10)
+        fig = drawn[-1]
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        bars = [b.get_window_extent() for b in ax.patches]
+        assert len(bars) == 6 and not any(legend.overlaps(b) for b in bars), counts

@@ -62,12 +62,12 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <p>changescout report: {n_events} patch changes (every patch compared at every date pair it was clear),
 {n_candidates} change objects that stand out from them, {n_clusters} change types.</p>
 <table class="facts">{facts}</table>
-<h2>Top {top} change objects</h2>
+<h2>Top {top_objects} change objects</h2>
 {overview}
 <p>Touching patches of one date pair that change alike form one object (a patch that a cloud hid at that date joins with the next date it was seen); the list an analyst goes down. Objects whose patches stand out from the run's bulk (candidates) are ranked by atypicality (rarity among them and magnitude); the single patches after them (atypicality 0) follow in their patch's order. x, y: the centre of the object in the grid's CRS (lon, lat in WGS 84 beside it); area_ha: the area of its patches (whole patches of the grid, so at least the changed area; at the images' edges, the part of each patch that the images cover); t0 | t1: the object's dates around its whole outline (the file opens at full size). false_alarm_rate: the calibrated score of the object's most atypical onset patch among the run's patch changes (see below). It does not follow the object rank, which also weighs how rare the object is among objects and its shape: use it to leave out objects above the rate you accept, not to stop going down this list; persistence: the median over its onset patches of the later clear dates over which the new state held (0: gone at the next date, like a cloud; blank: nothing after); cluster: the change type (table below); change: what the object did, read from the pixels of its patches that changed (NDVI, brightness, NDWI for open water, NDSI for snow or ice where the snow screen is off; brightness alone where the series has no near-infrared band, as an RGB image pair: "brightness unchanged" where it held, the change being in colour or texture), less what the whole scene did between the same dates, and never against the object's own change (a forest that browned, but less than the scene in autumn, reads "vegetation loss (less than the scene)", one that held "vegetation gain relative to the scene"; a patch that brightened, but less than the scene, reads "brighter (less than the scene)", one that barely moved "darker relative to the scene"; empty for the single patches that are not candidates){words_note}.</p>
 <p>rarity (0..1): how few change objects of the run changed alike (1: none); elongation: how much longer than wide its patches lie (about 2 for a road across 10 patches); recurrence: how much the same change happened at the same place a year apart (near 1: a seasonal cycle, demoted; blank: the series has no date a year apart, or --compare is anniversary or reference, where it is not computed); t_end: the date a later change undid it (a flood receding).</p>
 {objects}
-<h2>Top {top} most atypical patch changes</h2>
+<h2>Top {top_events} most atypical patch changes</h2>
 <p>false_alarm_rate (in percent, like the console; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
 embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
@@ -158,7 +158,8 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         words_note=_words_note(objects),
         n_clusters=events["cluster"].nunique(),
         facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
-        top=int(top),
+        top_objects=min(int(top), len(objects)) if objects is not None else int(top),  # (a small run has fewer)
+        top_events=min(int(top), len(events)),
         events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir, quicklooks.get("object_chips")),
         overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects that stand out (candidates), outlined and numbered by rank, "
@@ -377,8 +378,8 @@ def _cell(v) -> str:
         return "&ndash;"
     if isinstance(v, pd.Timestamp | np.datetime64):
         return escape(f"{pd.Timestamp(v):%Y-%m-%d}")
-    if isinstance(v, float | np.floating):
-        return f"{v:.4g}"
+    if isinstance(v, float | np.floating):  # (a tile's flood of 12 345.6 ha in full, not 1.235e+04)
+        return f"{v:.4g}" if abs(v) < 1e4 or not np.isfinite(v) else f"{v:.0f}"
     return escape(str(v))
 
 

@@ -80,8 +80,9 @@ def events_per_date(events: pd.DataFrame, top: int = 50) -> bytes | None:
     ax.bar(pos, top_counts.to_numpy(), color=ACCENT, label=f"top {top}")
     every = max(1, len(pos) // 15)
     ax.set_xticks(pos[::every], counts.index[::every], rotation=60, ha="right", fontsize=8)
-    ax.set(ylabel="events", title="Events per date (t1)")
-    ax.legend(fontsize=8)
+    # headroom over the tallest bar for the legend, which covered the last date's bar
+    ax.set(ylabel="events", title="Events per date (t1)", ylim=(0, 1.35 * max(int(counts.max()), 1)))
+    ax.legend(fontsize=8, loc="upper right")
     return _png(fig)
 
 

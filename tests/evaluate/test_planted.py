@@ -70,6 +70,21 @@ def test_min_cover_decides_what_is_ignored(truth):
     assert label_events(events, truth, 16, min_cover=0.5)["label"].item() == -1
 
 
+def test_an_object_under_twice_min_cover_everywhere_counts_where_it_covers_half_its_best(truth):
+    """The threshold goes down with the best cover (the module docstring): a shape covering 0.31 of one patch
+    and 0.20 of the next is the change in both, one covering 0.56 of a patch is not in a patch it covers 0.20 of."""
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 0:10, 0:8] = True  # 80 px: 0.31 of patch (0, 0) ...
+    masks[0, 0:4, 16:29] = True  # ... 52 px: 0.20 of patch (0, 1)
+    masks[1, 32:41, 32:48] = True  # 144 px: 0.56 of patch (2, 2) ...
+    masks[1, 32:36, 48:61] = True  # ... 52 px: 0.20 of patch (2, 3)
+    objects = pd.DataFrame({"object_id": [0, 1], "type": ["harvest", "harvest"], "kind": ["common", "common"],
+                            "onset": [D[3], D[3]], "end": [pd.NaT, pd.NaT], "pixels": masks.sum(axis=(1, 2))})
+    small = PlantedTruth(objects=objects, masks=masks, grid=truth.grid)
+    events = pd.DataFrame({"row": [0, 0, 2, 2], "col": [0, 1, 2, 3], "t0": D[2], "t1": D[3]})
+    assert list(label_events(events, small, 16)["label"]) == [1, 1, 1, -1]
+
+
 def test_label_events_refuses_bad_input(truth):
     with pytest.raises(ConfigError, match="missing"):
         label_events(pd.DataFrame({"row": [0], "col": [0]}), truth, 16)

@@ -1,9 +1,11 @@
 """Planted ground truth (:class:`PlantedTruth`), events labelled against it, and a ranking scored with it.
 
 An object is *active* in an event ``(row, col, t0, t1)`` when it covers at least ``min_cover`` of the patch and
-its state differs between ``t0`` and ``t1`` (its onset, or its end, falls in ``(t0, t1]``). Thin objects that
-cover less than ``min_cover`` of every patch (roads) are active where they cover at least half of their best
-patch. Events are positive when a non-cloud object is active, ignored (-1) when the only differing non-cloud
+its state differs between ``t0`` and ``t1`` (its onset, or its end, falls in ``(t0, t1]``). Objects that
+cover less than twice ``min_cover`` of their best patch (roads, small or oddly placed shapes) are active where
+they cover at least half of their best patch: the threshold goes down smoothly with the best cover, so that a
+road crossing one patch at 0.26 and the others at 0.15 is the road in all of them (a threshold of ``min_cover``
+once one patch reaches it would leave its other patches out). Events are positive when a non-cloud object is active, ignored (-1) when the only differing non-cloud
 objects cover too little of the patch, negative otherwise; clouds are negatives, tagged ``truth_kind == "cloud"``.
 """
 
@@ -72,7 +74,7 @@ def label_events(events: pd.DataFrame, truth: PlantedTruth, patch_size: int, min
     # the clear dates around a cloud that was skipped is not a cloud event).
     cloudy = lambda t: (onset <= t) & ((t < end) | np.isnat(end))  # noqa: E731
     differs = np.where(real, differs, cloudy(t0) != cloudy(t1))
-    enough = c >= np.minimum(min_cover, 0.5 * cov.max(axis=(1, 2), initial=0))[None]
+    enough = c >= np.minimum(min_cover, 0.5 * cov.max(axis=(1, 2), initial=0))[None]  # (the module docstring)
     active, marginal = differs & enough & (c > 0), differs & ~enough & (c > 0)
     pos = (active & real).any(1)
     ign = ~pos & (marginal & real).any(1)

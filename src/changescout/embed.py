@@ -233,7 +233,13 @@ def _prepare(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, spec) -
     # normalised, in z-scores: a pixel filled with another date's reflectance kept that date's haze or
     # illumination, and on a date 0.05 brighter everywhere an unchanged patch 19 % clouded moved 0.40
     # (unchanged patches 0.02, a new roof 1.41)
-    if spec.input in ("reflectance", "embeddings"):
+    if spec.input == "embeddings":  # a patch is the mean of the vectors its images hold: off them, no vector (NaN,
+        # which the encoder leaves out), not the window's mean vector, which moves with the rest of the window and
+        # made an edge patch whose every covered pixel held still read as changed
+        filled = np.array(fill_gaps(values, usable), dtype=np.float32)
+        filled[:, :, ~known] = np.nan
+        return filled, usable, covered
+    if spec.input == "reflectance":
         filled = np.array(fill_gaps(values, usable), dtype=np.float32)  # (a copy: the window's values are the cube's)
         return fill_unseen(filled, known), usable, covered
     z = fill_gaps(normalise(values, stats), usable)  # (normalise's own array, or its copy: both ours)

@@ -189,3 +189,39 @@ def test_alphaearth_values_out_of_range_name_the_cause(tmp_path):
         bytes_.encode(x)
     with pytest.raises(ConfigError, match="dequantize must be one of"):
         get_encoder("precomputed", dequantize="int8")
+
+
+def test_an_edge_patch_is_the_mean_of_the_vectors_the_images_hold(tmp_path):
+    """Pixels off the images took the window's mean vector, which moves with the rest of the window: an edge patch
+    whose every covered pixel held still read as changed (cosine distance 0.10), with a clear fraction of 1."""
+    from changescout.cube import grid_of
+    from changescout.embed import embed_cube
+    from changescout.sources import open_series
+    from changescout.tiling import PatchGrid
+
+    a, b, c = np.eye(64, dtype=np.float32)[:3]
+    folder = tmp_path / "aef"
+    folder.mkdir()
+    for year, top in ((2018, a), (2019, c), (2020, c)):  # rows 0-15 change from a to c, rows 16-31 hold b
+        values = np.empty((64, 32, 32), np.float32)
+        values[:, :16], values[:, 16:] = top[:, None, None], b[:, None, None]
+        with rasterio.open(folder / f"{year}-01-01.tif", "w", driver="GTiff", height=32, width=32, count=64,
+                           dtype="float32", crs="EPSG:32631", transform=Affine(10, 0, 356000, 0, -10, 4835600)) as dst:
+            dst.write(values)
+            dst.descriptions = tuple(f"A{i:02d}" for i in range(64))
+    cube = open_series(str(folder), kind="geotiff")
+    grid = grid_of(cube)
+    assert grid.shape[0] > 32  # the grid, snapped to whole patches, reaches past the images
+    ds = embed_cube(cube, get_encoder("precomputed").for_cube(cube), PatchGrid(grid, 16), tmp_path / "e.zarr", "aef")
+    emb, clear = ds["embedding"].values, ds["clear_fraction"].values
+    # each patch: the mean of the vectors of its pixels on the images, at unit length
+    v = cube.values.reshape(3, 64, grid.shape[0] // 16, 16, grid.shape[1] // 16, 16)
+    on = np.isfinite(v).all(axis=1)
+    expected = np.nansum(v, axis=(3, 5)).transpose(0, 2, 3, 1)
+    expected /= np.maximum(np.linalg.norm(expected, axis=-1, keepdims=True), 1e-12)
+    seen = clear[0] > 0
+    share = on[0].mean(axis=(1, 3))  # of each patch, on the images
+    assert seen.sum() >= 4 and ((share > 0) & (share < 1) & seen).sum() >= 2  # edge patches among them
+    np.testing.assert_allclose(emb[:, seen], expected[:, seen], atol=1e-5)
+    top = seen & (np.abs(emb[0] @ a - 1) < 1e-5)  # a patch of the first rows alone: nothing of b in it
+    assert top.any() and (np.abs(emb[0][top] @ b) < 1e-6).all()

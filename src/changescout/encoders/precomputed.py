@@ -7,8 +7,8 @@ selects them). A patch's embedding is the mean of its pixels' vectors, at unit l
 vectors is shorter where they disagree: what a patch holds, not how mixed it is, is compared), and two dates
 are compared by their cosine distance. The values are read as the source scales them (floats as stored;
 integer rasters x 1e-4, as reflectance is: a common factor, which the cosine distance ignores), without the
-embedding stage's per-date normalisation (``input="embeddings"``), and nodata pixels take their nearest usable
-date's vector, as for every encoder.
+embedding stage's per-date normalisation (``input="embeddings"``); nodata pixels take their nearest usable
+date's vector, as for every encoder, and pixels no date holds (past the images' edge) add nothing to the mean.
 
 AlphaEarth's files on Google Cloud Storage and Source Cooperative store each value as a signed byte, -127..127
 (-128 is nodata), whose native value is ``(v / 127.5)^2 x sign(v)`` (Google's readme of the bucket). With

@@ -68,6 +68,7 @@ class RCFEncoder:
         self.input_scale_ = None
         self.input_bands_ = None  # the names of those bands, in order
         self.input_family_ = None  # the band numbering those names follow (quality.band_family: tm, oli, msi)
+        self.fitted_patch_size_ = None  # the patch size its feature scaling was learnt at (None: weights before 0.3.22)
         if self.weights is not None:
             self._load(self.weights)
 
@@ -121,6 +122,7 @@ class RCFEncoder:
         feats = self._features(np.nan_to_num(sample))  # (n, dim, h, w); masked pixels at the median
         flat = feats.transpose(1, 0, 2, 3).reshape(self.dim, -1)
         self.feature_mean_ = flat.mean(axis=1).astype(np.float32)
+        self.fitted_patch_size_ = self.patch_size
         # A filter that never fired in the sample (std 0) would be divided by almost nothing wherever it fires later:
         # on a Landsat series one such feature reached 19 000 (the others 1-10) at a partly masked patch, and that
         # change ranked as the run's largest by far. Stds are floored at a tenth of the median one.
@@ -220,6 +222,8 @@ class RCFEncoder:
             params["input_bands"] = self.input_bands_
         if self.input_family_ is not None:
             params["input_family"] = self.input_family_
+        if self.fitted_patch_size_ is not None:  # (absent from weights written before 0.3.22: their digest unchanged)
+            params["patch_size"] = self.fitted_patch_size_
         return params if self.pooling == 1 else {**params, "pooling": self.pooling}
 
     def save_weights(self, path: Path) -> Path:
@@ -257,6 +261,12 @@ class RCFEncoder:
         if clash:
             raise ConfigError(f"rcf options that differ from the weights file's: {'; '.join(clash)}; the weights decide "
                               "them: leave them out of encoder_options, or run without --weights", path)
+        fitted = params.get("patch_size")
+        if fitted is not None and int(fitted) != self.patch_size:  # its features were scaled as pooled over that size
+            raise ConfigError(f"rcf weights learnt at patch size {int(fitted)} (their features are scaled as pooled over "
+                              f"{int(fitted)} px patches), asked for patch size {self.patch_size}: run with --patch-size "
+                              f"{int(fitted)}, or without --weights", path)
+        self.fitted_patch_size_ = None if fitted is None else int(fitted)
         self.dim, self.kernel, self.bias, self.pooling = stored["dim"], stored["kernel"], stored["bias"], stored["pooling"]
         self.filters_, self.offsets_ = arrays["filters"], arrays["offsets"]
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]

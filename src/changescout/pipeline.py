@@ -35,7 +35,7 @@ from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import get_encoder
-from .encoders.base import select_bands, sha256_file
+from .encoders.base import level_note, select_bands, sha256_file
 from .errors import ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
 from .events import COLUMNS, REPLACED, write_events
 from .intact import objects_problem, problem
@@ -735,6 +735,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
             f"co-registration {config.coregister})")
         t_prepare = time.perf_counter()
         cube, offsets = apply_offsets(open_source(config), config.radiometry)
+        if (note := level_note(encoder, cube.attrs.get("level"))) is not None:
+            log(note)
         if encoder.spec.input == "embeddings":  # (AlphaEarth's annual layers: no clouds, no reflectance)
             cube = cube.copy()
             cube.attrs["embedding_bands"] = True

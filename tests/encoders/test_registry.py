@@ -195,3 +195,19 @@ def test_encoder_option_values_of_the_wrong_type_are_refused_as_bad_input(name, 
     with pytest.raises(InputError, match=message) as told:
         get_encoder(name, **({"weights": "random"} if name == "presto" else {}), **options)
     assert told.value.exit_code == 2
+
+
+def test_a_run_is_told_when_a_model_pretrained_on_l1c_embeds_surface_reflectance():
+    """Galileo and Presto were pretrained on Sentinel-2 Level-1C top-of-atmosphere reflectance (a review): a
+    series of surface reflectance is another domain for them, which nothing said."""
+    from changescout.encoders.base import level_note
+    from changescout.encoders.galileo import GalileoNanoEncoder
+    from changescout.encoders.presto import PrestoEncoder
+
+    galileo, presto = GalileoNanoEncoder.untrained(), PrestoEncoder(weights="random")
+    note = level_note(galileo, "L2A")
+    assert note.startswith("note: galileo-nano was pretrained on Sentinel-2 Level-1C top-of-atmosphere reflectance; "
+                           "this series is Level-2A surface reflectance (L2A)")
+    assert "Level-3A composite surface" in level_note(presto, "L3A")
+    assert [level_note(e, lv) for e in (galileo, presto) for lv in ("L1C", "unknown", None, "synthetic", "L2")] == [None] * 10
+    assert level_note(get_encoder("rcf"), "L2A") is None  # it learns its filters from the series itself

@@ -88,6 +88,9 @@ class PretrainedEncoder:
     """What every pretrained encoder shares: nothing to learn, fixed weights identified by their SHA-256."""
 
     _digest: str
+    #: The Sentinel-2 processing level the model was pretrained on (``"L1C"``: top-of-atmosphere), or None
+    #: where it does not matter or is not known: a run on another level is told (:func:`level_note`).
+    trained_level: str | None = None
 
     @property
     def is_fitted(self) -> bool:
@@ -300,3 +303,22 @@ def pick_device(device: str | None = None):
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+#: Processing levels of surface reflectance (atmospherically corrected), as the sources name them.
+SURFACE_LEVELS = ("L2A", "L3A")
+
+
+def level_note(encoder, level) -> str | None:
+    """What a run says when a model pretrained on one Sentinel-2 level embeds a series of another: the
+    embeddings then see another domain than the model learnt (its normalisation statistics are of that level).
+    None when the levels agree, or either is unknown."""
+    trained = getattr(encoder, "trained_level", None)
+    level = str(level or "")
+    if trained is None or level not in (*SURFACE_LEVELS, "L1C") or level == trained:
+        return None
+    name = encoder.spec.name
+    what = {"L1C": "Level-1C top-of-atmosphere", "L2A": "Level-2A surface", "L3A": "Level-3A composite surface"}
+    return (f"note: {name} was pretrained on Sentinel-2 {what[trained]} reflectance; this series is {what[level]} "
+            f"reflectance ({level}): its embeddings see another domain than the model learnt; search other runs "
+            "(similar --in) of the same level")

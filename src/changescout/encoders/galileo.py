@@ -8,7 +8,10 @@ location) is masked. The embedding of a cell is the mean of its six group tokens
 
 Input: reflectance 0..1 (the cube's values, NaN filled with 0). The encoder rescales it to digital numbers
 (x 10000) and applies the published normalisation ``(DN - (mean - 2 std)) / (4 std)`` per band; NDVI is
-computed from the raw B08 and B04 and is not normalised.
+computed from the raw B08 and B04 and is not normalised. Galileo was pretrained on Sentinel-2 Level-1C
+top-of-atmosphere reflectance (Earth Engine's ``COPERNICUS/S2_HARMONIZED``, the -1000 offset of baselines 04.00
+on removed), whose statistics the normalisation is: surface reflectance (L2A, L3A composites) is another domain,
+which a run says (:data:`changescout.encoders.base.PretrainedEncoder.trained_level`).
 
 Attention is global over a window, so a token depends on its context and on its position in the window:
 every date must be encoded on the identical window grid (the embedding stage does so).
@@ -138,6 +141,8 @@ def _state_digest(model: torch.nn.Module) -> str:
 # -- changescout encoder -----------------------------------------------------------------------------
 class GalileoNanoEncoder(PretrainedEncoder):
     """Pretrained Galileo-nano: per-date, per-patch 128-d embeddings of Sentinel-2 reflectance."""
+
+    trained_level = "L1C"  # Earth Engine's COPERNICUS/S2_HARMONIZED
 
     def __init__(self, patch_size: int = 16, token_size: int = 8, weights: str | Path | None = None,
                  device: str | None = None, batch_size: int = 8, seed: int = 0):

@@ -16,7 +16,9 @@ A pixel contributes to the state of date t only where it is usable at t; pixel e
 fraction of 0 says so). Pixels are run through the network in batches of ``batch_size`` series.
 
 Input: the cube's 0..1 reflectance (``spec.input = "reflectance"``; NaN filled with 0), bands B02..B08, B8A,
-B11, B12. Presto's published normalisation of Sentinel-2 is digital number / 10000, i.e. this reflectance;
+B11, B12. Presto was pretrained on Sentinel-2 Level-1C top-of-atmosphere reflectance (its export reads B10,
+the cirrus band, which Level-2A products lack), so surface reflectance is another domain, which a run says.
+Presto's published normalisation of Sentinel-2 is digital number / 10000, i.e. this reflectance;
 NDVI is computed here from B04 and B08. The location token needs (latitude, longitude): pass ``latlon`` (the
 window centre, or one per pixel: on OSCD both gave the same change ranking); without it
 :data:`DEFAULT_LATLON` is used, the same for every date so that states stay comparable, but the embeddings
@@ -177,6 +179,8 @@ class PrestoEncoder(PretrainedEncoder):
     used for nothing else, Presto inference being deterministic). ``device``: a torch device, default CUDA when
     available. ``batch_size``: pixel series per forward pass (memory bound).
     """
+
+    trained_level = "L1C"  # its export reads B10, which Level-2A products lack
 
     def __init__(self, patch_size: int = 16, mode: str = "window", context: int = 3, weights: str | Path | None = None,
                  device: str | None = None, batch_size: int = 4096, seed: int = 0, pixel_stride: int = 1):

@@ -3,6 +3,8 @@ and the run directory must be the one a run on local threads writes."""
 
 from __future__ import annotations
 
+import re
+
 import dask
 import numpy as np
 import pandas as pd
@@ -26,6 +28,9 @@ def test_a_run_on_a_cluster_writes_what_a_local_run_writes(capsys, tmp_path):
         assert code == 0, err
         assert "Top 10" in out
         assert f"computing on the dask cluster at {cluster.scheduler_address}: 1 worker(s), 2 thread(s)" in out + err
+        # the embedding's progress bar, fed by the scheduler (dask's local callbacks see no task of a cluster)
+        bar = [line for line in (out + err).splitlines() if "embedding (on the cluster)" in line]
+        assert bar and re.search(r"(\d+)/\1 tasks", bar[-1]), out + err
     a, b = (xr.open_zarr(tmp_path / d / "embeddings.zarr") for d in ("local", "cluster"))
     np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)  # rcf learnt the same filters
     for table in ("events.parquet", "objects.parquet"):
@@ -247,3 +252,20 @@ def test_tasks_distributed_leaves_behind_on_ctrl_c_are_not_told_as_tracebacks(ca
         assert not any("never retrieved" in r.getMessage() for r in caplog.records)
     finally:
         told.setLevel(level)
+
+
+def test_follow_counts_the_tasks_a_cluster_runs_until_they_are_done():
+    """What a cluster run's progress bar is fed with: the tasks of the whole graph, finished out of all."""
+    import dask.array as da
+
+    from changescout.scheduler import follow
+
+    seen = []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            future = client.compute(da.ones((64, 64), chunks=8).map_blocks(lambda b: b + 1).sum())
+            follow(future, lambda done, total: seen.append((done, total)), interval="20ms")
+            assert future.result() == 2 * 64 * 64
+    done, total = zip(*seen)
+    assert total[-1] >= 64 and done[-1] == total[-1]  # 64 blocks made, added to and summed: every task finished
+    assert list(done) == sorted(done)

@@ -105,13 +105,11 @@ def _log(msg: str) -> None:
 def _dask_progress(description: str, _n: int):
     """A rich progress bar fed by dask's local scheduler callbacks."""
     from dask.callbacks import Callback
-    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     if _state["quiet"]:
         yield
         return
-    with Progress("[progress.description]{task.description}", BarColumn(), "{task.completed}/{task.total} tasks",
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task(description, total=None)
 
         class _CB(Callback):
@@ -123,6 +121,35 @@ def _dask_progress(description: str, _n: int):
 
         with _CB():
             yield
+
+
+class _ClusterBar:
+    """What :func:`_cluster_progress` yields: the embedding stage hands it the computation to follow."""
+
+    def __init__(self, bar, task):
+        self.bar, self.task = bar, task
+
+    def follow(self, future) -> None:
+        from .scheduler import follow
+
+        follow(future, lambda done, total: self.bar.update(self.task, completed=done, total=total))
+
+
+@contextlib.contextmanager
+def _cluster_progress(description: str, _n: int):
+    """A rich progress bar of the tasks a dask cluster runs, fed by its scheduler (:func:`changescout.scheduler.follow`)."""
+    if _state["quiet"]:
+        yield
+        return
+    with _progress_bar() as bar:
+        yield _ClusterBar(bar, bar.add_task(f"{description} (on the cluster)", total=None))
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), "{task.completed}/{task.total} tasks",
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
 
 #: The least width of a column that folds (a path, a description) before other columns are left out.
@@ -243,7 +270,7 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
                  f"{sum(w.get('nthreads', 0) for w in workers.values())} thread(s)")
         try:
             with cluster.WorkerWatch(client, scheduler, _log):
-                run_pipeline(config, out, overwrite=overwrite, progress=None, log=_log)
+                run_pipeline(config, out, overwrite=overwrite, progress=_cluster_progress, log=_log)
         except Exception as exc:
             raise cluster.lost(exc, client, scheduler) or exc
         finally:

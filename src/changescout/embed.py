@@ -529,9 +529,20 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
         },
     )
     with atomic_path(out) as tmp:
-        with progress or _NullProgress():
-            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)  # (intact.zarr_problem)
-        if default_client() is not None and (why := zarr_problem(tmp)) is not None:
+        client = default_client()
+        with (progress or _NullProgress()) as bar:
+            if client is None or not hasattr(bar, "follow"):
+                ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)  # (intact.zarr_problem)
+            else:  # on a cluster: the bar follows the tasks the scheduler counts (dask's local callbacks see none)
+                future = client.compute(ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True,
+                                                   compute=False))
+                try:
+                    bar.follow(future)
+                    future.result()
+                except BaseException:
+                    future.cancel()
+                    raise
+        if client is not None and (why := zarr_problem(tmp)) is not None:
             # dask workers write the chunks: on a cluster that does not see this folder at the same path they land
             # elsewhere, and read back as NaN, the run blamed the source ("no patch clear enough") (a review)
             raise OutputError(f"the dask workers' writes did not reach it ({why}): the workers must see the run directory "

@@ -124,6 +124,22 @@ class WorkerWatch:
                 warned = True
 
 
+def follow(future, update, interval: str = "250ms") -> None:
+    """Call ``update(done, total)`` with the number of tasks of the computation behind ``future`` (its whole
+    graph, as the scheduler counts them) that are finished, until it ends (finished, failed, or the scheduler
+    gone); blocking. What a progress bar of a cluster run is fed with: dask's local callbacks, which feed a
+    run on this machine's threads, see nothing of the tasks a cluster runs."""
+    from distributed.diagnostics.progressbar import ProgressBar
+    from distributed.utils import LoopRunner
+
+    class _Bar(ProgressBar):
+        def _draw_bar(self, remaining, all, **kwargs):
+            update(all - remaining, all)
+
+    bar = _Bar([future], interval=interval)
+    LoopRunner().run_sync(bar.listen)
+
+
 def lost(exc: BaseException, client, address: str) -> ClusterError | None:
     """The error to raise instead of ``exc`` when it says that the cluster went away (the scheduler stopped, the
     connection dropped), or None when it is an error of the run itself."""

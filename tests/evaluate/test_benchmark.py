@@ -533,3 +533,27 @@ def test_the_default_methods_leave_out_encoders_of_embeddings_made_elsewhere(mon
     assert available_encoders_with_weights() == ["rcf"]
     assert {m.encoder for m in resolve_methods()} == {None, "rcf"}
     assert available_encoders_with_weights(["precomputed"]) == ["precomputed"]
+
+
+def test_an_encoder_that_cannot_take_the_bands_is_refused_before_the_baselines_run(pairs_root, monkeypatch):
+    """`--encoders galileo-nano` on RGB pairs was refused (exit 2) only after every baseline had run and its work
+    was thrown away (a review); unnamed, such an encoder is skipped, and said, before the work too."""
+    from changescout.encoders.galileo import GalileoNanoEncoder
+    from changescout.evaluate import benchmark
+
+    class Pool(benchmark.EncoderPool):
+        def get(self, name, fine_patch):  # (no weights needed to read the bands it takes)
+            return GalileoNanoEncoder.untrained(patch_size=fine_patch, token_size=min(fine_patch, 8))
+
+    started, said = [], []
+    monkeypatch.setattr(benchmark, "EncoderPool", Pool)
+    monkeypatch.setattr(benchmark, "resolve_methods", lambda *a: [benchmark.parse_method(n, ["galileo-nano"])
+                                                                  for n in ("cva-z", "galileo-nano")])
+    monkeypatch.setattr(benchmark, "coregistered", lambda pair, mode="auto": started.append(pair) or pair)
+    with pytest.raises(benchmark.BandError, match=r"needs bands"):
+        benchmark.run_benchmark("pairs", pairs_root, encoders=["galileo-nano"], baselines=["cva-z"])
+    assert not started
+    monkeypatch.setattr(benchmark, "score_method", lambda method, src: said.append(method.name) or np.zeros(src.pair.label.shape))
+    benchmark.run_benchmark("pairs", pairs_root, log=said.append)
+    skip = [i for i, s in enumerate(said) if s.startswith("galileo-nano skipped (and its variants)")]
+    assert skip and skip[0] < said.index("cva-z")

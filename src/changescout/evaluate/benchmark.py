@@ -200,33 +200,34 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     for note in found:
         log(f"note: {note}")
     check_scorable(pairs, root)
+    pool = EncoderPool()
+    bands = [str(b) for b in pairs[0].cube["band"].values]
+    explicit = encoders is not None or methods is not None
+    # an encoder that cannot take these bands: refused (named) or skipped before any method runs, not after the
+    # baselines' minutes of work are thrown away (a review)
+    unusable, skipped = {}, []
+    for encoder in dict.fromkeys(m.encoder for m in wanted if m.encoder is not None):
+        try:
+            select_bands(bands, pool.get(encoder, fine_patch).spec)
+            unusable[encoder] = None
+        except BandError as exc:
+            if explicit:
+                raise
+            unusable[encoder] = exc.message
+            skipped.append(f"{encoder} skipped (and its variants): {exc.message}")
+            log(skipped[-1])
     t = time.perf_counter()
     pairs = [coregistered(p, coregister) for p in pairs]
     log(f"co-registration ({coregister}): {time.perf_counter() - t:.1f} s")
     undefined = label_notes(pairs)
     for note in undefined:
         log(f"note: {note}")
-    pool = EncoderPool()
     sources = [Sources(p, fine_patch, months, cache, pool) for p in pairs]
-    bands = [str(b) for b in pairs[0].cube["band"].values]
-    rows, per_item, curves, skipped, spreads = [], [], {}, [], []
+    rows, per_item, curves, spreads = [], [], {}, []
     units = [scored_unit(m, fine_patch) for m in wanted]
-    explicit = encoders is not None or methods is not None
-    unusable = {}
     for method in wanted:
-        if method.encoder is not None:
-            if method.encoder not in unusable:
-                unusable[method.encoder] = None
-                try:
-                    select_bands(bands, pool.get(method.encoder, fine_patch).spec)
-                except BandError as exc:
-                    if explicit:
-                        raise
-                    unusable[method.encoder] = exc.message
-                    skipped.append(f"{method.encoder} skipped (and its variants): {exc.message}")
-                    log(skipped[-1])
-            if unusable[method.encoder] is not None:
-                continue
+        if method.encoder is not None and unusable[method.encoder] is not None:
+            continue
         items, seconds = [], 0.0
         for src in sources:
             src.used, before = set(), set(src.seconds)

@@ -458,6 +458,16 @@ def test_robust_zscore_is_unknown_for_a_patch_with_one_change():
     assert np.isfinite(z[1:4]).all() and z[3] > 0 > z[1]
 
 
+def test_robust_zscore_is_unknown_for_a_patch_with_two_changes():
+    """Of two values the median lies halfway and the MAD is half their gap: each read +-0.67 whatever their sizes,
+    and on a 3-date series a large change tied with a third of the noise (a review). Three are a history."""
+    values = np.array([0.01, 1.87, 0.02, 0.03, 1.9, 0.05, 0.04, 0.06])
+    groups = np.array([0, 0, 1, 1, 2, 2, 2, 3])
+    z = robust_zscore(values, groups)
+    assert np.isnan(z[[0, 1, 2, 3, 7]]).all()
+    assert np.isfinite(z[4:7]).all() and z[4] > 10
+
+
 # -- compute_changes / storage ---------------------------------------------------------------------------
 def embeddings_ds(E_tpd, nr=1, nc=None, clear=None):
     T, P, Dd = E_tpd.shape
@@ -661,6 +671,25 @@ def test_recurrence_is_nan_without_a_date_a_year_apart_and_uses_the_tolerance():
     assert np.isnan(r[3])  # another patch: its own history only
     assert np.isnan(recurrence(ev, vec, tolerance_days=30)[0])  # 39 days off the year: outside 30
     assert len(recurrence(ev.iloc[:0], vec)) == 0
+
+
+def test_a_seasonal_change_seen_a_date_late_still_recurs():
+    """A crop cycle each June, its June 2020 date clouded for the patch: the 2020 change ends in July, a month
+    past the anniversary of June 2019's, and the change nearest the anniversary (May 2020) is the field's noise.
+    The nearest on either side are both compared: it was recurrence 0.001 and never demoted (a review)."""
+    times = pd.date_range("2019-01-01", periods=30, freq="MS") + pd.Timedelta(days=14)
+    rng = np.random.default_rng(4)
+    E = np.repeat(rng.normal(size=(1, 2, 2, 16)), len(times), 0) + 0.01 * rng.normal(size=(len(times), 2, 2, 16))
+    clear = np.ones((len(times), 2, 2))
+    for year in (2019, 2020, 2021):  # up in June, down in September
+        E[(times >= f"{year}-06-01") & (times < f"{year}-09-01"), 1, 1] += np.linspace(-3, 3, 16)
+    clear[times.get_loc(pd.Timestamp("2020-06-15")), 1, 1] = 0
+    ds = xr.Dataset({"embedding": (("time", "row", "col", "dim"), E.astype("f4")),
+                     "clear_fraction": (("time", "row", "col"), clear.astype("f4"))}, coords={"time": times})
+    df, _ = compute_changes(ds, Comparison(min_clear=0.75))
+    ups = df[(df["row"] == 1) & (df["col"] == 1) & (df["magnitude"] > 1) & (pd.to_datetime(df["t1"]).dt.month.isin([6, 7]))]
+    assert [str(t)[:7] for t in ups["t1"]] == ["2019-06", "2020-07", "2021-06"]  # 2020's seen a date late
+    assert (ups["recurrence"] > 0.9).all(), ups[["t0", "t1", "recurrence"]]
 
 
 def test_a_faint_drift_a_year_later_is_not_the_same_change():

@@ -143,7 +143,9 @@ def transient_dates(E: np.ndarray, ok: np.ndarray, spike_ratio: float = 0.5):
     """Consecutive pass over ``E (time, patch, dim)``: previous stable date of each clear date, and spikes.
 
     Returns ``(prev, transient)``, both ``(time, patch)``: ``prev[t, p]`` is the date index the clear date
-    ``t`` is compared with (-1 for the first), ``transient[t, p]`` marks spikes.
+    ``t`` is compared with (-1 for the first), ``transient[t, p]`` marks spikes. A clear date is a spike when the
+    next one is back near the state before it; a patch's first clear date has no state before it, and a cloud
+    there reads, in time, as a lasting change at the next date: it is never marked (the cloud screen's to find).
     """
     T, P = ok.shape
     nxt = np.full((T, P), -1)
@@ -316,15 +318,17 @@ def comparable(E: np.ndarray, distance: str | None) -> np.ndarray:
 
 def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """``(v - median) / (1.4826 MAD)`` within each group, with a floor on the scale from all groups; NaN
-    (unknown) in a group of one value: a patch with no other change to compare with (an image pair, or a
-    patch clear at two dates only) has no history, and 0 would read as "ordinary for the place"."""
+    (unknown) in a group of fewer than three values: a patch with no other change to compare with (an image
+    pair, or a patch clear at two dates only) has no history, and 0 would read as "ordinary for the place"; and
+    of two values the median lies halfway and the MAD is half their gap, so each reads +-0.67 whatever their
+    sizes (a review: on a 3-date series a large change tied with a third of the noise)."""
     s = pd.Series(values)
     g = s.groupby(groups)
     med = g.transform("median")
     mad = (s - med).abs().groupby(groups).transform("median") * 1.4826
     floor = max(float(np.nanmedian(mad)) * 0.5, 1e-6) if len(mad) else 1e-6
     z = (s - med) / np.maximum(mad, floor)
-    return z.where(g.transform("size") > 1).to_numpy(np.float32)
+    return z.where(g.transform("size") > 2).to_numpy(np.float32)
 
 
 def _spans(n: int, block: int) -> list[tuple[int, int]]:
@@ -428,10 +432,12 @@ def search_vectors(residual: np.ndarray, new_state: np.ndarray | None = None, we
 def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 45) -> np.ndarray:
     """How much each change is the same change of its patch a year before or after: ``(n_events,)`` float32.
 
-    For each event, the change of the same patch whose ``t1`` is nearest to one year before (and after) its
-    own, within ``tolerance_days``: the cosine of the two change vectors times the ratio of the smaller norm
-    to the larger (a faint drift in the same direction a year later is not the same change), the larger of
-    the two years; NaN when the patch has no change a year apart (series shorter than a year).
+    For each event, the changes of the same patch whose ``t1`` is nearest to one year before (and after) its
+    own on either side, within ``tolerance_days``: the cosine of the two change vectors times the ratio of the
+    smaller norm to the larger (a faint drift in the same direction a year later is not the same change), the
+    largest of them; NaN when the patch has no change a year apart (series shorter than a year). Both sides: a
+    crop cycle seen a date late that year (a cloud at its usual date) ends a month past the anniversary, and
+    the nearest change alone, a month before it, was the field's noise (recurrence 0.001, not demoted; a review).
 
     Near 1, the place made the same change a year apart: a seasonal cycle (a crop harvested every summer, a
     canopy that greens up every spring) rather than the one-off change an analyst looks for. Meaningful for
@@ -449,9 +455,9 @@ def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 
         "i": np.arange(len(events)),
     })
     other = base.rename(columns={"day": "other_day", "i": "j"}).sort_values("other_day", kind="stable")
-    for year in (365, -365):
+    for year, side in ((y, s) for y in (365, -365) for s in ("backward", "forward")):
         q = base.assign(target=base["day"] + year).sort_values("target", kind="stable")
-        m = pd.merge_asof(q, other, left_on="target", right_on="other_day", by="patch", direction="nearest",
+        m = pd.merge_asof(q, other, left_on="target", right_on="other_day", by="patch", direction=side,
                           tolerance=int(tolerance_days)).dropna(subset=["j"])
         i, j = m["i"].to_numpy(np.int64), m["j"].to_numpy(np.int64)
         for s in range(0, len(i), 65536):  # a chunk of pairs at a time: no copy of every vector

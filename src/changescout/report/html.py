@@ -71,7 +71,7 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <p>false_alarm_rate (in percent, like the console; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
 embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
-has no other change, as in an image pair).</p>
+has fewer than two other changes, as in an image pair).</p>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}

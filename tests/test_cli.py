@@ -461,6 +461,10 @@ def test_a_file_given_as_run_is_named_with_the_folder_to_give(capsys, session_ru
     """export RUN/events.parquet said events.parquet/events.csv exists; similar said events.parquet is missing."""
     code, _, err = call(capsys, command[0], session_run / "events.parquet", *command[1:])
     assert code == 2 and compact(f"is a file; RUN is a run directory (the folder that holds it: {session_run})") in compact(err)
+    if command[0] == "similar":  # and given to --in, it is named as --in's
+        some = pd.read_parquet(session_run / "events.parquet", columns=["event_id"])["event_id"].iloc[0]
+        code, _, err = call(capsys, "similar", session_run, some, "--in", session_run / "events.parquet")
+        assert code == 2 and compact(f"is a file; --in is a run directory (the folder that holds it: {session_run})") in compact(err)
 
 
 # -- export -----------------------------------------------------------------------------------------------

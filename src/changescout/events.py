@@ -101,23 +101,24 @@ def damaged_output(path: Path, problem: str) -> RunNotFoundError:
     return err
 
 
-def check_run_dir(path) -> Path:
+def check_run_dir(path, given_as: str = "RUN") -> Path:
     """``path`` as a run directory; :class:`RunNotFoundError` for a file given as RUN (``RUN/events.parquet``:
     the messages said ``events.parquet/events.csv`` exists, or that ``events.parquet`` is missing)."""
     path = Path(path)
     if path.is_file():
-        raise RunNotFoundError(f"is a file; RUN is a run directory (the folder that holds it: {path.parent})", path)
+        raise RunNotFoundError(f"is a file; {given_as} is a run directory (the folder that holds it: {path.parent})", path)
     return path
 
 
-def missing_output(message: str, path: Path) -> RunNotFoundError:
+def missing_output(message: str, path: Path, first_run: bool = True) -> RunNotFoundError:
     """The error for a run directory's output that is not there: when an interrupted ``--overwrite`` holds the
-    directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run."""
+    directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run
+    (``first_run``: whether to ask for one; False where ``message`` gives its own advice)."""
     run = path if path.is_dir() or not path.suffix else path.parent
     if (run / REPLACED).is_dir():
         return RunNotFoundError(f"{message}: an interrupted `changescout run --overwrite` is replacing this run; rerun that "
                                 f"command to finish it (the previous run waits in {REPLACED}/ until then)", run)
-    return RunNotFoundError(f"{message} (run `changescout run` first)", path)
+    return RunNotFoundError(f"{message} (run `changescout run` first)" if first_run else message, path)
 
 
 def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:

@@ -32,8 +32,8 @@ RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cl
 class RunView:
     """Read-only access to one run directory's events, vectors and index."""
 
-    def __init__(self, path: Path):
-        self.path = check_run_dir(path)
+    def __init__(self, path: Path, given_as: str = "RUN"):
+        self.path = check_run_dir(path, given_as)
         if not self.path.exists():
             raise RunNotFoundError("does not exist", self.path)
         for name in ("events.parquet", "changes.zarr", "index.faiss"):
@@ -91,7 +91,7 @@ class RunView:
 
     def event_at(self, x: float, y: float, t1) -> pd.Series:
         row, col = self.patch_grid.locate(x, y)
-        t1 = to_times([t1], self.path, "--t1")[0]  # YYYY-MM-DD, as --dates: "July" is not the year 1
+        t1 = to_times([t1], None, "--t1")[0]  # YYYY-MM-DD, as --dates: "July" is not the year 1 (the option's fault, not the run's)
         hit = self.events[(self.events["row"] == row) & (self.events["col"] == col)]
         if hit.empty:
             raise EventNotFoundError(f"patch r{row} c{col} has no event at any date: too few of its pixels were clear "
@@ -109,8 +109,9 @@ class RunView:
         if not hasattr(self, "_objects"):
             path = self.path / "objects.parquet"
             if not path.exists():
-                raise missing_output("no objects.parquet, which --objects compares (a run of an older changescout?); "
-                                     "search its patch events without --objects", self.path)
+                raise missing_output("no objects.parquet, which --objects compares (a run of an older changescout?): search "
+                                     "its patch events without --objects, or run it again with this version (--overwrite)",
+                                     self.path, first_run=False)
             try:
                 names = pq.read_schema(path).names  # the trajectories: runs of 0.3.15 and earlier lack them
                 table = pd.read_parquet(path, columns=["object_id", "candidate",
@@ -201,12 +202,17 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
         raise EventNotFoundError("give an EVENT_ID, or --at X,Y with --t1 DATE")
     # another run given twice, or the query's own run given with --in, is searched once (as the query's run)
     others = {Path(p).resolve(): p for p in other_runs if Path(p).resolve() != base.path.resolve()}
-    views = [base] + [RunView(p) for p in others.values()]
+    views = [base] + [RunView(p, "--in") for p in others.values()]
     for v in views[1:]:
         check_compatible(base.compat, v.compat, str(base.path), str(v.path))
     neg = [found for e in negatives for found in _find_events(views, e)]  # a result of an --in run may be told off too
     if any(v is base and e["event_id"] == query["event_id"] for v, e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
+    if objects and "object_id" in query and any(v is base and e["object_id"] == query["object_id"] for v, e in neg):
+        # with --objects, --not stands for the id's whole object: here the query's own (its feedback was lost silently)
+        named = next(e["event_id"] for v, e in neg if v is base and e["object_id"] == query["object_id"])
+        raise EventNotFoundError(f"--not names {named}, a patch of the query's own object ({int(query['object_id'])}): with "
+                                 "--objects it stands for that whole object, the query itself; a change cannot be unlike itself")
     # the query's own object (its other patches, its end) is the same change, not a similar one: left out
     own = base.events[base.events["object_id"] == query["object_id"]] if "object_id" in base.events else base.events.iloc[0:0]
     if objects:

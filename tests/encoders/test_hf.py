@@ -192,6 +192,11 @@ def test_without_transformers_the_encoder_says_how_to_install_it(tmp_path, monke
     monkeypatch.setitem(sys.modules, "transformers", None)  # (import transformers raises ImportError)
     with pytest.raises(ConfigError, match=r'needs transformers, which is not installed: pip install "changescout\[hf\]"'):
         HFVisionEncoder(weights=folder)
+    # and before the folder is looked for: `changescout encoders` on a core install asked for a model folder,
+    # which is of no use without transformers (a review)
+    monkeypatch.delenv("CHANGESCOUT_WEIGHTS_DIR", raising=False)
+    with pytest.raises(ConfigError, match=r'needs transformers'):
+        HFVisionEncoder()
 
 
 def test_a_run_reads_a_local_dinov2_end_to_end(tmp_path):

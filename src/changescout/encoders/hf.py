@@ -156,6 +156,7 @@ class HFVisionEncoder(PretrainedEncoder):
     def __init__(self, patch_size: int = 16, weights: str | Path | None = None, tokens: int = 2, gain: float | str = "auto",
                  window: int = 16, device: str | None = None, batch_size: int = 4):
         self._configure(patch_size, tokens, gain, window, device, batch_size)
+        _transformers()  # first: a model folder is of no use without it (`changescout encoders` asked for the folder)
         self.folder = find_weights(self._spec(0, None), weights).parent
         self.model = load_vision_model(self.folder, self.device)
         self.mean, self.std = image_statistics(self.folder)

@@ -72,6 +72,10 @@ LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}(\.[^.]+)?|\.discarded-\d+")
 RANK_BY = ("combined", "rarity", "magnitude")
 
 
+#: The largest --seed: scikit-learn's and NumPy's legacy seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
 @dataclass
 class RunConfig:
     """Everything that decides a run's results (hashed into config.json)."""
@@ -134,7 +138,7 @@ class RunConfig:
         number("patch_size", 1, MAX_PATCH, integer=True)  # (rcf learns its filters from windows of 128 px)
         number("transient_weight", 0, 1)
         number("seasonal_weight", 0, 1)
-        number("seed", 0, None, integer=True)
+        number("seed", 0, MAX_SEED, integer=True)  # (scikit-learn's random_state: past it, a run failed after embedding)
         number("report_top", 1, None, integer=True)
         if isinstance(self.n_clusters, str) and self.n_clusters.strip().isdigit():
             self.n_clusters = int(self.n_clusters)

@@ -871,6 +871,24 @@ def test_a_full_disk_is_named_with_the_file_and_how_to_go_on(capsys, tmp_path, m
     assert "no space left on the disk writing in" in err and compact(str(tmp_path / "run")) in compact(err)
 
 
+def test_a_file_this_user_may_not_read_is_named_with_exit_2(capsys, tmp_path, monkeypatch):
+    """A source or --out under a folder this user may not enter was an "internal error: PermissionError" (exit 1;
+    a review, as another user than root: root passes every permission, so the error is raised here)."""
+    import errno
+
+    import changescout.pipeline as pipeline
+
+    where = str(tmp_path / "locked" / "series")
+
+    def denied(*args, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", where)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", denied)
+    code, _, err = call(capsys, "run", "synthetic:seed=1,size=128,n_dates=6", "--out", tmp_path / "run")
+    assert code == 2 and "internal error" not in err
+    assert compact(f"{where}: permission denied") in compact(err)
+
+
 def test_quiet_keeps_the_warnings(capsys, tmp_path, monkeypatch):
     """-q dropped every line the run told, warnings too ("no cloud screen ... unmasked clouds may rank as
     changes"): a batch user never saw them. Notes and progress go; warnings stay (review of the CLI)."""

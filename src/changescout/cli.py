@@ -674,5 +674,9 @@ def _main_guarded(argv) -> None:
             again = "; the run resumes where it stopped" if command in ("run", "demo") else ""
             console.print(f"[bold red]error:[/] {escape(f'no space left on the disk{where}: free some and rerun the same command{again}')}")
             sys.exit(1)
+        if isinstance(exc, PermissionError):  # a file or folder this user may not read or write: the setup's, not ours
+            what = exc.filename or "a file"
+            console.print(f"[bold red]error:[/] {escape(f'{what}: permission denied (this user may not read or write it, or a folder above it does not let it through)')}")
+            sys.exit(2)
         console.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} (rerun with --debug for the traceback)")
         sys.exit(1)

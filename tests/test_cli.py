@@ -889,6 +889,26 @@ def test_a_file_this_user_may_not_read_is_named_with_exit_2(capsys, tmp_path, mo
     assert compact(f"{where}: permission denied") in compact(err)
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--compare", ""], "--compare is empty"), (["--grid", " "], "--grid is empty"), (["--label", ""], "--label is empty"),
+    (["--kind", ""], "--kind is empty"), (["--scheduler", ""], "--scheduler is empty"),
+    (["--bands", "B02,,B04"], "--bands 'B02,,B04' has an empty item between its commas"),
+    (["--dates", "2021-01-15,"], "--dates '2021-01-15,' has an empty item"),
+])
+def test_an_option_given_empty_is_refused(capsys, tmp_path, args, said):
+    """Empty values were taken as not given (config.json recorded "compare": ""), and an empty band name was dropped,
+    so the message miscounted the names typed (a review)."""
+    code, _, err = call(capsys, "run", "synthetic:size=128,n_dates=4", "--out", tmp_path / "o", *args)
+    assert code == 2 and said in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_empty_source_is_refused(capsys, tmp_path):
+    """'' was read as the current folder ("holds no GeoTIFF")."""
+    code, _, err = call(capsys, "run", "", "--out", tmp_path / "o")
+    assert code == 2 and "SOURCE is empty: give the series' path (or 'synthetic')" in err, err
+
+
 def test_quiet_keeps_the_warnings(capsys, tmp_path, monkeypatch):
     """-q dropped every line the run told, warnings too ("no cloud screen ... unmasked clouds may rank as
     changes"): a batch user never saw them. Notes and progress go; warnings stay (review of the CLI)."""

@@ -281,7 +281,22 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
 
 
 def _split(text: Optional[str]) -> Optional[list[str]]:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    return [t.strip() for t in text.split(",")] if text else None
+
+
+def _not_empty(values: dict) -> None:
+    """A ConfigError for an option given as empty text, or a list with an empty item: taken as not given (or the
+    current folder), or dropped without a word, which miscounted the names typed (a review)."""
+    from .errors import ConfigError
+
+    for name, value in values.items():
+        if value is None:
+            continue
+        if not str(value).strip():
+            raise ConfigError(f"{name} is empty: " + ("give the series' path (or 'synthetic')" if name == "SOURCE" else
+                                                      "give a value, or leave the option out"))
+        if name in ("--dates", "--bands") and any(not part.strip() for part in str(value).split(",")):
+            raise ConfigError(f"{name} {value!r} has an empty item between its commas")
 
 
 @app.command(cls=_Command)
@@ -319,6 +334,9 @@ def run(ctx: typer.Context,
         scheduler: Optional[str] = typer.Option(None, help="dask.distributed scheduler address."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run made with another configuration.")):
     """The whole pipeline on real data; resumes an interrupted run."""
+    _not_empty({"SOURCE": source, "--kind": kind, "--dates": dates, "--bands": bands, "--grid": grid, "--mask": mask,
+                "--mask-convention": mask_convention, "--weights": weights, "--compare": compare, "--label": label,
+                "--scheduler": scheduler})
     if kind is None and config is None and source.partition(":")[0] != "synthetic" and not Path(source).exists():
         from .errors import SourceError  # (told before seconds of importing the pipeline: the commonest typo)
 

@@ -214,6 +214,8 @@ def test_similar_at_a_point_that_is_no_number_exits_2(capsys, session_run, at):
 def test_similar_on_a_path_that_does_not_exist_says_so(capsys, tmp_path):
     code, _, err = call(capsys, "similar", tmp_path / "nowhere", "some-id")
     assert code == 2 and "nowhere: does not exist" in err
+    code, _, err = call(capsys, "export", tmp_path / "nowhere", "--format", "csv")  # ("no events table here")
+    assert code == 2 and "nowhere: does not exist" in err
 
 
 def test_bad_options_exit_2(capsys, tmp_path):

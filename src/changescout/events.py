@@ -107,6 +107,8 @@ def check_run_dir(path, given_as: str = "RUN") -> Path:
     path = Path(path)
     if path.is_file():
         raise RunNotFoundError(f"is a file; {given_as} is a run directory (the folder that holds it: {path.parent})", path)
+    if not path.exists():  # (export said "no events table here")
+        raise RunNotFoundError("does not exist", path)
     return path
 
 

@@ -557,3 +557,17 @@ def test_an_encoder_that_cannot_take_the_bands_is_refused_before_the_baselines_r
     benchmark.run_benchmark("pairs", pairs_root, log=said.append)
     skip = [i for i, s in enumerate(said) if s.startswith("galileo-nano skipped (and its variants)")]
     assert skip and skip[0] < said.index("cva-z")
+
+
+def test_a_dataset_root_that_is_a_file_or_missing_says_so(tmp_path):
+    """A file given as --root was told as "<file>/A: missing: a pairs root holds A/, B/, label/" (a review)."""
+    from changescout.evaluate import benchmark
+    from changescout.errors import InputError
+
+    text = tmp_path / "text.tif"
+    text.write_text("not a folder")
+    for dataset in ("pairs", "oscd", "dynamicearthnet"):
+        with pytest.raises(InputError, match="is a file, not the dataset's folder"):
+            benchmark.load_pairs(dataset, text)
+        with pytest.raises(InputError, match="does not exist"):
+            benchmark.load_pairs(dataset, tmp_path / "nowhere")

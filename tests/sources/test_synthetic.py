@@ -309,8 +309,10 @@ def test_a_misspelt_synthetic_option_is_refused_as_in_the_uri_form():
 
     with pytest.raises(ConfigError, match="unknown synthetic parameter 'sede'"):
         open_series("synthetic", sede=3, size=128)
-    with pytest.raises(ConfigError, match="synthetic parameters"):
-        open_series("synthetic", size="big")
+    with pytest.raises(ConfigError, match="synthetic: size must be a whole number in \\[0, inf\\], got 'big'"):
+        open_series("synthetic", size="big")  # (told as "'<' not supported between 'str' and 'int'"; a review)
+    with pytest.raises(ConfigError, match="synthetic: n_dates must be a whole number"):
+        open_series("synthetic:size=128,n_dates=abc")
 
 
 def test_grid_dates_bands_and_mask_given_to_the_synthetic_source_are_refused():

@@ -59,6 +59,8 @@ class Pair:
 def load_pairs(dataset: str, root: str | Path) -> list[Pair]:
     """The labelled date pairs of ``dataset`` under ``root``."""
     root = Path(root)
+    if not root.is_dir():  # (a file was told as "<file>/A: missing", a missing root as "<root>/A: missing")
+        raise InputError("is a file, not the dataset's folder" if root.exists() else "does not exist", root)
     if dataset == "oscd":
         from ..sources import oscd
 

@@ -32,7 +32,7 @@ from rasterio import features
 from scipy import ndimage, signal
 
 from ..cube import OutputGrid, band_names, grid_of, make_cube, sentinel2_band, validate_cube
-from ..errors import BandError, ConfigError, SourceError
+from ..errors import BandError, ConfigError, SourceError, check_param
 from ..evaluate.planted import PlantedTruth
 
 __all__ = ["BANDS", "CHANGE_TYPES", "PlantedTruth", "make_series", "open", "plant_changes", "sniff"]
@@ -78,6 +78,9 @@ def make_series(
     lasting ``cloud_dates`` dates each (1, the default, or 2).
     """
     params = {k: v for k, v in locals().items() if v is not None}
+    for name in ("seed", "size", "n_dates", "patch_size", "n_common", "rare_per_type", "n_clouds", "cloud_dates"):
+        if params.get(name) is not None:  # ("size=abc" was told as "'<' not supported between 'str' and 'int'")
+            check_param("synthetic", name, params[name], 0, None, integer=True)
     if size < 128 or n_dates < 4:
         raise ConfigError(f"a synthetic series needs size >= 128 px and n_dates >= 4, got size={size}, n_dates={n_dates}")
     rng = np.random.default_rng(seed)

@@ -125,6 +125,21 @@ def test_dates_without_a_known_product_are_recorded_unknown_and_left_as_they_are
     np.testing.assert_allclose(out.values[1:], data[1:] - 0.1, atol=1e-6)
 
 
+def test_band_files_out_of_their_product_folder_are_sentinel_2_of_unknown_baseline(make_grid):
+    """T31TCJ_20220301T105339_B04_10m.tif, copied out of its .SAFE folder, names no platform or baseline: the date
+    was "no known offset", and the warning of Sentinel-2 dates that may hold the -1000 offset never came (a review)."""
+    from changescout.pipeline import input_notes
+
+    files = [f"/data/flat/T31TCJ_{d}T105339_{b}_10m.tif" for d in ("20211201", "20220301", "20220401") for b in BANDS]
+    cube = make_cube(reflectance(), ["2021-12-01", "2022-03-01", "2022-04-01"], BANDS, make_grid(16, 16),
+                     attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+    out, record = apply_offsets(cube)
+    assert out is cube  # left as they are: which baseline made them the names do not say
+    assert {(d["platform"], d["status"]) for d in record["dates"].values()} == {("sentinel-2", "unknown")}
+    notes = input_notes(cube, record, make_grid(16, 16), given_grid=True)
+    assert any(n.startswith("warning: 3 Sentinel-2 date(s) of unknown processing baseline") for n in notes), notes
+
+
 def _landsat_cube(make_grid, names, dates, bands):
     """Three dates of DN 10000 read as DN / 10000, from band files of the Landsat products ``names``."""
     files = [f"/data/{n}/{n}_{b}.TIF" for n in names for b in bands]

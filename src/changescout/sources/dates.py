@@ -121,6 +121,10 @@ _PLATFORMS = (
     (re.compile(r"(?<![A-Z0-9])S2([A-D])_", re.I), lambda m: f"sentinel-2{m.group(1).lower()}"),
     (re.compile(r"SENTINEL-?2([A-D])?X?_", re.I), lambda m: "sentinel-2" + (m.group(1) or "").lower()),
     (re.compile(r"(?<![A-Z0-9])L[COTEM]0?([1-9])(?:_L[12]|\d{6}\d{7}[A-Z]{3}\d{2})", re.I), lambda m: f"landsat-{m.group(1)}"),
+    # a band file of a Sentinel-2 product, taken out of its folder (T31TCJ_20220301T105339_B04_10m): the tile
+    # and sensing time say Sentinel-2, but neither the unit nor the processing baseline (a review: its -1000
+    # offset went unsaid, as no platform was known)
+    (re.compile(r"(?<![A-Z0-9])T\d{2}[A-Z]{3}_\d{8}T\d{6}(?![0-9])", re.I), lambda m: "sentinel-2"),
 )
 
 _LEVELS = (

@@ -223,6 +223,21 @@ def test_landsat_collection_2_folders_with_qa_pixel(tmp_path):
     np.testing.assert_allclose(footprint(out).values[:, :, 16:20, 16:20], 10000 * 2.75e-5 - 0.2, atol=1e-6)
 
 
+def test_landsat_4_7_and_8_9_dates_under_numbered_band_names_are_refused(tmp_path):
+    """SR_B4 is near-infrared on TM and red on OLI: a folder of both families read with --bands (which the error
+    of their band counts advises) swapped red and near-infrared between dates without a word (a review)."""
+    from changescout.errors import BandError
+
+    dn = np.full((1, 20, 22), 10000, np.uint16)
+    for i, (sensor, date) in enumerate((("LT05", ms.DATES[0]), ("LC08", ms.DATES[1]), ("LT05", ms.DATES[2]))):
+        sid = f"{sensor}_L2SP_198030_{date.replace('-', '')}_20200901_02_T1"
+        for b in (1, 2, 3, 4, 5, 7):
+            ms.write_geotiff(tmp_path / "mix" / sid / f"{sid}_SR_B{b}.TIF", dn, nodata=0)
+    with pytest.raises(BandError, match=r"mixes Landsat 4-7 \(landsat-5\) and Landsat 8-9 \(landsat-8\) dates, whose band "
+                                        r"numbers name different bands"):
+        open_series(tmp_path / "mix", bands="SR_B1,SR_B2,SR_B3,SR_B4,SR_B5,SR_B7", patch_size=4)
+
+
 def test_external_mask_folder(tmp_path):
     ms.multiband_folder(tmp_path / "f", with_nodata=False)
     for t, date in enumerate(ms.DATES):

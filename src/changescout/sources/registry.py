@@ -10,11 +10,14 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ..cube import check_band_names, pad_to_patches, validate_cube
-from ..errors import InputError, SourceError, check_options
+from ..errors import BandError, InputError, SourceError, check_options
 
 ENTRY_POINT_GROUP = "changescout.sources"
 
@@ -118,8 +121,32 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
         cube.attrs["source_kind"] = kind
         cube.attrs.setdefault("label", Path(str(source)).stem)
         cube.attrs.setdefault("source", str(source))
+        check_band_numbering(cube)
         return validate_cube(cube)
     except InputError as exc:
         if exc.path is not None or not isinstance(source, (str, os.PathLike)):
             raise
         raise type(exc)(exc.message, source) from None  # a problem of the series as a whole: name its source
+
+
+#: Landsat band names by number (``SR_B4``, ``B4``, ``ST_B10``): what the number names depends on the sensor.
+_LANDSAT_NUMBERED = re.compile(r"(?:SR_|ST_|TOA_)?B\d{1,2}", re.I)
+
+
+def check_band_numbering(cube) -> None:
+    """A :class:`BandError` for a series that mixes Landsat 4-7 (TM, ETM+) and Landsat 8-9 (OLI) dates under band
+    names by number: SR_B4 is the near-infrared of TM and the red of OLI, and such a series read with ``--bands``
+    (which the error of their different band counts advises) swapped red and near-infrared between its dates
+    without a word (a review)."""
+    if "platform" not in cube.coords:
+        return
+    platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)}
+    tm = sorted(p for p in platforms if p in ("landsat-4", "landsat-5", "landsat-7"))
+    oli = sorted(p for p in platforms if p in ("landsat-8", "landsat-9"))
+    numbered = [str(b) for b in cube["band"].values if _LANDSAT_NUMBERED.fullmatch(str(b))]
+    if tm and oli and numbered:
+        raise BandError(f"the series mixes Landsat 4-7 ({', '.join(tm)}) and Landsat 8-9 ({', '.join(oli)}) dates, whose band "
+                        f"numbers name different bands (SR_B4 is near-infrared on TM and ETM+, red on OLI): bands "
+                        f"{', '.join(numbered[:4])}{', ...' if len(numbered) > 4 else ''} would mean one thing at some dates "
+                        "and another at the others. Run the two families as two series, or rename each file's bands by "
+                        "role (blue, green, red, nir, swir16, swir22) and give those names")

@@ -684,6 +684,28 @@ def test_sentinel2_band_files_in_their_resolution_folders_make_one_date(tmp_path
     assert (footprint(cube).quality.values == Quality.CLEAR).all()  # the 20 m SCL (vegetation), not the 60 m one (cloud)
 
 
+def test_a_product_folder_without_a_reflectance_image_is_named(tmp_path):
+    """A product whose download stopped, or that kept only its true-colour preview, lost its date from the
+    series without a word (a review): it is named."""
+    for t, date in enumerate(ms.DATES):
+        d = date.replace("-", "")
+        img = tmp_path / "s2" / f"S2A_MSIL2A_{d}T105031_N0300_R051_T31TCJ_{d}T120000.SAFE" / "GRANULE" / "IMG_DATA" / "R10m"
+        for k, band in enumerate(ms.BANDS if t < 2 else ["TCI"]):
+            ms.write_geotiff(img / f"T31TCJ_{d}T105031_{band}_10m.tif", ms.scene(t)[k : k + 1])
+    third = ms.DATES[2].replace("-", "")
+    with pytest.raises(SourceError, match=rf"S2A_MSIL2A_{third}T105031_.*\.SAFE: is a product folder that holds only "
+                                          r"auxiliary layers \(T31TCJ_.*_TCI_10m.tif\): no reflectance image"):
+        open_series(tmp_path / "s2", patch_size=4)
+    for f in (tmp_path / "s2").glob(f"*{third}*/**/*.tif"):
+        f.unlink()  # an empty product folder: the same
+    with pytest.raises(SourceError, match=r"is a product folder that holds no image: no reflectance image"):
+        open_series(tmp_path / "s2", patch_size=4)
+    import shutil
+
+    shutil.rmtree(next((tmp_path / "s2").glob(f"*{third}*")))
+    assert len(open_series(tmp_path / "s2", patch_size=4).time) == 2
+
+
 def test_sentinel2_products_as_delivered_in_jpeg2000_are_read_leaving_out_their_quality_indicators(tmp_path):
     """An L2A product as delivered (.jp2 band files; cloud and snow probabilities in QI_DATA) was refused as
     "holds no GeoTIFF (.tif, .tiff) files"."""

@@ -73,6 +73,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     ignored = [f for f in files if _AUXILIARY.search(f.stem)]
     if len(ignored) == len(files):
         raise SourceError(f"holds only auxiliary layers ({ignored[0].name}, ...): no reflectance image", root)
+    _check_products_have_images(root, [f for f in files if f not in ignored], ignored)
     groups = _groups(root, [f for f in files if f not in ignored])
     times = _times(groups, dates, root)
     per_date = [_bands_of(files, bands, root) for files in groups.values()]
@@ -158,6 +159,30 @@ def list_rasters(root: Path) -> list[Path]:
 
 #: Sentinel-2 L2A products keep their band files in one folder per resolution (``IMG_DATA/R10m``, ``R20m``, ``R60m``).
 _RESOLUTION_FOLDER = re.compile(r"^R\d{1,3}m$")
+
+
+def _check_products_have_images(root: Path, images: list[Path], ignored: list[Path]) -> None:
+    """A :class:`SourceError` naming a product folder (``S2B_MSIL2A_....SAFE``, a Landsat scene's folder) under
+    ``root`` that holds no reflectance image, only auxiliary layers or nothing: an interrupted download or an
+    unpacking that kept the preview, which lost its date from the series without a word (a review)."""
+    from ..radiometry import _is_product
+
+    holding = {q for f in images for q in f.parents}
+    for folder, dirs, _ in os.walk(root, followlinks=True):
+        here = Path(folder)
+        if here == root:
+            continue
+        if is_run_dir(here):
+            dirs[:] = []
+            continue
+        name = here.name[:-5] if here.name.upper().endswith(".SAFE") else here.name
+        if _is_product(name) and here not in holding:
+            kept = [f.name for f in ignored if here in f.parents]
+            what = f"only auxiliary layers ({', '.join(kept[:2])}{', ...' if len(kept) > 2 else ''})" if kept else "no image"
+            raise SourceError(f"is a product folder that holds {what}: no reflectance image, so its date would be left out "
+                              "of the series (an interrupted download?); complete it or move it out of the folder", here)
+        if _is_product(name):
+            dirs[:] = []  # (its own sub-folders are its images')
 
 
 def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:

@@ -130,3 +130,14 @@ def test_types_are_still_found_where_the_run_has_changes_enough():
     X = np.vstack([rng.normal(0, 1, (300, 64)) + 8 * np.eye(64)[0], rng.normal(0, 1, (60, 64)) - 8 * np.eye(64)[0]])
     cl = ChangeClusterer(random_state=0).fit(X)
     assert cl.n_clusters_ >= 2 and len(set(cl.labels_[:300]) & set(cl.labels_[300:])) == 0
+
+
+def test_identical_changes_fit_without_a_numpy_warning():
+    """Two identical images: every change vector 0, and PCA's division by no variance printed numpy's
+    "RuntimeWarning: invalid value encountered in divide" to the user (a review)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fitted = ChangeClusterer(random_state=0).fit(np.zeros((21, 8), np.float32))
+    assert fitted.n_clusters_ == 1 and (fitted.labels_ == 0).all()

@@ -880,6 +880,28 @@ def test_bad_comparison_fails_before_creating_the_run(session_config, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_dates_the_source_gave_no_mask_for_are_screened(synthetic_cube):
+    """A folder mixing Level-1C products (no SCL) with Level-2A ones (with it): the auto screen trusted the mask
+    for the whole series, the L1C dates went unscreened, and a cloud there was the run's top change (a review).
+    The dates without a mask are screened; those with one keep it as given."""
+    cube, truth = synthetic_cube
+    clouds = truth.objects[truth.objects["kind"] == "cloud"]
+    when = pd.DatetimeIndex(cube["time"].values).get_loc(clouds["onset"].iloc[0])
+    cloud = truth.masks[clouds.index[0]]
+    given = np.zeros(cube["quality"].shape, np.uint8)  # the masked dates' mask: all clear
+    masked_dates = [t != when for t in range(cube.sizes["time"])]
+    partly = cube.assign_coords(quality=(("time", "y", "x"), da.from_array(given, chunks=(1, 128, 128))))
+    partly.attrs = {**cube.attrs, "quality_mask": True, "masked_dates": masked_dates}
+    out = screen_clouds(partly, "auto")
+    q = out["quality"].values
+    assert out.attrs["cloud_screen"].endswith("on the 1 date(s) the source gave no quality mask for (the others keep theirs)")
+    np.testing.assert_array_equal(q[masked_dates], given[masked_dates])  # the mask as the source gave it
+    assert (q[when][cloud] == Quality.CLOUD).mean() > 0.5  # the unmasked date's cloud found
+    whole = cube.assign_coords(quality=partly["quality"])
+    whole.attrs = {**cube.attrs, "quality_mask": True, "masked_dates": [True] * cube.sizes["time"]}
+    assert screen_clouds(whole, "auto").attrs["cloud_screen"] == "none: the source gave a quality mask"
+
+
 def test_screen_clouds_modes(synthetic_cube):
     cube, _ = synthetic_cube
     with pytest.raises(ConfigError, match="cloud_screen"):

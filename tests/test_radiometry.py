@@ -140,6 +140,26 @@ def test_band_files_out_of_their_product_folder_are_sentinel_2_of_unknown_baseli
     assert any(n.startswith("warning: 3 Sentinel-2 date(s) of unknown processing baseline") for n in notes), notes
 
 
+def test_a_series_mixing_l1c_and_l2a_dates_is_warned_of(make_grid):
+    """Top-of-atmosphere and surface reflectance differ by the atmosphere: a folder of both levels ran without a
+    word, its top object the step between them (a review)."""
+    from changescout.pipeline import input_notes
+
+    names = {"2022-03-01": "S2B_MSIL1C_20220301T105339_N0400_R051_T31TCJ_20220301T112000",
+             "2022-04-01": "S2B_MSIL2A_20220401T105339_N0400_R051_T31TCJ_20220401T131000",
+             "2022-05-01": "S2B_MSIL2A_20220501T105339_N0400_R051_T31TCJ_20220501T131000"}
+    files = [f"/data/{n}.SAFE/{n}.tif" for n in names.values()]
+    cube = make_cube(reflectance(), list(names), BANDS, make_grid(16, 16), attrs={"scale_factor": 1e-4, "offset": 0.0,
+                                                                                 "source_files": files})
+    _, record = apply_offsets(cube)
+    notes = input_notes(cube, record, make_grid(16, 16), given_grid=True)
+    assert ("warning: the series mixes Sentinel-2 Level-1C (top-of-atmosphere: 2022-03-01) and Level-2A (surface "
+            "reflectance: 2022-04-01, 2022-05-01) dates") in " ".join(notes)
+    files = [f.replace("MSIL1C", "MSIL2A") for f in files]
+    _, record = apply_offsets(cube.assign_attrs(source_files=files))
+    assert not any("mixes" in n for n in input_notes(cube, record, make_grid(16, 16), given_grid=True))
+
+
 def _landsat_cube(make_grid, names, dates, bands):
     """Three dates of DN 10000 read as DN / 10000, from band files of the Landsat products ``names``."""
     files = [f"/data/{n}/{n}_{b}.TIF" for n in names for b in bands]

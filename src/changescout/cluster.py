@@ -56,8 +56,9 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         sample = X if n <= self.sample_size else X[np.sort(rng.choice(n, self.sample_size, replace=False))]
         self.pca_ = PCA(n_components=max(1, min(self.n_components, X.shape[1], len(sample))), random_state=self.random_state)
-        with np.errstate(divide="ignore", invalid="ignore") if len(sample) < 2 else contextlib.nullcontext():
-            Z = self.pca_.fit_transform(sample)  # (one sample has no variance to explain)
+        still = len(sample) < 2 or not np.ptp(sample, axis=0).any()  # one sample, or identical ones (two same images)
+        with np.errstate(divide="ignore", invalid="ignore") if still else contextlib.nullcontext():
+            Z = self.pca_.fit_transform(sample)  # (no variance to explain: numpy's warning was printed to the user)
         if len(sample) < 2:  # one change is one type (a mixture needs two samples)
             if self.n_clusters != "auto" and int(self.n_clusters) != 1:
                 raise ValueError(f"n_clusters must be between 1 and the number of samples (1), got {self.n_clusters}")

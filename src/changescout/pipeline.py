@@ -25,6 +25,7 @@ import dask
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from . import __version__, runlock
 from .atomic import atomic_path, write_json
@@ -519,7 +520,9 @@ def screen_clouds(cube, mode: str, log=None):
         return unscreened("the series' bands are embeddings made elsewhere, not reflectance")
     if mode == "auto" and cube.sizes["time"] < 3:
         return unscreened("fewer than 3 dates (a cloud cannot be told from a change)")
-    if mode == "auto" and _has_mask(cube):
+    masked = np.asarray(cube.attrs.get("masked_dates") or [], bool)
+    partly = len(masked) == cube.sizes["time"] and masked.any() and not masked.all()
+    if mode == "auto" and _has_mask(cube) and not partly:
         return unscreened("the source gave a quality mask")
     if not can_screen(cube):
         bands = [str(b) for b in cube["band"].values]
@@ -531,7 +534,13 @@ def screen_clouds(cube, mode: str, log=None):
             raise ConfigError(f"cloud_screen hot: {why}", cube.attrs.get("source"))
         (log or warnings.warn)(f"warning: no cloud screen: {why}, or unmasked clouds may rank as changes")
         return unscreened("no blue and red bands found by name")
-    return screen_haze(cube)
+    screened = screen_haze(cube)
+    if mode == "auto" and partly:  # the dates the source gave a mask for keep it; the others are screened
+        keep = xr.DataArray(masked, dims="time", coords={"time": cube["time"]})
+        screened = screened.assign_coords(quality=xr.where(keep, cube["quality"], screened["quality"]).astype(np.uint8))
+        screened.attrs["cloud_screen"] += (f"; on the {int((~masked).sum())} date(s) the source gave no quality mask "
+                                           "for (the others keep theirs)")
+    return screened
 
 
 def _has_mask(cube) -> bool:
@@ -701,6 +710,15 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
                      f"{', ...' if len(unknown) > 3 else ''}) are left as they are: products of baseline 04.00 and later "
                      "(25 January 2022 on) store reflectance + 0.1; name the files or their folders after their products "
                      "(S2A_MSIL2A_..._N0400_...) to have the offset applied")
+    levels = {}
+    for d, r in offsets.get("dates", {}).items():
+        if r.get("level") in ("L1C", "L2A"):
+            levels.setdefault(r["level"], []).append(d)
+    if len(levels) == 2:  # (a review: the top object of such a series was the atmosphere between two levels)
+        notes.append(f"warning: the series mixes Sentinel-2 Level-1C (top-of-atmosphere: {', '.join(levels['L1C'][:3])}"
+                     f"{', ...' if len(levels['L1C']) > 3 else ''}) and Level-2A (surface reflectance: "
+                     f"{', '.join(levels['L2A'][:3])}{', ...' if len(levels['L2A']) > 3 else ''}) dates: the atmosphere "
+                     "between them reads as change; run one level")
     radiance = [d for d, r in offsets.get("dates", {}).items() if r.get("status") == "unknown" and r.get("rule") == RADIANCE_RULE]
     if radiance:
         notes.append(f"warning: {len(radiance)} Landsat 4-7 Level-1 date(s) ({', '.join(radiance[:3])}"

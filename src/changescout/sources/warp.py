@@ -702,6 +702,9 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         "mask_files": sorted({s.mask.path for s in scenes if s.mask} - {layer.path for layer in layers}),
         # a quality mask was read (a band or files): the auto cloud screen trusts it, clear as it may be
         "quality_mask": any(s.mask for s in scenes),
+        # which dates it was read for: the auto screen still screens those without one (a folder mixing L1C
+        # products, which have no SCL, with L2A ones; a review)
+        "masked_dates": [bool(s.mask) for s in scenes],
         "level": level_of([s.name for s in scenes], level),
         # files off the grid's own pixels (another CRS, pixel size or origin): read resampled (bilinear), and said
         "resampled_files": sorted({la.path for la in layers if aligned_offset(infos[la.path], out.crs, out.affine, out.shape) is None}),

@@ -282,3 +282,19 @@ def test_an_rgb_series_gets_the_brightness_words_and_no_advice_to_name_its_bands
     assert said[0].startswith("warning: no near-infrared band found by name") and "if one of ['band4'] is the near " \
         "infrared, name the bands with --bands" in said[0]
     assert unread_bands(rgb) == [] and unread_bands(other) == ["band4"]
+
+
+def test_city_shadows_of_a_winter_top_of_atmosphere_image_are_not_water():
+    """NDWI > 0 on a dark pixel also holds for city shadows in November L1C (path radiance lifts the green over the
+    near infrared): 70 % of OSCD's Bercy read as water then, and every top-10 object "water recedes" (a review).
+    With a SWIR1 band, open water also needs MNDWI above 0.3; without one, NDWI on a dark pixel decides as before."""
+    from changescout.describe import _indices, _water
+
+    # green, red, NIR, SWIR1: a winter city shadow (Bercy's medians), open water, a turbid river
+    bands = np.array([[0.105, 0.080, 0.090], [0.090, 0.050, 0.085], [0.086, 0.020, 0.060], [0.088, 0.010, 0.030]],
+                     np.float32)[:, None, :]
+    ndvi, ndwi, vis, mndwi, nir = _indices(bands, swir=True)
+    assert (ndwi > 0).all() and (vis < 0.15).all()  # NDWI alone calls all three water
+    assert _water(ndwi, vis, mndwi).tolist() == [[False, True, True]]
+    ndvi, ndwi, vis, mndwi, nir = _indices(bands[:3], swir=False)  # no SWIR1: as before
+    assert _water(ndwi, vis, mndwi).tolist() == [[True, True, True]]

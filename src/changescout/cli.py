@@ -546,6 +546,9 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
     if out is not None:
         check_out(out, overwrite)  # before any work: a file, an unwritable folder or earlier outputs are refused (exit 2)
     if weights_dir is not None:
+        if not weights_dir.is_dir():  # (it ran on, every pretrained encoder left out without a word; a review)
+            raise ConfigError("--weights-dir (or CHANGESCOUT_WEIGHTS_DIR) " + ("is a file, not a folder of <encoder>/<weights "
+                              "file>" if weights_dir.exists() else "does not exist"), weights_dir)
         os.environ["CHANGESCOUT_WEIGHTS_DIR"] = str(weights_dir)
     if seeds is not None and dataset != "synthetic":  # (it was taken, checked and ignored)
         raise ConfigError(f"--seeds applies to the synthetic benchmark only (planted-change series); {dataset} has "

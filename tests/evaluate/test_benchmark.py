@@ -547,7 +547,7 @@ def test_an_encoder_that_cannot_take_the_bands_is_refused_before_the_baselines_r
 
     started, said = [], []
     monkeypatch.setattr(benchmark, "EncoderPool", Pool)
-    monkeypatch.setattr(benchmark, "resolve_methods", lambda *a: [benchmark.parse_method(n, ["galileo-nano"])
+    monkeypatch.setattr(benchmark, "resolve_methods", lambda *a, **k: [benchmark.parse_method(n, ["galileo-nano"])
                                                                   for n in ("cva-z", "galileo-nano")])
     monkeypatch.setattr(benchmark, "coregistered", lambda pair, mode="auto": started.append(pair) or pair)
     with pytest.raises(benchmark.BandError, match=r"needs bands"):
@@ -571,3 +571,25 @@ def test_a_dataset_root_that_is_a_file_or_missing_says_so(tmp_path):
             benchmark.load_pairs(dataset, text)
         with pytest.raises(InputError, match="does not exist"):
             benchmark.load_pairs(dataset, tmp_path / "nowhere")
+
+
+def test_a_weights_dir_that_is_not_a_folder_or_holds_a_bad_file_is_told(pairs_root, tmp_path, capsys, monkeypatch):
+    """--weights-dir naming nothing (or a file) ran on, every pretrained encoder left out without a word; a
+    weights file there that will not load (another file, cut short) was left out without a word too (a review)."""
+    from cli_call import run_cli
+
+    from changescout.evaluate.methods import available_encoders_with_weights
+
+    for given in (tmp_path / "nowhere", pairs_root / "A" / sorted(p.name for p in (pairs_root / "A").iterdir())[0]):
+        code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--weights-dir", given, "--out", tmp_path / "o")
+        assert code == 2 and "--weights-dir (or CHANGESCOUT_WEIGHTS_DIR)" in err, err
+        assert not (tmp_path / "o").exists()
+    bad = tmp_path / "weights"
+    (bad / "galileo-nano").mkdir(parents=True)
+    (bad / "galileo-nano" / "encoder.pt").write_bytes(b"not the weights")
+    monkeypatch.setenv("CHANGESCOUT_WEIGHTS_DIR", str(bad))
+    skipped = []
+    found = available_encoders_with_weights(skipped=skipped)
+    assert "galileo-nano" not in found and "rcf" in found
+    assert [s.split(":")[0] for s in skipped] == ["galileo-nano skipped (and its variants)"]  # presto's is absent: quiet
+    assert "SHA-256 does not match" in skipped[0]

@@ -192,7 +192,10 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     if months not in MONTHS:
         raise ConfigError(f"months must be one of {', '.join(MONTHS)}, got {months!r}")
     cache = cache if cache is not None else os.environ.get("CHANGESCOUT_BENCHMARK_CACHE") or None
-    wanted = resolve_methods(baselines, encoders, methods)  # (an unknown name is told before the data are read)
+    unloadable = []  # encoders whose weights are there but will not load: named, not left out silently
+    wanted = resolve_methods(baselines, encoders, methods, skipped=unloadable)  # (an unknown name: told before the data)
+    for note in unloadable:
+        log(note)
     if not wanted:  # (a KeyError once every item was read and co-registered)
         raise ConfigError('no method to run: --encoders "" and --baselines "" leave none')
     pairs = load_pairs(dataset, root)
@@ -207,7 +210,7 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     explicit = encoders is not None or methods is not None
     # an encoder that cannot take these bands: refused (named) or skipped before any method runs, not after the
     # baselines' minutes of work are thrown away (a review)
-    unusable, skipped = {}, []
+    unusable, skipped = {}, list(unloadable)
     for encoder in dict.fromkeys(m.encoder for m in wanted if m.encoder is not None):
         try:
             select_bands(bands, pool.get(encoder, fine_patch).spec)

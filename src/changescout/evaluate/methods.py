@@ -369,19 +369,23 @@ def _embedding_map(method: Method, src: Sources) -> np.ndarray:
     return maps[0] if len(maps) == 1 else combine(maps, src.pair.valid, "robust-z", support=SUPPORT)
 
 
-def available_encoders_with_weights(names=None) -> list[str]:
+def available_encoders_with_weights(names=None, skipped: list | None = None) -> list[str]:
     """``names`` or every registered encoder whose weights can be found (rcf needs none), but those that read
     embeddings made elsewhere (``precomputed``: on a dataset's reflectance it would score band means as an
-    embedding method)."""
+    embedding method). An encoder whose weights file is there but will not load (another file, cut short) is left
+    out with its reason added to ``skipped``: it was left out without a word (a review); one whose file is absent
+    is left out quietly."""
     from ..encoders import available_encoders, get_encoder
 
     out = []
     for name in available_encoders() if names is None else names:
         try:
             encoder = get_encoder(name)
-        except InputError:
+        except InputError as exc:
             if names is not None:
                 raise
+            if skipped is not None and exc.path is not None and Path(exc.path).exists():
+                skipped.append(f"{name} skipped (and its variants): {exc}")
             continue
         if names is None and encoder.spec.input == "embeddings":
             continue
@@ -389,15 +393,16 @@ def available_encoders_with_weights(names=None) -> list[str]:
     return out
 
 
-def resolve_methods(baselines=None, encoders=None, methods=None) -> list[Method]:
+def resolve_methods(baselines=None, encoders=None, methods=None, skipped: list | None = None) -> list[Method]:
     """The methods to run: ``methods`` when given; else ``baselines`` (names of spectral methods, default every
     baseline raw and calibrated) and ``encoders`` (names of embedding methods, default every encoder whose
-    weights are found with its evidence variants, :func:`default_methods`)."""
+    weights are found with its evidence variants, :func:`default_methods`; those whose weights will not load are
+    named in ``skipped``)."""
     from ..encoders import available_encoders
 
     if methods is None:
         if encoders is None:
-            found = available_encoders_with_weights()
+            found = available_encoders_with_weights(skipped=skipped)
             names = default_methods(baselines or list(BASELINES), found)
             if baselines is not None:  # the given baselines as they are, then the encoders' variants
                 names = list(baselines) + [n for n in names if parse_method(n).encoder is not None]

@@ -134,3 +134,18 @@ def test_a_patch_size_that_is_no_whole_number_of_pixels_is_refused(size):
         open_series("synthetic:size=128", patch_size=size)
     with pytest.raises(ConfigError, match="patch_size must be a positive integer number of pixels"):
         get_encoder("rcf", patch_size=size)
+
+
+def test_a_whole_labelled_dataset_given_as_a_source_says_to_pass_one_item(tmp_path):
+    """OSCD's root, read as a folder of GeoTIFFs, was refused for a label file's CRS, with the advice to write one
+    into the dataset's label (gdal_edit.py); a run takes one city (a review)."""
+    from changescout.errors import SourceError
+    from changescout.sources.registry import sniff_kind
+
+    for city in ("abudhabi", "bercy", "nantes"):
+        for d in ("imgs_1", "imgs_2", "cm"):
+            (tmp_path / "oscd" / city / d).mkdir(parents=True)
+    with pytest.raises(SourceError, match=r"oscd: holds 3 OSCD cities \(abudhabi, bercy, nantes\), and a run takes one: "
+                                          r"pass one city folder as SOURCE \(changescout benchmark oscd --root"):
+        sniff_kind(tmp_path / "oscd")
+    assert sniff_kind(tmp_path / "oscd" / "bercy") == "oscd"

@@ -75,6 +75,8 @@ def sniff_kind(source) -> str:
         return "synthetic"
     path = Path(source)
     for kind in SNIFF_ORDER:
+        if kind == "geotiff" and (many := _dataset_root(path)):  # (before a folder of GeoTIFFs takes it)
+            raise SourceError(many, path)
         if get_source(kind).sniff(path):
             return kind
     for kind, ep in _plugins().items():
@@ -89,6 +91,31 @@ def sniff_kind(source) -> str:
         f"of: {', '.join(available_sources())}",
         path,
     )
+
+
+def _dataset_root(path: Path) -> str | None:
+    """What to do with the folder of a whole labelled dataset given to a run (OSCD's cities, DynamicEarthNet's
+    cubes), or None: a run takes one city or cube. Read as a folder of GeoTIFFs, OSCD's root was refused for a
+    label file's CRS ("write one with gdal_edit.py": the dataset's label), and DynamicEarthNet's for band counts
+    (a review)."""
+    if not path.is_dir():
+        return None
+    from . import dynamicearthnet, oscd
+
+    found = []
+    for name, module, what in (("OSCD", oscd, ("city", "cities")), ("DynamicEarthNet", dynamicearthnet, ("cube", "cubes"))):
+        try:
+            items = module.list_items(path, labelled=False)
+        except InputError:
+            continue
+        if len(items) > 1 or (items and not module.sniff(path)):
+            found.append((name, what, items))
+    if not found:
+        return None
+    name, what, items = found[0]
+    more = ", ..." if len(items) > 5 else ""
+    return (f"holds {len(items)} {name} {what[len(items) > 1]} ({', '.join(items[:5])}{more}), and a run takes one: pass "
+            f"one {what[0]} folder as SOURCE (changescout benchmark {name.lower()} --root takes them all)")
 
 
 def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_size=16, mask=None,

@@ -329,3 +329,27 @@ def test_the_events_per_date_legend_leaves_the_bars_readable(monkeypatch):
         legend = ax.get_legend().get_window_extent()
         bars = [b.get_window_extent() for b in ax.patches]
         assert len(bars) == 6 and not any(legend.overlaps(b) for b in bars), counts
+
+
+def test_the_report_says_which_sensor_each_date_is(tmp_path):
+    """A Landsat series of TM and ETM+ dates: the run knew each date's sensor (state.json) but the report named
+    none, and an analyst could not tell a TM -> ETM+ pair (their calibrations differ) from a change (a review)."""
+    ev = make_events()
+    days = ["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]
+    platforms = ["landsat-5", "landsat-7", "landsat-5", "landsat-7"]
+    state = {**STATE, "radiometry": {"offsets": {"dates": {d: {"platform": p, "sensor": "TM" if p == "landsat-5" else "ETM+"}
+                                                          for d, p in zip(days, platforms)}}}}
+    ql = tmp_path / "quicklooks"
+    ql.mkdir()
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, state, {"dates": [ql / "date_20210201.png"]}).read_text()
+    assert "<tr><th>sensors</th><td class='text'>Landsat 5 TM: 2 dates; Landsat 7 ETM+: 2 dates</td></tr>" in html
+    assert "<figcaption>2021-02-01, Landsat 7 ETM+</figcaption>" in html
+    table = html[html.index("<h2>Top 20 most atypical"):]
+    assert "<th>t1</th><th>sensors</th>" in table
+    top = ev.sort_values("rank").iloc[0]
+    pair = f"{'Landsat 5 TM' if pd.Timestamp(top['t0']).month % 2 else 'Landsat 7 ETM+'} | " \
+           f"{'Landsat 5 TM' if pd.Timestamp(top['t1']).month % 2 else 'Landsat 7 ETM+'}"
+    assert pair in table
+    one = {**state, "radiometry": {"offsets": {"dates": {d: {"platform": "landsat-5", "sensor": "TM"} for d in days}}}}
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, one).read_text()
+    assert "Landsat 5 TM: 4 dates" in html and "<th>t1</th><th>sensors</th>" not in html  # one sensor: no column of it

@@ -71,7 +71,8 @@ th[data-dir=desc]::after {{ content: " \\25BC"; }}
 <p>false_alarm_rate (in percent, like the console; a fraction in the tables' files): the share of the run's unchanged-looking patch changes that score at least as high; going
 down this list, stop where it passes the rate you accept. magnitude: the size of the change of the patch's
 embedding; zscore: that size against the patch's own other changes (high: unusual for this place; blank: the patch
-has fewer than two other changes, as in an image pair).</p>
+has fewer than two other changes, as in an image pair); sensors (a series of several): the platform and sensor of
+t0 | t1, whose calibrations may differ (Landsat TM and ETM+).</p>
 {events}
 <h2>Change types (clusters)</h2>
 {clusters}
@@ -141,6 +142,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
     # a run's config.json: the options under "config", what they resolved to (grid, dates) beside them
     config = {**(config.get("config") or {}), **{k: v for k, v in config.items() if k != "config"}}
     events = events.sort_values("rank")
+    sensors = date_sensors(state)
     n_shown = min(int(top), len(objects)) if objects is not None else int(top)
     if objects is not None and "candidate" in objects:  # the overview outlines the candidates among them
         n_shown = int(objects.sort_values("rank").head(int(top))["candidate"].sum())
@@ -157,10 +159,11 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
         n_candidates=int(objects["candidate"].sum()) if objects is not None and "candidate" in objects else "no",
         words_note=_words_note(objects),
         n_clusters=events["cluster"].nunique(),
-        facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events)),
+        facts="".join(f"<tr><th>{escape(k)}</th><td class='text'>{escape(v)}</td></tr>" for k, v in _facts(config, events, sensors)),
         top_objects=min(int(top), len(objects)) if objects is not None else int(top),  # (a small run has fewer)
         top_events=min(int(top), len(events)),
-        events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir),
+        events=_events_table(events.head(top), quicklooks.get("events", {}), run_dir,
+                             sensors if len(set(sensors.values())) > 1 else None),
         objects=_objects_table(objects, events, top, quicklooks.get("events", {}), run_dir, quicklooks.get("object_chips")),
         overview=_figure(_href(quicklooks["objects"], run_dir), f"the top {n_shown} objects that stand out (candidates), outlined and numbered by rank, "
                          "over the median of the dates", "overview") if quicklooks.get("objects") else "",
@@ -168,7 +171,7 @@ def write_report(run_dir: str | Path, events: gpd.GeoDataFrame, clusters: pd.Dat
                   else _empty("no clusters")),
         plots="".join(_figure(f"data:image/png;base64,{base64.b64encode(png).decode()}", cap) for cap, png in figures if png)
         or _empty("nothing to plot"),
-        dates="".join(_figure(_href(p, run_dir), _date_caption(p), "date", lazy=True)
+        dates="".join(_figure(_href(p, run_dir), _date_caption(p, sensors), "date", lazy=True)
                       for p in quicklooks.get("dates", [])) or _empty("no quicklooks"),
         script=SORT_SCRIPT,
     )
@@ -186,10 +189,29 @@ def _words_note(objects: pd.DataFrame | None) -> str:
     return "; empty here: no band of this series is named as red (B04, SR_B4..., or red), which every word needs"
 
 
-def _date_caption(path) -> str:
-    """``2018-04-29`` for a quicklook ``date_20180429.png``, as dates read everywhere else."""
+def _date_caption(path, sensors: dict | None = None) -> str:
+    """``2018-04-29`` for a quicklook ``date_20180429.png``, as dates read everywhere else, and its sensor when
+    known (``sensors``: :func:`date_sensors`)."""
     stem = Path(path).stem.removeprefix("date_")
-    return f"{stem[:4]}-{stem[4:6]}-{stem[6:8]}{stem[8:]}" if len(stem) >= 8 and stem[:8].isdigit() else stem
+    text = f"{stem[:4]}-{stem[4:6]}-{stem[6:8]}{stem[8:]}" if len(stem) >= 8 and stem[:8].isdigit() else stem
+    return f"{text}, {sensors[text]}" if sensors and text in sensors else text
+
+
+def date_sensors(state: dict) -> dict[str, str]:
+    """Per date ``YYYY-MM-DD``, the platform and sensor the run read it from (``Landsat 7 ETM+``), where its
+    radiometry record (state.json) knows them: an analyst could not tell a TM date from an ETM+ one, whose
+    calibrations differ (a review)."""
+    dates = (((state or {}).get("radiometry") or {}).get("offsets") or {}).get("dates") or {}
+    out = {}
+    for day, info in dates.items():
+        platform, sensor = (info or {}).get("platform"), (info or {}).get("sensor")
+        if not platform:
+            continue
+        name = str(platform).replace("-", " ").title().replace("Sentinel 2", "Sentinel-2")
+        if name.startswith("Sentinel-2") and name[-1:].isalpha() and name[-2:-1] == "2":
+            name = name[:-1] + name[-1].upper()  # Sentinel-2A
+        out[day] = f"{name} {sensor}" if sensor and sensor not in name else name
+    return out
 
 
 def _label(config: dict, events: pd.DataFrame) -> str:
@@ -199,8 +221,9 @@ def _label(config: dict, events: pd.DataFrame) -> str:
     return str(label or "changescout run")
 
 
-def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
-    """(name, value) lines of the run header, taken leniently from the configuration."""
+def _facts(config: dict, events: gpd.GeoDataFrame, sensors: dict | None = None) -> list[tuple[str, str]]:
+    """(name, value) lines of the run header, taken leniently from the configuration (``sensors``: each date's,
+    :func:`date_sensors`)."""
     facts = []
     source = config.get("source")
     if isinstance(source, dict):
@@ -216,6 +239,9 @@ def _facts(config: dict, events: gpd.GeoDataFrame) -> list[tuple[str, str]]:
         if config.get("dates_placeholder"):
             text += " (placeholders: the images have no dates; run with --dates for the real ones)"
         facts.append(("dates", text))
+    if sensors:
+        counts = pd.Series(list(sensors.values())).value_counts(sort=False)
+        facts.append(("sensors", "; ".join(f"{name}: {n} date{'s' if n > 1 else ''}" for name, n in counts.items())))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
     if (shape := _patch_shape(config)) is not None and {"row", "col"} <= set(events.columns):
         n_grid = math.prod(shape)
@@ -274,7 +300,8 @@ def _grid_text(grid, events: gpd.GeoDataFrame) -> str:
     return ", ".join(parts)
 
 
-def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
+def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path, sensors: dict | None = None) -> str:
+    """The top patch events; with ``sensors`` (a series of several), each one's sensors at ``t0`` and ``t1``."""
     if not len(events):
         return _empty("no changes")
     columns = [c for c in EVENT_COLUMNS if c in events.columns]
@@ -283,11 +310,14 @@ def _events_table(events: pd.DataFrame, chips: dict, run_dir: Path) -> str:
     for i, rec in enumerate(events[columns].itertuples(index=False)):
         row = dict(zip(columns, rec))
         event_id = row.pop("event_id")
-        rows.append([row.pop("rank"), _chip(chips.get(event_id), run_dir), row.pop("t0"), row.pop("t1"),
+        t0, t1 = row.pop("t0"), row.pop("t1")
+        seen = [f"{sensors.get(f'{pd.Timestamp(t0):%Y-%m-%d}', '?')} | {sensors.get(f'{pd.Timestamp(t1):%Y-%m-%d}', '?')}"] if sensors else []
+        rows.append([row.pop("rank"), _chip(chips.get(event_id), run_dir), t0, t1, *seen,
                      *_percents(row).values(), *where[i], event_id])
     head = [c for c in columns if c not in ("rank", "t0", "t1", "event_id")]
     # the scores first, the places and the long id last: at 1280 px the scores were off-screen
-    return _table(["rank", "t0 | t1", "t0", "t1", *head, "x, y", "lon, lat", "event_id"], rows, "events")
+    return _table(["rank", "t0 | t1", "t0", "t1", *(["sensors"] if sensors else []), *head, "x, y", "lon, lat", "event_id"],
+                  rows, "events")
 
 
 def _percents(row: dict) -> dict:

@@ -561,10 +561,11 @@ def test_overwrite_replaces_the_run_and_weights_give_the_same_embedding_space(se
 
 
 def test_a_rerun_spelling_out_what_the_run_resolved_resumes(session_run, tmp_path):
-    """--dates, --bands and --grid typed as a folder's run resolved them (the file names' dates, the band
-    descriptions, the first date's grid), and --weights naming a copy of the same file, are the same run: such a
-    rerun was refused as another configuration (what differs: dates), and only --overwrite, which throws the
-    embeddings away, let it go on. Values that resolve otherwise still differ."""
+    """--bands and --grid typed as a folder's run resolved them (the band descriptions, the first date's grid), and
+    --weights naming a copy of the same file, are the same run: such a rerun was refused as another configuration
+    (what differs: grid), and only --overwrite, which throws the embeddings away, let it go on. Values that resolve
+    otherwise still differ, and --dates counts as typed: its order dates a folder's images, so two orders of the
+    same dates resolve alike but are other runs (a review: hashed as resolved, one resumed the other's results)."""
     import shutil
 
     from changescout.sources.synthetic import write_geotiffs
@@ -579,16 +580,16 @@ def test_a_rerun_spelling_out_what_the_run_resolved_resumes(session_run, tmp_pat
     resolved = json.loads((run / "config.json").read_text())
     g = resolved["grid"]
     (res, _, left, _, _, top), (h, w) = g["transform"], g["shape"]
-    spelt = dict(dates=resolved["dates"], bands=resolved["bands"],
-                 grid=f"{g['crs']},{res:g},{left:g},{top - h * res:g},{left + w * res:g},{top:g}")
+    spelt = dict(bands=resolved["bands"], grid=f"{g['crs']},{res:g},{left:g},{top - h * res:g},{left + w * res:g},{top:g}")
     before = mtimes(run)
     logs = []
     run_pipeline(RunConfig(source=str(folder), weights=str(second), **spelt).validate(), run, log=logs.append)
     assert any("resuming" in m for m in logs) and mtimes(run) == before
     with pytest.raises(RunExistsError, match=r"what differs: bands"):
         run_pipeline(RunConfig(source=str(folder), weights=str(second), bands=["B02", "B03", "B04", "B08"]), run, **QUIET)
-    with pytest.raises(RunExistsError, match=r"what differs: dates"):
-        run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=[*resolved["dates"][:3], "2021-04-16"]), run, **QUIET)
+    for dates in (resolved["dates"], [resolved["dates"][1], resolved["dates"][0], *resolved["dates"][2:]]):
+        with pytest.raises(RunExistsError, match=r"what differs: dates"):
+            run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=dates), run, **QUIET)
     assert mtimes(run) == before
 
 

@@ -182,11 +182,13 @@ class RunConfig:
 
 
 #: Options whose effect the resolved configuration records in a section of its own (option: section): the
-#: dates, bands and grid read, and the weights' content. They are hashed as resolved, not as typed, so that a
-#: rerun spelling out the values a run resolved (``--dates`` as the file names gave them, ``--bands`` as the
-#: band descriptions named them, ``--grid`` as the first date set it) or naming a copy of the same weights
-#: resumes, while one that resolves otherwise differs in that section.
-RESOLVED_OPTIONS = {"dates": "dates", "bands": "bands", "grid": "grid", "weights": "weights_sha256"}
+#: bands and grid read, and the weights' content. They are hashed as resolved, not as typed, so that a rerun
+#: spelling out the values a run resolved (``--bands`` as the band descriptions named them, ``--grid`` as the
+#: first date set it) or naming a copy of the same weights resumes, while one that resolves otherwise differs in
+#: that section. Not ``--dates``: the resolved dates are sorted, and ``--dates`` of a folder gives its images their
+#: dates in file order, so two lists of the same dates in other orders resolve alike but date other images (a
+#: review: such a rerun resumed the first run's results).
+RESOLVED_OPTIONS = {"bands": "bands", "grid": "grid", "weights": "weights_sha256"}
 
 
 def _as_hashed(resolved: dict) -> dict:

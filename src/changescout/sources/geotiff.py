@@ -69,11 +69,12 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
          chunks=1024, level=None, scale_factor=None, offset=None):
     """Open a folder of GeoTIFFs as a SeriesCube (see the module docstring)."""
     root = Path(path)
-    files = list_rasters(root)
+    walked: list[Path] = []
+    files = list_rasters(root, walked)
     ignored = [f for f in files if _AUXILIARY.search(f.stem)]
     if len(ignored) == len(files):
         raise SourceError(f"holds only auxiliary layers ({ignored[0].name}, ...): no reflectance image", root)
-    _check_products_have_images(root, [f for f in files if f not in ignored], ignored)
+    _check_products_have_images(walked, [f for f in files if f not in ignored], ignored)
     groups = _groups(root, [f for f in files if f not in ignored])
     times = _times(groups, dates, root)
     per_date = [_bands_of(files, bands, root) for files in groups.values()]
@@ -123,9 +124,10 @@ def _unnamed(names) -> bool:
     return all(re.fullmatch(r"b\d+", n) for n in names)
 
 
-def list_rasters(root: Path) -> list[Path]:
+def list_rasters(root: Path, folders: list[Path] | None = None) -> list[Path]:
     """GeoTIFF and JPEG 2000 files under ``root`` (recursively; hidden ones, and a Sentinel-2 product's
-    ``QI_DATA`` and ``AUX_DATA``, skipped), sorted; :class:`SourceError` if none."""
+    ``QI_DATA`` and ``AUX_DATA``, skipped), sorted; :class:`SourceError` if none. ``folders``: a list the folders
+    walked are added to (each once, as the files are searched)."""
     if not root.is_dir():
         raise SourceError("is not a folder" if root.exists() else "does not exist", root)
     files, seen = [], set()
@@ -138,6 +140,8 @@ def list_rasters(root: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
+        if folders is not None:
+            folders.append(here)
         for d in dirs:
             if Path(d).suffix.lower() in _EXTENSIONS:
                 raise SourceError("is a folder (or a link to one), not a GeoTIFF", here / d)
@@ -161,28 +165,21 @@ def list_rasters(root: Path) -> list[Path]:
 _RESOLUTION_FOLDER = re.compile(r"^R\d{1,3}m$")
 
 
-def _check_products_have_images(root: Path, images: list[Path], ignored: list[Path]) -> None:
-    """A :class:`SourceError` naming a product folder (``S2B_MSIL2A_....SAFE``, a Landsat scene's folder) under
-    ``root`` that holds no reflectance image, only auxiliary layers or nothing: an interrupted download or an
-    unpacking that kept the preview, which lost its date from the series without a word (a review)."""
+def _check_products_have_images(folders: list[Path], images: list[Path], ignored: list[Path]) -> None:
+    """A :class:`SourceError` naming a product folder (``S2B_MSIL2A_....SAFE``, a Landsat scene's folder) among
+    the ``folders`` :func:`list_rasters` walked (not hidden ones, each once) that holds no reflectance image,
+    only auxiliary layers or nothing: an interrupted download or an unpacking that kept the preview, which lost
+    its date from the series without a word (a review)."""
     from ..radiometry import _is_product
 
     holding = {q for f in images for q in f.parents}
-    for folder, dirs, _ in os.walk(root, followlinks=True):
-        here = Path(folder)
-        if here == root:
-            continue
-        if is_run_dir(here):
-            dirs[:] = []
-            continue
+    for here in folders[1:]:  # (the first is the source folder itself)
         name = here.name[:-5] if here.name.upper().endswith(".SAFE") else here.name
-        if _is_product(name) and here not in holding:
+        if _is_product(name) and here not in holding and not any(p in holding and _is_product(p.name) for p in here.parents):
             kept = [f.name for f in ignored if here in f.parents]
             what = f"only auxiliary layers ({', '.join(kept[:2])}{', ...' if len(kept) > 2 else ''})" if kept else "no image"
             raise SourceError(f"is a product folder that holds {what}: no reflectance image, so its date would be left out "
                               "of the series (an interrupted download?); complete it or move it out of the folder", here)
-        if _is_product(name):
-            dirs[:] = []  # (its own sub-folders are its images')
 
 
 def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:

@@ -704,7 +704,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
         "quality_mask": any(s.mask for s in scenes),
         # which dates it was read for: the auto screen still screens those without one (a folder mixing L1C
         # products, which have no SCL, with L2A ones; a review)
-        "masked_dates": [bool(s.mask) for s in scenes],
+        "masked_dates": [all(bool(s.mask) for s in tiles) for tiles in by_time(scenes).values()],  # (per date: its tiles')
         "level": level_of([s.name for s in scenes], level),
         # files off the grid's own pixels (another CRS, pixel size or origin): read resampled (bilinear), and said
         "resampled_files": sorted({la.path for la in layers if aligned_offset(infos[la.path], out.crs, out.affine, out.shape) is None}),

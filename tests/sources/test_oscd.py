@@ -199,3 +199,15 @@ def test_a_city_folder_given_as_the_root_is_told_to_give_its_parent(tmp_path):
     with pytest.raises(SourceError, match=r"paris: holds no labelled OSCD city folder .*\(it is a city folder itself: "
                                           r"give the folder that holds the cities\)"):
         oscd.list_items(tmp_path / "paris")
+
+
+def test_a_city_without_a_label_in_the_official_layout_names_the_label_trees(tmp_path):
+    """Images and labels in sibling trees (the official download): the note sent the user to
+    Images/<city>/cm/, where no label of that layout lies (a review)."""
+    for city in ("bercy", "nantes"):
+        for d in ("imgs_1", "imgs_2"):
+            (tmp_path / IMAGES / city / d).mkdir(parents=True)
+    (tmp_path / TRAIN / "bercy" / "cm").mkdir(parents=True)
+    (tmp_path / TRAIN / "bercy" / "cm" / "bercy-cm.tif").write_bytes(b"")
+    notes = oscd.skipped(tmp_path)
+    assert f"nantes skipped: no change label, expected nantes/cm/nantes-cm.tif (or cm.png) in one of the label trees ({TRAIN})" in notes

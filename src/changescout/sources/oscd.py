@@ -93,7 +93,14 @@ def skipped(root, *, labels_root=None) -> list[str]:
 
 
 def _no_label(root: Path, city: str, labels_root=None) -> str:
-    """What a city without a change label lacks: the file expected."""
+    """What a city without a change label lacks: the file expected. In the official download's layout (images
+    and labels in sibling trees) the labels tree is named, not the images' folder (a review: the note sent the
+    user to ``Images/<city>/cm``, where no label of that layout lies)."""
+    if labels_root is None:
+        trees = [b for b in _candidates(root)[1:] if any((d / "cm").is_dir() for d in b.iterdir() if d.is_dir())]
+        if trees:
+            return (f"no change label, expected {city}/cm/{city}-cm.tif (or cm.png) in one of the label trees "
+                    f"({', '.join(b.name for b in trees)})")
     where = (city_folder(root, city) if labels_root is None else Path(labels_root) / city) / "cm"
     return f"no change label, expected {where / f'{city}-cm.tif'} (or cm.png beside it)"
 

@@ -345,11 +345,14 @@ def test_the_report_says_which_sensor_each_date_is(tmp_path):
     assert "<tr><th>sensors</th><td class='text'>Landsat 5 TM: 2 dates; Landsat 7 ETM+: 2 dates</td></tr>" in html
     assert "<figcaption>2021-02-01, Landsat 7 ETM+</figcaption>" in html
     table = html[html.index("<h2>Top 20 most atypical"):]
-    assert "<th>t1</th><th>sensors</th>" in table
+    assert "<th>t1</th><th class='text'>sensors</th>" in table
     top = ev.sort_values("rank").iloc[0]
     pair = f"{'Landsat 5 TM' if pd.Timestamp(top['t0']).month % 2 else 'Landsat 7 ETM+'} | " \
            f"{'Landsat 5 TM' if pd.Timestamp(top['t1']).month % 2 else 'Landsat 7 ETM+'}"
     assert pair in table
+    partly = {**state, "radiometry": {"offsets": {"dates": {**state["radiometry"]["offsets"]["dates"], days[3]: {"platform": None}}}}}
+    html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, partly).read_text()  # the counts add up to the dates
+    assert "<td class='text'>Landsat 5 TM: 2 dates; Landsat 7 ETM+: 1 date; unknown: 1 date</td>" in html
     one = {**state, "radiometry": {"offsets": {"dates": {d: {"platform": "landsat-5", "sensor": "TM"} for d in days}}}}
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, one).read_text()
-    assert "Landsat 5 TM: 4 dates" in html and "<th>t1</th><th>sensors</th>" not in html  # one sensor: no column of it
+    assert "Landsat 5 TM: 4 dates" in html and "<th>t1</th><th class='text'>sensors</th>" not in html  # one sensor: no column of it

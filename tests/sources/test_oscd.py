@@ -211,3 +211,12 @@ def test_a_city_without_a_label_in_the_official_layout_names_the_label_trees(tmp
     (tmp_path / TRAIN / "bercy" / "cm" / "bercy-cm.tif").write_bytes(b"")
     notes = oscd.skipped(tmp_path)
     assert f"nantes skipped: no change label, expected nantes/cm/nantes-cm.tif (or cm.png) in one of the label trees ({TRAIN})" in notes
+
+    # a tree of cities with their own cm/ (one layout split into train/ and test/) is no label tree: the city's own path
+    for city, tree in (("abudhabi", "train"), ("rennes", "test")):
+        for d in ("imgs_1", "imgs_2"):
+            (tmp_path / "split" / tree / city / d).mkdir(parents=True)
+    (tmp_path / "split" / "train" / "abudhabi" / "cm").mkdir()
+    (tmp_path / "split" / "train" / "abudhabi" / "cm" / "abudhabi-cm.tif").write_bytes(b"")
+    expected = tmp_path / "split" / "test" / "rennes" / "cm" / "rennes-cm.tif"
+    assert oscd.skipped(tmp_path / "split") == [f"rennes skipped: no change label, expected {expected} (or cm.png beside it)"]

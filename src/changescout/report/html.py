@@ -241,6 +241,8 @@ def _facts(config: dict, events: gpd.GeoDataFrame, sensors: dict | None = None) 
         facts.append(("dates", text))
     if sensors:
         counts = pd.Series(list(sensors.values())).value_counts(sort=False)
+        if len(dates) > len(sensors):  # (the counts add up to the dates above)
+            counts["unknown"] = len(dates) - len(sensors)
         facts.append(("sensors", "; ".join(f"{name}: {n} date{'s' if n > 1 else ''}" for name, n in counts.items())))
     facts.append(("grid", _grid_text(config.get("grid"), events)))
     if (shape := _patch_shape(config)) is not None and {"row", "col"} <= set(events.columns):
@@ -398,7 +400,7 @@ def _table(columns: list, rows, name: str) -> str:
 
 def _cls(column) -> str:
     return (" class='text words'" if column == "change" else
-            " class='text'" if column in ("event_id", "t0 | t1", "x, y", "lon, lat") else "")
+            " class='text'" if column in ("event_id", "t0 | t1", "x, y", "lon, lat", "sensors") else "")
 
 
 def _cell(v) -> str:

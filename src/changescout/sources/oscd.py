@@ -97,7 +97,8 @@ def _no_label(root: Path, city: str, labels_root=None) -> str:
     and labels in sibling trees) the labels tree is named, not the images' folder (a review: the note sent the
     user to ``Images/<city>/cm``, where no label of that layout lies)."""
     if labels_root is None:
-        trees = [b for b in _candidates(root)[1:] if any((d / "cm").is_dir() for d in b.iterdir() if d.is_dir())]
+        trees = [b for b in _candidates(root)[1:]  # (trees of labels alone: not trees of cities with their own cm/)
+                 if not _cities_in(b) and any((d / "cm").is_dir() for d in b.iterdir() if d.is_dir())]
         if trees:
             return (f"no change label, expected {city}/cm/{city}-cm.tif (or cm.png) in one of the label trees "
                     f"({', '.join(b.name for b in trees)})")

@@ -530,12 +530,13 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     )
     with atomic_path(out) as tmp:
         client = default_client()
+        write = ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True,  # (intact.zarr_problem)
+                           compute=False)
         with (progress or _NullProgress()) as bar:
             if client is None or not hasattr(bar, "follow"):
-                ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True)  # (intact.zarr_problem)
+                write.compute()
             else:  # on a cluster: the bar follows the tasks the scheduler counts (dask's local callbacks see none)
-                future = client.compute(ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2, write_empty_chunks=True,
-                                                   compute=False))
+                future = client.compute(write)
                 try:
                     bar.follow(future)
                     future.result()

@@ -87,7 +87,9 @@ _BY_FAMILY = {
 }
 _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
 _SENTINEL2_NUMBER = re.compile(r"B(0\d|1[0-2]|8A)", re.IGNORECASE)
-_TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
+#: The Landsat platforms of each band numbering: 4-7 (TM, ETM+) and 8-9 (OLI), whose band numbers name other bands.
+TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
+OLI_PLATFORMS = {"landsat-8", "landsat-9"}
 #: What each band family (:func:`band_family`) is called in messages.
 FAMILY_NAMES = {"tm": "Landsat 4-7 (TM, ETM+)", "oli": "Landsat 8-9 (OLI)", "msi": "Sentinel-2 (MSI)"}
 
@@ -101,7 +103,7 @@ def band_family(cube: xr.DataArray) -> str | None:
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)} if "platform" in cube.coords else set()
     platforms -= {"unknown", "", "none", "nan"}  # a scene whose name told no platform: the others decide
     family = None if not platforms else (  # ("LANDSAT_5", as USGS STAC spells it, too)
-        "tm" if platforms <= _TM_PLATFORMS else "oli" if platforms <= {"landsat-8", "landsat-9"}
+        "tm" if platforms <= TM_PLATFORMS else "oli" if platforms <= OLI_PLATFORMS
         else "msi" if all(p.startswith("sentinel-2") for p in platforms) else None)
     if family is None and not any(p.startswith(("landsat", "sentinel-2")) for p in platforms):
         if any(sentinel2_band(b) in SENTINEL2_ONLY for b in band_names(cube)):

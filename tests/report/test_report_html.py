@@ -356,3 +356,8 @@ def test_the_report_says_which_sensor_each_date_is(tmp_path):
     one = {**state, "radiometry": {"offsets": {"dates": {d: {"platform": "landsat-5", "sensor": "TM"} for d in days}}}}
     html = write_report(tmp_path, ev, make_clusters(ev), CONFIG, one).read_text()
     assert "Landsat 5 TM: 4 dates" in html and "<th>t1</th><th class='text'>sensors</th>" not in html  # one sensor: no column of it
+    from changescout.report.html import date_sensors
+
+    named = date_sensors({"radiometry": {"offsets": {"dates": {"a": {"platform": "sentinel-2a", "sensor": "MSI"},
+                                                               "b": {"platform": "sentinel-2", "sensor": None}}}}})
+    assert named == {"a": "Sentinel-2A MSI", "b": "Sentinel-2"}

@@ -207,9 +207,7 @@ def date_sensors(state: dict) -> dict[str, str]:
         platform, sensor = (info or {}).get("platform"), (info or {}).get("sensor")
         if not platform:
             continue
-        name = str(platform).replace("-", " ").title().replace("Sentinel 2", "Sentinel-2")
-        if name.startswith("Sentinel-2") and name[-1:].isalpha() and name[-2:-1] == "2":
-            name = name[:-1] + name[-1].upper()  # Sentinel-2A
+        name = str(platform).replace("-", " ").title().replace("Sentinel 2", "Sentinel-2")  # Landsat 7, Sentinel-2A
         out[day] = f"{name} {sensor}" if sensor and sensor not in name else name
     return out
 

@@ -165,11 +165,12 @@ def check_band_numbering(cube) -> None:
     names by number: SR_B4 is the near-infrared of TM and the red of OLI, and such a series read with ``--bands``
     (which the error of their different band counts advises) swapped red and near-infrared between its dates
     without a word (a review)."""
+    from ..quality import OLI_PLATFORMS, TM_PLATFORMS
+
     if "platform" not in cube.coords:
         return
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)}
-    tm = sorted(p for p in platforms if p in ("landsat-4", "landsat-5", "landsat-7"))
-    oli = sorted(p for p in platforms if p in ("landsat-8", "landsat-9"))
+    tm, oli = sorted(platforms & TM_PLATFORMS), sorted(platforms & OLI_PLATFORMS)
     numbered = [str(b) for b in cube["band"].values if _LANDSAT_NUMBERED.fullmatch(str(b))]
     if tm and oli and numbered:
         raise BandError(f"the series mixes Landsat 4-7 ({', '.join(tm)}) and Landsat 8-9 ({', '.join(oli)}) dates, whose band "

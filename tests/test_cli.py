@@ -494,6 +494,25 @@ def test_export_the_objects_table(capsys, session_run, copy_run):
     assert back["t_end"].notna().sum() == objects["t_end"].notna().sum()
     code, _, err = call(capsys, "export", run, "--format", "csv", "--table", "clusters")
     assert code == 2 and "--table must be events or objects" in err
+    code, _, err = call(capsys, "export", run, "--format", "CSV", "--table", "Objects", "--top", 2)  # as --format is
+    assert code == 0, err
+    assert len(pd.read_csv(run / "objects.csv")) == 2
+
+
+def test_export_refuses_a_table_whose_crs_was_stripped(capsys, session_run, copy_run):
+    """Every run writes its grid's CRS (a pixel grid's too): a table without one was exported without one, or
+    refused for GeoJSON as a pixel grid."""
+    run = copy_run(session_run)
+    events = gpd.read_parquet(run / "events.parquet")
+    events.set_crs(None, allow_override=True).to_parquet(run / "events.parquet")
+    for fmt in ("gpkg", "csv", "geojson"):
+        code, _, err = call(capsys, "export", run, "--format", fmt)
+        assert code == 2 and "events.parquet: the events table has no CRS" in err, err
+        assert not (run / f"events.{fmt}").exists()
+    objects = gpd.read_parquet(run / "objects.parquet")
+    objects.set_crs(None, allow_override=True).to_parquet(run / "objects.parquet")
+    code, _, err = call(capsys, "export", run, "--format", "gpkg", "--table", "objects")
+    assert code == 2 and "objects.parquet: the objects table has no CRS" in err
 
 
 def test_export_csv_to_the_default_path_and_refusal_to_overwrite(capsys, session_run, copy_run):
@@ -526,6 +545,11 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     assert code == 2 and "cannot write the export" in err and "internal error" not in err
     code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "x.gpkg")
     assert code == 2 and "the file name says gpkg but --format is csv" in err and not (tmp_path / "x.gpkg").exists()
+    for fmt, name in (("gpkg", "x.shp"), ("csv", "sel.parquet"), ("geojson", "x.kml")):  # another format's extension
+        code, _, err = call(capsys, "export", session_run, "--format", fmt, "--out", tmp_path / name)
+        assert code == 2 and f"is not that of --format {fmt}" in err and not (tmp_path / name).exists(), err
+    code, _, err = call(capsys, "export", session_run, "--format", "geojson", "--top", 2, "--out", tmp_path / "x.json")
+    assert code == 0 and len(gpd.read_file(tmp_path / "x.json")) == 2
     code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "noext")
     assert code == 2 and "noext: has no extension, by which a GIS opens a file; name it noext.csv" in err
     assert not (tmp_path / "noext").exists()  # (it was written, and GDAL could not tell what it was)

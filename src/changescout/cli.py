@@ -472,7 +472,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
            out: Optional[Path] = typer.Option(None, "--out", help="Output file, in an existing folder (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
-    from .events import EXPORT_FORMATS, check_run_dir, damaged_output, export_table, read_events
+    from .events import EXPORT_FORMATS, EXPORT_SUFFIXES, check_run_dir, damaged_output, export_table, read_events
     from .intact import tables_problem
     from .objects import read_objects
 
@@ -481,6 +481,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
     readers = {"events": read_events, "objects": read_objects}
+    table = table.lower()
     if table not in readers:
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
@@ -492,6 +493,9 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
         raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
     _not_the_runs_own(target, run_dir)
+    if target.suffix and target.suffix.lower() not in EXPORT_SUFFIXES[fmt]:  # (x.shp was written as a GeoPackage)
+        raise ConfigError(f"a GIS opens a file by its extension, and {target.suffix} is not that of --format {fmt} "
+                          f"({' or '.join(EXPORT_SUFFIXES[fmt])}); name it {target.stem}{EXPORT_FORMATS[fmt][1]}", target)
     with runlock.reading(run_dir):  # not while a run rewrites it
         if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
             from .errors import RunExistsError

@@ -140,10 +140,14 @@ def read_events(path: str | os.PathLike) -> gpd.GeoDataFrame:
     missing = [c for c in COLUMNS if c not in gdf.columns]
     if missing:
         raise RunNotFoundError(f"not a changescout events table: columns {missing} are missing", path)
+    if gdf.crs is None:  # (every run writes one, a pixel grid's too: exports had gone out without it)
+        raise damaged_output(path, "the events table has no CRS")
     return gdf
 
 
 EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"), "csv": (None, ".csv")}
+#: The file extensions an export of each format may have (GDAL and GIS tools open a file by its extension).
+EXPORT_SUFFIXES = {"gpkg": (".gpkg",), "geojson": (".geojson", ".json"), "csv": (".csv",)}
 
 
 def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,

@@ -776,6 +776,8 @@ def read_objects(path) -> gpd.GeoDataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise damaged_output(path, f"not a changescout objects table: columns {missing} are missing")
+    if table.crs is None:  # (every run writes its events' CRS, a pixel grid's too)
+        raise damaged_output(path, "the objects table has no CRS")
     if "false_alarm_rate" not in table.columns:  # tables before 0.3.5 lack it: unknown
         table["false_alarm_rate"] = np.full(len(table), np.nan, np.float32)
     for c in TRAJECTORY_COLUMNS:  # and before 0.3.16 the trajectories

@@ -729,10 +729,41 @@ def test_overwrite_keeps_the_users_files_in_maps_and_quicklooks(session_run, ses
     run = copy_run(session_run)
     (run / "maps" / "magnitude.qml").write_text("<qgis/>")
     (run / "quicklooks" / "notes.txt").write_text("look at object 3")
+    # the user's own maps and pictures of the same kinds (a review: a clipped map and a figure were deleted)
+    clipped = (run / "maps" / "atypicality.tif").read_bytes()
+    (run / "maps" / "atypicality_clipped.tif").write_bytes(clipped)
+    (run / "quicklooks" / "figure_for_paper.png").write_bytes(b"\x89PNG mine")
     run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
     assert (run / "maps" / "magnitude.qml").read_text() == "<qgis/>"
     assert (run / "quicklooks" / "notes.txt").read_text() == "look at object 3"
-    assert sorted(p.name for p in (run / "maps").glob("*.tif")) == ["atypicality.tif", "cluster.tif", "magnitude.tif"]
+    assert (run / "maps" / "atypicality_clipped.tif").read_bytes() == clipped
+    assert (run / "quicklooks" / "figure_for_paper.png").read_bytes() == b"\x89PNG mine"
+    assert sorted(p.name for p in (run / "maps").glob("*.tif")) == ["atypicality.tif", "atypicality_clipped.tif",
+                                                                   "cluster.tif", "magnitude.tif"]
+
+
+def test_a_finished_replacement_is_not_undone_by_the_old_command(session_run, session_config, copy_run, monkeypatch):
+    """A review: killed after the replacing run finished but while the run it replaced was being deleted, the
+    directory held the finished run and a whole .replaced/; the old command (no --overwrite) put the old run back
+    and threw the finished one away, with exit 0."""
+    import changescout.pipeline as pipeline
+
+    run = copy_run(session_run)
+    monkeypatch.setattr(pipeline.Run, "finish", lambda self: self._unlock())  # killed before the deletion ends
+    run_pipeline(session_config(rank_by="magnitude"), run, overwrite=True, **QUIET)
+    monkeypatch.undo()
+    assert (run / pipeline.REPLACED).is_dir()
+    finished = (run / "events.parquet").read_bytes()
+    with pytest.raises(RunExistsError, match="another configuration"):
+        run_pipeline(session_config(), run, **QUIET)
+    assert (run / "events.parquet").read_bytes() == finished
+    # a deletion cut short leaves a leftover that the next run sweeps, not a .replaced/ to put back
+    trash = []
+    monkeypatch.setattr(pipeline.shutil, "rmtree", lambda p, **kw: trash.append(p))
+    run_pipeline(session_config(rank_by="magnitude"), run, **QUIET)
+    monkeypatch.undo()
+    assert not (run / pipeline.REPLACED).exists() and [p.name for p in map(type(run), trash)] == [f".discarded-{os.getpid()}"]
+    assert type(run)(trash[0]).is_dir() and pipeline.LEFTOVER.fullmatch(type(run)(trash[0]).name)
 
 
 def test_going_back_to_the_command_of_the_run_set_aside_puts_it_back(session_run, session_config, copy_run, monkeypatch):

@@ -64,8 +64,10 @@ RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.fa
 OUTPUT_FILES = ("maps", "quicklooks", "report.html")
 #: Each stage's outputs (:func:`stages_to_run` checks them before a rerun skips the stage).
 STAGE_FILES = {"embed": ("embeddings.zarr",), "changes": ("changes.zarr",), "rank": RANK_FILES, "outputs": OUTPUT_FILES}
-#: In maps/ and quicklooks/, what the run writes (the rest is the user's, and stays where it is)
-OWN_FILES = {"maps": (".tif",), "quicklooks": (".png",)}
+#: In maps/ and quicklooks/, the names the run writes (maps.write_change_maps, report.write_quicklooks): the rest is
+#: the user's and stays where it is (--overwrite deleted a map the user had clipped, saved there as another .tif)
+OWN_FILES = {"maps": re.compile(r"(magnitude|atypicality|cluster)\.tif"),
+             "quicklooks": re.compile(r"(date_\d{8}|event_\d+|object_\d+|objects)\.png")}
 #: The mark of a run wholly set aside in .replaced/ by --overwrite
 SET_ASIDE = ".complete"
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.
@@ -362,7 +364,7 @@ class Run:
             mine = json.loads((self.out / "config.json").read_text()).get("config_hash")
         except (OSError, ValueError, AttributeError):
             return
-        if theirs == digest != mine:
+        if theirs == digest != mine and not _finished(self.out / "state.json"):  # (a finished run is not thrown away)
             self.log(f"{self.out}: the run an interrupted --overwrite set aside is of this configuration: it is put back")
             self._restore()
 
@@ -396,7 +398,7 @@ class Run:
             if not p.exists() or any(q == p.resolve() or p.resolve() in q.parents for q in inputs):
                 continue
             if name in OWN_FILES and p.is_dir() and not p.is_symlink():
-                own = [q for q in p.iterdir() if q.suffix in OWN_FILES[name]]
+                own = [q for q in p.iterdir() if OWN_FILES[name].fullmatch(q.name)]
                 if len(own) < sum(1 for _ in p.iterdir()) or (folder / name).exists():  # the user's files stay
                     (folder / name).mkdir(exist_ok=True)
                     for q in own:
@@ -442,7 +444,13 @@ class Run:
         aside.rmdir()
 
     def finish(self) -> None:
-        shutil.rmtree(self.out / REPLACED, ignore_errors=True)
+        """The replaced run goes, renamed first (one step: a deletion cut short leaves a leftover that the next
+        run sweeps, not a ``.replaced/`` that a rerun of the old command would put back over this finished run)."""
+        aside = self.out / REPLACED
+        if aside.is_dir():
+            trash = self.out / f".discarded-{os.getpid()}"
+            aside.replace(trash)
+            shutil.rmtree(trash, ignore_errors=True)
         self._unlock()
 
     def abandon(self, exc: BaseException) -> None:
@@ -579,6 +587,16 @@ def _is_run_state(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(state, dict) and isinstance(state.get("stages"), dict)
+
+
+def _finished(path: Path) -> bool:
+    """Whether ``path`` (a state.json) says every stage of its run is done."""
+    try:
+        stages = json.loads(path.read_text()).get("stages")
+        return isinstance(stages, dict) and all(isinstance(stages.get(s), dict) and stages[s].get("status") == "done"
+                                                for s in STAGES)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
 
 
 def _is_run_record(record: dict) -> bool:

@@ -165,9 +165,26 @@ def test_parse_method_names():
         "galileo-nano", ("p4", "max"), "cva-z", ("p4", "top2"), True)
     assert m.evidence == "embedding+spectra" and m.uses_embeddings
     assert parse_method("pca-kmeans-cal", ["rcf"]).evidence == "spectra"
-    for bad in ("cva-z-whitened", "nothing", "rcf-max-top2", "cva-z+pca-kmeans", "rcf+rcf"):
+    m = parse_method("galileo-nano-p4-s0.75-top4+cva-z-p4-s1-top4", ["galileo-nano"])
+    assert (m.modifiers, m.baseline_modifiers) == (("p4", "s0.75", "top4"), ("p4", "s1", "top4"))
+    for bad in ("cva-z-whitened", "nothing", "rcf-max-top2", "cva-z+pca-kmeans", "rcf+rcf", "rcf-s1-s2", "rcf-s0"):
         with pytest.raises(ConfigError):
             parse_method(bad, ["rcf"])
+
+
+def test_the_smoothing_modifier_smooths_a_parts_fine_scores_before_they_are_aggregated(pairs_root):
+    from changescout.evaluate.benchmark import load_pairs, parse_method
+    from changescout.evaluate.evidence import aggregate_up, block_means, smooth_fine, spread_patches
+    from changescout.evaluate.methods import Sources, score_method
+
+    src = Sources(load_pairs("pairs", pairs_root)[0])
+    fine = block_means(src.spectral("cva-z"), 4, src.pair.valid)
+    smoothed = score_method(parse_method("cva-z-p4-s1-top4", ["rcf"]), src)
+    expected = spread_patches(aggregate_up(smooth_fine(fine, 1.0), 4, "top4"), 16, src.shape)
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-6, equal_nan=True)
+    assert not np.allclose(score_method(parse_method("cva-z-p4-top4", ["rcf"]), src), smoothed, equal_nan=True)
+    assert not np.allclose(score_method(parse_method("rcf-p4-top4", ["rcf"]), src),
+                           score_method(parse_method("rcf-p4-s1-top4", ["rcf"]), src), equal_nan=True)
 
 
 def test_same_month_protocol_and_filled_coregistration_gaps():

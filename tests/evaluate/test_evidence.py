@@ -123,6 +123,24 @@ def test_aggregate_up_mean_max_top_k():
             ev.aggregate_up(fine, 2, bad)
 
 
+def test_smoothing_lets_a_change_over_touching_fine_patches_outrank_a_lone_spike():
+    """A 4 px token beside a field edge can stand out alone; a new building changes several touching tokens."""
+    fine = np.zeros((8, 8))
+    fine[1, 1] = 3.0  # a lone spike, in the first 16 px patch (4 x 4 fine patches)
+    fine[5:7, 5:7] = 2.0  # a 2 x 2 block of change, in the last
+    assert ev.aggregate_up(fine, 4, "max")[0, 0] > ev.aggregate_up(fine, 4, "max")[1, 1]
+    smoothed = ev.smooth_fine(fine, 1.0)
+    assert ev.aggregate_up(smoothed, 4, "max")[1, 1] > ev.aggregate_up(smoothed, 4, "max")[0, 0]
+    # NaN cells and the edges are left out of the weights, not counted as 0: a constant map stays constant
+    flat = np.full((5, 6), 2.0)
+    flat[2, 3] = np.nan
+    out = ev.smooth_fine(flat, 1.5)
+    assert np.isnan(out[2, 3]) and np.allclose(out[np.isfinite(flat)], 2.0)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="sigma"):
+            ev.smooth_fine(fine, bad)
+
+
 def test_spread_patches_and_block_means_are_inverse():
     fine = np.arange(6, dtype=np.float32).reshape(2, 3)
     px = ev.spread_patches(fine, 4, (9, 13))

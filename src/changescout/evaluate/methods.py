@@ -35,7 +35,8 @@ from ..atomic import atomic_path
 from ..cube import grid_of
 from ..errors import ConfigError, InputError
 from .baselines import BASELINES
-from .evidence import aggregate_up, block_means, calibrate, combine, embedding_distance, spread_patches, whitened_distance
+from .evidence import (aggregate_up, block_means, calibrate, combine, embedding_distance, smooth_fine, spread_patches,
+                       whitened_distance)
 
 if TYPE_CHECKING:
     from .benchmark import Pair
@@ -49,7 +50,7 @@ PATCH_SIZES = (16, 32)
 # -- methods ---------------------------------------------------------------------------------------------------------
 MONTHS = ("first", "second", "actual")
 #: Modifiers of a part of a method name (suffixes), see :func:`parse_method`.
-_MODIFIER = re.compile(r"-(whitened|lw|ms|max|top\d+|p\d+)$")
+_MODIFIER = re.compile(r"-(whitened|lw|ms|max|top\d+|p\d+|s\d+(?:\.\d+)?)$")
 _EMBEDDING_ONLY = ("whitened", "lw", "ms")
 #: Per-image calibration and combination statistics are taken over block means of this many px (the first
 #: evaluation patch size), the level at which methods are compared.
@@ -108,7 +109,8 @@ def parse_method(name: str, encoders=None) -> Method:
     * modifiers of either part: ``-pN`` fine patches of N px (embedding: the encoder's patches, default
       ``fine_patch``; spectra: block means of the pixel score, default the pixels themselves); ``-max`` /
       ``-topK``: fine scores aggregated to 16 px patches by their maximum / the mean of the K largest instead
-      of the mean; embedding part only: ``-whitened`` (PCA-whitened embeddings, per image, both dates pooled),
+      of the mean; ``-sN``: fine scores first smoothed by a Gaussian of N fine patches (:func:`evidence.smooth_fine`,
+      ``-s1``, ``-s0.5``); embedding part only: ``-whitened`` (PCA-whitened embeddings, per image, both dates pooled),
       ``-lw`` (Ledoit-Wolf whitening), ``-ms`` (multi-scale: combined with the same distance at half the fine
       patch size);
     * ``<encoder>+<baseline>``: both, each robust-z scored per image, averaged (:func:`evidence.combine`);
@@ -128,7 +130,9 @@ def parse_method(name: str, encoders=None) -> Method:
             part = part[: m.start()]
         aggregations = [x for x in mods if x == "max" or x.startswith("top")]
         sizes = [x for x in mods if re.fullmatch(r"p\d+", x)]
-        if len(aggregations) > 1 or len(sizes) > 1 or ("whitened" in mods and "lw" in mods) or "p0" in sizes:
+        smoothings = [x for x in mods if x.startswith("s")]
+        if (len(aggregations) > 1 or len(sizes) > 1 or len(smoothings) > 1 or ("whitened" in mods and "lw" in mods)
+                or "p0" in sizes or any(not float(x[1:]) > 0 for x in smoothings)):
             raise ConfigError(f"benchmark method {name!r}: {part!r} combines modifiers that exclude each other")
         if part in BASELINES and baseline is None and not set(mods) & set(_EMBEDDING_ONLY):
             baseline, baseline_modifiers = part, tuple(mods)
@@ -142,19 +146,22 @@ def parse_method(name: str, encoders=None) -> Method:
 
 
 def default_methods(baselines, encoders) -> list[str]:
-    """The ablation: every baseline raw and calibrated, and ``cva-z`` aggregated upward; per encoder its fine
-    distance and evidence variants (scales, aggregation, whitening), alone and combined with spectra."""
+    """The ablation: every baseline raw and calibrated, and ``cva-z`` aggregated upward (smoothed too); per encoder
+    its fine distance and evidence variants (scales, aggregation, smoothing, whitening), alone and combined with
+    spectra."""
     out = [*baselines, *(f"{b}-cal" for b in baselines)]
     spec = "cva-z" if "cva-z" in baselines else None
     if spec:
-        out += [f"{spec}-p4-max", f"{spec}-p4-max-cal", f"{spec}-p4-top4", f"{spec}-p4-top4-cal"]
+        out += [f"{spec}-p4-max", f"{spec}-p4-max-cal", f"{spec}-p4-top4", f"{spec}-p4-top4-cal", f"{spec}-p4-s1-top4-cal"]
     for e in encoders:
         out += [e, f"{e}-cal", f"{e}-p4", f"{e}-p4-cal", f"{e}-max", f"{e}-p4-max", f"{e}-p4-top4", f"{e}-p4-top4-cal",
+                f"{e}-p4-s1-top4", f"{e}-p4-s1-top4-cal",
                 f"{e}-ms", f"{e}-ms-cal", f"{e}-whitened", f"{e}-whitened-cal", f"{e}-lw-cal"]
         if spec:
             out += [f"{e}+{spec}", f"{e}+{spec}-cal", f"{e}-p4+{spec}", f"{e}-ms+{spec}", f"{e}-whitened+{spec}",
                     f"{e}-p4-max+{spec}", f"{e}-p4-top4+{spec}", f"{e}-p4-top4+{spec}-cal",
-                    f"{e}-p4-top4+{spec}-p4-max", f"{e}-p4-top4+{spec}-p4-top4"]
+                    f"{e}-p4-top4+{spec}-p4-max", f"{e}-p4-top4+{spec}-p4-top4", f"{e}-p4-s1-top4+{spec}",
+                    f"{e}-p4-s1-top4+{spec}-p4-top4"]
     return out
 
 
@@ -340,9 +347,16 @@ def _size_and_aggregation(mods, default: int) -> tuple[int, str | None]:
     return size, next((m for m in mods if m == "max" or m.startswith("top")), None)
 
 
-def _upward(fine: np.ndarray, p: int, agg: str | None, src: Sources, name: str) -> np.ndarray:
-    """Fine scores of ``p`` px patches on the pixel grid: as they are (the evaluation's patch mean aggregates
-    them), or aggregated to ``SUPPORT`` px patches by ``agg`` first."""
+def _smoothing(mods) -> float | None:
+    """The ``-sN`` modifier's sigma in fine patches, None without one."""
+    return next((float(m[1:]) for m in mods if m.startswith("s")), None)
+
+
+def _upward(fine: np.ndarray, p: int, agg: str | None, src: Sources, name: str, sigma: float | None = None) -> np.ndarray:
+    """Fine scores of ``p`` px patches on the pixel grid, smoothed first when ``sigma`` is given: as they are (the
+    evaluation's patch mean aggregates them), or aggregated to ``SUPPORT`` px patches by ``agg`` first."""
+    if sigma is not None:
+        fine = smooth_fine(fine, sigma)
     if agg is None:
         return spread_patches(fine, p, src.shape)
     if SUPPORT % p:
@@ -355,7 +369,7 @@ def _spectral_map(method: Method, src: Sources) -> np.ndarray:
     if not method.baseline_modifiers:
         return score
     p, agg = _size_and_aggregation(method.baseline_modifiers, 1)
-    return _upward(block_means(score, p, src.pair.valid), p, agg, src, method.name)
+    return _upward(block_means(score, p, src.pair.valid), p, agg, src, method.name, _smoothing(method.baseline_modifiers))
 
 
 def _embedding_map(method: Method, src: Sources) -> np.ndarray:
@@ -365,7 +379,7 @@ def _embedding_map(method: Method, src: Sources) -> np.ndarray:
     scales = [p] + ([p // 2] if "ms" in mods else [])
     if min(scales) < 1:
         raise ConfigError(f"{method.name}: multi-scale needs fine patches of at least 2 px")
-    maps = [_upward(src.distance(method.encoder, q, whitening), q, agg, src, method.name) for q in scales]
+    maps = [_upward(src.distance(method.encoder, q, whitening), q, agg, src, method.name, _smoothing(mods)) for q in scales]
     return maps[0] if len(maps) == 1 else combine(maps, src.pair.valid, "robust-z", support=SUPPORT)
 
 

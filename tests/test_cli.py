@@ -548,6 +548,11 @@ def test_export_bad_format_or_not_a_run(capsys, tmp_path, session_run):
     for fmt, name in (("gpkg", "x.shp"), ("csv", "sel.parquet"), ("geojson", "x.kml")):  # another format's extension
         code, _, err = call(capsys, "export", session_run, "--format", fmt, "--out", tmp_path / name)
         assert code == 2 and f"is not that of --format {fmt}" in err and not (tmp_path / name).exists(), err
+    code, _, err = call(capsys, "export", session_run, "--format", "gpkg", "--out", tmp_path / "sel.top20")
+    assert code == 2 and "name it sel.top20.gpkg" in err
+    (tmp_path / "exports.2024").mkdir()  # a folder, whatever its name: told so
+    code, _, err = call(capsys, "export", session_run, "--format", "gpkg", "--out", tmp_path / "exports.2024")
+    assert code == 2 and "is a folder" in err, err
     code, _, err = call(capsys, "export", session_run, "--format", "geojson", "--top", 2, "--out", tmp_path / "x.json")
     assert code == 0 and len(gpd.read_file(tmp_path / "x.json")) == 2
     code, _, err = call(capsys, "export", session_run, "--format", "csv", "--out", tmp_path / "noext")

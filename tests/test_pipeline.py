@@ -742,6 +742,22 @@ def test_overwrite_keeps_the_users_files_in_maps_and_quicklooks(session_run, ses
                                                                    "cluster.tif", "magnitude.tif"]
 
 
+def test_the_users_own_file_in_maps_is_not_taken_for_a_damaged_map(session_run, session_config, copy_run):
+    """A review: a .tif of the user's in maps/ that GDAL could not read (being written, or not a raster) was taken
+    for a damaged map, and every rerun redid the outputs stage, which could not rebuild it; a large one was read
+    whole at every resume."""
+    run = copy_run(session_run)
+    (run / "maps" / "my_clip.tif").write_bytes(b"not finished yet")
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("finished stages: embed, changes, rank, outputs" in m for m in logs), logs
+    assert not any("my_clip" in m for m in logs)
+    (run / "maps" / "cluster.tif").write_bytes(b"cut short")  # the run's own map is still checked
+    logs = []
+    run_pipeline(session_config(), run, log=logs.append)
+    assert any("cluster.tif" in m and "outputs stage runs again" in m for m in logs), logs
+
+
 def test_a_finished_replacement_is_not_undone_by_the_old_command(session_run, session_config, copy_run, monkeypatch):
     """A review: killed after the replacing run finished but while the run it replaced was being deleted, the
     directory held the finished run and a whole .replaced/; the old command (no --overwrite) put the old run back

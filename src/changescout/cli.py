@@ -493,9 +493,9 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
         raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
     _not_the_runs_own(target, run_dir)
-    if target.suffix and target.suffix.lower() not in EXPORT_SUFFIXES[fmt]:  # (x.shp was written as a GeoPackage)
+    if target.suffix.lower() not in ("", *EXPORT_SUFFIXES[fmt]) and not target.is_dir():  # (x.shp was a GeoPackage)
         raise ConfigError(f"a GIS opens a file by its extension, and {target.suffix} is not that of --format {fmt} "
-                          f"({' or '.join(EXPORT_SUFFIXES[fmt])}); name it {target.stem}{EXPORT_FORMATS[fmt][1]}", target)
+                          f"({' or '.join(EXPORT_SUFFIXES[fmt])}); name it {target.name}{EXPORT_FORMATS[fmt][1]}", target)
     with runlock.reading(run_dir):  # not while a run rewrites it
         if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
             from .errors import RunExistsError

@@ -15,11 +15,19 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import faiss
 import pyarrow.parquet as pq
 import rasterio
+
+
+#: In maps/ and quicklooks/, the names the run writes (maps.write_change_maps, report.write_quicklooks): the rest is
+#: the user's and stays where it is (--overwrite deleted a map the user had clipped, saved there as another .tif),
+#: and is not checked (a user's .tif there that GDAL could not read made every rerun redo the outputs stage)
+OWN_FILES = {"maps": re.compile(r"(magnitude|atypicality|cluster)\.tif"),
+             "quicklooks": re.compile(r"(date_\d{8}|event_\d+|object_\d+|objects)\.png")}
 
 
 def problem(path: Path) -> str | None:
@@ -31,7 +39,8 @@ def problem(path: Path) -> str | None:
         if path.suffix == ".zarr":
             return zarr_problem(path)
         if path.is_dir():
-            for tif in sorted(path.glob("*.tif")):
+            own = OWN_FILES.get(path.name)
+            for tif in sorted(t for t in path.glob("*.tif") if own is None or own.fullmatch(t.name)):
                 if (why := problem(tif)) is not None:
                     return f"{tif.name}: {why}"
         elif path.suffix == ".parquet":

@@ -39,7 +39,7 @@ from .encoders import get_encoder
 from .encoders.base import level_note, select_bands, sha256_file
 from .errors import ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
 from .events import COLUMNS, REPLACED, write_events
-from .intact import objects_problem, problem
+from .intact import OWN_FILES, objects_problem, problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
 from .quality import BLUE, GREEN, NIR, RED, find_bands
 from .radiometry import NORMALISATION_MODES, OFFSET_MODES, RADIANCE_RULE, apply_offsets, implausible_dates, normalise_dates
@@ -64,10 +64,6 @@ RANK_FILES = ("events.parquet", "objects.parquet", "clusters.parquet", "index.fa
 OUTPUT_FILES = ("maps", "quicklooks", "report.html")
 #: Each stage's outputs (:func:`stages_to_run` checks them before a rerun skips the stage).
 STAGE_FILES = {"embed": ("embeddings.zarr",), "changes": ("changes.zarr",), "rank": RANK_FILES, "outputs": OUTPUT_FILES}
-#: In maps/ and quicklooks/, the names the run writes (maps.write_change_maps, report.write_quicklooks): the rest is
-#: the user's and stays where it is (--overwrite deleted a map the user had clipped, saved there as another .tif)
-OWN_FILES = {"maps": re.compile(r"(magnitude|atypicality|cluster)\.tif"),
-             "quicklooks": re.compile(r"(date_\d{8}|event_\d+|object_\d+|objects)\.png")}
 #: The mark of a run wholly set aside in .replaced/ by --overwrite
 SET_ASIDE = ".complete"
 #: Names that only a killed run leaves behind: atomic_path's temporaries and trash, a discarded run's folder.

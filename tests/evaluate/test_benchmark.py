@@ -167,8 +167,11 @@ def test_parse_method_names():
     assert parse_method("pca-kmeans-cal", ["rcf"]).evidence == "spectra"
     m = parse_method("galileo-nano-p4-s0.75-top4+cva-z-p4-s1-top4", ["galileo-nano"])
     assert (m.modifiers, m.baseline_modifiers) == (("p4", "s0.75", "top4"), ("p4", "s1", "top4"))
-    for bad in ("cva-z-whitened", "nothing", "rcf-max-top2", "cva-z+pca-kmeans", "rcf+rcf", "rcf-s1-s2", "rcf-s0"):
+    for bad in ("cva-z-whitened", "nothing", "rcf-max-top2", "cva-z+pca-kmeans", "rcf+rcf", "rcf-s1-s2"):
         with pytest.raises(ConfigError):
+            parse_method(bad, ["rcf"])
+    for bad in ("rcf-s0", "rcf-s0.0", "cva-z-p4-s17-top4", "rcf-p0"):  # told what the numbers may be
+        with pytest.raises(ConfigError, match=r"-sN a smoothing of N > 0 and at most 16"):
             parse_method(bad, ["rcf"])
 
 

@@ -9,8 +9,8 @@ Methods (:func:`parse_method`; ``uses_embeddings`` is True exactly when an encod
 * encoders: both dates embedded on one identical window grid with fine patches of ``fine_patch`` px; the
   score of a fine patch is the distance between its two embeddings (``spec.distance``), spread over its
   pixels, so that patch-level scores are means of fine-patch distances (fine distances aggregated upward);
-* evidence variants (:mod:`changescout.evaluate.evidence`): ``-pN`` fine patches of N px, ``-max`` / ``-topK``
-  aggregation to 16 px patches, ``-ms`` multi-scale, ``-whitened`` / ``-lw`` whitened embedding distances,
+* evidence variants (:mod:`changescout.evaluate.evidence`): ``-pN`` fine patches of N px, ``-sN`` fine scores
+  smoothed by a Gaussian of N fine patches, ``-max`` / ``-topK`` aggregation to 16 px patches, ``-ms`` multi-scale, ``-whitened`` / ``-lw`` whitened embedding distances,
   ``<encoder>+<baseline>`` embedding and spectral evidence combined (mean of per-item robust z-scores), and
   ``-cal``: per-item calibration (robust z) before pooling, for baselines and encoders alike.
 
@@ -59,6 +59,8 @@ SUPPORT = PATCH_SIZES[0]
 #: OSCD cities no setting (16 or 32 components, 0.95, 0.99 or all of the variance; Euclidean or cosine;
 #: Ledoit-Wolf) beat the plain distance (benchmarks/results/oscd_ablation.md); 0.95 and Euclidean is the ablation.
 WHITEN_COMPONENTS = 0.95
+#: The largest ``-sN`` smoothing, in fine patches (a Gaussian of 8N + 1 taps: beyond, it averages whole cities)
+MAX_SMOOTHING = 16
 WHITEN_DISTANCE = "euclidean"
 
 
@@ -131,9 +133,11 @@ def parse_method(name: str, encoders=None) -> Method:
         aggregations = [x for x in mods if x == "max" or x.startswith("top")]
         sizes = [x for x in mods if re.fullmatch(r"p\d+", x)]
         smoothings = [x for x in mods if x.startswith("s")]
-        if (len(aggregations) > 1 or len(sizes) > 1 or len(smoothings) > 1 or ("whitened" in mods and "lw" in mods)
-                or "p0" in sizes or any(not float(x[1:]) > 0 for x in smoothings)):
+        if len(aggregations) > 1 or len(sizes) > 1 or len(smoothings) > 1 or ("whitened" in mods and "lw" in mods):
             raise ConfigError(f"benchmark method {name!r}: {part!r} combines modifiers that exclude each other")
+        if "p0" in sizes or any(not 0 < float(x[1:]) <= MAX_SMOOTHING for x in smoothings):
+            raise ConfigError(f"benchmark method {name!r}: -pN takes fine patches of N >= 1 px, and -sN a smoothing of "
+                              f"N > 0 and at most {MAX_SMOOTHING} fine patches")
         if part in BASELINES and baseline is None and not set(mods) & set(_EMBEDDING_ONLY):
             baseline, baseline_modifiers = part, tuple(mods)
         elif part in known and encoder is None:

@@ -778,8 +778,8 @@ def test_a_finished_replacement_is_not_undone_by_the_old_command(session_run, se
     monkeypatch.setattr(pipeline.shutil, "rmtree", lambda p, **kw: trash.append(p))
     run_pipeline(session_config(rank_by="magnitude"), run, **QUIET)
     monkeypatch.undo()
-    assert not (run / pipeline.REPLACED).exists() and [p.name for p in map(type(run), trash)] == [f".discarded-{os.getpid()}"]
-    assert type(run)(trash[0]).is_dir() and pipeline.LEFTOVER.fullmatch(type(run)(trash[0]).name)
+    assert not (run / pipeline.REPLACED).exists() and {p.name for p in map(type(run), trash)} == {f".discarded-{os.getpid()}"}
+    assert type(run)(trash[-1]).is_dir() and pipeline.LEFTOVER.fullmatch(type(run)(trash[-1]).name)
 
 
 def test_going_back_to_the_command_of_the_run_set_aside_puts_it_back(session_run, session_config, copy_run, monkeypatch):

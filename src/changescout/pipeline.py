@@ -445,7 +445,11 @@ class Run:
         aside = self.out / REPLACED
         if aside.is_dir():
             trash = self.out / f".discarded-{os.getpid()}"
-            aside.replace(trash)
+            shutil.rmtree(trash, ignore_errors=True)  # (a name this process may have used, for _discard)
+            try:
+                aside.replace(trash)
+            except OSError:  # (the trash could not be cleared: deleted in place, as before)
+                trash = aside
             shutil.rmtree(trash, ignore_errors=True)
         self._unlock()
 

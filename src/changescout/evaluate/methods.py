@@ -10,7 +10,8 @@ Methods (:func:`parse_method`; ``uses_embeddings`` is True exactly when an encod
   score of a fine patch is the distance between its two embeddings (``spec.distance``), spread over its
   pixels, so that patch-level scores are means of fine-patch distances (fine distances aggregated upward);
 * evidence variants (:mod:`changescout.evaluate.evidence`): ``-pN`` fine patches of N px, ``-sN`` fine scores
-  smoothed by a Gaussian of N fine patches, ``-max`` / ``-topK`` aggregation to 16 px patches, ``-ms`` multi-scale, ``-whitened`` / ``-lw`` whitened embedding distances,
+  smoothed by a Gaussian of N fine patches, ``-max`` / ``-topK`` aggregation to 16 px patches, ``-ms``
+  multi-scale, ``-whitened`` / ``-lw`` whitened embedding distances,
   ``<encoder>+<baseline>`` embedding and spectral evidence combined (mean of per-item robust z-scores), and
   ``-cal``: per-item calibration (robust z) before pooling, for baselines and encoders alike.
 
@@ -59,9 +60,9 @@ SUPPORT = PATCH_SIZES[0]
 #: OSCD cities no setting (16 or 32 components, 0.95, 0.99 or all of the variance; Euclidean or cosine;
 #: Ledoit-Wolf) beat the plain distance (benchmarks/results/oscd_ablation.md); 0.95 and Euclidean is the ablation.
 WHITEN_COMPONENTS = 0.95
+WHITEN_DISTANCE = "euclidean"
 #: The largest ``-sN`` smoothing, in fine patches (a Gaussian of 8N + 1 taps: beyond, it averages whole cities)
 MAX_SMOOTHING = 16
-WHITEN_DISTANCE = "euclidean"
 
 
 def with_months(cube, months: str):

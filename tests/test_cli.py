@@ -174,6 +174,14 @@ def test_bad_input_is_told_before_the_scheduler_is_contacted(capsys, tmp_path, m
     assert code == 2 and "min-clear must be" in err
     code, _, err = call(capsys, "run", tmp_path / "missing.tif", "--out", tmp_path / "o", "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and "missing.tif" in err and "does not exist" in err
+    # a misspelt kind, encoder or encoder option (a batch job's --config file: a review)
+    for option, said in ((["--kind", "geotif"], "unknown source kind 'geotif'"), (["--encoder", "rfc"], "no encoder named 'rfc'")):
+        code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", *option, "--scheduler", "tcp://127.0.0.1:1")
+        assert code == 2 and said in err, err
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"encoder_options": {"n_featurs": 64}}))
+    code, _, err = call(capsys, "run", "synthetic", "--out", tmp_path / "o", "--config", cfg, "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "encoder 'rcf' takes no option 'n_featurs'" in err
     assert contacted == [] and not (tmp_path / "o").exists()
 
 
@@ -318,10 +326,15 @@ def test_a_configuration_file_may_name_the_cluster_and_the_command_line_override
     assert seen[-1][1] == "tcp://10.0.0.5:8786" and seen[-1][0].seed == 4 and "scheduler" not in seen[-1][0].to_dict()
     call(capsys, "-q", "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), "--scheduler", "tcp://h:1")
     assert seen[-1][1] == "tcp://h:1"
-    cfg.write_text(json.dumps({"scheduler": 8786}))
-    for given in ([], ["--scheduler", "tcp://h:1"]):  # (a bad value of the file's is told, given over or not)
-        code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), *given)
-        assert code == 2 and "scheduler must be a dask scheduler address" in err
+    for bad in (8786, "", "  "):  # ("" was taken as not given, and the run computed here: a review)
+        cfg.write_text(json.dumps({"scheduler": bad}))
+        for given in ([], ["--scheduler", "tcp://h:1"]):  # (a bad value of the file's is told, given over or not)
+            code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg), *given)
+            assert code == 2 and "scheduler must be a dask scheduler address" in err and "c.json" in err, err
+    for bad in (5, True, ["x"]):  # (an internal error, exit 1: a review)
+        cfg.write_text(json.dumps({"source": bad}))
+        code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
+        assert code == 2 and "source must be text" in err and "internal error" not in err, err
     cfg.write_text(json.dumps({"out": "x"}))
     code, _, err = call(capsys, "run", "synthetic", "--out", str(tmp_path / "o"), "--config", str(cfg))
     assert code == 2 and "unknown configuration keys ['out']" in err and "'scheduler'" in err

@@ -360,9 +360,11 @@ def run(ctx: typer.Context,
         # a batch job's file may name its cluster; --scheduler overrides it
         base = dict(base)
         from_file = base.pop("scheduler", None)
-        if from_file is not None and not isinstance(from_file, str):
+        if from_file is not None and (not isinstance(from_file, str) or not from_file.strip()):
             raise ConfigError(f"scheduler must be a dask scheduler address (text), got {from_file!r}", config)
         scheduler = scheduler or from_file
+        if base.get("source") is not None and not isinstance(base["source"], str):
+            raise ConfigError(f"source must be text (a path, or synthetic[:key=value,...]), got {base['source']!r}", config)
         if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
             # a run's configuration reused for another source: the kind and label it resolved, its dates, mask and
             # source options were its source's (the demo's synthetic seed refused every other source)

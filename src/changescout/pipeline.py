@@ -647,15 +647,13 @@ def check_run(config: RunConfig, out: Path) -> None:
     values, the source kind and the encoder (with its options) by name, a writable ``out``, and a source path that
     exists. A misspelt kind or encoder was told only after a cluster connection that timed out, and then only that
     (a review of --config files)."""
-    from .encoders.base import encoder_class
-    from .errors import check_options
+    from .encoders.base import checked_encoder_class
     from .sources.registry import get_source
 
     config.validate()
     if config.kind is not None:
         get_source(config.kind)
-    check_options(encoder_class(config.encoder).__init__, {"patch_size": config.patch_size, **config.encoder_options},
-                  f"encoder {config.encoder!r}")
+    checked_encoder_class(config.encoder, config.encoder_options)
     check_writable(Path(out))
     if Path(out).is_dir():  # a run or a reader holds it: said now, not after minutes of reading the source
         try:

@@ -17,7 +17,7 @@ import xarray as xr
 from . import runlock
 from .change import read_vectors
 from .cube import OutputGrid, on_earth
-from .errors import ConfigError, EventNotFoundError, RunNotFoundError
+from .errors import ConfigError, EventNotFoundError
 from .events import check_run_dir, damaged_output, missing_output, read_events
 from .intact import events_problem, zarr_problem
 from .objects import TRAJECTORY_COLUMNS, object_descriptors
@@ -33,9 +33,7 @@ class RunView:
     """Read-only access to one run directory's events, vectors and index."""
 
     def __init__(self, path: Path, given_as: str = "RUN"):
-        self.path = check_run_dir(path, given_as)
-        if not self.path.exists():
-            raise RunNotFoundError("does not exist", self.path)
+        self.path = check_run_dir(path, given_as)  # (a file, or nothing there: told)
         for name in ("events.parquet", "changes.zarr", "index.faiss"):
             if not (self.path / name).exists():
                 raise missing_output(f"not a finished changescout run ({name} is missing)", self.path)
@@ -208,9 +206,10 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     neg = [found for e in negatives for found in _find_events(views, e)]  # a result of an --in run may be told off too
     if any(v is base and e["event_id"] == query["event_id"] for v, e in neg):
         raise EventNotFoundError(f"--not names the query itself ({query['event_id']}): a change cannot be unlike itself")
-    if objects and "object_id" in query and any(v is base and e["object_id"] == query["object_id"] for v, e in neg):
+    named = (next((e["event_id"] for v, e in neg if v is base and e["object_id"] == query["object_id"]), None)
+             if objects and "object_id" in query else None)
+    if named is not None:
         # with --objects, --not stands for the id's whole object: here the query's own (its feedback was lost silently)
-        named = next(e["event_id"] for v, e in neg if v is base and e["object_id"] == query["object_id"])
         raise EventNotFoundError(f"--not names {named}, a patch of the query's own object ({int(query['object_id'])}): with "
                                  "--objects it stands for that whole object, the query itself; a change cannot be unlike itself")
     # the query's own object (its other patches, its end) is the same change, not a similar one: left out

@@ -267,11 +267,17 @@ def encoder_class(name: str):
     raise EncoderNotFoundError(f"no encoder named {name!r}; available: {', '.join(available_encoders())}")
 
 
+def checked_encoder_class(name: str, params: dict):
+    """:func:`encoder_class` of ``name``, after checking that it takes every option of ``params`` (a misspelt
+    option: exit 2, not a TypeError); cheap, so a run checks it before any work or cluster connection."""
+    cls = encoder_class(name)
+    check_options(cls.__init__, params, f"encoder {name!r}")
+    return cls
+
+
 def get_encoder(name: str, **params) -> Encoder:
     """Build the encoder ``name`` with keyword parameters (``patch_size``, ``seed``, ``weights``...)."""
-    cls = encoder_class(name)
-    check_options(cls.__init__, params, f"encoder {name!r}")  # a misspelt option: exit 2, not a TypeError
-    return cls(**params)
+    return checked_encoder_class(name, params)(**params)
 
 
 def changed_options(encoder, names) -> dict:

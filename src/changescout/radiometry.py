@@ -134,15 +134,17 @@ def _product_name(path: Path, root: Path | None = None) -> str:
     product folder (``T31TCJ_20220301T105031_B04_10m.tif``) names neither the baseline nor the platform
     itself; a folder above the source (``/data/S2B_MSIL2A_..._N0400_..._project/series/``) says nothing of it."""
     stem = split_band_suffix(path.stem)[0] or path.stem  # the band files' own rule (sources.geotiff)
-    if _is_product(stem):
+    if is_product_name(stem):
         return stem
     parent = path.parent.name
     below = [q for q in path.parents if root is not None and root in q.parents]
-    named = next((q.name for q in below if _is_product(q.name)), None)
+    named = next((q.name for q in below if is_product_name(q.name)), None)
     return named or (parent if parent and path.stem.startswith(parent) else stem)
 
 
-def _is_product(name: str) -> bool:
+def is_product_name(name: str) -> bool:
+    """Whether ``name`` (a file stem or folder) is named like a Sentinel-2 or Landsat product, whose name tells
+    the processing baseline, level or sensor."""
     return any(p.search(name) for p in (S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR))
 
 

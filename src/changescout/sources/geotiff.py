@@ -170,12 +170,12 @@ def _check_products_have_images(folders: list[Path], images: list[Path], ignored
     the ``folders`` :func:`list_rasters` walked (not hidden ones, each once) that holds no reflectance image,
     only auxiliary layers or nothing: an interrupted download or an unpacking that kept the preview, which lost
     its date from the series without a word (a review)."""
-    from ..radiometry import _is_product
+    from ..radiometry import is_product_name
 
     holding = {q for f in images for q in f.parents}
     for here in folders[1:]:  # (the first is the source folder itself)
         name = here.name[:-5] if here.name.upper().endswith(".SAFE") else here.name
-        if _is_product(name) and here not in holding and not any(p in holding and _is_product(p.name) for p in here.parents):
+        if is_product_name(name) and here not in holding and not any(p in holding and is_product_name(p.name) for p in here.parents):
             kept = [f.name for f in ignored if here in f.parents]
             what = f"only auxiliary layers ({', '.join(kept[:2])}{', ...' if len(kept) > 2 else ''})" if kept else "no image"
             raise SourceError(f"is a product folder that holds {what}: no reflectance image, so its date would be left out "

@@ -600,6 +600,22 @@ def test_float_rasters_scaled_only_when_large(tmp_path, factor, scale):
     np.testing.assert_allclose(footprint(cube).values[1], ms.scene(1) / 10000, rtol=1e-5)
 
 
+@pytest.mark.parametrize("empty", ["date", "band"])
+def test_float_reflectance_x_10000_is_scaled_when_the_first_date_or_band_is_empty(tmp_path, empty):
+    """The scaling was read from the first date's first band only: a stacked file of floats x 10000 whose first
+    date (or its blue band) holds no data read as 0..1 reflectance, every date 10 000 times too bright (exit 0),
+    and a folder of such files was refused as mixing scalings (a review)."""
+    data = np.concatenate([ms.scene(t) for t in range(3)]).astype(np.float32)
+    data[: (4 if empty == "date" else 1)] = np.nan
+    path = ms.write_geotiff(tmp_path / "stack.tif", data, nodata=np.nan)
+    cube = open_series(path, kind="stacked", dates=ms.DATES, bands=ms.BANDS)
+    assert cube.attrs["scale_factor"] == pytest.approx(1e-4)
+    np.testing.assert_allclose(footprint(cube).values[1], ms.scene(1) / 10000, rtol=1e-5)
+    for t, date in enumerate(ms.DATES):
+        ms.write_geotiff(tmp_path / "f" / f"{date}.tif", data[4 * t: 4 * t + 4], nodata=np.nan, descriptions=ms.BANDS)
+    assert open_series(tmp_path / "f").attrs["scale_factor"] == pytest.approx(1e-4)
+
+
 def test_a_run_written_inside_the_source_folder_is_not_read_as_images(tmp_path):
     """`run folder --out folder/run` worked once, then every run on the folder (its own resume too) read the
     run's maps as dates ("maps/atypicality.tif: no date in the name")."""
@@ -651,7 +667,7 @@ def test_a_date_of_another_place_or_stored_otherwise_is_refused(tmp_path):
         ms.write_geotiff(tmp_path / "floats" / f"{date}.tif", (ms.scene(t) / (10000 if t == 0 else 1)).astype("float32"),
                          descriptions=ms.BANDS)
     with pytest.raises(SourceError, match=r"floats/2020-04-10.tif: holds reflectance x 10000 \(as floats\) while "
-                                          r"2020-03-01.tif, the first date, holds 0..1 reflectance"):
+                                          r"2020-03-01.tif, the first date with data, holds 0..1 reflectance"):
         open_series(tmp_path / "floats", patch_size=16)
     (tmp_path / "floats" / "2020-03-01.tif").unlink()  # the others alike: read x 1e-4
     cube = open_series(tmp_path / "floats", patch_size=16)
@@ -921,6 +937,18 @@ def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_pat
     assert list(cube["band"].values) == ["b1", "b2", "b3", "b4"] and not cube.attrs.get("alpha_files")
     ms.write_geotiff(tmp_path / "named" / "2021-01-01.tif", data, nodata=None, descriptions=ms.BANDS)  # (GDAL's RGBA)
     assert list(open_series(tmp_path / "named" / "2021-01-01.tif", dates=["2021-01-01"])["band"].values) == list(ms.BANDS)
+    # a date to resample reads where its alpha is above 0, as the dates on the grid's pixels do: GDAL's warper
+    # weighed each pixel by alpha / 255 against NaN, and a feathered alpha (or the near-infrared of 4 bands of
+    # bytes, which GDAL marks alpha) read as no data (a review)
+    data[3, 5:] = rng.integers(1, 255, (H - 5, W))
+    for date in ms.DATES[:2]:
+        ms.write_geotiff(tmp_path / "soft" / f"{date}.tif", data, nodata=None)
+    ms.write_geotiff(tmp_path / "soft" / f"{ms.DATES[2]}.tif", data, nodata=None,
+                     transform=ms.TRANSFORM @ Affine.translation(0.5, 0.5))  # half a pixel off: resampled
+    warp._probe.cache_clear()
+    values = footprint(open_series(tmp_path / "soft")).values
+    assert np.isnan(values[0, :, :5]).all() and np.isfinite(values[0, :, 5:]).all()
+    assert np.isfinite(values[2, :, 6:-1, 1:-1]).all() and np.nanmax(values[2]) < 1
     # the last of 5 bands marked alpha: GDAL masks nothing with it, so it stays a band (it was dropped, and its
     # zeros read as clear data)
     five = ms.write_geotiff(tmp_path / "five" / "2021-01-01.tif", np.concatenate([data, data[3:]]), nodata=None)

@@ -35,7 +35,7 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 from pyproj import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
@@ -472,9 +472,15 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     (A path holding a ``?``, such as a signed URL, cannot be given to ``vrt://``: it is read whole, as before.)
 
     A mask file whose last band GDAL takes for alpha (4 bands of bytes: a mask stack of 4 dates) is warped band
-    by band as values: a ``WarpedVRT`` took that band as the others' alpha, and every pixel read as nodata."""
+    by band as values: a ``WarpedVRT`` took that band as the others' alpha, and every pixel read as nodata.
+    A reflectance file's alpha band says where it has data (above 0), as a read on the grid's own pixels takes it:
+    GDAL's warper weighs each pixel by alpha / 255 against the NaN it starts from, and a date to resample whose
+    alpha was below 255 (a feathered edge; the near-infrared of 4 bands of bytes, which GDAL marks alpha) read
+    as no data where the same file on the grid's pixels read whole (a review)."""
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
+    if not raw and probe(path).alpha:  # (alpha / SRC_ALPHA_MAX, clipped to 1: any alpha above 0 is data)
+        options["SRC_ALPHA_MAX"] = 1
     indexes, opened = list(indexes), path
     if zero_nodata and not raw and "?" not in path and len(set(indexes)) < probe(path).count:  # (no alpha: it declares nodata)
         bands = sorted(set(indexes))
@@ -490,7 +496,9 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
         with network(path), rasterio.open(opened) as src:
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,
                            dtype="float32", nodata=np.nan, tolerance=WARP_TOLERANCE, **options, **(scales or {})) as vrt:
-                return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
+                with warnings.catch_warnings():  # (the warped NaN, not the source's alpha, marks no data: as meant)
+                    warnings.simplefilter("ignore", NodataShadowWarning)
+                    return vrt.read(list(indexes), masked=True).filled(np.nan).astype(np.float32, copy=False)
     except RasterioError as exc:
         raise read_error(exc, path) from exc
 
@@ -673,8 +681,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     footprints = {(infos[layer.path].crs, infos[layer.path].bounds) for layer in layers}
     _check_files(scenes, infos, first, grid)
     out = resolve_grid(grid, first, sorted(footprints), patch_size)
-    head = scenes[0].layers[0]
-    scale, off = scaling(infos[head.path].dtype, lambda: sample_raster(head.path, head.index), scale_factor, offset)
+    head, sample = _sampled_head(scenes, infos) if scale_factor is None else (scenes[0].layers[0], None)
+    scale, off = scaling(infos[head.path].dtype, lambda: np.zeros(0) if sample is None else sample, scale_factor, offset)
     declared = {}
     if scale_factor is None and offset is None:  # what the files declare wins over the default; the user's over both
         scenes = [replace(s, layers=tuple(replace(la, scaling=la.scaling or infos[la.path].declared_scaling(la.index))
@@ -691,8 +699,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
                               "or give the scaling of all with scale_factor= and offset=", shown(odd.path))
         if len(declared) == len(dated) and len({tuple(v) for v in declared.values()}) == 1:
             scale, off = next(iter(declared.values()))
-        elif not scenes[0].layers[0].scaling and np.dtype(infos[head.path].dtype).kind == "f":
-            _check_float_scaling(scenes, infos, scale, off)
+        elif not head.scaling and np.dtype(infos[head.path].dtype).kind == "f":
+            _check_float_scaling(scenes, infos, head, scale, off)
     source = Path(source).resolve()
     attrs = {
         "label": source.name if source.is_dir() else source.stem,
@@ -788,12 +796,28 @@ def storage(dtype) -> str:
     return "8-bit integers" if dtype == np.uint8 else "integers" if dtype.kind in "iub" else "floats"
 
 
-def _check_float_scaling(scenes, infos: dict, scale: float, offset: float) -> None:
+def _sampled_head(scenes, infos: dict):
+    """``(layer, sample)``: the first layer (by date, then band) of a float series whose decimated sample
+    (:func:`sample_raster`) holds data, which decides the scaling, and that sample; the first layer and ``None``
+    for integer storage (its scaling needs no sample) or when no layer holds data. A stacked file of reflectance
+    x 10000 whose first date is empty (or a blue band missing there) was read as 0..1 from the empty sample: every
+    date 10 000 times too bright, and the run went on (a review)."""
+    first = scenes[0].layers[0]
+    if np.dtype(infos[first.path].dtype).kind != "f":
+        return first, None
+    for layer in (la for s in scenes for la in s.layers):
+        values = sample_raster(layer.path, layer.index)
+        if np.isfinite(values).any():
+            return layer, values
+    return first, None
+
+
+def _check_float_scaling(scenes, infos: dict, head, scale: float, offset: float) -> None:
     """:class:`SourceError` for a float series whose dates are stored at different scales (0..1 reflectance in
-    one, x 10000 in another): one scaling, read from the first date, was applied to all, and the run went on
-    (exit 0) with a date 10 000 times too bright. Dates whose files declare their own scaling are left out."""
-    head = scenes[0].layers[0]
-    for s in scenes[1:]:
+    one, x 10000 in another): one scaling, read from the first date with data (``head``, the layer that decided
+    ``scale``), was applied to all, and the run went on (exit 0) with a date 10 000 times too bright. Dates whose
+    files declare their own scaling are left out."""
+    for s in scenes:
         layer = s.layers[0]
         # (the dates of one stacked file are stored alike; a band with no data tells nothing, and read as 0..1)
         if layer.scaling or layer.path == head.path or np.dtype(infos[layer.path].dtype).kind != "f":
@@ -804,7 +828,7 @@ def _check_float_scaling(scenes, infos: dict, scale: float, offset: float) -> No
         own, _ = scaling(infos[layer.path].dtype, lambda: values, None, offset)
         if own != scale:
             stored = {1.0: "0..1 reflectance", DEFAULT_SCALE: "reflectance x 10000"}
-            raise SourceError(f"holds {stored.get(own, own)} (as floats) while {_name(head.path)}, the first date, holds "
+            raise SourceError(f"holds {stored.get(own, own)} (as floats) while {_name(head.path)}, the first date with data, holds "
                               f"{stored.get(scale, scale)}: one scaling is read for every date; store them alike, declare "
                               "each file's own (gdal_edit.py -scale 0.0001 on those x 10000), or run them apart", shown(layer.path))
 

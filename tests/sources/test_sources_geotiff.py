@@ -410,6 +410,25 @@ def test_dates_option_for_a_folder_follows_sorted_file_order_unsorted_or_not(tmp
     assert "dates=" not in str(err.value)
 
 
+def test_dates_option_listing_the_names_dates_in_another_order_is_refused(tmp_path):
+    """S2A_... sorts before S2B_... whatever their dates: --dates in date order gave the 10 January image the
+    5 January date and the other way round, without a word (a review). Dates that differ from the names' are the
+    user's to give (a name may hold a processing date): taken in file order, as documented."""
+    names = ["S2B_MSIL2A_20200105T105339_N0213_R051_T31TCJ_20200105T121000.tif",
+             "S2A_MSIL2A_20200110T105339_N0213_R051_T31TCJ_20200110T121000.tif",
+             "S2B_MSIL2A_20200115T105339_N0213_R051_T31TCJ_20200115T121000.tif"]
+    ms.multiband_folder(tmp_path / "f", names=names, with_nodata=False)
+    with pytest.raises(SourceError, match=r"f: --dates gives S2A_MSIL2A_20200110\S+ the date 2020-01-05, but its name says "
+                                          r"2020-01-10: .* leave --dates out to date them by their names"):
+        open_series(tmp_path / "f", dates=["2020-01-05", "2020-01-10", "2020-01-15"])
+    by_names = open_series(tmp_path / "f")
+    np.testing.assert_allclose(footprint(by_names).values[0], ms.scene(0) / 10000, rtol=1e-6)  # (written 1st, sorts 2nd)
+    given = open_series(tmp_path / "f", dates=["2020-01-10", "2020-01-05", "2020-01-15"])  # file order: the names' own
+    np.testing.assert_array_equal(footprint(given).values, footprint(by_names).values)
+    other = open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01", "2021-03-01"])  # other dates: file order
+    np.testing.assert_allclose(footprint(other).values[0], ms.scene(1) / 10000, rtol=1e-6)  # (S2A_... sorts 1st)
+
+
 def test_duplicate_band_names_in_a_folder_are_refused(tmp_path):
     ms.multiband_folder(tmp_path / "f")
     with pytest.raises(SourceError, match=r"band names must be unique, but B04 occurs more than once in --bands"):

@@ -217,6 +217,15 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
                     root,
                 )
             seen[t] = name
+        named = [_date_of(files[0], root) for files in groups.values()]
+        if None not in named and sorted(named) == sorted(times) and named != list(times):
+            # the dates of the names, in another order: --dates dates the images in sorted file order (S2A_... sorts
+            # before S2B_... whatever their dates), and a list in date order swapped them without a word (a review)
+            i = next(i for i, (a, b) in enumerate(zip(named, times)) if a != b)
+            raise SourceError(f"--dates gives {list(groups.values())[i][0].relative_to(root)} the date {times[i]:%Y-%m-%d}, "
+                              f"but its name says {named[i]:%Y-%m-%d}: --dates dates the images in sorted file order, "
+                              "and lists the dates of the names in another; leave --dates out to date them by their names",
+                              root)
         return times
     times = []
     for files in groups.values():

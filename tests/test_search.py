@@ -1,5 +1,7 @@
 """SimilarChangeIndex: exact cosine neighbours keyed by vec, exclusions, persistence, run compatibility."""
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
@@ -77,6 +79,9 @@ def test_save_load_roundtrip(tmp_path):
         np.testing.assert_array_equal(ka, kb)
         np.testing.assert_array_equal(sa, sb)
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+    assert again.factory == "Flat"
+    SimilarChangeIndex("HNSW8").fit(X, keys).save(tmp_path / "index.faiss")  # (it read "Flat" whatever it was)
+    assert SimilarChangeIndex.load(tmp_path / "index.faiss").factory == "IndexHNSWFlat"
 
 
 def test_approximate_factory_has_high_recall():
@@ -213,6 +218,17 @@ def test_the_index_refuses_what_it_cannot_answer_with_changescout_errors():
     with pytest.raises(ConfigError, match="'IVF1024,Flat' cannot be built on 100 vectors"):
         SimilarChangeIndex("IVF1024,Flat").fit(v, keys)
     assert list(index.search(v[3], k=1).keys[0]) == [3]  # one query as a 1-D vector still works
+    # a notebook's numpy integer k (faiss refused it with a TypeError of its overloads), float or repeated keys
+    # (400.5 was indexed as 400; two vectors under one key), an index file missing or not one (faiss' RuntimeError)
+    assert list(index.search(v[3], k=np.int64(2)).keys[0])[:1] == [3]
+    with pytest.raises(ConfigError, match="keys must be integers .*got float64"):
+        SimilarChangeIndex().fit(v, keys + 0.5)
+    with pytest.raises(ConfigError, match="keys must be unique: 1 of the 100 repeat"):
+        SimilarChangeIndex().fit(v, np.r_[keys[:99], 0])
+    with pytest.raises(ConfigError, match="missing.faiss does not exist"):
+        SimilarChangeIndex.load(Path("missing.faiss"))
+    with pytest.raises(ConfigError, match="pyproject.toml is no faiss index"):
+        SimilarChangeIndex.load(Path(__file__).parents[1] / "pyproject.toml")
 
 
 def test_augmentation_draws_each_row_toward_its_nearest_other_row():

@@ -49,7 +49,8 @@ class SimilarChangeIndex(BaseEstimator):
         self.factory = factory
 
     def fit(self, vectors: np.ndarray, keys: np.ndarray) -> "SimilarChangeIndex":
-        """Index ``vectors`` ``(n, dim)`` (finite, not all zero) under the integer ``keys`` ``(n,)``."""
+        """Index ``vectors`` ``(n, dim)`` (finite) under the unique integer ``keys`` ``(n,)``; a vector of zeros (a
+        change of no direction) is 0 similar to every query."""
         vectors, keys = np.asarray(vectors), np.asarray(keys)
         if vectors.ndim != 2 or keys.shape != (len(vectors),):
             raise ConfigError(f"the index takes vectors (n, dim) and one key per vector; got vectors of shape "
@@ -57,6 +58,10 @@ class SimilarChangeIndex(BaseEstimator):
         if not np.isfinite(vectors).all():
             raise ConfigError(f"{int((~np.isfinite(vectors)).any(axis=1).sum())} of the {len(vectors)} vectors to index "
                               "hold NaN or inf")
+        if len(keys) and not np.issubdtype(keys.dtype, np.integer):  # (400.5 was indexed as 400)
+            raise ConfigError(f"keys must be integers (the events' vec), got {keys.dtype}")
+        if len(np.unique(keys)) != len(keys):  # (a search returned one key for two vectors)
+            raise ConfigError(f"keys must be unique: {len(keys) - len(np.unique(keys))} of the {len(keys)} repeat")
         x = unit_rows(vectors)
         try:
             index = faiss.index_factory(x.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
@@ -78,7 +83,7 @@ class SimilarChangeIndex(BaseEstimator):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
         exclude = set(int(e) for e in exclude)
-        n = min(self.index_.ntotal, k + len(exclude))
+        n = int(min(self.index_.ntotal, k + len(exclude)))  # (faiss takes no numpy integer)
         sims, ids = self.index_.search(unit_rows(queries), n)
         out_k, out_s = [], []
         for s, i in zip(sims, ids):
@@ -98,9 +103,22 @@ class SimilarChangeIndex(BaseEstimator):
 
     @classmethod
     def load(cls, path: Path) -> "SimilarChangeIndex":
-        obj = cls()
-        obj.index_ = faiss.read_index(str(path))
+        """The index saved at ``path`` (:meth:`save`); its ``factory`` says what kind of index it is (:func:`_factory_of`)."""
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:  # (faiss' own error: a C++ source line and 'could not open ... for reading')
+            why = "does not exist" if not Path(path).exists() else "is no faiss index that this faiss can read"
+            raise ConfigError(f"{path} {why}") from None
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+        obj = cls(factory=_factory_of(inner))
+        obj.index_ = index
         return obj
+
+
+def _factory_of(index) -> str:
+    """``Flat`` for a flat index (what the runs build), else the faiss class of the index (``IndexHNSWFlat``): the
+    file does not keep the factory string it was built from."""
+    return "Flat" if isinstance(index, faiss.IndexFlat) else type(index).__name__
 
 
 def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, beta: float = 0.5) -> np.ndarray:

@@ -61,7 +61,7 @@ class RunView:
         path = self.path / "index.faiss"
         try:
             index = SimilarChangeIndex.load(path)
-        except RuntimeError as exc:  # faiss: a file cut short, empty, or not an index
+        except ConfigError as exc:  # a file cut short, empty, or not an index (faiss' RuntimeError, named)
             raise damaged_output(path, "cannot read the search index") from exc
         n, d = index.index_.ntotal, index.index_.d
         if n != len(self.events) or d != self.dim:  # another run's file, or an events table edited by hand

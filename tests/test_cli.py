@@ -702,12 +702,12 @@ def test_export_refuses_to_write_over_the_runs_own_files(capsys, session_run, co
     run = copy_run(session_run)
     before = (run / "events.parquet").read_bytes()
     code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "events.parquet", "--overwrite")
-    assert code == 2 and "would write over the run's own events.parquet" in err
+    assert code == 2 and f"would write over the run {run.resolve()}'s own events.parquet" in err
     assert (run / "events.parquet").read_bytes() == before
     code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "maps" / "x.csv")
-    assert code == 2 and "run's own maps" in err
+    assert code == 2 and f"run {run.resolve()}'s own maps" in err
     code, _, err = call(capsys, "export", run, "--format", "csv", "--out", run / "Events.parquet", "--overwrite")
-    assert code == 2 and "run's own Events.parquet" in err  # as a case-insensitive disk (macOS, Windows) reads it
+    assert code == 2 and f"run {run.resolve()}'s own Events.parquet" in err  # as a case-insensitive disk (macOS, Windows) reads it
     assert call(capsys, "export", run, "--format", "csv", "--out", run / "top.csv")[0] == 0
     # another run's files too (failure-injection review: that run could then only be made again whole)
     other = copy_run(session_run, "other")

@@ -162,6 +162,37 @@ def test_export_rejects_bad_format_and_top(events, tmp_path):
         export_table(events, tmp_path / "e.shp", "shp")
     with pytest.raises(ConfigError, match="--top"):
         export_table(events, tmp_path / "e.csv", "csv", top=0)
+    with pytest.raises(ConfigError, match="--top must be a whole number of at least 1, got 2.5"):
+        export_table(events, tmp_path / "e.csv", "csv", top=2.5)  # (pandas' TypeError of positional indexing)
+
+
+def test_export_from_python_keeps_the_safeguards_of_the_command(events, tmp_path):
+    """export_table wrote a CSV over a run's events.parquet (the run lost), a GeoPackage as e.shp, a file
+    without extension, into folders it made of a typo, and over an existing file: the command refused each,
+    the library did not (a notebook user's review)."""
+    from changescout.errors import OutputError, RunExistsError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "state.json"):
+        (run / name).write_text("{}")
+    (run / "events.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ConfigError, match=r"events.parquet: the export would write over the run .*run's own events.parquet"):
+        export_table(events, run / "events.parquet", "csv")
+    assert (run / "events.parquet").read_bytes() == b"PAR1"
+    with pytest.raises(ConfigError, match=r"e.shp: a GIS opens a file by its extension, and .shp is not that of --format gpkg"):
+        export_table(events, tmp_path / "e.shp", "gpkg")
+    with pytest.raises(ConfigError, match=r"e: has no extension, by which a GIS opens a file; name it e.csv"):
+        export_table(events, tmp_path / "e", "csv")
+    with pytest.raises(OutputError, match=r"nodir: does not exist"):
+        export_table(events, tmp_path / "nodir" / "e.csv", "csv")
+    assert not (tmp_path / "nodir").exists()
+    path = export_table(events, run / "top.csv", "csv", top=3)  # beside a run's files, under its own name
+    with pytest.raises(RunExistsError, match="top.csv: exists; use --overwrite"):
+        export_table(events, path, "csv")
+    assert len(pd.read_csv(export_table(events, path, "csv", overwrite=True))) == len(events)
+    objects = events.assign(n_patches=1)  # an objects table: its layer is named objects
+    assert gpd.list_layers(export_table(objects, tmp_path / "o.gpkg", "gpkg"))["name"].tolist() == ["objects"]
 
 
 def test_helpers(events):

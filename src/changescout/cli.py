@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from . import runlock
-from .errors import ChangescoutError, ConfigError, OutputError
+from .errors import ChangescoutError, ConfigError
 
 
 class _FlagsShownAsFlags:
@@ -474,7 +474,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
            out: Optional[Path] = typer.Option(None, "--out", help="Output file, in an existing folder (default: RUN/<table>.<format>)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists.")):
     """Export the events or objects table for GIS tools (GeoJSON in WGS 84, as RFC 7946 asks)."""
-    from .events import EXPORT_FORMATS, EXPORT_SUFFIXES, check_run_dir, damaged_output, export_table, read_events
+    from .events import EXPORT_FORMATS, check_export_target, check_run_dir, damaged_output, export_table, read_events
     from .intact import tables_problem
     from .objects import read_objects
 
@@ -487,47 +487,14 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if table not in readers:
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
-    named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(target.suffix.lower())
-    if named not in (None, fmt):  # a GIS opens a file by its extension
-        raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", target)
-    if not target.suffix and not target.is_dir():  # (written, and said so, then GDAL could not tell what it was)
-        raise ConfigError(f"has no extension, by which a GIS opens a file; name it {target.name}{EXPORT_FORMATS[fmt][1]}", target)
-    if out is not None and not target.parent.exists():  # a typo in the path is told, not made into folders
-        raise OutputError("does not exist (the folder of --out); create it or choose another --out", target.parent)
-    _not_the_runs_own(target, run_dir)
-    if target.suffix.lower() not in ("", *EXPORT_SUFFIXES[fmt]) and not target.is_dir():  # (x.shp was a GeoPackage)
-        raise ConfigError(f"a GIS opens a file by its extension, and {target.suffix} is not that of --format {fmt} "
-                          f"({' or '.join(EXPORT_SUFFIXES[fmt])}); name it {target.name}{EXPORT_FORMATS[fmt][1]}", target)
+    check_export_target(target, fmt, overwrite)  # before the tables are read (and again as it writes)
     with runlock.reading(run_dir):  # not while a run rewrites it
-        if target.exists() and not overwrite and not target.is_dir():  # (a folder: export_table says so)
-            from .errors import RunExistsError
-
-            raise RunExistsError("exists; use --overwrite to replace it", target)
         rows = readers[table](run_dir)
         events = rows if table == "events" else read_events(run_dir)
         if (found := tables_problem(run_dir, events, rows if table == "objects" else None)) is not None:
             raise damaged_output(*found)  # (another run's table, of the same series: the same ids)
-        export_table(rows, target, fmt, top=top, layer=table)
+        export_table(rows, target, fmt, top=top, layer=table, overwrite=overwrite)
     _log(f"wrote {target}")
-
-
-def _not_the_runs_own(target: Path, run_dir: Path) -> None:
-    """Refuse an export that would write over a run's own files, this run's or another's (``--out
-    RUN/events.parquet --overwrite`` replaced the events table with a CSV, and the run could no longer be read;
-    ``--out OTHER/config.json`` another run's record)."""
-    from .events import EXPORT_FORMATS
-    from .pipeline import RUN_FILES
-    from .sources.geotiff import is_run_dir
-
-    exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
-    own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
-    target, run_dir = Path(target).resolve(), Path(run_dir).resolve()
-    for folder in target.parents:
-        if folder == run_dir or is_run_dir(folder):
-            first = target.relative_to(folder).parts[0]
-            if first.lower() in own:
-                which = "the run's own" if folder == run_dir else f"the run {folder}'s own"
-                raise ConfigError(f"--out would write over {which} {first}; choose another file name", target)
 
 
 @app.command(cls=_Command)

@@ -150,18 +150,56 @@ EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"),
 EXPORT_SUFFIXES = {"gpkg": (".gpkg",), "geojson": (".geojson", ".json"), "csv": (".csv",)}
 
 
-def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,
-                  layer: str = "events") -> Path:
-    """Export (the ``top`` ranked rows of) an events or objects table (``layer``) to GeoPackage, GeoJSON or CSV.
+def check_export_target(path: str | os.PathLike, fmt: str, overwrite: bool = False) -> Path:
+    """``path`` as a place to export a table as ``fmt`` (``ConfigError``/``OutputError``/``RunExistsError``
+    naming it otherwise): named by the format's extension (a GIS opens a file by it: ``x.shp`` written as a
+    GeoPackage, or a name without one, was written and could not be opened), in a folder that exists (a typo
+    in the path is told, not made into folders), not a file of a run directory's own (a CSV written over
+    ``RUN/events.parquet`` lost the run), and not an existing file unless ``overwrite``."""
+    from .errors import RunExistsError
+    from .pipeline import RUN_FILES
+    from .sources.geotiff import is_run_dir
 
-    GeoPackage keeps the grid's CRS and the dates as dates (DATE fields); GeoJSON follows RFC 7946 (longitude/
-    latitude on WGS 84, which web maps and GDAL assume: a pixel grid, which has no place on Earth, is refused
-    rather than read as degrees); CSV has the geometry as WKT in a column named ``WKT`` (GDAL's CSV driver reads
-    it as the geometry) and the CRS in a ``crs`` column."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {sorted(EXPORT_FORMATS)}")
-    if top is not None and top < 1:
-        raise ConfigError(f"--top must be at least 1, got {top}")
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError("is a folder; give the export's file name", path)
+    named = {suffix: name for name, (_, suffix) in EXPORT_FORMATS.items()}.get(path.suffix.lower())
+    if named not in (None, fmt):
+        raise ConfigError(f"the file name says {named} but --format is {fmt}; change one of them", path)
+    if not path.suffix:
+        raise ConfigError(f"has no extension, by which a GIS opens a file; name it {path.name}{EXPORT_FORMATS[fmt][1]}", path)
+    if not path.parent.exists():
+        raise OutputError("does not exist (the folder of the export); create it or choose another file", path.parent)
+    exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
+    own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
+    target = path.resolve()
+    for folder in target.parents:
+        if is_run_dir(folder) and (first := target.relative_to(folder).parts[0]).lower() in own:
+            raise ConfigError(f"the export would write over the run {folder}'s own {first}; choose another file name", path)
+    if path.suffix.lower() not in EXPORT_SUFFIXES[fmt]:
+        raise ConfigError(f"a GIS opens a file by its extension, and {path.suffix} is not that of --format {fmt} "
+                          f"({' or '.join(EXPORT_SUFFIXES[fmt])}); name it {path.name}{EXPORT_FORMATS[fmt][1]}", path)
+    if path.exists() and not overwrite:
+        raise RunExistsError("exists; use --overwrite to replace it", path)
+    return path
+
+
+def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top: int | None = None,
+                 layer: str | None = None, overwrite: bool = False) -> Path:
+    """Export (the ``top`` ranked rows of) an events or objects table to GeoPackage, GeoJSON or CSV, at a path
+    :func:`check_export_target` accepts (an existing file is replaced only with ``overwrite``).
+
+    GeoPackage keeps the grid's CRS and the dates as dates (DATE fields), in a layer named ``layer`` (by default
+    ``objects`` for an objects table, else ``events``); GeoJSON follows RFC 7946 (longitude/latitude on WGS 84,
+    which web maps and GDAL assume: a pixel grid, which has no place on Earth, is refused rather than read as
+    degrees); CSV has the geometry as WKT in a column named ``WKT`` (GDAL's CSV driver reads it as the geometry)
+    and the CRS in a ``crs`` column."""
+    if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
+        raise ConfigError(f"--top must be a whole number of at least 1, got {top!r}")
+    path = check_export_target(path, fmt, overwrite)
+    layer = layer or ("objects" if "n_patches" in table.columns else "events")
     if fmt == "geojson" and not on_earth(table.crs):
         raise ConfigError("GeoJSON holds longitude and latitude on WGS 84 (RFC 7946), and this run's grid is in pixel "
                           "coordinates (images without georeferencing): GIS software would read its pixels as degrees. "
@@ -173,9 +211,6 @@ def export_table(table: gpd.GeoDataFrame, path: str | os.PathLike, fmt: str, top
     for c in [c for c in ("t0", "t1", "t_end") if c in ev.columns]:  # text in GeoJSON and CSV; GeoPackage has dates
         ev[c] = (pd.to_datetime(ev[c]).astype(pd.ArrowDtype(pa.date32())) if fmt == "gpkg"
                  else pd.to_datetime(ev[c]).dt.strftime("%Y-%m-%d"))
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError("is a folder; give the export's file name", path)
     driver, _ = EXPORT_FORMATS[fmt]
     try:
         _write_export(ev, path, fmt, driver, layer)

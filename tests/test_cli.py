@@ -370,6 +370,14 @@ def test_paths_are_resolved_so_that_a_rerun_from_elsewhere_is_the_same_run(capsy
     assert {c.source for c in seen} == {str(tmp_path / "data" / "x")} and {c.weights for c in seen} == {str(tmp_path / "w.npz")}
     call(capsys, "-q", "run", "synthetic:size=128", "--out", "o")
     assert seen[-1].source == "synthetic:size=128"  # not a path: as given
+    # a run made in Python is the command line's (run_pipeline kept "data/x", and the two refused each other's
+    # run directory as another configuration: a notebook user's review)
+    from changescout.pipeline import RunConfig
+
+    config = RunConfig(source="data/x", weights="w.npz", mask="nothing.tif").validate()
+    assert (config.source, config.weights, config.mask) == (str(tmp_path / "data" / "x"), str(tmp_path / "w.npz"), "nothing.tif")
+    (tmp_path / "synthetic").mkdir()  # the demo's source is no folder of the working directory
+    assert RunConfig(source="synthetic", kind="synthetic").validate().source == "synthetic"
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM")

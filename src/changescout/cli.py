@@ -341,7 +341,7 @@ def run(ctx: typer.Context,
         from .errors import SourceError  # (told before seconds of importing the pipeline: the commonest typo)
 
         raise SourceError("does not exist", Path(source))
-    from .pipeline import RunConfig
+    from .pipeline import RunConfig, resolved_path
 
     base = {}
     if config is not None:
@@ -365,7 +365,7 @@ def run(ctx: typer.Context,
         scheduler = scheduler or from_file
         if base.get("source") is not None and not isinstance(base["source"], str):
             raise ConfigError(f"source must be text (a path, or synthetic[:key=value,...]), got {base['source']!r}", config)
-        if source is not None and base.get("source") is not None and _resolved(source) != _resolved(base["source"]):
+        if source is not None and base.get("source") is not None and resolved_path(source) != resolved_path(base["source"]):
             # a run's configuration reused for another source: the kind and label it resolved, its dates, mask and
             # source options were its source's (the demo's synthetic seed refused every other source)
             left = [k for k in SOURCE_KEYS if base.get(k) not in (None, {}, []) and k not in ("kind", "label")]
@@ -382,9 +382,6 @@ def run(ctx: typer.Context,
         if name not in base or _given(ctx, name):
             given[name] = value
     merged = {**base, **{k: v for k, v in given.items() if v is not None or k not in base}}
-    for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
-        if isinstance(merged.get(name), str):
-            merged[name] = _resolved(merged[name])
     try:
         resolved = RunConfig.from_dict(merged)
     except ConfigError as exc:
@@ -401,11 +398,6 @@ def run(ctx: typer.Context,
 
 #: Configuration keys that describe one source, left behind when a configuration is reused for another.
 SOURCE_KEYS = ("kind", "label", "dates", "mask", "mask_convention", "source_options")
-
-
-def _resolved(path) -> str:
-    """A path as the configuration keeps it: an existing one resolved, anything else (synthetic:...) as given."""
-    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _given(ctx, name: str) -> bool:

@@ -117,8 +117,9 @@ class RunConfig:
         return cls(**d).validate()
 
     def validate(self) -> "RunConfig":
-        """Check (and normalise: numpy numbers, whole floats, ``"8"`` clusters, comma-separated text) the values
-        a run only uses after hours of embedding, before it starts (ConfigError)."""
+        """Check (and normalise: numpy numbers, whole floats, ``"8"`` clusters, comma-separated text, paths of
+        files and folders that exist made absolute) the values a run only uses after hours of embedding, before it
+        starts (ConfigError)."""
         def number(name, lo, hi, integer=False, lo_open=False):
             setattr(self, name, check_param(None, _option(name), getattr(self, name), lo, hi, integer, lo_open))
         for name in ("source", "kind", "grid", "mask", "mask_convention", "encoder", "weights", "compare", "cloud_screen",
@@ -126,6 +127,10 @@ class RunConfig:
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
                 raise ConfigError(f"{_option(name)} must be text, got {v!r}")
+        for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
+            if getattr(self, name) is not None and not (name == "source" and self.kind == "synthetic"):  # (and a run
+                # made in Python is the command line's: a review; the demo's "synthetic" is no folder of that name)
+                setattr(self, name, resolved_path(getattr(self, name)))
         if self.label is not None and len(str(self.label)) > MAX_LABEL:  # (cut short, ids would not carry what was asked)
             raise ConfigError(f"label has {len(str(self.label))} characters; it begins every event id and may have at most "
                               f"{MAX_LABEL}: {str(self.label)!r}")
@@ -187,6 +192,12 @@ class RunConfig:
 #: dates in file order, so two lists of the same dates in other orders resolve alike but date other images (a
 #: review: such a rerun resumed the first run's results).
 RESOLVED_OPTIONS = {"bands": "bands", "grid": "grid", "weights": "weights_sha256"}
+
+
+def resolved_path(path) -> str:
+    """A path as the configuration keeps it: an existing one made absolute, anything else (synthetic:..., a URL)
+    as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _as_hashed(resolved: dict) -> dict:

@@ -128,6 +128,27 @@ def test_permanent_change_persists_over_every_later_date_and_last_date_is_unknow
     assert pers[6] == -1  # the last date: nothing later
 
 
+def test_compute_changes_from_python_compares_as_the_command_line_does():
+    """A notebook user's review: Comparison() took 0.5 clear where the command line takes 0.75 (other events from
+    the same embeddings), accepted min_clear=2 (no event at all), compute_changes(ds, "consecutive") ended in an
+    AttributeError, and a comparison no date allows (anniversary on 4 dates, a reference before the series)
+    gave no events, or every patch, without a word."""
+    assert Comparison().min_clear == Comparison.parse("consecutive").min_clear == 0.75
+    with pytest.raises(ConfigError, match=r"--min-clear must be .* got 2"):
+        Comparison.parse("consecutive", min_clear=2)
+    with pytest.raises(ConfigError, match="--compare reference needs its date"):
+        Comparison(mode="reference")
+    ds = embeddings_ds(series(A, A, B, B))
+    a, va = compute_changes(ds, "consecutive")
+    b, vb = compute_changes(ds, Comparison())
+    pd.testing.assert_frame_equal(a, b)
+    np.testing.assert_array_equal(va, vb)
+    with pytest.raises(ConfigError, match="--compare anniversary needs a date within 45 days of a year before"):
+        compute_changes(ds, "anniversary")
+    with pytest.raises(ConfigError, match="the reference comes before the series"):
+        compute_changes(ds, "reference:2000-01-01")
+
+
 def test_compute_changes_last_date_persistence_is_null(tmp_path):
     ds = embeddings_ds(series(A, A, B, B))
     df, _ = compute_changes(ds, Comparison())

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, check_param
 from .intact import ALL_CHUNKS
 from .sources.dates import to_times
 
@@ -51,9 +51,18 @@ class Comparison:
 
     mode: str = "consecutive"
     reference: pd.Timestamp | None = None
-    min_clear: float = 0.5
+    min_clear: float = 0.75  # (the command line's --min-clear)
     spike_ratio: float = 0.5
     anniversary_tolerance_days: int = 45
+
+    def __post_init__(self):  # (min_clear=2 gave no change at all without a word; a review)
+        if self.mode not in ("consecutive", "anniversary", "reference"):
+            raise ConfigError(f"--compare must be consecutive, anniversary or reference:YYYY-MM-DD, got {self.mode!r}")
+        if self.mode == "reference" and self.reference is None:
+            raise ConfigError("--compare reference needs its date: Comparison.parse('reference:YYYY-MM-DD')")
+        check_param(None, "--min-clear", self.min_clear, 0, 1, lo_open=True)
+        check_param(None, "spike_ratio", self.spike_ratio, 0, 1)
+        check_param(None, "anniversary_tolerance_days", self.anniversary_tolerance_days, 0, 183)
 
     @classmethod
     def parse(cls, text: str, **kw) -> "Comparison":
@@ -339,10 +348,14 @@ def _spans(n: int, block: int) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [n]))
 
 
-def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, search: bool = False):
+def compute_changes(embeddings: xr.Dataset, comp: Comparison | str = "consecutive", block: int = 64, search: bool = False):
     """All events of a run: a DataFrame (row, col, t0, t1, magnitude, zscore, persistence, ...) and vectors
     (with ``search``, also the vectors that similar-change search compares, in the same order:
     :func:`search_vectors`).
+
+    ``comp``: a :class:`Comparison`, or its text (``"consecutive"``, ``"anniversary"``, ``"reference:DATE"``)
+    with the command line's defaults; a comparison no date of the series allows is refused (ConfigError), as
+    the command line refuses it.
 
     Events are sorted by (t1, row, col, t0); the vector key ``vec`` is the row position in that order.
     Embeddings of encoders compared by cosine distance (attribute ``distance``) are L2-normalised first.
@@ -352,6 +365,8 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison, block: int = 64, s
         raise InputError("the embeddings' dates must be strictly increasing (sort them with .sortby('time'), and "
                          f"drop repeated dates), got {', '.join(f'{t:%Y-%m-%d}' for t in times[:6])}"
                          f"{', ...' if len(times) > 6 else ''}")
+    comp = comp if isinstance(comp, Comparison) else Comparison.parse(comp)  # (a str: AttributeError 'min_clear')
+    comp.check_dates(times)  # (anniversary on 5 dates gave no event, a reference before the series every patch)
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
     weight = float(embeddings.attrs.get("new_state_weight", 0.0))  # the encoder's (EncoderSpec.new_state_weight)
     frames, vecs, searches = [], [], []

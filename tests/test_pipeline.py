@@ -43,6 +43,47 @@ def test_run_directory_contents(session_run):
     assert not [n for n in names if ".tmp-" in n or ".old-" in n]  # no leftovers of atomic writes
 
 
+def test_the_stages_called_from_python_as_the_readme_shows_give_the_runs_changes(session_run, session_config, tmp_path):
+    """The README's Python section, stage by stage, gives the events and ranks of ``changescout run`` with the
+    same configuration (a notebook user's review: its snippet took 0.5 clear instead of 0.75 and no cloud
+    screen, and reproducing the run took five undocumented calls from five modules)."""
+    from changescout.cube import grid_of
+    from changescout.embed import embed_cube
+    from changescout.encoders import get_encoder
+    from changescout.change import compute_changes
+    from changescout.objects import change_states
+    from changescout.pipeline import open_source, prepare_cube
+    from changescout.radiometry import apply_offsets
+    from changescout.tiling import PatchGrid
+
+    config = session_config().validate()
+    cube, _ = apply_offsets(open_source(config), config.radiometry)
+    cube, done = prepare_cube(cube, config)
+    assert cube.attrs["cloud_screen"] == json.loads((session_run / "config.json").read_text())["cloud_screen"]
+    emb = embed_cube(cube, get_encoder("rcf", patch_size=config.patch_size, seed=config.seed),
+                     PatchGrid(grid_of(cube), config.patch_size), tmp_path / "embeddings.zarr", series="mine")
+    events, vectors = compute_changes(emb, config.compare)
+    ranked, _, objects = rank_events(events, vectors, config, change_states(emb, events, len(vectors)))
+    run = read_events(session_run).sort_values(["t1", "row", "col"])
+    ranked = ranked.sort_values(["t1", "row", "col"])
+    assert len(ranked) == len(run)
+    np.testing.assert_allclose(ranked["magnitude"], run["magnitude"], rtol=1e-4)
+    assert (ranked["rank"].to_numpy() == run["rank"].to_numpy()).all()
+    assert len(objects) == len(read_objects(session_run))
+
+
+def test_run_pipeline_takes_no_log_and_refuses_a_progress_it_cannot_call(session_config, tmp_path):
+    """log=None ended in "'NoneType' object is not callable" after the source was read; progress=True failed
+    after config.json and state.json were written, the run marked failed (a notebook user's review)."""
+    with pytest.raises(ConfigError, match="progress must be None or a callable"):
+        run_pipeline(session_config(), tmp_path / "r", progress=True)
+    assert not (tmp_path / "r").exists()
+    with pytest.warns(UserWarning, match="warning: n_clusters 100000 is more than the"):  # (its warnings alone)
+        out = run_pipeline(session_config(source_options={"seed": 0, "size": 128, "n_dates": 4}, n_clusters=100_000),
+                           tmp_path / "r", log=None)
+    assert (out / "events.parquet").exists()
+
+
 def test_config_json(session_run):
     cfg = json.loads((session_run / "config.json").read_text())
     assert len(cfg["config_hash"]) == 64

@@ -518,6 +518,18 @@ def open_source(config: RunConfig):
                        **config.source_options)
 
 
+def prepare_cube(cube, config: RunConfig, log=None):
+    """``(cube, done)``: the series as a run embeds it, and what was done to it. ``cube`` as read (``open_source``,
+    then ``radiometry.apply_offsets``), its clouds and snow screened, its dates co-registered and normalised as
+    ``config`` says (``cloud_screen``, ``snow_screen``, ``coregister``, ``date_normalisation``); ``done``: the
+    co-registration's and the normalisation's records (``{"coregister": ..., "normalisation": ...}``, as
+    state.json keeps them). ``log``: where warnings go (a callable taking a line; default ``warnings.warn``)."""
+    cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
+    cube, coreg = coregister(cube, config.coregister)
+    cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
+    return cube, {"coregister": coreg, "normalisation": norm}
+
+
 def screen_clouds(cube, mode: str, log=None):
     """``auto``: flag haze and clouds spectrally when the source gave no quality mask and the series has at least
     three dates (in a pair, a cloud cannot be told from a change, and bright top-of-atmosphere or 8-bit RGB
@@ -783,7 +795,16 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
 
     Bad input is found before anything is written where it can be (configuration values, encoder, weights and
     bands); when it is found later, a new run directory is removed again and a replaced run is restored. Other
-    failures (an interruption) leave the unfinished run to be resumed by the same command."""
+    failures (an interruption) leave the unfinished run to be resumed by the same command.
+
+    ``log``: a callable taking each line the command line prints (``None``: only the warnings, through
+    :func:`warnings.warn`). ``progress``: ``None``, or a callable ``(description, total)`` returning a context
+    manager entered around the embedding's computation (the command line's shows a bar fed by dask's callbacks;
+    ``lambda d, n: dask.diagnostics.ProgressBar()`` prints one)."""
+    if log is None:
+        log = _warnings_only
+    if progress is not None and not callable(progress):  # (True failed after config.json and state.json were written)
+        raise ConfigError(f"progress must be None or a callable (description, total) -> context manager, got {progress!r}")
     out = Path(out)
     check_run(config, out)
     # An existing run directory is locked from here, not from Run.prepare: a `similar` or `export` started
@@ -813,9 +834,8 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
             encoder = encoder.for_cube(cube)
             if note := (encoder.note() if hasattr(encoder, "note") else ""):  # (precomputed: AlphaEarth's bytes)
                 log(note)
-        cube = screen_snow(screen_clouds(cube, config.cloud_screen, log), config.snow_screen)
-        cube, coreg = coregister(cube, config.coregister)
-        cube, norm = normalise_dates(cube, config.date_normalisation, reference=coreg.get("reference", "clearest"))
+        cube, done = prepare_cube(cube, config, log)
+        coreg, norm = done["coregister"], done["normalisation"]
         grid = grid_of(cube)
         patch_grid = PatchGrid(grid, config.patch_size)
         for note in input_notes(cube, offsets, grid, given_grid=config.grid is not None) + implausible + coregister_notes(coreg):
@@ -869,6 +889,12 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         raise
     run.finish()
     return out
+
+
+def _warnings_only(line: str) -> None:
+    """A run's ``log`` that keeps only its warnings (run_pipeline's ``log=None``)."""
+    if line.startswith("warning"):
+        warnings.warn(line, stacklevel=3)
 
 
 def stages_to_run(run: Run) -> list[str]:

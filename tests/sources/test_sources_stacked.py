@@ -26,6 +26,10 @@ def test_date_major_values_round_trip(tmp_path):
         np.testing.assert_allclose(values[t], ms.scene(t) / 10000, rtol=1e-6)
     assert grid_of(cube).transform[2] % (8 * ms.RES) == 0
     assert (native(cube).quality.values == Quality.CLEAR).all()
+    # dates as a notebook holds them (a DatetimeIndex was "ambiguous": a review)
+    for dates in (pd.to_datetime(ms.DATES), pd.to_datetime(ms.DATES).values):
+        again = open_series(path, dates=dates, bands=ms.BANDS, patch_size=8, chunks=16)
+        np.testing.assert_array_equal(again.time.values, cube.time.values)
 
 
 def test_band_descriptions_name_the_bands_and_level_option(tmp_path):

@@ -126,7 +126,11 @@ def open_series(source, *, kind=None, dates=None, bands=None, grid=None, patch_s
     ``grid`` is ``None`` (the first date's CRS and resolution, the union of all footprints), a
     :class:`~changescout.sources.warp.GridSpec`, its text form ``"EPSG:32631,10"`` or an ``OutputGrid``.
     ``options`` go to the source (``level=``, ``scale_factor=``, ``offset=``, ``variable=``, ``seed=``...).
+    ``dates``: text ``"2018-04-29,2018-05-13"`` or any sequence of dates (strings, Timestamps, a DatetimeIndex,
+    datetime64 values).
     """
+    if dates is not None and not isinstance(dates, str):  # (a DatetimeIndex: "truth value ... is ambiguous")
+        dates = list(dates)
     if bands is not None:
         # --bands once for every kind, before any file is read: a name given twice would make two bands that
         # cannot be told apart (a source keeping bands by name silently drops one of them)

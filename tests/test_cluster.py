@@ -81,6 +81,11 @@ def test_fitted_attributes_end_in_underscore_and_params_are_untouched():
     assert model.get_params() == params
     assert clone(model).get_params() == params
     assert model.transform(X).shape == (len(X), 5)
+    # vectors of another width are named against ChangeClusterer (predict said "PCA is expecting", and with one
+    # type took any width: a review)
+    for fitted_model in (model, ChangeClusterer(n_clusters=1).fit(X)):
+        with pytest.raises(ValueError, match=f"ChangeClusterer is expecting {X.shape[1]} features"):
+            fitted_model.predict(X[:, :2])
 
 
 def test_bad_n_clusters():

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import check_param
 
@@ -97,7 +97,7 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X):
         check_is_fitted(self, "mixture_")
-        X = check_array(X, dtype=np.float64)
+        X = validate_data(self, X, dtype=np.float64, reset=False)  # (named ChangeClusterer, not its PCA)
         if self.mixture_ is None:
             return np.zeros(len(X), np.int32)
         return self.mixture_.predict(self.pca_.transform(X)).astype(np.int32)

@@ -14,7 +14,7 @@ import xarray as xr
 
 from changescout.change import read_changes
 from changescout.cube import Quality
-from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError
+from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError, RunNotFoundError
 from changescout.events import COLUMNS, check_directions, read_events
 from changescout.objects import read_objects
 from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds, unusable_dates_note
@@ -131,6 +131,13 @@ def test_embeddings_and_changes(session_run):
     t = {pd.Timestamp(v): i for i, v in enumerate(emb["time"].values)}
     np.testing.assert_allclose(vectors[len(events) // 2], E[t[r["t1"]], r["row"], r["col"]] - E[t[r["t0"]], r["row"], r["col"]],
                                rtol=1e-5, atol=1e-5)
+    # the run directory stands for its stores, as for its tables (zarr's GroupNotFoundError: a review)
+    from changescout.embed import open_embeddings
+
+    assert read_changes(session_run)[0]["vec"].tolist() == events["vec"].tolist()
+    assert open_embeddings(session_run)["embedding"].shape == emb["embedding"].shape
+    with pytest.raises(RunNotFoundError, match=r"no changes.zarr here \(run `changescout run` first\)"):
+        read_changes(session_run.parent)
 
 
 def test_events_parquet(session_run):

@@ -518,8 +518,10 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
 
 
 def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Events (with ``vec``), vectors in the same order, and attributes of ``changes.zarr``."""
-    ds = xr.open_zarr(path, consolidated=True)
+    """Events (with ``vec``), vectors in the same order, and attributes of ``changes.zarr`` (or a run directory's)."""
+    from .events import run_store
+
+    ds = xr.open_zarr(run_store(path, "changes.zarr"), consolidated=True)
     df = pd.DataFrame({c: ds[c].values if c in ds else np.full(ds.sizes["vec"], np.nan, np.float32) for c in EVENT_COLUMNS})
     df["persistence"] = pd.array(np.where(df["persistence"] < 0, pd.NA, df["persistence"]), dtype="Int32")
     df["vec"] = ds["vec"].values
@@ -529,8 +531,11 @@ def read_changes(path) -> tuple[pd.DataFrame, np.ndarray, dict]:
 
 def read_vectors(path, keys=None, name: str = "vector") -> tuple[np.ndarray, np.ndarray]:
     """Vectors (and their keys) from ``changes.zarr``, selected by ``vec`` key, not by position; ``name``:
-    ``"vector"`` (the change vectors) or ``"search"`` (``"residual"`` in runs of 0.3.2 to 0.3.8)."""
-    ds = xr.open_zarr(path, consolidated=True)
+    ``"vector"`` (the change vectors) or ``"search"`` (``"residual"`` in runs of 0.3.2 to 0.3.8). ``path``: the
+    store or a run directory."""
+    from .events import run_store
+
+    ds = xr.open_zarr(run_store(path, "changes.zarr"), consolidated=True)
     if keys is not None:
         ds = ds.sel(vec=np.asarray(keys))
     return ds[name].values, ds["vec"].values

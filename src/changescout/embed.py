@@ -568,8 +568,11 @@ class _NullProgress:
 
 
 def open_embeddings(path: Path) -> xr.Dataset:
-    """A run's ``embeddings.zarr`` (the EmbeddingCube: ``embedding (time, row, col, dim)``, ``clear_fraction``), lazily."""
-    return xr.open_zarr(path, consolidated=True)
+    """A run's ``embeddings.zarr`` (the EmbeddingCube: ``embedding (time, row, col, dim)``, ``clear_fraction``), lazily;
+    ``path``: the store or the run directory."""
+    from .events import run_store
+
+    return xr.open_zarr(run_store(path, "embeddings.zarr"), consolidated=True)
 
 
 def embedding_grid(ds: xr.Dataset) -> PatchGrid:

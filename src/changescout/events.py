@@ -112,6 +112,20 @@ def check_run_dir(path, given_as: str = "RUN") -> Path:
     return path
 
 
+def run_store(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as the zarr store ``name`` (``changes.zarr``, ``embeddings.zarr``): a run directory holding it
+    is taken for it, as :func:`read_events` takes a run directory for its table; :func:`missing_output` when it
+    is not there (zarr's GroupNotFoundError)."""
+    path = Path(path)
+    is_store = lambda p: any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))  # noqa: E731 (v2, v3)
+    if path.is_dir() and not is_store(path) and (path / name).is_dir():
+        path = path / name
+    if not path.exists() or (path.is_dir() and not is_store(path) and not (path / name).exists()
+                             and path.name != name):
+        raise missing_output(f"no {name} here", path)
+    return path
+
+
 def missing_output(message: str, path: Path, first_run: bool = True) -> RunNotFoundError:
     """The error for a run directory's output that is not there: when an interrupted ``--overwrite`` holds the
     directory (the previous run set aside in ``.replaced/``) it says so, instead of asking for a first run

@@ -14,7 +14,7 @@ import xarray as xr
 
 from changescout.change import read_changes
 from changescout.cube import Quality
-from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError, RunNotFoundError
+from changescout.errors import ConfigError, EncoderNotFoundError, RunExistsError, RunNotFoundError, SourceError
 from changescout.events import COLUMNS, check_directions, read_events
 from changescout.objects import read_objects
 from changescout.pipeline import STAGES, Run, RunConfig, rank_events, run_pipeline, screen_clouds, unusable_dates_note
@@ -635,9 +635,11 @@ def test_a_rerun_spelling_out_what_the_run_resolved_resumes(session_run, tmp_pat
     assert any("resuming" in m for m in logs) and mtimes(run) == before
     with pytest.raises(RunExistsError, match=r"what differs: bands"):
         run_pipeline(RunConfig(source=str(folder), weights=str(second), bands=["B02", "B03", "B04", "B08"]), run, **QUIET)
-    for dates in (resolved["dates"], [resolved["dates"][1], resolved["dates"][0], *resolved["dates"][2:]]):
-        with pytest.raises(RunExistsError, match=r"what differs: dates"):
-            run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=dates), run, **QUIET)
+    with pytest.raises(RunExistsError, match=r"what differs: dates"):
+        run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=resolved["dates"]), run, **QUIET)
+    swapped = [resolved["dates"][1], resolved["dates"][0], *resolved["dates"][2:]]  # (the names' dates, misplaced)
+    with pytest.raises(SourceError, match=r"--dates gives 2021-01-15.tif the date 2021-02-15, but its name says"):
+        run_pipeline(RunConfig(source=str(folder), weights=str(second), dates=swapped), run, **QUIET)
     assert mtimes(run) == before
 
 

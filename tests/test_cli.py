@@ -757,6 +757,20 @@ def test_tables_of_another_run_are_not_exported_as_this_runs(capsys, session_run
     assert code == 0, err
 
 
+def test_an_events_table_with_rows_deleted_by_hand_is_not_exported_as_the_runs(capsys, session_run, copy_run):
+    """Rows deleted from events.parquet by hand leave every remaining event's id and magnitude those of changes.zarr:
+    only the count tells the table is no longer the run's, and it is refused with both counts."""
+    import geopandas as gpd
+
+    run = copy_run(session_run)
+    events = gpd.read_parquet(run / "events.parquet")
+    kept = events.iloc[::2]  # (every other row; those left keep their ids and magnitudes)
+    kept.to_parquet(run / "events.parquet")
+    code, _, err = call(capsys, "export", run, "--format", "csv")
+    assert code == 2 and f"events.parquet: its {len(kept)} events are not the {len(events)} changes of changes.zarr" in err
+    assert not (run / "events.csv").exists()
+
+
 def test_an_objects_table_of_an_earlier_version_is_exported(capsys, session_run, copy_run, tmp_path):
     """Objects tables before 0.3.5 have no false_alarm_rate: still read (unknown), not called damaged."""
     import geopandas as gpd

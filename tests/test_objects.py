@@ -207,6 +207,28 @@ def test_two_parts_of_one_size_are_left_whole_whichever_lies_first(roof_first):
     assert len(set(ids)) == 1  # 4 and 4: one object, in both orders
 
 
+def test_two_common_changes_joined_by_a_mixed_patch_stay_one_object():
+    """A clear-cut beside a harvested field of the same month, joined by a patch that changed like both: both
+    parts are common changes of the run, neither is the rare change the cut exists to take out, so the object
+    stays whole (cutting every object whose parts differ split ordinary neighbours into extra objects)."""
+    rng = np.random.default_rng(0)
+    e = np.eye(8)
+
+    def common(axis, row0):  # ten objects of 2 x 3 patches changed alike along ``axis``
+        return [(row0 + 3 * (k // 5) + dr, 4 * (k % 5) + dc, "2021-03-01", 2.0, 2, e[axis] + rng.normal(0, 0.15, 8))
+                for k in range(10) for dr in range(2) for dc in range(3)]
+
+    rows = _background() + common(0, 0) + common(4, 20)  # clear-cuts and harvests: both common in the run
+    cut = [(10 + dr, dc, "2021-03-01", 2.0, 2, e[0]) for dr in range(2) for dc in range(3)]
+    harvest = [(10, 3, "2021-03-01", 0.5, 2, e[0] + e[4])] + [  # a weaker patch changed like both, then the field
+        (10 + dr, 4 + dc, "2021-03-01", 2.0, 2, e[4]) for dr in range(2) for dc in range(2)]
+    ev, vecs = _events(rows + cut + harvest)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-len(cut + harvest):]
+    assert len(set(ids)) == 1
+    assert obj.set_index("object_id").loc[ids[0], "candidate"]
+
+
 def test_touching_changes_into_different_things_are_two_objects():
     """A roof beside a field harvested the same month: both lost their vegetation (alike change vectors) but
     became different things (the states after differ): two objects when the states are given, one without."""
@@ -277,6 +299,23 @@ def test_against_a_reference_date_a_lasting_change_is_one_object_dated_by_its_fi
     chained.loc[len(bg) + 1, "t0"], chained.loc[len(bg) + 2, "t0"] = T("2021-03-01"), T("2021-04-01")
     ranked, _ = ObjectRanker(continuations=True, gaps=False).fit_transform(chained, vecs)
     assert ranked.loc[len(bg) + 2, "object_id"] != ranked.loc[len(bg), "object_id"]
+
+
+def test_against_a_reference_date_a_growing_change_is_one_object_through_a_chain_of_dates():
+    """A change that keeps growing against a fixed reference: each date's object lies half on the previous one but
+    the latest barely on the first. The chain is one object, dated by its first date (C took B's id while B took
+    A's: one lasting change came out as two objects)."""
+    up = np.eye(8)[0]
+    bg = [(40 + 2 * (i // 20), 2 * (i % 20), "2021-06-01", s, p, v) for i, (_, _, _, s, p, v) in enumerate(_background())]
+    a = [(1, col, "2021-03-01", 2.0, 2, up) for col in range(1, 5)]  # 4 patches
+    b = [(1, col, "2021-04-01", 2.0, 2, up) for col in range(3, 7)]  # half on A
+    c = [(1, col, "2021-05-01", 2.0, 2, up) for col in range(4, 10)]  # half on B, one patch of six on A
+    ev, vecs = _against(bg + a + b + c, "2021-01-01")
+    ranked, obj = ObjectRanker(continuations=True, gaps=False).fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[len(bg):]
+    assert len(set(ids)) == 1
+    o = obj.set_index("object_id").loc[ids[0]]
+    assert o["t1"] == T("2021-03-01") and o["n_patches"] == 9 and o["n_events"] == 14
 
 
 def test_a_run_against_a_reference_date_joins_continuations():

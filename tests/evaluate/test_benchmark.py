@@ -175,6 +175,28 @@ def test_parse_method_names():
             parse_method(bad, ["rcf"])
 
 
+def test_the_largest_smoothing_is_accepted_and_one_beyond_it_refused():
+    """``-sN`` takes at most 16 fine patches: ``-s16`` itself is a method a user can run, ``-s17`` is told off."""
+    from changescout.evaluate.benchmark import parse_method
+
+    assert parse_method("rcf-s16", ["rcf"]).modifiers == ("s16",)
+    assert parse_method("cva-z-p4-s16-top4", ["rcf"]).baseline_modifiers == ("p4", "s16", "top4")
+    with pytest.raises(ConfigError, match=r"at most 16"):
+        parse_method("rcf-s17", ["rcf"])
+
+
+def test_aggregating_methods_are_scored_on_16_px_squares_not_on_their_fine_patches():
+    """-max and -topK take fine scores up to 16 px patches: the pixel-level rows must compare them on whole 16 px
+    squares (of a 40 px item, the first 32 px), not on the 8 or 4 px fine patches."""
+    from changescout.evaluate.benchmark import parse_method
+    from changescout.evaluate.methods import scored_unit
+
+    unit = {name: scored_unit(parse_method(name, ["rcf"]), 8) for name in
+            ("rcf", "rcf-p4", "rcf-max", "rcf-p4-top4", "cva-z", "cva-z-p4", "cva-z-p4-max", "rcf-p4+cva-z-p4-top2")}
+    assert unit == {"rcf": 8, "rcf-p4": 4, "rcf-max": 16, "rcf-p4-top4": 16, "cva-z": 1, "cva-z-p4": 4,
+                    "cva-z-p4-max": 16, "rcf-p4+cva-z-p4-top2": 16}
+
+
 def test_the_smoothing_modifier_smooths_a_parts_fine_scores_before_they_are_aggregated(pairs_root):
     from changescout.evaluate.benchmark import load_pairs, parse_method
     from changescout.evaluate.evidence import aggregate_up, block_means, smooth_fine, spread_patches
@@ -188,6 +210,41 @@ def test_the_smoothing_modifier_smooths_a_parts_fine_scores_before_they_are_aggr
     assert not np.allclose(score_method(parse_method("cva-z-p4-top4", ["rcf"]), src), smoothed, equal_nan=True)
     assert not np.allclose(score_method(parse_method("rcf-p4-top4", ["rcf"]), src),
                            score_method(parse_method("rcf-p4-s1-top4", ["rcf"]), src), equal_nan=True)
+
+
+def test_the_multi_scale_modifier_combines_the_fine_distance_with_that_at_half_the_fine_patch(pairs_root):
+    """``-ms``: the distance of 8 px fine patches and that of 4 px ones, each robust-z scored at 16 px (the level
+    compared), averaged; not the distance at twice the fine patch."""
+    from changescout.evaluate.benchmark import load_pairs, parse_method
+    from changescout.evaluate.evidence import combine, spread_patches
+    from changescout.evaluate.methods import SUPPORT, Sources, score_method
+
+    src = Sources(load_pairs("pairs", pairs_root)[0])  # fine patches of 8 px
+    rng = np.random.default_rng(0)
+    distances = {p: rng.gamma(2.0, 1.0 / p, (64 // p, 64 // p)).astype(np.float32) for p in (2, 4, 8, 16)}
+    src.distance = lambda encoder, p, whitening=None: distances[p]  # (an encoder's distances, without embedding)
+    ms = score_method(parse_method("rcf-ms", ["rcf"]), src)
+    scales = [spread_patches(distances[p], p, src.shape) for p in (8, 4)]
+    np.testing.assert_allclose(ms, combine(scales, src.pair.valid, "robust-z", support=SUPPORT), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ms, combine(scales[:1], src.pair.valid, "robust-z", support=SUPPORT))
+    # -p4-ms: 4 px and 2 px
+    ms = score_method(parse_method("rcf-p4-ms", ["rcf"]), src)
+    scales = [spread_patches(distances[p], p, src.shape) for p in (4, 2)]
+    np.testing.assert_allclose(ms, combine(scales, src.pair.valid, "robust-z", support=SUPPORT), rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_is_taken_over_16_px_block_means_not_pixels(pairs_root):
+    """``-cal``: the robust z-score's median and MAD are those of the item's 16 px block means, the level at which
+    methods are compared (a per-pixel scale made a noisy pixel map's patch scores smaller than a smooth one's)."""
+    from changescout.evaluate.benchmark import load_pairs, parse_method
+    from changescout.evaluate.evidence import calibrate
+    from changescout.evaluate.methods import Sources, score_method
+
+    src = Sources(load_pairs("pairs", pairs_root)[0])
+    raw, valid = src.spectral("cva-z"), src.pair.valid
+    cal = score_method(parse_method("cva-z-cal", ["rcf"]), src)
+    np.testing.assert_allclose(cal, calibrate(raw, valid, "robust-z", support=16), rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert not np.allclose(cal, calibrate(raw, valid, "robust-z"), rtol=1e-3, equal_nan=True)  # (the test means something)
 
 
 def test_same_month_protocol_and_filled_coregistration_gaps():

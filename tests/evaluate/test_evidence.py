@@ -74,6 +74,15 @@ def test_combination_ranks_a_patch_with_both_evidences_above_one_with_one():
         ev.combine([emb, spec[:16]])
 
 
+def test_weights_that_sum_to_zero_are_refused():
+    """All-zero weights leave nothing to average: refused, not a map of NaN scores (0 / 0) ranked as no change."""
+    a, b = np.arange(16.0).reshape(4, 4), np.arange(16.0).reshape(4, 4)[::-1]
+    for bad in ([0, 0], [0.0, 0.0]):
+        with pytest.raises(ConfigError, match="positive sum"):
+            ev.combine([a, b], weights=bad)
+    assert np.isfinite(ev.combine([a, b], weights=[0, 1])).all()  # one weight 0 is fine: the other map alone
+
+
 def test_calibration_makes_two_images_scores_comparable():
     rng = np.random.default_rng(0)
     labels, scores = [], []
@@ -109,6 +118,36 @@ def test_robust_z_and_ranks():
         ev.calibrate(s, how="sigmoid")
 
 
+def test_a_map_mostly_unchanged_keeps_its_few_changed_pixels_scored_and_ordered():
+    """Most of a scene unchanged (one score, its MAD 0): the robust scale falls back on the standard deviation,
+    else every pixel, the changed ones too, was scored 0 and calibration erased the change."""
+    s = np.zeros((10, 10))
+    s[0, :3] = [1.0, 2.0, 3.0]  # three changed pixels, the rest exactly unchanged
+    z = ev.robust_z(s)
+    assert 0 < z[0, 0] < z[0, 1] < z[0, 2]
+    assert (z[1:] == 0).all()
+    np.testing.assert_allclose(z[0, :3], s[0, :3] / s.std(), rtol=1e-6)
+
+
+def test_robust_z_support_takes_its_scale_from_block_means():
+    """With ``support`` p the median and MAD are those of the p px block means: a noisy per-pixel map and the same
+    map averaged over each block get one scale at the patch level where they are compared (else the pixel noise
+    widened the per-pixel map's MAD and shrank its patch scores)."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 1, (6, 6))
+    means[1, 1] = 8.0  # a changed patch
+    blocky = ev.spread_patches(means, 4, (24, 24))
+    noisy = blocky + rng.normal(0, 3, blocky.shape)  # per-pixel noise around those means
+    block = ev.block_means(noisy, 4)
+    expected = (block - np.median(block)) / (ev.MAD_TO_STD * np.median(np.abs(block - np.median(block))))
+    np.testing.assert_allclose(ev.block_means(ev.robust_z(noisy, support=4), 4), expected, rtol=1e-4, atol=1e-5)
+    # a map constant over the blocks gets, with support p, the z-scores of its block means
+    z = ev.block_means(ev.robust_z(blocky, support=4), 4)
+    np.testing.assert_allclose(z, ev.robust_z(means), rtol=1e-5, atol=1e-6)
+    # per pixel (support 1) the noisy map's scale is the pixels': its changed patch scores lower
+    assert ev.block_means(ev.robust_z(noisy), 4)[1, 1] < 0.8 * expected[1, 1]
+
+
 def test_aggregate_up_mean_max_top_k():
     fine = np.arange(16, dtype=float).reshape(4, 4)
     fine[0, 1] = np.nan
@@ -121,6 +160,14 @@ def test_aggregate_up_mean_max_top_k():
     for bad in ("median", "top0"):
         with pytest.raises(ConfigError):
             ev.aggregate_up(fine, 2, bad)
+
+
+def test_top_k_of_a_patch_with_fewer_finite_fine_scores_than_k_is_their_mean():
+    """A 16 px patch at a mask's or image's edge holds fewer than K finite fine scores: its topK is their mean,
+    not their sum over K (which pulled masked and edge patches down the ranking)."""
+    fine = np.array([[5.0, 5.0], [np.nan, np.nan]])  # the four 8 px fine patches of one 16 px patch, two masked
+    assert ev.aggregate_up(fine, 2, "top4")[0, 0] == pytest.approx(5.0)
+    assert ev.aggregate_up(np.array([[5.0, 1.0], [np.nan, 3.0]]), 2, "top4")[0, 0] == pytest.approx(3.0)
 
 
 def test_smoothing_lets_a_change_over_touching_fine_patches_outrank_a_lone_spike():

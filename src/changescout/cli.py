@@ -495,7 +495,7 @@ def benchmark(dataset: str = typer.Argument(..., metavar="DATASET", help="oscd |
               seeds: Optional[str] = typer.Option(None, help="synthetic only: seeds of the planted-change series (default 0,1,2,3,4)."),
               encoders_: Optional[str] = typer.Option(None, "--encoders", help="Comma-separated encoders (default: every encoder whose weights are found; \"\" for none: the baselines alone)."),
               baselines: Optional[str] = typer.Option(None, help="Comma-separated baselines (default: cva-raw,cva-z,irmad,pca-kmeans)."),
-              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, ablation.md, roc.png, pr.png (a folder holding them is refused without --overwrite; replaced only once all are written; other files are left alone)."),
+              out: Optional[Path] = typer.Option(None, help="Output folder: metrics.json, metrics.md, per_item.csv, and for labelled datasets ablation.md, roc.png, pr.png (a folder holding them is refused without --overwrite; replaced only once all are written; other files are left alone)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier benchmark in --out."),
               fine_patch: int = typer.Option(8, help="Patch size (px) at which encoders embed (1, 2, 4, 8 or 16: a whole part of the 16 px patches scored); distances are averaged upward."),
               weights_dir: Optional[Path] = typer.Option(None, envvar="CHANGESCOUT_WEIGHTS_DIR", help="Folder with <encoder>/<weights file>.")):

@@ -968,6 +968,15 @@ def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_pat
     values = footprint(open_series(tmp_path / "soft")).values
     assert np.isnan(values[0, :, :5]).all() and np.isfinite(values[0, :, 5:]).all()
     assert np.isfinite(values[2, :, 6:-1, 1:-1]).all() and np.nanmax(values[2]) < 1
+    # the same files with their 4th band named (B08): a band, warped as its values, not the others' weights
+    for date in ms.DATES[:2]:
+        ms.write_geotiff(tmp_path / "named4" / f"{date}.tif", data, nodata=None, descriptions=ms.BANDS)
+    ms.write_geotiff(tmp_path / "named4" / f"{ms.DATES[2]}.tif", data, nodata=None, descriptions=ms.BANDS,
+                     transform=ms.TRANSFORM @ Affine.translation(0.5, 0.5))
+    cube = open_series(tmp_path / "named4")
+    values = footprint(cube).values
+    assert list(cube["band"].values) == list(ms.BANDS) and np.isfinite(values[2, :, 6:-1, 1:-1]).all()
+    np.testing.assert_allclose(values[0], data / 255, rtol=1e-6)
     # the last of 5 bands marked alpha: GDAL masks nothing with it, so it stays a band (it was dropped, and its
     # zeros read as clear data)
     five = ms.write_geotiff(tmp_path / "five" / "2021-01-01.tif", np.concatenate([data, data[3:]]), nodata=None)

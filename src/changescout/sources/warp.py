@@ -91,6 +91,9 @@ class RasterInfo:
     #: description): left out of ``count`` and the descriptions, it is where the image has data (GDAL reads it
     #: as the other bands' mask), not a band
     alpha: bool = False
+    #: whether GDAL takes the last band for the others' alpha (RGBA: 4 bands of bytes unless told otherwise),
+    #: whether or not the file names it a band of its own (B08)
+    marked_alpha: bool = False
 
     @property
     def bands_said(self) -> str:
@@ -159,13 +162,13 @@ def _probe(path: str, mtime: float) -> RasterInfo:
             # RGBA: GDAL's default for 4 bands of bytes, so that a band described by a name of its own (B08, nir)
             # stays a band; and only where GDAL reads it as the others' mask (gray + alpha, RGBA: not the last of
             # 5 bands, which would be dropped and mask nothing)
-            alpha = (src.count > 1 and src.colorinterp[-1] == ColorInterp.alpha
-                     and MaskFlags.alpha in src.mask_flag_enums[0]
-                     and str(src.descriptions[-1] or "alpha").strip().lower() in ("alpha", "mask", ""))
+            marked = src.count > 1 and src.colorinterp[-1] == ColorInterp.alpha and MaskFlags.alpha in src.mask_flag_enums[0]
+            alpha = marked and str(src.descriptions[-1] or "alpha").strip().lower() in ("alpha", "mask", "")
             n = src.count - alpha
             return RasterInfo(path, src.crs.to_string(), src.transform, src.shape, n, src.dtypes[0], src.descriptions[:n],
                               tuple(src.scales[:n]), tuple(src.offsets[:n]),
-                              any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums), alpha)
+                              any(f != [MaskFlags.all_valid] for f in src.mask_flag_enums) and alpha == marked,
+                              alpha, marked)
     except RasterioError as exc:
         hint = "; download the assets first (stac-asset download)" if is_remote(path) else ""
         raise SourceError(f"not a readable raster ({exc}){hint}", shown(path)) from exc
@@ -410,6 +413,9 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> 
             part = out[:, r0 - row : r1 - row, c0 - col : c1 - col]
             part[...] = src.read(list(indexes), window=window)  # cast to float32 in place
             masked = [j for j, i in enumerate(indexes) if i not in raw and src.mask_flag_enums[i - 1] != [MaskFlags.all_valid]]
+            info = probe(path)
+            if info.marked_alpha and not info.alpha:  # GDAL's alpha is a band here (B08): it masks nothing
+                masked = []
             if masked:  # nodata, mask or alpha
                 masks = src.read_masks([indexes[j] for j in masked], window=window)
                 part[masked] = np.where(masks == 0, np.nan, part[masked])
@@ -477,21 +483,27 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     GDAL's warper weighs each pixel by alpha / 255 against the NaN it starts from, and a date to resample whose
     alpha was below 255 (a feathered edge; the near-infrared of 4 bands of bytes, which GDAL marks alpha) read
     as no data where the same file on the grid's pixels read whole (a review)."""
+    info = probe(path)
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
-    if not raw and probe(path).alpha:  # (alpha / SRC_ALPHA_MAX, clipped to 1: any alpha above 0 is data)
+    if not raw and info.alpha:  # (alpha / SRC_ALPHA_MAX, clipped to 1: any alpha above 0 is data)
         options["SRC_ALPHA_MAX"] = 1
     indexes, opened = list(indexes), path
-    if zero_nodata and not raw and "?" not in path and len(set(indexes)) < probe(path).count:  # (no alpha: it declares nodata)
+    if zero_nodata and not raw and "?" not in path and len(set(indexes)) < info.count:  # (no alpha: it declares nodata)
         bands = sorted(set(indexes))
         opened, indexes = f"vrt://{path}?bands={','.join(map(str, bands))}", [bands.index(i) + 1 for i in indexes]
     try:
-        if raw and probe(path).alpha:  # (so it declares no nodata value: none to keep)
+        # a band GDAL takes for alpha that is a band here (a mask stack's 4th date; a 4th band named B08): warped as
+        # the values it holds, band by band (a WarpedVRT weighed the others by it: a near-infrared below 255 made
+        # a resampled date no data, a review)
+        if (raw and info.alpha) or (not raw and info.marked_alpha and not info.alpha):
             out = np.full((len(indexes), *shape), np.nan, np.float32)
             with network(path), rasterio.open(path) as src:
+                nodata = None if raw else 0 if zero_nodata else src.nodata  # (raw alpha: no nodata value to keep)
                 rasterio.warp.reproject(rasterio.band(src, indexes), out, dst_transform=transform, dst_crs=crs,
-                                        src_nodata=None, dst_nodata=np.nan, resampling=resampling,
-                                        tolerance=WARP_TOLERANCE, UNIFIED_SRC_NODATA="NO", **(scales or {}))
+                                        src_nodata=nodata, dst_nodata=np.nan, resampling=resampling,
+                                        tolerance=WARP_TOLERANCE, UNIFIED_SRC_NODATA="YES" if zero_nodata and not raw else "NO",
+                                        **(scales or {}))
             return out
         with network(path), rasterio.open(opened) as src:
             with WarpedVRT(src, crs=crs, transform=transform, height=shape[0], width=shape[1], resampling=resampling,

@@ -724,6 +724,11 @@ def test_export_refuses_to_write_over_the_runs_own_files(capsys, session_run, co
     assert code == 2 and f"would write over the run {other.resolve()}'s own config.json" in err
     assert (other / "config.json").read_bytes() == before
     assert call(capsys, "export", run, "--format", "csv", "--out", other / "from_the_first.csv")[0] == 0
+    # the run exported is its own even without its state.json (GeoJSON's .json took config.json: a review)
+    (run / "state.json").unlink()
+    before = (run / "config.json").read_bytes()
+    code, _, err = call(capsys, "export", run, "--format", "geojson", "--out", run / "config.json", "--overwrite")
+    assert code == 2 and "own config.json" in err and (run / "config.json").read_bytes() == before
 
 
 def test_a_damaged_objects_table_is_named(capsys, session_run, copy_run):

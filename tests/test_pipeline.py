@@ -138,6 +138,8 @@ def test_embeddings_and_changes(session_run):
     assert open_embeddings(session_run)["embedding"].shape == emb["embedding"].shape
     with pytest.raises(RunNotFoundError, match=r"no changes.zarr here \(run `changescout run` first\)"):
         read_changes(session_run.parent)
+    emb.to_zarr("memory://copied-embeddings.zarr", consolidated=True, zarr_format=2)  # a URL is zarr's to open
+    assert open_embeddings("memory://copied-embeddings.zarr")["embedding"].shape == emb["embedding"].shape
 
 
 def test_events_parquet(session_run):

@@ -5,6 +5,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from changescout.errors import IncompatibleRunsError
 from changescout.search import (SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented,
@@ -80,8 +81,10 @@ def test_save_load_roundtrip(tmp_path):
         np.testing.assert_array_equal(sa, sb)
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
     assert again.factory == "Flat"
-    SimilarChangeIndex("HNSW8").fit(X, keys).save(tmp_path / "index.faiss")  # (it read "Flat" whatever it was)
-    assert SimilarChangeIndex.load(tmp_path / "index.faiss").factory == "IndexHNSWFlat"
+    for factory in ("HNSW8", "IVF2,Flat"):  # (it read "Flat" whatever it was); a clone fits the same kind again
+        SimilarChangeIndex(factory).fit(X, keys).save(tmp_path / "index.faiss")
+        loaded = SimilarChangeIndex.load(tmp_path / "index.faiss")
+        assert loaded.factory == factory and clone(loaded).fit(X, keys).search(X[0], k=1).keys[0].tolist() == [keys[0]]
 
 
 def test_approximate_factory_has_high_recall():

@@ -479,7 +479,7 @@ def export(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run director
     if table not in readers:
         raise ConfigError(f"--table must be events or objects, got {table!r}")
     target = out or Path(run_dir) / f"{table}{EXPORT_FORMATS[fmt][1]}"
-    check_export_target(target, fmt, overwrite)  # before the tables are read (and again as it writes)
+    check_export_target(target, fmt, overwrite, run_dir)  # before the tables are read (and again as it writes)
     with runlock.reading(run_dir):  # not while a run rewrites it
         rows = readers[table](run_dir)
         events = rows if table == "events" else read_events(run_dir)

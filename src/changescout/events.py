@@ -112,10 +112,13 @@ def check_run_dir(path, given_as: str = "RUN") -> Path:
     return path
 
 
-def run_store(path: str | os.PathLike, name: str) -> Path:
+def run_store(path, name: str):
     """``path`` as the zarr store ``name`` (``changes.zarr``, ``embeddings.zarr``): a run directory holding it
     is taken for it, as :func:`read_events` takes a run directory for its table; :func:`missing_output` when it
-    is not there (zarr's GroupNotFoundError)."""
+    is not there (zarr's GroupNotFoundError). A URL (``s3://``, ``memory://``) or a zarr store object is
+    given back as it is, for zarr to open."""
+    if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
+        return path
     path = Path(path)
     is_store = lambda p: any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))  # noqa: E731 (v2, v3)
     if path.is_dir() and not is_store(path) and (path / name).is_dir():
@@ -164,12 +167,13 @@ EXPORT_FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"),
 EXPORT_SUFFIXES = {"gpkg": (".gpkg",), "geojson": (".geojson", ".json"), "csv": (".csv",)}
 
 
-def check_export_target(path: str | os.PathLike, fmt: str, overwrite: bool = False) -> Path:
+def check_export_target(path: str | os.PathLike, fmt: str, overwrite: bool = False, run_dir=None) -> Path:
     """``path`` as a place to export a table as ``fmt`` (``ConfigError``/``OutputError``/``RunExistsError``
     naming it otherwise): named by the format's extension (a GIS opens a file by it: ``x.shp`` written as a
     GeoPackage, or a name without one, was written and could not be opened), in a folder that exists (a typo
     in the path is told, not made into folders), not a file of a run directory's own (a CSV written over
-    ``RUN/events.parquet`` lost the run), and not an existing file unless ``overwrite``."""
+    ``RUN/events.parquet`` lost the run; ``run_dir``: the run exported, its own even when its state.json is
+    gone), and not an existing file unless ``overwrite``."""
     from .errors import RunExistsError
     from .pipeline import RUN_FILES
     from .sources.geotiff import is_run_dir
@@ -189,8 +193,9 @@ def check_export_target(path: str | os.PathLike, fmt: str, overwrite: bool = Fal
     exports = {f"{t}{suffix}" for t in ("events", "objects") for _, suffix in EXPORT_FORMATS.values()}
     own = {n.lower() for n in set(RUN_FILES) - exports}  # (names compared as a case-insensitive disk would)
     target = path.resolve()
+    runs = {Path(run_dir).resolve()} if run_dir is not None else set()
     for folder in target.parents:
-        if is_run_dir(folder) and (first := target.relative_to(folder).parts[0]).lower() in own:
+        if (folder in runs or is_run_dir(folder)) and (first := target.relative_to(folder).parts[0]).lower() in own:
             raise ConfigError(f"the export would write over the run {folder}'s own {first}; choose another file name", path)
     if path.suffix.lower() not in EXPORT_SUFFIXES[fmt]:
         raise ConfigError(f"a GIS opens a file by its extension, and {path.suffix} is not that of --format {fmt} "

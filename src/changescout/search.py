@@ -116,9 +116,16 @@ class SimilarChangeIndex(BaseEstimator):
 
 
 def _factory_of(index) -> str:
-    """``Flat`` for a flat index (what the runs build), else the faiss class of the index (``IndexHNSWFlat``): the
-    file does not keep the factory string it was built from."""
-    return "Flat" if isinstance(index, faiss.IndexFlat) else type(index).__name__
+    """The faiss factory string of a loaded index, as far as the file tells it (it does not keep the string it
+    was built from): ``Flat`` (what the runs build), ``HNSW<M>``, ``IVF<nlist>,Flat``; for other kinds the
+    faiss class (``IndexPreTransform``), which says what the index is but cannot be built again by name."""
+    if isinstance(index, faiss.IndexFlat):
+        return "Flat"
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return f"HNSW{index.hnsw.nb_neighbors(1)}"
+    if isinstance(index, faiss.IndexIVFFlat):
+        return f"IVF{index.nlist},Flat"
+    return type(index).__name__
 
 
 def feedback_query(positive: np.ndarray, negative: np.ndarray | None = None, beta: float = 0.5) -> np.ndarray:

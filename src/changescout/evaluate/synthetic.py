@@ -31,12 +31,12 @@ BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 
 def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """The pipeline's stages up to the changes, in memory: ``(events, vectors, states, search)`` of ``cube``
-    under ``config`` (cloud and snow screens, embeddings, change vectors, the states before and after each change, and
-    the vectors that similar-change search compares)."""
-    from ..pipeline import _build_encoder, screen_clouds
-    from ..snow import screen_snow
+    under ``config`` (:func:`changescout.pipeline.prepare_cube`'s screens, co-registration and normalisation,
+    embeddings, change vectors, the states before and after each change, and the vectors that similar-change
+    search compares)."""
+    from ..pipeline import _build_encoder, prepare_cube
 
-    cube = screen_snow(screen_clouds(cube, config.cloud_screen), config.snow_screen)
+    cube, _ = prepare_cube(cube, config, log=lambda line: None)
     pg = PatchGrid(grid_of(cube), config.patch_size)
     with tempfile.TemporaryDirectory() as tmp:
         ds = embed_cube(cube, _build_encoder(config), pg, Path(tmp) / "e.zarr", "bench")

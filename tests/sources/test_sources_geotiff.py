@@ -488,6 +488,13 @@ def test_band_count_mismatch_names_the_file(tmp_path):
     with pytest.raises(SourceError, match=r"2020-05-20.tif: has 3 bands but 2020-03-01.tif has 4 \(it has no band "
                                           r"descriptions\); every date needs"):
         open_series(tmp_path / "f")
+    # the same bands spelt otherwise (B2 and B02: files from two tools): --bands, which the message advised, picks
+    # by name and fails on one date or the other, so the message says what to do instead (a review)
+    ms.write_geotiff(tmp_path / "f" / f"{ms.DATES[2]}.tif", ms.scene(2), descriptions=["B2", "B3", "B4", "B8"])
+    with pytest.raises(SourceError, match=r"2020-05-20.tif: names its bands \['B2', 'B3', 'B4', 'B8'\] and 2020-03-01.tif "
+                                          r"\['B02', 'B03', 'B04', 'B08'\]: the same bands spelt otherwise; give every date's "
+                                          r"files the same band descriptions"):
+        open_series(tmp_path / "f")
 
 
 @pytest.mark.parametrize(

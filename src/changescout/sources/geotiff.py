@@ -90,6 +90,12 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         if len(names) != len(ref_names):
             raise SourceError(f"has {len(names)} bands but {ref_file.name} has {len(ref_names)}{hint}; every date needs the "
                               "same bands (--bands NAMES reads those of every date)", files[0])
+        if names != ref_names and [_spelling(n) for n in names] == [_spelling(n) for n in ref_names]:
+            # (B2 against B02: --bands, which the message below advises, picks bands by name and so fails on one
+            # date or the other; a review)
+            raise SourceError(f"names its bands {names} and {ref_file.name} {ref_names}: the same bands spelt otherwise; "
+                              "give every date's files the same band descriptions (with rasterio: "
+                              "dataset.set_band_description(index, name)), or run the dates apart", files[0])
         if names != ref_names:
             raise SourceError(f"has bands {names} but {ref_file.name} has {ref_names}; every date needs the same bands "
                               "(--bands NAMES reads those of every date)", files[0])
@@ -117,6 +123,11 @@ MAX_DEPTH = 6
 def is_run_dir(folder: Path) -> bool:
     """Whether ``folder`` is a changescout run directory."""
     return (folder / "config.json").is_file() and (folder / "state.json").is_file()
+
+
+def _spelling(name: str) -> str:
+    """A band name without what its spellings differ in: case and the zeros before a number (B2, b02, B02)."""
+    return re.sub(r"(?<!\d)0+(?=\d)", "", str(name).lower())
 
 
 def _unnamed(names) -> bool:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .cube import on_earth
-from .errors import ConfigError, OutputError, RunNotFoundError
+from .errors import ConfigError, OutputError, RunExistsError, RunNotFoundError
 
 SCHEMA_VERSION = "1"
 
@@ -120,11 +120,11 @@ def run_store(path, name: str):
     if not isinstance(path, (str, os.PathLike)) or "://" in str(path):
         return path
     path = Path(path)
-    is_store = lambda p: any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))  # noqa: E731 (v2, v3)
-    if path.is_dir() and not is_store(path) and (path / name).is_dir():
+    is_store = any((path / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))  # (zarr v2, v3)
+    if not is_store and (path / name).is_dir():  # a run directory
         path = path / name
-    if not path.exists() or (path.is_dir() and not is_store(path) and not (path / name).exists()
-                             and path.name != name):
+    elif not path.exists() or (not is_store and path.name != name):  # (a store of that name without its metadata
+        # is zarr's to call damaged)
         raise missing_output(f"no {name} here", path)
     return path
 
@@ -174,7 +174,6 @@ def check_export_target(path: str | os.PathLike, fmt: str, overwrite: bool = Fal
     in the path is told, not made into folders), not a file of a run directory's own (a CSV written over
     ``RUN/events.parquet`` lost the run; ``run_dir``: the run exported, its own even when its state.json is
     gone), and not an existing file unless ``overwrite``."""
-    from .errors import RunExistsError
     from .pipeline import RUN_FILES
     from .sources.geotiff import is_run_dir
 

@@ -127,9 +127,10 @@ class RunConfig:
             v = getattr(self, name)
             if not (isinstance(v, (str, os.PathLike)) or (v is None and name not in ("source", "encoder"))):
                 raise ConfigError(f"{_option(name)} must be text, got {v!r}")
-        for name in ("source", "mask", "weights"):  # data/x, ./data/x/ and /abs/data/x are one run, from any folder
-            if getattr(self, name) is not None and not (name == "source" and self.kind == "synthetic"):  # (and a run
-                # made in Python is the command line's: a review; the demo's "synthetic" is no folder of that name)
+        # data/x, ./data/x/ and /abs/data/x are one run, from any folder, and a run made in Python is the command
+        # line's (a review); the demo's source "synthetic" is no folder of that name
+        for name in ("source", "mask", "weights"):
+            if getattr(self, name) is not None and not (name == "source" and self.kind == "synthetic"):
                 setattr(self, name, resolved_path(getattr(self, name)))
         if self.label is not None and len(str(self.label)) > MAX_LABEL:  # (cut short, ids would not carry what was asked)
             raise ConfigError(f"label has {len(str(self.label))} characters; it begins every event id and may have at most "

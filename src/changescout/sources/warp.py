@@ -711,7 +711,8 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
                               "or give the scaling of all with scale_factor= and offset=", shown(odd.path))
         if len(declared) == len(dated) and len({tuple(v) for v in declared.values()}) == 1:
             scale, off = next(iter(declared.values()))
-        elif not head.scaling and np.dtype(infos[head.path].dtype).kind == "f":
+        elif (np.dtype(infos[head.path].dtype).kind == "f"  # (the head's own scaling, given or declared, is none)
+              and not (head.scaling or infos[head.path].declared_scaling(head.index))):
             _check_float_scaling(scenes, infos, head, scale, off)
     source = Path(source).resolve()
     attrs = {

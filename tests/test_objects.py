@@ -165,6 +165,27 @@ def test_a_rare_change_joined_to_a_common_one_by_a_mixed_patch_is_taken_apart():
         ObjectRanker(split_cosine=2).fit_transform(ev, vecs)
 
 
+def test_a_mixed_object_with_a_patch_seen_late_is_taken_apart_at_its_onset():
+    """Planted Bouconne series (rcf, seed 0): a construction beside a clear-cut of the same month, one of whose
+    patches was under a cloud at the onset and saw the clearing a date late, was never cut: the object spanned two
+    dates, and only objects of one date were. Its onset is cut; the patch seen late stays with the clear-cut."""
+    rng = np.random.default_rng(1)
+    e = np.eye(8)
+    cut = [(10 + dr, dc, "2021-03-01", 2.0, 2, e[0]) for dr in range(2) for dc in range(3)]
+    late = [(12, 0, "2021-04-01", 2.0, 2, e[0])]  # t0 2021-01-01: its pair spans the clear-cut's date
+    roof = [(10, 3, "2021-03-01", 2.0, 2, e[0] + e[1])] + [
+        (r, c, "2021-03-01", 2.0, 2, e[1] + rng.normal(0, 0.05, 8)) for r, c in ((10, 4), (11, 4), (10, 5))]
+    ev, vecs = _events(_background() + _clear_cuts(rng) + cut + late + roof)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-len(cut + late + roof):]
+    assert len(set(ids[:len(cut) + 1])) == 1  # the clear-cut with its patch seen late
+    assert len(set(ids[len(cut) + 1:])) == 1 and ids[-1] != ids[0]  # the roof apart
+    o = obj.set_index("object_id")
+    assert o.loc[ids[-1], "rank"] <= 2 and o.loc[ids[0], "n_patches"] == 7
+    merged, _ = ObjectRanker(split_cosine=None).fit_transform(ev, vecs)
+    assert len(set(merged["object_id"].to_numpy()[-len(cut + late + roof):])) == 1
+
+
 def test_a_rare_change_that_is_the_larger_part_of_a_mixed_object_is_taken_apart_too():
     """Planted Bouconne series (rcf, seed 2): a road of 9 patches joined by a mixed patch to the 4-patch corner of
     a clear-cut ranked 9th under the clear-cut's name, and the cut was only kept when the larger part was the

@@ -24,7 +24,10 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 2a. *Mixed patches*: single linkage lets one patch that changed like both join a construction site or a road
    to the clear-cut beside it; such an object is cut in two where one part is a common change and the other,
    larger or smaller, differs from it and is not common (:func:`split_mixed`; ``split_cosine``, None turns it off; not
-   with ``continuations``, against a fixed date).
+   with ``continuations``, against a fixed date). The cut is made at the object's onset; patches that saw the
+   change a date late (a cloud at the onset) stay with the larger part. Until 0.3.25 an object with such a patch
+   was never cut: on the planted Bouconne series (rcf, seed 0) a construction stayed inside the clear-cut beside
+   it, one of whose patches was clouded at the onset.
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
    change vectors point opposite ways, cosine <= -``min_cosine``: a flood receding, a crop regrowing after a
    clearing) joins that earlier object, whose ``t_end`` becomes its date. The analyst then sees the flood
@@ -239,9 +242,9 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     Touching patches join by single linkage (:func:`group_objects`), so one mixed patch between a construction
     site or a road and the clear-cut or harvest beside it, changed like both, joins them; the object is then
     named and ranked after the common part, and the rare change is lost (5 of the 9 rare planted objects missing
-    from the top 10 on the planted Bouconne series, seeds 0-4). Each candidate object of ``min_patches``
-    patches or more (up to :data:`MAX_SPLIT_PATCHES`), all of one ``t1``, is cut in two by Ward on its unit
-    ``join_features``, each part held together by the joins of :func:`group_objects` (touching, cosine >=
+    from the top 10 on the planted Bouconne series, seeds 0-4). The onset patch events (those of its first ``t1``)
+    of each candidate object, when ``min_patches`` or more (up to :data:`MAX_SPLIT_PATCHES`), are cut in two by
+    Ward on their unit ``join_features``, each part held together by the joins of :func:`group_objects` (touching, cosine >=
     ``min_cosine``). The cut is kept only when the parts differ (the cosine of their descriptors, the
     surprise-weighted sums of ``features``, is below ``max_cosine``), one part is a common change (the
     mean distance of its unit descriptor to the ``n_neighbors`` nearest other candidate objects is within the
@@ -270,7 +273,8 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     cuts = []  # (object's row in ids, the smaller part, the larger part): rows of ev
     for i, m in pd.Series(np.arange(len(ev))).groupby(np.searchsorted(ids, own)):
         m = m.to_numpy()
-        if not min_patches <= len(m) <= MAX_SPLIT_PATCHES or (t1[m] != t1[m[0]]).any():
+        m = m[t1[m] == t1[m].min()]  # its onset: patches seen late (a cloud at the onset) stay with the larger part
+        if not min_patches <= len(m) <= MAX_SPLIT_PATCHES:
             continue
         linked = ((np.abs(rows[m][:, None] - rows[m]) <= 1) & (np.abs(cols[m][:, None] - cols[m]) <= 1)
                   & (joins[m] @ joins[m].T >= min_cosine - 1e-6))  # (group_objects joined them in float32)

@@ -167,6 +167,60 @@ def test_search_scores_say_where_the_neighbours_of_common_queries_come_from():
     assert rare == {5: True, 6: True}
 
 
+def test_the_backgrounds_own_harvests_are_named_and_stay_negatives(truth):
+    """A synthetic scene's crop fields go bare in their season; the planted truth did not list them, so a
+    planted harvest whose nearest neighbours were such fields scored 0 on them. Where the truth knows the crops'
+    phenology, a field green at t0 (weight above 0.3) with at most half of it left at t1 is the background's own
+    harvest: a negative for the ranking, of type harvest for similar search."""
+    from dataclasses import replace
+
+    from changescout.evaluate.planted import label_objects
+
+    green = np.full((len(D), 64, 64), np.nan, np.float32)
+    green[:, 16:32, 0:16] = np.array([0.2, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1])[:, None, None]  # patch (1, 0): cut at D[3]
+    green[:, 32:48, 0:16] = np.array([0.2, 0.8, 0.8, 0.6, 0.45, 0.35, 0.3, 0.3])[:, None, None]  # (2, 0): senesces slowly
+    green[:, 0:16, 0:16] = 0.9  # under the planted harvest (patch (0, 0)): the planted one names it
+    green[:, 0:16, 0:16][3:] = 0.0
+    known = replace(truth, green=green, times=pd.DatetimeIndex(D))
+    events = pd.DataFrame({"row": [1, 1, 2, 2, 0, 1], "col": [0, 0, 0, 0, 0, 0],
+                           "t0": [D[2], D[1], D[2], D[3], D[2], D[0]], "t1": [D[3], D[3], D[3], D[4], D[3], D[1]]})
+    out = label_events(events, known, 16)
+    assert list(out["truth_kind"]) == ["seasonal", "seasonal", "none", "none", "common", "none"]  # (2, 0): 0.8 -> 0.6
+    assert (out["label"].to_numpy() == [0, 0, 0, 0, 1, 0]).all()  # negatives all the same: the ranking's measures hold
+    assert out.loc[0, "truth_type"] == "harvest" and out.loc[0, "truth_object"] == -1
+    assert (label_events(events, truth, 16)["truth_kind"].to_numpy()[:4] == "none").all()  # (no phenology: as before)
+    objs = label_objects(out.assign(object_id=[0, 0, 1, 2, 3, 4]), pd.DataFrame({"object_id": [0, 1, 2, 3, 4]}))
+    assert list(objs["truth_kind"]) == ["seasonal", "none", "none", "common", "none"]
+    assert objs.loc[0, "truth_type"] == "harvest"
+
+
+def test_precision_with_the_background_counts_its_harvests_for_harvest_queries_only():
+    from changescout.evaluate.synthetic import search_scores
+
+    e = np.eye(4)
+    rows = [(1, "harvest", "common", e[0]), (2, "harvest", "common", e[0] + 0.1 * e[1]),
+            (3, "clearcut", "common", e[1]), (4, "clearcut", "common", e[1] + 0.1 * e[2]),
+            *[(-1, "harvest", "seasonal", e[0] + 0.05 * k * e[3]) for k in range(4)],
+            *[(-1, "none", "none", e[1] + 0.05 * k * e[3]) for k in range(4)]]
+    table = pd.DataFrame({"truth_object": [r[0] for r in rows], "truth_type": [r[1] for r in rows],
+                          "truth_kind": [r[2] for r in rows], "label": [int(r[0] >= 0) for r in rows],
+                          "rank": np.arange(1, len(rows) + 1)})
+    p5, _, detail = search_scores(table, np.arange(len(rows)), np.array([r[3] for r in rows], np.float32))
+    assert detail["p_at_5_by_type"] == {"clearcut": 0.2, "harvest": 0.2} and p5 == 0.2  # planted only
+    assert detail["p_at_5_with_background_by_type"] == {"clearcut": 0.2, "harvest": 1.0}
+    assert detail["p_at_5_with_background"] == 0.6
+    assert detail["neighbours"]["background of the same type"] == 0.4
+
+
+def test_synthetic_truth_knows_the_crops_phenology():
+    cube, truth = make_series(seed=2, size=128, n_dates=12)
+    assert truth.green.shape == (12, 128, 128) and list(truth.times) == list(pd.DatetimeIndex(cube["time"].values))
+    crops = np.isfinite(truth.green[0])
+    assert 0.2 < crops.mean() < 0.9 and np.nanmin(truth.green) >= 0 and np.nanmax(truth.green) <= 1
+    cut = sum(truth.harvested(16, a, b).sum() for a, b in zip(truth.times[:-1], truth.times[1:]))
+    assert cut > 1  # some fields are harvested in their season, in whole patches' worth
+
+
 def test_the_planted_benchmark_prepares_the_series_as_a_run_does(tmp_path):
     """embed_changes (benchmarks/planted.py, `changescout benchmark synthetic`, stability) measured a pipeline without
     co-registration, which a run applies: on the planted Bouconne series it moves a date 0.14 px, and the rare objects

@@ -7,6 +7,16 @@ they cover at least half of their best patch: the threshold goes down smoothly w
 road crossing one patch at 0.26 and the others at 0.15 is the road in all of them (a threshold of ``min_cover``
 once one patch reaches it would leave its other patches out). Events are positive when a non-cloud object is active, ignored (-1) when the only differing non-cloud
 objects cover too little of the patch, negative otherwise; clouds are negatives, tagged ``truth_kind == "cloud"``.
+
+*The background's own harvests*: the crop fields of a synthetic scene green up and go bare with their season
+(:func:`changescout.sources.synthetic.make_series`), and a field going from green to bare between two dates is a
+harvest as much as a planted one is; the planted truth does not list it. Where the truth knows the crops'
+phenology weight (``PlantedTruth.green``), a negative event whose patch is covered for at least ``min_cover`` by
+such a field (green enough at ``t0`` to be harvested, a weight above :data:`GREEN`, about the NDVI of 0.5 that a
+planted harvest needs, and at ``t1`` with at most half of that weight left) is tagged ``truth_type == "harvest"``,
+``truth_kind == "seasonal"``. It stays a negative: a harvest of the crop cycle is what the ranking should *not*
+put first. Similar-change search counts it as a harvest in the second of its precision figures
+(:func:`changescout.evaluate.synthetic.search_scores`); the first counts planted changes only.
 """
 
 from __future__ import annotations
@@ -25,17 +35,38 @@ from ..errors import ConfigError
 from ..tiling import PatchGrid
 
 
+#: Phenology weight above which a crop field is green enough to be harvested (about NDVI 0.5 in the synthetic scene).
+GREEN = 0.3
+
+
 @dataclass
 class PlantedTruth:
     """Planted objects: the ``objects`` table, their pixel ``masks`` ``(object, y, x)`` on ``grid``.
 
     ``objects`` columns: ``object_id``, ``type``, ``kind`` (``common``/``rare``/``cloud``), ``onset`` (first
     date showing the new state), ``end`` (first date where it is gone again, NaT if it stays), ``pixels``.
+    ``green``: where the background is known (synthetic scenes), the crops' phenology weight ``(time, y, x)`` at
+    the dates ``times`` (0 bare, 1 full green; NaN off crops), which tells the background's own harvests.
     """
 
     objects: pd.DataFrame
     masks: np.ndarray
     grid: OutputGrid
+    green: np.ndarray | None = None
+    times: pd.DatetimeIndex | None = None
+
+    def harvested(self, patch_size: int, t0, t1) -> np.ndarray:
+        """Fraction of each patch ``(row, col)`` that the background harvested between ``t0`` and ``t1`` (crop
+        pixels green above :data:`GREEN` at ``t0`` with at most half of it left at ``t1``; planted objects' pixels
+        left out); zeros where ``green`` is unknown or a date is not one of ``times``."""
+        (nr, nc), p = PatchGrid(self.grid, patch_size).shape, patch_size
+        if self.green is None or self.times is None or pd.Timestamp(t0) not in self.times or pd.Timestamp(t1) not in self.times:
+            return np.zeros((nr, nc))
+        before, after = self.green[self.times.get_loc(pd.Timestamp(t0))], self.green[self.times.get_loc(pd.Timestamp(t1))]
+        cut = (before > GREEN) & (after <= 0.5 * before)  # NaN off crops compares False
+        planted = self.masks[(self.objects["kind"] != "cloud").to_numpy()].any(axis=0) if len(self.masks) else False
+        cut &= ~planted
+        return cut[: nr * p, : nc * p].reshape(nr, p, nc, p).mean(axis=(1, 3))
 
     def coverage(self, patch_size: int) -> np.ndarray:
         """Fraction of each patch of ``PatchGrid(grid, patch_size)`` covered by each object: ``(object, row, col)``."""
@@ -85,6 +116,13 @@ def label_events(events: pd.DataFrame, truth: PlantedTruth, patch_size: int, min
     out["truth_object"] = np.append(obj["object_id"].to_numpy(int), -1)[j]
     out["truth_type"] = np.append(obj["type"].to_numpy(str), "none")[j]
     out["truth_kind"] = np.append(obj["kind"].to_numpy(str), "none")[j]
+    if truth.green is not None:  # the background's own harvests (the module docstring): negatives, named
+        bare = (out["label"] == 0).to_numpy() & (out["truth_kind"] == "none").to_numpy()
+        pairs = pd.DataFrame({"t0": t0[:, 0], "t1": t1[:, 0]})
+        for (a, b), at in pairs[bare].groupby(["t0", "t1"]).groups.items():
+            at = np.asarray(at)
+            cut = truth.harvested(patch_size, a, b)[rows[at], cols[at]] >= min_cover
+            out.iloc[at[cut], out.columns.get_indexer(["truth_type", "truth_kind"])] = ["harvest", "seasonal"]
     return out
 
 
@@ -123,7 +161,9 @@ def label_objects(labelled: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame
     ``labelled`` are events from :func:`label_events` with an ``object_id``. An object is named after the
     planted object most of its positive patches belong to; without positive patches it is a cloud when one
     of its onset patch events (those of its first ``t1``) is, else ``"none"``: the later events of an episode
-    are how it ended, and a background change that a cloud crosses at its end is not a cloud.
+    are how it ended, and a background change that a cloud crosses at its end is not a cloud. An object
+    without positive patches half of whose onset patch events or more are the background's own harvests
+    (``truth_kind == "seasonal"``) is one, of type ``"harvest"``.
     """
     pos = labelled[labelled["label"] == 1]
     name = pos.groupby("object_id")["truth_object"].agg(lambda s: s.value_counts().index[0])
@@ -142,6 +182,10 @@ def label_objects(labelled: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame
     onset = t1 == t1.groupby(labelled["object_id"].to_numpy()).transform("min")
     clouds = set(labelled.loc[onset & (labelled["truth_kind"] == "cloud"), "object_id"])
     out.loc[~hit & out["object_id"].isin(clouds), "truth_kind"] = "cloud"
+    # the background's own harvest (label_events) when half of its onset patch events or more are
+    seasonal = (labelled["truth_kind"] == "seasonal")[onset].groupby(labelled.loc[onset, "object_id"]).mean()
+    mostly = ~hit & (out["truth_kind"] == "none").to_numpy() & (out["object_id"].map(seasonal).fillna(0) >= 0.5).to_numpy()
+    out.loc[mostly, ["truth_type", "truth_kind"]] = ["harvest", "seasonal"]
     return out
 
 

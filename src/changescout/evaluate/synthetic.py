@@ -74,7 +74,10 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
     row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
     type among the top 5); per rare object, whether another instance of its type is in the top 10; and where
     the top 5 of common queries come from: precision@5 per type and the share of neighbours of the same
-    planted type, of another planted type, and unplanted (the background's own changes, clouds included).
+    planted type, of another planted type, and unplanted (the background's own changes, clouds included), of
+    which the background's own changes of the query's type (``truth_kind == "seasonal"``: a crop field of a
+    synthetic scene harvested in its season, :mod:`changescout.evaluate.planted`); ``p_at_5_with_background``
+    counts those as hits too.
 
     ``table`` rows (patch events or change objects) align with ``keys`` and ``descriptors``; it needs
     ``label`` (1 = planted change), ``truth_object``, ``truth_type``, ``truth_kind`` and ``rank``. With
@@ -96,18 +99,24 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
         hits = by_key.loc[nearest(table.index.get_loc(query.name), own)]
         planted = hits["label"] == 1
         same = planted & (hits["truth_type"] == query["truth_type"])
+        seasonal = (hits["truth_kind"] == "seasonal") & (hits["truth_type"] == query["truth_type"])
         if query["truth_kind"] == "common":
             top = slice(0, 5)
             common.append({"type": query["truth_type"], "same type": float(same.iloc[top].mean()),
                            "other planted type": float((planted & ~same).iloc[top].mean()),
-                           "unplanted": float((~planted).iloc[top].mean())})
+                           "unplanted": float((~planted).iloc[top].mean()),
+                           "background of the same type": float(seasonal.iloc[top].mean())})
         else:
             rare_found[int(obj)] = bool(same.any())
     if not common:
         return None, rare_found, {}
     common = pd.DataFrame(common)
+    common["with background"] = common["same type"] + common["background of the same type"]
     detail = {"p_at_5_by_type": common.groupby("type")["same type"].mean().round(3).to_dict(),
-              "neighbours": common[["same type", "other planted type", "unplanted"]].mean().round(3).to_dict()}
+              "neighbours": common[["same type", "other planted type", "unplanted",
+                                    "background of the same type"]].mean().round(3).to_dict(),
+              "p_at_5_with_background": round(float(common["with background"].mean()), 3),
+              "p_at_5_with_background_by_type": common.groupby("type")["with background"].mean().round(3).to_dict()}
     return round(float(common["same type"].mean()), 3), rare_found, detail
 
 

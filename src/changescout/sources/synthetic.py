@@ -85,7 +85,7 @@ def make_series(
         raise ConfigError(f"a synthetic series needs size >= 128 px and n_dates >= 4, got size={size}, n_dates={n_dates}")
     rng = np.random.default_rng(seed)
     times = _dates(start, n_dates, freq)
-    surf, crop_fields = _scene(rng, size, times)
+    surf, crop_fields, green = _scene(rng, size, times)
     bidx = np.arange(len(BANDS))
     plan = _plan(rng, n_dates, (size, size), n_common, rare_per_type, types)
     records = _plant_changes(surf, times, bidx, rng, plan, crop_fields, noise=0.0)
@@ -102,7 +102,7 @@ def make_series(
     source = "synthetic:" + ",".join(f"{k}={'+'.join(v) if k == 'types' else v}" for k, v in params.items())
     attrs = {"label": "synthetic", "source": source, "source_kind": "synthetic", "source_files": [], "level": "synthetic"}
     cube = make_cube(da.from_array(surf, chunks=(1, -1, 256, 256)), times, BANDS, grid, attrs=attrs)
-    return cube, _truth(records, times, grid)
+    return cube, _truth(records, times, grid, green)
 
 
 def write_geotiffs(folder, seed: int = 0, size: int = 256, n_dates: int = 24) -> Path:
@@ -202,7 +202,8 @@ def _dates(start, n, freq) -> pd.DatetimeIndex:
 
 
 def _scene(rng, size, times):
-    """Surface reflectance ``(time, band, y, x)`` float32 and the crop-field label map (0 off crops)."""
+    """Surface reflectance ``(time, band, y, x)`` float32, the crop-field label map (0 off crops) and the crops'
+    phenology weight ``(time, y, x)`` float32 (0 bare soil, up to 1 full green; NaN off crops)."""
     fields, n, y = np.zeros((size, size), np.int32), 0, 0
     while y < size:  # strips of rectangular fields
         dy, x = int(rng.integers(20, 41)), 0
@@ -228,7 +229,7 @@ def _scene(rng, size, times):
     low = np.stack([_SPECTRA[a] for a, _ in _COVERS])[cover] * bright
     high = np.stack([_SPECTRA[b] for _, b in _COVERS])[cover] * bright
     low, delta = (np.moveaxis(a, -1, 0).astype(np.float32) for a in (low, high - low))
-    return low[None] + w[:, None] * delta[None], np.where(is_crop, fields, 0)
+    return low[None] + w[:, None] * delta[None], np.where(is_crop, fields, 0), np.where(is_crop[None], w, np.nan)
 
 
 def _smooth(rng, shape, sigma) -> np.ndarray:
@@ -529,7 +530,7 @@ def _plant_clouds(data, rng, n, records, bidx, dates: int = 1):
     return out
 
 
-def _truth(records, times, grid) -> PlantedTruth:
+def _truth(records, times, grid, green=None) -> PlantedTruth:
     masks = np.stack([m for *_, m in records]) if records else np.zeros((0, *grid.shape), bool)
     objects = pd.DataFrame({
         "object_id": np.arange(len(records)),
@@ -539,4 +540,4 @@ def _truth(records, times, grid) -> PlantedTruth:
         "end": pd.DatetimeIndex([pd.NaT if e is None else times[e] for _, _, e, _ in records]),
         "pixels": masks.sum(axis=(1, 2)),
     })
-    return PlantedTruth(objects=objects, masks=masks, grid=grid)
+    return PlantedTruth(objects=objects, masks=masks, grid=grid, green=green, times=pd.DatetimeIndex(times))

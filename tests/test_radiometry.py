@@ -193,6 +193,46 @@ def test_landsat_level_1_oli_is_scaled_to_reflectance_and_tm_radiance_is_told(ma
     assert any(n.startswith("warning: 1 Landsat 4-7 Level-1 date(s) (2010-06-01) hold DN of radiance") for n in notes)
 
 
+def test_espa_collection_1_reflectance_is_not_taken_for_level_1(make_grid):
+    """USGS ESPA's Collection 1 Level-2 files carry the Level-1 product's name with a suffix
+    (``..._01_T1_sr_band4.tif``) and hold reflectance x 10000: they took the OLI Level-1 rule (0.18 read as
+    -0.06, recorded "applied") and TM ones were told to be radiance (a review)."""
+    from changescout.pipeline import input_notes
+
+    names = ["LT05_L1TP_035032_20100601_20161014_01_T1", "LC08_L1TP_035032_20180601_20180615_01_T1",
+             "LC08_L1TP_035032_20180703_20180717_01_T1"]
+    cube = _landsat_cube(make_grid, names, ["2010-06-01", "2018-06-01", "2018-07-03"], ["sr_band3", "sr_band4"])
+    out, record = apply_offsets(cube)
+    dates = list(record["dates"].values())
+    assert [d["status"] for d in dates] == ["none"] * 3 and [d["level"] for d in dates] == ["L2"] * 3
+    assert all("ESPA, surface reflectance" in d["rule"] for d in dates) and dates[0]["sensor"] == "TM"
+    np.testing.assert_allclose(out.values, 1.0)  # DN 10000 read as DN / 10000: reflectance 1, as it is
+    assert not [n for n in input_notes(out, record, make_grid(8, 8), given_grid=True) if "radiance" in n]
+    toa, record = apply_offsets(_landsat_cube(make_grid, names, ["2010-06-01", "2018-06-01", "2018-07-03"], ["toa_band4", "toa_band5"]))
+    assert all("top-of-atmosphere reflectance): reflectance = DN / 10000" in d["rule"] for d in record["dates"].values())
+    np.testing.assert_allclose(toa.values, 1.0)
+    level_1, record = apply_offsets(_landsat_cube(make_grid, names, ["2010-06-01", "2018-06-01", "2018-07-03"], ["B4", "B5"]))
+    assert [d["status"] for d in record["dates"].values()] == ["unknown", "applied", "applied"]  # (the plain Level-1 files)
+
+
+def test_theia_level_2a_has_no_offset_and_is_not_told_to_be_renamed(make_grid):
+    """Theia's MAJA Level-2A products store reflectance x 10000 without ESA's offset; the run told users to name
+    the files after ESA products "to have the offset applied", which would subtract 0.1 from them (a review)."""
+    from changescout.pipeline import input_notes
+
+    names = ["SENTINEL2B_20220615-105856-123_L2A_T31TCJ_C_V3-0", "SENTINEL2A_20220620-105900-456_L2A_T31TCJ_C_V3-0",
+             "SENTINEL2B_20220705-105856-789_L2A_T31TCJ_C_V3-0"]
+    files = [f"/data/{n}/{n}_FRE_{b}.tif" for n in names for b in ("B3", "B4")]
+    cube = make_cube(np.full((3, 2, 8, 8), 0.25, np.float32), ["2022-06-15", "2022-06-20", "2022-07-05"], ["B03", "B04"],
+                     make_grid(8, 8), attrs={"scale_factor": 1e-4, "offset": 0.0, "source_files": files})
+    out, record = apply_offsets(cube)
+    dates = list(record["dates"].values())
+    assert [d["status"] for d in dates] == ["none"] * 3 and dates[0]["platform"] == "sentinel-2b"
+    assert all(d["rule"].startswith("Theia Sentinel-2 Level-2A (MAJA)") for d in dates)
+    np.testing.assert_allclose(out.values, 0.25)
+    assert not [n for n in input_notes(out, record, make_grid(8, 8), given_grid=True) if "processing baseline" in n]
+
+
 def test_relative_normalisation_removes_a_per_date_gain_and_offset(make_grid):
     base = reflectance(1, n=1, size=32)[0]
     gain, offset = np.array([1.3, 0.8, 1.1, 0.9]), np.array([0.05, -0.01, 0.02, 0.0])

@@ -12,7 +12,10 @@
   reflectance is ``(DN - 1000) / 10000``; Landsat Collection 2 Level-2 surface reflectance
   (``LC08_L2SP_..._02_T1``) is ``DN * 2.75e-5 - 0.2``, and Landsat 8-9 OLI Level-1 top-of-atmosphere
   reflectance (``LC08_L1TP_...``) ``DN * 2e-5 - 0.1``; Landsat 4-7 Level-1 DN are radiance, which the run warns
-  of and leaves as they are. A rule is applied only where the source scaled the
+  of and leaves as they are. Collection 1 Level-2 files of USGS ESPA carry the Level-1 name with a suffix
+  (``..._01_T1_sr_band4.tif``, ``_toa_band4``) and hold reflectance x 10000, as do Theia's Sentinel-2 Level-2A
+  products (``SENTINEL2B_..._L2A_T31TCJ_...``, whatever the baseline of the Level-1C they came from): no offset
+  (until a review, ESPA surface reflectance took the Level-1 rule and read 0.18 as -0.06). A rule is applied only where the source scaled the
   files with the default ``DN / 10000`` and no offset (``attrs`` ``scale_factor`` and ``offset``): a scale or
   offset given to the source is taken as already right. Older Sentinel-2 products (names with ``_OPER_`` or a
   baseline under 04.00) and OSCD (top-of-atmosphere L1C of 2015-2018, published in 2018) have no offset; a
@@ -60,6 +63,12 @@ _LANDSAT_C2_L2 = re.compile(r"L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_", re.I)
 #: (REFLECTANCE_MULT_BAND_n / REFLECTANCE_ADD_BAND_n, the same for every band and product).
 LANDSAT_OLI_L1 = (2e-5, -0.1)
 _LANDSAT_OLI_L1 = re.compile(r"L[CO]0[89]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
+#: Landsat Collection 1 Level-2 files of USGS ESPA (``LC08_L1TP_..._01_T1_sr_band4.tif``, ``..._toa_band4.tif``): the
+#: Level-1 product's name with a suffix, holding surface (``sr``) or top-of-atmosphere (``toa``) reflectance x 10000.
+_LANDSAT_ESPA = re.compile(r"L[COTEM]0\d_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_01_[A-Z0-9]{2}_(sr|toa)(?![a-z])", re.I)
+#: Theia's Sentinel-2 Level-2A (MAJA: ``SENTINEL2B_20220615-105856-123_L2A_T31TCJ_C_V3-0_FRE_B2.tif``): reflectance
+#: x 10000, no offset whatever ESA's processing baseline of the Level-1C it came from.
+_THEIA_S2 = re.compile(r"SENTINEL2[A-D]_\d{8}-\d{6}-\d{3}_L2A_T\d{2}[A-Z]{3}_", re.I)
 #: Landsat 4-7 (MSS, TM, ETM+) Level-1: DN of calibrated radiance, whose gains the product's MTL file gives per band.
 _LANDSAT_TM_L1 = re.compile(r"L[MTE]0[1-7]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
 #: The rule of a date left as it is because its DN are radiance, not reflectance.
@@ -85,6 +94,8 @@ def describe_dates(cube: xr.DataArray) -> dict[str, dict]:
         if platform is None and oscd:
             platform = "sentinel-2"  # OSCD is Sentinel-2 throughout; its later file names do not say which unit
         level = next(filter(None, map(parse_level, these)), None) or str(cube.attrs.get("level", "unknown"))
+        if any((m := _LANDSAT_ESPA.search(n)) and m.group(1).lower() == "sr" for n in these):
+            level = "L2"  # (the Level-1 product's name, with the surface reflectance suffix)
         baseline = _baseline(cube, i, these)
         rule = _rule(platform, baseline, these, oscd)
         out[f"{t:%Y-%m-%d}"] = {
@@ -145,7 +156,8 @@ def _product_name(path: Path, root: Path | None = None) -> str:
 def is_product_name(name: str) -> bool:
     """Whether ``name`` (a file stem or folder) is named like a Sentinel-2 or Landsat product, whose name tells
     the processing baseline, level or sensor."""
-    return any(p.search(name) for p in (S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR))
+    return any(p.search(name) for p in (S2_BASELINE, _S2_OLD, _LANDSAT_C2_L2, _LANDSAT_OLI_L1, _LANDSAT_TM_L1, _LANDSAT_SENSOR,
+                                        _THEIA_S2))
 
 
 def _coord(cube: xr.DataArray, key: str, i: int):
@@ -188,6 +200,14 @@ def _rule(platform, baseline, names, oscd: bool) -> dict:
             return {"rule": f"Sentinel-2 baseline >= 04.00: reflectance = (DN {S2_ADD_OFFSET_DN:+.0f}) / 10000",
                     "scale": DEFAULT_SCALE, "offset": S2_ADD_OFFSET_DN * DEFAULT_SCALE}
         return {"rule": "Sentinel-2 baseline < 04.00: no offset", "scale": DEFAULT_SCALE, "offset": 0.0}
+    espa = next((m.group(1).lower() for m in map(_LANDSAT_ESPA.search, names) if m), None)
+    if espa:  # before the Level-1 rules, whose product name these files carry
+        what = "surface" if espa == "sr" else "top-of-atmosphere"
+        return {"rule": f"Landsat Collection 1 Level-2 (USGS ESPA, {what} reflectance): reflectance = DN / 10000",
+                "scale": DEFAULT_SCALE, "offset": 0.0}
+    if any(_THEIA_S2.search(n) for n in names):
+        return {"rule": "Theia Sentinel-2 Level-2A (MAJA): reflectance = DN / 10000, no offset", "scale": DEFAULT_SCALE,
+                "offset": 0.0}
     if any(_LANDSAT_C2_L2.search(n) for n in names):
         return {"rule": "Landsat Collection 2 Level-2: reflectance = DN * 2.75e-5 - 0.2",
                 "scale": LANDSAT_C2_L2[0], "offset": LANDSAT_C2_L2[1]}

@@ -474,12 +474,18 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
     ``<state(t1 + offset) - state(t0), state(t1) - state(t0)> / |state(t1) - state(t0)|^2``: 0 = as before the
     change, 1 = as just after it. A change made in one step and kept reads 0 before and 1 after; a field that
     browns over three months reads below 0 before (greener) and above 1 after (browner still); a change that
-    regrows falls back toward 0. NaN where no onset patch has an event ending at that date (cloud, series' end).
+    regrows falls back toward 0. A patch's state at a date is known where one of its events starts or ends there
+    (its ``t0`` or ``t1``: between consecutive clear dates, every clear date; against a year before, the dates of
+    the first year too); NaN where no onset patch's state is known at that date (cloud, the series' ends). Until
+    0.3.25 only the events ending at a date counted: against a year before, the objects of the second year had
+    no state before their onset (26 of 189 candidate objects of a synthetic series), and between consecutive
+    dates a patch's first clear date was unknown (a review).
 
-    ``events`` need ``object_id``, ``row``, ``col``, ``t1``, ``vec`` and ``surprise``, and ``t1i``, the place
-    of ``t1`` among the series' dates (:func:`changescout.change.compute_changes` gives it; changes.zarr does
-    not keep it, and without it dates are counted among those some event ends at); ``states`` is
-    :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the rows of ``vec``)."""
+    ``events`` need ``object_id``, ``row``, ``col``, ``t0``, ``t1``, ``vec`` and ``surprise``, and ``t0i`` and
+    ``t1i``, the places of ``t0`` and ``t1`` among the series' dates (:func:`changescout.change.compute_changes`
+    gives them; changes.zarr does not keep them, and without them dates are counted among those some event
+    starts or ends at); ``states`` is :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the
+    rows of ``vec``)."""
     offsets = np.asarray(offsets, np.int64)
     out = np.full((len(object_ids), len(offsets)), np.nan)
     if not len(events) or not len(object_ids):
@@ -489,25 +495,29 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
     t1 = pd.to_datetime(events["t1"])
     onset = np.flatnonzero((pos >= 0) & (t1 == t1.groupby(events["object_id"].to_numpy()).transform("min")).to_numpy())
     rows, cols = events["row"].to_numpy(np.int64), events["col"].to_numpy(np.int64)
-    if "t1i" in events:
-        t1i = events["t1i"].to_numpy(np.int64)
-    else:  # the date's place among the events' dates (events.parquet does not keep the index)
-        dates = np.unique(np.concatenate([pd.to_datetime(events["t0"]).to_numpy(), t1.to_numpy()]))
-        t1i = np.searchsorted(dates, t1.to_numpy()).astype(np.int64)
+    t0 = pd.to_datetime(events["t0"])
+    if "t1i" in events and "t0i" in events:
+        t0i, t1i = events["t0i"].to_numpy(np.int64), events["t1i"].to_numpy(np.int64)
+    else:  # the dates' places among the events' dates (events.parquet does not keep the index)
+        dates = np.unique(np.concatenate([t0.to_numpy(), t1.to_numpy()]))
+        t0i, t1i = (np.searchsorted(dates, t.to_numpy()).astype(np.int64) for t in (t0, t1))
     vec = events["vec"].to_numpy(np.int64)
-    after = pd.Series(vec, index=pd.MultiIndex.from_arrays([rows, cols, t1i]))  # the event ending at each date
-    after = after[~after.index.duplicated()]
+    # each patch's state at each date some event of it ends at (t1) or starts from (t0): rows of ``known``
+    n = len(vec)
+    known = np.concatenate([states[vec, dim:], states[vec, :dim]])
+    at_date = pd.Series(np.arange(2 * n), index=pd.MultiIndex.from_arrays([np.r_[rows, rows], np.r_[cols, cols], np.r_[t1i, t0i]]))
+    at_date = at_date[~at_date.index.duplicated()]
     s0 = states[vec[onset], :dim].astype(np.float64)
     v0 = states[vec[onset], dim:].astype(np.float64) - s0
     n2 = np.maximum((v0 * v0).sum(axis=1), 1e-12)
     w = np.maximum(events["surprise"].to_numpy(float)[onset], 1e-6)
     for j, off in enumerate(offsets):
-        at = after.reindex(pd.MultiIndex.from_arrays([rows[onset], cols[onset], t1i[onset] + off])).to_numpy()
-        known = ~np.isnan(at)
-        x = ((states[at[known].astype(np.int64), dim:] - s0[known]) * v0[known]).sum(axis=1) / n2[known]
+        at = at_date.reindex(pd.MultiIndex.from_arrays([rows[onset], cols[onset], t1i[onset] + off])).to_numpy()
+        ok = ~np.isnan(at)
+        x = ((known[at[ok].astype(np.int64)] - s0[ok]) * v0[ok]).sum(axis=1) / n2[ok]
         num, den = np.zeros(len(object_ids)), np.zeros(len(object_ids))
-        np.add.at(num, pos[onset][known], w[known] * x)
-        np.add.at(den, pos[onset][known], w[known])
+        np.add.at(num, pos[onset][ok], w[ok] * x)
+        np.add.at(den, pos[onset][ok], w[ok])
         out[den > 0, j] = num[den > 0] / den[den > 0]
     return out
 

@@ -1001,9 +1001,10 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
     if "rank" in todo:
         with run.stage("rank") as info:
             events, vectors, attrs = read_changes(ch_path)
-            # each t1's place among the series' dates (not among the dates some event ends at: a date that no patch
+            # each t0's and t1's place among the series' dates (not among the dates some event ends at: a date that no patch
             # saw clear would shift the objects' trajectories by one date)
-            events["t1i"] = pd.DatetimeIndex(embeddings["time"].values).get_indexer(pd.to_datetime(events["t1"]))
+            for end in ("t0", "t1"):
+                events[f"{end}i"] = pd.DatetimeIndex(embeddings["time"].values).get_indexer(pd.to_datetime(events[end]))
             states = change_states(embeddings, events, len(vectors))
             ranked, clusters, objects = rank_events(events, vectors, config, states, log=run.log)
             objects = describe_objects(objects, ranked, cube, embedding_grid(embeddings).patch_size, log=run.log)  # in words

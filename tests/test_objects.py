@@ -339,15 +339,18 @@ def test_against_a_reference_date_a_growing_change_is_one_object_through_a_chain
     assert o["t1"] == T("2021-03-01") and o["n_patches"] == 9 and o["n_events"] == 14
 
 
-def test_a_run_against_a_reference_date_joins_continuations():
-    """rank_events turns the joining on for --compare reference only."""
+def test_a_run_against_a_reference_date_or_a_year_before_joins_continuations():
+    """rank_events turns the joining on for --compare reference and anniversary. Against a year before, a lasting
+    change differs at every date of the year after it: on the synthetic series (seeds 0-4) the top 10 objects held
+    35 distinct changes of 50, a harvest three times (a review)."""
     from changescout.pipeline import RunConfig, rank_events
 
     rows = _background() + [(1, 1, d, 2.0, 2, np.eye(8)[0]) for d in ("2021-03-01", "2021-04-01")]
     ev, vecs = _against(rows, "2021-01-01")
     ev["event_id"] = [f"e{i}" for i in range(len(ev))]
-    for compare, n in (("reference:2021-01-01", 1), ("consecutive", 2)):
-        ranked, _, _ = rank_events(ev, vecs, RunConfig(source="synthetic", compare=compare))
+    year_before = ev.assign(t0=pd.to_datetime(ev["t1"]) - pd.DateOffset(years=1))  # (each pair spans the onset)
+    for compare, table, n in (("reference:2021-01-01", ev, 1), ("anniversary", year_before, 1), ("consecutive", ev, 2)):
+        ranked, _, _ = rank_events(table, vecs, RunConfig(source="synthetic", compare=compare))
         assert ranked["object_id"].iloc[-2:].nunique() == n, compare
 
 

@@ -381,6 +381,10 @@ def join_continuations(events: pd.DataFrame, vectors: np.ndarray, object_ids: np
 
     Against a fixed reference date (``--compare reference:DATE``) a lasting change differs from the reference
     at every later date: on the Landsat series one place held 8 of the top 10 objects, once per later date.
+    Against a year before (``--compare anniversary``) it differs at every date of the year after it: on the
+    synthetic series (24 monthly dates, seeds 0-4) the top 10 objects held 35 distinct changes of 50, one
+    harvest three times (ranks 1, 4, 12 of seed 0: a review); joined, 49 of 50, and rare planted changes in
+    the top 10 15 -> 23 of 40.
     B continues A when at least half of B's patches are A's, B's patch events there compare a date before A's
     onset (their ``t0`` is before A's ``t1``: B still spans A's change) and their descriptors point the same
     way (cosine >= ``min_cosine``). B joins the earliest object it continues (and so a chain of them, one)."""
@@ -556,7 +560,7 @@ class ObjectRanker(BaseEstimator):
 
     The defaults are those of changes between consecutive dates (``--compare consecutive``). For a table of
     changes against a year before or a fixed date, give ``gaps=False`` (every later date lies inside such a
-    pair: it would join changes of other dates) and, against a fixed date, ``continuations=True``, as
+    pair: it would join changes of other dates) and ``continuations=True``, as
     :func:`changescout.pipeline.rank_events` does."""
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
@@ -627,7 +631,7 @@ class ObjectRanker(BaseEstimator):
                             if self.episodes else ids)
         ev["_end"] = ev["object_id"].to_numpy() != ids  # the patch events of an episode's end
         ev["_cont"] = False
-        if self.continuations:  # against a fixed date, a lasting change is one object, not one per later date
+        if self.continuations:  # against a fixed date or a year before, a lasting change is one object, not one per date
             ev["object_id"], ev["_cont"] = join_continuations(ev, vectors, ev["object_id"].to_numpy(), ev["_cand"].to_numpy(),
                                                               self.min_cosine)
         ev["_t1"] = pd.to_datetime(ev["t1"])

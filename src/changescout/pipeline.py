@@ -1047,7 +1047,7 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
     ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
                                    seasonal_weight=config.seasonal_weight,
-                                   continuations=Comparison.parse(config.compare).mode == "reference",
+                                   continuations=Comparison.parse(config.compare).mode in ("reference", "anniversary"),
                                    gaps=Comparison.parse(config.compare).mode == "consecutive",
                                    ).fit_transform(ranked, vectors, states)
     return ranked, cluster_table(ranked), objects

@@ -179,6 +179,19 @@ def test_a_flood_over_a_quarter_of_the_window_leaves_the_shift_to_the_rest_of_th
         CoRegistration(tile=4).fit(cube)
 
 
+def test_the_tiles_do_not_outvote_two_halves_that_disagree(make_grid):
+    """Tiles agreeing within 0.5 px outvoted the split-half check: a date whose top half moved 0.4 px and bottom
+    half not got a shift fitting neither (a review). They agree within max_spread (0.25 px), as the halves must."""
+    base = texture(seed=3, size=296)
+    moved = lambda m: ndimage.shift(base, (0, *m), order=3, mode="reflect")[:, 20:-20, 20:-20]  # noqa: E731
+    torn = moved((0.4, 0.0))
+    torn[:, 128:] = moved((0.0, 0.0))[:, 128:]
+    data = np.stack([moved((0.0, 0.0)), torn]) + 0.002 * np.random.default_rng(4).standard_normal((2, 4, 256, 256))
+    cube = make_cube(data.astype(np.float32), pd.date_range("2021-03-01", periods=2, freq="MS"), BANDS, make_grid(256, 256))
+    s = CoRegistration(reference="first").fit(cube).shifts_["2021-04-01"]
+    assert s["status"] == "unstable" and not s["applied"] and "tiles" not in s
+
+
 def test_shift_cube_moves_values_and_quality_by_whole_pixels(make_grid):
     data = np.random.default_rng(0).uniform(0.1, 0.3, (2, 4, 32, 32)).astype(np.float32)
     quality = np.zeros((2, 32, 32), np.uint8)

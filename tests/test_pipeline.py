@@ -1383,7 +1383,8 @@ def test_object_trajectories_count_the_series_dates_even_one_no_patch_saw_clear(
     emb = open_embeddings(out / "embeddings.zarr")
     vectors, _ = read_vectors(out / "changes.zarr")
     states = change_states(emb, events, len(vectors))
-    events["t1i"] = pd.DatetimeIndex(emb["time"].values).get_indexer(pd.to_datetime(events["t1"]))
+    for end in ("t0", "t1"):
+        events[f"{end}i"] = pd.DatetimeIndex(emb["time"].values).get_indexer(pd.to_datetime(events[end]))
     objects = read_objects(out)
     expected = trajectory_profiles(events, states, objects["object_id"].to_numpy())
     np.testing.assert_allclose(objects[list(TRAJECTORY_COLUMNS)].to_numpy(float), expected, atol=1e-5)

@@ -27,7 +27,7 @@ reference date:
 
 * where the window's estimate is refused (inconsistent, unreliable, unstable or too large), its tiles of about
   ``tile`` px (64) vote (:func:`_tile_vote`): each tile with enough usable pixels is estimated alone, and the
-  median of the largest group of tile shifts within 0.5 px of each other is the date's shift when that group holds
+  median of the largest group of tile shifts within ``max_spread`` px of one of them is the date's shift when that group holds
   at least 3 tiles and more than half of them (``tiles`` recorded: ``agree``, ``of``, and the ``window``'s
   status). A large change pulls the window's estimate: with flat dark water painted over a quarter of one date of
   each of the 7 OSCD cities, shifted by up to 1.5 px (3 shifts a city), the window's estimate was refused for 11
@@ -202,7 +202,8 @@ class CoRegistration(BaseEstimator):
             status = "unstable"
         tiles = None
         if status in TILE_FALLBACK and self.tile is not None:  # a large change may have pulled the window's estimate
-            vote = _tile_vote(ref, ref_ok, img, ok, int(self.tile), self.upsample_factor, self.normalization, self.max_error)
+            vote = _tile_vote(ref, ref_ok, img, ok, int(self.tile), self.upsample_factor, self.normalization, self.max_error,
+                              self.max_spread)
             if vote is not None:
                 dy, dx, error, agree, n = vote
                 tiles = {"agree": agree, "of": n, "window": status}
@@ -407,18 +408,16 @@ def _split_half_spread(ref, ref_ok, img, ok, upsample_factor, normalization) -> 
 
 #: Statuses of a window's estimate after which the tiles vote (:func:`_tile_vote`).
 TILE_FALLBACK = ("inconsistent", "unreliable", "unstable", "too_large")
-#: Tiles whose shifts lie within this (px) of each other agree.
-TILE_AGREE = 0.5
-
-
-def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_error):
+def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_error, agree=0.25):
     """``(dy, dx, error, agree, n)``: the shift most tiles of the window agree on, or ``None``.
 
     The window is cut into tiles of about ``tile`` px a side; each tile with :data:`MIN_PIXELS` usable at both
     dates and an estimate whose error is at most ``max_error`` (not a flat flooded field) has a shift. The shift
-    is the median of the largest group of shifts within :data:`TILE_AGREE` px of one of them (``error`` their
-    median error), kept when that group is at least 3 tiles and more than half of the ``n`` tiles estimated: a
-    flood or a clear-cut moves its tiles' estimates each its own way, the rest of the scene agrees."""
+    is the median of the largest group of shifts within ``agree`` px of one of them (the estimator's
+    ``max_spread``: what two halves of the window may differ by; ``error`` their median error), kept when that
+    group is at least 3 tiles and more than half of the ``n`` tiles estimated: a flood or a clear-cut moves its
+    tiles' estimates each its own way, the rest of the scene agrees. (Agreeing within 0.5 px, tiles outvoted the
+    split-half check: halves 0.4 px apart got a shift that fits neither; a review.)"""
     ny, nx = ref.shape[0] // tile, ref.shape[1] // tile
     if ny * nx < 3:
         return None
@@ -437,7 +436,7 @@ def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_e
     if len(found) < 3:
         return None
     found = np.asarray(found)
-    near = np.abs(found[:, None, :2] - found[None, :, :2]).max(axis=-1) <= TILE_AGREE
+    near = np.abs(found[:, None, :2] - found[None, :, :2]).max(axis=-1) <= agree
     group = found[near[near.sum(axis=1).argmax()]]
     if len(group) < 3 or len(group) <= n / 2:
         return None

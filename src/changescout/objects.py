@@ -24,8 +24,9 @@ type, two construction sites are a rare one, whatever the patch counts. So:
 2a. *Mixed patches*: single linkage lets one patch that changed like both join a construction site or a road
    to the clear-cut beside it; such an object is cut in two where one part is a common change and the other,
    larger or smaller, differs from it and is not common (:func:`split_mixed`; ``split_cosine``, None turns it off; not
-   with ``continuations``, against a fixed date). The cut is made at the object's onset; patches that saw the
-   change a date late (a cloud at the onset) stay with the larger part. Until 0.3.25 an object with such a patch
+   with ``continuations``, against a fixed date or a year before, where a part cut at one date was continued as
+   an object of its own). The cut is made at the object's onset; patches that saw the change a date late (a
+   cloud at the onset) go with the part they touch and changed like. Until 0.3.25 an object with such a patch
    was never cut: on the planted Bouconne series (rcf, seed 0) a construction stayed inside the clear-cut beside
    it, one of whose patches was clouded at the onset.
 2b. *Episodes*: a candidate object that undoes an earlier one at the same place (they share a patch and their
@@ -244,7 +245,8 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     named and ranked after the common part, and the rare change is lost (5 of the 9 rare planted objects missing
     from the top 10 on the planted Bouconne series, seeds 0-4). The onset patch events (those of its first ``t1``)
     of each candidate object, when ``min_patches`` or more (up to :data:`MAX_SPLIT_PATCHES`), are cut in two by
-    Ward on their unit ``join_features``, each part held together by the joins of :func:`group_objects` (touching, cosine >=
+    Ward on their unit ``join_features`` (its patches seen a date late, where a cloud hid the onset, go with
+    the part of the touching onset patch they changed most alike with), each part held together by the joins of :func:`group_objects` (touching, cosine >=
     ``min_cosine``). The cut is kept only when the parts differ (the cosine of their descriptors, the
     surprise-weighted sums of ``features``, is below ``max_cosine``), one part is a common change (the
     mean distance of its unit descriptor to the ``n_neighbors`` nearest other candidate objects is within the
@@ -270,10 +272,11 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
     vec = ev["vec"].to_numpy(np.int64)
     joins, weighted = _unit(join_features[vec]), features[vec] * np.maximum(ev["surprise"].to_numpy(float), 1e-6)[:, None]
     rows, cols, t1 = ev["row"].to_numpy(), ev["col"].to_numpy(), pd.to_datetime(ev["t1"]).to_numpy()
-    cuts = []  # (object's row in ids, the smaller part, the larger part): rows of ev
-    for i, m in pd.Series(np.arange(len(ev))).groupby(np.searchsorted(ids, own)):
-        m = m.to_numpy()
-        m = m[t1[m] == t1[m].min()]  # its onset: patches seen late (a cloud at the onset) stay with the larger part
+    cuts = []  # (object's row in ids, the smaller part, the larger part, the patches seen late): rows of ev
+    for i, every in pd.Series(np.arange(len(ev))).groupby(np.searchsorted(ids, own)):
+        every = every.to_numpy()
+        onset = t1[every] == t1[every].min()
+        m, late = every[onset], every[~onset]  # the onset is cut; patches seen late (a cloud) follow their part
         if not min_patches <= len(m) <= MAX_SPLIT_PATCHES:
             continue
         linked = ((np.abs(rows[m][:, None] - rows[m]) <= 1) & (np.abs(cols[m][:, None] - cols[m]) <= 1)
@@ -283,18 +286,32 @@ def split_mixed(events: pd.DataFrame, join_features: np.ndarray, features: np.nd
         # of one size, which part lies inside the other is not told: no cut (the part Ward labelled first decided
         # it; taking the rarer out lost a rare object in the top 10 on each planted background)
         if len(small) < len(large):
-            cuts.append((i, small, large))
+            cuts.append((i, small, large, late))
     if not cuts:
         return out
-    parts = _unit(np.stack([weighted[p].sum(axis=0) for _, small, large in cuts for p in (small, large)]))
-    far = _distance_to_others(scorer, parts, np.repeat([i for i, _, _ in cuts], 2), n_neighbors)
+    parts = _unit(np.stack([weighted[p].sum(axis=0) for _, small, large, _ in cuts for p in (small, large)]))
+    far = _distance_to_others(scorer, parts, np.repeat([i for i, *_ in cuts], 2), n_neighbors)
     where, next_id = np.flatnonzero(cand), int(out.max()) + 1
-    for c, (_, small, _) in enumerate(cuts):
+    for c, (_, small, large, late) in enumerate(cuts):
         lower, higher = sorted((far[2 * c], far[2 * c + 1]))  # the commoner part, the rarer part: one common, one not
         if parts[2 * c] @ parts[2 * c + 1] < max_cosine and lower <= common < higher:
             out[where[small]] = next_id
+            out[where[late[_with_smaller(late, small, large, rows, cols, joins)]]] = next_id
             next_id += 1
     return out
+
+
+def _with_smaller(late: np.ndarray, small: np.ndarray, large: np.ndarray, rows, cols, joins) -> np.ndarray:
+    """Which of the patches seen ``late`` go with the ``small`` part of a cut rather than the ``large`` one: the
+    part of the touching onset patch they changed most alike with (the join of :func:`group_objects`), else the
+    part whose mean they changed most alike with."""
+    onset = np.concatenate([small, large])
+    in_small = np.arange(len(onset)) < len(small)
+    touch = (np.abs(rows[late][:, None] - rows[onset]) <= 1) & (np.abs(cols[late][:, None] - cols[onset]) <= 1)
+    cos = joins[late] @ joins[onset].T
+    best = np.where(touch, cos, -np.inf).argmax(axis=1)
+    means = np.stack([joins[small].mean(axis=0), joins[large].mean(axis=0)])
+    return np.where(touch.any(axis=1), in_small[best], (joins[late] @ means.T).argmax(axis=1) == 0)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -487,8 +504,8 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
 
     ``events`` need ``object_id``, ``row``, ``col``, ``t0``, ``t1``, ``vec`` and ``surprise``, and ``t0i`` and
     ``t1i``, the places of ``t0`` and ``t1`` among the series' dates (:func:`changescout.change.compute_changes`
-    gives them; changes.zarr does not keep them, and without them dates are counted among those some event
-    starts or ends at); ``states`` is :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the
+    gives them; changes.zarr does not keep them; with ``t1i`` alone, a ``t0`` is placed where some event ends at
+    its date, and without either, dates are counted among those some event starts or ends at); ``states`` is :func:`change_states` (each event's state at ``t0`` and at ``t1``, in the
     rows of ``vec``)."""
     offsets = np.asarray(offsets, np.int64)
     out = np.full((len(object_ids), len(offsets)), np.nan)
@@ -502,6 +519,10 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
     t0 = pd.to_datetime(events["t0"])
     if "t1i" in events and "t0i" in events:
         t0i, t1i = events["t0i"].to_numpy(np.int64), events["t1i"].to_numpy(np.int64)
+    elif "t1i" in events:  # (t0i from the dates some event ends at; a date none ends at is not looked up)
+        t1i = events["t1i"].to_numpy(np.int64)
+        place = pd.Series(t1i, index=t1.to_numpy()).groupby(level=0).first()
+        t0i = place.reindex(t0.to_numpy()).fillna(-(2 ** 40)).to_numpy(np.int64)
     else:  # the dates' places among the events' dates (events.parquet does not keep the index)
         dates = np.unique(np.concatenate([t0.to_numpy(), t1.to_numpy()]))
         t0i, t1i = (np.searchsorted(dates, t.to_numpy()).astype(np.int64) for t in (t0, t1))
@@ -621,7 +642,7 @@ class ObjectRanker(BaseEstimator):
         features = change_features(vectors, states, self.state_weight)
         joins = without_before(features, vectors.shape[1])
         ids = group_objects(ev, joins, self.min_z, self.min_cosine, ev["_cand"].to_numpy(), self.gaps)
-        # a rare part joined to a common change by a mixed patch: apart again (not against a fixed date, where a
+        # a rare part joined to a common change by a mixed patch: apart again (not against a fixed date or a year before, where a
         # lasting change is one object over its dates: a part cut at one date was continued as an object of its own)
         if self.split_cosine is not None and not self.continuations:
             ids = split_mixed(ev, joins, features, ids, ev["_cand"].to_numpy(), self.split_cosine,

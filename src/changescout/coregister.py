@@ -190,13 +190,10 @@ class CoRegistration(BaseEstimator):
             coarse = _masked_shift(ref, img, ref_ok, ok)
             if coarse is not None and max(abs(coarse[0] - dy), abs(coarse[1] - dx)) > 1.0:
                 status = "inconsistent"
-        length = math.hypot(dy, dx)
         if status == "ok" and not error <= self.max_error:
             status = "unreliable"
-        if status == "ok" and length > self.max_shift:
-            status = "too_large"
-        if status == "ok" and length < self.tolerance:
-            status = "below_tolerance"
+        if status == "ok":
+            status = self._by_length(dy, dx)
         spread = _split_half_spread(ref, ref_ok, img, ok, self.upsample_factor, self.normalization) if status == "ok" else None
         if spread is not None and spread > self.max_spread:
             status = "unstable"
@@ -207,13 +204,16 @@ class CoRegistration(BaseEstimator):
             if vote is not None:
                 dy, dx, error, agree, n = vote
                 tiles = {"agree": agree, "of": n, "window": status}
-                length = math.hypot(dy, dx)
-                status = "too_large" if length > self.max_shift else "below_tolerance" if length < self.tolerance else "ok"
-                spread = None
+                status, spread = self._by_length(dy, dx), None
         return {"dy": round(dy, 3), "dx": round(dx, 3), "error": round(error, 4), "status": status,
                 "applied": status == "ok", "overlap": round(overlap, 3),
                 **({"spread": round(spread, 3)} if spread is not None else {}),
                 **({"tiles": tiles} if tiles is not None else {})}
+
+    def _by_length(self, dy: float, dx: float) -> str:
+        """``too_large`` over ``max_shift``, ``below_tolerance`` under ``tolerance``, else ``ok``."""
+        length = math.hypot(dy, dx)
+        return "too_large" if length > self.max_shift else "below_tolerance" if length < self.tolerance else "ok"
 
     def _check_params(self):
         if not (isinstance(self.upsample_factor, (int, np.integer)) and self.upsample_factor >= 1):
@@ -408,7 +408,7 @@ def _split_half_spread(ref, ref_ok, img, ok, upsample_factor, normalization) -> 
 
 #: Statuses of a window's estimate after which the tiles vote (:func:`_tile_vote`).
 TILE_FALLBACK = ("inconsistent", "unreliable", "unstable", "too_large")
-def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_error, agree=0.25):
+def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_error, agree):
     """``(dy, dx, error, agree, n)``: the shift most tiles of the window agree on, or ``None``.
 
     The window is cut into tiles of about ``tile`` px a side; each tile with :data:`MIN_PIXELS` usable at both

@@ -91,3 +91,22 @@ def test_write_json_and_text(tmp_path):
     with pytest.raises(TypeError, match="cannot serialise"):
         write_json(tmp_path / "c.json", {"a": 2, "b": Unprintable()})
     assert json.loads((tmp_path / "c.json").read_text())["a"] == 1  # failed write kept the old file
+
+
+def test_text_is_written_as_utf8_whatever_the_locale(tmp_path):
+    """report.html says charset utf-8 and holds the run's label and paths: under a C or cp1252 locale a label
+    like "Łódź" stopped the run at its last stage (UnicodeEncodeError), and "forêt" came out in cp1252."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.html"
+    code = ("import locale, sys; from changescout.atomic import write_text, write_json; "
+            "write_text(sys.argv[1], '\\u0141\\u00f3d\\u017a for\\u00eat'); "
+            "write_json(sys.argv[1] + '.json', {'label': '\\u0141\\u00f3d\\u017a'}); "
+            "print(locale.getpreferredencoding(False))")
+    env = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ascii" in done.stdout.lower() or "ansi" in done.stdout.lower()  # the locale really was not UTF-8
+    assert out.read_bytes().decode("utf-8") == "Łódź forêt"
+    assert json.loads((tmp_path / "r.html.json").read_text(encoding="utf-8")) == {"label": "Łódź"}

@@ -346,7 +346,7 @@ def run(ctx: typer.Context,
     base = {}
     if config is not None:
         try:
-            base = json.loads(Path(config).read_text())
+            base = json.loads(Path(config).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             other = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML"}.get(Path(config).suffix.lower())
             why = f"it is {other}, and --config reads JSON" if other and not isinstance(exc, OSError) else str(exc)

@@ -77,7 +77,7 @@ def zarr_problem(path: Path) -> str | None:
     out the chunks that held only NaN (zarr's default: a run of under a year has no recurrence chunk), and a
     missing chunk there is not damage."""
     try:
-        meta = json.loads((path / ".zmetadata").read_text())["metadata"]
+        meta = json.loads((path / ".zmetadata").read_text(encoding="utf-8"))["metadata"]
         every = (meta.get(".zattrs") or {}).get(ALL_CHUNKS) == "all"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"cannot be read (its .zmetadata: {type(exc).__name__})"

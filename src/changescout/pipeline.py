@@ -368,8 +368,8 @@ class Run:
         if not self._aside_complete() or not (aside / "config.json").is_file():
             return
         try:
-            theirs = json.loads((aside / "config.json").read_text()).get("config_hash")
-            mine = json.loads((self.out / "config.json").read_text()).get("config_hash")
+            theirs = json.loads((aside / "config.json").read_text(encoding="utf-8")).get("config_hash")
+            mine = json.loads((self.out / "config.json").read_text(encoding="utf-8")).get("config_hash")
         except (OSError, ValueError, AttributeError):
             return
         if theirs == digest != mine and not _finished(self.out / "state.json"):  # (a finished run is not thrown away)
@@ -421,7 +421,7 @@ class Run:
         outputs (its rcf_weights.npz, given to the replacement as --weights, was lost: a review)."""
         named = [self.config.to_dict()]
         try:
-            named.append(json.loads((self.out / "config.json").read_text())["config"])
+            named.append(json.loads((self.out / "config.json").read_text(encoding="utf-8"))["config"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         return [Path(str(c[k])).resolve() for c in named if isinstance(c, dict) for k in ("source", "mask", "weights") if c.get(k)]
@@ -607,7 +607,7 @@ def check_writable(out: Path) -> None:
 def _is_run_state(path: Path) -> bool:
     """Whether ``path`` holds a changescout run's state.json (a JSON object with its ``stages``)."""
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(state, dict) and isinstance(state.get("stages"), dict)
@@ -616,7 +616,7 @@ def _is_run_state(path: Path) -> bool:
 def _finished(path: Path) -> bool:
     """Whether ``path`` (a state.json) says every stage of its run is done."""
     try:
-        stages = json.loads(path.read_text()).get("stages")
+        stages = json.loads(path.read_text(encoding="utf-8")).get("stages")
         return isinstance(stages, dict) and all(isinstance(stages.get(s), dict) and stages[s].get("status") == "done"
                                                 for s in STAGES)
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
@@ -704,7 +704,7 @@ def _hold(out: Path, log) -> int | None:
 def _read_json(path: Path, what_to_do: str) -> dict:
     """A run directory's JSON record; an unreadable one (cut short, edited) is named with what to do."""
     try:
-        out = json.loads(path.read_text())
+        out = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunExistsError(f"cannot be read ({exc}); {what_to_do}", path) from None
     if not isinstance(out, dict):
@@ -1086,7 +1086,7 @@ def write_outputs(out: Path, cube, patch_grid: PatchGrid, config: RunConfig, sta
     # top patch events
     looks = write_quicklooks(cube, events, patch_grid, out / "quicklooks", top=config.report_top,
                              objects=objects.head(config.report_top))
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     report = write_report(out, events, clusters, cfg, state, quicklooks=looks, top=config.report_top, objects=objects)
     pictures = [*looks["dates"], *looks["events"].values(), *looks["object_chips"].values()] + [looks["objects"]] * bool(looks["objects"])
     return [*maps.values(), *map(Path, pictures), report]

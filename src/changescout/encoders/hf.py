@@ -127,7 +127,7 @@ def image_statistics(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         if not path.is_file():
             continue
         try:
-            said = json.loads(path.read_text())
+            said = json.loads(path.read_text(encoding="utf-8"))
             said = said.get(key) or {} if key else said
             mean, std = said.get("image_mean", mean), said.get("image_std", std)
         except (OSError, ValueError, AttributeError) as exc:

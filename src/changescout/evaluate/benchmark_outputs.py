@@ -142,12 +142,12 @@ def _write_all(out: Path, result: dict, curves: dict) -> None:
     if result["notes"]:
         text += "\n" + "\n".join(f"- {n}" for n in result["notes"]) + "\n"
     with atomic_path(out / "metrics.md") as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     with atomic_path(out / "per_item.csv") as tmp:
         pd.DataFrame(result["per_item"]).to_csv(tmp, index=False)
     if result.get("rows") and any(r.get("evidence") for r in result["rows"]):
         with atomic_path(out / "ablation.md") as tmp:
-            tmp.write_text(ablation_markdown(result))
+            tmp.write_text(ablation_markdown(result), encoding="utf-8")
     if curves:  # (the synthetic benchmark scores whole runs: it has no score maps to draw curves of)
         _plot_curves(out, curves)
 

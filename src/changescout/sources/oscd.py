@@ -157,7 +157,7 @@ def read_dates(folder) -> list[pd.Timestamp]:
     if not path.is_file():
         raise SourceError("no dates.txt (lines 'date_1: YYYYMMDD' and 'date_2: YYYYMMDD'); pass --dates D1,D2", folder)
     found = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if m := _DATE_LINE.match(line):
             try:
                 found[int(m.group(1))] = pd.Timestamp(m.group(2))

@@ -74,7 +74,7 @@ def sniff(path) -> bool:
 
 def _stac_type(path: Path) -> str | None:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("type") not in _STAC_TYPES:

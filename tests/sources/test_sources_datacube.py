@@ -157,6 +157,7 @@ def expected_quality(tmp_path):
     ("Fmask", (0, 4), np.uint8, None),
     ("QA_PIXEL", (1 << 6, 1 << 3), np.uint16, None),  # Landsat Collection 2 flags: clear, cloud
     ("cloud_mask", (4, 9), np.uint8, "scl"),
+    ("Fmask", (64, 66), np.uint8, "hls"),              # HLS v2 bit flags: clear land (low aerosol), cloud
 ])
 def test_a_mask_variable_named_as_a_mask_is_read_with_its_convention(tmp_path, name, values, dtype, convention):
     """Only a variable named exactly ``quality`` was read: an ``SCL`` mask was ignored without a word."""
@@ -175,6 +176,10 @@ def test_mask_variables_that_cannot_be_read_are_refused_not_ignored(tmp_path):
         open_series(two)
     cube = open_series(two, mask_variable="SCL")
     np.testing.assert_array_equal(native(cube).quality.values, expected_quality(tmp_path))
+    hls = rewrite(tmp_path, "hls.nc", with_mask("Fmask", (64, 66)))  # read by the classic codes: all nodata
+    with pytest.raises(SourceError, match=r"hls.nc \(mask variable 'Fmask'\): 100% of the mask's known pixels hold "
+                                          r"values the 'fmask' convention does not list \(64, 66\).*they read as 'hls'"):
+        open_series(hls)
     unmasked = rewrite(tmp_path, "unmasked.nc", lambda ds: ds.drop_vars("quality"))
     with pytest.raises(SourceError, match=r"unmasked.nc: --mask-convention scl is given but no variable is named as "
                                           r"a mask .*its variables are \['reflectance'\]"):

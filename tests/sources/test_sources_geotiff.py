@@ -838,6 +838,40 @@ def test_each_date_mask_is_read_by_its_own_convention(tmp_path):
     assert (q[1, 10:14, 10:14] == Quality.WATER).all() and (q[1, 20:40, 20:40] == Quality.CLEAR).all()
 
 
+def test_hls_fmask_bit_flags_are_read_as_such_and_masks_of_another_convention_are_refused(tmp_path):
+    """HLS v2 names its bit-flag layer Fmask (clear land 64, cloud 66, water 96): read by the classic Fmask codes
+    every pixel was nodata and the run stopped at "too few clear pixels"; SCL masks read as changescout's
+    classes made vegetation snow and bare soil water, silently (a review)."""
+    hls = [f"HLS.S30.T31TCJ.{d.replace('-', '')[:4]}{i + 60:03d}T105031.v2.0" for i, d in enumerate(ms.DATES[:2])]
+    flags = np.full(ms.SHAPE, 64, np.uint8)  # clear land, low aerosol
+    flags[0:4, 0:6] = 66  # cloud
+    flags[10:14, 10:14] = 96  # water
+    flags[20:22, 20:22] = 72  # cloud shadow
+    for t, name in enumerate(hls):  # (HLS names hold the day of the year: dates given)
+        ms.write_geotiff(tmp_path / "f" / f"{name}.tif", ms.scene(t), descriptions=ms.BANDS)
+        ms.write_geotiff(tmp_path / "m" / f"{ms.DATES[t]}_{name}.Fmask.tif", flags[None], nodata=255)
+    q = footprint(open_series(tmp_path / "f", mask=tmp_path / "m", dates=list(ms.DATES[:2]), patch_size=4)).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
+    assert (q[:, 20:22, 20:22] == Quality.SHADOW).all() and (q[:, 30:40, 30:40] == Quality.CLEAR).all()
+    # the same flags named as classic Fmask files: refused, naming the file and the convention that reads them
+    for d in ms.DATES[:2]:
+        ms.write_geotiff(tmp_path / "c" / f"{d}_fmask.tif", flags[None], nodata=255)
+    with pytest.raises(SourceError, match=r"2020-\d\d-\d\d_fmask.tif: 100% of the mask's known pixels hold values the "
+                                          r"'fmask' convention does not list \(64, 66, 72, 96\).*they read as 'hls'"):
+        open_series(tmp_path / "f", mask=tmp_path / "c", dates=list(ms.DATES[:2]), patch_size=4)
+    # Sentinel-2 SCL codes given as changescout's quality classes: 9 (cloud) is none, and SCL fits
+    scl = np.full(ms.SHAPE, 4, np.uint8)
+    scl[0:4, 0:6] = 9
+    for d in ms.DATES[:2]:
+        ms.write_geotiff(tmp_path / "s" / f"{d}_mask.tif", scl[None], nodata=None)
+    with pytest.raises(SourceError, match=r"_mask.tif: 1% of .* the 'quality' convention does not list \(9\).*they "
+                                          r"read as 'scl'"):
+        open_series(tmp_path / "f", mask=tmp_path / "s", mask_convention="quality", dates=list(ms.DATES[:2]),
+                    patch_size=4)
+    assert footprint(open_series(tmp_path / "f", mask=tmp_path / "s", mask_convention="scl", dates=list(ms.DATES[:2]),
+                                 patch_size=4)).quality.values[0, 0, 0] == Quality.CLOUD
+
+
 def test_a_scale_and_offset_declared_by_the_file_are_used(tmp_path):
     import rasterio
 

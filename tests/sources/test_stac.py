@@ -412,3 +412,25 @@ def test_a_run_on_a_stac_catalog_ranks_the_change_of_its_items(tmp_path):
     out = run_pipeline(RunConfig(source=str(root), patch_size=8, cloud_screen="off"), tmp_path / "run", log=lambda *_: None)
     top = read_events(out).sort_values("rank").iloc[0]
     assert str(top["t1"])[:10] == "2020-05-20" and top["row"] in (3, 4) and top["col"] in (3, 4)
+
+
+def test_the_fmask_of_hls_items_is_read_by_its_bit_flags(tmp_path):
+    """HLS v2 (NASA's LP DAAC) names its mask asset Fmask, bit flags whose clear land is 64: read as the classic
+    Fmask codes, every pixel of every date was nodata and the run stopped at "too few clear pixels" (a review)."""
+    catalog = pystac.Catalog("hls", "an HLS series")
+    for t, date in enumerate(ms.DATES[:2]):
+        item = _item(tmp_path / "assets", t, date, scl=False, item_id=f"HLS.S30.T31TCJ.2020{60 + t:03d}T105031.v2.0")
+        flags = np.full((1, *ms.SHAPE), 64, np.uint8)
+        flags[0, :8] = 66  # cloud
+        flags[0, 8:12, :10] = 96  # water
+        path = ms.write_geotiff(tmp_path / "assets" / item.id / "Fmask.tif", flags, nodata=255)
+        item.add_asset("Fmask", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(tmp_path / "hls"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    cube = open_series(tmp_path / "hls", patch_size=16)
+    left, top = ms.ORIGIN
+    q = cube["quality"].sel(x=slice(left, left + 440), y=slice(top, top - 400)).values
+    assert (q[:, :8] == Quality.CLOUD).all() and (q[:, 8:12, :10] == Quality.WATER).all()
+    assert (q[:, 12:] == Quality.CLEAR).all()

@@ -50,7 +50,7 @@ from ..cube import USABLE, check_band_names
 from ..errors import SourceError
 from .dates import to_times
 from .geotiff import split_band_suffix
-from .masks import CONVENTIONS, convention_for, is_mask_name, lookup_table, to_quality
+from .masks import CONVENTIONS, check_values, convention_for, is_mask_name, lookup_table, to_quality
 from .warp import WARP_TOLERANCE, RasterInfo, blank_zeros, build_cube, resolve_grid, scaling, storage, warp_scales
 
 _DIMS = ("time", "band", "y", "x")
@@ -367,14 +367,20 @@ def _mask(ds: xr.Dataset, name, variable, convention, path):
         raise SourceError(f"the mask variable {name!r} has dims {mask.dims}; it must be (time, y, x)", path)
     convention = convention_for(name, convention or ("quality" if name.lower() == "quality" else None), path)
     mask = mask.transpose("time", "y", "x")
-    if convention == "quality":
-        _check_classes(mask, path)
+    _check_classes(mask, path, convention)
     return mask, lookup_table(convention)
 
 
-def _check_classes(mask: xr.DataArray, path):
-    """Refuse a mask read as changescout classes whose values are not (SCL codes would read 4 vegetation as snow)."""
+def _check_classes(mask: xr.DataArray, path, convention: str = "quality"):
+    """Refuse a mask read as changescout classes whose values are not (SCL codes would read 4 vegetation as snow),
+    or one of another convention most of whose values it does not list (:func:`.masks.check_values`), from a
+    decimated read of its first, middle and last dates."""
     step = max(1, max(mask.sizes["y"], mask.sizes["x"]) // 256)
+    if convention != "quality":
+        dates = sorted({0, mask.sizes["time"] // 2, mask.sizes["time"] - 1})
+        check_values(mask.isel(time=dates, y=slice(None, None, step), x=slice(None, None, step)).values, convention,
+                     f"{path} (mask variable {mask.name!r})")
+        return
     values = np.unique(mask.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
     values = values[np.isfinite(values)]
     odd = values[(values < 0) | (values > 5) | (values != np.round(values))]

@@ -354,7 +354,7 @@ def external_masks(path, scenes: list[Scene], convention: str | None, grid=None)
         if len(named) > 1:
             raise SourceError(f"holds masks of {len(named)} conventions by their names ({', '.join(sorted(named))}); "
                               "give one --mask-convention, or one folder per convention", path)
-        name = named.pop() if named else name
+        convention = named.pop() if named else convention
     lut = lookup_table(convention_for(name, convention, path))
     out = [Scene(s.time, s.layers, masks[i], s.name) for i, s in enumerate(scenes)]
     for s in out:

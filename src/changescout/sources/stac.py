@@ -21,7 +21,7 @@ aerosol and water-vapour layers. ``bands`` (``--bands``) selects them by asset k
 ``eo:bands``/``bands`` give (``B04``, ``SR_B4``) or by common name (``red``: where one asset has it). Of two
 assets of one band (Earth Search's ``red`` and ``red-jp2``) the GeoTIFF is read. Every item must hold the
 bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date's quality mask, read by the
-convention its name says.
+convention its name says (an ``Fmask`` of an ``HLS.`` item by HLS's bit flags).
 
 Values: the ``scale`` and ``offset`` of an asset's ``raster:bands`` (or STAC 1.1 ``bands``) are applied as a
 GeoTIFF's declared ones are (:func:`.warp.open_scenes`), unless ``scale_factor``/``offset`` are given; an item
@@ -107,6 +107,8 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         if scaling is not None:
             layers = [Layer(la.path, la.index, scaling=scaling) for la in layers]
         conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
+        if conv == "fmask" and not mask_convention and str(item.id).upper().startswith("HLS."):
+            conv = "hls"  # (HLS v2 names its bit-flag layer Fmask, as the classic codes' files are named)
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
     baselines = [_baseline(group, time, root) for time, group in dated.items()]

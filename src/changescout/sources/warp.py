@@ -43,7 +43,7 @@ from rasterio.windows import Window
 from ..cube import OutputGrid, Quality, check_bounds, crs_unit, make_cube, validate_cube
 from ..errors import ConfigError, GridError, NetworkError, SourceError
 from .dates import parse_level, parse_platform
-from .masks import lookup_table, to_quality
+from .masks import check_values, convention_of, lookup_table, to_quality, unlisted
 
 #: Integer rasters (and float rasters whose 99th percentile exceeds this) are reflectance x 10000.
 DEFAULT_SCALE = 1e-4
@@ -673,6 +673,28 @@ def scaling(dtype, sample, scale_factor=None, offset=None) -> tuple[float, float
     return (DEFAULT_SCALE if large else 1.0), offset
 
 
+def _check_masks(scenes, lut, most_dates: int = 3) -> None:
+    """Refuse masks whose values their convention does not read (:func:`.masks.check_values`), from a decimated
+    read of the first, middle and last dates' masks: an HLS ``Fmask`` (bit flags: clear land is 64) read by the
+    classic Fmask codes made every pixel of the series nodata, and the run stopped at "too few clear pixels"."""
+    masked = [s for s in scenes if s.mask]
+    if not masked:
+        return
+    picks = sorted({0, len(masked) // 2, len(masked) - 1})[:most_dates]
+    for s in (masked[i] for i in picks):
+        convention = s.convention or convention_of(lut)
+        if not convention:
+            continue
+        with network(s.mask.path), rasterio.open(s.mask.path) as src:
+            step = max(1, max(src.shape) // 256)
+            values = src.read(s.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
+                              resampling=Resampling.nearest).astype(np.float64)
+            nodata = src.nodatavals[s.mask.index - 1]
+        if nodata is not None and unlisted(np.array([nodata]), convention).all():  # its fill, unsaid by the codes
+            values = values[values != nodata]
+        check_values(values, convention, shown(s.mask.path))
+
+
 def sample_raster(path: str, index: int) -> np.ndarray:
     """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling."""
     with network(path), rasterio.open(path) as src:
@@ -692,6 +714,7 @@ def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, sc
     first = min((infos[layer.path] for layer in scenes[0].layers), key=lambda i: i.resolution[0])
     footprints = {(infos[layer.path].crs, infos[layer.path].bounds) for layer in layers}
     _check_files(scenes, infos, first, grid)
+    _check_masks(scenes, lut)
     out = resolve_grid(grid, first, sorted(footprints), patch_size)
     head, sample = _sampled_head(scenes, infos) if scale_factor is None else (scenes[0].layers[0], None)
     scale, off = scaling(infos[head.path].dtype, lambda: np.zeros(0) if sample is None else sample, scale_factor, offset)

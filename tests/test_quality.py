@@ -176,6 +176,25 @@ def test_white_surfaces_that_last_are_not_clouds(make_grid, values, lasting):
     assert (q[painted][:, 10:22, 10:22] == (Quality.CLEAR if lasting else Quality.CLOUD)).all()
 
 
+def test_a_cloud_deck_over_the_last_dates_is_cloud_though_a_white_roof_under_it_lasts(make_grid):
+    """Overcast dates are steady white everywhere: the white-surface rule took the last three (or six anywhere)
+    for a roof, the whole scene read clear, and the overcast ranked as the run's top change, 164 ha (a review).
+    A date where most of the scene is flagged holds no surface; a roof beside it still lasts at its other dates."""
+    overcast = np.array([0.50, 0.52, 0.55, 0.58], np.float32)[:, None, None]
+    values = [None, None, WHITE, WHITE, WHITE, WHITE, WHITE, WHITE]
+    cube = _series(make_grid, values)
+    data = cube.values.copy()
+    data[5:] = overcast  # the last three dates under a cloud deck, the roof too
+    cube = cube.copy(data=data)
+    q = screen_haze(cube, dilate=0)["quality"].values
+    assert (q[5:] == Quality.CLOUD).all()
+    assert (q[:5] == Quality.CLEAR).all()  # the roof built at date 2 is kept where it is seen
+    middle = _series(make_grid, [None] * 9).values.copy()
+    middle[2:8] = overcast
+    q = screen_haze(_series(make_grid, [None] * 9).copy(data=middle), dilate=0)["quality"].values
+    assert (q[2:8] == Quality.CLOUD).all() and (q[[0, 1, 8]] == Quality.CLEAR).all()
+
+
 WHITE_HAZE = [0.065, 0.105, 0.07, 0.45]  # visible bands +0.035-0.04 over the crop, NIR as the crop's: HOT +0.015
 
 

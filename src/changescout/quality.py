@@ -35,7 +35,11 @@ gaps filled over them hid the change: an acceptance test's new white roof on a 7
 116th, and first with the screen off. A white surface stays where it is, at a steady brightness, and a cloud
 does not: a pixel's run of flagged dates whose blue varies by less than 1.5 times is a surface when it lasts
 at least three dates to the end of the series (a new roof) or six anywhere (one that was there before)
-(:func:`bright_surfaces`). A cloud that two overlapping composites share lasts two dates.
+(:func:`bright_surfaces`). A cloud that two overlapping composites share lasts two dates. A cloud deck is
+steady white too, everywhere: on a date whose fixed test flags more than half of the scene's clear pixels
+(:func:`overcast_dates`, from the scene sample), nothing is a surface (three overcast dates at the end of a
+series read clear, and ranked as the run's top change). A new white roof seen only on the last two dates
+is still taken for a cloud: nothing tells them apart yet.
 
 Cloud shadows are not bright: HOT misses them, and at the first or last date, where the change stage cannot
 see that a state lasts one date only, a shadow looks like a new dark surface. Darkening alone cannot tell a
@@ -384,13 +388,15 @@ def grow(core: np.ndarray, weak: np.ndarray, min_core: int = 64) -> np.ndarray:
 
 
 def bright_surfaces(flags: np.ndarray, value: np.ndarray, min_dates: int = 3, long_dates: int = 6,
-                    tolerance: float = 1.5) -> np.ndarray:
+                    tolerance: float = 1.5, overcast: np.ndarray | None = None) -> np.ndarray:
     """``(time, h, w)`` fixed-threshold flags and a brightness (blue) -> the flags that mark a bright surface
     rather than a cloud: runs of a pixel's consecutive flagged dates over which ``value`` varies by at most
     ``tolerance`` times, that reach the last date and last ``min_dates`` dates at least (a new white roof or
     greenhouse), or that last ``long_dates`` dates wherever they lie (one that was there before). Clouds do not
     sit on one place for that many dates at a steady brightness; a cloud shared by two overlapping composites
-    lasts two. A date without data ends a run."""
+    lasts two. A date without data ends a run. On the dates ``overcast`` (bool per date) says, most of the scene
+    is flagged: nothing of them is a surface (a cloud deck over the last three dates read as a white roof, the
+    whole scene clear, and ranked as the top change), though their flags still carry a surface's run."""
     T = len(flags)
     out = np.zeros(flags.shape, bool)
     if T < min_dates or not flags.any():
@@ -407,19 +413,33 @@ def bright_surfaces(flags: np.ndarray, value: np.ndarray, min_dates: int = 3, lo
     surface = steady & ((ends & (length >= min_dates)) | (length >= long_dates))
     keep = np.zeros(f.shape, bool)
     keep[f] = surface[run]
+    if overcast is not None:
+        keep[:, np.asarray(overcast, bool)] = False
     return np.moveaxis(keep.reshape(*flags.shape[1:], T), -1, 0)
+
+
+def overcast_dates(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset: float, most: float = 0.5
+                   ) -> np.ndarray:
+    """Per date of a ``(time, h, w)`` sample of the scene: whether HOT flags more than ``most`` of its clear
+    pixels (a cloud deck; a white roof or greenhouse is a part of the scene)."""
+    clear = quality == Quality.CLEAR
+    with np.errstate(invalid="ignore"):
+        hot = (blue - 0.5 * red - offset > 0) & clear
+    n = clear.sum(axis=(1, 2))
+    return hot.sum(axis=(1, 2)) > most * np.maximum(n, 1)
 
 
 def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: np.ndarray | None = None, *,
                   offset: float, dilate: int, spike: float | None = None, edge: float | None = None,
                   dark: float | None = None, reach: int = 0, min_cloud: int = 64, min_flag: int = 0,
                   rise: float | None = None, excess: np.ndarray | None = None,
-                  dark_medians: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  dark_medians: tuple[np.ndarray, np.ndarray] | None = None,
+                  overcast: np.ndarray | None = None) -> np.ndarray:
     index = blue - 0.5 * red
     with np.errstate(invalid="ignore"):
         hot = (index - offset) > 0
         if len(hot) > 1:  # every date of the pixel is here (a temporal screen): a lasting white roof is no cloud
-            hot &= ~bright_surfaces(hot, blue)
+            hot &= ~bright_surfaces(hot, blue, overcast=overcast)
         if spike is not None:
             hot |= temporal_spikes(index, spike)
         lasting = rise is not None and nir is not None
@@ -484,11 +504,14 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     chunks = blue.chunks
     q = q.rechunk(chunks)
     args = [blue, red, q] + ([data[:, inir].rechunk(chunks)] if dark is not None or rise is not None else [])
-    excess = dark_medians = None
+    excess = dark_medians = overcast = None
     # what each block compares with the whole date: from about 512 x 512 px of the scene, the same for every block
     step = max(1, math.ceil(math.sqrt(blue.shape[1] * blue.shape[2] / 512 ** 2)))
-    if rise is not None or dark is not None:  # (one pass over a lazy source for both samples)
-        blue_sample, nir_sample = dask.compute(blue[:, ::step, ::step], args[3][:, ::step, ::step])
+    if temporal:  # (one pass over a lazy source for the samples)
+        nir_part = args[3][:, ::step, ::step] if len(args) > 3 else None
+        blue_sample, red_sample, q_sample, nir_sample = dask.compute(blue[:, ::step, ::step], red[:, ::step, ::step],
+                                                                     q[:, ::step, ::step], nir_part)
+        overcast = overcast_dates(np.asarray(blue_sample), np.asarray(red_sample), np.asarray(q_sample), offset)
         if rise is not None:  # the scene's excess of each run
             excess = scene_excess(np.asarray(blue_sample))
         if dark is not None:  # the median darkening of each date and pair
@@ -497,11 +520,12 @@ def screen_haze(cube: xr.DataArray, offset: float = 0.08, dilate: int = 3, spike
     depth = {0: 0, 1: min(depth, blue.shape[1]), 2: min(depth, blue.shape[2])}  # dask: no deeper than the array
     screened = da.map_overlap(_screen_block, *args, depth=depth, boundary="none",
                               dtype=np.uint8, offset=offset, dilate=dilate, spike=spike, edge=edge, dark=dark, reach=reach,
-                              min_flag=min_flag, rise=rise, excess=excess, dark_medians=dark_medians)
+                              min_flag=min_flag, rise=rise, excess=excess, dark_medians=dark_medians,
+                              overcast=overcast)
     out = cube.assign_coords(quality=(("time", "y", "x"), screened))
     rule = f"HOT > {offset}" + (f" or {spike} above both neighbouring dates" if spike is not None else "")
     rule += f" or blue {rise} above the dates around one or two dates whose NIR holds" if rise is not None else ""
-    rule += "; white surfaces steady over 3 dates to the end, or 6, kept" if temporal else ""
+    rule += "; white surfaces steady over 3 dates to the end, or 6, kept (none on overcast dates)" if temporal else ""
     rule += f", grown over HOT > {edge}" if edge is not None else ""
     rule += (f"; shadow: NIR below {dark} x both neighbouring dates (or the dates around a pair, for a cloud on both) "
              f"within {reach} px of a cloud") if dark is not None else ""

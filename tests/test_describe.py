@@ -66,6 +66,25 @@ def test_the_scenes_own_change_is_taken_off():
     assert out[0] == "brighter, vegetation loss" and out[-1] == "slight change"
 
 
+@pytest.mark.parametrize("n_cut", [4, 5, 9])
+def test_a_change_over_most_of_the_scene_is_not_taken_for_the_scenes_own(n_cut):
+    """The scene's own change was the median of every patch, the object's too: a clear-cut over 5 or 9 of 9
+    patches (a scene clipped to it, a disaster's image pair) was the scene's change and read "slight change"
+    (a review). It is measured outside the candidate objects, and with too little left the scene holds."""
+    data = np.zeros((2, 4, 24, 24), np.float32)
+    _paint(data, 0, np.s_[:, :], GRASS)
+    _paint(data, 1, np.s_[:, :], GRASS)
+    cut = [(r, c) for r in range(3) for c in range(3)][:n_cut]
+    for r, c in cut:
+        _paint(data, 1, np.s_[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8], SOIL)
+    grid = OutputGrid.from_bounds("EPSG:32631", 10, (500000, 4999760, 500240, 5000000))
+    cube = make_cube(data, pd.to_datetime(["2021-05-01", "2021-08-01"]), BANDS, grid)
+    events = pd.DataFrame({"object_id": 0, "row": [r for r, _ in cut], "col": [c for _, c in cut],
+                           "t0": pd.Timestamp("2021-05-01"), "t1": pd.Timestamp("2021-08-01")})
+    out = describe_objects(pd.DataFrame({"object_id": [0], "candidate": True}), events, cube, 8)
+    assert out["change"].tolist() == ["vegetation loss, brighter"]
+
+
 def test_only_an_objects_onset_patches_and_its_own_dates_count():
     objects, events = _objects([(0, 2), (2, 0)])
     later = pd.DataFrame({"object_id": [0], "row": [0], "col": [0], "t0": pd.Timestamp("2021-06-01"),

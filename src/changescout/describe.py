@@ -180,6 +180,11 @@ def describe(pixels: pd.DataFrame, nothing: str = SLIGHT) -> str:
     return ", ".join(word for _, word in sorted(parts, key=lambda kv: -kv[0])) or nothing
 
 
+#: The least share of a date pair's seen patches, outside the candidate objects, that the scene's own change is
+#: measured on (fewer: the scene is taken as unchanged).
+MIN_QUIET = 0.25
+
+
 def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataArray, patch_size: int,
                      top: int = TOP, log=None) -> pd.DataFrame:
     """``objects`` with ``change`` (words, :func:`describe`) for its ``top`` best-ranked candidates, from their
@@ -231,12 +236,26 @@ def describe_objects(objects: pd.DataFrame, events: pd.DataFrame, cube: xr.DataA
             at[t, r, c] = strip[:, :, (c - c0) * p:(c - c0 + 1) * p]
     scene = _indices(means, swir=has_swir, nir=has_nir)  # (5, dates, rows, cols): every patch's mean
     slot = {int(t): k for k, t in enumerate(dates)}
+    # the scene's own change is measured on the patches no candidate object changed at that date: a clear-cut
+    # over most of an area (a scene clipped to it, a disaster's pair) was its own scene's change, and read
+    # "slight change"; where fewer than MIN_QUIET of the patches are left, the scene is taken as unchanged
+    cand = events[events["object_id"].isin(objects.loc[objects["candidate"], "object_id"]).to_numpy()]
+    cand_t1 = times.get_indexer(pd.to_datetime(cand["t1"]))
     shift = {}  # the scene's own median change of NDVI and brightness between two dates
     with np.errstate(invalid="ignore"):
         for a, b in set(zip(ev["i0"], ev["i1"])):
             d = scene[:, slot[b]] - scene[:, slot[a]]
-            ndvi = float(np.nan_to_num(np.nanmedian(d[0]))) if has_nir else 0.0  # (no NDVI: NaN everywhere)
-            shift[a, b] = (ndvi, float(np.nan_to_num(np.nanmedian(d[2]))))
+            busy = np.zeros(d.shape[1:], bool)
+            at_b = cand[cand_t1 == b]
+            inside = (at_b["row"].to_numpy() < busy.shape[0]) & (at_b["col"].to_numpy() < busy.shape[1])
+            busy[at_b["row"].to_numpy()[inside], at_b["col"].to_numpy()[inside]] = True
+            seen = np.isfinite(d[2])
+            quiet = seen & ~busy
+            if quiet.sum() < MIN_QUIET * max(seen.sum(), 1):
+                shift[a, b] = (0.0, 0.0)
+                continue
+            ndvi = float(np.nan_to_num(np.nanmedian(d[0][quiet]))) if has_nir else 0.0  # (no NDVI: NaN everywhere)
+            shift[a, b] = (ndvi, float(np.nan_to_num(np.nanmedian(d[2][quiet]))))
     pixels: dict[int, list[np.ndarray]] = {}  # per object: ndvi0, ndvi1, vis0, vis1 (0: moved by the scene), water0,
     # water1, vis0_own (not moved), snow0, snow1, ndvi0_own (not moved)
     for oid, r, c, a, b in ev[["object_id", "row", "col", "i0", "i1"]].itertuples(index=False):

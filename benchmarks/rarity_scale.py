@@ -9,6 +9,10 @@ share of the exact 1 % rarest that the approximate search also puts in its 1 % r
 change of a percentile.
 
     python benchmarks/rarity_scale.py [--run RUN_DIR] [--sizes 50000,100000,178000] [--out benchmarks/results]
+
+``--identical 0.5``: that share of the vectors made one and the same (areas a gap-filled composite repeats
+from one date to the next), which an inverted file put in one list that each of them scanned whole; the
+results go to ``rarity_scale_identical.*``.
 """
 
 from __future__ import annotations
@@ -64,15 +68,19 @@ def main():
     ap.add_argument("--run", default=None, help="a run directory whose change vectors to use")
     ap.add_argument("--sizes", default="25000,50000,100000,178000")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--identical", type=float, default=0.0, help="share of the vectors made identical")
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        rows.append({"input": args.run or "generated mixture", **compare(vectors(args.run, n))})
+        X = vectors(args.run, n)
+        X[:int(args.identical * len(X))] = X[0]
+        rows.append({"input": args.run or "generated mixture", "identical": args.identical, **compare(X)})
         print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rarity_scale.json").write_text(json.dumps(rows, indent=1))
-    (out / "rarity_scale.md").write_text(pd.DataFrame(rows).to_markdown(index=False) + "\n")
+    stem = "rarity_scale_identical" if args.identical else "rarity_scale"
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    (out / f"{stem}.md").write_text(pd.DataFrame(rows).to_markdown(index=False) + "\n")
 
 
 if __name__ == "__main__":

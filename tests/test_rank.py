@@ -54,6 +54,25 @@ def test_a_large_run_is_scored_by_an_inverted_file_that_ranks_like_the_exact_sea
     assert approx.predict(np.array([[40.0] * 6, [0.0] * 6], np.float32)).tolist() == [-1, 1]
 
 
+@pytest.mark.parametrize("max_exact", [10_000, 0])
+def test_identical_changes_count_as_many_times_as_they_occur(max_exact):
+    """Identical vectors (areas a gap-filled composite repeats) are indexed once with their count, so that an
+    inverted file does not scan one list holding all of them for each (200 000 changes, half identical: 47 s
+    against 3 s; a review): each copy still counts as a neighbour at distance 0, the scores as a brute force
+    gives them, for the changes and for new queries; a random_state of None seeds the inverted file too."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((600, 4)).astype(np.float32)
+    X[:200] = X[0]  # 200 copies
+    X[300:303] = X[599]  # 4 copies: fewer than k
+    scorer = RarityScorer(n_neighbors=10, max_exact=max_exact, n_probe=10_000, random_state=None).fit(X)
+    d = np.sort(np.sqrt(((X[:, None].astype(np.float64) - X[None]) ** 2).sum(-1)), axis=1)
+    np.testing.assert_allclose(scorer.train_scores_, -d[:, 1:11].mean(axis=1), rtol=0, atol=1e-12)
+    assert scorer.train_scores_[0] == 0 and scorer.train_scores_[599] < 0
+    q = np.vstack([X[:1], X[599:], rng.standard_normal((5, 4))]).astype(np.float32)
+    dq = np.sort(np.sqrt(((q[:, None].astype(np.float64) - X[None]) ** 2).sum(-1)), axis=1)
+    np.testing.assert_allclose(scorer.score_samples(q), -dq[:, :10].mean(axis=1), rtol=0, atol=1e-12)
+
+
 def test_neighbours_an_inverted_file_misses_count_as_far_as_the_farthest_found():
     """Probing one list of a sparse inverted file finds fewer than k neighbours (faiss pads with the largest
     float): no score goes beyond the widest distance in the data."""

@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import numbers
+
 import faiss
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import ConfigError, check_columns, check_param
@@ -54,8 +57,16 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         check_param("RarityScorer", "contamination", self.contamination, 0, 0.5)
         X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32))
         self.n_train_ = X.shape[0]
-        self.index_ = self._index(X)
-        self.train_ = X
+        # identical rows are indexed once, with their count: an inverted file put them all in one list that each
+        # of them scanned whole (200 000 changes, half of them one vector as gap-filled composites repeat: 107 s
+        # against 6 s, growing as the square; a review); the neighbours and distances are the same
+        self.counts_, rows = None, X
+        if len(X) > 1:
+            unique, counts = np.unique(X, axis=0, return_counts=True)
+            if len(unique) < len(X):
+                rows, self.counts_ = np.ascontiguousarray(unique), counts
+        self.index_ = self._index(rows)
+        self.train_ = rows
         # One search gives both: the training points ranked without themselves (each is its own nearest
         # neighbour), and the scores score_samples gives them, on which the threshold is learnt so that
         # predict(X_train) flags the contamination fraction.
@@ -71,7 +82,8 @@ class RarityScorer(OutlierMixin, BaseEstimator):
             index = faiss.IndexFlatL2(dim)
         else:
             index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, max(1, min(int(4 * np.sqrt(n)), n)))
-            index.cp.seed = int(self.random_state)
+            seed = self.random_state  # (None or a RandomState, as scikit-learn takes: a seed drawn from it)
+            index.cp.seed = int(seed) if isinstance(seed, numbers.Integral) else int(check_random_state(seed).randint(2 ** 31 - 1))
             index.train(X)
             index.nprobe = int(self.n_probe)
         index.add(X)
@@ -83,14 +95,19 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         if k == 0:
             return np.zeros((len(X), 1))
         X = np.ascontiguousarray(X, dtype=np.float32)
-        _, ids = self.index_.search(X, k)
+        _, ids = self.index_.search(X, min(k, len(self.train_)))  # (distinct rows: k of them hold k points at least)
         missing = ids < 0
         d = np.empty(ids.shape)
         for i in range(0, len(X), block):
             near = self.train_[np.maximum(ids[i:i + block], 0)].astype(np.float64)
             d[i:i + block] = np.sqrt(((near - X[i:i + block, None, :].astype(np.float64)) ** 2).sum(axis=2))
         d = np.where(missing, np.inf, d)
-        d.sort(axis=1)  # (float64 may order near-ties otherwise than faiss did)
+        order = np.argsort(d, axis=1, kind="stable")  # (float64 may order near-ties otherwise than faiss did)
+        d = np.take_along_axis(d, order, axis=1)
+        if self.counts_ is not None:  # each distinct row as many times as it was given, the first k
+            held = np.cumsum(np.where(missing, 0, self.counts_[np.maximum(ids, 0)])[np.arange(len(ids))[:, None], order], axis=1)
+            at = np.minimum((held[:, None, :] <= np.arange(k)[None, :, None]).sum(axis=2), d.shape[1] - 1)
+            d = np.where(np.arange(k)[None, :] < held[:, -1:], np.take_along_axis(d, at, axis=1), np.inf)
         missing = ~np.isfinite(d)  # an inverted file whose probed lists hold fewer than k points: as far as the farthest found
         if missing.any():
             d[missing] = np.nan

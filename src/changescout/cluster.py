@@ -51,10 +51,11 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         check_param("ChangeClusterer", "max_clusters", self.max_clusters, 1, integer=True)
         if self.n_clusters != "auto":  # (or a number of types)
             check_param("ChangeClusterer", "n_clusters ('auto' or)", self.n_clusters, 1, integer=True)
-        X = validate_data(self, X, dtype=np.float64)
+        X = validate_data(self, X, dtype=_FLOATS)  # (float32 kept: a float64 copy of a million 256-d vectors is 2 GB)
         n = X.shape[0]
         rng = np.random.default_rng(self.random_state)
         sample = X if n <= self.sample_size else X[np.sort(rng.choice(n, self.sample_size, replace=False))]
+        sample = sample.astype(np.float64)
         self.pca_ = PCA(n_components=max(1, min(self.n_components, X.shape[1], len(sample))), random_state=self.random_state)
         still = len(sample) < 2 or not np.ptp(sample, axis=0).any()  # one sample, or identical ones (two same images)
         with np.errstate(divide="ignore", invalid="ignore") if still else contextlib.nullcontext():
@@ -92,15 +93,27 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Change vectors in the PCA space the clusters live in."""
         check_is_fitted(self, "mixture_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self.pca_.transform(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return _by_blocks(X, self.pca_.transform, np.float64, self.pca_.n_components_)
 
     def predict(self, X):
         check_is_fitted(self, "mixture_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)  # (named ChangeClusterer, not its PCA)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)  # (named ChangeClusterer, not its PCA)
         if self.mixture_ is None:
             return np.zeros(len(X), np.int32)
-        return self.mixture_.predict(self.pca_.transform(X)).astype(np.int32)
+        return _by_blocks(X, lambda x: self.mixture_.predict(self.pca_.transform(x)), np.int32)
+
+
+_FLOATS = (np.float64, np.float32)
+
+
+def _by_blocks(X, fn, dtype, width=None, block=65536):
+    """``fn`` over ``block`` rows of ``X`` at a time, each made float64 (the whole in float64 at once peaked at
+    3.6 GB for a million 256-d float32 vectors; the rows come out the same)."""
+    out = np.empty((len(X),) if width is None else (len(X), width), dtype)
+    for i in range(0, len(X), block):
+        out[i:i + block] = fn(np.asarray(X[i:i + block], dtype=np.float64))
+    return out
 
 
 CLUSTER_SCHEMA: dict[str, tuple[str, str]] = {

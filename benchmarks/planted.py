@@ -1,7 +1,9 @@
 """Detection quality on series with planted changes (synthetic and real-background Bouconne).
 
-Positives: every planted change but clouds (patch coverage >= 25 %); negatives: everything else, clouds
-included; patches marginally covered by a planted change are left out. Reports per seed: AUROC and AP of
+Positives: every planted change but clouds, where it covers at least 25 % of the patch, or half of its best
+patch's cover when that is under 50 % (a road covers 8-14 % of each patch it crosses;
+changescout.evaluate.planted); negatives: everything else, clouds included; patches marginally covered by a
+planted change are left out. Reports per seed: AUROC and AP of
 atypicality, the rare planted objects with an event in the top 10, clouds in the top 20, and similar-change
 search: precision@5 of common types and whether the other instance of a rare type is in the top 10, the
 query's own object excluded. Adjusted Rand index of the clusters against the planted types. The same measures

@@ -165,6 +165,9 @@ def test_search_scores_say_where_the_neighbours_of_common_queries_come_from():
     assert detail["neighbours"]["unplanted"] + detail["neighbours"]["other planted type"] == pytest.approx(0.8)
     assert detail["neighbours"]["unplanted"] >= 0.4  # the harvests' background look-alikes
     assert rare == {5: True, 6: True}
+    # a rare object with no row to query from (it made no candidate object) is not found, not left out of the count
+    _, rare, _ = search_scores(table, np.arange(100, 100 + len(rows)), desc, rare_objects=[5, 6, 7])
+    assert rare == {5: True, 6: True, 7: False}
 
 
 def test_the_backgrounds_own_harvests_are_named_and_stay_negatives(truth):

@@ -563,11 +563,15 @@ def test_benchmark_options_that_cannot_apply_are_refused_before_any_work(pairs_r
     assert code == 2 and 'no method to run: --encoders "" and --baselines "" leave none' in err, err
     code, _, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "no-such-encoder")
     assert code == 2 and "no-such-encoder" in err, err  # told before the data are read
+    real_synthetic = benchmark.run_synthetic
     monkeypatch.setattr(benchmark, "run_synthetic", no_work)
     code, _, err, _ = run_cli(capsys, "benchmark", "synthetic", "--encoders", "")
     assert code == 2 and "leaves the synthetic benchmark nothing to run" in err, err
     code, _, err, _ = run_cli(capsys, "benchmark", "synthetic", "--baselines", "cva-z")
     assert code == 2 and "--baselines applies to the labelled datasets" in err, err
+    monkeypatch.setattr(benchmark, "run_synthetic", real_synthetic)  # a --root without the Bouconne series: said
+    code, _, err, _ = run_cli(capsys, "benchmark", "synthetic", "--root", tmp_path, "--encoders", "rcf")
+    assert code == 2 and f"{tmp_path}: holds no data/s2_timeseries_bouconne/2018_3A_Theia_Bouconne.tif" in err, err
     monkeypatch.setattr(benchmark, "load_pairs", real)
     code, out, err, _ = run_cli(capsys, "benchmark", "pairs", "--root", pairs_root, "--encoders", "", "--baselines", "cva-z",
                                 "--out", tmp_path / "out")
@@ -670,3 +674,21 @@ def test_a_weights_dir_that_is_not_a_folder_or_holds_a_bad_file_is_told(pairs_ro
     assert "galileo-nano" not in found and "rcf" in found
     assert [s.split(":")[0] for s in skipped] == ["galileo-nano skipped (and its variants)"]  # presto's is absent: quiet
     assert "SHA-256 does not match" in skipped[0]
+
+
+def test_an_item_a_method_cannot_score_is_named_with_its_files(pairs_root, tmp_path):
+    """An encoder of embeddings made elsewhere is refused on reflectance; one blank tile among hundreds stopped the benchmark with IR-MAD's "the bands of one date are constant",
+    naming neither the item nor its files (a review)."""
+    import shutil
+
+    from changescout.errors import InputError
+
+    root = tmp_path / "pairs"
+    shutil.copytree(pairs_root, root)
+    _png(root / "A" / "t1.png", np.zeros((3, 64, 64), np.uint8))  # a blank first date
+    with pytest.raises(ConfigError, match=r"precomputed reads embeddings made elsewhere.*the pairs benchmark's items "
+                                          r"hold reflectance"):  # (a cosine of reflectance, reported as embeddings)
+        run_benchmark("pairs", pairs_root, encoders=["precomputed"], baselines=["cva-z"], log=lambda *_: None)
+    with pytest.raises(InputError, match=r"irmad cannot score the item t1 \(.*A/t1.png, .*B/t1.png, .*label/t1.png\): "
+                                         r"the bands of one date are constant.*leave the item out of --root"):
+        run_benchmark("pairs", root, encoders=[], baselines=["irmad"], log=lambda *_: None)

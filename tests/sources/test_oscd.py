@@ -131,6 +131,9 @@ def test_errors_name_the_file(root, tmp_path):
     with pytest.raises(SourceError, match=r"_B03.tif: has no georeferencing"):
         oscd.open(folder).load()
     shutil.copytree(root / "bercy" / "imgs_2", folder / "imgs_2", dirs_exist_ok=True)
+    (folder / "dates.txt").unlink()  # (the benchmark has no --dates: the message says what to add)
+    with pytest.raises(SourceError, match=r"bercy: no dates.txt: add one with the lines 'date_1: YYYYMMDD'"):
+        oscd.open(folder)
     (folder / "dates.txt").write_text("first: 2016\n")
     with pytest.raises(SourceError, match="dates.txt: expected the lines"):
         oscd.open(folder)

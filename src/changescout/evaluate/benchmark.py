@@ -54,6 +54,7 @@ class Pair:
     notes: list = field(default_factory=list)
     records: dict = field(default_factory=dict)
     encoder_cube: object = None  # what encoders see, when it differs from ``cube`` (see :func:`coregistered`)
+    files: tuple = ()  # the files it was read from, for messages
 
 
 def load_pairs(dataset: str, root: str | Path) -> list[Pair]:
@@ -114,7 +115,14 @@ def _finite(cube) -> np.ndarray:
 
 def _pair(item, notes=()) -> Pair:
     cube = item.cube.compute()
-    return Pair(item.name, cube, np.asarray(item.label, bool), np.asarray(item.valid, bool), list(notes))
+    return Pair(item.name, cube, np.asarray(item.label, bool), np.asarray(item.valid, bool), list(notes),
+                files=_files(item))
+
+
+def _files(item) -> tuple:
+    """The image files of a loaded item (:attr:`.sources.labelled.LabelledPair.files`), for messages."""
+    files = getattr(item, "files", None) or {}
+    return tuple(str(f) for f in (files.values() if isinstance(files, dict) else files))
 
 
 # -- preprocessing shared by every method ------------------------------------------------------------------------
@@ -127,10 +135,10 @@ def coregistered(pair: Pair, mode: str = "auto") -> Pair:
 
     cube, record = coregister(pair.cube, mode, reference="first", edge="nodata")  # moved-in pixels: see above
     if record.get("status") != "done":
-        return Pair(pair.name, pair.cube, pair.label, pair.valid, [*pair.notes], {"coregister": record})
+        return replace(pair, notes=[*pair.notes], records={"coregister": record})
     cube = cube.compute()
-    return Pair(pair.name, cube, pair.label, pair.valid & _finite(cube), [*pair.notes], {"coregister": record},
-                fill_moved_in(cube, pair.cube))
+    return replace(pair, cube=cube, valid=pair.valid & _finite(cube), notes=[*pair.notes], records={"coregister": record},
+                   encoder_cube=fill_moved_in(cube, pair.cube))
 
 
 def fill_moved_in(cube, before):
@@ -212,6 +220,10 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
     # baselines' minutes of work are thrown away (a review)
     unusable, skipped = {}, list(unloadable)
     for encoder in dict.fromkeys(m.encoder for m in wanted if m.encoder is not None):
+        if pool.get(encoder, fine_patch).spec.input == "embeddings":  # (its cosine of reflectance counted as embeddings)
+            raise ConfigError(f"{encoder} reads embeddings made elsewhere, stored as the bands of a cube; the "
+                              f"{dataset} benchmark's items hold reflectance ({', '.join(bands)}): name an encoder "
+                              "that embeds reflectance")
         try:
             select_bands(bands, pool.get(encoder, fine_patch).spec)
             unusable[encoder] = None
@@ -237,7 +249,12 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
         for src in sources:
             src.used, before = set(), set(src.seconds)
             t = time.perf_counter()
-            score = score_method(method, src)
+            try:
+                score = score_method(method, src)
+            except InputError as exc:  # (one blank tile among hundreds stopped the benchmark, naming no item)
+                files = ", ".join(map(str, src.pair.files)) if src.pair.files else src.pair.name
+                raise type(exc)(f"{method.name} cannot score the item {src.pair.name} ({files}): {exc.message}; "
+                                "leave the item out of --root, or the method out", exc.path) from exc
             # the method's own work, plus every source it used (computed now or shared with an earlier method)
             own = time.perf_counter() - t - sum(v for k, v in src.seconds.items() if k not in before)
             seconds += max(own, 0.0) + sum(src.seconds[k] for k in src.used)
@@ -376,7 +393,11 @@ def run_synthetic(root, encoders=None, seeds=(0, 1, 2, 3, 4), log=print) -> dict
     planted into it. One row per encoder and background, the measures averaged over seeds."""
     from .synthetic import BOUCONNE, evaluate, series
 
-    backgrounds = ["synthetic"] + (["bouconne"] if root is not None and (Path(root) / BOUCONNE).exists() else [])
+    if root is not None and not (Path(root) / BOUCONNE).exists():  # (it was dropped silently, the root recorded)
+        raise InputError(f"holds no {BOUCONNE}: --root of the synthetic benchmark is the folder holding the shared "
+                         "data/ (the Bouconne background of the planted series); leave it out for the synthetic "
+                         "background alone", root)
+    backgrounds = ["synthetic"] + (["bouconne"] if root is not None else [])
     rows, per_item = [], []
     for method in available_encoders_with_weights(encoders):
         for bg in backgrounds:

@@ -109,6 +109,14 @@ def test_benchmark_on_dynamicearthnet_layout(tmp_path):
     result = run_benchmark("dynamicearthnet", root, encoders=[], baselines=["cva-z"], log=lambda *_: None)
     assert "1311_3077_13-201801-201803" in {r["item"] for r in result["per_item"]}
     assert "1311_3077_13-201801-201803 spans 2 months: a month between has no image or no label" in result["notes"]
+    # labelled months without an image, and a cube left with one month, are named (they were dropped without a word)
+    for f in root.rglob("2196_3885_13/PF-SR/2018-0[23]-*.tif"):
+        f.unlink()
+    result = run_benchmark("dynamicearthnet", root, encoders=[], baselines=["cva-z"], log=lambda *_: None)
+    assert not [r for r in result["per_item"] if r["item"].startswith("2196_3885_13")]
+    assert "cube 2196_3885_13: the labelled month(s) ['2018-02', '2018-03'] have no image (PF-SR/YYYY-MM-DD.tif): " \
+           "left out" in result["notes"]
+    assert "cube 2196_3885_13: fewer than two labelled months with an image: no pair to score" in result["notes"]
     # a cube whose label folder is not found is named in the notes, not dropped without a word (a review)
 
     moved = next((root / "labels").iterdir())

@@ -103,15 +103,27 @@ def list_items(root, *, labelled: bool = True) -> list[str]:
 
 
 def skipped(root) -> list[str]:
-    """One sentence naming the cubes under ``root`` that have images but no labels (a benchmark leaves them
-    out; a label folder named otherwise than ``labels/<cube>_<zone>`` is the usual cause), or none."""
-    cubes = sorted(_image_dirs(_existing_dir(root)))
+    """Sentences naming what a benchmark leaves out under ``root``: the cubes that have images but no labels (a
+    label folder named otherwise than ``labels/<cube>_<zone>`` is the usual cause), the labelled months that
+    have no image, and the cubes left with fewer than two labelled months with an image (no pair); none when
+    nothing is left out. The last two were left out without a word (a review)."""
+    dirs = _image_dirs(_existing_dir(root))
+    cubes = sorted(dirs)
     lacking = [c for c in cubes if _label_dir(Path(root) / "labels", c) is None]
-    if not lacking or len(lacking) == len(cubes):  # (none: list_items refuses the root, naming the layout)
-        return []
-    more = f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
-    return [f"{len(lacking)} cube(s) skipped: images but no labels found (expected labels/<cube>_<zone>/Labels/Raster/"
-            f"<tile>/<tile>-YYYY_MM_01.tif): {', '.join(lacking[:8])}{more}"]
+    out = []
+    if lacking and len(lacking) < len(cubes):  # (none labelled: list_items refuses the root, naming the layout)
+        more = f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
+        out.append(f"{len(lacking)} cube(s) skipped: images but no labels found (expected labels/<cube>_<zone>/Labels/"
+                   f"Raster/<tile>/<tile>-YYYY_MM_01.tif): {', '.join(lacking[:8])}{more}")
+    for cube in (c for c in cubes if c not in lacking):
+        imaged = {t.to_period("M").to_timestamp() for t in _image_files(dirs[cube])}
+        labelled = list(label_files(root, cube))
+        unseen = [f"{t:%Y-%m}" for t in labelled if t not in imaged]
+        if unseen:
+            out.append(f"cube {cube}: the labelled month(s) {unseen} have no image (PF-SR/YYYY-MM-DD.tif): left out")
+        if len(labelled) - len(unseen) < 2:
+            out.append(f"cube {cube}: fewer than two labelled months with an image: no pair to score")
+    return out
 
 
 def image_dir(root, cube: str) -> Path:

@@ -872,6 +872,20 @@ def test_hls_fmask_bit_flags_are_read_as_such_and_masks_of_another_convention_ar
                                  patch_size=4)).quality.values[0, 0, 0] == Quality.CLOUD
 
 
+def test_a_mask_whose_pixels_cannot_be_read_is_named(tmp_path):
+    """The mask check reads each mask's pixels when the series opens: a truncated file (its header whole) is a
+    SourceError naming it, not an internal error."""
+    ms.multiband_folder(tmp_path / "f")
+    codes = np.random.default_rng(0).integers(0, 5, (1, *ms.SHAPE)).astype(np.uint8)
+    for d in ms.DATES:
+        ms.write_geotiff(tmp_path / "m" / f"{d}_fmask.tif", codes, nodata=255)
+    bad = tmp_path / "m" / f"{ms.DATES[0]}_fmask.tif"
+    with open(bad, "r+b") as f:
+        f.truncate(bad.stat().st_size - 200)
+    with pytest.raises(SourceError, match=rf"{ms.DATES[0]}_fmask.tif: cannot read the mask"):
+        open_series(tmp_path / "f", mask=tmp_path / "m", patch_size=4)
+
+
 def test_a_scale_and_offset_declared_by_the_file_are_used(tmp_path):
     import rasterio
 

@@ -685,11 +685,14 @@ def _check_masks(scenes, lut, most_dates: int = 3) -> None:
         convention = s.convention or convention_of(lut)
         if not convention:
             continue
-        with network(s.mask.path), rasterio.open(s.mask.path) as src:
-            step = max(1, max(src.shape) // 256)
-            values = src.read(s.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
-                              resampling=Resampling.nearest).astype(np.float64)
-            nodata = src.nodatavals[s.mask.index - 1]
+        try:
+            with network(s.mask.path), rasterio.open(s.mask.path) as src:
+                step = max(1, max(src.shape) // 256)
+                values = src.read(s.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
+                                  resampling=Resampling.nearest).astype(np.float64)
+                nodata = src.nodatavals[s.mask.index - 1]
+        except RasterioError as exc:  # (its header read, its pixels not: a truncated file)
+            raise SourceError(f"cannot read the mask: {exc}", shown(s.mask.path)) from None
         if nodata is not None and unlisted(np.array([nodata]), convention).all():  # its fill, unsaid by the codes
             values = values[values != nodata]
         check_values(values, convention, shown(s.mask.path))

@@ -193,6 +193,11 @@ def test_a_cloud_deck_over_the_last_dates_is_cloud_though_a_white_roof_under_it_
     middle[2:8] = overcast
     q = screen_haze(_series(make_grid, [None] * 9).copy(data=middle), dilate=0)["quality"].values
     assert (q[2:8] == Quality.CLOUD).all() and (q[[0, 1, 8]] == Quality.CLEAR).all()
+    # a scene mostly of white greenhouses at every date is no cloud deck: its steady surfaces stay clear
+    white = _series(make_grid, [None] * 8).values.copy()
+    white[:, :, :24] = np.array(WHITE, np.float32)[None, :, None, None]  # 75 % of the scene, every date
+    q = screen_haze(_series(make_grid, [None] * 8).copy(data=white), dilate=0)["quality"].values
+    assert (q == Quality.CLEAR).all()
 
 
 WHITE_HAZE = [0.065, 0.105, 0.07, 0.45]  # visible bands +0.035-0.04 over the crop, NIR as the crop's: HOT +0.015

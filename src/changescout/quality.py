@@ -36,8 +36,9 @@ gaps filled over them hid the change: an acceptance test's new white roof on a 7
 does not: a pixel's run of flagged dates whose blue varies by less than 1.5 times is a surface when it lasts
 at least three dates to the end of the series (a new roof) or six anywhere (one that was there before)
 (:func:`bright_surfaces`). A cloud that two overlapping composites share lasts two dates. A cloud deck is
-steady white too, everywhere: on a date whose fixed test flags more than half of the scene's clear pixels
-(:func:`overcast_dates`, from the scene sample), nothing is a surface (three overcast dates at the end of a
+steady white too, everywhere: on a date whose fixed test flags more than half of the scene's clear pixels, and
+a quarter more than the series' lower quartile of that share (:func:`overcast_dates`, from the scene sample: a
+scene mostly of greenhouses is white at every date), nothing is a surface (three overcast dates at the end of a
 series read clear, and ranked as the run's top change). A new white roof seen only on the last two dates
 is still taken for a cloud: nothing tells them apart yet.
 
@@ -418,15 +419,18 @@ def bright_surfaces(flags: np.ndarray, value: np.ndarray, min_dates: int = 3, lo
     return np.moveaxis(keep.reshape(*flags.shape[1:], T), -1, 0)
 
 
-def overcast_dates(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset: float, most: float = 0.5
-                   ) -> np.ndarray:
+def overcast_dates(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset: float, most: float = 0.5,
+                   above: float = 0.25) -> np.ndarray:
     """Per date of a ``(time, h, w)`` sample of the scene: whether HOT flags more than ``most`` of its clear
-    pixels (a cloud deck; a white roof or greenhouse is a part of the scene)."""
+    pixels, and ``above`` more than the series' usual share (its lower quartile over the dates): a cloud deck,
+    not a scene that is mostly white at every date (greenhouses, a salt flat: a review found such a scene's
+    steady surfaces cloud at every date with the share alone)."""
     clear = quality == Quality.CLEAR
     with np.errstate(invalid="ignore"):
         hot = (blue - 0.5 * red - offset > 0) & clear
-    n = clear.sum(axis=(1, 2))
-    return hot.sum(axis=(1, 2)) > most * np.maximum(n, 1)
+    share = hot.sum(axis=(1, 2)) / np.maximum(clear.sum(axis=(1, 2)), 1)
+    usual = np.quantile(share, 0.25) if len(share) else 0.0
+    return (share > most) & (share > usual + above)
 
 
 def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: np.ndarray | None = None, *,

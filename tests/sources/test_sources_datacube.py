@@ -177,9 +177,17 @@ def test_mask_variables_that_cannot_be_read_are_refused_not_ignored(tmp_path):
     cube = open_series(two, mask_variable="SCL")
     np.testing.assert_array_equal(native(cube).quality.values, expected_quality(tmp_path))
     hls = rewrite(tmp_path, "hls.nc", with_mask("Fmask", (64, 66)))  # read by the classic codes: all nodata
-    with pytest.raises(SourceError, match=r"hls.nc \(mask variable 'Fmask'\): 100% of the mask's known pixels hold "
-                                          r"values the 'fmask' convention does not list \(64, 66\).*they read as 'hls'"):
+    with pytest.raises(SourceError, match=r"hls.nc \(mask variable 'Fmask'\): ([\d,]+) of the \1 known pixels sampled from "
+                                          r"the mask \(100.0%\) hold values the 'fmask' convention does not list \(64, 66\).*they read as 'hls'"):
         open_series(hls)
+
+    def outside(ds):  # an Fmask whose nodata attribute (odc-stac's) fills the first dates: outside the footprint
+        ds = with_mask("Fmask", (0, 4), np.int16)(ds)
+        ds["Fmask"][:-1] = -9999
+        ds["Fmask"].attrs["nodata"] = -9999
+        return ds
+    cube = open_series(rewrite(tmp_path, "outside.nc", outside))  # its fill is no unlisted code (a review)
+    assert (native(cube).quality.values[:-1] == Quality.NODATA).all()
     unmasked = rewrite(tmp_path, "unmasked.nc", lambda ds: ds.drop_vars("quality"))
     with pytest.raises(SourceError, match=r"unmasked.nc: --mask-convention scl is given but no variable is named as "
                                           r"a mask .*its variables are \['reflectance'\]"):

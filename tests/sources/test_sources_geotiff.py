@@ -853,10 +853,17 @@ def test_hls_fmask_bit_flags_are_read_as_such_and_masks_of_another_convention_ar
     q = footprint(open_series(tmp_path / "f", mask=tmp_path / "m", dates=list(ms.DATES[:2]), patch_size=4)).quality.values
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
     assert (q[:, 20:22, 20:22] == Quality.SHADOW).all() and (q[:, 30:40, 30:40] == Quality.CLEAR).all()
+    # a mask file beside its image, named so: its whole name says HLS, not only its _Fmask suffix (a review)
+    for t, d in enumerate(ms.DATES[:2]):
+        name = f"HLS_S30_T31TCJ_{d.replace('-', '')}"
+        ms.write_geotiff(tmp_path / "beside" / f"{name}.tif", ms.scene(t), descriptions=ms.BANDS)
+        ms.write_geotiff(tmp_path / "beside" / f"{name}_Fmask.tif", flags[None], nodata=255)
+    q = footprint(open_series(tmp_path / "beside", patch_size=4)).quality.values
+    assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
     # the same flags named as classic Fmask files: refused, naming the file and the convention that reads them
     for d in ms.DATES[:2]:
         ms.write_geotiff(tmp_path / "c" / f"{d}_fmask.tif", flags[None], nodata=255)
-    with pytest.raises(SourceError, match=r"2020-\d\d-\d\d_fmask.tif: 100% of the mask's known pixels hold values the "
+    with pytest.raises(SourceError, match=r"2020-\d\d-\d\d_fmask.tif: ([\d,]+) of the \1 known pixels sampled from the mask \(100.0%\) hold values the "
                                           r"'fmask' convention does not list \(64, 66, 72, 96\).*they read as 'hls'"):
         open_series(tmp_path / "f", mask=tmp_path / "c", dates=list(ms.DATES[:2]), patch_size=4)
     # Sentinel-2 SCL codes given as changescout's quality classes: 9 (cloud) is none, and SCL fits
@@ -864,7 +871,7 @@ def test_hls_fmask_bit_flags_are_read_as_such_and_masks_of_another_convention_ar
     scl[0:4, 0:6] = 9
     for d in ms.DATES[:2]:
         ms.write_geotiff(tmp_path / "s" / f"{d}_mask.tif", scl[None], nodata=None)
-    with pytest.raises(SourceError, match=r"_mask.tif: 1% of .* the 'quality' convention does not list \(9\).*they "
+    with pytest.raises(SourceError, match=r"_mask.tif: \d+ of the [\d,]+ known pixels sampled from the mask \(1.\d%\) hold values the 'quality' convention does not list \(9\).*they "
                                           r"read as 'scl'"):
         open_series(tmp_path / "f", mask=tmp_path / "s", mask_convention="quality", dates=list(ms.DATES[:2]),
                     patch_size=4)

@@ -62,11 +62,14 @@ def test_values_a_convention_does_not_list_are_refused_with_the_one_that_reads_t
     from changescout.sources.masks import check_values
 
     check_values(np.r_[np.zeros(90), np.full(10, 7.0), np.full(500, 255.0)], "fmask", "m.tif")  # a few odd: kept
-    with pytest.raises(SourceError, match=r"m.tif: 100% .* 'fmask' convention does not list \(64, 66, 96\).*they read as "
+    with pytest.raises(SourceError, match=r"m.tif: 82 of the 82 known pixels sampled from the mask \(100.0%\) hold values the 'fmask' "
+                                          r"convention does not list \(64, 66, 96\).*they read as "
                                           r"'hls'"):
         check_values(np.r_[np.full(80, 64.0), [66, 96]], "fmask", "m.tif")
     with pytest.raises(SourceError, match=r"'fmask' convention does not list \(21824\).*they read as 'qa_pixel'"):
         check_values(np.full(9, 21824.0), "fmask", "m.tif")
     with pytest.raises(SourceError, match=r"'quality' convention does not list \(9\).*they read as 'scl'"):
         check_values(np.r_[np.full(99, 4.0), 9], "quality", "m.tif")  # SCL codes: any odd value is refused
+    with pytest.raises(SourceError, match=r"1 of the 1,000 known pixels sampled from the mask \(0.1%\)"):
+        check_values(np.r_[7, np.zeros(999)], "quality", "m.tif")  # (it read "0%" while refusing)
     check_values(np.full(9, np.nan), "scl", "m.tif")  # nothing known: nothing to say

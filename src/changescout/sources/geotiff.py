@@ -103,7 +103,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     # (QA_PIXEL), whose codes mean other things (SCL 4, vegetation, is QA_PIXEL's cirrus bit)
     scenes = [
         Scene(t, tuple(layers), m[1] if m else None, name=_name(files[0], root),
-              convention=convention_for(m[0], mask_convention, m[1].path) if m else "")
+              convention=convention_for(_mask_name(m), mask_convention, m[1].path) if m else "")
         for t, (_, layers, m), files in zip(times, per_date, groups.values())
     ]
     lut = None
@@ -383,6 +383,14 @@ def _check_mask_cover(scene: Scene, grid=None, least: float = 0.99) -> None:
         raise SourceError(f"covers {100 * share:.0f} % of its image {Path(scene.layers[0].path).name} ({scene.time:%Y-%m-%d}; "
                           f"mask {mask.shape[1]} x {mask.shape[0]} px, image {image.shape[1]} x {image.shape[0]} px): a mask "
                           "must cover its image, whose pixels it leaves out would be nodata", scene.mask.path)
+
+
+def _mask_name(mask) -> str:
+    """What tells a mask file's convention: its band suffix (``_Fmask``, ``_SCL``), or its whole name where that
+    says more (``HLS_S30_..._Fmask.tif``: HLS's bit flags, not the classic Fmask codes; a review)."""
+    suffix, layer = mask
+    whole = Path(layer.path).name
+    return whole if infer_convention(whole) == "hls" else suffix
 
 
 def _stem_key(file: Path) -> str:

@@ -144,7 +144,8 @@ def check_values(values: np.ndarray, convention: str, where, most: float = 0.5) 
     fits = fits or [c for c in ("hls" if v.max() < 256 else "qa_pixel",) if c != convention and not unlisted(v, c).any()]
     seen = np.unique(v[odd])
     raise SourceError(
-        f"{odd.mean():.0%} of the mask's known pixels hold values the {convention!r} convention does not list "
+        f"{odd.sum():,} of the {odd.size:,} known pixels sampled from the mask ({odd.mean():.1%}) hold values the "
+        f"{convention!r} convention does not list "
         f"({', '.join(f'{x:g}' for x in seen[:10])}{', ...' if len(seen) > 10 else ''}), which it would read as "
         f"nodata; {'they read as ' + ' or '.join(repr(c) for c in fits) + ': ' if fits else ''}"
         f"pass --mask-convention, one of {list(CONVENTIONS)} (fmask: 0-4, 255 fill; scl: Sentinel-2 scene "

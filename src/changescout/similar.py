@@ -295,6 +295,9 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
                 .set_index("object_id")["vec"])
         hits = pd.DataFrame({"vec": best.reindex(picked).to_numpy(), "similarity": sims[mine].astype(np.float32)})
         frame = _with_events(v, hits, base)
+        # an object is one change whatever the date its detail patch starts from (a patch clouded at the date
+        # before compares an earlier one): two runs' objects of it match by their comparison and onset date
+        frame["_since"] = str(v.attrs.get("comparison", ""))
         if v.on_earth and base.on_earth:  # each object's onset outline: what two runs' objects of one change share
             where = v.events.set_index("vec").geometry
             outlines = [shapely.union_all(where.reindex(onset.loc[onset["object_id"] == o, "vec"]).to_numpy()) for o in picked]
@@ -346,8 +349,9 @@ def _places(geometry, crs) -> np.ndarray:
 
 def _seen_before(results: pd.DataFrame) -> np.ndarray:
     """Per result (best first): the position of a better result of another run that is the same change (same
-    ``t0`` and ``t1``, patches that overlap by area, not only an edge; objects: their onset outlines, as two
-    runs' objects of one change may hold other patches and other details), or -1: two overlapping runs see each
+    ``t0`` and ``t1``, patches that overlap by area, not only an edge; objects: the same comparison and onset
+    ``t1`` and overlapping onset outlines, as two runs' objects of one change may hold other patches and other
+    details, whose ``t0`` differs where one was clouded at the date before), or -1: two overlapping runs see each
     change of their shared area. (A run compared by anniversary and one date to date share their ``t1`` and
     places, not their changes.)"""
     seen = np.full(len(results), -1)
@@ -355,6 +359,8 @@ def _seen_before(results: pd.DataFrame) -> np.ndarray:
     geoms = np.array([g if isinstance(g, shapely.Geometry) else None for g in where], object)  # (NaN: none)
     runs = results["run"].to_numpy()
     t0, t1 = (pd.to_datetime(results[c]).to_numpy() for c in ("t0", "t1"))
+    if "_since" in results:  # objects: the runs' comparison, not their detail patches' t0 (:func:`_similar_objects`)
+        t0 = results["_since"].to_numpy()
     for i in range(1, len(results)):
         earlier = np.flatnonzero((runs[:i] != runs[i]) & (t0[:i] == t0[i]) & (t1[:i] == t1[i]) & (seen[:i] < 0))
         earlier = earlier[np.array([g is not None for g in geoms[earlier]], bool)]

@@ -94,7 +94,7 @@ _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}
 _SENTINEL2_NUMBER = re.compile(r"B(0\d|1[0-2]|8A)", re.IGNORECASE)
 #: The Landsat platforms of each band numbering: 4-7 (TM, ETM+) and 8-9 (OLI), whose band numbers name other bands.
 TM_PLATFORMS = {"landsat-4", "landsat-5", "landsat-7"}
-OLI_PLATFORMS = {"landsat-8", "landsat-9"}
+OLI_PLATFORMS = {"landsat-8", "landsat-9", "landsat-8-9"}  # (the last: HLS L30, one or the other)
 #: What each band family (:func:`band_family`) is called in messages.
 FAMILY_NAMES = {"tm": "Landsat 4-7 (TM, ETM+)", "oli": "Landsat 8-9 (OLI)", "msi": "Sentinel-2 (MSI)"}
 

@@ -14,7 +14,8 @@
   reflectance (``LC08_L1TP_...``) ``DN * 2e-5 - 0.1``; Landsat 4-7 Level-1 DN are radiance, which the run warns
   of and leaves as they are. Collection 1 Level-2 files of USGS ESPA carry the Level-1 name with a suffix
   (``..._01_T1_sr_band4.tif``, ``_toa_band4``) and hold reflectance x 10000, as do Theia's Sentinel-2 Level-2A
-  products (``SENTINEL2B_..._L2A_T31TCJ_...``, whatever the baseline of the Level-1C they came from): no offset
+  products (``SENTINEL2B_..._L2A_T31TCJ_...``, whatever the baseline of the Level-1C they came from) and NASA's
+  HLS v2 surface reflectance (``HLS.S30...``, ``HLS.L30...``): no offset
   (until a review, ESPA surface reflectance took the Level-1 rule and read 0.18 as -0.06). A rule is applied only where the source scaled the
   files with the default ``DN / 10000`` and no offset (``attrs`` ``scale_factor`` and ``offset``): a scale or
   offset given to the source is taken as already right. Older Sentinel-2 products (names with ``_OPER_`` or a
@@ -69,6 +70,9 @@ _LANDSAT_ESPA = re.compile(r"L[COTEM]0\d_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_01_[A-
 #: Theia's Sentinel-2 Level-2A (MAJA: ``SENTINEL2B_20220615-105856-123_L2A_T31TCJ_C_V3-0_FRE_B2.tif``): reflectance
 #: x 10000, no offset whatever ESA's processing baseline of the Level-1C it came from.
 _THEIA_S2 = re.compile(r"SENTINEL2[A-D]_\d{8}-\d{6}-\d{3}_L2A_T\d{2}[A-Z]{3}_", re.I)
+#: NASA's Harmonized Landsat Sentinel-2 v2 (``HLS.S30.T31TCJ.2021001T105441.v2.0.B04.tif``): surface reflectance
+#: x 10000, no offset, for its Sentinel-2 (S30) and Landsat (L30) products alike.
+_HLS = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}", re.I)
 #: Landsat 4-7 (MSS, TM, ETM+) Level-1: DN of calibrated radiance, whose gains the product's MTL file gives per band.
 _LANDSAT_TM_L1 = re.compile(r"L[MTE]0[1-7]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
 #: The rule of a date left as it is because its DN are radiance, not reflectance.
@@ -190,7 +194,8 @@ def _sensor(platform: str | None, names: list[str]) -> str | None:
             return SENSORS[m.group(1).upper()]
     if platform and platform.startswith("sentinel-2"):
         return "MSI"
-    return {"landsat-5": "TM", "landsat-7": "ETM+", "landsat-8": "OLI/TIRS", "landsat-9": "OLI/TIRS"}.get(platform or "")
+    return {"landsat-5": "TM", "landsat-7": "ETM+", "landsat-8": "OLI/TIRS", "landsat-9": "OLI/TIRS",
+            "landsat-8-9": "OLI/TIRS"}.get(platform or "")
 
 
 def _rule(platform, baseline, names, oscd: bool) -> dict:
@@ -205,6 +210,9 @@ def _rule(platform, baseline, names, oscd: bool) -> dict:
         what = "surface" if espa == "sr" else "top-of-atmosphere"
         return {"rule": f"Landsat Collection 1 Level-2 (USGS ESPA, {what} reflectance): reflectance = DN / 10000",
                 "scale": DEFAULT_SCALE, "offset": 0.0}
+    if any(_HLS.search(n) for n in names):
+        return {"rule": "HLS v2 surface reflectance: reflectance = DN / 10000, no offset", "scale": DEFAULT_SCALE,
+                "offset": 0.0}
     if any(_THEIA_S2.search(n) for n in names):
         return {"rule": "Theia Sentinel-2 Level-2A (MAJA): reflectance = DN / 10000, no offset", "scale": DEFAULT_SCALE,
                 "offset": 0.0}

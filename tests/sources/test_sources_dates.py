@@ -26,6 +26,8 @@ days = st.dates(min_value=dt.date(1972, 1, 1), max_value=dt.date(2099, 12, 31))
         ("LT50350322010099PAC01_b3", "2010-04-09"),
         ("LE70350322008366EDC00", "2008-12-31"),  # leap year
         ("SENTINEL2A_20180429-105520-123_L2A_T31TCJ_C_V2-2", "2018-04-29"),
+        ("HLS.S30.T31TCJ.2021001T105441.v2.0.B04", "2021-01-01"),  # HLS: year + day of year
+        ("HLS.L30.T31TCJ.2020366T105441.v2.0.Fmask", "2020-12-31"),
     ],
 )
 def test_parse_date_known_names(name, expected):
@@ -75,6 +77,8 @@ def test_parse_date_round_trips_every_pattern(day, prefix, suffix):
         ("LT05_L1TP_035032_19950614_20160926_01_T1", "landsat-5", "L1"),
         ("LE70350322008118EDC00_b3", "landsat-7", None),
         ("LT50350322010099PAC01", "landsat-5", None),
+        ("HLS.S30.T31TCJ.2021001T105441.v2.0.B04", "sentinel-2", None),
+        ("HLS.L30.T31TCJ.2021001T105441.v2.0.B05", "landsat-8-9", None),
         ("2018-04-29", None, None),
     ],
 )

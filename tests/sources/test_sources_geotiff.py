@@ -842,15 +842,16 @@ def test_hls_fmask_bit_flags_are_read_as_such_and_masks_of_another_convention_ar
     """HLS v2 names its bit-flag layer Fmask (clear land 64, cloud 66, water 96): read by the classic Fmask codes
     every pixel was nodata and the run stopped at "too few clear pixels"; SCL masks read as changescout's
     classes made vegetation snow and bare soil water, silently (a review)."""
-    hls = [f"HLS.S30.T31TCJ.{d.replace('-', '')[:4]}{i + 60:03d}T105031.v2.0" for i, d in enumerate(ms.DATES[:2])]
+    doy = [pd.Timestamp(d).dayofyear for d in ms.DATES[:2]]
+    hls = [f"HLS.S30.T31TCJ.2020{day:03d}T105031.v2.0" for day in doy]
     flags = np.full(ms.SHAPE, 64, np.uint8)  # clear land, low aerosol
     flags[0:4, 0:6] = 66  # cloud
     flags[10:14, 10:14] = 96  # water
     flags[20:22, 20:22] = 72  # cloud shadow
-    for t, name in enumerate(hls):  # (HLS names hold the day of the year: dates given)
+    for t, name in enumerate(hls):  # (HLS names hold the day of the year)
         ms.write_geotiff(tmp_path / "f" / f"{name}.tif", ms.scene(t), descriptions=ms.BANDS)
-        ms.write_geotiff(tmp_path / "m" / f"{ms.DATES[t]}_{name}.Fmask.tif", flags[None], nodata=255)
-    q = footprint(open_series(tmp_path / "f", mask=tmp_path / "m", dates=list(ms.DATES[:2]), patch_size=4)).quality.values
+        ms.write_geotiff(tmp_path / "m" / f"{name}.Fmask.tif", flags[None], nodata=255)
+    q = footprint(open_series(tmp_path / "f", mask=tmp_path / "m", patch_size=4)).quality.values
     assert (q[:, 0:4, 0:6] == Quality.CLOUD).all() and (q[:, 10:14, 10:14] == Quality.WATER).all()
     assert (q[:, 20:22, 20:22] == Quality.SHADOW).all() and (q[:, 30:40, 30:40] == Quality.CLEAR).all()
     # a mask file beside its image, named so: its whole name says HLS, not only its _Fmask suffix (a review)
@@ -1046,3 +1047,40 @@ def test_a_last_band_marked_alpha_is_where_the_image_has_data_not_a_band(tmp_pat
         dst.colorinterp = [ColorInterp.gray] * 4 + [ColorInterp.alpha]
     warp._probe.cache_clear()
     assert open_series(five, dates=["2021-01-01"], bands="B02,B03,B04,B08,X").sizes["band"] == 5
+
+
+def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(tmp_path):
+    """NASA's HLS v2 delivers one file a band (HLS.S30.T31TCJ.2020061T105031.v2.0.B04.tif): the date is a day of
+    the year, the band follows a dot, the Fmask is bit flags, the angle layers are no bands, and S30 and L30
+    number their bands differently (L30's B05 is the near infrared, its B10 and B11 thermal)."""
+    from changescout.errors import BandError
+    from changescout.quality import NIR, find_bands
+    from changescout.radiometry import describe_dates
+
+    flags = np.full(ms.SHAPE, 64, np.uint8)
+    flags[0:4, 0:6] = 66
+    bands = {"S30": ("B02", "B03", "B04", "B05", "B8A"), "L30": ("B02", "B03", "B04", "B05", "B10", "B11")}
+    for product, days in (("S30", (61, 101)), ("L30", (81, 121))):
+        for t, day in enumerate(days):
+            name = f"HLS.{product}.T31TCJ.2020{day:03d}T105031.v2.0"
+            data = ms.scene(t, n_bands=len(bands[product]))
+            for b, band in enumerate(bands[product]):
+                ms.write_geotiff(tmp_path / product / f"{name}.{band}.tif", data[b:b + 1], nodata=-9999)
+            ms.write_geotiff(tmp_path / product / f"{name}.Fmask.tif", flags[None], nodata=255)
+            ms.write_geotiff(tmp_path / product / f"{name}.SAA.tif", data[:1], nodata=-9999)
+    s30 = open_series(tmp_path / "S30", patch_size=4)
+    assert list(pd.DatetimeIndex(s30["time"].values).strftime("%Y-%m-%d")) == ["2020-03-01", "2020-04-10"]
+    assert list(s30["band"].values) == ["B02", "B03", "B04", "B05", "B8A"]
+    assert (footprint(s30).quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()
+    assert any(f.endswith(".SAA.tif") for f in s30.attrs["ignored_files"])
+    assert find_bands(s30, NIR)[0] == 4  # B8A: Sentinel-2's narrow near infrared
+    dates = describe_dates(s30)
+    assert dates["2020-03-01"]["platform"] == "sentinel-2" and "HLS v2" in dates["2020-03-01"]["rule"]
+    l30 = open_series(tmp_path / "L30", patch_size=4)
+    assert list(l30["band"].values) == ["B02", "B03", "B04", "B05"]  # B10, B11: thermal, left out
+    assert find_bands(l30, NIR)[0] == 3  # B05 on OLI numbering
+    assert describe_dates(l30)["2020-03-21"]["platform"] == "landsat-8-9"
+    for f in (tmp_path / "L30").iterdir():  # the two products in one folder, read by their common numbers
+        f.rename(tmp_path / "S30" / f.name)
+    with pytest.raises(BandError, match=r"mixes HLS S30 .* and L30 .*\(B05 is a red edge on S30, the near infrared on L30"):
+        open_series(tmp_path / "S30", bands=["B02", "B03", "B04", "B05"], patch_size=4)

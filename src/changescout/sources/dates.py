@@ -7,7 +7,11 @@ Recognised date patterns, tried in this order (the first that matches a valid da
   ``_V<date>`` has only a production date, which is not the sensing date, so it gives no date;
 * Landsat collection names, ``LC08_L2SP_035032_20200101_20200823_02_T1`` -> the acquisition date;
 * old Landsat scene ids, ``LE70350322008118EDC00`` -> year 2008, day of year 118;
+* HLS v2 names, ``HLS.S30.T31TCJ.2021001T105441.v2.0`` -> year 2021, day of year 1;
 * ``YYYY-MM-DD`` (also with ``_`` or ``.``) and ``YYYYMMDD`` anywhere in the name, not inside a longer number.
+
+HLS's ``S30`` products are Sentinel-2's (platform ``sentinel-2``, Sentinel-2 band numbers), its ``L30`` ones
+Landsat 8 or 9's (platform ``landsat-8-9``, OLI band numbers: B05 is the near infrared).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ ACCEPTED_PATTERNS = (
     "old Sentinel-2 names with a validity date (S2A_OPER_..._V20150820T...)",
     "Landsat collection names (LC08_L2SP_035032_20200101_20200823_02_T1)",
     "old Landsat scene ids (LE70350322008118EDC00, year + day of year)",
+    "HLS names (HLS.S30.T31TCJ.2021001T105441.v2.0, year + day of year)",
 )
 
 _S2 = re.compile(r"S2[A-D]_MSI(?:L1C|L2A)_(\d{8})T\d{6}", re.I)
@@ -34,6 +39,7 @@ _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _S2_OLD_V = re.compile(r"_V(\d{8})T\d{6}", re.I)
 _LANDSAT = re.compile(r"L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_\d{2}_(?:T1|T2|RT)", re.I)
 _LANDSAT_OLD = re.compile(r"(?<![A-Z0-9])L[COTEM][1-9]\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}", re.I)
+_HLS = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.(\d{4})(\d{3})T\d{6}", re.I)
 _ISO = re.compile(r"(?<!\d)(\d{4})[-_.](\d{2})[-_.](\d{2})(?!\d)")
 _COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 
@@ -50,10 +56,11 @@ def parse_date(name: str) -> pd.Timestamp | None:
         return _ymd(m.group(1)) if m else None
     if m := _LANDSAT.search(name):
         return _ymd(m.group(1))
-    if m := _LANDSAT_OLD.search(name):
-        year, doy = int(m.group(1)), int(m.group(2))
-        if year in _YEARS and 1 <= doy <= (366 if _leap(year) else 365):
-            return pd.Timestamp(year=year, month=1, day=1) + pd.Timedelta(days=doy - 1)
+    for pattern in (_LANDSAT_OLD, _HLS):  # year + day of year
+        if m := pattern.search(name):
+            year, doy = int(m.group(1)), int(m.group(2))
+            if year in _YEARS and 1 <= doy <= (366 if _leap(year) else 365):
+                return pd.Timestamp(year=year, month=1, day=1) + pd.Timedelta(days=doy - 1)
     for pattern in (_ISO, _COMPACT):
         for m in pattern.finditer(name):
             if (t := _ymd("".join(m.groups()))) is not None:
@@ -118,6 +125,8 @@ def check_increasing(times, where, names: str = "the file's date blocks") -> Non
 
 
 _PLATFORMS = (
+    (re.compile(r"(?<![A-Z0-9])HLS\.S30\.", re.I), lambda m: "sentinel-2"),
+    (re.compile(r"(?<![A-Z0-9])HLS\.L30\.", re.I), lambda m: "landsat-8-9"),
     (re.compile(r"(?<![A-Z0-9])S2([A-D])_", re.I), lambda m: f"sentinel-2{m.group(1).lower()}"),
     (re.compile(r"SENTINEL-?2([A-D])?X?_", re.I), lambda m: "sentinel-2" + (m.group(1) or "").lower()),
     (re.compile(r"(?<![A-Z0-9])L[COTEM]0?([1-9])(?:_L[12]|\d{6}\d{7}[A-Z]{3}\d{2})", re.I), lambda m: f"landsat-{m.group(1)}"),

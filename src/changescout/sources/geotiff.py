@@ -45,8 +45,8 @@ _EXTENSIONS = (".tif", ".tiff", ".jp2")  # (JPEG 2000: Sentinel-2 products' band
 #: Folders of a delivered product that hold no image of it: Sentinel-2's quality indicators (cloud and snow
 #: probabilities, detector footprints, a preview) and auxiliary data.
 _NOT_IMAGES = {"QI_DATA", "AUX_DATA"}
-_BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection 2 ``..._SR_B4``, ``..._QA_PIXEL``
-    r"^(?:(?P<stem>.+?)[_-])?"
+_BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection 2 ``..._SR_B4``, ``..._QA_PIXEL``;
+    r"^(?:(?P<stem>.+?)[_.-])?"  # HLS ``...v2.0.B04``
     r"(?P<band>(?:SR_)?B\d{1,2}A?|band_?\d{1,2}|red|green|blue|nir|swir_?[12]|fmask|scl|qa_pixel|qa|mask)(?:[_-]\d{1,3}m)?$", re.I
 )
 
@@ -54,7 +54,8 @@ _BAND_SUFFIX = re.compile(  # Sentinel-2 L2A ``..._B04_10m``; Landsat Collection
 #: listed in the cube's ``ignored_files``): Landsat Collection 2 thermal and its QA, radiometric saturation,
 #: aerosol and angle bands; Sentinel-2 L2A aerosol optical thickness, water vapour and the true-colour image.
 _AUXILIARY = re.compile(
-    r"[_-](?:ST_[A-Z0-9]+|QA_RADSAT|SR_QA_AEROSOL|SR_CLOUD_QA|SR_ATMOS_OPACITY|[SV][AZ]A|AOT|WVP|TCI)(?:[_-]\d{1,3}m)?$", re.I
+    r"[_.-](?:ST_[A-Z0-9]+|QA_RADSAT|SR_QA_AEROSOL|SR_CLOUD_QA|SR_ATMOS_OPACITY|[SV][AZ]A|AOT|WVP|TCI)(?:[_-]\d{1,3}m)?$"
+    r"|(?<![A-Z0-9])HLS\.L30\..*\.B1[01]$", re.I  # (HLS L30's B10 and B11 are thermal: S30's are cirrus and SWIR)
 )
 
 

@@ -409,6 +409,8 @@ def _split_half_spread(ref, ref_ok, img, ok, upsample_factor, normalization) -> 
 
 #: Statuses of a window's estimate after which the tiles vote (:func:`_tile_vote`).
 TILE_FALLBACK = ("inconsistent", "unreliable", "unstable", "too_large")
+
+
 def _tile_vote(ref, ref_ok, img, ok, tile, upsample_factor, normalization, max_error, agree):
     """``(dy, dx, error, agree, n)``: the shift most tiles of the window agree on, or ``None``.
 
@@ -551,6 +553,7 @@ def shift_cube(cube: xr.DataArray, shifts, order: int = 3, edge: str = "nearest"
     return out.assign_coords(quality=(("time", "y", "x"), q))
 
 
+#: Pixels a moved block reads beyond its shift for a spline of order > 1 (:func:`_shifted_dates`).
 SPLINE_HALO = 16
 
 

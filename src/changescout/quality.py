@@ -419,6 +419,11 @@ def bright_surfaces(flags: np.ndarray, value: np.ndarray, min_dates: int = 3, lo
     return np.moveaxis(keep.reshape(*flags.shape[1:], T), -1, 0)
 
 
+def hot_index(blue: np.ndarray, red: np.ndarray) -> np.ndarray:
+    """The haze-optimised transform, ``blue - 0.5 * red`` (the module docstring)."""
+    return blue - 0.5 * red
+
+
 def overcast_dates(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offset: float, most: float = 0.5,
                    above: float = 0.25) -> np.ndarray:
     """Per date of a ``(time, h, w)`` sample of the scene: whether HOT flags more than ``most`` of its clear
@@ -427,7 +432,7 @@ def overcast_dates(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, offse
     steady surfaces cloud at every date with the share alone)."""
     clear = quality == Quality.CLEAR
     with np.errstate(invalid="ignore"):
-        hot = (blue - 0.5 * red - offset > 0) & clear
+        hot = (hot_index(blue, red) - offset > 0) & clear
     share = hot.sum(axis=(1, 2)) / np.maximum(clear.sum(axis=(1, 2)), 1)
     usual = np.quantile(share, 0.25) if len(share) else 0.0
     return (share > most) & (share > usual + above)
@@ -439,7 +444,7 @@ def _screen_block(blue: np.ndarray, red: np.ndarray, quality: np.ndarray, nir: n
                   rise: float | None = None, excess: np.ndarray | None = None,
                   dark_medians: tuple[np.ndarray, np.ndarray] | None = None,
                   overcast: np.ndarray | None = None) -> np.ndarray:
-    index = blue - 0.5 * red
+    index = hot_index(blue, red)
     with np.errstate(invalid="ignore"):
         hot = (index - offset) > 0
         if len(hot) > 1:  # every date of the pixel is here (a temporal screen): a lasting white roof is no cloud

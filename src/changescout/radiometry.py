@@ -46,7 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 from .coregister import choose_reference
 from .cube import usable_mask, validate_cube
 from .errors import ConfigError, InputError
-from .sources.dates import S2_BASELINE, parse_baseline, parse_date, parse_level, parse_platform
+from .sources.dates import HLS_NAME, S2_BASELINE, parse_baseline, parse_date, parse_level, parse_platform
 from .sources.geotiff import split_band_suffix
 
 OFFSET_MODES = ("auto", "off")
@@ -70,9 +70,6 @@ _LANDSAT_ESPA = re.compile(r"L[COTEM]0\d_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_01_[A-
 #: Theia's Sentinel-2 Level-2A (MAJA: ``SENTINEL2B_20220615-105856-123_L2A_T31TCJ_C_V3-0_FRE_B2.tif``): reflectance
 #: x 10000, no offset whatever ESA's processing baseline of the Level-1C it came from.
 _THEIA_S2 = re.compile(r"SENTINEL2[A-D]_\d{8}-\d{6}-\d{3}_L2A_T\d{2}[A-Z]{3}_", re.I)
-#: NASA's Harmonized Landsat Sentinel-2 v2 (``HLS.S30.T31TCJ.2021001T105441.v2.0.B04.tif``): surface reflectance
-#: x 10000, no offset, for its Sentinel-2 (S30) and Landsat (L30) products alike.
-_HLS = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.\d{7}T\d{6}", re.I)
 #: Landsat 4-7 (MSS, TM, ETM+) Level-1: DN of calibrated radiance, whose gains the product's MTL file gives per band.
 _LANDSAT_TM_L1 = re.compile(r"L[MTE]0[1-7]_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_", re.I)
 #: The rule of a date left as it is because its DN are radiance, not reflectance.
@@ -210,7 +207,7 @@ def _rule(platform, baseline, names, oscd: bool) -> dict:
         what = "surface" if espa == "sr" else "top-of-atmosphere"
         return {"rule": f"Landsat Collection 1 Level-2 (USGS ESPA, {what} reflectance): reflectance = DN / 10000",
                 "scale": DEFAULT_SCALE, "offset": 0.0}
-    if any(_HLS.search(n) for n in names):
+    if any(HLS_NAME.search(n) for n in names):  # (S30 and L30 alike)
         return {"rule": "HLS v2 surface reflectance: reflectance = DN / 10000, no offset", "scale": DEFAULT_SCALE,
                 "offset": 0.0}
     if any(_THEIA_S2.search(n) for n in names):

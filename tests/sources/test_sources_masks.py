@@ -73,3 +73,7 @@ def test_values_a_convention_does_not_list_are_refused_with_the_one_that_reads_t
     with pytest.raises(SourceError, match=r"1 of the 1,000 known pixels sampled from the mask \(0.1%\)"):
         check_values(np.r_[7, np.zeros(999)], "quality", "m.tif")  # (it read "0%" while refusing)
     check_values(np.full(9, np.nan), "scl", "m.tif")  # nothing known: nothing to say
+    outside = np.r_[np.full(80, -9999.0), np.zeros(20)]  # a Landsat Fmask mostly outside its footprint
+    check_values(outside, "fmask", "m.tif", nodata=-9999)  # the file's own fill is no unlisted code
+    with pytest.raises(SourceError, match=r"80 of the 100 known pixels .* \(-9999\)"):
+        check_values(outside, "fmask", "m.tif")

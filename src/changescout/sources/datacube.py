@@ -50,7 +50,7 @@ from ..cube import USABLE, check_band_names
 from ..errors import SourceError
 from .dates import to_times
 from .geotiff import split_band_suffix
-from .masks import CONVENTIONS, check_values, convention_for, is_mask_name, lookup_table, to_quality, unlisted
+from .masks import CONVENTIONS, check_values, convention_for, is_mask_name, lookup_table, to_quality
 from .warp import WARP_TOLERANCE, RasterInfo, blank_zeros, build_cube, resolve_grid, scaling, storage, warp_scales
 
 _DIMS = ("time", "band", "y", "x")
@@ -378,11 +378,8 @@ def _check_classes(mask: xr.DataArray, path, convention: str = "quality"):
     step = max(1, max(mask.sizes["y"], mask.sizes["x"]) // 256)
     if convention != "quality":
         dates = sorted({0, mask.sizes["time"] // 2, mask.sizes["time"] - 1})
-        values = mask.isel(time=dates, y=slice(None, None, step), x=slice(None, None, step)).values.astype(np.float64)
-        nodata = mask.attrs.get("nodata")  # (odc-stac's, as the bands': its fill, where the codes do not list it)
-        if nodata is not None and np.isfinite(float(nodata)) and unlisted(np.array([float(nodata)]), convention).all():
-            values = values[values != float(nodata)]
-        check_values(values, convention, f"{path} (mask variable {mask.name!r})")
+        check_values(mask.isel(time=dates, y=slice(None, None, step), x=slice(None, None, step)).values, convention,
+                     f"{path} (mask variable {mask.name!r})", nodata=mask.attrs.get("nodata"))  # (odc-stac's, as the bands')
         return
     values = np.unique(mask.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
     values = values[np.isfinite(values)]

@@ -39,7 +39,8 @@ _S2_OLD = re.compile(r"S2[A-D]_OPER_", re.I)
 _S2_OLD_V = re.compile(r"_V(\d{8})T\d{6}", re.I)
 _LANDSAT = re.compile(r"L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_\d{2}_(?:T1|T2|RT)", re.I)
 _LANDSAT_OLD = re.compile(r"(?<![A-Z0-9])L[COTEM][1-9]\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}", re.I)
-_HLS = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.(\d{4})(\d{3})T\d{6}", re.I)
+#: NASA's HLS v2 product names (``HLS.S30.T31TCJ.2021001T105441.v2.0``): year and day of the year.
+HLS_NAME = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.(\d{4})(\d{3})T\d{6}", re.I)
 _ISO = re.compile(r"(?<!\d)(\d{4})[-_.](\d{2})[-_.](\d{2})(?!\d)")
 _COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 
@@ -56,7 +57,7 @@ def parse_date(name: str) -> pd.Timestamp | None:
         return _ymd(m.group(1)) if m else None
     if m := _LANDSAT.search(name):
         return _ymd(m.group(1))
-    for pattern in (_LANDSAT_OLD, _HLS):  # year + day of year
+    for pattern in (_LANDSAT_OLD, HLS_NAME):  # year + day of year
         if m := pattern.search(name):
             year, doy = int(m.group(1)), int(m.group(2))
             if year in _YEARS and 1 <= doy <= (366 if _leap(year) else 365):

@@ -127,13 +127,17 @@ def unlisted(values: np.ndarray, convention: str) -> np.ndarray:
     return np.isfinite(v) & ~np.isin(v, listed)
 
 
-def check_values(values: np.ndarray, convention: str, where, most: float = 0.5) -> None:
+def check_values(values: np.ndarray, convention: str, where, most: float = 0.5, nodata=None) -> None:
     """Refuse (:class:`SourceError` naming ``where``) a mask sample whose known pixels (not NaN, not the
-    convention's fill) hold values ``convention`` does not list in more than ``most`` of them (any, for
+    convention's fill, not the file's own ``nodata`` where the convention does not list it: Landsat's -9999
+    outside the footprint) hold values ``convention`` does not list in more than ``most`` of them (any, for
     ``quality``, whose SCL codes would read 4 vegetation as snow and 5 bare soil as water), naming the values and
     the conventions that would read them."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v) & ~np.isin(v, _FILL.get(convention, ()))]
+    fill = list(_FILL.get(convention, ()))
+    if nodata is not None and np.isfinite(float(nodata)) and unlisted(np.array([float(nodata)]), convention).all():
+        fill.append(float(nodata))
+    v = v[np.isfinite(v) & ~np.isin(v, fill)]
     if not v.size:
         return
     odd = unlisted(v, convention)

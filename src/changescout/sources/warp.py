@@ -43,7 +43,7 @@ from rasterio.windows import Window
 from ..cube import OutputGrid, Quality, check_bounds, crs_unit, make_cube, validate_cube
 from ..errors import ConfigError, GridError, NetworkError, SourceError
 from .dates import parse_level, parse_platform
-from .masks import check_values, convention_of, lookup_table, to_quality, unlisted
+from .masks import check_values, convention_of, lookup_table, to_quality
 
 #: Integer rasters (and float rasters whose 99th percentile exceeds this) are reflectance x 10000.
 DEFAULT_SCALE = 1e-4
@@ -693,9 +693,7 @@ def _check_masks(scenes, lut, most_dates: int = 3) -> None:
                 nodata = src.nodatavals[s.mask.index - 1]
         except RasterioError as exc:  # (its header read, its pixels not: a truncated file)
             raise SourceError(f"cannot read the mask: {exc}", shown(s.mask.path)) from None
-        if nodata is not None and unlisted(np.array([nodata]), convention).all():  # its fill, unsaid by the codes
-            values = values[values != nodata]
-        check_values(values, convention, shown(s.mask.path))
+        check_values(values, convention, shown(s.mask.path), nodata=nodata)
 
 
 def sample_raster(path: str, index: int) -> np.ndarray:

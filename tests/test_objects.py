@@ -491,6 +491,25 @@ def test_object_persistence_is_the_median_of_known_values():
     assert np.isnan(pers[ranked.iloc[-1]["object_id"]])  # nothing known: unknown, not transient
 
 
+def test_object_persistence_is_weighted_by_the_surprise_of_its_patches():
+    """A thin cloud over a field that changed with its season (planted synthetic series): the cloud's patch
+    (persistence 0) carries the surprise, the field's (3) little, and the object is the cloud's: transient,
+    where the plain median (1.5) left it among the top 20 objects. Where the patches of known persistence carry
+    less than half of the surprise, the object's persistence is unknown, not theirs."""
+    up = np.eye(8)[0]
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 0, up), (1, 2, "2021-03-01", 1.0, 3, up),
+                            (9, 1, "2021-03-01", 0.8, 0, up), (9, 2, "2021-03-01", 2.0, None, up)]
+    ev, vecs = _events(rows)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    obj = obj.set_index("object_id")
+    cloud, unknown = (ranked.iloc[i]["object_id"] for i in (-4, -2))
+    assert ranked.iloc[-3]["object_id"] == cloud and ranked.iloc[-1]["object_id"] == unknown
+    assert obj.loc[cloud, "persistence"] == 0
+    assert np.isnan(obj.loc[unknown, "persistence"])
+    # the same two objects unweighted-alike: the cloud is demoted (transient_weight), the unknown is not
+    assert obj.loc[cloud, "atypicality"] < obj.loc[unknown, "atypicality"]
+
+
 def _events_t0(rows):
     """Like :func:`_events`, tuples (row, col, t0, t1, surprise, persistence, vector)."""
     ev, vecs = _events([(r, c, t1, s, p, v) for r, c, _, t1, s, p, v in rows])

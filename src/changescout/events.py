@@ -34,7 +34,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "magnitude": ("float32", "distance between the patch embeddings at t0 and t1, as the root mean square over their dimensions (the Euclidean distance / sqrt(dim), so that encoders of other sizes compare; of the unit vectors for encoders compared by cosine); higher = larger change"),
     "surprise": ("float32", "magnitude (same scale) of the change left after removing what patches in a similar state did between the same dates (seasons); higher = more unexpected"),
     "zscore": ("float32", "robust z-score of surprise against this patch's own history; higher = more unusual for the patch; NaN = unknown (the patch has fewer than two other changes: an image pair, a 3-date series)"),
-    "persistence": ("Int32", "later clear dates over which the new state holds before reverting; null = unknown (no later clear date of the patch); 0 = transient (e.g. cloud)"),
+    "persistence": ("Int32", "later clear dates over which the new state holds before reverting; null = unknown (no later clear date of the patch); 0 = transient (e.g. cloud; or unconfirmed by a later clear date and partly flagged cloud, shadow or snow at t1: a cloud's fringe, changescout.change)"),
     "recurrence": ("float32", "-1..1 cosine between this change and the same patch's change a year before or after (the larger); near 1 = a seasonal cycle (crops, canopy), demoted in the object ranking; NaN = no date a year apart, or not --compare consecutive (not computed)"),
     "clear_fraction": ("float32", "lower of the clear-pixel fractions of the patch at t0 and t1 (of its pixels that the images cover)"),
     "cluster": ("int32", "change type: cluster id of the change vector"),

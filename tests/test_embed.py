@@ -154,7 +154,6 @@ def test_normalise_is_a_robust_zscore_and_fills_nan_with_the_centre():
 def test_temporal_encoders_get_the_whole_series_and_the_window_location(synthetic_cube):
     """An encoder with ``spec.temporal`` sees every date of a window at once, with its usable pixels and the
     window centre in degrees; its states land at the right dates."""
-    import dataclasses
 
     from changescout.encoders.base import EncoderSpec
     from changescout.embed import embedding_graph, date_statistics

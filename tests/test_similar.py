@@ -127,6 +127,9 @@ def test_a_run_of_another_area_is_searched_too(session_run, query, copy_run):
     assert res["similarity"].is_monotonic_decreasing
     # elsewhere, the query's twin is not the same change seen again: its place differs
     assert res["run"].iloc[0] == str(other) and res["event_id"].iloc[0] == query["event_id"]
+    # the query run's own rows are its best ones, in its own order: the other run adds, it does not reorder
+    own = res.loc[res["run"] == str(session_run), "event_id"].tolist()
+    assert own == alone["event_id"].tolist()[:len(own)]
 
 
 def test_the_same_change_is_found_in_a_run_in_degrees_without_warnings(events, query):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import shapely
 
-from changescout.cube import OutputGrid
 from changescout.errors import ConfigError, GridError
 from changescout.tiling import PatchGrid, event_id, event_ids, pack_footprint, parse_event_id, series_id, unpack_footprint
 

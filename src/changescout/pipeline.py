@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from . import __version__, runlock
-from .atomic import atomic_path, write_json
+from .atomic import write_json
 from .change import Comparison, compute_changes, read_changes, read_vectors, write_changes
 from .cluster import ChangeClusterer, cluster_table, write_clusters
 from .coregister import MODES as COREGISTER_MODES, coregister, coregister_notes

@@ -106,7 +106,7 @@ class SimilarChangeIndex(BaseEstimator):
         """The index saved at ``path`` (:meth:`save`); its ``factory`` says what kind of index it is (:func:`_factory_of`)."""
         try:
             index = faiss.read_index(str(path))
-        except RuntimeError as exc:  # (faiss' own error: a C++ source line and 'could not open ... for reading')
+        except RuntimeError:  # (faiss' own error: a C++ source line and 'could not open ... for reading')
             why = "does not exist" if not Path(path).exists() else "is no faiss index that this faiss can read"
             raise ConfigError(f"{path} {why}") from None
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index

@@ -151,7 +151,6 @@ def test_a_dates_unsaid_zeros_are_not_blended_whatever_else_the_file_holds(tmp_p
     """Undeclared 0 in every band of a date is nodata, left out of resampling. GDAL tested "every band" over the
     whole file: an Fmask band inside the file (fill 255), or the other dates of a stacked file, kept the date's
     zero edge in, and half a pixel off the grid the next pixel read half its value, clear."""
-    n = len(ms.BANDS)
     scenes = [ms.scene(t).astype(np.uint16) for t in range(len(ms.DATES))]
     scenes[1][:, :, :20], scenes[1][:, :, 20:] = 0, 3100  # date 1's swath edge (no data, unsaid), then even land
     if layout == "fmask band":

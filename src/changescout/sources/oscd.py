@@ -34,7 +34,6 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import rasterio
-import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject

@@ -263,11 +263,12 @@ def test_not_a_run(tmp_path):
         find_similar(tmp_path, "x")
 
 
-def _object_search(run, events, query_object, onset_only=True, trajectories=True):
+def _object_search(run, events, query_object, onset_only=True, trajectories=True, shapes=True):
     """What --objects should return, computed here without the package's search: the candidate objects of
     objects.parquet, each the surprise-weighted mean of its onset patches' search vectors; every descriptor
     (the query's too) plus its nearest other candidate weighted by their cosine squared; cosine ranking, less
-    1.5 x the mean squared difference of the objects' trajectory columns (over those both know)."""
+    1.5 x the mean squared difference of the objects' trajectory columns (over those both know), less 0.2 x
+    the elongation a candidate lacks against the query's."""
     vecs, _ = read_vectors(run / "changes.zarr", name="search")
     table = pd.read_parquet(run / "objects.parquet").set_index("object_id")
     cand = table.index[table["candidate"]].to_numpy()
@@ -298,6 +299,8 @@ def _object_search(run, events, query_object, onset_only=True, trajectories=True
         d = (traj[table.index.get_indexer(cand)] - traj[table.index.get_loc(query_object)]) ** 2
         known = np.isfinite(d)
         sims -= 1.5 * np.where(known.any(1), np.nansum(d, axis=1) / np.maximum(known.sum(1), 1), 0)
+    elongation = table["elongation"].to_numpy(float) if shapes else np.zeros(len(table))
+    sims -= 0.2 * np.clip(elongation[table.index.get_loc(query_object)] - elongation[table.index.get_indexer(cand)], 0, None)
     sims[cand == query_object] = -np.inf
     order = np.argsort(-sims, kind="stable")
     return cand[order], sims[order]
@@ -325,17 +328,19 @@ def test_object_search_compares_candidate_objects_and_gives_one_row_per_object(s
 
 
 def test_objects_of_a_run_without_trajectories_are_compared_by_their_descriptors_alone(session_run, copy_run, events):
-    """Runs of 0.3.15 and earlier have no trajectory columns: --objects still searches them, without that term,
-    and the term is what changes the similarities of a run that has them."""
+    """Runs of 0.3.15 and earlier have no trajectory columns (and of 0.3.2 and earlier no elongation): --objects
+    still searches them, without those terms, and the terms are what change the similarities of a run that has
+    them."""
     import geopandas as gpd
 
     run = copy_run(session_run)
     table = gpd.read_parquet(run / "objects.parquet")
-    table.drop(columns=[c for c in table.columns if c.startswith("trajectory_")]).to_parquet(run / "objects.parquet")
+    table.drop(columns=[c for c in table.columns if c.startswith("trajectory_") or c == "elongation"]
+               ).to_parquet(run / "objects.parquet")
     big = events.groupby("object_id").filter(lambda g: len(g) >= 2)
     query = big.sort_values("object_rank").iloc[0]
     res = find_similar(run, query["event_id"], k=5, objects=True)
-    ids, sims = _object_search(run, events, query["object_id"], trajectories=False)
+    ids, sims = _object_search(run, events, query["object_id"], trajectories=False, shapes=False)
     assert res["object_id"].tolist() == ids[:5].tolist()
     np.testing.assert_allclose(res["similarity"], sims[:5], atol=1e-4)
     with_term = find_similar(session_run, query["event_id"], k=5, objects=True)

@@ -113,7 +113,8 @@ class RunView:
             try:
                 names = pq.read_schema(path).names  # the trajectories: runs of 0.3.15 and earlier lack them
                 table = pd.read_parquet(path, columns=["object_id", "candidate",
-                                                       *(TRAJECTORY_COLUMNS if set(TRAJECTORY_COLUMNS) <= set(names) else ())])
+                                                       *(TRAJECTORY_COLUMNS if set(TRAJECTORY_COLUMNS) <= set(names) else ()),
+                                                       *(("elongation",) if "elongation" in names else ())])
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file cut short, edited or of other columns
@@ -127,6 +128,7 @@ class RunView:
             # per object its trajectory (objects.trajectory_profiles), when the run has them
             self._trajectory = (table.set_index("object_id")[list(TRAJECTORY_COLUMNS)].astype(np.float64)
                                 if TRAJECTORY_COLUMNS[0] in table else None)
+            self._elongation = table.set_index("object_id")["elongation"].astype(np.float64) if "elongation" in table else None
             self._objects = ids, desc, onset, vectors
         return self._objects
 
@@ -138,6 +140,14 @@ class RunView:
         if self._trajectory is None:
             return np.full((len(ids), len(TRAJECTORY_COLUMNS)), np.nan)
         return self._trajectory.reindex(ids).to_numpy(np.float64)
+
+    def elongations(self, object_ids) -> np.ndarray:
+        """The ``elongation`` of these objects (objects.parquet; NaN for a run without the column)."""
+        self.objects()
+        ids = np.asarray(object_ids, np.int64)
+        if self._elongation is None:
+            return np.full(len(ids), np.nan)
+        return self._elongation.reindex(ids).to_numpy(np.float64)
 
     def vectors(self, keys) -> np.ndarray:
         store = self.path / "changes.zarr"
@@ -274,9 +284,11 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     # when the query's own run has none
     profiles = np.vstack([v.trajectories(p[0]) for v, p in zip(views, parts)])
     query_profile = base.trajectories([query["object_id"]])[0]
+    shapes = np.concatenate([v.elongations(p[0]) for v, p in zip(views, parts)])
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
                                 negatives=negatives, negatives_own=negatives_own, profiles=profiles,
-                                query_profile=query_profile, groups=np.repeat(np.arange(len(views)), np.diff(start)),
+                                query_profile=query_profile, shapes=shapes, query_shape=base.elongations([query["object_id"]])[0],
+                                groups=np.repeat(np.arange(len(views)), np.diff(start)),
                                 negatives_groups=[views.index(w) for w, _ in neg])
     # room for the changes that two overlapping runs both see, listed once after
     rows, sims = rows[: k * 4 if len(views) > 1 else k], sims[: k * 4 if len(views) > 1 else k]

@@ -70,7 +70,8 @@ def evaluate(cube, truth, seed: int, config=None, encoder: str = "rcf") -> dict:
 
 
 def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray, augmented: bool = False,
-                  profiles: np.ndarray | None = None, rare_objects=()) -> tuple[float | None, dict, dict]:
+                  profiles: np.ndarray | None = None, rare_objects=(), shapes: np.ndarray | None = None
+                  ) -> tuple[float | None, dict, dict]:
     """Similar-change search scored against the planted truth, one query per planted object (its best-ranked
     row), the rows of the query's own planted object excluded: mean precision@5 of common types (same planted
     type among the top 5); per rare object, whether another instance of its type is in the top 10; and where
@@ -91,7 +92,8 @@ def search_scores(table: pd.DataFrame, keys: np.ndarray, descriptors: np.ndarray
     def nearest(row: int, own_rows: np.ndarray) -> np.ndarray:
         if augmented:
             return keys[rank_augmented(descriptors, descriptors[row], own=row, exclude=own_rows, profiles=profiles,
-                                       query_profile=None if profiles is None else profiles[row])[0][:10]]
+                                       query_profile=None if profiles is None else profiles[row], shapes=shapes,
+                                       query_shape=None if shapes is None else shapes[row])[0][:10]]
         return index.search(descriptors[row][None], k=10, exclude=keys[own_rows]).keys[0]
     by_key = table.set_index(pd.Index(keys))
     pos = table[table["label"] == 1]
@@ -133,13 +135,14 @@ def similar_scores(lab: pd.DataFrame, vectors: np.ndarray, rare_objects=()) -> d
 def similar_object_scores(lab: pd.DataFrame, objs: pd.DataFrame, vectors: np.ndarray, rare_objects=()) -> dict:
     """Search between change objects as ``changescout similar --objects`` searches them: the candidate objects,
     each the surprise-weighted mean of its onset patches' ``vectors``, compared after augmentation, less the
-    distance of their trajectories (the objects table's ``trajectory_*`` columns, as objects.parquet holds them)."""
+    distance of their trajectories (the objects table's ``trajectory_*`` columns, as objects.parquet holds them)
+    and the elongation they lack against the query's (``elongation``)."""
     cand = objs[objs["candidate"]].reset_index(drop=True)
     cand["label"] = (cand["truth_object"] >= 0).astype(int)
     keys = cand["object_id"].to_numpy()
     profiles = cand[list(TRAJECTORY_COLUMNS)].to_numpy(np.float64)
     p5, rare, detail = search_scores(cand, keys, object_descriptors(lab, vectors, keys), augmented=True, profiles=profiles,
-                                     rare_objects=rare_objects)
+                                     rare_objects=rare_objects, shapes=cand["elongation"].to_numpy(np.float64))
     return {"objects_similar_common_p_at_5": p5, "objects_similar_rare_other_in_top10": rare,
             "objects_similar_common_detail": detail}
 

@@ -82,6 +82,18 @@ def test_clear_fraction_is_the_usable_pixel_fraction_per_patch(embedded, quality
     assert (np.delete(cf[2].ravel(), 3) == 1.0).all()
 
 
+def test_cloud_fraction_counts_only_cloud_pixels_of_the_covered_ones(embedded, quality):
+    """The change stage tells a cloud's fringe by the cloud beside a change (changescout.change.CLOUD_FRINGE):
+    only CLOUD pixels count, shadow, snow and nodata do not, out of the pixels the images cover."""
+    cube, enc, pg, out, ds = embedded
+    cloud = open_embeddings(out)["cloud_fraction"].values
+    assert cloud.dtype == np.float32 and cloud.shape == (3, 4, 4)
+    assert cloud[0, 1, 1] == 0.5 and cloud[1, 1, 0] == 1.0  # half a patch, a whole patch
+    assert cloud[0, 0, 0] == 0 and cloud[0, 3, 3] == 0  # nodata, shadow and snow are no cloud
+    assert (cloud[:, 0, 3] == 0.625).all() and (cloud[:, 3, 0] == 0).all()  # 10 of 16 columns; off the images
+    assert cloud[2].sum() == 0.625  # at the last date, only the lasting cloud
+
+
 def test_masked_pixels_do_not_leak_into_the_embedding(textured_cube, embedded):
     """Values under a cloud mask are ignored: changing them changes no embedding, not even of neighbours."""
     cube, enc, pg, out, ds = embedded

@@ -929,3 +929,15 @@ def test_object_ranker_writes_the_trajectories_with_states_and_leaves_them_unkno
     np.testing.assert_allclose(top[list(TRAJECTORY_COLUMNS)].to_numpy(float), [0, 0, 1, 1, 1], atol=1e-5)
     _, without = ObjectRanker().fit_transform(ev, vectors)
     assert without[list(TRAJECTORY_COLUMNS)].isna().all().all()
+
+
+def test_object_persistence_takes_a_nan_surprise_as_the_least_weight():
+    """A table edited in Python may hold a NaN surprise (a review: the weighted median raised 'Can only compare
+    identically-labeled Series objects')."""
+    up = np.eye(8)[0]
+    rows = _background() + [(1, 1, "2021-03-01", 2.0, 0, up), (1, 2, "2021-03-01", 1.0, 3, up)]
+    ev, vecs = _events(rows)
+    ev.loc[0, "surprise"] = np.nan  # a background event: its object is itself, of unknown weight
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    assert obj.set_index("object_id").loc[ranked.iloc[0]["object_id"], "persistence"] == 3
+    assert obj.set_index("object_id").loc[ranked.iloc[-1]["object_id"], "persistence"] == 0

@@ -297,7 +297,8 @@ def test_an_elongated_object_finds_the_lines_before_the_compact_clearings_that_c
     """A road is a thin clearing at 16 px: its descriptor is nearer a clear-cut's than the other road's (on the
     planted Bouconne series the other road came 12th, behind clear-cuts and harvests). The elongation it lacks
     against the query's costs a candidate similarity; a compact query takes no notice of shape, and an unknown
-    shape (a run without the column) costs nothing."""
+    shape (a run without the column) costs what the others' cost in the median: nothing would put an old run's
+    objects before the same objects of a new one (a review)."""
     rng = np.random.default_rng(1)
     e = np.eye(16)
     # rows 0-3: clearings; 4: the query road; 5: the other road, a clearing too, and further from the query
@@ -315,9 +316,13 @@ def test_an_elongated_object_finds_the_lines_before_the_compact_clearings_that_c
     alike = rank_augmented(db, db[0], own=0, exclude={0})
     np.testing.assert_array_equal(compact[0], alike[0])
     np.testing.assert_allclose(compact[1], alike[1])
-    # unknown shapes, the query's or a candidate's, cost nothing
+    # a candidate of unknown shape costs the others' median; unknown everywhere, or the query's, nothing
     unknown = shapes.copy()
+    unknown[0] = np.nan
+    rows_u, sims_u = rank_augmented(db, db[4], own=4, exclude={4}, shapes=unknown, query_shape=1.3)
+    lost = {r: base[r] - s for r, s in zip(rows_u.tolist(), sims_u)}
+    assert lost[0] == pytest.approx(np.median([lost[r] for r in (1, 2, 3, 5)]))
     unknown[:4] = np.nan
-    rows_u, _ = rank_augmented(db, db[4], own=4, exclude={4}, shapes=unknown, query_shape=1.3)
-    assert rows_u.tolist() == plain_rows.tolist()
+    unknown[5] = np.nan
+    assert rank_augmented(db, db[4], own=4, exclude={4}, shapes=unknown, query_shape=1.3)[0].tolist() == plain_rows.tolist()
     assert rank_augmented(db, db[4], own=4, exclude={4}, shapes=shapes, query_shape=np.nan)[0].tolist() == plain_rows.tolist()

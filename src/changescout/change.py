@@ -18,12 +18,17 @@ state as from the old one) before it reverts; it is null when no later clear dat
 one date only is therefore 0, while a flood that holds for one more date before receding is 1.
 
 A change that no later clear date confirms (at the last date, say) is 0 too where part of its patch is
-flagged at ``t1`` (cloud, shadow, snow: more than ``CLOUD_FRINGE`` of the pixels the images cover, and more than
-at ``t0``): the flagged part is a cloud that the screen or the mask found, and the rest of the patch changed
-with it, most likely under its thin fringe, which no test flags and nothing after it tells from a new surface.
-On the planted series (benchmarks/planted.py, rcf, seeds 0-9) the last date's thin clouds held three places
-in the top 20 objects of Bouconne, one patch each under a cloud whose core the screen masked (8-22 % of the
-patch flagged); no planted change at the last date has a flagged pixel.
+flagged CLOUD at ``t1`` (more than ``CLOUD_FRINGE`` of the pixels the images cover, and more than at ``t0``)
+beside a cloud (its patch and the 8 around it hold at least ``CLOUD_NEAR`` patches' worth of cloud pixels):
+the flagged part is a cloud that the screen or the mask found, and the rest of the patch changed with it,
+most likely under its thin fringe, which no test flags and nothing after it tells from a new surface. On the
+planted series (benchmarks/planted.py, rcf, seeds 0-9) the last date's thin clouds held three places in the
+top 20 objects of Bouconne, one patch each under a cloud whose core the screen masked (8-22 % of the patch
+flagged); no planted change at the last date has a flagged pixel. Only CLOUD counts (the EmbeddingCube's
+``cloud_fraction``): shadow, snow and nodata flags (a scene classification's dark areas over a burn scar, a
+swath's edge) say nothing of a fringe; and only beside a cloud of some size: the screen flags a new white roof
+too (a few hundred pixels at most), and the roof's site is no fringe. Embeddings without ``cloud_fraction``
+(runs of 0.3.26 and earlier) leave the rule out.
 
 ``surprise`` is the size of the change once what look-alike patches did between the same dates is taken
 away (:func:`context_residual`), and at most ``SURPRISE_CAP`` times the size of the change itself: a patch
@@ -47,6 +52,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import ndimage
 
 from .errors import ConfigError, InputError, check_param
 from .intact import ALL_CHUNKS
@@ -150,9 +156,11 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 #: ``surprise`` is at most this many times the change's own magnitude (see the module docstring).
 SURPRISE_CAP = 1.5
-#: A change no later clear date confirms is transient where more than this share of its patch is flagged at
-#: ``t1`` (see the module docstring).
+#: A change no later clear date confirms is transient where more than this share of its patch is flagged CLOUD
+#: at ``t1``, beside at least ``CLOUD_NEAR`` patches' worth of cloud pixels (its patch and the 8 around it; see
+#: the module docstring).
 CLOUD_FRINGE = 0.02
+CLOUD_NEAR = 1.0
 
 
 def _norm(v: np.ndarray) -> np.ndarray:
@@ -312,9 +320,12 @@ def _median_of_rows(x: np.ndarray) -> np.ndarray:
     return 0.5 * (s[:, (k - 1) // 2] + s[:, k // 2])
 
 
-def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison):
+def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison,
+                  cloud: tuple[np.ndarray, np.ndarray] | None = None):
     """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``; returns the events,
-    their change vectors and their residuals (:func:`context_residual`; ``surprise`` is their size)."""
+    their change vectors and their residuals (:func:`context_residual`; ``surprise`` is their size). ``cloud``:
+    each patch's cloud fraction and the cloud pixels around it, in patches, both ``(time, patch)``
+    (:func:`cloud_near`), which find a cloud's fringe (the module docstring); None leaves that out."""
     ok = (clear >= comp.min_clear) & np.isfinite(E).all(axis=-1)
     t1, t0, p, transient = _pairs(E, ok, times, comp)
     stable = ok & ~transient
@@ -322,9 +333,10 @@ def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, com
     mag = np.sqrt((vec**2).mean(axis=-1))
     residual = context_residual(E, t0, t1, p, vec, usable=stable)
     pers = np.where(transient[t1, p], 0, persistence(E, stable, t0, t1, p))  # a spike never persists
-    # unconfirmed, and partly under a flagged cloud at t1: the rest of the patch is most likely its fringe
-    fringe = (pers < 0) & (clear[t1, p] < 1 - CLOUD_FRINGE) & (clear[t1, p] < clear[t0, p])
-    pers = np.where(fringe, 0, pers)
+    if cloud is not None:  # unconfirmed, partly under a cloud at t1 and beside it: most likely its fringe
+        share, near = cloud
+        fringe = (pers < 0) & (share[t1, p] > CLOUD_FRINGE) & (share[t1, p] > share[t0, p]) & (near[t1, p] >= CLOUD_NEAR)
+        pers = np.where(fringe, 0, pers)
     cf = np.minimum(clear[t0, p], clear[t1, p])
     surprise = np.minimum(_norm(residual), SURPRISE_CAP * mag)
     return (pd.DataFrame({"p": p, "t0i": t0, "t1i": t1, "magnitude": mag, "surprise": surprise, "persistence": pers,
@@ -354,12 +366,31 @@ def robust_zscore(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return z.where(g.transform("size") > 2).to_numpy(np.float32)
 
 
+def _tile_clouds(embeddings: xr.Dataset, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A tile's cloud fractions and :func:`cloud_near`, both ``(time, patch)`` (the tile's neighbours read for
+    the patches on its edge); None for embeddings without ``cloud_fraction`` (runs of 0.3.26 and earlier)."""
+    if "cloud_fraction" not in embeddings:
+        return None
+    nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
+    a, b, c, d = max(r0 - 1, 0), min(r1 + 1, nr), max(c0 - 1, 0), min(c1 + 1, nc)
+    around = np.nan_to_num(embeddings["cloud_fraction"].isel(row=slice(a, b), col=slice(c, d)).values.astype(np.float32))
+    near = cloud_near(around)[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
+    share = around[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
+    T = len(around)
+    return share.reshape(T, -1), near.reshape(T, -1)
+
+
 def _spans(n: int, block: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of blocks of ``block`` along ``n``; a short last block (under half) joins the one before."""
     starts = list(range(0, n, block))
     if len(starts) > 1 and n - starts[-1] < block // 2:
         starts.pop()
     return list(zip(starts, starts[1:] + [n]))
+
+
+def cloud_near(cloud: np.ndarray) -> np.ndarray:
+    """``cloud (time, row, col)`` fractions -> the cloud pixels of each patch and the 8 around it, in patches."""
+    return ndimage.uniform_filter(np.nan_to_num(np.asarray(cloud, np.float32)), size=(1, 3, 3), mode="constant") * 9
 
 
 def compute_changes(embeddings: xr.Dataset, comp: Comparison | str = "consecutive", block: int = 64, search: bool = False):
@@ -396,7 +427,7 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison | str = "consecutiv
             C = embeddings["clear_fraction"].isel(tile).values
             T, r, c, D = E.shape
             E = E.reshape(T, r * c, D)
-            df, v, res = changes_block(E, C.reshape(T, r * c), times, comp)
+            df, v, res = changes_block(E, C.reshape(T, r * c), times, comp, _tile_clouds(embeddings, r0, r1, c0, c1))
             df["row"] = r0 + df["p"] // c
             df["col"] = c0 + df["p"] % c
             frames.append(df.drop(columns="p"))

@@ -17,7 +17,8 @@ shifted by the date's offset on its most stable pixels, and each band scaled by 
 get every date of a window at once through ``encode_series``.
 
 EmbeddingCube: ``embedding (time, row, col, dim)`` float32, ``clear_fraction (time, row, col)`` (of the patch's
-pixels that the images cover, those usable at that date: :func:`clear_fractions`), ``footprint (row, col,
+pixels that the images cover, those usable at that date: :func:`clear_fractions`), ``cloud_fraction (time, row,
+col)`` (of the same pixels, those flagged CLOUD at that date: :func:`cloud_fractions`), ``footprint (row, col,
 footprint_byte)`` uint8 (which of each patch's pixels the images cover, as packed bits:
 :func:`changescout.tiling.unpack_footprint`; the tables cut the edge patches' polygons to it), patch-centre
 coordinates ``x (col)`` and ``y (row)``, attributes naming the encoder, its weights' SHA-256, patch size,
@@ -384,6 +385,29 @@ def _footprint_block(values: np.ndarray, quality: np.ndarray, p: int) -> np.ndar
     return pack_footprint(covered_pixels(quality, np.isfinite(values).all(axis=1)), p)
 
 
+def cloud_fractions(quality: np.ndarray, p: int, covered: np.ndarray) -> np.ndarray:
+    """``quality (time, h, w)`` -> ``(time, h/p, w/p)``: each patch's pixels flagged CLOUD at each date, as a
+    fraction of its pixels that the images cover (as :func:`clear_fractions` counts them; 0 for a patch of which
+    they cover less than ``MIN_COVER``). The change stage reads a thin cloud's fringe from it
+    (:data:`changescout.change.CLOUD_FRINGE`)."""
+    cloud = (quality == Quality.CLOUD) & covered
+    return clear_fractions(cloud, p, covered)
+
+
+def _cloud_block(values: np.ndarray, quality: np.ndarray, p: int) -> np.ndarray:
+    return cloud_fractions(quality, p, covered_pixels(quality, np.isfinite(values).all(axis=1)))
+
+
+def cloud_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, band_index: list[int]) -> da.Array:
+    """Lazy ``(time, row, col)`` float32 :func:`cloud_fractions`, on the windows of :func:`embedding_graph`
+    (written with the embeddings, the source is read once for all)."""
+    p = patch_grid.patch_size
+    values, quality, _, _ = _on_windows(cube, patch_grid, window_px(encoder.spec, p), band_index)
+    return da.blockwise(_cloud_block, "tyx", values, "tbyx", quality, "tyx", p, None,
+                        adjust_chunks={"y": lambda n: n // p, "x": lambda n: n // p}, concatenate=True,
+                        dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+
 def footprint_graph(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, band_index: list[int]) -> da.Array:
     """Lazy ``(row, col, ceil(p*p/8))`` uint8: which pixels of each patch the images cover, packed
     (:func:`pack_footprint`). Built on the windows of :func:`embedding_graph`: written with the embeddings, the
@@ -501,12 +525,14 @@ def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out:
     p = patch_grid.patch_size
     arr = write_chunks(embedding_graph(cube, encoder, patch_grid, stats, band_index), window_px(spec, p), p)
     footprint = footprint_graph(cube, encoder, patch_grid, band_index).rechunk((arr.chunks[1], arr.chunks[2], -1))
+    cloud = cloud_graph(cube, encoder, patch_grid, band_index).rechunk(arr.chunks[:3])
     xs, ys = patch_grid.centres()
     nr, nc = patch_grid.shape
     ds = xr.Dataset(
         {
             "embedding": (("time", "row", "col", "dim"), arr[..., :-1]),
             "clear_fraction": (("time", "row", "col"), arr[..., -1]),
+            "cloud_fraction": (("time", "row", "col"), cloud),
             "footprint": (("row", "col", "footprint_byte"), footprint),
         },
         coords={"time": cube["time"].values, "row": np.arange(nr), "col": np.arange(nc), "x": ("col", xs), "y": ("row", ys)},

@@ -743,7 +743,7 @@ def _weighted_onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, weig
     surprise 0.91) and the field's (3, surprise 0.50), whose plain median, 1.5, was no transient (rank 11;
     two such in the top 20 objects of seeds 0-9, rcf; one of galileo-nano's seeds 0-4)."""
     on = ev.loc[onset.to_numpy(), ["object_id", column, weight]].rename(columns={column: "v", weight: "w"})
-    on["w"] = on["w"].astype(float).clip(lower=1e-6)
+    on["w"] = on["w"].astype(float).fillna(0.0).clip(lower=1e-6)  # (a NaN surprise: the least weight)
     total = on.groupby("object_id")["w"].sum()
     on = on[on["v"].notna()].sort_values(["object_id", "v"], kind="stable")
     g = on.groupby("object_id")
@@ -751,9 +751,9 @@ def _weighted_onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, weig
     upper = on[share > 0.5 + 1e-9].drop_duplicates("object_id").set_index("object_id")["v"]
     lower = on[share >= 0.5 - 1e-9].drop_duplicates("object_id").set_index("object_id")["v"]
     median = 0.5 * (lower + upper.reindex(lower.index))  # the two halves' values: one unless the weight splits evenly
-    enough = on.groupby("object_id")["w"].sum() >= 0.5 * total.reindex(median.index) * (1 - 1e-9)
+    enough = on.groupby("object_id")["w"].sum().reindex(median.index) >= 0.5 * total.reindex(median.index) * (1 - 1e-9)
     ids = np.unique(ev["object_id"].to_numpy())
-    return median[enough.reindex(median.index).to_numpy()].reindex(ids).to_numpy(np.float32)
+    return median[enough.to_numpy()].reindex(ids).to_numpy(np.float32)
 
 
 def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, min_known: float = 0.0) -> np.ndarray:

@@ -225,7 +225,9 @@ def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclu
     database row; the query is of group 0, each negative of its ``negatives_groups``), every descriptor is drawn
     toward neighbours of its own run only (:func:`augment_neighbours`). With ``shapes`` (each row's
     ``elongation``) and the ``query_shape``, each similarity less ``shape_weight`` times the elongation it lacks
-    against the query's (``SHAPE_WEIGHT``; unknown shapes, NaN, lose nothing)."""
+    against the query's (``SHAPE_WEIGHT``); a row of unknown shape (NaN: a run of changescout 0.3.2 or earlier
+    among ``--in`` runs) loses the median of what the others lose, as an unknown trajectory does (losing
+    nothing, it came before the same object of a newer run); with the query's unknown, the term is left out."""
     db = unit_rows(np.atleast_2d(database))
     groups = None if groups is None else np.asarray(groups)  # (without them, the query groups are not read)
     q = augment_neighbours(db, query, own=np.array([own]), groups=groups, query_groups=[0])
@@ -244,8 +246,10 @@ def rank_augmented(database: np.ndarray, query: np.ndarray, own: int = -1, exclu
         sims = sims - trajectory_weight * trajectory_distance(np.asarray(profiles)[rows], query_profile)
     if shapes is not None and query_shape is not None and np.isfinite(query_shape) and shape_weight > 0:
         # a line of patches (a road) is not a compact clearing, whatever their change vectors say
-        lacks = float(query_shape) - np.asarray(shapes, np.float64)[rows]
-        sims = sims - shape_weight * np.where(np.isfinite(lacks), np.clip(lacks, 0, None), 0.0)
+        lacks = np.clip(float(query_shape) - np.asarray(shapes, np.float64)[rows], 0, None)
+        known = np.isfinite(lacks)
+        lacks[~known] = np.median(lacks[known]) if known.any() else 0.0
+        sims = sims - shape_weight * lacks
     order = np.argsort(-sims, kind="stable")
     return rows[order], sims[order]
 

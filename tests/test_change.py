@@ -174,6 +174,23 @@ def test_cloud_fractions_around_a_patch_count_its_neighbours_across_tiles():
     share, near = _tile_clouds(ds, 0, 3, 0, 3)  # the tile of rows and columns 0-2
     assert near.reshape(2, 3, 3)[1, 2, 2] == pytest.approx(2.0)  # (its neighbours in the next tiles counted)
     np.testing.assert_allclose(share.reshape(2, 3, 3)[1], cloud[1, :3, :3])
+    # exactly one patch's worth of cloud pixels is one patch (a float32 mean read 0.99999994: no fringe)
+    split = np.zeros((1, 3, 3), np.float32)
+    split[0, 1, 1], split[0, 1, 2] = 8 / 256, 248 / 256
+    assert cloud_near(split)[0, 1, 1] >= 1.0
+    # at the images' edge a patch's fraction is of the pixels they cover: 72 px of a white roof on two patches
+    # a quarter covered read 0.28 of a patch, not the 1.1 their fractions add up to (a review)
+    from changescout.tiling import pack_footprint
+    p = 16
+    covered = np.zeros((3 * p, 3 * p), bool)
+    covered[:, : p // 4] = True  # column 0: a quarter of each patch covered
+    covered[:, p:] = True
+    edge = embeddings_ds(np.zeros((1, 9, 4), np.float32), nr=3).assign(
+        cloud_fraction=(("time", "row", "col"), np.array([[[0.5, 0, 0], [0.625, 0, 0], [0, 0, 0]]], np.float32)),
+        footprint=(("row", "col", "footprint_byte"), pack_footprint(covered, p)))
+    edge.attrs["patch_size"] = p
+    _, near = _tile_clouds(edge, 0, 3, 0, 3)
+    assert near.reshape(3, 3)[1, 0] == pytest.approx((0.5 + 0.625) / 4)
 
 
 def test_compute_changes_from_python_compares_as_the_command_line_does():

@@ -374,7 +374,12 @@ def _tile_clouds(embeddings: xr.Dataset, r0: int, r1: int, c0: int, c1: int) -> 
     nr, nc = embeddings.sizes["row"], embeddings.sizes["col"]
     a, b, c, d = max(r0 - 1, 0), min(r1 + 1, nr), max(c0 - 1, 0), min(c1 + 1, nc)
     around = np.nan_to_num(embeddings["cloud_fraction"].isel(row=slice(a, b), col=slice(c, d)).values.astype(np.float32))
-    near = cloud_near(around)[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
+    cover = None  # an edge patch's fraction is of the few pixels the images cover: counted as those pixels
+    if "footprint" in embeddings and "patch_size" in embeddings.attrs:
+        p = int(embeddings.attrs["patch_size"])
+        bits = embeddings["footprint"].isel(row=slice(a, b), col=slice(c, d)).values
+        cover = np.unpackbits(bits, axis=-1, count=p * p).mean(axis=-1)
+    near = cloud_near(around, cover)[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
     share = around[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
     T = len(around)
     return share.reshape(T, -1), near.reshape(T, -1)
@@ -388,9 +393,12 @@ def _spans(n: int, block: int) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [n]))
 
 
-def cloud_near(cloud: np.ndarray) -> np.ndarray:
-    """``cloud (time, row, col)`` fractions -> the cloud pixels of each patch and the 8 around it, in patches."""
-    return ndimage.uniform_filter(np.nan_to_num(np.asarray(cloud, np.float32)), size=(1, 3, 3), mode="constant") * 9
+def cloud_near(cloud: np.ndarray, cover: np.ndarray | None = None) -> np.ndarray:
+    """``cloud (time, row, col)`` fractions (of each patch's pixels that the images cover) and ``cover (row, col)``
+    (the share of each patch they cover; 1 by default) -> the cloud pixels of each patch and the 8 around it, in
+    whole patches (float64: a neighbourhood of exactly one patch's worth reads 1, not 0.99999994)."""
+    mass = np.nan_to_num(np.asarray(cloud, np.float64)) * (1.0 if cover is None else np.asarray(cover, np.float64))
+    return ndimage.correlate(mass, np.ones((1, 3, 3)), mode="constant")
 
 
 def compute_changes(embeddings: xr.Dataset, comp: Comparison | str = "consecutive", block: int = 64, search: bool = False):

@@ -561,7 +561,8 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
                                              "look-alike patches did) beside new_state_weight x the unit new state (the "
                                              "state at t1 less the mean of its area's patches at t1), when that weight is > 0")
     ds["persistence"].attrs["description"] = ("later clear dates over which the new state holds; -1 = unknown (no later "
-                                             "clear date of the patch), null in events.parquet")
+                                             "clear date of the patch), null in events.parquet; 0 = transient (a one-date "
+                                             "spike, or unconfirmed and partly under a flagged cloud beside it: its fringe)")
     # chunked by encoding, not by dask: the arrays are in memory, and with a dask.distributed client the
     # dask write shipped them through the scheduler (a 96 MiB graph at 1024 px) for a worker to write
     rows = max(1, min(65536, ds.sizes["vec"]))

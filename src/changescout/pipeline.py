@@ -748,6 +748,8 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if repeated := cube.attrs.get("repeated_items"):  # one acquisition twice in a search's results (reprocessed)
         notes.append(f"note: {len(repeated)} item(s) repeat an acquisition of their date and are left out for the newest "
                      f"(highest baseline, then latest update): {', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}")
+    if harmonised := cube.attrs.get("band_harmonisation"):  # HLS S30 and L30 dates in one folder
+        notes.append(f"note: {harmonised}")
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")

@@ -1056,6 +1056,7 @@ def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(
     from changescout.errors import BandError
     from changescout.quality import NIR, find_bands
     from changescout.radiometry import describe_dates
+    from changescout.sources.registry import check_band_numbering
 
     flags = np.full(ms.SHAPE, 64, np.uint8)
     flags[0:4, 0:6] = 66
@@ -1080,7 +1081,28 @@ def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(
     assert list(l30["band"].values) == ["B02", "B03", "B04", "B05"]  # B10, B11: thermal, left out
     assert find_bands(l30, NIR)[0] == 3  # B05 on OLI numbering
     assert describe_dates(l30)["2020-03-21"]["platform"] == "landsat-8-9"
-    for f in (tmp_path / "L30").iterdir():  # the two products in one folder, read by their common numbers
+    l30_nir, s30_nir = l30.sel(band="B05").values, s30.sel(band="B8A").values  # (read before their files move)
+    for f in (tmp_path / "L30").iterdir():  # the two products in one folder: read together under S30's names
         f.rename(tmp_path / "S30" / f.name)
+    both = open_series(tmp_path / "S30", patch_size=4)
+    assert list(pd.DatetimeIndex(both["time"].values).strftime("%m-%d")) == ["03-01", "03-21", "04-10", "04-30"]
+    assert list(both["band"].values) == ["B02", "B03", "B04", "B8A"]  # S30's red edge B05: not on the L30 dates
+    assert "L30 B05 -> B8A" in both.attrs["band_harmonisation"] and "left out: B05" in both.attrs["band_harmonisation"]
+    assert find_bands(both, NIR)[0] == 3
+    from changescout.cube import grid_of as _grid_of
+    from changescout.pipeline import input_notes
+    assert any(n.startswith("note: HLS S30 and L30 dates read together") and "left out: B05" in n
+               for n in input_notes(both, {}, _grid_of(both), given_grid=True))  # the run says so before it starts
+    # an L30 date's B8A is its B05 file (the near infrared), an S30 date's its own B8A
+    np.testing.assert_allclose(both.sel(band="B8A").values[[1, 3]], l30_nir)
+    np.testing.assert_allclose(both.sel(band="B8A").values[[0, 2]], s30_nir)
+    assert (footprint(both).quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()  # the Fmask of both, as HLS flags
+    picked = open_series(tmp_path / "S30", bands=["B04", "B8A"], patch_size=4)  # --bands by S30's names
+    assert list(picked["band"].values) == ["B04", "B8A"]
+    with pytest.raises(SourceError, match=r"has no band\(s\) \['B05'\]"):  # a red edge L30 has not
+        open_series(tmp_path / "S30", bands=["B04", "B05"], patch_size=4)
+    # the same dates as a datacube of band numbers, not the folder: still refused (B05 means two bands)
+    both.attrs.pop("band_harmonisation")
+    both = both.assign_coords(band=["B02", "B03", "B04", "B05"])
     with pytest.raises(BandError, match=r"mixes HLS S30 .* and L30 .*\(B05 is a red edge on S30, the near infrared on L30"):
-        open_series(tmp_path / "S30", bands=["B02", "B03", "B04", "B05"], patch_size=4)
+        check_band_numbering(both)

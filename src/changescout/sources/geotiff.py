@@ -24,6 +24,14 @@ multi-band image and named after it with such a suffix (``<product>.tif`` and ``
 date's mask is read by the convention its own name says (``--mask-convention`` sets one for all), so a folder may
 mix Sentinel-2 dates with ``_SCL`` masks and Landsat dates with ``_QA_PIXEL`` ones. A band whose file declares a
 scale and offset (GDAL band metadata) is read with them (see :func:`.warp.open_scenes`).
+
+NASA's HLS v2 delivers Sentinel-2 dates (``HLS.S30...``) and Landsat 8-9 dates (``HLS.L30...``) of one tile,
+harmonised to be used together, but numbers their bands as each sensor does (L30's ``B05`` is the near
+infrared, S30's a red edge). A folder of both is read under S30's names: L30's ``B01``-``B04`` as they are,
+``B05`` as ``B8A`` (both the narrow near infrared HLS harmonises), ``B06`` as ``B11``, ``B07`` as ``B12`` and its
+cirrus ``B09`` as ``B10`` (:data:`HLS_L30_AS_S30`), and only the bands on every date are kept (S30's red edges and
+broad near infrared are left out; ``--bands`` picks among the shared ones by their S30 names). The cube's
+``band_harmonisation`` attribute says so.
 """
 
 from __future__ import annotations
@@ -59,6 +67,18 @@ _AUXILIARY = re.compile(
 )
 
 
+#: HLS L30's band numbers -> the S30 bands HLS harmonises them with (see the module docstring).
+HLS_L30_AS_S30 = {"B01": "B01", "B02": "B02", "B03": "B03", "B04": "B04", "B05": "B8A", "B06": "B11", "B07": "B12",
+                  "B09": "B10"}
+_HLS_PRODUCT = re.compile(r"(?<![A-Z0-9])HLS\.([SL])30\.", re.I)
+
+
+def _hls_product(files: list[Path]) -> str | None:
+    """``"S30"``, ``"L30"`` or None: the HLS product a date's files are of (by their names)."""
+    found = {m.group(1).upper() + "30" for f in files if (m := _HLS_PRODUCT.search(f.name))}
+    return found.pop() if len(found) == 1 else None
+
+
 def sniff(path) -> bool:
     """A folder that is not a Zarr store."""
     from .datacube import sniff as is_datacube
@@ -78,7 +98,15 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     _check_products_have_images(walked, [f for f in files if f not in ignored], ignored)
     groups = _groups(root, [f for f in files if f not in ignored])
     times = _times(groups, dates, root)
-    per_date = [_bands_of(files, bands, root) for files in groups.values()]
+    products = [_hls_product(files) for files in groups.values()]
+    harmonised = {"S30", "L30"} <= set(products)  # (HLS S30 and L30 dates: read under S30's band names)
+    renames = [HLS_L30_AS_S30 if harmonised and p == "L30" else None for p in products]
+    left_out: list[str] = []
+    if harmonised and bands is None:  # the bands every date has, in S30's order
+        named = [_bands_of(files, None, root, rename)[0] for files, rename in zip(groups.values(), renames)]
+        bands = [b for b in named[products.index("S30")] if all(b in n for n in named)]
+        left_out = sorted({b for n in named for b in n} - set(bands), key=_band_order)
+    per_date = [_bands_of(files, bands, root, rename) for files, rename in zip(groups.values(), renames)]
     ref_names, ref_file = per_date[0][0], next(iter(groups.values()))[0]
     for (names, _, _), files in zip(per_date, groups.values()):
         # (the date's first file is named; say which band it lacks, not only how many: a missing B08 was told as
@@ -114,6 +142,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
                        scale_factor=scale_factor, offset=offset, level=level)
     if ignored:
         cube.attrs["ignored_files"] = [_name(f, root) for f in ignored]
+    if harmonised:
+        cube.attrs["band_harmonisation"] = (
+            "HLS S30 and L30 dates read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
+            "B09 -> B10)" + (f"; bands not on every date left out: {', '.join(left_out)}" if left_out else ""))
     return cube
 
 
@@ -261,8 +293,9 @@ def _date_of(file: Path, root: Path):
     return next((t for t in map(parse_date, names) if t is not None), None)
 
 
-def _bands_of(files: list[Path], bands, root: Path):
-    """``(reflectance band names, their layers, (mask name, mask layer) or None)`` of one date's files."""
+def _bands_of(files: list[Path], bands, root: Path, rename: dict | None = None):
+    """``(reflectance band names, their layers, (mask name, mask layer) or None)`` of one date's files; ``rename``
+    maps band names (upper case) to those they are read under (HLS L30's to S30's)."""
     whole = [f for f in files if not _suffix(f) or probe(f).count > 1]  # images, not single-band files
     if len(files) > 1 and whole:  # an image with its mask beside it (``<product>.tif``, ``<product>_SCL.tif``)
         sidecars = [f for f in files if f not in whole]
@@ -278,6 +311,7 @@ def _bands_of(files: list[Path], bands, root: Path):
         return names, layers, (_suffix(sidecars[0]), Layer(str(sidecars[0].resolve()), 1))
     if len(files) > 1 or (_suffix(files[0]) and probe(files[0]).count == 1):
         native = check_band_names([_suffix(f) for f in files], files[0], "the band suffixes of the file names")
+        native = [rename.get(n.upper(), n) for n in native] if rename else native
         layers = [Layer(str(f.resolve()), 1) for f in files]
     else:
         info = probe(files[0])

@@ -171,7 +171,7 @@ def check_band_numbering(cube) -> None:
     without a word (a review)."""
     from ..quality import OLI_PLATFORMS, TM_PLATFORMS
 
-    if "platform" not in cube.coords:
+    if "platform" not in cube.coords or cube.attrs.get("band_harmonisation"):  # (HLS L30 read under S30's names)
         return
     platforms = {str(v).lower().replace("_", "-") for v in np.atleast_1d(cube["platform"].values)}
     tm, oli = sorted(platforms & TM_PLATFORMS), sorted(platforms & OLI_PLATFORMS)
@@ -180,8 +180,9 @@ def check_band_numbering(cube) -> None:
         raise BandError(f"the series mixes HLS S30 (Sentinel-2) and L30 (Landsat 8-9) dates, whose band numbers name "
                         f"different bands (B05 is a red edge on S30, the near infrared on L30; B8A and B12 are S30's "
                         f"only): bands {', '.join(numbered[:4])}{', ...' if len(numbered) > 4 else ''} would mean one "
-                        "thing at some dates and another at the others. Run S30 and L30 as two series, or rename each "
-                        "file's bands by role (blue, green, red, nir, swir16, swir22) and give those names")
+                        "thing at some dates and another at the others. Run S30 and L30 as two series, put their files in one "
+                        "folder (read under S30's band names, HLS L30's B05 as B8A), or rename each file's bands by role "
+                        "(blue, green, red, nir, swir16, swir22) and give those names")
     if tm and oli and numbered:
         raise BandError(f"the series mixes Landsat 4-7 ({', '.join(tm)}) and Landsat 8-9 ({', '.join(oli)}) dates, whose band "
                         f"numbers name different bands (SR_B4 is near-infrared on TM and ETM+, red on OLI): bands "

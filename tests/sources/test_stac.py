@@ -434,3 +434,49 @@ def test_the_fmask_of_hls_items_is_read_by_its_bit_flags(tmp_path):
     q = cube["quality"].sel(x=slice(left, left + 440), y=slice(top, top - 400)).values
     assert (q[:, :8] == Quality.CLOUD).all() and (q[:, 8:12, :10] == Quality.WATER).all()
     assert (q[:, 12:] == Quality.CLEAR).all()
+
+
+def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
+    """NASA's CMR-STAC serves HLS S30 and L30 items of one tile, harmonised to be used together, whose band
+    numbers name different bands (L30's B05 is the near infrared, S30's a red edge): read together under S30's
+    names, the bands on every item kept; angle layers and L30's thermal B10/B11 are no bands."""
+    from changescout.sources.registry import check_band_numbering
+
+    catalog = pystac.Catalog("hls", "an HLS series of both sensors")
+    keys = {"S30": ("B02", "B03", "B04", "B05", "B8A", "SAA"), "L30": ("B02", "B03", "B04", "B05", "B10", "B11", "SZA")}
+    nir = {}
+    for t, (product, day) in enumerate((("S30", 61), ("L30", 69), ("S30", 81), ("L30", 89))):
+        item_id = f"HLS.{product}.T31TCJ.2020{day:03d}T105031.v2.0"
+        when = datetime(2020, 1, 1, 10, 53, tzinfo=timezone.utc) + pd.Timedelta(days=day - 1)
+        item = pystac.Item(item_id, geometry=None, bbox=None, datetime=when, properties={})
+        data = ms.scene(t, n_bands=len(keys[product]))
+        for b, key in enumerate(keys[product]):
+            path = ms.write_geotiff(tmp_path / "assets" / item_id / f"{key}.tif", data[b:b + 1], nodata=-9999)
+            item.add_asset(key, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+        nir[t] = data[keys[product].index("B8A" if product == "S30" else "B05")]
+        flags = np.full((1, *ms.SHAPE), 64, np.uint8)
+        path = ms.write_geotiff(tmp_path / "assets" / item_id / "Fmask.tif", flags, nodata=255)
+        item.add_asset("Fmask", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(tmp_path / "hls"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    cube = open_series(tmp_path / "hls", patch_size=16)
+    assert list(cube["band"].values) == ["B02", "B03", "B04", "B8A"]  # S30's red edge B05 is on no L30 item
+    assert "L30 B05 -> B8A" in cube.attrs["band_harmonisation"] and "left out: B05" in cube.attrs["band_harmonisation"]
+    left, top = ms.ORIGIN
+    here = cube.sel(band="B8A", x=slice(left, left + 10 * ms.SHAPE[1]), y=slice(top, top - 10 * ms.SHAPE[0]))
+    for t in range(4):  # each item's near infrared: S30's B8A, L30's B05
+        np.testing.assert_allclose(here.values[t], nir[t] / 10000, rtol=1e-6)
+    picked = open_series(tmp_path / "hls", bands=["B04", "B8A"], patch_size=16)
+    assert list(picked["band"].values) == ["B04", "B8A"]
+    with pytest.raises(SourceError, match=r"\(HLS L30, read under S30's band names\) has no band \['B05'\]"):
+        open_series(tmp_path / "hls", bands=["B04", "B05"], patch_size=16)
+    # L30 alone: its own numbers, without its thermal bands and angles
+    for item in list(catalog.get_items()):
+        if item.id.startswith("HLS.S30"):
+            catalog.remove_item(item.id)
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    l30 = open_series(tmp_path / "hls", patch_size=16)
+    assert list(l30["band"].values) == ["B02", "B03", "B04", "B05"]
+    check_band_numbering(l30)

@@ -16,8 +16,10 @@ so are tiles of one date that say different processing baselines (radiometry rea
 
 An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their asset keys: those with the
 ``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
-Computer's Sentinel-2), without thumbnails, overviews, true-colour images, multi-band assets and Sentinel-2's
-aerosol and water-vapour layers. ``bands`` (``--bands``) selects them by asset key, by the band name their
+Computer's Sentinel-2), without thumbnails, overviews, true-colour images, multi-band assets, Sentinel-2's
+aerosol and water-vapour layers, angle layers (``SAA``, ``SZA``, ``VAA``, ``VZA``) and the thermal ``B10`` and ``B11``
+of HLS L30 items. HLS S30 and L30 items together are read under S30's band names, the bands on every item kept,
+as a folder of their files is (:mod:`.geotiff`; the cube's ``band_harmonisation`` says so). ``bands`` (``--bands``) selects them by asset key, by the band name their
 ``eo:bands``/``bands`` give (``B04``, ``SR_B4``) or by common name (``red``: where one asset has it). Of two
 assets of one band (Earth Search's ``red`` and ``red-jp2``) the GeoTIFF is read. Every item must hold the
 bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date's quality mask, read by the
@@ -59,7 +61,8 @@ _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 _NOT_BANDS = {"thumbnail", "overview", "visual", "metadata"}
 #: Asset keys of raster layers that are not reflectance (Sentinel-2 L2A aerosol optical thickness, water vapour,
 #: the true-colour image).
-_AUXILIARY = {"aot", "wvp", "tci", "visual"}
+_AUXILIARY = {"aot", "wvp", "tci", "visual", "saa", "sza", "vaa", "vza"}  # (the last: HLS's and Landsat's angles)
+_HLS_ITEM = re.compile(r"^HLS\.([SL])30\.", re.I)
 _STAC_TYPES = {"Catalog", "Collection", "FeatureCollection", "Feature"}
 
 
@@ -95,8 +98,18 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     items = load_items(root)
     scenes, names = [], None
     dated, repeated = _newest(_by_date(items, root))
-    for time, item in ((time, item) for time, group in dated.items() for item in group):
-        these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None)
+    pairs = [(time, item) for time, group in dated.items() for item in group]
+    # HLS S30 and L30 items together: read under S30's band names (sources.geotiff.HLS_L30_AS_S30)
+    products = [(m.group(1).upper() + "30") if (m := _HLS_ITEM.match(str(item.id))) else None for _, item in pairs]
+    harmonised = {"S30", "L30"} <= set(products)
+    left_out: list[str] = []
+    if harmonised and bands is None:  # the bands on every item, in S30's order
+        named = [_bands(item, None, root, False, p == "L30")[0] for (_, item), p in zip(pairs, products)]
+        bands = [b for b in named[products.index("S30")] if all(b in n for n in named)]
+        left_out = sorted({b for n in named for b in n} - set(bands))
+    for (time, item), product in zip(pairs, products):
+        these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None,
+                                                    harmonised and product == "L30")
         if names is None:
             names = these
         elif these != names:
@@ -124,6 +137,10 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     cube = cube.assign_coords(coords)
     if repeated:
         cube.attrs["repeated_items"] = repeated
+    if harmonised:
+        cube.attrs["band_harmonisation"] = (
+            "HLS S30 and L30 items read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
+            "B09 -> B10)" + (f"; bands not on every item left out: {', '.join(left_out)}" if left_out else ""))
     return cube
 
 
@@ -328,10 +345,23 @@ def _stem(key: str) -> str:
     return re.sub(r"[-_](?:jp2|cog|tif)$", "", key, flags=re.I)
 
 
-def _bands(item, wanted, root: Path, own_scaling: bool):
+def _bands(item, wanted, root: Path, own_scaling: bool, as_s30: bool = False):
     """``(band names, layers, (mask name, mask layer) or None, (scale, offset) or None)`` of one item; without
-    ``own_scaling`` (the user gave scale_factor or offset) the item's scaling is not read."""
+    ``own_scaling`` (the user gave scale_factor or offset) the item's scaling is not read. HLS L30 items leave
+    out their thermal B10 and B11; with ``as_s30``, an L30 item's bands are named (and ``wanted`` read) as
+    S30 names them (:data:`changescout.sources.geotiff.HLS_L30_AS_S30`)."""
+    from .geotiff import HLS_L30_AS_S30
+
     rasters = {k: a for k, a in item.assets.items() if _is_raster(a) and not (set(a.roles or ()) & _NOT_BANDS)}
+    if str(item.id).upper().startswith("HLS.L30."):  # (L30's B10 and B11 are thermal: S30's are cirrus and SWIR)
+        rasters = {k: a for k, a in rasters.items() if _stem(k).upper() not in ("B10", "B11")}
+    if as_s30 and wanted is not None:
+        back = {s30: l30 for l30, s30 in HLS_L30_AS_S30.items()}
+        unknown = [w for w in wanted if w.upper() not in back and not is_mask_name(w)]
+        if unknown:
+            raise SourceError(f"item {item.id!r} (HLS L30, read under S30's band names) has no band {unknown}: L30 has "
+                              f"{', '.join(sorted(back))} of S30's", root)
+        wanted = [back.get(w.upper(), w) for w in wanted]
     masks = [k for k, a in rasters.items()
              if is_mask_name(_stem(k)) or any(is_mask_name(b.get("name", "")) for b in _band_info(a))]
     # the mask whose name says its convention, a GeoTIFF before its twin of another format
@@ -348,6 +378,8 @@ def _bands(item, wanted, root: Path, own_scaling: bool):
     if not chosen:
         raise SourceError(f"item {item.id!r} has no reflectance asset (its assets: {list(item.assets)})", root)
     names = check_band_names(chosen, root, "the asset keys")
+    if as_s30:
+        names = [HLS_L30_AS_S30.get(n.upper(), n) for n in names]
     layers = [Layer(_href(item, k, rasters[k], root), 1) for k in chosen]
     mask_layer = (mask, Layer(_href(item, mask, rasters[mask], root), 1)) if mask is not None else None
     scaling = _scaling(item, [rasters[k] for k in chosen], root) if own_scaling else None

@@ -1099,8 +1099,22 @@ def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(
     assert (footprint(both).quality.values[:, 0:4, 0:6] == Quality.CLOUD).all()  # the Fmask of both, as HLS flags
     picked = open_series(tmp_path / "S30", bands=["B04", "B8A"], patch_size=4)  # --bands by S30's names
     assert list(picked["band"].values) == ["B04", "B8A"]
-    with pytest.raises(SourceError, match=r"has no band\(s\) \['B05'\]"):  # a red edge L30 has not
-        open_series(tmp_path / "S30", bands=["B04", "B05"], patch_size=4)
+    with pytest.raises(SourceError, match=r"--bands \['B05'\]: not on every date .* read under S30's band names "
+                                          r".*the bands both have: B02, B03, B04, B8A \(L30's B05 is B8A\)"):
+        open_series(tmp_path / "S30", bands=["B04", "B05"], patch_size=4)  # a red edge L30 has not
+    # a date that lacks a band its product's other dates have is refused, not a band taken off every date (a review:
+    # one S30 date without B04 lost the red band of the series)
+    lost = next((tmp_path / "S30").glob("HLS.S30.*2020101*.B04.tif"))
+    lost.rename(tmp_path / lost.name)
+    with pytest.raises(SourceError, match=r"2020101.*has bands \['B02', 'B03', 'B05', 'B8A'\] but .* \(it lacks \['B04'\]\); "
+                                          r"every HLS S30 date needs the same bands"):
+        open_series(tmp_path / "S30", patch_size=4)
+    (tmp_path / lost.name).rename(lost)
+    # an unfinished granule folder (its angles only) is named, not a date silently lost (a review)
+    granule = tmp_path / "S30" / "HLS.L30.T31TCJ.2020141T105031.v2.0"
+    ms.write_geotiff(granule / f"{granule.name}.SAA.tif", ms.scene(0, n_bands=1), nodata=-9999)
+    with pytest.raises(SourceError, match=r"HLS.L30.T31TCJ.2020141T105031.v2.0: is a product folder that holds only auxiliary"):
+        open_series(tmp_path / "S30", patch_size=4)
     # the same dates as a datacube of band numbers, not the folder: still refused (B05 means two bands)
     both.attrs.pop("band_harmonisation")
     both = both.assign_coords(band=["B02", "B03", "B04", "B05"])

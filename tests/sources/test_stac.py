@@ -472,6 +472,14 @@ def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
     assert list(picked["band"].values) == ["B04", "B8A"]
     with pytest.raises(SourceError, match=r"\(HLS L30, read under S30's band names\) has no band \['B05'\]"):
         open_series(tmp_path / "hls", bands=["B04", "B05"], patch_size=16)
+    # an item without a band the other items of its product have is refused, not the band taken off the series
+    first = next(i for i in catalog.get_items() if i.id.startswith("HLS.S30"))
+    red = first.assets.pop("B04")
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    with pytest.raises(SourceError, match=r"item 'HLS.S30.T31TCJ.2020081.* but item 'HLS.S30.T31TCJ.2020061.* "
+                                          r"\(it has \['B04'\] more\); every HLS S30 date"):
+        open_series(tmp_path / "hls", patch_size=16)
+    first.add_asset("B04", red)
     # L30 alone: its own numbers, without its thermal bands and angles
     for item in list(catalog.get_items()):
         if item.id.startswith("HLS.S30"):

@@ -29,9 +29,10 @@ NASA's HLS v2 delivers Sentinel-2 dates (``HLS.S30...``) and Landsat 8-9 dates (
 harmonised to be used together, but numbers their bands as each sensor does (L30's ``B05`` is the near
 infrared, S30's a red edge). A folder of both is read under S30's names: L30's ``B01``-``B04`` as they are,
 ``B05`` as ``B8A`` (both the narrow near infrared HLS harmonises), ``B06`` as ``B11``, ``B07`` as ``B12`` and its
-cirrus ``B09`` as ``B10`` (:data:`HLS_L30_AS_S30`), and only the bands on every date are kept (S30's red edges and
-broad near infrared are left out; ``--bands`` picks among the shared ones by their S30 names). The cube's
-``band_harmonisation`` attribute says so.
+cirrus ``B09`` as ``B10`` (:data:`HLS_L30_AS_S30`), and only the bands both products have are kept (S30's red edges,
+broad near infrared and water vapour are left out; ``--bands`` picks among the shared ones by their S30 names). A
+date that lacks a band the other dates of its product have is refused, as in a folder of one product. The cube's
+``band_harmonisation`` attribute says so. A folder that mixes HLS with other products is not read so.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from rasterio.warp import transform_bounds
 
 from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import ACCEPTED_PATTERNS, impossible_date, parse_date, to_times
+from .dates import ACCEPTED_PATTERNS, HLS_NAME, impossible_date, parse_date, to_times
 from .masks import convention_for, infer_convention, is_mask_name, lookup_table
 from .warp import Layer, Scene, as_grid, open_scenes, probe
 
@@ -99,13 +100,11 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     groups = _groups(root, [f for f in files if f not in ignored])
     times = _times(groups, dates, root)
     products = [_hls_product(files) for files in groups.values()]
-    harmonised = {"S30", "L30"} <= set(products)  # (HLS S30 and L30 dates: read under S30's band names)
+    harmonised = set(products) == {"S30", "L30"}  # (HLS S30 and L30 dates alone: read under S30's band names)
     renames = [HLS_L30_AS_S30 if harmonised and p == "L30" else None for p in products]
     left_out: list[str] = []
-    if harmonised and bands is None:  # the bands every date has, in S30's order
-        named = [_bands_of(files, None, root, rename)[0] for files, rename in zip(groups.values(), renames)]
-        bands = [b for b in named[products.index("S30")] if all(b in n for n in named)]
-        left_out = sorted({b for n in named for b in n} - set(bands), key=_band_order)
+    if harmonised:
+        bands, left_out = _hls_bands(groups, products, renames, bands, root)
     per_date = [_bands_of(files, bands, root, rename) for files, rename in zip(groups.values(), renames)]
     ref_names, ref_file = per_date[0][0], next(iter(groups.values()))[0]
     for (names, _, _), files in zip(per_date, groups.values()):
@@ -219,7 +218,7 @@ def _check_products_have_images(folders: list[Path], images: list[Path], ignored
     holding = {q for f in images for q in f.parents}
     for here in folders[1:]:  # (the first is the source folder itself)
         name = here.name[:-5] if here.name.upper().endswith(".SAFE") else here.name
-        if is_product_name(name) and here not in holding and not any(p in holding and is_product_name(p.name) for p in here.parents):
+        if (is_product_name(name) or HLS_NAME.search(name)) and here not in holding and not any(p in holding and is_product_name(p.name) for p in here.parents):
             kept = [f.name for f in ignored if here in f.parents]
             what = f"only auxiliary layers ({', '.join(kept[:2])}{', ...' if len(kept) > 2 else ''})" if kept else "no image"
             raise SourceError(f"is a product folder that holds {what}: no reflectance image, so its date would be left out "
@@ -291,6 +290,47 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
 def _date_of(file: Path, root: Path):
     names = [split_band_suffix(file.stem)[0], *(p.name for p in file.relative_to(root).parents if p.name)]
     return next((t for t in map(parse_date, names) if t is not None), None)
+
+
+def _hls_bands(groups: dict, products: list, renames: list, wanted, root: Path) -> tuple[list[str], list[str]]:
+    """``(bands to read, bands left out)`` of a folder of HLS S30 and L30 dates (L30's under S30's names): the
+    bands both products have (or the ``wanted`` ones, which they must both have), in S30's order. A date that
+    lacks a band the other dates of its product have is refused, as a folder of one product refuses it: only
+    what one product never has is left out (a review: one S30 date without its B04 took the red band off the
+    whole series)."""
+    named = [_bands_of(files, None, root, rename)[0] for files, rename in zip(groups.values(), renames)]
+    files = [fs[0] for fs in groups.values()]
+    both, left_out = hls_shared_bands(named, products, [f.name for f in files], lambda i: files[i])
+    if wanted is not None:
+        wanted = check_band_names(wanted, root, "--bands")
+        lacking = [b for b in wanted if not is_mask_name(b) and b not in both]
+        if lacking:
+            own = {v: k for k, v in HLS_L30_AS_S30.items()}
+            raise SourceError(f"--bands {lacking}: not on every date of this folder of HLS S30 and L30 dates, read under "
+                              f"S30's band names (L30's B05 as B8A, B06 as B11, B07 as B12, B09 as B10); the bands both "
+                              f"have: {', '.join(both)}" + (f" (L30's {', '.join(own[b] + ' is ' + b for b in both if own.get(b, b) != b)})"
+                                                            if any(own.get(b, b) != b for b in both) else ""), root)
+        return list(wanted), []
+    return both, left_out
+
+
+def hls_shared_bands(named: list[list[str]], products: list, labels: list[str], where) -> tuple[list[str], list[str]]:
+    """``(the bands both HLS products have, in S30's order; the others)`` from each date's band names (L30's
+    under S30's names) and product (``"S30"``/``"L30"``); a :class:`SourceError` at ``where(i)`` for a date ``i``
+    whose bands differ from the first date of its product's (named by ``labels``)."""
+    shared = {}
+    for product in ("S30", "L30"):
+        mine = [i for i, p in enumerate(products) if p == product]
+        first = mine[0]
+        for i in mine[1:]:
+            missing, more = [n for n in named[first] if n not in named[i]], [n for n in named[i] if n not in named[first]]
+            if missing or more:
+                which = "; ".join([*([f"it lacks {missing}"] if missing else []), *([f"it has {more} more"] if more else [])])
+                raise SourceError(f"{labels[i]} has bands {named[i]} but {labels[first]} has {named[first]} ({which}); every "
+                                  f"HLS {product} date needs the same bands", where(i))
+        shared[product] = named[first]
+    both = [b for b in shared["S30"] if b in shared["L30"]]
+    return both, sorted({b for n in named for b in n} - set(both), key=_band_order)
 
 
 def _bands_of(files: list[Path], bands, root: Path, rename: dict | None = None):

@@ -180,8 +180,8 @@ def check_band_numbering(cube) -> None:
         raise BandError(f"the series mixes HLS S30 (Sentinel-2) and L30 (Landsat 8-9) dates, whose band numbers name "
                         f"different bands (B05 is a red edge on S30, the near infrared on L30; B8A and B12 are S30's "
                         f"only): bands {', '.join(numbered[:4])}{', ...' if len(numbered) > 4 else ''} would mean one "
-                        "thing at some dates and another at the others. Run S30 and L30 as two series, read them as a folder of "
-                        "their files or as their STAC items (under S30's band names, L30's B05 as B8A), or rename each file's bands by role "
+                        "thing at some dates and another at the others. Run them as two series (HLS's own S30 and L30 files, alone in a "
+                        "folder, or their STAC items, are read together under S30's band names, L30's B05 as B8A), or rename each file's bands by role "
                         "(blue, green, red, nir, swir16, swir22) and give those names")
     if tm and oli and numbered:
         raise BandError(f"the series mixes Landsat 4-7 ({', '.join(tm)}) and Landsat 8-9 ({', '.join(oli)}) dates, whose band "

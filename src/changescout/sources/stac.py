@@ -103,10 +103,12 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     products = [(m.group(1).upper() + "30") if (m := _HLS_ITEM.match(str(item.id))) else None for _, item in pairs]
     harmonised = {"S30", "L30"} <= set(products)
     left_out: list[str] = []
-    if harmonised and bands is None:  # the bands on every item, in S30's order
+    harmonised = harmonised and None not in products  # (HLS with other products: not read so)
+    if harmonised and bands is None:  # the bands both products have, in S30's order; an incomplete item is refused
+        from .geotiff import hls_shared_bands
+
         named = [_bands(item, None, root, False, p == "L30")[0] for (_, item), p in zip(pairs, products)]
-        bands = [b for b in named[products.index("S30")] if all(b in n for n in named)]
-        left_out = sorted({b for n in named for b in n} - set(bands))
+        bands, left_out = hls_shared_bands(named, products, [f"item {item.id!r}" for _, item in pairs], lambda i: root)
     for (time, item), product in zip(pairs, products):
         these, layers, mask_layer, scaling = _bands(item, bands, root, scale_factor is None and offset is None,
                                                     harmonised and product == "L30")

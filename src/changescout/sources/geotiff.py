@@ -144,7 +144,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     if harmonised:
         cube.attrs["band_harmonisation"] = (
             "HLS S30 and L30 dates read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
-            "B09 -> B10)" + (f"; bands not on every date left out: {', '.join(left_out)}" if left_out else ""))
+            "B09 -> B10)" + (f"; bands one of the two has not, left out: {', '.join(left_out)}" if left_out else ""))
     return cube
 
 

@@ -60,10 +60,21 @@ def _catalog(root, dates=ms.DATES, **kw):
     catalog = pystac.Catalog("s2", "a Sentinel-2 series")
     for t, date in enumerate(dates):
         catalog.add_item(_item(root / "assets", t, date, **kw))
+    return _save(catalog, root)
+
+
+def _save(catalog, root):
+    """``catalog`` saved self-contained (relative hrefs) under ``root``."""
     catalog.normalize_hrefs(str(root))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     return root
+
+
+def _add_fmask(item, folder, flags):
+    """An HLS ``Fmask`` asset of bit flags ``flags (1, h, w)`` to ``item``."""
+    path = ms.write_geotiff(folder / item.id / "Fmask.tif", flags, nodata=255)
+    item.add_asset("Fmask", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
 
 
 def test_a_static_catalog_reads_as_a_series_of_its_items_with_their_masks_and_offsets(tmp_path):
@@ -423,13 +434,9 @@ def test_the_fmask_of_hls_items_is_read_by_its_bit_flags(tmp_path):
         flags = np.full((1, *ms.SHAPE), 64, np.uint8)
         flags[0, :8] = 66  # cloud
         flags[0, 8:12, :10] = 96  # water
-        path = ms.write_geotiff(tmp_path / "assets" / item.id / "Fmask.tif", flags, nodata=255)
-        item.add_asset("Fmask", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+        _add_fmask(item, tmp_path / "assets", flags)
         catalog.add_item(item)
-    catalog.normalize_hrefs(str(tmp_path / "hls"))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(pystac.CatalogType.SELF_CONTAINED)
-    cube = open_series(tmp_path / "hls", patch_size=16)
+    cube = open_series(_save(catalog, tmp_path / "hls"), patch_size=16)
     left, top = ms.ORIGIN
     q = cube["quality"].sel(x=slice(left, left + 440), y=slice(top, top - 400)).values
     assert (q[:, :8] == Quality.CLOUD).all() and (q[:, 8:12, :10] == Quality.WATER).all()
@@ -454,14 +461,9 @@ def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
             path = ms.write_geotiff(tmp_path / "assets" / item_id / f"{key}.tif", data[b:b + 1], nodata=-9999)
             item.add_asset(key, pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
         nir[t] = data[keys[product].index("B8A" if product == "S30" else "B05")]
-        flags = np.full((1, *ms.SHAPE), 64, np.uint8)
-        path = ms.write_geotiff(tmp_path / "assets" / item_id / "Fmask.tif", flags, nodata=255)
-        item.add_asset("Fmask", pystac.Asset(str(path), media_type=pystac.MediaType.COG, roles=["data"]))
+        _add_fmask(item, tmp_path / "assets", np.full((1, *ms.SHAPE), 64, np.uint8))
         catalog.add_item(item)
-    catalog.normalize_hrefs(str(tmp_path / "hls"))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(pystac.CatalogType.SELF_CONTAINED)
-    cube = open_series(tmp_path / "hls", patch_size=16)
+    cube = open_series(_save(catalog, tmp_path / "hls"), patch_size=16)
     assert list(cube["band"].values) == ["B02", "B03", "B04", "B8A"]  # S30's red edge B05 is on no L30 item
     assert "L30 B05 -> B8A" in cube.attrs["band_harmonisation"] and "left out: B05" in cube.attrs["band_harmonisation"]
     left, top = ms.ORIGIN

@@ -750,6 +750,10 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
                      f"(highest baseline, then latest update): {', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}")
     if harmonised := cube.attrs.get("band_harmonisation"):  # HLS S30 and L30 dates in one folder
         notes.append(f"note: {harmonised}")
+    if second := cube.attrs.get("hls_second_sensor"):  # one image a date: the S30 one where both sensors saw it
+        second = list(np.atleast_1d(second))
+        notes.append(f"note: {len(second)} HLS L30 image(s) share their date and tile with an S30 image and are left out "
+                     f"for it (one image a date): {', '.join(second[:3])}{', ...' if len(second) > 3 else ''}")
     if ignored := cube.attrs.get("ignored_files"):
         notes.append(f"left out {len(ignored)} file(s) of auxiliary layers, not reflectance ({', '.join(ignored[:3])}"
                      f"{', ...' if len(ignored) > 3 else ''})")

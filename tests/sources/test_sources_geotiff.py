@@ -1110,6 +1110,17 @@ def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(
                                           r"every HLS S30 date needs the same bands"):
         open_series(tmp_path / "S30", patch_size=4)
     (tmp_path / lost.name).rename(lost)
+    # an L30 image of the date and tile of an S30 image: left out for it, and said (a review: refused as one scene twice)
+    twin = "HLS.L30.T31TCJ.2020061T104031.v2.0"
+    for band in ("B02", "B03", "B04", "B05"):
+        ms.write_geotiff(tmp_path / "S30" / f"{twin}.{band}.tif", ms.scene(5, n_bands=1), nodata=-9999)
+    with_twin = open_series(tmp_path / "S30", patch_size=4)
+    assert len(with_twin["time"]) == 4 and [Path(n).name for n in with_twin.attrs["hls_second_sensor"]] == [f"{twin}.B02.tif"]
+    np.testing.assert_allclose(with_twin.sel(band="B8A").values[0], s30_nir[0])  # the S30 image is read
+    assert any("1 HLS L30 image(s) share their date and tile with an S30 image" in n
+               for n in input_notes(with_twin, {}, _grid_of(with_twin), given_grid=True))
+    for f in (tmp_path / "S30").glob(f"{twin}.*"):
+        f.unlink()
     # an unfinished granule folder (its angles only) is named, not a date silently lost (a review)
     granule = tmp_path / "S30" / "HLS.L30.T31TCJ.2020141T105031.v2.0"
     ms.write_geotiff(granule / f"{granule.name}.SAA.tif", ms.scene(0, n_bands=1), nodata=-9999)

@@ -472,6 +472,16 @@ def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
         np.testing.assert_allclose(here.values[t], nir[t] / 10000, rtol=1e-6)
     picked = open_series(tmp_path / "hls", bands=["B04", "B8A"], patch_size=16)
     assert list(picked["band"].values) == ["B04", "B8A"]
+    # by common name too, as on one product's items: an L30 item's nir08 is its B05 (a review: refused)
+    for item in catalog.get_items():
+        for key, asset in item.assets.items():
+            common = {"B04": "red", "B8A": "nir08"} if item.id.startswith("HLS.S30") else {"B04": "red", "B05": "nir08"}
+            if key in common:
+                asset.extra_fields["eo:bands"] = [{"name": key, "common_name": common[key]}]
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    by_common = open_series(tmp_path / "hls", bands=["red", "nir08"], patch_size=16)
+    assert list(by_common["band"].values) == ["B04", "B8A"]
+    np.testing.assert_allclose(by_common.sel(band="B8A").values, picked.sel(band="B8A").values)
     with pytest.raises(SourceError, match=r"\(HLS L30, read under S30's band names\) has no band \['B05'\]"):
         open_series(tmp_path / "hls", bands=["B04", "B05"], patch_size=16)
     # an item without a band the other items of its product have is refused, not the band taken off the series
@@ -482,6 +492,16 @@ def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
                                           r"\(it has \['B04'\] more\); every HLS S30 date"):
         open_series(tmp_path / "hls", patch_size=16)
     first.add_asset("B04", red)
+    # an L30 item of a date and tile an S30 item has: left out for it, and said (a review: taken for a reprocessing
+    # of the S30 item when acquired within minutes, refused as one scene twice otherwise)
+    twin = next(i for i in catalog.get_items() if i.id.startswith("HLS.L30")).clone()
+    twin.id = "HLS.L30.T31TCJ.2020061T104031.v2.0"
+    twin.datetime = datetime(2020, 3, 1, 10, 40, tzinfo=timezone.utc)
+    catalog.add_item(twin)
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    cube = open_series(tmp_path / "hls", patch_size=16)
+    assert len(cube["time"]) == 4 and list(cube.attrs["hls_second_sensor"]) == [twin.id]
+    catalog.remove_item(twin.id)
     # L30 alone: its own numbers, without its thermal bands and angles
     for item in list(catalog.get_items()):
         if item.id.startswith("HLS.S30"):

@@ -31,8 +31,10 @@ infrared, S30's a red edge). A folder of both is read under S30's names: L30's `
 ``B05`` as ``B8A`` (both the narrow near infrared HLS harmonises), ``B06`` as ``B11``, ``B07`` as ``B12`` and its
 cirrus ``B09`` as ``B10`` (:data:`HLS_L30_AS_S30`), and only the bands both products have are kept (S30's red edges,
 broad near infrared and water vapour are left out; ``--bands`` picks among the shared ones by their S30 names). A
-date that lacks a band the other dates of its product have is refused, as in a folder of one product. The cube's
-``band_harmonisation`` attribute says so. A folder that mixes HLS with other products is not read so.
+date that lacks a band the other dates of its product have is refused, as in a folder of one product, and an
+L30 image that shares its date and tile with an S30 image is left out for it (:func:`hls_second_sensor`). The
+cube's ``band_harmonisation`` and ``hls_second_sensor`` attributes say so. A folder that mixes HLS with other
+products is not read so.
 """
 
 from __future__ import annotations
@@ -72,6 +74,18 @@ _AUXILIARY = re.compile(
 HLS_L30_AS_S30 = {"B01": "B01", "B02": "B02", "B03": "B03", "B04": "B04", "B05": "B8A", "B06": "B11", "B07": "B12",
                   "B09": "B10"}
 _HLS_PRODUCT = re.compile(r"(?<![A-Z0-9])HLS\.([SL])30\.", re.I)
+_HLS_TILE = re.compile(r"(?<![A-Z0-9])HLS\.[SL]30\.(T\d{2}[A-Z]{3})\.", re.I)
+
+
+def hls_second_sensor(times, names: list[str], products: list) -> list[bool]:
+    """Which dates to keep of HLS S30 and L30 ones (``names``: their file or item names): an L30 image that
+    shares its date and tile with an S30 image is left out for it. A series holds one image a date (its tiles
+    mosaicked), and the two sensors' images of one day are two acquisitions of the same ground, which were
+    refused as one scene twice, or, acquired within minutes, one taken for a reprocessing of the other (a
+    review)."""
+    tile = [(m.group(1).upper() if (m := _HLS_TILE.search(n)) else None) for n in names]
+    s30 = {(pd.Timestamp(t), k) for t, k, p in zip(times, tile, products) if p == "S30"}
+    return [not (p == "L30" and (pd.Timestamp(t), k) in s30) for t, k, p in zip(times, tile, products)]
 
 
 def _hls_product(files: list[Path]) -> str | None:
@@ -101,6 +115,11 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     times = _times(groups, dates, root)
     products = [_hls_product(files) for files in groups.values()]
     harmonised = set(products) == {"S30", "L30"}  # (HLS S30 and L30 dates alone: read under S30's band names)
+    second: list[str] = []
+    if harmonised and not all(keep := hls_second_sensor(times, [fs[0].name for fs in groups.values()], products)):
+        second = [_name(fs[0], root) for fs, k in zip(groups.values(), keep) if not k]
+        groups = {key: fs for (key, fs), k in zip(groups.items(), keep) if k}
+        times, products = [t for t, k in zip(times, keep) if k], [p for p, k in zip(products, keep) if k]
     renames = [HLS_L30_AS_S30 if harmonised and p == "L30" else None for p in products]
     left_out: list[str] = []
     if harmonised:
@@ -141,9 +160,17 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
                        scale_factor=scale_factor, offset=offset, level=level)
     if ignored:
         cube.attrs["ignored_files"] = [_name(f, root) for f in ignored]
+    return hls_attrs(cube, harmonised, left_out, second, "dates")
+
+
+def hls_attrs(cube, harmonised: bool, left_out: list[str], second: list[str], what: str):
+    """``cube`` with the attributes that say how HLS S30 and L30 ``what`` (dates, items) were read together:
+    ``band_harmonisation`` (and the bands left out) and ``hls_second_sensor`` (the L30 ones left out)."""
+    if second:
+        cube.attrs["hls_second_sensor"] = second
     if harmonised:
         cube.attrs["band_harmonisation"] = (
-            "HLS S30 and L30 dates read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
+            f"HLS S30 and L30 {what} read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
             "B09 -> B10)" + (f"; bands one of the two has not, left out: {', '.join(left_out)}" if left_out else ""))
     return cube
 
@@ -326,8 +353,9 @@ def hls_shared_bands(named: list[list[str]], products: list, labels: list[str], 
             missing, more = [n for n in named[first] if n not in named[i]], [n for n in named[i] if n not in named[first]]
             if missing or more:
                 which = "; ".join([*([f"it lacks {missing}"] if missing else []), *([f"it has {more} more"] if more else [])])
+                how = " (L30's under S30's names: B8A is its B05, B11 its B06, B12 its B07, B10 its B09)" if product == "L30" else ""
                 raise SourceError(f"{labels[i]} has bands {named[i]} but {labels[first]} has {named[first]} ({which}); every "
-                                  f"HLS {product} date needs the same bands", where(i))
+                                  f"HLS {product} date needs the same bands{how}", where(i))
         shared[product] = named[first]
     both = [b for b in shared["S30"] if b in shared["L30"]]
     return both, sorted({b for n in named for b in n} - set(both), key=_band_order)

@@ -18,8 +18,10 @@ An item's bands are its raster assets (GeoTIFF, COG, JPEG 2000), named by their 
 ``reflectance`` role when any has it (Landsat Collection 2, Earth Search), else the ``data`` ones (Planetary
 Computer's Sentinel-2), without thumbnails, overviews, true-colour images, multi-band assets, Sentinel-2's
 aerosol and water-vapour layers, angle layers (``SAA``, ``SZA``, ``VAA``, ``VZA``) and the thermal ``B10`` and ``B11``
-of HLS L30 items. HLS S30 and L30 items together are read under S30's band names, the bands on every item kept,
-as a folder of their files is (:mod:`.geotiff`; the cube's ``band_harmonisation`` says so). ``bands`` (``--bands``) selects them by asset key, by the band name their
+of HLS L30 items. HLS S30 and L30 items together are read under S30's band names, the bands both products have
+kept (an item lacking a band the other items of its product have is refused), and an L30 item that shares its
+date and tile with an S30 item left out for it, as a folder of their files is read (:mod:`.geotiff`; the cube's
+``band_harmonisation`` and ``hls_second_sensor`` say so). ``bands`` (``--bands``) selects them by asset key, by the band name their
 ``eo:bands``/``bands`` give (``B04``, ``SR_B4``) or by common name (``red``: where one asset has it). Of two
 assets of one band (Earth Search's ``red`` and ``red-jp2``) the GeoTIFF is read. Every item must hold the
 bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date's quality mask, read by the
@@ -97,10 +99,12 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     root = _root_file(Path(path))
     items = load_items(root)
     scenes, names = [], None
-    dated, repeated = _newest(_by_date(items, root))
+    by_date = _by_date(items, root)
+    second = _hls_second_sensor(by_date)
+    dated, repeated = _newest(by_date)
     pairs = [(time, item) for time, group in dated.items() for item in group]
     # HLS S30 and L30 items together: read under S30's band names (sources.geotiff.HLS_L30_AS_S30)
-    products = [(m.group(1).upper() + "30") if (m := _HLS_ITEM.match(str(item.id))) else None for _, item in pairs]
+    products = [_hls_product(item) for _, item in pairs]
     harmonised = {"S30", "L30"} <= set(products)
     left_out: list[str] = []
     harmonised = harmonised and None not in products  # (HLS with other products: not read so)
@@ -139,11 +143,30 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     cube = cube.assign_coords(coords)
     if repeated:
         cube.attrs["repeated_items"] = repeated
-    if harmonised:
-        cube.attrs["band_harmonisation"] = (
-            "HLS S30 and L30 items read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
-            "B09 -> B10)" + (f"; bands one of the two has not, left out: {', '.join(left_out)}" if left_out else ""))
-    return cube
+    from .geotiff import hls_attrs
+
+    return hls_attrs(cube, harmonised, left_out, second, "items")
+
+
+def _hls_product(item) -> str | None:
+    """``"S30"``, ``"L30"`` or None: the HLS product an item is of (by its id)."""
+    m = _HLS_ITEM.match(str(item.id))
+    return m.group(1).upper() + "30" if m else None
+
+
+def _hls_second_sensor(by_date: dict) -> list[str]:
+    """Where HLS S30 and L30 items are read together, the L30 items that share their date and tile with an S30
+    item, taken out of ``by_date`` (in place) and returned by id (:func:`.geotiff.hls_second_sensor`)."""
+    from .geotiff import hls_second_sensor
+
+    if {_hls_product(i) for group in by_date.values() for i in group} != {"S30", "L30"}:  # (as open reads them)
+        return []
+    left = []
+    for time, group in by_date.items():
+        keep = hls_second_sensor([time] * len(group), [str(i.id) for i in group], [_hls_product(i) for i in group])
+        left += [str(i.id) for i, k in zip(group, keep) if not k]
+        by_date[time] = [i for i, k in zip(group, keep) if k]
+    return left
 
 
 def _root_file(path: Path) -> Path:
@@ -357,12 +380,12 @@ def _bands(item, wanted, root: Path, own_scaling: bool, as_s30: bool = False):
     rasters = {k: a for k, a in item.assets.items() if _is_raster(a) and not (set(a.roles or ()) & _NOT_BANDS)}
     if str(item.id).upper().startswith("HLS.L30."):  # (L30's B10 and B11 are thermal: S30's are cirrus and SWIR)
         rasters = {k: a for k, a in rasters.items() if _stem(k).upper() not in ("B10", "B11")}
-    if as_s30 and wanted is not None:
+    if as_s30 and wanted is not None:  # S30's band keys read as L30's own; common names (red, nir08) as they are
         back = {s30: l30 for l30, s30 in HLS_L30_AS_S30.items()}
-        unknown = [w for w in wanted if w.upper() not in back and not is_mask_name(w)]
+        unknown = [w for w in wanted if re.fullmatch(r"B\d{1,2}A?", w, re.I) and w.upper() not in back]
         if unknown:
             raise SourceError(f"item {item.id!r} (HLS L30, read under S30's band names) has no band {unknown}: L30 has "
-                              f"{', '.join(sorted(back))} of S30's", root)
+                              f"{', '.join(sorted(back, key=lambda b: (len(b), b)))} of S30's", root)
         wanted = [back.get(w.upper(), w) for w in wanted]
     masks = [k for k, a in rasters.items()
              if is_mask_name(_stem(k)) or any(is_mask_name(b.get("name", "")) for b in _band_info(a))]

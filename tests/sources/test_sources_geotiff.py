@@ -1121,6 +1121,12 @@ def test_an_hls_folder_reads_its_dates_bands_mask_and_radiometry_from_the_names(
                for n in input_notes(with_twin, {}, _grid_of(with_twin), given_grid=True))
     for f in (tmp_path / "S30").glob(f"{twin}.*"):
         f.unlink()
+    # HLS with another product's files: refused, naming one (its band numbers are its own)
+    other = ms.write_geotiff(tmp_path / "S30" / "S2B_MSIL2A_20200320T105031_N0400_R051_T31TCJ_20200320T120000_B02.tif",
+                             ms.scene(2, n_bands=1), nodata=0)
+    with pytest.raises(SourceError, match=r"S2B_MSIL2A_.*_B02.tif: is not an HLS file, in a folder of HLS S30 and L30 dates"):
+        open_series(tmp_path / "S30", patch_size=4)
+    other.unlink()
     # an unfinished granule folder (its angles only) is named, not a date silently lost (a review)
     granule = tmp_path / "S30" / "HLS.L30.T31TCJ.2020141T105031.v2.0"
     ms.write_geotiff(granule / f"{granule.name}.SAA.tif", ms.scene(0, n_bands=1), nodata=-9999)

@@ -502,6 +502,13 @@ def test_hls_s30_and_l30_items_read_together_under_s30_band_names(tmp_path):
     cube = open_series(tmp_path / "hls", patch_size=16)
     assert len(cube["time"]) == 4 and list(cube.attrs["hls_second_sensor"]) == [twin.id]
     catalog.remove_item(twin.id)
+    # with another product's item: refused, naming it
+    other = _item(tmp_path / "assets", 2, "2020-03-11")
+    catalog.add_item(other)
+    _save(catalog, tmp_path / "hls")
+    with pytest.raises(SourceError, match=r"item 'S2B_31TCJ_20200311_0_L2A' is no HLS item, among HLS S30 and L30 items"):
+        open_series(tmp_path / "hls", patch_size=16)
+    catalog.remove_item(other.id)
     # L30 alone: its own numbers, without its thermal bands and angles
     for item in list(catalog.get_items()):
         if item.id.startswith("HLS.S30"):

@@ -33,8 +33,8 @@ cirrus ``B09`` as ``B10`` (:data:`HLS_L30_AS_S30`), and only the bands both prod
 broad near infrared and water vapour are left out; ``--bands`` picks among the shared ones by their S30 names). A
 date that lacks a band the other dates of its product have is refused, as in a folder of one product, and an
 L30 image that shares its date and tile with an S30 image is left out for it (:func:`hls_second_sensor`). The
-cube's ``band_harmonisation`` and ``hls_second_sensor`` attributes say so. A folder that mixes HLS with other
-products is not read so.
+cube's ``band_harmonisation`` and ``hls_second_sensor`` attributes say so. A folder that mixes HLS S30 and L30
+with other products is refused, naming one of their files (their band numbers are their own).
 """
 
 from __future__ import annotations
@@ -115,6 +115,11 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     times = _times(groups, dates, root)
     products = [_hls_product(files) for files in groups.values()]
     harmonised = set(products) == {"S30", "L30"}  # (HLS S30 and L30 dates alone: read under S30's band names)
+    if {"S30", "L30"} < set(products):  # with other products, whose band numbers are their own
+        other = next(fs[0] for fs, p in zip(groups.values(), products) if p is None)
+        raise SourceError(f"is not an HLS file, in a folder of HLS S30 and L30 dates: HLS's two sensors are read together "
+                          "under S30's band names on their own only; move the other products' files out, or run them apart",
+                          other)
     second: list[str] = []
     if harmonised and not all(keep := hls_second_sensor(times, [fs[0].name for fs in groups.values()], products)):
         second = [_name(fs[0], root) for fs, k in zip(groups.values(), keep) if not k]

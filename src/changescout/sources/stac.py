@@ -21,7 +21,7 @@ aerosol and water-vapour layers, angle layers (``SAA``, ``SZA``, ``VAA``, ``VZA`
 of HLS L30 items. HLS S30 and L30 items together are read under S30's band names, the bands both products have
 kept (an item lacking a band the other items of its product have is refused), and an L30 item that shares its
 date and tile with an S30 item left out for it, as a folder of their files is read (:mod:`.geotiff`; the cube's
-``band_harmonisation`` and ``hls_second_sensor`` say so). ``bands`` (``--bands``) selects them by asset key, by the band name their
+``band_harmonisation`` and ``hls_second_sensor`` say so); with other products' items they are refused. ``bands`` (``--bands``) selects them by asset key, by the band name their
 ``eo:bands``/``bands`` give (``B04``, ``SR_B4``) or by common name (``red``: where one asset has it). Of two
 assets of one band (Earth Search's ``red`` and ``red-jp2``) the GeoTIFF is read. Every item must hold the
 bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date's quality mask, read by the
@@ -107,7 +107,11 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
     products = [_hls_product(item) for _, item in pairs]
     harmonised = {"S30", "L30"} <= set(products)
     left_out: list[str] = []
-    harmonised = harmonised and None not in products  # (HLS with other products: not read so)
+    if harmonised and None in products:  # (HLS with other products, whose band numbers are their own)
+        other = next(item for (_, item), p in zip(pairs, products) if p is None)
+        raise SourceError(f"item {other.id!r} is no HLS item, among HLS S30 and L30 items: HLS's two sensors are read "
+                          "together under S30's band names on their own only; leave the other items out, or run them apart",
+                          root)
     if harmonised and bands is None:  # the bands both products have, in S30's order; an incomplete item is refused
         from .geotiff import hls_shared_bands
 

@@ -117,7 +117,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     harmonised = set(products) == {"S30", "L30"}  # (HLS S30 and L30 dates alone: read under S30's band names)
     if {"S30", "L30"} < set(products):  # with other products, whose band numbers are their own
         other = next(fs[0] for fs, p in zip(groups.values(), products) if p is None)
-        raise SourceError(f"is not an HLS file, in a folder of HLS S30 and L30 dates: HLS's two sensors are read together "
+        raise SourceError("is not an HLS file, in a folder of HLS S30 and L30 dates: HLS's two sensors are read together "
                           "under S30's band names on their own only; move the other products' files out, or run them apart",
                           other)
     second: list[str] = []

@@ -359,7 +359,7 @@ def join_episodes(events: pd.DataFrame, vectors: np.ndarray, object_ids: np.ndar
     pairs = pairs[(pairs["t1_a"] < pairs["t1_b"]) & (pairs["t0_b"] >= pairs["t1_a"]) & (pairs["o_a"] != pairs["o_b"])]
     if max_recurrence is not None and "recurrence" in events:
         own = events[candidate].reset_index(drop=True).assign(object_id=ev["o"].to_numpy())
-        rec = _onset_median(own, pd.Series(True, index=own.index), "recurrence", min_known=0.5)  # (with any seen late)
+        rec = _onset_median(own, pd.Series(True, index=own.index), "recurrence")  # (with any seen late)
         pairs = pairs[~pairs["o_a"].isin(np.unique(ev["o"])[rec > max_recurrence])]
     if states is not None and len(pairs):
         d = states.shape[1] // 2
@@ -670,8 +670,8 @@ class ObjectRanker(BaseEstimator):
             "magnitude": g["magnitude"].max().to_numpy(np.float32),
             "surprise": g["surprise"].max().to_numpy(np.float32),
             "zscore": g["zscore"].max().to_numpy(np.float32),
-            "persistence": _weighted_onset_median(ev, onset, "_persistence", "surprise"),
-            "recurrence": _onset_median(ev, onset, "recurrence", min_known=0.5),
+            "persistence": _onset_median(ev, onset, "_persistence", weight="surprise"),
+            "recurrence": _onset_median(ev, onset, "recurrence"),
             "candidate": g["_cand"].first().to_numpy(bool),
         })
         # how each object unfolds around its onset, which similar --objects compares (NaN without the states)
@@ -735,15 +735,20 @@ def _onset_type(ev: pd.DataFrame, onset: pd.Series, object_ids: pd.Series) -> np
     return best.set_index("object_id")["cluster"].reindex(object_ids).fillna(-1).to_numpy(np.int32)
 
 
-def _weighted_onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, weight: str) -> np.ndarray:
-    """Per object (sorted ids), the median of ``column`` over its onset patch events weighted by ``weight``
-    (equal weights: the plain median), unknown values left out; NaN where the known ones carry less than half
-    of the weight. The patches that carry the change speak for it: on the planted synthetic series a thin cloud
-    over a field that changed with its season was an object of two patches, the cloud's (persistence 0,
-    surprise 0.91) and the field's (3, surprise 0.50), whose plain median, 1.5, was no transient (rank 11;
+def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, weight: str | None = None) -> np.ndarray:
+    """Per object (sorted ids), the median of ``column`` over its onset patch events, weighted by ``weight``
+    (default: equal weights, the plain median), unknown values left out; NaN where the known ones carry less
+    than half of the weight (recurrence: one patch of four seen a year apart does not speak for the object),
+    or without the column. The patches that carry the change speak for it: on the planted synthetic series a
+    thin cloud over a field that changed with its season was an object of two patches, the cloud's (persistence
+    0, surprise 0.91) and the field's (3, surprise 0.50), whose plain median, 1.5, was no transient (rank 11;
     two such in the top 20 objects of seeds 0-9, rcf; one of galileo-nano's seeds 0-4)."""
-    on = ev.loc[onset.to_numpy(), ["object_id", column, weight]].rename(columns={column: "v", weight: "w"})
-    on["w"] = on["w"].astype(float).fillna(0.0).clip(lower=1e-6)  # (a NaN surprise: the least weight)
+    ids = np.unique(ev["object_id"].to_numpy())
+    if column not in ev:
+        return np.full(len(ids), np.nan, np.float32)
+    on = ev.loc[onset.to_numpy(), ["object_id", column]].rename(columns={column: "v"})
+    w = ev.loc[onset.to_numpy(), weight].astype(float).fillna(0.0).clip(lower=1e-6) if weight else 1.0  # (NaN: least)
+    on["w"] = w
     total = on.groupby("object_id")["w"].sum()
     on = on[on["v"].notna()].sort_values(["object_id", "v"], kind="stable")
     g = on.groupby("object_id")
@@ -751,20 +756,8 @@ def _weighted_onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, weig
     upper = on[share > 0.5 + 1e-9].drop_duplicates("object_id").set_index("object_id")["v"]
     lower = on[share >= 0.5 - 1e-9].drop_duplicates("object_id").set_index("object_id")["v"]
     median = 0.5 * (lower + upper.reindex(lower.index))  # the two halves' values: one unless the weight splits evenly
-    enough = on.groupby("object_id")["w"].sum().reindex(median.index) >= 0.5 * total.reindex(median.index) * (1 - 1e-9)
-    ids = np.unique(ev["object_id"].to_numpy())
+    enough = g["w"].sum().reindex(median.index) >= 0.5 * total.reindex(median.index) * (1 - 1e-9)
     return median[enough.to_numpy()].reindex(ids).to_numpy(np.float32)
-
-
-def _onset_median(ev: pd.DataFrame, onset: pd.Series, column: str, min_known: float = 0.0) -> np.ndarray:
-    """Per object (sorted ids), the median of ``column`` over its onset patch events, unknown values left out;
-    NaN when fewer than ``min_known`` of them have a value (recurrence: one patch seen a year apart does not
-    speak for the object), or without the column."""
-    if column not in ev:
-        return np.full(ev["object_id"].nunique(), np.nan, np.float32)
-    g = ev[column].where(onset).groupby(ev["object_id"], sort=True)
-    known = g.count().to_numpy() >= min_known * onset.groupby(ev["object_id"], sort=True).sum().to_numpy()
-    return np.where(known, g.median().to_numpy(), np.nan).astype(np.float32)
 
 
 def lead_events(events: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from changescout.errors import ConfigError
-from changescout.sources.dates import parse_date, parse_level, parse_platform, to_times
+from changescout.sources.dates import hls_product, parse_date, parse_level, parse_platform, to_times
 
 days = st.dates(min_value=dt.date(1972, 1, 1), max_value=dt.date(2099, 12, 31))
 
@@ -126,3 +126,11 @@ def test_a_date_outside_1900_to_2100_is_refused_as_a_likely_typo():
     with pytest.raises(ConfigError, match=r"--dates holds '2200-08-15', outside the dates an image can have here \(1900 to 2100\)"):
         to_times("2018-05-13,2200-08-15")
     assert to_times("1972-07-25,2099-01-01")[0] == pd.Timestamp("1972-07-25")
+
+
+def test_hls_product_and_tile_from_file_and_item_names():
+    """What reads S30 and L30 together (folders and STAC items) tells the products and tiles apart by name."""
+    assert hls_product("HLS.S30.T31TCJ.2021001T105441.v2.0.B04.tif") == ("S30", "T31TCJ")
+    assert hls_product("granules/hls.l30.t31tch.2021009T105441.v2.0") == ("L30", "T31TCH")
+    for other in ("S2B_MSIL2A_20210101T105031_N0400_R051_T31TCJ_20210101T120000", "XHLS.S30.T31TCJ.2021001", "HLS.S30.B04"):
+        assert hls_product(other) == (None, None)

@@ -41,10 +41,19 @@ _LANDSAT = re.compile(r"L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_\d{2}_(?:T
 _LANDSAT_OLD = re.compile(r"(?<![A-Z0-9])L[COTEM][1-9]\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}", re.I)
 #: NASA's HLS v2 product names (``HLS.S30.T31TCJ.2021001T105441.v2.0``): year and day of the year.
 HLS_NAME = re.compile(r"(?<![A-Z0-9])HLS\.[LS]30\.T\d{2}[A-Z]{3}\.(\d{4})(\d{3})T\d{6}", re.I)
+#: The HLS product and tile a name says (``HLS.S30.T31TCJ...``): :func:`hls_product`.
+_HLS_ID = re.compile(r"(?<![A-Z0-9])HLS\.([SL])30\.(T\d{2}[A-Z]{3})\.", re.I)
 _ISO = re.compile(r"(?<!\d)(\d{4})[-_.](\d{2})[-_.](\d{2})(?!\d)")
 _COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 
 _YEARS = range(1950, 2101)
+
+
+def hls_product(name: str) -> tuple[str | None, str | None]:
+    """``(product, tile)`` of an HLS v2 file or item name (``("S30", "T31TCJ")``, ``("L30", ...)``), or
+    ``(None, None)`` for another name."""
+    m = _HLS_ID.search(str(name))
+    return (m.group(1).upper() + "30", m.group(2).upper()) if m else (None, None)
 
 
 def parse_date(name: str) -> pd.Timestamp | None:

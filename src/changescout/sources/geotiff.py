@@ -48,7 +48,7 @@ from rasterio.warp import transform_bounds
 
 from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import ACCEPTED_PATTERNS, HLS_NAME, impossible_date, parse_date, to_times
+from .dates import ACCEPTED_PATTERNS, HLS_NAME, hls_product, impossible_date, parse_date, to_times
 from .masks import convention_for, infer_convention, is_mask_name, lookup_table
 from .warp import Layer, Scene, as_grid, open_scenes, probe
 
@@ -73,8 +73,8 @@ _AUXILIARY = re.compile(
 #: HLS L30's band numbers -> the S30 bands HLS harmonises them with (see the module docstring).
 HLS_L30_AS_S30 = {"B01": "B01", "B02": "B02", "B03": "B03", "B04": "B04", "B05": "B8A", "B06": "B11", "B07": "B12",
                   "B09": "B10"}
-_HLS_PRODUCT = re.compile(r"(?<![A-Z0-9])HLS\.([SL])30\.", re.I)
-_HLS_TILE = re.compile(r"(?<![A-Z0-9])HLS\.[SL]30\.(T\d{2}[A-Z]{3})\.", re.I)
+#: How HLS L30's renamed bands read, in messages and the cube's ``band_harmonisation``.
+_HLS_RENAMED = ", ".join(f"{l30} -> {s30}" for l30, s30 in HLS_L30_AS_S30.items() if l30 != s30)
 
 
 def hls_second_sensor(times, names: list[str], products: list) -> list[bool]:
@@ -83,14 +83,14 @@ def hls_second_sensor(times, names: list[str], products: list) -> list[bool]:
     mosaicked), and the two sensors' images of one day are two acquisitions of the same ground, which were
     refused as one scene twice, or, acquired within minutes, one taken for a reprocessing of the other (a
     review)."""
-    tile = [(m.group(1).upper() if (m := _HLS_TILE.search(n)) else None) for n in names]
+    tile = [hls_product(n)[1] for n in names]
     s30 = {(pd.Timestamp(t), k) for t, k, p in zip(times, tile, products) if p == "S30"}
     return [not (p == "L30" and (pd.Timestamp(t), k) in s30) for t, k, p in zip(times, tile, products)]
 
 
 def _hls_product(files: list[Path]) -> str | None:
     """``"S30"``, ``"L30"`` or None: the HLS product a date's files are of (by their names)."""
-    found = {m.group(1).upper() + "30" for f in files if (m := _HLS_PRODUCT.search(f.name))}
+    found = {hls_product(f.name)[0] for f in files}
     return found.pop() if len(found) == 1 else None
 
 
@@ -175,8 +175,8 @@ def hls_attrs(cube, harmonised: bool, left_out: list[str], second: list[str], wh
         cube.attrs["hls_second_sensor"] = second
     if harmonised:
         cube.attrs["band_harmonisation"] = (
-            f"HLS S30 and L30 {what} read together under S30's band names (L30 B05 -> B8A, B06 -> B11, B07 -> B12, "
-            "B09 -> B10)" + (f"; bands one of the two has not, left out: {', '.join(left_out)}" if left_out else ""))
+            f"HLS S30 and L30 {what} read together under S30's band names (L30 {_HLS_RENAMED})"
+            + (f"; bands one of the two has not, left out: {', '.join(left_out)}" if left_out else ""))
     return cube
 
 
@@ -337,11 +337,8 @@ def _hls_bands(groups: dict, products: list, renames: list, wanted, root: Path) 
         wanted = check_band_names(wanted, root, "--bands")
         lacking = [b for b in wanted if not is_mask_name(b) and b not in both]
         if lacking:
-            own = {v: k for k, v in HLS_L30_AS_S30.items()}
             raise SourceError(f"--bands {lacking}: not on every date of this folder of HLS S30 and L30 dates, read under "
-                              f"S30's band names (L30's B05 as B8A, B06 as B11, B07 as B12, B09 as B10); the bands both "
-                              f"have: {', '.join(both)}" + (f" (L30's {', '.join(own[b] + ' is ' + b for b in both if own.get(b, b) != b)})"
-                                                            if any(own.get(b, b) != b for b in both) else ""), root)
+                              f"S30's band names (L30 {_HLS_RENAMED}); the bands both have: {', '.join(both)}", root)
         return list(wanted), []
     return both, left_out
 
@@ -358,7 +355,7 @@ def hls_shared_bands(named: list[list[str]], products: list, labels: list[str], 
             missing, more = [n for n in named[first] if n not in named[i]], [n for n in named[i] if n not in named[first]]
             if missing or more:
                 which = "; ".join([*([f"it lacks {missing}"] if missing else []), *([f"it has {more} more"] if more else [])])
-                how = " (L30's under S30's names: B8A is its B05, B11 its B06, B12 its B07, B10 its B09)" if product == "L30" else ""
+                how = f" (L30's under S30's names: {_HLS_RENAMED})" if product == "L30" else ""
                 raise SourceError(f"{labels[i]} has bands {named[i]} but {labels[first]} has {named[first]} ({which}); every "
                                   f"HLS {product} date needs the same bands{how}", where(i))
         shared[product] = named[first]

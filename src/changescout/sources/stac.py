@@ -51,7 +51,7 @@ import pandas as pd
 
 from ..cube import check_band_names
 from ..errors import SourceError
-from .dates import parse_baseline, parse_level
+from .dates import hls_product, parse_baseline, parse_level
 from .masks import convention_for, infer_convention, is_mask_name
 from .warp import DEFAULT_SCALE, MOSAIC_OVERLAP, Layer, Scene, is_remote, open_scenes, shared_fraction, shown
 
@@ -64,7 +64,6 @@ _NOT_BANDS = {"thumbnail", "overview", "visual", "metadata"}
 #: Asset keys of raster layers that are not reflectance (Sentinel-2 L2A aerosol optical thickness, water vapour,
 #: the true-colour image).
 _AUXILIARY = {"aot", "wvp", "tci", "visual", "saa", "sza", "vaa", "vza"}  # (the last: HLS's and Landsat's angles)
-_HLS_ITEM = re.compile(r"^HLS\.([SL])30\.", re.I)
 _STAC_TYPES = {"Catalog", "Collection", "FeatureCollection", "Feature"}
 
 
@@ -130,7 +129,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
         if scaling is not None:
             layers = [Layer(la.path, la.index, scaling=scaling) for la in layers]
         conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
-        if conv == "fmask" and not mask_convention and str(item.id).upper().startswith("HLS."):
+        if conv == "fmask" and not mask_convention and product is not None:
             conv = "hls"  # (HLS v2 names its bit-flag layer Fmask, as the classic codes' files are named)
         scenes.append(Scene(time, tuple(layers), mask_layer[1] if mask_layer else None, name=_product(item),
                             convention=conv))
@@ -154,8 +153,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
 
 def _hls_product(item) -> str | None:
     """``"S30"``, ``"L30"`` or None: the HLS product an item is of (by its id)."""
-    m = _HLS_ITEM.match(str(item.id))
-    return m.group(1).upper() + "30" if m else None
+    return hls_product(item.id)[0]
 
 
 def _hls_second_sensor(by_date: dict) -> list[str]:
@@ -382,7 +380,7 @@ def _bands(item, wanted, root: Path, own_scaling: bool, as_s30: bool = False):
     from .geotiff import HLS_L30_AS_S30
 
     rasters = {k: a for k, a in item.assets.items() if _is_raster(a) and not (set(a.roles or ()) & _NOT_BANDS)}
-    if str(item.id).upper().startswith("HLS.L30."):  # (L30's B10 and B11 are thermal: S30's are cirrus and SWIR)
+    if _hls_product(item) == "L30":  # (L30's B10 and B11 are thermal: S30's are cirrus and SWIR)
         rasters = {k: a for k, a in rasters.items() if _stem(k).upper() not in ("B10", "B11")}
     if as_s30 and wanted is not None:  # S30's band keys read as L30's own; common names (red, nir08) as they are
         back = {s30: l30 for l30, s30 in HLS_L30_AS_S30.items()}

@@ -686,18 +686,14 @@ def _check_masks(scenes, lut, most_dates: int = 3) -> None:
         if not convention:
             continue
         try:
-            with network(s.mask.path), rasterio.open(s.mask.path) as src:
-                step = max(1, max(src.shape) // 256)
-                values = src.read(s.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
-                                  resampling=Resampling.nearest).astype(np.float64)
-                nodata = src.nodatavals[s.mask.index - 1]
+            values = sample_raster(s.mask.path, s.mask.index)  # (the file's own nodata as NaN, left out)
         except RasterioError as exc:  # (its header read, its pixels not: a truncated file)
             raise SourceError(f"cannot read the mask: {exc}", shown(s.mask.path)) from None
-        check_values(values, convention, shown(s.mask.path), nodata=nodata)
+        check_values(values, convention, shown(s.mask.path))
 
 
 def sample_raster(path: str, index: int) -> np.ndarray:
-    """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling."""
+    """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling or check a mask's values."""
     with network(path), rasterio.open(path) as src:
         step = max(1, max(src.shape) // 256)
         out_shape = (max(1, src.height // step), max(1, src.width // step))

@@ -836,6 +836,10 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
                     "another encoder (rcf, galileo-nano, hf)")
         # as read, before the screen and co-registration change it
         implausible = [] if cube.attrs.get("embedding_bands") else implausible_dates(cube)
+        if hasattr(encoder, "for_bands"):  # a model that masks the inputs a cube lacks (galileo-nano on HLS S30 + L30)
+            encoder = encoder.for_bands(cube)
+            if note := encoder.bands_note():
+                log(note)
         select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
         if hasattr(encoder, "for_cube"):  # what an encoder reads off the values (hf: the stretch of 8-bit images)
             encoder = encoder.for_cube(cube)

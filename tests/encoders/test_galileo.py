@@ -9,11 +9,13 @@ tests that need it skip when it is absent.
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -377,3 +379,93 @@ def test_the_token_size_is_named_as_an_option_of_the_embedding_space(encoder):
     """Runs with 4 px and 8 px tokens embed into other spaces (cosine 0.94): the runs' attributes must say so."""
     assert encoder.space_options() == {}
     assert GalileoNanoEncoder(weights=WEIGHTS, device="cpu", token_size=4).space_options() == {"token_size": 4}
+
+
+# -- a cube without some of the ten bands (HLS S30 + L30, 4-band images) ---------------------------------
+HLS_SHARED = ("B02", "B03", "B04", "B8A", "B11", "B12")  # what HLS S30 and L30 read together keep
+
+
+def test_a_band_subset_masks_the_groups_it_lacks_instead_of_reading_zeros():
+    """The groups whose bands are missing are masked, so whatever fills them does not reach the embedding; a
+    zero-filled band read as data (an unmasked group) would give other embeddings."""
+    from changescout.encoders.galileo import s2_only_inputs
+
+    enc = GalileoNanoEncoder.untrained(device="cpu", bands=["swir22", "B02", "green", "B04", "nir08", "B11"])
+    assert enc.used_bands == enc.spec.bands == HLS_SHARED  # aliases taken, in the model's order
+    assert enc.masked_groups == ("S2_Red_Edge", "S2_NIR_10m", "NDVI")
+    assert enc.space_options() == {"bands": list(HLS_SHARED)}  # another embedding space: recorded
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.4, (2, 6, 16, 16)).astype(np.float32)
+    months = np.array([3, 8])
+    tokens = enc.encode_tokens(x, months).transpose(0, 2, 3, 1)  # (2, 2, 2, 128)
+    where = [BANDS.index(b) for b in HLS_SHARED]
+    full = np.zeros((2, 10, 16, 16))
+    full[:, where] = x * 10000.0
+    noisy = full.copy()
+    noisy[:, [b for b in range(10) if b not in where]] = rng.uniform(0, 5000, (2, 4, 16, 16))
+    m = torch.from_numpy(months[:, None])
+    with torch.inference_mode():
+        masked = pool_per_patch(enc.model(s2_only_inputs(torch.from_numpy(space_time_input(noisy)), m, 8, enc.masked_groups)))
+        unmasked = pool_per_patch(enc.model(s2_only_inputs(torch.from_numpy(space_time_input(full)), m, 8)))
+    np.testing.assert_allclose(tokens, masked.numpy(), atol=1e-5)
+    assert np.abs(tokens - unmasked.numpy()).max() > 0.1
+    with pytest.raises(BandError, match="6 bands B02 B03 B04 B8A B11 B12"):
+        enc.encode(np.zeros((1, 10, 16, 16), np.float32), np.array([0]))
+
+
+@pytest.mark.parametrize("bands, match", [(["B05", "B06"], "no whole channel group"), (["B02", "B13"], r"no bands \['B13'\]"),
+                                          ("B02", "list of band names")])
+def test_band_subsets_that_make_no_group_are_config_errors(bands, match):
+    with pytest.raises(ConfigError, match=match):
+        GalileoNanoEncoder.untrained(bands=bands)
+
+
+def test_for_bands_reads_the_bands_a_cube_has():
+    import xarray as xr
+
+    def cube(bands, **attrs):
+        return xr.DataArray(np.zeros((1, len(bands), 16, 16), np.float32), dims=("time", "band", "y", "x"),
+                            coords={"band": list(bands)}, attrs=attrs)
+
+    enc = GalileoNanoEncoder.untrained(device="cpu")
+    assert enc.for_bands(cube(("B01",) + BANDS)) is enc and enc.bands_note() == ""
+    hls = enc.for_bands(cube(("B01", "B02", "B03", "B04", "B8A", "B10", "B11", "B12")))
+    assert hls.bands == HLS_SHARED and hls.model is enc.model and enc.bands is None
+    assert "without B05 B06 B07 B08" in hls.bands_note() and "S2_Red_Edge, S2_NIR_10m, NDVI are masked" in hls.bands_note()
+    assert select_bands(cube(("B01", "B02", "B03", "B04", "B8A", "B10", "B11", "B12")), hls.spec) == [1, 2, 3, 4, 6, 7]
+    assert enc.for_bands(cube(("blue", "green", "red", "nir"))).bands == ("B02", "B03", "B04", "B08")  # RGB, NIR, NDVI
+    assert enc.for_bands(cube(("B05", "B06"))) is enc  # no whole group: the run names the missing bands
+    # a Landsat cube's own numbers are not Sentinel-2's (its B4 is red, not B04): nothing to read
+    landsat = cube(("SR_B2", "SR_B3", "SR_B4", "SR_B5"), platform="landsat-8")
+    assert enc.for_bands(landsat) is enc
+    chosen = GalileoNanoEncoder.untrained(device="cpu", bands=list(HLS_SHARED))
+    assert chosen.for_bands(cube(BANDS)) is chosen  # bands given: kept
+
+
+@needs_weights
+def test_a_run_on_hls_s30_and_l30_masks_the_missing_groups_and_says_so(tmp_path):
+    """HLS S30 and L30 read together keep no B05-B08: galileo-nano refused such a series; it now runs on the
+    bands they share, says which groups it masks, and the embeddings record their bands (another space)."""
+    import make_sources as ms
+
+    from changescout.embed import open_embeddings
+    from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=0, size=128, n_dates=4)
+    l30 = {"B02": "B02", "B03": "B03", "B04": "B04", "B8A": "B05", "B11": "B06", "B12": "B07"}  # S30's name -> L30's
+    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
+        product = ("S30", "L30")[t % 2]
+        name = f"HLS.{product}.T31TCJ.{when.year}{when.day_of_year:03d}T105031.v2.0"
+        for band in cube["band"].values if product == "S30" else l30:
+            dn = np.round(cube.sel(band=band).values[t] * 10000).astype(np.int16)[None]
+            file_band = band if product == "S30" else l30[band]
+            ms.write_geotiff(tmp_path / "hls" / f"{name}.{file_band}.tif", dn, transform=cube.rio.transform(), nodata=-9999)
+    logs = []
+    run = run_pipeline(RunConfig(source=str(tmp_path / "hls"), encoder="galileo-nano", weights=str(WEIGHTS)),
+                       tmp_path / "run", log=logs.append)
+    assert any("galileo-nano reads B02 B03 B04 B8A B11 B12; without B05 B06 B07 B08" in m for m in logs), logs
+    store = open_embeddings(run)
+    assert json.loads(store.attrs["encoder_options"]) == {"bands": list(HLS_SHARED)}
+    assert np.isfinite(store["embedding"].values).all()
+    assert len(pd.read_parquet(run / "events.parquet")) > 0

@@ -24,11 +24,20 @@ both dates the same month raises them to 0.835 and 0.793.
 Band names: the Sentinel-2 names B02 B03 B04 B05 B06 B07 B08 B8A B11 B12; also accepted (see
 ``BAND_ALIASES``): B2..B8 without the leading zero and the common STAC names blue, green, red, rededge1,
 rededge2, rededge3, nir (B08), nir08 (B8A), swir16 (B11), swir22 (B12).
+
+A cube that lacks some of these bands (HLS S30 and L30 read together keep no B05-B08; a 4-band image has
+blue, green, red and nir) is encoded with the channel groups it has: :meth:`GalileoNanoEncoder.for_bands`
+gives an encoder whose ``bands`` are those the cube has, and which masks every group (:data:`GROUP_BANDS`)
+that reads a band it lacks, as the model masks the inputs a sample does not have (Sentinel-1 here); a cell's
+embedding is then the mean of its visible group tokens. Such embeddings are another space than those of all
+ten bands: the run records the bands (``encoder_options``), and ``similar`` does not compare the two.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BandError, ConfigError, WeightsError, check_param
-from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, select_bands, sha256_file
 from .galileo_net import BASE_PATCH, S_T_GROUPS, SP_GROUPS, ST_GROUPS, T_GROUPS, GalileoEncoder, GalileoInputs, pool_per_patch
 
 VERSION = "1"
@@ -56,6 +65,10 @@ S2_STD = np.array([917.70414403708526, 913.29884235815280, 1092.6787235275549, 1
                    1048.0101611156767, 1143.6903026819996, 1098.9791777316491, 1204.4727550858929,
                    1145.9774063078878, 980.24298400077964])
 STD_MULTIPLIER = 2.0
+#: The bands each Sentinel-2 channel group of the model reads (``galileo_net.S_T_GROUPS``; NDVI is computed from
+#: B08 and B04): a group whose bands a cube lacks is masked.
+GROUP_BANDS = {"S2_RGB": ("B02", "B03", "B04"), "S2_Red_Edge": ("B05", "B06", "B07"), "S2_NIR_10m": ("B08",),
+               "S2_NIR_20m": ("B8A",), "S2_SWIR": ("B11", "B12"), "NDVI": ("B04", "B08")}
 WEIGHTS_SHA256 = "eab6acacf527886a508a555bc24efe4b4a2cf91b162e84cd1c4a1807e942180c"
 WEIGHTS_URL = "https://github.com/nasaharvest/galileo/raw/0f0b5b9/data/models/nano/encoder.pt"  # commit of PROVENANCE
 CITATION = ("Tseng et al., Galileo: Learning Global & Local Features of Many Remote Sensing Modalities, "
@@ -92,12 +105,16 @@ def space_time_input(dn: np.ndarray) -> np.ndarray:
     return channels.transpose(0, 2, 3, 1)[:, :, :, None].astype(np.float32)
 
 
-def s2_only_inputs(s_t_x: torch.Tensor, months: torch.Tensor, token_size: int) -> GalileoInputs:
-    """Model inputs with the Sentinel-2 groups and NDVI visible and every other group masked."""
+def s2_only_inputs(s_t_x: torch.Tensor, months: torch.Tensor, token_size: int, masked: tuple[str, ...] = ()
+                   ) -> GalileoInputs:
+    """Model inputs with the Sentinel-2 groups and NDVI visible, but for the groups named in ``masked``
+    (:data:`GROUP_BANDS`), and every other group masked."""
     b, h, w, t, _ = s_t_x.shape
     like = dict(dtype=s_t_x.dtype, device=s_t_x.device)
     s_t_m = torch.zeros(b, h, w, t, len(S_T_GROUPS), **like)
-    s_t_m[..., 0] = 1  # S1
+    names = [n for n, _ in S_T_GROUPS]
+    for group in ("S1", *masked):
+        s_t_m[..., names.index(group)] = 1
     return GalileoInputs(
         s_t_x=s_t_x, sp_x=torch.zeros(b, h, w, 16, **like), t_x=torch.zeros(b, t, 6, **like),
         st_x=torch.zeros(b, 18, **like), s_t_m=s_t_m, sp_m=torch.ones(b, h, w, len(SP_GROUPS), **like),
@@ -145,24 +162,24 @@ class GalileoNanoEncoder(PretrainedEncoder):
     trained_level = "L1C"  # Earth Engine's COPERNICUS/S2_HARMONIZED
 
     def __init__(self, patch_size: int = 16, token_size: int = 8, weights: str | Path | None = None,
-                 device: str | None = None, batch_size: int = 8, seed: int = 0):
-        self._configure(patch_size, token_size, device, batch_size, seed)
+                 device: str | None = None, batch_size: int = 8, seed: int = 0, bands: tuple[str, ...] | None = None):
+        self._configure(patch_size, token_size, device, batch_size, seed, bands)
         self.weights_path = find_weights(self._spec(WEIGHTS_SHA256), weights)
         self.model = load_galileo(self.weights_path, self.device)
         self._digest = sha256_file(self.weights_path)
 
     @classmethod
     def untrained(cls, patch_size: int = 16, token_size: int = 8, device: str | None = None, batch_size: int = 8,
-                  seed: int = 0) -> "GalileoNanoEncoder":
+                  seed: int = 0, bands: tuple[str, ...] | None = None) -> "GalileoNanoEncoder":
         """The same encoder with seeded random weights instead of the pretrained ones (an ablation baseline)."""
         enc = cls.__new__(cls)
-        enc._configure(patch_size, token_size, device, batch_size, seed)
+        enc._configure(patch_size, token_size, device, batch_size, seed, bands)
         enc.weights_path = None
         enc.model = untrained_galileo(enc.seed, enc.device)
         enc._digest = _state_digest(enc.model)
         return enc
 
-    def _configure(self, patch_size=16, token_size=8, device=None, batch_size=8, seed=0) -> None:
+    def _configure(self, patch_size=16, token_size=8, device=None, batch_size=8, seed=0, bands=None) -> None:
         # (checked for their type too: "big" from a --config file was an internal error, 4.7 was cut to 4)
         patch_size = check_param(NAME, "patch_size", patch_size, 1, None, integer=True)
         token_size = check_param(NAME, "token_size (px)", token_size, 1, BASE_PATCH, integer=True)
@@ -172,18 +189,62 @@ class GalileoNanoEncoder(PretrainedEncoder):
             raise ConfigError(f"galileo-nano patch_size ({patch_size} px) must be a multiple of token_size "
                               f"({token_size} px); e.g. --patch-size {2 * token_size}")
         self.patch_size, self.token_size, self.batch_size, self.seed = patch_size, token_size, batch_size, seed
+        self.bands = _band_subset(bands)
         self.device = pick_device(device)
+
+    @property
+    def used_bands(self) -> tuple[str, ...]:
+        """The bands this encoder reads, in :data:`BANDS` order (all ten unless ``bands`` says fewer)."""
+        return BANDS if self.bands is None else self.bands
+
+    @property
+    def masked_groups(self) -> tuple[str, ...]:
+        """The Sentinel-2 channel groups masked for want of their bands (:data:`GROUP_BANDS`)."""
+        return _masked_groups(self.used_bands)
+
+    def for_bands(self, cube) -> "GalileoNanoEncoder":
+        """This encoder for ``cube``: itself when the cube has all ten bands, or when ``bands`` was given (the
+        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube has and
+        masking the channel groups it lacks, when one group at least is whole; else itself (the run then says
+        which bands are missing). Bands are found as :func:`~changescout.encoders.base.select_bands` finds them
+        (aliases, a Landsat cube's own band numbers)."""
+        if self.bands is not None:
+            return self
+        spec = self.spec
+        have = []
+        for band in BANDS:
+            try:
+                select_bands(cube, replace(spec, bands=(band,)))
+            except BandError:
+                continue
+            have.append(band)
+        if len(have) == len(BANDS) or len(_masked_groups(tuple(have))) == len(GROUP_BANDS):
+            return self
+        other = copy.copy(self)
+        other.bands = tuple(have)
+        return other
+
+    def bands_note(self) -> str:
+        """What a run says of an encoder that reads fewer than the ten bands ("" when it reads them all)."""
+        if self.bands is None:
+            return ""
+        lacking = [b for b in BANDS if b not in self.bands]
+        return (f"note: galileo-nano reads {' '.join(self.bands)}; without {' '.join(lacking)} its channel groups "
+                f"{', '.join(self.masked_groups)} are masked (embeddings of another space than those of all ten bands: "
+                "similar compares runs of the same bands only)")
 
     def _spec(self, sha256: str | None) -> EncoderSpec:
         window = max(self.patch_size, WINDOW_TOKENS * self.token_size // self.patch_size * self.patch_size)
         return EncoderSpec(
-            name=NAME, version=VERSION, dim=128, patch_size=self.patch_size, bands=BANDS,
+            name=NAME, version=VERSION, dim=128, patch_size=self.patch_size, bands=self.used_bands,
             band_aliases=dict(BAND_ALIASES),
             scaling="reflectance 0..1; x 10000 then (DN - (mean - 2 std)) / (4 std) per band, NDVI from raw B08/B04",
             window=window, weights_file="encoder.pt", weights_sha256=sha256, weights_url=WEIGHTS_URL,
             license="MIT", citation=CITATION,
-            description=f"Galileo-nano ViT, Sentinel-2 + NDVI tokens of {self.token_size} px, mean of the six "
-                        "channel-group tokens, averaged per patch",
+            description=f"Galileo-nano ViT, Sentinel-2 + NDVI tokens of {self.token_size} px, mean of the "
+                        + ("six channel-group tokens" if self.bands is None else
+                           f"visible channel-group tokens ({', '.join(self.masked_groups)} masked)")
+                        + ", averaged per patch",
             input="reflectance", temporal=False, batch_size=self.batch_size, distance="cosine",
         )
 
@@ -195,17 +256,21 @@ class GalileoNanoEncoder(PretrainedEncoder):
         return self._spec(WEIGHTS_SHA256)
 
     def __dask_tokenize__(self):
-        return (NAME, VERSION, self._digest, self.patch_size, self.token_size)
+        return (NAME, VERSION, self._digest, self.patch_size, self.token_size, self.used_bands)
 
     def space_options(self) -> dict:
         """The options that change the embedding space, where they are not the defaults (the token size)."""
-        return changed_options(self, ("token_size",))
+        options = changed_options(self, ("token_size", "bands"))
+        if "bands" in options:
+            options["bands"] = list(options["bands"])
+        return options
 
     # -- inference -----------------------------------------------------------------------------
     def _check(self, x: np.ndarray, months: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x)
-        if x.ndim != 4 or x.shape[1] != len(BANDS):
-            raise BandError(f"galileo-nano expects (batch, {len(BANDS)} bands {' '.join(BANDS)}, H, W), got {x.shape}")
+        bands = self.used_bands
+        if x.ndim != 4 or x.shape[1] != len(bands):
+            raise BandError(f"galileo-nano expects (batch, {len(bands)} bands {' '.join(bands)}, H, W), got {x.shape}")
         if x.shape[2] % unit or x.shape[3] % unit:
             raise ConfigError(f"galileo-nano needs windows that are whole multiples of {unit} px, got {x.shape[2:]}")
         months = np.asarray(months).reshape(-1)
@@ -216,25 +281,52 @@ class GalileoNanoEncoder(PretrainedEncoder):
         return x, months
 
     def encode_tokens(self, x: np.ndarray, months: np.ndarray) -> np.ndarray:
-        """``(B, 10, H, W)`` reflectance, ``(B,)`` months 0-11 -> ``(B, 128, H // token, W // token)`` float32."""
+        """``(B, bands, H, W)`` reflectance (the ten :data:`BANDS`, or ``used_bands``), ``(B,)`` months 0-11 ->
+        ``(B, 128, H // token, W // token)`` float32."""
         x, months = self._check(x, months, self.token_size)
+        where = [BANDS.index(b) for b in self.used_bands]
         out = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
-                dn = np.nan_to_num(x[i:i + self.batch_size].astype(np.float64) * 10000.0)  # NaN would spread
+                part = np.nan_to_num(x[i:i + self.batch_size].astype(np.float64) * 10000.0)  # NaN would spread
+                dn = np.zeros((part.shape[0], len(BANDS), *part.shape[2:]))  # a band it lacks: 0, its group masked
+                dn[:, where] = part
                 s_t_x = torch.from_numpy(space_time_input(dn)).to(self.device)
                 m = torch.from_numpy(months[i:i + self.batch_size, None].astype(np.int64)).to(self.device)
-                cells = pool_per_patch(self.model(s2_only_inputs(s_t_x, m, self.token_size)))
+                cells = pool_per_patch(self.model(s2_only_inputs(s_t_x, m, self.token_size, self.masked_groups)))
                 out.append(cells.permute(0, 3, 1, 2).float().cpu().numpy())
         if not out:
             return np.zeros((0, 128, x.shape[2] // self.token_size, x.shape[3] // self.token_size), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def encode(self, x: np.ndarray, months: np.ndarray) -> np.ndarray:
-        """``(B, 10, H, W)`` reflectance -> ``(B, 128, H // patch, W // patch)``: mean of the token embeddings
+        """``(B, bands, H, W)`` reflectance -> ``(B, 128, H // patch, W // patch)``: mean of the token embeddings
         in each patch (for change scores, distances between :meth:`encode_tokens` averaged per patch rank
         changes better; see the module docstring)."""
         self._check(x, months, self.patch_size)
         cells = torch.from_numpy(self.encode_tokens(x, months))
         k = self.patch_size // self.token_size
         return (F.avg_pool2d(cells, k) if k > 1 else cells).numpy()
+
+
+def _band_subset(bands) -> tuple[str, ...] | None:
+    """``bands`` as a subset of :data:`BANDS` in its order (``None``: all ten), checked: known names (or their
+    aliases), and one channel group at least whole."""
+    if bands is None:
+        return None
+    if isinstance(bands, str) or not all(isinstance(b, str) for b in bands):
+        raise ConfigError(f"galileo-nano bands must be a list of band names from {list(BANDS)}, got {bands!r}")
+    lookup = {b.upper(): b for b in BANDS} | {a.upper(): b for a, b in BAND_ALIASES.items()}
+    unknown = [b for b in bands if b.upper() not in lookup]
+    if unknown:
+        raise ConfigError(f"galileo-nano has no bands {unknown}: its bands are {list(BANDS)} (or {sorted(BAND_ALIASES)})")
+    chosen = {lookup[b.upper()] for b in bands}
+    subset = tuple(b for b in BANDS if b in chosen)
+    if len(_masked_groups(subset)) == len(GROUP_BANDS):
+        raise ConfigError(f"galileo-nano bands {list(subset)} make no whole channel group: it needs one of "
+                          + "; ".join(f"{g}: {' '.join(b)}" for g, b in GROUP_BANDS.items()))
+    return None if subset == BANDS else subset
+
+
+def _masked_groups(bands: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(g for g, need in GROUP_BANDS.items() if not set(need) <= set(bands))

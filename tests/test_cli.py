@@ -900,6 +900,25 @@ def test_encoders_json_says_what_the_table_says(capsys):
     assert precomputed["any_bands"] is True and precomputed["weights_status"] == "none needed" and precomputed["dim"] is None
 
 
+def test_a_plugin_that_does_not_load_is_listed_as_such_and_hides_no_encoder(capsys, monkeypatch):
+    """A plugin whose module is not installed made `changescout encoders` exit 2 listing nothing (a review):
+    the registry promises that a broken plugin hides no other encoder."""
+    from changescout.encoders import base
+
+    class BrokenEP:
+        name = "broken-enc"
+
+        def load(self):
+            raise ImportError("No module named 'no_such_module'")
+
+    monkeypatch.setattr(base, "_entry_points", lambda: {"broken-enc": BrokenEP()})
+    code, out, err = call(capsys, "encoders", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and {"rcf", "galileo-nano", "broken-enc"} <= set(rows), err
+    assert "no_such_module" in rows["broken-enc"]["weights"] and rows["broken-enc"]["weights_status"] == "not found"
+    assert rows["rcf"]["weights_status"] == "learnt per run"
+
+
 def test_encoders_without_weights_still_say_what_they_take(capsys, monkeypatch, tmp_path):
     """Before its weights were found, a pretrained encoder's bands, dimension, patch size and license showed as
     "?" and null: a user choosing an encoder could not see what it needs before downloading it."""

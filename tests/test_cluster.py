@@ -41,6 +41,7 @@ def test_auto_finds_three_blobs():
     assert model.n_clusters_ == 3
     assert min(model.bic_, key=model.bic_.get) == 3
     assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
+    assert not hasattr(model.set_params(n_clusters=2).fit(X), "bic_")  # (the earlier fit's was kept: a review)
 
 
 def test_a_single_change_is_one_type():

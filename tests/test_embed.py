@@ -505,3 +505,63 @@ def test_a_patch_is_judged_by_the_part_of_it_the_images_cover():
     np.testing.assert_allclose(clear_fractions(usable, 4, covered)[:, 0, 2], [1, 0.75])
     usable[:, :2, 0:4] = False           # the inside patch half under a cloud at every date, its cover whole
     np.testing.assert_allclose(clear_fractions(usable, 4, covered)[:, 0, 0], [0.5, 0.5])
+
+
+def _faulty_encoder(fault: str, input_: str = "reflectance"):
+    """A plugin-like per-date encoder (dim 3, 16 px patches) whose output breaks its contract as ``fault`` says."""
+    from changescout.encoders.base import EncoderSpec
+
+    class Faulty:
+        spec = EncoderSpec(name="faulty", version="1", dim=3, patch_size=16, window=64, input=input_)
+
+        def encode(self, x, months):
+            b, _, h, w = x.shape
+            out = np.ones((b, 3, h // 16, w // 16), np.float32)
+            if fault == "dim":
+                return out[:, :2]
+            if fault == "spatial":
+                return out[:, :, :1, :1]
+            if fault == "nan":
+                out[:, 1, 0, 0] = np.nan
+            if fault == "inf":
+                out[:, 2] = np.inf
+            return out
+
+        def weights_digest(self):
+            return "f"
+
+    return Faulty()
+
+
+@pytest.mark.parametrize("fault, match", [("dim", r"shape \(\d+, 2, 4, 4\) .* says \(\d+, 3, 4, 4\)"),
+                                          ("spatial", r"shape \(\d+, 3, 1, 1\) .* says \(\d+, 3, 4, 4\)"),
+                                          ("nan", r"not finite .* at \d+ of \d+ patch embeddings"), ("inf", "not finite")])
+def test_an_encoder_output_that_breaks_its_contract_is_named(textured_cube, tmp_path, fault, match):
+    """A review of plugins: another dimension failed inside dask ("chunk size unknown"), another patch grid in a
+    broadcast error, and NaN or inf embeddings were taken for cloudy patches (a run blaming its source, or
+    losing 6 % of its area without a word)."""
+    from changescout.errors import EncoderOutputError
+
+    cube = textured_cube(n_dates=3, size=128, seed=1)
+    with pytest.raises(EncoderOutputError, match=r"encoder 'faulty' returned " + ("" if fault in ("nan", "inf") else "embeddings of ") + ".*" + match):
+        embed_cube(cube, _faulty_encoder(fault), PatchGrid(grid_of(cube), 16), tmp_path / "e.zarr", "s")
+    assert not (tmp_path / "e.zarr").exists()
+    ds = embed_cube(cube, _faulty_encoder("none"), PatchGrid(grid_of(cube), 16), tmp_path / "e.zarr", "s")
+    assert np.isfinite(ds["embedding"].values).all()
+
+
+def test_a_plugin_fed_the_runs_own_z_scores_shares_no_space_with_other_runs():
+    """A plugin with the default input ("normalised": each run's own per-date z-scores) was recorded as sharing
+    one embedding space: the same pixels cropped differently embedded 0.76 apart, and similar --in mixed them."""
+    from changescout.embed import shares_space
+
+    assert not shares_space(_faulty_encoder("none", input_="normalised"))
+    assert shares_space(_faulty_encoder("none", input_="reflectance"))
+
+
+def test_a_cube_without_its_quality_class_is_refused_by_name(textured_cube, tmp_path):
+    """A (time, band, y, x) cube built by hand without the quality class failed with a bare KeyError: 'quality'."""
+    cube = textured_cube(n_dates=3, size=128, seed=1)
+    with pytest.raises(ConfigError, match="embed_cube needs a SeriesCube.*'quality'"):
+        embed_cube(cube.drop_vars("quality"), get_encoder("rcf", patch_size=16), PatchGrid(grid_of(cube), 16),
+                   tmp_path / "e.zarr", "s")

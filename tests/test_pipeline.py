@@ -967,6 +967,9 @@ def test_run_config_from_dict():
     with pytest.raises(ConfigError) as exc:
         RunConfig.from_dict({"source": "x", "patchsize": 8})
     assert "patchsize" in str(exc.value) and "patch_size" in str(exc.value)
+    # a --config file's scheduler: refused while listed as known; now said where it goes (a review)
+    with pytest.raises(ConfigError, match=r"'scheduler' \('tcp://h:8786'\) says where a run computes.*distributed.Client"):
+        RunConfig.from_dict({"source": "x", "scheduler": "tcp://h:8786"})
     # what a JSON file or numpy gives is normalised, not refused
     cfg = RunConfig.from_dict({"source": "x", "patch_size": np.int64(8), "n_clusters": "12", "seed": 3.0,
                                "dates": "2021-01-15,2021-02-15", "bands": ["B02", "B03"]})
@@ -1389,3 +1392,31 @@ def test_object_trajectories_count_the_series_dates_even_one_no_patch_saw_clear(
     expected = trajectory_profiles(events, states, objects["object_id"].to_numpy())
     np.testing.assert_allclose(objects[list(TRAJECTORY_COLUMNS)].to_numpy(float), expected, atol=1e-5)
     assert np.isfinite(expected).any()
+
+
+def test_the_runs_seed_reaches_an_encoder_that_takes_one(session_config, monkeypatch):
+    """--seed reached rcf only: a plugin encoder that samples with a seed ran with its own default while
+    config.json recorded the run's (a review); encoder_options still choose another."""
+    from changescout.encoders import base
+    from changescout.pipeline import _build_encoder
+
+    class Seeded:
+        def __init__(self, patch_size=16, seed=0):
+            self.patch_size, self.seed = patch_size, seed
+
+    class Unseeded:
+        def __init__(self, patch_size=16):
+            self.patch_size = patch_size
+
+    class EP:
+        def __init__(self, name, cls):
+            self.name, self.cls = name, cls
+
+        def load(self):
+            return self.cls
+
+    monkeypatch.setattr(base, "_entry_points", lambda: {"seeded": EP("seeded", Seeded), "unseeded": EP("unseeded", Unseeded)})
+    assert _build_encoder(session_config(encoder="seeded", seed=7)).seed == 7
+    assert _build_encoder(session_config(encoder="seeded", seed=7, encoder_options={"seed": 3})).seed == 3
+    assert _build_encoder(session_config(encoder="unseeded", seed=7)).patch_size == 16  # takes none: given none
+    assert _build_encoder(session_config(encoder="rcf", seed=5)).seed == 5

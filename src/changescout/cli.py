@@ -556,7 +556,10 @@ def encoders(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
                          "weights_found": isinstance(enc, PretrainedEncoder), "learnt_per_run": not isinstance(enc, PretrainedEncoder),
                          "license": s.license, "any_bands": s.bands is None, "weights_status": None if s.weights_file else "none needed"})
         except ChangescoutError as exc:  # weights not found: what the encoder declares, without them
-            s = getattr(encoder_class(name), "declared_spec", lambda: None)()
+            try:
+                s = getattr(encoder_class(name), "declared_spec", lambda: None)()
+            except ChangescoutError:  # a plugin that does not load (warned of): listed as such, the others still
+                s = None
             rows.append({"name": name, "bands": None if s is None or s.bands is None else list(s.bands),
                          "dim": (s and s.dim) or None, "patch_size": s and s.patch_size, "weights": str(exc),
                          "weights_found": False, "learnt_per_run": False, "license": s and s.license})

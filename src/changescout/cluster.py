@@ -67,6 +67,8 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.n_clusters_ = 1
             self.labels_ = self.predict(X)
             return self
+        if hasattr(self, "bic_"):  # (of an earlier automatic fit: not this one's)
+            del self.bic_
         if self.n_clusters == "auto":
             # at most one parameter (a mean and a variance per dimension, a weight) per sampled change: past that,
             # components collapse onto single changes, whose likelihood BIC's penalty cannot hold back (12 changes

@@ -44,7 +44,7 @@ from .cube import OutputGrid, Quality, grid_of, usable_mask
 from .quality import FAMILY_NAMES, band_family, fill_gaps, fill_unseen
 from .scheduler import default_client
 from .encoders.base import Encoder, select_bands
-from .errors import BandError, ConfigError, GridError, InputError, OutputError
+from .errors import BandError, ConfigError, EncoderOutputError, GridError, InputError, OutputError
 from .intact import ALL_CHUNKS, zarr_problem
 from .tiling import PatchGrid, pack_footprint
 
@@ -66,9 +66,11 @@ def shares_space(encoder) -> bool:
     """Whether runs with this encoder's weights share one embedding space: pretrained encoders (fixed weights,
     their own input normalisation) do; an encoder that learns from the data does when its weights carry the
     input normalisation they were learnt with (rcf weights written before they did: each run normalised its
-    input on its own area, and its change vectors cannot be compared with another run's)."""
-    if not hasattr(encoder, "input_normalisation"):
-        return True
+    input on its own area, and its change vectors cannot be compared with another run's). An encoder that says
+    nothing of it (a plugin) shares one unless it reads the stage's per-date z-scores (``spec.input ==
+    "normalised"``), which are each run's own."""
+    if not hasattr(encoder, "input_normalisation"):  # (a plugin fed the stage's per-date z-scores: this run's own)
+        return encoder.spec.input != "normalised"
     return encoder.input_normalisation is not None
 
 
@@ -274,10 +276,29 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         b = max(1, int(spec.batch_size))
         context = {"halo": h} if h else {}
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
+    check_output(emb, spec, (len(x), usable.shape[1] // p, usable.shape[2] // p))
     out = np.empty((*emb.shape[:1], *emb.shape[2:], emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
     out[..., -1] = clear_fractions(usable, p, covered)
     return out
+
+
+def check_output(emb, spec, shape: tuple[int, int, int]) -> None:
+    """An encoder's output for ``shape`` = ``(dates, patch rows, patch cols)`` is ``(dates, spec.dim, rows, cols)``
+    of finite values, else an :class:`EncoderOutputError` naming the encoder: a plugin returning another shape
+    failed inside dask ("chunk size unknown"), and one returning NaN or inf had its patches taken for cloudy
+    (no change at them, or "no patch clear enough" blaming the source)."""
+    want = (shape[0], spec.dim, shape[1], shape[2])
+    got = tuple(getattr(emb, "shape", ()))
+    if got != want:
+        raise EncoderOutputError(f"encoder {spec.name!r} returned embeddings of shape {got} for a window of {shape[0]} "
+                                 f"date(s) x {shape[1]} x {shape[2]} patches; its spec (dim {spec.dim}, patch_size "
+                                 f"{spec.patch_size}) says {want}: (dates, dim, rows, cols)")
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        raise EncoderOutputError(f"encoder {spec.name!r} returned values that are not finite (NaN or inf) at "
+                                 f"{int(bad.sum())} of {bad.size} patch embeddings of a window: an encoder returns finite "
+                                 "embeddings (the embedding stage says which patches are clear)")
 
 
 #: Least share of a patch that the images must cover (data at some date) for the patch to be used at all.
@@ -493,6 +514,10 @@ def _read_once(cube: xr.DataArray, limit: int = IN_MEMORY_BYTES) -> xr.DataArray
 def embed_cube(cube: xr.DataArray, encoder: Encoder, patch_grid: PatchGrid, out: Path, series: str,
                progress=None) -> xr.Dataset:
     """Normalise, fit (if the encoder learns from data), embed every date and write ``out`` (zarr) atomically."""
+    if "quality" not in cube.coords:  # (a cube built by hand: a bare KeyError inside, a review)
+        raise ConfigError("embed_cube needs a SeriesCube: a (time, band, y, x) cube with its per-pixel quality class "
+                          "(the coordinate 'quality', (time, y, x) uint8), as changescout.cube.make_cube and the sources "
+                          "give it")
     if patch_grid.grid != grid_of(cube):  # its patches' coordinates would be written over other pixels
         raise GridError(f"the patch grid is not the cube's ({patch_grid.grid} against {grid_of(cube)}): build it "
                         "with PatchGrid(grid_of(cube), patch_size)")

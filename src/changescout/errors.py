@@ -93,6 +93,11 @@ class EncoderNotFoundError(InputError):
     """No encoder is registered under the given name."""
 
 
+class EncoderOutputError(InputError):
+    """An encoder returned embeddings that break its contract: another shape than its spec says, or values that
+    are not finite (a plugin's bug, named before it reads as missing data)."""
+
+
 class ClusterError(ChangescoutError):
     """The dask.distributed cluster of ``--scheduler`` went away during a run (exit 1; a rerun resumes)."""
 

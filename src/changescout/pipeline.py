@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from .coregister import MODES as COREGISTER_MODES, coregister, coregister_notes
 from .cube import crs_unit, grid_of, on_earth
 from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
-from .encoders import get_encoder
+from .encoders import encoder_class, get_encoder
 from .encoders.base import level_note, select_bands, sha256_file
 from .errors import ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
 from .events import COLUMNS, REPLACED, write_events
@@ -109,9 +110,15 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        if "scheduler" in d:  # where to compute, which a --config file may name, but no setting of the run's
+            raise ConfigError(f"'scheduler' ({d['scheduler']!r}) says where a run computes, not what it computes: "
+                              "changescout run reads it from --config or --scheduler; in Python, connect "
+                              "distributed.Client(address) before run_pipeline (dask then computes on that cluster), and "
+                              "leave the key out of RunConfig")
         unknown = sorted(set(d) - names)
-        if unknown:  # (scheduler: where to compute, which a --config file may name, but no setting of the run's)
-            raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names | {'scheduler'})}")
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {unknown}; known: {sorted(names)} (and, in a --config file, "
+                              "'scheduler')")
         if "source" not in d:
             raise ConfigError("the configuration needs a 'source'")
         return cls(**d).validate()
@@ -661,8 +668,8 @@ def _build_encoder(config: RunConfig):
     params.setdefault("patch_size", config.patch_size)
     if config.weights:
         params["weights"] = config.weights
-    if config.encoder == "rcf":
-        params.setdefault("seed", config.seed)
+    if "seed" in inspect.signature(encoder_class(config.encoder).__init__).parameters:  # rcf's sampling, a plugin's
+        params.setdefault("seed", config.seed)  # (a plugin that takes a seed was given none: config.json's was not its)
     return get_encoder(config.encoder, **params)
 
 

@@ -423,3 +423,31 @@ def test_the_options_of_the_embedding_space_are_named(window_encoder):
     assert window_encoder.space_options() == {}
     single = PrestoEncoder(patch_size=4, mode="single", weights=WEIGHTS if WEIGHTS.is_file() else "random", device="cpu")
     assert single.space_options() == {"mode": "single"}
+
+
+def test_a_band_subset_masks_the_groups_it_lacks():
+    """A cube without some of the ten bands (HLS S30 + L30: no B05-B08) was refused; Presto now masks the
+    channel groups that read a missing band, so what would fill them does not reach the states."""
+    from changescout.encoders.presto import PrestoEncoder
+
+    hls = ("B02", "B03", "B04", "B8A", "B11", "B12")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.01, 0.3, (3, 10, 16, 16)).astype(np.float32)
+    months = np.array([3, 4, 5])
+    sub = PrestoEncoder(patch_size=8, weights="random", seed=1, bands=list(hls))
+    full = PrestoEncoder(patch_size=8, weights="random", seed=1)
+    assert sub.spec.bands == hls and sub.masked_groups == ("S2_Red_Edge", "S2_NIR_10m", "NDVI")
+    assert sub.space_options() == {"bands": list(hls)} and full.space_options() == {}
+    keep = [BANDS.index(b) for b in hls]
+    states = sub.encode_series(x[:, keep], months)
+    other = x.copy()
+    other[:, [3, 4, 5, 6]] = rng.uniform(0.01, 0.5, (3, 4, 16, 16))  # what the missing bands would hold
+    x_in, mask = presto_inputs(other.transpose(0, 2, 3, 1).reshape(3, -1, 10).transpose(1, 0, 2), np.ones((256, 3), bool),
+                               ("B05", "B06", "B07", "B08"))
+    assert (mask[..., 5:9] == 1).all() and (mask[..., 16] == 1).all() and (x_in[..., 5:9] == 0).all()  # masked, zeroed
+    assert states.shape == (3, 128, 2, 2) and np.isfinite(states).all()
+    sub._ten = lambda _: other  # the missing bands holding values instead of zeros: masked, they change nothing
+    np.testing.assert_allclose(sub.encode_series(x[:, keep], months), states, atol=1e-5)
+    assert np.abs(states - full.encode_series(x, months)).max() > 1e-3  # another space than all ten bands
+    with pytest.raises(BandError, match="6 bands B02, B03, B04, B8A, B11, B12"):
+        sub.encode_series(x, months)

@@ -27,17 +27,15 @@ rededge2, rededge3, nir (B08), nir08 (B8A), swir16 (B11), swir22 (B12).
 
 A cube that lacks some of these bands (HLS S30 and L30 read together keep no B05-B08; a 4-band image has
 blue, green, red and nir) is encoded with the channel groups it has: :meth:`GalileoNanoEncoder.for_bands`
-gives an encoder whose ``bands`` are those the cube has, and which masks every group (:data:`GROUP_BANDS`)
-that reads a band it lacks, as the model masks the inputs a sample does not have (Sentinel-1 here); a cell's
+gives an encoder whose ``bands`` are those the cube has, and which masks every group (:data:`~changescout.encoders.band_groups.GROUP_BANDS`)
+that reads a band it lacks (:mod:`~changescout.encoders.band_groups`), as the model masks the inputs a sample does not have (Sentinel-1 here); a cell's
 embedding is then the mean of its visible group tokens. Such embeddings are another space than those of all
 ten bands: the run records the bands (``encoder_options``), and ``similar`` does not compare the two.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +43,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BandError, ConfigError, WeightsError, check_param
-from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, select_bands, sha256_file
+from .band_groups import BANDS, BandSubset, band_subset
+from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
 from .galileo_net import BASE_PATCH, S_T_GROUPS, SP_GROUPS, ST_GROUPS, T_GROUPS, GalileoEncoder, GalileoInputs, pool_per_patch
 
 VERSION = "1"
 NAME = "galileo-nano"
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 BAND_ALIASES = {
     "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B05", "B6": "B06", "B7": "B07", "B8": "B08",
     "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06", "rededge3": "B07",
@@ -65,10 +63,6 @@ S2_STD = np.array([917.70414403708526, 913.29884235815280, 1092.6787235275549, 1
                    1048.0101611156767, 1143.6903026819996, 1098.9791777316491, 1204.4727550858929,
                    1145.9774063078878, 980.24298400077964])
 STD_MULTIPLIER = 2.0
-#: The bands each Sentinel-2 channel group of the model reads (``galileo_net.S_T_GROUPS``; NDVI is computed from
-#: B08 and B04): a group whose bands a cube lacks is masked.
-GROUP_BANDS = {"S2_RGB": ("B02", "B03", "B04"), "S2_Red_Edge": ("B05", "B06", "B07"), "S2_NIR_10m": ("B08",),
-               "S2_NIR_20m": ("B8A",), "S2_SWIR": ("B11", "B12"), "NDVI": ("B04", "B08")}
 WEIGHTS_SHA256 = "eab6acacf527886a508a555bc24efe4b4a2cf91b162e84cd1c4a1807e942180c"
 WEIGHTS_URL = "https://github.com/nasaharvest/galileo/raw/0f0b5b9/data/models/nano/encoder.pt"  # commit of PROVENANCE
 CITATION = ("Tseng et al., Galileo: Learning Global & Local Features of Many Remote Sensing Modalities, "
@@ -108,7 +102,7 @@ def space_time_input(dn: np.ndarray) -> np.ndarray:
 def s2_only_inputs(s_t_x: torch.Tensor, months: torch.Tensor, token_size: int, masked: tuple[str, ...] = ()
                    ) -> GalileoInputs:
     """Model inputs with the Sentinel-2 groups and NDVI visible, but for the groups named in ``masked``
-    (:data:`GROUP_BANDS`), and every other group masked."""
+    (:data:`~changescout.encoders.band_groups.GROUP_BANDS`), and every other group masked."""
     b, h, w, t, _ = s_t_x.shape
     like = dict(dtype=s_t_x.dtype, device=s_t_x.device)
     s_t_m = torch.zeros(b, h, w, t, len(S_T_GROUPS), **like)
@@ -156,7 +150,7 @@ def _state_digest(model: torch.nn.Module) -> str:
 
 
 # -- changescout encoder -----------------------------------------------------------------------------
-class GalileoNanoEncoder(PretrainedEncoder):
+class GalileoNanoEncoder(BandSubset, PretrainedEncoder):
     """Pretrained Galileo-nano: per-date, per-patch 128-d embeddings of Sentinel-2 reflectance."""
 
     trained_level = "L1C"  # Earth Engine's COPERNICUS/S2_HARMONIZED
@@ -189,49 +183,8 @@ class GalileoNanoEncoder(PretrainedEncoder):
             raise ConfigError(f"galileo-nano patch_size ({patch_size} px) must be a multiple of token_size "
                               f"({token_size} px); e.g. --patch-size {2 * token_size}")
         self.patch_size, self.token_size, self.batch_size, self.seed = patch_size, token_size, batch_size, seed
-        self.bands = _band_subset(bands)
+        self.bands = band_subset(NAME, bands, BAND_ALIASES)
         self.device = pick_device(device)
-
-    @property
-    def used_bands(self) -> tuple[str, ...]:
-        """The bands this encoder reads, in :data:`BANDS` order (all ten unless ``bands`` says fewer)."""
-        return BANDS if self.bands is None else self.bands
-
-    @property
-    def masked_groups(self) -> tuple[str, ...]:
-        """The Sentinel-2 channel groups masked for want of their bands (:data:`GROUP_BANDS`)."""
-        return _masked_groups(self.used_bands)
-
-    def for_bands(self, cube) -> "GalileoNanoEncoder":
-        """This encoder for ``cube``: itself when the cube has all ten bands, or when ``bands`` was given (the
-        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube has and
-        masking the channel groups it lacks, when one group at least is whole; else itself (the run then says
-        which bands are missing). Bands are found as :func:`~changescout.encoders.base.select_bands` finds them
-        (aliases, a Landsat cube's own band numbers)."""
-        if self.bands is not None:
-            return self
-        spec = self.spec
-        have = []
-        for band in BANDS:
-            try:
-                select_bands(cube, replace(spec, bands=(band,)))
-            except BandError:
-                continue
-            have.append(band)
-        if len(have) == len(BANDS) or len(_masked_groups(tuple(have))) == len(GROUP_BANDS):
-            return self
-        other = copy.copy(self)
-        other.bands = tuple(have)
-        return other
-
-    def bands_note(self) -> str:
-        """What a run says of an encoder that reads fewer than the ten bands ("" when it reads them all)."""
-        if self.bands is None:
-            return ""
-        lacking = [b for b in BANDS if b not in self.bands]
-        return (f"note: galileo-nano reads {' '.join(self.bands)}; without {' '.join(lacking)} its channel groups "
-                f"{', '.join(self.masked_groups)} are masked (embeddings of another space than those of all ten bands: "
-                "similar compares runs of the same bands only)")
 
     def _spec(self, sha256: str | None) -> EncoderSpec:
         window = max(self.patch_size, WINDOW_TOKENS * self.token_size // self.patch_size * self.patch_size)
@@ -260,10 +213,7 @@ class GalileoNanoEncoder(PretrainedEncoder):
 
     def space_options(self) -> dict:
         """The options that change the embedding space, where they are not the defaults (the token size)."""
-        options = changed_options(self, ("token_size", "bands"))
-        if "bands" in options:
-            options["bands"] = list(options["bands"])
-        return options
+        return self._space_bands(changed_options(self, ("token_size", "bands")))
 
     # -- inference -----------------------------------------------------------------------------
     def _check(self, x: np.ndarray, months: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +234,7 @@ class GalileoNanoEncoder(PretrainedEncoder):
         """``(B, bands, H, W)`` reflectance (the ten :data:`BANDS`, or ``used_bands``), ``(B,)`` months 0-11 ->
         ``(B, 128, H // token, W // token)`` float32."""
         x, months = self._check(x, months, self.token_size)
-        where = [BANDS.index(b) for b in self.used_bands]
+        where = self.band_positions
         out = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
@@ -308,25 +258,3 @@ class GalileoNanoEncoder(PretrainedEncoder):
         k = self.patch_size // self.token_size
         return (F.avg_pool2d(cells, k) if k > 1 else cells).numpy()
 
-
-def _band_subset(bands) -> tuple[str, ...] | None:
-    """``bands`` as a subset of :data:`BANDS` in its order (``None``: all ten), checked: known names (or their
-    aliases), and one channel group at least whole."""
-    if bands is None:
-        return None
-    if isinstance(bands, str) or not all(isinstance(b, str) for b in bands):
-        raise ConfigError(f"galileo-nano bands must be a list of band names from {list(BANDS)}, got {bands!r}")
-    lookup = {b.upper(): b for b in BANDS} | {a.upper(): b for a, b in BAND_ALIASES.items()}
-    unknown = [b for b in bands if b.upper() not in lookup]
-    if unknown:
-        raise ConfigError(f"galileo-nano has no bands {unknown}: its bands are {list(BANDS)} (or {sorted(BAND_ALIASES)})")
-    chosen = {lookup[b.upper()] for b in bands}
-    subset = tuple(b for b in BANDS if b in chosen)
-    if len(_masked_groups(subset)) == len(GROUP_BANDS):
-        raise ConfigError(f"galileo-nano bands {list(subset)} make no whole channel group: it needs one of "
-                          + "; ".join(f"{g}: {' '.join(b)}" for g, b in GROUP_BANDS.items()))
-    return None if subset == BANDS else subset
-
-
-def _masked_groups(bands: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(g for g, need in GROUP_BANDS.items() if not set(need) <= set(bands))

@@ -39,13 +39,14 @@ import numpy as np
 import torch
 
 from ..errors import BandError, ConfigError, WeightsError, check_param
+from .band_groups import BANDS, BandSubset, band_subset
 from .base import EncoderSpec, PretrainedEncoder, changed_options, find_weights, pick_device, sha256_file
 from .presto_net import CHANNELS, DIM, DW_MISSING, MAX_STEPS, NORM_ADD, NORM_DIV, PrestoNet, month_table, position_table
 
 VERSION = "1"
 MODES = ("single", "window")
-#: Sentinel-2 bands Presto uses, in its channel order (channels 2..11 of :data:`presto_net.CHANNELS`).
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+# The Sentinel-2 bands Presto uses are BANDS of band_groups, in its channel order (channels 2..11 of
+# presto_net.CHANNELS); a cube without some of them has their channel groups masked.
 #: Common (STAC / eo-extension) and short names accepted for those bands.
 BAND_ALIASES = {
     "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06", "rededge3": "B07",
@@ -105,11 +106,12 @@ def state_digest(net: PrestoNet) -> str:
 
 
 # -- preprocessing (pure numpy) ------------------------------------------------------------------------
-def presto_inputs(reflectance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def presto_inputs(reflectance: np.ndarray, valid: np.ndarray, missing: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """``(N, T, 10)`` 0..1 reflectance in :data:`BANDS` order and ``(N, T)`` usable flags -> Presto's normalised
     ``x`` and ``mask`` ``(N, T, 17)`` float32 (mask 1 = missing). S2 channels: ``(DN + 0) / 10000`` with DN =
-    reflectance x 10000; NDVI = (B08 - B04) / (B08 + B04), 0 where the sum is <= 0; S1, ERA5 and SRTM masked.
-    Arithmetic in float64, rounded once to float32. Masked channels hold 0."""
+    reflectance x 10000; NDVI = (B08 - B04) / (B08 + B04), 0 where the sum is <= 0; S1, ERA5 and SRTM masked,
+    and the bands ``missing`` names (NDVI too without B04 or B08: the network masks a group with one masked
+    channel). Arithmetic in float64, rounded once to float32. Masked channels hold 0."""
     refl = np.asarray(reflectance, np.float64)
     ok = np.asarray(valid, bool)
     if refl.ndim != 3 or refl.shape[-1] != len(BANDS) or ok.shape != refl.shape[:2]:
@@ -123,6 +125,10 @@ def presto_inputs(reflectance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     mask = np.ones(x.shape)
     mask[..., _S2] = ~ok[..., None]
     mask[..., _NDVI] = ~ok
+    for band in missing:
+        mask[..., _S2.start + BANDS.index(band)] = 1
+    if {"B04", "B08"} & set(missing):
+        mask[..., _NDVI] = 1
     return np.where(mask > 0, 0.0, x).astype(np.float32), mask.astype(np.float32)
 
 
@@ -171,7 +177,7 @@ def patch_mean(emb: np.ndarray, where: np.ndarray, p: int) -> np.ndarray:
 
 
 # -- the encoder ---------------------------------------------------------------------------------------
-class PrestoEncoder(PretrainedEncoder):
+class PrestoEncoder(BandSubset, PretrainedEncoder):
     """Pretrained Presto pixel-series embeddings, mean-pooled per patch; see the module docstring for modes.
 
     ``weights``: the ``default_model.pt`` file or a folder holding it (else ``$CHANGESCOUT_WEIGHTS_DIR/presto/``),
@@ -183,8 +189,9 @@ class PrestoEncoder(PretrainedEncoder):
     trained_level = "L1C"  # its export reads B10, which Level-2A products lack
 
     def __init__(self, patch_size: int = 16, mode: str = "window", context: int = 3, weights: str | Path | None = None,
-                 device: str | None = None, batch_size: int = 4096, seed: int = 0, pixel_stride: int = 1):
-        self._configure(patch_size, mode, context, device, batch_size, seed, pixel_stride)
+                 device: str | None = None, batch_size: int = 4096, seed: int = 0, pixel_stride: int = 1,
+                 bands: tuple[str, ...] | None = None):
+        self._configure(patch_size, mode, context, device, batch_size, seed, pixel_stride, bands)
         if isinstance(weights, str) and weights == "random":
             self.weights, self.net = "random", random_presto(self.seed)
             self._digest = state_digest(self.net)
@@ -195,7 +202,7 @@ class PrestoEncoder(PretrainedEncoder):
         self.net = self.net.to(self.device)
 
     def _configure(self, patch_size=16, mode="window", context=3, device=None, batch_size=4096, seed=0,
-                   pixel_stride=1) -> None:
+                   pixel_stride=1, bands=None) -> None:
         # (each checked for its type too: "x" from a --config file was an internal error, 2.5 was cut to 2)
         patch_size = check_param("presto", "patch_size", patch_size, 1, None, integer=True)
         pixel_stride = check_param("presto", "pixel_stride", pixel_stride, 1, None, integer=True)
@@ -207,12 +214,13 @@ class PrestoEncoder(PretrainedEncoder):
         self.patch_size, self.mode, self.context = patch_size, mode, check_param("presto", "context", context, 1, MAX_STEPS, integer=True)
         self.batch_size = check_param("presto", "batch_size", batch_size, 1, None, integer=True)
         self.seed = check_param("presto", "seed", seed, 0, None, integer=True)
+        self.bands = band_subset("presto", bands, BAND_ALIASES)
         self.device = pick_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @property
     def spec(self) -> EncoderSpec:
         return EncoderSpec(
-            name="presto", version=VERSION, dim=DIM, patch_size=self.patch_size, bands=BANDS,
+            name="presto", version=VERSION, dim=DIM, patch_size=self.patch_size, bands=self.used_bands,
             band_aliases=dict(BAND_ALIASES),
             scaling="0..1 reflectance (= Sentinel-2 DN / 10000, Presto's normalisation); NDVI computed from B04, B08",
             window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,
@@ -223,23 +231,24 @@ class PrestoEncoder(PretrainedEncoder):
                      "for Remote Sensing Timeseries, arXiv:2304.14065 (2023)",
             description=f"Presto pixel time-series transformer, mode {self.mode!r}"
                         + (f" (last {self.context} usable dates)" if self.mode == "window" else "")
-                        + ", mean-pooled per patch over usable pixels",
+                        + ", mean-pooled per patch over usable pixels"
+                        + (f" ({', '.join(self.masked_groups)} masked)" if self.bands is not None else ""),
             input="reflectance", temporal=True,
         )
 
     def __dask_tokenize__(self):
-        return ("presto", VERSION, self._digest, self.patch_size, self.mode, self.context, self.pixel_stride)
+        return ("presto", VERSION, self._digest, self.patch_size, self.mode, self.context, self.pixel_stride, self.used_bands)
 
     def space_options(self) -> dict:
         """The options that change the embedding space, where they are not the defaults."""
-        return changed_options(self, ("mode", "context", "pixel_stride"))
+        return self._space_bands(changed_options(self, ("mode", "context", "pixel_stride", "bands")))
 
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, x: np.ndarray, months: np.ndarray, latlon=None) -> np.ndarray:
         """``(B, 10, H, W)`` reflectance of independent dates -> ``(B, 128, H/p, W/p)``: "single" mode per date
         (unusable pixels: non-finite or all bands 0)."""
         x, months = self._check(x, months)
-        return self._states(x, months, usable_pixels(x), latlon, "single")  # dates are independent in this mode
+        return self._states(self._ten(x), months, usable_pixels(x), latlon, "single")  # dates are independent in this mode
 
     def encode_series(self, x: np.ndarray, months: np.ndarray, valid: np.ndarray | None = None, latlon=None) -> np.ndarray:
         """``(T, 10, H, W)`` reflectance of one window's whole series, ``(T,)`` months 0-11 and ``(T, H, W)`` usable
@@ -250,12 +259,21 @@ class PrestoEncoder(PretrainedEncoder):
             if np.shape(valid) != ok.shape:
                 raise ConfigError(f"valid must be (time, H, W) = {ok.shape}, got {np.shape(valid)}")
             ok &= np.asarray(valid, bool)
-        return self._states(x, months, ok, latlon, self.mode)
+        return self._states(self._ten(x), months, ok, latlon, self.mode)
+
+    def _ten(self, x: np.ndarray) -> np.ndarray:
+        """``x`` of :attr:`used_bands` as the ten :data:`BANDS` (the missing ones 0: masked by :func:`presto_inputs`)."""
+        if self.bands is None:
+            return x
+        full = np.zeros((x.shape[0], len(BANDS), *x.shape[2:]), x.dtype)
+        full[:, self.band_positions] = x
+        return full
 
     def _check(self, x: np.ndarray, months: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32)
-        if x.ndim != 4 or x.shape[1] != len(BANDS):
-            raise BandError(f"presto takes (dates, {len(BANDS)} bands {', '.join(BANDS)}, H, W), got shape {x.shape}")
+        bands = self.used_bands
+        if x.ndim != 4 or x.shape[1] != len(bands):
+            raise BandError(f"presto takes (dates, {len(bands)} bands {', '.join(bands)}, H, W), got shape {x.shape}")
         self._grid(x)
         months = np.asarray(months)
         if months.shape != (len(x),) or not np.issubdtype(months.dtype, np.integer) or ((months < 0) | (months > 11)).any():
@@ -297,7 +315,7 @@ class PrestoEncoder(PretrainedEncoder):
         with torch.inference_mode():
             for i in range(0, len(refl), self.batch_size):
                 j = slice(i, i + self.batch_size)
-                x, mask = presto_inputs(refl[j], slot_ok[j])
+                x, mask = presto_inputs(refl[j], slot_ok[j], tuple(b for b in BANDS if b not in self.used_bands))
                 dw = np.full(slot_ok[j].shape, DW_MISSING, np.int64)
                 args = [torch.from_numpy(a).to(self.device) for a in (x, mask, dw, latlons[j], months[j])]
                 out[j] = self.net(*args).float().cpu().numpy()

@@ -1,0 +1,106 @@
+"""Sentinel-2 channel groups of the pretrained encoders (Galileo-nano, Presto), and what a cube that lacks
+some of their ten bands gets: those encoders tokenise the bands by group (blue-green-red, red edge, 10 m and
+20 m near infrared, short-wave infrared, NDVI) and mask a group a sample does not have, as they mask the
+other inputs (Sentinel-1, weather...) here. :class:`BandSubset` gives such an encoder a ``bands`` option (a
+subset of :data:`BANDS`), the groups it masks, and :meth:`BandSubset.for_bands`, which reads the bands a cube
+has: HLS S30 and L30 read together keep B02 B03 B04 B8A B11 B12; a 4-band image has blue, green, red, nir.
+Embeddings of fewer bands are another space than those of all ten: the encoder's ``space_options`` say so.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+from ..errors import BandError, ConfigError
+
+#: The ten Sentinel-2 bands of both models, in their channel order.
+BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+#: The bands each channel group reads (NDVI is computed from B08 and B04): a group a cube lacks a band of is masked.
+GROUP_BANDS = {"S2_RGB": ("B02", "B03", "B04"), "S2_Red_Edge": ("B05", "B06", "B07"), "S2_NIR_10m": ("B08",),
+               "S2_NIR_20m": ("B8A",), "S2_SWIR": ("B11", "B12"), "NDVI": ("B04", "B08")}
+
+
+def band_subset(name: str, bands, aliases: dict) -> tuple[str, ...] | None:
+    """``bands`` as a subset of :data:`BANDS` in its order (``None``: all ten), checked: known names (or
+    ``aliases``), and one channel group at least whole."""
+    if bands is None:
+        return None
+    if isinstance(bands, str) or not all(isinstance(b, str) for b in bands):
+        raise ConfigError(f"{name} bands must be a list of band names from {list(BANDS)}, got {bands!r}")
+    lookup = {b.upper(): b for b in BANDS} | {a.upper(): b for a, b in aliases.items()}
+    unknown = [b for b in bands if b.upper() not in lookup]
+    if unknown:
+        raise ConfigError(f"{name} has no bands {unknown}: its bands are {list(BANDS)} (or {sorted(aliases)})")
+    chosen = {lookup[b.upper()] for b in bands}
+    subset = tuple(b for b in BANDS if b in chosen)
+    if len(masked_groups(subset)) == len(GROUP_BANDS):
+        raise ConfigError(f"{name} bands {list(subset)} make no whole channel group: it needs one of "
+                          + "; ".join(f"{g}: {' '.join(b)}" for g, b in GROUP_BANDS.items()))
+    return None if subset == BANDS else subset
+
+
+def masked_groups(bands: tuple[str, ...]) -> tuple[str, ...]:
+    """The channel groups that read a band not in ``bands``."""
+    return tuple(g for g, need in GROUP_BANDS.items() if not set(need) <= set(bands))
+
+
+class BandSubset:
+    """What an encoder of :data:`BANDS` that masks the groups it lacks shares; it sets ``self.bands`` (``None``
+    or a subset, from :func:`band_subset`) and has a ``spec`` whose ``bands`` are :attr:`used_bands`."""
+
+    bands: tuple[str, ...] | None = None
+
+    @property
+    def used_bands(self) -> tuple[str, ...]:
+        """The bands this encoder reads, in :data:`BANDS` order (all ten unless ``bands`` says fewer)."""
+        return BANDS if self.bands is None else self.bands
+
+    @property
+    def masked_groups(self) -> tuple[str, ...]:
+        """The channel groups masked for want of their bands (:data:`GROUP_BANDS`)."""
+        return masked_groups(self.used_bands)
+
+    @property
+    def band_positions(self) -> list[int]:
+        """Where :attr:`used_bands` sit among the ten :data:`BANDS`."""
+        return [BANDS.index(b) for b in self.used_bands]
+
+    def for_bands(self, cube):
+        """This encoder for ``cube``: itself when the cube has all ten bands, or when ``bands`` was given (the
+        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube has and
+        masking the channel groups it lacks, when one group at least is whole; else itself (the run then says
+        which bands are missing). Bands are found as :func:`~changescout.encoders.base.select_bands` finds them
+        (aliases, a Landsat cube's own band numbers)."""
+        from .base import select_bands
+
+        if self.bands is not None:
+            return self
+        spec = self.spec
+        have = []
+        for band in BANDS:
+            try:
+                select_bands(cube, replace(spec, bands=(band,)))
+            except BandError:
+                continue
+            have.append(band)
+        if len(have) == len(BANDS) or len(masked_groups(tuple(have))) == len(GROUP_BANDS):
+            return self
+        other = copy.copy(self)
+        other.bands = tuple(have)
+        return other
+
+    def bands_note(self) -> str:
+        """What a run says of an encoder that reads fewer than the ten bands ("" when it reads them all)."""
+        if self.bands is None:
+            return ""
+        lacking = [b for b in BANDS if b not in self.bands]
+        return (f"note: {self.spec.name} reads {' '.join(self.bands)}; without {' '.join(lacking)} its channel groups "
+                f"{', '.join(self.masked_groups)} are masked (embeddings of another space than those of all ten bands: "
+                "similar compares runs of the same bands only)")
+
+    def _space_bands(self, options: dict) -> dict:
+        """``options`` (:func:`~changescout.encoders.base.changed_options`) with ``bands`` as a JSON list."""
+        if options.get("bands") is not None:
+            options["bands"] = list(options["bands"])
+        return options

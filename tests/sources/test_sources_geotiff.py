@@ -427,6 +427,16 @@ def test_dates_option_listing_the_names_dates_in_another_order_is_refused(tmp_pa
     np.testing.assert_array_equal(footprint(given).values, footprint(by_names).values)
     other = open_series(tmp_path / "f", dates=["2021-01-01", "2021-02-01", "2021-03-01"])  # other dates: file order
     np.testing.assert_allclose(footprint(other).values[0], ms.scene(1) / 10000, rtol=1e-6)  # (S2A_... sorts 1st)
+    # taken, but said: a typo in one date (2020-01-16 for the name's 2020-01-15) dated every id without a word (a UAT)
+    from changescout.cube import grid_of
+    from changescout.pipeline import input_notes
+
+    typo = open_series(tmp_path / "f", dates=["2020-01-10", "2020-01-05", "2020-01-16"])
+    assert typo.attrs["redated_files"] == ["S2B_MSIL2A_20200115T105339_N0213_R051_T31TCJ_20200115T121000.tif: 2020-01-16 "
+                                           "(its name says 2020-01-15)"]
+    assert any(n.startswith("note: --dates gives 1 image(s) another date than their name's: S2B_MSIL2A_20200115")
+               for n in input_notes(typo, {}, grid_of(typo), given_grid=True))
+    assert "redated_files" not in given.attrs and len(other.attrs["redated_files"]) == 3
 
 
 def test_duplicate_band_names_in_a_folder_are_refused(tmp_path):

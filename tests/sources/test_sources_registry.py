@@ -46,6 +46,9 @@ def test_unknown_path_and_kind_list_the_available_kinds(tmp_path):
         open_series(notes, kind="bogus")
     with pytest.raises(SourceError, match="does not exist"):
         open_series(tmp_path / "missing")
+    # a folder given as a stacked file "did not exist" (a UAT): it is named as a folder
+    with pytest.raises(SourceError, match=r"is a folder, not a raster file: .* leave --kind out"):
+        open_series(tmp_path, kind="stacked", dates=["2021-01-01"])
 
 
 def _fake_entry_points(monkeypatch, **plugins):

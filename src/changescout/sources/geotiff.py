@@ -112,7 +112,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         raise SourceError(f"holds only auxiliary layers ({ignored[0].name}, ...): no reflectance image", root)
     _check_products_have_images(walked, [f for f in files if f not in ignored], ignored)
     groups = _groups(root, [f for f in files if f not in ignored])
-    times = _times(groups, dates, root)
+    times, redated = _times(groups, dates, root)
     products = [_hls_product(files) for files in groups.values()]
     harmonised = set(products) == {"S30", "L30"}  # (HLS S30 and L30 dates alone: read under S30's band names)
     if {"S30", "L30"} < set(products):  # with other products, whose band numbers are their own
@@ -165,6 +165,8 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
                        scale_factor=scale_factor, offset=offset, level=level)
     if ignored:
         cube.attrs["ignored_files"] = [_name(f, root) for f in ignored]
+    if redated:
+        cube.attrs["redated_files"] = redated
     return hls_attrs(cube, harmonised, left_out, second, "dates")
 
 
@@ -277,7 +279,9 @@ def _groups(root: Path, files: list[Path]) -> dict[str, list[Path]]:
     return {k: sorted(v, key=lambda f: _band_order(_suffix(f))) for k, v in sorted(groups.items())}
 
 
-def _times(groups: dict[str, list[Path]], dates, root: Path):
+def _times(groups: dict[str, list[Path]], dates, root: Path) -> tuple[list, list[str]]:
+    """The date of each image (``dates`` in sorted file order, else its name's), and the images ``dates`` gives
+    another date than their names say (``"name: given (its name says named)"``, which the run notes)."""
     if dates is not None:
         times = to_times(dates, root)
         if len(times) != len(groups):
@@ -301,7 +305,9 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
                               f"but its name says {named[i]:%Y-%m-%d}: --dates dates the images in sorted file order, "
                               "and lists the dates of the names in another; leave --dates out to date them by their names",
                               root)
-        return times
+        redated = [f"{_name(files[0], root)}: {t:%Y-%m-%d} (its name says {n:%Y-%m-%d})"
+                   for files, t, n in zip(groups.values(), times, named) if n is not None and n != t]
+        return times, redated
     times = []
     for files in groups.values():
         t = _date_of(files[0], root)
@@ -316,7 +322,7 @@ def _times(groups: dict[str, list[Path]], dates, root: Path):
             )
         # images of one date are its tiles (mosaicked: open_scenes refuses two over the same ground)
         times.append(t)
-    return times
+    return times, []
 
 
 def _date_of(file: Path, root: Path):

@@ -217,6 +217,9 @@ def probe(path: str | os.PathLike) -> RasterInfo:
     if is_remote(path):
         return _probe(str(path), 0.0)
     path = os.path.abspath(path)
+    if os.path.isdir(path):  # (--kind stacked on a folder: "does not exist" misled, a UAT)
+        raise SourceError("is a folder, not a raster file: give one file (a stacked GeoTIFF), or leave --kind out (a folder "
+                          "of GeoTIFFs is --kind geotiff)", path)
     if not os.path.isfile(path):
         raise SourceError("does not exist or is not a file", path)
     return _probe(path, os.path.getmtime(path))

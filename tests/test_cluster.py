@@ -42,6 +42,7 @@ def test_auto_finds_three_blobs():
     assert min(model.bic_, key=model.bic_.get) == 3
     assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
     assert not hasattr(model.set_params(n_clusters=2).fit(X), "bic_")  # (the earlier fit's was kept: a review)
+    assert not hasattr(ChangeClusterer(random_state=0).fit(X).fit(X[:1]), "bic_")  # (one change: no mixture either)
 
 
 def test_a_single_change_is_one_type():

@@ -525,6 +525,9 @@ def _faulty_encoder(fault: str, input_: str = "reflectance"):
                 out[:, 1, 0, 0] = np.nan
             if fault == "inf":
                 out[:, 2] = np.inf
+            if fault == "input":  # NaN where the input holds values past any reflectance, as galileo-nano gives
+                huge = (np.abs(x) > 1e30).any(axis=1).reshape(b, h // 16, 16, w // 16, 16).any(axis=(2, 4))
+                out[:, 0][huge] = np.nan
             return out
 
         def weights_digest(self):
@@ -548,6 +551,17 @@ def test_an_encoder_output_that_breaks_its_contract_is_named(textured_cube, tmp_
     assert not (tmp_path / "e.zarr").exists()
     ds = embed_cube(cube, _faulty_encoder("none"), PatchGrid(grid_of(cube), 16), tmp_path / "e.zarr", "s")
     assert np.isfinite(ds["embedding"].values).all()
+
+
+def test_nan_embeddings_of_an_undeclared_float_nodata_are_the_inputs_not_the_encoders(textured_cube, tmp_path):
+    """A review: float GeoTIFFs holding GDAL's float nodata (-3.4e38) undeclared gave galileo-nano NaN at those
+    patches, which the run had taken for unclear; the output check then blamed the encoder. Patches whose input
+    holds values past any reflectance are left unclear, as before."""
+    cube = textured_cube(n_dates=3, size=128, seed=1).compute()
+    cube.values[1, :, 0:20, 0:20] = -3.4028235e38
+    ds = embed_cube(cube, _faulty_encoder("input"), PatchGrid(grid_of(cube), 16), tmp_path / "e.zarr", "s")
+    e = ds["embedding"].values
+    assert np.isnan(e[1, 0, 0, 0]) and np.isnan(e[1, 1, 1, 0]) and np.isfinite(e[0]).all() and np.isfinite(e[1, 2:, 2:]).all()
 
 
 def test_a_plugin_fed_the_runs_own_z_scores_shares_no_space_with_other_runs():

@@ -213,6 +213,25 @@ def test_a_rare_change_that_is_the_larger_part_of_a_mixed_object_is_taken_apart_
     assert ids[-1] == ids[0] != ids[2]
 
 
+def test_a_rare_change_joined_to_an_unrelated_change_of_no_common_type_is_taken_apart():
+    """Planted Bouconne series (rcf, seed 0): a pond drying beside a harvest, joined by a mixed patch, ranked 1st
+    under the harvest's name and the pond was lost: the harvest part lay just past the commonness quantile, so
+    the cut (one part common, the other not) was not made, though the two parts changed in all but unrelated
+    directions (cosine 0.06). Such parts are cut when one of them is not common."""
+    rng = np.random.default_rng(4)
+    e = np.eye(8)
+    rows = _background() + _clear_cuts(rng)  # the run's common change
+    fields = [(14, 4 * k + dc, "2021-03-01", 2.0, 2, e[3] + rng.normal(0, 0.05, 8)) for k in range(3) for dc in range(3)]
+    field = [(20 + dr, dc, "2021-03-01", 2.0, 2, e[3] + rng.normal(0, 0.05, 8)) for dr in range(2) for dc in range(3)]
+    pond = [(20, 3, "2021-03-01", 2.0, 2, 0.6 * e[3] + e[6])] + [  # the mixed patch, then the pond
+        (r, c, "2021-03-01", 2.0, 2, e[6] + rng.normal(0, 0.05, 8)) for r, c in ((20, 4), (21, 4), (20, 5))]
+    ev, vecs = _events(rows + fields + field + pond)
+    ranked, obj = ObjectRanker().fit_transform(ev, vecs)
+    ids = ranked["object_id"].to_numpy()[-len(field + pond):]
+    assert len(set(ids[:len(field)])) == 1 and len(set(ids[len(field):])) == 1 and ids[0] != ids[-1]
+    assert obj.set_index("object_id").loc[ids[-1], "rank"] == 1  # the pond, with its mixed patch
+
+
 @pytest.mark.parametrize("roof_first", [True, False])
 def test_two_parts_of_one_size_are_left_whole_whichever_lies_first(roof_first):
     """Review: of two parts of one size, the part Ward happened to label first was taken as the smaller one, so

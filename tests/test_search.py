@@ -177,6 +177,11 @@ def test_runs_whose_rcf_input_was_normalised_on_their_own_area_are_refused():
     assert "--weights runA/rcf_weights.npz" in str(exc.value)
     galileo = {**old, "encoder": "galileo-nano"}
     check_compatible(compatibility(galileo), compatibility(galileo), "runA", "runB")
+    # a plugin fed the stage's per-date z-scores (embed.shares_space: shared false) is told as such, not as old rcf
+    plugin = compatibility({**ATTRS, "encoder": "myenc", "normalisation": '{"method": "per-date", "shared": false}'})
+    with pytest.raises(IncompatibleRunsError, match="encoder 'myenc' reads the embedding stage's per-date z-scores") as exc:
+        check_compatible(plugin, plugin, "runA", "runB")
+    assert "rcf" not in str(exc.value) and "--weights" not in str(exc.value)
 
 
 def test_the_rcf_weights_hint_is_only_given_between_rcf_runs():

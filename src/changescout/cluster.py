@@ -60,6 +60,8 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         still = len(sample) < 2 or not np.ptp(sample, axis=0).any()  # one sample, or identical ones (two same images)
         with np.errstate(divide="ignore", invalid="ignore") if still else contextlib.nullcontext():
             Z = self.pca_.fit_transform(sample)  # (no variance to explain: numpy's warning was printed to the user)
+        if hasattr(self, "bic_"):  # (of an earlier automatic fit: not this one's)
+            del self.bic_
         if len(sample) < 2:  # one change is one type (a mixture needs two samples)
             if self.n_clusters != "auto" and int(self.n_clusters) != 1:
                 raise ValueError(f"n_clusters must be between 1 and the number of samples (1), got {self.n_clusters}")
@@ -67,8 +69,6 @@ class ChangeClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.n_clusters_ = 1
             self.labels_ = self.predict(X)
             return self
-        if hasattr(self, "bic_"):  # (of an earlier automatic fit: not this one's)
-            del self.bic_
         if self.n_clusters == "auto":
             # at most one parameter (a mean and a variance per dimension, a weight) per sampled change: past that,
             # components collapse onto single changes, whose likelihood BIC's penalty cannot hold back (12 changes

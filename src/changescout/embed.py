@@ -276,25 +276,45 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         b = max(1, int(spec.batch_size))
         context = {"halo": h} if h else {}
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
-    check_output(emb, spec, (len(x), usable.shape[1] // p, usable.shape[2] // p))
+    inner = x[..., h:-h, h:-h] if h else x
+    check_output(emb, spec, (len(x), usable.shape[1] // p, usable.shape[2] // p), _plausible_patches(inner, p))
     out = np.empty((*emb.shape[:1], *emb.shape[2:], emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
     out[..., -1] = clear_fractions(usable, p, covered)
     return out
 
 
-def check_output(emb, spec, shape: tuple[int, int, int]) -> None:
+#: Input values past this size are no reflectance nor z-score (GDAL's float nodata, -3.4e38, undeclared): an
+#: encoder's NaN at a patch holding one is the input's, not the encoder's (:func:`check_output`).
+PLAUSIBLE_INPUT = 1e6
+
+
+def _plausible_patches(x: np.ndarray, p: int) -> np.ndarray:
+    """``(dates, bands, H, W)`` encoder input -> ``(dates, H/p, W/p)``: every value of the patch finite and within
+    :data:`PLAUSIBLE_INPUT`."""
+    t, _, hh, ww = x.shape
+    ok = (np.isfinite(x) & (np.abs(x) < PLAUSIBLE_INPUT)).all(axis=1)
+    return ok.reshape(t, hh // p, p, ww // p, p).all(axis=(2, 4))
+
+
+def check_output(emb, spec, shape: tuple[int, int, int], plausible: np.ndarray | None = None) -> None:
     """An encoder's output for ``shape`` = ``(dates, patch rows, patch cols)`` is ``(dates, spec.dim, rows, cols)``
-    of finite values, else an :class:`EncoderOutputError` naming the encoder: a plugin returning another shape
-    failed inside dask ("chunk size unknown"), and one returning NaN or inf had its patches taken for cloudy
-    (no change at them, or "no patch clear enough" blaming the source)."""
+    of finite values where its input was plausible (``plausible``, ``(dates, rows, cols)``, default everywhere),
+    else an :class:`EncoderOutputError` naming the encoder: a plugin returning another shape failed inside dask
+    ("chunk size unknown"), and one returning NaN or inf had its patches taken for cloudy (no change at them, or
+    "no patch clear enough" blaming the source). A NaN where the input held values past any reflectance (an
+    undeclared float nodata) is the input's: those patches are unclear, as before."""
     want = (shape[0], spec.dim, shape[1], shape[2])
     got = tuple(getattr(emb, "shape", ()))
     if got != want:
+        configure = (" (it declares no dimension: configure it for the cube first, e.g. precomputed's n_bands or "
+                     "for_cube)" if not spec.dim else "")
         raise EncoderOutputError(f"encoder {spec.name!r} returned embeddings of shape {got} for a window of {shape[0]} "
                                  f"date(s) x {shape[1]} x {shape[2]} patches; its spec (dim {spec.dim}, patch_size "
-                                 f"{spec.patch_size}) says {want}: (dates, dim, rows, cols)")
+                                 f"{spec.patch_size}) says {want}: (dates, dim, rows, cols){configure}")
     bad = ~np.isfinite(emb).all(axis=1)
+    if plausible is not None:
+        bad &= plausible
     if bad.any():
         raise EncoderOutputError(f"encoder {spec.name!r} returned values that are not finite (NaN or inf) at "
                                  f"{int(bad.sum())} of {bad.size} patch embeddings of a window: an encoder returns finite "

@@ -38,7 +38,7 @@ from .describe import describe_objects, unread_bands
 from .embed import embed_cube, embedding_grid, open_embeddings
 from .encoders import encoder_class, get_encoder
 from .encoders.base import level_note, select_bands, sha256_file
-from .errors import ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
+from .errors import BandError, ConfigError, InputError, OutputError, RunExistsError, RunNotFoundError, check_param
 from .events import COLUMNS, REPLACED, write_events
 from .intact import OWN_FILES, objects_problem, problem
 from .objects import ObjectRanker, change_states, object_geometries, write_objects
@@ -850,7 +850,14 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
             encoder = encoder.for_bands(cube)
             if note := encoder.bands_note():
                 log(note)
-        select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
+        try:
+            select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
+        except BandError as exc:
+            if not hasattr(encoder, "for_bands"):
+                raise
+            raise BandError(f"{exc.message}; with fewer it runs on the channel groups the cube has whole, under "
+                            "Sentinel-2's names or common names (B02 B03 B04, B8A, B11 B12; blue green red, nir...): "
+                            "this cube has none", exc.path) from None
         if hasattr(encoder, "for_cube"):  # what an encoder reads off the values (hf: the stretch of 8-bit images)
             encoder = encoder.for_cube(cube)
             if note := (encoder.note() if hasattr(encoder, "note") else ""):  # (precomputed: AlphaEarth's bytes)

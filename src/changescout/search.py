@@ -276,6 +276,12 @@ def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
                 hint += f" {name} was made by changescout {when}: run it again with this version (--overwrite) to search both."
         raise IncompatibleRunsError(f"change vectors of {name_a} and {name_b} cannot be compared ({'; '.join(diffs)}).{hint}")
     alone = [name for name, c in ((name_a, a), (name_b, b)) if not c.get("shared_space", True)]
+    if alone and a.get("encoder") != "rcf":  # a plugin fed the stage's per-date z-scores (embed.shares_space)
+        raise IncompatibleRunsError(
+            f"change vectors of {name_a} and {name_b} cannot be compared: encoder {a.get('encoder')!r} reads the "
+            "embedding stage's per-date z-scores of each band, which each run measures on its own area, so the same "
+            "pixels embed otherwise in each run; compare runs of such an encoder within one run, or give it an "
+            "input_normalisation of its own (a fixed centre and scale per band) to share one space")
     if alone:
         raise IncompatibleRunsError(
             f"change vectors of {name_a} and {name_b} cannot be compared: {' and '.join(alone)} normalised the "

@@ -440,6 +440,12 @@ def test_for_bands_reads_the_bands_a_cube_has():
     assert enc.for_bands(landsat) is enc
     chosen = GalileoNanoEncoder.untrained(device="cpu", bands=list(HLS_SHARED))
     assert chosen.for_bands(cube(BANDS)) is chosen  # bands given: kept
+    # bare numbers are other bands on other sensors (a review: a 13-band L1C stack without descriptions read b11,
+    # its B10, as B11; Landsat 5's B1-B3, blue, green and red, as B02-B04's group): no subset of them
+    assert enc.for_bands(cube([f"b{i + 1}" for i in range(13)])) is enc
+    assert enc.for_bands(cube(("B1", "B2", "B3", "B4", "B5", "B7"))) is enc
+    assert enc.for_bands(cube(("B2", "B3", "B4", "B8"))) is enc
+    assert enc.for_bands(cube(("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"))) is enc  # all ten: taken
 
 
 @needs_weights
@@ -469,3 +475,23 @@ def test_a_run_on_hls_s30_and_l30_masks_the_missing_groups_and_says_so(tmp_path)
     assert json.loads(store.attrs["encoder_options"]) == {"bands": list(HLS_SHARED)}
     assert np.isfinite(store["embedding"].values).all()
     assert len(pd.read_parquet(run / "events.parquet")) > 0
+
+
+@needs_weights
+def test_a_cube_of_bare_band_numbers_is_refused_saying_what_would_run(tmp_path):
+    """Bare numbers (B2, B3, B4, B8) name other bands on other sensors: no subset is read from them, and the
+    refusal says which names a cube of fewer bands needs."""
+    import make_sources as ms
+
+    from changescout.pipeline import RunConfig, run_pipeline
+    from changescout.sources.synthetic import make_series
+
+    cube, _ = make_series(seed=0, size=128, n_dates=4)
+    for t, when in enumerate(pd.DatetimeIndex(cube["time"].values)):
+        data = cube.sel(band=["B02", "B03", "B04", "B08"]).values[t]
+        ms.write_geotiff(tmp_path / "f" / f"{when:%Y-%m-%d}.tif", data, transform=cube.rio.transform(), nodata=None,
+                         descriptions=["B2", "B3", "B4", "B8"])
+    with pytest.raises(BandError, match=r"misses \['B05'.*this cube has none"):
+        run_pipeline(RunConfig(source=str(tmp_path / "f"), encoder="galileo-nano", weights=str(WEIGHTS)), tmp_path / "run",
+                     log=None)
+    assert not (tmp_path / "run").exists()

@@ -451,3 +451,19 @@ def test_a_band_subset_masks_the_groups_it_lacks():
     assert np.abs(states - full.encode_series(x, months)).max() > 1e-3  # another space than all ten bands
     with pytest.raises(BandError, match="6 bands B02, B03, B04, B8A, B11, B12"):
         sub.encode_series(x, months)
+
+
+def test_random_weights_are_no_run_of_the_pretrained_ones(tmp_path):
+    """A review: presto --weights random declared the pretrained file's SHA-256, so a run of random weights and
+    one of the pretrained weights were one configuration, and the second command resumed the first."""
+    from changescout.errors import RunExistsError
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    assert PrestoEncoder(weights="random", seed=1).spec.weights_sha256 is None
+    if not WEIGHTS.is_file():
+        return
+    config = RunConfig(source="synthetic:seed=0,size=128,n_dates=4", encoder="presto", weights="random",
+                       encoder_options={"pixel_stride": 8})
+    run_pipeline(config, tmp_path / "run", log=None)
+    with pytest.raises(RunExistsError, match="another configuration"):
+        run_pipeline(RunConfig(**{**config.to_dict(), "weights": str(WEIGHTS)}), tmp_path / "run", log=None)

@@ -10,10 +10,12 @@ Embeddings of fewer bands are another space than those of all ten: the encoder's
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 
 from ..errors import BandError, ConfigError
 
+_NUMBER = re.compile(r"B\d{1,2}A?", re.IGNORECASE)  # a band number, with or without its leading zero
 #: The ten Sentinel-2 bands of both models, in their channel order.
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 #: The bands each channel group reads (NDVI is computed from B08 and B04): a group a cube lacks a band of is masked.
@@ -68,23 +70,36 @@ class BandSubset:
 
     def for_bands(self, cube):
         """This encoder for ``cube``: itself when the cube has all ten bands, or when ``bands`` was given (the
-        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube has and
-        masking the channel groups it lacks, when one group at least is whole; else itself (the run then says
-        which bands are missing). Bands are found as :func:`~changescout.encoders.base.select_bands` finds them
-        (aliases, a Landsat cube's own band numbers)."""
+        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube names
+        unmistakably and masking the channel groups it lacks, when one group at least is whole; else itself (the
+        run then says which bands are missing). Bands are found as
+        :func:`~changescout.encoders.base.select_bands` finds them, but only under Sentinel-2's own names (B02,
+        B8A) or common names (blue, nir08): a bare number (B2, b11) means other bands on other sensors (Landsat
+        5's B2 is green, a 13-band L1C stack without descriptions reads b11 as B10), and the ten bands' absence
+        no longer tells such a cube from Sentinel-2's (a review)."""
         from .base import select_bands
 
         if self.bands is not None:
             return self
         spec = self.spec
+        try:
+            select_bands(cube, spec)
+            return self
+        except BandError:
+            pass
+        names = [str(b) for b in cube["band"].values]
+        if names == [f"b{i + 1}" for i in range(len(names))]:  # a source's placeholders for bands it found no name for
+            return self
+        common = {a.upper() for a in spec.band_aliases if not _NUMBER.fullmatch(a)}
         have = []
         for band in BANDS:
             try:
-                select_bands(cube, replace(spec, bands=(band,)))
+                (i,) = select_bands(cube, replace(spec, bands=(band,)))
             except BandError:
                 continue
-            have.append(band)
-        if len(have) == len(BANDS) or len(masked_groups(tuple(have))) == len(GROUP_BANDS):
+            if names[i].upper() == band or names[i].upper() in common:
+                have.append(band)
+        if len(masked_groups(tuple(have))) == len(GROUP_BANDS):
             return self
         other = copy.copy(self)
         other.bands = tuple(have)

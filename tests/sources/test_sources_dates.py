@@ -77,6 +77,9 @@ def test_parse_date_round_trips_every_pattern(day, prefix, suffix):
         ("LT05_L1TP_035032_19950614_20160926_01_T1", "landsat-5", "L1"),
         ("LE70350322008118EDC00_b3", "landsat-7", None),
         ("LT50350322010099PAC01", "landsat-5", None),
+        # MSS (sensor M) numbers other bands than TM and has no blue: a platform no band family reads (a review:
+        # galileo-nano fed its green as blue)
+        ("LM05_L1TP_035032_19900101_20200101_02_T2", "landsat-5-mss", "L1"),
         ("HLS.S30.T31TCJ.2021001T105441.v2.0.B04", "sentinel-2", None),
         ("HLS.L30.T31TCJ.2021001T105441.v2.0.B05", "landsat-8-9", None),
         ("2018-04-29", None, None),

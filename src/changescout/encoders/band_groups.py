@@ -48,7 +48,15 @@ def band_subset(name: str, bands, aliases: dict) -> tuple[str, ...] | None:
     if len(masked_groups(subset)) == len(GROUP_BANDS):
         raise ConfigError(f"{name} bands {list(subset)} make no whole channel group: it needs one of "
                           + "; ".join(f"{g}: {' '.join(b)}" for g, b in GROUP_BANDS.items()))
+    subset = in_whole_groups(subset)
     return None if subset == BANDS else subset
+
+
+def in_whole_groups(bands: tuple[str, ...]) -> tuple[str, ...]:
+    """The bands of ``bands`` that a whole group reads: a band whose every group is masked adds nothing (B11
+    without B12), and recorded as read, it made a run of the same embeddings another configuration (a review)."""
+    whole = [need for g, need in GROUP_BANDS.items() if g not in masked_groups(bands)]
+    return tuple(b for b in bands if any(b in need for need in whole))
 
 
 def masked_groups(bands: tuple[str, ...]) -> tuple[str, ...]:
@@ -91,19 +99,19 @@ class BandSubset:
         no longer tells such a cube from Sentinel-2's (a review)."""
         from .base import select_bands
 
-        if self.bands is not None:
-            return self
+        from ..quality import band_family
+
         spec = self.spec
         try:
             select_bands(cube, spec)
             return self
         except BandError:
             pass
-        from ..quality import band_family
-
         names = [str(b) for b in cube["band"].values]
-        if (family := band_family(cube)) in LANDSAT_AS_S2:
-            return self._for_landsat(cube, family, names)
+        if (family := band_family(cube)) in LANDSAT_AS_S2:  # (bands given: read as their Landsat equivalents)
+            return self._for_landsat(cube, family, names, only=self.bands)
+        if self.bands is not None:
+            return self
         if names == [f"b{i + 1}" for i in range(len(names))]:  # a source's placeholders for bands it found no name for
             return self
         common = {a.upper() for a in spec.band_aliases if not _NUMBER.fullmatch(a)}
@@ -118,17 +126,20 @@ class BandSubset:
         if len(masked_groups(tuple(have))) == len(GROUP_BANDS):
             return self
         other = copy.copy(self)
-        other.bands = tuple(have)
+        other.bands = in_whole_groups(tuple(have))
         return other
 
-    def _for_landsat(self, cube, family: str, names: list[str]):
-        """:meth:`for_bands` for a Landsat series: its bands found by role (:data:`LANDSAT_AS_S2`)."""
+    def _for_landsat(self, cube, family: str, names: list[str], only: tuple[str, ...] | None = None):
+        """:meth:`for_bands` for a Landsat series: its bands found by role (:data:`LANDSAT_AS_S2`); ``only``: the
+        bands given, every one of which it must have (else itself: the run says which it misses)."""
         from ..quality import BLUE, GREEN, NIR, RED, SWIR1, SWIR2, find_bands
 
         roles = {"blue": BLUE, "green": GREEN, "red": RED, "nir": NIR, "swir1": SWIR1, "swir2": SWIR2}
         wanted = LANDSAT_AS_S2[family]
         found = dict(zip(wanted, find_bands(cube, *(roles[r] for r in wanted.values()))))
-        subset = tuple(b for b in BANDS if found.get(b) is not None)
+        subset = in_whole_groups(tuple(b for b in BANDS if found.get(b) is not None and (only is None or b in only)))
+        if only is not None and set(subset) != set(only):
+            return self
         if len(masked_groups(subset)) == len(GROUP_BANDS):
             return self
         other = copy.copy(self)
@@ -147,7 +158,7 @@ class BandSubset:
 
             read = (f"reads {FAMILY_NAMES[self.source_family]} {' '.join(self.source_bands)} as Sentinel-2's "
                     f"{' '.join(self.bands)} (their equivalents, as HLS harmonises Landsat with Sentinel-2; Landsat "
-                    "surface reflectance at 30 m is another domain than its pretraining)")
+                    "imagery is another domain than its pretraining's, Sentinel-2 top of atmosphere at 10 m)")
         else:
             read = f"reads {' '.join(self.bands)}"
         return (f"note: {self.spec.name} {read}; without {' '.join(lacking)} its channel groups "

@@ -139,7 +139,9 @@ _PLATFORMS = (
     (re.compile(r"(?<![A-Z0-9])HLS\.L30\.", re.I), lambda m: "landsat-8-9"),
     (re.compile(r"(?<![A-Z0-9])S2([A-D])_", re.I), lambda m: f"sentinel-2{m.group(1).lower()}"),
     (re.compile(r"SENTINEL-?2([A-D])?X?_", re.I), lambda m: "sentinel-2" + (m.group(1) or "").lower()),
-    (re.compile(r"(?<![A-Z0-9])L[COTEM]0?([1-9])(?:_L[12]|\d{6}\d{7}[A-Z]{3}\d{2})", re.I), lambda m: f"landsat-{m.group(1)}"),
+    # (MSS, sensor M: other bands under other numbers than TM's, no blue: a platform of its own, no family's)
+    (re.compile(r"(?<![A-Z0-9])L([COTEM])0?([1-9])(?:_L[12]|\d{6}\d{7}[A-Z]{3}\d{2})", re.I),
+     lambda m: f"landsat-{m.group(2)}" + ("-mss" if m.group(1).upper() == "M" else "")),
     # a band file of a Sentinel-2 product, taken out of its folder (T31TCJ_20220301T105339_B04_10m): the tile
     # and sensing time say Sentinel-2, but neither the unit nor the processing baseline (a review: its -1000
     # offset went unsaid, as no platform was known)

@@ -626,13 +626,14 @@ def test_the_default_methods_leave_out_encoders_of_embeddings_made_elsewhere(mon
 
 def test_an_encoder_that_cannot_take_the_bands_is_refused_before_the_baselines_run(pairs_root, monkeypatch):
     """`--encoders galileo-nano` on RGB pairs was refused (exit 2) only after every baseline had run and its work
-    was thrown away (a review); unnamed, such an encoder is skipped, and said, before the work too."""
+    was thrown away (a review); unnamed, such an encoder is skipped, and said, before the work too. (galileo-nano
+    now runs on RGB pairs, its other groups masked: here it is given the SWIR bands alone, which they lack.)"""
     from changescout.encoders.galileo import GalileoNanoEncoder
     from changescout.evaluate import benchmark
 
     class Pool(benchmark.EncoderPool):
         def get(self, name, fine_patch):  # (no weights needed to read the bands it takes)
-            return GalileoNanoEncoder.untrained(patch_size=fine_patch, token_size=min(fine_patch, 8))
+            return GalileoNanoEncoder.untrained(patch_size=fine_patch, token_size=min(fine_patch, 8), bands=["B11", "B12"])
 
     started, said = [], []
     monkeypatch.setattr(benchmark, "EncoderPool", Pool)
@@ -646,6 +647,26 @@ def test_an_encoder_that_cannot_take_the_bands_is_refused_before_the_baselines_r
     benchmark.run_benchmark("pairs", pairs_root, log=said.append)
     skip = [i for i, s in enumerate(said) if s.startswith("galileo-nano skipped (and its variants)")]
     assert skip and skip[0] < said.index("cva-z")
+
+
+def test_galileo_nano_runs_on_rgb_pairs_with_its_other_groups_masked(pairs_root, monkeypatch):
+    """galileo-nano was skipped on RGB pairs (LEVIR-CD), needing all ten Sentinel-2 bands; it now embeds them
+    with its RGB group alone (on the LEVIR-CD samples: patch-16 AUROC 0.671 against cva-z's 0.585)."""
+    from changescout.encoders.galileo import GalileoNanoEncoder
+    from changescout.evaluate import benchmark
+
+    class Pool(benchmark.EncoderPool):
+        def get(self, name, fine_patch):  # (untrained: no weights needed)
+            return GalileoNanoEncoder.untrained(patch_size=fine_patch, token_size=min(fine_patch, 8))
+
+    monkeypatch.setattr(benchmark, "EncoderPool", Pool)
+    monkeypatch.setattr(benchmark, "resolve_methods", lambda *a, **k: [benchmark.parse_method(n, ["galileo-nano"])
+                                                                  for n in ("cva-z", "galileo-nano")])
+    said = []
+    result = benchmark.run_benchmark("pairs", pairs_root, encoders=["galileo-nano"], baselines=["cva-z"], log=said.append)
+    assert not [s for s in said if "skipped" in s and "galileo" in s]
+    rows = [r for r in result["rows"] if r["method"] == "galileo-nano" and r["level"] == "patch"]
+    assert rows and all(np.isfinite(r["auroc"]) for r in rows)
 
 
 def test_a_dataset_root_that_is_a_file_or_missing_says_so(tmp_path):

@@ -225,7 +225,10 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
                               f"{dataset} benchmark's items hold reflectance ({', '.join(bands)}): name an encoder "
                               "that embeds reflectance")
         try:
-            select_bands(bands, pool.get(encoder, fine_patch).spec)
+            enc = pool.get(encoder, fine_patch)
+            if hasattr(enc, "for_bands"):  # a pretrained model masking the groups these bands lack (RGB pairs)
+                enc = enc.for_bands(pairs[0].cube)
+            select_bands(pairs[0].cube, enc.spec)
             unusable[encoder] = None
         except BandError as exc:
             if explicit:

@@ -254,6 +254,7 @@ class Sources:
     def _embed(self, name: str, p: int) -> np.ndarray:
         cube = self.pair.cube if self.pair.encoder_cube is None else self.pair.encoder_cube
         encoder = self.pool.get(name, p)
+        encoder = encoder.for_bands(cube) if hasattr(encoder, "for_bands") else encoder  # (galileo-nano on RGB pairs)
         encoder = encoder.for_cube(cube) if hasattr(encoder, "for_cube") else encoder  # (hf: 8-bit photographs' stretch)
         path = None
         token = getattr(encoder, "__dask_tokenize__", None)

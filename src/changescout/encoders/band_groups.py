@@ -89,17 +89,18 @@ class BandSubset:
         return [BANDS.index(b) for b in self.used_bands]
 
     def for_bands(self, cube):
-        """This encoder for ``cube``: itself when the cube has all ten bands, or when ``bands`` was given (the
-        embedding stage then checks them); else a copy (sharing the model) reading the bands the cube names
+        """This encoder for ``cube``: itself when the cube has its bands (all ten, or those ``bands`` gives); for a
+        Landsat series a copy reading their equivalents (:meth:`_for_landsat`, ``bands`` given or not); itself
+        when ``bands`` was given otherwise (the embedding stage then names what is missing); else a copy (sharing
+        the model) reading the bands the cube names
         unmistakably and masking the channel groups it lacks, when one group at least is whole; else itself (the
         run then says which bands are missing). Bands are found as
         :func:`~changescout.encoders.base.select_bands` finds them, but only under Sentinel-2's own names (B02,
         B8A) or common names (blue, nir08): a bare number (B2, b11) means other bands on other sensors (Landsat
         5's B2 is green, a 13-band L1C stack without descriptions reads b11 as B10), and the ten bands' absence
         no longer tells such a cube from Sentinel-2's (a review)."""
-        from .base import select_bands
-
         from ..quality import band_family
+        from .base import select_bands
 
         spec = self.spec
         try:

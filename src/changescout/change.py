@@ -57,6 +57,7 @@ from scipy import ndimage
 from .errors import ConfigError, InputError, check_param
 from .intact import ALL_CHUNKS
 from .sources.dates import to_times
+from .tiling import unpack_footprint
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ def _tile_clouds(embeddings: xr.Dataset, r0: int, r1: int, c0: int, c1: int) -> 
     if "footprint" in embeddings and "patch_size" in embeddings.attrs:
         p = int(embeddings.attrs["patch_size"])
         bits = embeddings["footprint"].isel(row=slice(a, b), col=slice(c, d)).values
-        cover = np.unpackbits(bits, axis=-1, count=p * p).mean(axis=-1)
+        cover = unpack_footprint(bits, p).mean(axis=(-2, -1))
     near = cloud_near(around, cover)[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
     share = around[:, r0 - a: r0 - a + r1 - r0, c0 - c: c0 - c + c1 - c0]
     T = len(around)

@@ -276,8 +276,7 @@ def _embed_window(values: np.ndarray, quality: np.ndarray, stats: np.ndarray, mo
         b = max(1, int(spec.batch_size))
         context = {"halo": h} if h else {}
         emb = np.concatenate([encoder.encode(x[i:i + b], months[i:i + b], **context) for i in range(0, len(x), b)])
-    inner = x[..., h:-h, h:-h] if h else x
-    check_output(emb, spec, (len(x), usable.shape[1] // p, usable.shape[2] // p), _plausible_patches(inner, p))
+    check_output(emb, spec, (len(x), usable.shape[1] // p, usable.shape[2] // p), x[..., h:-h, h:-h] if h else x)
     out = np.empty((*emb.shape[:1], *emb.shape[2:], emb.shape[1] + 1), np.float32)
     out[..., :-1] = emb.transpose(0, 2, 3, 1)
     out[..., -1] = clear_fractions(usable, p, covered)
@@ -297,9 +296,10 @@ def _plausible_patches(x: np.ndarray, p: int) -> np.ndarray:
     return ok.reshape(t, hh // p, p, ww // p, p).all(axis=(2, 4))
 
 
-def check_output(emb, spec, shape: tuple[int, int, int], plausible: np.ndarray | None = None) -> None:
+def check_output(emb, spec, shape: tuple[int, int, int], inputs: np.ndarray | None = None) -> None:
     """An encoder's output for ``shape`` = ``(dates, patch rows, patch cols)`` is ``(dates, spec.dim, rows, cols)``
-    of finite values where its input was plausible (``plausible``, ``(dates, rows, cols)``, default everywhere),
+    of finite values where its ``inputs`` (``(dates, bands, H, W)``, those of the output's pixels; default: every
+    patch's plausible) were plausible (:func:`_plausible_patches`, read only where an output is not finite),
     else an :class:`EncoderOutputError` naming the encoder: a plugin returning another shape failed inside dask
     ("chunk size unknown"), and one returning NaN or inf had its patches taken for cloudy (no change at them, or
     "no patch clear enough" blaming the source). A NaN where the input held values past any reflectance (an
@@ -313,8 +313,8 @@ def check_output(emb, spec, shape: tuple[int, int, int], plausible: np.ndarray |
                                  f"date(s) x {shape[1]} x {shape[2]} patches; its spec (dim {spec.dim}, patch_size "
                                  f"{spec.patch_size}) says {want}: (dates, dim, rows, cols){configure}")
     bad = ~np.isfinite(emb).all(axis=1)
-    if plausible is not None:
-        bad &= plausible
+    if bad.any() and inputs is not None:
+        bad &= _plausible_patches(inputs, inputs.shape[2] // shape[1])
     if bad.any():
         raise EncoderOutputError(f"encoder {spec.name!r} returned values that are not finite (NaN or inf) at "
                                  f"{int(bad.sum())} of {bad.size} patch embeddings of a window: an encoder returns finite "

@@ -446,7 +446,7 @@ def test_a_band_subset_masks_the_groups_it_lacks():
                                ("B05", "B06", "B07", "B08"))
     assert (mask[..., 5:9] == 1).all() and (mask[..., 16] == 1).all() and (x_in[..., 5:9] == 0).all()  # masked, zeroed
     assert states.shape == (3, 128, 2, 2) and np.isfinite(states).all()
-    sub._ten = lambda _: other  # the missing bands holding values instead of zeros: masked, they change nothing
+    sub.as_ten_bands = lambda _: other  # the missing bands holding values instead of zeros: masked, they change nothing
     np.testing.assert_allclose(sub.encode_series(x[:, keep], months), states, atol=1e-5)
     assert np.abs(states - full.encode_series(x, months)).max() > 1e-3  # another space than all ten bands
     with pytest.raises(BandError, match="6 bands B02, B03, B04, B8A, B11, B12"):

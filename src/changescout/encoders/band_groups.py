@@ -16,6 +16,8 @@ import copy
 import re
 from dataclasses import replace
 
+import numpy as np
+
 from ..errors import BandError, ConfigError
 
 _NUMBER = re.compile(r"B\d{1,2}A?", re.IGNORECASE)  # a band number, with or without its leading zero
@@ -88,6 +90,20 @@ class BandSubset:
         """Where :attr:`used_bands` sit among the ten :data:`BANDS`."""
         return [BANDS.index(b) for b in self.used_bands]
 
+    @property
+    def lacking_bands(self) -> tuple[str, ...]:
+        """The bands of :data:`BANDS` this encoder does not read (their groups masked)."""
+        return tuple(b for b in BANDS if b not in self.used_bands)
+
+    def as_ten_bands(self, x):
+        """``(B, used bands, H, W)`` -> ``(B, 10, H, W)`` in :data:`BANDS` order, the bands it lacks 0 (their
+        groups are masked, so the value is never read)."""
+        if self.bands is None:
+            return x
+        full = np.zeros((x.shape[0], len(BANDS), *x.shape[2:]), x.dtype)
+        full[:, self.band_positions] = x
+        return full
+
     def for_bands(self, cube):
         """This encoder for ``cube``: itself when the cube has its bands (all ten, or those ``bands`` gives); for a
         Landsat series a copy reading their equivalents (:meth:`_for_landsat`, ``bands`` given or not); itself
@@ -153,7 +169,7 @@ class BandSubset:
         """What a run says of an encoder that reads fewer than the ten bands ("" when it reads them all)."""
         if self.bands is None:
             return ""
-        lacking = [b for b in BANDS if b not in self.bands]
+        lacking = self.lacking_bands
         if self.source_bands is not None:
             from ..quality import FAMILY_NAMES
 

@@ -235,13 +235,10 @@ class GalileoNanoEncoder(BandSubset, PretrainedEncoder):
         """``(B, bands, H, W)`` reflectance (the ten :data:`BANDS`, or ``used_bands``), ``(B,)`` months 0-11 ->
         ``(B, 128, H // token, W // token)`` float32."""
         x, months = self._check(x, months, self.token_size)
-        where = self.band_positions
         out = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
-                part = np.nan_to_num(x[i:i + self.batch_size].astype(np.float64) * 10000.0)  # NaN would spread
-                dn = np.zeros((part.shape[0], len(BANDS), *part.shape[2:]))  # a band it lacks: 0, its group masked
-                dn[:, where] = part
+                dn = np.nan_to_num(self.as_ten_bands(x[i:i + self.batch_size]).astype(np.float64) * 10000.0)  # (NaN would spread)
                 s_t_x = torch.from_numpy(space_time_input(dn)).to(self.device)
                 m = torch.from_numpy(months[i:i + self.batch_size, None].astype(np.int64)).to(self.device)
                 cells = pool_per_patch(self.model(s2_only_inputs(s_t_x, m, self.token_size, self.masked_groups)))
@@ -258,4 +255,3 @@ class GalileoNanoEncoder(BandSubset, PretrainedEncoder):
         cells = torch.from_numpy(self.encode_tokens(x, months))
         k = self.patch_size // self.token_size
         return (F.avg_pool2d(cells, k) if k > 1 else cells).numpy()
-

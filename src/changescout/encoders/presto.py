@@ -252,7 +252,7 @@ class PrestoEncoder(BandSubset, PretrainedEncoder):
         """``(B, 10, H, W)`` reflectance of independent dates -> ``(B, 128, H/p, W/p)``: "single" mode per date
         (unusable pixels: non-finite or all bands 0)."""
         x, months = self._check(x, months)
-        return self._states(self._ten(x), months, usable_pixels(x), latlon, "single")  # dates are independent in this mode
+        return self._states(self.as_ten_bands(x), months, usable_pixels(x), latlon, "single")  # dates are independent in this mode
 
     def encode_series(self, x: np.ndarray, months: np.ndarray, valid: np.ndarray | None = None, latlon=None) -> np.ndarray:
         """``(T, 10, H, W)`` reflectance of one window's whole series, ``(T,)`` months 0-11 and ``(T, H, W)`` usable
@@ -263,15 +263,7 @@ class PrestoEncoder(BandSubset, PretrainedEncoder):
             if np.shape(valid) != ok.shape:
                 raise ConfigError(f"valid must be (time, H, W) = {ok.shape}, got {np.shape(valid)}")
             ok &= np.asarray(valid, bool)
-        return self._states(self._ten(x), months, ok, latlon, self.mode)
-
-    def _ten(self, x: np.ndarray) -> np.ndarray:
-        """``x`` of :attr:`used_bands` as the ten :data:`BANDS` (the missing ones 0: masked by :func:`presto_inputs`)."""
-        if self.bands is None:
-            return x
-        full = np.zeros((x.shape[0], len(BANDS), *x.shape[2:]), x.dtype)
-        full[:, self.band_positions] = x
-        return full
+        return self._states(self.as_ten_bands(x), months, ok, latlon, self.mode)
 
     def _check(self, x: np.ndarray, months: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32)
@@ -319,7 +311,7 @@ class PrestoEncoder(BandSubset, PretrainedEncoder):
         with torch.inference_mode():
             for i in range(0, len(refl), self.batch_size):
                 j = slice(i, i + self.batch_size)
-                x, mask = presto_inputs(refl[j], slot_ok[j], tuple(b for b in BANDS if b not in self.used_bands))
+                x, mask = presto_inputs(refl[j], slot_ok[j], self.lacking_bands)
                 dw = np.full(slot_ok[j].shape, DW_MISSING, np.int64)
                 args = [torch.from_numpy(a).to(self.device) for a in (x, mask, dw, latlons[j], months[j])]
                 out[j] = self.net(*args).float().cpu().numpy()

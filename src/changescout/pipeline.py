@@ -755,6 +755,8 @@ def input_notes(cube, offsets: dict, grid, given_grid: bool) -> list[str]:
     if repeated := cube.attrs.get("repeated_items"):  # one acquisition twice in a search's results (reprocessed)
         notes.append(f"note: {len(repeated)} item(s) repeat an acquisition of their date and are left out for the newest "
                      f"(highest baseline, then latest update): {', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}")
+    if assumed := cube.attrs.get("crs_assumed"):  # a CF cube of latitude and longitude without a grid mapping
+        notes.append(f"note: CRS read as {assumed}")
     if redated := cube.attrs.get("redated_files"):  # --dates against the names' dates (a UAT: a typo went unsaid)
         notes.append(f"note: --dates gives {len(redated)} image(s) another date than their name's: "
                      f"{'; '.join(redated[:3])}{'; ...' if len(redated) > 3 else ''}")

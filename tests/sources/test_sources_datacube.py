@@ -374,6 +374,31 @@ def test_float32_coordinates_in_degrees_are_even_to_their_own_precision(tmp_path
         open_series(tmp_path / "gap.nc", patch_size=16)
 
 
+def test_cf_latitude_and_longitude_without_a_grid_mapping_are_wgs84(tmp_path):
+    """CF reads latitude/longitude coordinates (units degrees_north/east) as a geographic CRS; such a cube was
+    refused for lack of a grid mapping (a review). It is read as EPSG:4326, as with the CRS written, and the run
+    says so; plain y/x numbers without units stay refused."""
+    n, res = 32, 1e-4
+    lat, lon = 43.5 - res * (np.arange(n) + 0.5), 1.2 + res * (np.arange(n) + 0.5)
+    values = np.random.default_rng(0).integers(500, 3000, (3, 2, n, n)).astype(np.uint16)
+    ds = xr.Dataset({"reflectance": (("time", "band", "lat", "lon"), values)},
+                    coords={"time": pd.to_datetime(list(ms.DATES)), "band": ["B04", "B08"], "lat": lat, "lon": lon})
+    ds.lat.attrs.update(units="degrees_north")
+    ds.lon.attrs.update(standard_name="longitude")
+    ds.to_netcdf(tmp_path / "cf.nc")
+    cube = open_series(tmp_path / "cf.nc", patch_size=16)
+    written = ds["reflectance"].rio.set_spatial_dims("lon", "lat").rio.write_crs("EPSG:4326").to_dataset()
+    written.to_netcdf(tmp_path / "with_crs.nc")
+    same = open_series(tmp_path / "with_crs.nc", patch_size=16)
+    assert grid_of(cube) == grid_of(same) and grid_of(cube).crs == "EPSG:4326"
+    np.testing.assert_array_equal(cube.values, same.values)
+    assert "EPSG:4326" in cube.attrs["crs_assumed"] and "crs_assumed" not in same.attrs
+    ds.lat.attrs.pop("units")
+    ds.to_netcdf(tmp_path / "plain.nc")
+    with pytest.raises(SourceError, match=r"plain.nc: the variable 'reflectance' has no CRS: .*degrees_north"):
+        open_series(tmp_path / "plain.nc", patch_size=16)
+
+
 def test_a_first_date_without_data_does_not_decide_the_scaling(tmp_path):
     """Integers with a _FillValue (xarray decodes them to floats with NaN) whose first date is all fill: the scaling
     was guessed from that date alone, 1, and every date read 10 000 times too bright (a review)."""

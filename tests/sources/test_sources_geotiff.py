@@ -168,8 +168,14 @@ def test_explicit_grid(tmp_path):
 def test_a_grid_that_misses_the_input_is_refused(tmp_path):
     """It gave an all-nodata series, and then a puzzling "too few clear pixels to sample rcf filters"."""
     ms.multiband_folder(tmp_path / "f")
-    with pytest.raises(GridError, match=r"--grid bounds 0,0,160,160 \(EPSG:32631\) do not overlap the input"):
+    # the bounds as given, not as snapped to whole patches (0,0,160,160: numbers the user never typed; a review)
+    with pytest.raises(GridError, match=r"--grid bounds 0,0,100,100 \(EPSG:32631\) do not overlap the input, which "
+                                        r"covers 355000,4834600,355440,4835000 there \(left, bottom, right, top\)$"):
         open_series(tmp_path / "f", grid="EPSG:32631,10,0,0,100,100", patch_size=16)
+    # degrees for a CRS in metres, the commonest way to miss: said
+    with pytest.raises(GridError, match=r"--grid bounds 1,43,1.1,43.1 \(EPSG:32631\) do not overlap the input.*they look "
+                                        r"like degrees, but EPSG:32631's bounds are in metres"):
+        open_series(tmp_path / "f", grid="EPSG:32631,10,1.0,43.0,1.1,43.1", patch_size=16)
     far = OutputGrid("EPSG:32631", (10.0, 0.0, 0.0, 0.0, -10.0, 160.0), (16, 16))  # a previous run's grid too
     with pytest.raises(GridError, match="do not overlap"):
         open_series(tmp_path / "f", grid=far, patch_size=16)

@@ -38,6 +38,45 @@ def test_band_descriptions_name_the_bands_and_level_option(tmp_path):
     assert list(cube.band.values) == list(ms.BANDS) and cube.attrs["level"] == "L3A"
 
 
+def test_descriptions_of_every_date_block_must_match_the_dates(tmp_path):
+    """A date too many read 12 bands described B02 B03 B04 B08 three times as 4 dates of 3 bands, each block's
+    bands shifted by one (date 2's "B02" was the near infrared), and the run went on (a review)."""
+    path = ms.stacked_file(tmp_path / "stack.tif", descriptions=True)
+    four = [*ms.DATES, "2020-09-01"]
+    with pytest.raises(SourceError, match=r"stack.tif: describes its band 4 as 'B08', but read as 4 dates of 3 bands it "
+                                          r"would be date 2's 'B02' \(date 1's bands: B02, B03, B04\); check --dates .*; its "
+                                          r"band descriptions repeat every 4 bands: 3 dates of 4 bands"):
+        open_series(path, dates=four)
+    with pytest.raises(SourceError, match=r"check --dates"):  # --bands given: the same (the counts alone agreed)
+        open_series(path, dates=four, bands=["B02", "B03", "B04"])
+
+
+def test_bands_pick_described_bands_by_name(tmp_path):
+    """--bands in another order than the file's renamed the bands by position (the blue band read as B08); as in
+    a folder, it now picks them by their descriptions (a review)."""
+    path = ms.stacked_file(tmp_path / "stack.tif", descriptions=True)
+    cube = open_series(path, dates=ms.DATES, bands=["B08", "B04"], patch_size=8, chunks=16)
+    assert list(cube.band.values) == ["B08", "B04"]
+    values = native(cube).values
+    for t in range(len(ms.DATES)):
+        scene = ms.scene(t) / 10000
+        np.testing.assert_allclose(values[t, 0], scene[list(ms.BANDS).index("B08")], rtol=1e-6)
+        np.testing.assert_allclose(values[t, 1], scene[list(ms.BANDS).index("B04")], rtol=1e-6)
+    with pytest.raises(SourceError, match=r"stack.tif: has no band\(s\) \['red'\]; its bands are \['B02', 'B03', 'B04', 'B08'\]"):
+        open_series(path, dates=ms.DATES, bands=["red", "B08"])
+
+
+def test_date_names_in_descriptions_are_left_out(tmp_path):
+    """Earth Engine's toBands() names each band after its image: 0_B2, 1_B2... (or a date suffix)."""
+    data = np.concatenate([ms.scene(t) for t in range(len(ms.DATES))])
+    for name, how in (("prefixed", "{t}_{b}"), ("suffixed", "{b}_2020010{t}")):
+        desc = [how.format(t=t, b=b) for t in range(len(ms.DATES)) for b in ms.BANDS]
+        path = ms.write_geotiff(tmp_path / f"{name}.tif", data, descriptions=desc)
+        cube = open_series(path, dates=ms.DATES, patch_size=8, chunks=16)
+        assert list(cube.band.values) == list(ms.BANDS)
+        np.testing.assert_allclose(native(cube).values[2], ms.scene(2) / 10000, rtol=1e-6)
+
+
 def test_mask_band_in_the_stack(tmp_path):
     data = np.concatenate([np.concatenate([ms.scene(t, 2), ms.fmask(t)[None].astype(np.int16)]) for t in range(2)])
     path = ms.write_geotiff(tmp_path / "with_mask.tif", data)

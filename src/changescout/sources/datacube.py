@@ -73,6 +73,21 @@ def sniff(path) -> bool:
     return p.is_file() and p.suffix.lower() in (".nc", ".nc4", ".h5")
 
 
+_DEGREES = {"y": ("degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"),
+            "x": ("degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese")}
+
+
+def _cf_lonlat(var) -> bool:
+    """Whether ``var``'s y and x coordinates are CF latitude and longitude (by ``units`` or ``standard_name``): a
+    cube without a grid mapping is then in WGS 84 (EPSG:4326), as CF reads such coordinates."""
+    names = {"y": "latitude", "x": "longitude"}
+    for axis in ("y", "x"):
+        attrs = var[axis].attrs if axis in var.coords else {}
+        if str(attrs.get("units", "")).lower() not in _DEGREES[axis] and attrs.get("standard_name") != names[axis]:
+            return False
+    return True
+
+
 def _lone_grid_mapping(ds):
     """The CRS of the dataset's only CF grid-mapping variable, when the data variable lost its ``grid_mapping``
     attribute (xarray drops it in some selections, and a re-saved cube then holds an orphan ``spatial_ref``)."""
@@ -98,6 +113,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     if var.x.size > 1 and var.x[1] < var.x[0]:  # stored east to west: read west to east
         var = var.isel(x=slice(None, None, -1))
     crs = _crs(ds, var, path)
+    lonlat_assumed = not (var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds))
     _check_axes(var, path)
     try:
         transform = var.rio.transform(recalc=True)
@@ -148,6 +164,8 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         "offset": off,
         "storage": storage(var.dtype),  # as xarray gives them (CF-packed integers come decoded, as floats)
     }
+    if lonlat_assumed:
+        attrs["crs_assumed"] = "EPSG:4326 (WGS 84), from its CF latitude and longitude coordinates (it has no grid mapping)"
     time_coords = {k: c.values.tolist() for k, c in var.coords.items() if c.dims == ("time",) and k != "time"}
     cube = build_cube(array, var["time"].values, names, out, chunks=chunks, attrs=attrs, time_coords=time_coords)
     return cube if bands is None else cube.sel(band=bands)
@@ -164,10 +182,13 @@ def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> str:
             crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
         if crs:
             return CRS.from_user_input(crs).to_wkt()
+        if _cf_lonlat(var):  # CF: latitude and longitude coordinates say a geographic CRS, WGS 84 unless given
+            return CRS.from_epsg(4326).to_wkt()
     except Exception as exc:  # pyproj's CRSError (rioxarray parses a 'crs' attribute too)
         raise SourceError(f"the CRS of the variable {var.name!r} is not one that PROJ knows ({exc}): write its grid "
                           "mapping (spatial_ref) or 'crs' attribute as an EPSG code or WKT", path) from exc
-    raise SourceError(f"the variable {var.name!r} has no CRS: add a CF grid mapping (spatial_ref) or a 'crs' attribute", path)
+    raise SourceError(f"the variable {var.name!r} has no CRS: add a CF grid mapping (spatial_ref) or a 'crs' attribute "
+                      "(or, for latitude and longitude, units degrees_north and degrees_east on its y and x)", path)
 
 
 def _check_axes(var: xr.DataArray, path) -> None:

@@ -3,14 +3,23 @@
 A file does not say which dates its bands hold, so ``dates=[...]`` (``--dates``) is required: one per date
 block in the file's order, which must be strictly increasing (dates out of order are far likelier a typo than a
 file stored out of time order, and would silently give a block another block's date; reorder such a file with
-``gdal_translate -b``). Band names come from ``bands=[...]`` (``--bands``) or the band descriptions of the
-first ``n_bands`` bands, and must be unique. The processing level cannot be read
+``gdal_translate -b``).
+
+Band names come from the band descriptions when every band has one: each date block must repeat the first's
+(else ``--dates`` does not match the file: a date too many read 12 bands of 4 as 4 dates of 3, each block's
+bands shifted by one, and only by chance did a name repeat), less a prefix or suffix that names the date and
+differs between blocks (Earth Engine's ``toBands()`` names ``0_B2``, ``1_B2``...); ``bands=[...]`` (``--bands``)
+then picks among them by name, in its order, as in a folder of GeoTIFFs (it used to rename the bands in the
+file's order: ``--bands B08,B04,B03,B02`` read the blue band as B08). Without descriptions (or with one
+repeated within a date, and ``--bands`` naming every band), ``--bands`` names the bands of one date. Names must
+be unique. The processing level cannot be read
 from such a file: it is ``"unknown"`` unless ``level=`` is given. A band named like a mask (``fmask``,
 ``SCL``...) is each date's quality mask.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..cube import check_band_names
@@ -41,23 +50,21 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     times = to_times(dates, path)
     check_increasing(times, path)
     n_dates = len(times)
-    if bands is None:
-        if info.count % n_dates:  # (with or without descriptions: the dates are what is wrong)
+    described = _described(info.descriptions, n_dates, bands, path)
+    if described is None and bands is None:
+        if info.count % n_dates:  # (the dates are what is wrong)
             raise SourceError(
                 f"has {info.count} bands, which {n_dates} dates cannot share evenly; check --dates (one per date "
                 "block in the file's order)",
                 path,
             )
-        if not all(info.descriptions):
-            raise SourceError(
-                f"has {info.count} bands and no band descriptions; pass --bands, the names of the "
-                f"{info.count // n_dates} bands of one date if it holds the {n_dates} dates --dates gives (else "
-                "check --dates)",
-                path,
-            )
-        names = check_band_names(info.descriptions[: info.count // n_dates], path, "the band descriptions")
-    else:
-        names = check_band_names(bands, path, "--bands")
+        raise SourceError(
+            f"has {info.count} bands and no band descriptions; pass --bands, the names of the "
+            f"{info.count // n_dates} bands of one date if it holds the {n_dates} dates --dates gives (else "
+            "check --dates)",
+            path,
+        )
+    names, wanted = (described, bands) if described is not None else (check_band_names(bands, path, "--bands"), None)
     if info.count != n_dates * len(names):
         raise SourceError(
             f"has {info.bands_said} but {n_dates} dates x {len(names)} bands = {n_dates * len(names)}; "
@@ -68,7 +75,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     scenes, reflectance, mask_name = [], names, None
     for t, when in enumerate(times):
         layers = [Layer(file, len(names) * t + b + 1) for b in range(len(names))]
-        reflectance, kept, m = split_mask(names, layers, None, path)
+        reflectance, kept, m = split_mask(names, layers, wanted, path)
         mask_name = m[0] if m else None
         scenes.append(Scene(when, tuple(kept), m[1] if m else None, name=path.name))
     lut = None
@@ -78,3 +85,57 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         lut = lookup_table(convention_for(mask_name, mask_convention, path))
     return open_scenes(scenes, reflectance, source=path, grid=grid, patch_size=patch_size, chunks=chunks, lut=lut,
                        scale_factor=scale_factor, offset=offset, level=level or "unknown")
+
+
+def _described(descriptions, n_dates: int, bands, path) -> list[str] | None:
+    """The band names of one date from the descriptions (see the module docstring), or None where they do not
+    name the bands: some band has none, or, with ``bands`` naming every band of a date, one repeats within a date.
+    A :class:`SourceError` when the date blocks' descriptions differ (``--dates`` does not match the file)."""
+    count = len(descriptions)
+    if not all(descriptions):
+        return None
+    if count % n_dates:
+        raise SourceError(
+            f"has {count} bands, which {n_dates} dates cannot share evenly; check --dates (one per date block in the "
+            f"file's order){_period_hint(descriptions)}", path)
+    size = count // n_dates
+    blocks = _without_date_names([list(descriptions[t * size:(t + 1) * size]) for t in range(n_dates)])
+    if bands is not None and len(bands) == size and len(set(blocks[0])) < size:
+        return None  # repeated descriptions, and a name for every band given: those name the bands (as in a folder)
+    for t, block in enumerate(blocks[1:], start=1):
+        if block != blocks[0]:
+            first = t * size + next(i for i, (a, b) in enumerate(zip(block, blocks[0])) if a != b)
+            raise SourceError(
+                f"describes its band {first + 1} as {descriptions[first]!r}, but read as {n_dates} dates of {size} bands "
+                f"it would be date {t + 1}'s {blocks[0][first - t * size]!r} (date 1's bands: {', '.join(blocks[0])}); check "
+                f"--dates (one per date block in the file's order){_period_hint(descriptions)}", path)
+    return check_band_names(blocks[0], path, "the band descriptions")
+
+
+def _without_date_names(blocks: list[list[str]]) -> list[list[str]]:
+    """``blocks`` less a prefix (``0_``, ``20200101_``) or suffix (``_20200101``) that every name of a block
+    shares and that differs between blocks, where what is left is the same in every block; else as they are."""
+    if len(blocks) < 2 or all(b == blocks[0] for b in blocks):
+        return blocks
+    for flip in (False, True):  # prefixes, then suffixes (reversed strings)
+        names = [[n[::-1] if flip else n for n in block] for block in blocks]
+        cut = []
+        for block in names:
+            common = os.path.commonprefix(block) if len(block) > 1 else block[0]
+            ends = [i + 1 for i, c in enumerate(common) if c in "_-. " and i + 1 < min(map(len, block))]
+            cut.append(ends[-1] if ends else 0)
+        if all(cut):
+            rest = [[(n[c:])[::-1] if flip else n[c:] for n in block] for block, c in zip(names, cut)]
+            if all(r == rest[0] for r in rest):
+                return rest
+    return blocks
+
+
+def _period_hint(descriptions) -> str:
+    """``"; its band descriptions repeat every N bands: D dates of N bands"`` when they do, else ``""``."""
+    count = len(descriptions)
+    for size in range(1, count):
+        if count % size == 0 and all(descriptions[i] == descriptions[i % size] for i in range(count)) \
+                and len(set(descriptions[:size])) == size:
+            return f"; its band descriptions repeat every {size} bands: {count // size} dates of {size} bands"
+    return ""

@@ -334,7 +334,7 @@ def resolve_grid(grid, first: RasterInfo, footprints, patch_size: int) -> Output
     out = OutputGrid.from_bounds(crs, res, (left - px, bottom - py, right - px, top - py), snap=patch_size * res[0])
     a, b, c, d, e, f = out.transform
     out = OutputGrid(out.crs, (a, b, c + px, d, e, f + py), out.shape)
-    return _overlapping(out, footprints) if spec.bounds else out  # (a grid on the data's own bounds covers it)
+    return _overlapping(out, footprints, given=spec.bounds) if spec.bounds else out  # (a grid on the data's own bounds covers it)
 
 
 def _boxes(footprints, crs) -> np.ndarray:
@@ -353,13 +353,27 @@ def _union(boxes: np.ndarray) -> tuple[float, float, float, float]:
     return (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
 
 
-def _overlapping(grid: OutputGrid, footprints) -> OutputGrid:
-    """``grid``, or a :class:`GridError` when it covers none of ``footprints`` (the series would be all nodata)."""
+def _overlapping(grid: OutputGrid, footprints, given=None) -> OutputGrid:
+    """``grid``, or a :class:`GridError` when it covers none of ``footprints`` (the series would be all nodata);
+    the message quotes the bounds as ``given`` (before they were snapped to whole patches) when known."""
     boxes = _boxes(footprints, grid.crs)
     if _intersects(grid.bounds, boxes).any():
         return grid
-    raise GridError(f"--grid bounds {_bounds_text(grid.bounds, grid.crs)} ({grid.crs}) do not overlap the input, "
-                    f"which covers {_bounds_text(_union(boxes), grid.crs)} there (left, bottom, right, top)")
+    crs = CRS.from_user_input(grid.crs)
+    covers = _union(boxes)
+    hint = ""
+    if given is not None and not crs.is_geographic and _look_like_degrees(given) and not _look_like_degrees(covers):
+        hint = (f"; they look like degrees, but {grid.crs}'s bounds are in {crs_unit(grid.crs)}s: give them in its "
+                f"units, or give a geographic CRS (--grid EPSG:4326,RES,...)")
+    raise GridError(f"--grid bounds {_bounds_text(given if given is not None else grid.bounds, grid.crs)} ({grid.crs}) do "
+                    f"not overlap the input, which covers {_bounds_text(covers, grid.crs)} there (left, bottom, right, "
+                    f"top){hint}")
+
+
+def _look_like_degrees(bounds) -> bool:
+    """Whether ``bounds`` (left, bottom, right, top) could be longitudes and latitudes."""
+    left, bottom, right, top = bounds
+    return all(-180 <= v <= 180 for v in (left, right)) and all(-90 <= v <= 90 for v in (bottom, top))
 
 
 def _intersects(box, boxes: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import xarray as xr
 from changescout.change import read_vectors
 from changescout.errors import ConfigError, EventNotFoundError, GridError, IncompatibleRunsError, RunNotFoundError
 from changescout.events import read_events
+from changescout.objects import read_objects
 from changescout.similar import RESULT_COLUMNS, RunView, find_similar
 
 
@@ -479,6 +480,9 @@ def test_a_change_object_that_two_runs_see_in_parts_is_listed_once(session_run, 
     kept = events.groupby("object_id")["vec"].transform("min")  # each object of the copy: its first patch only
     events.loc[events["vec"] != kept, "object_id"] = events["object_id"].max() + 1 + np.arange((events["vec"] != kept).sum())
     events.to_parquet(other / "events.parquet")
+    objects = read_objects(other)  # each object led by its one patch (else it is no table of these events)
+    objects["event_id"] = objects["object_id"].map(events.set_index("object_id")["event_id"])
+    objects.to_parquet(other / "objects.parquet")
     res = find_similar(session_run, query["event_id"], k=10, other_runs=[other], objects=True)
     assert res["object_id"].is_unique, res[["run", "object_id", "event_id"]]
     assert res.attrs["seen_twice"] > 0

@@ -19,7 +19,7 @@ from .change import read_vectors
 from .cube import OutputGrid, on_earth
 from .errors import ConfigError, EventNotFoundError
 from .events import check_run_dir, damaged_output, missing_output, read_events
-from .intact import events_problem, zarr_problem
+from .intact import events_problem, objects_problem, zarr_problem
 from .objects import TRAJECTORY_COLUMNS, object_descriptors
 from .sources.dates import to_times
 from .search import SimilarChangeIndex, check_compatible, compatibility, feedback_query, rank_augmented, unit_rows
@@ -114,11 +114,15 @@ class RunView:
                 names = pq.read_schema(path).names  # the trajectories: runs of 0.3.15 and earlier lack them
                 table = pd.read_parquet(path, columns=["object_id", "candidate",
                                                        *(TRAJECTORY_COLUMNS if set(TRAJECTORY_COLUMNS) <= set(names) else ()),
-                                                       *(("elongation",) if "elongation" in names else ())])
+                                                       *(("elongation",) if "elongation" in names else ()),
+                                                       *(("event_id",) if "event_id" in names else ())])
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file cut short, edited or of other columns
                 raise damaged_output(path, f"cannot read the change objects ({type(exc).__name__}: {exc})") from exc
+            # another run's objects (a copy, a restore) gave plausible, wrong neighbours without a word (a review)
+            if (why := objects_problem(table, self.events)) is not None:
+                raise damaged_output(path, why)
             ids = np.sort(table.loc[table["candidate"].astype(bool), "object_id"].to_numpy(np.int64))
             ev = self.events[self.events["object_id"].isin(ids)]
             t1 = pd.to_datetime(ev["t1"])

@@ -625,8 +625,8 @@ def test_a_mask_folder_laid_out_as_the_images_goes_by_date_and_unnamed_bands_are
 def test_open_reads_no_pixels_and_a_chunk_reads_one_block(tmp_path, monkeypatch):
     ms.multiband_folder(tmp_path / "f")
     calls, aligned, warped = [], warp.read_aligned, warp.warp_vrt  # the two readers a block can use
-    monkeypatch.setattr(warp, "read_aligned", lambda *args: calls.append(args[3]) or aligned(*args))
-    monkeypatch.setattr(warp, "warp_vrt", lambda *args: calls.append(args[4]) or warped(*args))
+    monkeypatch.setattr(warp, "read_aligned", lambda *args, **kw: calls.append(args[3]) or aligned(*args, **kw))
+    monkeypatch.setattr(warp, "warp_vrt", lambda *args, **kw: calls.append(args[4]) or warped(*args, **kw))
     cube = open_series(tmp_path / "f", patch_size=8, chunks=16)
     assert calls == []
     block = cube.isel(time=1, y=slice(16, 32), x=slice(16, 32)).compute()

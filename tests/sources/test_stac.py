@@ -115,6 +115,35 @@ def test_an_item_collection_of_a_search_reads_the_same_and_bands_are_chosen_by_a
     assert cube.attrs["declared_scaling"][ms.DATES[0]] == [0.0001, -0.1]
 
 
+@pytest.mark.parametrize("grid", [None, "EPSG:32631,15"])  # on the files' own pixels, and resampled
+def test_a_nodata_value_declared_in_raster_bands_alone_is_no_data(tmp_path, grid):
+    """Catalogues often declare the fill only in raster:bands: a GeoTIFF that declares none had its -9999 rows
+    read as reflectance -0.9999 (and -1.1 after the offset), clear (a review). They are no data, as when the
+    file declares it, and a band 0 in some rows is not no data in the others."""
+    raster = {"nodata": -9999, "scale": 0.0001, "offset": -0.1}
+    items = [_item(tmp_path / "assets", t, d, scl=False, raster=raster) for t, d in enumerate(ms.DATES)]
+    for item in items:  # each band with a strip of fill that its file does not declare
+        for key in KEYS:
+            path = Path(item.assets[key].href)
+            with rasterio.open(path) as src:
+                data = src.read()
+            data[:, 20:24] = -9999
+            data[:, 30:32] = 0 if key == "red" else data[:, 30:32]  # one band's 0: a value here
+            ms.write_geotiff(path, data, nodata=None)
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
+    cube = open_series(path, grid=grid, patch_size=4)
+    left, top = ms.ORIGIN
+    res = 15 if grid else 10
+    rows = lambda a, b: cube.isel(time=1).sel(y=slice(top - a * 10 - res / 2, top - b * 10 + res / 2), x=slice(left + 20, left + 400))
+    assert np.isnan(rows(20, 24).values).all() and (rows(20, 24).quality.values == Quality.NODATA).all()
+    ok = rows(0, 16).values
+    assert np.isfinite(ok).all() and ok.min() > -0.05  # away from the strip, reflectance as declared
+    red = rows(30, 32).sel(band="red").values
+    assert np.isfinite(red).all() and np.nanmin(red) == pytest.approx(-0.1, abs=0.02)  # (0 x 1e-4 - 0.1)
+    assert {la.nodata for la in stac._bands(items[0], None, tmp_path, True)[1]} == {-9999.0}
+
+
 def _earth_search_extras(item, folder):
     """What a whole Earth Search item also holds: aerosol and water-vapour layers (with their own scale), JPEG 2000
     twins of them and of the SCL, and a true-colour image."""

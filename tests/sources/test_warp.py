@@ -96,7 +96,7 @@ def test_misaligned_grid_cube_warps_and_aligned_cube_does_not(tmp_path, monkeypa
 def test_stacked_file_is_read_once_per_block_for_all_dates(tmp_path, monkeypatch):
     path = ms.stacked_file(tmp_path / "stack.tif")
     calls, real = [], warp.read_aligned
-    monkeypatch.setattr(warp, "read_aligned", lambda *a: calls.append(list(a[1])) or real(*a))
+    monkeypatch.setattr(warp, "read_aligned", lambda *a, **kw: calls.append(list(a[1])) or real(*a, **kw))
     cube = open_series(path, dates=list(ms.DATES), bands=ms.BANDS, patch_size=8, chunks=16)
     assert cube.data.chunks[0] == (len(ms.DATES),)  # every date of the file in one chunk
     block_ = cube.isel(y=slice(16, 32), x=slice(16, 32)).compute()

@@ -28,7 +28,8 @@ bands of the first. A mask asset (``SCL``, ``qa_pixel``, ``Fmask``) is the date'
 convention its name says (an ``Fmask`` of an ``HLS.`` item by HLS's bit flags).
 
 Values: the ``scale`` and ``offset`` of an asset's ``raster:bands`` (or STAC 1.1 ``bands``) are applied as a
-GeoTIFF's declared ones are (:func:`.warp.open_scenes`), unless ``scale_factor``/``offset`` are given; an item
+GeoTIFF's declared ones are (:func:`.warp.open_scenes`) unless ``scale_factor``/``offset`` are given, and its
+``nodata`` is no data as a GeoTIFF's own is (where the file declares none, its 0 is then no unsaid nodata); an item
 that says Earth Search already applied Sentinel-2's offset (``earthsearch:boa_offset_applied``) is read as
 DN / 10000. Otherwise the radiometry stage
 reads each date's product from the item (``s2:product_uri``, ``landsat:scene_id`` or its id) and its
@@ -44,9 +45,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from ..cube import check_band_names
@@ -127,7 +130,7 @@ def open(path, *, bands=None, grid=None, patch_size=16, mask=None, mask_conventi
                               + (f" (it lacks {missing})" if missing else "") + "; every date needs the same bands "
                               "(--bands NAMES reads those of every item)", root)
         if scaling is not None:
-            layers = [Layer(la.path, la.index, scaling=scaling) for la in layers]
+            layers = [replace(la, scaling=scaling) for la in layers]
         conv = convention_for(mask_layer[0], mask_convention, shown(mask_layer[1].path)) if mask_layer else ""
         if conv == "fmask" and not mask_convention and product is not None:
             conv = "hls"  # (HLS v2 names its bit-flag layer Fmask, as the classic codes' files are named)
@@ -362,6 +365,19 @@ def _band_info(asset) -> list[dict]:
     return [{**(raster[i] if i < len(raster) else {}), **b} for i, b in enumerate(bands)] or list(raster)
 
 
+def _nodata(asset) -> float | None:
+    """The no-data value an asset declares (its first band's ``nodata`` in ``raster:bands`` or STAC 1.1 ``bands``,
+    else the asset's own), None for none or NaN (read as no data anyway). Catalogues often declare it there alone:
+    a GeoTIFF that declares none had its -9999 fill read as reflectance -0.9999, clear (a review)."""
+    info = _band_info(asset)
+    value = info[0].get("nodata") if info and info[0].get("nodata") is not None else asset.extra_fields.get("nodata")
+    try:
+        value = None if value is None else float(value)  # ("nan", "inf", "-inf": the raster extension's strings)
+    except (TypeError, ValueError):
+        return None
+    return None if value is None or np.isnan(value) else value
+
+
 def _is_raster(asset) -> bool:
     media = str(asset.media_type or "").lower()
     return any(t in media for t in _RASTER_TYPES) or Path(urlparse(asset.href).path).suffix.lower() in _RASTER_SUFFIXES
@@ -407,7 +423,7 @@ def _bands(item, wanted, root: Path, own_scaling: bool, as_s30: bool = False):
     names = check_band_names(chosen, root, "the asset keys")
     if as_s30:
         names = [HLS_L30_AS_S30.get(n.upper(), n) for n in names]
-    layers = [Layer(_href(item, k, rasters[k], root), 1) for k in chosen]
+    layers = [Layer(_href(item, k, rasters[k], root), 1, nodata=_nodata(rasters[k])) for k in chosen]
     mask_layer = (mask, Layer(_href(item, mask, rasters[mask], root), 1)) if mask is not None else None
     scaling = _scaling(item, [rasters[k] for k in chosen], root) if own_scaling else None
     return names, layers, mask_layer, scaling

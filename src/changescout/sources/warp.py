@@ -53,11 +53,14 @@ _FLOAT_SCALED_ABOVE = 2.0
 @dataclass(frozen=True)
 class Layer:
     """One band (1-based ``index``) of one raster file; ``scaling`` is the ``(scale, offset)`` that the file
-    declares for it (GDAL band metadata: ``gdal_translate -a_scale -a_offset``), ``None`` when it declares none."""
+    declares for it (GDAL band metadata: ``gdal_translate -a_scale -a_offset``), ``None`` when it declares none;
+    ``nodata``, a no-data value declared beside the file (a STAC asset's ``raster:bands``), read as no data on top
+    of what the file itself declares."""
 
     path: str
     index: int = 1
     scaling: tuple[float, float] | None = None
+    nodata: float | None = None
 
 
 @dataclass(frozen=True)
@@ -413,11 +416,12 @@ def aligned_offset(info: RasterInfo, crs: str, transform: Affine, shape) -> tupl
     return round(row), round(col)
 
 
-def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> np.ndarray:
+def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=(), nodata: float | None = None) -> np.ndarray:
     """Bands ``indexes`` of ``path`` over ``shape`` pixels from file pixel ``offset`` ``(row, col)``, which may
     reach beyond the file: float32, NaN outside the file and where it has no data (what :func:`warp_vrt`
     gives on the file's own grid, without the warper); the bands in ``raw`` (mask bands) keep the file's nodata
-    value as it is (NaN outside the file only)."""
+    value as it is (NaN outside the file only); ``nodata``: a value declared beside the file (:attr:`Layer.nodata`),
+    no data in the other bands too."""
     row, col = offset
     out = np.full((len(indexes), *shape), np.nan, np.float32)
     try:
@@ -436,6 +440,9 @@ def read_aligned(path: str, indexes, offset: tuple[int, int], shape, raw=()) -> 
             if masked:  # nodata, mask or alpha
                 masks = src.read_masks([indexes[j] for j in masked], window=window)
                 part[masked] = np.where(masks == 0, np.nan, part[masked])
+            if nodata is not None:
+                values = [j for j, i in enumerate(indexes) if i not in raw]
+                part[values] = np.where(part[values] == np.float32(nodata), np.nan, part[values])
     except RasterioError as exc:
         raise read_error(exc, path) from exc
     return out
@@ -478,11 +485,13 @@ def _file_scales(path: str, crs: str, resolution) -> dict[str, float]:
 
 
 def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling: Resampling,
-             scales: dict[str, float] | None = None, raw: bool = False, zero_nodata: bool = False) -> np.ndarray:
+             scales: dict[str, float] | None = None, raw: bool = False, zero_nodata: bool = False,
+             nodata: float | None = None) -> np.ndarray:
     """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)`` through a ``WarpedVRT``: float32,
     NaN where no data; ``scales``: :func:`warp_scales` (the same for every block of a grid); ``raw`` (mask
     bands): the file's nodata value kept as it is (NaN outside the file only); ``zero_nodata``: the file's 0
-    is its unsaid nodata (:attr:`RasterInfo.fills_with_zero`).
+    is its unsaid nodata (:attr:`RasterInfo.fills_with_zero`); ``nodata``: the value declared beside the file
+    (:attr:`Layer.nodata`), the source's nodata in place of the file's own.
 
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
@@ -503,6 +512,8 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     info = probe(path)
     options = ({"src_nodata": _NO_CLASS, "UNIFIED_SRC_NODATA": "NO"} if raw
                else {"src_nodata": 0, "UNIFIED_SRC_NODATA": "YES"} if zero_nodata else {"UNIFIED_SRC_NODATA": "NO"})
+    if nodata is not None and not raw and not zero_nodata:
+        options["src_nodata"] = nodata
     if not raw and info.alpha:  # (alpha / SRC_ALPHA_MAX, clipped to 1: any alpha above 0 is data)
         options["SRC_ALPHA_MAX"] = 1
     indexes, opened = list(indexes), path
@@ -516,9 +527,9 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
         if (raw and info.alpha) or (not raw and info.marked_alpha and not info.alpha):
             out = np.full((len(indexes), *shape), np.nan, np.float32)
             with network(path), rasterio.open(path) as src:
-                nodata = None if raw else 0 if zero_nodata else src.nodata  # (raw alpha: no nodata value to keep)
+                kept = None if raw else 0 if zero_nodata else nodata if nodata is not None else src.nodata  # (raw alpha: none to keep)
                 rasterio.warp.reproject(rasterio.band(src, indexes), out, dst_transform=transform, dst_crs=crs,
-                                        src_nodata=nodata, dst_nodata=np.nan, resampling=resampling,
+                                        src_nodata=kept, dst_nodata=np.nan, resampling=resampling,
                                         tolerance=WARP_TOLERANCE, UNIFIED_SRC_NODATA="YES" if zero_nodata and not raw else "NO",
                                         **(scales or {}))
             return out
@@ -566,7 +577,10 @@ class WarpedSeries:
         self.dates = tuple(zip([0, *ends[:-1]], ends))  # (first, last + 1) scene of each date
         self.shape = (len(self.dates), n_bands + 1, *grid.shape)
         # files whose 0 is their unsaid nodata (RasterInfo.fills_with_zero): told once, not at every chunk
-        self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers if probe(la.path).fills_with_zero)
+        # values declared no data beside their files (STAC raster:bands), which then have no unsaid one
+        self.declared_nodata = {la.path: la.nodata for s in self.scenes for la in s.layers if la.nodata is not None}
+        self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers
+                                     if probe(la.path).fills_with_zero and la.path not in self.declared_nodata)
         # the footprint of each tile of a mosaicked date on the grid (None: a date of one scene, read whole)
         tiled = {k for a, b in self.dates if b - a > 1 for k in range(a, b)}
         self.boxes = {k: np.array(_union(_boxes([(probe(la.path).crs, probe(la.path).bounds) for la in self.scenes[k].layers],
@@ -649,12 +663,13 @@ class WarpedSeries:
             # a mask band's values are read by its convention, the file's nodata value too: a file whose nodata
             # is 0 for its reflectance has Fmask's clear land 0 in its mask band (all its clear pixels were nodata)
             raw = {i for i, p in zip(idx, pos) if p == nb}
+            nodata = self.declared_nodata.get(path)
             if resampling is None:
-                out[k, pos] = read_aligned(path, idx, offsets[path], shape, raw)
+                out[k, pos] = read_aligned(path, idx, offsets[path], shape, raw, nodata=nodata)
             else:
                 out[k, pos] = warp_vrt(path, idx, self.grid.crs, transform, shape, resampling,
                                        _file_scales(path, self.grid.crs, self.grid.resolution), bool(raw),
-                                       zero_nodata=path in self.zero_nodata)
+                                       zero_nodata=path in self.zero_nodata, nodata=nodata)
         values = out[:, :nb]
         # a pixel 0 in every band of a date whose files hold reflectance digital numbers and declare no nodata
         # is Sentinel-2's and Landsat's NODATA value 0, unsaid: nodata. (Scaled and offset, Sentinel-2 baseline

@@ -209,9 +209,11 @@ def find_weights(spec: EncoderSpec, weights: str | Path | None = None) -> Path:
         root = os.environ.get("CHANGESCOUT_WEIGHTS_DIR")
         if not root:
             where = f" (get it from {spec.weights_url})" if spec.weights_url else ""
+            # (no path to name: none was given, and the benchmark has --weights-dir, not --weights; a review)
             raise WeightsError(
-                f"encoder {spec.name!r} needs its weights file {spec.weights_file}{where}: pass --weights PATH "
-                f"or put it in $CHANGESCOUT_WEIGHTS_DIR/{spec.name}/", Path(spec.weights_file or spec.name))
+                f"encoder {spec.name!r} needs its weights file {spec.weights_file}{where}: put it in "
+                f"DIR/{spec.name}/ and set CHANGESCOUT_WEIGHTS_DIR=DIR (or pass changescout run --weights PATH, "
+                "changescout benchmark --weights-dir DIR)")
         path = Path(root) / spec.name / spec.weights_file
     return check_weights(path, spec)
 

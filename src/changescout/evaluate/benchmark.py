@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..encoders.base import select_bands
+from ..encoders.base import PretrainedEncoder, select_bands
 from ..errors import BandError, ConfigError, InputError, check_param
 from .benchmark_outputs import OUTPUTS, metrics_table  # noqa: F401 (re-exported: the CLI imports them from here)
 from .benchmark_outputs import SYNTHETIC_KEYS, _clean, _clean_nested, _curve_data, check_out, write_outputs
 from .methods import parse_method, with_months  # noqa: F401 (re-exported)
 from .methods import (MONTHS, PATCH_SIZES, SUPPORT, WHITEN_COMPONENTS, WHITEN_DISTANCE, EncoderPool, Sources,
-                      available_encoders_with_weights, resolve_methods, score_method, scored_unit)
+                      available_encoders_with_weights, encoder_options, resolve_methods, score_method, scored_unit)
 from .metrics import Item, evaluate_items, patch_level, spread
 
 DATASETS = ("oscd", "pairs", "dynamicearthnet", "synthetic")
@@ -285,11 +285,25 @@ def run_benchmark(dataset: str, root: str | Path, encoders=None, out: str | Path
               "settings": {"encoders": encoders, "baselines": baselines, "methods": [m.name for m in wanted]},
               "protocol": {"coregister": coregister, "months": months, "fine_patch": fine_patch, "support": SUPPORT,
                            "pixel_level_squares": unit,
+                           "encoders": {e: _encoder_record(pool.get(e, fine_patch), fine_patch)
+                                        for e in dict.fromkeys(m.encoder for m in wanted if m.encoder is not None)
+                                        if unusable[e] is None},
                            "whiten_components": WHITEN_COMPONENTS, "whiten_distance": WHITEN_DISTANCE,
                            "coregistration": {p.name: p.records.get("coregister") for p in pairs}}}
     if out is not None:
         write_outputs(out, result, curves)
     return result
+
+
+def _encoder_record(encoder, fine_patch: int) -> dict:
+    """What reproduces an encoder's rows: its options here, its seed (rcf: learnt from each item's own pixels
+    with it), and a pretrained model's weights digest."""
+    record = {"options": encoder_options(encoder.spec.name, fine_patch)}
+    if getattr(encoder, "seed", None) is not None:
+        record["seed"] = int(encoder.seed)
+    if isinstance(encoder, PretrainedEncoder):
+        record["weights_sha256"] = encoder.weights_digest()
+    return record
 
 
 def whole_patches(item: Item, units: list[int]) -> np.ndarray:

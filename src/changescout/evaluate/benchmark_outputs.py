@@ -121,6 +121,11 @@ def produced_by(result: dict) -> str:
         parts.append(f"co-registration {protocol['coregister']}, months {protocol.get('months')}")
     if settings.get("seeds"):
         parts.append("seeds " + ",".join(map(str, settings["seeds"])))
+    for name, record in (protocol.get("encoders") or {}).items():  # (a seed, pretrained weights by their digest)
+        said = ([f"seed {record['seed']}"] if "seed" in record else []) + (
+            [f"weights sha256 {record['weights_sha256'][:12]}"] if record.get("weights_sha256") else [])
+        if said:
+            parts.append(f"{name} {', '.join(said)}")
     return "Produced by " + "; ".join(parts) + "."
 
 

@@ -62,7 +62,8 @@ def block_means(score, patch: int, valid=None) -> np.ndarray:
     return np.where(n > 0, np.nansum(b, axis=2) / np.maximum(n, 1), np.nan)
 
 
-def _how(how: str) -> tuple[str, int]:
+def aggregation_of(how: str) -> tuple[str, int]:
+    """``(kind, K)`` of an aggregation name: ``("mean", 0)``, ``("max", 0)`` or ``("top", K)`` for ``topK``."""
     if how in ("mean", "max"):
         return how, 0
     m = re.fullmatch(r"top(\d+)", how)
@@ -74,7 +75,7 @@ def _how(how: str) -> tuple[str, int]:
 def aggregate_up(fine, factor: int, how: str = "mean") -> np.ndarray:
     """Fine-patch scores ``(rows, cols)`` -> ``(rows // factor, cols // factor)``: the ``mean``, ``max`` or ``topK``
     (mean of the K largest) of the finite fine scores inside each coarse patch (NaN if none)."""
-    kind, k = _how(how)
+    kind, k = aggregation_of(how)
     if not isinstance(factor, (int, np.integer)) or factor < 1:
         raise ConfigError(f"factor must be a positive integer, got {factor!r}")
     f = np.asarray(fine, dtype=np.float64)

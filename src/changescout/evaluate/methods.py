@@ -36,7 +36,7 @@ from ..atomic import atomic_path
 from ..cube import grid_of
 from ..errors import ConfigError, InputError
 from .baselines import BASELINES
-from .evidence import (aggregate_up, block_means, calibrate, combine, embedding_distance, smooth_fine, spread_patches,
+from .evidence import (aggregate_up, aggregation_of, block_means, calibrate, combine, embedding_distance, smooth_fine, spread_patches,
                        whitened_distance)
 
 if TYPE_CHECKING:
@@ -139,6 +139,16 @@ def parse_method(name: str, encoders=None) -> Method:
         if "p0" in sizes or any(not 0 < float(x[1:]) <= MAX_SMOOTHING for x in smoothings):
             raise ConfigError(f"benchmark method {name!r}: -pN takes fine patches of N >= 1 px, and -sN a smoothing of "
                               f"N > 0 and at most {MAX_SMOOTHING} fine patches")
+        # told here, before any data is read, not once the other methods had run, as a fault of the first item
+        # (a review: rcf-p3-max, rcf-top0)
+        if any(SUPPORT % int(x[1:]) for x in sizes):
+            raise ConfigError(f"benchmark method {name!r}: -pN takes fine patches that divide the {SUPPORT} px patches "
+                              f"the benchmark scores (1, 2, 4, 8 or 16 px), got -{sizes[0]}")
+        for how in aggregations:
+            try:
+                aggregation_of(how)
+            except ConfigError as exc:
+                raise ConfigError(f"benchmark method {name!r}: {exc.message}") from None
         if part in BASELINES and baseline is None and not set(mods) & set(_EMBEDDING_ONLY):
             baseline, baseline_modifiers = part, tuple(mods)
         elif part in known and encoder is None:
@@ -393,11 +403,11 @@ def available_encoders_with_weights(names=None, skipped: list | None = None) -> 
     """``names`` or every registered encoder whose weights can be found (rcf needs none), but those that read
     embeddings made elsewhere (``precomputed``: on a dataset's reflectance it would score band means as an
     embedding method). An encoder whose weights file is there but will not load (another file, cut short) is left
-    out with its reason added to ``skipped``: it was left out without a word (a review); one whose file is absent
-    is left out quietly."""
+    out with its reason added to ``skipped``: it was left out without a word (a review); those whose file is
+    absent are named together in one line of ``skipped`` (the tables' notes: which encoders did not run, and why)."""
     from ..encoders import available_encoders, get_encoder
 
-    out = []
+    out, absent = [], []
     for name in available_encoders() if names is None else names:
         try:
             encoder = get_encoder(name)
@@ -406,10 +416,14 @@ def available_encoders_with_weights(names=None, skipped: list | None = None) -> 
                 raise
             if skipped is not None and exc.path is not None and Path(exc.path).exists():
                 skipped.append(f"{name} skipped (and its variants): {exc}")
+            else:
+                absent.append(name)
             continue
         if names is None and encoder.spec.input == "embeddings":
             continue
         out.append(name)
+    if absent and skipped is not None:
+        skipped.append(f"{', '.join(absent)} not run: no weights found (CHANGESCOUT_WEIGHTS_DIR, or --weights-dir)")
     return out
 
 

@@ -141,11 +141,13 @@ def label_files(root, cube: str) -> dict[pd.Timestamp, Path]:
     return {} if folder is None else _label_files_in(folder)
 
 
-def load_labels(root, cube: str, *, months=None, grid: OutputGrid | None = None) -> Labels:
+def load_labels(root, cube: str, *, months=None, grid: OutputGrid | None = None, whole: bool = False) -> Labels:
     """The monthly class maps and consecutive changes of ``cube`` (see :class:`Labels`).
 
     ``months`` keeps those months only (dates in the month, e.g. the cube's dates). ``grid`` puts the maps on
     that grid (nearest; :data:`IGNORE` outside the label footprint); by default they stay on their own grid.
+    ``whole``: a label must cover the whole ``grid`` (the cube's images, as the benchmark scores them), else a
+    :class:`SourceError` names it (a label cut short left its pixels out of the scores without a word).
     """
     files = label_files(root, cube)
     if not files:
@@ -160,7 +162,7 @@ def load_labels(root, cube: str, *, months=None, grid: OutputGrid | None = None)
     for path in files.values():
         classes, own = _read_classes(path)
         if grid is not None:
-            classes = _to_grid(classes, own, grid, path)
+            classes = _to_grid(classes, own, grid, path, whole)
         elif label_grid is not None and own != label_grid:
             raise SourceError(f"is not on the grid of {next(iter(files.values())).name}; pass grid= to align the labels", path)
         if label_grid is None:
@@ -178,7 +180,7 @@ def load_item(root, cube: str, *, chunks: int = 1024) -> DynamicEarthNetItem:
     if not labelled:
         raise SourceError(f"no labels of the cube {cube!r} (labels/{cube}_<zone>/Labels/Raster/<tile>/*.tif)", root)
     series = _open_cube(image_dir(root, cube), cube, list(labelled), "labelled", chunks=chunks)
-    labels = load_labels(root, cube, months=series["time"].values, grid=grid_of(series))
+    labels = load_labels(root, cube, months=series["time"].values, grid=grid_of(series), whole=True)
     return DynamicEarthNetItem(cube, series, labels)
 
 
@@ -346,7 +348,11 @@ def _read_classes(path: Path) -> tuple[np.ndarray, OutputGrid | None]:
         raise SourceError(exc.message, path) from exc
 
 
-def _to_grid(classes: np.ndarray, own: OutputGrid | None, grid: OutputGrid, path) -> np.ndarray:
+#: The least share of its images' grid a label must cover when it must cover them whole (edge pixels warped).
+WHOLE_COVER = 0.99
+
+
+def _to_grid(classes: np.ndarray, own: OutputGrid | None, grid: OutputGrid, path, whole: bool = False) -> np.ndarray:
     if own is None:
         if classes.shape != tuple(grid.shape):
             raise SourceError(f"the label has no georeference and is {classes.shape} px, not the grid's {grid.shape}", path)
@@ -357,6 +363,14 @@ def _to_grid(classes: np.ndarray, own: OutputGrid | None, grid: OutputGrid, path
     out = np.full(grid.shape, IGNORE, np.uint8)
     reproject(classes, out, src_transform=Affine(*own.transform), src_crs=own.crs, src_nodata=IGNORE,
               dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=IGNORE, resampling=Resampling.nearest)
+    if whole:  # the share of the grid that the label's footprint covers
+        cover = np.zeros(grid.shape, np.uint8)
+        reproject(np.ones(classes.shape, np.uint8), cover, src_transform=Affine(*own.transform), src_crs=own.crs,
+                  src_nodata=0, dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=0, resampling=Resampling.nearest)
+        if cover.mean() < WHOLE_COVER:
+            label, images = (f"{', '.join(f'{v:.0f}' for v in g.bounds)} in {g.crs}" for g in (own, grid))
+            raise SourceError(f"covers {100 * cover.mean():.0f} % of the images it labels (its bounds {label}; the images' "
+                              f"{images}): a label must cover its images (a file cut short, or of other images?)", path)
     if (out == IGNORE).all() and (classes != IGNORE).any():  # (scored, the item was an empty row of the tables)
         label, images = (f"{', '.join(f'{v:.0f}' for v in g.bounds)} in {g.crs}" for g in (own, grid))
         raise SourceError(f"lies off the images it labels (its bounds {label}; the images' {images}): a label of other "

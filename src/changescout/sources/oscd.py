@@ -155,7 +155,7 @@ def read_dates(folder) -> list[pd.Timestamp]:
     path = Path(folder) / "dates.txt"
     if not path.is_file():
         raise SourceError("no dates.txt: add one with the lines 'date_1: YYYYMMDD' and 'date_2: YYYYMMDD' (as OSCD's "
-                          "cities have), or give changescout run --dates D1,D2", folder)
+                          "cities have; changescout run also takes --dates D1,D2)", folder)
     found = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if m := _DATE_LINE.match(line):

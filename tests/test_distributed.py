@@ -115,6 +115,38 @@ def test_a_cluster_whose_writes_do_not_reach_the_run_directory_is_named(textured
     assert list(tmp_path.iterdir()) == []
 
 
+def test_workers_that_do_not_see_the_run_directory_or_the_source_are_told_before_any_work(tmp_path, monkeypatch):
+    """Workers without this machine's file system computed the whole embedding, wrote it to their own disks (left
+    there) and only then was the run refused; a source only this machine has was named as "does not exist" (a
+    scale review). Both are told first, naming the workers, and the probe leaves nothing behind."""
+    from changescout.errors import ConfigError
+    from changescout.scheduler import _exist, check_workers_see
+
+    src = tmp_path / "series"
+    src.mkdir()
+    out = tmp_path / "runs" / "r1"  # not made yet: its nearest folder is probed
+
+    class Elsewhere:  # workers whose file system holds only the paths in ``theirs``
+        def __init__(self, theirs):
+            self.theirs = theirs
+
+        def run(self, fn, paths):
+            assert fn is _exist
+            return {"tcp://w1:1": [p in self.theirs for p in paths], "tcp://w2:2": fn(paths)}
+
+    with pytest.raises(ConfigError, match=rf"the dask worker\(s\) tcp://w1:1 do not see the run directory's folder "
+                                          rf"{tmp_path} at this machine's path: .*a shared file system"):
+        check_workers_see(Elsewhere([str(src)]), out, src)
+    with pytest.raises(ConfigError, match=rf"tcp://w1:1 do not see the source {src} at this machine's path"):
+        Elsewhere.run = lambda self, fn, paths: {"tcp://w1:1": [True, False]}
+        check_workers_see(Elsewhere([]), out, src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # (the probe file is gone)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        check_workers_see(client, out, src)  # workers of this machine see its files
+        check_workers_see(client, out, "synthetic")  # (a built-in source: no path to see)
+
+
 def _local_compute_still_works():
     """After a refused address, the process computes locally as before: distributed made its half-made client
     the default (and dask's scheduler) before the handshake, and every later compute waited on it."""

@@ -269,6 +269,7 @@ def _run(config, out: Path, overwrite: bool, scheduler: Optional[str]) -> None:
             _log(f"computing on the dask cluster at {scheduler}: {len(workers)} worker(s), "
                  f"{sum(w.get('nthreads', 0) for w in workers.values())} thread(s)")
         try:
+            cluster.check_workers_see(client, out, getattr(config, "source", None))
             with cluster.WorkerWatch(client, scheduler, _log):
                 run_pipeline(config, out, overwrite=overwrite, progress=_cluster_progress, log=_log)
         except Exception as exc:

@@ -8,17 +8,23 @@ page of distributed's tracebacks:
 * a cluster without workers holds the run's tasks until one joins: the run says so after ``grace`` seconds
   (:class:`WorkerWatch`), and goes on waiting (an autoscaler may be starting some);
 * a scheduler lost during the run ends it with a :class:`~changescout.errors.ClusterError` (exit 1) that says
-  the finished stages are kept and a rerun resumes (:func:`lost`).
+  the finished stages are kept and a rerun resumes (:func:`lost`);
+* workers that do not see the run directory or the source at this machine's paths (no shared file system) are
+  told before any work (:func:`check_workers_see`, exit 2): the whole embedding was computed, written to the
+  workers' own disks, left there, and only then refused (a review).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import CancelledError
+from pathlib import Path
 
 from .errors import ClusterError, ConfigError
 
@@ -165,3 +171,41 @@ def quiet_logs() -> None:
     for name in ["distributed", "tornado", "asyncio", *names]:  # distributed sets some of its loggers' levels itself
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+
+
+def _exist(paths: list[str]) -> list[bool]:
+    """Which of ``paths`` exist where this runs (on each worker: :func:`check_workers_see`)."""
+    return [os.path.exists(p) for p in paths]
+
+
+def check_workers_see(client, run_dir, source=None) -> None:
+    """A ConfigError naming the workers that do not see the run directory's folder (a file this process writes
+    there for a moment) or the ``source`` (a local path) at the same paths as this process: the workers read
+    the source and write the embeddings' chunks, so they need this machine's file system (a shared one).
+    Workers that cannot be asked are not told off here."""
+    folder = Path(run_dir).absolute()
+    while not folder.is_dir() and folder != folder.parent:  # (--out is made by the run: its nearest folder)
+        folder = folder.parent
+    marker = folder / f".changescout-probe-{uuid.uuid4().hex}"
+    paths, what = [], []
+    with contextlib.suppress(OSError):  # (a folder this process cannot write to fails the run on its own terms)
+        marker.touch()
+        paths.append(str(marker))
+        what.append(f"the run directory's folder {folder}")
+    if source is not None and "://" not in str(source) and os.path.exists(source):
+        paths.append(os.path.abspath(source))
+        what.append(f"the source {os.path.abspath(source)}")
+    try:
+        seen = client.run(_exist, paths) if paths else {}
+    except Exception:  # noqa: BLE001 - no worker to ask, or one gone: the run's own errors tell it
+        seen = {}
+    finally:
+        with contextlib.suppress(OSError):
+            marker.unlink()
+    for i, thing in enumerate(what):
+        blind = sorted(w for w, found in seen.items() if not found[i])
+        if blind:
+            raise ConfigError(f"the dask worker(s) {', '.join(blind[:3])}{' ...' if len(blind) > 3 else ''} do not see "
+                              f"{thing} at this machine's path: the workers read the source and write the run directory, "
+                              "so they need this machine's files at the same paths (a shared file system), or run "
+                              "without --scheduler")

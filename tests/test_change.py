@@ -847,3 +847,19 @@ def test_the_anniversary_check_before_embedding_agrees_with_the_pairing(dates, p
     else:
         with pytest.raises(ConfigError, match="needs a date within 45 days of a year before another date"):
             comp.check_dates(times)
+
+
+def test_blocks_stacked_in_order_are_their_concatenation_reordered():
+    """The change and search vectors are placed in the events' order block by block (their stack and its
+    reordered copy were held at once; a scale review): what np.concatenate(blocks)[order] gives, blocks let go."""
+    from changescout.change import _in_order
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((n, 3)).astype(np.float32) for n in (4, 0, 7, 1)]
+    order = rng.permutation(12)
+    expected = np.concatenate(blocks)[order]
+    given = list(blocks)
+    got = _in_order(given, order, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.float32 and given == []
+    assert _in_order([], np.zeros(0, np.int64), 5).shape == (0, 5)

@@ -73,6 +73,16 @@ def test_identical_changes_count_as_many_times_as_they_occur(max_exact):
     np.testing.assert_allclose(scorer.score_samples(q), -dq[:, :10].mean(axis=1), rtol=0, atol=1e-12)
 
 
+def test_distances_measured_in_blocks_are_those_measured_at_once():
+    """The float64 distances to the neighbours are measured a memory-bounded block of rows at a time (4096 rows
+    of 768-dim descriptors and their 9 neighbours held 0.3 GB twice over; a scale review): the same scores."""
+    X = np.random.default_rng(5).standard_normal((500, 32)).astype(np.float32)
+    scorer = RarityScorer(n_neighbors=8).fit(X)
+    whole = scorer._distances(X, 8, block_bytes=1 << 40)
+    for block_bytes in (1, 8 * 8 * 32 * 7):  # one row at a time; seven
+        np.testing.assert_array_equal(scorer._distances(X, 8, block_bytes=block_bytes), whole)
+
+
 def test_neighbours_an_inverted_file_misses_count_as_far_as_the_farthest_found():
     """Probing one list of a sparse inverted file finds fewer than k neighbours (faiss pads with the largest
     float): no score goes beyond the widest distance in the data."""

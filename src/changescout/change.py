@@ -321,6 +321,22 @@ def _median_of_rows(x: np.ndarray) -> np.ndarray:
     return 0.5 * (s[:, (k - 1) // 2] + s[:, k // 2])
 
 
+def _in_order(blocks: list[np.ndarray], order: np.ndarray, width: int) -> np.ndarray:
+    """The rows of ``blocks`` (emptied as they are placed) stacked in ``order``: what ``np.concatenate(blocks)
+    [order]`` gives, without holding the blocks, their stack and its reordered copy at once (three times the
+    change vectors and, for similar, the search vectors: a scale review)."""
+    dtype = np.result_type(*blocks) if blocks else np.float32
+    out = np.empty((len(order), blocks[0].shape[1] if blocks else width), dtype)
+    place = np.empty_like(order)
+    place[order] = np.arange(len(order))
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        out[place[start:start + len(block)]] = block
+        start += len(block)
+    return out
+
+
 def changes_block(E: np.ndarray, clear: np.ndarray, times: pd.DatetimeIndex, comp: Comparison,
                   cloud: tuple[np.ndarray, np.ndarray] | None = None):
     """Events of one block of patches: ``E (time, patch, dim)``, ``clear (time, patch)``; returns the events,
@@ -445,17 +461,14 @@ def compute_changes(embeddings: xr.Dataset, comp: Comparison | str = "consecutiv
                 new = new_states(E, df["t1i"].to_numpy(), df["p"].to_numpy()) if weight > 0 else None
                 searches.append(search_vectors(res, new, weight))
     df = pd.concat(frames, ignore_index=True)
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embeddings.sizes["dim"]), np.float32)
-    del vecs
     df["zscore"] = robust_zscore(df["surprise"].to_numpy(), (df["row"] * nc + df["col"]).to_numpy())
     df["t0"] = times[df["t0i"].to_numpy()]
     df["t1"] = times[df["t1i"].to_numpy()]
     order = np.lexsort((df["t0i"], df["col"], df["row"], df["t1i"]))
     df = df.iloc[order].reset_index(drop=True)
-    vectors = vectors[order]
+    vectors = _in_order(vecs, order, embeddings.sizes["dim"])
     if search:
-        found = (np.concatenate(searches) if searches else np.zeros((0, vectors.shape[1] * (1 + (weight > 0))), np.float32))[order]
-        del searches
+        found = _in_order(searches, order, embeddings.sizes["dim"] * (1 + (weight > 0)))
     df["vec"] = np.arange(len(df), dtype=np.int64)
     df["recurrence"] = (recurrence(df, vectors, comp.anniversary_tolerance_days) if comp.mode == "consecutive"
                         else np.full(len(df), np.nan, np.float32))

@@ -465,11 +465,24 @@ def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: floa
     (columns: vector, state before, state after; :func:`without_before` drops the middle part)."""
     if states is None or weight <= 0:
         return vectors
-    def scaled(x):
-        return x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12)
-    d = states.shape[1] // 2
-    parts = [scaled(vectors)] + [weight * scaled(s - s.mean(axis=0)) for s in (states[:, :d], states[:, d:])]
-    return np.hstack(parts).astype(np.float32)
+    d, nv = states.shape[1] // 2, vectors.shape[1]
+    # each part made in its place in the output (the parts, then their stack and its float32 copy, held 9 KB per
+    # change at once; a scale review), by the same operations in the same order
+    out = np.empty((len(vectors), nv + 2 * d), np.float32)
+    parts = [(out[:, :nv], vectors, None)] + [(out[:, nv + i * d:nv + (i + 1) * d], s, weight)
+                                             for i, s in enumerate((states[:, :d], states[:, d:]))]
+    for part, values, w in parts:
+        if values.dtype != np.float32:  # (computed in its own precision, then stored)
+            x = values - values.mean(axis=0) if w is not None else values
+            part[...] = (w or 1.0) * (x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12))
+            continue
+        part[...] = values
+        if w is not None:  # a state: centred, scaled, weighted
+            part -= values.mean(axis=0)
+        part /= max(float(np.median(np.linalg.norm(part, axis=1))), 1e-12)
+        if w is not None:
+            part *= w
+    return out
 
 
 def without_before(features: np.ndarray, n_vector: int) -> np.ndarray:
@@ -495,7 +508,7 @@ def object_descriptors(events: pd.DataFrame, vectors: np.ndarray, object_ids: np
 
 
 def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np.ndarray,
-                        offsets=TRAJECTORY_OFFSETS) -> np.ndarray:
+                        offsets=TRAJECTORY_OFFSETS, block: int = 8192) -> np.ndarray:
     """Where each object's onset patches stand before and after their change, along that change: per object
     (rows in the order of ``object_ids``) and date offset (columns, ``offsets`` counted in the series' dates from
     the onset ``t1``), the surprise-weighted mean over its onset patch events of
@@ -534,23 +547,45 @@ def trajectory_profiles(events: pd.DataFrame, states: np.ndarray, object_ids: np
         dates = np.unique(np.concatenate([t0.to_numpy(), t1.to_numpy()]))
         t0i, t1i = (np.searchsorted(dates, t.to_numpy()).astype(np.int64) for t in (t0, t1))
     vec = events["vec"].to_numpy(np.int64)
-    # each patch's state at each date some event of it ends at (t1) or starts from (t0): rows of ``known``
+    # each patch's state at each date some event of it ends at (t1) or starts from (t0): the first event that
+    # gives it, its t1 half before any t0 half (``at``: i < n, the t1 half of event i; n + i, its t0 half), found by
+    # a flat key of (row, col, date) (a pandas MultiIndex of them, and the states copied out, held 11 KB per change
+    # of a run; a scale review)
     n = len(vec)
-    known = np.concatenate([states[vec, dim:], states[vec, :dim]])
-    at_date = pd.Series(np.arange(2 * n), index=pd.MultiIndex.from_arrays([np.r_[rows, rows], np.r_[cols, cols], np.r_[t1i, t0i]]))
-    at_date = at_date[~at_date.index.duplicated()]
-    s0 = states[vec[onset], :dim].astype(np.float64)
-    v0 = states[vec[onset], dim:].astype(np.float64) - s0
-    n2 = np.maximum((v0 * v0).sum(axis=1), 1e-12)
-    w = np.maximum(events["surprise"].to_numpy(float)[onset], 1e-6)
-    for j, off in enumerate(offsets):
-        at = at_date.reindex(pd.MultiIndex.from_arrays([rows[onset], cols[onset], t1i[onset] + off])).to_numpy()
-        ok = ~np.isnan(at)
-        x = ((known[at[ok].astype(np.int64)] - s0[ok]) * v0[ok]).sum(axis=1) / n2[ok]
-        num, den = np.zeros(len(object_ids)), np.zeros(len(object_ids))
-        np.add.at(num, pos[onset][ok], w[ok] * x)
-        np.add.at(den, pos[onset][ok], w[ok])
-        out[den > 0, j] = num[den > 0] / den[den > 0]
+    dates = np.r_[t1i, t0i]
+    given = np.flatnonzero(dates >= 0)  # (a t0 of no known place: none to give)
+    n_dates = int(dates[given].max()) + 1 if len(given) else 1
+    n_cols = int(cols.max()) + 1
+
+    def key(r, c, t):
+        return (r.astype(np.int64) * n_cols + c) * n_dates + t
+
+    keys, first = np.unique(key(np.r_[rows, rows][given], np.r_[cols, cols][given], dates[given]), return_index=True)
+    held = given[first]
+    num, den = np.zeros((len(object_ids), len(offsets))), np.zeros((len(object_ids), len(offsets)))
+    w_all = np.maximum(events["surprise"].to_numpy(float), 1e-6)
+    for start in range(0, len(onset), block):  # (float64 copies of a block's states at a time; the sums, each
+        these = onset[start:start + block]     # object's in the same order as whole)
+        s0 = states[vec[these], :dim].astype(np.float64)
+        v0 = states[vec[these], dim:].astype(np.float64) - s0
+        n2 = np.maximum((v0 * v0).sum(axis=1), 1e-12)
+        w = w_all[these]
+        for j, off in enumerate(offsets):
+            t = t1i[these] + off
+            inside = (t >= 0) & (t < n_dates)
+            q = key(rows[these], cols[these], np.clip(t, 0, n_dates - 1))
+            k = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            ok = inside & (keys[k] == q) if len(keys) else np.zeros(len(q), bool)
+            at = held[k[ok]]
+            late = at < n  # a t1 half: the state after that event; else the state before the event n places on
+            known = np.empty((len(at), dim), states.dtype)
+            known[late] = states[vec[at[late]], dim:]
+            known[~late] = states[vec[at[~late] - n], :dim]
+            x = ((known - s0[ok]) * v0[ok]).sum(axis=1) / n2[ok]
+            np.add.at(num[:, j], pos[these][ok], w[ok] * x)
+            np.add.at(den[:, j], pos[these][ok], w[ok])
+    seen = den > 0
+    out[seen] = num[seen] / den[seen]
     return out
 
 

@@ -1073,7 +1073,9 @@ def rank_events(events: pd.DataFrame, vectors: np.ndarray, config: RunConfig, st
     clusterer = ChangeClusterer(n_clusters=k, random_state=config.seed).fit(rows)
     events["cluster"] = clusterer.labels_
     reduced = clusterer.transform(rows)
+    del rows  # (a copy of the vectors: not held while the objects are made)
     ranked = AtypicalityRanker(by=config.rank_by, transient_weight=config.transient_weight).rank(events, reduced)
+    del reduced
     ranked, objects = ObjectRanker(by=config.rank_by, transient_weight=config.transient_weight,
                                    seasonal_weight=config.seasonal_weight,
                                    continuations=Comparison.parse(config.compare).mode in ("reference", "anniversary"),

@@ -89,15 +89,18 @@ class RarityScorer(OutlierMixin, BaseEstimator):
         index.add(X)
         return index
 
-    def _distances(self, X, k, block=4096):
+    def _distances(self, X, k, block_bytes=32 << 20):
         """Euclidean distances to the ``k`` nearest training points, nearest first (measured in float64 between
-        the points faiss finds, ``block`` query rows at a time)."""
+        the points faiss finds, as many query rows at a time as hold their neighbours in ``block_bytes``: 4096
+        rows of 768-dim object descriptors and their 9 neighbours took 0.3 GB twice over, 7 KB per change of a
+        run; a scale review)."""
         if k == 0:
             return np.zeros((len(X), 1))
         X = np.ascontiguousarray(X, dtype=np.float32)
         _, ids = self.index_.search(X, min(k, len(self.train_)))  # (distinct rows: k of them hold k points at least)
         missing = ids < 0
         d = np.empty(ids.shape)
+        block = max(1, block_bytes // (8 * max(1, ids.shape[1] * X.shape[1])))
         for i in range(0, len(X), block):
             near = self.train_[np.maximum(ids[i:i + block], 0)].astype(np.float64)
             d[i:i + block] = np.sqrt(((near - X[i:i + block, None, :].astype(np.float64)) ** 2).sum(axis=2))

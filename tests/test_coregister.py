@@ -154,7 +154,7 @@ def test_a_shift_that_the_window_halves_disagree_on_is_not_applied(make_grid):
     split = CoRegistration(reference="first").fit(torn)
     assert split.shifts_["2021-04-01"]["status"] == "unstable" and not split.shifts_["2021-04-01"]["applied"]
     assert split.shifts_["2021-04-01"]["spread"] > 0.9
-    assert coregister_notes(split.record()) == ["note: co-registration left 1 of 2 dates as they are, unchecked: 1 the two "
+    assert coregister_notes(split.record()) == ["note: co-registration left 1 of 2 dates as they are (no shift measured, or none trusted): 1 the two "
                                                 "halves of the window disagree (noise, not a shift) (state.json: coregister)"]
     assert coregister_notes(CoRegistration(reference="first").fit(cube).record()) == []  # applied: nothing to say
 

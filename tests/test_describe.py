@@ -145,6 +145,20 @@ def test_words_come_strongest_first(pixels, words):
     assert describe(pixels) == words
 
 
+def test_a_change_among_pixels_that_went_the_other_way_is_named_by_the_stronger_way():
+    """A road through fields that greened up that month (the demo's planted road: 354 pixels of NDVI -0.67 and
+    brightness +0.12 among 632 of +0.21 and -0.02) read "slight change": the median lay between the two ways (an
+    analyst review). Two ways of about equal weight are named by the median of all, as before, and so is an
+    object with a few pixels the other way."""
+    road = _pixels(354, ndvi=(0.8, 0.13), vis=(0.06, 0.18))
+    crops = _pixels(632, ndvi=(0.5, 0.71), vis=(0.08, 0.06))
+    assert describe(pd.concat([road, crops], ignore_index=True)) == "vegetation loss, brighter"
+    even = _pixels(500, ndvi=(0.5, 0.71), vis=(0.06, 0.06))  # as much gain as the road's loss: no way prevails
+    assert describe(pd.concat([_pixels(160, ndvi=(0.8, 0.13), vis=(0.06, 0.06)), even], ignore_index=True)) == "vegetation gain"
+    few = _pixels(20, ndvi=(0.5, 0.71), vis=(0.08, 0.06))  # under a quarter: the median of all, as before
+    assert describe(pd.concat([road, few], ignore_index=True)) == describe(road) == "vegetation loss, brighter"
+
+
 def test_only_the_best_ranked_candidates_are_described():
     objects, events = _objects(CELLS[:3])
     objects["rank"] = [3, 1, 2]

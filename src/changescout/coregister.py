@@ -304,7 +304,7 @@ def coregister_notes(record: dict) -> list[str]:
             why[s["status"]] = why.get(s["status"], 0) + 1
     if why:
         told = "; ".join(f"{n} {UNCORRECTED[k]}" for k, n in why.items())
-        notes.append(f"note: co-registration left {sum(why.values())} of {len(shifts)} dates as they are, unchecked: {told} "
+        notes.append(f"note: co-registration left {sum(why.values())} of {len(shifts)} dates as they are (no shift measured, or none trusted): {told} "
                      "(state.json: coregister)")
     return notes
 

@@ -67,14 +67,41 @@ def test_bands_pick_described_bands_by_name(tmp_path):
 
 
 def test_date_names_in_descriptions_are_left_out(tmp_path):
-    """Earth Engine's toBands() names each band after its image: 0_B2, 1_B2... (or a date suffix)."""
+    """Earth Engine's toBands() names each band after its image: 0_B2, 1_B2... (or a date suffix); the band's
+    own name keeps its separators (0_SR_B2 was cut to B2, NDVI_2020_01_05 to 05: a review)."""
     data = np.concatenate([ms.scene(t) for t in range(len(ms.DATES))])
-    for name, how in (("prefixed", "{t}_{b}"), ("suffixed", "{b}_2020010{t}")):
-        desc = [how.format(t=t, b=b) for t in range(len(ms.DATES)) for b in ms.BANDS]
+    sr = [f"SR_{b}" for b in ms.BANDS]
+    for name, how, bands in (("prefixed", "{t}_{b}", ms.BANDS), ("suffixed", "{b}_2020010{t}", ms.BANDS),
+                             ("landsat", "{t}_{b}", sr), ("s2index", "2020010{t}T103021_2020010{t}T103025_T31TCJ_{b}", ms.BANDS)):
+        desc = [how.format(t=t, b=b) for t in range(len(ms.DATES)) for b in bands]
         path = ms.write_geotiff(tmp_path / f"{name}.tif", data, descriptions=desc)
         cube = open_series(path, dates=ms.DATES, patch_size=8, chunks=16)
-        assert list(cube.band.values) == list(ms.BANDS)
+        assert list(cube.band.values) == (list(bands) if name != "s2index" else [f"T31TCJ_{b}" for b in bands])
         np.testing.assert_allclose(native(cube).values[2], ms.scene(2) / 10000, rtol=1e-6)
+    one = np.concatenate([ms.scene(t, 1) for t in range(len(ms.DATES))])
+    for desc, band in ((["NDVI_2020_01_05", "NDVI_2020_02_05", "NDVI_2020_03_05"], "NDVI"),
+                       (["0_NDVI_mean", "1_NDVI_mean", "2_NDVI_mean"], "NDVI_mean")):
+        path = ms.write_geotiff(tmp_path / f"{band}.tif", one, descriptions=desc)
+        assert list(open_series(path, dates=ms.DATES, patch_size=8, chunks=16).band.values) == [band]
+
+
+def test_descriptions_that_name_no_band_leave_the_names_to_bands(tmp_path):
+    """Descriptions that differ at each date without repeating (a one-band stack described by its dates; "Band 1"
+    to "Band 12") were refused with "check --dates" even with --bands naming every band (a review): --bands names
+    them, as it did; without it, the error asks for it."""
+    one = np.concatenate([ms.scene(t, 1) for t in range(len(ms.DATES))])
+    dated = ms.write_geotiff(tmp_path / "dated.tif", one, descriptions=list(ms.DATES))
+    cube = open_series(dated, dates=ms.DATES, bands=["NDVI"], patch_size=8, chunks=16)
+    assert list(cube.band.values) == ["NDVI"]
+    np.testing.assert_allclose(native(cube).values[1, 0], ms.scene(1, 1)[0] / 10000, rtol=1e-6)
+    with pytest.raises(SourceError, match=r"dated.tif: describes its bands otherwise at each date \('2020-03-01', "
+                                          r"'2020-04-10', '2020-05-20'\): pass --bands, the names of the 1 band\(s\) of one date"):
+        open_series(dated, dates=ms.DATES)
+    data = np.concatenate([ms.scene(t) for t in range(len(ms.DATES))])
+    numbered = ms.write_geotiff(tmp_path / "numbered.tif", data, descriptions=[f"Band {i}" for i in range(1, 13)])
+    cube = open_series(numbered, dates=ms.DATES, bands=list(ms.BANDS), patch_size=8, chunks=16)
+    assert list(cube.band.values) == list(ms.BANDS)
+    np.testing.assert_allclose(native(cube).values[2], ms.scene(2) / 10000, rtol=1e-6)
 
 
 def test_mask_band_in_the_stack(tmp_path):

@@ -144,6 +144,35 @@ def test_a_nodata_value_declared_in_raster_bands_alone_is_no_data(tmp_path, grid
     assert {la.nodata for la in stac._bands(items[0], None, tmp_path, True)[1]} == {-9999.0}
 
 
+def test_a_declared_nodata_leaves_the_files_own_and_does_not_decide_the_scaling(tmp_path):
+    """Resampled, a value declared beside a file replaced the file's own nodata (its 0 fill read as reflectance 0
+    and blended into the edge), and a float series' fill declared only there decided its scaling (0.2 read as
+    2e-05): a review. The file's own nodata stays no data, and the declared fill is left out of the sample."""
+    from changescout.sources.warp import Layer, Scene, open_scenes
+
+    def layers(name, data, nodata, declared):
+        out = []
+        for b in range(3):
+            path = ms.write_geotiff(tmp_path / f"{name}{b}.tif", data[None], nodata=nodata)
+            out.append(Layer(str(path), 1, nodata=declared))
+        return tuple(out)
+
+    own = np.full(ms.SHAPE, 1000, np.uint16)
+    own[:, :10] = 0  # the file's nodata
+    dates = pd.to_datetime(list(ms.DATES[:2]))
+    scenes = [Scene(t, layers(f"u{k}_", own, 0, 65535.0)) for k, t in enumerate(dates)]
+    cube = open_scenes(scenes, ["B02", "B03", "B04"], source=tmp_path, grid=f"{ms.CRS},20", patch_size=4, chunks=1024)
+    left, top = ms.ORIGIN
+    values = cube.isel(time=0, band=0).sel(y=slice(top, top - 400), x=slice(left, left + 440)).values
+    assert np.isnan(values[:, :4]).all() and np.allclose(values[:, 6:], 0.1)  # no 0, no blend toward it
+    fill = np.full(ms.SHAPE, 0.2, np.float32)
+    fill[:, :20] = 3.0e38  # a float fill the files do not declare
+    scenes = [Scene(t, layers(f"f{k}_", fill, None, 3.0e38)) for k, t in enumerate(dates)]
+    cube = open_scenes(scenes, ["B02", "B03", "B04"], source=tmp_path, grid=None, patch_size=4, chunks=1024)
+    values = cube.isel(time=0, band=0).sel(y=slice(top, top - 400), x=slice(left, left + 440)).values
+    assert np.isnan(values[:, :20]).all() and np.allclose(values[:, 20:], 0.2)
+
+
 def _earth_search_extras(item, folder):
     """What a whole Earth Search item also holds: aerosol and water-vapour layers (with their own scale), JPEG 2000
     twins of them and of the SCL, and a true-colour image."""

@@ -19,7 +19,7 @@ from such a file: it is ``"unknown"`` unless ``level=`` is given. A band named l
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 from ..cube import check_band_names
@@ -89,8 +89,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
 
 def _described(descriptions, n_dates: int, bands, path) -> list[str] | None:
     """The band names of one date from the descriptions (see the module docstring), or None where they do not
-    name the bands: some band has none, or, with ``bands`` naming every band of a date, one repeats within a date.
-    A :class:`SourceError` when the date blocks' descriptions differ (``--dates`` does not match the file)."""
+    name the bands: some band has none; or, with ``bands`` naming every band of a date, one repeats within a date,
+    or they differ between dates without repeating at all (bands described by their date, "Band 1".."Band 12").
+    A :class:`SourceError` when they repeat, but not every ``len / n_dates`` bands (``--dates`` does not match the
+    file), and when they differ between dates without ``bands``."""
     count = len(descriptions)
     if not all(descriptions):
         return None
@@ -100,42 +102,59 @@ def _described(descriptions, n_dates: int, bands, path) -> list[str] | None:
             f"file's order){_period_hint(descriptions)}", path)
     size = count // n_dates
     blocks = _without_date_names([list(descriptions[t * size:(t + 1) * size]) for t in range(n_dates)])
-    if bands is not None and len(bands) == size and len(set(blocks[0])) < size:
+    named = bands is not None and len(bands) == size
+    if named and len(set(blocks[0])) < size:
         return None  # repeated descriptions, and a name for every band given: those name the bands (as in a folder)
-    for t, block in enumerate(blocks[1:], start=1):
-        if block != blocks[0]:
-            first = t * size + next(i for i, (a, b) in enumerate(zip(block, blocks[0])) if a != b)
-            raise SourceError(
-                f"describes its band {first + 1} as {descriptions[first]!r}, but read as {n_dates} dates of {size} bands "
-                f"it would be date {t + 1}'s {blocks[0][first - t * size]!r} (date 1's bands: {', '.join(blocks[0])}); check "
-                f"--dates (one per date block in the file's order){_period_hint(descriptions)}", path)
-    return check_band_names(blocks[0], path, "the band descriptions")
+    differ = next((t for t, block in enumerate(blocks[1:], start=1) if block != blocks[0]), None)
+    if differ is None:
+        return check_band_names(blocks[0], path, "the band descriptions")
+    if _period(descriptions) is None:  # no band names that repeat: other descriptions (dates, numbers)
+        if named:
+            return None
+        shown = ", ".join(map(repr, descriptions[:3])) + (", ..." if count > 3 else "")
+        raise SourceError(f"describes its bands otherwise at each date ({shown}): pass --bands, the names of the "
+                          f"{size} band(s) of one date", path)
+    first = differ * size + next(i for i, (a, b) in enumerate(zip(blocks[differ], blocks[0])) if a != b)
+    raise SourceError(
+        f"describes its band {first + 1} as {descriptions[first]!r}, but read as {n_dates} dates of {size} bands "
+        f"it would be date {differ + 1}'s {blocks[0][first - differ * size]!r} (date 1's bands: {', '.join(blocks[0])}); "
+        f"check --dates (one per date block in the file's order){_period_hint(descriptions)}", path)
+
+
+#: A date (or an image's number) before or after a band's name in a description: ``0_``, ``20200105_``,
+#: ``20200105T103021_20200105T103025_`` (Earth Engine's toBands()), ``_2020_01_05``, ``-20200105``.
+_DATE_PARTS = (re.compile(r"^\d[\dT:._-]*[_. -]"), re.compile(r"[_. -]\d[\dT:._-]*$"))
 
 
 def _without_date_names(blocks: list[list[str]]) -> list[list[str]]:
-    """``blocks`` less a prefix (``0_``, ``20200101_``) or suffix (``_20200101``) that every name of a block
-    shares and that differs between blocks, where what is left is the same in every block; else as they are."""
+    """``blocks`` less a date part (:data:`_DATE_PARTS`, a prefix or a suffix) that every name of a block shares
+    and that differs between blocks, where what is left holds a letter and is the same in every block (band
+    names keep their own separators: ``0_SR_B2`` is ``SR_B2``); else as they are."""
     if len(blocks) < 2 or all(b == blocks[0] for b in blocks):
         return blocks
-    for flip in (False, True):  # prefixes, then suffixes (reversed strings)
-        names = [[n[::-1] if flip else n for n in block] for block in blocks]
-        cut = []
-        for block in names:
-            common = os.path.commonprefix(block) if len(block) > 1 else block[0]
-            ends = [i + 1 for i, c in enumerate(common) if c in "_-. " and i + 1 < min(map(len, block))]
-            cut.append(ends[-1] if ends else 0)
-        if all(cut):
-            rest = [[(n[c:])[::-1] if flip else n[c:] for n in block] for block, c in zip(names, cut)]
-            if all(r == rest[0] for r in rest):
-                return rest
+    for pattern in _DATE_PARTS:
+        found = [[pattern.search(n) for n in block] for block in blocks]
+        if not all(m for ms in found for m in ms):
+            continue
+        dated = [{m.group() for m in ms} for ms in found]
+        rest = [[n[:m.start()] + n[m.end():] for n, m in zip(block, ms)] for block, ms in zip(blocks, found)]
+        if (all(len(d) == 1 for d in dated) and len({d.pop() for d in dated}) > 1
+                and all(r == rest[0] for r in rest) and all(any(c.isalpha() for c in n) for n in rest[0])):
+            return rest
     return blocks
 
 
-def _period_hint(descriptions) -> str:
-    """``"; its band descriptions repeat every N bands: D dates of N bands"`` when they do, else ``""``."""
+def _period(descriptions) -> int | None:
+    """The fewest bands after which ``descriptions`` repeat (distinct within), None when they do not repeat."""
     count = len(descriptions)
     for size in range(1, count):
         if count % size == 0 and all(descriptions[i] == descriptions[i % size] for i in range(count)) \
                 and len(set(descriptions[:size])) == size:
-            return f"; its band descriptions repeat every {size} bands: {count // size} dates of {size} bands"
-    return ""
+            return size
+    return None
+
+
+def _period_hint(descriptions) -> str:
+    """``"; its band descriptions repeat every N bands: D dates of N bands"`` when they do, else ``""``."""
+    size = _period(descriptions)
+    return "" if size is None else f"; its band descriptions repeat every {size} bands: {len(descriptions) // size} dates of {size} bands"

@@ -54,8 +54,8 @@ _FLOAT_SCALED_ABOVE = 2.0
 class Layer:
     """One band (1-based ``index``) of one raster file; ``scaling`` is the ``(scale, offset)`` that the file
     declares for it (GDAL band metadata: ``gdal_translate -a_scale -a_offset``), ``None`` when it declares none;
-    ``nodata``, a no-data value declared beside the file (a STAC asset's ``raster:bands``), read as no data on top
-    of what the file itself declares."""
+    ``nodata``, a no-data value declared beside the file (a STAC asset's ``raster:bands``), read as no data where
+    the file itself declares none (GDAL's warper takes one value a band: the file's own wins)."""
 
     path: str
     index: int = 1
@@ -578,7 +578,8 @@ class WarpedSeries:
         self.shape = (len(self.dates), n_bands + 1, *grid.shape)
         # files whose 0 is their unsaid nodata (RasterInfo.fills_with_zero): told once, not at every chunk
         # values declared no data beside their files (STAC raster:bands), which then have no unsaid one
-        self.declared_nodata = {la.path: la.nodata for s in self.scenes for la in s.layers if la.nodata is not None}
+        self.declared_nodata = {la.path: la.nodata for s in self.scenes for la in s.layers
+                                if la.nodata is not None and not probe(la.path).declares_nodata}
         self.zero_nodata = frozenset(la.path for s in self.scenes for la in s.layers
                                      if probe(la.path).fills_with_zero and la.path not in self.declared_nodata)
         # the footprint of each tile of a mosaicked date on the grid (None: a date of one scene, read whole)
@@ -724,12 +725,17 @@ def _check_masks(scenes, lut, most_dates: int = 3) -> None:
         check_values(values, convention, shown(s.mask.path))
 
 
-def sample_raster(path: str, index: int) -> np.ndarray:
-    """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling or check a mask's values."""
+def sample_raster(path: str, index: int, nodata: float | None = None) -> np.ndarray:
+    """A decimated read (about 256 x 256 values, nodata as NaN) of one band, to decide the scaling or check a
+    mask's values; ``nodata``: a value declared beside the file (:attr:`Layer.nodata`), NaN too where the file
+    declares none."""
     with network(path), rasterio.open(path) as src:
         step = max(1, max(src.shape) // 256)
         out_shape = (max(1, src.height // step), max(1, src.width // step))
-        return src.read(index, out_shape=out_shape, masked=True).astype(np.float64).filled(np.nan)
+        values = src.read(index, out_shape=out_shape, masked=True).astype(np.float64).filled(np.nan)
+        if nodata is not None and src.nodata is None:
+            values[values == np.float64(np.float32(nodata) if src.dtypes[index - 1] == "float32" else nodata)] = np.nan
+        return values
 
 
 def open_scenes(scenes, bands, *, source, grid, patch_size, chunks, lut=None, scale_factor=None, offset=None, level=None):
@@ -871,7 +877,7 @@ def _sampled_head(scenes, infos: dict):
     if np.dtype(infos[first.path].dtype).kind != "f":
         return first, None
     for layer in (la for s in scenes for la in s.layers):
-        values = sample_raster(layer.path, layer.index)
+        values = sample_raster(layer.path, layer.index, layer.nodata)
         if np.isfinite(values).any():
             return layer, values
     return first, None
@@ -887,7 +893,7 @@ def _check_float_scaling(scenes, infos: dict, head, scale: float, offset: float)
         # (the dates of one stacked file are stored alike; a band with no data tells nothing, and read as 0..1)
         if layer.scaling or layer.path == head.path or np.dtype(infos[layer.path].dtype).kind != "f":
             continue
-        values = sample_raster(layer.path, layer.index)
+        values = sample_raster(layer.path, layer.index, layer.nodata)
         if not np.isfinite(values).any():
             continue
         own, _ = scaling(infos[layer.path].dtype, lambda: values, None, offset)

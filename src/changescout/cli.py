@@ -242,8 +242,11 @@ def _summary(run_dir: Path, top: int = 10) -> None:
     if inline is None:
         out_console.print("Most atypical onset patch of each (an EVENT_ID for `changescout similar`)"
                           + (", and what changed:" if "change" in objects else ":"))
-        for row in rows:
-            out_console.print(escape(f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip()), soft_wrap=True)
+        for row in rows:  # the id whole on its line; words that would run past the terminal on the next one
+            line = f"  {row['rank']:>3}  {row['most atypical onset patch']}  {row['change']}".rstrip()
+            if len(line) > width and row["change"]:
+                line = f"  {row['rank']:>3}  {row['most atypical onset patch']}\n       {row['change']}"
+            out_console.print(escape(line), soft_wrap=True)
     quiet = [row["rank"] for row, c in zip(rows, objects.get("candidate", pd.Series(True, objects.index))) if not c]
     if quiet:  # atypicality 0 in objects.parquet: ranked after every candidate, by their patch's atypicality
         out_console.print(f"Rank{'s' if len(quiet) > 1 else ''} {quiet[0]}{'-' + quiet[-1] if len(quiet) > 1 else ''}: "

@@ -126,20 +126,19 @@ def test_workers_that_do_not_see_the_run_directory_or_the_source_are_told_before
     src.mkdir()
     out = tmp_path / "runs" / "r1"  # not made yet: its nearest folder is probed
 
-    class Elsewhere:  # workers whose file system holds only the paths in ``theirs``
+    class Elsewhere:  # worker w1 sees only the paths ``theirs`` gives; w2 is this machine
         def __init__(self, theirs):
             self.theirs = theirs
 
         def run(self, fn, paths):
             assert fn is _exist
-            return {"tcp://w1:1": [p in self.theirs for p in paths], "tcp://w2:2": fn(paths)}
+            return {"tcp://w1:1": [self.theirs(p) for p in paths], "tcp://w2:2": fn(paths)}
 
     with pytest.raises(ConfigError, match=rf"the dask worker\(s\) tcp://w1:1 do not see the run directory's folder "
                                           rf"{tmp_path} at this machine's path: .*a shared file system"):
-        check_workers_see(Elsewhere([str(src)]), out, src)
+        check_workers_see(Elsewhere(lambda p: p == str(src)), out, src)
     with pytest.raises(ConfigError, match=rf"tcp://w1:1 do not see the source {src} at this machine's path"):
-        Elsewhere.run = lambda self, fn, paths: {"tcp://w1:1": [True, False]}
-        check_workers_see(Elsewhere([]), out, src)
+        check_workers_see(Elsewhere(lambda p: p != str(src)), out, src)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # (the probe file is gone)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:

@@ -152,8 +152,9 @@ def _brightness_word(relative: float, own: float) -> str | None:
     return _as_own(word, other, relative, own, NAMED["vis"])
 
 
-#: A split object's side whose summed change outweighs the other's this many times names it (:func:`_prevailing`).
-PREVAILS = 1.5
+#: A split object's side whose summed change outweighs the other's this many times names it (:func:`_prevailing`),
+#: where each side holds this share of its changed pixels at least.
+PREVAILS, SPLIT_SHARE = 1.5, 0.25
 
 
 def _prevailing(pixels: pd.DataFrame, change: pd.Series) -> pd.DataFrame:
@@ -163,7 +164,7 @@ def _prevailing(pixels: pd.DataFrame, change: pd.Series) -> pd.DataFrame:
     month (354 pixels of NDVI -0.67 among 632 of +0.21) read "slight change": the median of the two lay between
     them (an analyst review)."""
     up, down = change > 0, change < 0
-    if min(up.mean(), down.mean()) < WATER_SHARE:
+    if min(up.mean(), down.mean()) < SPLIT_SHARE:
         return pixels
     gain, loss = float(change[up].sum()), float(-change[down].sum())
     if gain >= PREVAILS * loss:

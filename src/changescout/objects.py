@@ -471,17 +471,14 @@ def change_features(vectors: np.ndarray, states: np.ndarray | None, weight: floa
     out = np.empty((len(vectors), nv + 2 * d), np.float32)
     parts = [(out[:, :nv], vectors, None)] + [(out[:, nv + i * d:nv + (i + 1) * d], s, weight)
                                              for i, s in enumerate((states[:, :d], states[:, d:]))]
-    for part, values, w in parts:
-        if values.dtype != np.float32:  # (computed in its own precision, then stored)
-            x = values - values.mean(axis=0) if w is not None else values
-            part[...] = (w or 1.0) * (x / max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12))
-            continue
-        part[...] = values
+    for part, values, w in parts:  # (one part's copy at a time, in its own precision, then stored)
+        x = np.array(values, dtype=np.result_type(values.dtype, np.float32))
         if w is not None:  # a state: centred, scaled, weighted
-            part -= values.mean(axis=0)
-        part /= max(float(np.median(np.linalg.norm(part, axis=1))), 1e-12)
+            x -= values.mean(axis=0)
+        x /= max(float(np.median(np.linalg.norm(x, axis=1))), 1e-12)
         if w is not None:
-            part *= w
+            x *= w
+        part[...] = x
     return out
 
 

@@ -112,8 +112,7 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
         var = var.isel(y=slice(None, None, -1))
     if var.x.size > 1 and var.x[1] < var.x[0]:  # stored east to west: read west to east
         var = var.isel(x=slice(None, None, -1))
-    crs = _crs(ds, var, path)
-    lonlat_assumed = not (var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds))
+    crs, lonlat_assumed = _crs(ds, var, path)
     _check_axes(var, path)
     try:
         transform = var.rio.transform(recalc=True)
@@ -171,9 +170,10 @@ def open(path, *, dates=None, bands=None, grid=None, patch_size=16, mask=None, m
     return cube if bands is None else cube.sel(band=bands)
 
 
-def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> str:
-    """The cube's CRS as WKT: the variable's grid mapping, the dataset's, a ``crs`` attribute or the lone grid
-    mapping variable; refused when there is none or it is not a CRS."""
+def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> tuple[str, bool]:
+    """``(WKT, assumed)``: the cube's CRS, from the variable's grid mapping, the dataset's, a ``crs`` attribute or
+    the lone grid mapping variable, else (``assumed``) WGS 84 for CF latitude and longitude coordinates; refused
+    when there is none or it is not a CRS."""
     try:
         # inside a rasterio environment, GDAL's complaint about a code PROJ does not know goes to the log: without
         # one it printed "ERROR 1: PROJ: ... crs not found" on the terminal above the message below (rioxarray
@@ -181,9 +181,9 @@ def _crs(ds: xr.Dataset, var: xr.DataArray, path) -> str:
         with rasterio.Env():
             crs = var.rio.crs or ds.rio.crs or var.attrs.get("crs") or ds.attrs.get("crs") or _lone_grid_mapping(ds)
         if crs:
-            return CRS.from_user_input(crs).to_wkt()
+            return CRS.from_user_input(crs).to_wkt(), False
         if _cf_lonlat(var):  # CF: latitude and longitude coordinates say a geographic CRS, WGS 84 unless given
-            return CRS.from_epsg(4326).to_wkt()
+            return CRS.from_epsg(4326).to_wkt(), True
     except Exception as exc:  # pyproj's CRSError (rioxarray parses a 'crs' attribute too)
         raise SourceError(f"the CRS of the variable {var.name!r} is not one that PROJ knows ({exc}): write its grid "
                           "mapping (spatial_ref) or 'crs' attribute as an EPSG code or WKT", path) from exc

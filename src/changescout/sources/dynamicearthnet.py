@@ -348,6 +348,11 @@ def _read_classes(path: Path) -> tuple[np.ndarray, OutputGrid | None]:
         raise SourceError(exc.message, path) from exc
 
 
+def _where(grid: OutputGrid) -> str:
+    """A grid's bounds, in messages."""
+    return f"{', '.join(f'{v:.0f}' for v in grid.bounds)} in {grid.crs}"
+
+
 #: The least share of its images' grid a label must cover when it must cover them whole (edge pixels warped).
 WHOLE_COVER = 0.99
 
@@ -368,11 +373,9 @@ def _to_grid(classes: np.ndarray, own: OutputGrid | None, grid: OutputGrid, path
         reproject(np.ones(classes.shape, np.uint8), cover, src_transform=Affine(*own.transform), src_crs=own.crs,
                   src_nodata=0, dst_transform=grid.affine, dst_crs=grid.crs, dst_nodata=0, resampling=Resampling.nearest)
         if cover.mean() < WHOLE_COVER:
-            label, images = (f"{', '.join(f'{v:.0f}' for v in g.bounds)} in {g.crs}" for g in (own, grid))
-            raise SourceError(f"covers {100 * cover.mean():.0f} % of the images it labels (its bounds {label}; the images' "
-                              f"{images}): a label must cover its images (a file cut short, or of other images?)", path)
+            raise SourceError(f"covers {100 * cover.mean():.0f} % of the images it labels (its bounds {_where(own)}; the "
+                              f"images' {_where(grid)}): a label must cover its images (a file cut short, or of other images?)", path)
     if (out == IGNORE).all() and (classes != IGNORE).any():  # (scored, the item was an empty row of the tables)
-        label, images = (f"{', '.join(f'{v:.0f}' for v in g.bounds)} in {g.crs}" for g in (own, grid))
-        raise SourceError(f"lies off the images it labels (its bounds {label}; the images' {images}): a label of other "
+        raise SourceError(f"lies off the images it labels (its bounds {_where(own)}; the images' {_where(grid)}): a label of other "
                           "images, or one whose georeference is wrong", path)
     return out

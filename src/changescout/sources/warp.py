@@ -490,8 +490,8 @@ def warp_vrt(path: str, indexes, crs: str, transform: Affine, shape, resampling:
     """Bands ``indexes`` of ``path`` warped onto ``(crs, transform, shape)`` through a ``WarpedVRT``: float32,
     NaN where no data; ``scales``: :func:`warp_scales` (the same for every block of a grid); ``raw`` (mask
     bands): the file's nodata value kept as it is (NaN outside the file only); ``zero_nodata``: the file's 0
-    is its unsaid nodata (:attr:`RasterInfo.fills_with_zero`); ``nodata``: the value declared beside the file
-    (:attr:`Layer.nodata`), the source's nodata in place of the file's own.
+    is its unsaid nodata (:attr:`RasterInfo.fills_with_zero`); ``nodata``: the value declared beside a file that
+    declares none (:attr:`Layer.nodata`), taken as its nodata.
 
     Each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``): by default GDAL takes a pixel for nodata only
     where every band of the file is, so a date missing from a stacked file would be read as -9999 reflectance
@@ -734,7 +734,7 @@ def sample_raster(path: str, index: int, nodata: float | None = None) -> np.ndar
         out_shape = (max(1, src.height // step), max(1, src.width // step))
         values = src.read(index, out_shape=out_shape, masked=True).astype(np.float64).filled(np.nan)
         if nodata is not None and src.nodata is None:
-            values[values == np.float64(np.float32(nodata) if src.dtypes[index - 1] == "float32" else nodata)] = np.nan
+            values[values == (np.float32(nodata) if src.dtypes[index - 1] == "float32" else nodata)] = np.nan  # (as stored)
         return values
 
 

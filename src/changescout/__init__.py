@@ -1,3 +1,3 @@
 """changescout: find the changes worth looking at in satellite image time series."""
 
-__version__ = "0.3.29"
+__version__ = "0.3.30"

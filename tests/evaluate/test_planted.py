@@ -141,6 +141,25 @@ def test_label_objects_names_objects_by_their_positive_patches_and_clouds_by_the
     assert out.loc[2, "truth_kind"] == "none"  # a background change whose end a cloud crosses
 
 
+def test_an_object_of_two_planted_changes_as_large_is_named_after_the_one_that_scores_it():
+    """A construction site beside a clear-cut, two positive patches each: the object is named after the planted
+    change whose patches carry the more surprise (its score's), whichever the table lists first."""
+    from changescout.evaluate.planted import label_objects
+
+    ev = pd.DataFrame({
+        "object_id": [0, 0, 0, 0], "t1": pd.to_datetime(["2022-06-15"] * 4), "label": [1, 1, 1, 1],
+        "truth_object": [23, 23, 0, 0], "truth_type": ["clearcut", "clearcut", "construction", "construction"],
+        "truth_kind": ["common", "common", "rare", "rare"], "surprise": [1.3, 1.8, 1.9, 2.7],
+    })
+    objects = pd.DataFrame({"object_id": [0], "rank": [7]})
+    for order in (ev, ev.iloc[::-1]):
+        out = label_objects(order, objects).iloc[0]
+        assert (out["truth_object"], out["truth_type"], out["truth_kind"]) == (0, "construction", "rare")
+    # more positive patches still name it, whatever their surprise
+    more = pd.concat([ev, ev.iloc[[0]].assign(surprise=0.1)], ignore_index=True)
+    assert label_objects(more, objects).iloc[0]["truth_type"] == "clearcut"
+
+
 def test_search_scores_say_where_the_neighbours_of_common_queries_come_from():
     """Two planted harvests, two planted clear-cuts, a rare pair and unplanted rows, on hand-placed directions:
     precision@5 per type, the neighbours' origin, and the rare type's sibling found."""

@@ -486,3 +486,51 @@ def test_a_change_object_that_two_runs_see_in_parts_is_listed_once(session_run, 
     res = find_similar(session_run, query["event_id"], k=10, other_runs=[other], objects=True)
     assert res["object_id"].is_unique, res[["run", "object_id", "event_id"]]
     assert res.attrs["seen_twice"] > 0
+
+
+def test_objects_of_a_run_of_another_pace_are_compared_without_their_trajectories(session_run, query, copy_run, capsys):
+    """Trajectories count dates from an object's onset: one date after a harvest is a month of regrowth in a run
+    of monthly composites and five days of bare soil in one of every pass. An --in run whose dates lie three times
+    as far apart is compared by what changed only, as a run without trajectories is, and the CLI says so."""
+    from changescout.cli import app
+    from changescout.objects import TRAJECTORY_COLUMNS
+    from changescout.similar import cadence_days
+
+    assert np.isfinite(read_objects(session_run)[list(TRAJECTORY_COLUMNS)].to_numpy(float)).any()
+    slow = copy_run(session_run, "slow")
+    events = read_events(slow)
+    first = events["t0"].min()
+    for c in ("t0", "t1"):
+        events[c] = first + (events[c] - first) * 3
+    events.to_parquet(slow / "events.parquet")
+    unknown = copy_run(session_run, "unknown")  # the same run with no trajectory known
+    objects = read_objects(unknown)
+    objects[list(TRAJECTORY_COLUMNS)] = np.nan
+    objects.to_parquet(unknown / "objects.parquet")
+    pace = cadence_days(read_events(session_run))
+    res = find_similar(session_run, query["event_id"], k=30, other_runs=[slow], objects=True)
+    assert res.attrs["trajectories_left_out"] == [(str(slow), 3 * pace, pace)]
+    ref = find_similar(session_run, query["event_id"], k=30, other_runs=[unknown], objects=True)
+    assert ref.attrs["trajectories_left_out"] == []
+    ours, theirs = (r.assign(run=r["run"].replace({str(slow): "other", str(unknown): "other"})).set_index(["run", "object_id"])
+                    for r in (res, ref))
+    both = ours.index.intersection(theirs.index)
+    assert len(both) >= 10 and (both.get_level_values(0) == "other").any()
+    np.testing.assert_allclose(ours.loc[both, "similarity"], theirs.loc[both, "similarity"], atol=1e-6)
+    # a run of the same pace compares them (a year later: not the query run's changes seen again, listed once)
+    same = copy_run(session_run, "same")
+    later = read_events(same)
+    for c in ("t0", "t1"):
+        later[c] = later[c] + pd.Timedelta(days=364)
+    later.to_parquet(same / "events.parquet")
+    plain = find_similar(session_run, query["event_id"], k=30, other_runs=[same], objects=True)
+    assert plain.attrs["trajectories_left_out"] == []
+    mine = plain.assign(run=plain["run"].replace({str(same): "other"})).set_index(["run", "object_id"])
+    shared = mine.index.intersection(theirs.index)
+    others = shared[shared.get_level_values(0) == "other"]
+    assert len(others) and not np.allclose(mine.loc[others, "similarity"], theirs.loc[others, "similarity"], atol=1e-6)
+    with pytest.raises(SystemExit) as done:
+        app(["similar", str(session_run), query["event_id"], "--objects", "--in", str(slow)])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"the dates of {slow} lie {3 * pace:g} days apart, this run's {pace:g}" in out

@@ -460,6 +460,10 @@ def similar(run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directo
         out_console.print("Event ids (an EVENT_ID for `changescout similar`)" + (", and their runs:" if in_runs else ":"))
         for row in rows:
             out_console.print(escape(f"  {row['#']:>3}  {row['event_id']}" + (f"  {row['run']}" if in_runs else "")), soft_wrap=True)
+    for run, days, mine in res.attrs.get("trajectories_left_out", []):  # (similar._similar_objects)
+        out_console.print(escape(f"Note: the dates of {run} lie {days:g} days apart, this run's {mine:g}: how its objects "
+                                 "unfolded after their onset (counted in dates) was not compared, only what changed"),
+                          soft_wrap=True)
 
 
 @app.command(cls=_Command)

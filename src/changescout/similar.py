@@ -29,6 +29,27 @@ RESULT_COLUMNS = ["run", "event_id", "similarity", "t0", "t1", "row", "col", "cl
                   "rank", "object_id", "object_rank"]
 
 
+#: An ``--in`` run whose dates lie this many times closer or further apart than the query run's (median
+#: spacing) has its objects' trajectories left out of ``--objects`` search: they are counted in dates from the
+#: onset (:data:`changescout.objects.TRAJECTORY_OFFSETS`), so one date after a harvest is a month of regrowth in
+#: a run of monthly composites and five days of bare soil in one of every Sentinel-2 pass.
+CADENCE_RATIO = 1.5
+
+
+def cadence_days(events: pd.DataFrame) -> float:
+    """The median number of days between consecutive dates of a run (the dates its events start or end at);
+    NaN for fewer than two dates."""
+    dates = np.unique(np.concatenate([pd.to_datetime(events[c]).to_numpy("datetime64[D]") for c in ("t0", "t1")]))
+    return float(np.median(np.diff(dates).astype(np.int64))) if len(dates) > 1 else float("nan")
+
+
+def _other_cadence(base_days: float, days: float) -> bool:
+    """Whether a run of dates ``days`` apart counts its trajectories over other spans than one of ``base_days``."""
+    if not (np.isfinite(base_days) and np.isfinite(days)) or min(base_days, days) <= 0:
+        return False
+    return max(base_days, days) / min(base_days, days) >= CADENCE_RATIO
+
+
 class RunView:
     """Read-only access to one run directory's events, vectors and index."""
 
@@ -229,9 +250,9 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     # the query's own object (its other patches, its end) is the same change, not a similar one: left out
     own = base.events[base.events["object_id"] == query["object_id"]] if "object_id" in base.events else base.events.iloc[0:0]
     if objects:
-        out, seen_again = _similar_objects(views, query, own, neg, k)
+        out, seen_again, other_pace = _similar_objects(views, query, own, neg, k)
     else:
-        out, seen_again = _similar_events(views, query, own, neg, k)
+        (out, seen_again), other_pace = _similar_events(views, query, own, neg, k), []
     twin = _seen_before(out) if len(views) > 1 else np.full(len(out), -1)  # one change seen by two runs: once
     listed = np.flatnonzero(twin < 0)[:k]
     dropped = len(set(twin[twin >= 0].tolist()) & set(listed.tolist()))  # listed changes that another run sees too
@@ -242,6 +263,7 @@ def _find_similar(run, event_id, at, t1, k, other_runs, negatives, objects) -> p
     out.attrs["seen_twice"] = dropped
     out.attrs["query_object"] = int(query["object_id"]) if "object_id" in query else None
     out.attrs["own_left_out"] = int((own["event_id"] != query["event_id"]).sum())  # the object's other patch events
+    out.attrs["trajectories_left_out"] = other_pace  # (run, its days between dates, the query run's)
     return out
 
 
@@ -253,11 +275,13 @@ def _own_descriptor(view: RunView, object_id) -> np.ndarray:
     return object_descriptors(rows, view.vectors(own["vec"].to_numpy()), np.array([object_id]))
 
 
-def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, neg, k: int) -> tuple[pd.DataFrame, int]:
+def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, neg, k: int
+                     ) -> tuple[pd.DataFrame, int, list[tuple[str, float, float]]]:
     """Change objects against change objects: the candidate objects of every run, each compared by its
     descriptor after :func:`changescout.search.rank_augmented` (the query drawn toward its nearest object of its
     run, as every object is, not toward its copy in an overlapping run); best first, one row per object, its onset
-    patch most like the query as the detail."""
+    patch most like the query as the detail. Also ``(run, days between its dates, the query run's)`` of each
+    ``--in`` run whose trajectories were left out (:data:`CADENCE_RATIO`)."""
     base = views[0]
     parts = [v.objects() for v in views]
     start = np.cumsum([0] + [len(p[0]) for p in parts])
@@ -279,7 +303,7 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
             drop |= set(v.events.loc[v.events["vec"].isin(again), "object_id"])
         exclude |= {int(start[i] + j) for j in np.flatnonzero(np.isin(ids, list(drop)))}
     if not len(database):
-        return pd.DataFrame(columns=[*RESULT_COLUMNS, "geometry"]), seen_again
+        return pd.DataFrame(columns=[*RESULT_COLUMNS, "geometry"]), seen_again, []
     positive = _own_descriptor(base, query["object_id"])
     negatives = np.vstack([_own_descriptor(w, e["object_id"]) for w, e in neg]) if neg else None
     negatives_own = [row_of(views.index(w), e["object_id"]) for w, e in neg]
@@ -287,6 +311,12 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
     # then take the others' median trajectory distance (search.trajectory_distance), and the term is left out
     # when the query's own run has none
     profiles = np.vstack([v.trajectories(p[0]) for v, p in zip(views, parts)])
+    # trajectories count dates: compared only between runs of a like pace (unknown, the others' median distance)
+    pace = [cadence_days(v.events) for v in views]
+    other_pace = [(str(v.path), pace[i], pace[0]) for i, v in enumerate(views) if i and _other_cadence(pace[0], pace[i])]
+    for i, v in enumerate(views):
+        if i and _other_cadence(pace[0], pace[i]):
+            profiles[start[i]:start[i + 1]] = np.nan
     query_profile = base.trajectories([query["object_id"]])[0]
     shapes = np.concatenate([v.elongations(p[0]) for v, p in zip(views, parts)])
     rows, sims = rank_augmented(database, positive[0], own=row_of(0, query["object_id"]), exclude=exclude,
@@ -320,7 +350,7 @@ def _similar_objects(views: list[RunView], query: pd.Series, own: pd.DataFrame, 
             frame["outline"] = _places(gpd.GeoSeries(outlines, crs=v.events.crs), base.events.crs)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
-    return out, seen_again
+    return out, seen_again, other_pace
 
 
 def _with_events(v: RunView, hits: pd.DataFrame, base: RunView) -> pd.DataFrame:

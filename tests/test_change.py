@@ -719,6 +719,12 @@ def test_write_read_changes_by_key_after_reordering(grid_changes, tmp_path):
     assert events["event_id"].tolist() == [f"s-{k}" for k in events["vec"]]
     assert events["persistence"].dtype == "Int32"
     assert events["persistence"].isna().sum() == df["persistence"].isna().sum() > 0
+    # the spectral score (the pipeline adds it from the cube): unknown where the events had none, as in the
+    # stores of 0.3.29 and earlier
+    assert "spectral" not in df and events["spectral"].isna().all()
+    write_changes(tmp_path / "scored.zarr", df.assign(spectral=np.arange(len(df), dtype=np.float32)), vectors, {})
+    scored = read_changes(tmp_path / "scored.zarr")[0]
+    np.testing.assert_array_equal(scored["spectral"], scored["vec"].astype(np.float32))
     # read by key, in the order asked
     keys = [17, 3, 40]
     v, k = read_vectors(tmp_path / "changes.zarr", keys)

@@ -39,6 +39,7 @@ def events(make_grid):
         "zscore": rng.normal(0, 1, n).astype(np.float32),
         "persistence": pd.array([0, 1, 2, None] * 3, dtype="Int32"),
         "recurrence": np.array([0.9, 0.2, np.nan, -0.1] * 3, np.float32),
+        "spectral": rng.uniform(0, 30, n).astype(np.float32),
         "clear_fraction": np.ones(n, np.float32),
         "cluster": (np.arange(n) % 3).astype(np.int32),
         "cluster_size": np.full(n, 4, np.int32),
@@ -204,11 +205,12 @@ def test_helpers(events):
 
 
 def test_tables_of_earlier_versions_read_with_recurrence_unknown(events, tmp_path):
-    """events.parquet written by 0.2.0 has no recurrence column: it still opens (export, similar --in)."""
-    old = events.drop(columns=["recurrence"])
+    """events.parquet written by 0.2.0 has no recurrence column, and by 0.3.29 or earlier no spectral score: it
+    still opens (export, similar --in)."""
+    old = events.drop(columns=["recurrence", "spectral"])
     old.to_parquet(tmp_path / "events.parquet")
     back = read_events(tmp_path)
-    assert list(back.columns) == COLUMNS + ["geometry"] and back["recurrence"].isna().all()
+    assert list(back.columns) == COLUMNS + ["geometry"] and back["recurrence"].isna().all() and back["spectral"].isna().all()
     events.drop(columns=["rarity"]).to_parquet(tmp_path / "events.parquet")
     with pytest.raises(RunNotFoundError, match="rarity"):
         read_events(tmp_path)

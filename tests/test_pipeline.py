@@ -54,6 +54,7 @@ def test_the_stages_called_from_python_as_the_readme_shows_give_the_runs_changes
     from changescout.objects import change_states
     from changescout.pipeline import open_source, prepare_cube
     from changescout.radiometry import apply_offsets
+    from changescout.spectral import spectral_scores
     from changescout.tiling import PatchGrid
 
     config = session_config().validate()
@@ -63,13 +64,16 @@ def test_the_stages_called_from_python_as_the_readme_shows_give_the_runs_changes
     emb = embed_cube(cube, get_encoder("rcf", patch_size=config.patch_size, seed=config.seed),
                      PatchGrid(grid_of(cube), config.patch_size), tmp_path / "embeddings.zarr", series="mine")
     events, vectors = compute_changes(emb, config.compare)
+    events["spectral"] = spectral_scores(cube, events, config.patch_size)
     ranked, _, objects = rank_events(events, vectors, config, change_states(emb, events, len(vectors)))
     run = read_events(session_run).sort_values(["t1", "row", "col"])
     ranked = ranked.sort_values(["t1", "row", "col"])
     assert len(ranked) == len(run)
     np.testing.assert_allclose(ranked["magnitude"], run["magnitude"], rtol=1e-4)
+    np.testing.assert_allclose(ranked["spectral"], run["spectral"], rtol=1e-4)
     assert (ranked["rank"].to_numpy() == run["rank"].to_numpy()).all()
     assert len(objects) == len(read_objects(session_run))
+    assert (ranked["object_rank"].to_numpy() == run["object_rank"].to_numpy()).all()
 
 
 def test_run_pipeline_takes_no_log_and_refuses_a_progress_it_cannot_call(session_config, tmp_path):
@@ -123,6 +127,9 @@ def test_embeddings_and_changes(session_run):
     assert get_encoder("rcf", weights=session_run / "rcf_weights.npz").weights_digest() == emb.attrs["weights_sha256"]
     events, vectors, attrs = read_changes(session_run / "changes.zarr")
     assert attrs["weights_sha256"] == emb.attrs["weights_sha256"]
+    assert np.isfinite(events["spectral"]).all()  # (changescout.spectral; the README test checks its values)
+    table = read_events(session_run).set_index("vec")
+    np.testing.assert_allclose(table.loc[events["vec"], "spectral"], events["spectral"], rtol=1e-6)
     assert attrs["comparison"] == "consecutive"
     assert vectors.shape == (len(events), 256)
     # a vector is the difference of the two embeddings of its patch

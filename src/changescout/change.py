@@ -552,7 +552,10 @@ def recurrence(events: pd.DataFrame, vectors: np.ndarray, tolerance_days: int = 
 
 
 EVENT_COLUMNS = ("row", "col", "t0", "t1", "magnitude", "surprise", "zscore", "persistence", "clear_fraction", "transient",
-                 "recurrence")
+                 "recurrence", "spectral")
+#: Of those, what changes.zarr holds as NaN when the events lack it (``spectral``: :mod:`changescout.spectral`,
+#: which the pipeline adds from the cube after :func:`compute_changes`).
+OPTIONAL_EVENT_COLUMNS = ("spectral",)
 
 
 def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, search: np.ndarray | None = None) -> None:
@@ -566,6 +569,9 @@ def write_changes(path, events: pd.DataFrame, vectors: np.ndarray, attrs: dict, 
         data["search"] = (("vec", "search_dim"), search)
         attrs = {**attrs, "search_vector": "search"}
     for c in EVENT_COLUMNS:
+        if c in OPTIONAL_EVENT_COLUMNS and c not in events:
+            data[c] = ("vec", np.full(len(events), np.nan, np.float32))
+            continue
         v = events[c]
         data[c] = ("vec", v.fillna(-1).to_numpy("int32") if c == "persistence" else v.to_numpy())
     ds = xr.Dataset(data, coords={"vec": events["vec"].to_numpy()}, attrs={**attrs, ALL_CHUNKS: "all"})

@@ -36,6 +36,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "zscore": ("float32", "robust z-score of surprise against this patch's own history; higher = more unusual for the patch; NaN = unknown (the patch has fewer than two other changes: an image pair, a 3-date series)"),
     "persistence": ("Int32", "later clear dates over which the new state holds before reverting; null = unknown (no later clear date of the patch); 0 = transient (e.g. cloud; or unconfirmed by a later clear date and partly flagged cloud at t1, beside a cloud: its fringe, changescout.change)"),
     "recurrence": ("float32", "-1..1 cosine between this change and the same patch's change a year before or after (the larger); near 1 = a seasonal cycle (crops, canopy), demoted in the object ranking; NaN = no date a year apart, or not --compare consecutive (not computed)"),
+    "spectral": ("float32", "change of the patch's most changed 4 px blocks: the mean of its 4 largest root mean squares of the bands' difference between t0 and t1, each band robust-z scored against the whole scene's blocks between those dates; higher = a larger change of some of its pixels (a road, a building across a patch; changescout.spectral); NaN = no block clear at both dates, or a run of changescout 0.3.29 or earlier"),
     "clear_fraction": ("float32", "lower of the clear-pixel fractions of the patch at t0 and t1 (of its pixels that the images cover)"),
     "cluster": ("int32", "change type: cluster id of the change vector"),
     "cluster_size": ("int32", "number of events in this cluster"),
@@ -50,7 +51,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
 
 COLUMNS = list(SCHEMA)
 #: float columns added after version 0.2.0, read as NaN from the tables of earlier versions
-ADDED_COLUMNS = ("recurrence",)
+ADDED_COLUMNS = ("recurrence", "spectral")
 
 
 def schema_metadata(schema: dict[str, tuple[str, str]] | None = None) -> dict:

@@ -11,7 +11,10 @@ type, two construction sites are a rare one, whatever the patch counts. So:
    events (false-alarm rates 0.08-0.33 %) were left out of every object, and candidate objects whose best
    patch ranked 53rd or lower were listed above them (UAT). On the planted series the top 1 % adds no
    candidate that changes a measure (rare objects in the top 10, clouds in the top 20 and precision@5
-   identical over seeds 0-9, both backgrounds).
+   identical over seeds 0-9, both backgrounds). And since 0.3.30 the events whose ``spectral`` score (the
+   change of their most changed 4 px blocks of pixels, :mod:`changescout.spectral`) stands far out of the
+   run's (robust z above ``spectral_z``, 20): a road 2-3 px wide across the corner of a patch hardly moves
+   its embedding's mean, and such patches cut roads into objects too short to show their line.
 2. Candidates of the same ``t1`` that touch (8-neighbourhood) and whose change vectors, joined by the states
    after the change when given (:func:`without_before`), point the same way (cosine >= ``min_cosine``) join
    one object; a construction site next to a field harvested the same month stays apart (both lost their
@@ -157,10 +160,17 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (v - med) / (mad if mad > 0 else 1.0)
 
 
-def candidates(events: pd.DataFrame, min_z: float = 3.0, event_top: float = 0.0) -> np.ndarray:
+def candidates(events: pd.DataFrame, min_z: float = 3.0, event_top: float = 0.0, spectral_z: float | None = None) -> np.ndarray:
     """The events that can make objects (see the module docstring): a ``surprise`` whose robust z is above
-    ``min_z``, or an ``atypicality`` among the top ``event_top`` fraction of the events (when the table has it)."""
-    return (robust_z(events["surprise"].to_numpy(float)) > min_z) | _top_events(events, event_top)
+    ``min_z``, a ``spectral`` score (:mod:`changescout.spectral`, when the table has it) whose robust z is
+    above ``spectral_z``, or an ``atypicality`` among the top ``event_top`` fraction of the events (when the
+    table has it)."""
+    out = (robust_z(events["surprise"].to_numpy(float)) > min_z) | _top_events(events, event_top)
+    if spectral_z is not None and "spectral" in events:
+        spectral = events["spectral"].to_numpy(float)
+        if np.isfinite(spectral).any():  # (runs before 0.3.30 have none: NaN)
+            out |= np.nan_to_num(robust_z(spectral), nan=-np.inf) > spectral_z
+    return out
 
 
 def _top_events(events: pd.DataFrame, event_top: float) -> np.ndarray:
@@ -625,7 +635,8 @@ class ObjectRanker(BaseEstimator):
 
     def __init__(self, min_z=3.0, min_cosine=0.5, n_neighbors=8, transient_weight=0.2, by="combined", episodes=True,
                  state_weight=0.7, event_weight=0.0, seasonal_weight=0.5, min_recurrence=0.6, shape_weight=1.0,
-                 continuations=False, event_top=0.01, gaps=True, split_cosine=0.75):
+                 continuations=False, event_top=0.01, gaps=True, split_cosine=0.75, spectral_z=20.0):
+        self.spectral_z = spectral_z
         self.split_cosine = split_cosine
         self.seasonal_weight = seasonal_weight
         self.continuations = continuations
@@ -662,6 +673,8 @@ class ObjectRanker(BaseEstimator):
                              ("event_weight", 0, 1), ("shape_weight", 0, None)):
             check_param("ObjectRanker", name, getattr(self, name), lo, hi)
         check_param("ObjectRanker", "n_neighbors", self.n_neighbors, 1, integer=True)
+        if self.spectral_z is not None:  # (None: the spectral score makes no candidate)
+            check_param("ObjectRanker", "spectral_z", self.spectral_z, 0, None)
         if self.split_cosine is not None:  # (None: objects are not split)
             check_param("ObjectRanker", "split_cosine", self.split_cosine, -1, 1)
         vec = events["vec"].to_numpy()
@@ -674,7 +687,8 @@ class ObjectRanker(BaseEstimator):
         # follow the vec keys; the events come back in the caller's order
         by_vec = np.argsort(events["vec"].to_numpy(), kind="stable")
         ev = events.iloc[by_vec].copy()
-        stands_out = candidates(ev, self.min_z)  # by its size: what the false-alarm rates are measured against
+        # by its size, in its embedding or its pixels: what the false-alarm rates are measured against
+        stands_out = candidates(ev, self.min_z, spectral_z=self.spectral_z)
         ev["_cand"] = stands_out | _top_events(ev, self.event_top)
         # touching patches join when they changed alike *into the same thing*: a new roof beside a field
         # harvested the same month both lost their vegetation, but are two objects

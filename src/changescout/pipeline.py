@@ -47,6 +47,7 @@ from .radiometry import NORMALISATION_MODES, OFFSET_MODES, RADIANCE_RULE, apply_
 from .rank import AtypicalityRanker
 from .search import SimilarChangeIndex, compatibility
 from .snow import MODES as SNOW_MODES, screen_snow
+from .spectral import spectral_scores
 from .sources.geotiff import is_run_dir
 from .sources.pairs import has_placeholder_dates
 from .tiling import MAX_LABEL, PatchGrid, event_ids, series_id
@@ -1008,6 +1009,8 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
     if "changes" in todo:
         with run.stage("changes") as info:
             events, vectors, search = compute_changes(embeddings, comp, search=True)
+            if len(events):  # how far each patch's most changed blocks of pixels moved (a road across it)
+                events["spectral"] = spectral_scores(cube, events, embedding_grid(embeddings).patch_size)
             if len(events) == 0:
                 pg = embedding_grid(embeddings)
                 res = abs(pg.grid.resolution[0])
@@ -1093,7 +1096,10 @@ def to_geodataframe(events: pd.DataFrame, series: str, patch_grid: PatchGrid,
     for c in ("row", "col", "cluster", "cluster_size", "rank", "object_rank"):
         ev[c] = ev[c].astype(np.int32)
     ev["object_id"] = ev["object_id"].astype(np.int64)
-    for c in ("magnitude", "surprise", "zscore", "recurrence", "clear_fraction", "rarity", "atypicality", "false_alarm_rate"):
+    if "spectral" not in ev:  # (events ranked from Python without changescout.spectral: unknown)
+        ev["spectral"] = np.nan
+    for c in ("magnitude", "surprise", "zscore", "recurrence", "spectral", "clear_fraction", "rarity", "atypicality",
+              "false_alarm_rate"):
         ev[c] = ev[c].astype(np.float32)
     geom = patch_grid.polygons(ev["row"].to_numpy(), ev["col"].to_numpy(), footprint)
     gdf = gpd.GeoDataFrame(ev[COLUMNS], geometry=geom, crs=patch_grid.grid.crs)

@@ -21,6 +21,7 @@ from ..cube import grid_of
 from ..embed import embed_cube
 from ..objects import TRAJECTORY_COLUMNS, change_states, object_descriptors
 from ..search import SimilarChangeIndex, rank_augmented
+from ..spectral import spectral_scores
 from ..tiling import PatchGrid
 from .planted import label_events, label_objects, planted_object_scores, planted_scores
 
@@ -32,8 +33,8 @@ BOUCONNE_BANDS = "B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12".split(",")
 def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """The pipeline's stages up to the changes, in memory: ``(events, vectors, states, search)`` of ``cube``
     under ``config`` (:func:`changescout.pipeline.prepare_cube`'s screens, co-registration and normalisation,
-    embeddings, change vectors, the states before and after each change, and the vectors that similar-change
-    search compares)."""
+    embeddings, change vectors and their spectral scores, the states before and after each change, and the
+    vectors that similar-change search compares)."""
     from ..pipeline import _build_encoder, prepare_cube
 
     cube, _ = prepare_cube(cube, config, log=lambda line: None)
@@ -43,6 +44,7 @@ def embed_changes(cube, config) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, n
         events, vectors, search = compute_changes(ds, Comparison.parse(config.compare, min_clear=config.min_clear),
                                                   search=True)
         events["event_id"] = events["vec"].astype(str)
+        events["spectral"] = spectral_scores(cube, events, config.patch_size)  # (as the pipeline's changes stage)
         states = change_states(ds, events, len(vectors))
     return events, vectors, states, search
 

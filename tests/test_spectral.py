@@ -17,7 +17,7 @@ DATES = pd.to_datetime(["2021-05-01", "2021-06-01", "2021-07-01"])
 
 def _cube(values, quality=None):
     t, b, h, w = values.shape
-    coords = {"time": DATES[:t], "band": [f"B{i}" for i in range(b)], "y": np.arange(h)[::-1] * 10.0, "x": np.arange(w) * 10.0}
+    coords = {"time": DATES[:t] if t <= len(DATES) else pd.date_range("2021-01-01", periods=t, freq="MS"), "band": [f"B{i}" for i in range(b)], "y": np.arange(h)[::-1] * 10.0, "x": np.arange(w) * 10.0}
     cube = xr.DataArray(values.astype(np.float32), dims=("time", "band", "y", "x"), coords=coords)
     if quality is not None:
         cube = cube.assign_coords(quality=(("time", "y", "x"), quality.astype(np.uint8)))
@@ -83,6 +83,22 @@ def test_each_event_is_scored_between_its_own_dates():
     score = spectral_scores(_cube(values), events, 16).reshape(3, 16)
     z = [robust_z(s)[10] for s in score]  # patch (2, 2)
     assert z[0] < 5 and z[1] > 20 and z[2] > 20
+
+
+def test_dates_read_a_few_at_a_time_give_the_same_scores():
+    """A date's blocks are read in batches and let go after the last pair that compares it (a whole cube's
+    blocks of a long series or a large tile would not fit): batches of one date give the scores of one batch,
+    pairs of consecutive dates and against a reference date alike."""
+    values = np.concatenate([_scene(1), _scene(2)])  # six dates
+    values[4, :, 8:10, :] += 0.2
+    cube = _cube(values)
+    times = cube["time"].to_index()
+    events = pd.concat([_events(4, 4).assign(t0=times[t], t1=times[t + 1]) for t in range(5)]
+                       + [_events(4, 4).assign(t0=times[0], t1=times[t]) for t in range(2, 6)], ignore_index=True)
+    whole = spectral_scores(cube, events, 16)
+    np.testing.assert_array_equal(spectral_scores(cube, events, 16, block_bytes=1), whole)
+    np.testing.assert_array_equal(spectral_scores(cube, events.iloc[::-1], 16, block_bytes=1), whole[::-1])
+    assert np.isfinite(whole).all()
 
 
 def test_blocks_must_tile_the_patches_and_the_dates_must_be_the_cubes():

@@ -24,19 +24,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ConfigError
 from .cube import Quality
+from .errors import ConfigError
 
 #: Side of the blocks, in pixels, whose change the score measures (a 16 px patch holds 16 of them).
 FINE = 4
 #: How many of a patch's most changed blocks its score averages.
 TOP = 4
+#: Bytes of blocks read in one computation: the dates still to compare, read in batches of this size (one
+#: batch for most runs; a date at a time for a whole Sentinel-2 tile), each let go after its last pair.
+BLOCK_BYTES = 256 * 2**20
 
 
 def block_means(cube: xr.DataArray, fine: int = FINE) -> np.ndarray:
     """``(time, band, y // fine, x // fine)`` float32: the mean of each block's clear pixels (quality CLEAR, every
     band finite; NaN for a block with none). The cube's trailing rows and columns that make no whole block are
-    left out, as the patch grid leaves out those that make no whole patch."""
+    left out, as the patch grid leaves out those that make no whole patch. Give it the dates needed: a date's
+    blocks hold a sixteenth of its pixels (:func:`spectral_scores` keeps only those of the dates still to compare)."""
     if fine < 1:
         raise ConfigError(f"spectral blocks must be at least 1 px, got {fine}")
     values = cube.astype(np.float32)
@@ -50,10 +54,10 @@ def block_means(cube: xr.DataArray, fine: int = FINE) -> np.ndarray:
     return np.asarray(means.values, np.float32)
 
 
-def pair_scores(blocks: np.ndarray, t0: int, t1: int, per_patch: int, top: int = TOP) -> np.ndarray:
-    """``(rows, cols)``: each patch's spectral score between dates ``t0`` and ``t1`` (indices into ``blocks``,
+def pair_scores(before: np.ndarray, after: np.ndarray, per_patch: int, top: int = TOP) -> np.ndarray:
+    """``(rows, cols)``: each patch's spectral score between two dates' blocks (``(band, y, x)`` each, of
     :func:`block_means`), from its ``per_patch`` x ``per_patch`` blocks; NaN where none is clear at both dates."""
-    d = blocks[t1] - blocks[t0]  # (band, y, x)
+    d = after - before  # (band, y, x)
     with np.errstate(invalid="ignore"):
         seen = np.isfinite(d).all(axis=0)
         if not seen.any():
@@ -80,10 +84,11 @@ def block_size(patch_size: int) -> int:
 
 
 def spectral_scores(cube: xr.DataArray, events: pd.DataFrame, patch_size: int, fine: int | None = None,
-                    top: int = TOP) -> np.ndarray:
+                    top: int = TOP, block_bytes: int = BLOCK_BYTES) -> np.ndarray:
     """Each event's ``spectral`` score (rows of ``events``: ``row``, ``col``, ``t0``, ``t1``), float32, from the
     cube the embeddings were made of (its dates include every ``t0`` and ``t1``); NaN where the patch has no
-    block clear at both dates. ``fine``: the blocks' side (default :func:`block_size`)."""
+    block clear at both dates. ``fine``: the blocks' side (default :func:`block_size`); ``block_bytes``: how
+    many bytes of blocks are read in one computation (:data:`BLOCK_BYTES`)."""
     out = np.full(len(events), np.nan, np.float32)
     if not len(events):
         return out
@@ -95,11 +100,27 @@ def spectral_scores(cube: xr.DataArray, events: pd.DataFrame, patch_size: int, f
     t1 = times.get_indexer(pd.to_datetime(events["t1"]))
     if (t0 < 0).any() or (t1 < 0).any():
         raise ConfigError("spectral_scores: the events compare dates that the cube does not have")
-    blocks = block_means(cube, fine)
     rows, cols = events["row"].to_numpy(np.int64), events["col"].to_numpy(np.int64)
-    for (a, b), at in pd.Series(np.arange(len(events))).groupby([t0, t1]):
-        scores = pair_scores(blocks, int(a), int(b), patch_size // fine, top)
-        at = at.to_numpy()
+    pairs = pd.Series(np.arange(len(events))).groupby([t0, t1])
+    # the pairs in the order of their later date, each date's blocks read once and let go after its last pair
+    order = sorted(pairs.groups, key=lambda pair: (max(pair), min(pair)))
+    last = {}
+    for i, pair in enumerate(order):
+        last.update({int(t): i for t in pair})
+    upcoming = list(dict.fromkeys(int(t) for pair in order for t in sorted(pair)))  # dates in the order first needed
+    per_date = cube.sizes["band"] * (cube.sizes["y"] // fine) * (cube.sizes["x"] // fine) * 4
+    batch = max(1, block_bytes // max(per_date, 1))  # dates whose blocks are read in one computation
+    held: dict[int, np.ndarray] = {}
+    for i, (a, b) in enumerate(order):
+        if any(int(t) not in held for t in (a, b)):
+            start = min(upcoming.index(int(t)) for t in (a, b) if int(t) not in held)
+            read = [t for t in upcoming[start:] if t not in held][:batch]
+            read += [int(t) for t in (a, b) if int(t) not in held and int(t) not in read]
+            held.update(zip(read, block_means(cube.isel(time=read), fine)))
+        scores = pair_scores(held[int(a)], held[int(b)], patch_size // fine, top)
+        at = pairs.get_group((a, b)).to_numpy()
         inside = (rows[at] < scores.shape[0]) & (cols[at] < scores.shape[1])
         out[at[inside]] = scores[rows[at[inside]], cols[at[inside]]]
+        for t in [t for t in held if last[t] <= i]:
+            del held[t]
     return out

@@ -74,6 +74,34 @@ def test_pixels_under_a_flagged_cloud_are_left_out_and_a_patch_with_none_clear_i
     assert robust_z(unflagged)[0] > 20  # the same cloud unflagged is a change
 
 
+def test_a_flood_is_scored_where_a_mask_classes_its_pixels_water():
+    """Water observes the surface (the embeddings take it): a field flooded at the second date, its pixels
+    classed WATER by the source's mask (SCL, Fmask), stands out; only clear pixels were kept at first, and a
+    flood scored NaN (a review)."""
+    values = _scene()
+    values[1:, :, 16:32, 32:48] = 0.02  # dark water over patch (1, 2)
+    quality = np.zeros((3, 64, 64))
+    quality[1:, 16:32, 32:48] = Quality.WATER
+    score = spectral_scores(_cube(values, quality), _events(4, 4), 16)
+    assert np.isfinite(score).all() and np.argmax(score) == 1 * 4 + 2 and robust_z(score)[6] > 20
+
+
+def test_the_four_most_changed_blocks_score_a_patch_and_a_still_band_does_not_make_noise_a_change():
+    """A patch scores the mean of its 4 most changed blocks: one changed block scores about a quarter of four
+    changed alike. A band that most blocks leave exactly as it was (a fill, a constant band) is scaled by its
+    spread, not by a MAD of 0 (a floor of 1e-6 made a change of 0.01 score 2500)."""
+    values = _scene()
+    values[1, :, 0:4, 0:4] += 0.2  # one block of patch (0, 0)
+    values[1, :, 0:8, 32:40] += 0.2  # four blocks of patch (0, 2)
+    score = spectral_scores(_cube(values), _events(4, 4), 16)
+    assert 0.2 < score[0] / score[2] < 0.3
+    still = _scene()
+    still[:, 0] = 0.1  # band 0 the same everywhere, at every date
+    still[1, 0, 40:44, 40:44] = 0.11  # but for one block
+    score = spectral_scores(_cube(still), _events(4, 4), 16)
+    assert np.isfinite(score).all() and score.max() < 100
+
+
 def test_each_event_is_scored_between_its_own_dates():
     """A patch changed at the third date: its event from the second date scores it, the event from the first
     to the second does not, and one comparing the first and third dates (a cloud between) does."""

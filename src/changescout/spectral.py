@@ -4,7 +4,8 @@ A patch's embedding averages its 16 x 16 px. A change that fills a few pixels of
 across a patch covers 8-14 % of it; the edge of a construction site) moves that average little, and its
 ``surprise`` does not stand out, although the pixels it covers changed as much as those of a clear-cut. Change
 vector analysis of the pixels sees them: for each date pair an event compares, the cube is averaged over blocks
-of ``fine`` px (its clear pixels only), each band's difference is robust-z scored against the whole scene's
+of ``fine`` px (4, or the largest side below it that tiles the patches: :func:`block_size`; its pixels that
+observe the surface only, clear or water), each band's difference is robust-z scored against the whole scene's
 blocks of that pair (median and 1.4826 MAD: what the whole scene did between those dates, seasons and
 illumination, is 0), and a patch's ``spectral`` score is the mean of its ``top`` largest block norms (the root
 mean square of the bands' z), in the manner of the benchmark's ``cva-z-p4-top4`` baseline.
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .cube import Quality
+from .cube import usable_mask
 from .errors import ConfigError
 
 #: Side of the blocks, in pixels, whose change the score measures (a 16 px patch holds 16 of them).
@@ -37,16 +38,17 @@ BLOCK_BYTES = 256 * 2**20
 
 
 def block_means(cube: xr.DataArray, fine: int = FINE) -> np.ndarray:
-    """``(time, band, y // fine, x // fine)`` float32: the mean of each block's clear pixels (quality CLEAR, every
-    band finite; NaN for a block with none). The cube's trailing rows and columns that make no whole block are
+    """``(time, band, y // fine, x // fine)`` float32: the mean of each block's pixels that observe the surface
+    (quality clear or water, :func:`changescout.cube.usable_mask`, as the embeddings take them; every band
+    finite; NaN for a block with none). The cube's trailing rows and columns that make no whole block are
     left out, as the patch grid leaves out those that make no whole patch. Give it the dates needed: a date's
     blocks hold a sixteenth of its pixels (:func:`spectral_scores` keeps only those of the dates still to compare)."""
     if fine < 1:
         raise ConfigError(f"spectral blocks must be at least 1 px, got {fine}")
     values = cube.astype(np.float32)
     usable = values.notnull().all("band")
-    if "quality" in cube.coords:
-        usable = usable & (cube["quality"] == int(Quality.CLEAR))
+    if "quality" in cube.coords:  # (water is the surface: a flood, a pond drying)
+        usable = usable & usable_mask(cube["quality"])
     held = values.where(usable)
     count = usable.astype(np.float32).coarsen(y=fine, x=fine, boundary="trim").sum()
     total = held.fillna(0).coarsen(y=fine, x=fine, boundary="trim").sum()
@@ -65,9 +67,10 @@ def pair_scores(before: np.ndarray, after: np.ndarray, per_patch: int, top: int 
             return np.full((rows, cols), np.nan)
         med = np.median(d[:, seen], axis=1)
         mad = 1.4826 * np.median(np.abs(d[:, seen] - med[:, None]), axis=1)
+        # a band most of whose blocks did not move at all (a fill, a constant band): its spread, as robust_z does
+        mad = np.where(mad > 1e-6, mad, np.std(d[:, seen], axis=1))
         z = (d - med[:, None, None]) / np.maximum(mad, 1e-6)[:, None, None]
-        norm = np.sqrt((z * z).mean(axis=0))
-    norm = np.where(seen, norm, -np.inf)
+        norm = np.where(seen, np.sqrt((z * z).mean(axis=0)), -np.inf)
     rows, cols = norm.shape[0] // per_patch, norm.shape[1] // per_patch
     cells = (norm[: rows * per_patch, : cols * per_patch].reshape(rows, per_patch, cols, per_patch)
              .transpose(0, 2, 1, 3).reshape(rows, cols, per_patch * per_patch))

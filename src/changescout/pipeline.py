@@ -1009,8 +1009,6 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
     if "changes" in todo:
         with run.stage("changes") as info:
             events, vectors, search = compute_changes(embeddings, comp, search=True)
-            if len(events):  # how far each patch's most changed blocks of pixels moved (a road across it)
-                events["spectral"] = spectral_scores(cube, events, embedding_grid(embeddings).patch_size)
             if len(events) == 0:
                 pg = embedding_grid(embeddings)
                 res = abs(pg.grid.resolution[0])
@@ -1019,6 +1017,8 @@ def _analyse(run: Run, config: RunConfig, cube, comp: Comparison, series: str, e
                                   "compare that are clear enough (check the dates, the quality mask, --min-clear, and "
                                   "that a --grid resolution leaves patches that the data fills)", cube.attrs.get("source", config.source))
             events["event_id"] = event_ids(series, events["t0"], events["t1"], events["row"], events["col"])
+            # how far each patch's most changed blocks of pixels moved (a road across it)
+            events["spectral"] = spectral_scores(cube, events, embedding_grid(embeddings).patch_size)
             attrs = {k: embeddings.attrs[k] for k in ("encoder", "encoder_version", "weights_sha256", "patch_size", "grid", "series")}
             compat = compatibility(embeddings.attrs)
             attrs.update(normalisation_method=compat["normalisation_method"], comparison=str(comp),

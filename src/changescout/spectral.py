@@ -8,7 +8,8 @@ of ``fine`` px (4, or the largest side below it that tiles the patches: :func:`b
 observe the surface only, clear or water), each band's difference is robust-z scored against the whole scene's
 blocks of that pair (median and 1.4826 MAD: what the whole scene did between those dates, seasons and
 illumination, is 0), and a patch's ``spectral`` score is the mean of its ``top`` largest block norms (the root
-mean square of the bands' z), in the manner of the benchmark's ``cva-z-p4-top4`` baseline.
+mean square of the bands' z; :func:`changescout.evaluate.evidence.aggregate_up`, as the benchmark aggregates its
+4 px scores).
 
 :class:`changescout.objects.ObjectRanker` makes an event whose ``spectral`` score stands far out of the run's
 (robust z above ``spectral_z``) a candidate that can join a change object, beside those whose embedding change
@@ -27,6 +28,8 @@ import xarray as xr
 
 from .cube import usable_mask
 from .errors import ConfigError
+from .evaluate.evidence import aggregate_up
+from .objects import robust_z
 
 #: Side of the blocks, in pixels, whose change the score measures (a 16 px patch holds 16 of them).
 FINE = 4
@@ -60,24 +63,12 @@ def pair_scores(before: np.ndarray, after: np.ndarray, per_patch: int, top: int 
     """``(rows, cols)``: each patch's spectral score between two dates' blocks (``(band, y, x)`` each, of
     :func:`block_means`), from its ``per_patch`` x ``per_patch`` blocks; NaN where none is clear at both dates."""
     d = after - before  # (band, y, x)
-    with np.errstate(invalid="ignore"):
-        seen = np.isfinite(d).all(axis=0)
-        if not seen.any():
-            rows, cols = d.shape[1] // per_patch, d.shape[2] // per_patch
-            return np.full((rows, cols), np.nan)
-        med = np.median(d[:, seen], axis=1)
-        mad = 1.4826 * np.median(np.abs(d[:, seen] - med[:, None]), axis=1)
-        # a band most of whose blocks did not move at all (a fill, a constant band): its spread, as robust_z does
-        mad = np.where(mad > 1e-6, mad, np.std(d[:, seen], axis=1))
-        z = (d - med[:, None, None]) / np.maximum(mad, 1e-6)[:, None, None]
-        norm = np.where(seen, np.sqrt((z * z).mean(axis=0)), -np.inf)
-    rows, cols = norm.shape[0] // per_patch, norm.shape[1] // per_patch
-    cells = (norm[: rows * per_patch, : cols * per_patch].reshape(rows, per_patch, cols, per_patch)
-             .transpose(0, 2, 1, 3).reshape(rows, cols, per_patch * per_patch))
-    largest = -np.sort(-cells, axis=2)[..., :top]
-    known = np.isfinite(largest)
-    n = known.sum(axis=2)
-    return np.where(n > 0, np.where(known, largest, 0.0).sum(axis=2) / np.maximum(n, 1), np.nan)
+    if not np.isfinite(d).all(axis=0).any():
+        return np.full((d.shape[1] // per_patch, d.shape[2] // per_patch), np.nan)
+    # each band against the scene's blocks of the pair (a band most blocks leave as it was: by its spread)
+    z = np.stack([robust_z(band) for band in d])
+    norm = np.sqrt((z * z).mean(axis=0))  # NaN where a block is not seen at both dates
+    return aggregate_up(norm, per_patch, f"top{top}")
 
 
 def block_size(patch_size: int) -> int:
